@@ -1,0 +1,3 @@
+"""tailorml: personalize small deep-learning models for human-centric sensing, safely."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,261 @@
+"""Typed configuration: defaults live here, TOML files override them.
+
+Why pydantic: it already does what a hand-written validator would (reject unknown keys,
+check types, report the dotted path of the offending key), and its models serialise back
+to plain dicts for the resolved config that every run stores.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tailorml.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class MealPlan(_Section):
+    """One daily meal: when (hours after midnight), how likely, and how big (grams of carbs)."""
+
+    hour: float = Field(ge=0, lt=24)
+    hour_sd: float = Field(ge=0)
+    probability: float = Field(ge=0, le=1)
+    grams: float = Field(gt=0)
+    grams_sd: float = Field(ge=0)
+
+
+def _default_meals() -> dict[str, MealPlan]:
+    return {
+        "breakfast": MealPlan(hour=7.5, hour_sd=0.75, probability=0.95, grams=45, grams_sd=12),
+        "lunch": MealPlan(hour=12.75, hour_sd=0.75, probability=0.97, grams=65, grams_sd=18),
+        "dinner": MealPlan(hour=19.0, hour_sd=1.0, probability=0.99, grams=75, grams_sd=20),
+        "snack": MealPlan(hour=16.0, hour_sd=1.5, probability=0.5, grams=20, grams_sd=8),
+        "late_snack": MealPlan(hour=22.0, hour_sd=0.75, probability=0.25, grams=20, grams_sd=8),
+    }
+
+
+class SimulationConfig(_Section):
+    """Scenario of the synthetic (simulated) virtual cohort; every number is documented in
+    docs/simulation.md with the behaviour it models."""
+
+    days: int = Field(default=14, ge=1, le=365)
+    seed: int = 20261122
+    start: str = "2025-01-06T00:00:00"
+    patients: list[str] = Field(default_factory=list, description="empty = all 30")
+    meals: dict[str, MealPlan] = Field(default_factory=_default_meals)
+    child_meal_scale: float = Field(default=0.6, gt=0)
+    adolescent_meal_scale: float = Field(default=1.0, gt=0)
+    carb_count_error_sd: float = Field(default=0.3, ge=0)
+    carb_count_bias_sd: float = Field(default=0.2, ge=0)
+    missed_bolus_probability: float = Field(default=0.12, ge=0, le=1)
+    late_bolus_probability: float = Field(default=0.2, ge=0, le=1)
+    late_bolus_minutes: tuple[int, int] = (20, 90)
+    bolus_target_mgdl: float = Field(default=140, gt=0)
+    correction_threshold_mgdl: float = Field(default=250, gt=0)
+    correction_probability: float = Field(default=0.4, ge=0, le=1)
+    correction_gain_range: tuple[float, float] = (0.8, 1.5)
+    basal_factor_range: tuple[float, float] = (0.95, 1.2)
+    hypo_treatment_grams: tuple[float, float] = (10.0, 25.0)
+    hypo_notice_probability_day: float = Field(default=0.9, ge=0, le=1)
+    hypo_notice_probability_night: float = Field(default=0.5, ge=0, le=1)
+    hypo_retreat_minutes: int = Field(default=20, ge=3)
+    exercise_per_week: float = Field(default=3.0, ge=0)
+    exercise_minutes: tuple[int, int] = (30, 75)
+    exercise_sensitivity: float = Field(default=2.0, ge=1)
+    post_exercise_sensitivity: float = Field(default=1.4, ge=1)
+    post_exercise_hours: float = Field(default=8.0, ge=0)
+    illness_probability_per_day: float = Field(default=0.07, ge=0, le=1)
+    illness_days: tuple[int, int] = (1, 3)
+    illness_sensitivity: float = Field(default=0.5, gt=0, le=1)
+    illness_liver_glucose: float = Field(default=1.25, ge=1)
+    occlusion_per_week: float = Field(default=1.0, ge=0)
+    occlusion_hours: tuple[float, float] = (3.0, 8.0)
+    dropout_per_day: float = Field(default=0.3, ge=0)
+    dropout_minutes: tuple[int, int] = (15, 120)
+    sensor_change_days: int = Field(default=10, ge=1)
+    sensor_warmup_minutes: int = Field(default=120, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SimulationConfig:
+        for name in (
+            "late_bolus_minutes",
+            "correction_gain_range",
+            "basal_factor_range",
+            "hypo_treatment_grams",
+            "exercise_minutes",
+            "illness_days",
+            "occlusion_hours",
+            "dropout_minutes",
+        ):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: lower bound {low} is above upper bound {high}")
+        return self
+
+
+class TaskConfig(_Section):
+    """The glucose-alert task: which inputs, which horizon, which thresholds."""
+
+    window_minutes: int = Field(default=120, gt=0)
+    horizon_minutes: int = Field(default=30, gt=0)
+    hypo_mgdl: float = Field(default=70, gt=0)
+    hyper_mgdl: float = Field(default=250, gt=0)
+    channels: list[Literal["cgm", "insulin", "cho"]] = Field(default_factory=lambda: ["cgm"])
+    stride: int = Field(default=1, ge=1, description="windows start every `stride` readings")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.hypo_mgdl >= self.hyper_mgdl:
+            raise ValueError("hypo_mgdl must be below hyper_mgdl")
+        if "cgm" not in self.channels:
+            raise ValueError("channels must include 'cgm'")
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels must not repeat")
+        return self
+
+
+class SplitConfig(_Section):
+    """Chronological per-individual split; the gap keeps any window from straddling parts."""
+
+    train: float = Field(default=0.6, gt=0, lt=1)
+    val: float = Field(default=0.2, ge=0, lt=1)
+    test: float = Field(default=0.2, gt=0, lt=1)
+    gap_minutes: int | None = Field(
+        default=None, description="None = window + horizon (the minimum that prevents leakage)"
+    )
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class ModelConfig(_Section):
+    """The compact 1-D CNN (kept under 20k parameters so int8 weights fit an STM32F4)."""
+
+    conv_channels: list[int] = Field(default_factory=lambda: [16, 32, 32])
+    kernel_size: int = Field(default=5, ge=1)
+    hidden: int = Field(default=32, ge=1)
+    max_parameters: int = Field(default=20_000, gt=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    seed: int = 0
+    threads: int = Field(default=2, ge=1)
+
+
+class AlertConfig(_Section):
+    """How predictions become hypo alerts and how hypo events are defined (consensus: CGM
+    below 70 mg/dL for at least 15 min; an event ends after 15 min at or above 70)."""
+
+    probability_threshold: float = Field(default=0.5, gt=0, lt=1)
+    snooze_minutes: int = Field(default=30, ge=0)
+    event_min_minutes: int = Field(default=15, ge=0)
+    event_end_minutes: int = Field(default=15, ge=0)
+
+
+class CohortConfig(_Section):
+    path: str = Field(default="", description="empty = the shipped synthetic virtual cohort")
+    individuals: list[str] = Field(default_factory=list, description="empty = all")
+    max_days: float | None = Field(default=None, gt=0, description="keep only the first days")
+
+
+class RunConfig(_Section):
+    runs_dir: str = "runs"
+    name: str = "demo"
+    report_patient: str = Field(default="", description="patient shown in the trace plot")
+
+
+class Config(_Section):
+    cohort: CohortConfig = Field(default_factory=CohortConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{key}': remove it or check its spelling")
+        elif item["type"] == "missing":
+            lines.append(f"  - missing key '{key}'")
+        else:
+            given = item.get("input")
+            given_text = f" (got {given!r})" if not isinstance(given, dict) else ""
+            lines.append(f"  - '{key}': {item['msg']}{given_text}")
+    lines.append("Run `tailorml config show` for every key with its default.")
+    return "\n".join(lines)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate `data` (a partial config) over the defaults."""
+    merged = _deep_merge(Config().to_dict(), data)
+    try:
+        # JSON mode: lists are accepted for tuple fields, ints for floats, nothing looser.
+        return Config.model_validate_json(json.dumps(merged))
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file at `path`, then `overrides` (e.g. from CLI options)."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        source = str(path)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return config_from_dict(data, source)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _drop_none(item) for key, item in value.items() if item is not None}
+    return value
+
+
+def to_toml(config: Config) -> str:
+    """Serialise a config as TOML (the resolved config every run stores); unset optional
+    keys are left out, which reads back as the same config."""
+    return tomli_w.dumps(_drop_none(config.to_dict()))

@@ -1,0 +1,120 @@
+"""Windows and labels of the glucose-alert task.
+
+A sample is the last `window_minutes` of readings (CGM, optionally insulin and carbs) and
+its label says what happens in the next `horizon_minutes` of CGM: hypo if any reading is
+below `hypo_mgdl`, else hyper if any is above `hyper_mgdl`, else in range. A window whose
+input or horizon has a missing reading is dropped and counted, never imputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tailorml.config import TaskConfig
+from tailorml.data.cohort import Cohort
+from tailorml.errors import CohortError, ConfigError
+
+CLASSES = ("in_range", "hypo", "hyper")
+IN_RANGE, HYPO, HYPER = range(3)
+
+
+@dataclass
+class WindowSet:
+    """All valid windows of a cohort, in individual then time order."""
+
+    x: np.ndarray  # (n, channels, length) float32, raw units (mg/dL, U, g)
+    y: np.ndarray  # (n,) int64 class index into CLASSES
+    individual: np.ndarray  # (n,) int index into `ids`
+    row: np.ndarray  # (n,) grid row of the window's first reading, per individual
+    time: np.ndarray  # (n,) datetime64: time of the last input reading (= prediction time)
+    current_cgm: np.ndarray  # (n,) the last input CGM reading, mg/dL
+    ids: list[str]
+    channels: list[str]
+    length: int  # readings per window
+    horizon: int  # readings in the horizon
+    sample_minutes: int
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def indices_of(self, individual_id: str) -> np.ndarray:
+        return np.flatnonzero(self.individual == self.ids.index(individual_id))
+
+
+def label_future(future_cgm: np.ndarray, hypo_mgdl: float, hyper_mgdl: float) -> np.ndarray:
+    """Label rows of future CGM readings (n, horizon): hypo beats hyper beats in range."""
+    labels = np.full(len(future_cgm), IN_RANGE, dtype=np.int64)
+    labels[(future_cgm > hyper_mgdl).any(axis=1)] = HYPER
+    labels[(future_cgm < hypo_mgdl).any(axis=1)] = HYPO
+    return labels
+
+
+def readings_per(minutes: int, sample_minutes: int, what: str) -> int:
+    if minutes % sample_minutes:
+        raise ConfigError(
+            f"task.{what} = {minutes} is not a multiple of the cohort's {sample_minutes}-minute "
+            "sampling interval; choose a multiple"
+        )
+    return minutes // sample_minutes
+
+
+def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
+    length = readings_per(task.window_minutes, cohort.sample_minutes, "window_minutes")
+    horizon = readings_per(task.horizon_minutes, cohort.sample_minutes, "horizon_minutes")
+    for channel in task.channels:
+        if channel not in cohort.readings.columns:
+            raise CohortError(
+                f"{cohort.source}: task.channels asks for '{channel}' but the file has no "
+                f"'{channel}' column; add it or remove it from task.channels"
+            )
+    xs, ys, owners, rows, times, currents = [], [], [], [], [], []
+    dropped: dict[str, dict[str, int]] = {}
+    for index, individual_id in enumerate(cohort.ids):
+        frame = cohort.of(individual_id)
+        values = frame[task.channels].to_numpy(dtype=np.float64).T  # (channels, T)
+        cgm = frame["cgm"].to_numpy(dtype=np.float64)
+        span = length + horizon
+        if len(cgm) < span:
+            dropped[individual_id] = {"windows": 0, "gap_in_input": 0, "gap_in_horizon": 0}
+            continue
+        starts = np.arange(0, len(cgm) - span + 1, task.stride)
+        inputs = sliding_window_view(values, length, axis=1)[:, starts]  # (C, n, L)
+        future = sliding_window_view(cgm[length:], horizon)[starts]  # (n, H)
+        input_gap = np.isnan(inputs).any(axis=(0, 2))
+        horizon_gap = np.isnan(future).any(axis=1) & ~input_gap
+        keep = ~(input_gap | horizon_gap)
+        dropped[individual_id] = {
+            "windows": len(starts),
+            "gap_in_input": int(input_gap.sum()),
+            "gap_in_horizon": int(horizon_gap.sum()),
+        }
+        kept = starts[keep]
+        xs.append(np.transpose(inputs[:, keep], (1, 0, 2)).astype(np.float32))
+        ys.append(label_future(future[keep], task.hypo_mgdl, task.hyper_mgdl))
+        owners.append(np.full(len(kept), index, dtype=np.int64))
+        rows.append(kept)
+        times.append(frame["time"].to_numpy()[kept + length - 1])
+        currents.append(cgm[kept + length - 1])
+    if not xs or sum(len(y) for y in ys) == 0:
+        raise CohortError(
+            f"{cohort.source}: no complete {task.window_minutes}+{task.horizon_minutes}-minute "
+            "window without missing readings; the data is too short or has too many gaps"
+        )
+    return WindowSet(
+        x=np.concatenate(xs),
+        y=np.concatenate(ys),
+        individual=np.concatenate(owners),
+        row=np.concatenate(rows),
+        time=np.concatenate(times),
+        current_cgm=np.concatenate(currents),
+        ids=list(cohort.ids),
+        channels=list(task.channels),
+        length=length,
+        horizon=horizon,
+        sample_minutes=cohort.sample_minutes,
+        dropped=dropped,
+    )

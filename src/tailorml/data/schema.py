@@ -1,0 +1,30 @@
+"""The cohort file schema: one row per individual and CGM reading (documented in README)."""
+
+from __future__ import annotations
+
+REQUIRED_COLUMNS = ("patient_id", "time", "cgm")
+OPTIONAL_COLUMNS = ("group", "bg", "cho", "insulin")
+TRAIT_COLUMNS = (
+    "age_years",
+    "body_weight_kg",
+    "carb_ratio_g_per_u",
+    "correction_factor_mgdl_per_u",
+    "total_daily_insulin_u",
+    "basal_glucose_mgdl",
+    "basal_insulin_pmol_l",
+    "insulin_sensitivity_vmx",
+    "liver_insulin_action_kp3",
+    "endogenous_glucose_production",
+    "carb_absorption_kabs",
+)
+COLUMN_DOCS = {
+    "patient_id": "identifier of the individual (string)",
+    "time": "timestamp of the reading (naive local time), strictly increasing per individual",
+    "cgm": "CGM glucose in mg/dL; empty (NaN) where the sensor gave no reading",
+    "group": "age group: child, adolescent or adult (used for fairness across groups)",
+    "bg": "true blood glucose in mg/dL (simulated cohorts only)",
+    "cho": "carbohydrates eaten in the interval ending at `time`, grams",
+    "insulin": "insulin delivered in the interval ending at `time`, units",
+}
+# Physiologically impossible CGM values (mg/dL): outside this range a file is rejected.
+PLAUSIBLE_CGM_MGDL = (10.0, 700.0)

@@ -1,0 +1,13 @@
+"""Errors a user can fix. The CLI prints their message (no traceback) and exits with 2."""
+
+
+class TailormlError(ValueError):
+    """Bad input: the message names the file, field or option and how to fix it."""
+
+
+class ConfigError(TailormlError):
+    """A config file or option is wrong."""
+
+
+class CohortError(TailormlError):
+    """A cohort file is missing, unreadable or breaks the schema."""

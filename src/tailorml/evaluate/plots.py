@@ -1,0 +1,123 @@
+"""Figures of the report, rendered with matplotlib (Agg) to PNG bytes."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from tailorml.data.glucose import CLASSES
+from tailorml.evaluate.alerts import Event
+
+GROUP_COLOURS = {"child": "#4c72b0", "adolescent": "#dd8452", "adult": "#55a868"}
+
+
+def to_png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def trace_figure(
+    readings: pd.DataFrame,
+    predictions: pd.DataFrame,
+    events: list[Event],
+    alert_times: np.ndarray,
+    hypo_mgdl: float,
+    hyper_mgdl: float,
+    title: str,
+) -> bytes:
+    """CGM with thresholds, true hypo events (shaded), alerts (triangles) and P(hypo)."""
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(11, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot(readings["time"], readings["cgm"], color="#333333", linewidth=1, label="CGM")
+    top.axhline(hypo_mgdl, color="#c44e52", linestyle="--", linewidth=0.8)
+    top.axhline(hyper_mgdl, color="#dd8452", linestyle="--", linewidth=0.8)
+    for number, event in enumerate(events):
+        top.axvspan(
+            event.start,
+            event.end,
+            color="#c44e52",
+            alpha=0.18,
+            label="true hypo event" if number == 0 else None,
+        )
+    if len(alert_times):
+        lookup = readings.set_index("time")["cgm"]
+        heights = lookup.reindex(pd.to_datetime(alert_times)).to_numpy()
+        top.scatter(
+            alert_times,
+            np.nan_to_num(heights, nan=hypo_mgdl),
+            marker="v",
+            color="#c44e52",
+            s=40,
+            zorder=3,
+            label="model alert",
+        )
+    top.set_ylabel("glucose (mg/dL)")
+    top.set_title(title)
+    top.legend(loc="upper right", fontsize=8)
+    bottom.plot(predictions["time"], predictions["p_hypo"], color="#c44e52", linewidth=0.8)
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("P(hypo)")
+    figure.autofmt_xdate()
+    return to_png(figure)
+
+
+def individual_bars(per_individual: pd.DataFrame, metrics: list[tuple[str, str]]) -> bytes:
+    """One panel per metric: a bar per individual coloured by group, dashed mean."""
+    table = per_individual.sort_values(["group", "patient_id"])
+    figure, axes = plt.subplots(len(metrics), 1, figsize=(11, 2.6 * len(metrics)), sharex=True)
+    axes = np.atleast_1d(axes)
+    colours = [GROUP_COLOURS.get(group, "#8c8c8c") for group in table["group"]]
+    for axis, (column, label) in zip(axes, metrics, strict=True):
+        values = table[column].astype(float)
+        axis.bar(table["patient_id"], values.fillna(0), color=colours)
+        axis.axhline(values.mean(), color="black", linestyle="--", linewidth=0.8)
+        axis.set_ylabel(label)
+    axes[-1].tick_params(axis="x", rotation=90, labelsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLOURS.values()]
+    axes[0].legend(handles, list(GROUP_COLOURS), fontsize=8, loc="lower right")
+    return to_png(figure)
+
+
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray) -> bytes:
+    """Row-normalised confusion matrix with counts."""
+    from sklearn.metrics import confusion_matrix
+
+    labels = list(range(len(CLASSES)))
+    counts = confusion_matrix(y_true, y_pred, labels=labels)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(4.8, 4.2))
+    axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for row in labels:
+        for column in labels:
+            axis.text(
+                column,
+                row,
+                f"{rates[row, column]:.2f}\n({counts[row, column]})",
+                ha="center",
+                va="center",
+                color="white" if rates[row, column] > 0.6 else "black",
+                fontsize=9,
+            )
+    axis.set_xticks(labels, CLASSES)
+    axis.set_yticks(labels, CLASSES)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true (next 30 min)")
+    return to_png(figure)
+
+
+def training_curve(history: list[dict]) -> bytes:
+    figure, axis = plt.subplots(figsize=(5.5, 3.2))
+    steps = [row["step"] for row in history]
+    axis.plot(steps, [row["val_score"] for row in history], marker="o")
+    axis.set_xlabel("training step")
+    axis.set_ylabel("validation balanced accuracy")
+    return to_png(figure)

@@ -1,0 +1,151 @@
+"""The HTML report of a run. It reads only the run directory's tables, so any run can be
+re-rendered (`tailorml report RUN`) without recomputing anything."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from tailorml.config import load_config
+from tailorml.evaluate import plots
+from tailorml.evaluate.alerts import hypo_events, snooze_alerts
+from tailorml.io import atomic_write_text
+
+METRIC_LABELS = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "recall_in_range": "recall in range",
+    "recall_hypo": "recall hypo",
+    "recall_hyper": "recall hyper",
+    "hypo_sensitivity": "hypo event sensitivity",
+    "false_alerts_per_day": "false alerts / day",
+    "median_lead_minutes": "median lead time (min)",
+}
+
+
+def _image(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _template_environment() -> Environment:
+    environment = Environment(
+        loader=PackageLoader("tailorml", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+    )
+    environment.filters["num"] = _number
+    environment.filters["count"] = _count
+    return environment
+
+
+def _number(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _count(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return str(int(value))
+
+
+COUNT_COLUMNS = ("windows", "hypo_windows", "hypo_events", "alerts")
+
+
+def trace_patient(per_individual: pd.DataFrame, requested: str) -> str | None:
+    if requested:
+        return requested
+    if "hypo_events" not in per_individual or per_individual["hypo_events"].isna().all():
+        return per_individual["patient_id"].iloc[0] if len(per_individual) else None
+    return str(per_individual.sort_values("hypo_events", ascending=False)["patient_id"].iloc[0])
+
+
+def render_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.toml")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    environment = json.loads((run_dir / "environment.json").read_text())
+    training = json.loads((run_dir / "training.json").read_text())
+    per_individual = pd.read_csv(run_dir / "per_individual.csv", keep_default_na=True)
+    per_individual["skipped"] = per_individual["skipped"].fillna("")
+    predictions = pd.read_parquet(run_dir / "predictions.parquet")
+    readings = pd.read_parquet(run_dir / "test_readings.parquet")
+    by_group = pd.read_csv(run_dir / "by_group.csv")
+
+    figures = {}
+    patient = trace_patient(per_individual, config.run.report_patient)
+    if patient is not None and patient in set(predictions["patient_id"]):
+        mine = readings[readings["patient_id"] == patient]
+        predicted = predictions[predictions["patient_id"] == patient]
+        events = hypo_events(
+            mine["time"].to_numpy(),
+            mine["cgm"].to_numpy(),
+            config.task.hypo_mgdl,
+            metrics["cohort"]["sample_minutes"],
+            config.alerts.event_min_minutes,
+            config.alerts.event_end_minutes,
+        )
+        positive = predicted["p_hypo"].to_numpy() >= config.alerts.probability_threshold
+        alert_mask = snooze_alerts(
+            predicted["time"].to_numpy(), positive, config.alerts.snooze_minutes
+        )
+        figures["trace"] = _image(
+            plots.trace_figure(
+                mine,
+                predicted,
+                events,
+                predicted["time"].to_numpy()[alert_mask],
+                config.task.hypo_mgdl,
+                config.task.hyper_mgdl,
+                f"{patient}: test period (synthetic data)",
+            )
+        )
+    evaluated = per_individual[per_individual["skipped"] == ""]
+    if len(evaluated):
+        figures["bars"] = _image(
+            plots.individual_bars(
+                evaluated,
+                [
+                    ("balanced_accuracy", "balanced accuracy"),
+                    ("hypo_sensitivity", "hypo sensitivity"),
+                    ("false_alerts_per_day", "false alerts / day"),
+                ],
+            )
+        )
+    if len(predictions):
+        y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
+        figures["confusion"] = _image(plots.confusion_figure(y_true, y_pred))
+    if training.get("history"):
+        figures["training"] = _image(plots.training_curve(training["history"]))
+
+    wanted = ["patient_id", "group", *COUNT_COLUMNS[:2], *METRIC_LABELS, *COUNT_COLUMNS[2:]]
+    if (per_individual["skipped"] != "").any():
+        wanted.append("skipped")
+    columns = [column for column in wanted if column in per_individual]
+    html = (
+        _template_environment()
+        .get_template("report.html.j2")
+        .render(
+            run_name=run_dir.name,
+            metrics=metrics,
+            environment=environment,
+            config_toml=(run_dir / "config.toml").read_text(),
+            summary=metrics["per_individual_summary"],
+            labels=METRIC_LABELS,
+            by_group=by_group.to_dict("records"),
+            individuals=per_individual[columns].to_dict("records"),
+            columns=columns,
+            counts=COUNT_COLUMNS,
+            figures=figures,
+            trace_patient=patient,
+            config=config,
+        )
+    )
+    return atomic_write_text(run_dir / "report.html", html)

@@ -1,0 +1,80 @@
+"""Atomic file writes and content hashes.
+
+A run that fails or is interrupted must never leave a half-written file where a finished
+one is expected: everything is written to a temporary file in the same directory and then
+renamed over the target (rename is atomic on POSIX file systems).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
+    with atomic_path(target) as temporary:
+        write(temporary)
+    return Path(target)
+
+
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    return atomic_write(target, lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
+    return atomic_write(target, lambda path: path.write_bytes(data))
+
+
+def atomic_write_json(target: str | Path, data: Any) -> Path:
+    return atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_parquet(target: str | Path, frame: pd.DataFrame) -> Path:
+    return atomic_write(
+        target, lambda path: frame.to_parquet(path, index=False, compression="zstd")
+    )
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(data: Any) -> str:
+    """A stable hash of JSON-able data (configs), to tell whether cached work still applies."""
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
