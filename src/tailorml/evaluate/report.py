@@ -73,7 +73,7 @@ def render_report(run_dir: str | Path) -> Path:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     environment = json.loads((run_dir / "environment.json").read_text())
     training = json.loads((run_dir / "training.json").read_text())
-    per_individual = pd.read_csv(run_dir / "per_individual.csv", keep_default_na=True)
+    per_individual = pd.read_csv(run_dir / "per_individual.csv", dtype={"skipped": str})
     per_individual["skipped"] = per_individual["skipped"].fillna("")
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     readings = pd.read_parquet(run_dir / "test_readings.parquet")

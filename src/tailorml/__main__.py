@@ -1,0 +1,5 @@
+"""`python -m tailorml` runs the CLI."""
+
+from tailorml.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""End to end through the CLI, on a tiny slice of the shipped synthetic cohort."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tailorml.cli import app
+
+runner = CliRunner()
+TINY = """
+[cohort]
+individuals = ["adolescent-003", "adult-008", "child-004"]
+max_days = 3.0
+
+[train]
+epochs = 1
+
+[run]
+runs_dir = "{runs}"
+name = "tiny"
+"""
+
+
+def tailorml(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tailorml", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    config = base / "tiny.toml"
+    config.write_text(TINY.format(runs=(base / "runs").as_posix()))
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    (run,) = (base / "runs").iterdir()
+    return run, result.output
+
+
+def test_train_writes_a_complete_run_directory(tiny_run):
+    run, output = tiny_run
+    for name in (
+        "config.toml",
+        "environment.json",
+        "run.json",
+        "model.pt",
+        "training.json",
+        "metrics.json",
+        "per_individual.csv",
+        "predictions.parquet",
+        "by_group.csv",
+        "report.html",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["synthetic"] is True
+    assert metrics["cohort"]["individuals"] == 3
+    assert len(metrics["model"]["sha256"]) == 64
+    per_individual = pd.read_csv(run / "per_individual.csv")
+    assert per_individual["patient_id"].tolist() == ["adolescent-003", "adult-008", "child-004"]
+    assert per_individual["windows"].sum() == metrics["windows"]["test"]
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["packages"]["torch"].startswith("2.")
+    assert "report.html" in output
+
+
+def test_report_is_self_contained_and_labelled_synthetic(tiny_run):
+    run, _ = tiny_run
+    html = (run / "report.html").read_text()
+    assert "Synthetic data." in html and "not clinical evidence" in html
+    assert html.count("data:image/png;base64,") >= 4  # trace, bars, confusion, training
+    assert "adult-008" in html
+
+
+def test_report_can_be_re_rendered(tiny_run):
+    run, _ = tiny_run
+    (run / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "report.html").is_file()
+
+
+def test_resume_reuses_the_trained_model(tiny_run):
+    run, _ = tiny_run
+    digest = json.loads((run / "metrics.json").read_text())["model"]["sha256"]
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "training already finished" in result.output
+    assert json.loads((run / "metrics.json").read_text())["model"]["sha256"] == digest
+
+
+def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[cohort]\npath = "no/such/file.parquet"\n')
+    result = tailorml("train", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cohort file not found: no/such/file.parquet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    config.write_text("[train]\nepoch = 1\n")
+    result = tailorml("train", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and "unknown key 'train.epoch'" in result.stderr
+
+
+def test_every_command_has_help():
+    for command in (
+        ["demo"],
+        ["train"],
+        ["report"],
+        ["cohort", "simulate"],
+        ["cohort", "describe"],
+        ["config", "show"],
+    ):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, command
+        assert "Usage" in result.output
+
+
+def test_describe_and_config_show():
+    result = runner.invoke(app, ["cohort", "describe"])
+    assert result.exit_code == 0, result.output
+    assert "child-010" in result.output and "Synthetic" in result.output
+    result = runner.invoke(app, ["config", "show"])
+    assert "[train]" in result.output and "epochs = 8" in result.output

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tailorml.config import ModelConfig
+from tailorml.errors import ConfigError
+from tailorml.models.cnn import build_model, count_parameters, load_model, save_model
+from tailorml.models.schedule import Step, epochs
+from tailorml.models.train import LabeledData, balanced_class_weights, train
+
+
+def default_model():
+    return build_model(ModelConfig(), 1, 40, 3, torch.tensor([140.0]), torch.tensor([50.0]))
+
+
+def test_default_model_size_by_hand():
+    # conv 1->16 k5: 96, 16->32 k5: 2592, 32->32 k5: 5152; 40 -> 20 -> 10 steps;
+    # linear 320->32: 10272, 32->3: 99
+    assert count_parameters(default_model()) == 96 + 2592 + 5152 + 10272 + 99 == 18211
+
+
+def test_normalisation_is_the_first_layer_and_not_trained():
+    model = default_model()
+    x = torch.full((1, 1, 40), 190.0)
+    assert torch.allclose(model.normalize(x), torch.ones(1, 1, 40))
+    assert all(not name.startswith("normalize") for name, _ in model.named_parameters())
+
+
+def test_too_many_parameters_is_refused():
+    with pytest.raises(ConfigError, match=r"more than model\.max_parameters = 1000"):
+        build_model(ModelConfig(max_parameters=1000), 1, 40, 3, torch.zeros(1), torch.ones(1))
+
+
+def test_save_and_load_give_identical_outputs(tmp_path):
+    model = default_model()
+    save_model(model, tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    x = torch.randn(4, 1, 40) * 50 + 140
+    assert torch.equal(model.eval()(x), loaded(x))
+
+
+def test_epoch_schedule_visits_every_sample_once_per_epoch():
+    schedule = epochs("general", n_samples=10, batch_size=4, n_epochs=2, seed=0)
+    assert [len(step.indices) for step in schedule] == [4, 4, 2, 4, 4, 2]
+    for epoch in (schedule[:3], schedule[3:]):
+        assert sorted(np.concatenate([s.indices for s in epoch]).tolist()) == list(range(10))
+
+
+def test_balanced_class_weights_by_hand():
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights.tolist() == pytest.approx([4 / 6, 2.0, 0.0])
+
+
+def toy_problem(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    return LabeledData.from_numpy(x, y)
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_training_learns_a_separable_problem():
+    data = toy_problem()
+    model = mlp()
+    train(model, {"general": data}, epochs("general", 400, 32, 20, seed=0), learning_rate=0.02)
+    accuracy = (model(data.x).argmax(1) == data.y).float().mean().item()
+    assert accuracy > 0.95
+
+
+def test_frozen_layers_stay_bit_identical():
+    data = toy_problem()
+    model = mlp()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train(
+        model,
+        {"general": data},
+        epochs("general", 400, 32, 2, seed=0),
+        learning_rate=0.05,
+        frozen=["0."],
+    )
+    after = dict(model.named_parameters())
+    assert torch.equal(after["0.weight"], before["0.weight"])
+    assert torch.equal(after["0.bias"], before["0.bias"])
+    assert not torch.equal(after["2.weight"], before["2.weight"])
+
+
+def test_best_checkpoint_is_restored():
+    data = toy_problem()
+    model = mlp()
+    scores = iter([0.1, 0.9, 0.2])
+    snapshots = []
+
+    def validate(candidate):
+        snapshots.append({k: v.clone() for k, v in candidate.state_dict().items()})
+        return next(scores)
+
+    schedule = [Step("general", np.arange(i * 40, i * 40 + 40)) for i in range(6)]
+    result = train(
+        model, {"general": data}, schedule, learning_rate=0.05, validate=validate, validate_every=2
+    )
+    assert result.best_step == 4 and result.best_score == 0.9
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, snapshots[1][name])
+
+
+def test_unknown_source_and_frozen_prefix_are_errors():
+    data = toy_problem()
+    with pytest.raises(ValueError, match="unknown data source"):
+        train(mlp(), {"general": data}, [Step("individual", np.arange(4))], learning_rate=0.1)
+    with pytest.raises(ValueError, match="no parameters match frozen prefix"):
+        train(
+            mlp(),
+            {"general": data},
+            [Step("general", np.arange(4))],
+            learning_rate=0.1,
+            frozen=["conv"],
+        )
