@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import tomli_w
+import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tailorml.errors import ConfigError
@@ -258,4 +258,4 @@ def _drop_none(value: Any) -> Any:
 def to_toml(config: Config) -> str:
     """Serialise a config as TOML (the resolved config every run stores); unset optional
     keys are left out, which reads back as the same config."""
-    return tomli_w.dumps(_drop_none(config.to_dict()))
+    return tomlkit.dumps(_drop_none(config.to_dict()))

@@ -12,6 +12,7 @@ Output rows are every 3 minutes (the Dexcom sensor of `simglucose`). All data is
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -44,8 +45,9 @@ CORRECTION_CHECK_MINUTES = 60  # ...and at most one decision per hour
 _BEHAVIOUR, _DAY, _REACTIVE, _SENSOR = range(4)
 
 
+@functools.cache
 def _simglucose():
-    """Import simglucose lazily: it pulls in gym and prints deprecation warnings."""
+    """Import simglucose lazily and quietly: it pulls in gym, which warns on import."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from simglucose.actuator.pump import InsulinPump
@@ -71,9 +73,11 @@ def _installed_version(package: str) -> str:
         return "unknown"
 
 
+@functools.cache
 def _parameter_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     from importlib.resources import files
 
+    _simglucose()  # import it quietly before `files` imports it loudly
     base = files("simglucose") / "params"
     patients = pd.read_csv(str(base / "vpatient_params.csv"))
     quest = pd.read_csv(str(base / "Quest.csv"))
