@@ -160,6 +160,9 @@ def evaluate_individuals(
             "group": individual.group,
             "windows": len(indices),
             "hypo_windows": int((windows.y[indices] == HYPO).sum()),
+            "windows_dropped_for_gaps": sum(
+                windows.dropped[individual.id][kind] for kind in ("gap_in_input", "gap_in_horizon")
+            ),
         }
         if len(indices) == 0:
             rows.append(row | {"skipped": f"no complete {part} window"})
