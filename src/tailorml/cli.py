@@ -111,12 +111,77 @@ def train_command(
 
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/.")]) -> None:
-    """Re-render report.html of a run from its stored tables."""
-    from tailorml.evaluate.report import render_report
+    """Re-render report.html of a run (train/demo or experiment) from its stored tables."""
     from tailorml.runs import Run
 
-    path = render_report(Run.open(run).path)
-    console.print(f"Report: [bold]{path.resolve()}[/bold]")
+    path = Run.open(run).path
+    if (path / "results.parquet").exists():
+        from tailorml.experiment.report import render_experiment_report
+
+        output = render_experiment_report(path)
+    else:
+        from tailorml.evaluate.report import render_report
+
+        output = render_report(path)
+    console.print(f"Report: [bold]{output.resolve()}[/bold]")
+
+
+@app.command()
+def experiment(
+    config: Annotated[
+        Path | None, typer.Argument(help="Experiment TOML, e.g. experiments/table1.toml.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue an interrupted experiment run directory.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Parallel workers.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Where tasks run: local (processes) or ray.")
+    ] = None,
+) -> None:
+    """Personalization methods x settings x seeds over all individuals (Table I of
+    "Personalization of Deep Learning"). Resumable; writes results, summary and report."""
+    from tailorml.experiment.runner import run_experiment
+
+    if config is None and resume is None:
+        raise TailormlError("give an experiment config (e.g. experiments/table1.toml) or --resume")
+    overrides: dict = {}
+    if workers is not None:
+        overrides["workers"] = workers
+    if backend is not None:
+        overrides["backend"] = backend
+    settings = _load(config, {"experiment": overrides}) if config else None
+    run = run_experiment(settings, _reporter(), resume=str(resume) if resume else None)
+    _print_table_one(run.path)
+    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+
+
+def _print_table_one(run_path: Path) -> None:
+    import pandas as pd
+
+    try:
+        summary = pd.read_csv(run_path / "summary.csv")
+    except pd.errors.EmptyDataError:
+        console.print("[red]no individual could be personalized; see report.html[/red]")
+        return
+    table = Table(title="Table I (mean over individuals; p: Wilcoxon vs reference)")
+    for column in ("method", "acc D_I", "rank", "p", "acc D_G", "rank ", "p "):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for _, row in summary.iterrows():
+        table.add_row(
+            row["setting"],
+            f"{row['acc_individual_mean']:.3f}",
+            str(row["acc_individual_rank"]),
+            _p(row.get("acc_individual_p")),
+            f"{row['acc_general_mean']:.3f}",
+            str(row["acc_general_rank"]),
+            _p(row.get("acc_general_p")),
+        )
+    console.print(table)
+
+
+def _p(value) -> str:
+    return "–" if value is None or value != value else f"{value:.3g}"
 
 
 @cohort_app.command("simulate")

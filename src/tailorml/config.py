@@ -169,6 +169,68 @@ class AlertConfig(_Section):
     event_end_minutes: int = Field(default=15, ge=0)
 
 
+class WritersConfig(_Section):
+    """The synthetic-writers benchmark (see tailorml.data.writers); all of it synthetic."""
+
+    individuals: int = Field(default=100, ge=2)
+    general_writers: int = Field(default=50, ge=1, description="writers of D_G")
+    samples_per_class: int = Field(default=10, ge=1, description="per writer, digit, orientation")
+    image_size: int = Field(default=16, ge=8)
+    substyles: int = Field(default=4, ge=1, description="k-means sub-styles per digit")
+    max_slant: float = Field(default=0.35, ge=0)
+    max_rotation: float = Field(default=12.0, ge=0)
+    scale_range: tuple[float, float] = (0.85, 1.1)
+    max_noise: float = Field(default=0.1, ge=0)
+    label_swap_probability: float = Field(default=0.5, ge=0, le=1)
+    individual_train_fraction: float = Field(default=0.7, gt=0, lt=1)
+    general_test_fraction: float = Field(default=0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+def _default_methods() -> dict[str, dict[str, list[int | float]]]:
+    """The Table-I grid of "Personalization of Deep Learning", at the glucose cohort's scale,
+    plus the two fine-tuning baselines users expect."""
+    return {
+        "baseline": {},
+        "baseline_with_individual": {},
+        "early_shaping": {"n": [40, 400]},
+        "sample_weighing": {"n_i": [12, 2]},
+        "transfer": {"n": [10, 300]},
+        "last_layer": {"n": [300]},
+        "l2sp": {"n": [300], "alpha": [0.01]},
+        "single_sample_grouping": {"n": [1500, 6500]},
+        "individual_grouping": {"n": [3, 8]},
+        "random_grouping": {"n": [1500, 6500]},
+    }
+
+
+class ExperimentConfig(_Section):
+    """`tailorml experiment`: methods x settings x seeds over individuals."""
+
+    dataset: Literal["glucose", "writers"] = "glucose"
+    name: str = "table1"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    individuals: list[str] = Field(default_factory=list, description="empty = all")
+    max_individuals: int | None = Field(default=None, ge=1, description="the first N only")
+    workers: int = Field(default=2, ge=1)
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str = Field(default="", description="empty = start a local Ray instance")
+    threads_per_worker: int = Field(default=1, ge=1)
+    epochs: int = Field(default=4, ge=1, description="epochs over D_G of from-scratch training")
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    finetune_learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    general_stride: int = Field(default=5, ge=1, description="glucose: every k-th D_G window")
+    autoencoder_epochs: int = Field(default=5, ge=1)
+    min_individual_samples: int = Field(default=50, ge=1)
+    required_classes: list[str] | None = Field(
+        default=None, description="classes D_I must contain; None = all"
+    )
+    reference: str = Field(default="baseline", description="method the p-values compare with")
+
+
 class CohortConfig(_Section):
     path: str = Field(default="", description="empty = the shipped synthetic virtual cohort")
     individuals: list[str] = Field(default_factory=list, description="empty = all")
@@ -190,6 +252,11 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     alerts: AlertConfig = Field(default_factory=AlertConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    methods: dict[str, dict[str, list[int | float] | int | float]] = Field(
+        default_factory=_default_methods
+    )
+    writers: WritersConfig = Field(default_factory=WritersConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -224,6 +291,8 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate `data` (a partial config) over the defaults."""
     merged = _deep_merge(Config().to_dict(), data)
+    if "methods" in data:  # a methods table is the whole grid, not an addition to the default
+        merged["methods"] = data["methods"]
     try:
         # JSON mode: lists are accepted for tuple fields, ints for floats, nothing looser.
         return Config.model_validate_json(json.dumps(merged))

@@ -21,7 +21,7 @@ from tailorml.errors import TailormlError
 from tailorml.evaluate.alerts import alert_metrics, hypo_events
 from tailorml.evaluate.metrics import classification_metrics, spread
 from tailorml.io import atomic_write_json, atomic_write_parquet, atomic_write_text, sha256_file
-from tailorml.models.cnn import AlertCNN, build_model, count_parameters, load_model, save_model
+from tailorml.models.cnn import SmallCNN, build_model, count_parameters, load_model, save_model
 from tailorml.models.schedule import epochs
 from tailorml.models.train import LabeledData, TrainResult, balanced_class_weights, train
 from tailorml.progress import SILENT, Reporter
@@ -57,9 +57,10 @@ def prepare(config: Config) -> Prepared:
 
 
 def channel_statistics(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over samples and time (scale >= 1e-3)."""
-    mean = x.mean(axis=(0, 2), dtype=np.float64)
-    scale = np.maximum(x.std(axis=(0, 2), dtype=np.float64), 1e-3)
+    """Per-channel mean and standard deviation over samples and time/pixels (scale >= 1e-3)."""
+    axes = tuple(axis for axis in range(x.ndim) if axis != 1)
+    mean = x.mean(axis=axes, dtype=np.float64)
+    scale = np.maximum(x.std(axis=axes, dtype=np.float64), 1e-3)
     return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(scale, dtype=torch.float32)
 
 
@@ -88,7 +89,7 @@ def fit_global_model(
     train_indices: np.ndarray,
     val_indices: np.ndarray,
     reporter: Reporter = SILENT,
-) -> tuple[AlertCNN, TrainResult]:
+) -> tuple[SmallCNN, TrainResult]:
     """Train the predefined (global) model on `train_indices` with Adam."""
     if len(train_indices) == 0:
         raise TailormlError("no training windows: the cohort is too short for the split")
@@ -138,6 +139,40 @@ def fit_global_model(
     return model, result
 
 
+def individual_alert_metrics(
+    config: Config,
+    prepared: Prepared,
+    individual_id: str,
+    indices: np.ndarray,
+    probabilities: np.ndarray,
+    part: str = "test",
+) -> dict[str, float]:
+    """Event-based hypo alert metrics of one individual's `part`, given the model's
+    probabilities for that individual's windows `indices` (in time order)."""
+    windows, cohort, alerts = prepared.windows, prepared.cohort, config.alerts
+    start, end = prepared.splits.boundaries[individual_id][part]
+    trace = cohort.of(individual_id).iloc[start:end]
+    events = hypo_events(
+        trace["time"].to_numpy(),
+        trace["cgm"].to_numpy(),
+        config.task.hypo_mgdl,
+        cohort.sample_minutes,
+        alerts.event_min_minutes,
+        alerts.event_end_minutes,
+    )
+    return alert_metrics(
+        events,
+        windows.time[indices],
+        probabilities[:, HYPO] >= alerts.probability_threshold,
+        windows.y[indices] == HYPO,
+        windows.current_cgm[indices],
+        threshold=config.task.hypo_mgdl,
+        horizon_minutes=config.task.horizon_minutes,
+        snooze_minutes=alerts.snooze_minutes,
+        sample_minutes=cohort.sample_minutes,
+    )
+
+
 def evaluate_individuals(
     config: Config, prepared: Prepared, probabilities: np.ndarray, part: str = "test"
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -170,27 +205,7 @@ def evaluate_individuals(
         probs = probabilities[indices]
         predicted = decide(probs, alerts.probability_threshold)
         row.update(classification_metrics(windows.y[indices], predicted))
-        events = hypo_events(
-            trace["time"].to_numpy(),
-            trace["cgm"].to_numpy(),
-            config.task.hypo_mgdl,
-            cohort.sample_minutes,
-            alerts.event_min_minutes,
-            alerts.event_end_minutes,
-        )
-        row.update(
-            alert_metrics(
-                events,
-                windows.time[indices],
-                probs[:, HYPO] >= alerts.probability_threshold,
-                windows.y[indices] == HYPO,
-                windows.current_cgm[indices],
-                threshold=config.task.hypo_mgdl,
-                horizon_minutes=config.task.horizon_minutes,
-                snooze_minutes=alerts.snooze_minutes,
-                sample_minutes=cohort.sample_minutes,
-            )
-        )
+        row.update(individual_alert_metrics(config, prepared, individual.id, indices, probs, part))
         rows.append(row)
         table = pd.DataFrame(
             {

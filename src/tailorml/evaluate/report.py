@@ -28,11 +28,11 @@ METRIC_LABELS = {
 }
 
 
-def _image(png: bytes) -> str:
+def image_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _template_environment() -> Environment:
+def template_environment() -> Environment:
     environment = Environment(
         loader=PackageLoader("tailorml", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
@@ -96,7 +96,7 @@ def render_report(run_dir: str | Path) -> Path:
         alert_mask = snooze_alerts(
             predicted["time"].to_numpy(), positive, config.alerts.snooze_minutes
         )
-        figures["trace"] = _image(
+        figures["trace"] = image_uri(
             plots.trace_figure(
                 mine,
                 predicted,
@@ -109,7 +109,7 @@ def render_report(run_dir: str | Path) -> Path:
         )
     evaluated = per_individual[per_individual["skipped"] == ""]
     if len(evaluated):
-        figures["bars"] = _image(
+        figures["bars"] = image_uri(
             plots.individual_bars(
                 evaluated,
                 [
@@ -121,16 +121,16 @@ def render_report(run_dir: str | Path) -> Path:
         )
     if len(predictions):
         y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
-        figures["confusion"] = _image(plots.confusion_figure(y_true, y_pred))
+        figures["confusion"] = image_uri(plots.confusion_figure(y_true, y_pred))
     if training.get("history"):
-        figures["training"] = _image(plots.training_curve(training["history"]))
+        figures["training"] = image_uri(plots.training_curve(training["history"]))
 
     wanted = ["patient_id", "group", *COUNT_COLUMNS[:2], *METRIC_LABELS, *COUNT_COLUMNS[2:]]
     if (per_individual["skipped"] != "").any():
         wanted.append("skipped")
     columns = [column for column in wanted if column in per_individual]
     html = (
-        _template_environment()
+        template_environment()
         .get_template("report.html.j2")
         .render(
             run_name=run_dir.name,

@@ -1,4 +1,5 @@
-"""The compact 1-D CNN of the glucose-alert task.
+"""Small CNNs: the compact 1-D CNN of the glucose-alert task, and its 2-D sibling for the
+synthetic-writers benchmark (same code, `dims=2`).
 
 Input normalisation is the model's first layer (a fixed per-channel affine map), so the
 model takes readings in their own units (mg/dL, U, g): deployment needs no separate
@@ -21,10 +22,11 @@ from tailorml.errors import ConfigError
 class Standardize(nn.Module):
     """(x - mean) / scale per channel; buffers, not parameters: they are never trained."""
 
-    def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, dims: int = 1) -> None:
         super().__init__()
-        self.register_buffer("mean", mean.reshape(1, -1, 1).clone())
-        self.register_buffer("scale", scale.reshape(1, -1, 1).clone())
+        shape = (1, -1) + (1,) * dims
+        self.register_buffer("mean", mean.reshape(shape).clone())
+        self.register_buffer("scale", scale.reshape(shape).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.scale
@@ -35,39 +37,45 @@ class CNNSpec:
     """Everything needed to rebuild the network (stored with its weights)."""
 
     in_channels: int
-    length: int
+    length: int  # readings of a sequence, or the side of a square image
     n_classes: int
     conv_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
     kernel_size: int = 5
     hidden: int = 32
+    dims: int = 1  # 1: Conv1d over time; 2: Conv2d over images
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class AlertCNN(nn.Module):
-    """Conv1d-ReLU(-MaxPool) blocks, then two linear layers. Pooling after the first two
-    blocks halves the sequence each time; only layers with sound bound propagation."""
+class SmallCNN(nn.Module):
+    """Conv-ReLU(-MaxPool) blocks, then two linear layers. Pooling after the first two
+    blocks halves the sequence (or image side) each time; only layers with sound bound
+    propagation."""
 
     def __init__(self, spec: CNNSpec, mean: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
+        if spec.dims not in (1, 2):
+            raise ValueError(f"dims must be 1 or 2, got {spec.dims}")
         self.spec = spec
-        self.normalize = Standardize(mean, scale)
+        conv = nn.Conv1d if spec.dims == 1 else nn.Conv2d
+        pool = nn.MaxPool1d if spec.dims == 1 else nn.MaxPool2d
+        self.normalize = Standardize(mean, scale, spec.dims)
         layers: list[nn.Module] = []
         channels, length = spec.in_channels, spec.length
         for position, width in enumerate(spec.conv_channels):
             layers += [
-                nn.Conv1d(channels, width, spec.kernel_size, padding=spec.kernel_size // 2),
+                conv(channels, width, spec.kernel_size, padding=spec.kernel_size // 2),
                 nn.ReLU(),
             ]
             if position < 2 and length >= 2:
-                layers.append(nn.MaxPool1d(2))
+                layers.append(pool(2))
                 length //= 2
             channels = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(channels * length, spec.hidden),
+            nn.Linear(channels * length**spec.dims, spec.hidden),
             nn.ReLU(),
             nn.Linear(spec.hidden, spec.n_classes),
         )
@@ -87,7 +95,8 @@ def build_model(
     n_classes: int,
     mean: torch.Tensor,
     scale: torch.Tensor,
-) -> AlertCNN:
+    dims: int = 1,
+) -> SmallCNN:
     spec = CNNSpec(
         in_channels=in_channels,
         length=length,
@@ -95,8 +104,9 @@ def build_model(
         conv_channels=list(config.conv_channels),
         kernel_size=config.kernel_size,
         hidden=config.hidden,
+        dims=dims,
     )
-    model = AlertCNN(spec, mean, scale)
+    model = SmallCNN(spec, mean, scale)
     n_parameters = count_parameters(model)
     if n_parameters > config.max_parameters:
         raise ConfigError(
@@ -106,7 +116,7 @@ def build_model(
     return model
 
 
-def save_model(model: AlertCNN, path) -> None:
+def save_model(model: SmallCNN, path) -> None:
     """Weights, buffers and the spec in one file, written atomically."""
     from tailorml.io import atomic_write
 
@@ -114,11 +124,22 @@ def save_model(model: AlertCNN, path) -> None:
     atomic_write(path, lambda target: torch.save(payload, target))
 
 
-def load_model(path) -> AlertCNN:
+def load_model(path) -> SmallCNN:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     spec = CNNSpec(**payload["spec"])
     state = payload["state_dict"]
-    model = AlertCNN(spec, state["normalize.mean"].flatten(), state["normalize.scale"].flatten())
+    model = SmallCNN(spec, state["normalize.mean"].flatten(), state["normalize.scale"].flatten())
     model.load_state_dict(state)
     model.eval()
     return model
+
+
+def layer_prefixes(model: nn.Module) -> list[str]:
+    """Names of the parametrised layers in forward order, e.g. ['features.0', ..., 'head.3']:
+    what 'freeze the first k layers' refers to."""
+    prefixes: list[str] = []
+    for name, _ in model.named_parameters():
+        prefix = name.rsplit(".", 1)[0]
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes

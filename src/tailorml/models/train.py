@@ -16,6 +16,8 @@ from torch import nn
 
 from tailorml.models.schedule import Step
 
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @dataclass
 class LabeledData:
@@ -47,17 +49,23 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def _in_layer(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix if prefix.endswith(".") else prefix + ".")
+
+
 def freeze(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
-    """Stop gradients for parameters whose name starts with one of `prefixes`."""
+    """Stop gradients for the parameters of the layers named by `prefixes` ('head.3')."""
     frozen = []
     for name, parameter in model.named_parameters():
-        if any(name.startswith(prefix) for prefix in prefixes):
+        if any(_in_layer(name, prefix) for prefix in prefixes):
             parameter.requires_grad_(False)
             frozen.append(name)
-    unknown = [p for p in prefixes if not any(n.startswith(p) for n, _ in model.named_parameters())]
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(_in_layer(n, p) for n in names)]
     if unknown:
-        names = ", ".join(name for name, _ in model.named_parameters())
-        raise ValueError(f"no parameters match frozen prefix(es) {unknown}; parameters: {names}")
+        raise ValueError(
+            f"no parameters match frozen prefix(es) {unknown}; parameters: {', '.join(names)}"
+        )
     return frozen
 
 
@@ -70,13 +78,19 @@ def train(
     weight_decay: float = 0.0,
     class_weights: torch.Tensor | None = None,
     frozen: Sequence[str] = (),
+    objective: Objective | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     validate: Callable[[nn.Module], float] | None = None,
     validate_every: int = 0,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Run `schedule` on `model` with Adam; keep the best checkpoint by `validate` (higher is
-    better) when given, evaluated every `validate_every` steps and at the end."""
+    """Run `schedule` on `model` with Adam.
+
+    `objective(model, x, y)` is the batch loss (default: cross-entropy with `class_weights`;
+    an autoencoder passes reconstruction error); `penalty(model)` is added to every step
+    (e.g. L2-SP towards pretrained weights). With `validate` (higher is better), the best
+    checkpoint, evaluated every `validate_every` steps and at the end, is kept."""
     torch.manual_seed(seed)
     missing = sorted({step.source for step in schedule} - set(sources))
     if missing:
@@ -84,7 +98,12 @@ def train(
     freeze(model, frozen)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=learning_rate, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+    if objective is None:
+        cross_entropy = nn.CrossEntropyLoss(weight=class_weights)
+
+        def objective(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return cross_entropy(net(x), y)
+
     result = TrainResult(steps=len(schedule))
     best_state = None
     running = 0.0
@@ -104,7 +123,9 @@ def train(
         data = sources[step.source]
         batch = torch.as_tensor(step.indices, dtype=torch.long)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(data.x[batch]), data.y[batch]) * step.weight
+        loss = objective(model, data.x[batch], data.y[batch]) * step.weight
+        if penalty is not None:
+            loss = loss + penalty(model)
         loss.backward()
         optimizer.step()
         value = loss.item()

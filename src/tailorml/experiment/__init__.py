@@ -1,0 +1,1 @@
+"""Experiments: personalization methods x settings x seeds over individuals, resumable."""

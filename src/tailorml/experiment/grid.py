@@ -1,0 +1,47 @@
+"""Expand the `[methods]` table of a config into concrete settings (a hyper-parameter grid)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tailorml.personalize import make_strategy
+from tailorml.personalize.base import Strategy
+
+
+@dataclass(frozen=True)
+class Setting:
+    method: str
+    params: tuple[tuple[str, Any], ...]
+
+    def strategy(self) -> Strategy:
+        return make_strategy(self.method, **dict(self.params))
+
+    @property
+    def label(self) -> str:
+        """Display name, e.g. 'ES(n=40)'."""
+        return self.strategy().describe()
+
+    @property
+    def key(self) -> str:
+        """File-name-safe identifier, e.g. 'early_shaping-n40'."""
+        text = self.method + "".join(f"-{name}{value}" for name, value in self.params)
+        return re.sub(r"[^A-Za-z0-9_.=-]", "_", text)
+
+
+def expand(methods: dict[str, dict[str, Any]]) -> list[Setting]:
+    """Cartesian product of each method's parameter lists, in config order. Every setting is
+    built once here, so an unknown method or parameter fails before any work starts."""
+    settings = []
+    for method, grid in methods.items():
+        names = sorted(grid)
+        values = [grid[name] if isinstance(grid[name], list) else [grid[name]] for name in names]
+        for combination in itertools.product(*values):
+            setting = Setting(method, tuple(zip(names, combination, strict=True)))
+            setting.strategy()  # validates name, parameters and values
+            settings.append(setting)
+    if not settings:
+        raise ValueError("the [methods] table is empty; name at least one method")
+    return settings

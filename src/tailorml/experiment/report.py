@@ -1,0 +1,173 @@
+"""HTML report of an experiment, rendered only from results.parquet and summary.csv."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from tailorml.config import load_config
+from tailorml.evaluate.plots import to_png
+from tailorml.evaluate.report import image_uri, template_environment
+from tailorml.experiment.summary import per_individual
+from tailorml.io import atomic_write_text
+
+FAMILY = {
+    "baseline": "baseline",
+    "baseline_with_individual": "baseline",
+    "early_shaping": "shaping",
+    "sample_weighing": "shaping",
+    "transfer": "shaping",
+    "last_layer": "fine-tuning",
+    "l2sp": "fine-tuning",
+    "single_sample_grouping": "grouping",
+    "individual_grouping": "grouping",
+    "random_grouping": "grouping",
+}
+COLOURS = {
+    "baseline": "#333333",
+    "shaping": "#4c72b0",
+    "fine-tuning": "#8172b3",
+    "grouping": "#55a868",
+}
+
+
+def tradeoff_figure(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str) -> bytes:
+    """Mean per setting with standard-error bars across individuals."""
+    figure, axis = plt.subplots(figsize=(8.5, 6))
+    for _, row in summary.iterrows():
+        colour = COLOURS[FAMILY.get(row["method"], "baseline")]
+        n = max(row["individuals"], 1)
+        xerr = row.get(f"{x}_sd", np.nan) / np.sqrt(n)
+        yerr = row.get(f"{y}_sd", np.nan) / np.sqrt(n)
+        axis.errorbar(
+            row[f"{x}_mean"],
+            row[f"{y}_mean"],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="o",
+            color=colour,
+            capsize=2,
+        )
+        axis.annotate(
+            row["setting"],
+            (row[f"{x}_mean"], row[f"{y}_mean"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c) for c in COLOURS.values()]
+    axis.legend(handles, list(COLOURS), fontsize=8, loc="lower left")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    return to_png(figure)
+
+
+def spread_figure(values: pd.DataFrame, metric: str, label: str) -> bytes:
+    """Per-individual distribution of a metric per setting (the fairness view)."""
+    settings = list(dict.fromkeys(values.index.get_level_values("setting")))
+    data = [values.xs(s, level="setting")[metric].dropna().to_numpy() for s in settings]
+    figure, axis = plt.subplots(figsize=(10, 4.2))
+    axis.boxplot(data, showmeans=True)
+    axis.set_xticks(range(1, len(settings) + 1), settings, rotation=60, ha="right", fontsize=8)
+    axis.set_ylabel(label)
+    axis.grid(alpha=0.3, axis="y")
+    return to_png(figure)
+
+
+def writer_examples(config, individuals: int = 6, per_row: int = 15) -> bytes:
+    from tailorml.data.writers import CLASS_NAMES, make_writers
+
+    small = config.writers.model_copy(update={"individuals": individuals, "general_writers": 1})
+    writers = make_writers(small)
+    figure, axes = plt.subplots(individuals, per_row, figsize=(per_row * 0.75, individuals * 0.9))
+    for row in range(individuals):
+        indices = np.flatnonzero(writers.writer == row)[:: max(1, 300 // per_row)][:per_row]
+        for column, index in enumerate(indices):
+            axis = axes[row, column]
+            axis.imshow(writers.images[index, 0], cmap="gray_r", vmin=0, vmax=1)
+            axis.set_title(CLASS_NAMES[writers.labels[index]], fontsize=6)
+            axis.axis("off")
+        axes[row, 0].text(
+            -0.5,
+            0.5,
+            writers.names[row],
+            transform=axes[row, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+    return to_png(figure)
+
+
+def render_experiment_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.toml")
+    results = pd.read_parquet(run_dir / "results.parquet")
+    try:
+        summary = pd.read_csv(run_dir / "summary.csv")
+    except pd.errors.EmptyDataError:  # no individual could be personalized
+        summary = pd.DataFrame()
+    environment = json.loads((run_dir / "environment.json").read_text())
+    glucose = config.experiment.dataset == "glucose"
+    figures = {}
+    if len(summary):
+        figures["tradeoff"] = image_uri(
+            tradeoff_figure(
+                summary,
+                "acc_general",
+                "acc_individual",
+                "accuracy on general data D_G",
+                "accuracy on the individual's data D_I",
+            )
+        )
+        values = per_individual(results, ["acc_individual"])
+        figures["spread"] = image_uri(
+            spread_figure(values, "acc_individual", "acc D_I per individual")
+        )
+        if glucose and "hypo_sensitivity_mean" in summary:
+            figures["alerts"] = image_uri(
+                tradeoff_figure(
+                    summary.assign(hypo_sensitivity_sd=np.nan, false_alerts_per_day_sd=np.nan),
+                    "false_alerts_per_day",
+                    "hypo_sensitivity",
+                    "false alerts per day",
+                    "hypo event sensitivity",
+                )
+            )
+    if not glucose:
+        figures["examples"] = image_uri(writer_examples(config))
+    skipped = (
+        results[results["status"] == "skipped"].drop_duplicates("individual")[
+            ["individual", "reason"]
+        ]
+        if "status" in results
+        else pd.DataFrame()
+    )
+    ok = results[results["status"] == "ok"] if "status" in results else results
+    html = (
+        template_environment()
+        .get_template("experiment.html.j2")
+        .render(
+            run_name=run_dir.name,
+            config=config,
+            environment=environment,
+            glucose=glucose,
+            synthetic=bool(results["synthetic"].any()) if "synthetic" in results else True,
+            summary=summary.to_dict("records"),
+            figures=figures,
+            skipped=skipped.to_dict("records"),
+            n_individuals=ok["individual"].nunique() if len(ok) else 0,
+            n_rows=len(results),
+            seeds=config.experiment.seeds,
+            config_toml=(run_dir / "config.toml").read_text(),
+        )
+    )
+    return atomic_write_text(run_dir / "report.html", html)

@@ -1,0 +1,173 @@
+"""`tailorml experiment`: run a methods x settings x seeds grid over individuals.
+
+Phases: (1) autoencoder latents (only when a grouping method needs them) and the global
+models, (2) every individual x seed. Each finished unit is cached in the run directory and
+skipped on rerun (`--resume RUN`), so an interrupted experiment loses nothing it finished.
+Outputs: results.parquet/.csv (one row per individual x setting x seed), summary.csv
+(Table I) and report.html.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from tailorml.config import Config
+from tailorml.errors import ConfigError
+from tailorml.experiment import tasks
+from tailorml.experiment.backends import make_backend
+from tailorml.experiment.grid import Setting, expand
+from tailorml.experiment.summary import table_one
+from tailorml.io import atomic_write_parquet, atomic_write_text
+from tailorml.personalize.dataset import PersonalData
+from tailorml.progress import SILENT, Reporter
+from tailorml.runs import Run
+
+
+def select_individuals(config: Config, data: PersonalData) -> list[str]:
+    wanted = config.experiment.individuals
+    unknown = sorted(set(wanted) - set(data.ids))
+    if unknown:
+        raise ConfigError(
+            f"experiment.individuals: unknown {', '.join(unknown)}; valid: {', '.join(data.ids)}"
+        )
+    chosen = [i for i in data.ids if i in wanted] if wanted else list(data.ids)
+    if config.experiment.max_individuals:
+        chosen = chosen[: config.experiment.max_individuals]
+    return chosen
+
+
+def check_reference(config: Config, settings: Sequence[Setting]) -> None:
+    reference = config.experiment.reference
+    count = sum(setting.method == reference for setting in settings)
+    if count != 1:
+        raise ConfigError(
+            f"experiment.reference = '{reference}' must name a method with exactly one setting "
+            f"in [methods] (found {count}); e.g. 'baseline'"
+        )
+
+
+def _run_phase(
+    reporter: Reporter,
+    backend,
+    title: str,
+    function: Callable,
+    arguments: list[tuple],
+) -> None:
+    if not arguments:
+        return
+    with reporter.task(title, total=len(arguments)) as task:
+        backend.map(function, arguments, lambda _: task.advance())
+
+
+def collect(run: Run) -> pd.DataFrame:
+    files = sorted(run.path.glob("cache/results/*/*.json"))
+    return pd.DataFrame([json.loads(path.read_text()) for path in files])
+
+
+def run_experiment(
+    config: Config,
+    reporter: Reporter = SILENT,
+    resume: str | None = None,
+) -> Run:
+    if resume:
+        run = Run.open(resume)
+        config = run.config()
+        reporter.log(f"resuming {run.path}")
+    settings = expand(config.methods)  # bad methods fail here, before any work
+    check_reference(config, settings)
+    if not resume:
+        named = config.run.model_copy(update={"name": config.experiment.name})
+        run = Run.create(config.model_copy(update={"run": named}))
+    reporter.log(f"run directory: {run.path}")
+    experiment = config.experiment
+    data = tasks.load_data(config)
+    if data.synthetic:
+        reporter.log("[yellow]data set is SYNTHETIC; results are not clinical evidence")
+    individuals = select_individuals(config, data)
+    required = (
+        list(data.class_names)
+        if experiment.required_classes is None
+        else experiment.required_classes
+    )
+    bad = sorted(set(required) - set(data.class_names))
+    if bad:
+        raise ConfigError(
+            f"experiment.required_classes: unknown {', '.join(bad)}; "
+            f"classes: {', '.join(data.class_names)}"
+        )
+    runnable = []
+    for individual in individuals:
+        reason = data.skip_reason(individual, experiment.min_individual_samples, required)
+        if reason:
+            tasks.record_skipped(config, data, str(run.path), individual, reason)
+            reporter.log(f"skipping {individual}: {reason}")
+        else:
+            runnable.append(individual)
+    reporter.log(
+        f"{data.name}: {len(runnable)} individuals x {len(settings)} settings x "
+        f"{len(experiment.seeds)} seeds"
+    )
+
+    paths = tasks.CachePaths(run.path)
+    config_json = config.model_dump_json()
+    root = str(run.path)
+    backend = make_backend(experiment.backend, experiment.workers, experiment.ray_address)
+    seeds = experiment.seeds
+    phase_one: list[tuple[Callable, tuple]] = []
+    if any(setting.method in tasks.GROUPING_METHODS for setting in settings):
+        phase_one += [
+            (tasks.run_autoencoder, (config_json, root, seed))
+            for seed in seeds
+            if not paths.latents(seed).exists()
+        ]
+    seen_keys = set()
+    for individual in runnable:
+        key = data.general_key(individual)
+        if key in seen_keys:
+            continue
+        seen_keys.add(key)
+        phase_one += [
+            (tasks.run_global, (config_json, root, individual, seed))
+            for seed in seeds
+            if not paths.global_model(key, seed).exists()
+        ]
+    _run_phase(
+        reporter,
+        backend,
+        "global models and latents",
+        _dispatch,
+        [(function, arguments) for function, arguments in phase_one],
+    )
+    pending = [
+        (config_json, root, individual, seed)
+        for individual in runnable
+        for seed in seeds
+        if any(not paths.result(individual, setting, seed).exists() for setting in settings)
+    ]
+    _run_phase(reporter, backend, "personalizing", tasks.run_individual, pending)
+
+    results = collect(run)
+    wanted = {(s.method, s.label) for s in settings}
+    results = results[
+        [(m, s) in wanted for m, s in zip(results["method"], results["setting"], strict=True)]
+    ]
+    results = results[results["individual"].isin(individuals) & results["seed"].isin(seeds)]
+    atomic_write_parquet(run.file("results.parquet"), results.reset_index(drop=True))
+    atomic_write_text(run.file("results.csv"), results.to_csv(index=False))
+    summary = table_one(results, experiment.reference, [s.label for s in settings])
+    atomic_write_text(run.file("summary.csv"), summary.to_csv(index=False))
+    run.mark_done("experiment")
+
+    from tailorml.experiment.report import render_experiment_report
+
+    report = render_experiment_report(run.path)
+    reporter.log(f"report: {report}")
+    return run
+
+
+def _dispatch(function: Callable, arguments: tuple):
+    """Lets one phase mix task kinds (a backend maps one function)."""
+    return function(*arguments)

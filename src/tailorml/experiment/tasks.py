@@ -1,0 +1,201 @@
+"""Units of work of an experiment; each runs in a worker process and writes its result into
+the run's cache atomically, so an interrupted experiment keeps everything it finished.
+
+- autoencoder task (seed): the latent space for data grouping;
+- global task (individual, seed): the predefined model on that individual's D_G (shared by
+  every individual with the same D_G);
+- individual task (individual, seed): every method setting not yet cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tailorml.config import Config
+from tailorml.experiment.grid import Setting, expand
+from tailorml.io import atomic_write, atomic_write_json, fingerprint
+from tailorml.models.cnn import build_model, load_model, save_model
+from tailorml.models.train import balanced_class_weights
+from tailorml.personalize.base import Budget, Context, execute, global_plan
+from tailorml.personalize.dataset import PersonalData, from_glucose, from_writers
+from tailorml.personalize.evaluate import evaluate_personalized
+
+_DATA: dict[str, PersonalData] = {}
+GROUPING_METHODS = {"single_sample_grouping", "individual_grouping"}
+
+
+def data_fingerprint(config: Config) -> str:
+    parts = {"dataset": config.experiment.dataset, "stride": config.experiment.general_stride}
+    if config.experiment.dataset == "glucose":
+        parts |= {
+            key: getattr(config, key).model_dump(mode="json") for key in ("cohort", "task", "split")
+        }
+    else:
+        parts["writers"] = config.writers.model_dump(mode="json")
+    return fingerprint(parts)
+
+
+def load_data(config: Config) -> PersonalData:
+    """The experiment's data set, built once per process."""
+    key = data_fingerprint(config)
+    if key not in _DATA:
+        if config.experiment.dataset == "glucose":
+            _DATA[key] = from_glucose(config, config.experiment.general_stride)
+        else:
+            _DATA[key] = from_writers(config.writers)
+    return _DATA[key]
+
+
+class CachePaths:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.root = Path(run_dir) / "cache"
+
+    def latents(self, seed: int) -> Path:
+        return self.root / f"latents-seed{seed}.npy"
+
+    def global_model(self, key: str, seed: int) -> Path:
+        return self.root / "global" / f"{key}-seed{seed}.pt"
+
+    def result(self, individual: str, setting: Setting, seed: int) -> Path:
+        return self.root / "results" / individual / f"{setting.key}-seed{seed}.json"
+
+
+def budget(config: Config, data: PersonalData, individual: str) -> Budget:
+    settings = config.experiment
+    weights = None
+    if settings.class_weighting == "balanced":
+        weights = balanced_class_weights(data.y[data.general_train(individual)], data.n_classes)
+    return Budget(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        finetune_learning_rate=settings.finetune_learning_rate,
+        weight_decay=settings.weight_decay,
+        class_weights=weights,
+    )
+
+
+def model_factory(config: Config, data: PersonalData, individual: str, seed: int):
+    """A fresh network, initialised from `seed`, normalised with D_G's statistics."""
+    from tailorml.pipeline import channel_statistics
+
+    mean, scale = channel_statistics(data.x[data.general_train(individual)])
+
+    def new_model() -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build_model(
+            config.model, data.x.shape[1], data.x.shape[2], data.n_classes, mean, scale, data.dims
+        )
+
+    return new_model
+
+
+def _setup(config_json: str) -> tuple[Config, PersonalData]:
+    config = Config.model_validate_json(config_json)
+    torch.set_num_threads(config.experiment.threads_per_worker)
+    return config, load_data(config)
+
+
+def make_context(
+    config: Config, data: PersonalData, run_dir: str, individual: str, seed: int
+) -> Context:
+    paths = CachePaths(run_dir)
+    key = data.general_key(individual)
+    return Context(
+        data=data,
+        individual=individual,
+        seed=seed,
+        budget=budget(config, data, individual),
+        new_model=model_factory(config, data, individual, seed),
+        global_model=functools.cache(lambda: load_model(paths.global_model(key, seed))),
+        latents=functools.cache(lambda: np.load(paths.latents(seed))),
+    )
+
+
+def run_autoencoder(config_json: str, run_dir: str, seed: int) -> str:
+    from tailorml.models.autoencoder import fit_autoencoder
+
+    config, data = _setup(config_json)
+    train_indices = data.all_train()[:: config.experiment.general_stride]
+    model = fit_autoencoder(
+        data.x[train_indices],
+        n_epochs=config.experiment.autoencoder_epochs,
+        batch_size=config.experiment.batch_size,
+        seed=seed,
+    )
+    latents = model.encode(data.x)
+    atomic_write(CachePaths(run_dir).latents(seed), lambda path: _save_npy(path, latents))
+    return f"autoencoder seed {seed}"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array)
+
+
+def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> str:
+    config, data = _setup(config_json)
+    context = make_context(config, data, run_dir, individual, seed)
+    model = execute(global_plan(context), context)
+    save_model(model, CachePaths(run_dir).global_model(data.general_key(individual), seed))
+    return f"global model {data.general_key(individual)} seed {seed}"
+
+
+def result_row(data: PersonalData, individual: str, setting: Setting, seed: int) -> dict[str, Any]:
+    return {
+        "dataset": data.name,
+        "synthetic": data.synthetic,
+        "individual": individual,
+        "group": data.groups.get(individual, ""),
+        "method": setting.method,
+        "setting": setting.label,
+        "params": json.dumps(dict(setting.params)),
+        "seed": seed,
+    }
+
+
+def run_individual(config_json: str, run_dir: str, individual: str, seed: int) -> int:
+    """Every setting of one individual and seed that is not cached yet; returns how many."""
+    config, data = _setup(config_json)
+    paths = CachePaths(run_dir)
+    context = make_context(config, data, run_dir, individual, seed)
+    done = 0
+    for setting in expand(config.methods):
+        target = paths.result(individual, setting, seed)
+        if target.exists():
+            continue
+        strategy = setting.strategy()
+        start = time.perf_counter()
+        plan = strategy.plan(context)
+        model = execute(plan, context)
+        seconds = time.perf_counter() - start
+        row = result_row(data, individual, setting, seed) | {
+            "status": "ok",
+            "reason": "",
+            "seconds": seconds,
+            "train_steps": len(plan.schedule),
+            "personal_samples": len(plan.sources.get("individual", context.own)),
+        }
+        row |= evaluate_personalized(model, data, individual, config)
+        atomic_write_json(target, row)
+        done += 1
+    return done
+
+
+def record_skipped(
+    config: Config, data: PersonalData, run_dir: str, individual: str, reason: str
+) -> None:
+    paths = CachePaths(run_dir)
+    for seed in config.experiment.seeds:
+        for setting in expand(config.methods):
+            target = paths.result(individual, setting, seed)
+            if not target.exists():
+                row = result_row(data, individual, setting, seed)
+                atomic_write_json(target, row | {"status": "skipped", "reason": reason})

@@ -1,0 +1,55 @@
+"""How a personalized model is judged, as in "Personalization of Deep Learning": accuracy on
+the individual's own test data (acc D_I) and on general data (acc D_G); for the glucose task
+also balanced accuracy and the event-based hypo alert metrics on the individual's test period.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from tailorml.config import Config
+from tailorml.evaluate.metrics import classification_metrics
+from tailorml.personalize.dataset import PersonalData
+
+
+def _decisions(data: PersonalData, probabilities: np.ndarray, config: Config) -> np.ndarray:
+    if data.name == "glucose":
+        from tailorml.pipeline import decide
+
+        return decide(probabilities, config.alerts.probability_threshold)
+    return probabilities.argmax(axis=1)
+
+
+def evaluate_personalized(
+    model: nn.Module, data: PersonalData, individual: str, config: Config
+) -> dict[str, float]:
+    from tailorml.pipeline import individual_alert_metrics, predict_proba
+
+    own = data.individual_test[individual]
+    general = data.general_test(individual)
+    names = data.class_names if data.name == "glucose" else None
+    own_probabilities = predict_proba(model, data.x[own])
+    own_metrics = classification_metrics(
+        data.y[own], _decisions(data, own_probabilities, config), names
+    )
+    general_metrics = classification_metrics(
+        data.y[general], _decisions(data, predict_proba(model, data.x[general]), config), names
+    )
+    result = {
+        "acc_individual": own_metrics["accuracy"],
+        "balanced_acc_individual": own_metrics["balanced_accuracy"],
+        "acc_general": general_metrics["accuracy"],
+        "balanced_acc_general": general_metrics["balanced_accuracy"],
+    }
+    if data.name == "glucose":
+        result["recall_hypo_individual"] = own_metrics["recall_hypo"]
+        alerts = individual_alert_metrics(config, data.glucose, individual, own, own_probabilities)
+        for key in (
+            "hypo_sensitivity",
+            "false_alerts_per_day",
+            "median_lead_minutes",
+            "hypo_events",
+        ):
+            result[key] = alerts[key]
+    return result

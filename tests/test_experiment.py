@@ -1,0 +1,216 @@
+"""The experiment runner end to end, its Table I and its backends."""
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tailorml.cli import app
+from tailorml.config import config_from_dict
+from tailorml.errors import ConfigError
+from tailorml.experiment.grid import expand
+from tailorml.experiment.runner import run_experiment
+from tailorml.experiment.summary import paired_p_value, table_one
+
+runner = CliRunner()
+
+GLUCOSE = """
+[cohort]
+individuals = ["adolescent-006", "adult-007", "child-005"]
+max_days = 3.0
+
+[experiment]
+name = "tiny-glucose"
+seeds = [0, 1]
+workers = 1
+epochs = 1
+
+[methods.baseline]
+[methods.early_shaping]
+n = [5]
+[methods.transfer]
+n = [5]
+[methods.single_sample_grouping]
+n = [50]
+
+[run]
+runs_dir = "{runs}"
+"""
+
+
+def writers_config(runs, backend="local", workers=1):
+    return config_from_dict(
+        {
+            "experiment": {
+                "dataset": "writers",
+                "name": f"tiny-{backend}",
+                "seeds": [0],
+                "workers": workers,
+                "backend": backend,
+                "epochs": 1,
+                "batch_size": 16,
+                "class_weighting": "none",
+                "min_individual_samples": 10,
+                "required_classes": [],
+            },
+            "writers": {"individuals": 3, "general_writers": 2, "samples_per_class": 2},
+            "model": {"conv_channels": [4, 8], "kernel_size": 3, "hidden": 16},
+            "methods": {
+                "baseline": {},
+                "sample_weighing": {"n_i": [2]},
+                "transfer": {"n": [4]},
+                "individual_grouping": {"n": [1]},
+            },
+            "run": {"runs_dir": str(runs)},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def glucose_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("experiment")
+    config = base / "tiny.toml"
+    config.write_text(GLUCOSE.format(runs=(base / "runs").as_posix()))
+    result = runner.invoke(app, ["experiment", str(config)])
+    assert result.exit_code == 0, result.output
+    (run,) = (base / "runs").iterdir()
+    return run, result.output
+
+
+def test_results_table_has_one_row_per_individual_setting_and_seed(glucose_run):
+    run, output = glucose_run
+    results = pd.read_csv(run / "results.csv")
+    assert len(results) == 3 * 4 * 2
+    assert set(results["setting"]) == {
+        "Baseline",
+        "ES(n=5)",
+        "TL(n=5, frozen_layers=0)",
+        "SG(n=50)",
+    }
+    ok = results[results["status"] == "ok"]
+    assert ok["acc_individual"].between(0, 1).all() and ok["acc_general"].between(0, 1).all()
+    assert {"hypo_sensitivity", "false_alerts_per_day", "median_lead_minutes"} <= set(results)
+    assert (run / "results.parquet").is_file() and (run / "report.html").is_file()
+    assert "Table I" in output
+
+
+def test_an_individual_missing_a_class_is_skipped_with_the_reason(glucose_run):
+    run, _ = glucose_run
+    results = pd.read_csv(run / "results.csv", keep_default_na=False)
+    skipped = results[results["individual"] == "adult-007"]
+    assert (skipped["status"] == "skipped").all() and len(skipped) == 8
+    assert "no 'hyper' sample" in skipped["reason"].iloc[0]
+    html = (run / "report.html").read_text()
+    assert "Skipped individuals" in html and "Synthetic data." in html
+
+
+def test_summary_is_table_one_with_p_values_against_the_baseline(glucose_run):
+    run, _ = glucose_run
+    summary = pd.read_csv(run / "summary.csv")
+    assert summary["setting"].tolist()[0] == "Baseline"
+    assert (summary["individuals"] == 2).all()
+    assert np.isnan(summary.loc[0, "acc_individual_p"])
+    assert summary["acc_individual_rank"].min() == 1
+
+
+def test_resume_recomputes_only_what_is_missing(glucose_run):
+    run, _ = glucose_run
+    results = sorted((run / "cache" / "results").glob("*/*.json"))
+    removed = results[0]
+    kept = {path: path.stat().st_mtime_ns for path in results[1:]}
+    removed.unlink()
+    time.sleep(0.01)
+    result = runner.invoke(app, ["experiment", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert removed.exists()
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
+
+
+def test_unknown_method_or_parameter_fails_before_any_work(tmp_path):
+    config = config_from_dict(
+        {"methods": {"baseline": {}, "fine_tune": {"n": [1]}}, "run": {"runs_dir": str(tmp_path)}}
+    )
+    with pytest.raises(ConfigError, match="unknown method 'fine_tune'; valid methods"):
+        run_experiment(config)
+    config = config_from_dict(
+        {
+            "methods": {"baseline": {}, "transfer": {"iterations": [1]}},
+            "run": {"runs_dir": str(tmp_path)},
+        }
+    )
+    with pytest.raises(ConfigError, match="no parameter iterations; valid: n, frozen_layers"):
+        run_experiment(config)
+    assert not any(tmp_path.iterdir())
+
+
+def test_methods_table_replaces_the_default_grid():
+    config = config_from_dict({"methods": {"baseline": {}, "early_shaping": {"n": [1, 2]}}})
+    assert [s.label for s in expand(config.methods)] == ["Baseline", "ES(n=1)", "ES(n=2)"]
+
+
+def test_wilcoxon_p_value_by_hand():
+    individuals = [f"i{k}" for k in range(6)]
+    reference = pd.Series([0.5] * 6, index=individuals)
+    better = reference + np.array([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
+    # all six differences positive: exact two-sided p = 2 / 2**6
+    assert paired_p_value(better, reference) == pytest.approx(2 / 64)
+    assert paired_p_value(reference, reference) == 1.0
+
+
+def test_table_one_statistics_by_hand():
+    rows = []
+    for individual, (base, other) in {"a": (0.6, 0.7), "b": (0.8, 0.8), "c": (0.7, 0.9)}.items():
+        for seed, shift in ((0, -0.1), (1, 0.1)):  # seeds average to the values above
+            rows.append(
+                {
+                    "method": "baseline",
+                    "setting": "Baseline",
+                    "individual": individual,
+                    "seed": seed,
+                    "status": "ok",
+                    "acc_individual": base + shift,
+                    "acc_general": 0.9,
+                }
+            )
+            rows.append(
+                {
+                    "method": "transfer",
+                    "setting": "TL",
+                    "individual": individual,
+                    "seed": seed,
+                    "status": "ok",
+                    "acc_individual": other + shift,
+                    "acc_general": 0.8,
+                }
+            )
+    summary = table_one(pd.DataFrame(rows), "baseline", ["Baseline", "TL"]).set_index("setting")
+    assert summary.loc["TL", "acc_individual_mean"] == pytest.approx(0.8)
+    assert summary.loc["TL", "acc_individual_sd"] == pytest.approx(0.1)
+    assert summary.loc["TL", "acc_individual_min"] == pytest.approx(0.7)
+    assert summary.loc["Baseline", "acc_individual_mean"] == pytest.approx(0.7)
+    assert summary.loc["TL", "acc_individual_rank"] == 1
+    assert summary.loc["Baseline", "acc_general_rank"] == 1
+
+
+def test_writers_experiment_gives_the_same_results_on_ray_as_locally(tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    local = run_experiment(writers_config(tmp_path / "local"))
+    try:
+        remote = run_experiment(writers_config(tmp_path / "ray", backend="ray", workers=2))
+    finally:
+        ray.shutdown()
+    columns = ["individual", "setting", "seed", "acc_individual", "acc_general"]
+
+    def table(run):
+        frame = pd.read_parquet(run.path / "results.parquet")[columns]
+        return frame.sort_values(columns[:3]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(table(local), table(remote))
+    assert len(table(local)) == 3 * 4
+    config = json.loads(json.dumps(remote.config().experiment.model_dump()))
+    assert config["backend"] == "ray"
