@@ -42,6 +42,12 @@ def template_environment() -> Environment:
     return environment
 
 
+def write_html(template: str, target: Path, **context) -> Path:
+    """Render a packaged Jinja template with `context` and write it atomically."""
+    html = template_environment().get_template(template).render(**context)
+    return atomic_write_text(target, html)
+
+
 def _number(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
@@ -129,23 +135,20 @@ def render_report(run_dir: str | Path) -> Path:
     if (per_individual["skipped"] != "").any():
         wanted.append("skipped")
     columns = [column for column in wanted if column in per_individual]
-    html = (
-        template_environment()
-        .get_template("report.html.j2")
-        .render(
-            run_name=run_dir.name,
-            metrics=metrics,
-            environment=environment,
-            config_toml=(run_dir / "config.toml").read_text(),
-            summary=metrics["per_individual_summary"],
-            labels=METRIC_LABELS,
-            by_group=by_group.to_dict("records"),
-            individuals=per_individual[columns].to_dict("records"),
-            columns=columns,
-            counts=COUNT_COLUMNS,
-            figures=figures,
-            trace_patient=patient,
-            config=config,
-        )
+    return write_html(
+        "report.html.j2",
+        run_dir / "report.html",
+        run_name=run_dir.name,
+        metrics=metrics,
+        environment=environment,
+        config_toml=(run_dir / "config.toml").read_text(),
+        summary=metrics["per_individual_summary"],
+        labels=METRIC_LABELS,
+        by_group=by_group.to_dict("records"),
+        individuals=per_individual[columns].to_dict("records"),
+        columns=columns,
+        counts=COUNT_COLUMNS,
+        figures=figures,
+        trace_patient=patient,
+        config=config,
     )
-    return atomic_write_text(run_dir / "report.html", html)

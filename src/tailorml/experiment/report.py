@@ -14,9 +14,8 @@ import pandas as pd
 
 from tailorml.config import load_config
 from tailorml.evaluate.plots import to_png
-from tailorml.evaluate.report import image_uri, template_environment
+from tailorml.evaluate.report import image_uri, write_html
 from tailorml.experiment.summary import per_individual
-from tailorml.io import atomic_write_text
 
 FAMILY = {
     "baseline": "baseline",
@@ -63,16 +62,17 @@ def tradeoff_figure(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: 
             textcoords="offset points",
         )
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c) for c in COLOURS.values()]
-    axis.legend(handles, list(COLOURS), fontsize=8, loc="lower left")
+    axis.legend(handles, list(COLOURS), fontsize=8, loc="best")
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
     return to_png(figure)
 
 
-def spread_figure(values: pd.DataFrame, metric: str, label: str) -> bytes:
-    """Per-individual distribution of a metric per setting (the fairness view)."""
-    settings = list(dict.fromkeys(values.index.get_level_values("setting")))
+def spread_figure(values: pd.DataFrame, metric: str, label: str, order: list[str]) -> bytes:
+    """Per-individual distribution of a metric per setting (the fairness view), in `order`."""
+    present = set(values.index.get_level_values("setting"))
+    settings = [setting for setting in order if setting in present]
     data = [values.xs(s, level="setting")[metric].dropna().to_numpy() for s in settings]
     figure, axis = plt.subplots(figsize=(10, 4.2))
     axis.boxplot(data, showmeans=True)
@@ -130,7 +130,9 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         )
         values = per_individual(results, ["acc_individual"])
         figures["spread"] = image_uri(
-            spread_figure(values, "acc_individual", "acc D_I per individual")
+            spread_figure(
+                values, "acc_individual", "acc D_I per individual", summary["setting"].tolist()
+            )
         )
         if glucose and "hypo_sensitivity_mean" in summary:
             figures["alerts"] = image_uri(
@@ -152,22 +154,19 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         else pd.DataFrame()
     )
     ok = results[results["status"] == "ok"] if "status" in results else results
-    html = (
-        template_environment()
-        .get_template("experiment.html.j2")
-        .render(
-            run_name=run_dir.name,
-            config=config,
-            environment=environment,
-            glucose=glucose,
-            synthetic=bool(results["synthetic"].any()) if "synthetic" in results else True,
-            summary=summary.to_dict("records"),
-            figures=figures,
-            skipped=skipped.to_dict("records"),
-            n_individuals=ok["individual"].nunique() if len(ok) else 0,
-            n_rows=len(results),
-            seeds=config.experiment.seeds,
-            config_toml=(run_dir / "config.toml").read_text(),
-        )
+    return write_html(
+        "experiment.html.j2",
+        run_dir / "report.html",
+        run_name=run_dir.name,
+        config=config,
+        environment=environment,
+        glucose=glucose,
+        synthetic=bool(results["synthetic"].any()) if "synthetic" in results else True,
+        summary=summary.to_dict("records"),
+        figures=figures,
+        skipped=skipped.to_dict("records"),
+        n_individuals=ok["individual"].nunique() if len(ok) else 0,
+        n_rows=len(results),
+        seeds=config.experiment.seeds,
+        config_toml=(run_dir / "config.toml").read_text(),
     )
-    return atomic_write_text(run_dir / "report.html", html)

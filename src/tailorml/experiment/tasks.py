@@ -123,7 +123,7 @@ def run_autoencoder(config_json: str, run_dir: str, seed: int) -> str:
     from tailorml.models.autoencoder import fit_autoencoder
 
     config, data = _setup(config_json)
-    train_indices = data.all_train()[:: config.experiment.general_stride]
+    train_indices = data.all_train()[:: data.general_stride]
     model = fit_autoencoder(
         data.x[train_indices],
         n_epochs=config.experiment.autoencoder_epochs,
