@@ -184,6 +184,274 @@ def _p(value) -> str:
     return "–" if value is None or value != value else f"{value:.3g}"
 
 
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Registry directory (default: soft.registry, 'registry')."),
+]
+
+
+def _registry(registry: Path | None, config: Path | None = None):
+    from tailorml.soft.registry import Registry
+
+    return Registry(registry or _load(config).soft.registry)
+
+
+@app.command()
+def personalize(
+    individual: Annotated[str, typer.Option("--individual", "-i", help="e.g. child-004.")],
+    config: ConfigOption = None,
+    registry: RegistryOption = None,
+    predefined: Annotated[
+        Path | None,
+        typer.Option(help="Register this train/demo run's model as the predefined model first."),
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who runs it (audit log).")] = None,
+) -> None:
+    """Soft personalization for one individual: build candidates, calibrate their alert
+    thresholds, apply the safety gates and propose one candidate for review, or keep the
+    predefined model. Everything is recorded in the registry; a model card is written."""
+    from tailorml.soft.session import personalize_individual
+
+    settings = _load(config)
+    outcome = personalize_individual(
+        settings,
+        individual,
+        _reporter(),
+        predefined_run=predefined,
+        actor=actor,
+        registry_dir=registry,
+    )
+    if outcome.refused:
+        console.print(f"[bold]Personalization refused[/bold] for {individual}: {outcome.refused}")
+    else:
+        gates = settings.soft.gates
+        table = Table(
+            title=f"Candidates for {individual} (held-out test part; gates in the card)",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+        )
+        table.add_column("candidate", no_wrap=True)
+        for column in (
+            "thr.",
+            "sens.",
+            "FA/d",
+            *[f"g{n}" for n in range(2, 2 + len(gates))],
+            "all",
+        ):
+            table.add_column(column, justify="right")
+        for row in outcome.table:
+            marks = ["[green]✓[/green]" if row[g] else "[red]✗[/red]" for g in gates]
+            table.add_row(
+                _short(row["candidate"]),
+                f"{row['threshold']:g}",
+                _fmt(row["hypo_sensitivity"]),
+                _fmt(row["false_alerts_per_day"]),
+                *marks,
+                "[green]pass[/green]" if row["passed"] else "[red]fail[/red]",
+            )
+        console.print(table)
+        if outcome.proposal:
+            console.print(
+                f"Proposed for review: candidate [bold]{outcome.proposal_candidate_id}[/bold] "
+                f"({outcome.proposal}). Approve with: tailorml review approve "
+                f"{outcome.proposal_candidate_id} --reviewer NAME"
+            )
+        else:
+            console.print("No candidate passed every gate: [bold]keep the predefined model[/bold].")
+    console.print(f"Model card: [bold]{outcome.card.resolve()}[/bold]")
+
+
+def _short(name: str) -> str:
+    """Shorter candidate names for an 80-column table."""
+    return name.replace(", frozen_layers=0", "").replace(
+        "predefined + personal threshold", "predefined+threshold"
+    )
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or value != value else f"{value:.2f}"
+
+
+review_app = typer.Typer(
+    help="Review proposed candidates: list, show, approve, reject.", no_args_is_help=True
+)
+models_app = typer.Typer(
+    help="Which model is active for an individual, and why.", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
+app.add_typer(models_app, name="models")
+
+
+@review_app.command("list")
+def review_list(
+    registry: RegistryOption = None,
+    individual: Annotated[str | None, typer.Option(help="Only this individual.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every candidate, not only pending.")] = False,
+) -> None:
+    """Candidates waiting for review (or all of them with --all)."""
+    store = _registry(registry)
+    where, parameters = [], []
+    if not all_:
+        where.append("status = 'pending_review'")
+    if individual:
+        where.append("individual = ?")
+        parameters.append(individual)
+    sql = "SELECT * FROM candidates" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = store.query(sql + " ORDER BY id", tuple(parameters))
+    table = Table(title="Candidates" if all_ else "Pending review")
+    for column in ("id", "individual", "session", "candidate", "threshold", "status"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["individual"],
+            str(row["session_id"]),
+            row["name"],
+            f"{row['threshold']:g}",
+            row["status"],
+        )
+    console.print(table if rows else "Nothing to review.")
+
+
+@review_app.command("show")
+def review_show(
+    candidate: Annotated[int, typer.Argument(help="Candidate id (see review list).")],
+    registry: RegistryOption = None,
+) -> None:
+    """A candidate's metrics and every gate with its numbers; refreshes the model card."""
+    from tailorml.soft.card import render_card
+
+    store = _registry(registry)
+    row = store.candidate(candidate)
+    console.print(
+        f"[bold]Candidate {row['id']}[/bold]: {row['name']} for {row['individual']} "
+        f"(session {row['session_id']}, status {row['status']}, threshold "
+        f"{row['threshold']:g})"
+    )
+    metrics = json.loads(row["metrics_json"])
+    console.print(
+        ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in metrics.items())
+    )
+    gates = Table(title="Gates")
+    for column in ("gate", "result", "why"):
+        gates.add_column(column)
+    for gate in store.query(
+        "SELECT * FROM gate_results WHERE candidate_id = ? ORDER BY id", (candidate,)
+    ):
+        gates.add_row(
+            gate["gate"],
+            "[green]pass[/green]" if gate["passed"] else "[red]fail[/red]",
+            gate["reason"],
+        )
+    console.print(gates)
+    card = render_card(store, row["session_id"])
+    console.print(f"Model card: [bold]{card.resolve()}[/bold]")
+
+
+def _decide(
+    candidate: int, decision: str, reviewer: str, role: str, comment: str, registry: Path | None
+) -> None:
+    from tailorml.soft.card import render_card
+
+    store = _registry(registry)
+    store.decide(candidate, decision, reviewer, role, comment)
+    row = store.candidate(candidate)
+    card = render_card(store, row["session_id"])
+    verb = "approved: now the active model" if decision == "approve" else "rejected"
+    console.print(f"Candidate {candidate} ({row['name']}) for {row['individual']} {verb}.")
+    console.print(f"Model card: [bold]{card.resolve()}[/bold]")
+
+
+Reviewer = Annotated[str, typer.Option(help="Who decides (recorded).")]
+Role = Annotated[str, typer.Option(help="expert or user.")]
+Comment = Annotated[str, typer.Option(help="Why (recorded).")]
+
+
+@review_app.command("approve")
+def review_approve(
+    candidate: Annotated[int, typer.Argument(help="Candidate id.")],
+    reviewer: Reviewer,
+    role: Role = "expert",
+    comment: Comment = "",
+    registry: RegistryOption = None,
+) -> None:
+    """Approve a proposed candidate: it becomes the individual's active model."""
+    _decide(candidate, "approve", reviewer, role, comment, registry)
+
+
+@review_app.command("reject")
+def review_reject(
+    candidate: Annotated[int, typer.Argument(help="Candidate id.")],
+    reviewer: Reviewer,
+    role: Role = "expert",
+    comment: Comment = "",
+    registry: RegistryOption = None,
+) -> None:
+    """Reject a proposed candidate: the active model does not change."""
+    _decide(candidate, "reject", reviewer, role, comment, registry)
+
+
+@models_app.command("active")
+def models_active(
+    individual: Annotated[str, typer.Argument(help="e.g. child-004.")],
+    registry: RegistryOption = None,
+) -> None:
+    """The individual's active model and why it is active."""
+    active = _registry(registry).active(individual)
+    kind = "personalized" if active["candidate_id"] else "predefined"
+    threshold = "default" if active["threshold"] is None else f"{active['threshold']:g}"
+    console.print(
+        f"{individual}: [bold]{kind}[/bold] model {active['model_id']} "
+        f"(sha256 {active['sha256'][:12]}), alert threshold {threshold}"
+    )
+    console.print(
+        f"why: {active['reason']}" + (f" ({active['created']})" if active["created"] else "")
+    )
+
+
+@models_app.command("history")
+def models_history(
+    individual: Annotated[str, typer.Argument(help="e.g. child-004.")],
+    registry: RegistryOption = None,
+) -> None:
+    """Every change of the individual's active model, and the audit log."""
+    store = _registry(registry)
+    table = Table(title=f"Active-model history of {individual}")
+    for column in ("when", "model", "candidate", "threshold", "by", "reason"):
+        table.add_column(column)
+    for row in store.history(individual):
+        table.add_row(
+            row["created"],
+            str(row["model_id"]),
+            str(row["candidate_id"] or "-"),
+            f"{row['threshold']:g}",
+            row["actor"],
+            row["reason"],
+        )
+    console.print(table)
+    audit = Table(title="Audit log")
+    for column in ("when", "actor", "action", "details"):
+        audit.add_column(column)
+    for row in store.audit(individual):
+        audit.add_row(row["created"], row["actor"], row["action"], row["details_json"])
+    console.print(audit)
+
+
+@app.command()
+def rollback(
+    individual: Annotated[str, typer.Argument(help="e.g. child-004.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+    actor: Annotated[str | None, typer.Option(help="Who (recorded).")] = None,
+    registry: RegistryOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Return an individual to the predefined model (recorded; history is kept)."""
+    settings = _load(config)
+    store = _registry(registry, config)
+    store.rollback(individual, reason, actor, settings.alerts.probability_threshold)
+    console.print(f"{individual} now uses the predefined model again.")
+
+
 @cohort_app.command("simulate")
 def cohort_simulate(
     out: Annotated[

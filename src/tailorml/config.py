@@ -231,6 +231,61 @@ class ExperimentConfig(_Section):
     reference: str = Field(default="baseline", description="method the p-values compare with")
 
 
+def _default_candidates() -> dict[str, dict[str, list[int | float]]]:
+    """Gentle personalizations of the predefined model (soft: small, reviewable changes)."""
+    return {
+        "transfer": {"n": [100, 300]},
+        "l2sp": {"n": [300], "alpha": [0.01]},
+        "last_layer": {"n": [300]},
+    }
+
+
+class SoftConfig(_Section):
+    """Soft personalization: candidates, conservative gates, review. The clinical reason of
+    every default is in docs/soft_personalization.md."""
+
+    registry: str = Field(default="registry", description="registry directory")
+    candidates: dict[str, dict[str, list[int | float] | int | float]] = Field(
+        default_factory=_default_candidates
+    )
+    threshold_candidate: bool = Field(
+        default=True, description="also offer the predefined model with a personal threshold"
+    )
+    # gate 1: data sufficiency and representativeness of D_I (its training part)
+    min_days: float = Field(default=7.0, gt=0)
+    min_hypo_events: int = Field(default=3, ge=0)
+    min_hyper_events: int = Field(default=2, ge=0)
+    min_fraction_per_range: float = Field(default=0.01, ge=0, le=1)
+    max_missing_fraction: float = Field(default=0.2, ge=0, le=1)
+    # gate 2: hypo sensitivity non-inferiority on held-out events (paired bootstrap)
+    sensitivity_margin: float = Field(default=0.05, ge=0, le=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    bootstrap_samples: int = Field(default=2000, ge=100)
+    min_held_out_events: int = Field(default=3, ge=1)
+    # gate 3: harmful states stay alarming
+    stress_required_fraction: float = Field(default=1.0, ge=0, le=1)
+    # gate 4: general-data floor
+    general_accuracy_margin: float = Field(default=0.02, ge=0, le=1)
+    # gate 5: bounded change
+    min_in_range_agreement: float = Field(default=0.85, ge=0, le=1)
+    # gate 6: personal alert threshold under a conservative bound
+    target_sensitivity: float = Field(default=0.7, gt=0, le=1)
+    calibration_confidence: float = Field(default=0.8, gt=0.5, lt=1)
+    thresholds: list[float] = Field(
+        default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 20)]
+    )
+    gates: list[str] = Field(
+        default_factory=lambda: [
+            "safety_non_inferiority",
+            "harmful_states",
+            "general_floor",
+            "bounded_change",
+            "threshold_calibration",
+        ],
+        description="model gates applied to every candidate, in order",
+    )
+
+
 class CohortConfig(_Section):
     path: str = Field(default="", description="empty = the shipped synthetic virtual cohort")
     individuals: list[str] = Field(default_factory=list, description="empty = all")
@@ -257,6 +312,7 @@ class Config(_Section):
         default_factory=_default_methods
     )
     writers: WritersConfig = Field(default_factory=WritersConfig)
+    soft: SoftConfig = Field(default_factory=SoftConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -293,6 +349,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     merged = _deep_merge(Config().to_dict(), data)
     if "methods" in data:  # a methods table is the whole grid, not an addition to the default
         merged["methods"] = data["methods"]
+    if "candidates" in data.get("soft", {}):  # likewise the candidate grid
+        merged["soft"]["candidates"] = data["soft"]["candidates"]
     try:
         # JSON mode: lists are accepted for tuple fields, ints for floats, nothing looser.
         return Config.model_validate_json(json.dumps(merged))

@@ -102,6 +102,24 @@ def snooze_alerts(times: np.ndarray, positive: np.ndarray, snooze_minutes: int) 
     return alerts
 
 
+def event_leads(
+    events: list[Event], times: np.ndarray, positive: np.ndarray, horizon_minutes: int
+) -> np.ndarray:
+    """Per event: lead time in minutes of the earliest positive prediction in the horizon
+    before it; -1 if it was missed; NaN if no prediction fell there (not evaluable)."""
+    times = np.asarray(times, dtype="datetime64[ns]")
+    positive = np.asarray(positive, dtype=bool)
+    horizon = np.timedelta64(horizon_minutes, "m")
+    leads = np.full(len(events), np.nan)
+    for index, event in enumerate(events):
+        before = (times >= event.start - horizon) & (times < event.start)
+        if not before.any():
+            continue
+        hits = times[before & positive]
+        leads[index] = float((event.start - hits.min()) / MINUTE) if len(hits) else -1.0
+    return leads
+
+
 def alert_metrics(
     events: list[Event],
     times: np.ndarray,
@@ -117,17 +135,11 @@ def alert_metrics(
     """Hypo sensitivity, lead time and false alerts per day for one individual."""
     times = np.asarray(times, dtype="datetime64[ns]")
     positive = np.asarray(positive, dtype=bool)
-    horizon = np.timedelta64(horizon_minutes, "m")
-    caught, evaluable, leads = 0, 0, []
-    for event in events:
-        before = (times >= event.start - horizon) & (times < event.start)
-        if not before.any():
-            continue
-        evaluable += 1
-        hits = times[before & positive]
-        if len(hits):
-            caught += 1
-            leads.append(float((event.start - hits.min()) / MINUTE))
+    leads = event_leads(events, times, positive, horizon_minutes)
+    leads = leads[~np.isnan(leads)]
+    caught_leads = leads[leads >= 0]
+    caught = len(caught_leads)
+    evaluable = len(leads)
     alerts = snooze_alerts(times, positive, snooze_minutes)
     false = alerts & ~np.asarray(label_is_hypo, dtype=bool) & (np.asarray(current_cgm) >= threshold)
     days = len(times) * sample_minutes / (24 * 60)
@@ -136,7 +148,7 @@ def alert_metrics(
         "hypo_events_not_evaluable": float(len(events) - evaluable),
         "hypo_caught": float(caught),
         "hypo_sensitivity": caught / evaluable if evaluable else float("nan"),
-        "median_lead_minutes": float(np.median(leads)) if leads else float("nan"),
+        "median_lead_minutes": float(np.median(caught_leads)) if caught else float("nan"),
         "alerts": float(alerts.sum()),
         "false_alerts": float(false.sum()),
         "false_alerts_per_day": float(false.sum() / days) if days else float("nan"),

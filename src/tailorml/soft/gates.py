@@ -1,0 +1,339 @@
+"""Conservative, data-driven gates of soft personalization.
+
+Gate 1 (data sufficiency) judges the individual's data before anything is trained; the
+model gates judge each candidate against the predefined model on held-out data. A gate is a
+small class registered by name, so later gates (certified robustness, fairness) plug in
+through `@register_gate` and the `soft.gates` list without touching the others. Every gate
+returns its numbers, so the registry and the model card show *why* it passed or failed.
+Clinical reasons of the defaults: docs/soft_personalization.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from tailorml.config import SoftConfig
+from tailorml.errors import ConfigError
+from tailorml.evaluate.alerts import hyper_events, hypo_events
+
+
+@dataclass
+class GateResult:
+    gate: str
+    passed: bool
+    numbers: dict[str, Any]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Evidence:
+    """What one model (at its threshold) did on the individual's held-out data."""
+
+    name: str
+    threshold: float
+    calibration: dict[str, Any]  # from `calibrate_threshold`
+    event_caught: np.ndarray  # held-out hypo events (evaluable ones): caught or not
+    sensitivity: float
+    false_alerts_per_day: float
+    in_range_predictions: np.ndarray  # class at the deployed threshold, held-out in-range windows
+    acc_general: float
+    stress_alerts: np.ndarray  # alerted on each stress trace
+    stress_names: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- gate 1 -------------------------------------------------------------------------------
+
+
+def data_sufficiency(
+    readings: pd.DataFrame,
+    sample_minutes: int,
+    config: SoftConfig,
+    hypo_mgdl: float = 70.0,
+    hyper_mgdl: float = 250.0,
+) -> GateResult:
+    """Is D_I (the individual's training readings) enough, and representative, to personalize?"""
+    cgm = readings["cgm"].to_numpy(dtype=float)
+    times = readings["time"].to_numpy()
+    valid = cgm[~np.isnan(cgm)]
+    days = len(cgm) * sample_minutes / 1440
+    missing = float(np.isnan(cgm).mean()) if len(cgm) else 1.0
+    n_hypo = len(hypo_events(times, cgm, hypo_mgdl, sample_minutes))
+    n_hyper = len(hyper_events(times, cgm, hyper_mgdl, sample_minutes))
+    fractions = {
+        "below_70": float((valid < 70).mean()) if len(valid) else 0.0,
+        "70_180": float(((valid >= 70) & (valid <= 180)).mean()) if len(valid) else 0.0,
+        "above_180": float((valid > 180).mean()) if len(valid) else 0.0,
+    }
+    problems = []
+    if days < config.min_days:
+        problems.append(f"{days:.1f} days of data, need {config.min_days:g}")
+    if n_hypo < config.min_hypo_events:
+        problems.append(f"{n_hypo} hypo events, need {config.min_hypo_events}")
+    if n_hyper < config.min_hyper_events:
+        problems.append(f"{n_hyper} hyper events, need {config.min_hyper_events}")
+    for name, fraction in fractions.items():
+        if fraction < config.min_fraction_per_range:
+            problems.append(
+                f"{100 * fraction:.1f}% of readings {name.replace('_', ' ')}, need "
+                f"{100 * config.min_fraction_per_range:g}%"
+            )
+    if missing > config.max_missing_fraction:
+        problems.append(
+            f"{100 * missing:.0f}% readings missing, allowed {100 * config.max_missing_fraction:g}%"
+        )
+    numbers = {
+        "days": days,
+        "hypo_events": n_hypo,
+        "hyper_events": n_hyper,
+        "missing_fraction": missing,
+        **{f"fraction_{k}": v for k, v in fractions.items()},
+    }
+    reason = "; ".join(problems) if problems else "enough representative data"
+    return GateResult("data_sufficiency", not problems, numbers, reason)
+
+
+# -- gate 6: threshold calibration (a function; its gate judges the result) ---------------
+
+
+def sensitivity_lower_bound(caught: int, events: int, confidence: float) -> float:
+    """One-sided exact (Clopper-Pearson) lower confidence bound of a proportion."""
+    if events == 0:
+        return 0.0
+    interval = binomtest(caught, events, alternative="greater").proportion_ci(
+        confidence_level=confidence, method="exact"
+    )
+    return float(interval.low)
+
+
+def calibrate_threshold(
+    caught_at: dict[float, np.ndarray], target: float, confidence: float, default: float
+) -> dict[str, Any]:
+    """The highest threshold (fewest alerts) whose conservative sensitivity bound on the
+    calibration events reaches `target`. `caught_at[t]` says, per calibration event, whether
+    an alert at threshold t caught it. Infeasible -> the default threshold is kept."""
+    rows = []
+    for threshold in sorted(caught_at, reverse=True):
+        caught = caught_at[threshold]
+        bound = sensitivity_lower_bound(int(caught.sum()), len(caught), confidence)
+        rows.append(
+            {
+                "threshold": threshold,
+                "caught": int(caught.sum()),
+                "events": len(caught),
+                "lower_bound": bound,
+            }
+        )
+        if bound >= target:
+            return {
+                "feasible": True,
+                "threshold": threshold,
+                "lower_bound": bound,
+                "events": len(caught),
+                "caught": int(caught.sum()),
+                "searched": rows,
+            }
+    events = len(next(iter(caught_at.values()))) if caught_at else 0
+    return {
+        "feasible": False,
+        "threshold": default,
+        "lower_bound": max((row["lower_bound"] for row in rows), default=0.0),
+        "events": events,
+        "caught": None,
+        "searched": rows,
+    }
+
+
+# -- model gates --------------------------------------------------------------------------
+
+
+class Gate:
+    name: ClassVar[str]
+    title: ClassVar[str]
+
+    def __init__(self, config: SoftConfig) -> None:
+        self.config = config
+
+    def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
+        raise NotImplementedError
+
+    def result(self, passed: bool, numbers: dict[str, Any], reason: str) -> GateResult:
+        return GateResult(self.name, bool(passed), numbers, reason)
+
+
+GATES: dict[str, type[Gate]] = {}
+
+
+def register_gate(cls: type[Gate]) -> type[Gate]:
+    GATES[cls.name] = cls
+    return cls
+
+
+def build_gates(config: SoftConfig) -> list[Gate]:
+    unknown = [name for name in config.gates if name not in GATES]
+    if unknown:
+        raise ConfigError(
+            f"soft.gates: unknown gate(s) {', '.join(unknown)}; valid: {', '.join(GATES)}"
+        )
+    return [GATES[name](config) for name in config.gates]
+
+
+def paired_bootstrap_lower_bound(
+    candidate: np.ndarray, reference: np.ndarray, confidence: float, samples: int, seed: int = 0
+) -> float:
+    """Lower `confidence` bound of mean(candidate - reference) over resampled events."""
+    rng = np.random.default_rng(seed)
+    differences = candidate.astype(float) - reference.astype(float)
+    draws = rng.integers(0, len(differences), size=(samples, len(differences)))
+    return float(np.quantile(differences[draws].mean(axis=1), 1.0 - confidence))
+
+
+@register_gate
+class SafetyNonInferiority(Gate):
+    name = "safety_non_inferiority"
+    title = "Hypo sensitivity not worse than the predefined model's (lower confidence bound)"
+
+    def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
+        config = self.config
+        n = len(candidate.event_caught)
+        numbers: dict[str, Any] = {
+            "held_out_events": n,
+            "candidate_sensitivity": candidate.sensitivity,
+            "predefined_sensitivity": predefined.sensitivity,
+            "margin": config.sensitivity_margin,
+            "confidence": config.confidence,
+        }
+        if n < config.min_held_out_events:
+            return self.result(
+                False,
+                numbers,
+                (
+                    f"only {n} held-out hypo events; at least {config.min_held_out_events} are "
+                    "needed to judge safety, so the predefined model stays"
+                ),
+            )
+        bound = paired_bootstrap_lower_bound(
+            candidate.event_caught,
+            predefined.event_caught,
+            config.confidence,
+            config.bootstrap_samples,
+        )
+        numbers["difference_lower_bound"] = bound
+        passed = bound >= -config.sensitivity_margin
+        verdict = "within" if passed else "beyond"
+        return self.result(
+            passed,
+            numbers,
+            (
+                f"sensitivity difference {candidate.sensitivity - predefined.sensitivity:+.2f}, "
+                f"lower {100 * config.confidence:g}% bound {bound:+.2f} is {verdict} the "
+                f"-{config.sensitivity_margin:g} margin"
+            ),
+        )
+
+
+@register_gate
+class HarmfulStates(Gate):
+    name = "harmful_states"
+    title = "Still alerts on canonical dangerous traces"
+
+    def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
+        alerts = candidate.stress_alerts
+        fraction = float(alerts.mean()) if len(alerts) else 0.0
+        missed = [name for name, hit in zip(candidate.stress_names, alerts, strict=True) if not hit]
+        numbers = {
+            "traces": len(alerts),
+            "alerted": int(alerts.sum()),
+            "required_fraction": self.config.stress_required_fraction,
+            "missed": missed,
+        }
+        passed = fraction >= self.config.stress_required_fraction
+        reason = (
+            "alerts on every dangerous trace"
+            if not missed
+            else f"no alert on {len(missed)} dangerous trace(s): {', '.join(missed)}"
+        )
+        return self.result(passed, numbers, reason)
+
+
+@register_gate
+class GeneralFloor(Gate):
+    name = "general_floor"
+    title = "Accuracy on general data not below the predefined model's minus a margin"
+
+    def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
+        floor = predefined.acc_general - self.config.general_accuracy_margin
+        numbers = {
+            "candidate": candidate.acc_general,
+            "predefined": predefined.acc_general,
+            "floor": floor,
+        }
+        passed = candidate.acc_general >= floor
+        return self.result(
+            passed, numbers, (f"accuracy on D_G {candidate.acc_general:.3f} vs floor {floor:.3f}")
+        )
+
+
+@register_gate
+class BoundedChange(Gate):
+    name = "bounded_change"
+    title = "Agrees with the predefined model on in-range data (at the deployed threshold)"
+
+    def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
+        mine, theirs = candidate.in_range_predictions, predefined.in_range_predictions
+        agreement = float((mine == theirs).mean()) if len(mine) else 0.0
+        numbers = {
+            "agreement": agreement,
+            "required": self.config.min_in_range_agreement,
+            "windows": len(mine),
+        }
+        passed = agreement >= self.config.min_in_range_agreement
+        return self.result(
+            passed,
+            numbers,
+            (
+                f"{100 * agreement:.1f}% agreement on in-range windows "
+                f"(required {100 * self.config.min_in_range_agreement:g}%)"
+            ),
+        )
+
+
+@register_gate
+class ThresholdCalibration(Gate):
+    name = "threshold_calibration"
+    title = "A personal alert threshold reaches the target sensitivity under a conservative bound"
+
+    def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
+        calibration = candidate.calibration
+        numbers = {
+            key: calibration[key]
+            for key in ("feasible", "threshold", "lower_bound", "events", "caught")
+        }
+        numbers |= {
+            "target": self.config.target_sensitivity,
+            "confidence": self.config.calibration_confidence,
+            "false_alerts_per_day": candidate.false_alerts_per_day,
+        }
+        if calibration["feasible"]:
+            reason = (
+                f"threshold {calibration['threshold']:g}: {calibration['caught']}/"
+                f"{calibration['events']} calibration events, lower bound "
+                f"{calibration['lower_bound']:.2f} >= {self.config.target_sensitivity:g}; "
+                f"{candidate.false_alerts_per_day:.1f} false alerts/day on held-out data"
+            )
+        else:
+            reason = (
+                f"no threshold reaches sensitivity {self.config.target_sensitivity:g} under the "
+                f"{100 * self.config.calibration_confidence:g}% bound on "
+                f"{calibration['events']} calibration events (best bound "
+                f"{calibration['lower_bound']:.2f})"
+            )
+        return self.result(calibration["feasible"], numbers, reason)

@@ -1,0 +1,135 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import beta
+
+from conftest import START
+from tailorml.config import SoftConfig
+from tailorml.errors import ConfigError
+from tailorml.soft.gates import (
+    Evidence,
+    GeneralFloor,
+    HarmfulStates,
+    SafetyNonInferiority,
+    build_gates,
+    calibrate_threshold,
+    data_sufficiency,
+    sensitivity_lower_bound,
+)
+from tailorml.soft.stress import stress_inputs, stress_traces
+
+
+def evidence(name="c", caught=(True,) * 5, stress=(True, True), acc_general=0.9):
+    caught = np.array(caught, dtype=bool)
+    return Evidence(
+        name=name,
+        threshold=0.5,
+        calibration={},
+        event_caught=caught,
+        sensitivity=float(caught.mean()) if len(caught) else float("nan"),
+        false_alerts_per_day=1.0,
+        in_range_predictions=np.zeros(10, int),
+        acc_general=acc_general,
+        stress_alerts=np.array(stress, dtype=bool),
+        stress_names=[f"trace {i}" for i in range(len(stress))],
+    )
+
+
+def test_one_sided_exact_lower_bound_by_hand():
+    # all n caught: the bound solves p**n = 1 - confidence
+    assert sensitivity_lower_bound(5, 5, 0.8) == pytest.approx(0.2 ** (1 / 5))
+    # otherwise the Clopper-Pearson bound is a Beta quantile
+    assert sensitivity_lower_bound(8, 10, 0.8) == pytest.approx(beta.ppf(0.2, 8, 3))
+    assert sensitivity_lower_bound(0, 0, 0.8) == 0.0
+
+
+def test_calibration_picks_the_highest_threshold_that_meets_the_bound():
+    caught_at = {
+        0.9: np.array([True] + [False] * 9),
+        0.5: np.array([True] * 8 + [False] * 2),  # bound ~0.62 < 0.7
+        0.3: np.array([True] * 10),  # bound 0.2 ** 0.1 = 0.851 >= 0.7
+        0.1: np.array([True] * 10),
+    }
+    result = calibrate_threshold(caught_at, target=0.7, confidence=0.8, default=0.5)
+    assert result["feasible"] and result["threshold"] == 0.3
+    assert result["lower_bound"] == pytest.approx(0.2**0.1)
+    assert [row["threshold"] for row in result["searched"]] == [0.9, 0.5, 0.3]
+
+
+def test_calibration_without_enough_events_keeps_the_default():
+    caught_at = {0.5: np.array([True, True]), 0.1: np.array([True, True])}
+    result = calibrate_threshold(caught_at, target=0.7, confidence=0.8, default=0.5)
+    assert not result["feasible"] and result["threshold"] == 0.5
+    assert result["lower_bound"] == pytest.approx(0.2**0.5)
+
+
+def test_non_inferiority_passes_identical_behaviour_and_refuses_a_regression():
+    gate = SafetyNonInferiority(SoftConfig())
+    same = gate.check(evidence(caught=[True] * 6), evidence(caught=[True] * 6))
+    assert same.passed and same.numbers["difference_lower_bound"] == 0.0
+    worse = gate.check(
+        evidence(caught=[False, False, True, True, True, True]), evidence(caught=[True] * 6)
+    )
+    assert not worse.passed and "beyond" in worse.reason
+
+
+def test_non_inferiority_needs_enough_held_out_events():
+    result = SafetyNonInferiority(SoftConfig()).check(
+        evidence(caught=[True, True]), evidence(caught=[True, True])
+    )
+    assert not result.passed and "only 2 held-out hypo events" in result.reason
+
+
+def test_harmful_states_names_the_missed_traces():
+    result = HarmfulStates(SoftConfig()).check(evidence(stress=[True, False]), evidence())
+    assert not result.passed and result.numbers["missed"] == ["trace 1"]
+
+
+def test_general_floor_by_hand():
+    gate = GeneralFloor(SoftConfig(general_accuracy_margin=0.02))
+    assert gate.check(evidence(acc_general=0.881), evidence(acc_general=0.9)).passed
+    assert not gate.check(evidence(acc_general=0.879), evidence(acc_general=0.9)).passed
+
+
+def test_unknown_gate_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown gate.*robustness.*valid: safety"):
+        build_gates(SoftConfig(gates=["robustness"]))
+
+
+def readings(cgm):
+    return pd.DataFrame(
+        {
+            "time": START + pd.to_timedelta(np.arange(len(cgm)) * 3, unit="min"),
+            "cgm": np.asarray(cgm, dtype=float),
+        }
+    )
+
+
+def test_data_gate_refuses_two_days_of_data():
+    day = [120.0] * 200 + [60.0] * 10 + [120.0] * 150 + [300.0] * 10 + [120.0] * 110
+    result = data_sufficiency(readings(day * 2), 3, SoftConfig())
+    assert not result.passed
+    assert result.numbers["days"] == pytest.approx(2.0)
+    assert result.numbers["hypo_events"] == 2 and result.numbers["hyper_events"] == 2
+    assert "2.0 days of data, need 7" in result.reason
+    assert "hypo events" in result.reason  # 2 < 3
+
+
+def test_data_gate_accepts_enough_representative_data():
+    day = [120.0] * 200 + [60.0] * 10 + [120.0] * 150 + [300.0] * 10 + [120.0] * 110
+    assert data_sufficiency(readings(day * 8), 3, SoftConfig()).passed
+
+
+def test_stress_traces_are_dangerous_by_construction():
+    traces = stress_traces(40, 3)
+    assert len(traces) == 15
+    for trace in traces:
+        if trace.kind == "falling fast":
+            slope = (trace.cgm[-1] - trace.cgm[-11]) / 30  # mg/dL per minute, last 30 min
+            assert (
+                trace.cgm[-1] >= 80 and trace.cgm[-1] + 10 * slope <= 70
+            )  # reaches 70 within 10 min
+        else:
+            assert trace.cgm[-1] < 70
+    x = stress_inputs(traces, ["cgm", "insulin"])
+    assert x.shape == (15, 2, 40) and not x[:, 1].any()

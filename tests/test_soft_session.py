@@ -1,0 +1,163 @@
+"""Soft personalization end to end on a few synthetic patients (small training budgets)."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tailorml.cli import app
+from tailorml.config import config_from_dict
+from tailorml.data.glucose import HYPO, IN_RANGE
+from tailorml.personalize import execute, make_strategy
+from tailorml.personalize.base import Context
+from tailorml.personalize.dataset import from_glucose
+from tailorml.soft.gates import build_gates
+from tailorml.soft.registry import Registry
+from tailorml.soft.session import Candidate, gather_evidence, personalize_individual
+
+runner = CliRunner()
+PATIENTS = ["adolescent-003", "adult-008", "child-004", "child-005"]
+
+
+def settings(registry, **cohort):
+    return config_from_dict(
+        {
+            "cohort": {"individuals": PATIENTS, **cohort},
+            "train": {"epochs": 2},
+            "experiment": {"general_stride": 10},
+            "soft": {"registry": str(registry), "candidates": {"transfer": {"n": [30]}}},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    registry = tmp_path_factory.mktemp("soft") / "registry"
+    config = settings(registry)
+    outcome = personalize_individual(config, "child-004")
+    return config, Registry(registry), outcome
+
+
+def test_a_session_registers_every_candidate_with_its_gates_and_a_card(session):
+    config, registry, outcome = session
+    assert outcome.refused is None
+    names = [row["candidate"] for row in outcome.table]
+    assert names == ["predefined", "predefined + personal threshold", "TL(n=30, frozen_layers=0)"]
+    rows = registry.query("SELECT * FROM candidates WHERE session_id = ?", (outcome.session_id,))
+    assert len(rows) == 3
+    for row in rows:
+        gates = registry.query("SELECT gate FROM gate_results WHERE candidate_id = ?", (row["id"],))
+        assert [g["gate"] for g in gates] == config.soft.gates
+    # the predefined model and the threshold candidate share the predefined model file
+    assert rows[0]["model_id"] == rows[1]["model_id"] == registry.predefined().id
+    assert len(registry.query("SELECT * FROM models WHERE kind = 'predefined'")) == 1
+    html = outcome.card.read_text()
+    assert "Model card: child-004" in html and "Synthetic data." in html
+    assert "data:image/png;base64," in html
+    if outcome.proposal is None:
+        assert "Keep the predefined model" in html
+    else:
+        assert registry.candidate(outcome.proposal_candidate_id)["status"] == "pending_review"
+
+
+def test_a_model_that_learned_hypoglycaemia_as_normal_is_rejected(session):
+    config, registry, _ = session
+    data = from_glucose(config, config.experiment.general_stride)
+    predefined = registry.predefined()
+    from tailorml.models.cnn import load_model
+
+    base = load_model(predefined.path)
+    harmful_data = copy.copy(data)
+    harmful_data.y = data.y.copy()
+    own = data.individual_train["child-004"]
+    relabel = own[data.y[own] == HYPO]
+    assert len(relabel) > 50
+    harmful_data.y[relabel] = IN_RANGE  # the harmful state looks "normal" in D_I
+    from tailorml.experiment.tasks import budget
+
+    context = Context(
+        harmful_data,
+        "child-004",
+        0,
+        budget(config, harmful_data, "child-004"),
+        new_model=None,
+        global_model=lambda: base,
+        latents=None,
+    )
+    harmful = execute(make_strategy("transfer", n=300).plan(context), context)
+
+    found = {}
+    for name, model in (("predefined", base), ("harmful", harmful)):
+        found[name], _ = gather_evidence(
+            config, data, "child-004", Candidate(name, model, name != "predefined", False)
+        )
+    gates = {gate.name: gate for gate in build_gates(config.soft)}
+    harmful_states = gates["harmful_states"].check(found["harmful"], found["predefined"])
+    safety = gates["safety_non_inferiority"].check(found["harmful"], found["predefined"])
+    assert gates["harmful_states"].check(found["predefined"], found["predefined"]).passed
+    assert not harmful_states.passed
+    assert not (harmful_states.passed and safety.passed)
+
+
+def test_two_days_of_personal_data_are_refused_and_the_predefined_model_stays(session):
+    _config, registry, _ = session
+    short = settings(registry.root, max_days=3.5)  # the training part is about 2 days
+    outcome = personalize_individual(short, "child-005")
+    assert outcome.refused and "days of data, need 7" in outcome.refused
+    row = registry.query("SELECT * FROM sessions WHERE id = ?", (outcome.session_id,))[0]
+    assert row["refused_reason"] == outcome.refused and row["n_candidates"] == 0
+    assert registry.active("child-005")["kind"] == "predefined"
+    assert "Personalization refused" in outcome.card.read_text()
+
+
+def test_review_and_model_commands(session):
+    _config, registry, outcome = session
+    root = str(registry.root)
+    listing = runner.invoke(app, ["review", "list", "--all", "--registry", root])
+    assert listing.exit_code == 0 and "child-004" in listing.output
+    candidate_id = registry.query(
+        "SELECT id FROM candidates WHERE session_id = ? ORDER BY id", (outcome.session_id,)
+    )[2]["id"]
+    shown = runner.invoke(app, ["review", "show", str(candidate_id), "--registry", root])
+    assert shown.exit_code == 0 and "safety_non_inferiority" in shown.output
+    active = runner.invoke(app, ["models", "active", "child-004", "--registry", root])
+    assert active.exit_code == 0 and "predefined" in active.output
+    back = runner.invoke(
+        app, ["rollback", "child-004", "--reason", "test", "--actor", "qa", "--registry", root]
+    )
+    assert back.exit_code == 0
+    history = runner.invoke(app, ["models", "history", "child-004", "--registry", root])
+    assert "rollback: test" in history.output
+    entries = [json.loads(e["details_json"]) for e in registry.audit("child-004")]
+    assert entries[-1] == {"reason": "test"}
+
+
+def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
+    _, registry, _outcome = session
+    failed = registry.query(
+        "SELECT id FROM candidates WHERE status = 'failed_gates' "
+        "OR status = 'not_selected' ORDER BY id"
+    )
+    assert failed
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tailorml",
+            "review",
+            "approve",
+            str(failed[0]["id"]),
+            "--reviewer",
+            "someone",
+            "--registry",
+            str(registry.root),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "not pending review" in result.stderr
+    assert np.all([r["status"] != "approved" for r in registry.query("SELECT * FROM candidates")])
