@@ -229,16 +229,13 @@ def personalize(
             title=f"Candidates for {individual} (held-out test part; gates in the card)",
             box=box.SIMPLE_HEAD,
             padding=(0, 1),
+            collapse_padding=True,
         )
         table.add_column("candidate", no_wrap=True)
-        for column in (
-            "thr.",
-            "sens.",
-            "FA/d",
-            *[f"g{n}" for n in range(2, 2 + len(gates))],
-            "all",
-        ):
-            table.add_column(column, justify="right")
+        for column in ("thr.", "sens.", "FA/d"):
+            table.add_column(column, justify="right", min_width=5, no_wrap=True)
+        for column in [*(f"g{n}" for n in range(2, 2 + len(gates))), "all"]:
+            table.add_column(column, justify="center", no_wrap=True, min_width=3)
         for row in outcome.table:
             marks = ["[green]✓[/green]" if row[g] else "[red]✗[/red]" for g in gates]
             table.add_row(
@@ -247,9 +244,13 @@ def personalize(
                 _fmt(row["hypo_sensitivity"]),
                 _fmt(row["false_alerts_per_day"]),
                 *marks,
-                "[green]pass[/green]" if row["passed"] else "[red]fail[/red]",
+                "[green]✓[/green]" if row["passed"] else "[red]✗[/red]",
             )
         console.print(table)
+        console.print(
+            "g2 safety, g3 dangerous traces, g4 general floor, g5 bounded change, "
+            "g6 threshold (numbers in the model card)"
+        )
         if outcome.proposal:
             console.print(
                 f"Proposed for review: candidate [bold]{outcome.proposal_candidate_id}[/bold] "
@@ -263,9 +264,13 @@ def personalize(
 
 def _short(name: str) -> str:
     """Shorter candidate names for an 80-column table."""
-    return name.replace(", frozen_layers=0", "").replace(
-        "predefined + personal threshold", "predefined+threshold"
-    )
+    for long, short in (
+        (", frozen_layers=0", ""),
+        ("alpha=", "α="),
+        ("predefined + personal threshold", "predefined+threshold"),
+    ):
+        name = name.replace(long, short)
+    return name
 
 
 def _fmt(value) -> str:
