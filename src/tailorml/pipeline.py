@@ -139,6 +139,18 @@ def fit_global_model(
     return model, result
 
 
+def trace_events(config: Config, trace: pd.DataFrame, sample_minutes: int) -> list:
+    """Hypo events of a CGM trace (columns time, cgm) under the configured definition."""
+    return hypo_events(
+        trace["time"].to_numpy(),
+        trace["cgm"].to_numpy(),
+        config.task.hypo_mgdl,
+        sample_minutes,
+        config.alerts.event_min_minutes,
+        config.alerts.event_end_minutes,
+    )
+
+
 def individual_alert_metrics(
     config: Config,
     prepared: Prepared,
@@ -152,16 +164,8 @@ def individual_alert_metrics(
     windows, cohort, alerts = prepared.windows, prepared.cohort, config.alerts
     start, end = prepared.splits.boundaries[individual_id][part]
     trace = cohort.of(individual_id).iloc[start:end]
-    events = hypo_events(
-        trace["time"].to_numpy(),
-        trace["cgm"].to_numpy(),
-        config.task.hypo_mgdl,
-        cohort.sample_minutes,
-        alerts.event_min_minutes,
-        alerts.event_end_minutes,
-    )
     return alert_metrics(
-        events,
+        trace_events(config, trace, cohort.sample_minutes),
         windows.time[indices],
         probabilities[:, HYPO] >= alerts.probability_threshold,
         windows.y[indices] == HYPO,

@@ -32,14 +32,14 @@ import torch
 from tailorml.config import Config
 from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import TailormlError
-from tailorml.evaluate.alerts import alert_metrics, event_leads, hypo_events
+from tailorml.evaluate.alerts import alert_metrics, event_leads
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.experiment.grid import expand
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, save_model
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
-from tailorml.pipeline import decide, fit_global_model, predict_proba
+from tailorml.pipeline import decide, fit_global_model, predict_proba, trace_events
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import git_commit
 from tailorml.soft.gates import (
@@ -168,14 +168,7 @@ def gather_evidence(
     model = candidate.model
 
     val_indices, val_trace = _part(data, individual, "val")
-    val_events = hypo_events(
-        val_trace["time"].to_numpy(),
-        val_trace["cgm"].to_numpy(),
-        task.hypo_mgdl,
-        sample,
-        alerts.event_min_minutes,
-        alerts.event_end_minutes,
-    )
+    val_events = trace_events(config, val_trace, sample)
     p_val = predict_proba(model, windows.x[val_indices])[:, HYPO]
     caught_at = {}
     for threshold in soft.thresholds:
@@ -193,14 +186,7 @@ def gather_evidence(
 
     test_indices, test_trace = _part(data, individual, "test")
     p_test = predict_proba(model, windows.x[test_indices])
-    test_events = hypo_events(
-        test_trace["time"].to_numpy(),
-        test_trace["cgm"].to_numpy(),
-        task.hypo_mgdl,
-        sample,
-        alerts.event_min_minutes,
-        alerts.event_end_minutes,
-    )
+    test_events = trace_events(config, test_trace, sample)
     positive = p_test[:, HYPO] >= threshold
     leads = event_leads(test_events, windows.time[test_indices], positive, task.horizon_minutes)
     leads = leads[~np.isnan(leads)]
