@@ -119,10 +119,10 @@ def make_context(
     )
 
 
-def run_autoencoder(config_json: str, run_dir: str, seed: int) -> str:
+def latents_of(config: Config, data: PersonalData, seed: int) -> np.ndarray:
+    """Autoencoder latent of every sample, the autoencoder fitted on the training data."""
     from tailorml.models.autoencoder import fit_autoencoder
 
-    config, data = _setup(config_json)
     train_indices = data.all_train()[:: data.general_stride]
     model = fit_autoencoder(
         data.x[train_indices],
@@ -130,7 +130,12 @@ def run_autoencoder(config_json: str, run_dir: str, seed: int) -> str:
         batch_size=config.experiment.batch_size,
         seed=seed,
     )
-    latents = model.encode(data.x)
+    return model.encode(data.x)
+
+
+def run_autoencoder(config_json: str, run_dir: str, seed: int) -> str:
+    config, data = _setup(config_json)
+    latents = latents_of(config, data, seed)
     atomic_write(CachePaths(run_dir).latents(seed), lambda path: _save_npy(path, latents))
     return f"autoencoder seed {seed}"
 

@@ -10,6 +10,7 @@ STM32F4-class microcontroller.
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -116,12 +117,18 @@ def build_model(
     return model
 
 
-def save_model(model: SmallCNN, path) -> None:
-    """Weights, buffers and the spec in one file, written atomically."""
-    from tailorml.io import atomic_write
+def model_bytes(model: SmallCNN) -> bytes:
+    """Weights, buffers and the spec, serialised as one file's content."""
+    buffer = io.BytesIO()
+    torch.save({"spec": model.spec.to_dict(), "state_dict": model.state_dict()}, buffer)
+    return buffer.getvalue()
 
-    payload = {"spec": model.spec.to_dict(), "state_dict": model.state_dict()}
-    atomic_write(path, lambda target: torch.save(payload, target))
+
+def save_model(model: SmallCNN, path) -> None:
+    """`model_bytes(model)` written atomically to `path`."""
+    from tailorml.io import atomic_write_bytes
+
+    atomic_write_bytes(path, model_bytes(model))
 
 
 def load_model(path) -> SmallCNN:

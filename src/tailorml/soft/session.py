@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import io
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from tailorml.evaluate.alerts import alert_metrics, event_leads
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.experiment.grid import expand
 from tailorml.io import atomic_write_parquet, sha256_file
-from tailorml.models.cnn import load_model, save_model
+from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
 from tailorml.pipeline import decide, fit_global_model, predict_proba, trace_events
@@ -74,12 +73,6 @@ class Outcome:
     proposal_candidate_id: int | None
     table: list[dict[str, Any]]
     card: Path | None
-
-
-def model_bytes(model: torch.nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({"spec": model.spec.to_dict(), "state_dict": model.state_dict()}, buffer)
-    return buffer.getvalue()
 
 
 def ensure_predefined(
@@ -309,7 +302,7 @@ def personalize_individual(
         card = _card(registry, session)
         return Outcome(session, individual, data_gate.reason, None, None, [], card)
 
-    from tailorml.experiment.tasks import budget, model_factory
+    from tailorml.experiment.tasks import budget, latents_of, model_factory
 
     context = Context(
         data=data,
@@ -318,7 +311,7 @@ def personalize_individual(
         budget=budget(config, data, individual),
         new_model=model_factory(config, data, individual, config.train.seed),
         global_model=lambda: predefined,
-        latents=functools.cache(lambda: _latents(config, data)),
+        latents=functools.cache(lambda: latents_of(config, data, config.train.seed)),
     )
     with reporter.task("training candidates", total=1) as task:
         candidates = build_candidates(config, context, copy.deepcopy(predefined))
@@ -344,10 +337,10 @@ def personalize_individual(
     chosen = select(names, evidence, passed, agreement)
 
     key = uuid.uuid4().hex
-    trace = pd.DataFrame({"time": data.glucose.windows.time[_part(data, individual, "test")[0]]})
+    test_indices, test_trace = _part(data, individual, "test")
+    trace = pd.DataFrame({"time": data.glucose.windows.time[test_indices]})
     for name in names:
         trace[f"p_hypo::{name}"] = metrics[name].pop("p_hypo_test")
-    _, test_trace = _part(data, individual, "test")
     artifacts = registry.root / "artifacts" / key
     atomic_write_parquet(artifacts / "predictions.parquet", trace)
     atomic_write_parquet(
@@ -395,16 +388,6 @@ def personalize_individual(
     ]
     card = _card(registry, session)
     return Outcome(session, individual, None, chosen, proposal_id, table, card)
-
-
-def _latents(config: Config, data: PersonalData) -> np.ndarray:
-    from tailorml.models.autoencoder import fit_autoencoder
-
-    train = data.all_train()[:: data.general_stride]
-    model = fit_autoencoder(
-        data.x[train], n_epochs=config.experiment.autoencoder_epochs, seed=config.train.seed
-    )
-    return model.encode(data.x)
 
 
 def _card(registry: Registry, session: int) -> Path:
