@@ -127,6 +127,58 @@ def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/
 
 
 @app.command()
+def certify(
+    run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
+    eps: Annotated[
+        float | None,
+        typer.Option(help="Sensor error: ±mg/dL on every CGM reading [default: robust.eps, 10]."),
+    ] = None,
+    relative: Annotated[
+        float | None, typer.Option(help="Plus ±p % of each reading [default: 0].")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Bound: ibp, crown-ibp or crown [default: crown].")
+    ] = None,
+    max_windows: Annotated[
+        int | None,
+        typer.Option(min=0, help="Test windows per individual, evenly spaced; 0 = all [300]."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Certify this model file (e.g. a personalized one) instead of the run's."
+        ),
+    ] = None,
+) -> None:
+    """Certify the run's alert model against CGM sensor error: verified (provable), PGD and
+    clean accuracy per individual, and verified accuracy against ε; writes
+    RUN/certify-eps<ε>/ with report.html. Resumable."""
+    from tailorml.robust.job import certify_run
+    from tailorml.runs import Run
+
+    opened = Run.open(run)
+    options = {
+        "eps": eps,
+        "relative_percent": relative,
+        "method": method,
+        "max_windows": max_windows,
+    }
+    overrides = {"robust": {k: v for k, v in options.items() if v is not None}}
+    config = _load(opened.file("config.toml"), overrides)
+    out = certify_run(opened.path, config, model, _reporter())
+    summary = json.loads((out / "certify.json").read_text())
+    table = Table(title=f"Alert decisions under ±{summary['eps']:g} mg/dL sensor error")
+    for column in ("accuracy", "mean", "worst individual"):
+        table.add_column(column, justify="left" if column == "accuracy" else "right")
+    for key, value in summary["mean"].items():
+        table.add_row(key.replace("_", " "), f"{value:.3f}", f"{summary['min'][key]:.3f}")
+    console.print(table)
+    if summary.get("synthetic"):
+        console.print("[yellow]Synthetic cohort: these figures are not clinical evidence.[/yellow]")
+    console.print(f"\nReport: [bold]{(out / 'report.html').resolve()}[/bold]")
+
+
+@app.command()
 def experiment(
     config: Annotated[
         Path | None, typer.Argument(help="Experiment TOML, e.g. experiments/table1.toml.")

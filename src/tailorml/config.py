@@ -187,6 +187,41 @@ class WritersConfig(_Section):
     seed: int = 0
 
 
+class RobustConfig(_Section):
+    """Robustness to sensor error: the perturbation, its certification and PGD attacks
+    (docs/robustness.md). ε is in input units: mg/dL on the CGM channel for glucose."""
+
+    eps: float = Field(default=10.0, ge=0, description="sensor error ±ε (glucose: mg/dL)")
+    relative_percent: float = Field(default=0.0, ge=0, lt=100, description="plus ±p % of reading")
+    eps_grid: list[float] = Field(
+        default_factory=lambda: [0.0, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0],
+        min_length=1,
+        description="ε values of the verified-accuracy curve",
+    )
+    method: Literal["ibp", "crown-ibp", "crown"] = Field(
+        default="crown", description="bound used for certification at ε"
+    )
+    sweep_method: Literal["ibp", "crown-ibp", "crown"] = Field(
+        default="crown", description="bound used for the ε sweep"
+    )
+    pgd_steps: int = Field(default=10, ge=1)
+    max_windows: int = Field(
+        default=300, ge=0, description="evenly spaced test windows per individual; 0 = all"
+    )
+    sweep_windows: int = Field(
+        default=50, ge=0, description="test windows per individual for the ε sweep; 0 = all"
+    )
+    evaluate: bool = Field(
+        default=False, description="experiment: add PGD and verified accuracy to every result"
+    )
+
+    @model_validator(mode="after")
+    def _grid_non_negative(self) -> RobustConfig:
+        if any(value < 0 for value in self.eps_grid):
+            raise ValueError("eps_grid values must be >= 0")
+        return self
+
+
 def _default_methods() -> dict[str, dict[str, list[int | float]]]:
     """The Table-I grid of "Personalization of Deep Learning", at the glucose cohort's scale,
     plus the two fine-tuning baselines users expect."""
@@ -245,8 +280,8 @@ class SoftConfig(_Section):
     every default is in docs/soft_personalization.md."""
 
     registry: str = Field(default="registry", description="registry directory")
-    candidates: dict[str, dict[str, list[int | float] | int | float]] = Field(
-        default_factory=_default_candidates
+    candidates: dict[str, dict[str, list[int | float | bool | str] | int | float | bool | str]] = (
+        Field(default_factory=_default_candidates)
     )
     threshold_candidate: bool = Field(
         default=True, description="also offer the predefined model with a personal threshold"
@@ -308,11 +343,12 @@ class Config(_Section):
     alerts: AlertConfig = Field(default_factory=AlertConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
-    methods: dict[str, dict[str, list[int | float] | int | float]] = Field(
-        default_factory=_default_methods
+    methods: dict[str, dict[str, list[int | float | bool | str] | int | float | bool | str]] = (
+        Field(default_factory=_default_methods)
     )
     writers: WritersConfig = Field(default_factory=WritersConfig)
     soft: SoftConfig = Field(default_factory=SoftConfig)
+    robust: RobustConfig = Field(default_factory=RobustConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -26,6 +26,7 @@ from tailorml.models.train import balanced_class_weights
 from tailorml.personalize.base import Budget, Context, execute, global_plan
 from tailorml.personalize.dataset import PersonalData, from_glucose, from_writers
 from tailorml.personalize.evaluate import evaluate_personalized
+from tailorml.robust.evaluate import perturbation_for
 
 _DATA: dict[str, PersonalData] = {}
 GROUPING_METHODS = {"single_sample_grouping", "individual_grouping"}
@@ -116,6 +117,7 @@ def make_context(
         new_model=model_factory(config, data, individual, seed),
         global_model=functools.cache(lambda: load_model(paths.global_model(key, seed))),
         latents=functools.cache(lambda: np.load(paths.latents(seed))),
+        perturbation=perturbation_for(config, config.experiment.dataset),
     )
 
 

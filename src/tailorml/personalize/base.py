@@ -23,6 +23,9 @@ from tailorml.errors import ConfigError
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import LabeledData, train
 from tailorml.personalize.dataset import PersonalData
+from tailorml.robust.perturbation import DEFAULT_EPS_MGDL, SensorError
+from tailorml.robust.training import RobustTraining
+from tailorml.sparse.prune import Pruner, PruningSchedule, compact
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Plan:
     schedule: list[Step] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
     l2sp: float = 0.0  # weight alpha of alpha/2 * ||w - w_start||^2
+    robust: RobustTraining | None = None  # adversarial or certified objective
+    pruning: PruningSchedule | None = None  # sparsity reached during the schedule
 
 
 @dataclass
@@ -57,6 +62,8 @@ class Context:
     new_model: Callable[[], nn.Module]  # a freshly initialised network (seeded)
     global_model: Callable[[], nn.Module]  # the predefined model trained on this D_G
     latents: Callable[[], np.ndarray]  # autoencoder latent of every sample
+    # the sensor error robust methods train against (glucose: CGM channel, mg/dL)
+    perturbation: SensorError = field(default_factory=lambda: SensorError(DEFAULT_EPS_MGDL))
 
     @property
     def general(self) -> np.ndarray:
@@ -130,6 +137,9 @@ def execute(plan: Plan, context: Context) -> nn.Module:
         for name, indices in plan.sources.items()
     }
     frozen = list(plan.frozen)
+    total = len(plan.schedule)
+    objective = plan.robust.objective(total, context.budget.class_weights) if plan.robust else None
+    pruner = Pruner(model, plan.pruning, total) if plan.pruning else None
     train(
         model,
         sources,
@@ -138,11 +148,15 @@ def execute(plan: Plan, context: Context) -> nn.Module:
         weight_decay=context.budget.weight_decay,
         class_weights=context.budget.class_weights,
         frozen=frozen,
+        objective=objective,
         penalty=l2sp_penalty(model, plan.l2sp) if plan.l2sp else None,
         seed=context.seed,
+        on_step=pruner.after_step if pruner else None,
     )
     for parameter in model.parameters():
         parameter.requires_grad_(True)
+    if plan.pruning and plan.pruning.structured:
+        model = compact(model)  # physically smaller, same outputs
     return model.eval()
 
 

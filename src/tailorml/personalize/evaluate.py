@@ -52,4 +52,31 @@ def evaluate_personalized(
             "hypo_events",
         ):
             result[key] = alerts[key]
+    if config.robust.evaluate:
+        result |= robustness_of(model, data, own, config)
     return result
+
+
+def robustness_of(
+    model: nn.Module, data: PersonalData, own: np.ndarray, config: Config
+) -> dict[str, float]:
+    """PGD and verified accuracy at robust.eps on (evenly spaced) own test windows, and the
+    model's size: the columns of the robustness experiment."""
+    from tailorml.robust.evaluate import (
+        evenly_spaced,
+        perturbation_for,
+        robust_accuracy,
+        rule_for,
+        size_metrics,
+    )
+
+    chosen = evenly_spaced(own, config.robust.max_windows)
+    accuracy = robust_accuracy(
+        model,
+        data.x[chosen],
+        data.y[chosen],
+        perturbation_for(config, data.name),
+        rule_for(config, data.name),
+        config.robust,
+    )
+    return {f"{key}_individual": value for key, value in accuracy.items()} | size_metrics(model)

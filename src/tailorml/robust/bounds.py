@@ -174,17 +174,14 @@ def _tighten(
     propagation: Propagation,
     intersect: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CROWN bounds of op `index`'s input, intersected with `interval`. Only neurons whose
-    interval straddles zero in some sample of the batch get a backward pass: for the
-    others the relaxation is exact (ReLU) and tighter bounds change nothing downstream."""
+    """CROWN bounds of every neuron of op `index`'s input, intersected with `interval`.
+
+    Every neuron, not only those whose interval straddles zero: tighter bounds of stable
+    neurons still tighten max-pooling and the intervals downstream, and a neuron chosen by
+    its batch-mates would make a sample's certificate depend on the batch it came in."""
     lower, upper = interval
     flat_lower, flat_upper = lower.flatten(1), upper.flatten(1)
-    open_neurons = ((flat_lower < 0) & (flat_upper > 0)).any(dim=0)
-    if isinstance(ops[index], MaxPoolOp):
-        open_neurons = torch.ones_like(open_neurons)
-    chosen = open_neurons.nonzero().squeeze(1)
-    if len(chosen) == 0:
-        return interval
+    chosen = torch.arange(flat_lower.shape[1])
     n = flat_lower.shape[1]
     eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[chosen]
     spec = eye.reshape(len(chosen), *lower.shape[1:]).unsqueeze(0)

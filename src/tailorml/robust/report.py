@@ -1,0 +1,87 @@
+"""The certification report: verified accuracy against ε (cohort and per individual), and
+clean / PGD / verified accuracy per individual at the chosen ε. Reads only the files the
+certify job wrote, so it can be re-rendered without recomputing a bound."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from tailorml.evaluate.plots import GROUP_COLOURS, to_png
+from tailorml.evaluate.report import image_uri, write_html
+
+
+def sweep_figure(sweep: pd.DataFrame, title: str) -> bytes:
+    """Verified accuracy vs ε: one thin line per individual (by group), the mean in black."""
+    figure, axis = plt.subplots(figsize=(8, 4.2))
+    for (_individual, group), rows in sweep.groupby(["individual", "group"], sort=True):
+        rows = rows.sort_values("eps")
+        axis.plot(
+            rows["eps"],
+            rows["verified_acc"],
+            color=GROUP_COLOURS.get(group, "#8c8c8c"),
+            linewidth=0.8,
+            alpha=0.55,
+        )
+    mean = sweep.groupby("eps")["verified_acc"].mean()
+    axis.plot(mean.index, mean.values, color="black", linewidth=2.2, marker="o", label="mean")
+    handles = [plt.Line2D([0], [0], color=c) for c in GROUP_COLOURS.values()]
+    axis.legend(
+        [*handles, plt.Line2D([0], [0], color="black", linewidth=2.2)],
+        [*GROUP_COLOURS, "mean"],
+        fontsize=8,
+        loc="upper right",
+    )
+    axis.set_xlabel("sensor error ε (± mg/dL on every CGM reading)")
+    axis.set_ylabel("verified accuracy")
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    return to_png(figure)
+
+
+def accuracy_bars(robustness: pd.DataFrame, eps: float) -> bytes:
+    """Clean, PGD and verified accuracy per individual (verified <= PGD <= clean)."""
+    table = robustness.sort_values(["group", "individual"])
+    positions = np.arange(len(table))
+    figure, axis = plt.subplots(figsize=(11, 3.8))
+    for offset, (column, label, colour) in zip(
+        (-0.27, 0.0, 0.27),
+        (
+            ("clean_acc", "clean", "#9db4d3"),
+            ("pgd_acc", "PGD", "#dd8452"),
+            ("verified_acc", "verified", "#1b7f3a"),
+        ),
+        strict=True,
+    ):
+        axis.bar(positions + offset, table[column], width=0.27, color=colour, label=label)
+    axis.set_xticks(positions, table["individual"], rotation=90, fontsize=7)
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1.02)
+    axis.set_title(f"Alert decisions at ±{eps:g} mg/dL, per individual")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return to_png(figure)
+
+
+def render_certify_report(out: Path) -> Path:
+    summary = json.loads((out / "certify.json").read_text())
+    settings = json.loads((out / "settings.json").read_text())
+    robustness = pd.read_csv(out / "robustness.csv")
+    sweep = pd.read_csv(out / "sweep.csv")
+    methods = [
+        c for c in ("verified_ibp", "verified_crown-ibp", "verified_crown") if c in robustness
+    ]
+    return write_html(
+        "certify.html.j2",
+        out / "report.html",
+        summary=summary,
+        settings=settings,
+        rows=robustness.sort_values(["group", "individual"]).to_dict("records"),
+        methods=methods,
+        sweep_png=image_uri(sweep_figure(sweep, f"Verified accuracy ({summary['sweep_method']})")),
+        bars_png=image_uri(accuracy_bars(robustness, summary["eps"])),
+    )
