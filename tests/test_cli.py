@@ -94,6 +94,38 @@ def test_resume_reuses_the_trained_model(tiny_run):
     assert json.loads((run / "metrics.json").read_text())["model"]["sha256"] == digest
 
 
+def test_certify_writes_sound_results_and_resumes(tiny_run):
+    run, _ = tiny_run
+    args = ["certify", "--run", str(run), "--eps", "2", "--max-windows", "12"]
+    result = runner.invoke(app, [*args, "--sweep-windows", "6"])
+    assert result.exit_code == 0, result.output
+    out = run / "certify-eps2"
+    table = pd.read_csv(out / "robustness.csv")
+    assert sorted(table["individual"]) == ["adolescent-003", "adult-008", "child-004"]
+    assert (table["windows"] == 12).all()
+    # soundness: a certified window survives every attack, an attacked one was correct
+    assert (table["verified_acc"] <= table["pgd_acc"] + 1e-12).all()
+    assert (table["pgd_acc"] <= table["clean_acc"] + 1e-12).all()
+    assert (table["verified_ibp"] <= table["verified_crown"] + 1e-12).all()
+    sweep = pd.read_csv(out / "sweep.csv")
+    at_zero = sweep[sweep["eps"] == 0].set_index("individual")["verified_acc"]
+    assert sweep.groupby("individual")["verified_acc"].is_monotonic_decreasing.all()
+    assert (at_zero > 0).all()
+    html = (out / "report.html").read_text()
+    assert "Synthetic data" in html and "data:image/png;base64," in html
+    before = (out / "robustness.csv").read_text()
+    again = runner.invoke(app, [*args, "--sweep-windows", "6"])  # cached per individual
+    assert again.exit_code == 0 and (out / "robustness.csv").read_text() == before
+
+
+def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):
+    run, _ = tiny_run
+    result = tailorml("certify", "--run", str(run), "--eps", "-1")
+    assert result.returncode == 2 and "robust.eps" in result.stderr
+    result = tailorml("certify", "--run", str(tmp_path))
+    assert result.returncode == 2 and "no run.json/config.toml" in result.stderr
+
+
 def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('[cohort]\npath = "no/such/file.parquet"\n')
@@ -115,6 +147,7 @@ def test_every_command_has_help():
         ["cohort", "simulate"],
         ["cohort", "describe"],
         ["config", "show"],
+        ["certify"],
     ):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, command

@@ -6,12 +6,14 @@ import torch
 
 from tailorml.config import ModelConfig
 from tailorml.errors import ConfigError
-from tailorml.models.cnn import build_model, layer_prefixes
+from tailorml.models.cnn import build_model, count_parameters, layer_prefixes
 from tailorml.models.schedule import sample_weighing, takes_individual_batch
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Budget, Context
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grouping import nearest_without_duplicates, similar_individuals
+from tailorml.robust.perturbation import SensorError
+from tailorml.sparse.prune import weight_sparsity
 
 LENGTH = 8
 
@@ -191,3 +193,34 @@ def test_skip_reasons_for_too_little_data_or_a_missing_class():
     assert "fewer than" in data.skip_reason("a", 50, ["0"])
     data.y[data.individual_train["b"]] = 0
     assert "no '2' sample" in data.skip_reason("b", 10, ["0", "2"])
+
+
+def test_robust_methods_are_transfer_plans_with_their_objective():
+    ctx = context()
+    ctx.perturbation = SensorError(0.2)
+    adversarial = make_strategy("adversarial_finetuning", n=12).plan(ctx)
+    certified = make_strategy("certified_finetuning", n=12, bound="ibp", eps=0.5).plan(ctx)
+    transfer = make_strategy("transfer", n=12).plan(ctx)
+    for plan in (adversarial, certified):
+        assert plan.start == "global" and plan.frozen == []
+        assert [s.indices.tolist() for s in plan.schedule] == [
+            s.indices.tolist() for s in transfer.schedule
+        ]
+    assert (adversarial.robust.kind, adversarial.robust.perturbation.eps) == ("pgd", 0.2)
+    assert (certified.robust.kind, certified.robust.perturbation.eps) == ("ibp", 0.5)
+    scratch = make_strategy("certified_training").plan(ctx)
+    assert scratch.start == "scratch" and scratch.robust.kind == "crown-ibp"
+    with pytest.raises(ConfigError, match="bound must be one of ibp, crown-ibp"):
+        make_strategy("certified_finetuning", bound="crown")
+
+
+def test_sparse_finetuning_returns_a_physically_smaller_model():
+    ctx = context()
+    plan = make_strategy("sparse_finetuning", n=40, sparsity=0.7, structured=True).plan(ctx)
+    assert plan.pruning.sparsity == 0.7 and plan.robust is None
+    smaller = execute(plan, ctx)
+    assert count_parameters(smaller) <= 0.3 * count_parameters(ctx.global_model())
+    joint = make_strategy("sparse_finetuning", n=40, sparsity=0.7, certified="ibp").plan(ctx)
+    assert joint.robust.kind == "ibp" and not joint.pruning.structured
+    model = execute(joint, ctx)
+    assert weight_sparsity(model) == pytest.approx(0.7, abs=0.01)

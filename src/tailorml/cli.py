@@ -143,6 +143,10 @@ def certify(
         int | None,
         typer.Option(min=0, help="Test windows per individual, evenly spaced; 0 = all [300]."),
     ] = None,
+    sweep_windows: Annotated[
+        int | None,
+        typer.Option(min=0, help="Test windows per individual for the ε sweep; 0 = all [50]."),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -162,6 +166,7 @@ def certify(
         "relative_percent": relative,
         "method": method,
         "max_windows": max_windows,
+        "sweep_windows": sweep_windows,
     }
     overrides = {"robust": {k: v for k, v in options.items() if v is not None}}
     config = _load(opened.file("config.toml"), overrides)

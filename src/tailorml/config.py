@@ -157,6 +157,11 @@ class TrainConfig(_Section):
     class_weighting: Literal["balanced", "none"] = "balanced"
     seed: int = 0
     threads: int = Field(default=2, ge=1)
+    robust: Literal["none", "pgd", "ibp", "crown-ibp"] = Field(
+        default="none",
+        description="train the global model against robust.eps sensor error (certified: ibp, "
+        "crown-ibp; adversarial: pgd)",
+    )
 
 
 class AlertConfig(_Section):
@@ -301,6 +306,11 @@ class SoftConfig(_Section):
     stress_required_fraction: float = Field(default=1.0, ge=0, le=1)
     # gate 4: general-data floor
     general_accuracy_margin: float = Field(default=0.02, ge=0, le=1)
+    # certified robustness: verified accuracy at robust.eps (paired bootstrap, same windows)
+    robustness_margin: float = Field(default=0.05, ge=0, le=1)
+    robustness_windows: int = Field(
+        default=100, ge=1, description="evenly spaced held-out windows certified per model"
+    )
     # gate 5: bounded change
     min_in_range_agreement: float = Field(default=0.85, ge=0, le=1)
     # gate 6: personal alert threshold under a conservative bound
@@ -315,6 +325,7 @@ class SoftConfig(_Section):
             "harmful_states",
             "general_floor",
             "bounded_change",
+            "certified_robustness",
             "threshold_calibration",
         ],
         description="model gates applied to every candidate, in order",

@@ -109,8 +109,20 @@ def fit_global_model(
         "general", len(y_train), config.train.batch_size, config.train.epochs, config.train.seed
     )
     steps_per_epoch = -(-len(y_train) // config.train.batch_size)
+    objective = None
     validate = None
-    if len(val_indices):
+    if config.train.robust != "none":
+        from tailorml.robust.evaluate import perturbation_for
+        from tailorml.robust.training import RobustTraining
+
+        # ε ramps up over training; picking the best *clean* checkpoint would pick one from
+        # before the ramp, so robust training keeps its final weights (no validate).
+        robust = RobustTraining(
+            config.train.robust, perturbation_for(config, "glucose"), warmup_fraction=0.1
+        )
+        objective = robust.objective(len(schedule), weights)
+        reporter.log(f"robust training: {robust.describe()} mg/dL")
+    elif len(val_indices):
         x_val, y_val = windows.x[val_indices], windows.y[val_indices]
 
         def validate(candidate: torch.nn.Module) -> float:
@@ -131,6 +143,7 @@ def fit_global_model(
             learning_rate=config.train.learning_rate,
             weight_decay=config.train.weight_decay,
             class_weights=weights,
+            objective=objective,
             validate=validate,
             validate_every=steps_per_epoch,
             seed=config.train.seed,

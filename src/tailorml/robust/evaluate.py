@@ -90,7 +90,7 @@ def robust_accuracy(
     )
     return {
         "clean_acc": certificate.clean_accuracy,
-        "pgd_acc": float(survived.float().mean()) if len(survived) else float("nan"),
+        "pgd_acc": float(survived.double().mean()) if len(survived) else float("nan"),
         "verified_acc": certificate.verified_accuracy,
     }
 

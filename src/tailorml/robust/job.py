@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from tailorml.config import Config
+from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json, atomic_write_text, fingerprint, sha256_file
 from tailorml.models.cnn import load_model
 from tailorml.progress import SILENT, Reporter
@@ -106,7 +107,7 @@ def certify_run(
     config = config or run.config()
     model_file = Path(model_path) if model_path else run.file("model.pt")
     if not model_file.is_file():
-        raise FileNotFoundError(
+        raise TailormlError(
             f"no model at {model_file}; train one first (`tailorml train`) or pass --model"
         )
     torch.set_num_threads(config.train.threads)
@@ -165,6 +166,9 @@ def write_outputs(
     synthetic: bool,
 ) -> Path:
     robustness = pd.DataFrame([{k: v for k, v in r.items() if k != "sweep"} for r in rows])
+    leading = ["individual", "group", "windows", "clean_acc", "pgd_acc", "verified_acc"]
+    verified = [f"verified_{m}" for m in BOUND_METHODS if f"verified_{m}" in robustness]
+    robustness = robustness[leading + verified]
     sweep = pd.DataFrame(
         [
             {"individual": r["individual"], "group": r["group"], **point}

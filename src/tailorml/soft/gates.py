@@ -265,6 +265,46 @@ class HarmfulStates(Gate):
 
 
 @register_gate
+class CertifiedRobustness(Gate):
+    name = "certified_robustness"
+    title = "Verified accuracy under sensor error not below the predefined model's minus a margin"
+
+    def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
+        mine = candidate.extra.get("certified")
+        theirs = predefined.extra.get("certified")
+        if mine is None or theirs is None:
+            raise ValueError("certified_robustness needs certified flags in the evidence")
+        numbers: dict[str, Any] = {
+            "eps_mgdl": candidate.extra.get("robust_eps"),
+            "method": candidate.extra.get("robust_method"),
+            "windows": len(mine),
+            "candidate_verified": float(np.mean(mine)) if len(mine) else float("nan"),
+            "predefined_verified": float(np.mean(theirs)) if len(theirs) else float("nan"),
+            "margin": self.config.robustness_margin,
+        }
+        if len(mine) == 0:
+            return self.result(False, numbers, "no held-out windows to certify")
+        bound = paired_bootstrap_lower_bound(
+            np.asarray(mine),
+            np.asarray(theirs),
+            self.config.confidence,
+            self.config.bootstrap_samples,
+        )
+        numbers["difference_lower_bound"] = bound
+        passed = bound >= -self.config.robustness_margin
+        return self.result(
+            passed,
+            numbers,
+            (
+                f"verified accuracy at ±{numbers['eps_mgdl']:g} mg/dL "
+                f"{numbers['candidate_verified']:.2f} vs {numbers['predefined_verified']:.2f}; "
+                f"lower {100 * self.config.confidence:g}% bound of the difference {bound:+.2f} is "
+                f"{'within' if passed else 'beyond'} the -{self.config.robustness_margin:g} margin"
+            ),
+        )
+
+
+@register_gate
 class GeneralFloor(Gate):
     name = "general_floor"
     title = "Accuracy on general data not below the predefined model's minus a margin"

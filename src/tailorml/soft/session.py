@@ -151,6 +151,31 @@ def build_candidates(config: Config, context: Context, predefined) -> list[Candi
     return candidates
 
 
+def certified_flags(
+    config: Config, model, windows, test_indices: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Which evenly spaced held-out windows keep a correct alert decision under every
+    sensor error of ±robust.eps mg/dL (provably, robust.method bounds)."""
+    from tailorml.robust.certify import certify
+    from tailorml.robust.evaluate import evenly_spaced, perturbation_for
+
+    chosen = evenly_spaced(test_indices, config.soft.robustness_windows)
+    certificate = certify(
+        model,
+        windows.x[chosen],
+        windows.y[chosen],
+        perturbation_for(config, "glucose"),
+        config.robust.method,
+        hypo=HYPO,
+        threshold=threshold,
+    )
+    return {
+        "certified": certificate.certified,
+        "robust_eps": config.robust.eps,
+        "robust_method": config.robust.method,
+    }
+
+
 def gather_evidence(
     config: Config, data: PersonalData, individual: str, candidate: Candidate
 ) -> tuple[Evidence, dict[str, Any]]:
@@ -217,6 +242,8 @@ def gather_evidence(
         stress_alerts=p_stress >= threshold,
         stress_names=[trace.name for trace in traces],
     )
+    if "certified_robustness" in soft.gates:
+        evidence.extra |= certified_flags(config, model, windows, test_indices, threshold)
     summary = {
         "threshold": float(threshold),
         "hypo_sensitivity": metrics["hypo_sensitivity"],
@@ -303,6 +330,7 @@ def personalize_individual(
         return Outcome(session, individual, data_gate.reason, None, None, [], card)
 
     from tailorml.experiment.tasks import budget, latents_of, model_factory
+    from tailorml.robust.evaluate import perturbation_for
 
     context = Context(
         data=data,
@@ -312,6 +340,7 @@ def personalize_individual(
         new_model=model_factory(config, data, individual, config.train.seed),
         global_model=lambda: predefined,
         latents=functools.cache(lambda: latents_of(config, data, config.train.seed)),
+        perturbation=perturbation_for(config, "glucose"),
     )
     with reporter.task("training candidates", total=1) as task:
         candidates = build_candidates(config, context, copy.deepcopy(predefined))
