@@ -7,6 +7,7 @@ from conftest import START
 from tailorml.config import SoftConfig
 from tailorml.errors import ConfigError
 from tailorml.soft.gates import (
+    CertifiedRobustness,
     Evidence,
     GeneralFloor,
     HarmfulStates,
@@ -89,6 +90,30 @@ def test_general_floor_by_hand():
     gate = GeneralFloor(SoftConfig(general_accuracy_margin=0.02))
     assert gate.check(evidence(acc_general=0.881), evidence(acc_general=0.9)).passed
     assert not gate.check(evidence(acc_general=0.879), evidence(acc_general=0.9)).passed
+
+
+def test_certified_robustness_compares_paired_certificates():
+    def with_flags(flags):
+        item = evidence()
+        item.extra = {
+            "certified": np.array(flags, bool),
+            "robust_eps": 10.0,
+            "robust_method": "crown",
+        }
+        return item
+
+    gate = CertifiedRobustness(SoftConfig(robustness_margin=0.05, bootstrap_samples=500))
+    predefined = with_flags([True] * 50 + [False] * 50)
+    same = gate.check(with_flags([True] * 50 + [False] * 50), predefined)
+    assert same.passed and same.numbers["difference_lower_bound"] == 0.0
+    # 20 of the predefined model's 50 certified windows lost: a difference of -0.2
+    worse = gate.check(with_flags([True] * 30 + [False] * 70), predefined)
+    assert not worse.passed and worse.numbers["candidate_verified"] == 0.3
+    assert "beyond the -0.05 margin" in worse.reason
+    # losing 2 of 100 is within the margin only if the bound says so: -0.02 mean, bound lower
+    slightly = gate.check(with_flags([True] * 48 + [False] * 52), predefined)
+    assert slightly.numbers["difference_lower_bound"] <= -0.02
+    assert slightly.passed == (slightly.numbers["difference_lower_bound"] >= -0.05)
 
 
 def test_unknown_gate_lists_the_valid_ones():

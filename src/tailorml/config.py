@@ -269,6 +269,9 @@ class ExperimentConfig(_Section):
         default=None, description="classes D_I must contain; None = all"
     )
     reference: str = Field(default="baseline", description="method the p-values compare with")
+    global_robust: Literal["none", "pgd", "ibp", "crown-ibp"] = Field(
+        default="none", description="train the predefined model robustly at robust.eps"
+    )
 
 
 def _default_candidates() -> dict[str, dict[str, list[int | float]]]:

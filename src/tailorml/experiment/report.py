@@ -144,6 +144,25 @@ def render_experiment_report(run_dir: str | Path) -> Path:
                     "hypo event sensitivity",
                 )
             )
+    if len(summary) and "verified_acc_individual_mean" in summary:
+        figures["robust_tradeoff"] = image_uri(
+            tradeoff_figure(
+                summary.assign(clean_acc_individual_sd=np.nan),
+                "verified_acc_individual",
+                "clean_acc_individual",
+                f"verified accuracy at ±{config.robust.eps:g} (D_I test windows)",
+                "clean accuracy (same windows)",
+            )
+        )
+        verified = per_individual(results, ["verified_acc_individual"])
+        figures["robust_spread"] = image_uri(
+            spread_figure(
+                verified,
+                "verified_acc_individual",
+                "verified accuracy per individual",
+                summary["setting"].tolist(),
+            )
+        )
     if not glucose:
         figures["examples"] = image_uri(writer_examples(config))
     skipped = (

@@ -27,6 +27,18 @@ GLUCOSE_EXTRAS = (
     "median_lead_minutes",
 )
 
+# with robust.evaluate: robustness at robust.eps and model size (sd/min also for verified)
+ROBUST_EXTRAS = (
+    "clean_acc_individual",
+    "pgd_acc_individual",
+    "verified_acc_individual",
+    "parameters",
+    "nonzero_parameters",
+    "dense_bytes",
+    "sparse_bytes",
+)
+SPREAD_METRICS = (*("acc_individual", "acc_general"), "verified_acc_individual")
+
 
 def paired_p_value(values: pd.Series, reference: pd.Series) -> float:
     common = values.index.intersection(reference.index)
@@ -53,7 +65,7 @@ def table_one(
 ) -> pd.DataFrame:
     """One row per setting (in `order` of setting labels, if given): Table-I statistics and
     p-values against method `reference`."""
-    extras = [m for m in GLUCOSE_EXTRAS if m in results.columns]
+    extras = [m for m in (*GLUCOSE_EXTRAS, *ROBUST_EXTRAS) if m in results.columns]
     metrics = [*HEADLINE, *extras]
     values = per_individual(results, metrics)
     if values.empty:
@@ -70,7 +82,7 @@ def table_one(
         for metric in metrics:
             column = table[metric]
             row[f"{metric}_mean"] = column.mean()
-            if metric in HEADLINE:
+            if metric in SPREAD_METRICS:
                 row[f"{metric}_sd"] = column.std(ddof=1)
                 row[f"{metric}_min"] = column.min()
                 row[f"{metric}_max"] = column.max()

@@ -150,7 +150,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> str:
     config, data = _setup(config_json)
     context = make_context(config, data, run_dir, individual, seed)
-    model = execute(global_plan(context), context)
+    plan = global_plan(context)
+    if config.experiment.global_robust != "none":
+        from tailorml.robust.training import RobustTraining
+
+        plan.robust = RobustTraining(
+            config.experiment.global_robust, context.perturbation, warmup_fraction=0.1
+        )
+    model = execute(plan, context)
     save_model(model, CachePaths(run_dir).global_model(data.general_key(individual), seed))
     return f"global model {data.general_key(individual)} seed {seed}"
 
