@@ -304,10 +304,11 @@ def personalize(
                 "[green]✓[/green]" if row["passed"] else "[red]✗[/red]",
             )
         console.print(table)
-        console.print(
-            "g2 safety, g3 dangerous traces, g4 general floor, g5 bounded change, "
-            "g6 threshold (numbers in the model card)"
+        legend = ", ".join(
+            f"g{number} {GATE_SHORT_NAMES.get(gate, gate)}"
+            for number, gate in enumerate(gates, start=2)
         )
+        console.print(f"{legend} (numbers in the model card)")
         if outcome.proposal:
             console.print(
                 f"Proposed for review: candidate [bold]{outcome.proposal_candidate_id}[/bold] "
@@ -317,6 +318,16 @@ def personalize(
         else:
             console.print("No candidate passed every gate: [bold]keep the predefined model[/bold].")
     console.print(f"Model card: [bold]{outcome.card.resolve()}[/bold]")
+
+
+GATE_SHORT_NAMES = {
+    "safety_non_inferiority": "safety",
+    "harmful_states": "dangerous traces",
+    "general_floor": "general floor",
+    "bounded_change": "bounded change",
+    "certified_robustness": "certified robustness",
+    "threshold_calibration": "threshold",
+}
 
 
 def _short(name: str) -> str:
