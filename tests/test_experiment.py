@@ -214,3 +214,29 @@ def test_writers_experiment_gives_the_same_results_on_ray_as_locally(tmp_path):
     assert len(table(local)) == 3 * 4
     config = json.loads(json.dumps(remote.config().experiment.model_dump()))
     assert config["backend"] == "ray"
+
+
+def test_robust_experiment_reports_verified_accuracy_and_size(tmp_path):
+    config = writers_config(tmp_path)
+    data = config.model_dump(mode="json")
+    data["experiment"]["global_robust"] = "ibp"
+    data["robust"] |= {"eps": 0.5, "evaluate": True, "max_windows": 8, "method": "crown-ibp"}
+    data["methods"] = {
+        "baseline": {},
+        "certified_finetuning": {"n": [4], "bound": "ibp"},
+        "sparse_finetuning": {"n": [8], "sparsity": 0.5, "structured": True},
+    }
+    run = run_experiment(config_from_dict(data))
+    results = pd.read_parquet(run.path / "results.parquet")
+    assert len(results) == 3 * 3
+    # verified <= PGD <= clean on the same windows: bounds are sound, PGD an upper bound
+    assert (results["verified_acc_individual"] <= results["pgd_acc_individual"] + 1e-12).all()
+    assert (results["pgd_acc_individual"] <= results["clean_acc_individual"] + 1e-12).all()
+    size = results.groupby("method")["parameters"].mean()
+    assert size["sparse_finetuning"] <= 0.5 * size["baseline"]
+    assert size["certified_finetuning"] == size["baseline"]
+    summary = pd.read_csv(run.path / "summary.csv")
+    assert {"verified_acc_individual_mean", "verified_acc_individual_min"} <= set(summary)
+    html = (run.path / "report.html").read_text()
+    assert "Robustness to sensor error and model size" in html
+    assert "trained with\n<b>ibp</b>" in html
