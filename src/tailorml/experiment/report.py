@@ -28,12 +28,18 @@ FAMILY = {
     "single_sample_grouping": "grouping",
     "individual_grouping": "grouping",
     "random_grouping": "grouping",
+    "certified_training": "robust",
+    "adversarial_finetuning": "robust",
+    "certified_finetuning": "robust",
+    "sparse_finetuning": "sparse",
 }
 COLOURS = {
     "baseline": "#333333",
     "shaping": "#4c72b0",
     "fine-tuning": "#8172b3",
     "grouping": "#55a868",
+    "robust": "#c44e52",
+    "sparse": "#dd8452",
 }
 
 
@@ -61,8 +67,9 @@ def tradeoff_figure(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: 
             xytext=(4, 3),
             textcoords="offset points",
         )
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c) for c in COLOURS.values()]
-    axis.legend(handles, list(COLOURS), fontsize=8, loc="best")
+    present = [f for f in COLOURS if f in {FAMILY.get(m, "baseline") for m in summary["method"]}]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=COLOURS[f]) for f in present]
+    axis.legend(handles, present, fontsize=8, loc="best")
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)

@@ -92,6 +92,7 @@ class Strategy:
         inner = ", ".join(
             f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
             for key, value in self.params().items()
+            if value is not None  # an unset option (e.g. eps from the config) says nothing
         )
         return f"{self.label}({inner})" if inner else self.label
 
