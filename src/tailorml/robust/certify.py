@@ -97,9 +97,10 @@ def certify(
 ) -> Certificate:
     """Certify every sample (float64). `hypo`/`threshold` select the alert rule (hypo
     class index, alert threshold); without them the argmax rule is certified. `decision`
-    maps probabilities to the clean decision (default: the same rule). Default batch: 4
-    samples for CROWN (its per-neuron passes run fastest in small batches on CPU), 512 else."""
-    batch_size = batch_size or (4 if method == "crown" else 512)
+    maps probabilities to the clean decision (default: the same rule). Default batch: one
+    sample for CROWN (its per-neuron passes run fastest one by one on CPU: BENCHMARKS.md),
+    512 else."""
+    batch_size = batch_size or (1 if method == "crown" else 512)
     double = copy.deepcopy(model).double().eval()
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
