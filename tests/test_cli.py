@@ -116,6 +116,11 @@ def test_certify_writes_sound_results_and_resumes(tiny_run):
     before = (out / "robustness.csv").read_text()
     again = runner.invoke(app, [*args, "--sweep-windows", "6"])  # cached per individual
     assert again.exit_code == 0 and (out / "robustness.csv").read_text() == before
+    # another model file gets its own folder and leaves the run model's results alone
+    other = runner.invoke(app, [*args, "--sweep-windows", "2", "--model", str(run / "model.pt")])
+    assert other.exit_code == 0, other.output
+    assert len(list(run.glob("certify-eps2-*"))) == 1
+    assert (out / "robustness.csv").read_text() == before
 
 
 def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):

@@ -35,8 +35,11 @@ from tailorml.runs import Run
 BOUND_METHODS = ("ibp", "crown-ibp", "crown")
 
 
-def output_dir(run: Run, eps: float) -> Path:
-    return run.path / f"certify-eps{eps:g}"
+def output_dir(run: Run, eps: float, other_model_sha: str | None = None) -> Path:
+    """RUN/certify-eps<ε>/ for the run's own model; another model (--model) gets its own
+    folder, so certifying it never replaces the run model's results."""
+    suffix = f"-{other_model_sha[:12]}" if other_model_sha else ""
+    return run.path / f"certify-eps{eps:g}{suffix}"
 
 
 def _individual(config: Config, model: torch.nn.Module, windows, test: np.ndarray, task) -> dict:
@@ -112,10 +115,11 @@ def certify_run(
         )
     torch.set_num_threads(config.train.threads)
     model = load_model(model_file)
-    out = output_dir(run, config.robust.eps)
+    model_sha = sha256_file(model_file)
+    out = output_dir(run, config.robust.eps, model_sha if model_path else None)
     settings = {
         "robust": config.robust.model_dump(mode="json"),
-        "model_sha256": sha256_file(model_file),
+        "model_sha256": model_sha,
         "threshold": config.alerts.probability_threshold,
         "channels": config.task.channels,
     }
