@@ -157,7 +157,8 @@ def render_experiment_report(run_dir: str | Path) -> Path:
                 summary.assign(clean_acc_individual_sd=np.nan),
                 "verified_acc_individual",
                 "clean_acc_individual",
-                f"verified accuracy at ±{config.robust.eps:g} (D_I test windows)",
+                f"verified accuracy at ±{config.robust.eps:g}{' mg/dL' if glucose else ''} "
+                "(D_I test windows)",
                 "clean accuracy (same windows)",
             )
         )
