@@ -33,6 +33,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulation.py
 	$(BIN)/python benchmarks/bench_demo.py
+	$(BIN)/python benchmarks/bench_certify.py
 
 # Regenerate the shipped synthetic cohort (about 2 minutes on 2 cores).
 simulate: $(STAMP)
