@@ -180,19 +180,11 @@ def _tighten(
     neurons still tighten max-pooling and the intervals downstream, and a neuron chosen by
     its batch-mates would make a sample's certificate depend on the batch it came in."""
     lower, upper = interval
-    flat_lower, flat_upper = lower.flatten(1), upper.flatten(1)
-    chosen = torch.arange(flat_lower.shape[1])
-    n = flat_lower.shape[1]
-    eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[chosen]
-    spec = eye.reshape(len(chosen), *lower.shape[1:]).unsqueeze(0)
-    spec = spec.expand(lower.shape[0], *spec.shape[1:])
-    crown_lower, crown_upper = _backward(ops, index - 1, spec, propagation, True)
-    new_lower, new_upper = flat_lower.clone(), flat_upper.clone()
-    if intersect:
-        crown_lower = torch.maximum(flat_lower[:, chosen], crown_lower)
-        crown_upper = torch.minimum(flat_upper[:, chosen], crown_upper)
-    new_lower[:, chosen], new_upper[:, chosen] = crown_lower, crown_upper
-    return new_lower.reshape(lower.shape), new_upper.reshape(upper.shape)
+    crown_lower, crown_upper = _backward(ops, index - 1, _identity_spec(lower), propagation, True)
+    crown_lower, crown_upper = crown_lower.reshape(lower.shape), crown_upper.reshape(upper.shape)
+    if not intersect:
+        return crown_lower, crown_upper
+    return torch.maximum(lower, crown_lower), torch.minimum(upper, crown_upper)
 
 
 def propagate(
