@@ -29,15 +29,12 @@ from tailorml.robust.ops import (
     Op,
     ReLUOp,
     ReshapeOp,
+    UnsupportedLayerError,
 )
 from tailorml.robust.perturbation import SensorError
 
 Method = Literal["ibp", "crown-ibp", "crown"]
 METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown")
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer (or mode) with no sound bound rule here."""
 
 
 def _leaf_layers(model: nn.Module) -> list[nn.Module]:
@@ -72,17 +69,11 @@ def to_ops(model: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
         elif isinstance(layer, nn.Linear):
             op = LinearOp(layer)
         elif isinstance(layer, nn.Conv1d | nn.Conv2d):
-            try:
-                op = ConvOp(layer, shape)
-            except ValueError as error:
-                raise UnsupportedLayerError(str(error)) from None
+            op = ConvOp(layer, shape)
         elif isinstance(layer, nn.ReLU):
             op = ReLUOp()
         elif isinstance(layer, nn.MaxPool1d | nn.MaxPool2d):
-            try:
-                op = MaxPoolOp(layer, shape)
-            except ValueError as error:
-                raise UnsupportedLayerError(str(error)) from None
+            op = MaxPoolOp(layer, shape)
         elif isinstance(layer, nn.Flatten):
             if layer.start_dim != 1 or layer.end_dim != -1:
                 raise UnsupportedLayerError("only Flatten(start_dim=1, end_dim=-1) is supported")

@@ -19,6 +19,10 @@ from torch import nn
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
 
+class UnsupportedLayerError(ValueError):
+    """A layer (or mode) with no sound bound rule here."""
+
+
 def _sum_trailing(t: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension after (batch, specs)."""
     return t.flatten(2).sum(dim=2)
@@ -58,16 +62,10 @@ class AffineOp(Op):
         return center - radius, center + radius
 
     def back(self, a_lower, a_upper, bounds_in):
-        out = []
-        for a in (a_lower, a_upper):
-            out.append(None if a is None else (self.transpose(a), self.bias_term(a)))
         zero = _zero_bias(a_lower if a_lower is not None else a_upper)
-        return (
-            None if out[0] is None else out[0][0],
-            None if out[1] is None else out[1][0],
-            zero if out[0] is None else out[0][1],
-            zero if out[1] is None else out[1][1],
-        )
+        coefficients = [None if a is None else self.transpose(a) for a in (a_lower, a_upper)]
+        biases = [zero if a is None else self.bias_term(a) for a in (a_lower, a_upper)]
+        return coefficients[0], coefficients[1], biases[0], biases[1]
 
 
 def _zero_bias(a: torch.Tensor) -> torch.Tensor:
@@ -116,7 +114,7 @@ class ConvOp(AffineOp):
 
     def __init__(self, layer: nn.Conv1d | nn.Conv2d, input_shape: tuple[int, ...]) -> None:
         if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            raise ValueError(
+            raise UnsupportedLayerError(
                 f"{type(layer).__name__} with padding {layer.padding!r} / padding_mode "
                 f"{layer.padding_mode!r} is not supported; use integer zero padding"
             )
@@ -253,7 +251,7 @@ class MaxPoolOp(Op):
         kernel, stride = pair(layer.kernel_size), pair(layer.stride or layer.kernel_size)
         padding, dilation = pair(layer.padding), pair(layer.dilation)
         if kernel != stride or any(padding) or any(d != 1 for d in dilation) or layer.ceil_mode:
-            raise ValueError(
+            raise UnsupportedLayerError(
                 f"{type(layer).__name__}(kernel_size={layer.kernel_size}, stride={layer.stride}, "
                 f"padding={layer.padding}, dilation={layer.dilation}, ceil_mode={layer.ceil_mode})"
                 " has no sound bound rule here; only non-overlapping pooling (kernel_size == "
