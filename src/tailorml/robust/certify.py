@@ -42,6 +42,23 @@ class Certificate:
         return float(self.certified.mean()) if len(self.certified) else float("nan")
 
 
+class DecisionRule:
+    """The decision a deployed model makes from class probabilities."""
+
+    def __init__(self, hypo: int | None, threshold: float = 0.5) -> None:
+        self.hypo, self.threshold = hypo, threshold
+
+    def numpy(self, probabilities: np.ndarray) -> np.ndarray:
+        if self.hypo is None:
+            return probabilities.argmax(axis=1)
+        from tailorml.pipeline import decide
+
+        return decide(probabilities, self.threshold)
+
+    def torch(self, probabilities: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.numpy(probabilities.detach().numpy()))
+
+
 def pair_index(n_classes: int) -> dict[tuple[int, int], int]:
     pairs = [(i, j) for i in range(n_classes) for j in range(n_classes) if i != j]
     return {pair: position for position, pair in enumerate(pairs)}
@@ -89,18 +106,17 @@ def certify(
     labels: np.ndarray | torch.Tensor,
     perturbation: SensorError,
     method: Method = "crown",
-    decision: Callable[[np.ndarray], np.ndarray] | None = None,
     hypo: int | None = None,
     threshold: float = 0.5,
     batch_size: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Certificate:
     """Certify every sample (float64). `hypo`/`threshold` select the alert rule (hypo
-    class index, alert threshold); without them the argmax rule is certified. `decision`
-    maps probabilities to the clean decision (default: the same rule). Default batch: one
+    class index, alert threshold); without them the argmax rule is certified. Default batch: one
     sample for CROWN (its per-neuron passes run fastest one by one on CPU: BENCHMARKS.md),
     512 else."""
     batch_size = batch_size or (1 if method == "crown" else 512)
+    rule = DecisionRule(hypo, threshold)
     double = copy.deepcopy(model).double().eval()
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -109,14 +125,7 @@ def certify(
         for start in range(0, len(x), batch_size):
             batch, batch_labels = x[start : start + batch_size], labels[start : start + batch_size]
             probabilities = torch.softmax(double(batch), dim=1).numpy()
-            if decision is not None:
-                predicted = decision(probabilities)
-            elif hypo is not None:
-                from tailorml.pipeline import decide
-
-                predicted = decide(probabilities, threshold)
-            else:
-                predicted = probabilities.argmax(axis=1)
+            predicted = rule.numpy(probabilities)
             n_classes = probabilities.shape[1]
             spec = pairwise_spec(len(batch), n_classes, torch.float64)
             pair_lower, _ = bounds(double, batch, perturbation, method, spec=spec, lower_only=True)

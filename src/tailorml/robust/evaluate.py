@@ -13,7 +13,7 @@ from torch import nn
 from tailorml.config import Config, RobustConfig
 from tailorml.models.cnn import count_parameters, model_bytes
 from tailorml.robust.attack import pgd_decisions
-from tailorml.robust.certify import certify
+from tailorml.robust.certify import DecisionRule, certify
 from tailorml.robust.perturbation import SensorError, cgm_error
 from tailorml.sparse.prune import sparse_bytes, weight_sparsity
 
@@ -31,23 +31,6 @@ def evenly_spaced(indices: np.ndarray, limit: int) -> np.ndarray:
     if limit <= 0 or len(indices) <= limit:
         return indices
     return indices[np.linspace(0, len(indices) - 1, limit).round().astype(int)]
-
-
-class DecisionRule:
-    """The decision a deployed model makes from class probabilities."""
-
-    def __init__(self, hypo: int | None, threshold: float = 0.5) -> None:
-        self.hypo, self.threshold = hypo, threshold
-
-    def numpy(self, probabilities: np.ndarray) -> np.ndarray:
-        if self.hypo is None:
-            return probabilities.argmax(axis=1)
-        from tailorml.pipeline import decide
-
-        return decide(probabilities, self.threshold)
-
-    def torch(self, probabilities: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self.numpy(probabilities.detach().numpy()))
 
 
 def rule_for(config: Config, dataset: str, threshold: float | None = None) -> DecisionRule:
