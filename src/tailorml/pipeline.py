@@ -117,8 +117,8 @@ def fit_global_model(
 
         # ε ramps up over training; picking the best *clean* checkpoint would pick one from
         # before the ramp, so robust training keeps its final weights (no validate).
-        robust = RobustTraining(
-            config.train.robust, perturbation_for(config, "glucose"), warmup_fraction=0.1
+        robust = RobustTraining.for_predefined(
+            config.train.robust, perturbation_for(config, "glucose")
         )
         objective = robust.objective(len(schedule), weights)
         reporter.log(f"robust training: {robust.describe()} mg/dL")

@@ -154,8 +154,8 @@ def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> st
     if config.experiment.global_robust != "none":
         from tailorml.robust.training import RobustTraining
 
-        plan.robust = RobustTraining(
-            config.experiment.global_robust, context.perturbation, warmup_fraction=0.1
+        plan.robust = RobustTraining.for_predefined(
+            config.experiment.global_robust, context.perturbation
         )
     model = execute(plan, context)
     save_model(model, CachePaths(run_dir).global_model(data.general_key(individual), seed))

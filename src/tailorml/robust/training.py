@@ -59,6 +59,12 @@ class RobustTraining:
         if not 0 <= self.kappa_end <= 1:
             raise ValueError(f"kappa_end must lie in [0, 1], got {self.kappa_end}")
 
+    @classmethod
+    def for_predefined(cls, kind: Kind, perturbation: SensorError) -> RobustTraining:
+        """How a predefined model is trained from scratch: a clean tenth first, so the
+        network has learned something before ε starts to grow."""
+        return cls(kind, perturbation, warmup_fraction=0.1)
+
     def describe(self) -> str:
         return f"{self.kind} at {self.perturbation.describe()}"
 
@@ -70,13 +76,16 @@ class RobustTraining:
             calls["step"] += 1
             progress = ramp(calls["step"])
             perturbation = self.perturbation.scaled(progress)
-            clean = F.cross_entropy(model(x), y, weight=class_weights)
+            logits = model(x)
+            clean = F.cross_entropy(logits, y, weight=class_weights)
             if progress == 0:
                 return clean
             if self.kind == "pgd":
                 attacked = pgd(model, x, y, perturbation, steps=self.pgd_steps, seed=calls["step"])
                 return 0.5 * clean + 0.5 * F.cross_entropy(model(attacked), y, weight=class_weights)
-            worst = worst_case_logits(model, x, y, perturbation, self.kind, beta=1 - progress)
+            worst = worst_case_logits(
+                model, x, y, perturbation, self.kind, beta=1 - progress, n_classes=logits.shape[1]
+            )
             kappa = 1 - progress * (1 - self.kappa_end)
             robust = F.cross_entropy(worst, y, weight=class_weights)
             return kappa * clean + (1 - kappa) * robust
@@ -91,10 +100,12 @@ def worst_case_logits(
     perturbation: SensorError,
     kind: str,
     beta: float = 0.0,
+    n_classes: int | None = None,
 ) -> torch.Tensor:
     """Logits whose cross-entropy bounds the worst case over the box: 0 for the true class,
-    minus the margin lower bound for every other class."""
-    n_classes = model(x[:1]).shape[1]
+    minus the margin lower bound for every other class. Pass `n_classes` when the logits
+    are at hand (training), to spare a forward pass."""
+    n_classes = n_classes or model(x[:1]).shape[1]
     spec = margin_spec(y, n_classes, x.dtype)
     lower, _ = bounds(model, x, perturbation, "ibp", spec=spec, lower_only=True)
     if kind == "crown-ibp" and beta > 0:
