@@ -168,6 +168,29 @@ class Gate:
     def result(self, passed: bool, numbers: dict[str, Any], reason: str) -> GateResult:
         return GateResult(self.name, bool(passed), numbers, reason)
 
+    def non_inferior(
+        self,
+        mine: np.ndarray,
+        theirs: np.ndarray,
+        margin: float,
+        numbers: dict[str, Any],
+        bound_of: str = "",
+    ) -> tuple[bool, str]:
+        """Paired comparison of per-item outcomes (events caught, windows certified): passes
+        when the lower bootstrap bound of mean(mine - theirs) is >= -margin. Records the
+        bound in `numbers`; returns the verdict and its wording for the reason."""
+        confidence = self.config.confidence
+        bound = paired_bootstrap_lower_bound(
+            np.asarray(mine), np.asarray(theirs), confidence, self.config.bootstrap_samples
+        )
+        numbers["difference_lower_bound"] = bound
+        passed = bound >= -margin
+        verdict = "within" if passed else "beyond"
+        return passed, (
+            f"lower {100 * confidence:g}% bound{bound_of} {bound:+.2f} is {verdict} the "
+            f"-{margin:g} margin"
+        )
+
 
 GATES: dict[str, type[Gate]] = {}
 
@@ -220,24 +243,11 @@ class SafetyNonInferiority(Gate):
                     "needed to judge safety, so the predefined model stays"
                 ),
             )
-        bound = paired_bootstrap_lower_bound(
-            candidate.event_caught,
-            predefined.event_caught,
-            config.confidence,
-            config.bootstrap_samples,
+        passed, verdict = self.non_inferior(
+            candidate.event_caught, predefined.event_caught, config.sensitivity_margin, numbers
         )
-        numbers["difference_lower_bound"] = bound
-        passed = bound >= -config.sensitivity_margin
-        verdict = "within" if passed else "beyond"
-        return self.result(
-            passed,
-            numbers,
-            (
-                f"sensitivity difference {candidate.sensitivity - predefined.sensitivity:+.2f}, "
-                f"lower {100 * config.confidence:g}% bound {bound:+.2f} is {verdict} the "
-                f"-{config.sensitivity_margin:g} margin"
-            ),
-        )
+        difference = candidate.sensitivity - predefined.sensitivity
+        return self.result(passed, numbers, f"sensitivity difference {difference:+.2f}, {verdict}")
 
 
 @register_gate
@@ -284,22 +294,16 @@ class CertifiedRobustness(Gate):
         }
         if len(mine) == 0:
             return self.result(False, numbers, "no held-out windows to certify")
-        bound = paired_bootstrap_lower_bound(
-            np.asarray(mine),
-            np.asarray(theirs),
-            self.config.confidence,
-            self.config.bootstrap_samples,
+        passed, verdict = self.non_inferior(
+            mine, theirs, self.config.robustness_margin, numbers, " of the difference"
         )
-        numbers["difference_lower_bound"] = bound
-        passed = bound >= -self.config.robustness_margin
         return self.result(
             passed,
             numbers,
             (
                 f"verified accuracy at ±{numbers['eps_mgdl']:g} mg/dL "
                 f"{numbers['candidate_verified']:.2f} vs {numbers['predefined_verified']:.2f}; "
-                f"lower {100 * self.config.confidence:g}% bound of the difference {bound:+.2f} is "
-                f"{'within' if passed else 'beyond'} the -{self.config.robustness_margin:g} margin"
+                f"{verdict}"
             ),
         )
 
