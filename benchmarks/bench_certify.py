@@ -25,6 +25,7 @@ from torch import nn
 from tailorml.config import Config
 from tailorml.models.cnn import build_model, load_model
 from tailorml.pipeline import channel_statistics, prepare
+from tailorml.policy import AlertPolicy
 from tailorml.robust.bounds import METHODS, bounds
 from tailorml.robust.certify import certify
 from tailorml.robust.milp import minimize
@@ -53,7 +54,7 @@ def throughput(model_path: str | None, n_windows: int) -> None:
         for batch in batches:
             start = time.perf_counter()
             certificate = certify(
-                model, x, y, cgm_error(10.0), method, hypo=1, threshold=0.5, batch_size=batch
+                model, x, y, cgm_error(10.0), AlertPolicy(), method, batch_size=batch
             )
             seconds = time.perf_counter() - start
             print(

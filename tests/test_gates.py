@@ -6,6 +6,7 @@ from scipy.stats import beta
 from conftest import START
 from tailorml.config import SoftConfig
 from tailorml.errors import ConfigError
+from tailorml.policy import AlertPolicy
 from tailorml.soft.gates import (
     CertifiedRobustness,
     Evidence,
@@ -95,11 +96,8 @@ def test_general_floor_by_hand():
 def test_certified_robustness_compares_paired_certificates():
     def with_flags(flags):
         item = evidence()
-        item.extra = {
-            "certified": np.array(flags, bool),
-            "robust_eps": 10.0,
-            "robust_method": "crown",
-        }
+        item.certified = np.array(flags, bool)
+        item.robust_eps, item.robust_method = 10.0, "crown"
         return item
 
     gate = CertifiedRobustness(SoftConfig(robustness_margin=0.05, bootstrap_samples=500))
@@ -132,7 +130,7 @@ def readings(cgm):
 
 def test_data_gate_refuses_two_days_of_data():
     day = [120.0] * 200 + [60.0] * 10 + [120.0] * 150 + [300.0] * 10 + [120.0] * 110
-    result = data_sufficiency(readings(day * 2), 3, SoftConfig())
+    result = data_sufficiency(readings(day * 2), AlertPolicy(sample_minutes=3), SoftConfig())
     assert not result.passed
     assert result.numbers["days"] == pytest.approx(2.0)
     assert result.numbers["hypo_events"] == 2 and result.numbers["hyper_events"] == 2
@@ -142,7 +140,7 @@ def test_data_gate_refuses_two_days_of_data():
 
 def test_data_gate_accepts_enough_representative_data():
     day = [120.0] * 200 + [60.0] * 10 + [120.0] * 150 + [300.0] * 10 + [120.0] * 110
-    assert data_sufficiency(readings(day * 8), 3, SoftConfig()).passed
+    assert data_sufficiency(readings(day * 8), AlertPolicy(sample_minutes=3), SoftConfig()).passed
 
 
 def test_stress_traces_are_dangerous_by_construction():

@@ -8,6 +8,7 @@ from tailorml.errors import ConfigError
 from tailorml.models.cnn import build_model, count_parameters, load_model, save_model
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import LabeledData, balanced_class_weights, train
+from tailorml.policy import AlertPolicy
 
 
 def default_model():
@@ -34,10 +35,12 @@ def test_too_many_parameters_is_refused():
 
 def test_save_and_load_give_identical_outputs(tmp_path):
     model = default_model()
+    model.policy = AlertPolicy(threshold=0.35, hypo_mgdl=65.0, event_min_minutes=20)
     save_model(model, tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
     x = torch.randn(4, 1, 40) * 50 + 140
     assert torch.equal(model.eval()(x), loaded(x))
+    assert loaded.policy == model.policy  # the file knows its own operating point
 
 
 def test_epoch_schedule_visits_every_sample_once_per_epoch():

@@ -12,6 +12,7 @@ from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Budget, Context
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grouping import nearest_without_duplicates, similar_individuals
+from tailorml.policy import AlertPolicy
 from tailorml.robust.perturbation import SensorError
 from tailorml.sparse.prune import weight_sparsity
 
@@ -38,6 +39,7 @@ def toy_data() -> PersonalData:
         class_names=["0", "1", "2"],
         dims=1,
         synthetic=True,
+        policy=AlertPolicy.argmax(["0", "1", "2"]),
         shared_general=np.arange(90, 290),
         shared_general_test=np.arange(90, 100),
     )

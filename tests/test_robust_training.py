@@ -12,6 +12,7 @@ from torch import nn
 
 from tailorml.models.schedule import epochs
 from tailorml.models.train import LabeledData, train
+from tailorml.policy import AlertPolicy
 from tailorml.robust.attack import pgd
 from tailorml.robust.bounds import bounds, margin_bounds
 from tailorml.robust.certify import certified_decisions, certify, pair_index
@@ -66,7 +67,7 @@ def test_certify_a_one_input_alert_model_by_hand():
     x = np.array([[80.0], [91.0], [120.0]])
     assert 80 + 5 < cut < 91 + 5
     y = np.array([HYPO, HYPO, 0])
-    certificate = certify(net, x, y, SensorError(5.0), "crown", hypo=HYPO, threshold=0.5)
+    certificate = certify(net, x, y, SensorError(5.0), AlertPolicy(threshold=0.5), "crown")
     # 80 + 5 = 85 < cut: certified; 91 + 5 crosses the cut; 120 - 5 = 115 never alerts, and
     # class 0 ties class 2 (argmax picks 0 but the tie is not a strict margin): not certified
     assert certificate.correct.tolist() == [True, True, True]
@@ -125,8 +126,9 @@ def test_robust_training_raises_verified_accuracy(kind):
         train(net, {"d": LabeledData(x, y)}, schedule, learning_rate=1e-2, objective=objective)
         return net
 
-    standard = certify(fit(None), x.numpy(), y.numpy(), error, "crown")
-    robust = certify(fit(kind), x.numpy(), y.numpy(), error, "crown")
+    argmax = AlertPolicy.argmax(["a", "b"])
+    standard = certify(fit(None), x.numpy(), y.numpy(), error, argmax, "crown")
+    robust = certify(fit(kind), x.numpy(), y.numpy(), error, argmax, "crown")
     assert standard.clean_accuracy == 1.0 and standard.verified_accuracy < 0.5
     assert robust.verified_accuracy > 0.9
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tailorml.models.cnn import CNNSpec, SmallCNN, count_parameters, model_bytes
+from tailorml.models.cnn import CNNSpec, SmallCNN, count_parameters, weight_bytes
 from tailorml.models.schedule import epochs
 from tailorml.models.train import LabeledData, train
 from tailorml.sparse.prune import (
@@ -64,7 +64,7 @@ def test_pruned_training_reaches_the_target_and_compaction_keeps_outputs():
     )
     smaller = compact(model.eval())
     assert count_parameters(smaller) <= 0.1 * count_parameters(model)
-    assert len(model_bytes(smaller)) < 0.2 * len(model_bytes(model))
+    assert len(weight_bytes(smaller)) < 0.2 * len(weight_bytes(model))
     with torch.no_grad():
         assert torch.allclose(smaller(x), model(x), atol=1e-5)
 
@@ -86,7 +86,7 @@ def test_sparse_storage_is_smaller_only_when_sparse():
     dense = len(sparse_bytes(model))
     Pruner(model, PruningSchedule(0.9), total_steps=1).cut(0.9)
     assert weight_sparsity(model) == pytest.approx(0.9, abs=0.001)
-    assert len(sparse_bytes(model)) < 0.35 * len(model_bytes(model)) < dense
+    assert len(sparse_bytes(model)) < 0.35 * len(weight_bytes(model)) < dense
 
 
 def test_bad_sparsity_is_an_error():

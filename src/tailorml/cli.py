@@ -281,7 +281,9 @@ def personalize(
     if outcome.refused:
         console.print(f"[bold]Personalization refused[/bold] for {individual}: {outcome.refused}")
     else:
-        gates = settings.soft.gates
+        from tailorml.soft.gates import GATES
+
+        gates = [GATES[name] for name in settings.soft.gates]
         table = Table(
             title=f"Candidates for {individual} (held-out test part; gates in the card)",
             box=box.SIMPLE_HEAD,
@@ -291,10 +293,10 @@ def personalize(
         table.add_column("candidate", no_wrap=True)
         for column in ("thr.", "sens.", "FA/d"):
             table.add_column(column, justify="right", min_width=5, no_wrap=True)
-        for column in [*(f"g{n}" for n in range(2, 2 + len(gates))), "all"]:
+        for column in [*(f"g{gate.number}" for gate in gates), "all"]:
             table.add_column(column, justify="center", no_wrap=True, min_width=3)
         for row in outcome.table:
-            marks = ["[green]✓[/green]" if row[g] else "[red]✗[/red]" for g in gates]
+            marks = ["[green]✓[/green]" if row[g.name] else "[red]✗[/red]" for g in gates]
             table.add_row(
                 _short(row["candidate"]),
                 f"{row['threshold']:g}",
@@ -304,10 +306,7 @@ def personalize(
                 "[green]✓[/green]" if row["passed"] else "[red]✗[/red]",
             )
         console.print(table)
-        legend = ", ".join(
-            f"g{number} {GATE_SHORT_NAMES.get(gate, gate)}"
-            for number, gate in enumerate(gates, start=2)
-        )
+        legend = ", ".join(f"g{gate.number} {gate.short}" for gate in gates)
         console.print(f"{legend} (numbers in the model card)")
         if outcome.proposal:
             console.print(
@@ -318,16 +317,6 @@ def personalize(
         else:
             console.print("No candidate passed every gate: [bold]keep the predefined model[/bold].")
     console.print(f"Model card: [bold]{outcome.card.resolve()}[/bold]")
-
-
-GATE_SHORT_NAMES = {
-    "safety_non_inferiority": "safety",
-    "harmful_states": "dangerous traces",
-    "general_floor": "general floor",
-    "bounded_change": "bounded change",
-    "certified_robustness": "certified robustness",
-    "threshold_calibration": "threshold",
-}
 
 
 def _short(name: str) -> str:
@@ -594,18 +583,24 @@ def cohort_describe(
         Path | None, typer.Argument(help="Cohort file (.parquet/.csv); default: shipped cohort.")
     ] = None,
     csv: Annotated[Path | None, typer.Option(help="Also write the table to this CSV.")] = None,
+    config: ConfigOption = None,
 ) -> None:
-    """Per-patient summary: time in range, time below 70 / above 250, hypo and hyper events,
-    missing data. Also validates the file against the schema."""
+    """Per-patient summary: time in range, time below 70 / above 250 (consensus ranges), hypo
+    and hyper events as the configured task defines them, missing data. Also validates the
+    file against the schema."""
     from tailorml.data.cohort import load_cohort
     from tailorml.data.describe import describe_cohort
     from tailorml.io import atomic_write_text
+    from tailorml.policy import AlertPolicy
 
-    cohort = load_cohort(path)
-    table = describe_cohort(cohort)
+    settings = _load(config)
+    cohort = load_cohort(path or settings.cohort.path or None)
+    policy = AlertPolicy.from_config(settings, cohort.sample_minutes)
+    table = describe_cohort(cohort, policy)
     view = Table(
         title=f"{cohort.source}\n{cohort.sample_minutes}-min readings; hypo/hyper = events "
-        "of >= 15 min (all columns: --csv)",
+        f"of >= {policy.event_min_minutes} min below {policy.hypo_mgdl:g} / above "
+        f"{policy.hyper_mgdl:g} mg/dL (all columns: --csv)",
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
         show_edge=False,

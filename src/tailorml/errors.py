@@ -11,3 +11,7 @@ class ConfigError(TailormlError):
 
 class CohortError(TailormlError):
     """A cohort file is missing, unreadable or breaks the schema."""
+
+
+class ModelFileError(TailormlError):
+    """A model file is missing, unreadable, or lacks what a saved model must carry."""

@@ -18,12 +18,12 @@ from tailorml.data.cohort import Cohort, load_cohort
 from tailorml.data.glucose import CLASSES, HYPO, WindowSet, make_windows
 from tailorml.data.splits import Splits, split_windows
 from tailorml.errors import TailormlError
-from tailorml.evaluate.alerts import alert_metrics, hypo_events
 from tailorml.evaluate.metrics import classification_metrics, spread
 from tailorml.io import atomic_write_json, atomic_write_parquet, atomic_write_text, sha256_file
 from tailorml.models.cnn import SmallCNN, build_model, count_parameters, load_model, save_model
 from tailorml.models.schedule import epochs
 from tailorml.models.train import LabeledData, TrainResult, balanced_class_weights, train
+from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
 
@@ -44,6 +44,11 @@ class Prepared:
     cohort: Cohort
     windows: WindowSet
     splits: Splits
+
+    def trace(self, individual_id: str, part: str) -> pd.DataFrame:
+        """The readings of one individual's split part (for its events)."""
+        start, end = self.splits.boundaries[individual_id][part]
+        return self.cohort.of(individual_id).iloc[start:end]
 
 
 def prepare(config: Config) -> Prepared:
@@ -74,15 +79,6 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray, batch_size: int = 8192)
     return np.concatenate(outputs) if outputs else np.empty((0, len(CLASSES)))
 
 
-def decide(probabilities: np.ndarray, hypo_threshold: float) -> np.ndarray:
-    """Hypo when P(hypo) reaches the alert threshold, else the likelier of in-range/hyper."""
-    others = probabilities.copy()
-    others[:, HYPO] = -1.0
-    predicted = others.argmax(axis=1)
-    predicted[probabilities[:, HYPO] >= hypo_threshold] = HYPO
-    return predicted
-
-
 def fit_global_model(
     config: Config,
     windows: WindowSet,
@@ -100,6 +96,8 @@ def fit_global_model(
     model = build_model(
         config.model, len(windows.channels), windows.length, len(CLASSES), mean, scale
     )
+    policy = AlertPolicy.from_config(config, windows.sample_minutes)
+    model.policy = policy
     weights = (
         balanced_class_weights(y_train, len(CLASSES))
         if config.train.class_weighting == "balanced"
@@ -118,7 +116,7 @@ def fit_global_model(
         # ε ramps up over training; picking the best *clean* checkpoint would pick one from
         # before the ramp, so robust training keeps its final weights (no validate).
         robust = RobustTraining.for_predefined(
-            config.train.robust, perturbation_for(config, "glucose")
+            config.train.robust, perturbation_for(config, policy)
         )
         objective = robust.objective(len(schedule), weights)
         reporter.log(f"robust training: {robust.describe()} mg/dL")
@@ -126,7 +124,7 @@ def fit_global_model(
         x_val, y_val = windows.x[val_indices], windows.y[val_indices]
 
         def validate(candidate: torch.nn.Module) -> float:
-            predicted = decide(predict_proba(candidate, x_val), config.alerts.probability_threshold)
+            predicted = policy.decide(predict_proba(candidate, x_val))
             return classification_metrics(y_val, predicted)["balanced_accuracy"]
 
     with reporter.task("training global model", total=len(schedule)) as task:
@@ -152,58 +150,38 @@ def fit_global_model(
     return model, result
 
 
-def trace_events(config: Config, trace: pd.DataFrame, sample_minutes: int) -> list:
-    """Hypo events of a CGM trace (columns time, cgm) under the configured definition."""
-    return hypo_events(
-        trace["time"].to_numpy(),
-        trace["cgm"].to_numpy(),
-        config.task.hypo_mgdl,
-        sample_minutes,
-        config.alerts.event_min_minutes,
-        config.alerts.event_end_minutes,
-    )
-
-
 def individual_alert_metrics(
-    config: Config,
+    policy: AlertPolicy,
     prepared: Prepared,
     individual_id: str,
     indices: np.ndarray,
     probabilities: np.ndarray,
     part: str = "test",
 ) -> dict[str, float]:
-    """Event-based hypo alert metrics of one individual's `part`, given the model's
-    probabilities for that individual's windows `indices` (in time order)."""
-    windows, cohort, alerts = prepared.windows, prepared.cohort, config.alerts
-    start, end = prepared.splits.boundaries[individual_id][part]
-    trace = cohort.of(individual_id).iloc[start:end]
-    return alert_metrics(
-        trace_events(config, trace, cohort.sample_minutes),
+    """Event-based alert metrics of one individual's `part` under `policy`, given the
+    model's probabilities for that individual's windows `indices` (in time order)."""
+    windows = prepared.windows
+    trace = prepared.trace(individual_id, part)
+    return policy.alert_metrics(
+        policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
         windows.time[indices],
-        probabilities[:, HYPO] >= alerts.probability_threshold,
-        windows.y[indices] == HYPO,
+        probabilities,
+        windows.y[indices],
         windows.current_cgm[indices],
-        threshold=config.task.hypo_mgdl,
-        horizon_minutes=config.task.horizon_minutes,
-        snooze_minutes=alerts.snooze_minutes,
-        sample_minutes=cohort.sample_minutes,
     )
 
 
 def evaluate_individuals(
-    config: Config, prepared: Prepared, probabilities: np.ndarray, part: str = "test"
+    policy: AlertPolicy, prepared: Prepared, probabilities: np.ndarray, part: str = "test"
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per-individual metrics on `part`; also the prediction and reading tables it used.
-
-    `probabilities` holds one row per window of `prepared.windows`.
+    """Per-individual metrics on `part` under the model's `policy`; also the prediction and
+    reading tables it used. `probabilities` holds one row per window of `prepared.windows`.
     """
     windows, splits, cohort = prepared.windows, prepared.splits, prepared.cohort
-    alerts = config.alerts
     rows, predictions, readings = [], [], []
     for individual in cohort.individuals:
         indices = splits.of(individual.id, part)
-        start, end = splits.boundaries[individual.id][part]
-        trace = cohort.of(individual.id).iloc[start:end]
+        trace = prepared.trace(individual.id, part)
         readings.append(
             pd.DataFrame({"patient_id": individual.id, "time": trace["time"], "cgm": trace["cgm"]})
         )
@@ -220,9 +198,9 @@ def evaluate_individuals(
             rows.append(row | {"skipped": f"no complete {part} window"})
             continue
         probs = probabilities[indices]
-        predicted = decide(probs, alerts.probability_threshold)
+        predicted = policy.decide(probs)
         row.update(classification_metrics(windows.y[indices], predicted))
-        row.update(individual_alert_metrics(config, prepared, individual.id, indices, probs, part))
+        row.update(individual_alert_metrics(policy, prepared, individual.id, indices, probs, part))
         rows.append(row)
         table = pd.DataFrame(
             {
@@ -314,7 +292,7 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
         probabilities = np.zeros((len(windows), len(CLASSES)))
         probabilities[test_idx] = predict_proba(model, windows.x[test_idx])
         per_individual, predictions, readings = evaluate_individuals(
-            config, prepared, probabilities
+            model.policy, prepared, probabilities
         )
         task.advance()
     atomic_write_text(run.file("per_individual.csv"), per_individual.to_csv(index=False))
@@ -354,6 +332,7 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
             "sha256": sha256_file(model_path),
             "parameters": count_parameters(model),
         },
+        "policy": model.policy.to_dict(),
         "training": {
             k: training.get(k) for k in ("best_step", "best_val_balanced_accuracy", "steps")
         },

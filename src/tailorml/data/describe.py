@@ -1,8 +1,9 @@
 """Per-individual summaries of a cohort: what a clinician checks first in CGM data.
 
 Time in ranges follows the international consensus on CGM metrics (Battelino et al.,
-Diabetes Care 2019): in range 70-180 mg/dL, below 70 and below 54, above 180 and above 250.
-Events are at least 15 minutes outside the range (see `tailorml.evaluate.alerts`).
+Diabetes Care 2019), whose ranges are fixed by definition: in range 70-180 mg/dL, below 70
+and below 54, above 180 and above 250. Hypo and hyper *events* follow the alert policy
+(its thresholds and event definition), so they are the events the models are judged on.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ import numpy as np
 import pandas as pd
 
 from tailorml.data.cohort import Cohort
-from tailorml.evaluate.alerts import hyper_events, hypo_events
+from tailorml.policy import AlertPolicy
 
 
-def describe_cohort(
-    cohort: Cohort, hypo_mgdl: float = 70.0, hyper_mgdl: float = 250.0
-) -> pd.DataFrame:
+def describe_cohort(cohort: Cohort, policy: AlertPolicy) -> pd.DataFrame:
     def share(mask: np.ndarray) -> float:
         return float(mask.mean()) if len(mask) else float("nan")
 
@@ -36,12 +35,12 @@ def describe_cohort(
                 "mean_mgdl": float(valid.mean()) if len(valid) else float("nan"),
                 "cv": float(valid.std() / valid.mean()) if len(valid) else float("nan"),
                 "time_in_range": share((valid >= 70) & (valid <= 180)),
-                "time_below_70": share(valid < hypo_mgdl),
+                "time_below_70": share(valid < 70),
                 "time_below_54": share(valid < 54),
                 "time_above_180": share(valid > 180),
-                "time_above_250": share(valid > hyper_mgdl),
-                "hypo_events": len(hypo_events(times, cgm, hypo_mgdl, cohort.sample_minutes)),
-                "hyper_events": len(hyper_events(times, cgm, hyper_mgdl, cohort.sample_minutes)),
+                "time_above_250": share(valid > 250),
+                "hypo_events": len(policy.hypo_events(times, cgm)),
+                "hyper_events": len(policy.hyper_events(times, cgm)),
             }
         )
     return pd.DataFrame(rows)

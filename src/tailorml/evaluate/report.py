@@ -12,9 +12,11 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tailorml.config import load_config
+from tailorml.errors import TailormlError
 from tailorml.evaluate import plots
-from tailorml.evaluate.alerts import hypo_events, snooze_alerts
+from tailorml.evaluate.alerts import snooze_alerts
 from tailorml.io import atomic_write_text
+from tailorml.policy import AlertPolicy
 
 METRIC_LABELS = {
     "accuracy": "accuracy",
@@ -84,32 +86,29 @@ def render_report(run_dir: str | Path) -> Path:
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     readings = pd.read_parquet(run_dir / "test_readings.parquet")
     by_group = pd.read_csv(run_dir / "by_group.csv")
+    if "policy" not in metrics:
+        raise TailormlError(
+            f"{run_dir / 'metrics.json'} has no alert policy (written by an older tailorml); "
+            "rerun the job to re-evaluate the model"
+        )
+    policy = AlertPolicy.from_dict(metrics["policy"], str(run_dir / "metrics.json"))
 
     figures = {}
     patient = trace_patient(per_individual, config.run.report_patient)
     if patient is not None and patient in set(predictions["patient_id"]):
         mine = readings[readings["patient_id"] == patient]
         predicted = predictions[predictions["patient_id"] == patient]
-        events = hypo_events(
-            mine["time"].to_numpy(),
-            mine["cgm"].to_numpy(),
-            config.task.hypo_mgdl,
-            metrics["cohort"]["sample_minutes"],
-            config.alerts.event_min_minutes,
-            config.alerts.event_end_minutes,
-        )
-        positive = predicted["p_hypo"].to_numpy() >= config.alerts.probability_threshold
-        alert_mask = snooze_alerts(
-            predicted["time"].to_numpy(), positive, config.alerts.snooze_minutes
-        )
+        events = policy.hypo_events(mine["time"].to_numpy(), mine["cgm"].to_numpy())
+        positive = predicted["p_hypo"].to_numpy() >= policy.threshold
+        alert_mask = snooze_alerts(predicted["time"].to_numpy(), positive, policy.snooze_minutes)
         figures["trace"] = image_uri(
             plots.trace_figure(
                 mine,
                 predicted,
                 events,
                 predicted["time"].to_numpy()[alert_mask],
-                config.task.hypo_mgdl,
-                config.task.hyper_mgdl,
+                policy.hypo_mgdl,
+                policy.hyper_mgdl,
                 f"{patient}: test period (synthetic data)",
             )
         )
@@ -151,4 +150,5 @@ def render_report(run_dir: str | Path) -> Path:
         figures=figures,
         trace_patient=patient,
         config=config,
+        policy=policy,
     )

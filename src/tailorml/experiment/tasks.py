@@ -91,9 +91,11 @@ def model_factory(config: Config, data: PersonalData, individual: str, seed: int
 
     def new_model() -> torch.nn.Module:
         torch.manual_seed(seed)
-        return build_model(
+        model = build_model(
             config.model, data.x.shape[1], data.x.shape[2], data.n_classes, mean, scale, data.dims
         )
+        model.policy = data.policy
+        return model
 
     return new_model
 
@@ -117,7 +119,7 @@ def make_context(
         new_model=model_factory(config, data, individual, seed),
         global_model=functools.cache(lambda: load_model(paths.global_model(key, seed))),
         latents=functools.cache(lambda: np.load(paths.latents(seed))),
-        perturbation=perturbation_for(config, config.experiment.dataset),
+        perturbation=perturbation_for(config, data.policy),
     )
 
 

@@ -4,7 +4,7 @@ synthetic-writers benchmark (same code, `dims=2`).
 Input normalisation is the model's first layer (a fixed per-channel affine map), so the
 model takes readings in their own units (mg/dL, U, g): deployment needs no separate
 preprocessing, and a sensor error of ±ε mg/dL is a box on the model's real input.
-The default architecture has about 16k parameters, small enough for int8 weights on an
+The default architecture has 18,211 parameters, small enough for int8 weights on an
 STM32F4-class microcontroller.
 """
 
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from tailorml.config import ModelConfig
-from tailorml.errors import ConfigError
+from tailorml.errors import ConfigError, ModelFileError
+from tailorml.policy import AlertPolicy
 
 
 class Standardize(nn.Module):
@@ -59,6 +60,8 @@ class SmallCNN(nn.Module):
         if spec.dims not in (1, 2):
             raise ValueError(f"dims must be 1 or 2, got {spec.dims}")
         self.spec = spec
+        # how this model's outputs become decisions; set once trained, saved with the weights
+        self.policy: AlertPolicy | None = None
         conv = nn.Conv1d if spec.dims == 1 else nn.Conv2d
         pool = nn.MaxPool1d if spec.dims == 1 else nn.MaxPool2d
         self.normalize = Standardize(mean, scale, spec.dims)
@@ -117,11 +120,29 @@ def build_model(
     return model
 
 
-def model_bytes(model: SmallCNN) -> bytes:
-    """Weights, buffers and the spec, serialised as one file's content."""
+def _serialise(payload: dict) -> bytes:
     buffer = io.BytesIO()
-    torch.save({"spec": model.spec.to_dict(), "state_dict": model.state_dict()}, buffer)
+    torch.save(payload, buffer)
     return buffer.getvalue()
+
+
+def weight_bytes(model: SmallCNN) -> bytes:
+    """Spec and weights alone: what the network itself costs to store (size metrics)."""
+    return _serialise({"spec": model.spec.to_dict(), "state_dict": model.state_dict()})
+
+
+def model_bytes(model: SmallCNN) -> bytes:
+    """Weights, buffers, the spec and the alert policy, serialised as one file's content.
+    A model without a policy cannot be saved: a file must say how to decide."""
+    if model.policy is None:
+        raise ValueError("set model.policy before saving: a saved model carries its alert policy")
+    return _serialise(
+        {
+            "spec": model.spec.to_dict(),
+            "policy": model.policy.to_dict(),
+            "state_dict": model.state_dict(),
+        }
+    )
 
 
 def save_model(model: SmallCNN, path) -> None:
@@ -132,11 +153,36 @@ def save_model(model: SmallCNN, path) -> None:
 
 
 def load_model(path) -> SmallCNN:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    spec = CNNSpec(**payload["spec"])
-    state = payload["state_dict"]
-    model = SmallCNN(spec, state["normalize.mean"].flatten(), state["normalize.scale"].flatten())
-    model.load_state_dict(state)
+    """The model saved at `path`, with its alert policy; any file that is not one is a
+    ModelFileError naming it."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {path}") from None
+    except Exception as error:  # pickle, zip and torch errors alike: not a model file
+        raise ModelFileError(
+            f"{path} is not a tailorml model file ({type(error).__name__}); pass the model.pt "
+            "of a run or registry"
+        ) from None
+    if not isinstance(payload, dict) or not {"spec", "state_dict"} <= set(payload):
+        raise ModelFileError(f"{path} is not a tailorml model file (no spec and weights)")
+    if "policy" not in payload:
+        raise ModelFileError(
+            f"{path} has no alert policy (saved by an older tailorml); train it again so the "
+            "file says how its outputs become alerts"
+        )
+    try:
+        spec = CNNSpec(**payload["spec"])
+        state = payload["state_dict"]
+        model = SmallCNN(
+            spec, state["normalize.mean"].flatten(), state["normalize.scale"].flatten()
+        )
+        model.load_state_dict(state)
+    except (TypeError, KeyError, RuntimeError, ValueError) as error:
+        raise ModelFileError(
+            f"{path}: weights do not match the stored architecture ({error})"
+        ) from None
+    model.policy = AlertPolicy.from_dict(payload["policy"], str(path))
     model.eval()
     return model
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tailorml.config import Config, WritersConfig
+from tailorml.policy import AlertPolicy
 
 
 @dataclass
@@ -26,6 +27,7 @@ class PersonalData:
     class_names: list[str]
     dims: int  # 1: sequences, 2: images
     synthetic: bool
+    policy: AlertPolicy  # how the task's models decide (alert rule or argmax)
     shared_general: np.ndarray | None = None  # D_G train when it is the same for everybody
     shared_general_test: np.ndarray | None = None
     general_stride: int = 1
@@ -116,6 +118,7 @@ def from_glucose(config: Config, general_stride: int) -> PersonalData:
         class_names=list(CLASSES),
         dims=1,
         synthetic=prepared.cohort.synthetic,
+        policy=AlertPolicy.from_config(config, prepared.cohort.sample_minutes),
         general_stride=general_stride,
         glucose=prepared,
     )
@@ -147,6 +150,7 @@ def from_writers(config: WritersConfig) -> PersonalData:
         class_names=list(CLASS_NAMES),
         dims=2,
         synthetic=True,
+        policy=AlertPolicy.argmax(CLASS_NAMES),
         shared_general=np.sort(general[cut:]),
         shared_general_test=np.sort(general[:cut]),
         notes={"swaps": str(sum(s.swap is not None for s in writers.styles))},

@@ -13,28 +13,19 @@ from tailorml.evaluate.metrics import classification_metrics
 from tailorml.personalize.dataset import PersonalData
 
 
-def _decisions(data: PersonalData, probabilities: np.ndarray, config: Config) -> np.ndarray:
-    if data.name == "glucose":
-        from tailorml.pipeline import decide
-
-        return decide(probabilities, config.alerts.probability_threshold)
-    return probabilities.argmax(axis=1)
-
-
 def evaluate_personalized(
     model: nn.Module, data: PersonalData, individual: str, config: Config
 ) -> dict[str, float]:
     from tailorml.pipeline import individual_alert_metrics, predict_proba
 
+    policy = data.policy
     own = data.individual_test[individual]
     general = data.general_test(individual)
-    names = data.class_names if data.name == "glucose" else None
+    names = data.class_names if policy.is_alert else None
     own_probabilities = predict_proba(model, data.x[own])
-    own_metrics = classification_metrics(
-        data.y[own], _decisions(data, own_probabilities, config), names
-    )
+    own_metrics = classification_metrics(data.y[own], policy.decide(own_probabilities), names)
     general_metrics = classification_metrics(
-        data.y[general], _decisions(data, predict_proba(model, data.x[general]), config), names
+        data.y[general], policy.decide(predict_proba(model, data.x[general])), names
     )
     result = {
         "acc_individual": own_metrics["accuracy"],
@@ -42,9 +33,9 @@ def evaluate_personalized(
         "acc_general": general_metrics["accuracy"],
         "balanced_acc_general": general_metrics["balanced_accuracy"],
     }
-    if data.name == "glucose":
+    if policy.is_alert:
         result["recall_hypo_individual"] = own_metrics["recall_hypo"]
-        alerts = individual_alert_metrics(config, data.glucose, individual, own, own_probabilities)
+        alerts = individual_alert_metrics(policy, data.glucose, individual, own, own_probabilities)
         for key in (
             "hypo_sensitivity",
             "false_alerts_per_day",
@@ -66,7 +57,6 @@ def robustness_of(
         evenly_spaced,
         perturbation_for,
         robust_accuracy,
-        rule_for,
         size_metrics,
     )
 
@@ -75,8 +65,8 @@ def robustness_of(
         model,
         data.x[chosen],
         data.y[chosen],
-        perturbation_for(config, data.name),
-        rule_for(config, data.name),
+        perturbation_for(config, data.policy),
+        data.policy,
         config.robust,
     )
     return {f"{key}_individual": value for key, value in accuracy.items()} | size_metrics(model)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailorml.policy import AlertPolicy
 from tailorml.robust.perturbation import SensorError
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -59,12 +60,17 @@ def pgd_decisions(
     x: torch.Tensor,
     labels: torch.Tensor,
     perturbation: SensorError,
-    decide: Callable[[torch.Tensor], torch.Tensor],
+    policy: AlertPolicy,
     steps: int = 10,
     seed: int = 0,
     batch_size: int = 1024,
 ) -> torch.Tensor:
-    """Whether the decision stays correct under PGD (cross-entropy attack), per sample."""
+    """Whether the decision under `policy` stays correct under PGD (cross-entropy attack),
+    per sample."""
+
+    def decide(probabilities: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(policy.decide(probabilities.numpy()))
+
     survived = []
     for start in range(0, len(x), batch_size):
         batch, batch_labels = x[start : start + batch_size], labels[start : start + batch_size]

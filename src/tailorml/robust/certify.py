@@ -2,7 +2,7 @@
 
 Two decision rules are certified:
 - argmax (the writers task): certified when lower(z_y - z_j) > 0 for every j != y;
-- the alert rule of the glucose task (`tailorml.pipeline.decide`): hypo when
+- the alert rule of the glucose task (`AlertPolicy.decide`): hypo when
   P(hypo) >= t, else the likelier of the other classes. With m_j = z_h - z_j,
   P(hypo) = 1 / (1 + sum_j exp(-m_j)), so "P(hypo) >= t everywhere" holds when
   logsumexp(-lower(m_j)) <= log((1 - t) / t), and "P(hypo) < t everywhere" when
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tailorml.policy import AlertPolicy
 from tailorml.robust.bounds import Method, bounds, pairwise_spec
 from tailorml.robust.perturbation import SensorError
 
@@ -40,23 +41,6 @@ class Certificate:
     @property
     def verified_accuracy(self) -> float:
         return float(self.certified.mean()) if len(self.certified) else float("nan")
-
-
-class DecisionRule:
-    """The decision a deployed model makes from class probabilities."""
-
-    def __init__(self, hypo: int | None, threshold: float = 0.5) -> None:
-        self.hypo, self.threshold = hypo, threshold
-
-    def numpy(self, probabilities: np.ndarray) -> np.ndarray:
-        if self.hypo is None:
-            return probabilities.argmax(axis=1)
-        from tailorml.pipeline import decide
-
-        return decide(probabilities, self.threshold)
-
-    def torch(self, probabilities: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self.numpy(probabilities.detach().numpy()))
 
 
 def pair_index(n_classes: int) -> dict[tuple[int, int], int]:
@@ -105,18 +89,15 @@ def certify(
     x: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
     perturbation: SensorError,
+    policy: AlertPolicy,
     method: Method = "crown",
-    hypo: int | None = None,
-    threshold: float = 0.5,
     batch_size: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Certificate:
-    """Certify every sample (float64). `hypo`/`threshold` select the alert rule (hypo
-    class index, alert threshold); without them the argmax rule is certified. Default batch: one
-    sample for CROWN (its per-neuron passes run fastest one by one on CPU: BENCHMARKS.md),
-    512 else."""
+    """Certify every sample's decision under `policy` (its alert rule, or argmax) in
+    float64. Default batch: one sample for CROWN (its per-neuron passes run fastest one by
+    one on CPU: BENCHMARKS.md), 512 else."""
     batch_size = batch_size or (1 if method == "crown" else 512)
-    rule = DecisionRule(hypo, threshold)
     double = copy.deepcopy(model).double().eval()
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -125,11 +106,13 @@ def certify(
         for start in range(0, len(x), batch_size):
             batch, batch_labels = x[start : start + batch_size], labels[start : start + batch_size]
             probabilities = torch.softmax(double(batch), dim=1).numpy()
-            predicted = rule.numpy(probabilities)
+            predicted = policy.decide(probabilities)
             n_classes = probabilities.shape[1]
             spec = pairwise_spec(len(batch), n_classes, torch.float64)
             pair_lower, _ = bounds(double, batch, perturbation, method, spec=spec, lower_only=True)
-            flags = certified_decisions(pair_lower, batch_labels, hypo, threshold).numpy()
+            flags = certified_decisions(
+                pair_lower, batch_labels, policy.alert_index, policy.threshold
+            ).numpy()
             hit = predicted == batch_labels.numpy()
             correct.append(hit)
             certified.append(flags & hit)

@@ -1,5 +1,5 @@
 """Robustness of one model on one individual's held-out windows: clean, PGD and verified
-accuracy of the *deployed decision* (the alert rule for glucose, argmax otherwise), and what
+accuracy of the *deployed decision* (the model's alert policy), and what
 the model costs (parameters, dense and sparse bytes)."""
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ import torch
 from torch import nn
 
 from tailorml.config import Config, RobustConfig
-from tailorml.models.cnn import count_parameters, model_bytes
+from tailorml.models.cnn import count_parameters, weight_bytes
+from tailorml.policy import AlertPolicy
 from tailorml.robust.attack import pgd_decisions
-from tailorml.robust.certify import DecisionRule, certify
+from tailorml.robust.certify import certify
 from tailorml.robust.perturbation import SensorError, cgm_error
 from tailorml.sparse.prune import sparse_bytes, weight_sparsity
 
 
-def perturbation_for(config: Config, dataset: str, eps: float | None = None) -> SensorError:
-    """The configured sensor error (at `eps` if given): CGM channel only for glucose."""
+def perturbation_for(config: Config, policy: AlertPolicy, eps: float | None = None) -> SensorError:
+    """The configured sensor error (at `eps` if given) on the model's inputs: the CGM
+    channel only when the policy reads CGM (mg/dL), else every input."""
     eps = config.robust.eps if eps is None else eps
-    if dataset == "glucose":
-        return cgm_error(eps, config.robust.relative_percent, config.task.channels)
+    if "cgm" in policy.channels:
+        return cgm_error(eps, config.robust.relative_percent, list(policy.channels))
     return SensorError(eps, config.robust.relative_percent / 100)
 
 
@@ -33,21 +35,12 @@ def evenly_spaced(indices: np.ndarray, limit: int) -> np.ndarray:
     return indices[np.linspace(0, len(indices) - 1, limit).round().astype(int)]
 
 
-def rule_for(config: Config, dataset: str, threshold: float | None = None) -> DecisionRule:
-    if dataset == "glucose":
-        from tailorml.data.glucose import HYPO
-
-        chosen = config.alerts.probability_threshold if threshold is None else threshold
-        return DecisionRule(HYPO, chosen)
-    return DecisionRule(None)
-
-
 def robust_accuracy(
     model: nn.Module,
     x: np.ndarray,
     y: np.ndarray,
     perturbation: SensorError,
-    rule: DecisionRule,
+    policy: AlertPolicy,
     settings: RobustConfig,
     method: str | None = None,
     on_batch: Callable[[int], None] | None = None,
@@ -58,9 +51,8 @@ def robust_accuracy(
         x,
         y,
         perturbation,
+        policy,
         method=method or settings.method,
-        hypo=rule.hypo,
-        threshold=rule.threshold,
         on_batch=on_batch,
     )
     survived = pgd_decisions(
@@ -68,7 +60,7 @@ def robust_accuracy(
         torch.as_tensor(x, dtype=torch.float32),
         torch.as_tensor(y, dtype=torch.long),
         perturbation,
-        rule.torch,
+        policy,
         steps=settings.pgd_steps,
     )
     return {
@@ -83,6 +75,6 @@ def size_metrics(model: nn.Module) -> dict[str, float]:
         "parameters": count_parameters(model),
         "nonzero_parameters": int(sum(int((p != 0).sum()) for p in model.parameters())),
         "weight_sparsity": weight_sparsity(model),
-        "dense_bytes": len(model_bytes(model)),
+        "dense_bytes": len(weight_bytes(model)),
         "sparse_bytes": len(sparse_bytes(model)),
     }

@@ -20,14 +20,14 @@ import torch
 from tailorml.config import Config
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json, atomic_write_text, fingerprint, sha256_file
-from tailorml.models.cnn import load_model
+from tailorml.models.cnn import SmallCNN, load_model
+from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.robust.certify import certify
 from tailorml.robust.evaluate import (
     evenly_spaced,
     perturbation_for,
     robust_accuracy,
-    rule_for,
     size_metrics,
 )
 from tailorml.runs import Run
@@ -42,21 +42,19 @@ def output_dir(run: Run, eps: float, other_model_sha: str | None = None) -> Path
     return run.path / f"certify-eps{eps:g}{suffix}"
 
 
-def _individual(config: Config, model: torch.nn.Module, windows, test: np.ndarray, task) -> dict:
-    settings = config.robust
-    rule = rule_for(config, "glucose")
+def _individual(config: Config, model: SmallCNN, windows, test: np.ndarray, task) -> dict:
+    """Robustness of the model's decision (its own alert policy) on one individual."""
+    settings, policy = config.robust, model.policy
     chosen = evenly_spaced(test, settings.max_windows)
     x, y = windows.x[chosen], windows.y[chosen]
-    perturbation = perturbation_for(config, "glucose")
+    perturbation = perturbation_for(config, policy)
     row = {"windows": len(chosen)}
-    row |= robust_accuracy(model, x, y, perturbation, rule, settings, on_batch=task.advance)
+    row |= robust_accuracy(model, x, y, perturbation, policy, settings, on_batch=task.advance)
     for method in BOUND_METHODS:
         if method == settings.method:
             row[f"verified_{method}"] = row["verified_acc"]
         elif method != "crown":  # CROWN costs; computed only when it is the chosen method
-            certificate = certify(
-                model, x, y, perturbation, method, hypo=rule.hypo, threshold=rule.threshold
-            )
+            certificate = certify(model, x, y, perturbation, policy, method)
             row[f"verified_{method}"] = certificate.verified_accuracy
     swept = evenly_spaced(test, settings.sweep_windows)
     row["sweep"] = sweep_verified(config, model, windows.x[swept], windows.y[swept], task)
@@ -64,13 +62,13 @@ def _individual(config: Config, model: torch.nn.Module, windows, test: np.ndarra
 
 
 def sweep_verified(
-    config: Config, model: torch.nn.Module, x: np.ndarray, y: np.ndarray, task
+    config: Config, model: SmallCNN, x: np.ndarray, y: np.ndarray, task
 ) -> list[dict]:
     """Verified accuracy at each ε of the grid, in increasing order. A window that fails at
     some ε is counted as failing at every larger ε without another bound: conservative
     (sound), and it makes the sweep cost little once most windows have fallen. ε = 0 is
     decided with IBP, which is exact there."""
-    settings, rule = config.robust, rule_for(config, "glucose")
+    settings, policy = config.robust, model.policy
     alive = np.arange(len(x))
     points = []
     for eps in sorted(settings.eps_grid):
@@ -79,10 +77,9 @@ def sweep_verified(
                 model,
                 x[alive],
                 y[alive],
-                perturbation_for(config, "glucose", eps),
+                perturbation_for(config, policy, eps),
+                policy,
                 settings.sweep_method if eps > 0 else "ibp",
-                hypo=rule.hypo,
-                threshold=rule.threshold,
             )
             alive = alive[certificate.certified]
         task.advance(len(x))
@@ -116,12 +113,18 @@ def certify_run(
     torch.set_num_threads(config.train.threads)
     model = load_model(model_file)
     model_sha = sha256_file(model_file)
+    prepared = prepare(config)
+    windows, splits = prepared.windows, prepared.splits
+    model.policy.require_same_input(
+        AlertPolicy.from_config(config, windows.sample_minutes),
+        str(model_file),
+        f"the cohort of {run.path}",
+    )
     out = output_dir(run, config.robust.eps, model_sha if model_path else None)
     settings = {
         "robust": config.robust.model_dump(mode="json"),
         "model_sha256": model_sha,
-        "threshold": config.alerts.probability_threshold,
-        "channels": config.task.channels,
+        "policy": model.policy.to_dict(),
     }
     key = fingerprint(settings)
     cache = out / "cache"
@@ -130,8 +133,6 @@ def certify_run(
         if previous.get("fingerprint") != key:
             shutil.rmtree(cache, ignore_errors=True)
     atomic_write_json(out / "settings.json", settings | {"fingerprint": key})
-    prepared = prepare(config)
-    windows, splits = prepared.windows, prepared.splits
     individuals = list(splits.parts)
     if prepared.cohort.synthetic:
         reporter.log("[yellow]cohort is SYNTHETIC (simulated); figures are not clinical evidence")

@@ -10,30 +10,27 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import hypo_events, snooze_alerts
+from tailorml.evaluate.alerts import snooze_alerts
 from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, write_html
+from tailorml.policy import AlertPolicy
+from tailorml.soft.gates import gate_identity
 from tailorml.soft.registry import Registry
 
-GATE_TITLES = {
-    "data_sufficiency": "1. Enough representative personal data",
-    "safety_non_inferiority": "2. Hypo sensitivity not worse than the predefined model",
-    "harmful_states": "3. Still alerts on dangerous traces",
-    "general_floor": "4. Accuracy on general data kept",
-    "bounded_change": "5. Bounded change from the predefined model",
-    "threshold_calibration": "6. Personal alert threshold under a conservative bound",
-}
+
+def _gate_heading(name: str) -> str:
+    identity = gate_identity(name)
+    return identity.heading() if identity else name
 
 
 def alerts_figure(
     readings: pd.DataFrame,
     predictions: pd.DataFrame,
     thresholds: dict[str, float],
-    task: dict,
-    alerts: dict,
-    sample_minutes: int,
+    policy: AlertPolicy,
 ) -> bytes:
-    """Test-period CGM with true hypo events, and below it each candidate's alerts."""
+    """Test-period CGM with true hypo events (under the predefined model's `policy`), and
+    below it each candidate's alerts at its own threshold."""
     names = list(thresholds)
     figure, (top, bottom) = plt.subplots(
         2,
@@ -43,16 +40,9 @@ def alerts_figure(
         gridspec_kw={"height_ratios": [3, max(1.2, 0.45 * len(names))]},
     )
     top.plot(readings["time"], readings["cgm"], color="#333333", linewidth=1)
-    top.axhline(task["hypo_mgdl"], color="#c44e52", linestyle="--", linewidth=0.8)
-    top.axhline(task["hyper_mgdl"], color="#dd8452", linestyle="--", linewidth=0.8)
-    events = hypo_events(
-        readings["time"].to_numpy(),
-        readings["cgm"].to_numpy(),
-        task["hypo_mgdl"],
-        sample_minutes,
-        alerts["event_min_minutes"],
-        alerts["event_end_minutes"],
-    )
+    top.axhline(policy.hypo_mgdl, color="#c44e52", linestyle="--", linewidth=0.8)
+    top.axhline(policy.hyper_mgdl, color="#dd8452", linestyle="--", linewidth=0.8)
+    events = policy.hypo_events(readings["time"].to_numpy(), readings["cgm"].to_numpy())
     for event in events:
         top.axvspan(event.start, event.end, color="#c44e52", alpha=0.18)
         bottom.axvspan(event.start, event.end, color="#c44e52", alpha=0.18)
@@ -61,7 +51,7 @@ def alerts_figure(
     times = predictions["time"].to_numpy()
     for row, name in enumerate(names):
         positive = predictions[f"p_hypo::{name}"].to_numpy() >= thresholds[name]
-        fired = times[snooze_alerts(times, positive, alerts["snooze_minutes"])]
+        fired = times[snooze_alerts(times, positive, policy.snooze_minutes)]
         bottom.scatter(fired, np.full(len(fired), row), marker="v", color="#c44e52", s=22)
     bottom.set_yticks(range(len(names)), names, fontsize=8)
     bottom.set_ylim(-0.7, len(names) - 0.3)
@@ -87,7 +77,7 @@ def render_card(registry: Registry, session_id: int) -> Path:
             dict(row)
             | {
                 "numbers": json.loads(row["numbers_json"]),
-                "title": GATE_TITLES.get(row["gate"], row["gate"]),
+                "title": _gate_heading(row["gate"]),
             }
             for row in registry.query(
                 "SELECT * FROM gate_results WHERE candidate_id = ? ORDER BY id", (candidate["id"],)
@@ -111,13 +101,11 @@ def render_card(registry: Registry, session_id: int) -> Path:
                 readings,
                 predictions,
                 {c["name"]: c["threshold"] for c in candidates},
-                summary["task"],
-                summary["alerts"],
-                summary["sample_minutes"],
+                AlertPolicy.from_dict(summary["policy"], "session summary"),
             )
         )
     data_gate = summary["data_gate"]
-    data_gate["title"] = GATE_TITLES["data_sufficiency"]
+    data_gate["title"] = _gate_heading(data_gate["gate"])
     return write_html(
         "card.html.j2",
         registry.root / "cards" / f"{individual}.html",

@@ -2,10 +2,12 @@
 
 Gate 1 (data sufficiency) judges the individual's data before anything is trained; the
 model gates judge each candidate against the predefined model on held-out data. A gate is a
-small class registered by name, so later gates (certified robustness, fairness) plug in
-through `@register_gate` and the `soft.gates` list without touching the others. Every gate
-returns its numbers, so the registry and the model card show *why* it passed or failed.
-Clinical reasons of the defaults: docs/soft_personalization.md.
+small class registered by name, so later gates (fairness) plug in through `@register_gate`
+and the `soft.gates` list without touching the others. Each gate class owns its identity —
+`name` (config, registry), `number` (docs, CLI, card: "gate 2"), `short` (CLI legend) and
+`title` (card) — so every place names a gate the same way. Every gate returns its numbers,
+so the registry and the model card show *why* it passed or failed. Clinical reasons of the
+defaults: docs/soft_personalization.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from scipy.stats import binomtest
 
 from tailorml.config import SoftConfig
 from tailorml.errors import ConfigError
-from tailorml.evaluate.alerts import hyper_events, hypo_events
+from tailorml.policy import AlertPolicy
+
+# Upper end of the consensus target range (70-180 mg/dL, Battelino et al. 2019): personal
+# data must show time above it, whatever the task's hyper threshold.
+TARGET_RANGE_HIGH_MGDL = 180.0
 
 
 @dataclass
@@ -47,31 +53,54 @@ class Evidence:
     acc_general: float
     stress_alerts: np.ndarray  # alerted on each stress trace
     stress_names: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # certified robustness (only when its gate runs): which evenly spaced held-out windows
+    # keep a correct decision under every sensor error of ±robust_eps mg/dL
+    certified: np.ndarray | None = None
+    robust_eps: float | None = None
+    robust_method: str | None = None
 
 
 # -- gate 1 -------------------------------------------------------------------------------
 
 
-def data_sufficiency(
-    readings: pd.DataFrame,
-    sample_minutes: int,
-    config: SoftConfig,
-    hypo_mgdl: float = 70.0,
-    hyper_mgdl: float = 250.0,
-) -> GateResult:
-    """Is D_I (the individual's training readings) enough, and representative, to personalize?"""
+class GateIdentity:
+    """How a gate is named everywhere: config/registry id, number, CLI label, card title."""
+
+    name: ClassVar[str]
+    number: ClassVar[int]
+    short: ClassVar[str]
+    title: ClassVar[str]
+
+    @classmethod
+    def heading(cls) -> str:
+        return f"{cls.number}. {cls.title}"
+
+
+class DataSufficiency(GateIdentity):
+    name = "data_sufficiency"
+    number = 1
+    short = "data"
+    title = "Enough representative personal data"
+
+
+def data_sufficiency(readings: pd.DataFrame, policy: AlertPolicy, config: SoftConfig) -> GateResult:
+    """Is D_I (the individual's training readings) enough, and representative, to personalize?
+    Events and the low range follow the model's alert policy."""
     cgm = readings["cgm"].to_numpy(dtype=float)
     times = readings["time"].to_numpy()
     valid = cgm[~np.isnan(cgm)]
-    days = len(cgm) * sample_minutes / 1440
+    days = len(cgm) * policy.sample_minutes / 1440
     missing = float(np.isnan(cgm).mean()) if len(cgm) else 1.0
-    n_hypo = len(hypo_events(times, cgm, hypo_mgdl, sample_minutes))
-    n_hyper = len(hyper_events(times, cgm, hyper_mgdl, sample_minutes))
+    n_hypo = len(policy.hypo_events(times, cgm))
+    n_hyper = len(policy.hyper_events(times, cgm))
+    low, high = policy.hypo_mgdl, TARGET_RANGE_HIGH_MGDL
+    ranges = {
+        "low": (valid < low, f"below {low:g}"),
+        "in_range": ((valid >= low) & (valid <= high), f"in {low:g}-{high:g}"),
+        "high": (valid > high, f"above {high:g}"),
+    }
     fractions = {
-        "below_70": float((valid < 70).mean()) if len(valid) else 0.0,
-        "70_180": float(((valid >= 70) & (valid <= 180)).mean()) if len(valid) else 0.0,
-        "above_180": float((valid > 180).mean()) if len(valid) else 0.0,
+        name: float(mask.mean()) if len(valid) else 0.0 for name, (mask, _) in ranges.items()
     }
     problems = []
     if days < config.min_days:
@@ -83,7 +112,7 @@ def data_sufficiency(
     for name, fraction in fractions.items():
         if fraction < config.min_fraction_per_range:
             problems.append(
-                f"{100 * fraction:.1f}% of readings {name.replace('_', ' ')}, need "
+                f"{100 * fraction:.1f}% of readings {ranges[name][1]} mg/dL, need "
                 f"{100 * config.min_fraction_per_range:g}%"
             )
     if missing > config.max_missing_fraction:
@@ -95,13 +124,15 @@ def data_sufficiency(
         "hypo_events": n_hypo,
         "hyper_events": n_hyper,
         "missing_fraction": missing,
+        "low_mgdl": low,
+        "high_mgdl": high,
         **{f"fraction_{k}": v for k, v in fractions.items()},
     }
     reason = "; ".join(problems) if problems else "enough representative data"
-    return GateResult("data_sufficiency", not problems, numbers, reason)
+    return GateResult(DataSufficiency.name, not problems, numbers, reason)
 
 
-# -- gate 6: threshold calibration (a function; its gate judges the result) ---------------
+# -- threshold calibration (a function; its gate judges the result) ---------------------
 
 
 def sensitivity_lower_bound(caught: int, events: int, confidence: float) -> float:
@@ -155,9 +186,11 @@ def calibrate_threshold(
 # -- model gates --------------------------------------------------------------------------
 
 
-class Gate:
-    name: ClassVar[str]
-    title: ClassVar[str]
+class Gate(GateIdentity):
+    """A model gate: judges a candidate's evidence against the predefined model's."""
+
+    # a safety gate cannot be configured away (soft.gates must list it)
+    mandatory: ClassVar[bool] = False
 
     def __init__(self, config: SoftConfig) -> None:
         self.config = config
@@ -201,12 +234,25 @@ def register_gate(cls: type[Gate]) -> type[Gate]:
 
 
 def build_gates(config: SoftConfig) -> list[Gate]:
+    """The configured model gates, in order; unknown names and a missing mandatory gate are
+    configuration errors (before any work)."""
     unknown = [name for name in config.gates if name not in GATES]
     if unknown:
         raise ConfigError(
             f"soft.gates: unknown gate(s) {', '.join(unknown)}; valid: {', '.join(GATES)}"
         )
+    missing = [name for name, gate in GATES.items() if gate.mandatory and name not in config.gates]
+    if missing:
+        raise ConfigError(
+            f"soft.gates must include the safety gate(s) {', '.join(missing)}: they cannot be "
+            "switched off (docs/soft_personalization.md)"
+        )
     return [GATES[name](config) for name in config.gates]
+
+
+def gate_identity(name: str) -> type[GateIdentity] | None:
+    """The class that names gate `name` (data gate or model gate), if any."""
+    return DataSufficiency if name == DataSufficiency.name else GATES.get(name)
 
 
 def paired_bootstrap_lower_bound(
@@ -222,6 +268,9 @@ def paired_bootstrap_lower_bound(
 @register_gate
 class SafetyNonInferiority(Gate):
     name = "safety_non_inferiority"
+    number = 2
+    short = "safety"
+    mandatory = True
     title = "Hypo sensitivity not worse than the predefined model's (lower confidence bound)"
 
     def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
@@ -253,6 +302,9 @@ class SafetyNonInferiority(Gate):
 @register_gate
 class HarmfulStates(Gate):
     name = "harmful_states"
+    number = 3
+    short = "dangerous traces"
+    mandatory = True
     title = "Still alerts on canonical dangerous traces"
 
     def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
@@ -277,16 +329,17 @@ class HarmfulStates(Gate):
 @register_gate
 class CertifiedRobustness(Gate):
     name = "certified_robustness"
+    number = 7
+    short = "certified robustness"
     title = "Verified accuracy under sensor error not below the predefined model's minus a margin"
 
     def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
-        mine = candidate.extra.get("certified")
-        theirs = predefined.extra.get("certified")
+        mine, theirs = candidate.certified, predefined.certified
         if mine is None or theirs is None:
             raise ValueError("certified_robustness needs certified flags in the evidence")
         numbers: dict[str, Any] = {
-            "eps_mgdl": candidate.extra.get("robust_eps"),
-            "method": candidate.extra.get("robust_method"),
+            "eps_mgdl": candidate.robust_eps,
+            "method": candidate.robust_method,
             "windows": len(mine),
             "candidate_verified": float(np.mean(mine)) if len(mine) else float("nan"),
             "predefined_verified": float(np.mean(theirs)) if len(theirs) else float("nan"),
@@ -311,6 +364,8 @@ class CertifiedRobustness(Gate):
 @register_gate
 class GeneralFloor(Gate):
     name = "general_floor"
+    number = 4
+    short = "general floor"
     title = "Accuracy on general data not below the predefined model's minus a margin"
 
     def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
@@ -329,6 +384,8 @@ class GeneralFloor(Gate):
 @register_gate
 class BoundedChange(Gate):
     name = "bounded_change"
+    number = 5
+    short = "bounded change"
     title = "Agrees with the predefined model on in-range data (at the deployed threshold)"
 
     def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
@@ -353,6 +410,8 @@ class BoundedChange(Gate):
 @register_gate
 class ThresholdCalibration(Gate):
     name = "threshold_calibration"
+    number = 6
+    short = "threshold"
     title = "A personal alert threshold reaches the target sensitivity under a conservative bound"
 
     def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:

@@ -31,17 +31,19 @@ import torch
 from tailorml.config import Config
 from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import TailormlError
-from tailorml.evaluate.alerts import alert_metrics, event_leads
+from tailorml.evaluate.alerts import event_leads
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.experiment.grid import expand
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
-from tailorml.pipeline import decide, fit_global_model, predict_proba, trace_events
+from tailorml.pipeline import fit_global_model, predict_proba
+from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import git_commit
 from tailorml.soft.gates import (
+    CertifiedRobustness,
     Evidence,
     GateResult,
     build_gates,
@@ -126,9 +128,7 @@ def data_hash(readings: pd.DataFrame) -> str:
 
 def _part(data: PersonalData, individual: str, part: str) -> tuple[np.ndarray, pd.DataFrame]:
     prepared = data.glucose
-    indices = prepared.splits.of(individual, part)
-    start, end = prepared.splits.boundaries[individual][part]
-    return indices, prepared.cohort.of(individual).iloc[start:end]
+    return prepared.splits.of(individual, part), prepared.trace(individual, part)
 
 
 def build_candidates(config: Config, context: Context, predefined) -> list[Candidate]:
@@ -151,101 +151,91 @@ def build_candidates(config: Config, context: Context, predefined) -> list[Candi
     return candidates
 
 
-def certified_flags(
-    config: Config, model, windows, test_indices: np.ndarray, threshold: float
-) -> dict[str, Any]:
-    """Which evenly spaced held-out windows keep a correct alert decision under every
-    sensor error of ±robust.eps mg/dL (provably, robust.method bounds)."""
+def certify_held_out(
+    config: Config, model, policy: AlertPolicy, windows, test_indices: np.ndarray
+) -> np.ndarray:
+    """Which evenly spaced held-out windows keep a correct decision under `policy` for
+    every sensor error of ±robust.eps mg/dL (provably, robust.method bounds)."""
     from tailorml.robust.certify import certify
     from tailorml.robust.evaluate import evenly_spaced, perturbation_for
 
     chosen = evenly_spaced(test_indices, config.soft.robustness_windows)
-    certificate = certify(
+    return certify(
         model,
         windows.x[chosen],
         windows.y[chosen],
-        perturbation_for(config, "glucose"),
+        perturbation_for(config, policy),
+        policy,
         config.robust.method,
-        hypo=HYPO,
-        threshold=threshold,
-    )
-    return {
-        "certified": certificate.certified,
-        "robust_eps": config.robust.eps,
-        "robust_method": config.robust.method,
-    }
+    ).certified
 
 
 def gather_evidence(
     config: Config, data: PersonalData, individual: str, candidate: Candidate
 ) -> tuple[Evidence, dict[str, Any]]:
-    """Calibrate on the validation part, then measure on the test part, D_G and stress."""
-    task, alerts, soft = config.task, config.alerts, config.soft
-    sample = data.glucose.cohort.sample_minutes
+    """Calibrate on the validation part, then measure on the test part, D_G and stress.
+    Events, decisions and alerts follow the candidate model's own alert policy."""
+    soft = config.soft
     windows = data.glucose.windows
     model = candidate.model
+    deployed = model.policy
 
     val_indices, val_trace = _part(data, individual, "val")
-    val_events = trace_events(config, val_trace, sample)
-    p_val = predict_proba(model, windows.x[val_indices])[:, HYPO]
+    val_events = deployed.hypo_events(val_trace["time"].to_numpy(), val_trace["cgm"].to_numpy())
+    p_val = predict_proba(model, windows.x[val_indices])
     caught_at = {}
     for threshold in soft.thresholds:
+        positive = deployed.with_threshold(threshold).alerting(p_val)
         leads = event_leads(
-            val_events, windows.time[val_indices], p_val >= threshold, task.horizon_minutes
+            val_events, windows.time[val_indices], positive, deployed.horizon_minutes
         )
         caught_at[threshold] = leads[~np.isnan(leads)] >= 0
     calibration = calibrate_threshold(
-        caught_at,
-        soft.target_sensitivity,
-        soft.calibration_confidence,
-        alerts.probability_threshold,
+        caught_at, soft.target_sensitivity, soft.calibration_confidence, deployed.threshold
     )
-    threshold = calibration["threshold"] if candidate.calibrate else alerts.probability_threshold
+    policy = deployed.with_threshold(calibration["threshold"]) if candidate.calibrate else deployed
 
     test_indices, test_trace = _part(data, individual, "test")
     p_test = predict_proba(model, windows.x[test_indices])
-    test_events = trace_events(config, test_trace, sample)
-    positive = p_test[:, HYPO] >= threshold
-    leads = event_leads(test_events, windows.time[test_indices], positive, task.horizon_minutes)
+    test_events = policy.hypo_events(test_trace["time"].to_numpy(), test_trace["cgm"].to_numpy())
+    leads = event_leads(
+        test_events, windows.time[test_indices], policy.alerting(p_test), policy.horizon_minutes
+    )
     leads = leads[~np.isnan(leads)]
-    metrics = alert_metrics(
+    y_test = windows.y[test_indices]
+    metrics = policy.alert_metrics(
         test_events,
         windows.time[test_indices],
-        positive,
-        windows.y[test_indices] == HYPO,
+        p_test,
+        y_test,
         windows.current_cgm[test_indices],
-        threshold=task.hypo_mgdl,
-        horizon_minutes=task.horizon_minutes,
-        snooze_minutes=alerts.snooze_minutes,
-        sample_minutes=sample,
     )
-    predicted = decide(p_test, threshold)
-    y_test = windows.y[test_indices]
-    own = classification_metrics(y_test, predicted)
+    own = classification_metrics(y_test, policy.decide(p_test))
     general = data.general_test(individual)
     p_general = predict_proba(model, data.x[general])
-    acc_general = classification_metrics(data.y[general], decide(p_general, threshold))["accuracy"]
-    traces = stress_traces(windows.length, sample)
-    p_stress = predict_proba(model, stress_inputs(traces, windows.channels))[:, HYPO]
+    acc_general = classification_metrics(data.y[general], policy.decide(p_general))["accuracy"]
+    traces = stress_traces(windows.length, policy.sample_minutes)
+    p_stress = predict_proba(model, stress_inputs(traces, windows.channels))
 
     evidence = Evidence(
         name=candidate.name,
-        threshold=float(threshold),
+        threshold=policy.threshold,
         calibration=calibration,
         event_caught=leads >= 0,
         sensitivity=metrics["hypo_sensitivity"],
         false_alerts_per_day=metrics["false_alerts_per_day"],
-        # at the deployed threshold: gate 5 measures how far the *model* moved; a personal
-        # threshold is judged by the sensitivity, harmful-state and calibration gates
-        in_range_predictions=decide(p_test, alerts.probability_threshold)[y_test == IN_RANGE],
+        # at the deployed threshold: bounded change measures how far the *model* moved; a
+        # personal threshold is judged by the sensitivity, harmful-state and calibration gates
+        in_range_predictions=deployed.decide(p_test)[y_test == IN_RANGE],
         acc_general=acc_general,
-        stress_alerts=p_stress >= threshold,
+        stress_alerts=policy.alerting(p_stress),
         stress_names=[trace.name for trace in traces],
     )
-    if "certified_robustness" in soft.gates:
-        evidence.extra |= certified_flags(config, model, windows, test_indices, threshold)
+    if CertifiedRobustness.name in soft.gates:
+        evidence.certified = certify_held_out(config, model, policy, windows, test_indices)
+        evidence.robust_eps, evidence.robust_method = config.robust.eps, config.robust.method
     summary = {
-        "threshold": float(threshold),
+        "threshold": policy.threshold,
         "hypo_sensitivity": metrics["hypo_sensitivity"],
         "held_out_hypo_events": metrics["hypo_events"],
         "false_alerts_per_day": metrics["false_alerts_per_day"],
@@ -296,20 +286,19 @@ def personalize_individual(
     predefined_record, predefined = ensure_predefined(
         registry, config, data, reporter, predefined_run
     )
+    policy = predefined.policy
+    policy.require_same_input(
+        data.policy, "the registry's predefined model", data.glucose.cohort.source
+    )
     _, train_trace = _part(data, individual, "train")
     personal_hash = data_hash(train_trace)
-    sample = data.glucose.cohort.sample_minutes
-    data_gate = data_sufficiency(
-        train_trace, sample, config.soft, config.task.hypo_mgdl, config.task.hyper_mgdl
-    )
+    data_gate = data_sufficiency(train_trace, policy, config.soft)
     summary: dict[str, Any] = {
         "synthetic": data.synthetic,
         "cohort": data.glucose.cohort.source,
         "data_gate": data_gate.to_dict(),
         "soft_config": config.soft.model_dump(mode="json"),
-        "task": config.task.model_dump(mode="json"),
-        "alerts": config.alerts.model_dump(mode="json"),
-        "sample_minutes": sample,
+        "policy": policy.to_dict(),
         "selection_rule": "fewest false alerts/day on held-out data among candidates passing "
         "every gate; ties: highest agreement with the predefined model",
     }
@@ -340,7 +329,7 @@ def personalize_individual(
         new_model=model_factory(config, data, individual, config.train.seed),
         global_model=lambda: predefined,
         latents=functools.cache(lambda: latents_of(config, data, config.train.seed)),
-        perturbation=perturbation_for(config, "glucose"),
+        perturbation=perturbation_for(config, policy),
     )
     with reporter.task("training candidates", total=1) as task:
         candidates = build_candidates(config, context, copy.deepcopy(predefined))

@@ -202,6 +202,7 @@ def compact(model: SmallCNN) -> SmallCNN:
         smaller.head[1].bias.copy_(first.bias[kept_hidden])
         smaller.head[3].weight.copy_(last.weight[:, kept_hidden])
         smaller.head[3].bias.copy_(last.bias)
+    smaller.policy = model.policy  # same outputs, so the same decisions
     return smaller.eval()
 
 

@@ -1,0 +1,194 @@
+"""The alert policy: how a model's class probabilities become a decision, and what counts as
+an event. It is stored with every saved model, so whoever holds the model — evaluation, a
+gate, the model card, certification, later the C header and the service — decides the same
+way without reading a config.
+
+One value object instead of thresholds passed around: before it, the event definition was
+assembled in five places and two of them silently used other numbers than the configured
+ones. It sits low in the import layers (it needs only the config types and the event
+arithmetic of `tailorml.evaluate.alerts`), so nothing it serves has to be imported back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from tailorml.config import Config
+from tailorml.errors import ModelFileError
+from tailorml.evaluate.alerts import Event, alert_metrics, hyper_events, hypo_events
+
+GLUCOSE_CLASSES = ("in_range", "hypo", "hyper")
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """The decision rule of a model and the task it was trained for.
+
+    With `alert_class` set (the glucose task) the decision is: that class when its
+    probability reaches `threshold`, else the likelier of the other classes. With
+    `alert_class = None` (e.g. the synthetic writers) it is the plain argmax and the
+    glucose fields are unused."""
+
+    classes: tuple[str, ...] = GLUCOSE_CLASSES
+    alert_class: str | None = "hypo"
+    threshold: float = 0.5
+    channels: tuple[str, ...] = ("cgm",)
+    sample_minutes: int = 3  # the CGM grid the model reads
+    window_minutes: int = 120
+    horizon_minutes: int = 30
+    hypo_mgdl: float = 70.0
+    hyper_mgdl: float = 250.0
+    snooze_minutes: int = 30
+    event_min_minutes: int = 15  # a hypo event: below hypo_mgdl for at least this long
+    event_end_minutes: int = 15  # ... and it ends after this long at or above it
+
+    def __post_init__(self) -> None:
+        if self.alert_class is not None and self.alert_class not in self.classes:
+            raise ValueError(f"alert class {self.alert_class!r} is not one of {self.classes}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"alert threshold must lie in (0, 1), got {self.threshold}")
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Config, sample_minutes: int) -> AlertPolicy:
+        """The glucose task's policy as configured, on a cohort read every `sample_minutes`."""
+        task, alerts = config.task, config.alerts
+        return cls(
+            classes=GLUCOSE_CLASSES,
+            alert_class="hypo",
+            threshold=alerts.probability_threshold,
+            channels=tuple(task.channels),
+            sample_minutes=sample_minutes,
+            window_minutes=task.window_minutes,
+            horizon_minutes=task.horizon_minutes,
+            hypo_mgdl=task.hypo_mgdl,
+            hyper_mgdl=task.hyper_mgdl,
+            snooze_minutes=alerts.snooze_minutes,
+            event_min_minutes=alerts.event_min_minutes,
+            event_end_minutes=alerts.event_end_minutes,
+        )
+
+    @classmethod
+    def argmax(cls, classes: tuple[str, ...] | list[str]) -> AlertPolicy:
+        """Plain argmax over `classes` (tasks without an alert, e.g. the writers)."""
+        return cls(classes=tuple(classes), alert_class=None, channels=())
+
+    def with_threshold(self, threshold: float) -> AlertPolicy:
+        """The same policy at another operating point (e.g. a personal threshold)."""
+        return replace(self, threshold=float(threshold))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model file") -> AlertPolicy:
+        names = {field.name for field in fields(cls)}
+        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        if missing or unknown:
+            raise ModelFileError(
+                f"{source}: alert policy has {'missing' if missing else 'unknown'} field(s) "
+                f"{', '.join(missing or unknown)}; it was written by another tailorml version "
+                "— save the model again with this one"
+            )
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"{source}: invalid alert policy: {error}") from None
+
+    def require_same_input(self, data: AlertPolicy, model_source: str, data_source: str) -> None:
+        """Refuse to apply this model to data read on another grid, window or channels:
+        never silent resampling. `data` is the policy the data would be evaluated under."""
+        for name, label in (
+            ("sample_minutes", "CGM interval (minutes)"),
+            ("window_minutes", "window (minutes)"),
+            ("channels", "input channels"),
+        ):
+            mine, theirs = getattr(self, name), getattr(data, name)
+            if mine != theirs:
+                raise ModelFileError(
+                    f"{model_source} was trained with {label} {_show(mine)} but {data_source} "
+                    f"has {_show(theirs)}; use a model trained for this data"
+                )
+
+    # -- deciding -----------------------------------------------------------------------
+
+    @property
+    def is_alert(self) -> bool:
+        """Whether this is an alert rule (thresholded class) rather than a plain argmax."""
+        return self.alert_class is not None
+
+    @property
+    def alert_index(self) -> int | None:
+        return None if self.alert_class is None else self.classes.index(self.alert_class)
+
+    def alerting(self, probabilities: np.ndarray) -> np.ndarray:
+        """Which predictions are positive for the alert class (P(alert class) >= threshold)."""
+        if self.alert_index is None:
+            raise ValueError("an argmax policy raises no alerts")
+        return np.asarray(probabilities)[:, self.alert_index] >= self.threshold
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """Class per row: the alert class at the threshold, else the likelier other class."""
+        probabilities = np.asarray(probabilities)
+        if self.alert_index is None:
+            return probabilities.argmax(axis=1)
+        others = probabilities.copy()
+        others[:, self.alert_index] = -1.0
+        predicted = others.argmax(axis=1)
+        predicted[self.alerting(probabilities)] = self.alert_index
+        return predicted
+
+    # -- events and alert metrics -------------------------------------------------------
+
+    def hypo_events(self, times: np.ndarray, cgm: np.ndarray) -> list[Event]:
+        """Hypo events of a CGM trace on this policy's grid and event definition."""
+        return hypo_events(
+            times,
+            cgm,
+            self.hypo_mgdl,
+            self.sample_minutes,
+            self.event_min_minutes,
+            self.event_end_minutes,
+        )
+
+    def hyper_events(self, times: np.ndarray, cgm: np.ndarray) -> list[Event]:
+        """Hyper events (above hyper_mgdl) under the same event definition."""
+        return hyper_events(
+            times,
+            cgm,
+            self.hyper_mgdl,
+            self.sample_minutes,
+            self.event_min_minutes,
+            self.event_end_minutes,
+        )
+
+    def alert_metrics(
+        self,
+        events: list[Event],
+        times: np.ndarray,
+        probabilities: np.ndarray,
+        labels: np.ndarray,
+        current_cgm: np.ndarray,
+    ) -> dict[str, float]:
+        """Event sensitivity, lead time and false alerts per day of one individual's
+        predictions (`times`, class `probabilities`, true `labels`) against `events`."""
+        return alert_metrics(
+            events,
+            times,
+            self.alerting(probabilities),
+            np.asarray(labels) == self.alert_index,
+            current_cgm,
+            threshold=self.hypo_mgdl,
+            horizon_minutes=self.horizon_minutes,
+            snooze_minutes=self.snooze_minutes,
+            sample_minutes=self.sample_minutes,
+        )
+
+
+def _show(value: object) -> str:
+    return ", ".join(value) if isinstance(value, tuple) else str(value)
