@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from tailorml.config import Config
+from tailorml.data.prepared import prepare
 from tailorml.models.cnn import build_model, load_model
-from tailorml.pipeline import channel_statistics, prepare
+from tailorml.pipeline import channel_statistics
 from tailorml.policy import AlertPolicy
 from tailorml.robust.bounds import METHODS, bounds
 from tailorml.robust.certify import certify

@@ -165,3 +165,46 @@ def test_describe_and_config_show():
     assert "child-010" in result.output and "Synthetic" in result.output
     result = runner.invoke(app, ["config", "show"])
     assert "[train]" in result.output and "epochs = 8" in result.output
+
+
+def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
+    from conftest import cohort_frame
+
+    run, _ = tiny_run
+    # 300 readings on the model's 3-minute grid: 300 - (40 + 10) + 1 = 251 windows, a 30-min
+    # low in the middle (10 readings of 60 mg/dL) is the one hypo event
+    values = [130.0] * 150 + [60.0] * 10 + [130.0] * 140
+    cohort_frame({"p1": values}, sample_minutes=3).to_csv(tmp_path / "mine.csv", index=False)
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(run / "model.pt"),
+            "--cohort",
+            str(tmp_path / "mine.csv"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (evaluated,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert metrics["evaluated"] == {
+        "part": "all",
+        "windows": 251,
+        "class_counts": {"in_range": 251 - 19, "hypo": 19, "hyper": 0},  # 10 + 9 ahead of it
+    }
+    assert metrics["synthetic"] is False and metrics["policy"]["sample_minutes"] == 3
+    row = pd.read_csv(evaluated / "per_individual.csv").iloc[0]
+    assert row["hypo_events"] == 1
+    html = (evaluated / "report.html").read_text()
+    assert "applied to" in html and "not clinical evidence" not in html
+    # on another grid the model is refused, naming both intervals
+    cohort_frame({"p1": values}, sample_minutes=5).to_csv(tmp_path / "five.csv", index=False)
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(run / "model.pt"), "--cohort", str(tmp_path / "five.csv")]
+    )
+    assert result.exit_code != 0
+    assert "CGM interval (minutes) 3 but" in str(result.exception)
+    assert "five.csv has 5" in str(result.exception)

@@ -11,7 +11,8 @@ import pytest
 from conftest import cohort_frame
 from tailorml.config import config_from_dict
 from tailorml.data.glucose import CLASSES, HYPO
-from tailorml.pipeline import evaluate_individuals, prepare
+from tailorml.data.prepared import prepare
+from tailorml.evaluate.individuals import evaluate_individuals
 from tailorml.policy import AlertPolicy
 
 N_READINGS = 600  # 50 h at 5 min

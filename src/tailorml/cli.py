@@ -62,7 +62,8 @@ def _load(config_path: Path | None, overrides: dict | None = None):
 
 def _print_summary(run_path: Path) -> None:
     metrics = json.loads((run_path / "metrics.json").read_text())
-    table = Table(title="Per-individual test metrics (mean ± sd, min–max)")
+    period = "test" if metrics["evaluated"]["part"] == "test" else "whole-period"
+    table = Table(title=f"Per-individual {period} metrics (mean ± sd, min–max)")
     for column in ("metric", "mean", "sd", "min", "max"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, row in metrics["per_individual_summary"].items():
@@ -105,6 +106,28 @@ def train_command(
     from tailorml.pipeline import run_global
 
     run = run_global(_load(config), _reporter(), resume=str(resume) if resume else None)
+    _print_summary(run.path)
+    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[
+        Path, typer.Option(help="A saved model: RUN/model.pt or a registry model file.")
+    ],
+    cohort: Annotated[
+        Path | None,
+        typer.Option(help="Cohort file (.parquet/.csv) to evaluate on; default: shipped cohort."),
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the run directory is created.")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Apply a saved model, with its own alert policy, to every window of a cohort file (no
+    training split): per-individual metrics, alert metrics and report.html."""
+    from tailorml.evaluate.job import evaluate_model
+
+    run = evaluate_model(model, cohort, runs_dir, _reporter())
     _print_summary(run.path)
     console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tailorml.config import Config
+from tailorml.config import Config, TaskConfig
 from tailorml.errors import ModelFileError
 from tailorml.evaluate.alerts import Event, alert_metrics, hyper_events, hypo_events
 
@@ -76,6 +76,17 @@ class AlertPolicy:
     def argmax(cls, classes: tuple[str, ...] | list[str]) -> AlertPolicy:
         """Plain argmax over `classes` (tasks without an alert, e.g. the writers)."""
         return cls(classes=tuple(classes), alert_class=None, channels=())
+
+    def task(self) -> TaskConfig:
+        """The task this policy's model was trained for, as a config section (to window
+        other data exactly as the model expects it)."""
+        return TaskConfig(
+            window_minutes=self.window_minutes,
+            horizon_minutes=self.horizon_minutes,
+            hypo_mgdl=self.hypo_mgdl,
+            hyper_mgdl=self.hyper_mgdl,
+            channels=list(self.channels),
+        )
 
     def with_threshold(self, threshold: float) -> AlertPolicy:
         """The same policy at another operating point (e.g. a personal threshold)."""

@@ -93,3 +93,11 @@ def split_windows(cohort: Cohort, windows: WindowSet, config: SplitConfig) -> Sp
         }
         boundaries[individual_id] = bounds
     return Splits(parts, boundaries, gap)
+
+
+def whole_period(cohort: Cohort, windows: WindowSet) -> Splits:
+    """One part, "all", per individual: every window and reading (a model applied to data it
+    was not trained on needs no split)."""
+    parts = {i: {"all": windows.indices_of(i)} for i in windows.ids}
+    boundaries = {i: {"all": (0, len(cohort.of(i)))} for i in windows.ids}
+    return Splits(parts, boundaries, gap_rows=0)

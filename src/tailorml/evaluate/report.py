@@ -80,7 +80,8 @@ def render_report(run_dir: str | Path) -> Path:
     config = load_config(run_dir / "config.toml")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     environment = json.loads((run_dir / "environment.json").read_text())
-    training = json.loads((run_dir / "training.json").read_text())
+    training_file = run_dir / "training.json"  # absent when a saved model was evaluated
+    training = json.loads(training_file.read_text()) if training_file.is_file() else {}
     per_individual = pd.read_csv(run_dir / "per_individual.csv", dtype={"skipped": str})
     per_individual["skipped"] = per_individual["skipped"].fillna("")
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
@@ -94,6 +95,7 @@ def render_report(run_dir: str | Path) -> Path:
     policy = AlertPolicy.from_dict(metrics["policy"], str(run_dir / "metrics.json"))
 
     figures = {}
+    period = "test period" if metrics["evaluated"]["part"] == "test" else "whole period"
     patient = trace_patient(per_individual, config.run.report_patient)
     if patient is not None and patient in set(predictions["patient_id"]):
         mine = readings[readings["patient_id"] == patient]
@@ -109,7 +111,7 @@ def render_report(run_dir: str | Path) -> Path:
                 predicted["time"].to_numpy()[alert_mask],
                 policy.hypo_mgdl,
                 policy.hyper_mgdl,
-                f"{patient}: test period (synthetic data)",
+                f"{patient}: {period}" + (" (synthetic data)" if metrics["synthetic"] else ""),
             )
         )
     evaluated = per_individual[per_individual["skipped"] == ""]
@@ -149,6 +151,7 @@ def render_report(run_dir: str | Path) -> Path:
         counts=COUNT_COLUMNS,
         figures=figures,
         trace_patient=patient,
+        period=period,
         config=config,
         policy=policy,
     )

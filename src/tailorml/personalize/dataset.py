@@ -102,7 +102,7 @@ class PersonalData:
 
 def from_glucose(config: Config, general_stride: int) -> PersonalData:
     from tailorml.data.glucose import CLASSES
-    from tailorml.pipeline import prepare
+    from tailorml.data.prepared import prepare
 
     prepared = prepare(config)
     windows, splits = prepared.windows, prepared.splits

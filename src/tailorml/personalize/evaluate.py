@@ -16,7 +16,8 @@ from tailorml.personalize.dataset import PersonalData
 def evaluate_personalized(
     model: nn.Module, data: PersonalData, individual: str, config: Config
 ) -> dict[str, float]:
-    from tailorml.pipeline import individual_alert_metrics, predict_proba
+    from tailorml.evaluate.individuals import individual_alert_metrics
+    from tailorml.models.predict import predict_proba
 
     policy = data.policy
     own = data.individual_test[individual]

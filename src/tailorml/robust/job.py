@@ -101,7 +101,7 @@ def certify_run(
 ) -> Path:
     """Certify the run's model (or `model_path`) on every individual; returns the output
     directory with robustness.csv, sweep.csv, certify.json and report.html."""
-    from tailorml.pipeline import prepare
+    from tailorml.data.prepared import prepare
 
     run = Run.open(run_dir)
     config = config or run.config()

@@ -36,9 +36,10 @@ from tailorml.evaluate.metrics import classification_metrics
 from tailorml.experiment.grid import expand
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
+from tailorml.models.predict import predict_proba
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
-from tailorml.pipeline import fit_global_model, predict_proba
+from tailorml.pipeline import fit_global_model
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import git_commit

@@ -1,0 +1,179 @@
+"""Per-individual evaluation of one model: classification metrics, event-based alert metrics
+under the model's own policy, per-group metrics, and the tables a report reads.
+
+The train job (held-out test parts) and `tailorml evaluate` (a whole file) write their
+results through `write_evaluation`, so both give the same tables, metrics and report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from tailorml.data.glucose import CLASSES, HYPO
+from tailorml.data.prepared import Prepared
+from tailorml.evaluate.metrics import classification_metrics, spread
+from tailorml.io import atomic_write_parquet, atomic_write_text
+from tailorml.models.predict import predict_proba
+from tailorml.policy import AlertPolicy
+
+SUMMARY_METRICS = [
+    "accuracy",
+    "balanced_accuracy",
+    "recall_in_range",
+    "recall_hypo",
+    "recall_hyper",
+    "hypo_sensitivity",
+    "false_alerts_per_day",
+    "median_lead_minutes",
+]
+
+
+def individual_alert_metrics(
+    policy: AlertPolicy,
+    prepared: Prepared,
+    individual_id: str,
+    indices: np.ndarray,
+    probabilities: np.ndarray,
+    part: str = "test",
+) -> dict[str, float]:
+    """Event-based alert metrics of one individual's `part` under `policy`, given the
+    model's probabilities for that individual's windows `indices` (in time order)."""
+    windows = prepared.windows
+    trace = prepared.trace(individual_id, part)
+    return policy.alert_metrics(
+        policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
+        windows.time[indices],
+        probabilities,
+        windows.y[indices],
+        windows.current_cgm[indices],
+    )
+
+
+def evaluate_individuals(
+    policy: AlertPolicy, prepared: Prepared, probabilities: np.ndarray, part: str = "test"
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per-individual metrics on `part` under the model's `policy`; also the prediction and
+    reading tables it used. `probabilities` holds one row per window of `prepared.windows`.
+    """
+    windows, splits, cohort = prepared.windows, prepared.splits, prepared.cohort
+    rows, predictions, readings = [], [], []
+    for individual in cohort.individuals:
+        indices = splits.of(individual.id, part)
+        trace = prepared.trace(individual.id, part)
+        readings.append(
+            pd.DataFrame({"patient_id": individual.id, "time": trace["time"], "cgm": trace["cgm"]})
+        )
+        row = {
+            "patient_id": individual.id,
+            "group": individual.group,
+            "windows": len(indices),
+            "hypo_windows": int((windows.y[indices] == HYPO).sum()),
+            "windows_dropped_for_gaps": sum(
+                windows.dropped[individual.id][kind] for kind in ("gap_in_input", "gap_in_horizon")
+            ),
+        }
+        if len(indices) == 0:
+            rows.append(row | {"skipped": f"no complete {part} window"})
+            continue
+        probs = probabilities[indices]
+        predicted = policy.decide(probs)
+        row.update(classification_metrics(windows.y[indices], predicted))
+        row.update(individual_alert_metrics(policy, prepared, individual.id, indices, probs, part))
+        rows.append(row)
+        table = pd.DataFrame(
+            {
+                "patient_id": individual.id,
+                "group": individual.group,
+                "time": windows.time[indices],
+                "current_cgm": windows.current_cgm[indices],
+                "y_true": windows.y[indices],
+                "y_pred": predicted,
+            }
+        )
+        for index, name in enumerate(CLASSES):
+            table[f"p_{name}"] = probs[:, index]
+        predictions.append(table)
+    per_individual = pd.DataFrame(rows)
+    if "skipped" not in per_individual:
+        per_individual["skipped"] = ""
+    per_individual["skipped"] = per_individual["skipped"].fillna("")
+    empty = pd.DataFrame(columns=["patient_id", "time", "y_true", "y_pred"])
+    return (
+        per_individual,
+        pd.concat(predictions, ignore_index=True) if predictions else empty,
+        pd.concat(readings, ignore_index=True),
+    )
+
+
+def group_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Pooled test metrics per age group, via fairlearn's MetricFrame."""
+    from fairlearn.metrics import MetricFrame
+
+    def hypo_recall(y_true, y_pred) -> float:
+        return classification_metrics(np.asarray(y_true), np.asarray(y_pred))["recall_hypo"]
+
+    def balanced(y_true, y_pred) -> float:
+        return classification_metrics(np.asarray(y_true), np.asarray(y_pred))["balanced_accuracy"]
+
+    def accuracy(y_true, y_pred) -> float:
+        return classification_metrics(np.asarray(y_true), np.asarray(y_pred))["accuracy"]
+
+    frame = MetricFrame(
+        metrics={"accuracy": accuracy, "balanced_accuracy": balanced, "recall_hypo": hypo_recall},
+        y_true=predictions["y_true"].to_numpy(),
+        y_pred=predictions["y_pred"].to_numpy(),
+        sensitive_features=predictions["group"].to_numpy(),
+    )
+    table = frame.by_group.reset_index().rename(columns={"sensitive_feature_0": "group"})
+    table["windows"] = predictions.groupby("group")["y_true"].size().reindex(table["group"]).values
+    return table
+
+
+def write_evaluation(
+    folder: Path, model: nn.Module, prepared: Prepared, part: str
+) -> dict[str, Any]:
+    """Evaluate `model` (under its own policy) on every individual's `part`; write
+    per_individual.csv, predictions.parquet, test_readings.parquet and by_group.csv into
+    `folder`; return the metrics.json entries that describe the evaluation."""
+    windows = prepared.windows
+    evaluated = prepared.splits.pooled(part)
+    probabilities = np.zeros((len(windows), len(CLASSES)))
+    probabilities[evaluated] = predict_proba(model, windows.x[evaluated])
+    per_individual, predictions, readings = evaluate_individuals(
+        model.policy, prepared, probabilities, part
+    )
+    atomic_write_text(folder / "per_individual.csv", per_individual.to_csv(index=False))
+    atomic_write_parquet(folder / "predictions.parquet", predictions)
+    atomic_write_parquet(folder / "test_readings.parquet", readings)
+    by_group = group_metrics(predictions)
+    atomic_write_text(folder / "by_group.csv", by_group.to_csv(index=False))
+    pooled = classification_metrics(
+        predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
+    )
+    summary = spread(per_individual, [m for m in SUMMARY_METRICS if m in per_individual])
+    return {
+        "evaluated": {
+            "part": part,
+            "windows": len(evaluated),
+            "class_counts": {
+                name: int((windows.y[evaluated] == index).sum())
+                for index, name in enumerate(CLASSES)
+            },
+        },
+        "policy": model.policy.to_dict(),
+        "pooled": pooled,
+        "per_individual_summary": {
+            metric: {k: _finite_or_none(v) for k, v in row.items()}
+            for metric, row in summary.iterrows()
+        },
+    }
+
+
+def _finite_or_none(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
