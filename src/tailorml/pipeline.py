@@ -15,7 +15,7 @@ from tailorml.config import Config
 from tailorml.data.glucose import CLASSES, WindowSet
 from tailorml.data.prepared import prepare
 from tailorml.errors import TailormlError
-from tailorml.evaluate.individuals import write_evaluation
+from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.io import atomic_write_json, sha256_file
 from tailorml.models.cnn import SmallCNN, build_model, count_parameters, load_model, save_model
@@ -148,21 +148,7 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
         task.advance()
     training = _read_json(run.file("training.json"))
     metrics = {
-        "synthetic": cohort.synthetic,
-        "cohort": {
-            "source": cohort.source,
-            "individuals": len(cohort.individuals),
-            "sample_minutes": cohort.sample_minutes,
-            "loading_notes": cohort.notes,
-        },
-        "windows": {
-            "total": len(windows),
-            "train": len(train_idx),
-            "val": len(val_idx),
-            "test": len(test_idx),
-            "dropped_gap_in_input": sum(d["gap_in_input"] for d in windows.dropped.values()),
-            "dropped_gap_in_horizon": sum(d["gap_in_horizon"] for d in windows.dropped.values()),
-        },
+        **data_summary(prepared),
         "model": {
             "file": "model.pt",
             "sha256": sha256_file(model_path),

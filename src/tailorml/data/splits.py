@@ -34,6 +34,10 @@ class Splits:
     def of(self, individual_id: str, part: str) -> np.ndarray:
         return self.parts[individual_id][part]
 
+    def part_names(self) -> list[str]:
+        """The parts every individual is split into, in time order."""
+        return list(next(iter(self.parts.values()), {}))
+
     def pooled(self, part: str, exclude: str | None = None) -> np.ndarray:
         """The `part` windows of every individual except `exclude` (D_G when part='train')."""
         chosen = [

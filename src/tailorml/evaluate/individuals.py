@@ -134,6 +134,28 @@ def group_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def data_summary(prepared: Prepared) -> dict[str, Any]:
+    """What metrics.json says about the data a model was evaluated on."""
+    cohort, windows = prepared.cohort, prepared.windows
+    return {
+        "synthetic": cohort.synthetic,
+        "cohort": {
+            "source": cohort.source,
+            "individuals": len(cohort.individuals),
+            "sample_minutes": cohort.sample_minutes,
+            "loading_notes": cohort.notes,
+        },
+        "windows": {
+            "total": len(windows),
+            **{
+                f"dropped_{reason}": sum(d[reason] for d in windows.dropped.values())
+                for reason in ("gap_in_input", "gap_in_horizon")
+            },
+            **{part: len(prepared.splits.pooled(part)) for part in prepared.splits.part_names()},
+        },
+    }
+
+
 def write_evaluation(
     folder: Path, model: nn.Module, prepared: Prepared, part: str
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from tailorml.config import Config, config_from_dict
 from tailorml.data.cohort import load_cohort
 from tailorml.data.prepared import prepare_whole
 from tailorml.errors import CohortError
-from tailorml.evaluate.individuals import write_evaluation
+from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.report import render_report
 from tailorml.io import atomic_write_json, sha256_file
 from tailorml.models.cnn import count_parameters, load_model
@@ -60,18 +60,7 @@ def evaluate_model(
         evaluation = write_evaluation(run.path, model, prepared, "all")
         task.advance()
     metrics = {
-        "synthetic": cohort.synthetic,
-        "cohort": {
-            "source": cohort.source,
-            "individuals": len(cohort.individuals),
-            "sample_minutes": cohort.sample_minutes,
-            "loading_notes": cohort.notes,
-        },
-        "windows": {
-            "total": len(windows),
-            "dropped_gap_in_input": sum(d["gap_in_input"] for d in windows.dropped.values()),
-            "dropped_gap_in_horizon": sum(d["gap_in_horizon"] for d in windows.dropped.values()),
-        },
+        **data_summary(prepared),
         "model": {
             "file": str(model_path.resolve()),
             "sha256": sha256_file(model_path),
