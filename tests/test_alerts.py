@@ -72,6 +72,28 @@ def test_alert_metrics_by_hand():
     assert result["alerts"] == 2
     assert result["false_alerts"] == 1
     assert result["false_alerts_per_day"] == pytest.approx(1 / 0.1875)
+    # lead 15 is useful at the default 15 min, not when 20 min are asked for
+    assert (result["hypo_caught_early"], result["hypo_sensitivity_early"]) == (1, 0.5)
+    stricter = alert_metrics(
+        events,
+        times,
+        positive,
+        label_is_hypo,
+        np.full(90, 100.0),
+        threshold=70,
+        horizon_minutes=30,
+        snooze_minutes=30,
+        sample_minutes=3,
+        useful_lead_minutes=20,
+    )
+    assert (stricter["hypo_caught_early"], stricter["hypo_sensitivity"]) == (0, 0.5)
+    # one of two alerts was followed by a low
+    assert result["alert_precision"] == 0.5
+    # exact intervals: 1 of 2 events (Clopper-Pearson), 1 false alert in 0.1875 days (Garwood)
+    assert result["hypo_sensitivity_low"] == pytest.approx(0.01258, abs=1e-5)
+    assert result["hypo_sensitivity_high"] == pytest.approx(0.98742, abs=1e-5)
+    assert result["false_alerts_per_day_low"] == pytest.approx(0.02532 / 0.1875, rel=1e-3)
+    assert result["false_alerts_per_day_high"] == pytest.approx(5.5716 / 0.1875, rel=1e-3)
 
 
 def test_an_alert_while_already_low_is_not_false():
@@ -88,3 +110,16 @@ def test_an_alert_while_already_low_is_not_false():
     )
     assert result["false_alerts"] == 0
     assert np.isnan(result["hypo_sensitivity"])
+
+
+def test_exact_intervals_match_the_published_tables():
+    from tailorml.evaluate.alerts import proportion_interval, rate_interval
+
+    # Clopper-Pearson 95 %: 0/10, 5/10, 10/10
+    assert proportion_interval(0, 10) == pytest.approx((0.0, 0.30850), abs=1e-5)
+    assert proportion_interval(5, 10) == pytest.approx((0.18709, 0.81291), abs=1e-5)
+    assert proportion_interval(10, 10) == pytest.approx((0.69150, 1.0), abs=1e-5)
+    assert all(np.isnan(proportion_interval(0, 0)))
+    # Garwood 95 % for counts 0 and 4 (per unit exposure: 0-3.689, 1.090-10.242); 2 days halve it
+    assert rate_interval(0, 1.0) == pytest.approx((0.0, 3.68888), abs=1e-4)
+    assert rate_interval(4, 2.0) == pytest.approx((1.08987 / 2, 10.24159 / 2), abs=1e-4)

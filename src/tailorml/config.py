@@ -172,6 +172,9 @@ class AlertConfig(_Section):
     snooze_minutes: int = Field(default=30, ge=0)
     event_min_minutes: int = Field(default=15, ge=0)
     event_end_minutes: int = Field(default=15, ge=0)
+    useful_lead_minutes: int = Field(
+        default=15, ge=0, description="an alert at least this far ahead of a low is useful"
+    )
 
 
 class WritersConfig(_Section):

@@ -44,6 +44,7 @@ class AlertPolicy:
     snooze_minutes: int = 30
     event_min_minutes: int = 15  # a hypo event: below hypo_mgdl for at least this long
     event_end_minutes: int = 15  # ... and it ends after this long at or above it
+    useful_lead_minutes: int = 15  # an alert this far ahead leaves time to act
 
     def __post_init__(self) -> None:
         if self.alert_class is not None and self.alert_class not in self.classes:
@@ -70,6 +71,7 @@ class AlertPolicy:
             snooze_minutes=alerts.snooze_minutes,
             event_min_minutes=alerts.event_min_minutes,
             event_end_minutes=alerts.event_end_minutes,
+            useful_lead_minutes=alerts.useful_lead_minutes,
         )
 
     @classmethod
@@ -188,16 +190,35 @@ class AlertPolicy:
     ) -> dict[str, float]:
         """Event sensitivity, lead time and false alerts per day of one individual's
         predictions (`times`, class `probabilities`, true `labels`) against `events`."""
-        return alert_metrics(
+        return self.metrics_of_alerts(
             events,
             times,
             self.alerting(probabilities),
             np.asarray(labels) == self.alert_index,
             current_cgm,
+        )
+
+    def metrics_of_alerts(
+        self,
+        events: list[Event],
+        times: np.ndarray,
+        positive: np.ndarray,
+        label_is_hypo: np.ndarray,
+        current_cgm: np.ndarray,
+    ) -> dict[str, float]:
+        """The same metrics for any rule's positive predictions (e.g. a baseline's), under
+        this policy's horizon, snooze, grid and useful lead."""
+        return alert_metrics(
+            events,
+            times,
+            positive,
+            label_is_hypo,
+            current_cgm,
             threshold=self.hypo_mgdl,
             horizon_minutes=self.horizon_minutes,
             snooze_minutes=self.snooze_minutes,
             sample_minutes=self.sample_minutes,
+            useful_lead_minutes=self.useful_lead_minutes,
         )
 
 

@@ -17,6 +17,11 @@ Definitions (documented in README, tested on hand-made traces):
 - A *false alert* is an alert whose window label is not hypo while the current reading is
   at or above the threshold (no low now and none in the horizon).
 - *False alerts per day* divides by the monitored days: predictions x sampling interval.
+- An alert is *useful* when it comes at least `useful_lead_minutes` (15) before the event:
+  a low caught 3 minutes ahead leaves no time to eat. *Early sensitivity* counts only those.
+- *Alert precision* is the share of alerts followed by a low (not false).
+- Events are few per person, so every rate comes with an exact 95 % interval:
+  Clopper-Pearson for proportions, the Poisson (Garwood) interval for alerts per day.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import beta, chi2
 
 MINUTE = np.timedelta64(1, "m")
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,34 @@ def event_leads(
     return leads
 
 
+def proportion_interval(
+    successes: int, trials: int, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided interval of a proportion; NaN without trials."""
+    if trials == 0:
+        return float("nan"), float("nan")
+    alpha = 1 - confidence
+    low = beta.ppf(alpha / 2, successes, trials - successes + 1) if successes else 0.0
+    high = beta.ppf(1 - alpha / 2, successes + 1, trials - successes) if successes < trials else 1
+    return float(low), float(high)
+
+
+def rate_interval(
+    count: int, exposure: float, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Exact (Garwood) two-sided interval of a Poisson rate per unit of `exposure`."""
+    if exposure <= 0:
+        return float("nan"), float("nan")
+    alpha = 1 - confidence
+    low = chi2.ppf(alpha / 2, 2 * count) / 2 if count else 0.0
+    high = chi2.ppf(1 - alpha / 2, 2 * count + 2) / 2
+    return float(low / exposure), float(high / exposure)
+
+
+def _with_interval(name: str, value: float, interval: tuple[float, float]) -> dict[str, float]:
+    return {name: value, f"{name}_low": interval[0], f"{name}_high": interval[1]}
+
+
 def alert_metrics(
     events: list[Event],
     times: np.ndarray,
@@ -131,26 +166,51 @@ def alert_metrics(
     horizon_minutes: int,
     snooze_minutes: int,
     sample_minutes: int,
+    useful_lead_minutes: int = 15,
 ) -> dict[str, float]:
-    """Hypo sensitivity, lead time and false alerts per day for one individual."""
+    """Hypo sensitivity (any lead and >= `useful_lead_minutes`), lead time, alert precision
+    and false alerts per day for one individual, each rate with its exact 95 % interval."""
     times = np.asarray(times, dtype="datetime64[ns]")
     positive = np.asarray(positive, dtype=bool)
     leads = event_leads(events, times, positive, horizon_minutes)
     leads = leads[~np.isnan(leads)]
     caught_leads = leads[leads >= 0]
-    caught = len(caught_leads)
-    evaluable = len(leads)
+    caught, early, evaluable = (
+        len(caught_leads),
+        int((leads >= useful_lead_minutes).sum()),
+        len(leads),
+    )
     alerts = snooze_alerts(times, positive, snooze_minutes)
     false = alerts & ~np.asarray(label_is_hypo, dtype=bool) & (np.asarray(current_cgm) >= threshold)
+    n_alerts, n_false = int(alerts.sum()), int(false.sum())
     days = len(times) * sample_minutes / (24 * 60)
     return {
         "hypo_events": float(evaluable),
         "hypo_events_not_evaluable": float(len(events) - evaluable),
         "hypo_caught": float(caught),
-        "hypo_sensitivity": caught / evaluable if evaluable else float("nan"),
+        **_with_interval(
+            "hypo_sensitivity",
+            caught / evaluable if evaluable else float("nan"),
+            proportion_interval(caught, evaluable),
+        ),
+        "hypo_caught_early": float(early),
+        **_with_interval(
+            "hypo_sensitivity_early",
+            early / evaluable if evaluable else float("nan"),
+            proportion_interval(early, evaluable),
+        ),
         "median_lead_minutes": float(np.median(caught_leads)) if caught else float("nan"),
-        "alerts": float(alerts.sum()),
-        "false_alerts": float(false.sum()),
-        "false_alerts_per_day": float(false.sum() / days) if days else float("nan"),
+        "alerts": float(n_alerts),
+        "false_alerts": float(n_false),
+        **_with_interval(
+            "alert_precision",
+            (n_alerts - n_false) / n_alerts if n_alerts else float("nan"),
+            proportion_interval(n_alerts - n_false, n_alerts),
+        ),
+        **_with_interval(
+            "false_alerts_per_day",
+            n_false / days if days else float("nan"),
+            rate_interval(n_false, days),
+        ),
         "monitored_days": days,
     }

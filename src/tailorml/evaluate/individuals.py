@@ -16,6 +16,12 @@ from torch import nn
 
 from tailorml.data.glucose import CLASSES, HYPO
 from tailorml.data.prepared import Prepared
+from tailorml.evaluate.curves import (
+    alert_curve,
+    margin_over_baselines,
+    operating_point,
+    people_from_tables,
+)
 from tailorml.evaluate.metrics import classification_metrics, spread
 from tailorml.io import atomic_write_parquet, atomic_write_text
 from tailorml.models.predict import predict_proba
@@ -28,6 +34,8 @@ SUMMARY_METRICS = [
     "recall_hypo",
     "recall_hyper",
     "hypo_sensitivity",
+    "hypo_sensitivity_early",
+    "alert_precision",
     "false_alerts_per_day",
     "median_lead_minutes",
 ]
@@ -179,6 +187,7 @@ def write_evaluation(
     )
     summary = spread(per_individual, [m for m in SUMMARY_METRICS if m in per_individual])
     return {
+        "alerting": write_alert_curve(folder, predictions, readings, model.policy),
         "evaluated": {
             "part": part,
             "windows": len(evaluated),
@@ -192,6 +201,28 @@ def write_evaluation(
         "per_individual_summary": {
             metric: {k: _finite_or_none(v) for k, v in row.items()}
             for metric, row in summary.iterrows()
+        },
+    }
+
+
+def write_alert_curve(
+    folder: Path, predictions: pd.DataFrame, readings: pd.DataFrame, policy: AlertPolicy
+) -> dict[str, Any]:
+    """alert_curve.csv (model and baselines over their knobs) and the operating point with
+    its margin over the best baseline, for metrics.json; empty for an argmax policy."""
+    if not policy.is_alert or predictions.empty:
+        return {}
+    curve = alert_curve(people_from_tables(predictions, readings, policy), policy)
+    atomic_write_text(folder / "alert_curve.csv", curve.to_csv(index=False))
+    point = operating_point(curve, policy)
+    return {
+        "threshold": policy.threshold,
+        "useful_lead_minutes": policy.useful_lead_minutes,
+        "sensitivity_early": _finite_or_none(point["sensitivity_early"]),
+        "false_alerts_per_day": _finite_or_none(point["false_alerts_per_day"]),
+        **{
+            key: _finite_or_none(value) if isinstance(value, float) else value
+            for key, value in margin_over_baselines(curve, point).items()
         },
     }
 

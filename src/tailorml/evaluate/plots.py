@@ -121,3 +121,41 @@ def training_curve(history: list[dict]) -> bytes:
     axis.set_xlabel("training step")
     axis.set_ylabel("validation balanced accuracy")
     return to_png(figure)
+
+
+def alert_curve_figure(curve: pd.DataFrame, point: pd.Series, target_per_day: float = 1.0) -> bytes:
+    """Early sensitivity against false alerts per day for the model and the baselines, the
+    model's operating point marked (its any-lead sensitivity dashed)."""
+    figure, axis = plt.subplots(figsize=(7.5, 4.2))
+    colours = {"model": "#c44e52"}
+    for colour, (rule, rows) in zip(
+        ("#c44e52", "#4c72b0", "#55a868"), curve.groupby("rule", sort=False), strict=False
+    ):
+        rows = rows.sort_values("false_alerts_per_day")
+        colours[rule] = colour
+        axis.plot(rows["false_alerts_per_day"], rows["sensitivity_early"], color=colour, label=rule)
+        if rule == "model":
+            axis.plot(
+                rows["false_alerts_per_day"],
+                rows["sensitivity"],
+                color=colour,
+                linestyle="--",
+                linewidth=0.9,
+                label="model, any lead time",
+            )
+    axis.scatter(
+        [point["false_alerts_per_day"]],
+        [point["sensitivity_early"]],
+        s=70,
+        color=colours["model"],
+        edgecolor="black",
+        zorder=5,
+        label=f"operating point (P ≥ {point['knob']:g})",
+    )
+    axis.axvline(target_per_day, color="#888888", linestyle=":", linewidth=1)
+    axis.set_xlim(0, max(8.0, float(point["false_alerts_per_day"]) * 1.3))
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("false alerts per day (mean over individuals)")
+    axis.set_ylabel("hypo events alerted early")
+    axis.legend(loc="lower right", fontsize=8)
+    return to_png(figure)

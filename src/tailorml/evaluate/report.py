@@ -15,6 +15,7 @@ from tailorml.config import load_config
 from tailorml.errors import TailormlError
 from tailorml.evaluate import plots
 from tailorml.evaluate.alerts import snooze_alerts
+from tailorml.evaluate.curves import operating_point
 from tailorml.io import atomic_write_text
 from tailorml.policy import AlertPolicy
 
@@ -25,6 +26,8 @@ METRIC_LABELS = {
     "recall_hypo": "recall hypo",
     "recall_hyper": "recall hyper",
     "hypo_sensitivity": "hypo event sensitivity",
+    "hypo_sensitivity_early": "hypo events alerted early",
+    "alert_precision": "alert precision",
     "false_alerts_per_day": "false alerts / day",
     "median_lead_minutes": "median lead time (min)",
 }
@@ -126,6 +129,11 @@ def render_report(run_dir: str | Path) -> Path:
                 ],
             )
         )
+    if (run_dir / "alert_curve.csv").is_file():
+        curve = pd.read_csv(run_dir / "alert_curve.csv")
+        figures["alert_curve"] = image_uri(
+            plots.alert_curve_figure(curve, operating_point(curve, policy))
+        )
     if len(predictions):
         y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
         figures["confusion"] = image_uri(plots.confusion_figure(y_true, y_pred))
@@ -144,7 +152,12 @@ def render_report(run_dir: str | Path) -> Path:
         environment=environment,
         config_toml=(run_dir / "config.toml").read_text(),
         summary=metrics["per_individual_summary"],
-        labels=METRIC_LABELS,
+        labels=METRIC_LABELS
+        | {
+            "hypo_sensitivity_early": (
+                f"hypo events alerted ≥ {policy.useful_lead_minutes} min ahead"
+            )
+        },
         by_group=by_group.to_dict("records"),
         individuals=per_individual[columns].to_dict("records"),
         columns=columns,
