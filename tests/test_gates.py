@@ -21,13 +21,15 @@ from tailorml.soft.gates import (
 from tailorml.soft.stress import stress_inputs, stress_traces
 
 
-def evidence(name="c", caught=(True,) * 5, stress=(True, True), acc_general=0.9):
+def evidence(name="c", caught=(True,) * 5, stress=(True, True), acc_general=0.9, early=None):
     caught = np.array(caught, dtype=bool)
     return Evidence(
         name=name,
         threshold=0.5,
         calibration={},
         event_caught=caught,
+        event_caught_early=caught if early is None else np.array(early, dtype=bool),
+        useful_lead_minutes=15,
         sensitivity=float(caught.mean()) if len(caught) else float("nan"),
         false_alerts_per_day=1.0,
         in_range_predictions=np.zeros(10, int),
@@ -73,6 +75,21 @@ def test_non_inferiority_passes_identical_behaviour_and_refuses_a_regression():
         evidence(caught=[False, False, True, True, True, True]), evidence(caught=[True] * 6)
     )
     assert not worse.passed and "beyond" in worse.reason
+
+
+def test_a_candidate_that_alerts_too_late_fails_the_safety_gate():
+    """Every event still caught, but 4 of 6 now less than 15 min ahead (28.5 -> 7.5 min on
+    child-004 in the issue): any-lead sensitivity is equal, early sensitivity drops 0.67."""
+    gate = SafetyNonInferiority(SoftConfig())
+    late = gate.check(
+        evidence(caught=[True] * 6, early=[True, True, False, False, False, False]),
+        evidence(caught=[True] * 6, early=[True] * 6),
+    )
+    assert not late.passed
+    assert late.numbers["difference_lower_bound"] == 0.0  # any lead: no change
+    assert late.numbers["early_difference_lower_bound"] < -0.05
+    assert late.numbers["candidate_early_sensitivity"] == pytest.approx(2 / 6)
+    assert "alerted >= 15 min ahead: -0.67" in late.reason
 
 
 def test_non_inferiority_needs_enough_held_out_events():

@@ -47,6 +47,8 @@ class Evidence:
     threshold: float
     calibration: dict[str, Any]  # from `calibrate_threshold`
     event_caught: np.ndarray  # held-out hypo events (evaluable ones): caught or not
+    event_caught_early: np.ndarray  # ... caught at least `useful_lead_minutes` ahead
+    useful_lead_minutes: int
     sensitivity: float
     false_alerts_per_day: float
     in_range_predictions: np.ndarray  # class at the deployed threshold, held-out in-range windows
@@ -208,15 +210,16 @@ class Gate(GateIdentity):
         margin: float,
         numbers: dict[str, Any],
         bound_of: str = "",
+        key: str = "difference_lower_bound",
     ) -> tuple[bool, str]:
         """Paired comparison of per-item outcomes (events caught, windows certified): passes
         when the lower bootstrap bound of mean(mine - theirs) is >= -margin. Records the
-        bound in `numbers`; returns the verdict and its wording for the reason."""
+        bound in `numbers[key]`; returns the verdict and its wording for the reason."""
         confidence = self.config.confidence
         bound = paired_bootstrap_lower_bound(
             np.asarray(mine), np.asarray(theirs), confidence, self.config.bootstrap_samples
         )
-        numbers["difference_lower_bound"] = bound
+        numbers[key] = bound
         passed = bound >= -margin
         verdict = "within" if passed else "beyond"
         return passed, (
@@ -271,7 +274,10 @@ class SafetyNonInferiority(Gate):
     number = 2
     short = "safety"
     mandatory = True
-    title = "Hypo sensitivity not worse than the predefined model's (lower confidence bound)"
+    title = (
+        "Hypo sensitivity, at any lead and early enough to act, not worse than the predefined "
+        "model's (lower confidence bounds)"
+    )
 
     def check(self, candidate: Evidence, predefined: Evidence) -> GateResult:
         config = self.config
@@ -296,7 +302,32 @@ class SafetyNonInferiority(Gate):
             candidate.event_caught, predefined.event_caught, config.sensitivity_margin, numbers
         )
         difference = candidate.sensitivity - predefined.sensitivity
-        return self.result(passed, numbers, f"sensitivity difference {difference:+.2f}, {verdict}")
+        # an alert that comes too late to act on is no safer than none
+        early_mine, early_theirs = candidate.event_caught_early, predefined.event_caught_early
+        numbers |= {
+            "useful_lead_minutes": candidate.useful_lead_minutes,
+            "candidate_early_sensitivity": float(np.mean(early_mine)),
+            "predefined_early_sensitivity": float(np.mean(early_theirs)),
+        }
+        early_passed, early_verdict = self.non_inferior(
+            early_mine,
+            early_theirs,
+            config.sensitivity_margin,
+            numbers,
+            key="early_difference_lower_bound",
+        )
+        early_difference = (
+            numbers["candidate_early_sensitivity"] - numbers["predefined_early_sensitivity"]
+        )
+        return self.result(
+            passed and early_passed,
+            numbers,
+            (
+                f"sensitivity difference {difference:+.2f}, {verdict}; alerted "
+                f">= {candidate.useful_lead_minutes} min ahead: {early_difference:+.2f}, "
+                f"{early_verdict}"
+            ),
+        )
 
 
 @register_gate

@@ -223,6 +223,8 @@ def gather_evidence(
         threshold=policy.threshold,
         calibration=calibration,
         event_caught=leads >= 0,
+        event_caught_early=leads >= policy.useful_lead_minutes,
+        useful_lead_minutes=policy.useful_lead_minutes,
         sensitivity=metrics["hypo_sensitivity"],
         false_alerts_per_day=metrics["false_alerts_per_day"],
         # at the deployed threshold: bounded change measures how far the *model* moved; a
@@ -238,6 +240,7 @@ def gather_evidence(
     summary = {
         "threshold": policy.threshold,
         "hypo_sensitivity": metrics["hypo_sensitivity"],
+        "hypo_sensitivity_early": metrics["hypo_sensitivity_early"],
         "held_out_hypo_events": metrics["hypo_events"],
         "false_alerts_per_day": metrics["false_alerts_per_day"],
         "median_lead_minutes": metrics["median_lead_minutes"],
