@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -6,11 +7,12 @@ import sys
 import textwrap
 import time
 from multiprocessing import get_context
+from pathlib import Path
 
 import pytest
 
 from tailorml.errors import TailormlError
-from tailorml.soft.registry import CandidateRecord, Registry
+from tailorml.soft.registry import CandidateRecord, GateView, Registry
 
 GATES = [
     {"gate": f"gate{i}", "passed": True, "numbers": {"i": i}, "reason": "ok"} for i in range(5)
@@ -54,50 +56,57 @@ def session(store, individual="p1", proposal=1):
     )
 
 
+def sql(store: Registry, statement: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+    """Read the registry file directly: for invariants the typed API deliberately hides."""
+    connection = sqlite3.connect(store.path)
+    connection.row_factory = sqlite3.Row
+    try:
+        return connection.execute(statement, parameters).fetchall()
+    finally:
+        connection.close()
+
+
 def test_a_session_registers_candidates_gates_and_model_files(registry):
-    session_id = session(registry)
-    rows = registry.query(
-        "SELECT * FROM candidates WHERE session_id = ? ORDER BY id", (session_id,)
-    )
-    assert [r["status"] for r in rows] == ["not_selected", "pending_review", "failed_gates"]
-    assert len(registry.query("SELECT * FROM gate_results")) == 3 * 5
+    session_id = session(registry).id
+    rows = registry.session(session_id).candidates
+    assert [r.status for r in rows] == ["not_selected", "pending_review", "failed_gates"]
+    assert len(sql(registry, "SELECT * FROM gate_results")) == 3 * 5
+    assert [len(r.gates) for r in rows] == [5, 5, 5]
     for row in rows:
-        record = registry.model(row["model_id"])
+        record = registry.model(row.model_id)
         registry.verify(record)  # file present and matching its hash
-    assert registry.query("SELECT proposal_candidate_id FROM sessions")[0][0] == rows[1]["id"]
+    assert registry.session(session_id).proposal_candidate_id == rows[1].id
 
 
 def test_approve_activates_and_rollback_returns_to_predefined(registry):
     session(registry)
-    assert registry.active("p1")["kind"] == "predefined"
-    proposed = registry.query(
-        "SELECT id, model_id FROM candidates WHERE status = 'pending_review'"
-    )[0]
-    registry.decide(proposed["id"], "approve", "Dr. Rossi", "expert", "fewer false alarms")
-    active = registry.active("p1")
-    assert active["candidate_id"] == proposed["id"] and active["model_id"] == proposed["model_id"]
-    assert active["reason"] == "approved by Dr. Rossi (expert): fewer false alarms"
+    assert registry.active_model("p1").kind == "predefined"
+    proposed = registry.candidates(pending_only=True)[0]
+    registry.decide(proposed.id, "approve", "Dr. Rossi", "expert", "fewer false alarms")
+    active = registry.active_model("p1")
+    assert active.candidate_id == proposed.id and active.model.id == proposed.model_id
+    assert active.reason == "approved by Dr. Rossi (expert): fewer false alarms"
     registry.rollback("p1", "patient felt alerts were late", actor="Dr. Rossi")
-    active = registry.active("p1")
-    assert active["candidate_id"] is None and active["kind"] == "predefined"
-    assert [h["reason"].split(":")[0] for h in registry.history("p1")] == [
+    active = registry.active_model("p1")
+    assert active.candidate_id is None and active.kind == "predefined"
+    assert [h.reason.split(":")[0] for h in registry.history("p1")] == [
         "approved by Dr. Rossi (expert)",
         "rollback",
     ]
-    actions = [entry["action"] for entry in registry.audit("p1")]
+    actions = [entry.action for entry in registry.audit("p1")]
     assert actions == ["personalize", "approve", "rollback"]
 
 
 def test_reject_keeps_the_active_model_and_only_proposals_can_be_decided(registry):
     session(registry)
-    rows = registry.query("SELECT id, status FROM candidates ORDER BY id")
-    registry.decide(rows[1]["id"], "reject", "patient", "user", "too many changes")
-    assert registry.candidate(rows[1]["id"])["status"] == "rejected"
-    assert registry.active("p1")["kind"] == "predefined"
+    rows = registry.candidates(pending_only=False)
+    registry.decide(rows[1].id, "reject", "patient", "user", "too many changes")
+    assert registry.candidate(rows[1].id).status == "rejected"
+    assert registry.active_model("p1").kind == "predefined"
     with pytest.raises(TailormlError, match="is 'failed_gates', not pending review"):
-        registry.decide(rows[2]["id"], "approve", "someone", "expert", "")
+        registry.decide(rows[2].id, "approve", "someone", "expert", "")
     with pytest.raises(TailormlError, match="is 'rejected', not pending review"):
-        registry.decide(rows[1]["id"], "approve", "someone", "expert", "")
+        registry.decide(rows[1].id, "approve", "someone", "expert", "")
     with pytest.raises(TailormlError, match="no candidate 999"):
         registry.decide(999, "approve", "someone", "expert", "")
 
@@ -136,18 +145,18 @@ WRITER = textwrap.dedent("""
 
 
 def check_consistency(store: Registry) -> int:
-    assert store.query("PRAGMA integrity_check")[0][0] == "ok"
-    sessions = store.query("SELECT id, n_candidates, proposal_candidate_id FROM sessions")
+    assert sql(store, "PRAGMA integrity_check")[0][0] == "ok"
+    sessions = sql(store, "SELECT id, n_candidates, proposal_candidate_id FROM sessions")
     for row in sessions:
-        candidates = store.query("SELECT id FROM candidates WHERE session_id = ?", (row["id"],))
+        candidates = sql(store, "SELECT id FROM candidates WHERE session_id = ?", (row["id"],))
         assert len(candidates) == row["n_candidates"]  # never half a session
         assert row["proposal_candidate_id"] == candidates[0]["id"]
         for found in candidates:
-            gates = store.query(
-                "SELECT COUNT(*) FROM gate_results WHERE candidate_id = ?", (found["id"],)
+            gates = sql(
+                store, "SELECT COUNT(*) FROM gate_results WHERE candidate_id = ?", (found["id"],)
             )
             assert gates[0][0] == 8
-    for model in store.query("SELECT sha256 FROM models"):
+    for model in sql(store, "SELECT sha256 FROM models"):
         assert store.model_path(model["sha256"]).exists()
     return len(sessions)
 
@@ -183,6 +192,141 @@ def test_two_processes_can_register_at_the_same_time(registry):
     for worker in workers:
         worker.join(timeout=120)
         assert worker.exitcode == 0
-    rows = registry.query("SELECT individual, COUNT(*) AS n FROM sessions GROUP BY individual")
+    rows = sql(registry, "SELECT individual, COUNT(*) AS n FROM sessions GROUP BY individual")
     assert {row["individual"]: row["n"] for row in rows} == {"p1": 15, "p2": 15}
-    assert registry.query("PRAGMA integrity_check")[0][0] == "ok"
+    assert sql(registry, "PRAGMA integrity_check")[0][0] == "ok"
+
+
+# -- the typed API ---------------------------------------------------------------------------
+
+
+def two_candidates(store, individual="p1"):
+    """A session with two candidates that passed their gates; the second one is proposed."""
+    first = CandidateRecord("first", b"w1", 0.3, True, {"fa": 2.0}, GATES[:2], {})
+    second = CandidateRecord("second", b"w2", 0.35, True, {"fa": 1.5}, GATES[2:], {})
+    return store.register_session(
+        individual, store.predefined().id, "h", [first, second], 1, {"note": individual}
+    )
+
+
+def test_register_session_returns_the_ids_callers_need(registry):
+    record = two_candidates(registry)
+    assert list(record.candidate_ids) == ["first", "second"]
+    assert record.proposal_candidate_id == record.candidate_ids["second"]
+    view = registry.session(record.id)
+    assert view.individual == "p1" and view.summary == {"note": "p1"}
+    assert [c.id for c in view.candidates] == list(record.candidate_ids.values())
+    assert view.proposal_candidate_id == record.proposal_candidate_id
+    assert view.refused_reason is None
+
+
+def test_candidate_views_decode_metrics_and_gates(registry):
+    record = two_candidates(registry)
+    found = registry.candidate(record.candidate_ids["first"])
+    assert (found.name, found.individual, found.session_id) == ("first", "p1", record.id)
+    assert found.threshold == 0.3 and found.passed_gates is True
+    assert found.status == "not_selected" and found.metrics == {"fa": 2.0}
+    assert found.gates == [
+        GateView("gate0", True, {"i": 0}, "ok"),
+        GateView("gate1", True, {"i": 1}, "ok"),
+    ]
+    assert found.created == registry.session(record.id).created
+    assert [g.numbers for g in registry.candidate(record.proposal_candidate_id).gates] == [
+        {"i": 2},
+        {"i": 3},
+        {"i": 4},
+    ]
+    with pytest.raises(TailormlError, match="no candidate 999"):
+        registry.candidate(999)
+    with pytest.raises(TailormlError, match="no personalization session 999"):
+        registry.session(999)
+
+
+def test_candidates_lists_exactly_the_pending_ones(registry):
+    p1 = two_candidates(registry, "p1")
+    p2 = two_candidates(registry, "p2")
+    pending = [p1.proposal_candidate_id, p2.proposal_candidate_id]
+    assert [c.id for c in registry.candidates()] == pending
+    assert [c.id for c in registry.candidates("p2")] == [p2.proposal_candidate_id]
+    everything = registry.candidates(pending_only=False)
+    assert [c.id for c in everything] == [*p1.candidate_ids.values(), *p2.candidate_ids.values()]
+    registry.decide(p1.proposal_candidate_id, "reject", "Dr. Rossi", "expert", "")
+    assert [c.id for c in registry.candidates()] == [p2.proposal_candidate_id]
+    assert [c.status for c in registry.candidates("p1", pending_only=False)] == [
+        "not_selected",
+        "rejected",
+    ]
+
+
+def test_active_model_after_approval_and_rollback(registry):
+    record = two_candidates(registry)
+    predefined = registry.predefined()
+    before = registry.active_model("p1")
+    assert before.kind == "predefined" and before.model == predefined
+    assert before.threshold is None and before.candidate_id is None and before.created is None
+    chosen = record.proposal_candidate_id
+    decided = registry.decide(chosen, "approve", "Dr. Rossi", "expert", "fewer alarms")
+    assert decided.id == chosen and decided.status == "approved"
+    active = registry.active_model("p1")
+    assert active.kind == "personalized" and active.candidate_id == chosen
+    assert active.threshold == 0.35 and active.actor == "Dr. Rossi"
+    assert active.model.id == decided.model_id and active.model.kind == "candidate"
+    assert active.model.path == registry.model_path(active.model.sha256)
+    registry.verify(active.model)
+    assert registry.active_model("p2").kind == "predefined"  # other individuals unaffected
+    back = registry.rollback("p1", "alerts felt late", actor="nurse", default_threshold=0.5)
+    assert back == registry.active_model("p1")
+    assert back.kind == "predefined" and back.model == predefined and back.candidate_id is None
+    assert back.threshold == 0.5 and back.reason == "rollback: alerts felt late"
+    history = registry.history("p1")
+    assert [(h.candidate_id, h.threshold, h.actor) for h in history] == [
+        (chosen, 0.35, "Dr. Rossi"),
+        (None, 0.5, "nurse"),
+    ]
+
+
+def test_reviews_and_audit_are_typed_with_decoded_details(registry):
+    record = two_candidates(registry)
+    registry.decide(record.proposal_candidate_id, "reject", "Ann", "user", "too different")
+    (review,) = registry.reviews("p1")
+    assert (review.candidate_id, review.candidate_name) == (record.proposal_candidate_id, "second")
+    assert (review.reviewer, review.role, review.decision, review.comment) == (
+        "Ann",
+        "user",
+        "reject",
+        "too different",
+    )
+    assert registry.reviews("p2") == []
+    entries = registry.audit("p1")
+    assert [e.action for e in entries] == ["personalize", "reject"]
+    assert entries[0].details == {
+        "session_id": record.id,
+        "candidates": 2,
+        "proposal_candidate_id": record.proposal_candidate_id,
+        "refused_reason": None,
+    }
+    assert entries[1].details["comment"] == "too different"
+    assert [e.action for e in registry.audit()] == ["register_predefined", "personalize", "reject"]
+
+
+def test_candidate_names_in_a_session_are_distinct(registry):
+    with pytest.raises(TailormlError, match="must be distinct"):
+        registry.register_session(
+            "p1", registry.predefined().id, "h", [candidate("a"), candidate("a")], None, {}
+        )
+
+
+SQL_OUTSIDE_THE_REGISTRY = re.compile(r"SELECT |INSERT |UPDATE |\.query\(")
+
+
+def test_no_sql_outside_the_registry_module():
+    package = Path(__file__).resolve().parents[1] / "src" / "tailorml"
+    registry_module = package / "soft" / "registry.py"
+    offenders = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*"))
+        if path.is_file() and path.suffix in (".py", ".j2") and path != registry_module
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if SQL_OUTSIDE_THE_REGISTRY.search(line)
+    ]
+    assert not offenders, "SQL outside soft/registry.py:\n" + "\n".join(offenders)

@@ -1,9 +1,10 @@
 """Soft personalization end to end on a few synthetic patients (small training budgets)."""
 
 import copy
-import json
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -47,21 +48,22 @@ def test_a_session_registers_every_candidate_with_its_gates_and_a_card(session):
     assert outcome.refused is None
     names = [row["candidate"] for row in outcome.table]
     assert names == ["predefined", "predefined + personal threshold", "TL(n=30, frozen_layers=0)"]
-    rows = registry.query("SELECT * FROM candidates WHERE session_id = ?", (outcome.session_id,))
+    rows = registry.session(outcome.session_id).candidates
     assert len(rows) == 3
     for row in rows:
-        gates = registry.query("SELECT gate FROM gate_results WHERE candidate_id = ?", (row["id"],))
-        assert [g["gate"] for g in gates] == config.soft.gates
+        assert [g.gate for g in row.gates] == config.soft.gates
     # the predefined model and the threshold candidate share the predefined model file
-    assert rows[0]["model_id"] == rows[1]["model_id"] == registry.predefined().id
-    assert len(registry.query("SELECT * FROM models WHERE kind = 'predefined'")) == 1
+    assert rows[0].model_id == rows[1].model_id == registry.predefined().id
+    with closing(sqlite3.connect(registry.path)) as connection:  # not in the typed API
+        predefined = connection.execute("SELECT * FROM models WHERE kind = 'predefined'")
+        assert len(predefined.fetchall()) == 1
     html = outcome.card.read_text()
     assert "Model card: child-004" in html and "Synthetic data." in html
     assert "data:image/png;base64," in html
     if outcome.proposal is None:
         assert "Keep the predefined model" in html
     else:
-        assert registry.candidate(outcome.proposal_candidate_id)["status"] == "pending_review"
+        assert registry.candidate(outcome.proposal_candidate_id).status == "pending_review"
 
 
 def test_a_model_that_learned_hypoglycaemia_as_normal_is_rejected(session):
@@ -108,9 +110,9 @@ def test_two_days_of_personal_data_are_refused_and_the_predefined_model_stays(se
     short = settings(registry.root, max_days=3.5)  # the training part is about 2 days
     outcome = personalize_individual(short, "child-005")
     assert outcome.refused and "days of data, need 7" in outcome.refused
-    row = registry.query("SELECT * FROM sessions WHERE id = ?", (outcome.session_id,))[0]
-    assert row["refused_reason"] == outcome.refused and row["n_candidates"] == 0
-    assert registry.active("child-005")["kind"] == "predefined"
+    row = registry.session(outcome.session_id)
+    assert row.refused_reason == outcome.refused and len(row.candidates) == 0
+    assert registry.active_model("child-005").kind == "predefined"
     assert "Personalization refused" in outcome.card.read_text()
 
 
@@ -119,9 +121,7 @@ def test_review_and_model_commands(session):
     root = str(registry.root)
     listing = runner.invoke(app, ["review", "list", "--all", "--registry", root])
     assert listing.exit_code == 0 and "child-004" in listing.output
-    candidate_id = registry.query(
-        "SELECT id FROM candidates WHERE session_id = ? ORDER BY id", (outcome.session_id,)
-    )[2]["id"]
+    candidate_id = registry.session(outcome.session_id).candidates[2].id
     shown = runner.invoke(app, ["review", "show", str(candidate_id), "--registry", root])
     assert shown.exit_code == 0 and "safety_non_inferiority" in shown.output
     active = runner.invoke(app, ["models", "active", "child-004", "--registry", root])
@@ -132,16 +132,17 @@ def test_review_and_model_commands(session):
     assert back.exit_code == 0
     history = runner.invoke(app, ["models", "history", "child-004", "--registry", root])
     assert "rollback: test" in history.output
-    entries = [json.loads(e["details_json"]) for e in registry.audit("child-004")]
+    entries = [e.details for e in registry.audit("child-004")]
     assert entries[-1] == {"reason": "test"}
 
 
 def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
     _, registry, _outcome = session
-    failed = registry.query(
-        "SELECT id FROM candidates WHERE status = 'failed_gates' "
-        "OR status = 'not_selected' ORDER BY id"
-    )
+    failed = [
+        c
+        for c in registry.candidates(pending_only=False)
+        if c.status in ("failed_gates", "not_selected")
+    ]
     assert failed
     result = subprocess.run(
         [
@@ -150,7 +151,7 @@ def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
             "tailorml",
             "review",
             "approve",
-            str(failed[0]["id"]),
+            str(failed[0].id),
             "--reviewer",
             "someone",
             "--registry",
@@ -160,4 +161,4 @@ def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
         text=True,
     )
     assert result.returncode == 2 and "not pending review" in result.stderr
-    assert np.all([r["status"] != "approved" for r in registry.query("SELECT * FROM candidates")])
+    assert np.all([r.status != "approved" for r in registry.candidates(pending_only=False)])

@@ -374,28 +374,20 @@ def review_list(
     all_: Annotated[bool, typer.Option("--all", help="Every candidate, not only pending.")] = False,
 ) -> None:
     """Candidates waiting for review (or all of them with --all)."""
-    store = _registry(registry)
-    where, parameters = [], []
-    if not all_:
-        where.append("status = 'pending_review'")
-    if individual:
-        where.append("individual = ?")
-        parameters.append(individual)
-    sql = "SELECT * FROM candidates" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = store.query(sql + " ORDER BY id", tuple(parameters))
+    found = _registry(registry).candidates(individual or None, pending_only=not all_)
     table = Table(title="Candidates" if all_ else "Pending review")
     for column in ("id", "individual", "session", "candidate", "threshold", "status"):
         table.add_column(column)
-    for row in rows:
+    for row in found:
         table.add_row(
-            str(row["id"]),
-            row["individual"],
-            str(row["session_id"]),
-            row["name"],
-            f"{row['threshold']:g}",
-            row["status"],
+            str(row.id),
+            row.individual,
+            str(row.session_id),
+            row.name,
+            f"{row.threshold:g}",
+            row.status,
         )
-    console.print(table if rows else "Nothing to review.")
+    console.print(table if found else "Nothing to review.")
 
 
 @review_app.command("show")
@@ -407,29 +399,26 @@ def review_show(
     from tailorml.soft.card import render_card
 
     store = _registry(registry)
-    row = store.candidate(candidate)
+    found = store.candidate(candidate)
     console.print(
-        f"[bold]Candidate {row['id']}[/bold]: {row['name']} for {row['individual']} "
-        f"(session {row['session_id']}, status {row['status']}, threshold "
-        f"{row['threshold']:g})"
+        f"[bold]Candidate {found.id}[/bold]: {found.name} for {found.individual} "
+        f"(session {found.session_id}, status {found.status}, threshold "
+        f"{found.threshold:g})"
     )
-    metrics = json.loads(row["metrics_json"])
     console.print(
-        ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in metrics.items())
+        ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in found.metrics.items())
     )
     gates = Table(title="Gates")
     for column in ("gate", "result", "why"):
         gates.add_column(column)
-    for gate in store.query(
-        "SELECT * FROM gate_results WHERE candidate_id = ? ORDER BY id", (candidate,)
-    ):
+    for gate in found.gates:
         gates.add_row(
-            gate["gate"],
-            "[green]pass[/green]" if gate["passed"] else "[red]fail[/red]",
-            gate["reason"],
+            gate.gate,
+            "[green]pass[/green]" if gate.passed else "[red]fail[/red]",
+            gate.reason,
         )
     console.print(gates)
-    card = render_card(store, row["session_id"])
+    card = render_card(store, found.session_id)
     console.print(f"Model card: [bold]{card.resolve()}[/bold]")
 
 
@@ -439,11 +428,10 @@ def _decide(
     from tailorml.soft.card import render_card
 
     store = _registry(registry)
-    store.decide(candidate, decision, reviewer, role, comment)
-    row = store.candidate(candidate)
-    card = render_card(store, row["session_id"])
+    decided = store.decide(candidate, decision, reviewer, role, comment)
+    card = render_card(store, decided.session_id)
     verb = "approved: now the active model" if decision == "approve" else "rejected"
-    console.print(f"Candidate {candidate} ({row['name']}) for {row['individual']} {verb}.")
+    console.print(f"Candidate {candidate} ({decided.name}) for {decided.individual} {verb}.")
     console.print(f"Model card: [bold]{card.resolve()}[/bold]")
 
 
@@ -482,16 +470,13 @@ def models_active(
     registry: RegistryOption = None,
 ) -> None:
     """The individual's active model and why it is active."""
-    active = _registry(registry).active(individual)
-    kind = "personalized" if active["candidate_id"] else "predefined"
-    threshold = "default" if active["threshold"] is None else f"{active['threshold']:g}"
+    active = _registry(registry).active_model(individual)
+    threshold = "default" if active.threshold is None else f"{active.threshold:g}"
     console.print(
-        f"{individual}: [bold]{kind}[/bold] model {active['model_id']} "
-        f"(sha256 {active['sha256'][:12]}), alert threshold {threshold}"
+        f"{individual}: [bold]{active.kind}[/bold] model {active.model.id} "
+        f"(sha256 {active.model.sha256[:12]}), alert threshold {threshold}"
     )
-    console.print(
-        f"why: {active['reason']}" + (f" ({active['created']})" if active["created"] else "")
-    )
+    console.print(f"why: {active.reason}" + (f" ({active.created})" if active.created else ""))
 
 
 @models_app.command("history")
@@ -504,21 +489,22 @@ def models_history(
     table = Table(title=f"Active-model history of {individual}")
     for column in ("when", "model", "candidate", "threshold", "by", "reason"):
         table.add_column(column)
-    for row in store.history(individual):
+    for change in store.history(individual):
         table.add_row(
-            row["created"],
-            str(row["model_id"]),
-            str(row["candidate_id"] or "-"),
-            f"{row['threshold']:g}",
-            row["actor"],
-            row["reason"],
+            change.created,
+            str(change.model_id),
+            str(change.candidate_id or "-"),
+            f"{change.threshold:g}",
+            change.actor,
+            change.reason,
         )
     console.print(table)
     audit = Table(title="Audit log")
     for column in ("when", "actor", "action", "details"):
         audit.add_column(column)
-    for row in store.audit(individual):
-        audit.add_row(row["created"], row["actor"], row["action"], row["details_json"])
+    for entry in store.audit(individual):
+        details = json.dumps(entry.details, sort_keys=True, default=str)
+        audit.add_row(entry.created, entry.actor, entry.action, details)
     console.print(audit)
 
 

@@ -3,7 +3,6 @@ model. Rendered from the registry (and the session's stored predictions) only.""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -62,35 +61,10 @@ def alerts_figure(
 
 
 def render_card(registry: Registry, session_id: int) -> Path:
-    session = dict(registry.query("SELECT * FROM sessions WHERE id = ?", (session_id,))[0])
-    individual = session["individual"]
-    summary = json.loads(session["summary_json"])
-    candidates = [
-        dict(row)
-        for row in registry.query(
-            "SELECT * FROM candidates WHERE session_id = ? ORDER BY id", (session_id,)
-        )
-    ]
-    for candidate in candidates:
-        candidate["metrics"] = json.loads(candidate["metrics_json"])
-        candidate["gates"] = [
-            dict(row)
-            | {
-                "numbers": json.loads(row["numbers_json"]),
-                "title": _gate_heading(row["gate"]),
-            }
-            for row in registry.query(
-                "SELECT * FROM gate_results WHERE candidate_id = ? ORDER BY id", (candidate["id"],)
-            )
-        ]
-    reviews = [
-        dict(row)
-        for row in registry.query(
-            "SELECT r.*, c.name AS candidate_name FROM reviews r JOIN candidates c "
-            "ON c.id = r.candidate_id WHERE c.individual = ? ORDER BY r.id",
-            (individual,),
-        )
-    ]
+    session = registry.session(session_id)
+    individual = session.individual
+    summary = session.summary
+    candidates = session.candidates
     figure = None
     if candidates and summary.get("artifacts"):
         folder = registry.root / "artifacts" / summary["artifacts"]
@@ -100,12 +74,11 @@ def render_card(registry: Registry, session_id: int) -> Path:
             alerts_figure(
                 readings,
                 predictions,
-                {c["name"]: c["threshold"] for c in candidates},
+                {c.name: c.threshold for c in candidates},
                 AlertPolicy.from_dict(summary["policy"], "session summary"),
             )
         )
-    data_gate = summary["data_gate"]
-    data_gate["title"] = _gate_heading(data_gate["gate"])
+    data_gate = summary["data_gate"] | {"title": _gate_heading(summary["data_gate"]["gate"])}
     return write_html(
         "card.html.j2",
         registry.root / "cards" / f"{individual}.html",
@@ -114,8 +87,9 @@ def render_card(registry: Registry, session_id: int) -> Path:
         summary=summary,
         data_gate=data_gate,
         candidates=candidates,
-        reviews=reviews,
-        active=registry.active(individual),
+        gate_heading=_gate_heading,
+        reviews=registry.reviews(individual),
+        active=registry.active_model(individual),
         history=registry.history(individual),
         audit=registry.audit(individual),
         figure=figure,

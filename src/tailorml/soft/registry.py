@@ -8,6 +8,17 @@ timeout). Every multi-row change is one transaction, so a process killed mid-way
 either all of a personalization session or none of it. Model files are written atomically
 under their sha256 before the transaction that references them; a crash in between leaves
 at most an unreferenced file, never a reference to a missing or partial one.
+
+The typed methods below are the one door to the registry (the CLI, the model card, and
+later the service and device updates use them); SQL never leaves this module. Reads return
+frozen dataclasses with JSON columns already decoded:
+
+- `active_model(individual)`: which model this person uses, with which threshold and why.
+- `candidates(...)`, `candidate(id)`, `session(id)`: what was proposed, with its gates.
+- `reviews(individual)`, `history(individual)`: what was decided and what was active when.
+- `audit(individual)`: everything that happened, from the append-only log.
+
+Writes: `register_predefined`, `register_session`, `decide`, `rollback`.
 """
 
 from __future__ import annotations
@@ -124,6 +135,107 @@ class ModelRecord:
     description: str
 
 
+@dataclass(frozen=True)
+class ActiveModel:
+    """The model an individual uses now, and why. `kind` is "personalized" when an
+    approved candidate is active, else "predefined" (the default, or after a rollback);
+    `threshold` None means the predefined model's default alert threshold."""
+
+    individual: str
+    model: ModelRecord
+    kind: str
+    candidate_id: int | None
+    threshold: float | None
+    reason: str
+    created: str | None
+    actor: str | None
+
+
+@dataclass(frozen=True)
+class GateView:
+    gate: str
+    passed: bool
+    numbers: dict[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    """A registered candidate; `created` is its session's time."""
+
+    id: int
+    session_id: int
+    individual: str
+    name: str
+    model_id: int
+    threshold: float
+    passed_gates: bool
+    status: str  # failed_gates, not_selected, pending_review, approved, rejected
+    metrics: dict[str, Any]
+    gates: list[GateView]
+    created: str
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: int
+    individual: str
+    created: str
+    actor: str
+    predefined_model_id: int
+    data_hash: str
+    refused_reason: str | None
+    proposal_candidate_id: int | None
+    summary: dict[str, Any]
+    candidates: list[CandidateView]
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """What `register_session` registered: ids to refer to the session and its candidates."""
+
+    id: int
+    candidate_ids: dict[str, int]  # by candidate name, in registration order
+    proposal_candidate_id: int | None
+
+
+@dataclass(frozen=True)
+class ReviewView:
+    id: int
+    candidate_id: int
+    candidate_name: str
+    individual: str
+    reviewer: str
+    role: str
+    decision: str  # approve or reject
+    comment: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One change of an individual's active model (an approval or a rollback)."""
+
+    id: int
+    individual: str
+    model_id: int
+    candidate_id: int | None
+    threshold: float
+    reason: str
+    actor: str
+    created: str
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    created: str
+    actor: str
+    action: str
+    individual: str | None
+    details: dict[str, Any]
+
+
 @dataclass
 class CandidateRecord:
     """What a personalization session registers for one candidate."""
@@ -158,7 +270,7 @@ class Registry:
         return connection
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; anything raised inside rolls everything back."""
         connection = self._connect()
         try:
@@ -172,7 +284,7 @@ class Registry:
         finally:
             connection.close()
 
-    def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         connection = self._connect()
         try:
             return connection.execute(sql, parameters).fetchall()
@@ -243,7 +355,7 @@ class Registry:
         data = Path(model_file).read_bytes()
         digest = self._store_file(data)
         actor = actor or default_actor()
-        with self.transaction() as connection:
+        with self._transaction() as connection:
             model_id = self._insert_model(
                 connection, digest, "predefined", data_hash, config, code_version, description
             )
@@ -257,11 +369,13 @@ class Registry:
         return self.model(model_id)
 
     def predefined(self) -> ModelRecord | None:
-        rows = self.query("SELECT * FROM models WHERE kind = 'predefined' ORDER BY id DESC LIMIT 1")
+        rows = self._query(
+            "SELECT * FROM models WHERE kind = 'predefined' ORDER BY id DESC LIMIT 1"
+        )
         return self._model_record(rows[0]) if rows else None
 
     def model(self, model_id: int) -> ModelRecord:
-        rows = self.query("SELECT * FROM models WHERE id = ?", (model_id,))
+        rows = self._query("SELECT * FROM models WHERE id = ?", (model_id,))
         if not rows:
             raise TailormlError(f"no model {model_id} in the registry {self.root}")
         return self._model_record(rows[0])
@@ -291,17 +405,20 @@ class Registry:
         refused_reason: str | None = None,
         code_version: str | None = None,
         actor: str | None = None,
-    ) -> int:
+    ) -> SessionRecord:
         """Register a whole session (candidates, their models and gate results) atomically.
 
         `proposal` indexes `candidates` (the one sent to review) or is None (keep the
-        predefined model). Returns the session id."""
+        predefined model). Candidate names must be distinct within a session."""
+        names = [c.name for c in candidates]
+        if len(set(names)) != len(names):
+            raise TailormlError(f"candidate names in a session must be distinct: {names}")
         actor = actor or default_actor()
         digests = [
             None if c.reuse_model_id is not None else self._store_file(c.model_bytes)
             for c in candidates
         ]
-        with self.transaction() as connection:
+        with self._transaction() as connection:
             cursor = connection.execute(
                 "INSERT INTO sessions (individual, created, actor, predefined_model_id, data_hash,"
                 " refused_reason, n_candidates, summary_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -318,6 +435,7 @@ class Registry:
             )
             session_id = int(cursor.lastrowid)
             proposal_id = None
+            candidate_ids: dict[str, int] = {}
             for index, (candidate, digest) in enumerate(zip(candidates, digests, strict=True)):
                 model_id = candidate.reuse_model_id
                 if model_id is None:
@@ -349,6 +467,7 @@ class Registry:
                     ),
                 )
                 candidate_id = int(cursor.lastrowid)
+                candidate_ids[candidate.name] = candidate_id
                 if index == proposal:
                     proposal_id = candidate_id
                 connection.executemany(
@@ -381,27 +500,20 @@ class Registry:
                     "refused_reason": refused_reason,
                 },
             )
-        return session_id
+        return SessionRecord(session_id, candidate_ids, proposal_id)
 
     # -- review and activation ---------------------------------------------------------------
 
-    def candidate(self, candidate_id: int) -> sqlite3.Row:
-        rows = self.query("SELECT * FROM candidates WHERE id = ?", (candidate_id,))
-        if not rows:
-            raise TailormlError(
-                f"no candidate {candidate_id}; `tailorml review list` shows the candidates"
-            )
-        return rows[0]
-
     def decide(
         self, candidate_id: int, decision: str, reviewer: str, role: str, comment: str
-    ) -> None:
-        """Record a review; an approval makes the candidate the individual's active model."""
+    ) -> CandidateView:
+        """Record a review; an approval makes the candidate the individual's active model.
+        Returns the candidate as decided."""
         if decision not in ("approve", "reject"):
             raise TailormlError(f"decision must be approve or reject, not {decision!r}")
         if not reviewer.strip():
             raise TailormlError("a review needs the reviewer's name (--reviewer)")
-        with self.transaction() as connection:
+        with self._transaction() as connection:
             row = connection.execute(
                 "SELECT * FROM candidates WHERE id = ?", (candidate_id,)
             ).fetchone()
@@ -449,63 +561,187 @@ class Registry:
                     "comment": comment,
                 },
             )
-
-    def active(self, individual: str) -> dict[str, Any]:
-        """The individual's active model: the latest activation, or the predefined model."""
-        rows = self.query(
-            "SELECT a.*, m.sha256, m.kind, m.description FROM active_models a "
-            "JOIN models m ON m.id = a.model_id WHERE a.individual = ? ORDER BY a.id DESC LIMIT 1",
-            (individual,),
-        )
-        if rows:
-            return dict(rows[0])
-        predefined = self.predefined()
-        if predefined is None:
-            raise TailormlError(
-                f"the registry {self.root} has no model yet; run `tailorml personalize` first"
-            )
-        return {
-            "individual": individual,
-            "model_id": predefined.id,
-            "candidate_id": None,
-            "threshold": None,
-            "sha256": predefined.sha256,
-            "kind": "predefined",
-            "description": predefined.description,
-            "reason": "default: no personalized model has been approved",
-            "actor": None,
-            "created": None,
-        }
+        return self.candidate(candidate_id)
 
     def rollback(
         self, individual: str, reason: str, actor: str | None = None, default_threshold: float = 0.5
-    ) -> None:
-        """Return the individual to the predefined model (recorded, never deleting history)."""
+    ) -> ActiveModel:
+        """Return the individual to the predefined model (recorded, never deleting history).
+        Returns the new active model."""
         actor = actor or default_actor()
         predefined = self.predefined()
         if predefined is None:
             raise TailormlError(f"the registry {self.root} has no predefined model")
-        with self.transaction() as connection:
+        with self._transaction() as connection:
             connection.execute(
                 "INSERT INTO active_models (individual, model_id, candidate_id, threshold,"
                 " reason, actor, created) VALUES (?, ?, NULL, ?, ?, ?, ?)",
                 (individual, predefined.id, default_threshold, f"rollback: {reason}", actor, now()),
             )
             self._audit(connection, actor, "rollback", individual, {"reason": reason})
+        return self.active_model(individual)
 
-    def history(self, individual: str) -> list[dict[str, Any]]:
-        return [
-            dict(row)
-            for row in self.query(
-                "SELECT * FROM active_models WHERE individual = ? ORDER BY id", (individual,)
+    # -- reading: which model, what was proposed, what was decided, what happened ------------
+
+    def active_model(self, individual: str) -> ActiveModel:
+        """The individual's active model: the latest activation, or the predefined model."""
+        rows = self._query(
+            "SELECT * FROM active_models WHERE individual = ? ORDER BY id DESC LIMIT 1",
+            (individual,),
+        )
+        if rows:
+            row = rows[0]
+            return ActiveModel(
+                individual=individual,
+                model=self.model(row["model_id"]),
+                kind="predefined" if row["candidate_id"] is None else "personalized",
+                candidate_id=row["candidate_id"],
+                threshold=row["threshold"],
+                reason=row["reason"],
+                created=row["created"],
+                actor=row["actor"],
             )
+        predefined = self.predefined()
+        if predefined is None:
+            raise TailormlError(
+                f"the registry {self.root} has no model yet; run `tailorml personalize` first"
+            )
+        return ActiveModel(
+            individual=individual,
+            model=predefined,
+            kind="predefined",
+            candidate_id=None,
+            threshold=None,
+            reason="default: no personalized model has been approved",
+            created=None,
+            actor=None,
+        )
+
+    def candidate(self, candidate_id: int) -> CandidateView:
+        found = self._candidates("c.id = ?", (candidate_id,))
+        if not found:
+            raise TailormlError(
+                f"no candidate {candidate_id}; `tailorml review list` shows the candidates"
+            )
+        return found[0]
+
+    def candidates(
+        self, individual: str | None = None, pending_only: bool = True
+    ) -> list[CandidateView]:
+        """Candidates in registration order: those pending review (or all of them), of one
+        individual or of everyone."""
+        where, parameters = [], []
+        if pending_only:
+            where.append("c.status = 'pending_review'")
+        if individual is not None:
+            where.append("c.individual = ?")
+            parameters.append(individual)
+        return self._candidates(" AND ".join(where) or "1", tuple(parameters))
+
+    def session(self, session_id: int) -> SessionView:
+        rows = self._query("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            raise TailormlError(f"no personalization session {session_id} in {self.root}")
+        row = rows[0]
+        return SessionView(
+            id=row["id"],
+            individual=row["individual"],
+            created=row["created"],
+            actor=row["actor"],
+            predefined_model_id=row["predefined_model_id"],
+            data_hash=row["data_hash"],
+            refused_reason=row["refused_reason"],
+            proposal_candidate_id=row["proposal_candidate_id"],
+            summary=json.loads(row["summary_json"]),
+            candidates=self._candidates("c.session_id = ?", (session_id,)),
+        )
+
+    def reviews(self, individual: str) -> list[ReviewView]:
+        rows = self._query(
+            "SELECT r.*, c.name AS candidate_name, c.individual FROM reviews r "
+            "JOIN candidates c ON c.id = r.candidate_id WHERE c.individual = ? ORDER BY r.id",
+            (individual,),
+        )
+        return [
+            ReviewView(
+                id=row["id"],
+                candidate_id=row["candidate_id"],
+                candidate_name=row["candidate_name"],
+                individual=row["individual"],
+                reviewer=row["reviewer"],
+                role=row["role"],
+                decision=row["decision"],
+                comment=row["comment"],
+                created=row["created"],
+            )
+            for row in rows
         ]
 
-    def audit(self, individual: str | None = None) -> list[dict[str, Any]]:
+    def history(self, individual: str) -> list[Activation]:
+        """Every change of the individual's active model, oldest first."""
+        rows = self._query(
+            "SELECT * FROM active_models WHERE individual = ? ORDER BY id", (individual,)
+        )
+        return [Activation(**dict(row)) for row in rows]
+
+    def audit(self, individual: str | None = None) -> list[AuditEntry]:
         if individual is None:
-            rows = self.query("SELECT * FROM audit_log ORDER BY id")
+            rows = self._query("SELECT * FROM audit_log ORDER BY id")
         else:
-            rows = self.query(
+            rows = self._query(
                 "SELECT * FROM audit_log WHERE individual = ? ORDER BY id", (individual,)
             )
-        return [dict(row) for row in rows]
+        return [
+            AuditEntry(
+                id=row["id"],
+                created=row["created"],
+                actor=row["actor"],
+                action=row["action"],
+                individual=row["individual"],
+                details=json.loads(row["details_json"]),
+            )
+            for row in rows
+        ]
+
+    def _candidates(self, where: str, parameters: tuple) -> list[CandidateView]:
+        """Candidates matching `where` (over candidates c), with their gates, by id."""
+        connection = self._connect()
+        try:
+            rows = connection.execute(
+                "SELECT c.*, s.created FROM candidates c JOIN sessions s ON s.id = c.session_id "
+                f"WHERE {where} ORDER BY c.id",
+                parameters,
+            ).fetchall()
+            gates: dict[int, list[GateView]] = {row["id"]: [] for row in rows}
+            if rows:
+                marks = ", ".join("?" * len(gates))
+                for gate in connection.execute(
+                    f"SELECT * FROM gate_results WHERE candidate_id IN ({marks}) ORDER BY id",
+                    tuple(gates),
+                ):
+                    gates[gate["candidate_id"]].append(
+                        GateView(
+                            gate=gate["gate"],
+                            passed=bool(gate["passed"]),
+                            numbers=json.loads(gate["numbers_json"]),
+                            reason=gate["reason"],
+                        )
+                    )
+        finally:
+            connection.close()
+        return [
+            CandidateView(
+                id=row["id"],
+                session_id=row["session_id"],
+                individual=row["individual"],
+                name=row["name"],
+                model_id=row["model_id"],
+                threshold=row["threshold"],
+                passed_gates=bool(row["passed_gates"]),
+                status=row["status"],
+                metrics=json.loads(row["metrics_json"]),
+                gates=gates[row["id"]],
+                created=row["created"],
+            )
+            for row in rows
+        ]

@@ -319,8 +319,8 @@ def personalize_individual(
             code_version=git_commit(),
             actor=actor,
         )
-        card = _card(registry, session)
-        return Outcome(session, individual, data_gate.reason, None, None, [], card)
+        card = _card(registry, session.id)
+        return Outcome(session.id, individual, data_gate.reason, None, None, [], card)
 
     from tailorml.experiment.tasks import budget, latents_of, model_factory
     from tailorml.robust.evaluate import perturbation_for
@@ -393,12 +393,6 @@ def personalize_individual(
         code_version=git_commit(),
         actor=actor,
     )
-    proposal_id = None
-    if chosen:
-        row = registry.query(
-            "SELECT id FROM candidates WHERE session_id = ? AND name = ?", (session, chosen)
-        )
-        proposal_id = int(row[0]["id"])
     table = [
         {
             "candidate": name,
@@ -408,8 +402,8 @@ def personalize_individual(
         }
         for name in names
     ]
-    card = _card(registry, session)
-    return Outcome(session, individual, None, chosen, proposal_id, table, card)
+    card = _card(registry, session.id)
+    return Outcome(session.id, individual, None, chosen, session.proposal_candidate_id, table, card)
 
 
 def _card(registry: Registry, session: int) -> Path:
