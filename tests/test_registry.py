@@ -31,11 +31,25 @@ def candidate(name, payload=b"weights", passed=True):
     )
 
 
+PREDEFINED_THRESHOLD = 0.45  # the operating point saved in the predefined model file
+
+
+def tiny_model_file(path: Path, threshold: float = PREDEFINED_THRESHOLD) -> Path:
+    import torch
+
+    from tailorml.models.cnn import CNNSpec, SmallCNN, save_model
+    from tailorml.policy import AlertPolicy
+
+    model = SmallCNN(CNNSpec(1, 8, 3, conv_channels=[2], hidden=4), torch.zeros(1), torch.ones(1))
+    model.policy = AlertPolicy(threshold=threshold)
+    save_model(model, path)
+    return path
+
+
 @pytest.fixture
 def registry(tmp_path):
     store = Registry(tmp_path / "registry")
-    model = tmp_path / "predefined.pt"
-    model.write_bytes(b"predefined weights")
+    model = tiny_model_file(tmp_path / "predefined.pt")
     store.register_predefined(model, "cohort-hash", {"k": 1}, "abc123", "test predefined")
     return store
 
@@ -274,15 +288,36 @@ def test_active_model_after_approval_and_rollback(registry):
     assert active.model.path == registry.model_path(active.model.sha256)
     registry.verify(active.model)
     assert registry.active_model("p2").kind == "predefined"  # other individuals unaffected
-    back = registry.rollback("p1", "alerts felt late", actor="nurse", default_threshold=0.5)
+    back = registry.rollback("p1", "alerts felt late", actor="nurse")
     assert back == registry.active_model("p1")
     assert back.kind == "predefined" and back.model == predefined and back.candidate_id is None
-    assert back.threshold == 0.5 and back.reason == "rollback: alerts felt late"
+    # back at the predefined model's own operating point, read from its file
+    assert back.threshold == PREDEFINED_THRESHOLD and back.reason == "rollback: alerts felt late"
+    assert back.load().policy.threshold == PREDEFINED_THRESHOLD
     history = registry.history("p1")
     assert [(h.candidate_id, h.threshold, h.actor) for h in history] == [
         (chosen, 0.35, "Dr. Rossi"),
-        (None, 0.5, "nurse"),
+        (None, PREDEFINED_THRESHOLD, "nurse"),
     ]
+
+
+def test_rollback_refuses_unknown_people_and_empty_reasons(registry):
+    session(registry)
+    with pytest.raises(TailormlError, match="'nobody-123' has never been personalized"):
+        registry.rollback("nobody-123", "typo")
+    with pytest.raises(TailormlError, match="needs a reason"):
+        registry.rollback("p1", "  ")
+    assert registry.history("p1") == []  # nothing was recorded
+
+
+def test_commands_that_read_need_an_existing_registry(tmp_path, registry):
+    with pytest.raises(TailormlError, match=r"no registry at .*regsitry; check --registry"):
+        Registry.existing(tmp_path / "regsitry")
+    assert not (tmp_path / "regsitry").exists()  # a typo creates nothing
+    assert Registry.existing(registry.root).predefined() == registry.predefined()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TailormlError, match="is a file"):
+        Registry(tmp_path / "file")
 
 
 def test_reviews_and_audit_are_typed_with_decoded_details(registry):

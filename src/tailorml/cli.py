@@ -271,9 +271,10 @@ RegistryOption = Annotated[
 
 
 def _registry(registry: Path | None, config: Path | None = None):
+    """The existing registry the review, models and rollback commands read and decide in."""
     from tailorml.soft.registry import Registry
 
-    return Registry(registry or _load(config).soft.registry)
+    return Registry.existing(registry or _load(config).soft.registry)
 
 
 @app.command()
@@ -516,10 +517,10 @@ def rollback(
     registry: RegistryOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Return an individual to the predefined model (recorded; history is kept)."""
-    settings = _load(config)
+    """Return an individual to the predefined model at its own alert threshold (recorded;
+    history is kept)."""
     store = _registry(registry, config)
-    store.rollback(individual, reason, actor, settings.alerts.probability_threshold)
+    store.rollback(individual, reason, actor)
     console.print(f"{individual} now uses the predefined model again.")
 
 

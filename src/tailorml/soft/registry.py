@@ -35,6 +35,7 @@ from typing import Any
 
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_bytes, sha256_file
+from tailorml.models.cnn import SmallCNN, load_model
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -150,6 +151,14 @@ class ActiveModel:
     created: str | None
     actor: str | None
 
+    def load(self) -> SmallCNN:
+        """The active model, deciding at the active threshold (a personal one once approved):
+        what the service and the device run for this person."""
+        model = load_model(self.model.path)
+        if self.threshold is not None:
+            model.policy = model.policy.with_threshold(self.threshold)
+        return model
+
 
 @dataclass(frozen=True)
 class GateView:
@@ -255,12 +264,25 @@ class Registry:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise TailormlError(f"registry {self.root} is a file; pass a directory (--registry)")
         self.models_dir = self.root / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "registry.sqlite"
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
+
+    @classmethod
+    def existing(cls, root: str | Path) -> Registry:
+        """Open a registry that must already exist (commands that read or decide): a
+        mistyped path is an error, not a new empty registry."""
+        if not (Path(root) / "registry.sqlite").is_file():
+            raise TailormlError(
+                f"no registry at {root}; check --registry (or soft.registry), or run "
+                "`tailorml personalize` first to create one"
+            )
+        return cls(root)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -563,15 +585,21 @@ class Registry:
             )
         return self.candidate(candidate_id)
 
-    def rollback(
-        self, individual: str, reason: str, actor: str | None = None, default_threshold: float = 0.5
-    ) -> ActiveModel:
-        """Return the individual to the predefined model (recorded, never deleting history).
-        Returns the new active model."""
+    def rollback(self, individual: str, reason: str, actor: str | None = None) -> ActiveModel:
+        """Return the individual to the predefined model at its own alert threshold (recorded,
+        never deleting history). Returns the new active model."""
         actor = actor or default_actor()
+        if not reason.strip():
+            raise TailormlError("a rollback needs a reason (--reason): it is recorded for audit")
         predefined = self.predefined()
         if predefined is None:
             raise TailormlError(f"the registry {self.root} has no predefined model")
+        if not self._query("SELECT 1 FROM sessions WHERE individual = ? LIMIT 1", (individual,)):
+            raise TailormlError(
+                f"{individual!r} has never been personalized in {self.root}; nothing to roll "
+                "back (check the id: `tailorml review list --all`)"
+            )
+        default_threshold = load_model(predefined.path).policy.threshold
         with self._transaction() as connection:
             connection.execute(
                 "INSERT INTO active_models (individual, model_id, candidate_id, threshold,"
