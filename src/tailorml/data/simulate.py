@@ -18,7 +18,7 @@ import math
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -370,10 +370,9 @@ def simulate_cohort(
                 if on_patient_done:
                     on_patient_done(name, False)
         else:
-            import multiprocessing
+            from tailorml.workers import process_pool
 
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with process_pool(workers) as pool:
                 futures = [
                     pool.submit(_simulate_to_part, name, config_json, str(part_of[name]))
                     for name in todo
