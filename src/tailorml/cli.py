@@ -558,7 +558,8 @@ def rollback(
 @cohort_app.command("simulate")
 def cohort_simulate(
     out: Annotated[
-        Path, typer.Option(help="Output Parquet file (metadata JSON beside it).")
+        Path,
+        typer.Option(help="Output cohort file, .parquet or .csv (metadata JSON beside it)."),
     ] = Path("data/virtual_t1d_cohort.parquet"),
     config: ConfigOption = None,
     days: Annotated[int | None, typer.Option(help="Days per patient (default 14).")] = None,

@@ -31,7 +31,8 @@ import pandas as pd
 from tailorml.config import SimulationConfig
 from tailorml.data import scenario
 from tailorml.data.schema import TRAIT_COLUMNS
-from tailorml.io import atomic_write_json, atomic_write_parquet, fingerprint
+from tailorml.errors import ConfigError
+from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, fingerprint
 
 SAMPLE_MINUTES = 3
 SENSOR = "Dexcom"
@@ -327,6 +328,13 @@ def metadata_path(cohort_path: str | Path) -> Path:
     return Path(cohort_path).with_suffix(".json")
 
 
+OUT_SUFFIXES = (".parquet", ".csv")
+BAD_OUT_SUFFIX = (
+    "--out {path}: a cohort file ends in .parquet (Parquet) or .csv (CSV), not '{suffix}'; "
+    "rename it"
+)
+
+
 def simulate_cohort(
     config: SimulationConfig,
     out_path: str | Path,
@@ -334,13 +342,17 @@ def simulate_cohort(
     on_patient_done: Callable[[str, bool], None] | None = None,
     force: bool = False,
 ) -> Path:
-    """Simulate every requested patient into one Parquet file plus a metadata JSON.
+    """Simulate every requested patient into one cohort file plus a metadata JSON.
 
     Parallel across processes; resumable: each finished patient is kept under
     `<out>.parts/<fingerprint>/` and skipped on rerun, the final file is written atomically.
     `on_patient_done(name, reused)` is called once per patient (for progress bars).
+    The format follows the suffix of `out_path`: .parquet (Parquet) or .csv (CSV); any
+    other suffix is refused before any work.
     """
     out_path = Path(out_path)
+    if out_path.suffix.lower() not in OUT_SUFFIXES:
+        raise ConfigError(BAD_OUT_SUFFIX.format(path=out_path, suffix=out_path.suffix))
     names = resolve_patients(config.patients)
     key = cohort_fingerprint(config)
     meta_file = metadata_path(out_path)
@@ -408,7 +420,10 @@ def simulate_cohort(
         "scenario": config.model_dump(mode="json"),
         "per_patient": infos,
     }
-    atomic_write_parquet(out_path, cohort)
+    if out_path.suffix.lower() == ".csv":
+        atomic_write(out_path, lambda path: cohort.to_csv(path, index=False))
+    else:
+        atomic_write_parquet(out_path, cohort)
     atomic_write_json(meta_file, metadata)
     shutil.rmtree(parts_dir.parent, ignore_errors=True)
     return out_path
