@@ -576,7 +576,9 @@ def cohort_simulate(
     """Simulate the synthetic virtual T1D cohort (30 UVA/Padova patients) with simglucose.
 
     Resumable: finished patients are kept and skipped when the command is run again."""
-    from tailorml.data.simulate import resolve_patients, simulate_cohort
+    from tailorml.data.simulate import check_out_path, resolve_patients, simulate_cohort
+
+    check_out_path(out)  # before the progress bar
 
     overrides: dict = {}
     if days is not None:

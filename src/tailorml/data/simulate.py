@@ -335,6 +335,14 @@ BAD_OUT_SUFFIX = (
 )
 
 
+def check_out_path(out_path: str | Path) -> Path:
+    """`out_path` if its suffix names a cohort format, else a ConfigError naming --out."""
+    out_path = Path(out_path)
+    if out_path.suffix.lower() not in OUT_SUFFIXES:
+        raise ConfigError(BAD_OUT_SUFFIX.format(path=out_path, suffix=out_path.suffix))
+    return out_path
+
+
 def simulate_cohort(
     config: SimulationConfig,
     out_path: str | Path,
@@ -350,9 +358,7 @@ def simulate_cohort(
     The format follows the suffix of `out_path`: .parquet (Parquet) or .csv (CSV); any
     other suffix is refused before any work.
     """
-    out_path = Path(out_path)
-    if out_path.suffix.lower() not in OUT_SUFFIXES:
-        raise ConfigError(BAD_OUT_SUFFIX.format(path=out_path, suffix=out_path.suffix))
+    out_path = check_out_path(out_path)
     names = resolve_patients(config.patients)
     key = cohort_fingerprint(config)
     meta_file = metadata_path(out_path)
