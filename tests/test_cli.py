@@ -1,8 +1,12 @@
 """End to end through the CLI, on a tiny slice of the shipped synthetic cohort."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,9 +29,13 @@ name = "tiny"
 """
 
 
+SRC = Path(__file__).resolve().parents[1] / "src"
+ENV = os.environ | {"PYTHONPATH": str(SRC)}  # absolute: also right when cwd is elsewhere
+
+
 def tailorml(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "tailorml", *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "tailorml", *args], capture_output=True, text=True, cwd=cwd, env=ENV
     )
 
 
@@ -208,3 +216,78 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     assert result.exit_code != 0
     assert "CGM interval (minutes) 3 but" in str(result.exception)
     assert "five.csv has 5" in str(result.exception)
+
+
+def test_ctrl_c_says_work_is_kept_and_removes_the_empty_run(tmp_path):
+    from tailorml.cli import INTERRUPTED
+
+    runs = tmp_path / "runs"
+    config = tmp_path / "slow.toml"
+    config.write_text(TINY.format(runs=runs.as_posix()).replace("epochs = 1", "epochs = 50"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tailorml", "train", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 60
+    while not (runs.is_dir() and any(runs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runs.is_dir() and any(runs.iterdir()), "the run directory never appeared"
+    process.send_signal(signal.SIGINT)  # while it loads the cohort: nothing finished yet
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == INTERRUPTED
+    assert list(runs.iterdir()) == []
+
+
+def test_a_failed_command_leaves_no_empty_run_directory(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[cohort]\npath = "missing.parquet"\n[run]\nruns_dir = "{tmp_path}/runs"\n')
+    result = tailorml("train", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and "cohort file not found" in result.stderr
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+BOOM = """
+import sys
+import time
+from tailorml import cli
+
+@cli.app.command("boom")
+def boom():
+    raise {error}
+
+sys.argv = ["tailorml", "boom"]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "message"),
+    [
+        ('EOFError("Ran out of input")', "EOFError", "Ran out of input"),
+        (
+            'RuntimeError("PytorchStreamReader failed")',
+            "RuntimeError",
+            "PytorchStreamReader failed",
+        ),
+        (
+            "__import__('pickle').UnpicklingError('invalid load key')",
+            "UnpicklingError",
+            "invalid load key",
+        ),
+    ],
+)
+def test_an_unexpected_error_is_named_never_a_bare_aborted(error, kind, message):
+    from tailorml.cli import UNEXPECTED
+
+    result = subprocess.run(
+        [sys.executable, "-c", BOOM.format(error=error)], capture_output=True, text=True, env=ENV
+    )
+    assert result.returncode == 1
+    assert "Aborted" not in result.stderr
+    assert "Traceback" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "error: " + UNEXPECTED.format(kind=kind, message=message)

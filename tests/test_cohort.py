@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from conftest import cohort_frame
-from tailorml.data.cohort import default_cohort_path, load_cohort
+from tailorml.data.cohort import AMBIGUOUS_DATES, MIXED_SAMPLING, default_cohort_path, load_cohort
 from tailorml.errors import CohortError
 
 
@@ -97,3 +97,111 @@ def test_unknown_individual_lists_the_valid_ones(write_cohort):
     with pytest.raises(CohortError, match=r"unknown individual.*z.*the file has a, b"):
         load_cohort(path, individuals=["z"])
     assert load_cohort(path, individuals=["b"]).ids == ["b"]
+
+
+def _rows(patient, times):
+    return pd.DataFrame({"patient_id": patient, "time": times, "cgm": 100.0})
+
+
+@pytest.mark.parametrize("name", ["cohort.csv", "cohort.parquet"])
+def test_ids_are_text_never_numbers(write_cohort, name):
+    times = ["2025-01-06 00:00", "2025-01-06 00:05"]
+    ids = ["001", "007", "7", "07.0"]
+    frame = pd.concat([_rows(patient, times) for patient in ids], ignore_index=True)
+    assert load_cohort(write_cohort(frame, name)).ids == ids
+
+
+def test_a_consistent_day_first_column_is_read_day_first(write_cohort):
+    times = ["05/01/2025 10:00", "05/01/2025 10:05", "25/01/2025 10:10"]  # 25 is no month
+    cohort = load_cohort(write_cohort(_rows("a", times), "cohort.csv"))
+    start = cohort.of("a")["time"]
+    assert start.iloc[0] == pd.Timestamp("2025-01-05 10:00")
+    assert start.iloc[-1] == pd.Timestamp("2025-01-25 10:10")
+
+
+@pytest.mark.parametrize(
+    ("times", "formats"),
+    [
+        (["05/01/2025 10:00", "05/01/2025 10:05"], "%d/%m/%Y %H:%M and %m/%d/%Y %H:%M"),
+        (["01-02-2025 10:00:00", "01-02-2025 10:05:00"], "%d-%m-%Y %H:%M:%S and %m-%d-%Y %H:%M:%S"),
+    ],
+)
+def test_ambiguous_day_month_dates_are_refused_naming_the_formats(write_cohort, times, formats):
+    path = write_cohort(_rows("a", times), "cohort.csv")
+    with pytest.raises(CohortError) as error:
+        load_cohort(path)
+    assert str(error.value) == AMBIGUOUS_DATES.format(
+        path=path, formats=formats, row=0, value=times[0]
+    )
+
+
+def test_epoch_seconds_are_read_as_utc(write_cohort):
+    # 1736150400 s = 2025-01-06T08:00:00Z; 5-min steps
+    frame = _rows("a", [1736150400 + 300 * k for k in range(3)])
+    cohort = load_cohort(write_cohort(frame, "cohort.csv"))
+    assert cohort.sample_minutes == 5
+    assert cohort.of("a")["time"].tolist() == [
+        pd.Timestamp("2025-01-06 08:00"),
+        pd.Timestamp("2025-01-06 08:05"),
+        pd.Timestamp("2025-01-06 08:10"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scale", "hint"), [(1000, "milliseconds: divide by 1000"), (1e-6, "not Unix seconds")]
+)
+def test_epoch_times_outside_seconds_are_refused(write_cohort, scale, hint):
+    frame = _rows("a", [int((1736150400 + 300 * k) * scale) for k in range(3)])
+    with pytest.raises(CohortError, match=f"read as Unix epoch seconds.*{hint}"):
+        load_cohort(write_cohort(frame, "cohort.csv"))
+
+
+@pytest.mark.parametrize("name", ["cohort.csv", "cohort.parquet"])
+def test_dst_fall_back_keeps_utc_order_and_counts_the_repeated_hour(write_cohort, name):
+    # Berlin 2025-10-26: 02:00-02:55 happens twice (+02:00, then +01:00): 61 readings in 5 h
+    times = pd.date_range("2025-10-26 00:00", "2025-10-26 04:00", freq="5min", tz="Europe/Berlin")
+    assert len(times) == 61
+    frame = _rows("a", [t.isoformat() for t in times] if name.endswith(".csv") else times)
+    cohort = load_cohort(write_cohort(frame, name))
+    readings = cohort.of("a")
+    assert cohort.notes["local_time_repeats_dropped"] == 12  # the second 02:00-02:55
+    assert len(readings) == 49  # 00:00 .. 04:00 local, every 5 min
+    assert readings["time"].iloc[0] == pd.Timestamp("2025-10-26 00:00")
+    assert readings["time"].iloc[-1] == pd.Timestamp("2025-10-26 04:00")
+
+
+def test_dst_spring_forward_hour_is_missing_readings(write_cohort):
+    times = pd.date_range("2025-03-30 00:00", "2025-03-30 04:00", freq="5min", tz="Europe/Berlin")
+    assert len(times) == 37  # 02:00-02:55 does not exist
+    cohort = load_cohort(write_cohort(_rows("a", [t.isoformat() for t in times]), "cohort.csv"))
+    assert cohort.notes["missing_slots_inserted"] == 12
+    assert len(cohort.of("a")) == 49
+
+
+def test_mixed_offsets_and_utc_out_of_order(write_cohort):
+    times = ["2025-01-06T10:00:00+01:00", "2025-01-06T09:05:00Z", "2025-01-06T10:10:00+01:00"]
+    cohort = load_cohort(write_cohort(_rows("a", times), "cohort.csv"))
+    # 09:00Z, 09:05Z, 09:10Z: wall times 10:00 (+01), 09:05 (Z) then 10:10 (+01)
+    assert cohort.notes["local_time_repeats_dropped"] == 1
+    backwards = ["2025-01-06T10:05:00+01:00", "2025-01-06T09:00:00Z"]
+    with pytest.raises(CohortError, match=r"goes back in time \(in UTC\)"):
+        load_cohort(write_cohort(_rows("a", backwards), "back.csv"))
+
+
+def test_times_with_and_without_offset_are_refused(write_cohort):
+    times = ["2025-01-06T00:00:00+01:00", "2025-01-06T00:05:00"]
+    with pytest.raises(CohortError, match=r"mixes times with and without a UTC offset \(row 1"):
+        load_cohort(write_cohort(_rows("a", times), "cohort.csv"))
+
+
+def test_mixed_sampling_names_individuals_and_intervals(write_cohort):
+    five = pd.date_range("2025-01-06", periods=7, freq="5min")
+    fifteen = pd.date_range("2025-01-06", periods=3, freq="15min")
+    frame = pd.concat(
+        [_rows("a", five), _rows("b", fifteen), _rows("c", fifteen)], ignore_index=True
+    )
+    path = write_cohort(frame)
+    with pytest.raises(CohortError) as error:
+        load_cohort(path)
+    assert str(error.value) == MIXED_SAMPLING.format(path=path, groups="5 min: a; 15 min: b, c")
+    assert load_cohort(path, individuals=["b", "c"]).sample_minutes == 15

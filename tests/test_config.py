@@ -61,3 +61,102 @@ def test_missing_file_and_bad_toml_are_clear_errors(tmp_path):
     bad.write_text("[train\nepochs = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def _float_keys(model, prefix=""):
+    """Dotted keys of every float-valued field (plain, optional or tuple of floats)."""
+    from pydantic import BaseModel
+
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from _float_keys(value, key + ".")
+        elif (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, BaseModel) for v in value.values())
+        ):
+            for item, sub in value.items():
+                yield from _float_keys(sub, f"{key}.{item}.")
+        elif "float" in str(info.annotation) and not isinstance(value, dict):  # grids: below
+            yield key
+
+
+def _nested(key, value):
+    data = value
+    for part in reversed(key.split(".")):
+        data = {part: data}
+    return data
+
+
+FLOAT_KEYS = list(_float_keys(Config()))
+
+
+def test_every_float_field_was_found():
+    assert {"train.learning_rate", "robust.eps_grid", "simulation.meals.lunch.grams"} <= set(
+        FLOAT_KEYS
+    )
+    assert len(FLOAT_KEYS) > 50
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_no_float_field_accepts_inf_or_nan(key, bad):
+    current = Config().to_dict()
+    for part in key.split("."):
+        current = current[part]
+    value = [bad] * len(current) if isinstance(current, list) else bad
+    with pytest.raises(ConfigError, match=rf"'{key}(\.0)?': Input should be a finite number"):
+        config_from_dict(_nested(key, value))
+
+
+def test_non_finite_method_grid_values_are_refused_on_one_line():
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"methods": {"transfer": {"n": [float("inf")]}}})
+    lines = str(error.value).splitlines()
+    assert lines[1] == "  - 'methods.transfer.n.0': Input should be a finite number (got inf)"
+    assert len(lines) == 3
+
+
+def test_infinite_learning_rate_from_toml_names_the_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlearning_rate = inf\n")
+    with pytest.raises(ConfigError, match=r"'train\.learning_rate': Input should be a finite"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("channels", [[0], [16, 0], [-4], []])
+def test_conv_channels_must_be_positive_and_present(channels):
+    with pytest.raises(ConfigError, match=r"model\.conv_channels"):
+        config_from_dict({"model": {"conv_channels": channels}})
+
+
+@pytest.mark.parametrize("key", ["run", "experiment"])
+@pytest.mark.parametrize("name", ["/../../../x", "../x", "a/b", "..", ".hidden", ""])
+def test_names_that_become_directories_must_be_safe(key, name):
+    from tailorml.io import UNSAFE_NAME
+
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({key: {"name": name}})
+    assert f"'{key}.name': " + UNSAFE_NAME.format(what="name", name=name) in str(error.value)
+
+
+def test_a_non_utf8_file_is_named_with_the_fix(tmp_path):
+    from tailorml.config import NOT_UTF8
+
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"[run]\nname = 'caf\xe9'\n")  # 'é' in Latin-1 is the byte 0xE9 at 17
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == NOT_UTF8.format(path=path, position=17)
+
+
+def test_an_empty_methods_table_is_a_config_error():
+    from tailorml.experiment.grid import EMPTY_TABLE, expand
+
+    with pytest.raises(ConfigError) as error:
+        expand(config_from_dict({"methods": {}}).methods)
+    assert str(error.value) == EMPTY_TABLE.format(table="methods")
+    with pytest.raises(ConfigError, match=r"\[soft\.candidates\] table is empty"):
+        expand({}, table="soft.candidates")

@@ -365,3 +365,32 @@ def test_no_sql_outside_the_registry_module():
         if SQL_OUTSIDE_THE_REGISTRY.search(line)
     ]
     assert not offenders, "SQL outside soft/registry.py:\n" + "\n".join(offenders)
+
+
+def test_a_card_for_a_hostile_id_stays_inside_the_registry(registry):
+    """Ids are data, not paths: '../../../x' becomes one encoded file name under cards/."""
+    from tailorml.soft.card import render_card
+
+    hostile = "../../../x"
+    data_gate = {
+        "gate": "data_sufficiency",
+        "passed": False,
+        "reason": "2.0 days of data, need 7",
+        "numbers": {"days": 2.0, "hypo_events": 1, "hyper_events": 1, "missing_fraction": 0.0}
+        | {"low_mgdl": 70.0, "high_mgdl": 180.0}
+        | {"fraction_low": 0.1, "fraction_in_range": 0.8, "fraction_high": 0.1},
+    }
+    record = registry.register_session(
+        hostile,
+        registry.predefined().id,
+        "data-hash",
+        [],
+        None,
+        {"synthetic": True, "data_gate": data_gate},
+        refused_reason="2.0 days of data, need 7",
+        actor="tester",
+    )
+    card = render_card(registry, record.id)
+    assert card.parent == registry.root / "cards"
+    assert card.name == "%2E.%2F..%2F..%2Fx.html"
+    assert not (registry.root.parent.parent.parent / "x.html").exists()

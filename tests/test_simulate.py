@@ -85,3 +85,22 @@ def test_cohort_simulation_resumes_after_a_failure(tmp_path, monkeypatch):
     seen.clear()
     simulate_cohort(config, out, workers=1, on_patient_done=lambda n, r: seen.append((n, r)))
     assert seen == [("child#002", True), ("child#003", True)]  # up to date: nothing redone
+
+
+def test_out_csv_writes_csv_that_loads_and_other_suffixes_are_refused(tmp_path):
+    from tailorml.data.cohort import load_cohort
+    from tailorml.data.simulate import BAD_OUT_SUFFIX
+    from tailorml.errors import ConfigError
+
+    config = SimulationConfig(days=1, patients=["child-002"])
+    out = simulate_cohort(config, tmp_path / "o.csv", workers=1)
+    assert out.read_bytes().startswith(b"patient_id,")  # text, not Parquet bytes
+    cohort = load_cohort(out)
+    assert cohort.ids == ["child-002"] and len(cohort.readings) == 480  # 1 day of 3-min
+    assert cohort.synthetic  # o.json beside it
+    for name in ("o.txt", "o", "o.parquet.bak"):
+        with pytest.raises(ConfigError) as error:
+            simulate_cohort(config, tmp_path / name, workers=1)
+        suffix = (tmp_path / name).suffix
+        assert str(error.value) == BAD_OUT_SUFFIX.format(path=tmp_path / name, suffix=suffix)
+        assert not (tmp_path / f"{name}.parts").exists()  # refused before any work

@@ -5,7 +5,7 @@ from conftest import cohort_frame
 from tailorml.config import SplitConfig, TaskConfig
 from tailorml.data.cohort import load_cohort
 from tailorml.data.glucose import make_windows
-from tailorml.data.splits import split_windows
+from tailorml.data.splits import EMPTY_PART, split_windows
 from tailorml.errors import ConfigError
 
 TASK = TaskConfig(window_minutes=12, horizon_minutes=6)  # span: 6 readings
@@ -65,3 +65,23 @@ def test_no_validation_part(prepared):
     assert len(splits.of("a", "val")) == 0
     assert splits.boundaries["a"]["train"] == (0, 136)  # round(194 * 0.7)
     assert splits.boundaries["a"]["test"] == (142, 200)
+
+
+def test_a_part_with_no_window_for_anyone_is_refused_before_training(prepared):
+    cohort, windows = prepared
+    # usable = 200 - 2 gaps of 6 = 188 rows; val = round(0.02 * 188) = 4 rows < span 6, so no
+    # individual has a val window; 0.04 gives round(7.52) = 8 rows >= 6: ceil(100 * 6/188)/100
+    config = SplitConfig(train=0.96, val=0.02, test=0.02)
+    with pytest.raises(ConfigError) as error:
+        split_windows(cohort, windows, config)
+    assert str(error.value) == EMPTY_PART.format(
+        part="val", fraction=0.02, rows=4, span=6, needed=0.04
+    )
+    splits = split_windows(cohort, windows, SplitConfig(train=0.92, val=0.04, test=0.04))
+    assert len(splits.of("a", "val")) == 8 - 6 + 1
+
+
+def test_a_zero_val_fraction_is_allowed_to_be_empty(prepared):
+    cohort, windows = prepared
+    splits = split_windows(cohort, windows, SplitConfig(train=0.8, val=0.0, test=0.2))
+    assert len(splits.pooled("val")) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +12,40 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from tailorml import __version__
 from tailorml.errors import TailormlError
 
+INTERRUPTED = "interrupted; finished work is kept (rerun to resume)"
+UNEXPECTED = (
+    "unexpected {kind}: {message} (a tailorml bug, or a file it could not read; finished "
+    "work is kept; please report it with the traceback above)"
+)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command (Typer would turn it into a silent exit 130)."""
+
+
+class UnexpectedError(Exception):
+    """An exception Typer would misreport: EOFError means 'stdin closed' to it ("Aborted.")."""
+
+
+class _Group(TyperGroup):
+    """Hands Ctrl-C and EOFError raised by a command to `main()` instead of to Typer."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as error:
+            raise Interrupted() from error
+        except EOFError as error:
+            raise UnexpectedError(error) from error
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Personalize small deep-learning models for human-centric sensing, safely.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -527,7 +557,8 @@ def rollback(
 @cohort_app.command("simulate")
 def cohort_simulate(
     out: Annotated[
-        Path, typer.Option(help="Output Parquet file (metadata JSON beside it).")
+        Path,
+        typer.Option(help="Output cohort file, .parquet or .csv (metadata JSON beside it)."),
     ] = Path("data/virtual_t1d_cohort.parquet"),
     config: ConfigOption = None,
     days: Annotated[int | None, typer.Option(help="Days per patient (default 14).")] = None,
@@ -544,7 +575,9 @@ def cohort_simulate(
     """Simulate the synthetic virtual T1D cohort (30 UVA/Padova patients) with simglucose.
 
     Resumable: finished patients are kept and skipped when the command is run again."""
-    from tailorml.data.simulate import resolve_patients, simulate_cohort
+    from tailorml.data.simulate import check_out_path, resolve_patients, simulate_cohort
+
+    check_out_path(out)  # before the progress bar
 
     overrides: dict = {}
     if days is not None:
@@ -642,12 +675,28 @@ def config_show(config: ConfigOption = None) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one red message and exit code 2, not a traceback."""
+    """Entry point: user errors become one red message and exit code 2, not a traceback.
+
+    Ctrl-C prints INTERRUPTED and exits 130; any other exception prints its traceback and
+    one red line naming its type (never a bare "Aborted.") and exits 1. In every failure,
+    a run directory this command created that holds no finished work is removed."""
+    from tailorml.runs import discard_unfinished
+
+    errors = Console(stderr=True, soft_wrap=True)  # one line, however long
     try:
         app()
     except TailormlError as error:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        discard_unfinished()
+        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted; finished work is kept (rerun to resume)")
+    except (KeyboardInterrupt, Interrupted):
+        discard_unfinished()
+        errors.print(INTERRUPTED, highlight=False)
         sys.exit(130)
+    except Exception as error:
+        discard_unfinished()
+        cause = error.__cause__ if isinstance(error, UnexpectedError) else error
+        traceback.print_exception(cause)
+        message = UNEXPECTED.format(kind=type(cause).__name__, message=cause)
+        errors.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+        sys.exit(1)

@@ -10,16 +10,34 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomlkit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from tailorml.errors import ConfigError
+from tailorml.io import safe_component
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    """Every section: unknown keys rejected, no type coercion, and no float field anywhere
+    in the config accepts inf or nan (a non-finite hyper-parameter is always a mistake)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False
+    )
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+# a name that becomes a directory name: refused (not rewritten) unless it is a safe one
+FileName = Annotated[str, AfterValidator(lambda name: safe_component(name, "name"))]
 
 
 class MealPlan(_Section):
@@ -143,7 +161,7 @@ class SplitConfig(_Section):
 class ModelConfig(_Section):
     """The compact 1-D CNN (kept under 20k parameters so int8 weights fit an STM32F4)."""
 
-    conv_channels: list[int] = Field(default_factory=lambda: [16, 32, 32])
+    conv_channels: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 32], min_length=1)
     kernel_size: int = Field(default=5, ge=1)
     hidden: int = Field(default=32, ge=1)
     max_parameters: int = Field(default=20_000, gt=0)
@@ -251,7 +269,7 @@ class ExperimentConfig(_Section):
     """`tailorml experiment`: methods x settings x seeds over individuals."""
 
     dataset: Literal["glucose", "writers"] = "glucose"
-    name: str = "table1"
+    name: FileName = Field(default="table1", description="run directory name (safe file name)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     individuals: list[str] = Field(default_factory=list, description="empty = all")
     max_individuals: int | None = Field(default=None, ge=1, description="the first N only")
@@ -346,7 +364,7 @@ class CohortConfig(_Section):
 
 class RunConfig(_Section):
     runs_dir: str = "runs"
-    name: str = "demo"
+    name: FileName = Field(default="demo", description="run directory name (safe file name)")
     report_patient: str = Field(default="", description="patient shown in the trace plot")
 
 
@@ -371,18 +389,41 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+NOT_UTF8 = (
+    "{path} is not UTF-8 text (byte {position} is not valid UTF-8; TOML files must be UTF-8): "
+    "save it as UTF-8 in your editor or with `iconv -f latin1 -t utf-8`"
+)
+
+
+_UNION_TAGS = {"int", "float", "bool", "str"}
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
+    """One line per offending key. A value of a union field (the [methods] grids) fails
+    once per member type; those lines are merged into the most telling one."""
     lines = [f"invalid configuration in {source}:"]
+    seen: dict[str, int] = {}
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        parts = [str(p) for p in item["loc"] if str(p) not in _UNION_TAGS and "[" not in str(p)]
+        key = ".".join(parts) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}': remove it or check its spelling")
+            line = f"  - unknown key '{key}': remove it or check its spelling"
         elif item["type"] == "missing":
-            lines.append(f"  - missing key '{key}'")
+            line = f"  - missing key '{key}'"
         else:
             given = item.get("input")
             given_text = f" (got {given!r})" if not isinstance(given, dict) else ""
-            lines.append(f"  - '{key}': {item['msg']}{given_text}")
+            message = item["msg"].removeprefix("Value error, ")
+            line = f"  - '{key}': {message}{given_text}"
+        if key in seen:  # a union member's error: keep the one that is not a plain type error
+            if not item["type"].endswith("_type"):
+                lines[seen[key]] = line
+            continue
+        seen[key] = len(lines)
+        lines.append(line)
+    # the scalar branch of a "list or scalar" union names the parent of a deeper error: drop it
+    deeper = {key for key in seen if any(other.startswith(key + ".") for other in seen)}
+    lines = [line for index, line in enumerate(lines) if index not in {seen[k] for k in deeper}]
     lines.append("Run `tailorml config show` for every key with its default.")
     return "\n".join(lines)
 
@@ -423,6 +464,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(NOT_UTF8.format(path=path, position=error.start)) from None
         source = str(path)
     if overrides:
         data = _deep_merge(data, overrides)

@@ -1,4 +1,4 @@
-"""Atomic file writes and content hashes.
+"""Atomic file writes, content hashes and safe file names.
 
 A run that fails or is interrupted must never leave a half-written file where a finished
 one is expected: everything is written to a temporary file in the same directory and then
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,48 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from tailorml.errors import TailormlError
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+UNSAFE_NAME = (
+    "{what} {name!r} cannot be used in a file name: use 1-100 letters, digits, '.', '_' or "
+    "'-', starting with a letter or digit (no '/', '..', spaces or leading dot)"
+)
+
+
+def safe_component(name: str, what: str) -> str:
+    """`name` unchanged if it is a safe single path component, else a TailormlError naming
+    `what` (e.g. "run.name"). For names the user chooses (run names): refuse, don't rewrite."""
+    if not isinstance(name, str) or not _SAFE.fullmatch(name) or name.strip(".") == "":
+        raise TailormlError(UNSAFE_NAME.format(what=what, name=name))
+    return name
+
+
+def encode_component(value: str) -> str:
+    """A safe, reversible file name for data that is not a name (a patient id from a cohort
+    file): letters, digits, '_', '-' and '.' (except a leading '.') stay as they are, every
+    other byte of its UTF-8 becomes '%XX'. Distinct values give distinct names
+    ("../x" -> "%2E.%2Fx", "a/b" -> "a%2Fb"); `decode_component` is the inverse."""
+    text = str(value)
+    if not text:
+        raise TailormlError("an empty id cannot be used in a file name")
+    out = []
+    for index, byte in enumerate(text.encode("utf-8")):
+        char = chr(byte)
+        keep = char.isascii() and (char.isalnum() or char in "_-" or (char == "." and index))
+        out.append(char if keep else f"%{byte:02X}")
+    encoded = "".join(out)
+    if len(encoded) > 200:
+        raise TailormlError(f"id {text[:40]!r}... is too long for a file name (max 200)")
+    return encoded
+
+
+def decode_component(name: str) -> str:
+    """The value `encode_component` encoded into `name`."""
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(name).decode("utf-8")
 
 
 @contextmanager

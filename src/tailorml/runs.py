@@ -3,12 +3,16 @@
 `runs/<YYYYmmdd-HHMMSS>-<name>/` holds config.toml, environment.json, the result tables and
 report.html. `run.json` records which steps finished (with the config fingerprint), so an
 interrupted run resumes from its last finished step and a report can be re-rendered.
+The name must be a safe file name (`tailorml.io.safe_component`), so a run directory is
+always directly inside runs_dir. A run directory created by a command that then fails
+before finishing anything is removed (`discard_unfinished`); one with finished work is kept.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -18,7 +22,7 @@ from typing import Any
 
 from tailorml.config import Config, load_config, to_toml
 from tailorml.errors import TailormlError
-from tailorml.io import atomic_write_json, atomic_write_text, fingerprint
+from tailorml.io import atomic_write_json, atomic_write_text, fingerprint, safe_component
 
 PACKAGES = (
     "tailorml",
@@ -70,6 +74,28 @@ def environment() -> dict[str, Any]:
     }
 
 
+BOOKKEEPING = frozenset({"config.toml", "environment.json", "run.json"})
+RUNS_DIR_NOT_A_FOLDER = (
+    "run.runs_dir (--runs-dir) {path} is a file or inside one; pass a folder (existing or new)"
+)
+
+_created: list[Path] = []  # run directories this process created, for discard_unfinished
+
+
+def discard_unfinished() -> list[Path]:
+    """Remove the run directories this process created that hold no finished work: no step
+    marked done and no file besides config.toml/environment.json/run.json (results, cached
+    models, task outputs are all written atomically, so any such file is finished work).
+    Called when a command fails; returns the removed paths."""
+    removed = []
+    while _created:
+        path = _created.pop()
+        if path.is_dir() and not Run(path).holds_finished_work():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class Run:
     """One run directory and its step bookkeeping."""
 
@@ -79,13 +105,20 @@ class Run:
     @classmethod
     def create(cls, config: Config, runs_dir: str | Path | None = None) -> Run:
         base = Path(runs_dir or config.run.runs_dir)
+        name = safe_component(config.run.name, "run.name")
+        if base.exists() and not base.is_dir():
+            raise TailormlError(RUNS_DIR_NOT_A_FOLDER.format(path=base))
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = base / f"{stamp}-{config.run.name}"
+        path = base / f"{stamp}-{name}"
         suffix = 1
         while path.exists():
             suffix += 1
-            path = base / f"{stamp}-{config.run.name}-{suffix}"
-        path.mkdir(parents=True)
+            path = base / f"{stamp}-{name}-{suffix}"
+        try:
+            path.mkdir(parents=True)
+        except (FileExistsError, NotADirectoryError):
+            raise TailormlError(RUNS_DIR_NOT_A_FOLDER.format(path=base)) from None
+        _created.append(path)
         run = cls(path)
         atomic_write_text(path / "config.toml", to_toml(config))
         atomic_write_json(path / "environment.json", environment())
@@ -118,6 +151,18 @@ class Run:
         state = self.state()
         state["steps"][step] = state["fingerprint"]
         atomic_write_json(self.path / "run.json", state)
+
+    def holds_finished_work(self) -> bool:
+        try:
+            if self.state()["steps"]:
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        return any(
+            item.is_file() and not item.name.startswith(".")
+            for item in self.path.rglob("*")
+            if item.relative_to(self.path).as_posix() not in BOOKKEEPING
+        )
 
     def file(self, name: str) -> Path:
         return self.path / name

@@ -7,6 +7,21 @@ names the file, the column and the fix. Documented handling rather than errors:
 - an empty (NaN) `cgm` is a missing reading; windows touching it are dropped and counted;
 - timestamps are snapped to the cohort's sampling grid (its median interval) and absent
   grid slots become missing readings; two readings in one slot keep the first, counted.
+
+What is refused, and why:
+
+- `patient_id` is always text: "001", "007", "7" and "07.0" are four individuals (CSV ids
+  are read as strings, never as numbers);
+- text times are ISO 8601, or one format for the whole column; a column that reads as
+  both day/month and month/day (01/02/2025) is refused, naming the formats that parse it;
+- integer (or float) times are Unix epoch seconds (UTC); milliseconds are refused;
+- times with a UTC offset (...+02:00, ...Z, or a tz-aware Parquet column) must be
+  increasing in UTC; they then become the local wall time of their offset. At the DST
+  fall-back hour the wall clock repeats: the second pass is dropped, counted in
+  `local_time_repeats_dropped`; the skipped spring-forward hour is missing readings.
+  Mixing times with and without an offset is refused;
+- every individual must have the same sampling interval (a 5-min and a 15-min patient
+  cannot share one grid); a mismatch names the individuals and their intervals.
 """
 
 from __future__ import annotations
@@ -78,28 +93,103 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         if suffix == ".parquet":
             return pd.read_parquet(path)
-        if suffix == ".csv":
-            return pd.read_csv(path)
+        if suffix == ".csv":  # ids and groups are text: "001" must not become 1
+            return pd.read_csv(path, dtype={"patient_id": str, "group": str})
     except Exception as error:  # the reader's own message, with the file named
         raise CohortError(f"cannot read cohort file {path}: {error}") from None
     raise CohortError(f"cohort file {path} must be .parquet or .csv, not '{suffix}'")
 
 
-def _parse_time(frame: pd.DataFrame, path: Path) -> pd.Series:
+EPOCH_SECONDS = (1e8, 1e10)  # 1973-03 .. 2286-11: plausible Unix times in seconds
+_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"
+_DATES = ("%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%m-%d-%Y", "%d.%m.%Y", "%d/%m/%y", "%m/%d/%y")
+_CLOCKS = (" %H:%M:%S", " %H:%M", " %I:%M:%S %p", " %I:%M %p", "T%H:%M:%S", "T%H:%M", "")
+TIME_FORMATS = tuple(date + clock for date in _DATES for clock in _CLOCKS)
+AMBIGUOUS_DATES = (
+    "{path}: column 'time' is ambiguous: it parses as {formats}, which give different dates "
+    "(e.g. row {row}: {value!r}); write ISO 8601 like 2025-01-06T07:30:00"
+)
+
+
+def _bad_time(path: Path, times: pd.Series, parsed: pd.Series) -> CohortError:
+    bad = (parsed.isna() & times.notna()) | times.isna()
+    row = int(np.flatnonzero(bad.to_numpy())[0])
+    return CohortError(
+        f"{path}: column 'time' has a value that is not a timestamp "
+        f"(row {row}: {times.iloc[row]!r}); use ISO 8601 like 2025-01-06T07:30:00"
+    )
+
+
+def _parse_text_times(times: pd.Series, path: Path) -> pd.Series:
+    """One format for the whole column: ISO 8601, else the formats of TIME_FORMATS that
+    read every value (refused if they disagree), else pandas' own reading when day-first
+    and month-first agree."""
+    text = times.astype(str).str.strip()
+    aware = text.str.contains(_OFFSET)
+    if aware.any() and not aware.all():
+        row = int(np.flatnonzero((~aware).to_numpy())[0])
+        raise CohortError(
+            f"{path}: column 'time' mixes times with and without a UTC offset (row {row}: "
+            f"{times.iloc[row]!r}); give every reading an offset (like +01:00) or none"
+        )
+    iso = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=bool(aware.any()))
+    if iso.notna().all():
+        return iso
+    readings = {}
+    for fmt in TIME_FORMATS:
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+        if parsed.notna().all():
+            readings[fmt] = parsed
+    if not readings:
+        month_first = pd.to_datetime(text, format="mixed", errors="coerce")
+        day_first = pd.to_datetime(text, format="mixed", errors="coerce", dayfirst=True)
+        if month_first.isna().any():
+            raise _bad_time(path, times, month_first)
+        readings = {"month first": month_first, "day first": day_first}
+    first = next(iter(readings.values()))
+    differ = {name: (values != first) for name, values in readings.items()}
+    if not any(mask.any() for mask in differ.values()):
+        return first
+    mask = np.logical_or.reduce([m.to_numpy() for m in differ.values()])
+    row = int(np.flatnonzero(mask)[0])
+    raise CohortError(
+        AMBIGUOUS_DATES.format(
+            path=path, formats=" and ".join(readings), row=row, value=times.iloc[row]
+        )
+    )
+
+
+def _parse_time(frame: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.Series | None]:
+    """(local wall-clock times, UTC times or None when the file has no time zone)."""
     times = frame["time"]
-    if not pd.api.types.is_datetime64_any_dtype(times):
-        parsed = pd.to_datetime(times, errors="coerce", format="mixed")
-        bad = parsed.isna() & times.notna()
-        if times.isna().any() or bad.any():
-            row = int(np.flatnonzero((bad | times.isna()).to_numpy())[0])
+    if times.isna().any():
+        raise _bad_time(path, times, times)
+    if pd.api.types.is_numeric_dtype(times) and not pd.api.types.is_bool_dtype(times):
+        low, high = EPOCH_SECONDS
+        if times.min() < low or times.max() > high:
+            unit = "milliseconds: divide by 1000" if times.max() > high else "not Unix seconds"
             raise CohortError(
-                f"{path}: column 'time' has a value that is not a timestamp "
-                f"(row {row}: {times.iloc[row]!r}); use ISO 8601 like 2025-01-06T07:30:00"
+                f"{path}: column 'time' holds numbers; they are read as Unix epoch seconds "
+                f"(UTC) but range {times.min():g}-{times.max():g} looks like {unit}, "
+                "or write ISO 8601 like 2025-01-06T07:30:00"
             )
-        times = parsed
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_localize(None)  # keep local wall-clock time
-    return times.astype("datetime64[ns]")
+        times = pd.to_datetime(times, unit="s", utc=True)
+    elif not pd.api.types.is_datetime64_any_dtype(times):
+        times = _parse_text_times(times, path)
+    if getattr(times.dt, "tz", None) is None:
+        return times.astype("datetime64[ns]"), None
+    utc = times.dt.tz_convert("UTC")
+    if frame["time"].dtype == object or pd.api.types.is_string_dtype(frame["time"]):
+        # each reading's own offset: its wall time is the time as written
+        offsets = frame["time"].astype(str).str.strip().str.extract(r"([+-]\d\d):?(\d\d)$")
+        sign = np.where(offsets[0].str.startswith("-"), -1, 1)
+        minutes = offsets[0].str[1:].astype(float).fillna(0) * 60 + offsets[1].astype(float).fillna(
+            0
+        )
+        wall = utc.dt.tz_localize(None) + pd.to_timedelta(sign * minutes, unit="min")
+    else:  # a tz-aware column: wall time in its zone; epoch seconds: UTC
+        wall = times.dt.tz_localize(None)
+    return wall.astype("datetime64[ns]"), utc.dt.tz_localize(None).astype("datetime64[ns]")
 
 
 def _check_cgm(frame: pd.DataFrame, path: Path) -> pd.Series:
@@ -130,16 +220,17 @@ def _check_cgm(frame: pd.DataFrame, path: Path) -> pd.Series:
     return cgm.astype(float)
 
 
-def _check_monotonic(frame: pd.DataFrame, path: Path) -> None:
+def _check_monotonic(frame: pd.DataFrame, path: Path, column: str = "time") -> None:
     same_patient = frame["patient_id"].to_numpy()[1:] == frame["patient_id"].to_numpy()[:-1]
-    steps = np.diff(frame["time"].to_numpy()).astype("timedelta64[s]").astype(np.int64)
+    steps = np.diff(frame[column].to_numpy()).astype("timedelta64[s]").astype(np.int64)
     bad = np.flatnonzero(same_patient & (steps <= 0))
     if len(bad):
         row = int(bad[0]) + 1
         kind = "repeats" if steps[bad[0]] == 0 else "goes back in time"
         raise CohortError(
-            f"{path}: column 'time' {kind} for patient {frame['patient_id'].iloc[row]!r} at "
-            f"row {row} ({frame['time'].iloc[row - 1]} then {frame['time'].iloc[row]}); "
+            f"{path}: column 'time' {kind}{' (in UTC)' if column != 'time' else ''} for patient "
+            f"{frame['patient_id'].iloc[row]!r} at row {row} ({frame[column].iloc[row - 1]} "
+            f"then {frame[column].iloc[row]}); "
             "sort the file by patient_id then time and remove duplicate readings"
         )
     starts = pd.Series(frame["patient_id"]).ne(pd.Series(frame["patient_id"]).shift())
@@ -150,17 +241,44 @@ def _check_monotonic(frame: pd.DataFrame, path: Path) -> None:
         )
 
 
+MIXED_SAMPLING = (
+    "{path}: individuals are sampled at different intervals ({groups}); tailorml needs one "
+    "grid per cohort: resample them to one interval or load them as separate cohorts"
+)
+
+
 def _sample_minutes(frame: pd.DataFrame, path: Path) -> int:
-    steps = frame.groupby("patient_id", sort=False)["time"].diff().dropna()
-    if steps.empty:
-        raise CohortError(f"{path}: every patient needs at least two readings")
-    minutes = steps.median().total_seconds() / 60.0
-    rounded = round(minutes)
-    if rounded < 1 or abs(minutes - rounded) > 0.25:
-        raise CohortError(
-            f"{path}: cannot infer a whole-minute sampling interval (median {minutes:.2f} min)"
+    """The sampling interval: the median step of each individual, which must agree."""
+    steps = frame.groupby("patient_id", sort=False)["time"].diff()
+    medians = steps.groupby(frame["patient_id"], sort=False).median()
+    if medians.isna().any():
+        lone = ", ".join(map(repr, medians.index[medians.isna()]))
+        raise CohortError(f"{path}: every patient needs at least two readings (not {lone})")
+    intervals: dict[int, list[str]] = {}
+    for patient, median in medians.items():
+        minutes = median.total_seconds() / 60.0
+        rounded = round(minutes)
+        if rounded < 1 or abs(minutes - rounded) > 0.25:
+            raise CohortError(
+                f"{path}: cannot infer a whole-minute sampling interval for patient "
+                f"{patient!r} (median {minutes:.2f} min)"
+            )
+        intervals.setdefault(int(rounded), []).append(str(patient))
+    if len(intervals) > 1:
+        groups = "; ".join(
+            f"{minutes} min: {', '.join(ids)}" for minutes, ids in sorted(intervals.items())
         )
-    return int(rounded)
+        raise CohortError(MIXED_SAMPLING.format(path=path, groups=groups))
+    return next(iter(intervals))
+
+
+def _drop_local_repeats(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Readings whose wall-clock time does not advance (the DST fall-back hour, once they
+    are ordered by UTC): dropped, and counted."""
+    latest = frame.groupby("patient_id", sort=False)["time"].cummax()
+    previous = latest.groupby(frame["patient_id"], sort=False).shift()
+    repeat = (frame["time"] <= previous).to_numpy()
+    return frame.loc[~repeat].reset_index(drop=True), int(repeat.sum())
 
 
 def _regular_grid(frame: pd.DataFrame, sample_minutes: int) -> tuple[pd.DataFrame, dict]:
@@ -210,7 +328,7 @@ def load_cohort(
         raise CohortError(f"{path}: column 'patient_id' is empty at row {row}")
     frame = frame.copy()
     frame["patient_id"] = frame["patient_id"].astype(str)
-    frame["time"] = _parse_time(frame, path)
+    frame["time"], utc = _parse_time(frame, path)
     frame["cgm"] = _check_cgm(frame, path)
     for column in ("bg", "cho", "insulin"):
         if column in frame.columns:
@@ -223,7 +341,13 @@ def load_cohort(
     if "group" not in frame.columns:
         frame["group"] = "unknown"
     frame["group"] = frame["group"].fillna("unknown").astype(str)
-    _check_monotonic(frame, path)
+    repeats = 0
+    if utc is None:
+        _check_monotonic(frame, path)
+    else:  # aware times: ordered in UTC; the wall clock may repeat an hour at DST
+        frame["_utc"] = utc
+        _check_monotonic(frame, path, "_utc")
+        frame, repeats = _drop_local_repeats(frame.drop(columns="_utc"))
 
     if individuals:
         unknown = sorted(set(individuals) - set(frame["patient_id"]))
@@ -235,6 +359,7 @@ def load_cohort(
         frame = frame[frame["patient_id"].isin(individuals)]
     sample_minutes = _sample_minutes(frame, path)
     frame, notes = _regular_grid(frame, sample_minutes)
+    notes["local_time_repeats_dropped"] = repeats
     if max_days is not None:
         first = frame.groupby("patient_id", sort=False)["time"].transform("min")
         frame = frame[frame["time"] < first + pd.Timedelta(days=max_days)].reset_index(drop=True)

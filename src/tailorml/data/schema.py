@@ -19,7 +19,7 @@ TRAIT_COLUMNS = (
 )
 COLUMN_DOCS = {
     "patient_id": "identifier of the individual (string)",
-    "time": "timestamp of the reading (naive local time), strictly increasing per individual",
+    "time": "timestamp (ISO 8601, offsets allowed, or epoch seconds), increasing per individual",
     "cgm": "CGM glucose in mg/dL; empty (NaN) where the sensor gave no reading",
     "group": "age group: child, adolescent or adult (used for fairness across groups)",
     "bg": "true blood glucose in mg/dL (simulated cohorts only)",

@@ -18,7 +18,7 @@ import math
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,8 @@ import pandas as pd
 from tailorml.config import SimulationConfig
 from tailorml.data import scenario
 from tailorml.data.schema import TRAIT_COLUMNS
-from tailorml.io import atomic_write_json, atomic_write_parquet, fingerprint
+from tailorml.errors import ConfigError
+from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, fingerprint
 
 SAMPLE_MINUTES = 3
 SENSOR = "Dexcom"
@@ -327,6 +328,21 @@ def metadata_path(cohort_path: str | Path) -> Path:
     return Path(cohort_path).with_suffix(".json")
 
 
+OUT_SUFFIXES = (".parquet", ".csv")
+BAD_OUT_SUFFIX = (
+    "--out {path}: a cohort file ends in .parquet (Parquet) or .csv (CSV), not '{suffix}'; "
+    "rename it"
+)
+
+
+def check_out_path(out_path: str | Path) -> Path:
+    """`out_path` if its suffix names a cohort format, else a ConfigError naming --out."""
+    out_path = Path(out_path)
+    if out_path.suffix.lower() not in OUT_SUFFIXES:
+        raise ConfigError(BAD_OUT_SUFFIX.format(path=out_path, suffix=out_path.suffix))
+    return out_path
+
+
 def simulate_cohort(
     config: SimulationConfig,
     out_path: str | Path,
@@ -334,13 +350,15 @@ def simulate_cohort(
     on_patient_done: Callable[[str, bool], None] | None = None,
     force: bool = False,
 ) -> Path:
-    """Simulate every requested patient into one Parquet file plus a metadata JSON.
+    """Simulate every requested patient into one cohort file plus a metadata JSON.
 
     Parallel across processes; resumable: each finished patient is kept under
     `<out>.parts/<fingerprint>/` and skipped on rerun, the final file is written atomically.
     `on_patient_done(name, reused)` is called once per patient (for progress bars).
+    The format follows the suffix of `out_path`: .parquet (Parquet) or .csv (CSV); any
+    other suffix is refused before any work.
     """
-    out_path = Path(out_path)
+    out_path = check_out_path(out_path)
     names = resolve_patients(config.patients)
     key = cohort_fingerprint(config)
     meta_file = metadata_path(out_path)
@@ -370,10 +388,9 @@ def simulate_cohort(
                 if on_patient_done:
                     on_patient_done(name, False)
         else:
-            import multiprocessing
+            from tailorml.workers import process_pool
 
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with process_pool(workers) as pool:
                 futures = [
                     pool.submit(_simulate_to_part, name, config_json, str(part_of[name]))
                     for name in todo
@@ -409,7 +426,10 @@ def simulate_cohort(
         "scenario": config.model_dump(mode="json"),
         "per_patient": infos,
     }
-    atomic_write_parquet(out_path, cohort)
+    if out_path.suffix.lower() == ".csv":
+        atomic_write(out_path, lambda path: cohort.to_csv(path, index=False))
+    else:
+        atomic_write_parquet(out_path, cohort)
     atomic_write_json(meta_file, metadata)
     shutil.rmtree(parts_dir.parent, ignore_errors=True)
     return out_path

@@ -6,6 +6,10 @@ at least one window plus horizon long, so no reading, and no label, is shared ac
 
 D_I of an individual is its own training part; D_G for that individual is the training
 data of all the other individuals (the setting of "Personalization of Deep Learning").
+
+An individual whose part is too short for one complete window simply has no windows there
+(reported as skipped by the evaluation); a part (train, or val/test when its fraction is not
+0) with no window for ANY individual is a ConfigError before any training starts.
 """
 
 from __future__ import annotations
@@ -81,6 +85,13 @@ def part_boundaries(n_rows: int, config: SplitConfig, gap: int) -> dict[str, tup
     return bounds
 
 
+EMPTY_PART = (
+    "split.{part} = {fraction:g} leaves no individual a complete {part} window (the longest "
+    "{part} part has {rows} readings; a window needs {span} = window + horizon): raise "
+    "split.{part} to at least {needed:.2f} or use longer recordings"
+)
+
+
 def split_windows(cohort: Cohort, windows: WindowSet, config: SplitConfig) -> Splits:
     gap = gap_rows(config, windows)
     span = windows.length + windows.horizon
@@ -96,6 +107,25 @@ def split_windows(cohort: Cohort, windows: WindowSet, config: SplitConfig) -> Sp
             for name, (start, end) in bounds.items()
         }
         boundaries[individual_id] = bounds
+    for part in PARTS:
+        fraction = getattr(config, part)
+        if fraction == 0 or any(len(indices[part]) for indices in parts.values()):
+            continue
+        longest = max(
+            (end - start for b in boundaries.values() for start, end in [b[part]]), default=0
+        )
+        n_rows = max((len(cohort.of(i)) for i in windows.ids), default=0)
+        active = sum(getattr(config, name) > 0 for name in PARTS)
+        usable = max(n_rows - gap * (active - 1), 1)
+        raise ConfigError(
+            EMPTY_PART.format(
+                part=part,
+                fraction=fraction,
+                rows=longest,
+                span=span,
+                needed=min(math.ceil(100 * span / usable) / 100, 1.0),
+            )
+        )
     return Splits(parts, boundaries, gap)
 
 

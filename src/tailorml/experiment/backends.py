@@ -7,12 +7,12 @@ shared state, and Ray (`pip install tailorml[ray]`) can spread them over many ma
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Any, Protocol
 
 from tailorml.errors import ConfigError
+from tailorml.workers import process_pool
 
 
 class Backend(Protocol):
@@ -22,8 +22,9 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """`workers` processes on this machine (spawned: no state leaks between tasks' parents);
-    with one worker the tasks run in this process, which is easiest to debug."""
+    """`workers` processes on this machine (spawned: no state leaks between tasks' parents;
+    they die with this process, see tailorml.workers); with one worker the tasks run in this
+    process, which is easiest to debug."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -35,8 +36,7 @@ class LocalBackend:
             for arguments in tasks:
                 on_done(function(*arguments))
             return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+        with process_pool(self.workers) as pool:
             futures = [pool.submit(function, *arguments) for arguments in tasks]
             try:
                 for future in as_completed(futures):

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tailorml.errors import ConfigError
 from tailorml.personalize import make_strategy
 from tailorml.personalize.base import Strategy
 
@@ -31,9 +32,13 @@ class Setting:
         return re.sub(r"[^A-Za-z0-9_.=-]", "_", text)
 
 
-def expand(methods: dict[str, dict[str, Any]]) -> list[Setting]:
+EMPTY_TABLE = "the [{table}] table is empty; name at least one method, e.g. baseline = {{}}"
+
+
+def expand(methods: dict[str, dict[str, Any]], table: str = "methods") -> list[Setting]:
     """Cartesian product of each method's parameter lists, in config order. Every setting is
-    built once here, so an unknown method or parameter fails before any work starts."""
+    built once here, so an unknown method or parameter fails before any work starts.
+    `table` is the config key the grid came from (for the message of an empty grid)."""
     settings = []
     for method, grid in methods.items():
         names = sorted(grid)
@@ -43,5 +48,5 @@ def expand(methods: dict[str, dict[str, Any]]) -> list[Setting]:
             setting.strategy()  # validates name, parameters and values
             settings.append(setting)
     if not settings:
-        raise ValueError("the [methods] table is empty; name at least one method")
+        raise ConfigError(EMPTY_TABLE.format(table=table))
     return settings

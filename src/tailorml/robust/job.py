@@ -19,7 +19,13 @@ import torch
 
 from tailorml.config import Config
 from tailorml.errors import TailormlError
-from tailorml.io import atomic_write_json, atomic_write_text, fingerprint, sha256_file
+from tailorml.io import (
+    atomic_write_json,
+    atomic_write_text,
+    encode_component,
+    fingerprint,
+    sha256_file,
+)
 from tailorml.models.cnn import SmallCNN, load_model
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
@@ -148,7 +154,7 @@ def certify_run(
     rows = []
     with reporter.task(f"certifying at ±{config.robust.eps:g} mg/dL", total=total) as task:
         for individual in individuals:
-            target = cache / f"{individual}.json"
+            target = cache / f"{encode_component(individual)}.json"
             test = splits.parts[individual]["test"]
             if target.is_file():
                 row = json.loads(target.read_text())

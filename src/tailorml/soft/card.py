@@ -12,6 +12,7 @@ import pandas as pd
 from tailorml.evaluate.alerts import snooze_alerts
 from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, write_html
+from tailorml.io import encode_component
 from tailorml.policy import AlertPolicy
 from tailorml.soft.gates import gate_identity
 from tailorml.soft.registry import Registry
@@ -81,7 +82,7 @@ def render_card(registry: Registry, session_id: int) -> Path:
     data_gate = summary["data_gate"] | {"title": _gate_heading(summary["data_gate"]["gate"])}
     return write_html(
         "card.html.j2",
-        registry.root / "cards" / f"{individual}.html",
+        registry.root / "cards" / f"{encode_component(individual)}.html",
         individual=individual,
         session=session,
         summary=summary,
