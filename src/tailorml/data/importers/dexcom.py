@@ -64,7 +64,7 @@ def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedRe
             f"header); first line: {first_line(text)!r}"
         )
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
     except Exception as error:
         raise CohortError(f"{name}: cannot read as a Dexcom Clarity CSV: {error}") from None
     frame.columns = [c.strip() for c in frame.columns]

@@ -46,7 +46,7 @@ def parse(
     if units not in UNITS:
         raise CohortError(f"--units must be one of {', '.join(UNITS)}, not {units!r}")
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
     except Exception as error:
         raise CohortError(f"{name}: cannot read as CSV: {error}") from None
     frame.columns = [c.strip() for c in frame.columns]

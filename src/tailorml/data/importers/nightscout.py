@@ -53,7 +53,7 @@ SGV_ERROR_BELOW = 20.0
 def sniff(text: str) -> bool:
     head = text.lstrip()[:4000]
     return head[:1] in "[{" and any(
-        key in head for key in ('"sgv"', '"eventType"', '"dateString"', '"created_at"')
+        key in head for key in ('"sgv"', '"eventType"', '"dateString"', '"created_at"', '"date"')
     )
 
 
@@ -72,8 +72,12 @@ def _records(text: str, name: str) -> list[dict]:
     return data
 
 
-def _local_times(records: list[dict], name: str, timezone: str | None) -> pd.Series:
-    """Local wall time of each record (see the module docstring for the order of rules)."""
+def _local_times(
+    records: list[dict], name: str, timezone: str | None
+) -> tuple[pd.Series, np.ndarray]:
+    """Local wall time of each record (rules in the module docstring), and the order of
+    the records by their UTC instant (so the first reading in real time wins a repeated
+    wall-clock time in the autumn DST hour)."""
     zone = None
     if timezone:
         try:
@@ -82,7 +86,7 @@ def _local_times(records: list[dict], name: str, timezone: str | None) -> pd.Ser
             raise CohortError(
                 f"--timezone {timezone!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)"
             ) from None
-    result = []
+    result, instants = [], []
     for record in records:
         stamp = record.get("dateString") or record.get("created_at") or record.get("timestamp")
         written = None
@@ -110,7 +114,9 @@ def _local_times(records: list[dict], name: str, timezone: str | None) -> pd.Ser
                 "or UTC) so readings get local wall time"
             )
         result.append(local)
-    return pd.Series(pd.to_datetime(result), dtype="datetime64[ns]")
+        instants.append(instant.value)
+    order = np.argsort(np.asarray(instants, dtype=np.int64), kind="stable")
+    return pd.Series(pd.to_datetime(result), dtype="datetime64[ns]"), order
 
 
 def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
@@ -133,10 +139,11 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
         codes = values < SGV_ERROR_BELOW
         notes["sgv_error_codes"] += int(codes.sum())
         keep = (values.notna() & ~codes).to_numpy()
-        times = _local_times([r for r, k in zip(sgv, keep, strict=True) if k], name, timezone)
+        kept = [r for r, k in zip(sgv, keep, strict=True) if k]
+        times, order = _local_times(kept, name, timezone)
         fix = "Nightscout sgv is mg/dL; this file seems to hold mmol/L values"
         values = to_mgdl(values[keep].reset_index(drop=True), "mg/dL", name, "sgv", fix)
-        readings = readings_frame(times, values)
+        readings = readings_frame(times.iloc[order], values.iloc[order])
     elif not treatments:
         seen = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(kinds).items())) or "none"
         raise CohortError(
@@ -146,7 +153,7 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
 
     events = [empty_events()]
     if treatments:
-        times = _local_times(treatments, name, timezone)
+        times, _ = _local_times(treatments, name, timezone)
         for key, target in (("carbs", "cho"), ("insulin", "insulin")):
             amounts = pd.to_numeric(pd.Series([r.get(key) for r in treatments]), errors="coerce")
             events.append(events_frame(times, target, amounts))
