@@ -506,3 +506,13 @@ def test_cli_import_then_describe(tmp_path):
     described = runner.invoke(app, ["cohort", "describe", str(out)])
     assert described.exit_code == 0, described.output
     assert pseudonym("identity:jane|doe|1990-02-03", "x") in described.output
+
+
+def test_generic_csv_times_with_offsets_keep_their_wall_clock_across_dst(tmp_path):
+    text = (
+        "time,cgm\n2024-03-31T01:55:00+01:00,100\n2024-03-31T03:00:00+02:00,110\n"
+        "2024-03-31T03:05:00+02:00,112\n"
+    )
+    result = import_cohort([write(tmp_path, "tz.csv", text)], tmp_path / "c.parquet", salt="s")
+    assert result.frame["time"].iloc[0] == pd.Timestamp("2024-03-31 01:55")
+    assert same(grid(result), [100.0] + [np.nan] * 12 + [110.0, 112.0])

@@ -189,6 +189,22 @@ def sensor_codes(
     return numeric, code_values
 
 
+def wall_times(stamps: pd.Series, dayfirst: bool = False) -> pd.Series:
+    """Parse times; a time with an offset keeps its wall-clock part (local time)."""
+    try:
+        parsed = pd.to_datetime(stamps, errors="coerce", format="mixed", dayfirst=dayfirst)
+    except ValueError:  # offsets differ between rows (a DST change): one at a time
+        parsed = pd.Series(
+            [pd.to_datetime(s, errors="coerce", dayfirst=dayfirst) for s in stamps],
+            index=stamps.index,
+        )
+        parsed = parsed.map(lambda t: t.tz_localize(None) if t is not pd.NaT and t.tzinfo else t)
+        return pd.to_datetime(parsed)
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    return parsed
+
+
 def person_key_from_name(name: str) -> str:
     stem = Path(name).stem if name != "<text>" else "imported"
     key = _TRAILING_TOKEN.sub("", stem).strip(" ._-")

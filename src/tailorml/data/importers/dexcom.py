@@ -39,6 +39,7 @@ from tailorml.data.importers.common import (
     readings_frame,
     sensor_codes,
     to_mgdl,
+    wall_times,
 )
 from tailorml.errors import CohortError
 
@@ -147,13 +148,11 @@ _CODES = {"low", "high", "lo", "hi"}
 
 
 def _times(column: pd.Series, name: str) -> pd.Series:
-    parsed = pd.to_datetime(column.str.strip(), errors="coerce", format="ISO8601")
+    parsed = wall_times(column.str.strip())
     if parsed.isna().any():
         first = column[parsed.isna()].iloc[0]
         raise CohortError(
             f"{name}: Dexcom timestamp {first!r} is not like 2024-01-05T08:15:00 "
             f"({int(parsed.isna().sum())} rows)"
         )
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_localize(None)
     return parsed

@@ -24,6 +24,7 @@ from tailorml.data.importers.common import (
     readings_frame,
     sensor_codes,
     to_mgdl,
+    wall_times,
 )
 from tailorml.errors import CohortError
 
@@ -65,14 +66,13 @@ def parse(
     if frame.empty:
         raise CohortError(f"{name}: the CSV has a header but no rows")
     stamps = frame[time_column].str.strip()
-    times = pd.to_datetime(stamps, errors="coerce", format="mixed", dayfirst=dayfirst)
+    times = wall_times(stamps, dayfirst)
     if times.isna().any():
         first = stamps[times.isna()].iloc[0]
         raise CohortError(
             f"{name}: column {time_column!r} has a value that is not a time ({first!r}, "
             f"{int(times.isna().sum())} rows); use ISO 8601 like 2024-01-05T08:15:00"
         )
-    times = pd.Series([t.tz_localize(None) if t.tzinfo else t for t in times])
     notes: dict[str, int] = {}
     raw = frame[glucose_column].str.strip()
     numeric, codes = sensor_codes(raw, out_of_range, notes)
