@@ -58,7 +58,7 @@ def test_policy_from_config_takes_every_configured_number(tmp_path):
 def test_policy_from_a_dict_with_missing_fields_names_them():
     data = AlertPolicy().to_dict()
     del data["threshold"]
-    with pytest.raises(ModelFileError, match="m.pt: alert policy has missing field.*threshold"):
+    with pytest.raises(ModelFileError, match=r"m.pt: alert policy has missing field.*threshold"):
         AlertPolicy.from_dict(data, "m.pt")
 
 
@@ -76,11 +76,11 @@ def _tiny_model() -> SmallCNN:
 
 def test_a_model_without_policy_can_be_neither_saved_nor_loaded(tmp_path):
     model = _tiny_model()
-    with pytest.raises(ValueError, match="set model.policy"):
+    with pytest.raises(ValueError, match=r"set model.policy"):
         save_model(model, tmp_path / "m.pt")
     # a file written without a policy (as older versions did)
     torch.save({"spec": model.spec.to_dict(), "state_dict": model.state_dict()}, tmp_path / "o.pt")
-    with pytest.raises(ModelFileError, match="o.pt has no alert policy"):
+    with pytest.raises(ModelFileError, match=r"o.pt has no alert policy"):
         load_model(tmp_path / "o.pt")
 
 
@@ -94,7 +94,7 @@ def test_anything_but_a_model_file_is_a_clear_error(tmp_path, content):
         save_model(model, tmp_path / "full.pt")
         content = (tmp_path / "full.pt").read_bytes()[:200]
     (tmp_path / "bad.pt").write_bytes(content)
-    with pytest.raises(ModelFileError, match="bad.pt is not a tailorml model file"):
+    with pytest.raises(ModelFileError, match=r"bad.pt is not a tailorml model file"):
         load_model(tmp_path / "bad.pt")
     with pytest.raises(ModelFileError, match="model file not found"):
         load_model(tmp_path / "absent.pt")
@@ -142,7 +142,7 @@ def test_describe_counts_events_under_the_policy_but_keeps_consensus_ranges(tmp_
 def test_safety_gates_cannot_be_configured_away():
     with pytest.raises(ConfigError, match="safety_non_inferiority, harmful_states"):
         build_gates(SoftConfig(gates=[]))
-    with pytest.raises(ConfigError, match="must include the safety gate.*harmful_states"):
+    with pytest.raises(ConfigError, match=r"must include the safety gate.*harmful_states"):
         build_gates(SoftConfig(gates=["safety_non_inferiority"]))
     gates = build_gates(SoftConfig(gates=["harmful_states", "safety_non_inferiority"]))
     assert [gate.name for gate in gates] == ["harmful_states", "safety_non_inferiority"]
