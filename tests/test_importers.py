@@ -516,3 +516,13 @@ def test_generic_csv_times_with_offsets_keep_their_wall_clock_across_dst(tmp_pat
     result = import_cohort([write(tmp_path, "tz.csv", text)], tmp_path / "c.parquet", salt="s")
     assert result.frame["time"].iloc[0] == pd.Timestamp("2024-03-31 01:55")
     assert same(grid(result), [100.0] + [np.nan] * 12 + [110.0, 112.0])
+
+
+def test_an_explicit_id_joins_files_and_is_hashed_unless_kept(tmp_path):
+    dex = write(tmp_path, "d.csv", clarity(KNOWN[:6]))
+    ns = write(tmp_path, "n.json", ns_entries(KNOWN[6:], offset_minutes=60))
+    hashed = import_cohort([dex, ns], tmp_path / "h.parquet", person_id="alice", salt="s")
+    assert hashed.metadata["patients"] == [pseudonym("alice", "s")]
+    assert same(grid(hashed), EXPECTED)
+    kept = import_cohort([dex, ns], tmp_path / "k.parquet", person_id="alice", keep_ids=True)
+    assert kept.metadata["patients"] == ["alice"]

@@ -711,7 +711,7 @@ def cohort_import(
         console.print(f"  {patient}: {count} readings")
     if result.notes:
         console.print(f"Counts: {result.notes}")
-    if salt is None and not keep_ids and person is None:
+    if salt is None and not keep_ids:
         console.print(
             "[yellow]Ids were hashed with a fresh random salt (not stored); pass --salt (or "
             "TAILORML_IMPORT_SALT) to get the same ids on a later import.[/yellow]"

@@ -320,7 +320,7 @@ def build_cohort(
         values = np.full(int(slot.max()) + 1, np.nan)
         values[slot[~occupied]] = rows["cgm"].to_numpy()[~occupied]
         notes["empty_slots"] += int(np.isnan(values).sum())
-        patient = key if keep_ids or person_id is not None else pseudonym(key, salt)
+        patient = key if keep_ids else pseudonym(key, salt)
         id_of[key] = patient
         piece = pd.DataFrame(
             {"patient_id": patient, "time": origin + np.arange(len(values)) * step, "cgm": values}
@@ -349,7 +349,7 @@ def build_cohort(
     metadata = {
         "synthetic": False,
         "description": "Imported CGM exports (real data); ids "
-        + ("as given" if keep_ids or person_id else "pseudonymised with a salted SHA-256"),
+        + ("as given" if keep_ids else "pseudonymised with a salted SHA-256"),
         "generator": "tailorml.data.importers",
         "formats": sorted({item["format"] for item in files}),
         "files": files,
@@ -361,7 +361,7 @@ def build_cohort(
         "counts": counts,
         "choices": {
             "grid_minutes": grid_minutes,
-            "ids": "kept" if keep_ids or person_id else "pseudonymised (salted SHA-256, 12 hex)",
+            "ids": "kept" if keep_ids else "pseudonymised (salted SHA-256, 12 hex)",
             "interpolation": "none: empty grid slots are missing readings",
             "events": "summed into the interval ending at each slot",
             **(choices or {}),
