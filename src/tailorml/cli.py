@@ -666,6 +666,101 @@ def cohort_describe(
         console.print(f"Written to {csv}")
 
 
+@cohort_app.command("import")
+def cohort_import(
+    files: Annotated[
+        list[Path], typer.Argument(help="Exports: Clarity/LibreView CSV, Nightscout JSON, ...")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cohort file (.parquet or .csv).")],
+    format: Annotated[
+        str,
+        typer.Option(help="auto, dexcom, libreview, nightscout, ohio or csv (auto: by content)."),
+    ] = "auto",
+    grid_minutes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Grid interval [default: 5; 15 when all files are LibreView]."),
+    ] = None,
+    person: Annotated[
+        str | None,
+        typer.Option("--id", help="All files are this one person (else: per file or id column)."),
+    ] = None,
+    keep_ids: Annotated[
+        bool, typer.Option(help="Keep ids as given instead of salted hashes (never names).")
+    ] = False,
+    salt: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TAILORML_IMPORT_SALT",
+            help="Salt for pseudonymous ids; the same salt gives the same ids [default: random].",
+        ),
+    ] = None,
+    out_of_range: Annotated[
+        str, typer.Option(help="Low/High codes: limits (40/400 mg/dL, counted) or missing.")
+    ] = "limits",
+    libre_scans: Annotated[
+        str, typer.Option(help="LibreView scans: ignore, or fill grid slots history left empty.")
+    ] = "ignore",
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="Nightscout records without utcOffset: IANA zone, e.g. Europe/Berlin."),
+    ] = None,
+    time_column: Annotated[str, typer.Option(help="Generic CSV: time column.")] = "time",
+    glucose_column: Annotated[str, typer.Option(help="Generic CSV: glucose column.")] = "cgm",
+    id_column: Annotated[
+        str | None, typer.Option(help="Generic CSV: person id column (several people).")
+    ] = None,
+    units: Annotated[str, typer.Option(help="Generic CSV: glucose units, mgdl or mmol.")] = "mgdl",
+    dayfirst: Annotated[
+        bool, typer.Option(help="Generic CSV: read 05/01/2024 as 5 January.")
+    ] = False,
+    carbs_column: Annotated[str | None, typer.Option(help="Generic CSV: carbs (g).")] = None,
+    insulin_column: Annotated[str | None, typer.Option(help="Generic CSV: insulin (U).")] = None,
+) -> None:
+    """Import CGM exports (Dexcom Clarity, LibreView, Nightscout, OhioT1DM, any CSV) into a
+    cohort file on a regular grid, without inventing readings; ids pseudonymised, names and
+    birth dates dropped; writes OUT and OUT.json (formats, counts, choices). See
+    docs/importers.md."""
+    from tailorml.data.importers import import_cohort
+
+    csv_options = {
+        "time_column": time_column,
+        "glucose_column": glucose_column,
+        "id_column": id_column,
+        "units": units,
+        "dayfirst": dayfirst,
+        "carbs_column": carbs_column,
+        "insulin_column": insulin_column,
+    }
+    result = import_cohort(
+        files,
+        out,
+        format=format,
+        grid_minutes=grid_minutes,
+        person_id=person,
+        keep_ids=keep_ids,
+        salt=salt,
+        out_of_range=out_of_range,
+        libre_scans=libre_scans,
+        timezone=timezone,
+        csv_options=csv_options,
+    )
+    meta = result.metadata
+    console.print(
+        f"Imported {len(meta['files'])} file(s) ({', '.join(meta['formats'])}) -> "
+        f"[bold]{out}[/bold] (+ {out.with_suffix('.json').name}): "
+        f"{len(meta['patients'])} person(s), {meta['sample_minutes']}-min grid"
+    )
+    for patient, count in meta["readings_per_patient"].items():
+        console.print(f"  {patient}: {count} readings")
+    if result.notes:
+        console.print(f"Counts: {result.notes}")
+    if salt is None and not keep_ids:
+        console.print(
+            "[yellow]Ids were hashed with a fresh random salt (not stored); pass --salt (or "
+            "TAILORML_IMPORT_SALT) to get the same ids on a later import.[/yellow]"
+        )
+
+
 @config_app.command("show")
 def config_show(config: ConfigOption = None) -> None:
     """Print the resolved configuration (defaults, overridden by --config) as TOML."""

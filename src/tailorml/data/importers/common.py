@@ -1,0 +1,376 @@
+"""Shared by every importer: the parsed-export value, units, and export -> cohort file.
+
+A format module only *parses*: it returns `ImportedReadings` (raw timestamped readings in
+mg/dL as local wall time, carb and insulin events, counts of what it skipped or changed).
+Everything a cohort needs beyond that happens here, once, for every format:
+
+1. **Person ids.** A file's person key is `--id` when given; else an id the export carries
+   (OhioT1DM `patient id`, a generic CSV `--id-column`); else, for exports that carry a name
+   and birth date (Dexcom Clarity), a key built from them that is only ever hashed; else the
+   file name without extension and without a trailing `entries`/`treatments` token (so
+   `alice_entries.json` and `alice_treatments.json` are one person; a bare `entries.json`
+   takes its folder's name). Ids are pseudonymised as `p` + the first 12 hex digits of
+   SHA-256(salt, key) unless `keep_ids`; names and birth dates are never written, and with
+   `keep_ids` a name-derived key is replaced by the file-name key.
+2. **De-duplication.** Readings of one person with the same timestamp (overlapping exports,
+   or an uploader that sent a value twice) keep the first file's first value; each dropped
+   copy is counted (`duplicate_readings_dropped`), and copies whose value differs are counted
+   again in `duplicate_readings_conflicting`. Carb/insulin events repeated identically in
+   a later file are dropped and counted (`duplicate_events_dropped`); repeats within one file
+   are kept (two equal boluses at one minute can be real).
+3. **The grid** (`grid_minutes`, default 5). Each person's grid starts at their first
+   reading, floored to the minute; every reading snaps to the nearest slot (at most half an
+   interval away). Empty slots are missing readings (NaN); nothing is interpolated. Two
+   readings in one slot keep the earlier and count the other (`slot_collisions_dropped`).
+4. **Events** (carbs g, insulin U) are summed into the interval ending at each slot
+   (slot - step, slot]; events outside a person's readings are counted, not placed.
+5. **Writing**: the cohort Parquet and a JSON beside it (formats, file hashes, counts,
+   choices, `"synthetic": false`), both atomically; input file *names* are not recorded,
+   as they often contain a person's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from tailorml.data.cohort import MMOL_TO_MGDL
+from tailorml.errors import CohortError
+
+# Dexcom G6/G7 and FreeStyle Libre 2/3 report 40-400 mg/dL; outside it the device says
+# Low/High (LO/HI) instead of a number.
+SENSOR_LOW_MGDL = 40.0
+SENSOR_HIGH_MGDL = 400.0
+OutOfRange = Literal["limits", "missing"]
+OUT_OF_RANGE_CHOICES = ("limits", "missing")
+# Below this median a glucose column in mg/dL is really mmol/L (70 mg/dL = 3.9 mmol/L).
+MMOL_SUSPECT_BELOW = 35.0
+EVENT_KINDS = ("cho", "insulin")
+_TRAILING_TOKEN = re.compile(r"[\s._-]*(entries|treatments)$", re.IGNORECASE)
+
+
+@dataclass
+class ImportedReadings:
+    """What one export holds, before any grid: the output of every format's `parse`.
+
+    readings: columns `time` (naive local wall time), `cgm` (mg/dL, float), `person` (the
+        export's own id for the row, or "" when it carries none), `rank` (0; higher ranks
+        lose a shared grid slot, e.g. Libre scans against history).
+    events: columns `time`, `kind` ("cho" grams or "insulin" units), `amount`, `person`.
+    identity: a key that identifies the person but must never be written (name + birth
+        date); only its salted hash is used.
+    notes: counts of what the parser skipped or changed (Low/High codes, non-CGM rows...).
+    choices: decisions the parser made that a reader of the cohort should know.
+    native_minutes: the export's own sampling interval (Libre history: 15).
+    """
+
+    format: str
+    source: str
+    readings: pd.DataFrame
+    events: pd.DataFrame = field(default_factory=lambda: empty_events())
+    identity: str | None = None
+    notes: dict[str, int] = field(default_factory=dict)
+    choices: dict[str, object] = field(default_factory=dict)
+    native_minutes: int = 5
+    sha256: str = ""
+
+
+def empty_readings() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "time": pd.Series(dtype="datetime64[ns]"),
+            "cgm": pd.Series(dtype=float),
+            "person": pd.Series(dtype=str),
+            "rank": pd.Series(dtype=int),
+        }
+    )
+
+
+def empty_events() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "time": pd.Series(dtype="datetime64[ns]"),
+            "kind": pd.Series(dtype=str),
+            "amount": pd.Series(dtype=float),
+            "person": pd.Series(dtype=str),
+        }
+    )
+
+
+def readings_frame(times, values, person="", rank: int = 0) -> pd.DataFrame:
+    """Raw readings; `rank` orders readings that share a grid slot (lower wins)."""
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(pd.Series(times)).astype("datetime64[ns]").to_numpy(),
+            "cgm": np.asarray(values, dtype=float),
+            "rank": rank,
+        }
+    )
+    frame["person"] = person if isinstance(person, str) else pd.Series(person).astype(str).values
+    return frame
+
+
+def events_frame(times, kind: str, amounts, person="") -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(pd.Series(times)).astype("datetime64[ns]").to_numpy(),
+            "kind": kind,
+            "amount": np.asarray(amounts, dtype=float),
+        }
+    )
+    frame["person"] = person if isinstance(person, str) else pd.Series(person).astype(str).values
+    frame = frame[frame["amount"].notna() & (frame["amount"] > 0)]
+    return frame.reset_index(drop=True)
+
+
+def read_source(source: str | Path) -> tuple[str, str, str]:
+    """(text, name for messages, sha256 of the bytes) of a path, or of literal text."""
+    if isinstance(source, Path) or ("\n" not in source and len(source) < 4096):
+        path = Path(source)
+        if not path.exists():
+            raise CohortError(f"import file not found: {path}")
+        data = path.read_bytes()
+        name = str(path)
+    else:
+        data = source.encode("utf-8")
+        name = "<text>"
+    text = data.decode("utf-8-sig", errors="replace")  # Clarity/LibreView often carry a BOM
+    return text, name, hashlib.sha256(data).hexdigest()
+
+
+def first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:120]
+    return "(empty file)"
+
+
+def to_mgdl(values: pd.Series, unit: str, name: str, column: str, fix: str) -> pd.Series:
+    """Convert numeric glucose to mg/dL; catch a mmol/L column read as mg/dL."""
+    values = values.astype(float)
+    if unit == "mmol/L":
+        return values * MMOL_TO_MGDL
+    finite = values.dropna()
+    if len(finite) and finite.median() < MMOL_SUSPECT_BELOW:
+        raise CohortError(
+            f"{name}: glucose column {column!r} is read as mg/dL but its values look like "
+            f"mmol/L (median {finite.median():.1f}); {fix}"
+        )
+    return values
+
+
+def sensor_codes(
+    raw: pd.Series, out_of_range: OutOfRange, notes: dict[str, int]
+) -> tuple[pd.Series, pd.Series]:
+    """Split a glucose column into numbers and Low/High codes.
+
+    Returns (numeric values with codes as NaN, mg/dL value for each code or NaN). Codes
+    become the sensor limits (40 / 400 mg/dL) under "limits", missing readings under
+    "missing"; either way they are counted in `notes`.
+    """
+    text = raw.astype(str).str.strip().str.lower()
+    low = text.isin(["low", "lo"])
+    high = text.isin(["high", "hi"])
+    notes["low_codes"] = notes.get("low_codes", 0) + int(low.sum())
+    notes["high_codes"] = notes.get("high_codes", 0) + int(high.sum())
+    numeric = pd.to_numeric(raw.where(~(low | high)), errors="coerce")
+    code_values = pd.Series(np.nan, index=raw.index)
+    if out_of_range == "limits":
+        code_values[low] = SENSOR_LOW_MGDL
+        code_values[high] = SENSOR_HIGH_MGDL
+    return numeric, code_values
+
+
+def wall_times(stamps: pd.Series, dayfirst: bool = False) -> pd.Series:
+    """Parse times; a time with an offset keeps its wall-clock part (local time)."""
+    try:
+        parsed = pd.to_datetime(stamps, errors="coerce", format="mixed", dayfirst=dayfirst)
+    except ValueError:  # offsets differ between rows (a DST change): one at a time
+        parsed = pd.Series(
+            [pd.to_datetime(s, errors="coerce", dayfirst=dayfirst) for s in stamps],
+            index=stamps.index,
+        )
+        parsed = parsed.map(lambda t: t.tz_localize(None) if t is not pd.NaT and t.tzinfo else t)
+        return pd.to_datetime(parsed)
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    return parsed
+
+
+def person_key_from_name(name: str) -> str:
+    stem = Path(name).stem if name != "<text>" else "imported"
+    key = _TRAILING_TOKEN.sub("", stem).strip(" ._-")
+    if not key:
+        parent = Path(name).resolve().parent.name
+        key = parent or "imported"
+    return key
+
+
+def pseudonym(key: str, salt: str) -> str:
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).hexdigest()
+    return f"p{digest[:12]}"
+
+
+def new_salt() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class ImportResult:
+    frame: pd.DataFrame
+    metadata: dict
+    notes: dict[str, int]
+
+
+def build_cohort(
+    parsed: list[ImportedReadings],
+    grid_minutes: int = 5,
+    person_id: str | None = None,
+    keep_ids: bool = False,
+    salt: str | None = None,
+    choices: dict | None = None,
+) -> ImportResult:
+    """Parsed exports -> one cohort frame on a regular grid (see the module docstring)."""
+    if grid_minutes < 1:
+        raise CohortError(f"--grid-minutes must be a whole number >= 1, not {grid_minutes}")
+    notes: Counter = Counter()
+    salt = salt if salt is not None else new_salt()
+    readings, events, files = [], [], []
+    for index, item in enumerate(parsed):
+        notes.update(item.notes)
+        fallback = person_key_from_name(item.source)
+        if person_id is not None:
+            keys = {"": person_id}
+        elif item.identity is not None:
+            keys = {"": fallback if keep_ids else f"identity:{item.identity}"}
+        else:
+            keys = {"": fallback}
+
+        def resolve(column: pd.Series, keys=keys) -> pd.Series:
+            if person_id is not None:
+                return pd.Series(person_id, index=column.index, dtype=object)
+            return column.astype(str).map(lambda value: value if value else keys[""])
+
+        rows = item.readings.copy()
+        rows["key"] = resolve(rows["person"])
+        rows["file"] = index
+        readings.append(rows)
+        happenings = item.events.copy()
+        happenings["key"] = resolve(happenings["person"])
+        happenings["file"] = index
+        events.append(happenings)
+        files.append(
+            {
+                "format": item.format,
+                "sha256": item.sha256,
+                "readings": len(item.readings),
+                "events": len(item.events),
+                "notes": dict(item.notes),
+                "choices": dict(item.choices),
+            }
+        )
+    readings = pd.concat(readings, ignore_index=True)
+    events = pd.concat(events, ignore_index=True)
+    # A reading without a value (a code imported as missing) is already counted by its parser;
+    # dropping it here lets a real value from another file fill that time.
+    readings = readings[readings["cgm"].notna()]
+    if readings.empty:
+        raise CohortError("the imported files contain no CGM readings")
+
+    # Overlapping files / repeated uploads: same person and timestamp -> first file wins.
+    readings = readings.sort_values(["key", "time", "file"], kind="stable")
+    repeat = readings.duplicated(["key", "time"], keep="first")
+    first_value = readings.groupby(["key", "time"], sort=False)["cgm"].transform("first")
+    conflicting = repeat & ~np.isclose(readings["cgm"], first_value, equal_nan=True)
+    notes["duplicate_readings_dropped"] += int(repeat.sum())
+    notes["duplicate_readings_conflicting"] += int(conflicting.sum())
+    readings = readings[~repeat]
+
+    key_columns = ["key", "time", "kind", "amount"]
+    first_file = events.groupby(key_columns, sort=False)["file"].transform("min")
+    later_copy = events["file"] != first_file
+    notes["duplicate_events_dropped"] += int(later_copy.sum())
+    events = events[~later_copy]
+
+    step = pd.Timedelta(minutes=grid_minutes)
+    pieces = []
+    id_of = {}
+    for key, rows in readings.groupby("key", sort=True):
+        if len(rows) < 2:
+            raise CohortError(
+                f"person {_shown(key)} has "
+                f"a single CGM reading; "
+                "a cohort needs a series of readings per person (check the export's date range)"
+            )
+        origin = rows["time"].iloc[0].floor("min")
+        rows = rows.assign(slot=np.rint((rows["time"] - origin) / step).astype(np.int64))
+        # In a shared slot a lower rank wins (Libre history over scans), then the earlier.
+        rows = rows.sort_values(["slot", "rank", "time"], kind="stable")
+        slot = rows["slot"].to_numpy()
+        occupied = rows["slot"].duplicated(keep="first").to_numpy()
+        notes["slot_collisions_dropped"] += int(occupied.sum())
+        values = np.full(int(slot.max()) + 1, np.nan)
+        values[slot[~occupied]] = rows["cgm"].to_numpy()[~occupied]
+        notes["empty_slots"] += int(np.isnan(values).sum())
+        patient = key if keep_ids else pseudonym(key, salt)
+        id_of[key] = patient
+        piece = pd.DataFrame(
+            {"patient_id": patient, "time": origin + np.arange(len(values)) * step, "cgm": values}
+        )
+        mine = events[events["key"] == key]
+        for kind in EVENT_KINDS:
+            if not (events["kind"] == kind).any():
+                continue
+            chosen = mine[mine["kind"] == kind]
+            ending = np.ceil((chosen["time"] - origin) / step).astype(np.int64).to_numpy()
+            inside = (ending >= 0) & (ending < len(values))
+            notes[f"{kind}_events_outside_readings"] += int((~inside).sum())
+            totals = np.bincount(
+                ending[inside], weights=chosen["amount"].to_numpy()[inside], minlength=len(values)
+            )
+            piece[kind] = totals.astype(float)
+        pieces.append(piece)
+    for key in set(events["key"]) - set(id_of):
+        notes["events_of_people_without_readings"] += int((events["key"] == key).sum())
+    frame = pd.concat(pieces, ignore_index=True)
+    for kind in EVENT_KINDS:
+        if kind in frame.columns:
+            frame[kind] = frame[kind].fillna(0.0)
+    frame = frame.sort_values(["patient_id", "time"], kind="stable").reset_index(drop=True)
+    counts = {key: int(value) for key, value in sorted(notes.items()) if value}
+    metadata = {
+        "synthetic": False,
+        "description": "Imported CGM exports (real data); ids "
+        + ("as given" if keep_ids else "pseudonymised with a salted SHA-256"),
+        "generator": "tailorml.data.importers",
+        "formats": sorted({item["format"] for item in files}),
+        "files": files,
+        "sample_minutes": grid_minutes,
+        "patients": sorted(frame["patient_id"].unique().tolist()),
+        "readings_per_patient": {
+            str(k): int(v) for k, v in frame.groupby("patient_id")["cgm"].count().items()
+        },
+        "counts": counts,
+        "choices": {
+            "grid_minutes": grid_minutes,
+            "ids": "kept" if keep_ids else "pseudonymised (salted SHA-256, 12 hex)",
+            "interpolation": "none: empty grid slots are missing readings",
+            "events": "summed into the interval ending at each slot",
+            **(choices or {}),
+        },
+    }
+    return ImportResult(frame, metadata, counts)
+
+
+def _shown(key: str) -> str:
+    if key.startswith("identity:"):
+        return "(named in the export)"
+    return repr(key)

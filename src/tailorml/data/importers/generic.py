@@ -1,0 +1,111 @@
+"""Any CSV with a time column and a glucose column (`--format csv` and the mapping options).
+
+Options: `time_column` (default `time`), `glucose_column` (default `cgm`), `id_column`
+(optional; rows of several people in one file), `units` (`mgdl` or `mmol`; a mg/dL column
+whose median is below 35 is refused as mmol/L), `dayfirst` (for dates such as 05/01/2024),
+optional `carbs_column` and `insulin_column` (amounts at the row's time). Times are read
+as local wall time; a time with an offset (`...+01:00`) keeps its wall-clock part. `Low`/
+`High` text is handled as in the Clarity importer. Blank glucose cells are missing readings.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from tailorml.data.importers.common import (
+    ImportedReadings,
+    OutOfRange,
+    empty_events,
+    events_frame,
+    read_source,
+    readings_frame,
+    sensor_codes,
+    to_mgdl,
+    wall_times,
+)
+from tailorml.errors import CohortError
+
+FORMAT = "csv"
+UNITS = {"mgdl": "mg/dL", "mmol": "mmol/L"}
+
+
+def parse(
+    source: str | Path,
+    time_column: str = "time",
+    glucose_column: str = "cgm",
+    id_column: str | None = None,
+    units: str = "mgdl",
+    dayfirst: bool = False,
+    carbs_column: str | None = None,
+    insulin_column: str | None = None,
+    out_of_range: OutOfRange = "limits",
+) -> ImportedReadings:
+    text, name, digest = read_source(source)
+    if units not in UNITS:
+        raise CohortError(f"--units must be one of {', '.join(UNITS)}, not {units!r}")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
+    except Exception as error:
+        raise CohortError(f"{name}: cannot read as CSV: {error}") from None
+    frame.columns = [c.strip() for c in frame.columns]
+    wanted = {
+        "--time-column": time_column,
+        "--glucose-column": glucose_column,
+        "--id-column": id_column,
+        "--carbs-column": carbs_column,
+        "--insulin-column": insulin_column,
+    }
+    for option, column in wanted.items():
+        if column is not None and column not in frame.columns:
+            raise CohortError(
+                f"{name}: no column {column!r} ({option}); the file has {', '.join(frame.columns)}"
+            )
+    if frame.empty:
+        raise CohortError(f"{name}: the CSV has a header but no rows")
+    stamps = frame[time_column].str.strip()
+    times = wall_times(stamps, dayfirst)
+    if times.isna().any():
+        first = stamps[times.isna()].iloc[0]
+        raise CohortError(
+            f"{name}: column {time_column!r} has a value that is not a time ({first!r}, "
+            f"{int(times.isna().sum())} rows); use ISO 8601 like 2024-01-05T08:15:00"
+        )
+    notes: dict[str, int] = {}
+    raw = frame[glucose_column].str.strip()
+    numeric, codes = sensor_codes(raw, out_of_range, notes)
+    blank = raw.eq("")
+    notes["blank_glucose_cells"] = int(blank.sum())
+    bad = numeric.isna() & ~blank & ~raw.str.lower().isin({"low", "high", "lo", "hi"})
+    if bad.any():
+        raise CohortError(
+            f"{name}: column {glucose_column!r} has non-numeric values ({int(bad.sum())} rows, "
+            f"first {raw[bad].iloc[0]!r}); fix them or leave the cells blank"
+        )
+    fix = "pass --units mmol"
+    values = to_mgdl(numeric, UNITS[units], name, glucose_column, fix).where(codes.isna(), codes)
+    person = frame[id_column].str.strip() if id_column else ""
+    readings = readings_frame(times, values, person)
+    events = [empty_events()]
+    for column, kind in ((carbs_column, "cho"), (insulin_column, "insulin")):
+        if column:
+            amounts = pd.to_numeric(frame[column], errors="coerce")
+            events.append(events_frame(times, kind, amounts, person))
+    return ImportedReadings(
+        format=FORMAT,
+        source=name,
+        readings=readings,
+        events=pd.concat(events, ignore_index=True),
+        notes=notes,
+        choices={
+            "time_column": time_column,
+            "glucose_column": glucose_column,
+            "units": UNITS[units],
+            "dayfirst": dayfirst,
+            "out_of_range": out_of_range,
+        },
+        native_minutes=5,
+        sha256=digest,
+    )

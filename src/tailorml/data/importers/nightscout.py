@@ -1,0 +1,180 @@
+"""Nightscout JSON: entries (`/api/v1/entries.json`) and treatments (`/api/v1/treatments.json`).
+
+Entries come newest first. Each has `date` (epoch milliseconds, UTC), `dateString` (ISO
+8601), `type` and, for `type: "sgv"`, `sgv` (mg/dL: Nightscout stores mg/dL whatever the
+site displays), `direction`, and usually `utcOffset` (minutes east of UTC at the uploader).
+Only `sgv` entries are CGM readings: `mbg` (finger sticks), `cal` (calibrations) and any other
+type are skipped and counted per type (`skipped_type_<type>`). An `sgv` below 20 is a
+Dexcom/xDrip error code (e.g. 1 "sensor not active", 9 "absolute"), not glucose: skipped
+and counted (`sgv_error_codes`).
+
+Treatments (`eventType`, `created_at` UTC, `carbs` g, `insulin` U, `utcOffset`): carbs and
+insulin doses become events; treatments with neither (temp basals, notes, sensor starts)
+are counted as `treatments_without_carbs_or_insulin`. Basal rates are not integrated.
+
+Time: every record's UTC instant (`date`, else `created_at`/`dateString`) is turned into
+the person's local wall time with that record's own `utcOffset`, so a DST change or a trip
+moves the wall clock exactly as the uploader's phone did. Records without `utcOffset` use
+`timezone` (an IANA name such as Europe/Berlin, `--timezone`), else the offset written in
+`dateString` when it is not UTC; if none of these exists the import stops and asks for
+`--timezone` rather than guessing. In the repeated autumn hour the second reading of a grid
+slot is dropped and counted; the skipped spring hour is simply absent.
+
+A file may hold entries, treatments, or both; the `{"entries": [...], "treatments": [...]}`
+shape is accepted too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from tailorml.data.importers.common import (
+    ImportedReadings,
+    empty_events,
+    empty_readings,
+    events_frame,
+    first_line,
+    read_source,
+    readings_frame,
+    to_mgdl,
+)
+from tailorml.errors import CohortError
+
+FORMAT = "nightscout"
+SGV_ERROR_BELOW = 20.0
+
+
+def sniff(text: str) -> bool:
+    head = text.lstrip()[:4000]
+    return head[:1] in "[{" and any(
+        key in head for key in ('"sgv"', '"eventType"', '"dateString"', '"created_at"', '"date"')
+    )
+
+
+def _records(text: str, name: str) -> list[dict]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CohortError(f"{name}: not valid Nightscout JSON ({error})") from None
+    if isinstance(data, dict):
+        data = list(data.get("entries", [])) + list(data.get("treatments", []))
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise CohortError(
+            f"{name}: Nightscout JSON must be a list of records as /api/v1/entries.json "
+            f"returns it; first line: {first_line(text)!r}"
+        )
+    return data
+
+
+def _local_times(
+    records: list[dict], name: str, timezone: str | None
+) -> tuple[pd.Series, np.ndarray]:
+    """Local wall time of each record (rules in the module docstring), and the order of
+    the records by their UTC instant (so the first reading in real time wins a repeated
+    wall-clock time in the autumn DST hour)."""
+    zone = None
+    if timezone:
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise CohortError(
+                f"--timezone {timezone!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+            ) from None
+    result, instants = [], []
+    for record in records:
+        stamp = record.get("dateString") or record.get("created_at") or record.get("timestamp")
+        written = None
+        if isinstance(stamp, str) and stamp:
+            written = pd.Timestamp(stamp)
+        if isinstance(record.get("date"), int | float):
+            instant = pd.Timestamp(int(record["date"]), unit="ms", tz="UTC")
+        elif isinstance(record.get("mills"), int | float):
+            instant = pd.Timestamp(int(record["mills"]), unit="ms", tz="UTC")
+        elif written is not None:
+            instant = written if written.tzinfo else written.tz_localize("UTC")
+        else:
+            raise CohortError(f"{name}: a Nightscout record has no date, dateString or created_at")
+        offset = record.get("utcOffset")
+        if isinstance(offset, int | float):
+            local = instant.tz_convert(None) + pd.Timedelta(minutes=float(offset))
+        elif zone is not None:
+            local = instant.tz_convert(zone).tz_localize(None)
+        elif written is not None and written.tzinfo and written.utcoffset() != pd.Timedelta(0):
+            local = written.tz_localize(None)
+        else:
+            raise CohortError(
+                f"{name}: Nightscout record at {instant.isoformat()} has no utcOffset and its "
+                "time is UTC; pass --timezone with the person's IANA zone (e.g. Europe/Berlin, "
+                "or UTC) so readings get local wall time"
+            )
+        result.append(local)
+        instants.append(instant.value)
+    order = np.argsort(np.asarray(instants, dtype=np.int64), kind="stable")
+    return pd.Series(pd.to_datetime(result), dtype="datetime64[ns]"), order
+
+
+def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
+    text, name, digest = read_source(source)
+    records = _records(text, name)
+    treatments = [r for r in records if "eventType" in r or ("created_at" in r and "sgv" not in r)]
+    entries = [
+        r for r in records if not ("eventType" in r or ("created_at" in r and "sgv" not in r))
+    ]
+    notes: Counter = Counter()
+    kinds = [str(r.get("type", "sgv" if "sgv" in r else "unknown")) for r in entries]
+    for kind in kinds:
+        if kind != "sgv":
+            notes[f"skipped_type_{kind}"] += 1
+    sgv = [r for r, kind in zip(entries, kinds, strict=True) if kind == "sgv"]
+    readings = empty_readings()
+    if sgv:
+        values = pd.to_numeric(pd.Series([r.get("sgv") for r in sgv]), errors="coerce")
+        notes["sgv_without_value"] += int(values.isna().sum())
+        codes = values < SGV_ERROR_BELOW
+        notes["sgv_error_codes"] += int(codes.sum())
+        keep = (values.notna() & ~codes).to_numpy()
+        kept = [r for r, k in zip(sgv, keep, strict=True) if k]
+        times, order = _local_times(kept, name, timezone)
+        fix = "Nightscout sgv is mg/dL; this file seems to hold mmol/L values"
+        values = to_mgdl(values[keep].reset_index(drop=True), "mg/dL", name, "sgv", fix)
+        readings = readings_frame(times.iloc[order], values.iloc[order])
+    elif not treatments:
+        seen = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(kinds).items())) or "none"
+        raise CohortError(
+            f"{name}: Nightscout entries with no CGM (sgv) readings (types seen: {seen}); "
+            "export /api/v1/entries/sgv.json?count=... for a time range with sensor data"
+        )
+
+    events = [empty_events()]
+    if treatments:
+        times, _ = _local_times(treatments, name, timezone)
+        for key, target in (("carbs", "cho"), ("insulin", "insulin")):
+            amounts = pd.to_numeric(pd.Series([r.get(key) for r in treatments]), errors="coerce")
+            events.append(events_frame(times, target, amounts))
+        neither = [
+            not (_positive(r.get("carbs")) or _positive(r.get("insulin"))) for r in treatments
+        ]
+        notes["treatments_without_carbs_or_insulin"] += int(np.sum(neither))
+    return ImportedReadings(
+        format=FORMAT,
+        source=name,
+        readings=readings,
+        events=pd.concat(events, ignore_index=True),
+        notes=dict(notes),
+        choices={"timezone_fallback": timezone or "none (utcOffset required)"},
+        native_minutes=5,
+        sha256=digest,
+    )
+
+
+def _positive(value) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
