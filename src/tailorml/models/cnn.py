@@ -4,7 +4,7 @@ synthetic-writers benchmark (same code, `dims=2`).
 Input normalisation is the model's first layer (a fixed per-channel affine map), so the
 model takes readings in their own units (mg/dL, U, g): deployment needs no separate
 preprocessing, and a sensor error of ±ε mg/dL is a box on the model's real input.
-The default architecture has about 16k parameters, small enough for int8 weights on an
+The default architecture has 18,211 parameters, small enough for int8 weights on an
 STM32F4-class microcontroller.
 """
 

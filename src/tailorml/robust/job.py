@@ -21,6 +21,7 @@ from tailorml.config import Config
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json, atomic_write_text, fingerprint, sha256_file
 from tailorml.models.cnn import load_model
+from tailorml.models.train import use_threads
 from tailorml.progress import SILENT, Reporter
 from tailorml.robust.certify import certify
 from tailorml.robust.evaluate import (
@@ -113,7 +114,7 @@ def certify_run(
         raise TailormlError(
             f"no model at {model_file}; train one first (`tailorml train`) or pass --model"
         )
-    torch.set_num_threads(config.train.threads)
+    use_threads(config.train.threads)
     model = load_model(model_file)
     model_sha = sha256_file(model_file)
     out = output_dir(run, config.robust.eps, model_sha if model_path else None)

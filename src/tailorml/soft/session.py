@@ -33,11 +33,13 @@ from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import TailormlError
 from tailorml.evaluate.alerts import alert_metrics, event_leads
 from tailorml.evaluate.metrics import classification_metrics
-from tailorml.experiment.grid import expand
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
+from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
+from tailorml.personalize.factory import budget, latents_of, model_factory
+from tailorml.personalize.grid import expand
 from tailorml.pipeline import decide, fit_global_model, predict_proba, trace_events
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import git_commit
@@ -284,7 +286,7 @@ def personalize_individual(
     actor: str | None = None,
     registry_dir: str | Path | None = None,
 ) -> Outcome:
-    torch.set_num_threads(config.train.threads)
+    use_threads(config.train.threads)
     registry = Registry(registry_dir or config.soft.registry)
     gates = build_gates(config.soft)  # bad gate names fail before any work
     expand(config.soft.candidates)
@@ -329,7 +331,6 @@ def personalize_individual(
         card = _card(registry, session)
         return Outcome(session, individual, data_gate.reason, None, None, [], card)
 
-    from tailorml.experiment.tasks import budget, latents_of, model_factory
     from tailorml.robust.evaluate import perturbation_for
 
     context = Context(
