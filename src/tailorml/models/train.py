@@ -43,7 +43,8 @@ class LoopPlugin:
         return None
 
     def after_step(self, step: int, loss: float) -> None:
-        """Called after the optimiser step `step`; `loss` is the smoothed training loss."""
+        """Called after the optimiser step `step`; `loss` is the running training loss
+        (step 1: its own loss; then 0.98 * previous + 0.02 * the step's loss)."""
 
 
 class EpochProgress(LoopPlugin):
