@@ -24,8 +24,9 @@ from torch import nn
 
 from tailorml.config import Config
 from tailorml.data.prepared import prepare
-from tailorml.models.cnn import build_model, load_model
-from tailorml.pipeline import channel_statistics
+from tailorml.models.cnn import load_model
+from tailorml.models.recipe import fresh_model
+from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.robust.bounds import METHODS, bounds
 from tailorml.robust.certify import certify
@@ -40,12 +41,7 @@ def throughput(model_path: str | None, n_windows: int) -> None:
     pooled = prepared.splits.pooled("test")
     test = pooled[np.linspace(0, len(pooled) - 1, n_windows).round().astype(int)]
     x, y = prepared.windows.x[test], prepared.windows.y[test]
-    if model_path:
-        model = load_model(model_path)
-    else:
-        torch.manual_seed(0)
-        mean, scale = channel_statistics(x)
-        model = build_model(config.model, 1, x.shape[2], 3, mean, scale)
+    model = load_model(model_path) if model_path else fresh_model(config.model, x, 3, seed=0)
     print(f"\n{len(x)} windows, eps ±10 mg/dL, float64, 2 threads")
     print(f"{'method':10s} {'batch':>6s} {'samples/s':>10s} {'verified':>9s}")
     for method in METHODS:
@@ -106,7 +102,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=256)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    use_threads(2)
     print(
         f"machine: {platform.machine()}, python {platform.python_version()}, "
         f"torch {torch.__version__}"

@@ -11,12 +11,11 @@ import platform
 import tempfile
 import time
 
-import torch
-
 from tailorml.config import load_config
 from tailorml.experiment import tasks
-from tailorml.experiment.grid import expand
-from tailorml.personalize.base import execute, global_plan
+from tailorml.models.train import use_threads
+from tailorml.personalize.base import execute
+from tailorml.personalize.grid import expand
 
 
 def main() -> None:
@@ -25,14 +24,13 @@ def main() -> None:
     parser.add_argument("--individual", default=None)
     args = parser.parse_args()
     config = load_config(args.config)
-    torch.set_num_threads(1)
+    use_threads(1)
     start = time.perf_counter()
     data = tasks.load_data(config)
     print(f"machine: {platform.machine()}, python {platform.python_version()}, 1 thread")
     print(f"{config.experiment.dataset}: data ready in {time.perf_counter() - start:.1f} s")
     individual = args.individual or data.ids[0]
     run_dir = tempfile.mkdtemp(prefix="tailorml-bench-")
-    paths = tasks.CachePaths(run_dir)
     json_config = config.model_dump_json()
 
     start = time.perf_counter()
@@ -40,10 +38,7 @@ def main() -> None:
     print(f"autoencoder + latents: {time.perf_counter() - start:.1f} s")
     context = tasks.make_context(config, data, run_dir, individual, 0)
     start = time.perf_counter()
-    model = execute(global_plan(context), context)
-    from tailorml.models.cnn import save_model
-
-    save_model(model, paths.global_model(data.general_key(individual), 0))
+    tasks.run_global(json_config, run_dir, individual, 0)  # the [train] recipe, as experiments
     print(f"global model ({len(context.general)} D_G samples): {time.perf_counter() - start:.1f} s")
     print(f"{'setting':32s} {'plan s':>7s} {'train s':>8s} {'steps':>6s}")
     total = 0.0

@@ -133,10 +133,29 @@ def test_certify_writes_sound_results_and_resumes(tiny_run):
 
 def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):
     run, _ = tiny_run
-    result = tailorml("certify", "--run", str(run), "--eps", "-1")
-    assert result.returncode == 2 and "robust.eps" in result.stderr
+    for bad in ("-1", "nan", "inf"):  # the option is named, not RUN/config.toml
+        result = tailorml("certify", "--run", str(run), "--eps", bad)
+        assert result.returncode == 2 and "Invalid value for '--eps'" in result.stderr, bad
+        assert "config.toml" not in result.stderr
     result = tailorml("certify", "--run", str(tmp_path))
     assert result.returncode == 2 and "no run.json/config.toml" in result.stderr
+
+
+def test_resume_refuses_another_kind_of_run_and_an_edited_config(tiny_run, tmp_path):
+    import shutil
+
+    run, _ = tiny_run
+    result = tailorml("experiment", "experiments/tiny.toml", "--resume", str(run))
+    assert result.returncode == 2 and "is a train run, not a experiment run" in result.stderr
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    config = edited / "config.toml"
+    config.write_text(config.read_text().replace("horizon_minutes = 30", "horizon_minutes = 60"))
+    result = tailorml("train", "--resume", str(edited))
+    assert (
+        result.returncode == 2 and "config.toml was edited after the run started" in result.stderr
+    )
+    assert (edited / "model.pt").read_bytes() == (run / "model.pt").read_bytes()  # untouched
 
 
 def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path):

@@ -153,7 +153,7 @@ def test_a_non_utf8_file_is_named_with_the_fix(tmp_path):
 
 
 def test_an_empty_methods_table_is_a_config_error():
-    from tailorml.experiment.grid import EMPTY_TABLE, expand
+    from tailorml.personalize.grid import EMPTY_TABLE, expand
 
     with pytest.raises(ConfigError) as error:
         expand(config_from_dict({"methods": {}}).methods)

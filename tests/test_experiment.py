@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from tailorml.cli import app
 from tailorml.config import config_from_dict
 from tailorml.errors import ConfigError
-from tailorml.experiment.grid import expand
 from tailorml.experiment.runner import run_experiment
 from tailorml.experiment.summary import paired_p_value, table_one
+from tailorml.personalize.grid import expand
 
 runner = CliRunner()
 
@@ -26,7 +26,10 @@ max_days = 3.0
 name = "tiny-glucose"
 seeds = [0, 1]
 workers = 1
+
+[train]
 epochs = 1
+weight_decay = 0.0
 
 [methods.baseline]
 [methods.early_shaping]
@@ -50,11 +53,14 @@ def writers_config(runs, backend="local", workers=1):
                 "seeds": [0],
                 "workers": workers,
                 "backend": backend,
+                "min_individual_samples": 10,
+                "required_classes": [],
+            },
+            "train": {
                 "epochs": 1,
                 "batch_size": 16,
                 "class_weighting": "none",
-                "min_individual_samples": 10,
-                "required_classes": [],
+                "weight_decay": 0.0,
             },
             "writers": {"individuals": 3, "general_writers": 2, "samples_per_class": 2},
             "model": {"conv_channels": [4, 8], "kernel_size": 3, "hidden": 16},
@@ -219,7 +225,7 @@ def test_writers_experiment_gives_the_same_results_on_ray_as_locally(tmp_path):
 def test_robust_experiment_reports_verified_accuracy_and_size(tmp_path):
     config = writers_config(tmp_path)
     data = config.model_dump(mode="json")
-    data["experiment"]["global_robust"] = "ibp"
+    data["train"]["robust"] = "ibp"
     data["robust"] |= {"eps": 0.5, "evaluate": True, "max_windows": 8, "method": "crown-ibp"}
     data["methods"] = {
         "baseline": {},

@@ -4,11 +4,14 @@ import torch
 from torch import nn
 
 from tailorml.config import ModelConfig
-from tailorml.errors import ConfigError
+from tailorml.errors import ConfigError, ModelFileError
 from tailorml.models.cnn import build_model, count_parameters, load_model, save_model
 from tailorml.models.schedule import Step, epochs
-from tailorml.models.train import LabeledData, balanced_class_weights, train
+from tailorml.models.train import LabeledData, LoopPlugin, balanced_class_weights, train
+from tailorml.personalize.base import L2SP
 from tailorml.policy import AlertPolicy
+from tailorml.robust.perturbation import SensorError
+from tailorml.robust.training import RobustTraining
 
 
 def default_model():
@@ -123,3 +126,113 @@ def test_unknown_source_and_frozen_prefix_are_errors():
             learning_rate=0.1,
             frozen=["conv"],
         )
+
+
+class Recorder(LoopPlugin):
+    """Records what the loop tells it; optionally adds a constant or replaces the loss."""
+
+    def __init__(self, extra: float | None = None, replace: float | None = None) -> None:
+        self.extra, self.replace = extra, replace
+        self.seen: list[tuple[int, float]] = []
+        self.penalty_steps: list[int] = []
+        self.loss_steps: list[int] = []
+
+    def batch_loss(self, model, x, y, step):
+        self.loss_steps.append(step)
+        if self.replace is None:
+            return None
+        return model(x).sum() * 0 + self.replace  # still depends on the parameters
+
+    def penalty(self, model, step):
+        self.penalty_steps.append(step)
+        return None if self.extra is None else torch.tensor(self.extra)
+
+    def after_step(self, step, loss):
+        self.seen.append((step, loss))
+
+
+def zero_linear() -> nn.Module:
+    net = nn.Linear(1, 2)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.zero_()
+    return net
+
+
+def tiny_data(n: int = 4) -> LabeledData:
+    return LabeledData(torch.ones(n, 1), torch.tensor([0, 1] * (n // 2)))
+
+
+def test_plugin_penalty_is_added_to_the_loss_and_hooks_see_every_step_in_order():
+    recorder = Recorder(extra=3.0)
+    schedule = [Step("d", np.array([0, 1])), Step("d", np.array([2, 3])), Step("d", np.array([0]))]
+    train(zero_linear(), {"d": tiny_data()}, schedule, learning_rate=0.0, plugins=[recorder])
+    assert [step for step, _ in recorder.seen] == [1, 2, 3]
+    assert recorder.penalty_steps == recorder.loss_steps == [1, 2, 3]
+    # zero logits: cross-entropy ln 2 for two classes, plus the plugin's 3
+    assert recorder.seen[0][1] == pytest.approx(np.log(2) + 3.0)
+
+
+def test_plugin_batch_loss_replaces_cross_entropy_and_is_scaled_by_the_step_weight():
+    recorder = Recorder(replace=5.0)
+    schedule = [Step("d", np.array([0, 1]), weight=0.5)]
+    train(zero_linear(), {"d": tiny_data()}, schedule, learning_rate=0.0, plugins=[recorder])
+    assert recorder.seen == [(1, pytest.approx(2.5))]
+
+
+def test_two_plugins_replacing_the_batch_loss_are_refused():
+    schedule = [Step("d", np.array([0, 1]))]
+    with pytest.raises(ValueError, match="at most one"):
+        train(
+            zero_linear(),
+            {"d": tiny_data()},
+            schedule,
+            learning_rate=1e-3,
+            plugins=[Recorder(replace=1.0), Recorder(replace=2.0)],
+        )
+
+
+def test_l2sp_plugin_is_half_alpha_times_the_squared_distance_from_the_start():
+    net = zero_linear()
+    l2sp = L2SP(net, alpha=0.5)
+    assert l2sp.penalty(net, 1).item() == 0.0
+    with torch.no_grad():
+        net.weight.fill_(2.0)  # two weights moved by 2: squared distance 8
+    assert l2sp.penalty(net, 2).item() == pytest.approx(0.5 * 0.5 * 8)
+
+
+def test_robust_plugin_is_clean_during_warm_up_and_uses_the_loop_step():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
+    plugin = RobustTraining("ibp", SensorError(0.5), warmup_fraction=0.5).plugin(10, None)
+    clean = nn.functional.cross_entropy(net(x), y)
+    assert plugin.batch_loss(net, x, y, 5).item() == pytest.approx(clean.item())
+    # the same step gives the same loss however often it is asked (no call counting)
+    late = plugin.batch_loss(net, x, y, 10).item()
+    assert plugin.batch_loss(net, x, y, 10).item() == pytest.approx(late)
+    assert late > clean.item()
+
+
+def test_training_that_diverges_stops_with_a_clear_error():
+    """A NaN in the data makes the first loss NaN: the loop stops there, naming the step and
+    the learning rate, instead of training a model whose every output is NaN."""
+    from tailorml.models.train import TrainingDiverged
+
+    model = default_model()
+    x = torch.full((4, 1, 40), 120.0)
+    x[0, 0, 5] = float("nan")
+    data = LabeledData(x, torch.zeros(4, dtype=torch.long))
+    schedule = epochs("general", n_samples=4, batch_size=4, n_epochs=2, seed=0)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 1 of 2: the loss is nan"):
+        train(model, {"general": data}, schedule, learning_rate=1e-3)
+
+
+def test_a_model_file_with_nan_weights_is_refused(tmp_path):
+    model = default_model()
+    model.policy = AlertPolicy()
+    with torch.no_grad():
+        model.head[3].bias[0] = float("nan")
+    save_model(model, tmp_path / "nan.pt")
+    with pytest.raises(ModelFileError, match=r"nan\.pt holds non-finite weights"):
+        load_model(tmp_path / "nan.pt")

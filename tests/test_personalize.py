@@ -7,6 +7,7 @@ import torch
 from tailorml.config import ModelConfig
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import build_model, count_parameters, layer_prefixes
+from tailorml.models.recipe import Recipe
 from tailorml.models.schedule import sample_weighing, takes_individual_batch
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Budget, Context
@@ -51,6 +52,10 @@ def new_model():
     return build_model(config, 1, LENGTH, 3, torch.zeros(1), torch.ones(1))
 
 
+def recipe(epochs=1, batch_size=4, weight_decay=0.0, robust="none") -> Recipe:
+    return Recipe(epochs, batch_size, 2e-3, weight_decay, "balanced", robust)
+
+
 def context(data=None, latents=None, individual="a", batch_size=4, epochs=1) -> Context:
     data = data or toy_data()
     trained = new_model()
@@ -58,7 +63,7 @@ def context(data=None, latents=None, individual="a", batch_size=4, epochs=1) -> 
         data=data,
         individual=individual,
         seed=0,
-        budget=Budget(epochs=epochs, batch_size=batch_size),
+        budget=Budget(recipe(epochs=epochs, batch_size=batch_size)),
         new_model=new_model,
         global_model=lambda: trained,
         latents=lambda: latents if latents is not None else data.x[:, 0, :2],

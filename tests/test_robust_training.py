@@ -118,12 +118,12 @@ def test_robust_training_raises_verified_accuracy(kind):
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
         schedule = epochs("d", len(y), 32, 30, seed=0)
-        objective = (
-            RobustTraining(objective_kind, error).objective(len(schedule), None)
+        plugins = (
+            [RobustTraining(objective_kind, error).plugin(len(schedule), None)]
             if objective_kind
-            else None
+            else []
         )
-        train(net, {"d": LabeledData(x, y)}, schedule, learning_rate=1e-2, objective=objective)
+        train(net, {"d": LabeledData(x, y)}, schedule, learning_rate=1e-2, plugins=plugins)
         return net
 
     argmax = AlertPolicy.argmax(["a", "b"])

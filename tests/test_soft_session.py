@@ -79,7 +79,7 @@ def test_a_model_that_learned_hypoglycaemia_as_normal_is_rejected(session):
     relabel = own[data.y[own] == HYPO]
     assert len(relabel) > 50
     harmful_data.y[relabel] = IN_RANGE  # the harmful state looks "normal" in D_I
-    from tailorml.experiment.tasks import budget
+    from tailorml.personalize.factory import budget
 
     context = Context(
         harmful_data,

@@ -60,7 +60,7 @@ def test_pruned_training_reaches_the_target_and_compaction_keeps_outputs():
         {"d": LabeledData(x, y)},
         schedule,
         learning_rate=1e-3,
-        on_step=pruner.after_step,
+        plugins=[pruner],
     )
     smaller = compact(model.eval())
     assert count_parameters(smaller) <= 0.1 * count_parameters(model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -179,18 +180,38 @@ def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/
     console.print(f"Report: [bold]{output.resolve()}[/bold]")
 
 
+def _finite_non_negative(value: float | None) -> float | None:
+    """Option callback: a sensor error is a finite number of mg/dL (or %), at least 0."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"{value} is not a finite number >= 0 (e.g. 10)")
+    return value
+
+
+def _bound_method(value: str | None) -> str | None:
+    if value is not None and value not in ("ibp", "crown-ibp", "crown"):
+        raise typer.BadParameter(f"{value!r} is not one of ibp, crown-ibp, crown")
+    return value
+
+
 @app.command()
 def certify(
     run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
     eps: Annotated[
         float | None,
-        typer.Option(help="Sensor error: ±mg/dL on every CGM reading [default: robust.eps, 10]."),
+        typer.Option(
+            help="Sensor error: ±mg/dL on every CGM reading [default: robust.eps, 10].",
+            callback=_finite_non_negative,
+        ),
     ] = None,
     relative: Annotated[
-        float | None, typer.Option(help="Plus ±p % of each reading [default: 0].")
+        float | None,
+        typer.Option(help="Plus ±p % of each reading [default: 0].", callback=_finite_non_negative),
     ] = None,
     method: Annotated[
-        str | None, typer.Option(help="Bound: ibp, crown-ibp or crown [default: crown].")
+        str | None,
+        typer.Option(
+            help="Bound: ibp, crown-ibp or crown [default: crown].", callback=_bound_method
+        ),
     ] = None,
     max_windows: Annotated[
         int | None,

@@ -168,18 +168,22 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(default=8, ge=1)
+    """THE recipe of the predefined (global) model, used by `tailorml train`/`demo`, by
+    experiments (their global models and every method trained from scratch) and by soft
+    personalization; see `tailorml.models.recipe`. `seed` and `threads` are the job's."""
+
+    epochs: int = Field(default=8, ge=1, description="epochs over D_G")
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     class_weighting: Literal["balanced", "none"] = "balanced"
-    seed: int = 0
-    threads: int = Field(default=2, ge=1)
     robust: Literal["none", "pgd", "ibp", "crown-ibp"] = Field(
         default="none",
         description="train the global model against robust.eps sensor error (certified: ibp, "
         "crown-ibp; adversarial: pgd)",
     )
+    seed: int = Field(default=0, description="`tailorml train`: initialisation and batch order")
+    threads: int = Field(default=2, ge=1, description="torch threads of train/personalize/certify")
 
 
 class AlertConfig(_Section):
@@ -266,7 +270,8 @@ def _default_methods() -> dict[str, dict[str, list[int | float]]]:
 
 
 class ExperimentConfig(_Section):
-    """`tailorml experiment`: methods x settings x seeds over individuals."""
+    """`tailorml experiment`: methods x settings x seeds over individuals. How the global
+    model and every from-scratch method train is the `[train]` recipe."""
 
     dataset: Literal["glucose", "writers"] = "glucose"
     name: FileName = Field(default="table1", description="run directory name (safe file name)")
@@ -277,12 +282,9 @@ class ExperimentConfig(_Section):
     backend: Literal["local", "ray"] = "local"
     ray_address: str = Field(default="", description="empty = start a local Ray instance")
     threads_per_worker: int = Field(default=1, ge=1)
-    epochs: int = Field(default=4, ge=1, description="epochs over D_G of from-scratch training")
-    batch_size: int = Field(default=256, ge=1)
-    learning_rate: float = Field(default=2e-3, gt=0)
-    finetune_learning_rate: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    class_weighting: Literal["balanced", "none"] = "balanced"
+    finetune_learning_rate: float = Field(
+        default=1e-3, gt=0, description="methods that start from the predefined model"
+    )
     general_stride: int = Field(default=5, ge=1, description="glucose: every k-th D_G window")
     autoencoder_epochs: int = Field(default=5, ge=1)
     min_individual_samples: int = Field(default=50, ge=1)
@@ -290,9 +292,6 @@ class ExperimentConfig(_Section):
         default=None, description="classes D_I must contain; None = all"
     )
     reference: str = Field(default="baseline", description="method the p-values compare with")
-    global_robust: Literal["none", "pgd", "ibp", "crown-ibp"] = Field(
-        default="none", description="train the predefined model robustly at robust.eps"
-    )
 
 
 def _default_candidates() -> dict[str, dict[str, list[int | float]]]:
@@ -397,6 +396,15 @@ NOT_UTF8 = (
 
 _UNION_TAGS = {"int", "float", "bool", "str"}
 
+# keys that moved: the predefined model has one recipe, [train], for every job
+MOVED_KEYS = {
+    **{
+        f"experiment.{key}": f"train.{key}"
+        for key in ("epochs", "batch_size", "learning_rate", "weight_decay", "class_weighting")
+    },
+    "experiment.global_robust": "train.robust",
+}
+
 
 def _format_errors(error: ValidationError, source: str) -> str:
     """One line per offending key. A value of a union field (the [methods] grids) fails
@@ -406,7 +414,9 @@ def _format_errors(error: ValidationError, source: str) -> str:
     for item in error.errors():
         parts = [str(p) for p in item["loc"] if str(p) not in _UNION_TAGS and "[" not in str(p)]
         key = ".".join(parts) or "(top level)"
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and key in MOVED_KEYS:
+            line = f"  - '{key}' moved: set '{MOVED_KEYS[key]}' instead"
+        elif item["type"] == "extra_forbidden":
             line = f"  - unknown key '{key}': remove it or check its spelling"
         elif item["type"] == "missing":
             line = f"  - missing key '{key}'"

@@ -18,21 +18,13 @@ from tailorml.errors import TailormlError
 from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.io import atomic_write_json, sha256_file
-from tailorml.models.cnn import SmallCNN, build_model, count_parameters, load_model, save_model
+from tailorml.models.cnn import SmallCNN, count_parameters, load_model, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.models.schedule import epochs
-from tailorml.models.train import LabeledData, TrainResult, balanced_class_weights, train
+from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
+from tailorml.models.train import EpochProgress, LabeledData, TrainResult, use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
-
-
-def channel_statistics(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over samples and time/pixels (scale >= 1e-3)."""
-    axes = tuple(axis for axis in range(x.ndim) if axis != 1)
-    mean = x.mean(axis=axes, dtype=np.float64)
-    scale = np.maximum(x.std(axis=axes, dtype=np.float64), 1e-3)
-    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(scale, dtype=torch.float32)
 
 
 def fit_global_model(
@@ -42,66 +34,41 @@ def fit_global_model(
     val_indices: np.ndarray,
     reporter: Reporter = SILENT,
 ) -> tuple[SmallCNN, TrainResult]:
-    """Train the predefined (global) model on `train_indices` with Adam."""
+    """The predefined (global) model: the `[train]` recipe on all `train_indices` windows,
+    keeping the checkpoint with the best balanced accuracy on `val_indices` (if any)."""
     if len(train_indices) == 0:
         raise TailormlError("no training windows: the cohort is too short for the split")
-    torch.set_num_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
+    recipe = Recipe.from_config(config.train)
+    seed = config.train.seed
     x_train, y_train = windows.x[train_indices], windows.y[train_indices]
-    mean, scale = channel_statistics(x_train)
-    model = build_model(
-        config.model, len(windows.channels), windows.length, len(CLASSES), mean, scale
-    )
+    model = fresh_model(config.model, x_train, len(CLASSES), seed)
     policy = AlertPolicy.from_config(config, windows.sample_minutes)
     model.policy = policy
-    weights = (
-        balanced_class_weights(y_train, len(CLASSES))
-        if config.train.class_weighting == "balanced"
-        else None
-    )
-    schedule = epochs(
-        "general", len(y_train), config.train.batch_size, config.train.epochs, config.train.seed
-    )
-    steps_per_epoch = -(-len(y_train) // config.train.batch_size)
-    objective = None
-    validate = None
-    if config.train.robust != "none":
+    perturbation = None
+    if recipe.robust != "none":
         from tailorml.robust.evaluate import perturbation_for
-        from tailorml.robust.training import RobustTraining
 
-        # ε ramps up over training; picking the best *clean* checkpoint would pick one from
-        # before the ramp, so robust training keeps its final weights (no validate).
-        robust = RobustTraining.for_predefined(
-            config.train.robust, perturbation_for(config, policy)
-        )
-        objective = robust.objective(len(schedule), weights)
-        reporter.log(f"robust training: {robust.describe()} mg/dL")
-    elif len(val_indices):
+        perturbation = perturbation_for(config, policy)
+        reporter.log(f"robust training: {recipe.robust_training(perturbation).describe()} mg/dL")
+    validate = None
+    if len(val_indices):
         x_val, y_val = windows.x[val_indices], windows.y[val_indices]
 
         def validate(candidate: torch.nn.Module) -> float:
             predicted = policy.decide(predict_proba(candidate, x_val))
             return classification_metrics(y_val, predicted)["balanced_accuracy"]
 
-    with reporter.task("training global model", total=len(schedule)) as task:
-
-        def on_step(number: int, loss: float) -> None:
-            task.advance()
-            if number % steps_per_epoch == 0:
-                task.describe(f"training (epoch {number // steps_per_epoch}, loss {loss:.3f})")
-
-        result = train(
+    total = len(recipe.schedule(len(y_train), seed))
+    with reporter.task("training global model", total=total) as task:
+        result = fit_predefined(
             model,
-            {"general": LabeledData.from_numpy(x_train, y_train)},
-            schedule,
-            learning_rate=config.train.learning_rate,
-            weight_decay=config.train.weight_decay,
-            class_weights=weights,
-            objective=objective,
+            LabeledData.from_numpy(x_train, y_train),
+            recipe,
+            n_classes=len(CLASSES),
+            seed=seed,
+            perturbation=perturbation,
             validate=validate,
-            validate_every=steps_per_epoch,
-            seed=config.train.seed,
-            on_step=on_step,
+            plugins=[EpochProgress(task, recipe.steps_per_epoch(len(y_train)))],
         )
     return model, result
 
@@ -109,11 +76,12 @@ def fit_global_model(
 def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None = None) -> Run:
     """Train and evaluate the global model; write everything into a run directory."""
     if resume:
-        run = Run.open(resume)
+        run = Run.resume(resume, "train")
         config = run.config()
         reporter.log(f"resuming {run.path}")
     else:
-        run = Run.create(config)
+        run = Run.create(config, "train")
+    use_threads(config.train.threads)
     reporter.log(f"run directory: {run.path}")
     prepared = prepare(config)
     cohort, windows, splits = prepared.cohort, prepared.windows, prepared.splits

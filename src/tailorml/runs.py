@@ -96,6 +96,16 @@ def discard_unfinished() -> list[Path]:
     return removed
 
 
+RESUME_OTHER_KIND = (
+    "{path} is a {found} run, not a {kind} run; resume it with the command that made it, or "
+    "start a new run"
+)
+RESUME_EDITED = (
+    "{path}/config.toml was edited after the run started, so its finished steps no longer "
+    "match it; start a new run with the edited config (--config) instead of --resume"
+)
+
+
 class Run:
     """One run directory and its step bookkeeping."""
 
@@ -103,7 +113,8 @@ class Run:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, config: Config, runs_dir: str | Path | None = None) -> Run:
+    def create(cls, config: Config, kind: str, runs_dir: str | Path | None = None) -> Run:
+        """A new run directory for a job of `kind` ("train", "experiment", "evaluate")."""
         base = Path(runs_dir or config.run.runs_dir)
         name = safe_component(config.run.name, "run.name")
         if base.exists() and not base.is_dir():
@@ -123,8 +134,23 @@ class Run:
         atomic_write_text(path / "config.toml", to_toml(config))
         atomic_write_json(path / "environment.json", environment())
         atomic_write_json(
-            path / "run.json", {"fingerprint": fingerprint(config.to_dict()), "steps": {}}
+            path / "run.json",
+            {"kind": kind, "fingerprint": fingerprint(config.to_dict()), "steps": {}},
         )
+        return run
+
+    @classmethod
+    def resume(cls, path: str | Path, kind: str) -> Run:
+        """An existing run of `kind` whose config.toml is still the one it started with:
+        resuming another kind of run, or one whose config was edited, would mix results."""
+        run = cls.open(path)
+        state = run.state()
+        if state.get("kind") != kind:
+            raise TailormlError(
+                RESUME_OTHER_KIND.format(path=run.path, found=state.get("kind"), kind=kind)
+            )
+        if fingerprint(run.config().to_dict()) != state["fingerprint"]:
+            raise TailormlError(RESUME_EDITED.format(path=run.path))
         return run
 
     @classmethod

@@ -16,6 +16,7 @@ from torch import nn
 
 from tailorml.data.glucose import CLASSES, HYPO
 from tailorml.data.prepared import Prepared
+from tailorml.errors import TailormlError
 from tailorml.evaluate.curves import (
     alert_curve,
     margin_over_baselines,
@@ -26,6 +27,11 @@ from tailorml.evaluate.metrics import classification_metrics, spread
 from tailorml.io import atomic_write_parquet, atomic_write_text
 from tailorml.models.predict import predict_proba
 from tailorml.policy import AlertPolicy
+
+NON_FINITE_OUTPUTS = (
+    "the model's outputs are not finite (NaN or inf) on some windows: no metric is computed "
+    "from them; check the input data for extreme values or retrain the model"
+)
 
 SUMMARY_METRICS = [
     "accuracy",
@@ -174,6 +180,8 @@ def write_evaluation(
     evaluated = prepared.splits.pooled(part)
     probabilities = np.zeros((len(windows), len(CLASSES)))
     probabilities[evaluated] = predict_proba(model, windows.x[evaluated])
+    if not np.isfinite(probabilities[evaluated]).all():
+        raise TailormlError(NON_FINITE_OUTPUTS)
     per_individual, predictions, readings = evaluate_individuals(
         model.policy, prepared, probabilities, part
     )

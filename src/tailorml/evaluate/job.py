@@ -47,7 +47,9 @@ def evaluate_model(
         replace(policy, sample_minutes=cohort.sample_minutes), str(model_path), cohort.source
     )
     prepared = prepare_whole(cohort, policy.task())
-    run = Run.create(_config(cohort_path, policy.task().model_dump(mode="json")), runs_dir)
+    run = Run.create(
+        _config(cohort_path, policy.task().model_dump(mode="json")), "evaluate", runs_dir
+    )
     reporter.log(f"run directory: {run.path}")
     if cohort.synthetic:
         reporter.log("[yellow]cohort is SYNTHETIC (simulated); figures are not clinical evidence")

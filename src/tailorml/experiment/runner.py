@@ -18,10 +18,10 @@ from tailorml.config import Config
 from tailorml.errors import ConfigError
 from tailorml.experiment import tasks
 from tailorml.experiment.backends import make_backend
-from tailorml.experiment.grid import Setting, expand
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text
 from tailorml.personalize.dataset import PersonalData
+from tailorml.personalize.grid import Setting, expand
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
 
@@ -73,14 +73,14 @@ def run_experiment(
     resume: str | None = None,
 ) -> Run:
     if resume:
-        run = Run.open(resume)
+        run = Run.resume(resume, "experiment")
         config = run.config()
         reporter.log(f"resuming {run.path}")
     settings = expand(config.methods)  # bad methods fail here, before any work
     check_reference(config, settings)
     if not resume:
         named = config.run.model_copy(update={"name": config.experiment.name})
-        run = Run.create(config.model_copy(update={"run": named}))
+        run = Run.create(config.model_copy(update={"run": named}), "experiment")
     reporter.log(f"run directory: {run.path}")
     experiment = config.experiment
     data = tasks.load_data(config)
@@ -117,7 +117,7 @@ def run_experiment(
     backend = make_backend(experiment.backend, experiment.workers, experiment.ray_address)
     seeds = experiment.seeds
     phase_one: list[tuple[Callable, tuple]] = []
-    if any(setting.method in tasks.GROUPING_METHODS for setting in settings):
+    if any("latents" in setting.needs for setting in settings):
         phase_one += [
             (tasks.run_autoencoder, (config_json, root, seed))
             for seed in seeds

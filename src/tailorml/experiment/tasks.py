@@ -2,8 +2,8 @@
 the run's cache atomically, so an interrupted experiment keeps everything it finished.
 
 - autoencoder task (seed): the latent space for data grouping;
-- global task (individual, seed): the predefined model on that individual's D_G (shared by
-  every individual with the same D_G);
+- global task (individual, seed): the predefined model (the `[train]` recipe, as in
+  `tailorml train`) on that individual's D_G (shared by every individual with the same D_G);
 - individual task (individual, seed): every method setting not yet cached.
 """
 
@@ -16,20 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tailorml.config import Config
-from tailorml.experiment.grid import Setting, expand
-from tailorml.io import atomic_write, atomic_write_json, fingerprint
-from tailorml.models.cnn import build_model, load_model, save_model
-from tailorml.models.train import balanced_class_weights
-from tailorml.personalize.base import Budget, Context, execute, global_plan
+from tailorml.io import atomic_write, atomic_write_json, encode_component, fingerprint
+from tailorml.models.cnn import load_model, save_model
+from tailorml.models.recipe import Recipe, fit_predefined
+from tailorml.models.train import LabeledData, use_threads
+from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose, from_writers
 from tailorml.personalize.evaluate import evaluate_personalized
+from tailorml.personalize.factory import budget, latents_of, model_factory
+from tailorml.personalize.grid import Setting, expand
 from tailorml.robust.evaluate import perturbation_for
 
 _DATA: dict[str, PersonalData] = {}
-GROUPING_METHODS = {"single_sample_grouping", "individual_grouping"}
 
 
 def data_fingerprint(config: Config) -> str:
@@ -62,47 +62,16 @@ class CachePaths:
         return self.root / f"latents-seed{seed}.npy"
 
     def global_model(self, key: str, seed: int) -> Path:
-        return self.root / "global" / f"{key}-seed{seed}.pt"
+        return self.root / "global" / f"{encode_component(key)}-seed{seed}.pt"
 
     def result(self, individual: str, setting: Setting, seed: int) -> Path:
-        return self.root / "results" / individual / f"{setting.key}-seed{seed}.json"
-
-
-def budget(config: Config, data: PersonalData, individual: str) -> Budget:
-    settings = config.experiment
-    weights = None
-    if settings.class_weighting == "balanced":
-        weights = balanced_class_weights(data.y[data.general_train(individual)], data.n_classes)
-    return Budget(
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        finetune_learning_rate=settings.finetune_learning_rate,
-        weight_decay=settings.weight_decay,
-        class_weights=weights,
-    )
-
-
-def model_factory(config: Config, data: PersonalData, individual: str, seed: int):
-    """A fresh network, initialised from `seed`, normalised with D_G's statistics."""
-    from tailorml.pipeline import channel_statistics
-
-    mean, scale = channel_statistics(data.x[data.general_train(individual)])
-
-    def new_model() -> torch.nn.Module:
-        torch.manual_seed(seed)
-        model = build_model(
-            config.model, data.x.shape[1], data.x.shape[2], data.n_classes, mean, scale, data.dims
-        )
-        model.policy = data.policy
-        return model
-
-    return new_model
+        folder = self.root / "results" / encode_component(individual)  # ids are data
+        return folder / f"{setting.key}-seed{seed}.json"
 
 
 def _setup(config_json: str) -> tuple[Config, PersonalData]:
     config = Config.model_validate_json(config_json)
-    torch.set_num_threads(config.experiment.threads_per_worker)
+    use_threads(config.experiment.threads_per_worker)
     return config, load_data(config)
 
 
@@ -123,20 +92,6 @@ def make_context(
     )
 
 
-def latents_of(config: Config, data: PersonalData, seed: int) -> np.ndarray:
-    """Autoencoder latent of every sample, the autoencoder fitted on the training data."""
-    from tailorml.models.autoencoder import fit_autoencoder
-
-    train_indices = data.all_train()[:: data.general_stride]
-    model = fit_autoencoder(
-        data.x[train_indices],
-        n_epochs=config.experiment.autoencoder_epochs,
-        batch_size=config.experiment.batch_size,
-        seed=seed,
-    )
-    return model.encode(data.x)
-
-
 def run_autoencoder(config_json: str, run_dir: str, seed: int) -> str:
     config, data = _setup(config_json)
     latents = latents_of(config, data, seed)
@@ -150,16 +105,20 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> str:
+    """The predefined model of `individual`'s D_G: `fit_predefined` with the `[train]`
+    recipe, as `tailorml train` does, on every `general_stride`-th D_G window, without
+    validation."""
     config, data = _setup(config_json)
-    context = make_context(config, data, run_dir, individual, seed)
-    plan = global_plan(context)
-    if config.experiment.global_robust != "none":
-        from tailorml.robust.training import RobustTraining
-
-        plan.robust = RobustTraining.for_predefined(
-            config.experiment.global_robust, context.perturbation
-        )
-    model = execute(plan, context)
+    general = data.general_train(individual)
+    model = model_factory(config, data, individual, seed)()
+    fit_predefined(
+        model,
+        LabeledData.from_numpy(data.x[general], data.y[general]),
+        Recipe.from_config(config.train),
+        n_classes=data.n_classes,
+        seed=seed,
+        perturbation=perturbation_for(config, data.policy),
+    )
     save_model(model, CachePaths(run_dir).global_model(data.general_key(individual), seed))
     return f"global model {data.general_key(individual)} seed {seed}"
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tailorml.models.schedule import epochs
-from tailorml.models.train import LabeledData, train
+from tailorml.models.train import LabeledData, LoopPlugin, train
 
 LATENT_DIM = 16
 
@@ -54,8 +54,13 @@ class AutoEncoder(nn.Module):
         return torch.cat(parts).numpy() if parts else np.empty((0, LATENT_DIM), np.float32)
 
 
-def reconstruction_loss(model: nn.Module, x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    return nn.functional.mse_loss(model(x), model.standardise(x))
+class Reconstruction(LoopPlugin):
+    """The autoencoder's batch loss: mean squared error on the standardised input."""
+
+    def batch_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        return nn.functional.mse_loss(model(x), model.standardise(x))
 
 
 def fit_autoencoder(
@@ -77,7 +82,7 @@ def fit_autoencoder(
         {"general": data},
         epochs("general", len(x), batch_size, n_epochs, seed),
         learning_rate=learning_rate,
-        objective=reconstruction_loss,
+        plugins=[Reconstruction()],
         seed=seed,
     )
     return model

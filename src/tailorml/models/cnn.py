@@ -182,6 +182,8 @@ def load_model(path) -> SmallCNN:
         raise ModelFileError(
             f"{path}: weights do not match the stored architecture ({error})"
         ) from None
+    if not all(torch.isfinite(tensor).all() for tensor in state.values()):
+        raise ModelFileError(f"{path} holds non-finite weights (NaN or inf); it cannot decide")
     model.policy = AlertPolicy.from_dict(payload["policy"], str(path))
     model.eval()
     return model

@@ -1,8 +1,9 @@
 """Sample schedules: which samples the training loop sees, in which order, with which weight.
 
-Every training recipe of tailorml (the global model now, the personalization strategies
-later) is a schedule fed to the one loop in `tailorml.models.train`. A schedule is a plain
-list of steps, so it can be inspected and tested without training anything.
+Everything tailorml trains is a schedule fed to the one loop in `tailorml.models.train`:
+the predefined model and the autoencoder (`epochs`), and every personalization strategy of
+`tailorml.personalize` (`epochs`, `iterations` on D_I, `sample_weighing` over D_G and D_I).
+A schedule is a plain list of steps, so it can be inspected and tested without training.
 """
 
 from __future__ import annotations

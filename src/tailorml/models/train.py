@@ -1,12 +1,24 @@
-"""THE training loop. Strategies differ only in the schedule and the frozen layers they pass.
+"""THE training loop, and the small plugin protocol through which extensions enter it.
 
-One loop means one place for the optimiser, class weighting, checkpoint selection and
-determinism; a new personalization method is a new schedule, not a new loop.
+Every model of tailorml is trained by `train`: a schedule (which batches of which data
+source, in which order, with which weight) run with Adam over the unfrozen parameters.
+The default batch loss is cross-entropy with optional class weights; everything else that
+changes a step enters as a `LoopPlugin`:
+
+- `batch_loss` replaces the batch loss (robust training: PGD / certified objective; the
+  autoencoder: reconstruction error); at most one plugin may do so;
+- `penalty` adds a term to every step (L2-SP towards the starting weights);
+- `after_step` runs after each optimiser step (pruning masks, progress bars).
+
+Every hook is told the step number (1, 2, ..., len(schedule)), so no plugin counts calls.
+With `validate`, the best checkpoint (scored every `validate_every` steps and at the end)
+is restored at the end.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -14,9 +26,58 @@ import numpy as np
 import torch
 from torch import nn
 
+from tailorml.errors import TailormlError
 from tailorml.models.schedule import Step
+from tailorml.progress import Task
 
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+DIVERGED = (
+    "training diverged at step {step} of {steps}: the loss is {loss}; lower the learning rate "
+    "(train.learning_rate) or check the inputs for extreme values — nothing was saved"
+)
+DIVERGED_WEIGHTS = (
+    "training produced non-finite weights; lower the learning rate (train.learning_rate) — "
+    "nothing was saved"
+)
+
+
+class TrainingDiverged(TailormlError):
+    """Training met a non-finite loss or weights: a model that outputs NaN is no model."""
+
+
+class LoopPlugin:
+    """A hook into `train`; override only what you need (the defaults do nothing)."""
+
+    def batch_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int
+    ) -> torch.Tensor | None:
+        """The loss of batch (x, y) at `step`, replacing the default; None keeps it."""
+        return None
+
+    def penalty(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        """A term added to the loss of `step` (not scaled by the step's weight)."""
+        return None
+
+    def after_step(self, step: int, loss: float) -> None:
+        """Called after the optimiser step `step`; `loss` is the running training loss
+        (step 1: its own loss; then 0.98 * previous + 0.02 * the step's loss)."""
+
+
+class EpochProgress(LoopPlugin):
+    """Advances a progress task every step and shows epoch and loss at each epoch's end."""
+
+    def __init__(self, task: Task, steps_per_epoch: int, name: str = "training") -> None:
+        self.task, self.steps_per_epoch, self.name = task, steps_per_epoch, name
+
+    def after_step(self, step: int, loss: float) -> None:
+        self.task.advance()
+        if step % self.steps_per_epoch == 0:
+            epoch = step // self.steps_per_epoch
+            self.task.describe(f"{self.name} (epoch {epoch}, loss {loss:.3f})")
+
+
+def use_threads(threads: int) -> None:
+    """The one place tailorml sets torch's intra-op threads (jobs call it at their start)."""
+    torch.set_num_threads(threads)
 
 
 @dataclass
@@ -78,19 +139,16 @@ def train(
     weight_decay: float = 0.0,
     class_weights: torch.Tensor | None = None,
     frozen: Sequence[str] = (),
-    objective: Objective | None = None,
-    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    plugins: Sequence[LoopPlugin] = (),
     validate: Callable[[nn.Module], float] | None = None,
     validate_every: int = 0,
     seed: int = 0,
-    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Run `schedule` on `model` with Adam.
+    """Run `schedule` on `model` with Adam (seeded with `seed`); leaves it in eval mode.
 
-    `objective(model, x, y)` is the batch loss (default: cross-entropy with `class_weights`;
-    an autoencoder passes reconstruction error); `penalty(model)` is added to every step
-    (e.g. L2-SP towards pretrained weights). With `validate` (higher is better), the best
-    checkpoint, evaluated every `validate_every` steps and at the end, is kept."""
+    A step's loss is `batch_loss` (a plugin's, else cross-entropy with `class_weights`)
+    times the step's weight, plus every plugin's `penalty`. With `validate` (higher is
+    better) the best checkpoint is kept; `TrainResult.history` has one row per checkpoint."""
     torch.manual_seed(seed)
     missing = sorted({step.source for step in schedule} - set(sources))
     if missing:
@@ -98,11 +156,15 @@ def train(
     freeze(model, frozen)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=learning_rate, weight_decay=weight_decay)
-    if objective is None:
-        cross_entropy = nn.CrossEntropyLoss(weight=class_weights)
+    cross_entropy = nn.CrossEntropyLoss(weight=class_weights)
 
-        def objective(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return cross_entropy(net(x), y)
+    def batch_loss(x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        losses = [
+            loss for plugin in plugins if (loss := plugin.batch_loss(model, x, y, step)) is not None
+        ]
+        if len(losses) > 1:
+            raise ValueError(f"{len(losses)} plugins replaced the batch loss; at most one may")
+        return losses[0] if losses else cross_entropy(model(x), y)
 
     result = TrainResult(steps=len(schedule))
     best_state = None
@@ -123,19 +185,25 @@ def train(
         data = sources[step.source]
         batch = torch.as_tensor(step.indices, dtype=torch.long)
         optimizer.zero_grad(set_to_none=True)
-        loss = objective(model, data.x[batch], data.y[batch]) * step.weight
-        if penalty is not None:
-            loss = loss + penalty(model)
+        loss = batch_loss(data.x[batch], data.y[batch], number) * step.weight
+        for plugin in plugins:
+            term = plugin.penalty(model, number)
+            if term is not None:
+                loss = loss + term
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(DIVERGED.format(step=number, steps=len(schedule), loss=value))
         loss.backward()
         optimizer.step()
-        value = loss.item()
         running = 0.98 * running + 0.02 * value if number > 1 else value
-        if on_step:
-            on_step(number, running)
+        for plugin in plugins:
+            plugin.after_step(number, running)
         if validate and validate_every and number % validate_every == 0 and number < len(schedule):
             checkpoint(number)
     if validate:
         checkpoint(len(schedule))
         model.load_state_dict(best_state)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise TrainingDiverged(DIVERGED_WEIGHTS)
     model.eval()
     return result

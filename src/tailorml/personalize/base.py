@@ -20,24 +20,40 @@ import torch
 from torch import nn
 
 from tailorml.errors import ConfigError
-from tailorml.models.schedule import Step, epochs
-from tailorml.models.train import LabeledData, train
+from tailorml.models.recipe import Recipe
+from tailorml.models.schedule import Step
+from tailorml.models.train import LabeledData, LoopPlugin, train
 from tailorml.personalize.dataset import PersonalData
 from tailorml.robust.perturbation import DEFAULT_EPS_MGDL, SensorError
 from tailorml.robust.training import RobustTraining
 from tailorml.sparse.prune import Pruner, PruningSchedule, compact
 
 
-@dataclass
+@dataclass(frozen=True)
 class Budget:
-    """Training settings shared by every method of an experiment (fair comparison)."""
+    """Training settings shared by every method (fair comparison): the predefined model's
+    recipe (`[train]`) for everything trained from scratch, a learning rate for fine-tuning
+    the predefined model, and the class weights of the individual's D_G."""
 
-    epochs: int = 4
-    batch_size: int = 128
-    learning_rate: float = 2e-3
+    recipe: Recipe
     finetune_learning_rate: float = 1e-3
-    weight_decay: float = 0.0
     class_weights: torch.Tensor | None = None
+
+    @property
+    def epochs(self) -> int:
+        return self.recipe.epochs
+
+    @property
+    def batch_size(self) -> int:
+        return self.recipe.batch_size
+
+    @property
+    def learning_rate(self) -> float:
+        return self.recipe.learning_rate
+
+    @property
+    def weight_decay(self) -> float:
+        return self.recipe.weight_decay
 
 
 @dataclass
@@ -77,10 +93,13 @@ class Context:
 class Strategy:
     """Base of all methods; subclasses set `name`/`label` and implement `plan`.
 
-    Like scikit-learn estimators, hyper-parameters are the constructor's arguments."""
+    Like scikit-learn estimators, hyper-parameters are the constructor's arguments.
+    `needs` names what a plan looks at beyond data and models (e.g. "latents": the
+    autoencoder's latent space), so a runner prepares it only when some method needs it."""
 
     name: ClassVar[str]
     label: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def plan(self, context: Context) -> Plan:
         raise NotImplementedError
@@ -98,28 +117,33 @@ class Strategy:
 
 
 def global_plan(context: Context) -> Plan:
-    """How the predefined (global) model is trained: from scratch, epochs over D_G."""
+    """The predefined model's schedule as a plan: from scratch, the recipe's epochs over D_G
+    (without its robust objective; a strategy that wants one sets `plan.robust`)."""
     general = context.general
     return Plan(
         start="scratch",
         sources={"general": general},
-        schedule=epochs(
-            "general", len(general), context.budget.batch_size, context.budget.epochs, context.seed
-        ),
+        schedule=context.budget.recipe.schedule(len(general), context.seed),
     )
 
 
-def l2sp_penalty(model: nn.Module, alpha: float) -> Callable[[nn.Module], torch.Tensor]:
-    """alpha/2 * squared distance of the trainable weights from their starting values."""
-    start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+class L2SP(LoopPlugin):
+    """alpha/2 * squared distance of the trainable weights from their values at creation
+    (Li, Grandvalet & Davoine, ICML 2018), added to every step."""
 
-    def penalty(net: nn.Module) -> torch.Tensor:
+    def __init__(self, model: nn.Module, alpha: float) -> None:
+        self.alpha = alpha
+        self.start = {
+            name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
+        }
+
+    def penalty(self, model: nn.Module, step: int) -> torch.Tensor:
         total = sum(
-            ((p - start[name]) ** 2).sum() for name, p in net.named_parameters() if name in start
+            ((p - self.start[name]) ** 2).sum()
+            for name, p in model.named_parameters()
+            if name in self.start
         )
-        return 0.5 * alpha * total
-
-    return penalty
+        return 0.5 * self.alpha * total
 
 
 def execute(plan: Plan, context: Context) -> nn.Module:
@@ -137,10 +161,14 @@ def execute(plan: Plan, context: Context) -> nn.Module:
         name: LabeledData.from_numpy(data.x[indices], data.y[indices])
         for name, indices in plan.sources.items()
     }
-    frozen = list(plan.frozen)
     total = len(plan.schedule)
-    objective = plan.robust.objective(total, context.budget.class_weights) if plan.robust else None
-    pruner = Pruner(model, plan.pruning, total) if plan.pruning else None
+    plugins: list[LoopPlugin] = []
+    if plan.robust:
+        plugins.append(plan.robust.plugin(total, context.budget.class_weights))
+    if plan.l2sp:
+        plugins.append(L2SP(model, plan.l2sp))
+    if plan.pruning:
+        plugins.append(Pruner(model, plan.pruning, total))
     train(
         model,
         sources,
@@ -148,11 +176,9 @@ def execute(plan: Plan, context: Context) -> nn.Module:
         learning_rate=learning_rate,
         weight_decay=context.budget.weight_decay,
         class_weights=context.budget.class_weights,
-        frozen=frozen,
-        objective=objective,
-        penalty=l2sp_penalty(model, plan.l2sp) if plan.l2sp else None,
+        frozen=list(plan.frozen),
+        plugins=plugins,
         seed=context.seed,
-        on_step=pruner.after_step if pruner else None,
     )
     for parameter in model.parameters():
         parameter.requires_grad_(True)

@@ -71,6 +71,7 @@ def similar_individuals(target: np.ndarray, candidates: dict[str, np.ndarray], n
 class SingleSampleGrouping(Strategy):
     name = "single_sample_grouping"
     label = "SG"
+    needs = frozenset({"latents"})
 
     def __init__(self, n: int = 1500) -> None:
         self.n = _count("n", n)
@@ -86,6 +87,7 @@ class SingleSampleGrouping(Strategy):
 class IndividualGrouping(Strategy):
     name = "individual_grouping"
     label = "IG"
+    needs = frozenset({"latents"})
 
     def __init__(self, n: int = 5) -> None:
         self.n = _count("n", n)

@@ -27,6 +27,7 @@ from tailorml.io import (
     sha256_file,
 )
 from tailorml.models.cnn import SmallCNN, load_model
+from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.robust.certify import certify
@@ -116,7 +117,7 @@ def certify_run(
         raise TailormlError(
             f"no model at {model_file}; train one first (`tailorml train`) or pass --model"
         )
-    torch.set_num_threads(config.train.threads)
+    use_threads(config.train.threads)
     model = load_model(model_file)
     model_sha = sha256_file(model_file)
     prepared = prepare(config)

@@ -1,4 +1,4 @@
-"""Robust training objectives for the one training loop: PGD adversarial training and
+"""Robust training objectives (loop plugins for the one training loop): PGD adversarial training and
 certified (IBP / CROWN-IBP) training, each with the usual ramps.
 
 Certified training minimises a mix of the clean loss and the loss of the *worst-case
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailorml.models.train import Objective
+from tailorml.models.train import LoopPlugin
 from tailorml.robust.attack import pgd
 from tailorml.robust.bounds import bounds, margin_spec
 from tailorml.robust.perturbation import SensorError
@@ -44,7 +44,7 @@ class Ramp:
 
 @dataclass(frozen=True)
 class RobustTraining:
-    """How a plan trains robustly; `objective` turns it into a loss for the loop."""
+    """How a plan trains robustly; `plugin` turns it into a loss for the loop."""
 
     kind: Kind
     perturbation: SensorError
@@ -68,29 +68,40 @@ class RobustTraining:
     def describe(self) -> str:
         return f"{self.kind} at {self.perturbation.describe()}"
 
-    def objective(self, total_steps: int, class_weights: torch.Tensor | None) -> Objective:
-        ramp = Ramp(total_steps, self.warmup_fraction, self.ramp_fraction)
-        calls = {"step": 0}
+    def plugin(self, total_steps: int, class_weights: torch.Tensor | None) -> RobustLoss:
+        """The loop plugin that trains a schedule of `total_steps` steps this way."""
+        return RobustLoss(
+            self, Ramp(total_steps, self.warmup_fraction, self.ramp_fraction), class_weights
+        )
 
-        def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            calls["step"] += 1
-            progress = ramp(calls["step"])
-            perturbation = self.perturbation.scaled(progress)
-            logits = model(x)
-            clean = F.cross_entropy(logits, y, weight=class_weights)
-            if progress == 0:
-                return clean
-            if self.kind == "pgd":
-                attacked = pgd(model, x, y, perturbation, steps=self.pgd_steps, seed=calls["step"])
-                return 0.5 * clean + 0.5 * F.cross_entropy(model(attacked), y, weight=class_weights)
-            worst = worst_case_logits(
-                model, x, y, perturbation, self.kind, beta=1 - progress, n_classes=logits.shape[1]
-            )
-            kappa = 1 - progress * (1 - self.kappa_end)
-            robust = F.cross_entropy(worst, y, weight=class_weights)
-            return kappa * clean + (1 - kappa) * robust
 
-        return loss
+@dataclass(frozen=True)
+class RobustLoss(LoopPlugin):
+    """Replaces the batch loss by the ramped adversarial or certified objective."""
+
+    training: RobustTraining
+    ramp: Ramp
+    class_weights: torch.Tensor | None = None
+
+    def batch_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        training, weights = self.training, self.class_weights
+        progress = self.ramp(step)
+        perturbation = training.perturbation.scaled(progress)
+        logits = model(x)
+        clean = F.cross_entropy(logits, y, weight=weights)
+        if progress == 0:
+            return clean
+        if training.kind == "pgd":
+            attacked = pgd(model, x, y, perturbation, steps=training.pgd_steps, seed=step)
+            return 0.5 * clean + 0.5 * F.cross_entropy(model(attacked), y, weight=weights)
+        worst = worst_case_logits(
+            model, x, y, perturbation, training.kind, beta=1 - progress, n_classes=logits.shape[1]
+        )
+        kappa = 1 - progress * (1 - training.kappa_end)
+        robust = F.cross_entropy(worst, y, weight=weights)
+        return kappa * clean + (1 - kappa) * robust
 
 
 def worst_case_logits(

@@ -33,12 +33,14 @@ from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import TailormlError
 from tailorml.evaluate.alerts import event_leads
 from tailorml.evaluate.metrics import classification_metrics
-from tailorml.experiment.grid import expand
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.models.predict import predict_proba
+from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
+from tailorml.personalize.factory import budget, latents_of, model_factory
+from tailorml.personalize.grid import expand
 from tailorml.pipeline import fit_global_model
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
@@ -138,7 +140,7 @@ def build_candidates(config: Config, context: Context, predefined) -> list[Candi
         candidates.append(
             Candidate(THRESHOLD_ONLY, predefined, calibrate=True, reuse_predefined=True)
         )
-    for setting in expand(config.soft.candidates):
+    for setting in expand(config.soft.candidates, table="soft.candidates"):
         model = execute(setting.strategy().plan(context), context)
         candidates.append(
             Candidate(
@@ -278,10 +280,10 @@ def personalize_individual(
     actor: str | None = None,
     registry_dir: str | Path | None = None,
 ) -> Outcome:
-    torch.set_num_threads(config.train.threads)
+    use_threads(config.train.threads)
     registry = Registry(registry_dir or config.soft.registry)
     gates = build_gates(config.soft)  # bad gate names fail before any work
-    expand(config.soft.candidates)
+    expand(config.soft.candidates, table="soft.candidates")  # a bad grid fails before work
     data = from_glucose(config, config.experiment.general_stride)
     if individual not in data.ids:
         raise TailormlError(f"unknown individual {individual!r}; valid: {', '.join(data.ids)}")
@@ -322,7 +324,6 @@ def personalize_individual(
         card = _card(registry, session.id)
         return Outcome(session.id, individual, data_gate.reason, None, None, [], card)
 
-    from tailorml.experiment.tasks import budget, latents_of, model_factory
     from tailorml.robust.evaluate import perturbation_for
 
     context = Context(

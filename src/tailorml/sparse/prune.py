@@ -3,7 +3,8 @@
 Masks are computed with `torch.nn.utils.prune` (global L1 magnitude, or per-layer L1 norm of
 whole output channels) and then made permanent, so the network keeps plain parameters and
 every other part of tailorml (bounds, freezing, saving) sees an ordinary model; a
-`Pruner` re-applies the masks after each optimiser step of the one training loop. Sparsity
+`Pruner` (a loop plugin) re-applies the masks after each optimiser step of the one training
+loop. Sparsity
 grows in stages along the cubic schedule of Zhu & Gupta (2017), with fine-tuning between and
 after the stages, so the network recovers from each cut.
 
@@ -23,6 +24,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from tailorml.models.cnn import CNNSpec, SmallCNN, count_parameters
+from tailorml.models.train import LoopPlugin
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def channel_fraction_for(spec: CNNSpec, sparsity: float) -> float:
 
 
 @dataclass
-class Pruner:
+class Pruner(LoopPlugin):
     """Cuts at the scheduled steps and keeps pruned weights at zero after every step."""
 
     model: nn.Module
@@ -157,7 +159,7 @@ class Pruner:
                     alive = mask.flatten(1).any(dim=1)
                     layer.bias.mul_(alive)
 
-    def after_step(self, step: int, _loss: float = 0.0) -> None:
+    def after_step(self, step: int, loss: float = 0.0) -> None:
         if step in self.cuts:
             self.cut(self.cuts[step])
         else:

@@ -1,4 +1,5 @@
-"""Expand the `[methods]` table of a config into concrete settings (a hyper-parameter grid)."""
+"""Expand a methods table (`[methods]` of an experiment, `soft.candidates`) into concrete
+settings: a hyper-parameter grid of strategies."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tailorml.errors import ConfigError
-from tailorml.personalize import make_strategy
-from tailorml.personalize.base import Strategy
+from tailorml.personalize.base import Strategy, make_strategy
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,11 @@ class Setting:
 
     def strategy(self) -> Strategy:
         return make_strategy(self.method, **dict(self.params))
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """What the strategy's plan looks at beyond data and models (see `Strategy.needs`)."""
+        return self.strategy().needs
 
     @property
     def label(self) -> str:

@@ -1,0 +1,139 @@
+"""THE recipe of the predefined (global) model, and the one function that trains with it.
+
+The recipe is the `[train]` section of the config: epochs over D_G, batch size, learning
+rate, weight decay, class weighting and the robust-training kind (with its clean warm-up).
+`tailorml train`/`demo` (`pipeline.fit_global_model`), soft personalization (which calls
+that for a registry without a predefined model) and experiments (their global models, and
+every method trained from scratch through `personalize.base.Budget`) all use it; an
+experiment TOML that wants another recipe sets `[train]` keys.
+
+What differs between those callers is *data*, not recipe: the job trains on all D_G
+training windows and keeps the checkpoint with the best validation balanced accuracy; an
+experiment trains on every `experiment.general_stride`-th window of an individual's D_G and
+has no validation set. Both initialise the network from the same seed they shuffle with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from tailorml.config import ModelConfig, TrainConfig
+from tailorml.models.cnn import SmallCNN, build_model
+from tailorml.models.schedule import Step, epochs
+from tailorml.models.train import (
+    LabeledData,
+    LoopPlugin,
+    TrainResult,
+    balanced_class_weights,
+    train,
+)
+
+if TYPE_CHECKING:
+    from tailorml.robust.perturbation import SensorError
+    from tailorml.robust.training import RobustTraining
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the predefined model trains (the values of `[train]` except seed and threads)."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    class_weighting: Literal["balanced", "none"]
+    robust: Literal["none", "pgd", "ibp", "crown-ibp"] = "none"
+
+    @classmethod
+    def from_config(cls, train: TrainConfig) -> Recipe:
+        return cls(
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            learning_rate=train.learning_rate,
+            weight_decay=train.weight_decay,
+            class_weighting=train.class_weighting,
+            robust=train.robust,
+        )
+
+    def class_weights(self, labels: np.ndarray, n_classes: int) -> torch.Tensor | None:
+        """Balanced weights of `labels` (the training data), or None (plain loss)."""
+        if self.class_weighting == "balanced":
+            return balanced_class_weights(labels, n_classes)
+        return None
+
+    def schedule(self, n_samples: int, seed: int, source: str = "general") -> list[Step]:
+        """`epochs` shuffled passes over the `n_samples` of D_G."""
+        return epochs(source, n_samples, self.batch_size, self.epochs, seed)
+
+    def steps_per_epoch(self, n_samples: int) -> int:
+        return -(-n_samples // self.batch_size)
+
+    def robust_training(self, perturbation: SensorError) -> RobustTraining | None:
+        """The robust objective against `perturbation` (with the predefined model's clean
+        warm-up), or None when the recipe trains on clean data only."""
+        if self.robust == "none":
+            return None
+        from tailorml.robust.training import RobustTraining
+
+        return RobustTraining.for_predefined(self.robust, perturbation)
+
+
+def channel_statistics(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over samples and time/pixels (scale >= 1e-3)."""
+    axes = tuple(axis for axis in range(x.ndim) if axis != 1)
+    mean = x.mean(axis=axes, dtype=np.float64)
+    scale = np.maximum(x.std(axis=axes, dtype=np.float64), 1e-3)
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(scale, dtype=torch.float32)
+
+
+def fresh_model(
+    config: ModelConfig, x_general: np.ndarray, n_classes: int, seed: int, dims: int = 1
+) -> SmallCNN:
+    """A new network initialised from `seed`, normalised with the statistics of the
+    training inputs `x_general` (n, channels, length) or (n, channels, height, width)."""
+    mean, scale = channel_statistics(x_general)
+    torch.manual_seed(seed)
+    return build_model(config, x_general.shape[1], x_general.shape[2], n_classes, mean, scale, dims)
+
+
+def fit_predefined(
+    model: nn.Module,
+    general: LabeledData,
+    recipe: Recipe,
+    *,
+    n_classes: int,
+    seed: int,
+    perturbation: SensorError | None = None,
+    validate: Callable[[nn.Module], float] | None = None,
+    plugins: Sequence[LoopPlugin] = (),
+) -> TrainResult:
+    """Train `model` on `general` (D_G) with `recipe`; the one way a predefined model is
+    trained. With `validate` (higher is better), checked after every epoch, the best
+    checkpoint is kept; robust training ignores it and keeps its final weights (ε ramps up
+    over training, so the best *clean* checkpoint would come from before the ramp)."""
+    schedule = recipe.schedule(len(general), seed)
+    weights = recipe.class_weights(general.y.numpy(), n_classes)
+    robust = None
+    if recipe.robust != "none":
+        if perturbation is None:
+            raise ValueError(f"robust training ({recipe.robust}) needs the sensor error")
+        robust = recipe.robust_training(perturbation)
+    loop_plugins = [*([robust.plugin(len(schedule), weights)] if robust else []), *plugins]
+    return train(
+        model,
+        {"general": general},
+        schedule,
+        learning_rate=recipe.learning_rate,
+        weight_decay=recipe.weight_decay,
+        class_weights=weights,
+        plugins=loop_plugins,
+        validate=None if robust else validate,
+        validate_every=recipe.steps_per_epoch(len(general)),
+        seed=seed,
+    )

@@ -1,0 +1,56 @@
+"""What a strategy `Context` is built from, given a config: the budget (the `[train]`
+recipe plus fine-tuning settings), fresh networks, and the autoencoder latent space.
+Shared by experiments and soft personalization."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from torch import nn
+
+from tailorml.config import Config
+from tailorml.models.recipe import Recipe, fresh_model
+from tailorml.personalize.base import Budget
+from tailorml.personalize.dataset import PersonalData
+
+
+def budget(config: Config, data: PersonalData, individual: str) -> Budget:
+    """The recipe of `[train]`, the experiment's fine-tuning rate, and the class weights
+    of `individual`'s D_G."""
+    recipe = Recipe.from_config(config.train)
+    return Budget(
+        recipe=recipe,
+        finetune_learning_rate=config.experiment.finetune_learning_rate,
+        class_weights=recipe.class_weights(data.y[data.general_train(individual)], data.n_classes),
+    )
+
+
+def model_factory(
+    config: Config, data: PersonalData, individual: str, seed: int
+) -> Callable[[], nn.Module]:
+    """Fresh networks, initialised from `seed`, normalised with D_G's statistics, deciding
+    by the data's alert policy (what they will be trained and judged for)."""
+    general = data.x[data.general_train(individual)]
+
+    def new_model() -> nn.Module:
+        model = fresh_model(config.model, general, data.n_classes, seed, data.dims)
+        model.policy = data.policy
+        return model
+
+    return new_model
+
+
+def latents_of(config: Config, data: PersonalData, seed: int) -> np.ndarray:
+    """Autoencoder latent of every sample, the autoencoder fitted on the training data
+    (every `general_stride`-th sample, with the recipe's batch size)."""
+    from tailorml.models.autoencoder import fit_autoencoder
+
+    train_indices = data.all_train()[:: data.general_stride]
+    model = fit_autoencoder(
+        data.x[train_indices],
+        n_epochs=config.experiment.autoencoder_epochs,
+        batch_size=config.train.batch_size,
+        seed=seed,
+    )
+    return model.encode(data.x)

@@ -1,0 +1,1 @@
+"""Sparse models: pruning during training (a loop plugin) and compaction."""
