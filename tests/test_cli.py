@@ -227,6 +227,32 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     assert row["hypo_events"] == 1
     html = (evaluated / "report.html").read_text()
     assert "applied to" in html and "not clinical evidence" not in html
+    # a period without any low: the report says so instead of failing
+    cohort_frame({"p1": [130.0] * 300}, sample_minutes=3).to_csv(tmp_path / "flat.csv", index=False)
+    flat_runs = tmp_path / "flat-runs"
+    result = runner.invoke(
+        app,
+        [
+            *("evaluate", "--model", str(run / "model.pt")),
+            *("--cohort", str(tmp_path / "flat.csv"), "--runs-dir", str(flat_runs)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (flat,) = flat_runs.iterdir()
+    assert "No hypo event could be evaluated" in (flat / "report.html").read_text()
+    assert json.loads((flat / "metrics.json").read_text())["alerting"]["sensitivity_early"] is None
+    # a run that did not finish, or a damaged table, is named
+    (flat / "metrics.json").write_text("{not json")
+    result = tailorml("report", str(flat))
+    assert result.returncode == 2 and "metrics.json is damaged" in result.stderr
+    (flat / "metrics.json").unlink()
+    result = tailorml("report", str(flat))
+    assert result.returncode == 2 and "has no metrics.json: the run did not finish" in result.stderr
+    # describe never overwrites its input with the summary
+    result = tailorml(
+        "cohort", "describe", str(tmp_path / "flat.csv"), "--csv", str(tmp_path / "flat.csv")
+    )
+    assert result.returncode == 2 and "would overwrite the cohort file" in result.stderr
     # on another grid the model is refused, naming both intervals
     cohort_frame({"p1": values}, sample_minutes=5).to_csv(tmp_path / "five.csv", index=False)
     result = runner.invoke(

@@ -205,3 +205,17 @@ def test_mixed_sampling_names_individuals_and_intervals(write_cohort):
         load_cohort(path)
     assert str(error.value) == MIXED_SAMPLING.format(path=path, groups="5 min: a; 15 min: b, c")
     assert load_cohort(path, individuals=["b", "c"]).sample_minutes == 15
+
+
+def test_an_infinite_dose_or_a_blank_id_is_refused(write_cohort):
+    from tailorml.data.cohort import NOT_FINITE
+
+    frame = cohort_frame({"p1": [120.0] * 10})
+    frame.loc[3, "insulin"] = float("inf")
+    path = write_cohort(frame, "inf.csv")
+    with pytest.raises(CohortError) as error:
+        load_cohort(path)
+    assert str(error.value) == NOT_FINITE.format(path=path, column="insulin", count=1, row=3)
+    frame = cohort_frame({" ": [120.0] * 10})
+    with pytest.raises(CohortError, match="'patient_id' is blank at row 0"):
+        load_cohort(write_cohort(frame, "blank.csv"))

@@ -330,6 +330,18 @@ def test_pseudonymous_ids_are_stable_with_a_salt_and_change_with_another(tmp_pat
     random_a = import_cohort([path], tmp_path / "4.parquet").metadata["patients"]
     random_b = import_cohort([path], tmp_path / "5.parquet").metadata["patients"]
     assert random_a != random_b  # no salt: a fresh random one, never stored
+    empty_a = import_cohort([path], tmp_path / "6.parquet", salt="").metadata["patients"]
+    empty_b = import_cohort([path], tmp_path / "7.parquet", salt="").metadata["patients"]
+    assert empty_a != empty_b  # an empty salt is no salt: never guessable, fixed pseudonyms
+
+
+def test_a_folder_as_input_and_an_empty_id_are_refused(tmp_path):
+    path = write(tmp_path, "clarity.csv", clarity(KNOWN))
+    with pytest.raises(CohortError, match=r"is a folder; pass the export files in it"):
+        import_cohort([tmp_path], tmp_path / "x.parquet", salt="s")
+    with pytest.raises(CohortError, match="--id is empty"):
+        import_cohort([path], tmp_path / "x.parquet", salt="s", person_id=" ", keep_ids=True)
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_names_and_birth_dates_never_reach_the_output(tmp_path):

@@ -49,3 +49,31 @@ def test_empty_and_overlong_ids_are_refused():
         encode_component("")
     with pytest.raises(TailormlError, match="too long"):
         encode_component("/" * 67)  # 67 * 3 = 201 characters
+
+
+def test_writing_onto_a_folder_or_inside_a_file_is_a_clear_error(tmp_path):
+    from tailorml.io import TARGET_INSIDE_A_FILE, TARGET_IS_A_FOLDER, atomic_write_text
+
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(TailormlError) as error:
+        atomic_write_text(tmp_path / "folder", "x")
+    assert str(error.value) == TARGET_IS_A_FOLDER.format(path=tmp_path / "folder")
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(TailormlError) as error:
+        atomic_write_text(tmp_path / "file" / "out.csv", "x")
+    assert str(error.value) == TARGET_INSIDE_A_FILE.format(
+        path=tmp_path / "file" / "out.csv", parent=tmp_path / "file"
+    )
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+def test_json_never_holds_a_bare_nan(tmp_path):
+    import json
+
+    from tailorml.io import atomic_write_json
+
+    path = atomic_write_json(
+        tmp_path / "m.json", {"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": 2.0}}
+    )
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.5, None], "c": {"d": 2.0}}
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()

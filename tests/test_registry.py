@@ -394,3 +394,19 @@ def test_a_card_for_a_hostile_id_stays_inside_the_registry(registry):
     assert card.parent == registry.root / "cards"
     assert card.name == "%2E.%2F..%2F..%2Fx.html"
     assert not (registry.root.parent.parent.parent / "x.html").exists()
+
+
+def test_a_file_that_is_not_a_registry_and_an_impossible_id_are_clear_errors(tmp_path, registry):
+    folder = tmp_path / "badreg"
+    folder.mkdir()
+    (folder / "registry.sqlite").write_text("not a database\n" * 100)
+    with pytest.raises(TailormlError, match=r"registry\.sqlite is not a tailorml registry"):
+        Registry.existing(folder)
+    for huge in (10**20, -(10**20)):
+        with pytest.raises(TailormlError, match=f"no candidate {huge}"):
+            registry.candidate(huge)
+        with pytest.raises(TailormlError, match=f"no candidate {huge}"):
+            registry.decide(huge, "approve", "Ann", "expert", "")
+    assert not registry.knows("p1")
+    session(registry)
+    assert registry.knows("p1") and not registry.knows("nobody")

@@ -136,6 +136,12 @@ def train_command(
     """Train and evaluate the global model as configured (cohort, task, split, model)."""
     from tailorml.pipeline import run_global
 
+    if config is not None and resume is not None:
+        raise TailormlError(
+            "--resume continues a run with the config it started with; drop --config, or "
+            "start a new run with --config alone"
+        )
+
     run = run_global(_load(config), _reporter(), resume=str(resume) if resume else None)
     _print_summary(run.path)
     console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
@@ -522,7 +528,13 @@ def models_active(
     registry: RegistryOption = None,
 ) -> None:
     """The individual's active model and why it is active."""
-    active = _registry(registry).active_model(individual)
+    store = _registry(registry)
+    active = store.active_model(individual)
+    if not store.knows(individual):
+        console.print(
+            f"[yellow]{individual!r} has never been personalized in {store.root} (check the "
+            "id); like anyone new, they would use the predefined model:[/yellow]"
+        )
     threshold = "default" if active.threshold is None else f"{active.threshold:g}"
     console.print(
         f"{individual}: [bold]{active.kind}[/bold] model {active.model.id} "
@@ -582,7 +594,7 @@ def cohort_simulate(
         typer.Option(help="Output cohort file, .parquet or .csv (metadata JSON beside it)."),
     ] = Path("data/virtual_t1d_cohort.parquet"),
     config: ConfigOption = None,
-    days: Annotated[int | None, typer.Option(help="Days per patient (default 14).")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Days per patient (default 14).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of the scenario.")] = None,
     patient: Annotated[
         list[str] | None,
@@ -659,6 +671,8 @@ def cohort_describe(
 
     settings = _load(config)
     cohort = load_cohort(path or settings.cohort.path or None)
+    if csv is not None and csv.resolve() == Path(cohort.source).resolve():
+        raise TailormlError(f"--csv {csv} would overwrite the cohort file; choose another name")
     policy = AlertPolicy.from_config(settings, cohort.sample_minutes)
     table = describe_cohort(cohort, policy)
     view = Table(
@@ -775,7 +789,7 @@ def cohort_import(
         console.print(f"  {patient}: {count} readings")
     if result.notes:
         console.print(f"Counts: {result.notes}")
-    if salt is None and not keep_ids:
+    if not salt and not keep_ids:
         console.print(
             "[yellow]Ids were hashed with a fresh random salt (not stored); pass --salt (or "
             "TAILORML_IMPORT_SALT) to get the same ids on a later import.[/yellow]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -62,10 +63,18 @@ def decode_component(name: str) -> str:
     return unquote_to_bytes(name).decode("utf-8")
 
 
+TARGET_IS_A_FOLDER = "{path} is a folder; pass a file name to write to"
+TARGET_INSIDE_A_FILE = "cannot write {path}: {parent} is a file, not a folder"
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only on success."""
     target = Path(target)
+    if target.is_dir():
+        raise TailormlError(TARGET_IS_A_FOLDER.format(path=target))
+    if target.parent.exists() and not target.parent.is_dir():
+        raise TailormlError(TARGET_INSIDE_A_FILE.format(path=target, parent=target.parent))
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
@@ -99,8 +108,21 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
     return atomic_write(target, lambda path: path.write_bytes(data))
 
 
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN/inf float replaced by None, recursively: a non-finite number
+    never becomes a metric, and the JSON stays strict (no bare NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def atomic_write_json(target: str | Path, data: Any) -> Path:
-    return atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    text = json.dumps(finite_or_null(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return atomic_write_text(target, text + "\n")
 
 
 def atomic_write_parquet(target: str | Path, frame: pd.DataFrame) -> Path:

@@ -38,6 +38,10 @@ import pandas as pd
 from tailorml.data.schema import OPTIONAL_COLUMNS, PLAUSIBLE_CGM_MGDL, REQUIRED_COLUMNS
 from tailorml.errors import CohortError
 
+NOT_FINITE = (
+    "{path}: column '{column}' has {count} infinite value(s) (first at row {row}); fix them, or "
+    "leave the cell empty for a missing value"
+)
 DEFAULT_COHORT_NAME = "virtual_t1d_cohort.parquet"
 MMOL_TO_MGDL = 18.016
 
@@ -192,6 +196,21 @@ def _parse_time(frame: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.Series |
     return wall.astype("datetime64[ns]"), utc.dt.tz_localize(None).astype("datetime64[ns]")
 
 
+def _check_finite(frame: pd.DataFrame, path: Path) -> None:
+    """No inf anywhere in a numeric column (cgm, insulin, cho, traits): an infinite dose or
+    trait would silently turn every model output into NaN. Empty cells stay missing."""
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        infinite = np.isinf(values.to_numpy(dtype=float))
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise CohortError(
+                NOT_FINITE.format(path=path, column=column, count=int(infinite.sum()), row=row)
+            )
+
+
 def _check_cgm(frame: pd.DataFrame, path: Path) -> pd.Series:
     cgm = pd.to_numeric(frame["cgm"], errors="coerce")
     text = cgm.isna() & frame["cgm"].notna()
@@ -328,6 +347,13 @@ def load_cohort(
         raise CohortError(f"{path}: column 'patient_id' is empty at row {row}")
     frame = frame.copy()
     frame["patient_id"] = frame["patient_id"].astype(str)
+    blank = frame["patient_id"].str.strip() == ""
+    if blank.any():
+        row = int(np.flatnonzero(blank.to_numpy())[0])
+        raise CohortError(
+            f"{path}: column 'patient_id' is blank at row {row}; give every row an id"
+        )
+    _check_finite(frame, path)
     frame["time"], utc = _parse_time(frame, path)
     frame["cgm"] = _check_cgm(frame, path)
     for column in ("bg", "cho", "insulin"):

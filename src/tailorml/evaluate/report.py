@@ -44,6 +44,7 @@ def template_environment() -> Environment:
     )
     environment.filters["num"] = _number
     environment.filters["count"] = _count
+    environment.filters["percent"] = _percent
     return environment
 
 
@@ -59,6 +60,11 @@ def _number(value, digits: int = 3) -> str:
     if isinstance(value, (int, np.integer)):
         return str(value)
     return f"{value:.{digits}f}"
+
+
+def _percent(value) -> str:
+    """A share as a whole percentage; "–" when there is none."""
+    return _number(None if value is None else 100 * value, 0)
 
 
 def _count(value) -> str:
@@ -78,14 +84,41 @@ def trace_patient(per_individual: pd.DataFrame, requested: str) -> str | None:
     return str(per_individual.sort_values("hypo_events", ascending=False)["patient_id"].iloc[0])
 
 
+RUN_NOT_FINISHED = (
+    "{run} has no {name}: the run did not finish; resume it with `tailorml train --resume {run}`"
+)
+RUN_FILE_DAMAGED = "{run}/{name} is damaged ({error}); rerun the job to write it again"
+REPORT_INPUTS = ("metrics.json", "per_individual.csv", "predictions.parquet")
+REPORT_INPUTS += ("test_readings.parquet", "by_group.csv")
+
+
 def render_report(run_dir: str | Path) -> Path:
+    """report.html of a train/demo/evaluate run, from its stored tables only; a run that did
+    not finish, or a damaged table, is a clear error naming the file."""
     run_dir = Path(run_dir)
+    readers = {".json": lambda f: json.loads(f.read_text()), ".csv": pd.read_csv}
+    for name in REPORT_INPUTS:
+        path = run_dir / name
+        if not path.is_file():
+            raise TailormlError(RUN_NOT_FINISHED.format(run=run_dir, name=name))
+        try:
+            readers.get(path.suffix, pd.read_parquet)(path)
+        except Exception as error:  # any reader's failure means the same: a damaged table
+            raise TailormlError(
+                RUN_FILE_DAMAGED.format(run=run_dir, name=name, error=type(error).__name__)
+            ) from None
+    return _render_report(run_dir)
+
+
+def _render_report(run_dir: Path) -> Path:
     config = load_config(run_dir / "config.toml")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     environment = json.loads((run_dir / "environment.json").read_text())
     training_file = run_dir / "training.json"  # absent when a saved model was evaluated
     training = json.loads(training_file.read_text()) if training_file.is_file() else {}
-    per_individual = pd.read_csv(run_dir / "per_individual.csv", dtype={"skipped": str})
+    per_individual = pd.read_csv(
+        run_dir / "per_individual.csv", dtype={"skipped": str, "patient_id": str}
+    )
     per_individual["skipped"] = per_individual["skipped"].fillna("")
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     readings = pd.read_parquet(run_dir / "test_readings.parquet")

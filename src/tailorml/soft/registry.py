@@ -269,9 +269,14 @@ class Registry:
         self.models_dir = self.root / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "registry.sqlite"
-        with self._connect() as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SCHEMA)
+        try:
+            with self._connect() as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise TailormlError(
+                f"{self.path} is not a tailorml registry ({error}); check --registry"
+            ) from None
 
     @classmethod
     def existing(cls, root: str | Path) -> Registry:
@@ -283,6 +288,12 @@ class Registry:
                 "`tailorml personalize` first to create one"
             )
         return cls(root)
+
+    def knows(self, individual: str) -> bool:
+        """Whether `individual` was ever personalized here (has a session)."""
+        return bool(
+            self._query("SELECT 1 FROM sessions WHERE individual = ? LIMIT 1", (individual,))
+        )
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -535,6 +546,7 @@ class Registry:
             raise TailormlError(f"decision must be approve or reject, not {decision!r}")
         if not reviewer.strip():
             raise TailormlError("a review needs the reviewer's name (--reviewer)")
+        self.candidate(candidate_id)  # an unknown id is a clear error before any write
         with self._transaction() as connection:
             row = connection.execute(
                 "SELECT * FROM candidates WHERE id = ?", (candidate_id,)
@@ -594,7 +606,7 @@ class Registry:
         predefined = self.predefined()
         if predefined is None:
             raise TailormlError(f"the registry {self.root} has no predefined model")
-        if not self._query("SELECT 1 FROM sessions WHERE individual = ? LIMIT 1", (individual,)):
+        if not self.knows(individual):
             raise TailormlError(
                 f"{individual!r} has never been personalized in {self.root}; nothing to roll "
                 "back (check the id: `tailorml review list --all`)"
@@ -646,7 +658,8 @@ class Registry:
         )
 
     def candidate(self, candidate_id: int) -> CandidateView:
-        found = self._candidates("c.id = ?", (candidate_id,))
+        in_range = -(2**63) <= candidate_id < 2**63  # SQLite integers; larger ids do not exist
+        found = self._candidates("c.id = ?", (candidate_id,)) if in_range else []
         if not found:
             raise TailormlError(
                 f"no candidate {candidate_id}; `tailorml review list` shows the candidates"

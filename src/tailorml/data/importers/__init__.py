@@ -137,6 +137,14 @@ def import_cohort(
         raise CohortError(f"--out {out} must end in .parquet or .csv")
     if not files:
         raise CohortError("give at least one export file to import")
+    folders = [str(f) for f in files if Path(f).is_dir()]
+    if folders:
+        raise CohortError(
+            f"{folders[0]} is a folder; pass the export files in it (e.g. {folders[0]}/*.csv)"
+        )
+    if person_id is not None and not person_id.strip():
+        raise CohortError("--id is empty; give the person an id, or leave --id out")
+    salt = salt or None  # an empty salt would make pseudonyms guessable: use a random one
     resolved = {Path(f).resolve() for f in files}
     if out.resolve() in resolved or out.with_suffix(".json").resolve() in resolved:
         raise CohortError(f"--out {out} would overwrite an input file; choose another name")
