@@ -280,6 +280,28 @@ def test_generic_csv_with_column_mapping_and_several_people(tmp_path):
         assert same(np.round(grid(result, who), 3), EXPECTED)
 
 
+def test_generic_csv_dates_that_read_both_ways_need_a_choice(tmp_path):
+    """03/01/2024 is 3 January or March 1: without --dayfirst/--monthfirst it is refused;
+    with a choice the two readings are two months apart."""
+    lines = ["time,cgm"] + [f"03/01/2024 08:{5 * i:02d},{100 + i}" for i in range(6)]
+    path = write(tmp_path, "ambiguous.csv", "\n".join(lines) + "\n")
+    with pytest.raises(CohortError, match=r"read both day-first and month-first .*'03/01/2024"):
+        import_cohort([path], tmp_path / "a.parquet", format="csv", salt="s")
+    day = import_cohort(
+        [path], tmp_path / "d.parquet", format="csv", salt="s", csv_options={"dayfirst": True}
+    )
+    month = import_cohort(
+        [path], tmp_path / "m.parquet", format="csv", salt="s", csv_options={"dayfirst": False}
+    )
+    first_day = pd.read_parquet(tmp_path / "d.parquet")["time"].iloc[0]
+    first_month = pd.read_parquet(tmp_path / "m.parquet")["time"].iloc[0]
+    assert (first_day, first_month) == (
+        pd.Timestamp("2024-01-03 08:00"),
+        pd.Timestamp("2024-03-01 08:00"),
+    )
+    assert day.metadata["patients"] == month.metadata["patients"]
+
+
 # --- sensor codes and units -----------------------------------------------------------------
 
 
@@ -538,3 +560,14 @@ def test_an_explicit_id_joins_files_and_is_hashed_unless_kept(tmp_path):
     assert same(grid(hashed), EXPECTED)
     kept = import_cohort([dex, ns], tmp_path / "k.parquet", person_id="alice", keep_ids=True)
     assert kept.metadata["patients"] == ["alice"]
+
+
+def test_iso_dates_are_never_read_day_first():
+    from tailorml.data.importers.common import wall_times
+
+    stamps = pd.Series(["2024-01-05T08:00:00", "2024-01-05T08:05:00+01:00"])
+    for dayfirst in (False, True):
+        assert wall_times(stamps, dayfirst).tolist() == [
+            pd.Timestamp("2024-01-05 08:00"),
+            pd.Timestamp("2024-01-05 08:05"),
+        ]

@@ -746,8 +746,13 @@ def cohort_import(
     ] = None,
     units: Annotated[str, typer.Option(help="Generic CSV: glucose units, mgdl or mmol.")] = "mgdl",
     dayfirst: Annotated[
-        bool, typer.Option(help="Generic CSV: read 05/01/2024 as 5 January.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--dayfirst/--monthfirst",
+            help="Generic CSV: read 05/01/2024 as 5 January (--dayfirst) or May 1 "
+            "(--monthfirst); required when the dates read both ways.",
+        ),
+    ] = None,
     carbs_column: Annotated[str | None, typer.Option(help="Generic CSV: carbs (g).")] = None,
     insulin_column: Annotated[str | None, typer.Option(help="Generic CSV: insulin (U).")] = None,
 ) -> None:

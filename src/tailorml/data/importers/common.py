@@ -190,7 +190,10 @@ def sensor_codes(
 
 
 def wall_times(stamps: pd.Series, dayfirst: bool = False) -> pd.Series:
-    """Parse times; a time with an offset keeps its wall-clock part (local time)."""
+    """Parse times; a time with an offset keeps its wall-clock part (local time). ISO 8601
+    (year first) is never read day-first, whatever `dayfirst` says."""
+    if pd.to_datetime(stamps, format="ISO8601", errors="coerce", utc=True).notna().all():
+        dayfirst = False
     try:
         parsed = pd.to_datetime(stamps, errors="coerce", format="mixed", dayfirst=dayfirst)
     except ValueError:  # offsets differ between rows (a DST change): one at a time

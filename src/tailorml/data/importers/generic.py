@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tailorml.data.importers.common import (
@@ -32,13 +33,19 @@ FORMAT = "csv"
 UNITS = {"mgdl": "mg/dL", "mmol": "mmol/L"}
 
 
+AMBIGUOUS_DATES = (
+    "{name}: column {column!r} has dates that read both day-first and month-first (e.g. "
+    "{value!r}); pass --dayfirst or --monthfirst, or write ISO 8601 like 2024-01-05T08:15:00"
+)
+
+
 def parse(
     source: str | Path,
     time_column: str = "time",
     glucose_column: str = "cgm",
     id_column: str | None = None,
     units: str = "mgdl",
-    dayfirst: bool = False,
+    dayfirst: bool | None = None,
     carbs_column: str | None = None,
     insulin_column: str | None = None,
     out_of_range: OutOfRange = "limits",
@@ -66,7 +73,12 @@ def parse(
     if frame.empty:
         raise CohortError(f"{name}: the CSV has a header but no rows")
     stamps = frame[time_column].str.strip()
-    times = wall_times(stamps, dayfirst)
+    times = wall_times(stamps, bool(dayfirst))
+    if dayfirst is None and not times.equals(wall_times(stamps, True)):
+        row = int(np.flatnonzero((times != wall_times(stamps, True)).to_numpy())[0])
+        raise CohortError(
+            AMBIGUOUS_DATES.format(name=name, column=time_column, value=stamps.iloc[row])
+        )
     if times.isna().any():
         first = stamps[times.isna()].iloc[0]
         raise CohortError(
