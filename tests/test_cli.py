@@ -141,6 +141,18 @@ def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):
     assert result.returncode == 2 and "no run.json/config.toml" in result.stderr
 
 
+def test_an_unknown_report_patient_is_refused_before_training(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        TINY.format(runs=(tmp_path / "runs").as_posix()) + 'report_patient = "nobody-1"\n'
+    )
+    result = tailorml("train", "--config", str(config))
+    assert result.returncode == 2
+    assert "run.report_patient = 'nobody-1' is not in the cohort" in result.stderr
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # the failed run left nothing behind
+
+
 def test_resume_refuses_another_kind_of_run_and_an_edited_config(tiny_run, tmp_path):
     import shutil
 

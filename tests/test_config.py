@@ -160,3 +160,13 @@ def test_an_empty_methods_table_is_a_config_error():
     assert str(error.value) == EMPTY_TABLE.format(table="methods")
     with pytest.raises(ConfigError, match=r"\[soft\.candidates\] table is empty"):
         expand({}, table="soft.candidates")
+
+
+def test_thresholds_must_lie_strictly_between_0_and_1_and_a_config_folder_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"'soft\.thresholds\.1'"):
+        config_from_dict({"soft": {"thresholds": [0.5, 1.5]}})
+    with pytest.raises(ConfigError, match=r"'soft\.thresholds'"):
+        config_from_dict({"soft": {"thresholds": []}})
+    assert config_from_dict({"soft": {"thresholds": [0.3, 0.97]}}).soft.thresholds == [0.3, 0.97]
+    with pytest.raises(ConfigError, match="is a folder; pass the TOML config file inside it"):
+        load_config(tmp_path)

@@ -519,7 +519,11 @@ def test_an_existing_cohort_is_not_touched_when_an_import_fails(tmp_path):
     before = out.read_bytes(), out.with_suffix(".json").read_bytes()
     bad = write(tmp_path, "bad.csv", clarity([(T0, "??")]))
     with pytest.raises(CohortError, match="neither a number nor Low/High"):
-        import_cohort([good, bad], out, salt="s")
+        import_cohort([good, bad], out, salt="s", force=True)
+    assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
+    # without --force an existing cohort is never replaced, even by a good import
+    with pytest.raises(CohortError, match=r"cohort\.parquet exists; pass --force"):
+        import_cohort([good], out, salt="t")
     assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 

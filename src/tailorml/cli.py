@@ -707,6 +707,9 @@ def cohort_import(
         list[Path], typer.Argument(help="Exports: Clarity/LibreView CSV, Nightscout JSON, ...")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort file (.parquet or .csv).")],
+    force: Annotated[
+        bool, typer.Option(help="Replace --out if it exists (else an existing file is kept).")
+    ] = False,
     format: Annotated[
         str,
         typer.Option(help="auto, dexcom, libreview, nightscout, ohio or csv (auto: by content)."),
@@ -779,6 +782,7 @@ def cohort_import(
         person_id=person,
         keep_ids=keep_ids,
         salt=salt,
+        force=force,
         out_of_range=out_of_range,
         libre_scans=libre_scans,
         timezone=timezone,

@@ -339,8 +339,10 @@ class SoftConfig(_Section):
     # gate 6: personal alert threshold under a conservative bound
     target_sensitivity: float = Field(default=0.7, gt=0, le=1)
     calibration_confidence: float = Field(default=0.8, gt=0.5, lt=1)
-    thresholds: list[float] = Field(
-        default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 20)]
+    thresholds: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 20)],
+        min_length=1,
+        description="alert thresholds the personal calibration may choose, each in (0, 1)",
     )
     gates: list[str] = Field(
         default_factory=lambda: [
@@ -468,6 +470,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     source = "defaults"
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; pass the TOML config file inside it")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:

@@ -85,6 +85,12 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
     reporter.log(f"run directory: {run.path}")
     prepared = prepare(config)
     cohort, windows, splits = prepared.cohort, prepared.windows, prepared.splits
+    shown = config.run.report_patient
+    if shown and shown not in cohort.ids:
+        raise TailormlError(
+            f"run.report_patient = {shown!r} is not in the cohort; choose one of "
+            f"{', '.join(cohort.ids[:5])}{', …' if len(cohort.ids) > 5 else ''} or leave it empty"
+        )
     if cohort.synthetic:
         reporter.log("[yellow]cohort is SYNTHETIC (simulated); figures are not clinical evidence")
     train_idx, val_idx, test_idx = (splits.pooled(part) for part in ("train", "val", "test"))

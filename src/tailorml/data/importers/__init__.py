@@ -117,6 +117,7 @@ def import_cohort(
     person_id: str | None = None,
     keep_ids: bool = False,
     salt: str | None = None,
+    force: bool = False,
     out_of_range: str = "limits",
     libre_scans: str = "ignore",
     timezone: str | None = None,
@@ -137,6 +138,8 @@ def import_cohort(
         raise CohortError(f"--out {out} must end in .parquet or .csv")
     if not files:
         raise CohortError("give at least one export file to import")
+    if out.exists() and not force:
+        raise CohortError(f"--out {out} exists; pass --force to replace it, or choose another name")
     folders = [str(f) for f in files if Path(f).is_dir()]
     if folders:
         raise CohortError(
