@@ -275,8 +275,8 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     assert "five.csv has 5" in str(result.exception)
 
 
-def test_ctrl_c_says_work_is_kept_and_removes_the_empty_run(tmp_path):
-    from tailorml.cli import INTERRUPTED
+def test_ctrl_c_before_any_step_says_the_empty_run_was_removed(tmp_path):
+    from tailorml.cli import INTERRUPTED_EARLY
 
     runs = tmp_path / "runs"
     config = tmp_path / "slow.toml"
@@ -295,7 +295,9 @@ def test_ctrl_c_says_work_is_kept_and_removes_the_empty_run(tmp_path):
     process.send_signal(signal.SIGINT)  # while it loads the cohort: nothing finished yet
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert stderr.strip().splitlines()[-1] == INTERRUPTED
+    (removed,) = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert removed.startswith(INTERRUPTED_EARLY.split("{path}")[0])
+    assert "was removed (run the command again to start over)" in removed
     assert list(runs.iterdir()) == []
 
 

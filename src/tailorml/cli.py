@@ -19,6 +19,10 @@ from tailorml import __version__
 from tailorml.errors import TailormlError
 
 INTERRUPTED = "interrupted; finished work is kept (rerun to resume)"
+INTERRUPTED_EARLY = (
+    "interrupted before any step finished; the empty run directory {path} was removed "
+    "(run the command again to start over)"
+)
 UNEXPECTED = (
     "unexpected {kind}: {message} (a tailorml bug, or a file it could not read; finished "
     "work is kept; please report it with the traceback above)"
@@ -816,7 +820,8 @@ def config_show(config: ConfigOption = None) -> None:
 def main() -> None:
     """Entry point: user errors become one red message and exit code 2, not a traceback.
 
-    Ctrl-C prints INTERRUPTED and exits 130; any other exception prints its traceback and
+    Ctrl-C prints INTERRUPTED (or, when the only run it made had nothing finished and was
+    removed, INTERRUPTED_EARLY) and exits 130; any other exception prints its traceback and
     one red line naming its type (never a bare "Aborted.") and exits 1. In every failure,
     a run directory this command created that holds no finished work is removed."""
     from tailorml.runs import discard_unfinished
@@ -829,8 +834,9 @@ def main() -> None:
         errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
         sys.exit(2)
     except (KeyboardInterrupt, Interrupted):
-        discard_unfinished()
-        errors.print(INTERRUPTED, highlight=False)
+        removed = discard_unfinished()
+        message = INTERRUPTED_EARLY.format(path=removed[0]) if removed else INTERRUPTED
+        errors.print(message, highlight=False)
         sys.exit(130)
     except Exception as error:
         discard_unfinished()
