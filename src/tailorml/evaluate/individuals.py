@@ -207,7 +207,7 @@ def write_evaluation(
         "policy": model.policy.to_dict(),
         "pooled": pooled,
         "per_individual_summary": {
-            metric: {k: _finite_or_none(v) for k, v in row.items()}
+            metric: {k: float(v) for k, v in row.items()}  # NaN -> null when written
             for metric, row in summary.iterrows()
         },
     }
@@ -217,7 +217,8 @@ def write_alert_curve(
     folder: Path, predictions: pd.DataFrame, readings: pd.DataFrame, policy: AlertPolicy
 ) -> dict[str, Any]:
     """alert_curve.csv (model and baselines over their knobs) and the operating point with
-    its margin over the best baseline, for metrics.json; empty for an argmax policy."""
+    its margin over the best baseline, for metrics.json (written by atomic_write_json, which
+    turns NaN into null); empty for an argmax policy."""
     if not policy.is_alert or predictions.empty:
         return {}
     curve = alert_curve(people_from_tables(predictions, readings, policy), policy)
@@ -226,15 +227,7 @@ def write_alert_curve(
     return {
         "threshold": policy.threshold,
         "useful_lead_minutes": policy.useful_lead_minutes,
-        "sensitivity_early": _finite_or_none(point["sensitivity_early"]),
-        "false_alerts_per_day": _finite_or_none(point["false_alerts_per_day"]),
-        **{
-            key: _finite_or_none(value) if isinstance(value, float) else value
-            for key, value in margin_over_baselines(curve, point).items()
-        },
+        "sensitivity_early": float(point["sensitivity_early"]),
+        "false_alerts_per_day": float(point["false_alerts_per_day"]),
+        **margin_over_baselines(curve, point),
     }
-
-
-def _finite_or_none(value) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
