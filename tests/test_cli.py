@@ -210,10 +210,10 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     from conftest import cohort_frame
 
     run, _ = tiny_run
-    # 300 readings on the model's 3-minute grid: 300 - (40 + 10) + 1 = 251 windows, a 30-min
+    # 300 readings on the model's 5-minute grid: 300 - (24 + 6) + 1 = 271 windows, a 50-min
     # low in the middle (10 readings of 60 mg/dL) is the one hypo event
     values = [130.0] * 150 + [60.0] * 10 + [130.0] * 140
-    cohort_frame({"p1": values}, sample_minutes=3).to_csv(tmp_path / "mine.csv", index=False)
+    cohort_frame({"p1": values}, sample_minutes=5).to_csv(tmp_path / "mine.csv", index=False)
     result = runner.invoke(
         app,
         [
@@ -231,16 +231,17 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     metrics = json.loads((evaluated / "metrics.json").read_text())
     assert metrics["evaluated"] == {
         "part": "all",
-        "windows": 251,
-        "class_counts": {"in_range": 251 - 19, "hypo": 19, "hyper": 0},  # 10 + 9 ahead of it
+        "windows": 271,
+        # hypo: the windows whose 6-reading horizon touches the 10 low readings, 10 + 6 - 1
+        "class_counts": {"in_range": 271 - 15, "hypo": 15, "hyper": 0},
     }
-    assert metrics["synthetic"] is False and metrics["policy"]["sample_minutes"] == 3
+    assert metrics["synthetic"] is False and metrics["policy"]["sample_minutes"] == 5
     row = pd.read_csv(evaluated / "per_individual.csv").iloc[0]
     assert row["hypo_events"] == 1
     html = (evaluated / "report.html").read_text()
     assert "applied to" in html and "not clinical evidence" not in html
     # a period without any low: the report says so instead of failing
-    cohort_frame({"p1": [130.0] * 300}, sample_minutes=3).to_csv(tmp_path / "flat.csv", index=False)
+    cohort_frame({"p1": [130.0] * 300}, sample_minutes=5).to_csv(tmp_path / "flat.csv", index=False)
     flat_runs = tmp_path / "flat-runs"
     result = runner.invoke(
         app,
@@ -266,13 +267,13 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     )
     assert result.returncode == 2 and "would overwrite the cohort file" in result.stderr
     # on another grid the model is refused, naming both intervals
-    cohort_frame({"p1": values}, sample_minutes=5).to_csv(tmp_path / "five.csv", index=False)
+    cohort_frame({"p1": values}, sample_minutes=15).to_csv(tmp_path / "libre.csv", index=False)
     result = runner.invoke(
-        app, ["evaluate", "--model", str(run / "model.pt"), "--cohort", str(tmp_path / "five.csv")]
+        app, ["evaluate", "--model", str(run / "model.pt"), "--cohort", str(tmp_path / "libre.csv")]
     )
     assert result.exit_code != 0
-    assert "CGM interval (minutes) 3 but" in str(result.exception)
-    assert "five.csv has 5" in str(result.exception)
+    assert "CGM interval (minutes) 5 but" in str(result.exception)
+    assert "libre.csv has 15" in str(result.exception)
 
 
 def test_ctrl_c_before_any_step_says_the_empty_run_was_removed(tmp_path):

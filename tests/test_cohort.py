@@ -11,15 +11,15 @@ def test_shipped_cohort_is_the_synthetic_30_patient_cohort():
     cohort = load_cohort()
     assert cohort.source == str(default_cohort_path())
     assert cohort.synthetic
-    assert cohort.sample_minutes == 3
+    assert cohort.sample_minutes == 5
     assert len(cohort.individuals) == 30
     groups = pd.Series([individual.group for individual in cohort.individuals]).value_counts()
     assert groups.to_dict() == {"adolescent": 10, "adult": 10, "child": 10}
     assert {"body_weight_kg", "age_years"} <= set(cohort.individuals[0].traits)
     for column in ("patient_id", "group", "time", "cgm", "bg", "cho", "insulin"):
         assert column in cohort.readings.columns
-    # 14 days of 3-minute readings per patient
-    assert (cohort.readings.groupby("patient_id").size() == 14 * 480).all()
+    # 14 days of 5-minute readings per patient
+    assert (cohort.readings.groupby("patient_id").size() == 14 * 288).all()
 
 
 def test_missing_required_column_names_file_and_columns(write_cohort):

@@ -17,9 +17,9 @@ def shipped_scenario() -> SimulationConfig:
 
 def test_regenerating_six_hours_matches_the_shipped_cohort_exactly():
     shipped = pd.read_parquet(default_cohort_path())
-    expected = shipped[shipped["patient_id"] == "child-001"].head(120).reset_index(drop=True)
+    expected = shipped[shipped["patient_id"] == "child-001"].head(72).reset_index(drop=True)
     frame, _ = simulate_patient("child#001", shipped_scenario(), minutes=6 * 60)
-    assert len(frame) == 120
+    assert len(frame) == 72  # 6 h of 5-min readings
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
 
 
@@ -43,9 +43,9 @@ def test_pump_occlusion_delivers_no_insulin():
         simulate._rng(config, 12, 1, 0),
     )
     ((start, end),) = plan.occlusions
-    minutes_of_row = np.arange(len(frame)) * 3
-    # a row holds the insulin of the 3 minutes before it
-    inside = (minutes_of_row - 3 >= start) & (minutes_of_row <= min(end, 1440))
+    minutes_of_row = np.arange(len(frame)) * 5
+    # a row holds the insulin of the 5 minutes before it
+    inside = (minutes_of_row - 5 >= start) & (minutes_of_row <= min(end, 1440))
     assert inside.sum() > 10
     assert (frame.loc[inside, "insulin"] == 0).all()
     assert (frame.loc[~inside & (minutes_of_row > 0), "insulin"] > 0).all()
@@ -77,7 +77,7 @@ def test_cohort_simulation_resumes_after_a_failure(tmp_path, monkeypatch):
     assert ("child#002", True) in seen and ("child#003", False) in seen
     cohort = pd.read_parquet(out)
     assert cohort["patient_id"].unique().tolist() == ["child-002", "child-003"]
-    assert len(cohort) == 2 * 480
+    assert len(cohort) == 2 * 288
     metadata = json.loads(metadata_path(out).read_text())
     assert metadata["synthetic"] is True and metadata["patients"] == ["child-002", "child-003"]
     assert not (tmp_path / "cohort.parquet.parts").exists()
@@ -96,7 +96,7 @@ def test_out_csv_writes_csv_that_loads_and_other_suffixes_are_refused(tmp_path):
     out = simulate_cohort(config, tmp_path / "o.csv", workers=1)
     assert out.read_bytes().startswith(b"patient_id,")  # text, not Parquet bytes
     cohort = load_cohort(out)
-    assert cohort.ids == ["child-002"] and len(cohort.readings) == 480  # 1 day of 3-min
+    assert cohort.ids == ["child-002"] and len(cohort.readings) == 288  # 1 day of 5-min
     assert cohort.synthetic  # o.json beside it
     for name in ("o.txt", "o", "o.parquet.bak"):
         with pytest.raises(ConfigError) as error:

@@ -36,7 +36,7 @@ class AlertPolicy:
     alert_class: str | None = "hypo"
     threshold: float = 0.5
     channels: tuple[str, ...] = ("cgm",)
-    sample_minutes: int = 3  # the CGM grid the model reads
+    sample_minutes: int = 5  # the CGM grid the model reads
     window_minutes: int = 120
     horizon_minutes: int = 30
     hypo_mgdl: float = 70.0

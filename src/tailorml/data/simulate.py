@@ -7,7 +7,11 @@ correcting highs) and to change insulin sensitivity minute by minute, and becaus
 patient parameters through a pandas Series made `simglucose` about 14x slower (we hand the
 ODE the same numbers as plain floats: identical results, measured in BENCHMARKS.md).
 
-Output rows are every 3 minutes (the Dexcom sensor of `simglucose`). All data is synthetic.
+Output rows are every 5 minutes, the grid of real sensors (Dexcom G6/G7, Medtronic,
+Nightscout uploaders, OhioT1DM): the simulator still integrates minute by minute, and the
+simulated sensor (`simglucose`'s Dexcom noise model, read every 5 minutes) reports within the
+40–400 mg/dL range of real sensors, as their `Low`/`High` readings are imported. All data is
+synthetic.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from tailorml.data.schema import TRAIT_COLUMNS
 from tailorml.errors import ConfigError
 from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, fingerprint
 
-SAMPLE_MINUTES = 3
+SAMPLE_MINUTES = 5  # minutes between CGM readings, as real sensors report
+SENSOR_RANGE_MGDL = (40.0, 400.0)  # what real CGMs report; beyond are 'Low'/'High'
 SENSOR = "Dexcom"
 PUMP = "Insulet"
 SEVERE_HYPO_MGDL = 40.0  # below this someone always intervenes (glucagon / help)
@@ -75,19 +80,21 @@ def _installed_version(package: str) -> str:
 
 
 @functools.cache
-def _parameter_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+def _parameter_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """simglucose's patient, therapy (Quest) and sensor parameter tables."""
     from importlib.resources import files
 
     _simglucose()  # import it quietly before `files` imports it loudly
     base = files("simglucose") / "params"
     patients = pd.read_csv(str(base / "vpatient_params.csv"))
     quest = pd.read_csv(str(base / "Quest.csv"))
-    return patients, quest
+    sensors = pd.read_csv(str(base / "sensor_params.csv"))
+    return patients, quest, sensors
 
 
 def patient_names() -> list[str]:
     """The 30 virtual patients in simglucose's order (10 adolescents, 10 adults, 10 children)."""
-    patients, _ = _parameter_tables()
+    patients = _parameter_tables()[0]
     return list(patients["Name"])
 
 
@@ -102,7 +109,7 @@ def _group(name: str) -> str:
 
 def patient_traits(name: str) -> dict[str, Any]:
     """Traits a study would stratify by: age group, age, weight, therapy and model parameters."""
-    patients, quest = _parameter_tables()
+    patients, quest, _ = _parameter_tables()
     params = patients.loc[patients["Name"] == name].squeeze()
     therapy = quest.loc[quest["Name"] == name].squeeze()
     traits = {
@@ -122,6 +129,20 @@ def patient_traits(name: str) -> dict[str, Any]:
     return traits
 
 
+def _sensor(sg: SimpleNamespace, seed: int):
+    """`simglucose`'s Dexcom noise model, sampled on our grid and clipped to the real range.
+
+    The noise generator interpolates its 15-minute noise to the sensor's `sample_time`, so
+    the sensor must be told the grid we read it on (reading a 3-minute sensor every 5 minutes
+    would stretch the noise's autocorrelation).
+    """
+    table = _parameter_tables()[2]
+    params = table.loc[table["Name"] == SENSOR].squeeze().copy()
+    params["sample_time"] = float(SAMPLE_MINUTES)
+    params["min"], params["max"] = SENSOR_RANGE_MGDL
+    return sg.CGMSensor(params, seed=seed)
+
+
 def _seed(config: SimulationConfig, patient_index: int, stream: int, day: int = 0):
     return np.random.SeedSequence(config.seed, spawn_key=(patient_index, stream, day))
 
@@ -139,7 +160,7 @@ def simulate_patient(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate one patient for `config.days` days (or the first `minutes`).
 
-    Returns the 3-minute table (synthetic) and the patient's behaviour parameters.
+    Returns the 5-minute table (synthetic) and the patient's behaviour parameters.
     """
     sg = _simglucose()
     names = patient_names()
@@ -160,7 +181,7 @@ def simulate_patient(
     occluded = scenario.interval_mask([o for p in plans for o in p.occlusions], total_minutes)
     reactive = _rng(config, index, _REACTIVE)
 
-    patients, quest = _parameter_tables()
+    patients, quest, _ = _parameter_tables()
     params = patients.loc[patients["Name"] == name].squeeze()
     therapy = quest.loc[quest["Name"] == name].squeeze()
     carb_ratio, correction_factor = float(therapy["CR"]), float(therapy["CF"])
@@ -170,7 +191,7 @@ def simulate_patient(
     patient._params = fast  # same numbers, plain attribute access (see module docstring)
     base_vmx, base_kp3, base_kp1 = fast.Vmx, fast.kp3, fast.kp1
     sensor_seed = int(_seed(config, index, _SENSOR).generate_state(1)[0])
-    sensor = sg.CGMSensor.withName(SENSOR, seed=sensor_seed)
+    sensor = _sensor(sg, sensor_seed)
     pump = sg.InsulinPump.withName(PUMP)
     basal_rate = fast.u2ss * fast.BW / 6000.0 * behaviour.basal_factor  # U/min
 
@@ -198,7 +219,7 @@ def simulate_patient(
 
     for minute in range(total_minutes):
         if minute % SAMPLE_MINUTES == 0:
-            # A reading: record it with the carbs and insulin of the 3 minutes before it.
+            # A reading: record it with the carbs and insulin of the 5 minutes before it.
             row = minute // SAMPLE_MINUTES
             reading = sensor.measure(patient)
             true_bg = patient.observation.Gsub
@@ -283,7 +304,7 @@ def simulate_patient(
 
 
 # Bump when a change to the simulation code changes its output (invalidates cached parts).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: 5-minute grid, 40-400 mg/dL sensor range
 
 
 def resolve_patients(requested: Sequence[str]) -> list[str]:
