@@ -40,7 +40,7 @@ def test_float_is_not_silently_truncated_to_int():
 
 
 def test_invalid_channel_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="'cgm', 'insulin' or 'cho'"):
+    with pytest.raises(ConfigError, match="'cgm', 'insulin', 'cho', 'iob' or 'cob'"):
         config_from_dict({"task": {"channels": ["cgm", "heart_rate"]}})
 
 

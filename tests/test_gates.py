@@ -47,24 +47,40 @@ def test_one_sided_exact_lower_bound_by_hand():
     assert sensitivity_lower_bound(0, 0, 0.8) == 0.0
 
 
+def _curve(caught_of: dict[float, tuple[int, int]]) -> pd.DataFrame:
+    """A sweep as `evaluate.curves.sweep` gives it: per threshold, caught of events."""
+    return pd.DataFrame([{"knob": k, "caught": c, "events": n} for k, (c, n) in caught_of.items()])
+
+
 def test_calibration_picks_the_highest_threshold_that_meets_the_bound():
-    caught_at = {
-        0.9: np.array([True] + [False] * 9),
-        0.5: np.array([True] * 8 + [False] * 2),  # bound ~0.62 < 0.7
-        0.3: np.array([True] * 10),  # bound 0.2 ** 0.1 = 0.851 >= 0.7
-        0.1: np.array([True] * 10),
-    }
-    result = calibrate_threshold(caught_at, target=0.7, confidence=0.8, default=0.5)
+    curve = _curve(
+        {
+            0.9: (1, 10),
+            0.5: (8, 10),  # bound ~0.62 < 0.7
+            0.3: (10, 10),  # bound 0.2 ** 0.1 = 0.851 >= 0.7
+            0.1: (10, 10),
+        }
+    )
+    result = calibrate_threshold(curve, target=0.7, confidence=0.8, default=0.5)
     assert result["feasible"] and result["threshold"] == 0.3
     assert result["lower_bound"] == pytest.approx(0.2**0.1)
     assert [row["threshold"] for row in result["searched"]] == [0.9, 0.5, 0.3]
+    assert not result["at_edge"]
+
+
+def test_calibration_says_when_the_threshold_is_the_highest_searched():
+    # a well-separated model: even the top of the grid catches every event
+    curve = _curve({0.9999: (10, 10), 0.99: (10, 10), 0.5: (10, 10)})
+    result = calibrate_threshold(curve, target=0.7, confidence=0.8, default=0.5)
+    assert result["threshold"] == 0.9999 and result["at_edge"]
 
 
 def test_calibration_without_enough_events_keeps_the_default():
-    caught_at = {0.5: np.array([True, True]), 0.1: np.array([True, True])}
-    result = calibrate_threshold(caught_at, target=0.7, confidence=0.8, default=0.5)
+    curve = _curve({0.5: (2, 2), 0.1: (2, 2)})
+    result = calibrate_threshold(curve, target=0.7, confidence=0.8, default=0.5)
     assert not result["feasible"] and result["threshold"] == 0.5
     assert result["lower_bound"] == pytest.approx(0.2**0.5)
+    assert not result["at_edge"]
 
 
 def test_non_inferiority_passes_identical_behaviour_and_refuses_a_regression():

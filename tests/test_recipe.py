@@ -51,11 +51,13 @@ def test_the_job_and_the_experiment_train_their_global_model_with_the_same_recip
 
     rng = np.random.default_rng(0)
     windows = SimpleNamespace(  # the job reads x, y and the grid (for the policy)
-        x=rng.normal(size=(40, 1, 40)).astype(np.float32),
+        x=rng.normal(size=(40, 1, 24)).astype(np.float32),
         y=rng.integers(0, 3, size=40),
-        sample_minutes=3,
+        sample_minutes=5,
     )
-    pipeline.fit_global_model(config, windows, np.arange(40), np.arange(0))
+    parts = {"train": np.arange(40), "val": np.arange(0)}
+    splits = SimpleNamespace(pooled=lambda part: parts[part])
+    pipeline.fit_global_model(config, SimpleNamespace(windows=windows, splits=splits))
 
     expected = Recipe.from_config(config.train)
     assert seen["job"][0] == seen["experiment"][0] == expected

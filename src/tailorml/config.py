@@ -126,7 +126,11 @@ class TaskConfig(_Section):
     horizon_minutes: int = Field(default=30, gt=0)
     hypo_mgdl: float = Field(default=70, gt=0)
     hyper_mgdl: float = Field(default=250, gt=0)
-    channels: list[Literal["cgm", "insulin", "cho"]] = Field(default_factory=lambda: ["cgm"])
+    channels: list[Literal["cgm", "insulin", "cho", "iob", "cob"]] = Field(
+        default_factory=lambda: ["cgm"],
+        description="model inputs: cgm, and optionally insulin / cho (as recorded) or iob / cob "
+        "(insulin and carbs on board, derived from them)",
+    )
     stride: int = Field(default=1, ge=1, description="windows start every `stride` readings")
 
     @model_validator(mode="after")
@@ -186,11 +190,33 @@ class TrainConfig(_Section):
     threads: int = Field(default=2, ge=1, description="torch threads of train/personalize/certify")
 
 
+def threshold_grid() -> list[float]:
+    """The alert thresholds an operating point is chosen from: 0.02 to 0.98 in steps of 0.02,
+    then ever closer to 1 (a well-separated model's quiet operating points lie far above
+    0.95, so a grid ending there leaves every quiet choice stuck at its edge)."""
+    coarse = [round(0.02 * k, 2) for k in range(1, 50)]
+    return [*coarse, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999]
+
+
 class AlertConfig(_Section):
     """How predictions become hypo alerts and how hypo events are defined (consensus: CGM
     below 70 mg/dL for at least 15 min; an event ends after 15 min at or above 70)."""
 
-    probability_threshold: float = Field(default=0.5, gt=0, lt=1)
+    operating_point: Literal["validation", "fixed"] = Field(
+        default="validation",
+        description="validation: the predefined model's threshold is chosen on the validation "
+        "parts (at most max_false_alerts_per_day, most events alerted useful_lead_minutes "
+        "ahead); fixed: probability_threshold as given",
+    )
+    max_false_alerts_per_day: float = Field(
+        default=1.0, gt=0, description="the false-alert budget of the chosen operating point"
+    )
+    probability_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="the alert threshold when operating_point = fixed (or no validation data)",
+    )
     snooze_minutes: int = Field(default=30, ge=0)
     event_min_minutes: int = Field(default=15, ge=0)
     event_end_minutes: int = Field(default=15, ge=0)
@@ -340,7 +366,7 @@ class SoftConfig(_Section):
     target_sensitivity: float = Field(default=0.7, gt=0, le=1)
     calibration_confidence: float = Field(default=0.8, gt=0.5, lt=1)
     thresholds: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
-        default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 20)],
+        default_factory=threshold_grid,
         min_length=1,
         description="alert thresholds the personal calibration may choose, each in (0, 1)",
     )

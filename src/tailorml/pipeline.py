@@ -8,15 +8,22 @@ skips the steps that already finished with the same config.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from tailorml.config import Config
-from tailorml.data.glucose import CLASSES, WindowSet
-from tailorml.data.prepared import prepare
+from tailorml.data.glucose import CLASSES
+from tailorml.data.prepared import Prepared, prepare
 from tailorml.errors import TailormlError
 from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.metrics import classification_metrics
+from tailorml.evaluate.operating_point import (
+    OperatingPoint,
+    choose_operating_point,
+    people_of_part,
+)
 from tailorml.io import atomic_write_json, sha256_file
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model, save_model
 from tailorml.models.predict import predict_proba
@@ -27,15 +34,21 @@ from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
 
 
-def fit_global_model(
-    config: Config,
-    windows: WindowSet,
-    train_indices: np.ndarray,
-    val_indices: np.ndarray,
-    reporter: Reporter = SILENT,
-) -> tuple[SmallCNN, TrainResult]:
-    """The predefined (global) model: the `[train]` recipe on all `train_indices` windows,
-    keeping the checkpoint with the best balanced accuracy on `val_indices` (if any)."""
+@dataclass
+class GlobalFit:
+    """The predefined model, how its training went, and how its threshold was chosen."""
+
+    model: SmallCNN
+    result: TrainResult
+    operating_point: OperatingPoint | None  # None: the configured fixed threshold
+
+
+def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SILENT) -> GlobalFit:
+    """The predefined (global) model: the `[train]` recipe on all training windows, keeping
+    the checkpoint with the best balanced accuracy on the validation windows (if any), then
+    its alert threshold chosen on them for the false-alert budget (`alerts.operating_point`)."""
+    windows, splits = prepared.windows, prepared.splits
+    train_indices, val_indices = splits.pooled("train"), splits.pooled("val")
     if len(train_indices) == 0:
         raise TailormlError("no training windows: the cohort is too short for the split")
     recipe = Recipe.from_config(config.train)
@@ -70,7 +83,35 @@ def fit_global_model(
             validate=validate,
             plugins=[EpochProgress(task, recipe.steps_per_epoch(len(y_train)))],
         )
-    return model, result
+    point = None
+    if config.alerts.operating_point == "validation":
+        point = _choose_threshold(config, model, prepared, val_indices)
+        if point is None:
+            reporter.log(
+                "[yellow]no validation windows: the alert threshold stays at "
+                f"alerts.probability_threshold = {policy.threshold:g}"
+            )
+        else:
+            model.policy = policy.with_threshold(point.threshold)
+            reporter.log(f"operating point: {point.describe()}")
+    return GlobalFit(model, result, point)
+
+
+def _choose_threshold(
+    config: Config, model: SmallCNN, prepared: Prepared, val_indices: np.ndarray
+) -> OperatingPoint | None:
+    """The threshold for the false-alert budget on the validation parts (None: none)."""
+    if len(val_indices) == 0:
+        return None
+    probabilities = np.zeros((len(prepared.windows), len(CLASSES)))
+    probabilities[val_indices] = predict_proba(model, prepared.windows.x[val_indices])
+    people = people_of_part(model.policy, prepared, probabilities, "val")
+    return choose_operating_point(
+        people,
+        model.policy,
+        config.alerts.max_false_alerts_per_day,
+        f"the validation parts of {len(people)} individuals",
+    )
 
 
 def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None = None) -> Run:
@@ -104,7 +145,8 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
         model = load_model(model_path)
         reporter.log("training already finished; reusing model.pt")
     else:
-        model, result = fit_global_model(config, windows, train_idx, val_idx, reporter)
+        fit = fit_global_model(config, prepared, reporter)
+        model, result = fit.model, fit.result
         save_model(model, model_path)
         atomic_write_json(
             run.file("training.json"),
@@ -113,6 +155,7 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
                 "best_val_balanced_accuracy": result.best_score,
                 "steps": result.steps,
                 "history": result.history,
+                "operating_point": fit.operating_point.to_dict() if fit.operating_point else None,
             },
         )
         run.mark_done("train")
@@ -131,6 +174,7 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
         "training": {
             k: training.get(k) for k in ("best_step", "best_val_balanced_accuracy", "steps")
         },
+        "operating_point": training.get("operating_point"),
         **evaluation,
     }
     atomic_write_json(run.file("metrics.json"), metrics)

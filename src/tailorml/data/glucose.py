@@ -1,6 +1,7 @@
 """Windows and labels of the glucose-alert task.
 
-A sample is the last `window_minutes` of readings (CGM, optionally insulin and carbs) and
+A sample is the last `window_minutes` of readings (CGM, optionally insulin and carbs, or
+insulin and carbs on board, `tailorml.data.on_board`) and
 its label says what happens in the next `horizon_minutes` of CGM: hypo if any reading is
 below `hypo_mgdl`, else hyper if any is above `hyper_mgdl`, else in range. A window whose
 input or horizon has a missing reading is dropped and counted, never imputed.
@@ -11,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tailorml.config import TaskConfig
 from tailorml.data.cohort import Cohort
+from tailorml.data.on_board import DERIVED_CHANNELS, derived_channel
 from tailorml.errors import CohortError, ConfigError
 
 CLASSES = ("in_range", "hypo", "hyper")
@@ -62,20 +65,34 @@ def readings_per(minutes: int, sample_minutes: int, what: str) -> int:
     return minutes // sample_minutes
 
 
+def channel_values(frame: pd.DataFrame, channels: list[str], sample_minutes: int) -> np.ndarray:
+    """One individual's input channels (channels, T): columns as recorded, `iob`/`cob`
+    derived from their `insulin`/`cho` column (see `tailorml.data.on_board`)."""
+    rows = []
+    for channel in channels:
+        if channel in DERIVED_CHANNELS:
+            amounts = frame[DERIVED_CHANNELS[channel]].to_numpy(dtype=np.float64)
+            rows.append(derived_channel(channel, amounts, sample_minutes))
+        else:
+            rows.append(frame[channel].to_numpy(dtype=np.float64))
+    return np.stack(rows)
+
+
 def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
     length = readings_per(task.window_minutes, cohort.sample_minutes, "window_minutes")
     horizon = readings_per(task.horizon_minutes, cohort.sample_minutes, "horizon_minutes")
     for channel in task.channels:
-        if channel not in cohort.readings.columns:
+        column = DERIVED_CHANNELS.get(channel, channel)
+        if column not in cohort.readings.columns:
             raise CohortError(
                 f"{cohort.source}: task.channels asks for '{channel}' but the file has no "
-                f"'{channel}' column; add it or remove it from task.channels"
+                f"'{column}' column; add it or remove '{channel}' from task.channels"
             )
     xs, ys, owners, rows, times, currents = [], [], [], [], [], []
     dropped: dict[str, dict[str, int]] = {}
     for index, individual_id in enumerate(cohort.ids):
         frame = cohort.of(individual_id)
-        values = frame[task.channels].to_numpy(dtype=np.float64).T  # (channels, T)
+        values = channel_values(frame, task.channels, cohort.sample_minutes)  # (channels, T)
         cgm = frame["cgm"].to_numpy(dtype=np.float64)
         span = length + horizon
         if len(cgm) < span:

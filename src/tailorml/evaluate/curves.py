@@ -26,13 +26,14 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tailorml.config import threshold_grid
 from tailorml.evaluate.alerts import Event
 from tailorml.policy import AlertPolicy
 
 MODEL = "model"
 CGM_NOW = "CGM now ≤ k"
 EXTRAPOLATION = "30-min trend at horizon ≤ k"
-PROBABILITY_KNOBS = np.append(np.round(np.arange(0.02, 1.0, 0.02), 2), [0.99, 0.995, 0.999])
+PROBABILITY_KNOBS = np.array(threshold_grid())
 GLUCOSE_KNOBS = np.arange(40.0, 145.0, 5.0)
 
 
@@ -96,17 +97,14 @@ def extrapolated(
     return result
 
 
-def alert_curve(people: list[Person], policy: AlertPolicy) -> pd.DataFrame:
-    """One row per rule and knob: mean early and any-lead sensitivity and mean false alerts
-    per day over individuals (events counted only where some were evaluable)."""
+def sweep(people: list[Person], policy: AlertPolicy, rule: str, knobs) -> pd.DataFrame:
+    """One row per knob of `rule`: mean early and any-lead sensitivity and mean false
+    alerts per day over individuals (events counted only where some were evaluable), and
+    the pooled counts behind them (for bounds that need counts, e.g. a personal threshold)."""
     rows = []
-    for rule, knobs in (
-        (MODEL, PROBABILITY_KNOBS),
-        (CGM_NOW, -GLUCOSE_KNOBS),
-        (EXTRAPOLATION, -GLUCOSE_KNOBS),
-    ):
-        for knob in np.unique(np.append(knobs, policy.threshold) if rule == MODEL else knobs):
-            metrics = [
+    for knob in knobs:
+        table = pd.DataFrame(
+            [
                 policy.metrics_of_alerts(
                     person.events,
                     person.times,
@@ -116,17 +114,35 @@ def alert_curve(people: list[Person], policy: AlertPolicy) -> pd.DataFrame:
                 )
                 for person in people
             ]
-            table = pd.DataFrame(metrics)
-            rows.append(
-                {
-                    "rule": rule,
-                    "knob": float(abs(knob)),
-                    "sensitivity_early": table["hypo_sensitivity_early"].mean(),
-                    "sensitivity": table["hypo_sensitivity"].mean(),
-                    "false_alerts_per_day": table["false_alerts_per_day"].mean(),
-                }
-            )
+        )
+        rows.append(
+            {
+                "rule": rule,
+                "knob": float(abs(knob)),
+                "sensitivity_early": table["hypo_sensitivity_early"].mean(),
+                "sensitivity": table["hypo_sensitivity"].mean(),
+                "false_alerts_per_day": table["false_alerts_per_day"].mean(),
+                "events": int(table["hypo_events"].sum()),
+                "caught": int(table["hypo_caught"].sum()),
+                "caught_early": int(table["hypo_caught_early"].sum()),
+                "false_alerts": int(table["false_alerts"].sum()),
+                "days": float(table["monitored_days"].sum()),
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def alert_curve(people: list[Person], policy: AlertPolicy) -> pd.DataFrame:
+    """The model over its probability knobs (and its own threshold) and the baselines over
+    their glucose levels, all on the same people."""
+    return pd.concat(
+        [
+            sweep(people, policy, MODEL, np.unique(np.append(PROBABILITY_KNOBS, policy.threshold))),
+            sweep(people, policy, CGM_NOW, -GLUCOSE_KNOBS),
+            sweep(people, policy, EXTRAPOLATION, -GLUCOSE_KNOBS),
+        ],
+        ignore_index=True,
+    )
 
 
 def operating_point(curve: pd.DataFrame, policy: AlertPolicy) -> pd.Series:

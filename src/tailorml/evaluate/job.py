@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tailorml.config import Config, config_from_dict
 from tailorml.data.cohort import load_cohort
+from tailorml.data.on_board import DERIVED_CHANNELS
 from tailorml.data.prepared import prepare_whole
 from tailorml.errors import CohortError
 from tailorml.evaluate.individuals import data_summary, write_evaluation
@@ -37,7 +38,8 @@ def evaluate_model(
     model = load_model(model_path)
     policy = model.policy
     cohort = load_cohort(cohort_path)
-    missing = [channel for channel in policy.channels if channel not in cohort.readings]
+    needed = [DERIVED_CHANNELS.get(channel, channel) for channel in policy.channels]
+    missing = [column for column in needed if column not in cohort.readings]
     if missing:
         raise CohortError(
             f"{cohort.source}: the model reads {', '.join(policy.channels)} but the file has no "

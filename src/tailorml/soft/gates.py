@@ -148,39 +148,39 @@ def sensitivity_lower_bound(caught: int, events: int, confidence: float) -> floa
 
 
 def calibrate_threshold(
-    caught_at: dict[float, np.ndarray], target: float, confidence: float, default: float
+    curve: pd.DataFrame, target: float, confidence: float, default: float
 ) -> dict[str, Any]:
     """The highest threshold (fewest alerts) whose conservative sensitivity bound on the
-    calibration events reaches `target`. `caught_at[t]` says, per calibration event, whether
-    an alert at threshold t caught it. Infeasible -> the default threshold is kept."""
+    calibration events reaches `target`. `curve` is `evaluate.curves.sweep` of the model on
+    the individual's validation part (per threshold `knob`: `caught` of `events`), the sweep
+    the predefined model's operating point is chosen from. Infeasible -> the default
+    threshold is kept. `at_edge` says the choice is the highest threshold searched (a higher
+    one might do as well with fewer alerts)."""
     rows = []
-    for threshold in sorted(caught_at, reverse=True):
-        caught = caught_at[threshold]
-        bound = sensitivity_lower_bound(int(caught.sum()), len(caught), confidence)
+    highest = float(curve["knob"].max()) if len(curve) else default
+    for row in curve.sort_values("knob", ascending=False).itertuples():
+        threshold, caught, events = float(row.knob), int(row.caught), int(row.events)
+        bound = sensitivity_lower_bound(caught, events, confidence)
         rows.append(
-            {
-                "threshold": threshold,
-                "caught": int(caught.sum()),
-                "events": len(caught),
-                "lower_bound": bound,
-            }
+            {"threshold": threshold, "caught": caught, "events": events, "lower_bound": bound}
         )
         if bound >= target:
             return {
                 "feasible": True,
                 "threshold": threshold,
                 "lower_bound": bound,
-                "events": len(caught),
-                "caught": int(caught.sum()),
+                "events": events,
+                "caught": caught,
+                "at_edge": threshold == highest,
                 "searched": rows,
             }
-    events = len(next(iter(caught_at.values()))) if caught_at else 0
     return {
         "feasible": False,
         "threshold": default,
         "lower_bound": max((row["lower_bound"] for row in rows), default=0.0),
-        "events": events,
+        "events": rows[0]["events"] if rows else 0,
         "caught": None,
+        "at_edge": False,
         "searched": rows,
     }
 
@@ -449,7 +449,7 @@ class ThresholdCalibration(Gate):
         calibration = candidate.calibration
         numbers = {
             key: calibration[key]
-            for key in ("feasible", "threshold", "lower_bound", "events", "caught")
+            for key in ("feasible", "threshold", "lower_bound", "events", "caught", "at_edge")
         }
         numbers |= {
             "target": self.config.target_sensitivity,
@@ -463,6 +463,8 @@ class ThresholdCalibration(Gate):
                 f"{calibration['lower_bound']:.2f} >= {self.config.target_sensitivity:g}; "
                 f"{candidate.false_alerts_per_day:.1f} false alerts/day on held-out data"
             )
+            if calibration["at_edge"]:
+                reason += " (the highest threshold searched: a higher one may alert less)"
         else:
             reason = (
                 f"no threshold reaches sensitivity {self.config.target_sensitivity:g} under the "

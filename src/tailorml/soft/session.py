@@ -32,6 +32,7 @@ from tailorml.config import Config
 from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import TailormlError
 from tailorml.evaluate.alerts import event_leads
+from tailorml.evaluate.curves import MODEL, Person, sweep
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
@@ -105,11 +106,7 @@ def ensure_predefined(
     record = registry.predefined()
     if record is None:
         reporter.log("no predefined model in the registry yet: training the global model")
-        prepared = data.glucose
-        splits = prepared.splits
-        model, _ = fit_global_model(
-            config, prepared.windows, splits.pooled("train"), splits.pooled("val"), reporter
-        )
+        model = fit_global_model(config, data.glucose, reporter).model
         target = registry.root / "predefined.tmp.pt"
         save_model(model, target)
         record = registry.register_predefined(
@@ -186,15 +183,18 @@ def gather_evidence(
     val_indices, val_trace = _part(data, individual, "val")
     val_events = deployed.hypo_events(val_trace["time"].to_numpy(), val_trace["cgm"].to_numpy())
     p_val = predict_proba(model, windows.x[val_indices])
-    caught_at = {}
-    for threshold in soft.thresholds:
-        positive = deployed.with_threshold(threshold).alerting(p_val)
-        leads = event_leads(
-            val_events, windows.time[val_indices], positive, deployed.horizon_minutes
-        )
-        caught_at[threshold] = leads[~np.isnan(leads)] >= 0
+    validation = Person(
+        events=val_events,
+        times=windows.time[val_indices],
+        label_is_hypo=windows.y[val_indices] == deployed.alert_index,
+        current_cgm=windows.current_cgm[val_indices],
+        scores={MODEL: p_val[:, deployed.alert_index]},
+    )
     calibration = calibrate_threshold(
-        caught_at, soft.target_sensitivity, soft.calibration_confidence, deployed.threshold
+        sweep([validation], deployed, MODEL, soft.thresholds),
+        soft.target_sensitivity,
+        soft.calibration_confidence,
+        deployed.threshold,
     )
     policy = deployed.with_threshold(calibration["threshold"]) if candidate.calibrate else deployed
 

@@ -1,0 +1,114 @@
+"""Choosing a model's alert threshold — its operating point — for a false-alert budget.
+
+An alarm that cries wolf is switched off, so the threshold is not 0.5 by convention: it is
+the one that alerts the most low events at least `useful_lead_minutes` ahead while raising
+at most `max_false_alerts_per_day` (mean over individuals), chosen on data the model did
+not train on (the validation parts) and saved with the model in its alert policy.
+
+The sweep is `evaluate.curves.sweep`, the same one that draws the sensitivity vs
+false-alerts curve of the reports; soft personalization's personal threshold
+(`soft.gates.calibrate_threshold`) reads the same sweep with its own criterion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tailorml.config import threshold_grid
+from tailorml.data.prepared import Prepared
+from tailorml.evaluate.curves import MODEL, Person, people_from_tables, sweep
+from tailorml.evaluate.individuals import evaluate_individuals
+from tailorml.policy import AlertPolicy
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The chosen threshold and what it achieved on the data it was chosen on."""
+
+    threshold: float
+    max_false_alerts_per_day: float  # the budget
+    false_alerts_per_day: float  # mean over individuals at `threshold`
+    sensitivity_early: float  # mean over individuals; NaN when no event was evaluable
+    sensitivity: float
+    events: int
+    met_budget: bool  # False: no threshold of the grid was that quiet; the quietest is used
+    at_edge: str  # "", "highest" or "lowest": the choice is the grid's end (maybe beyond it)
+    chosen_on: str  # which data, e.g. "validation parts of 30 individuals"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        early = (
+            "no evaluable low events"
+            if np.isnan(self.sensitivity_early)
+            else f"{self.sensitivity_early:.0%} of {self.events} low events alerted early"
+        )
+        line = (
+            f"threshold {self.threshold:g} chosen on {self.chosen_on}: {early}, "
+            f"{self.false_alerts_per_day:.2f} false alerts/day "
+            f"(budget {self.max_false_alerts_per_day:g})"
+        )
+        if not self.met_budget:
+            line += "; NO threshold meets the budget, the quietest is used"
+        if self.at_edge:
+            line += f"; at the {self.at_edge} threshold searched"
+        return line
+
+
+def choose_operating_point(
+    people: list[Person],
+    policy: AlertPolicy,
+    max_false_alerts_per_day: float,
+    chosen_on: str,
+    knobs: list[float] | None = None,
+) -> OperatingPoint:
+    """Most events alerted early (then most events alerted at all, then fewest false
+    alerts) among the thresholds within the budget; the quietest threshold if none is."""
+    knobs = sorted(knobs or threshold_grid())
+    curve = sweep(people, policy, MODEL, knobs) if people else None
+    if curve is not None:
+        curve = curve.dropna(subset=["false_alerts_per_day"])
+    if curve is None or curve.empty:
+        raise ValueError(f"no prediction on {chosen_on} to choose an operating point from")
+    within = curve[curve["false_alerts_per_day"] <= max_false_alerts_per_day]
+    if within.empty:
+        quietest = curve["false_alerts_per_day"].min()
+        row = curve[curve["false_alerts_per_day"] == quietest].iloc[0]  # lowest such knob
+    else:
+        ranked = within.assign(
+            early=within["sensitivity_early"].fillna(-1.0),
+            any=within["sensitivity"].fillna(-1.0),
+        ).sort_values(
+            ["early", "any", "false_alerts_per_day", "knob"],
+            ascending=[False, False, True, True],
+            kind="stable",
+        )
+        row = ranked.iloc[0]
+    threshold = float(row["knob"])
+    edge = "highest" if threshold == knobs[-1] else "lowest" if threshold == knobs[0] else ""
+    return OperatingPoint(
+        threshold=threshold,
+        max_false_alerts_per_day=float(max_false_alerts_per_day),
+        false_alerts_per_day=float(row["false_alerts_per_day"]),
+        sensitivity_early=float(row["sensitivity_early"]),
+        sensitivity=float(row["sensitivity"]),
+        events=int(row["events"]),
+        met_budget=not within.empty,
+        at_edge=edge,
+        chosen_on=chosen_on,
+    )
+
+
+def people_of_part(
+    policy: AlertPolicy, prepared: Prepared, probabilities: np.ndarray, part: str
+) -> list[Person]:
+    """Every individual's `part` (its windows' probabilities, readings and events)."""
+    _, predictions, readings = evaluate_individuals(policy, prepared, probabilities, part)
+    if predictions.empty:
+        return []
+    return people_from_tables(predictions, readings, policy)
