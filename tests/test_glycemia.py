@@ -106,6 +106,7 @@ def test_targets():
     assert meets_target("time_below_54", 0.009) is True
     assert meets_target("cv", 0.36) is True  # "<= 36 %"
     assert meets_target("mean_mgdl", 120.0) is None  # no consensus target
+    assert meets_target("days", 13.9) is False and meets_target("data_sufficiency", 0.7) is True
 
 
 def _two_days() -> tuple[pd.DatetimeIndex, np.ndarray]:
@@ -167,8 +168,46 @@ def test_describe_prints_the_consensus_metrics_and_no_nan(tmp_path):
     p1 = next(line for line in result.output.splitlines() if line.startswith("p1"))
     p2 = next(line for line in result.output.splitlines() if line.startswith("p2"))
     # p1: 27 of 30 readings, mean 138, GMI 6.6, CV sqrt(3 * 50266 / 26) / 138 = 55 % (!)
-    assert p1.split()[1:7] == ["0.1!", "90!", "138", "6.6", "55!", "11.1!"]
+    assert p1.split()[1:7] == ["0.1!", "90", "138", "6.6", "55!", "11.1!"]
     assert p2.split()[1:3] == ["0.1!", "0!"] and p2.split()[3:11] == ["–"] * 8
     table = pd.read_csv(out)
     assert table.loc[1, "readings"] == 0 and pd.isna(table.loc[1, "mean_mgdl"])
     assert table.loc[0, "gmi_percent"] == pytest.approx(3.31 + 0.02392 * 138)
+
+
+def _summary_of(frame: pd.DataFrame, patient: str, tmp_path, monkeypatch, synthetic=True):
+    from tailorml.evaluate import cgm_summary as module
+
+    drawn = []
+    monkeypatch.setattr(module.plots, "agp_figure", lambda panels: drawn.append(panels) or b"")
+    metrics = {"cohort": {"sample_minutes": 5}, "synthetic": synthetic}
+    return module.cgm_summary(tmp_path, frame, patient, metrics), drawn[0]
+
+
+def test_report_section_formats_metrics_and_labels_the_agp(tmp_path, monkeypatch):
+    frame = cohort_frame({"a": SERIES, "b": [NAN] * 4}, sample_minutes=5)
+    summary, panels = _summary_of(frame, "a", tmp_path, monkeypatch)
+    rows = dict(summary["rows"])
+    texts = [text for text, _ in rows["a"]]
+    # days, present, mean, GMI, CV, <54, <70, 70-180, >180, >250
+    assert texts == ["0.0", "90%", "138", "6.6", "57%", "11.1%", "22.2%", "44%", "33%", "11.1%"]
+    assert [miss for _, miss in rows["a"]][4:] == [True] * 6  # every target missed
+    assert rows["b"][2:] == [("–", False)] * 8  # no reading: no metric, not "nan"
+    assert summary["people"] == 2 and summary["agp_patient"] == "a"
+    assert [title for _, title in panels] == [
+        "all 2 people pooled (synthetic data)",
+        "a (synthetic data)",
+    ]
+    # a traced person without readings gets no profile of their own
+    summary, panels = _summary_of(frame, "b", tmp_path, monkeypatch, synthetic=False)
+    assert summary["agp_patient"] is None and [t for _, t in panels] == ["all 2 people pooled"]
+
+
+def test_agp_figure_draws_cohort_and_person():
+    from tailorml.evaluate.plots import agp_figure
+
+    times, values = _two_days()
+    profile = agp_profile(times, values, min_readings=4)
+    gappy = agp_profile(times[:10], values[:10])  # mostly empty bins: gaps, no crash
+    png = agp_figure([(profile, "cohort (synthetic data)"), (gappy, "p1 (synthetic data)")])
+    assert png.startswith(b"\x89PNG")

@@ -666,19 +666,14 @@ DESCRIBE_COLUMNS = {  # column: (short header, format) so the table fits 80 colu
 
 def _describe_cell(row: pd.Series, column: str, style: str) -> str:
     """One cell of `cohort describe`: "–" where there is no value (never nan), and a "!"
-    where the consensus says the data are too few or the value misses its target."""
+    where the value misses its consensus target (too few days or readings included)."""
     from tailorml.data.glycemia import meets_target
 
     value = row[column]
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     text = style.format(value).removesuffix("%")  # the header says %
-    # `in (False,)` is true for False and numpy's False, not for None or NaN (unknown)
-    insufficient = row["sufficient_data"] in (False,)
-    flagged = meets_target(column, value) is False or (
-        column in ("days", "data_sufficiency") and insufficient
-    )
-    return text + "!" if flagged else text
+    return text + "!" if meets_target(column, value) is False else text
 
 
 GLYCEMIA_LEGEND = (

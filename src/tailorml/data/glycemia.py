@@ -40,9 +40,15 @@ RANGES: dict[str, str] = {
     "time_above_250": "> 250 mg/dL",
 }
 
+#: Consensus data sufficiency: at least 14 days with at least 70 % of readings present.
+MIN_DAYS = 14.0
+MIN_SUFFICIENCY = 0.70
+
 #: Consensus targets for most adults with type-1 or type-2 diabetes (Battelino 2019):
 #: metric -> (direction, limit); shares as fractions.
 TARGETS: dict[str, tuple[str, float]] = {
+    "days": (">=", MIN_DAYS),
+    "data_sufficiency": (">=", MIN_SUFFICIENCY),
     "time_below_54": ("<", 0.01),
     "time_below_70": ("<", 0.04),
     "time_in_range": (">", 0.70),
@@ -50,10 +56,6 @@ TARGETS: dict[str, tuple[str, float]] = {
     "time_above_250": ("<", 0.05),
     "cv": ("<=", 0.36),
 }
-
-#: Consensus data sufficiency: at least 14 days with at least 70 % of readings present.
-MIN_DAYS = 14.0
-MIN_SUFFICIENCY = 0.70
 
 #: GMI (%) = GMI_INTERCEPT + GMI_SLOPE × mean glucose (mg/dL), Bergenstal 2018.
 GMI_INTERCEPT = 3.31
@@ -159,7 +161,9 @@ def meets_target(metric: str, value: float | None) -> bool | None:
     if metric not in TARGETS or value is None or not math.isfinite(value):
         return None
     direction, limit = TARGETS[metric]
-    return {"<": value < limit, ">": value > limit, "<=": value <= limit}[direction]
+    return {"<": value < limit, ">": value > limit, "<=": value <= limit, ">=": value >= limit}[
+        direction
+    ]
 
 
 def _possible_readings(times: pd.Series, sample_minutes: int) -> int:
