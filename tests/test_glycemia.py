@@ -168,7 +168,7 @@ def test_describe_prints_the_consensus_metrics_and_no_nan(tmp_path):
     p1 = next(line for line in result.output.splitlines() if line.startswith("p1"))
     p2 = next(line for line in result.output.splitlines() if line.startswith("p2"))
     # p1: 27 of 30 readings, mean 138, GMI 6.6, CV sqrt(3 * 50266 / 26) / 138 = 55 % (!)
-    assert p1.split()[1:7] == ["0.1!", "90", "138", "6.6", "55!", "11.1!"]
+    assert p1.split()[1:7] == ["0.1!", "90", "138", "6.6", "55.2!", "11.1!"]
     assert p2.split()[1:3] == ["0.1!", "0!"] and p2.split()[3:11] == ["–"] * 8
     table = pd.read_csv(out)
     assert table.loc[1, "readings"] == 0 and pd.isna(table.loc[1, "mean_mgdl"])
@@ -190,7 +190,7 @@ def test_report_section_formats_metrics_and_labels_the_agp(tmp_path, monkeypatch
     rows = dict(summary["rows"])
     texts = [text for text, _ in rows["a"]]
     # days, present, mean, GMI, CV, <54, <70, 70-180, >180, >250
-    assert texts == ["0.0", "90%", "138", "6.6", "57%", "11.1%", "22.2%", "44%", "33%", "11.1%"]
+    assert texts == ["0.0", "90%", "138", "6.6", "57.4%", "11.1%", "22.2%", "44%", "33%", "11.1%"]
     assert [miss for _, miss in rows["a"]][4:] == [True] * 6  # every target missed
     assert rows["b"][2:] == [("–", False)] * 8  # no reading: no metric, not "nan"
     assert summary["people"] == 2 and summary["agp_patient"] == "a"

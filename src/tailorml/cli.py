@@ -653,7 +653,7 @@ DESCRIBE_COLUMNS = {  # column: (short header, format) so the table fits 80 colu
     "data_sufficiency": ("data%", "{:.0%}"),
     "mean_mgdl": ("mean", "{:.0f}"),
     "gmi_percent": ("GMI%", "{:.1f}"),
-    "cv": ("CV%", "{:.0%}"),
+    "cv": ("CV%", "{:.1%}"),
     "time_below_54": ("<54", "{:.1%}"),
     "time_below_70": ("<70", "{:.1%}"),
     "time_in_range": ("TIR", "{:.0%}"),

@@ -34,7 +34,7 @@ SHOWN: dict[str, tuple[str, str, str]] = {
     "data_sufficiency": ("readings present", f"≥\u00a0{MIN_SUFFICIENCY:.0%}", "{:.0%}"),
     "mean_mgdl": ("mean (mg/dL)", "", "{:.0f}"),
     "gmi_percent": ("GMI (%)", "", "{:.1f}"),
-    "cv": ("CV", "≤\u00a036\u00a0%", "{:.0%}"),
+    "cv": ("CV", "≤\u00a036\u00a0%", "{:.1%}"),
     "time_below_54": (RANGES["time_below_54"], "<\u00a01\u00a0%", "{:.1%}"),
     "time_below_70": (RANGES["time_below_70"], "<\u00a04\u00a0%", "{:.1%}"),
     "time_in_range": (RANGES["time_in_range"], ">\u00a070\u00a0%", "{:.0%}"),

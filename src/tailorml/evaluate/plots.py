@@ -195,7 +195,7 @@ def agp_figure(panels: list[tuple[pd.DataFrame, str]], low: float = 70, high: fl
             label=f"target {low:g}–{high:g} mg/dL",
         )
         if profile["p95"].notna().any():
-            top = max(top, float(np.ceil(profile["p95"].max() / 50) * 50))
+            top = max(top, float(np.ceil((profile["p95"].max() + 10) / 50) * 50))
         axis.set_xlim(0, 24)
         axis.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)], fontsize=8)
         axis.set_xlabel("time of day")
