@@ -194,6 +194,8 @@ def test_report_section_formats_metrics_and_labels_the_agp(tmp_path, monkeypatch
     assert [miss for _, miss in rows["a"]][4:] == [True] * 6  # every target missed
     assert rows["b"][2:] == [("–", False)] * 8  # no reading: no metric, not "nan"
     assert summary["people"] == 2 and summary["agp_patient"] == "a"
+    # the pooled row (9 of 14 readings) has person-days, not judged against the 14-day target
+    assert summary["pooled"][0] == ("0.0", False) and summary["pooled"][1] == ("64%", True)
     assert [title for _, title in panels] == [
         "all 2 people pooled (synthetic data)",
         "a (synthetic data)",

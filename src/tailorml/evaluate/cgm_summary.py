@@ -31,7 +31,11 @@ from tailorml.evaluate import plots
 #: column -> (header, consensus target as text, format of the shown number)
 SHOWN: dict[str, tuple[str, str, str]] = {
     "days": ("days", f"≥\u00a0{MIN_DAYS:g}", "{:.1f}"),
-    "data_sufficiency": ("readings present", f"≥\u00a0{MIN_SUFFICIENCY:.0%}", "{:.0%}"),
+    "data_sufficiency": (
+        "readings present",
+        f"≥\u00a0{100 * MIN_SUFFICIENCY:.0f}\u00a0%",
+        "{:.0%}",
+    ),
     "mean_mgdl": ("mean (mg/dL)", "", "{:.0f}"),
     "gmi_percent": ("GMI (%)", "", "{:.1f}"),
     "cv": ("CV", "≤\u00a036\u00a0%", "{:.1%}"),
@@ -69,7 +73,7 @@ def cgm_summary(
     png = plots.agp_figure(panels)
     return {
         "headers": [(label, target) for label, target, _ in SHOWN.values()],
-        "pooled": _cells(pooled),
+        "pooled": _cells(pooled, pooled=True),
         "people": int(pooled["people"]),
         "rows": [(row["patient_id"], _cells(row)) for row in table.to_dict("records")],
         "agp": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
@@ -77,15 +81,17 @@ def cgm_summary(
     }
 
 
-def _cells(row: dict[str, Any]) -> list[tuple[str, bool]]:
-    """(text, misses its consensus target) per shown column; "–" where there is no value."""
+def _cells(row: dict[str, Any], pooled: bool = False) -> list[tuple[str, bool]]:
+    """(text, misses its consensus target) per shown column; "–" where there is no value.
+    The pooled row's days are person-days, which the 14-day target does not apply to."""
     cells = []
     for column, (_, _, style) in SHOWN.items():
         value = _value(row.get(column))
         if value is None:
             cells.append(("–", False))
         else:
-            cells.append((style.format(value), meets_target(column, value) is False))
+            judged = not (pooled and column == "days")
+            cells.append((style.format(value), judged and meets_target(column, value) is False))
     return cells
 
 
