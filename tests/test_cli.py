@@ -62,6 +62,7 @@ def test_train_writes_a_complete_run_directory(tiny_run):
         "per_individual.csv",
         "predictions.parquet",
         "by_group.csv",
+        "glycemia.csv",
         "report.html",
     ):
         assert (run / name).is_file(), name
@@ -81,8 +82,13 @@ def test_report_is_self_contained_and_labelled_synthetic(tiny_run):
     run, _ = tiny_run
     html = (run / "report.html").read_text()
     assert "Synthetic data." in html and "not clinical evidence" in html
-    assert html.count("data:image/png;base64,") >= 4  # trace, bars, confusion, training
+    assert html.count("data:image/png;base64,") >= 5  # trace, bars, confusion, training, AGP
     assert "adult-008" in html
+    assert "Clinical CGM summary" in html and "ambulatory glucose profile" in html
+    glycemia = pd.read_csv(run / "glycemia.csv")
+    assert glycemia["patient_id"].tolist() == ["adolescent-003", "adult-008", "child-004"]
+    pooled = json.loads((run / "metrics.json").read_text())["glycemia"]
+    assert pooled["people"] == 3 and pooled["readings"] == glycemia["readings"].sum()
 
 
 def test_report_can_be_re_rendered(tiny_run):
@@ -91,6 +97,14 @@ def test_report_can_be_re_rendered(tiny_run):
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
     assert (run / "report.html").is_file()
+    # a run from before glycemia.csv: the summary comes from its test readings
+    stored = (run / "glycemia.csv").read_text()
+    (run / "glycemia.csv").unlink()
+    try:
+        assert runner.invoke(app, ["report", str(run)]).exit_code == 0
+        assert "Clinical CGM summary" in (run / "report.html").read_text()
+    finally:
+        (run / "glycemia.csv").write_text(stored)
 
 
 def test_resume_reuses_the_trained_model(tiny_run):

@@ -7,7 +7,7 @@ import math
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -17,6 +17,9 @@ from typer.core import TyperGroup
 
 from tailorml import __version__
 from tailorml.errors import TailormlError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INTERRUPTED = "interrupted; finished work is kept (rerun to resume)"
 INTERRUPTED_EARLY = (
@@ -646,15 +649,39 @@ def cohort_simulate(
 
 DESCRIBE_COLUMNS = {  # column: (short header, format) so the table fits 80 columns
     "patient_id": ("patient", "{}"),
-    "group": ("group", "{}"),
     "days": ("days", "{:.1f}"),
-    "missing": ("miss", "{:.1%}"),
-    "time_in_range": ("TIR", "{:.0%}"),
+    "data_sufficiency": ("data%", "{:.0%}"),
+    "mean_mgdl": ("mean", "{:.0f}"),
+    "gmi_percent": ("GMI%", "{:.1f}"),
+    "cv": ("CV%", "{:.1%}"),
+    "time_below_54": ("<54", "{:.1%}"),
     "time_below_70": ("<70", "{:.1%}"),
+    "time_in_range": ("TIR", "{:.0%}"),
+    "time_above_180": (">180", "{:.0%}"),
     "time_above_250": (">250", "{:.1%}"),
     "hypo_events": ("hypo", "{}"),
     "hyper_events": ("hyper", "{}"),
 }
+
+
+def _describe_cell(row: pd.Series, column: str, style: str) -> str:
+    """One cell of `cohort describe`: "–" where there is no value (never nan), and a "!"
+    where the value misses its consensus target (too few days or readings included)."""
+    from tailorml.data.glycemia import meets_target
+
+    value = row[column]
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    text = style.format(value).removesuffix("%")  # the header says %
+    return text + "!" if meets_target(column, value) is False else text
+
+
+GLYCEMIA_LEGEND = (
+    "Consensus CGM metrics (Battelino 2019): days and data (% of readings present), ! under "
+    "14 days or 70 %; mean glucose (mg/dL); GMI (%); CV = SD/mean (! above 36 %); % of "
+    "readings <54, <70, 70-180 (TIR), >180, >250 mg/dL (! misses its target: <1, <4, >70, "
+    "<25, <5 %); – no reading."
+)
 
 
 @cohort_app.command("describe")
@@ -680,22 +707,24 @@ def cohort_describe(
     policy = AlertPolicy.from_config(settings, cohort.sample_minutes)
     table = describe_cohort(cohort, policy)
     view = Table(
-        title=f"{cohort.source}\n{cohort.sample_minutes}-min readings; hypo/hyper = events "
+        title=f"{cohort.sample_minutes}-min readings; hypo/hyper = events "
         f"of >= {policy.event_min_minutes} min below {policy.hypo_mgdl:g} / above "
         f"{policy.hyper_mgdl:g} mg/dL (all columns: --csv)",
         box=box.SIMPLE_HEAD,
-        padding=(0, 1),
+        padding=0,  # the box draws a space between columns
         show_edge=False,
     )
+    console.print(f"[bold]{cohort.source}[/bold]", soft_wrap=True)
     for column, (header, _) in DESCRIBE_COLUMNS.items():
         text = column in ("patient_id", "group")
         width = int(table[column].astype(str).str.len().max()) if text else None
         view.add_column(header, justify="left" if text else "right", min_width=width)
     for _, row in table.iterrows():
         view.add_row(
-            *(style.format(row[column]) for column, (_, style) in DESCRIBE_COLUMNS.items())
+            *(_describe_cell(row, column, style) for column, (_, style) in DESCRIBE_COLUMNS.items())
         )
     console.print(view)
+    console.print(GLYCEMIA_LEGEND)
     if cohort.synthetic:
         console.print("[yellow]Synthetic (simulated) cohort, not clinical data.[/yellow]")
     if any(cohort.notes.values()):

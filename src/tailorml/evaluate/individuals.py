@@ -15,6 +15,7 @@ import pandas as pd
 from torch import nn
 
 from tailorml.data.glucose import CLASSES, HYPO
+from tailorml.data.glycemia import glycemia_table, pooled_glycemia
 from tailorml.data.prepared import Prepared
 from tailorml.errors import TailormlError
 from tailorml.evaluate.curves import (
@@ -174,8 +175,9 @@ def write_evaluation(
     folder: Path, model: nn.Module, prepared: Prepared, part: str
 ) -> dict[str, Any]:
     """Evaluate `model` (under its own policy) on every individual's `part`; write
-    per_individual.csv, predictions.parquet, test_readings.parquet and by_group.csv into
-    `folder`; return the metrics.json entries that describe the evaluation."""
+    per_individual.csv, predictions.parquet, test_readings.parquet, by_group.csv and
+    glycemia.csv (consensus CGM metrics of the readings evaluated) into `folder`; return
+    the metrics.json entries that describe the evaluation."""
     windows = prepared.windows
     evaluated = prepared.splits.pooled(part)
     probabilities = np.zeros((len(windows), len(CLASSES)))
@@ -188,6 +190,9 @@ def write_evaluation(
     atomic_write_text(folder / "per_individual.csv", per_individual.to_csv(index=False))
     atomic_write_parquet(folder / "predictions.parquet", predictions)
     atomic_write_parquet(folder / "test_readings.parquet", readings)
+    sample_minutes = prepared.cohort.sample_minutes
+    glycemia = glycemia_table(readings, sample_minutes)
+    atomic_write_text(folder / "glycemia.csv", glycemia.to_csv(index=False))
     by_group = group_metrics(predictions)
     atomic_write_text(folder / "by_group.csv", by_group.to_csv(index=False))
     pooled = classification_metrics(
@@ -206,6 +211,7 @@ def write_evaluation(
         },
         "policy": model.policy.to_dict(),
         "pooled": pooled,
+        "glycemia": pooled_glycemia(readings, sample_minutes),
         "per_individual_summary": {
             metric: {k: float(v) for k, v in row.items()}  # NaN -> null when written
             for metric, row in summary.iterrows()

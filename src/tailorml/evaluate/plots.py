@@ -159,3 +159,49 @@ def alert_curve_figure(curve: pd.DataFrame, point: pd.Series, target_per_day: fl
     axis.set_ylabel("hypo events alerted early")
     axis.legend(loc="lower right", fontsize=8)
     return to_png(figure)
+
+
+def agp_figure(panels: list[tuple[pd.DataFrame, str]], low: float = 70, high: float = 180) -> bytes:
+    """The ambulatory glucose profile, one panel per (profile, title) from
+    `tailorml.data.glycemia.agp_profile`: median, 25-75 % and 5-95 % bands by time of day,
+    the target range `low`-`high` mg/dL dashed — the picture clinicians read first."""
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.6 * len(panels), 3.8), sharey=True, squeeze=False
+    )
+    top = 300.0
+    for axis, (profile, title) in zip(axes[0], panels, strict=True):
+        # repeat the last and first bins across midnight so the bands reach 0 h and 24 h
+        day = pd.concat(
+            [
+                profile.tail(1).assign(minute=lambda f: f["minute"] - 1440),
+                profile,
+                profile.head(1).assign(minute=lambda f: f["minute"] + 1440),
+            ]
+        )
+        hours = day["minute"].to_numpy() / 60
+        axis.fill_between(
+            hours, day["p5"], day["p95"], color="#4c72b0", alpha=0.18, lw=0, label="5–95 %"
+        )
+        axis.fill_between(
+            hours, day["p25"], day["p75"], color="#4c72b0", alpha=0.45, lw=0, label="25–75 %"
+        )
+        axis.plot(hours, day["p50"], color="#1b2f5e", linewidth=1.8, label="median")
+        axis.axhline(low, color="#55a868", linestyle="--", linewidth=1)
+        axis.axhline(
+            high,
+            color="#55a868",
+            linestyle="--",
+            linewidth=1,
+            label=f"target {low:g}–{high:g} mg/dL",
+        )
+        if profile["p95"].notna().any():
+            top = max(top, float(np.ceil((profile["p95"].max() + 10) / 50) * 50))
+        axis.set_xlim(0, 24)
+        axis.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)], fontsize=8)
+        axis.set_xlabel("time of day")
+        axis.set_title(title, fontsize=10)
+        axis.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+    axes[0][0].set_ylim(40, top)
+    axes[0][0].set_ylabel("glucose (mg/dL)")
+    axes[0][-1].legend(loc="upper right", fontsize=7)
+    return to_png(figure)

@@ -15,6 +15,7 @@ from tailorml.config import load_config
 from tailorml.errors import TailormlError
 from tailorml.evaluate import plots
 from tailorml.evaluate.alerts import snooze_alerts
+from tailorml.evaluate.cgm_summary import cgm_summary
 from tailorml.evaluate.curves import operating_point
 from tailorml.io import atomic_write_text
 from tailorml.policy import AlertPolicy
@@ -200,4 +201,5 @@ def _render_report(run_dir: Path) -> Path:
         period=period,
         config=config,
         policy=policy,
+        glycemia=cgm_summary(run_dir, readings, patient, metrics),
     )
