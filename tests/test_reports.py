@@ -1,0 +1,44 @@
+"""What readers of the reports meet: alerts and events drawn as the metrics count them, the
+warnings and the exact commands the pages print. Hand-made inputs, counted by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tailorml.policy import AlertPolicy
+
+T0 = pd.Timestamp("2025-01-06 00:00")
+
+
+def _minutes(values) -> pd.Series:
+    return pd.Series(T0 + pd.to_timedelta(np.asarray(values), unit="min"))
+
+
+def test_trace_marks_false_alerts_and_events_in_sensor_gaps():
+    """Readings every 3 min for 6 h; lows at 120-140 min (predictions before it) and at
+    330-350 min, after a sensor gap (no prediction from 270 min on). P(hypo) reaches the
+    threshold at 0 min (false: in range, no low ahead) and at 105 min (a low follows)."""
+    from tailorml.evaluate.report import _trace
+
+    reading_minutes = np.arange(0, 360, 3)
+    cgm = np.full(len(reading_minutes), 110.0)
+    cgm[(reading_minutes >= 120) & (reading_minutes <= 140)] = 60.0
+    cgm[(reading_minutes >= 330) & (reading_minutes <= 350)] = 55.0
+    readings = pd.DataFrame({"time": _minutes(reading_minutes), "cgm": cgm})
+    pred_minutes = np.arange(0, 270, 3)
+    p_hypo = np.where(np.isin(pred_minutes, [0, 105]), 0.9, 0.1)
+    predicted = pd.DataFrame(
+        {
+            "time": _minutes(pred_minutes),
+            "p_in_range": 1 - p_hypo,
+            "p_hypo": p_hypo,
+            "p_hyper": 0.0,
+            "y_true": np.where((pred_minutes >= 90) & (pred_minutes < 141), 1, 0),
+            "current_cgm": cgm[: len(pred_minutes)],
+        }
+    )
+    synthetic = {"synthetic": True}
+    image, counts = _trace(readings, predicted, AlertPolicy(), "p1", "test period", synthetic)
+    assert counts == {"events": 2, "not_evaluable": 1, "alerts": 2, "false_alerts": 1}
+    assert image.startswith("data:image/png;base64,")
