@@ -42,3 +42,22 @@ def test_trace_marks_false_alerts_and_events_in_sensor_gaps():
     image, counts = _trace(readings, predicted, AlertPolicy(), "p1", "test period", synthetic)
     assert counts == {"events": 2, "not_evaluable": 1, "alerts": 2, "false_alerts": 1}
     assert image.startswith("data:image/png;base64,")
+
+
+def test_labels_of_coincident_points_do_not_overlap():
+    """Three settings on the same spot (identical results are common) and one nearby: at a
+    fixed offset their labels printed over each other."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from tailorml.experiment.report import place_labels
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    points = [(0.8, 0.8), (0.8, 0.8), (0.8, 0.8), (0.81, 0.8), (0.1, 0.0)]
+    axis.scatter(*zip(*points, strict=True))
+    texts = place_labels(axis, points, ["Baseline", "SW(n_i=12)", "SW(n_i=2)", "TL", "LL"])
+    renderer = figure.canvas.get_renderer()
+    boxes = [Text.get_window_extent(text, renderer) for text in texts]
+    assert len(boxes) == 5
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    plt.close(figure)

@@ -319,6 +319,15 @@ def _print_table_one(run_path: Path) -> None:
             _p(row.get("acc_general_p")),
         )
     console.print(table)
+    from tailorml.experiment.report import flag_weak_tests
+
+    _, weak = flag_weak_tests(summary)
+    if weak:
+        console.print(
+            f"[yellow]Too few individuals for the paired test: with {weak['pairs']} or fewer the "
+            f"smallest possible p is {weak['smallest_p']:.3g}, so p says nothing here (needs "
+            f"{weak['needed']}+).[/yellow]"
+        )
 
 
 def _p(value) -> str:
