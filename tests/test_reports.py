@@ -61,3 +61,66 @@ def test_labels_of_coincident_points_do_not_overlap():
     assert len(boxes) == 5
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     plt.close(figure)
+
+
+def test_certify_report_of_older_results_rebuilds_the_full_command(tmp_path):
+    """certify.json written before it kept its command: the report rebuilds it from the
+    stored settings, with --model when the folder belongs to another model."""
+    import json
+
+    from tailorml.robust.report import render_certify_report
+
+    robust = {
+        "eps": 2.0,
+        "relative_percent": 5.0,
+        "method": "ibp",
+        "max_windows": 10,
+        "sweep_windows": 4,
+        "pgd_steps": 10,
+    }
+    for folder, model in (("certify-eps2", None), ("certify-eps2-abcdef123456", "other.pt")):
+        out = tmp_path / folder
+        out.mkdir()
+        summary = {
+            "synthetic": True,
+            "run_dir": str(tmp_path),
+            "eps": 2.0,
+            "relative_percent": 5.0,
+            "method": "ibp",
+            "sweep_method": "ibp",
+            "model": str(tmp_path / (model or "model.pt")),
+            "model_size": {"parameters": 10},
+            "individuals": 1,
+            "mean": {"clean_acc": 1.0},
+            "min": {"clean_acc": 1.0},
+        }
+        (out / "certify.json").write_text(json.dumps(summary))
+        settings = {"robust": robust, "model_sha256": "ab" * 32, "policy": {"threshold": 0.4}}
+        (out / "settings.json").write_text(json.dumps(settings))
+        pd.DataFrame(
+            {
+                "individual": ["p1"],
+                "group": ["adult"],
+                "windows": [10],
+                "clean_acc": [1.0],
+                "pgd_acc": [1.0],
+                "verified_acc": [0.5],
+            }
+        ).to_csv(out / "robustness.csv", index=False)
+        pd.DataFrame(
+            {
+                "individual": ["p1"] * 2,
+                "group": ["adult"] * 2,
+                "eps": [0, 2],
+                "verified_acc": [1, 0],
+            }
+        ).to_csv(out / "sweep.csv", index=False)
+        html = render_certify_report(out).read_text()
+        command = (
+            f"tailorml certify --run {tmp_path} --eps 2 --relative 5 --method ibp "
+            "--max-windows 10 --sweep-windows 4"
+        )
+        if model:
+            command += f" --model {tmp_path / model}"
+        assert f"<pre>{command}</pre>" in html
+        assert "P(hypo) ≥ 0.4" in html  # the threshold was missing from the text
