@@ -131,6 +131,37 @@ def test_certified_robustness_compares_paired_certificates():
     assert slightly.passed == (slightly.numbers["difference_lower_bound"] >= -0.05)
 
 
+def test_certified_robustness_is_not_informative_when_neither_model_verifies_anything():
+    """0 of 40 verified for both: "pass" would claim a comparison that never happened."""
+    from tailorml.soft.gates import NOT_INFORMATIVE, PASS
+
+    def with_flags(flags):
+        item = evidence()
+        item.certified = np.array(flags, bool)
+        item.robust_eps, item.robust_method = 10.0, "crown"
+        return item
+
+    gate = CertifiedRobustness(SoftConfig(bootstrap_samples=200))
+    nothing = gate.check(with_flags([False] * 40), with_flags([False] * 40))
+    assert nothing.outcome == NOT_INFORMATIVE and nothing.numbers["informative"] is False
+    assert nothing.passed  # visible, but it does not block (see the class docstring)
+    assert nothing.reason.startswith("not informative: neither the candidate nor the predefined")
+    assert "any of 40 windows at ±10 mg/dL" in nothing.reason
+    # one verified window on either side is a comparison again
+    better = gate.check(with_flags([True] + [False] * 39), with_flags([False] * 40))
+    assert better.outcome == PASS and "informative" not in better.numbers
+    worse = gate.check(with_flags([False] * 40), with_flags([True] * 10 + [False] * 30))
+    assert worse.outcome == "fail" and not worse.passed
+
+
+def test_gate_views_from_the_registry_keep_the_outcome():
+    from tailorml.soft.registry import GateView
+
+    view = GateView("certified_robustness", True, {"informative": False}, "not informative: …")
+    assert view.outcome == "not informative"
+    assert GateView("general_floor", False, {}, "").outcome == "fail"
+
+
 def test_unknown_gate_lists_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown gate.*robustness.*valid: safety"):
         build_gates(SoftConfig(gates=["robustness"]))

@@ -399,6 +399,7 @@ def personalize_individual(
             "candidate": name,
             "passed": passed[name],
             **{r.gate: r.passed for r in results[name]},
+            **{f"{r.gate}_outcome": r.outcome for r in results[name]},
             **metrics[name],
         }
         for name in names
