@@ -92,6 +92,27 @@ def test_a_candidate_that_alerts_too_late_fails_the_safety_gate():
     assert "alerted >= 15 min ahead: -0.67" in late.reason
 
 
+def test_the_safety_gate_shows_the_lead_time_it_judges():
+    """child-004 in the issue: every low still caught, but the mean lead drops from 28.5 to
+    7.5 min — below the 15 min that leave time to act, so the gate fails and says so."""
+    gate = SafetyNonInferiority(SoftConfig(bootstrap_samples=500))
+    predefined = evidence(caught=[True] * 4, early=[True] * 4)
+    predefined.event_leads = np.array([30.0, 27.0, 30.0, 27.0])
+    later = evidence(caught=[True] * 4, early=[False] * 4)
+    later.event_leads = np.array([9.0, 6.0, 9.0, 6.0])
+    result = gate.check(later, predefined)
+    assert not result.passed
+    assert result.numbers["predefined_mean_lead_minutes"] == 28.5
+    assert result.numbers["candidate_mean_lead_minutes"] == 7.5
+    assert "alerted >= 15 min ahead: -1.00" in result.reason
+    assert result.reason.endswith("mean lead 28.5 -> 7.5 min")
+    # later but still >= 15 min ahead: actionable, passes, and the drop is still shown
+    still = evidence(caught=[True] * 4, early=[True] * 4)
+    still.event_leads = np.array([18.0, 15.0, 18.0, 15.0])
+    kept = gate.check(still, predefined)
+    assert kept.passed and kept.reason.endswith("mean lead 28.5 -> 16.5 min")
+
+
 def test_non_inferiority_needs_enough_held_out_events():
     result = SafetyNonInferiority(SoftConfig()).check(
         evidence(caught=[True, True]), evidence(caught=[True, True])

@@ -76,6 +76,17 @@ class Evidence:
     certified: np.ndarray | None = None
     robust_eps: float | None = None
     robust_method: str | None = None
+    # per held-out evaluable event: lead time of the first alert in minutes, -1 if missed
+    event_leads: np.ndarray | None = None
+
+    @property
+    def mean_lead_minutes(self) -> float:
+        """Mean lead over the events this model caught (NaN without leads or catches)."""
+        if self.event_leads is None:
+            return float("nan")
+        caught = np.asarray(self.event_leads, dtype=float)
+        caught = caught[caught >= 0]
+        return float(caught.mean()) if len(caught) else float("nan")
 
 
 # -- gate 1 -------------------------------------------------------------------------------
@@ -335,13 +346,26 @@ class SafetyNonInferiority(Gate):
         early_difference = (
             numbers["candidate_early_sensitivity"] - numbers["predefined_early_sensitivity"]
         )
+        # the lead itself, shown so that alerting later is never silent (the verdict on
+        # it is the early-sensitivity bound: a lead that stays >= useful_lead_minutes is
+        # still an alert one can act on)
+        mine_lead, theirs_lead = candidate.mean_lead_minutes, predefined.mean_lead_minutes
+        numbers |= {
+            "candidate_mean_lead_minutes": mine_lead,
+            "predefined_mean_lead_minutes": theirs_lead,
+        }
+        lead = (
+            f"; mean lead {theirs_lead:.1f} -> {mine_lead:.1f} min"
+            if np.isfinite(mine_lead) and np.isfinite(theirs_lead)
+            else ""
+        )
         return self.result(
             passed and early_passed,
             numbers,
             (
                 f"sensitivity difference {difference:+.2f}, {verdict}; alerted "
                 f">= {candidate.useful_lead_minutes} min ahead: {early_difference:+.2f}, "
-                f"{early_verdict}"
+                f"{early_verdict}{lead}"
             ),
         )
 

@@ -227,6 +227,7 @@ def gather_evidence(
         event_caught=leads >= 0,
         event_caught_early=leads >= policy.useful_lead_minutes,
         useful_lead_minutes=policy.useful_lead_minutes,
+        event_leads=leads,
         sensitivity=metrics["hypo_sensitivity"],
         false_alerts_per_day=metrics["false_alerts_per_day"],
         # at the deployed threshold: bounded change measures how far the *model* moved; a
