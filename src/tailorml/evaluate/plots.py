@@ -107,6 +107,9 @@ def individual_bars(per_individual: pd.DataFrame, metrics: list[tuple[str, str]]
     for axis, (column, label) in zip(axes, metrics, strict=True):
         values = table[column].astype(float)
         axis.bar(table["patient_id"], values.fillna(0), color=colours)
+        for position, value in enumerate(values):
+            if np.isnan(value):  # e.g. no hypo event: no sensitivity, not a sensitivity of 0
+                axis.text(position, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666")
         axis.axhline(values.mean(), color="black", linestyle="--", linewidth=0.8)
         axis.set_ylabel(label)
     axes[-1].tick_params(axis="x", rotation=90, labelsize=7)
