@@ -123,3 +123,57 @@ def test_exact_intervals_match_the_published_tables():
     # Garwood 95 % for counts 0 and 4 (per unit exposure: 0-3.689, 1.090-10.242); 2 days halve it
     assert rate_interval(0, 1.0) == pytest.approx((0.0, 3.68888), abs=1e-4)
     assert rate_interval(4, 2.0) == pytest.approx((1.08987 / 2, 10.24159 / 2), abs=1e-4)
+
+
+def test_hyper_alert_metrics_mirror_the_hypo_ones_with_their_own_keys():
+    """The hand-made case above, mirrored above 250 mg/dL: event 1 caught 15 min ahead,
+    event 2 missed, event 3 not evaluable; the alert at 99 min has no high now or ahead."""
+    from tailorml.evaluate.alerts import Event
+
+    events = [
+        Event(minutes(60), minutes(75)),
+        Event(minutes(150), minutes(160)),
+        Event(minutes(300), minutes(310)),
+    ]
+    pred_minutes = np.arange(0, 268, 3)
+    label_is_hyper = ((pred_minutes >= 30) & (pred_minutes < 60)) | (
+        (pred_minutes >= 120) & (pred_minutes < 150)
+    )
+    result = alert_metrics(
+        events,
+        minutes(pred_minutes),
+        np.isin(pred_minutes, [45, 99]),
+        label_is_hyper,
+        np.full(90, 200.0),  # in range: below the hyper threshold
+        threshold=250,
+        horizon_minutes=30,
+        snooze_minutes=30,
+        sample_minutes=3,
+        kind="hyper",
+    )
+    assert all(key.startswith("hyper_") for key in result)
+    assert (result["hyper_events"], result["hyper_events_not_evaluable"]) == (2, 1)
+    assert result["hyper_sensitivity"] == pytest.approx(0.5)
+    assert result["hyper_sensitivity_early"] == pytest.approx(0.5)
+    assert (result["hyper_alerts"], result["hyper_false_alerts"]) == (2, 1)
+    assert result["hyper_alert_precision"] == 0.5
+    assert result["hyper_false_alerts_per_day"] == pytest.approx(1 / 0.1875)
+    assert result["hyper_median_lead_minutes"] == 15
+    assert result["hyper_sensitivity_low"] == pytest.approx(0.01258, abs=1e-5)
+
+
+def test_a_hyper_alert_while_already_high_is_not_false_but_one_at_a_low_is():
+    from tailorml.evaluate.alerts import false_alerts
+
+    alerts = np.array([True, True, True, False])
+    not_hyper = np.zeros(4, bool)
+    cgm = np.array([260.0, 250.0, 60.0, 300.0])
+    # above 250 now: a high is present; exactly 250 is not above; a low is not a high
+    assert false_alerts(alerts, not_hyper, cgm, 250, "hyper").tolist() == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    # the hypo rule on the same readings: only the one below 70 is not false
+    assert false_alerts(alerts, not_hyper, cgm, 70).tolist() == [True, True, False, False]

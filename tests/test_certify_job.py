@@ -69,3 +69,23 @@ def test_sweep_certifies_the_model_policy_threshold(threshold):
     config.robust.eps_grid = [3.0, 5.0]
     points = sweep_verified(config, model, x, np.array([HYPO]), Counter())
     assert [p["verified_acc"] for p in points] == [1.0, 0.0]
+
+
+def test_reproduce_command_names_every_certify_option(tmp_path):
+    from tailorml.robust.report import reproduce_command
+
+    robust = {
+        "eps": 7.5,
+        "relative_percent": 10.0,
+        "method": "ibp",
+        "max_windows": 0,
+        "sweep_windows": 20,
+    }
+    run = tmp_path / "my run"
+    assert reproduce_command(run, robust) == (
+        f"tailorml certify --run '{run}' --eps 7.5 --relative 10 --method ibp "
+        "--max-windows 0 --sweep-windows 20"
+    )
+    assert reproduce_command(run, robust, tmp_path / "m.pt").endswith(
+        f"--sweep-windows 20 --model {tmp_path / 'm.pt'}"
+    )

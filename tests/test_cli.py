@@ -135,6 +135,13 @@ def test_certify_writes_sound_results_and_resumes(tiny_run):
     assert (at_zero > 0).all()
     html = (out / "report.html").read_text()
     assert "Synthetic data" in html and "data:image/png;base64," in html
+    # the Reproduce line names every option used (it dropped --max-windows and the others)
+    command = (
+        f"tailorml certify --run {run.resolve()} --eps 2 --relative 0 --method crown "
+        "--max-windows 12 --sweep-windows 6"
+    )
+    assert json.loads((out / "certify.json").read_text())["command"] == command
+    assert command in html
     before = (out / "robustness.csv").read_text()
     again = runner.invoke(app, [*args, "--sweep-windows", "6"])  # cached per individual
     assert again.exit_code == 0 and (out / "robustness.csv").read_text() == before
@@ -143,6 +150,10 @@ def test_certify_writes_sound_results_and_resumes(tiny_run):
     assert other.exit_code == 0, other.output
     assert len(list(run.glob("certify-eps2-*"))) == 1
     assert (out / "robustness.csv").read_text() == before
+    (other_out,) = run.glob("certify-eps2-*")
+    assert json.loads((other_out / "certify.json").read_text())["command"].endswith(
+        f"--sweep-windows 2 --model {(run / 'model.pt').resolve()}"
+    )
 
 
 def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):

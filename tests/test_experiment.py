@@ -199,6 +199,36 @@ def test_table_one_statistics_by_hand():
     assert summary.loc["Baseline", "acc_individual_mean"] == pytest.approx(0.7)
     assert summary.loc["TL", "acc_individual_rank"] == 1
     assert summary.loc["Baseline", "acc_general_rank"] == 1
+    # individual b has the same value under both methods: 2 pairs behind p, 3 for acc D_G
+    assert summary.loc["TL", "acc_individual_pairs"] == 2
+    assert summary.loc["TL", "acc_general_pairs"] == 3
+    assert np.isnan(summary.loc["Baseline", "acc_individual_pairs"])  # the reference itself
+
+
+def test_a_paired_test_with_too_few_individuals_is_flagged():
+    """Exact two-sided Wilcoxon: n same-sign differences give p = 2 / 2**n; 5 give 0.0625,
+    so 6 are the fewest that can reach 0.05."""
+    from tailorml.experiment.report import flag_weak_tests
+    from tailorml.experiment.summary import min_pairs_for_test, smallest_p_value
+
+    assert smallest_p_value(5) == 0.0625 and smallest_p_value(6) == pytest.approx(2 / 64)
+    assert min_pairs_for_test() == 6
+    summary = pd.DataFrame(
+        {
+            "setting": ["Baseline", "TL", "ES"],
+            "individuals": [3, 3, 8],
+            "acc_individual_p": [np.nan, 0.25, 0.01],
+            "acc_individual_pairs": [np.nan, 3, 8],
+            "acc_general_p": [np.nan, 1.0, 0.02],
+            "acc_general_pairs": [np.nan, 0, 7],  # TL equals the reference on D_G: p = 1
+        }
+    )
+    flagged, warning = flag_weak_tests(summary)
+    assert flagged["acc_individual_too_few"].tolist() == [False, True, False]
+    assert flagged["acc_general_too_few"].tolist() == [False, False, False]
+    assert warning == {"pairs": 3, "smallest_p": 0.25, "needed": 6, "settings": ["TL"]}
+    enough = summary.assign(acc_individual_pairs=[np.nan, 6, 8])
+    assert flag_weak_tests(enough)[1] is None
 
 
 def test_writers_experiment_gives_the_same_results_on_ray_as_locally(tmp_path):

@@ -108,6 +108,27 @@ def test_a_candidate_that_alerts_too_late_fails_the_safety_gate():
     assert "alerted >= 15 min ahead: -0.67" in late.reason
 
 
+def test_the_safety_gate_shows_the_lead_time_it_judges():
+    """child-004 in the issue: every low still caught, but the mean lead drops from 28.5 to
+    7.5 min — below the 15 min that leave time to act, so the gate fails and says so."""
+    gate = SafetyNonInferiority(SoftConfig(bootstrap_samples=500))
+    predefined = evidence(caught=[True] * 4, early=[True] * 4)
+    predefined.event_leads = np.array([30.0, 27.0, 30.0, 27.0])
+    later = evidence(caught=[True] * 4, early=[False] * 4)
+    later.event_leads = np.array([9.0, 6.0, 9.0, 6.0])
+    result = gate.check(later, predefined)
+    assert not result.passed
+    assert result.numbers["predefined_mean_lead_minutes"] == 28.5
+    assert result.numbers["candidate_mean_lead_minutes"] == 7.5
+    assert "alerted >= 15 min ahead: -1.00" in result.reason
+    assert result.reason.endswith("mean lead 28.5 -> 7.5 min")
+    # later but still >= 15 min ahead: actionable, passes, and the drop is still shown
+    still = evidence(caught=[True] * 4, early=[True] * 4)
+    still.event_leads = np.array([18.0, 15.0, 18.0, 15.0])
+    kept = gate.check(still, predefined)
+    assert kept.passed and kept.reason.endswith("mean lead 28.5 -> 16.5 min")
+
+
 def test_non_inferiority_needs_enough_held_out_events():
     result = SafetyNonInferiority(SoftConfig()).check(
         evidence(caught=[True, True]), evidence(caught=[True, True])
@@ -145,6 +166,37 @@ def test_certified_robustness_compares_paired_certificates():
     slightly = gate.check(with_flags([True] * 48 + [False] * 52), predefined)
     assert slightly.numbers["difference_lower_bound"] <= -0.02
     assert slightly.passed == (slightly.numbers["difference_lower_bound"] >= -0.05)
+
+
+def test_certified_robustness_is_not_informative_when_neither_model_verifies_anything():
+    """0 of 40 verified for both: "pass" would claim a comparison that never happened."""
+    from tailorml.soft.gates import NOT_INFORMATIVE, PASS
+
+    def with_flags(flags):
+        item = evidence()
+        item.certified = np.array(flags, bool)
+        item.robust_eps, item.robust_method = 10.0, "crown"
+        return item
+
+    gate = CertifiedRobustness(SoftConfig(bootstrap_samples=200))
+    nothing = gate.check(with_flags([False] * 40), with_flags([False] * 40))
+    assert nothing.outcome == NOT_INFORMATIVE and nothing.numbers["informative"] is False
+    assert nothing.passed  # visible, but it does not block (see the class docstring)
+    assert nothing.reason.startswith("not informative: neither the candidate nor the predefined")
+    assert "any of 40 windows at ±10 mg/dL" in nothing.reason
+    # one verified window on either side is a comparison again
+    better = gate.check(with_flags([True] + [False] * 39), with_flags([False] * 40))
+    assert better.outcome == PASS and "informative" not in better.numbers
+    worse = gate.check(with_flags([False] * 40), with_flags([True] * 10 + [False] * 30))
+    assert worse.outcome == "fail" and not worse.passed
+
+
+def test_gate_views_from_the_registry_keep_the_outcome():
+    from tailorml.soft.registry import GateView
+
+    view = GateView("certified_robustness", True, {"informative": False}, "not informative: …")
+    assert view.outcome == "not informative"
+    assert GateView("general_floor", False, {}, "").outcome == "fail"
 
 
 def test_unknown_gate_lists_the_valid_ones():

@@ -154,3 +154,43 @@ def test_every_gate_has_one_identity():
     assert numbers == list(range(1, len(identities) + 1))  # 1..n, no gaps, no repeats
     assert all(identity.short and identity.title for identity in identities)
     assert GATES["threshold_calibration"].heading().startswith("6. ")
+
+
+def test_alert_outcomes_and_event_leads_follow_the_metrics_by_hand():
+    """The report's trace draws what the policy decides: predictions every 3 min from 0 to
+    267 min; P(hypo) >= 0.5 at 0, 3, 45 and 90 min; the window at 45 min is labelled hypo."""
+    from tailorml.evaluate.alerts import Event
+
+    policy = AlertPolicy(threshold=0.5, snooze_minutes=30, horizon_minutes=30)
+    t0 = np.datetime64("2025-01-06T00:00")
+    pred_minutes = np.arange(0, 268, 3)
+    times = t0 + pred_minutes.astype("timedelta64[m]")
+    p_hypo = np.where(np.isin(pred_minutes, [0, 3, 45, 90]), 0.8, 0.1)
+    probabilities = np.column_stack([1 - p_hypo, p_hypo, np.zeros_like(p_hypo)])
+    labels = np.where(pred_minutes == 45, 1, 0)
+    alerts, false = policy.alert_outcomes(times, probabilities, labels, np.full(90, 100.0))
+    # 3 min is snoozed; the alerts at 0 and 90 min have no low now or ahead
+    assert pred_minutes[alerts].tolist() == [0, 45, 90]
+    assert pred_minutes[false].tolist() == [0, 90]
+    events = [Event(t0 + np.timedelta64(60, "m"), t0 + np.timedelta64(75, "m"))]
+    events.append(Event(t0 + np.timedelta64(300, "m"), t0 + np.timedelta64(310, "m")))
+    leads = policy.event_leads(events, times, probabilities)
+    assert leads[0] == 15 and np.isnan(leads[1])  # no prediction in [270, 300): not evaluable
+    metrics = policy.alert_metrics(events, times, probabilities, labels, np.full(90, 100.0))
+    assert (metrics["alerts"], metrics["false_alerts"]) == (alerts.sum(), false.sum())
+    assert metrics["hypo_events_not_evaluable"] == np.isnan(leads).sum()
+
+
+def test_hyper_alerts_are_windows_decided_hyper():
+    policy = AlertPolicy(threshold=0.5)
+    assert policy.defines_hyper and not AlertPolicy.argmax(["a", "b"]).defines_hyper
+    t0 = np.datetime64("2025-01-06T00:00")
+    times = t0 + (np.arange(20) * 3).astype("timedelta64[m]")
+    probabilities = np.tile([0.6, 0.1, 0.3], (20, 1))
+    probabilities[5] = [0.2, 0.1, 0.7]  # hyper at 15 min, no high now or ahead: false
+    probabilities[6] = [0.1, 0.6, 0.3]  # hypo alert: not a hyper alert
+    metrics = policy.hyper_alert_metrics([], times, probabilities, np.zeros(20), np.full(20, 180.0))
+    assert (metrics["hyper_alerts"], metrics["hyper_false_alerts"]) == (1, 1)
+    assert metrics["hyper_false_alerts_per_day"] == pytest.approx(1 / (60 / 1440))
+    with pytest.raises(ValueError, match="no hyper alerts"):
+        AlertPolicy.argmax(["a", "b"]).hyper_alert_metrics([], times, probabilities, [], [])

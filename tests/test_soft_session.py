@@ -63,6 +63,14 @@ def test_a_session_registers_every_candidate_with_its_gates_and_a_card(session):
     html = outcome.card.read_text()
     assert "Model card: child-004" in html and "Synthetic data." in html
     assert "data:image/png;base64," in html
+    # lead time is on the card next to sensitivity (gate 2 judges both)
+    assert "alerted ≥ 15 min ahead" in html
+    for row in rows:
+        (robust,) = [g for g in row.gates if g.gate == "certified_robustness"]
+        numbers = robust.numbers
+        if numbers["candidate_verified"] == numbers["predefined_verified"] == 0:
+            assert robust.outcome == "not informative" and robust.passed
+            assert "not informative" in html
     if outcome.proposal is None:
         assert "Keep the predefined model" in html
     else:

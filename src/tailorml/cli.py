@@ -322,6 +322,24 @@ def _print_table_one(run_path: Path) -> None:
             _p(row.get("acc_general_p")),
         )
     console.print(table)
+    from tailorml.experiment.report import flag_weak_tests
+
+    _, weak = flag_weak_tests(summary)
+    if weak:
+        console.print(
+            f"[yellow]Too few individuals for the paired test: with {weak['pairs']} or fewer the "
+            f"smallest possible p is {weak['smallest_p']:.3g}, so p says nothing here (needs "
+            f"{weak['needed']}+).[/yellow]"
+        )
+
+
+def _gate_mark(passed: bool, outcome: str | None) -> str:
+    """✓ / ✗, or a yellow ? for a gate whose data could not tell the models apart."""
+    from tailorml.soft.gates import NOT_INFORMATIVE
+
+    if outcome == NOT_INFORMATIVE:
+        return "[yellow]?[/yellow]"
+    return "[green]✓[/green]" if passed else "[red]✗[/red]"
 
 
 def _p(value) -> str:
@@ -384,7 +402,7 @@ def personalize(
         for column in [*(f"g{gate.number}" for gate in gates), "all"]:
             table.add_column(column, justify="center", no_wrap=True, min_width=3)
         for row in outcome.table:
-            marks = ["[green]✓[/green]" if row[g.name] else "[red]✗[/red]" for g in gates]
+            marks = [_gate_mark(row[g.name], row.get(f"{g.name}_outcome")) for g in gates]
             table.add_row(
                 _short(row["candidate"]),
                 f"{row['threshold']:g}",
@@ -395,7 +413,7 @@ def personalize(
             )
         console.print(table)
         legend = ", ".join(f"g{gate.number} {gate.short}" for gate in gates)
-        console.print(f"{legend} (numbers in the model card)")
+        console.print(f"{legend}; ? not informative (numbers in the model card)")
         if outcome.proposal:
             console.print(
                 f"Proposed for review: candidate [bold]{outcome.proposal_candidate_id}[/bold] "
@@ -479,7 +497,9 @@ def review_show(
     for gate in found.gates:
         gates.add_row(
             gate.gate,
-            "[green]pass[/green]" if gate.passed else "[red]fail[/red]",
+            {"pass": "[green]pass[/green]", "fail": "[red]fail[/red]"}.get(
+                gate.outcome, f"[yellow]{gate.outcome}[/yellow]"
+            ),
             gate.reason,
         )
     console.print(gates)

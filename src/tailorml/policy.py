@@ -18,7 +18,15 @@ import numpy as np
 
 from tailorml.config import Config, TaskConfig
 from tailorml.errors import ModelFileError
-from tailorml.evaluate.alerts import Event, alert_metrics, hyper_events, hypo_events
+from tailorml.evaluate.alerts import (
+    Event,
+    alert_metrics,
+    event_leads,
+    false_alerts,
+    hyper_events,
+    hypo_events,
+    snooze_alerts,
+)
 
 GLUCOSE_CLASSES = ("in_range", "hypo", "hyper")
 
@@ -220,6 +228,63 @@ class AlertPolicy:
             sample_minutes=self.sample_minutes,
             useful_lead_minutes=self.useful_lead_minutes,
         )
+
+    # -- hyper alerts and what the report draws ----------------------------------------
+
+    @property
+    def defines_hyper(self) -> bool:
+        """Whether this policy has hyper alerts: an alert rule whose classes include hyper
+        (a decision of hyper is a hyper alert, judged against hyper events)."""
+        return self.is_alert and "hyper" in self.classes
+
+    def hyper_alert_metrics(
+        self,
+        events: list[Event],
+        times: np.ndarray,
+        probabilities: np.ndarray,
+        labels: np.ndarray,
+        current_cgm: np.ndarray,
+    ) -> dict[str, float]:
+        """The hypo metrics for hyper alerts (keys `hyper_*`): a window decided hyper is a
+        positive, `events` are hyper events; same horizon, snooze, grid and useful lead."""
+        if not self.defines_hyper:
+            raise ValueError("this policy defines no hyper alerts")
+        hyper = self.classes.index("hyper")
+        return alert_metrics(
+            events,
+            times,
+            self.decide(probabilities) == hyper,
+            np.asarray(labels) == hyper,
+            current_cgm,
+            threshold=self.hyper_mgdl,
+            horizon_minutes=self.horizon_minutes,
+            snooze_minutes=self.snooze_minutes,
+            sample_minutes=self.sample_minutes,
+            useful_lead_minutes=self.useful_lead_minutes,
+            kind="hyper",
+        )
+
+    def alert_outcomes(
+        self,
+        times: np.ndarray,
+        probabilities: np.ndarray,
+        labels: np.ndarray,
+        current_cgm: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks over predictions: which raise an alert (after the snooze) and which of
+        those are false — exactly as `alert_metrics` counts them (for a trace plot)."""
+        alerts = snooze_alerts(times, self.alerting(probabilities), self.snooze_minutes)
+        false = false_alerts(
+            alerts, np.asarray(labels) == self.alert_index, current_cgm, self.hypo_mgdl
+        )
+        return alerts, false
+
+    def event_leads(
+        self, events: list[Event], times: np.ndarray, probabilities: np.ndarray
+    ) -> np.ndarray:
+        """Per event: lead of the earliest alert-level prediction in the horizon before it
+        (minutes), -1 if missed, NaN if not evaluable (no prediction there: a sensor gap)."""
+        return event_leads(events, times, self.alerting(probabilities), self.horizon_minutes)
 
 
 def _show(value: object) -> str:

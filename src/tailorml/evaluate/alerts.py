@@ -22,6 +22,8 @@ Definitions (documented in README, tested on hand-made traces):
 - *Alert precision* is the share of alerts followed by a low (not false).
 - Events are few per person, so every rate comes with an exact 95 % interval:
   Clopper-Pearson for proportions, the Poisson (Garwood) interval for alerts per day.
+- *Hyper alerts* mirror all of this above the hyper threshold (`kind="hyper"`): an event is
+  CGM above it, and a false hyper alert has no high now or in the horizon.
 """
 
 from __future__ import annotations
@@ -127,6 +129,21 @@ def event_leads(
     return leads
 
 
+def false_alerts(
+    alerts: np.ndarray,
+    label_in_event: np.ndarray,
+    current_cgm: np.ndarray,
+    threshold: float,
+    kind: str = "hypo",
+) -> np.ndarray:
+    """Which `alerts` are false: the window's label is not the alerted class and the current
+    reading is not beyond `threshold` (at or above it for hypo, at or below it for hyper).
+    One definition for the metrics and for the report's trace, so they cannot disagree."""
+    current = np.asarray(current_cgm, dtype=float)
+    inside = current >= threshold if kind == "hypo" else current <= threshold
+    return np.asarray(alerts, dtype=bool) & ~np.asarray(label_in_event, dtype=bool) & inside
+
+
 def proportion_interval(
     successes: int, trials: int, confidence: float = CONFIDENCE
 ) -> tuple[float, float]:
@@ -151,7 +168,8 @@ def rate_interval(
     return float(low / exposure), float(high / exposure)
 
 
-def _with_interval(name: str, value: float, interval: tuple[float, float]) -> dict[str, float]:
+def with_interval(name: str, value: float, interval: tuple[float, float]) -> dict[str, float]:
+    """A value with its interval as `name`, `name_low`, `name_high` (the table layout)."""
     return {name: value, f"{name}_low": interval[0], f"{name}_high": interval[1]}
 
 
@@ -159,7 +177,7 @@ def alert_metrics(
     events: list[Event],
     times: np.ndarray,
     positive: np.ndarray,
-    label_is_hypo: np.ndarray,
+    label_in_event: np.ndarray,
     current_cgm: np.ndarray,
     *,
     threshold: float,
@@ -167,9 +185,14 @@ def alert_metrics(
     snooze_minutes: int,
     sample_minutes: int,
     useful_lead_minutes: int = 15,
+    kind: str = "hypo",
 ) -> dict[str, float]:
-    """Hypo sensitivity (any lead and >= `useful_lead_minutes`), lead time, alert precision
-    and false alerts per day for one individual, each rate with its exact 95 % interval."""
+    """Event sensitivity (any lead and >= `useful_lead_minutes`), lead time, alert precision
+    and false alerts per day for one individual, each rate with its exact 95 % interval.
+    `kind="hyper"` judges hyper alerts the same way; its keys all start with `hyper_`
+    (the hypo keys keep their historical names: `alerts`, `false_alerts_per_day`, ...)."""
+    if kind not in ("hypo", "hyper"):
+        raise ValueError(f"alert kind must be hypo or hyper, got {kind!r}")
     times = np.asarray(times, dtype="datetime64[ns]")
     positive = np.asarray(positive, dtype=bool)
     leads = event_leads(events, times, positive, horizon_minutes)
@@ -181,20 +204,20 @@ def alert_metrics(
         len(leads),
     )
     alerts = snooze_alerts(times, positive, snooze_minutes)
-    false = alerts & ~np.asarray(label_is_hypo, dtype=bool) & (np.asarray(current_cgm) >= threshold)
+    false = false_alerts(alerts, label_in_event, current_cgm, threshold, kind)
     n_alerts, n_false = int(alerts.sum()), int(false.sum())
     days = len(times) * sample_minutes / (24 * 60)
-    return {
+    metrics = {
         "hypo_events": float(evaluable),
         "hypo_events_not_evaluable": float(len(events) - evaluable),
         "hypo_caught": float(caught),
-        **_with_interval(
+        **with_interval(
             "hypo_sensitivity",
             caught / evaluable if evaluable else float("nan"),
             proportion_interval(caught, evaluable),
         ),
         "hypo_caught_early": float(early),
-        **_with_interval(
+        **with_interval(
             "hypo_sensitivity_early",
             early / evaluable if evaluable else float("nan"),
             proportion_interval(early, evaluable),
@@ -202,15 +225,22 @@ def alert_metrics(
         "median_lead_minutes": float(np.median(caught_leads)) if caught else float("nan"),
         "alerts": float(n_alerts),
         "false_alerts": float(n_false),
-        **_with_interval(
+        **with_interval(
             "alert_precision",
             (n_alerts - n_false) / n_alerts if n_alerts else float("nan"),
             proportion_interval(n_alerts - n_false, n_alerts),
         ),
-        **_with_interval(
+        **with_interval(
             "false_alerts_per_day",
             n_false / days if days else float("nan"),
             rate_interval(n_false, days),
         ),
         "monitored_days": days,
+    }
+    if kind == "hypo":
+        return metrics
+    return {
+        key.replace("hypo_", "hyper_") if key.startswith("hypo_") else f"hyper_{key}": value
+        for key, value in metrics.items()
+        if key != "monitored_days"
     }

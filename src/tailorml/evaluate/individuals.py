@@ -18,6 +18,7 @@ from tailorml.data.glucose import CLASSES, HYPO
 from tailorml.data.glycemia import glycemia_table, pooled_glycemia
 from tailorml.data.prepared import Prepared
 from tailorml.errors import TailormlError
+from tailorml.evaluate.alerts import proportion_interval, rate_interval, with_interval
 from tailorml.evaluate.curves import (
     alert_curve,
     margin_over_baselines,
@@ -45,6 +46,11 @@ SUMMARY_METRICS = [
     "alert_precision",
     "false_alerts_per_day",
     "median_lead_minutes",
+    "hyper_sensitivity",
+    "hyper_sensitivity_early",
+    "hyper_alert_precision",
+    "hyper_false_alerts_per_day",
+    "hyper_median_lead_minutes",
 ]
 
 
@@ -57,16 +63,21 @@ def individual_alert_metrics(
     part: str = "test",
 ) -> dict[str, float]:
     """Event-based alert metrics of one individual's `part` under `policy`, given the
-    model's probabilities for that individual's windows `indices` (in time order)."""
+    model's probabilities for that individual's windows `indices` (in time order); hyper
+    alerts too (`hyper_*`) when the policy defines them."""
     windows = prepared.windows
     trace = prepared.trace(individual_id, part)
-    return policy.alert_metrics(
-        policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
+    times, cgm = trace["time"].to_numpy(), trace["cgm"].to_numpy()
+    arguments = (
         windows.time[indices],
         probabilities,
         windows.y[indices],
         windows.current_cgm[indices],
     )
+    metrics = policy.alert_metrics(policy.hypo_events(times, cgm), *arguments)
+    if policy.defines_hyper:
+        metrics |= policy.hyper_alert_metrics(policy.hyper_events(times, cgm), *arguments)
+    return metrics
 
 
 def evaluate_individuals(
@@ -149,6 +160,49 @@ def group_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# (prefix of the per-individual counts, prefix of the group columns): hypo keeps its names
+GROUP_ALERT_KINDS = (("", "hypo_"), ("hyper_", "hyper_"))
+
+
+def group_alert_metrics(per_individual: pd.DataFrame) -> pd.DataFrame:
+    """Alert metrics pooled per group from the per-individual counts: events caught (any
+    lead and early) over evaluable events, false alerts over monitored days, true alerts
+    over alerts, each with its exact 95 % interval. Pooled counts, not a mean of rates:
+    one person with half a day of data must not weigh as much as one with a week."""
+    rows = []
+    evaluated = per_individual[per_individual["skipped"].fillna("") == ""]
+    for group, table in evaluated.groupby("group", sort=True):
+        row: dict[str, Any] = {"group": group}
+        days = float(table["monitored_days"].sum()) if "monitored_days" in table else 0.0
+        for counts, prefix in GROUP_ALERT_KINDS:
+            kind = prefix.rstrip("_")
+            if f"{kind}_events" not in table:
+                continue
+            events = int(table[f"{kind}_events"].sum())
+            for caught, name in (("caught", "sensitivity"), ("caught_early", "sensitivity_early")):
+                hits = int(table[f"{kind}_{caught}"].sum())
+                row |= with_interval(
+                    f"{kind}_{name}",
+                    hits / events if events else float("nan"),
+                    proportion_interval(hits, events),
+                )
+            alerts = int(table[f"{counts}alerts"].sum())
+            false = int(table[f"{counts}false_alerts"].sum())
+            row |= {f"{kind}_events": events, f"{prefix}alerts": alerts}
+            row |= with_interval(
+                f"{prefix}alert_precision",
+                (alerts - false) / alerts if alerts else float("nan"),
+                proportion_interval(alerts - false, alerts),
+            )
+            row |= with_interval(
+                f"{prefix}false_alerts_per_day",
+                false / days if days else float("nan"),
+                rate_interval(false, days),
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def data_summary(prepared: Prepared) -> dict[str, Any]:
     """What metrics.json says about the data a model was evaluated on."""
     cohort, windows = prepared.cohort, prepared.windows
@@ -194,6 +248,9 @@ def write_evaluation(
     glycemia = glycemia_table(readings, sample_minutes)
     atomic_write_text(folder / "glycemia.csv", glycemia.to_csv(index=False))
     by_group = group_metrics(predictions)
+    alerts_by_group = group_alert_metrics(per_individual)
+    if len(alerts_by_group):
+        by_group = by_group.merge(alerts_by_group, on="group", how="left")
     atomic_write_text(folder / "by_group.csv", by_group.to_csv(index=False))
     pooled = classification_metrics(
         predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()

@@ -24,46 +24,74 @@ def to_png(figure) -> bytes:
     return buffer.getvalue()
 
 
+TRUE_ALERT, FALSE_ALERT, NOT_EVALUABLE = "#1b7f3a", "#c44e52", "#8c8c8c"
+
+
 def trace_figure(
     readings: pd.DataFrame,
     predictions: pd.DataFrame,
     events: list[Event],
+    evaluable: np.ndarray,
     alert_times: np.ndarray,
+    alert_false: np.ndarray,
+    threshold: float,
     hypo_mgdl: float,
     hyper_mgdl: float,
     title: str,
 ) -> bytes:
-    """CGM with thresholds, true hypo events (shaded), alerts (triangles) and P(hypo)."""
+    """CGM with thresholds, true hypo events (shaded; hatched grey when a sensor gap left no
+    prediction before them, so they are not evaluable), alerts (green tick: a low followed;
+    red cross: false alert) and P(hypo) with the alert threshold. Which alert is false and
+    which event is evaluable is decided by the caller with the alert policy's own logic."""
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(11, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        2, 1, figsize=(11, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     top.plot(readings["time"], readings["cgm"], color="#333333", linewidth=1, label="CGM")
     top.axhline(hypo_mgdl, color="#c44e52", linestyle="--", linewidth=0.8)
     top.axhline(hyper_mgdl, color="#dd8452", linestyle="--", linewidth=0.8)
-    for number, event in enumerate(events):
-        top.axvspan(
-            event.start,
-            event.end,
-            color="#c44e52",
-            alpha=0.18,
-            label="true hypo event" if number == 0 else None,
+    labelled: set[bool] = set()
+    for event, usable in zip(events, np.asarray(evaluable, dtype=bool), strict=True):
+        style = (
+            {"color": "#c44e52", "alpha": 0.18}
+            if usable
+            else {"facecolor": "none", "edgecolor": NOT_EVALUABLE, "hatch": "///", "alpha": 0.8}
         )
+        label = "hypo event" if usable else "hypo event, not evaluable (sensor gap)"
+        top.axvspan(event.start, event.end, label=None if usable in labelled else label, **style)
+        labelled.add(bool(usable))
     if len(alert_times):
-        lookup = readings.set_index("time")["cgm"]
+        lookup = readings.drop_duplicates("time").set_index("time")["cgm"]
         heights = lookup.reindex(pd.to_datetime(alert_times)).to_numpy()
-        top.scatter(
-            alert_times,
-            np.nan_to_num(heights, nan=hypo_mgdl),
-            marker="v",
-            color="#c44e52",
-            s=40,
-            zorder=3,
-            label="model alert",
-        )
+        heights = np.nan_to_num(heights, nan=hypo_mgdl)
+        false = np.asarray(alert_false, dtype=bool)
+        for mask, marker, colour, label in (
+            (~false, r"$\checkmark$", TRUE_ALERT, "alert, low followed"),
+            (false, "x", FALSE_ALERT, "false alert"),
+        ):
+            if mask.any():
+                top.scatter(
+                    np.asarray(alert_times)[mask],
+                    heights[mask],
+                    marker=marker,
+                    color=colour,
+                    s=70 if marker != "x" else 45,
+                    linewidths=1.6,
+                    zorder=3,
+                    label=f"{label} ({int(mask.sum())})",
+                )
     top.set_ylabel("glucose (mg/dL)")
     top.set_title(title)
-    top.legend(loc="upper right", fontsize=8)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     bottom.plot(predictions["time"], predictions["p_hypo"], color="#c44e52", linewidth=0.8)
+    bottom.axhline(threshold, color="#333333", linestyle=":", linewidth=1)
+    bottom.text(
+        1.01,
+        threshold,
+        f"alert threshold {threshold:g}",
+        transform=bottom.get_yaxis_transform(),
+        va="center",
+        fontsize=8,
+    )
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("P(hypo)")
     figure.autofmt_xdate()
@@ -79,11 +107,23 @@ def individual_bars(per_individual: pd.DataFrame, metrics: list[tuple[str, str]]
     for axis, (column, label) in zip(axes, metrics, strict=True):
         values = table[column].astype(float)
         axis.bar(table["patient_id"], values.fillna(0), color=colours)
+        for position, value in enumerate(values):
+            if np.isnan(value):  # e.g. no hypo event: no sensitivity, not a sensitivity of 0
+                axis.text(position, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666")
         axis.axhline(values.mean(), color="black", linestyle="--", linewidth=0.8)
         axis.set_ylabel(label)
     axes[-1].tick_params(axis="x", rotation=90, labelsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLOURS.values()]
-    axes[0].legend(handles, list(GROUP_COLOURS), fontsize=8, loc="lower right")
+    # above the first panel, never over a bar
+    axes[0].legend(
+        handles,
+        list(GROUP_COLOURS),
+        fontsize=8,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=len(GROUP_COLOURS),
+        frameon=False,
+    )
     return to_png(figure)
 
 

@@ -14,7 +14,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tailorml.config import load_config
 from tailorml.errors import TailormlError
 from tailorml.evaluate import plots
-from tailorml.evaluate.alerts import snooze_alerts
 from tailorml.evaluate.cgm_summary import cgm_summary
 from tailorml.evaluate.curves import operating_point
 from tailorml.io import atomic_write_text
@@ -31,6 +30,11 @@ METRIC_LABELS = {
     "alert_precision": "alert precision",
     "false_alerts_per_day": "false alerts / day",
     "median_lead_minutes": "median lead time (min)",
+    "hyper_sensitivity": "hyper event sensitivity",
+    "hyper_sensitivity_early": "hyper events alerted early",
+    "hyper_alert_precision": "hyper alert precision",
+    "hyper_false_alerts_per_day": "false hyper alerts / day",
+    "hyper_median_lead_minutes": "hyper median lead time (min)",
 }
 
 
@@ -74,7 +78,55 @@ def _count(value) -> str:
     return str(int(value))
 
 
-COUNT_COLUMNS = ("windows", "hypo_windows", "hypo_events", "alerts")
+COUNT_COLUMNS = (
+    "windows",
+    "hypo_windows",
+    "hypo_events",
+    "hypo_events_not_evaluable",
+    "alerts",
+    "hyper_events",
+    "hyper_alerts",
+)
+COUNT_LABELS = {"hypo_events_not_evaluable": "hypo events not evaluable (sensor gap)"}
+
+
+def _trace(
+    readings: pd.DataFrame,
+    predicted: pd.DataFrame,
+    policy: AlertPolicy,
+    patient: str,
+    period: str,
+    metrics: dict,
+) -> tuple[str, dict[str, int]]:
+    """The trace figure of one individual, with events and alerts classified by the alert
+    policy itself (the same logic as the metrics), and the counts the text quotes."""
+    times = predicted["time"].to_numpy()
+    probabilities = predicted[[f"p_{name}" for name in policy.classes]].to_numpy()
+    events = policy.hypo_events(readings["time"].to_numpy(), readings["cgm"].to_numpy())
+    evaluable = ~np.isnan(policy.event_leads(events, times, probabilities))
+    alerts, false = policy.alert_outcomes(
+        times, probabilities, predicted["y_true"].to_numpy(), predicted["current_cgm"].to_numpy()
+    )
+    synthetic = " (synthetic data)" if metrics["synthetic"] else ""
+    png = plots.trace_figure(
+        readings,
+        predicted,
+        events,
+        evaluable,
+        times[alerts],
+        false[alerts],
+        policy.threshold,
+        policy.hypo_mgdl,
+        policy.hyper_mgdl,
+        f"{patient}: {period}{synthetic}",
+    )
+    counts = {
+        "events": len(events),
+        "not_evaluable": int((~evaluable).sum()),
+        "alerts": int(alerts.sum()),
+        "false_alerts": int(false.sum()),
+    }
+    return image_uri(png), counts
 
 
 def trace_patient(per_individual: pd.DataFrame, requested: str) -> str | None:
@@ -131,26 +183,13 @@ def _render_report(run_dir: Path) -> Path:
         )
     policy = AlertPolicy.from_dict(metrics["policy"], str(run_dir / "metrics.json"))
 
-    figures = {}
+    figures, trace_counts = {}, {}
     period = "test period" if metrics["evaluated"]["part"] == "test" else "whole period"
     patient = trace_patient(per_individual, config.run.report_patient)
     if patient is not None and patient in set(predictions["patient_id"]):
         mine = readings[readings["patient_id"] == patient]
         predicted = predictions[predictions["patient_id"] == patient]
-        events = policy.hypo_events(mine["time"].to_numpy(), mine["cgm"].to_numpy())
-        positive = predicted["p_hypo"].to_numpy() >= policy.threshold
-        alert_mask = snooze_alerts(predicted["time"].to_numpy(), positive, policy.snooze_minutes)
-        figures["trace"] = image_uri(
-            plots.trace_figure(
-                mine,
-                predicted,
-                events,
-                predicted["time"].to_numpy()[alert_mask],
-                policy.hypo_mgdl,
-                policy.hyper_mgdl,
-                f"{patient}: {period}" + (" (synthetic data)" if metrics["synthetic"] else ""),
-            )
-        )
+        figures["trace"], trace_counts = _trace(mine, predicted, policy, patient, period, metrics)
     evaluated = per_individual[per_individual["skipped"] == ""]
     if len(evaluated):
         figures["bars"] = image_uri(
@@ -187,10 +226,12 @@ def _render_report(run_dir: Path) -> Path:
         config_toml=(run_dir / "config.toml").read_text(),
         summary=metrics["per_individual_summary"],
         labels=METRIC_LABELS
+        | COUNT_LABELS
         | {
-            "hypo_sensitivity_early": (
-                f"hypo events alerted ≥ {policy.useful_lead_minutes} min ahead"
+            f"{kind}_sensitivity_early": (
+                f"{kind} events alerted ≥ {policy.useful_lead_minutes} min ahead"
             )
+            for kind in ("hypo", "hyper")
         },
         by_group=by_group.to_dict("records"),
         individuals=per_individual[columns].to_dict("records"),
@@ -198,6 +239,7 @@ def _render_report(run_dir: Path) -> Path:
         counts=COUNT_COLUMNS,
         figures=figures,
         trace_patient=patient,
+        trace_counts=trace_counts,
         period=period,
         config=config,
         policy=policy,

@@ -15,7 +15,12 @@ import pandas as pd
 from tailorml.config import load_config
 from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, write_html
-from tailorml.experiment.summary import per_individual
+from tailorml.experiment.summary import (
+    HEADLINE,
+    min_pairs_for_test,
+    per_individual,
+    smallest_p_value,
+)
 
 FAMILY = {
     "baseline": "baseline",
@@ -60,20 +65,82 @@ def tradeoff_figure(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: 
             color=colour,
             capsize=2,
         )
-        axis.annotate(
-            row["setting"],
-            (row[f"{x}_mean"], row[f"{y}_mean"]),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
     present = [f for f in COLOURS if f in {FAMILY.get(m, "baseline") for m in summary["method"]}]
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=COLOURS[f]) for f in present]
-    axis.legend(handles, present, fontsize=8, loc="best")
+    # outside the axes: a legend inside covers points and their labels
+    axis.legend(
+        handles,
+        present,
+        fontsize=8,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.01),
+        ncol=len(present),
+        frameon=False,
+    )
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
+    place_labels(
+        axis,
+        list(zip(summary[f"{x}_mean"], summary[f"{y}_mean"], strict=True)),
+        summary["setting"].tolist(),
+    )
     return to_png(figure)
+
+
+def place_labels(
+    axis, points: list[tuple[float, float]], labels: list[str], fontsize: float = 7
+) -> list:
+    """Label each point without two labels overlapping: settings often land on (nearly) the
+    same spot, and labels drawn at a fixed offset then print over each other. Each label
+    goes right of its point (left near the right edge), or is moved up/down in steps of one
+    line until it is clear of every label already placed; a moved label gets a thin leader
+    line to its point."""
+    from matplotlib.text import Text
+
+    axis.figure.canvas.draw()  # fixes the axis limits, so data map to their final pixels
+    renderer = axis.figure.canvas.get_renderer()
+    right_edge = axis.get_window_extent(renderer).x1
+    placed, texts = [], []
+    order = sorted(range(len(points)), key=lambda i: (-points[i][1], points[i][0]))
+    step = fontsize + 2  # points
+    for index in order:
+        x, y = points[index]
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        side = 1
+        for attempt in range(80):
+            shift = (attempt + 1) // 2 * (1 if attempt % 2 else -1) * step
+            text = axis.annotate(
+                labels[index],
+                (x, y),
+                xytext=(5 * side, 2 + shift),
+                textcoords="offset points",
+                fontsize=fontsize,
+                va="center",
+                ha="left" if side > 0 else "right",
+                arrowprops=(
+                    {"arrowstyle": "-", "color": "#999999", "linewidth": 0.5} if shift else None
+                ),
+            )
+            text.update_positions(renderer)  # the offset is resolved only when drawn
+            box = Text.get_window_extent(text, renderer)  # the words, not the leader line
+            if side > 0 and box.x1 > right_edge:
+                text.remove()
+                side = -1
+                continue
+            if not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:  # no free place found: draw it where it was first wanted
+            text = axis.annotate(
+                labels[index], (x, y), xytext=(5, 2), textcoords="offset points", fontsize=fontsize
+            )
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)
+        placed.append(box)
+        texts.append(text)
+    return texts
 
 
 def spread_figure(values: pd.DataFrame, metric: str, label: str, order: list[str]) -> bytes:
@@ -112,6 +179,33 @@ def writer_examples(config, individuals: int = 6, per_row: int = 15) -> bytes:
             fontsize=7,
         )
     return to_png(figure)
+
+
+def flag_weak_tests(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict | None]:
+    """Mark p-values from too few paired individuals (`<metric>_too_few`) and describe them
+    for a warning (the most pairs any flagged test had, so the smallest p it could give is
+    a bound for all); None when every test could reach p < 0.05. A setting identical to the
+    reference on every individual (0 pairs, p = 1) is not flagged: equal is equal. Tables
+    written before `<metric>_pairs` existed fall back to the number of individuals."""
+    needed, most, flagged = min_pairs_for_test(), 0, []
+    summary = summary.copy()
+    for metric in HEADLINE:
+        if f"{metric}_p" not in summary:
+            continue
+        pairs = summary.get(f"{metric}_pairs", summary["individuals"])
+        weak = summary[f"{metric}_p"].notna() & (pairs > 0) & (pairs < needed)
+        summary[f"{metric}_too_few"] = weak
+        if weak.any():
+            most = max(most, int(pairs[weak].max()))
+            flagged += [s for s in summary.loc[weak, "setting"] if s not in flagged]
+    if not flagged:
+        return summary, None
+    return summary, {
+        "pairs": most,
+        "smallest_p": smallest_p_value(most),
+        "needed": needed,
+        "settings": flagged,
+    }
 
 
 def render_experiment_report(run_dir: str | Path) -> Path:
@@ -181,6 +275,7 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         else pd.DataFrame()
     )
     ok = results[results["status"] == "ok"] if "status" in results else results
+    summary, weak_test = flag_weak_tests(summary) if len(summary) else (summary, None)
     return write_html(
         "experiment.html.j2",
         run_dir / "report.html",
@@ -190,6 +285,7 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         glucose=glucose,
         synthetic=bool(results["synthetic"].any()) if "synthetic" in results else True,
         summary=summary.to_dict("records"),
+        weak_test=weak_test,
         figures=figures,
         skipped=skipped.to_dict("records"),
         n_individuals=ok["individual"].nunique() if len(ok) else 0,

@@ -8,6 +8,11 @@ Why Wilcoxon signed-rank: the per-individual accuracies of two methods are paire
 individual) and their differences are neither normal nor free of outliers (a few hard
 individuals dominate), so a rank test on the paired differences is the standard choice;
 two-sided, zero differences dropped (Wilcoxon's own treatment); identical methods get p = 1.
+
+With few individuals the test cannot say anything: the exact two-sided p of n non-zero
+paired differences is never below 2 / 2**n, so with fewer than 6 it cannot reach 0.05
+whatever the methods do. Table I records the pairs behind each p (`<metric>_pairs`) and the
+report warns instead of letting a large p read as "no difference".
 """
 
 from __future__ import annotations
@@ -40,18 +45,46 @@ ROBUST_EXTRAS = (
 SPREAD_METRICS = (*("acc_individual", "acc_general"), "verified_acc_individual")
 
 
-def paired_p_value(values: pd.Series, reference: pd.Series) -> float:
+SIGNIFICANCE = 0.05
+
+
+def smallest_p_value(pairs: int) -> float:
+    """The smallest two-sided p an exact Wilcoxon signed-rank test of `pairs` non-zero
+    differences can give (all differences of one sign): 2 / 2**pairs."""
+    return min(1.0, 2.0 / 2**pairs) if pairs > 0 else float("nan")
+
+
+def min_pairs_for_test(alpha: float = SIGNIFICANCE) -> int:
+    """Fewest non-zero paired differences with which the test can reach p < `alpha` (6)."""
+    pairs = 1
+    while smallest_p_value(pairs) >= alpha:
+        pairs += 1
+    return pairs
+
+
+def _paired(values: pd.Series, reference: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     common = values.index.intersection(reference.index)
     left, right = values.loc[common].to_numpy(), reference.loc[common].to_numpy()
     keep = ~(np.isnan(left) | np.isnan(right))
-    differences = left[keep] - right[keep]
+    return left[keep], right[keep]
+
+
+def paired_pairs(values: pd.Series, reference: pd.Series) -> int:
+    """How many individuals the test really uses: paired, both known, difference not 0."""
+    left, right = _paired(values, reference)
+    return int((~np.isclose(left - right, 0.0)).sum())
+
+
+def paired_p_value(values: pd.Series, reference: pd.Series) -> float:
+    left, right = _paired(values, reference)
+    differences = left - right
     if len(differences) == 0:
         return float("nan")
     if np.allclose(differences, 0.0):
         return 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(wilcoxon(left[keep], right[keep]).pvalue)
+        return float(wilcoxon(left, right).pvalue)
 
 
 def per_individual(results: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -88,10 +121,12 @@ def table_one(
                 row[f"{metric}_max"] = column.max()
                 if reference_rows is not None:
                     reference_values = reference_rows.droplevel("setting")[metric]
+                    mine = method != reference
                     row[f"{metric}_p"] = (
-                        float("nan")
-                        if method == reference
-                        else paired_p_value(column, reference_values)
+                        paired_p_value(column, reference_values) if mine else float("nan")
+                    )
+                    row[f"{metric}_pairs"] = (
+                        paired_pairs(column, reference_values) if mine else float("nan")
                     )
         rows.append(row)
     summary = pd.DataFrame(rows)

@@ -37,6 +37,7 @@ from tailorml.robust.evaluate import (
     robust_accuracy,
     size_metrics,
 )
+from tailorml.robust.report import reproduce_command
 from tailorml.runs import Run
 
 BOUND_METHODS = ("ibp", "crown-ibp", "crown")
@@ -166,7 +167,9 @@ def certify_run(
                 row |= {"individual": individual, "group": groups.get(individual, "")}
                 atomic_write_json(target, row)
             rows.append(row)
-    return write_outputs(out, config, rows, model, model_file, prepared.cohort.synthetic)
+    synthetic = prepared.cohort.synthetic
+    command = reproduce_command(run.path, config.robust.model_dump(mode="json"), model_path)
+    return write_outputs(out, config, rows, model, model_file, synthetic, command)
 
 
 def write_outputs(
@@ -176,7 +179,12 @@ def write_outputs(
     model: torch.nn.Module,
     model_file: Path,
     synthetic: bool,
+    command: str,
 ) -> Path:
+    """robustness.csv, sweep.csv, certify.json (with the `command` that reproduces them)
+    and report.html in `out`."""
+    from tailorml.robust.report import render_certify_report
+
     robustness = pd.DataFrame([{k: v for k, v in r.items() if k != "sweep"} for r in rows])
     leading = ["individual", "group", "windows", "clean_acc", "pgd_acc", "verified_acc"]
     verified = [f"verified_{m}" for m in BOUND_METHODS if f"verified_{m}" in robustness]
@@ -204,9 +212,8 @@ def write_outputs(
         "mean": {m: float(robustness[m].mean()) for m in metrics},
         "min": {m: float(robustness[m].min()) for m in metrics},
         "sweep_mean": sweep.groupby("eps")["verified_acc"].mean().to_dict(),
+        "command": command,
     }
     atomic_write_json(out / "certify.json", summary)
-    from tailorml.robust.report import render_certify_report
-
     render_certify_report(out)
     return out

@@ -5,7 +5,9 @@ certify job wrote, so it can be re-rendered without recomputing a bound."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,6 +15,31 @@ import pandas as pd
 
 from tailorml.evaluate.plots import GROUP_COLOURS, to_png
 from tailorml.evaluate.report import image_uri, write_html
+
+
+def reproduce_command(
+    run_dir: str | Path, robust: dict[str, Any], model_option: str | Path | None = None
+) -> str:
+    """The `tailorml certify` command that recomputes these results: every option the CLI
+    has, with the value used (defaults too, so a changed default cannot change the rerun),
+    and `--model` when one was given (it also decides the output folder). Absolute paths."""
+    parts = ["tailorml", "certify", "--run", str(Path(run_dir).resolve())]
+    parts += ["--eps", f"{robust['eps']:g}", "--relative", f"{robust['relative_percent']:g}"]
+    parts += ["--method", str(robust["method"])]
+    parts += ["--max-windows", str(robust["max_windows"])]
+    parts += ["--sweep-windows", str(robust["sweep_windows"])]
+    if model_option is not None:
+        parts += ["--model", str(Path(model_option).resolve())]
+    return shlex.join(parts)
+
+
+def _command_of_older_results(out: Path, summary: dict, settings: dict) -> str:
+    """Results written before certify.json kept its command: another model than the run's
+    was certified exactly when the folder has a model-hash suffix."""
+    other = out.name != f"certify-eps{summary['eps']:g}"
+    return reproduce_command(
+        summary["run_dir"], settings["robust"], summary["model"] if other else None
+    )
 
 
 def sweep_figure(sweep: pd.DataFrame, title: str) -> bytes:
@@ -34,7 +61,8 @@ def sweep_figure(sweep: pd.DataFrame, title: str) -> bytes:
         [*handles, plt.Line2D([0], [0], color="black", linewidth=2.2)],
         [*GROUP_COLOURS, "mean"],
         fontsize=8,
-        loc="upper right",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),  # outside: inside it covers the curves
     )
     axis.set_xlabel("sensor error ε (± mg/dL on every CGM reading)")
     axis.set_ylabel("verified accuracy")
@@ -82,6 +110,7 @@ def render_certify_report(out: Path) -> Path:
         settings=settings,
         rows=robustness.sort_values(["group", "individual"]).to_dict("records"),
         methods=methods,
+        command=summary.get("command") or _command_of_older_results(out, summary, settings),
         sweep_png=image_uri(sweep_figure(sweep, f"Verified accuracy ({summary['sweep_method']})")),
         bars_png=image_uri(accuracy_bars(robustness, summary["eps"])),
     )

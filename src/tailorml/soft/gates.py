@@ -28,12 +28,28 @@ from tailorml.policy import AlertPolicy
 TARGET_RANGE_HIGH_MGDL = 180.0
 
 
+PASS, FAIL, NOT_INFORMATIVE = "pass", "fail", "not informative"
+
+
+def gate_outcome(passed: bool, numbers: dict[str, Any]) -> str:
+    """What a reader is told: pass, fail, or "not informative" — a gate whose data cannot
+    tell the candidate from the predefined model (numbers["informative"] is False). That
+    outcome does not block (`passed` stays True): see CertifiedRobustness for why."""
+    if numbers.get("informative") is False:
+        return NOT_INFORMATIVE
+    return PASS if passed else FAIL
+
+
 @dataclass
 class GateResult:
     gate: str
-    passed: bool
+    passed: bool  # False blocks the candidate
     numbers: dict[str, Any]
     reason: str
+
+    @property
+    def outcome(self) -> str:
+        return gate_outcome(self.passed, self.numbers)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +76,17 @@ class Evidence:
     certified: np.ndarray | None = None
     robust_eps: float | None = None
     robust_method: str | None = None
+    # per held-out evaluable event: lead time of the first alert in minutes, -1 if missed
+    event_leads: np.ndarray | None = None
+
+    @property
+    def mean_lead_minutes(self) -> float:
+        """Mean lead over the events this model caught (NaN without leads or catches)."""
+        if self.event_leads is None:
+            return float("nan")
+        caught = np.asarray(self.event_leads, dtype=float)
+        caught = caught[caught >= 0]
+        return float(caught.mean()) if len(caught) else float("nan")
 
 
 # -- gate 1 -------------------------------------------------------------------------------
@@ -319,13 +346,26 @@ class SafetyNonInferiority(Gate):
         early_difference = (
             numbers["candidate_early_sensitivity"] - numbers["predefined_early_sensitivity"]
         )
+        # the lead itself, shown so that alerting later is never silent (the verdict on
+        # it is the early-sensitivity bound: a lead that stays >= useful_lead_minutes is
+        # still an alert one can act on)
+        mine_lead, theirs_lead = candidate.mean_lead_minutes, predefined.mean_lead_minutes
+        numbers |= {
+            "candidate_mean_lead_minutes": mine_lead,
+            "predefined_mean_lead_minutes": theirs_lead,
+        }
+        lead = (
+            f"; mean lead {theirs_lead:.1f} -> {mine_lead:.1f} min"
+            if np.isfinite(mine_lead) and np.isfinite(theirs_lead)
+            else ""
+        )
         return self.result(
             passed and early_passed,
             numbers,
             (
                 f"sensitivity difference {difference:+.2f}, {verdict}; alerted "
                 f">= {candidate.useful_lead_minutes} min ahead: {early_difference:+.2f}, "
-                f"{early_verdict}"
+                f"{early_verdict}{lead}"
             ),
         )
 
@@ -359,6 +399,15 @@ class HarmfulStates(Gate):
 
 @register_gate
 class CertifiedRobustness(Gate):
+    """When neither model verifies a single window the comparison says nothing (0 vs 0 is
+    "not worse" only vacuously), so the outcome is "not informative", shown as such — not a
+    silent "pass". It does not block: the question of this gate is whether the candidate is
+    provably more fragile than the model in use, and a model in use with no certified
+    robustness cannot be undercut; blocking would veto every personalization of a standard
+    (not robustly trained) predefined model, which gates 2-6 already judge. The card tells
+    the reviewer to train the predefined model for robustness (`train.robust`) or lower
+    `robust.eps` for this gate to mean something."""
+
     name = "certified_robustness"
     number = 7
     short = "certified robustness"
@@ -378,6 +427,18 @@ class CertifiedRobustness(Gate):
         }
         if len(mine) == 0:
             return self.result(False, numbers, "no held-out windows to certify")
+        if not np.any(mine) and not np.any(theirs):
+            numbers["informative"] = False
+            return self.result(
+                True,
+                numbers,
+                (
+                    f"not informative: neither the candidate nor the predefined model verifies "
+                    f"any of {len(mine)} windows at ±{numbers['eps_mgdl']:g} mg/dL, so this "
+                    "gate cannot tell them apart (it does not block); train the predefined "
+                    "model for robustness (train.robust) or lower robust.eps"
+                ),
+            )
         passed, verdict = self.non_inferior(
             mine, theirs, self.config.robustness_margin, numbers, " of the difference"
         )

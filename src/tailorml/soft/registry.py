@@ -167,6 +167,13 @@ class GateView:
     numbers: dict[str, Any]
     reason: str
 
+    @property
+    def outcome(self) -> str:
+        """pass, fail or not informative (as the gate said it; see soft.gates)."""
+        from tailorml.soft.gates import gate_outcome
+
+        return gate_outcome(self.passed, self.numbers)
+
 
 @dataclass(frozen=True)
 class CandidateView:

@@ -227,6 +227,7 @@ def gather_evidence(
         event_caught=leads >= 0,
         event_caught_early=leads >= policy.useful_lead_minutes,
         useful_lead_minutes=policy.useful_lead_minutes,
+        event_leads=leads,
         sensitivity=metrics["hypo_sensitivity"],
         false_alerts_per_day=metrics["false_alerts_per_day"],
         # at the deployed threshold: bounded change measures how far the *model* moved; a
@@ -399,6 +400,7 @@ def personalize_individual(
             "candidate": name,
             "passed": passed[name],
             **{r.gate: r.passed for r in results[name]},
+            **{f"{r.gate}_outcome": r.outcome for r in results[name]},
             **metrics[name],
         }
         for name in names
