@@ -185,12 +185,12 @@ def test_hyper_alerts_are_windows_decided_hyper():
     policy = AlertPolicy(threshold=0.5)
     assert policy.defines_hyper and not AlertPolicy.argmax(["a", "b"]).defines_hyper
     t0 = np.datetime64("2025-01-06T00:00")
-    times = t0 + (np.arange(20) * 3).astype("timedelta64[m]")
+    times = t0 + (np.arange(20) * 5).astype("timedelta64[m]")  # the policy's 5-min grid
     probabilities = np.tile([0.6, 0.1, 0.3], (20, 1))
-    probabilities[5] = [0.2, 0.1, 0.7]  # hyper at 15 min, no high now or ahead: false
+    probabilities[5] = [0.2, 0.1, 0.7]  # hyper at 25 min, no high now or ahead: false
     probabilities[6] = [0.1, 0.6, 0.3]  # hypo alert: not a hyper alert
     metrics = policy.hyper_alert_metrics([], times, probabilities, np.zeros(20), np.full(20, 180.0))
     assert (metrics["hyper_alerts"], metrics["hyper_false_alerts"]) == (1, 1)
-    assert metrics["hyper_false_alerts_per_day"] == pytest.approx(1 / (60 / 1440))
+    assert metrics["hyper_false_alerts_per_day"] == pytest.approx(1 / (100 / 1440))
     with pytest.raises(ValueError, match="no hyper alerts"):
         AlertPolicy.argmax(["a", "b"]).hyper_alert_metrics([], times, probabilities, [], [])
