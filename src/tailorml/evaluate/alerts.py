@@ -18,7 +18,7 @@ Definitions (documented in README, tested on hand-made traces):
   at or above the threshold (no low now and none in the horizon).
 - *False alerts per day* divides by the monitored days: predictions x sampling interval.
 - An alert is *useful* when it comes at least `useful_lead_minutes` (15) before the event:
-  a low caught 3 minutes ahead leaves no time to eat. *Early sensitivity* counts only those.
+  a low caught 5 minutes ahead leaves no time to eat. *Early sensitivity* counts only those.
 - *Alert precision* is the share of alerts followed by a low (not false).
 - Events are few per person, so every rate comes with an exact 95 % interval:
   Clopper-Pearson for proportions, the Poisson (Garwood) interval for alerts per day.

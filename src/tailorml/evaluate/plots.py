@@ -154,6 +154,29 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray) -> bytes:
     return to_png(figure)
 
 
+def reliability_figure(is_alert_class: np.ndarray, probability: np.ndarray, name: str) -> bytes:
+    """Predicted P(`name`) against how often it happened, in ten equal-width bins (a
+    calibrated model lies on the diagonal), with the number of windows per bin below."""
+    from sklearn.calibration import calibration_curve
+
+    observed, predicted = calibration_curve(is_alert_class, probability, n_bins=10)
+    counts = np.histogram(probability, bins=10, range=(0, 1))[0]
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.2, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot([0, 1], [0, 1], color="#888888", linestyle=":", linewidth=1, label="calibrated")
+    top.plot(predicted, observed, marker="o", color="#c44e52", label="model")
+    top.set_ylabel(f"observed share {name}")
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(np.arange(10) / 10 + 0.05, counts, width=0.09, color="#c44e52", alpha=0.6)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("windows")
+    bottom.set_xlabel(f"predicted P({name})")
+    bottom.set_xlim(0, 1)
+    return to_png(figure)
+
+
 def training_curve(history: list[dict]) -> bytes:
     figure, axis = plt.subplots(figsize=(5.5, 3.2))
     steps = [row["step"] for row in history]

@@ -183,7 +183,7 @@ def _render_report(run_dir: Path) -> Path:
         )
     policy = AlertPolicy.from_dict(metrics["policy"], str(run_dir / "metrics.json"))
 
-    figures, trace_counts = {}, {}
+    figures, trace_counts, brier = {}, {}, None
     period = "test period" if metrics["evaluated"]["part"] == "test" else "whole period"
     patient = trace_patient(per_individual, config.run.report_patient)
     if patient is not None and patient in set(predictions["patient_id"]):
@@ -205,11 +205,20 @@ def _render_report(run_dir: Path) -> Path:
     if (run_dir / "alert_curve.csv").is_file():
         curve = pd.read_csv(run_dir / "alert_curve.csv")
         figures["alert_curve"] = image_uri(
-            plots.alert_curve_figure(curve, operating_point(curve, policy))
+            plots.alert_curve_figure(curve, operating_point(curve, policy), _budget(metrics))
         )
     if len(predictions):
         y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
         figures["confusion"] = image_uri(plots.confusion_figure(y_true, y_pred))
+        if policy.is_alert:
+            from sklearn.metrics import brier_score_loss
+
+            name = policy.alert_class
+            happened, probability = y_true == policy.alert_index, predictions[f"p_{name}"]
+            figures["reliability"] = image_uri(
+                plots.reliability_figure(happened, probability.to_numpy(), name)
+            )
+            brier = float(brier_score_loss(happened, probability))
     if training.get("history"):
         figures["training"] = image_uri(plots.training_curve(training["history"]))
 
@@ -238,6 +247,7 @@ def _render_report(run_dir: Path) -> Path:
         columns=columns,
         counts=COUNT_COLUMNS,
         figures=figures,
+        brier=brier,
         trace_patient=patient,
         trace_counts=trace_counts,
         period=period,
@@ -245,3 +255,9 @@ def _render_report(run_dir: Path) -> Path:
         policy=policy,
         glycemia=cgm_summary(run_dir, readings, patient, metrics),
     )
+
+
+def _budget(metrics: dict) -> float:
+    """The false-alert budget the threshold was chosen for (1/day when it was fixed)."""
+    chosen = metrics.get("operating_point") or {}
+    return float(chosen.get("max_false_alerts_per_day", 1.0))
