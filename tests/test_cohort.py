@@ -219,3 +219,25 @@ def test_an_infinite_dose_or_a_blank_id_is_refused(write_cohort):
     frame = cohort_frame({" ": [120.0] * 10})
     with pytest.raises(CohortError, match="'patient_id' is blank at row 0"):
         load_cohort(write_cohort(frame, "blank.csv"))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"),
+    [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-8", b"\xef\xbb\xbf")],
+)
+def test_a_utf16_or_bom_csv_reads_like_utf8(tmp_path, encoding, bom):
+    frame = cohort_frame({"Jürgen": [100.0, 110.0, np.nan, 130.0], "007": [90.0] * 4})
+    path = tmp_path / "cohort.csv"
+    path.write_bytes(bom + frame.to_csv(index=False).encode(encoding))
+    cohort = load_cohort(path)
+    assert cohort.ids == ["Jürgen", "007"]
+    assert cohort.of("Jürgen")["cgm"].tolist()[:2] == [100.0, 110.0]
+    assert np.isnan(cohort.of("Jürgen")["cgm"].iloc[2])
+
+
+def test_a_latin1_csv_is_refused_naming_the_byte(tmp_path):
+    path = tmp_path / "cohort.csv"
+    path.write_bytes(cohort_frame({"Jürgen": [100.0, 110.0]}).to_csv(index=False).encode("latin-1"))
+    offset = path.read_bytes().index(b"\xfc")
+    with pytest.raises(CohortError, match=f"cohort.csv is not UTF-8 .*byte {offset} .*iconv"):
+        load_cohort(path)

@@ -63,6 +63,40 @@ def decode_component(name: str) -> str:
     return unquote_to_bytes(name).decode("utf-8")
 
 
+# Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def text_encoding(data: bytes) -> tuple[str, int]:
+    """(encoding, length of its byte-order mark) of exported text. Exports come as UTF-8,
+    UTF-8 with BOM (Clarity, Excel), or UTF-16 LE with BOM (LibreView, Excel "Unicode text");
+    UTF-16 without a BOM is told by its NUL bytes (ASCII text in UTF-16 has one NUL per
+    character, on the odd bytes for LE, the even ones for BE). Anything else reads as UTF-8."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding, len(bom)
+    sample = data[:4096]
+    if len(sample) >= 4 and sample.count(0) >= len(sample) // 4:
+        odd, even = sample[1::2].count(0), sample[0::2].count(0)
+        if odd > 0.9 * (len(sample) // 2) and even == 0:
+            return "utf-16-le", 0
+        if even > 0.9 * (len(sample) // 2) and odd == 0:
+            return "utf-16-be", 0
+    return "utf-8", 0
+
+
+def decode_text(data: bytes, errors: str = "strict") -> str:
+    """`data` decoded with the encoding `text_encoding` finds, without its byte-order mark."""
+    encoding, skip = text_encoding(data)
+    return data[skip:].decode(encoding, errors=errors)
+
+
 TARGET_IS_A_FOLDER = "{path} is a folder; pass a file name to write to"
 TARGET_INSIDE_A_FILE = "cannot write {path}: {parent} is a file, not a folder"
 
