@@ -152,6 +152,12 @@ def test_a_non_utf8_file_is_named_with_the_fix(tmp_path):
     assert str(error.value) == NOT_UTF8.format(path=path, position=17)
 
 
+def test_a_utf8_byte_order_mark_is_not_a_toml_error(tmp_path):
+    path = tmp_path / "notepad.toml"
+    path.write_bytes(b"\xef\xbb\xbf[train]\nepochs = 3\n")  # Windows Notepad's UTF-8
+    assert load_config(path).train.epochs == 3
+
+
 def test_an_empty_methods_table_is_a_config_error():
     from tailorml.personalize.grid import EMPTY_TABLE, expand
 
