@@ -241,3 +241,31 @@ def test_a_latin1_csv_is_refused_naming_the_byte(tmp_path):
     offset = path.read_bytes().index(b"\xfc")
     with pytest.raises(CohortError, match=f"cohort.csv is not UTF-8 .*byte {offset} .*iconv"):
         load_cohort(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{garbage", "is not readable JSON"),
+        (b"\xff\xfe\xfa", "is not readable JSON"),
+        (b"[1, 2]", "is a JSON list, not an object"),
+        (b'{"synthetic": "no"}', "has \"synthetic\": 'no', not true or false"),
+    ],
+)
+def test_a_broken_metadata_file_beside_the_cohort_is_named(write_cohort, content, problem):
+    path = write_cohort(cohort_frame({"p1": [100.0, 110.0]}))
+    path.with_suffix(".json").write_bytes(content)
+    with pytest.raises(CohortError) as error:
+        load_cohort(path)
+    assert str(error.value).startswith(f"{path.with_suffix('.json')} (the metadata beside")
+    assert problem in str(error.value)
+
+
+def test_a_metadata_folder_beside_the_cohort_is_named(write_cohort):
+    path = write_cohort(cohort_frame({"p1": [100.0, 110.0]}))
+    path.with_suffix(".json").mkdir()
+    with pytest.raises(CohortError, match=r"cohort.json .* is a folder; fix it, or delete it"):
+        load_cohort(path)
+    path.with_suffix(".json").rmdir()
+    (path.with_suffix(".json")).write_text('{"synthetic": true}')
+    assert load_cohort(path).synthetic is True

@@ -415,6 +415,32 @@ def load_cohort(
             if rows[column].nunique(dropna=False) == 1
         }
         people.append(Individual(str(patient), str(rows["group"].iloc[0]), traits))
-    metadata_file = path.with_suffix(".json")
-    metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+    metadata = _read_metadata(path.with_suffix(".json"))
     return Cohort(frame, sample_minutes, people, str(path), metadata, notes)
+
+
+BAD_METADATA = (
+    "{path} (the metadata beside the cohort file) {problem}; fix it, or delete it (it is "
+    "optional; `cohort simulate`/`cohort import` write it)"
+)
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """The optional JSON object beside a cohort file. Its `synthetic` flag decides whether
+    every output says "not clinical evidence", so it must be a real true/false."""
+    if not path.exists():
+        return {}
+    try:
+        metadata = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except IsADirectoryError:
+        raise CohortError(BAD_METADATA.format(path=path, problem="is a folder")) from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = f"is not readable JSON ({error})"
+        raise CohortError(BAD_METADATA.format(path=path, problem=problem)) from None
+    if not isinstance(metadata, dict):
+        problem = f"is a JSON {type(metadata).__name__}, not an object"
+        raise CohortError(BAD_METADATA.format(path=path, problem=problem))
+    if not isinstance(metadata.get("synthetic", False), bool):
+        problem = f'has "synthetic": {metadata["synthetic"]!r}, not true or false'
+        raise CohortError(BAD_METADATA.format(path=path, problem=problem))
+    return metadata
