@@ -275,9 +275,16 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     assert "five.csv has 5" in str(result.exception)
 
 
-def test_ctrl_c_before_any_step_says_the_empty_run_was_removed(tmp_path):
-    from tailorml.cli import INTERRUPTED_EARLY
+@pytest.mark.parametrize(
+    ("signal_number", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_ctrl_c_or_sigterm_before_any_step_says_the_empty_run_was_removed(
+    tmp_path, signal_number, code, word
+):
+    from tailorml.cli import INTERRUPTED_EARLY, TERMINATED_EARLY
 
+    early = INTERRUPTED_EARLY if signal_number == signal.SIGINT else TERMINATED_EARLY
     runs = tmp_path / "runs"
     config = tmp_path / "slow.toml"
     config.write_text(TINY.format(runs=runs.as_posix()).replace("epochs = 1", "epochs = 50"))
@@ -292,11 +299,11 @@ def test_ctrl_c_before_any_step_says_the_empty_run_was_removed(tmp_path):
     while not (runs.is_dir() and any(runs.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert runs.is_dir() and any(runs.iterdir()), "the run directory never appeared"
-    process.send_signal(signal.SIGINT)  # while it loads the cohort: nothing finished yet
+    process.send_signal(signal_number)  # while it loads the cohort: nothing finished yet
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
-    (removed,) = [line for line in stderr.splitlines() if line.startswith("interrupted")]
-    assert removed.startswith(INTERRUPTED_EARLY.split("{path}")[0])
+    assert process.returncode == code
+    (removed,) = [line for line in stderr.splitlines() if line.startswith(word)]
+    assert removed.startswith(early.split("{path}")[0])
     assert "was removed (run the command again to start over)" in removed
     assert list(runs.iterdir()) == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -23,14 +24,34 @@ INTERRUPTED_EARLY = (
     "interrupted before any step finished; the empty run directory {path} was removed "
     "(run the command again to start over)"
 )
+TERMINATED = "terminated (SIGTERM); finished work is kept (rerun to resume)"
+TERMINATED_EARLY = (
+    "terminated (SIGTERM) before any step finished; the empty run directory {path} was "
+    "removed (run the command again to start over)"
+)
 UNEXPECTED = (
     "unexpected {kind}: {message} (a tailorml bug, or a file it could not read; finished "
     "work is kept; please report it with the traceback above)"
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler, a container stop): handled like Ctrl-C, so the same
+    cleanup runs (workers stopped, an empty run directory removed) instead of the process
+    vanishing mid-step."""
+
+
+def _raise_terminated(signal_number: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    raise Terminated()
+
+
 class Interrupted(Exception):
-    """Ctrl-C during a command (Typer would turn it into a silent exit 130)."""
+    """Ctrl-C or SIGTERM during a command (Typer would turn it into a silent exit 130)."""
+
+    def __init__(self, terminated: bool = False) -> None:
+        super().__init__()
+        self.terminated = terminated
 
 
 class UnexpectedError(Exception):
@@ -44,7 +65,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as error:
-            raise Interrupted() from error
+            raise Interrupted(isinstance(error, Terminated)) from error
         except EOFError as error:
             raise UnexpectedError(error) from error
 
@@ -821,23 +842,28 @@ def main() -> None:
     """Entry point: user errors become one red message and exit code 2, not a traceback.
 
     Ctrl-C prints INTERRUPTED (or, when the only run it made had nothing finished and was
-    removed, INTERRUPTED_EARLY) and exits 130; any other exception prints its traceback and
-    one red line naming its type (never a bare "Aborted.") and exits 1. In every failure,
-    a run directory this command created that holds no finished work is removed."""
+    removed, INTERRUPTED_EARLY) and exits 130; SIGTERM does the same with TERMINATED and
+    exits 143 (128 + 15, as a shell reports it); any other exception prints its traceback
+    and one red line naming its type (never a bare "Aborted.") and exits 1. In every
+    failure, a run directory this command created that holds no finished work is removed."""
     from tailorml.runs import discard_unfinished
 
     errors = Console(stderr=True, soft_wrap=True)  # one line, however long
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         app()
     except TailormlError as error:
         discard_unfinished()
         errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
         sys.exit(2)
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted) as error:
+        terminated = isinstance(error, Terminated) or getattr(error, "terminated", False)
         removed = discard_unfinished()
-        message = INTERRUPTED_EARLY.format(path=removed[0]) if removed else INTERRUPTED
-        errors.print(message, highlight=False)
-        sys.exit(130)
+        early, late = (
+            (TERMINATED_EARLY, TERMINATED) if terminated else (INTERRUPTED_EARLY, INTERRUPTED)
+        )
+        errors.print(early.format(path=removed[0]) if removed else late, highlight=False)
+        sys.exit(143 if terminated else 130)
     except Exception as error:
         discard_unfinished()
         cause = error.__cause__ if isinstance(error, UnexpectedError) else error
