@@ -246,3 +246,24 @@ def test_robust_experiment_reports_verified_accuracy_and_size(tmp_path):
     html = (run.path / "report.html").read_text()
     assert "Robustness to sensor error and model size" in html
     assert "trained with\n<b>ibp</b>" in html
+
+
+def test_collect_keeps_case_distinct_ids_and_ignores_a_pre_escaping_folder(tmp_path):
+    """ "Alice" and "alice" are two people with two result folders; a folder named the old way
+    ("Alice", from before upper case was escaped) is not counted a second time."""
+    from tailorml.experiment.runner import collect
+    from tailorml.runs import Run
+
+    def row(folder: str, individual: str, accuracy: float) -> None:
+        path = tmp_path / "cache" / "results" / folder / "baseline-seed0.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"individual": individual, "acc_individual": accuracy}))
+
+    row("%41lice", "Alice", 0.75)
+    row("alice", "alice", 0.5)
+    row("Alice", "Alice", 0.25)  # stale: written under the old encoding
+    rows = collect(Run(tmp_path)).sort_values("individual")
+    assert rows.to_dict("records") == [
+        {"individual": "Alice", "acc_individual": 0.75},
+        {"individual": "alice", "acc_individual": 0.5},
+    ]

@@ -39,16 +39,21 @@ def safe_component(name: str, what: str) -> str:
 
 def encode_component(value: str) -> str:
     """A safe, reversible file name for data that is not a name (a patient id from a cohort
-    file): letters, digits, '_', '-' and '.' (except a leading '.') stay as they are, every
-    other byte of its UTF-8 becomes '%XX'. Distinct values give distinct names
-    ("../x" -> "%2E.%2Fx", "a/b" -> "a%2Fb"); `decode_component` is the inverse."""
+    file): lower-case letters, digits, '_', '-' and '.' (except a leading '.') stay as they
+    are, every other byte of its UTF-8 becomes '%XX' ("../x" -> "%2E.%2Fx", "a/b" ->
+    "a%2Fb"). Upper-case letters are escaped too ("Alice" -> "%41lice"): on a file system
+    that ignores case (macOS, Windows) "Alice" and "alice" would otherwise be one file, and
+    one person's results would overwrite the other's. The only letters left are lower case
+    and the hex digits of escapes (always upper case, always after '%'), so distinct values
+    give names that differ even ignoring case; `decode_component` is the inverse."""
     text = str(value)
     if not text:
         raise TailormlError("an empty id cannot be used in a file name")
     out = []
     for index, byte in enumerate(text.encode("utf-8")):
         char = chr(byte)
-        keep = char.isascii() and (char.isalnum() or char in "_-" or (char == "." and index))
+        keep = char.islower() or char.isdigit() or char in "_-" or (char == "." and index)
+        keep = keep and char.isascii()
         out.append(char if keep else f"%{byte:02X}")
     encoded = "".join(out)
     if len(encoded) > 200:

@@ -19,7 +19,7 @@ from tailorml.errors import ConfigError
 from tailorml.experiment import tasks
 from tailorml.experiment.backends import make_backend
 from tailorml.experiment.summary import table_one
-from tailorml.io import atomic_write_parquet, atomic_write_text
+from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grid import Setting, expand
 from tailorml.progress import SILENT, Reporter
@@ -63,8 +63,15 @@ def _run_phase(
 
 
 def collect(run: Run) -> pd.DataFrame:
-    files = sorted(run.path.glob("cache/results/*/*.json"))
-    return pd.DataFrame([json.loads(path.read_text()) for path in files])
+    """Every cached result row. A row counts only in its individual's folder as this
+    version names it (`encode_component`): a run resumed across the change that escaped
+    upper-case letters ("Alice" -> "%41lice") has the old folder too, whose rows are redone."""
+    rows = []
+    for path in sorted(run.path.glob("cache/results/*/*.json")):
+        row = json.loads(path.read_text())
+        if path.parent.name == encode_component(str(row.get("individual", ""))):
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def run_experiment(
