@@ -10,6 +10,24 @@ def test_defaults_round_trip_through_toml(tmp_path):
     assert load_config(path) == Config()
 
 
+def test_unset_keys_are_shown_as_comments_and_read_back_unset(tmp_path):
+    text = to_toml(Config())
+    for line in (
+        "# max_days = (unset) -- keep only the first days",
+        "# gap_minutes = (unset) -- unset = window + horizon (the minimum that prevents leakage)",
+        "# max_individuals = (unset) -- the first N only",
+        "# required_classes = (unset) -- classes D_I must contain; unset = all",
+    ):
+        assert line in text.splitlines()
+    split = text.split("[split]")[1].split("\n[")[0]  # the comment sits in its own table
+    assert "# gap_minutes" in split
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(config_from_dict({"split": {"gap_minutes": 40}})))
+    assert "gap_minutes = 40" in path.read_text()
+    assert "# gap_minutes" not in path.read_text()
+    assert load_config(path).split.gap_minutes == 40
+
+
 def test_toml_file_overrides_only_the_keys_it_names(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text("[train]\nepochs = 3\n[task]\nchannels = ['cgm', 'insulin']\n")

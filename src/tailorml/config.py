@@ -147,7 +147,7 @@ class SplitConfig(_Section):
     val: float = Field(default=0.2, ge=0, lt=1)
     test: float = Field(default=0.2, gt=0, lt=1)
     gap_minutes: int | None = Field(
-        default=None, description="None = window + horizon (the minimum that prevents leakage)"
+        default=None, description="unset = window + horizon (the minimum that prevents leakage)"
     )
 
     @model_validator(mode="after")
@@ -289,7 +289,7 @@ class ExperimentConfig(_Section):
     autoencoder_epochs: int = Field(default=5, ge=1)
     min_individual_samples: int = Field(default=50, ge=1)
     required_classes: list[str] | None = Field(
-        default=None, description="classes D_I must contain; None = all"
+        default=None, description="classes D_I must contain; unset = all"
     )
     reference: str = Field(default="baseline", description="method the p-values compare with")
 
@@ -487,13 +487,30 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return config_from_dict(data, source)
 
 
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _drop_none(item) for key, item in value.items() if item is not None}
-    return value
+UNSET = "# {key} = (unset){note}"
+
+
+def _toml_table(values: dict[str, Any], model: Any, table: Any) -> Any:
+    """Fill `table` with `values`. TOML has no null, so an unset optional key (None)
+    becomes a comment naming it and what unset means: leaving it out would hide it from
+    `config show`, and the comment reads back as the same (unset) config."""
+    fields = type(model).model_fields if isinstance(model, BaseModel) else {}
+    for key, value in values.items():
+        child = getattr(model, key, None) if isinstance(model, BaseModel) else None
+        if isinstance(model, dict):
+            child = model.get(key)
+        if value is None:
+            description = fields[key].description if key in fields else None
+            note = f" -- {description}" if description else ""
+            table.add(tomlkit.comment(UNSET.format(key=key, note=note)[2:]))
+        elif isinstance(value, dict):
+            table.add(key, _toml_table(value, child, tomlkit.table()))
+        else:
+            table.add(key, value)
+    return table
 
 
 def to_toml(config: Config) -> str:
-    """Serialise a config as TOML (the resolved config every run stores); unset optional
-    keys are left out, which reads back as the same config."""
-    return tomlkit.dumps(_drop_none(config.to_dict()))
+    """Serialise a config as TOML (what `config show` prints and every run stores): every
+    key, unset optional ones as `# key = (unset) -- meaning` comments."""
+    return tomlkit.dumps(_toml_table(config.to_dict(), config, tomlkit.document()))
