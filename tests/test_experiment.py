@@ -222,6 +222,28 @@ def test_writers_experiment_gives_the_same_results_on_ray_as_locally(tmp_path):
     assert config["backend"] == "ray"
 
 
+def test_the_ray_backend_leaves_the_sigterm_handler_to_tailorml():
+    """ray.init installs its own SIGTERM handling (a crash report and abort, exit 134): the
+    CLI's handler must survive it, so SIGTERM stops a Ray run like Ctrl-C (exit 143)."""
+    pytest.importorskip("ray")
+    import signal
+
+    import ray
+
+    from tailorml.experiment.backends import RayBackend
+
+    def ours(signal_number, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        RayBackend(workers=1)
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_robust_experiment_reports_verified_accuracy_and_size(tmp_path):
     config = writers_config(tmp_path)
     data = config.model_dump(mode="json")

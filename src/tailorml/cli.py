@@ -41,17 +41,17 @@ class Terminated(KeyboardInterrupt):
     vanishing mid-step."""
 
 
+_signals: list[int] = []  # SIGTERM seen: libraries (Ray) may re-raise it as a plain Ctrl-C
+
+
 def _raise_terminated(signal_number: int, frame: object) -> None:
+    _signals.append(signal_number)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
     raise Terminated()
 
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM during a command (Typer would turn it into a silent exit 130)."""
-
-    def __init__(self, terminated: bool = False) -> None:
-        super().__init__()
-        self.terminated = terminated
 
 
 class UnexpectedError(Exception):
@@ -65,7 +65,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as error:
-            raise Interrupted(isinstance(error, Terminated)) from error
+            raise Interrupted() from error
         except EOFError as error:
             raise UnexpectedError(error) from error
 
@@ -856,8 +856,8 @@ def main() -> None:
         discard_unfinished()
         errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
         sys.exit(2)
-    except (KeyboardInterrupt, Interrupted) as error:
-        terminated = isinstance(error, Terminated) or getattr(error, "terminated", False)
+    except (KeyboardInterrupt, Interrupted):
+        terminated = signal.SIGTERM in _signals
         removed = discard_unfinished()
         early, late = (
             (TERMINATED_EARLY, TERMINATED) if terminated else (INTERRUPTED_EARLY, INTERRUPTED)
