@@ -176,6 +176,36 @@ def test_a_utf8_byte_order_mark_is_not_a_toml_error(tmp_path):
     assert load_config(path).train.epochs == 3
 
 
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (
+            {"transfer": {"n": []}},
+            "[methods.transfer] n = [] gives the method no setting to run; list at least one "
+            "value, or remove [methods.transfer]",
+        ),
+        (
+            {"transfer": {"n": [10, 300, 10]}},
+            "[methods.transfer] n repeats 10; list each value once",
+        ),
+    ],
+)
+def test_a_method_grid_with_no_or_a_repeated_value_is_refused(grid, message):
+    """n = [] made the method vanish from the results; a repeated value ran one setting
+    and counted it as two."""
+    from tailorml.personalize.grid import expand
+
+    with pytest.raises(ConfigError) as error:
+        expand(config_from_dict({"methods": {"baseline": {}, **grid}}).methods)
+    assert str(error.value) == message
+
+
+def test_repeated_seeds_are_refused():
+    """[0, 0] ran seed 0 once: the run had fewer seeds than the config said."""
+    with pytest.raises(ConfigError, match=r"'experiment.seeds': seeds repeat \[0\]"):
+        config_from_dict({"experiment": {"seeds": [0, 1, 0]}})
+
+
 def test_an_empty_methods_table_is_a_config_error():
     from tailorml.personalize.grid import EMPTY_TABLE, expand
 

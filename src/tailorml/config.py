@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -276,6 +277,17 @@ class ExperimentConfig(_Section):
     dataset: Literal["glucose", "writers"] = "glucose"
     name: FileName = Field(default="table1", description="run directory name (safe file name)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_once(cls, seeds: list[int]) -> list[int]:
+        """A repeated seed is the same task twice: its results would be kept once, so the
+        run would silently have fewer seeds than the config lists."""
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seeds repeat {repeated}; list each seed once")
+        return seeds
+
     individuals: list[str] = Field(default_factory=list, description="empty = all")
     max_individuals: int | None = Field(default=None, ge=1, description="the first N only")
     workers: int = Field(default=2, ge=1)
