@@ -357,3 +357,49 @@ def test_an_unexpected_error_is_named_never_a_bare_aborted(error, kind, message)
     assert "Traceback" in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last == "error: " + UNEXPECTED.format(kind=kind, message=message)
+
+
+def test_brackets_in_data_and_messages_are_printed_as_they_are(tmp_path, write_cohort):
+    """Output is never read as Rich markup: a file named "[/x].csv" crashed the error
+    printer (MarkupError), "[bold]x.csv" was shown as "x.csv", and the "[methods.transfer]"
+    of a config error vanished."""
+    result = tailorml("cohort", "describe", "[/x].csv", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (2, "error: cohort file not found: [/x].csv\n")
+    result = tailorml("cohort", "describe", "[bold]x.csv", cwd=tmp_path)
+    assert result.stderr == "error: cohort file not found: [bold]x.csv\n"
+    config = tmp_path / "grid.toml"
+    config.write_text("[methods.transfer]\nn = []\n")
+    result = tailorml("experiment", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: [methods.transfer] n = [] gives the method no setting" in result.stderr
+    from conftest import cohort_frame
+
+    trace = [100.0 + 10 * (i % 7) for i in range(60)]
+    path = write_cohort(cohort_frame({"[/x]": trace, "[red]y": trace}))
+    result = runner.invoke(app, ["cohort", "describe", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[/x]" in result.output and "[red]y" in result.output
+
+
+def test_progress_messages_are_plain_text():
+    import io
+
+    from tailorml.progress import RichReporter
+
+    out = io.StringIO()
+    reporter = RichReporter()
+    reporter.console.file = out
+    reporter.log("skipping [/x]: no [bold]hypo[/bold] sample", style="yellow")
+    assert out.getvalue() == "skipping [/x]: no [bold]hypo[/bold] sample\n"
+
+
+def test_describe_csv_must_be_a_csv_file(tmp_path, write_cohort):
+    """--csv out.parquet wrote CSV text into a .parquet file."""
+    from conftest import cohort_frame
+
+    path = write_cohort(cohort_frame({"p1": [100.0] * 60}))
+    result = tailorml("cohort", "describe", str(path), "--csv", "out.parquet", cwd=tmp_path)
+    assert result.returncode == 2
+    message = "error: --csv out.parquet must end in .csv (the table is written as CSV)\n"
+    assert result.stderr == message
+    assert not (tmp_path / "out.parquet").exists()

@@ -14,6 +14,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from tailorml import __version__
@@ -82,7 +83,21 @@ config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(config_app, name="config")
 
-console = Console()
+# Never parse output as Rich markup: it carries data (ids, file names, reasons), and an id
+# like "[/x]" crashed the command while "[methods.transfer]" vanished from a message. The
+# CLI's own styles are explicit (`_styled`, style=...).
+console = Console(markup=False)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain and (text, style) parts, none of it read as markup."""
+    return Text.assemble(*parts)
+
+
+def _mark(passed: bool) -> Text:
+    return Text("✓", style="green") if passed else Text("✗", style="red")
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="TOML file overriding the defaults (see `config show`)."),
@@ -129,7 +144,7 @@ def _print_summary(run_path: Path) -> None:
         table.add_row(name, *cells)
     console.print(table)
     if metrics.get("synthetic"):
-        console.print("[yellow]Synthetic cohort: these figures are not clinical evidence.[/yellow]")
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
 
 
 @app.command()
@@ -148,7 +163,7 @@ def demo(
     config = _load(None, {"run": {"runs_dir": str(runs_dir), "name": "demo"}})
     run = run_global(config, _reporter(), resume=str(resume) if resume else None)
     _print_summary(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 @app.command("train")
@@ -169,7 +184,7 @@ def train_command(
 
     run = run_global(_load(config), _reporter(), resume=str(resume) if resume else None)
     _print_summary(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 @app.command("evaluate")
@@ -191,7 +206,7 @@ def evaluate_command(
 
     run = evaluate_model(model, cohort, runs_dir, _reporter())
     _print_summary(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 @app.command()
@@ -208,7 +223,7 @@ def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/
         from tailorml.evaluate.report import render_report
 
         output = render_report(path)
-    console.print(f"Report: [bold]{output.resolve()}[/bold]")
+    console.print(_styled("Report: ", (str(output.resolve()), "bold")))
 
 
 def _finite_non_negative(value: float | None) -> float | None:
@@ -284,8 +299,8 @@ def certify(
         table.add_row(key.replace("_", " "), f"{value:.3f}", f"{summary['min'][key]:.3f}")
     console.print(table)
     if summary.get("synthetic"):
-        console.print("[yellow]Synthetic cohort: these figures are not clinical evidence.[/yellow]")
-    console.print(f"\nReport: [bold]{(out / 'report.html').resolve()}[/bold]")
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
+    console.print(_styled("\nReport: ", (str((out / "report.html").resolve()), "bold")))
 
 
 @app.command()
@@ -315,7 +330,7 @@ def experiment(
     settings = _load(config, {"experiment": overrides}) if config else None
     run = run_experiment(settings, _reporter(), resume=str(resume) if resume else None)
     _print_table_one(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 def _print_table_one(run_path: Path) -> None:
@@ -324,7 +339,7 @@ def _print_table_one(run_path: Path) -> None:
     try:
         summary = pd.read_csv(run_path / "summary.csv")
     except pd.errors.EmptyDataError:
-        console.print("[red]no individual could be personalized; see report.html[/red]")
+        console.print("no individual could be personalized; see report.html", style="red")
         return
     table = Table(title="Table I (mean over individuals; p: Wilcoxon vs reference)")
     for column in ("method", "acc D_I", "rank", "p", "acc D_G", "rank ", "p "):
@@ -385,7 +400,9 @@ def personalize(
         registry_dir=registry,
     )
     if outcome.refused:
-        console.print(f"[bold]Personalization refused[/bold] for {individual}: {outcome.refused}")
+        console.print(
+            _styled(("Personalization refused", "bold"), f" for {individual}: {outcome.refused}")
+        )
     else:
         from tailorml.soft.gates import GATES
 
@@ -402,27 +419,32 @@ def personalize(
         for column in [*(f"g{gate.number}" for gate in gates), "all"]:
             table.add_column(column, justify="center", no_wrap=True, min_width=3)
         for row in outcome.table:
-            marks = ["[green]✓[/green]" if row[g.name] else "[red]✗[/red]" for g in gates]
+            marks = [_mark(row[g.name]) for g in gates]
             table.add_row(
                 _short(row["candidate"]),
                 f"{row['threshold']:g}",
                 _fmt(row["hypo_sensitivity"]),
                 _fmt(row["false_alerts_per_day"]),
                 *marks,
-                "[green]✓[/green]" if row["passed"] else "[red]✗[/red]",
+                _mark(row["passed"]),
             )
         console.print(table)
         legend = ", ".join(f"g{gate.number} {gate.short}" for gate in gates)
         console.print(f"{legend} (numbers in the model card)")
         if outcome.proposal:
             console.print(
-                f"Proposed for review: candidate [bold]{outcome.proposal_candidate_id}[/bold] "
-                f"({outcome.proposal}). Approve with: tailorml review approve "
-                f"{outcome.proposal_candidate_id} --reviewer NAME"
+                _styled(
+                    "Proposed for review: candidate ",
+                    (str(outcome.proposal_candidate_id), "bold"),
+                    f" ({outcome.proposal}). Approve with: tailorml review approve "
+                    f"{outcome.proposal_candidate_id} --reviewer NAME",
+                )
             )
         else:
-            console.print("No candidate passed every gate: [bold]keep the predefined model[/bold].")
-    console.print(f"Model card: [bold]{outcome.card.resolve()}[/bold]")
+            console.print(
+                _styled("No candidate passed every gate: ", ("keep the predefined model", "bold"))
+            )
+    console.print(_styled("Model card: ", (str(outcome.card.resolve()), "bold")))
 
 
 def _short(name: str) -> str:
@@ -484,9 +506,11 @@ def review_show(
     store = _registry(registry)
     found = store.candidate(candidate)
     console.print(
-        f"[bold]Candidate {found.id}[/bold]: {found.name} for {found.individual} "
-        f"(session {found.session_id}, status {found.status}, threshold "
-        f"{found.threshold:g})"
+        _styled(
+            (f"Candidate {found.id}", "bold"),
+            f": {found.name} for {found.individual} (session {found.session_id}, status "
+            f"{found.status}, threshold {found.threshold:g})",
+        )
     )
     console.print(
         ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in found.metrics.items())
@@ -497,12 +521,12 @@ def review_show(
     for gate in found.gates:
         gates.add_row(
             gate.gate,
-            "[green]pass[/green]" if gate.passed else "[red]fail[/red]",
+            Text("pass", style="green") if gate.passed else Text("fail", style="red"),
             gate.reason,
         )
     console.print(gates)
     card = render_card(store, found.session_id)
-    console.print(f"Model card: [bold]{card.resolve()}[/bold]")
+    console.print(_styled("Model card: ", (str(card.resolve()), "bold")))
 
 
 def _decide(
@@ -515,7 +539,7 @@ def _decide(
     card = render_card(store, decided.session_id)
     verb = "approved: now the active model" if decision == "approve" else "rejected"
     console.print(f"Candidate {candidate} ({decided.name}) for {decided.individual} {verb}.")
-    console.print(f"Model card: [bold]{card.resolve()}[/bold]")
+    console.print(_styled("Model card: ", (str(card.resolve()), "bold")))
 
 
 Reviewer = Annotated[str, typer.Option(help="Who decides (recorded).")]
@@ -557,13 +581,18 @@ def models_active(
     active = store.active_model(individual)
     if not store.knows(individual):
         console.print(
-            f"[yellow]{individual!r} has never been personalized in {store.root} (check the "
-            "id); like anyone new, they would use the predefined model:[/yellow]"
+            f"{individual!r} has never been personalized in {store.root} (check the id); "
+            "like anyone new, they would use the predefined model:",
+            style="yellow",
         )
     threshold = "default" if active.threshold is None else f"{active.threshold:g}"
     console.print(
-        f"{individual}: [bold]{active.kind}[/bold] model {active.model.id} "
-        f"(sha256 {active.model.sha256[:12]}), alert threshold {threshold}"
+        _styled(
+            f"{individual}: ",
+            (active.kind, "bold"),
+            f" model {active.model.id} (sha256 {active.model.sha256[:12]}), alert threshold "
+            f"{threshold}",
+        )
     )
     console.print(f"why: {active.reason}" + (f" ({active.created})" if active.created else ""))
 
@@ -661,7 +690,11 @@ def cohort_simulate(
 
         path = simulate_cohort(settings, out, workers=workers, on_patient_done=done, force=force)
     console.print(
-        f"Synthetic cohort written to [bold]{path}[/bold] (+ {path.with_suffix('.json').name})"
+        _styled(
+            "Synthetic cohort written to ",
+            (str(path), "bold"),
+            f" (+ {path.with_suffix('.json').name})",
+        )
     )
 
 
@@ -676,6 +709,10 @@ DESCRIBE_COLUMNS = {  # column: (short header, format) so the table fits 80 colu
     "hypo_events": ("hypo", "{}"),
     "hyper_events": ("hyper", "{}"),
 }
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 @cohort_app.command("describe")
@@ -694,6 +731,8 @@ def cohort_describe(
     from tailorml.io import atomic_write_text
     from tailorml.policy import AlertPolicy
 
+    if csv is not None and csv.suffix.lower() != ".csv":  # it writes CSV text, nothing else
+        raise TailormlError(f"--csv {csv} must end in .csv (the table is written as CSV)")
     settings = _load(config)
     cohort = load_cohort(path or settings.cohort.path or None)
     if csv is not None and csv.resolve() == Path(cohort.source).resolve():
@@ -713,12 +752,15 @@ def cohort_describe(
         width = int(table[column].astype(str).str.len().max()) if text else None
         view.add_column(header, justify="left" if text else "right", min_width=width)
     for _, row in table.iterrows():
-        view.add_row(
-            *(style.format(row[column]) for column, (_, style) in DESCRIBE_COLUMNS.items())
+        view.add_row(  # a patient without any reading has no percentages: "–", not "nan%"
+            *(
+                "–" if _is_nan(row[column]) else style.format(row[column])
+                for column, (_, style) in DESCRIBE_COLUMNS.items()
+            )
         )
     console.print(view)
     if cohort.synthetic:
-        console.print("[yellow]Synthetic (simulated) cohort, not clinical data.[/yellow]")
+        console.print("Synthetic (simulated) cohort, not clinical data.", style="yellow")
     if any(cohort.notes.values()):
         console.print(f"Loading notes: {cohort.notes}")
     if csv:
@@ -815,9 +857,12 @@ def cohort_import(
     )
     meta = result.metadata
     console.print(
-        f"Imported {len(meta['files'])} file(s) ({', '.join(meta['formats'])}) -> "
-        f"[bold]{out}[/bold] (+ {out.with_suffix('.json').name}): "
-        f"{len(meta['patients'])} person(s), {meta['sample_minutes']}-min grid"
+        _styled(
+            f"Imported {len(meta['files'])} file(s) ({', '.join(meta['formats'])}) -> ",
+            (str(out), "bold"),
+            f" (+ {out.with_suffix('.json').name}): {len(meta['patients'])} person(s), "
+            f"{meta['sample_minutes']}-min grid",
+        )
     )
     for patient, count in meta["readings_per_patient"].items():
         console.print(f"  {patient}: {count} readings")
@@ -825,8 +870,9 @@ def cohort_import(
         console.print(f"Counts: {result.notes}")
     if not salt and not keep_ids:
         console.print(
-            "[yellow]Ids were hashed with a fresh random salt (not stored); pass --salt (or "
-            "TAILORML_IMPORT_SALT) to get the same ids on a later import.[/yellow]"
+            "Ids were hashed with a fresh random salt (not stored); pass --salt (or "
+            "TAILORML_IMPORT_SALT) to get the same ids on a later import.",
+            style="yellow",
         )
 
 
@@ -848,13 +894,13 @@ def main() -> None:
     failure, a run directory this command created that holds no finished work is removed."""
     from tailorml.runs import discard_unfinished
 
-    errors = Console(stderr=True, soft_wrap=True)  # one line, however long
+    errors = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)  # one line
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         app()
     except TailormlError as error:
         discard_unfinished()
-        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        errors.print(_styled(("error:", "bold red"), f" {error}"))
         sys.exit(2)
     except (KeyboardInterrupt, Interrupted):
         terminated = signal.SIGTERM in _signals
@@ -862,12 +908,12 @@ def main() -> None:
         early, late = (
             (TERMINATED_EARLY, TERMINATED) if terminated else (INTERRUPTED_EARLY, INTERRUPTED)
         )
-        errors.print(early.format(path=removed[0]) if removed else late, highlight=False)
+        errors.print(early.format(path=removed[0]) if removed else late)
         sys.exit(143 if terminated else 130)
     except Exception as error:
         discard_unfinished()
         cause = error.__cause__ if isinstance(error, UnexpectedError) else error
         traceback.print_exception(cause)
         message = UNEXPECTED.format(kind=type(cause).__name__, message=cause)
-        errors.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+        errors.print(_styled(("error:", "bold red"), f" {message}"))
         sys.exit(1)

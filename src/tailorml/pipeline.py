@@ -92,7 +92,9 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
             f"{', '.join(cohort.ids[:5])}{', …' if len(cohort.ids) > 5 else ''} or leave it empty"
         )
     if cohort.synthetic:
-        reporter.log("[yellow]cohort is SYNTHETIC (simulated); figures are not clinical evidence")
+        reporter.log(
+            "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
+        )
     train_idx, val_idx, test_idx = (splits.pooled(part) for part in ("train", "val", "test"))
     reporter.log(
         f"{len(cohort.individuals)} individuals, {len(windows)} windows "

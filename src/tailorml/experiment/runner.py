@@ -92,7 +92,7 @@ def run_experiment(
     experiment = config.experiment
     data = tasks.load_data(config)
     if data.synthetic:
-        reporter.log("[yellow]data set is SYNTHETIC; results are not clinical evidence")
+        reporter.log("data set is SYNTHETIC; results are not clinical evidence", style="yellow")
     individuals = select_individuals(config, data)
     required = (
         list(data.class_names)
