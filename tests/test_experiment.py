@@ -289,3 +289,16 @@ def test_collect_keeps_case_distinct_ids_and_ignores_a_pre_escaping_folder(tmp_p
         {"individual": "Alice", "acc_individual": 0.75},
         {"individual": "alice", "acc_individual": 0.5},
     ]
+
+
+def test_an_experiment_where_everyone_would_be_skipped_stops_before_any_work(tmp_path):
+    """It trained the global models, then crashed in Table I (KeyError 'acc_general')."""
+    config = writers_config(tmp_path / "runs")
+    config.experiment.min_individual_samples = 10**6  # 3 writers with ~40 samples each
+    with pytest.raises(ConfigError) as error:
+        run_experiment(config)
+    message = str(error.value)
+    assert message.startswith("no individual can be personalized: all 3 would be skipped (")
+    assert "lower experiment.min_individual_samples" in message
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not (run / "cache").exists() and not (run / "results.csv").exists()

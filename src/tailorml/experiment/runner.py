@@ -62,6 +62,13 @@ def _run_phase(
         backend.map(function, arguments, lambda _: task.advance())
 
 
+NOTHING_TO_RUN = (
+    "no individual can be personalized: all {count} would be skipped ({reasons}); lower "
+    "experiment.min_individual_samples, set experiment.required_classes, or use a cohort "
+    "with more days per individual"
+)
+
+
 def collect(run: Run) -> pd.DataFrame:
     """Every cached result row. A row counts only in its individual's folder as this
     version names it (`encode_component`): a run resumed across the change that escaped
@@ -105,14 +112,18 @@ def run_experiment(
             f"experiment.required_classes: unknown {', '.join(bad)}; "
             f"classes: {', '.join(data.class_names)}"
         )
-    runnable = []
-    for individual in individuals:
-        reason = data.skip_reason(individual, experiment.min_individual_samples, required)
+    reasons = {
+        individual: data.skip_reason(individual, experiment.min_individual_samples, required)
+        for individual in individuals
+    }
+    runnable = [individual for individual, reason in reasons.items() if not reason]
+    if not runnable:  # else every step would run on nothing and Table I would have no rows
+        shown = "; ".join(f"{who}: {why}" for who, why in list(reasons.items())[:3])
+        raise ConfigError(NOTHING_TO_RUN.format(count=len(reasons), reasons=shown))
+    for individual, reason in reasons.items():
         if reason:
             tasks.record_skipped(config, data, str(run.path), individual, reason)
             reporter.log(f"skipping {individual}: {reason}")
-        else:
-            runnable.append(individual)
     reporter.log(
         f"{data.name}: {len(runnable)} individuals x {len(settings)} settings x "
         f"{len(experiment.seeds)} seeds"
