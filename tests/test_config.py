@@ -224,3 +224,10 @@ def test_thresholds_must_lie_strictly_between_0_and_1_and_a_config_folder_is_nam
     assert config_from_dict({"soft": {"thresholds": [0.3, 0.97]}}).soft.thresholds == [0.3, 0.97]
     with pytest.raises(ConfigError, match="is a folder; pass the TOML config file inside it"):
         load_config(tmp_path)
+
+
+def test_a_simulation_start_that_is_not_iso_is_a_config_error():
+    """It passed the config and crashed in the simulator (ValueError traceback)."""
+    with pytest.raises(ConfigError, match=r"'simulation\.start': start 'yesterday' is not an ISO"):
+        config_from_dict({"simulation": {"start": "yesterday"}})
+    assert config_from_dict({"simulation": {"start": "2025-03-01"}}).simulation.start

@@ -597,3 +597,14 @@ def test_utf16_and_bom_exports_are_read_like_utf8(tmp_path, encoding, bom):
     assert result.metadata["sample_minutes"] == 15
     assert same(grid(result), expected)
     assert result.frame["cho"].tolist()[:3] == [0, 0, 45]
+
+
+def test_an_unknown_timezone_is_refused_whatever_the_format(tmp_path):
+    """--timezone is used by Nightscout files only; with others a typo was silently ignored."""
+    path = write(tmp_path, "clarity.csv", clarity(KNOWN))
+    with pytest.raises(CohortError) as error:
+        import_cohort([path], tmp_path / "out.parquet", timezone="Mars/Olympus")
+    assert str(error.value) == (
+        "--timezone 'Mars/Olympus' is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+    )
+    assert not (tmp_path / "out.parquet").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,6 +69,20 @@ class SimulationConfig(_Section):
     days: int = Field(default=14, ge=1, le=365)
     seed: int = 20261122
     start: str = "2025-01-06T00:00:00"
+
+    @field_validator("start")
+    @classmethod
+    def _iso_start(cls, start: str) -> str:
+        """The simulator reads it with datetime.fromisoformat: check it here, not after
+        the cohort command has started."""
+        try:
+            datetime.fromisoformat(start)
+        except ValueError:
+            raise ValueError(
+                f"start {start!r} is not an ISO 8601 date-time like 2025-01-06T00:00:00"
+            ) from None
+        return start
+
     patients: list[str] = Field(default_factory=list, description="empty = all 30")
     meals: dict[str, MealPlan] = Field(default_factory=_default_meals)
     child_meal_scale: float = Field(default=0.6, gt=0)
