@@ -301,9 +301,16 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     assert "libre.csv has 15" in str(result.exception)
 
 
-def test_ctrl_c_before_any_step_says_the_empty_run_was_removed(tmp_path):
-    from tailorml.cli import INTERRUPTED_EARLY
+@pytest.mark.parametrize(
+    ("signal_number", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_ctrl_c_or_sigterm_before_any_step_says_the_empty_run_was_removed(
+    tmp_path, signal_number, code, word
+):
+    from tailorml.cli import INTERRUPTED_EARLY, TERMINATED_EARLY
 
+    early = INTERRUPTED_EARLY if signal_number == signal.SIGINT else TERMINATED_EARLY
     runs = tmp_path / "runs"
     config = tmp_path / "slow.toml"
     config.write_text(TINY.format(runs=runs.as_posix()).replace("epochs = 1", "epochs = 50"))
@@ -318,11 +325,11 @@ def test_ctrl_c_before_any_step_says_the_empty_run_was_removed(tmp_path):
     while not (runs.is_dir() and any(runs.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert runs.is_dir() and any(runs.iterdir()), "the run directory never appeared"
-    process.send_signal(signal.SIGINT)  # while it loads the cohort: nothing finished yet
+    process.send_signal(signal_number)  # while it loads the cohort: nothing finished yet
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
-    (removed,) = [line for line in stderr.splitlines() if line.startswith("interrupted")]
-    assert removed.startswith(INTERRUPTED_EARLY.split("{path}")[0])
+    assert process.returncode == code
+    (removed,) = [line for line in stderr.splitlines() if line.startswith(word)]
+    assert removed.startswith(early.split("{path}")[0])
     assert "was removed (run the command again to start over)" in removed
     assert list(runs.iterdir()) == []
 
@@ -376,3 +383,49 @@ def test_an_unexpected_error_is_named_never_a_bare_aborted(error, kind, message)
     assert "Traceback" in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last == "error: " + UNEXPECTED.format(kind=kind, message=message)
+
+
+def test_brackets_in_data_and_messages_are_printed_as_they_are(tmp_path, write_cohort):
+    """Output is never read as Rich markup: a file named "[/x].csv" crashed the error
+    printer (MarkupError), "[bold]x.csv" was shown as "x.csv", and the "[methods.transfer]"
+    of a config error vanished."""
+    result = tailorml("cohort", "describe", "[/x].csv", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (2, "error: cohort file not found: [/x].csv\n")
+    result = tailorml("cohort", "describe", "[bold]x.csv", cwd=tmp_path)
+    assert result.stderr == "error: cohort file not found: [bold]x.csv\n"
+    config = tmp_path / "grid.toml"
+    config.write_text("[methods.transfer]\nn = []\n")
+    result = tailorml("experiment", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: [methods.transfer] n = [] gives the method no setting" in result.stderr
+    from conftest import cohort_frame
+
+    trace = [100.0 + 10 * (i % 7) for i in range(60)]
+    path = write_cohort(cohort_frame({"[/x]": trace, "[red]y": trace}))
+    result = runner.invoke(app, ["cohort", "describe", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[/x]" in result.output and "[red]y" in result.output
+
+
+def test_progress_messages_are_plain_text():
+    import io
+
+    from tailorml.progress import RichReporter
+
+    out = io.StringIO()
+    reporter = RichReporter()
+    reporter.console.file = out
+    reporter.log("skipping [/x]: no [bold]hypo[/bold] sample", style="yellow")
+    assert out.getvalue() == "skipping [/x]: no [bold]hypo[/bold] sample\n"
+
+
+def test_describe_csv_must_be_a_csv_file(tmp_path, write_cohort):
+    """--csv out.parquet wrote CSV text into a .parquet file."""
+    from conftest import cohort_frame
+
+    path = write_cohort(cohort_frame({"p1": [100.0] * 60}))
+    result = tailorml("cohort", "describe", str(path), "--csv", "out.parquet", cwd=tmp_path)
+    assert result.returncode == 2
+    message = "error: --csv out.parquet must end in .csv (the table is written as CSV)\n"
+    assert result.stderr == message
+    assert not (tmp_path / "out.parquet").exists()

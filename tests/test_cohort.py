@@ -219,3 +219,53 @@ def test_an_infinite_dose_or_a_blank_id_is_refused(write_cohort):
     frame = cohort_frame({" ": [120.0] * 10})
     with pytest.raises(CohortError, match="'patient_id' is blank at row 0"):
         load_cohort(write_cohort(frame, "blank.csv"))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"),
+    [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-8", b"\xef\xbb\xbf")],
+)
+def test_a_utf16_or_bom_csv_reads_like_utf8(tmp_path, encoding, bom):
+    frame = cohort_frame({"Jürgen": [100.0, 110.0, np.nan, 130.0], "007": [90.0] * 4})
+    path = tmp_path / "cohort.csv"
+    path.write_bytes(bom + frame.to_csv(index=False).encode(encoding))
+    cohort = load_cohort(path)
+    assert cohort.ids == ["Jürgen", "007"]
+    assert cohort.of("Jürgen")["cgm"].tolist()[:2] == [100.0, 110.0]
+    assert np.isnan(cohort.of("Jürgen")["cgm"].iloc[2])
+
+
+def test_a_latin1_csv_is_refused_naming_the_byte(tmp_path):
+    path = tmp_path / "cohort.csv"
+    path.write_bytes(cohort_frame({"Jürgen": [100.0, 110.0]}).to_csv(index=False).encode("latin-1"))
+    offset = path.read_bytes().index(b"\xfc")
+    with pytest.raises(CohortError, match=f"cohort.csv is not UTF-8 .*byte {offset} .*iconv"):
+        load_cohort(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{garbage", "is not readable JSON"),
+        (b"\xff\xfe\xfa", "is not readable JSON"),
+        (b"[1, 2]", "is a JSON list, not an object"),
+        (b'{"synthetic": "no"}', "has \"synthetic\": 'no', not true or false"),
+    ],
+)
+def test_a_broken_metadata_file_beside_the_cohort_is_named(write_cohort, content, problem):
+    path = write_cohort(cohort_frame({"p1": [100.0, 110.0]}))
+    path.with_suffix(".json").write_bytes(content)
+    with pytest.raises(CohortError) as error:
+        load_cohort(path)
+    assert str(error.value).startswith(f"{path.with_suffix('.json')} (the metadata beside")
+    assert problem in str(error.value)
+
+
+def test_a_metadata_folder_beside_the_cohort_is_named(write_cohort):
+    path = write_cohort(cohort_frame({"p1": [100.0, 110.0]}))
+    path.with_suffix(".json").mkdir()
+    with pytest.raises(CohortError, match=r"cohort.json .* is a folder; fix it, or delete it"):
+        load_cohort(path)
+    path.with_suffix(".json").rmdir()
+    (path.with_suffix(".json")).write_text('{"synthetic": true}')
+    assert load_cohort(path).synthetic is True

@@ -10,6 +10,24 @@ def test_defaults_round_trip_through_toml(tmp_path):
     assert load_config(path) == Config()
 
 
+def test_unset_keys_are_shown_as_comments_and_read_back_unset(tmp_path):
+    text = to_toml(Config())
+    for line in (
+        "# max_days = (unset) -- keep only the first days",
+        "# gap_minutes = (unset) -- unset = window + horizon (the minimum that prevents leakage)",
+        "# max_individuals = (unset) -- the first N only",
+        "# required_classes = (unset) -- classes D_I must contain; unset = all",
+    ):
+        assert line in text.splitlines()
+    split = text.split("[split]")[1].split("\n[")[0]  # the comment sits in its own table
+    assert "# gap_minutes" in split
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(config_from_dict({"split": {"gap_minutes": 40}})))
+    assert "gap_minutes = 40" in path.read_text()
+    assert "# gap_minutes" not in path.read_text()
+    assert load_config(path).split.gap_minutes == 40
+
+
 def test_toml_file_overrides_only_the_keys_it_names(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text("[train]\nepochs = 3\n[task]\nchannels = ['cgm', 'insulin']\n")
@@ -152,6 +170,42 @@ def test_a_non_utf8_file_is_named_with_the_fix(tmp_path):
     assert str(error.value) == NOT_UTF8.format(path=path, position=17)
 
 
+def test_a_utf8_byte_order_mark_is_not_a_toml_error(tmp_path):
+    path = tmp_path / "notepad.toml"
+    path.write_bytes(b"\xef\xbb\xbf[train]\nepochs = 3\n")  # Windows Notepad's UTF-8
+    assert load_config(path).train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (
+            {"transfer": {"n": []}},
+            "[methods.transfer] n = [] gives the method no setting to run; list at least one "
+            "value, or remove [methods.transfer]",
+        ),
+        (
+            {"transfer": {"n": [10, 300, 10]}},
+            "[methods.transfer] n repeats 10; list each value once",
+        ),
+    ],
+)
+def test_a_method_grid_with_no_or_a_repeated_value_is_refused(grid, message):
+    """n = [] made the method vanish from the results; a repeated value ran one setting
+    and counted it as two."""
+    from tailorml.personalize.grid import expand
+
+    with pytest.raises(ConfigError) as error:
+        expand(config_from_dict({"methods": {"baseline": {}, **grid}}).methods)
+    assert str(error.value) == message
+
+
+def test_repeated_seeds_are_refused():
+    """[0, 0] ran seed 0 once: the run had fewer seeds than the config said."""
+    with pytest.raises(ConfigError, match=r"'experiment.seeds': seeds repeat \[0\]"):
+        config_from_dict({"experiment": {"seeds": [0, 1, 0]}})
+
+
 def test_an_empty_methods_table_is_a_config_error():
     from tailorml.personalize.grid import EMPTY_TABLE, expand
 
@@ -170,3 +224,10 @@ def test_thresholds_must_lie_strictly_between_0_and_1_and_a_config_folder_is_nam
     assert config_from_dict({"soft": {"thresholds": [0.3, 0.97]}}).soft.thresholds == [0.3, 0.97]
     with pytest.raises(ConfigError, match="is a folder; pass the TOML config file inside it"):
         load_config(tmp_path)
+
+
+def test_a_simulation_start_that_is_not_iso_is_a_config_error():
+    """It passed the config and crashed in the simulator (ValueError traceback)."""
+    with pytest.raises(ConfigError, match=r"'simulation\.start': start 'yesterday' is not an ISO"):
+        config_from_dict({"simulation": {"start": "yesterday"}})
+    assert config_from_dict({"simulation": {"start": "2025-03-01"}}).simulation.start

@@ -252,6 +252,28 @@ def test_writers_experiment_gives_the_same_results_on_ray_as_locally(tmp_path):
     assert config["backend"] == "ray"
 
 
+def test_the_ray_backend_leaves_the_sigterm_handler_to_tailorml():
+    """ray.init installs its own SIGTERM handling (a crash report and abort, exit 134): the
+    CLI's handler must survive it, so SIGTERM stops a Ray run like Ctrl-C (exit 143)."""
+    pytest.importorskip("ray")
+    import signal
+
+    import ray
+
+    from tailorml.experiment.backends import RayBackend
+
+    def ours(signal_number, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        RayBackend(workers=1)
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_robust_experiment_reports_verified_accuracy_and_size(tmp_path):
     config = writers_config(tmp_path)
     data = config.model_dump(mode="json")
@@ -276,3 +298,37 @@ def test_robust_experiment_reports_verified_accuracy_and_size(tmp_path):
     html = (run.path / "report.html").read_text()
     assert "Robustness to sensor error and model size" in html
     assert "trained with\n<b>ibp</b>" in html
+
+
+def test_collect_keeps_case_distinct_ids_and_ignores_a_pre_escaping_folder(tmp_path):
+    """ "Alice" and "alice" are two people with two result folders; a folder named the old way
+    ("Alice", from before upper case was escaped) is not counted a second time."""
+    from tailorml.experiment.runner import collect
+    from tailorml.runs import Run
+
+    def row(folder: str, individual: str, accuracy: float) -> None:
+        path = tmp_path / "cache" / "results" / folder / "baseline-seed0.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"individual": individual, "acc_individual": accuracy}))
+
+    row("%41lice", "Alice", 0.75)
+    row("alice", "alice", 0.5)
+    row("Alice", "Alice", 0.25)  # stale: written under the old encoding
+    rows = collect(Run(tmp_path)).sort_values("individual")
+    assert rows.to_dict("records") == [
+        {"individual": "Alice", "acc_individual": 0.75},
+        {"individual": "alice", "acc_individual": 0.5},
+    ]
+
+
+def test_an_experiment_where_everyone_would_be_skipped_stops_before_any_work(tmp_path):
+    """It trained the global models, then crashed in Table I (KeyError 'acc_general')."""
+    config = writers_config(tmp_path / "runs")
+    config.experiment.min_individual_samples = 10**6  # 3 writers with ~40 samples each
+    with pytest.raises(ConfigError) as error:
+        run_experiment(config)
+    message = str(error.value)
+    assert message.startswith("no individual can be personalized: all 3 would be skipped (")
+    assert "lower experiment.min_individual_samples" in message
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not (run / "cache").exists() and not (run / "results.csv").exists()

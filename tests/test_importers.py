@@ -575,3 +575,36 @@ def test_iso_dates_are_never_read_day_first():
             pd.Timestamp("2024-01-05 08:00"),
             pd.Timestamp("2024-01-05 08:05"),
         ]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"),
+    [
+        ("utf-16-le", b"\xff\xfe"),  # LibreView / Excel "Unicode text"
+        ("utf-16-be", b"\xfe\xff"),
+        ("utf-8", b"\xef\xbb\xbf"),  # Clarity, Excel "CSV UTF-8"
+        ("utf-16-le", b""),  # UTF-16 without a mark: told by its NUL bytes
+    ],
+)
+def test_utf16_and_bom_exports_are_read_like_utf8(tmp_path, encoding, bom):
+    historic = [(T0 + i * 3 * FIVE, 90.0 + i) for i in range(8) if i != 3]
+    expected = [90.0 + i if i != 3 else np.nan for i in range(8)]
+    text = libre(historic, food=[(T0 + timedelta(minutes=20), 45)])
+    path = tmp_path / "libre.csv"
+    path.write_bytes(bom + text.encode(encoding))
+    result = import_cohort([path], tmp_path / "out.parquet", salt="s")
+    assert result.metadata["files"][0]["format"] == "libreview"
+    assert result.metadata["sample_minutes"] == 15
+    assert same(grid(result), expected)
+    assert result.frame["cho"].tolist()[:3] == [0, 0, 45]
+
+
+def test_an_unknown_timezone_is_refused_whatever_the_format(tmp_path):
+    """--timezone is used by Nightscout files only; with others a typo was silently ignored."""
+    path = write(tmp_path, "clarity.csv", clarity(KNOWN))
+    with pytest.raises(CohortError) as error:
+        import_cohort([path], tmp_path / "out.parquet", timezone="Mars/Olympus")
+    assert str(error.value) == (
+        "--timezone 'Mars/Olympus' is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+    )
+    assert not (tmp_path / "out.parquet").exists()

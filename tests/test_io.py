@@ -29,6 +29,16 @@ def test_ids_encode_to_one_safe_component_by_hand():
     assert encode_component("50%") == "50%25"
     assert encode_component("é") == "%C3%A9"
     assert encode_component(".") == "%2E"
+    assert encode_component("Alice") == "%41lice"  # 'A' is byte 0x41
+    assert encode_component("adult-001.v2") == "adult-001.v2"  # lower case stays readable
+
+
+def test_ids_differing_only_in_case_get_names_that_differ_ignoring_case(tmp_path):
+    """macOS and Windows file systems ignore case: "Alice" and "alice" must not be one file."""
+    values = ["Alice", "alice", "ALICE", "aLiCe", "%41lice", "*", "%2a", "Z", "z"]
+    names = [encode_component(value) for value in values]
+    assert len({name.casefold() for name in names}) == len(values)
+    assert [decode_component(name) for name in names] == values
 
 
 @pytest.mark.parametrize("value", [*[u for u in UNSAFE if u], "007", "7", "07.0", "%2F", "a b"])

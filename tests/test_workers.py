@@ -73,3 +73,26 @@ def test_a_worker_whose_parent_is_already_gone_exits(platform):
     env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=30)
     assert (result.returncode, result.stdout) == (1, b"")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_leaving_a_pool_by_an_exception_stops_its_workers_at_once():
+    """SIGTERM/Ctrl-C in the parent raise in the `with` block: the pool must not wait for
+    two running and four queued 60-second tasks (4 minutes) before the parent can exit."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tailorml.workers import process_pool
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError), process_pool(2) as pool:
+        futures = [pool.submit(time.sleep, 60) for _ in range(6)]
+        deadline = time.monotonic() + 60
+        while not futures[1].running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = list(pool._processes)
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        raise RuntimeError("stop")
+    assert time.monotonic() - start < 30
+    assert not any(_alive(pid) for pid in pids)
+    for future in futures:  # none ran to its end: cancelled, or stopped with its worker
+        assert future.cancelled() or isinstance(future.exception(timeout=10), BrokenProcessPool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -13,6 +14,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from tailorml import __version__
@@ -26,14 +28,34 @@ INTERRUPTED_EARLY = (
     "interrupted before any step finished; the empty run directory {path} was removed "
     "(run the command again to start over)"
 )
+TERMINATED = "terminated (SIGTERM); finished work is kept (rerun to resume)"
+TERMINATED_EARLY = (
+    "terminated (SIGTERM) before any step finished; the empty run directory {path} was "
+    "removed (run the command again to start over)"
+)
 UNEXPECTED = (
     "unexpected {kind}: {message} (a tailorml bug, or a file it could not read; finished "
     "work is kept; please report it with the traceback above)"
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler, a container stop): handled like Ctrl-C, so the same
+    cleanup runs (workers stopped, an empty run directory removed) instead of the process
+    vanishing mid-step."""
+
+
+_signals: list[int] = []  # SIGTERM seen: libraries (Ray) may re-raise it as a plain Ctrl-C
+
+
+def _raise_terminated(signal_number: int, frame: object) -> None:
+    _signals.append(signal_number)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    raise Terminated()
+
+
 class Interrupted(Exception):
-    """Ctrl-C during a command (Typer would turn it into a silent exit 130)."""
+    """Ctrl-C or SIGTERM during a command (Typer would turn it into a silent exit 130)."""
 
 
 class UnexpectedError(Exception):
@@ -64,7 +86,26 @@ config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(config_app, name="config")
 
-console = Console()
+# Never parse output as Rich markup: it carries data (ids, file names, reasons), and an id
+# like "[/x]" crashed the command while "[methods.transfer]" vanished from a message. The
+# CLI's own styles are explicit (`_styled`, style=...).
+console = Console(markup=False)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain and (text, style) parts, none of it read as markup."""
+    return Text.assemble(*parts)
+
+
+def _mark(passed: bool, outcome: str | None = None) -> Text:
+    """✓ / ✗, or a yellow ? for a gate whose data could not tell the models apart."""
+    from tailorml.soft.gates import NOT_INFORMATIVE
+
+    if outcome == NOT_INFORMATIVE:
+        return Text("?", style="yellow")
+    return Text("✓", style="green") if passed else Text("✗", style="red")
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="TOML file overriding the defaults (see `config show`)."),
@@ -111,7 +152,7 @@ def _print_summary(run_path: Path) -> None:
         table.add_row(name, *cells)
     console.print(table)
     if metrics.get("synthetic"):
-        console.print("[yellow]Synthetic cohort: these figures are not clinical evidence.[/yellow]")
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
 
 
 @app.command()
@@ -130,7 +171,7 @@ def demo(
     config = _load(None, {"run": {"runs_dir": str(runs_dir), "name": "demo"}})
     run = run_global(config, _reporter(), resume=str(resume) if resume else None)
     _print_summary(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 @app.command("train")
@@ -151,7 +192,7 @@ def train_command(
 
     run = run_global(_load(config), _reporter(), resume=str(resume) if resume else None)
     _print_summary(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 @app.command("evaluate")
@@ -173,7 +214,7 @@ def evaluate_command(
 
     run = evaluate_model(model, cohort, runs_dir, _reporter())
     _print_summary(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 @app.command()
@@ -190,7 +231,7 @@ def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/
         from tailorml.evaluate.report import render_report
 
         output = render_report(path)
-    console.print(f"Report: [bold]{output.resolve()}[/bold]")
+    console.print(_styled("Report: ", (str(output.resolve()), "bold")))
 
 
 def _finite_non_negative(value: float | None) -> float | None:
@@ -266,8 +307,8 @@ def certify(
         table.add_row(key.replace("_", " "), f"{value:.3f}", f"{summary['min'][key]:.3f}")
     console.print(table)
     if summary.get("synthetic"):
-        console.print("[yellow]Synthetic cohort: these figures are not clinical evidence.[/yellow]")
-    console.print(f"\nReport: [bold]{(out / 'report.html').resolve()}[/bold]")
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
+    console.print(_styled("\nReport: ", (str((out / "report.html").resolve()), "bold")))
 
 
 @app.command()
@@ -297,7 +338,7 @@ def experiment(
     settings = _load(config, {"experiment": overrides}) if config else None
     run = run_experiment(settings, _reporter(), resume=str(resume) if resume else None)
     _print_table_one(run.path)
-    console.print(f"\nReport: [bold]{(run.path / 'report.html').resolve()}[/bold]")
+    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
 def _print_table_one(run_path: Path) -> None:
@@ -306,7 +347,7 @@ def _print_table_one(run_path: Path) -> None:
     try:
         summary = pd.read_csv(run_path / "summary.csv")
     except pd.errors.EmptyDataError:
-        console.print("[red]no individual could be personalized; see report.html[/red]")
+        console.print("no individual could be personalized; see report.html", style="red")
         return
     table = Table(title="Table I (mean over individuals; p: Wilcoxon vs reference)")
     for column in ("method", "acc D_I", "rank", "p", "acc D_G", "rank ", "p "):
@@ -327,19 +368,11 @@ def _print_table_one(run_path: Path) -> None:
     _, weak = flag_weak_tests(summary)
     if weak:
         console.print(
-            f"[yellow]Too few individuals for the paired test: with {weak['pairs']} or fewer the "
+            f"Too few individuals for the paired test: with {weak['pairs']} or fewer the "
             f"smallest possible p is {weak['smallest_p']:.3g}, so p says nothing here (needs "
-            f"{weak['needed']}+).[/yellow]"
+            f"{weak['needed']}+).",
+            style="yellow",
         )
-
-
-def _gate_mark(passed: bool, outcome: str | None) -> str:
-    """✓ / ✗, or a yellow ? for a gate whose data could not tell the models apart."""
-    from tailorml.soft.gates import NOT_INFORMATIVE
-
-    if outcome == NOT_INFORMATIVE:
-        return "[yellow]?[/yellow]"
-    return "[green]✓[/green]" if passed else "[red]✗[/red]"
 
 
 def _p(value) -> str:
@@ -385,7 +418,9 @@ def personalize(
         registry_dir=registry,
     )
     if outcome.refused:
-        console.print(f"[bold]Personalization refused[/bold] for {individual}: {outcome.refused}")
+        console.print(
+            _styled(("Personalization refused", "bold"), f" for {individual}: {outcome.refused}")
+        )
     else:
         from tailorml.soft.gates import GATES
 
@@ -402,27 +437,32 @@ def personalize(
         for column in [*(f"g{gate.number}" for gate in gates), "all"]:
             table.add_column(column, justify="center", no_wrap=True, min_width=3)
         for row in outcome.table:
-            marks = [_gate_mark(row[g.name], row.get(f"{g.name}_outcome")) for g in gates]
+            marks = [_mark(row[g.name], row.get(f"{g.name}_outcome")) for g in gates]
             table.add_row(
                 _short(row["candidate"]),
                 f"{row['threshold']:g}",
                 _fmt(row["hypo_sensitivity"]),
                 _fmt(row["false_alerts_per_day"]),
                 *marks,
-                "[green]✓[/green]" if row["passed"] else "[red]✗[/red]",
+                _mark(row["passed"]),
             )
         console.print(table)
         legend = ", ".join(f"g{gate.number} {gate.short}" for gate in gates)
         console.print(f"{legend}; ? not informative (numbers in the model card)")
         if outcome.proposal:
             console.print(
-                f"Proposed for review: candidate [bold]{outcome.proposal_candidate_id}[/bold] "
-                f"({outcome.proposal}). Approve with: tailorml review approve "
-                f"{outcome.proposal_candidate_id} --reviewer NAME"
+                _styled(
+                    "Proposed for review: candidate ",
+                    (str(outcome.proposal_candidate_id), "bold"),
+                    f" ({outcome.proposal}). Approve with: tailorml review approve "
+                    f"{outcome.proposal_candidate_id} --reviewer NAME",
+                )
             )
         else:
-            console.print("No candidate passed every gate: [bold]keep the predefined model[/bold].")
-    console.print(f"Model card: [bold]{outcome.card.resolve()}[/bold]")
+            console.print(
+                _styled("No candidate passed every gate: ", ("keep the predefined model", "bold"))
+            )
+    console.print(_styled("Model card: ", (str(outcome.card.resolve()), "bold")))
 
 
 def _short(name: str) -> str:
@@ -484,9 +524,11 @@ def review_show(
     store = _registry(registry)
     found = store.candidate(candidate)
     console.print(
-        f"[bold]Candidate {found.id}[/bold]: {found.name} for {found.individual} "
-        f"(session {found.session_id}, status {found.status}, threshold "
-        f"{found.threshold:g})"
+        _styled(
+            (f"Candidate {found.id}", "bold"),
+            f": {found.name} for {found.individual} (session {found.session_id}, status "
+            f"{found.status}, threshold {found.threshold:g})",
+        )
     )
     console.print(
         ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in found.metrics.items())
@@ -497,14 +539,12 @@ def review_show(
     for gate in found.gates:
         gates.add_row(
             gate.gate,
-            {"pass": "[green]pass[/green]", "fail": "[red]fail[/red]"}.get(
-                gate.outcome, f"[yellow]{gate.outcome}[/yellow]"
-            ),
+            Text(gate.outcome, style={"pass": "green", "fail": "red"}.get(gate.outcome, "yellow")),
             gate.reason,
         )
     console.print(gates)
     card = render_card(store, found.session_id)
-    console.print(f"Model card: [bold]{card.resolve()}[/bold]")
+    console.print(_styled("Model card: ", (str(card.resolve()), "bold")))
 
 
 def _decide(
@@ -517,7 +557,7 @@ def _decide(
     card = render_card(store, decided.session_id)
     verb = "approved: now the active model" if decision == "approve" else "rejected"
     console.print(f"Candidate {candidate} ({decided.name}) for {decided.individual} {verb}.")
-    console.print(f"Model card: [bold]{card.resolve()}[/bold]")
+    console.print(_styled("Model card: ", (str(card.resolve()), "bold")))
 
 
 Reviewer = Annotated[str, typer.Option(help="Who decides (recorded).")]
@@ -559,13 +599,18 @@ def models_active(
     active = store.active_model(individual)
     if not store.knows(individual):
         console.print(
-            f"[yellow]{individual!r} has never been personalized in {store.root} (check the "
-            "id); like anyone new, they would use the predefined model:[/yellow]"
+            f"{individual!r} has never been personalized in {store.root} (check the id); "
+            "like anyone new, they would use the predefined model:",
+            style="yellow",
         )
     threshold = "default" if active.threshold is None else f"{active.threshold:g}"
     console.print(
-        f"{individual}: [bold]{active.kind}[/bold] model {active.model.id} "
-        f"(sha256 {active.model.sha256[:12]}), alert threshold {threshold}"
+        _styled(
+            f"{individual}: ",
+            (active.kind, "bold"),
+            f" model {active.model.id} (sha256 {active.model.sha256[:12]}), alert threshold "
+            f"{threshold}",
+        )
     )
     console.print(f"why: {active.reason}" + (f" ({active.created})" if active.created else ""))
 
@@ -663,7 +708,11 @@ def cohort_simulate(
 
         path = simulate_cohort(settings, out, workers=workers, on_patient_done=done, force=force)
     console.print(
-        f"Synthetic cohort written to [bold]{path}[/bold] (+ {path.with_suffix('.json').name})"
+        _styled(
+            "Synthetic cohort written to ",
+            (str(path), "bold"),
+            f" (+ {path.with_suffix('.json').name})",
+        )
     )
 
 
@@ -720,6 +769,8 @@ def cohort_describe(
     from tailorml.io import atomic_write_text
     from tailorml.policy import AlertPolicy
 
+    if csv is not None and csv.suffix.lower() != ".csv":  # it writes CSV text, nothing else
+        raise TailormlError(f"--csv {csv} must end in .csv (the table is written as CSV)")
     settings = _load(config)
     cohort = load_cohort(path or settings.cohort.path or None)
     if csv is not None and csv.resolve() == Path(cohort.source).resolve():
@@ -734,7 +785,7 @@ def cohort_describe(
         padding=0,  # the box draws a space between columns
         show_edge=False,
     )
-    console.print(f"[bold]{cohort.source}[/bold]", soft_wrap=True)
+    console.print(_styled((cohort.source, "bold")), soft_wrap=True)
     for column, (header, _) in DESCRIBE_COLUMNS.items():
         text = column in ("patient_id", "group")
         width = int(table[column].astype(str).str.len().max()) if text else None
@@ -746,7 +797,7 @@ def cohort_describe(
     console.print(view)
     console.print(GLYCEMIA_LEGEND)
     if cohort.synthetic:
-        console.print("[yellow]Synthetic (simulated) cohort, not clinical data.[/yellow]")
+        console.print("Synthetic (simulated) cohort, not clinical data.", style="yellow")
     if any(cohort.notes.values()):
         console.print(f"Loading notes: {cohort.notes}")
     if csv:
@@ -843,9 +894,12 @@ def cohort_import(
     )
     meta = result.metadata
     console.print(
-        f"Imported {len(meta['files'])} file(s) ({', '.join(meta['formats'])}) -> "
-        f"[bold]{out}[/bold] (+ {out.with_suffix('.json').name}): "
-        f"{len(meta['patients'])} person(s), {meta['sample_minutes']}-min grid"
+        _styled(
+            f"Imported {len(meta['files'])} file(s) ({', '.join(meta['formats'])}) -> ",
+            (str(out), "bold"),
+            f" (+ {out.with_suffix('.json').name}): {len(meta['patients'])} person(s), "
+            f"{meta['sample_minutes']}-min grid",
+        )
     )
     for patient, count in meta["readings_per_patient"].items():
         console.print(f"  {patient}: {count} readings")
@@ -853,8 +907,9 @@ def cohort_import(
         console.print(f"Counts: {result.notes}")
     if not salt and not keep_ids:
         console.print(
-            "[yellow]Ids were hashed with a fresh random salt (not stored); pass --salt (or "
-            "TAILORML_IMPORT_SALT) to get the same ids on a later import.[/yellow]"
+            "Ids were hashed with a fresh random salt (not stored); pass --salt (or "
+            "TAILORML_IMPORT_SALT) to get the same ids on a later import.",
+            style="yellow",
         )
 
 
@@ -870,27 +925,32 @@ def main() -> None:
     """Entry point: user errors become one red message and exit code 2, not a traceback.
 
     Ctrl-C prints INTERRUPTED (or, when the only run it made had nothing finished and was
-    removed, INTERRUPTED_EARLY) and exits 130; any other exception prints its traceback and
-    one red line naming its type (never a bare "Aborted.") and exits 1. In every failure,
-    a run directory this command created that holds no finished work is removed."""
+    removed, INTERRUPTED_EARLY) and exits 130; SIGTERM does the same with TERMINATED and
+    exits 143 (128 + 15, as a shell reports it); any other exception prints its traceback
+    and one red line naming its type (never a bare "Aborted.") and exits 1. In every
+    failure, a run directory this command created that holds no finished work is removed."""
     from tailorml.runs import discard_unfinished
 
-    errors = Console(stderr=True, soft_wrap=True)  # one line, however long
+    errors = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)  # one line
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         app()
     except TailormlError as error:
         discard_unfinished()
-        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        errors.print(_styled(("error:", "bold red"), f" {error}"))
         sys.exit(2)
     except (KeyboardInterrupt, Interrupted):
+        terminated = signal.SIGTERM in _signals
         removed = discard_unfinished()
-        message = INTERRUPTED_EARLY.format(path=removed[0]) if removed else INTERRUPTED
-        errors.print(message, highlight=False)
-        sys.exit(130)
+        early, late = (
+            (TERMINATED_EARLY, TERMINATED) if terminated else (INTERRUPTED_EARLY, INTERRUPTED)
+        )
+        errors.print(early.format(path=removed[0]) if removed else late)
+        sys.exit(143 if terminated else 130)
     except Exception as error:
         discard_unfinished()
         cause = error.__cause__ if isinstance(error, UnexpectedError) else error
         traceback.print_exception(cause)
         message = UNEXPECTED.format(kind=type(cause).__name__, message=cause)
-        errors.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+        errors.print(_styled(("error:", "bold red"), f" {message}"))
         sys.exit(1)

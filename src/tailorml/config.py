@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -67,6 +69,20 @@ class SimulationConfig(_Section):
     days: int = Field(default=14, ge=1, le=365)
     seed: int = 20261122
     start: str = "2025-01-06T00:00:00"
+
+    @field_validator("start")
+    @classmethod
+    def _iso_start(cls, start: str) -> str:
+        """The simulator reads it with datetime.fromisoformat: check it here, not after
+        the cohort command has started."""
+        try:
+            datetime.fromisoformat(start)
+        except ValueError:
+            raise ValueError(
+                f"start {start!r} is not an ISO 8601 date-time like 2025-01-06T00:00:00"
+            ) from None
+        return start
+
     patients: list[str] = Field(default_factory=list, description="empty = all 30")
     meals: dict[str, MealPlan] = Field(default_factory=_default_meals)
     child_meal_scale: float = Field(default=0.6, gt=0)
@@ -151,7 +167,7 @@ class SplitConfig(_Section):
     val: float = Field(default=0.2, ge=0, lt=1)
     test: float = Field(default=0.2, gt=0, lt=1)
     gap_minutes: int | None = Field(
-        default=None, description="None = window + horizon (the minimum that prevents leakage)"
+        default=None, description="unset = window + horizon (the minimum that prevents leakage)"
     )
 
     @model_validator(mode="after")
@@ -302,6 +318,17 @@ class ExperimentConfig(_Section):
     dataset: Literal["glucose", "writers"] = "glucose"
     name: FileName = Field(default="table1", description="run directory name (safe file name)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_once(cls, seeds: list[int]) -> list[int]:
+        """A repeated seed is the same task twice: its results would be kept once, so the
+        run would silently have fewer seeds than the config lists."""
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seeds repeat {repeated}; list each seed once")
+        return seeds
+
     individuals: list[str] = Field(default_factory=list, description="empty = all")
     max_individuals: int | None = Field(default=None, ge=1, description="the first N only")
     workers: int = Field(default=2, ge=1)
@@ -315,7 +342,7 @@ class ExperimentConfig(_Section):
     autoencoder_epochs: int = Field(default=5, ge=1)
     min_individual_samples: int = Field(default=50, ge=1)
     required_classes: list[str] | None = Field(
-        default=None, description="classes D_I must contain; None = all"
+        default=None, description="classes D_I must contain; unset = all"
     )
     reference: str = Field(default="baseline", description="method the p-values compare with")
 
@@ -501,7 +528,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            # utf-8-sig: a byte-order mark (Windows Notepad writes one) is not TOML text
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from None
         except UnicodeDecodeError as error:
@@ -512,13 +540,30 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return config_from_dict(data, source)
 
 
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _drop_none(item) for key, item in value.items() if item is not None}
-    return value
+UNSET = "# {key} = (unset){note}"
+
+
+def _toml_table(values: dict[str, Any], model: Any, table: Any) -> Any:
+    """Fill `table` with `values`. TOML has no null, so an unset optional key (None)
+    becomes a comment naming it and what unset means: leaving it out would hide it from
+    `config show`, and the comment reads back as the same (unset) config."""
+    fields = type(model).model_fields if isinstance(model, BaseModel) else {}
+    for key, value in values.items():
+        child = getattr(model, key, None) if isinstance(model, BaseModel) else None
+        if isinstance(model, dict):
+            child = model.get(key)
+        if value is None:
+            description = fields[key].description if key in fields else None
+            note = f" -- {description}" if description else ""
+            table.add(tomlkit.comment(UNSET.format(key=key, note=note)[2:]))
+        elif isinstance(value, dict):
+            table.add(key, _toml_table(value, child, tomlkit.table()))
+        else:
+            table.add(key, value)
+    return table
 
 
 def to_toml(config: Config) -> str:
-    """Serialise a config as TOML (the resolved config every run stores); unset optional
-    keys are left out, which reads back as the same config."""
-    return tomlkit.dumps(_drop_none(config.to_dict()))
+    """Serialise a config as TOML (what `config show` prints and every run stores): every
+    key, unset optional ones as `# key = (unset) -- meaning` comments."""
+    return tomlkit.dumps(_toml_table(config.to_dict(), config, tomlkit.document()))

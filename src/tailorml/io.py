@@ -39,16 +39,21 @@ def safe_component(name: str, what: str) -> str:
 
 def encode_component(value: str) -> str:
     """A safe, reversible file name for data that is not a name (a patient id from a cohort
-    file): letters, digits, '_', '-' and '.' (except a leading '.') stay as they are, every
-    other byte of its UTF-8 becomes '%XX'. Distinct values give distinct names
-    ("../x" -> "%2E.%2Fx", "a/b" -> "a%2Fb"); `decode_component` is the inverse."""
+    file): lower-case letters, digits, '_', '-' and '.' (except a leading '.') stay as they
+    are, every other byte of its UTF-8 becomes '%XX' ("../x" -> "%2E.%2Fx", "a/b" ->
+    "a%2Fb"). Upper-case letters are escaped too ("Alice" -> "%41lice"): on a file system
+    that ignores case (macOS, Windows) "Alice" and "alice" would otherwise be one file, and
+    one person's results would overwrite the other's. The only letters left are lower case
+    and the hex digits of escapes (always upper case, always after '%'), so distinct values
+    give names that differ even ignoring case; `decode_component` is the inverse."""
     text = str(value)
     if not text:
         raise TailormlError("an empty id cannot be used in a file name")
     out = []
     for index, byte in enumerate(text.encode("utf-8")):
         char = chr(byte)
-        keep = char.isascii() and (char.isalnum() or char in "_-" or (char == "." and index))
+        keep = char.islower() or char.isdigit() or char in "_-" or (char == "." and index)
+        keep = keep and char.isascii()
         out.append(char if keep else f"%{byte:02X}")
     encoded = "".join(out)
     if len(encoded) > 200:
@@ -61,6 +66,40 @@ def decode_component(name: str) -> str:
     from urllib.parse import unquote_to_bytes
 
     return unquote_to_bytes(name).decode("utf-8")
+
+
+# Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def text_encoding(data: bytes) -> tuple[str, int]:
+    """(encoding, length of its byte-order mark) of exported text. Exports come as UTF-8,
+    UTF-8 with BOM (Clarity, Excel), or UTF-16 LE with BOM (LibreView, Excel "Unicode text");
+    UTF-16 without a BOM is told by its NUL bytes (ASCII text in UTF-16 has one NUL per
+    character, on the odd bytes for LE, the even ones for BE). Anything else reads as UTF-8."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding, len(bom)
+    sample = data[:4096]
+    if len(sample) >= 4 and sample.count(0) >= len(sample) // 4:
+        odd, even = sample[1::2].count(0), sample[0::2].count(0)
+        if odd > 0.9 * (len(sample) // 2) and even == 0:
+            return "utf-16-le", 0
+        if even > 0.9 * (len(sample) // 2) and odd == 0:
+            return "utf-16-be", 0
+    return "utf-8", 0
+
+
+def decode_text(data: bytes, errors: str = "strict") -> str:
+    """`data` decoded with the encoding `text_encoding` finds, without its byte-order mark."""
+    encoding, skip = text_encoding(data)
+    return data[skip:].decode(encoding, errors=errors)
 
 
 TARGET_IS_A_FOLDER = "{path} is a folder; pass a file name to write to"

@@ -88,8 +88,9 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
         point = _choose_threshold(config, model, prepared, val_indices)
         if point is None:
             reporter.log(
-                "[yellow]no validation windows: the alert threshold stays at "
-                f"alerts.probability_threshold = {policy.threshold:g}"
+                "no validation windows: the alert threshold stays at "
+                f"alerts.probability_threshold = {policy.threshold:g}",
+                style="yellow",
             )
         else:
             model.policy = policy.with_threshold(point.threshold)
@@ -133,7 +134,9 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
             f"{', '.join(cohort.ids[:5])}{', …' if len(cohort.ids) > 5 else ''} or leave it empty"
         )
     if cohort.synthetic:
-        reporter.log("[yellow]cohort is SYNTHETIC (simulated); figures are not clinical evidence")
+        reporter.log(
+            "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
+        )
     train_idx, val_idx, test_idx = (splits.pooled(part) for part in ("train", "val", "test"))
     reporter.log(
         f"{len(cohort.individuals)} individuals, {len(windows)} windows "

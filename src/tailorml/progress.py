@@ -20,7 +20,7 @@ class Task(Protocol):
 class Reporter(Protocol):
     def task(self, description: str, total: int | None) -> Iterator[Task]: ...
 
-    def log(self, message: str) -> None: ...
+    def log(self, message: str, style: str | None = None) -> None: ...
 
 
 class _SilentTask:
@@ -36,7 +36,7 @@ class SilentReporter:
     def task(self, description: str, total: int | None) -> Iterator[Task]:
         yield _SilentTask()
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, style: str | None = None) -> None:
         pass
 
 
@@ -57,7 +57,8 @@ class RichReporter:
     def __init__(self, console=None) -> None:
         from rich.console import Console
 
-        self.console = console or Console(stderr=True)
+        # markup off: messages and task names carry ids and paths (see cli.console)
+        self.console = console or Console(stderr=True, markup=False)
 
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Task]:
@@ -73,7 +74,7 @@ class RichReporter:
 
         columns = [
             SpinnerColumn(),
-            TextColumn("[progress.description]{task.description}"),
+            TextColumn("{task.description}", style="progress.description", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -84,8 +85,9 @@ class RichReporter:
             task_id = progress.add_task(description, total=total)
             yield _RichTask(progress, task_id)
 
-    def log(self, message: str) -> None:
-        self.console.print(message)
+    def log(self, message: str, style: str | None = None) -> None:
+        """Print `message` above the bars, as plain text in `style` (never as markup)."""
+        self.console.print(message, style=style)
 
 
 SILENT = SilentReporter()

@@ -4,6 +4,8 @@ A killed parent (SIGKILL, SIGTERM, a crash) must not leave its workers running: 
 of tailorml is made by `process_pool`, whose workers call `die_with_parent` first. On Linux
 the kernel kills the worker when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
 daemon thread checks once a second whether the parent is gone and exits the worker.
+A parent that stops by an exception (Ctrl-C, SIGTERM, a failed task) ends its workers
+itself when it leaves the pool (`WorkerPool`).
 """
 
 from __future__ import annotations
@@ -40,9 +42,37 @@ def _watch(parent_pid: int) -> None:
     os._exit(1)
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """`workers` spawned processes (no state inherited by fork) that die with this one."""
-    return ProcessPoolExecutor(
+class WorkerPool(ProcessPoolExecutor):
+    """A process pool that, left by an exception (Ctrl-C, SIGTERM, a failed task), stops its
+    workers at once instead of waiting for them: the plain pool's `__exit__` waits for every
+    running task and, unless cancelled, every queued one, so a parent told to stop would
+    keep simulating or training for minutes. Their finished work is already on disk (tasks
+    write atomically); a killed task leaves at most a hidden temporary file."""
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        if kind is not None:
+            self.terminate()
+        return super().__exit__(kind, value, traceback)
+
+    def terminate(self, timeout: float = 10.0) -> None:
+        """Cancel queued tasks and end the worker processes (SIGTERM, then SIGKILL)."""
+        processes = list((self._processes or {}).values())  # no public handle on them
+        self.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+
+
+def process_pool(workers: int) -> WorkerPool:
+    """`workers` spawned processes (no state inherited by fork) that die with this one, and
+    are stopped when the code using the pool is left by an exception."""
+    return WorkerPool(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=die_with_parent,

@@ -20,12 +20,15 @@ What is refused, and why:
   fall-back hour the wall clock repeats: the second pass is dropped, counted in
   `local_time_repeats_dropped`; the skipped spring-forward hour is missing readings.
   Mixing times with and without an offset is refused;
+- a CSV file is UTF-8, or UTF-8/UTF-16 with a byte-order mark (Excel's "Unicode text");
+  other encodings (Latin-1) are refused with the byte that is not UTF-8;
 - every individual must have the same sampling interval (a 5-min and a 15-min patient
   cannot share one grid); a mismatch names the individuals and their intervals.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -37,10 +40,15 @@ import pandas as pd
 
 from tailorml.data.schema import OPTIONAL_COLUMNS, PLAUSIBLE_CGM_MGDL, REQUIRED_COLUMNS
 from tailorml.errors import CohortError
+from tailorml.io import decode_text
 
 NOT_FINITE = (
     "{path}: column '{column}' has {count} infinite value(s) (first at row {row}); fix them, or "
     "leave the cell empty for a missing value"
+)
+NOT_UTF8 = (
+    "cohort file {path} is not UTF-8 or UTF-16 text (byte {position} is not valid UTF-8): save "
+    "it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
 )
 DEFAULT_COHORT_NAME = "virtual_t1d_cohort.parquet"
 MMOL_TO_MGDL = 18.016
@@ -98,7 +106,10 @@ def _read_table(path: Path) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix == ".csv":  # ids and groups are text: "001" must not become 1
-            return pd.read_csv(path, dtype={"patient_id": str, "group": str})
+            text = decode_text(path.read_bytes())  # UTF-8, or UTF-8/16 with a BOM
+            return pd.read_csv(io.StringIO(text), dtype={"patient_id": str, "group": str})
+    except UnicodeDecodeError as error:
+        raise CohortError(NOT_UTF8.format(path=path, position=error.start)) from None
     except Exception as error:  # the reader's own message, with the file named
         raise CohortError(f"cannot read cohort file {path}: {error}") from None
     raise CohortError(f"cohort file {path} must be .parquet or .csv, not '{suffix}'")
@@ -404,6 +415,32 @@ def load_cohort(
             if rows[column].nunique(dropna=False) == 1
         }
         people.append(Individual(str(patient), str(rows["group"].iloc[0]), traits))
-    metadata_file = path.with_suffix(".json")
-    metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+    metadata = _read_metadata(path.with_suffix(".json"))
     return Cohort(frame, sample_minutes, people, str(path), metadata, notes)
+
+
+BAD_METADATA = (
+    "{path} (the metadata beside the cohort file) {problem}; fix it, or delete it (it is "
+    "optional; `cohort simulate`/`cohort import` write it)"
+)
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """The optional JSON object beside a cohort file. Its `synthetic` flag decides whether
+    every output says "not clinical evidence", so it must be a real true/false."""
+    if not path.exists():
+        return {}
+    try:
+        metadata = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except IsADirectoryError:
+        raise CohortError(BAD_METADATA.format(path=path, problem="is a folder")) from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = f"is not readable JSON ({error})"
+        raise CohortError(BAD_METADATA.format(path=path, problem=problem)) from None
+    if not isinstance(metadata, dict):
+        problem = f"is a JSON {type(metadata).__name__}, not an object"
+        raise CohortError(BAD_METADATA.format(path=path, problem=problem))
+    if not isinstance(metadata.get("synthetic", False), bool):
+        problem = f'has "synthetic": {metadata["synthetic"]!r}, not true or false'
+        raise CohortError(BAD_METADATA.format(path=path, problem=problem))
+    return metadata

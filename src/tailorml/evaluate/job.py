@@ -54,7 +54,9 @@ def evaluate_model(
     )
     reporter.log(f"run directory: {run.path}")
     if cohort.synthetic:
-        reporter.log("[yellow]cohort is SYNTHETIC (simulated); figures are not clinical evidence")
+        reporter.log(
+            "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
+        )
     windows = prepared.windows
     reporter.log(
         f"{len(cohort.individuals)} individuals, {len(windows)} windows on the "

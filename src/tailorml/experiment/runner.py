@@ -19,7 +19,7 @@ from tailorml.errors import ConfigError
 from tailorml.experiment import tasks
 from tailorml.experiment.backends import make_backend
 from tailorml.experiment.summary import table_one
-from tailorml.io import atomic_write_parquet, atomic_write_text
+from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grid import Setting, expand
 from tailorml.progress import SILENT, Reporter
@@ -62,9 +62,23 @@ def _run_phase(
         backend.map(function, arguments, lambda _: task.advance())
 
 
+NOTHING_TO_RUN = (
+    "no individual can be personalized: all {count} would be skipped ({reasons}); lower "
+    "experiment.min_individual_samples, set experiment.required_classes, or use a cohort "
+    "with more days per individual"
+)
+
+
 def collect(run: Run) -> pd.DataFrame:
-    files = sorted(run.path.glob("cache/results/*/*.json"))
-    return pd.DataFrame([json.loads(path.read_text()) for path in files])
+    """Every cached result row. A row counts only in its individual's folder as this
+    version names it (`encode_component`): a run resumed across the change that escaped
+    upper-case letters ("Alice" -> "%41lice") has the old folder too, whose rows are redone."""
+    rows = []
+    for path in sorted(run.path.glob("cache/results/*/*.json")):
+        row = json.loads(path.read_text())
+        if path.parent.name == encode_component(str(row.get("individual", ""))):
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def run_experiment(
@@ -85,7 +99,7 @@ def run_experiment(
     experiment = config.experiment
     data = tasks.load_data(config)
     if data.synthetic:
-        reporter.log("[yellow]data set is SYNTHETIC; results are not clinical evidence")
+        reporter.log("data set is SYNTHETIC; results are not clinical evidence", style="yellow")
     individuals = select_individuals(config, data)
     required = (
         list(data.class_names)
@@ -98,14 +112,18 @@ def run_experiment(
             f"experiment.required_classes: unknown {', '.join(bad)}; "
             f"classes: {', '.join(data.class_names)}"
         )
-    runnable = []
-    for individual in individuals:
-        reason = data.skip_reason(individual, experiment.min_individual_samples, required)
+    reasons = {
+        individual: data.skip_reason(individual, experiment.min_individual_samples, required)
+        for individual in individuals
+    }
+    runnable = [individual for individual, reason in reasons.items() if not reason]
+    if not runnable:  # else every step would run on nothing and Table I would have no rows
+        shown = "; ".join(f"{who}: {why}" for who, why in list(reasons.items())[:3])
+        raise ConfigError(NOTHING_TO_RUN.format(count=len(reasons), reasons=shown))
+    for individual, reason in reasons.items():
         if reason:
             tasks.record_skipped(config, data, str(run.path), individual, reason)
             reporter.log(f"skipping {individual}: {reason}")
-        else:
-            runnable.append(individual)
     reporter.log(
         f"{data.name}: {len(runnable)} individuals x {len(settings)} settings x "
         f"{len(experiment.seeds)} seeds"

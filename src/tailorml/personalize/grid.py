@@ -38,6 +38,11 @@ class Setting:
 
 
 EMPTY_TABLE = "the [{table}] table is empty; name at least one method, e.g. baseline = {{}}"
+EMPTY_VALUES = (
+    "[{table}.{method}] {name} = [] gives the method no setting to run; list at least one "
+    "value, or remove [{table}.{method}]"
+)
+REPEATED_VALUES = "[{table}.{method}] {name} repeats {values}; list each value once"
 
 
 def expand(methods: dict[str, dict[str, Any]], table: str = "methods") -> list[Setting]:
@@ -48,6 +53,16 @@ def expand(methods: dict[str, dict[str, Any]], table: str = "methods") -> list[S
     for method, grid in methods.items():
         names = sorted(grid)
         values = [grid[name] if isinstance(grid[name], list) else [grid[name]] for name in names]
+        for name, options in zip(names, values, strict=True):
+            if not options:  # the product would be empty: the method would silently vanish
+                raise ConfigError(EMPTY_VALUES.format(table=table, method=method, name=name))
+            repeated = sorted({repr(v) for v in options if options.count(v) > 1})
+            if repeated:  # the same setting twice would be one result counted as two tasks
+                raise ConfigError(
+                    REPEATED_VALUES.format(
+                        table=table, method=method, name=name, values=", ".join(repeated)
+                    )
+                )
         for combination in itertools.product(*values):
             setting = Setting(method, tuple(zip(names, combination, strict=True)))
             setting.strategy()  # validates name, parameters and values

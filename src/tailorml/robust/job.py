@@ -143,7 +143,9 @@ def certify_run(
     atomic_write_json(out / "settings.json", settings | {"fingerprint": key})
     individuals = list(splits.parts)
     if prepared.cohort.synthetic:
-        reporter.log("[yellow]cohort is SYNTHETIC (simulated); figures are not clinical evidence")
+        reporter.log(
+            "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
+        )
     groups = {individual.id: individual.group for individual in prepared.cohort.individuals}
 
     def work(test) -> int:  # windows certified for one individual: the progress unit

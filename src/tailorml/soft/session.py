@@ -289,7 +289,9 @@ def personalize_individual(
     if individual not in data.ids:
         raise TailormlError(f"unknown individual {individual!r}; valid: {', '.join(data.ids)}")
     if data.synthetic:
-        reporter.log("[yellow]cohort is SYNTHETIC: this is a demonstration, not clinical use")
+        reporter.log(
+            "cohort is SYNTHETIC: this is a demonstration, not clinical use", style="yellow"
+        )
     predefined_record, predefined = ensure_predefined(
         registry, config, data, reporter, predefined_run
     )

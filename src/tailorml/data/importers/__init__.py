@@ -26,6 +26,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tailorml.data.importers import dexcom, generic, libreview, nightscout, ohio
 from tailorml.data.importers.common import (
@@ -147,6 +148,13 @@ def import_cohort(
         )
     if person_id is not None and not person_id.strip():
         raise CohortError("--id is empty; give the person an id, or leave --id out")
+    if timezone is not None:  # checked here, not only when a Nightscout file needs it
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise CohortError(
+                f"--timezone {timezone!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+            ) from None
     salt = salt or None  # an empty salt would make pseudonyms guessable: use a random one
     resolved = {Path(f).resolve() for f in files}
     if out.resolve() in resolved or out.with_suffix(".json").resolve() in resolved:

@@ -44,6 +44,7 @@ import pandas as pd
 
 from tailorml.data.cohort import MMOL_TO_MGDL
 from tailorml.errors import CohortError
+from tailorml.io import decode_text
 
 # Dexcom G6/G7 and FreeStyle Libre 2/3 report 40-400 mg/dL; outside it the device says
 # Low/High (LO/HI) instead of a number.
@@ -142,7 +143,8 @@ def read_source(source: str | Path) -> tuple[str, str, str]:
     else:
         data = source.encode("utf-8")
         name = "<text>"
-    text = data.decode("utf-8-sig", errors="replace")  # Clarity/LibreView often carry a BOM
+    # UTF-8, UTF-8 with BOM (Clarity) or UTF-16 with BOM (LibreView): see io.text_encoding
+    text = decode_text(data, errors="replace")
     return text, name, hashlib.sha256(data).hexdigest()
 
 
