@@ -228,7 +228,7 @@ def test_describe_and_config_show():
     assert result.exit_code == 0, result.output
     assert "child-010" in result.output and "Synthetic" in result.output
     result = runner.invoke(app, ["config", "show"])
-    assert "[train]" in result.output and "epochs = 8" in result.output
+    assert "[train]" in result.output and "epochs = 20" in result.output
 
 
 def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):

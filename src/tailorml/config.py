@@ -192,7 +192,7 @@ class TrainConfig(_Section):
     experiments (their global models and every method trained from scratch) and by soft
     personalization; see `tailorml.models.recipe`. `seed` and `threads` are the job's."""
 
-    epochs: int = Field(default=8, ge=1, description="epochs over D_G")
+    epochs: int = Field(default=20, ge=1, description="epochs over D_G")
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
