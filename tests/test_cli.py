@@ -76,6 +76,15 @@ def test_train_writes_a_complete_run_directory(tiny_run):
     environment = json.loads((run / "environment.json").read_text())
     assert environment["packages"]["torch"].startswith("2.")
     assert "report.html" in output
+    # the threshold chosen on validation data is the one saved with the model and evaluated
+    from tailorml.models.cnn import load_model
+
+    chosen = json.loads((run / "training.json").read_text())["operating_point"]
+    assert chosen["chosen_on"] == "the validation parts of 3 individuals"
+    assert load_model(run / "model.pt").policy.threshold == chosen["threshold"]
+    assert metrics["policy"]["threshold"] == metrics["alerting"]["threshold"] == chosen["threshold"]
+    assert metrics["operating_point"] == chosen
+    assert f"The threshold {chosen['threshold']:g} was" in (run / "report.html").read_text()
 
 
 def test_report_is_self_contained_and_labelled_synthetic(tiny_run):
