@@ -62,6 +62,13 @@ def test_a_session_registers_every_candidate_with_its_gates_and_a_card(session):
         assert len(predefined.fetchall()) == 1
     html = outcome.card.read_text()
     assert "Model card: child-004" in html and "Synthetic data." in html
+    # the card's alert plot can tell true from false alerts: labels are stored beside them
+    import pandas as pd
+
+    key = registry.session(outcome.session_id).summary["artifacts"]
+    stored = pd.read_parquet(registry.root / "artifacts" / key / "predictions.parquet")
+    assert {"label_is_hypo", "current_cgm", "p_hypo::predefined"} <= set(stored.columns)
+    assert stored["label_is_hypo"].any() and not stored["label_is_hypo"].all()
     assert "data:image/png;base64," in html
     # lead time is on the card next to sensitivity (gate 2 judges both)
     assert "alerted ≥ 15 min ahead" in html

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import snooze_alerts
+from tailorml.evaluate.alerts import false_alerts, snooze_alerts
 from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, write_html
 from tailorml.io import encode_component
@@ -49,14 +49,27 @@ def alerts_figure(
     top.set_ylabel("CGM (mg/dL)")
     top.set_title("Held-out test period (synthetic data): true hypo events shaded")
     times = predictions["time"].to_numpy()
+    judged = "label_is_hypo" in predictions  # cards written before it was stored: one style
     for row, name in enumerate(names):
         positive = predictions[f"p_hypo::{name}"].to_numpy() >= thresholds[name]
-        fired = times[snooze_alerts(times, positive, policy.snooze_minutes)]
-        bottom.scatter(fired, np.full(len(fired), row), marker="v", color="#c44e52", s=22)
+        alerts = snooze_alerts(times, positive, policy.snooze_minutes)
+        false = (
+            false_alerts(
+                alerts, predictions["label_is_hypo"], predictions["current_cgm"], policy.hypo_mgdl
+            )
+            if judged
+            else np.zeros(len(alerts), dtype=bool)
+        )
+        true = alerts & ~false
+        bottom.scatter(times[true], np.full(true.sum(), row), marker="v", color="#2e7d32", s=22)
+        bottom.scatter(times[false], np.full(false.sum(), row), marker="x", color="#c62828", s=26)
     bottom.set_yticks(range(len(names)), names, fontsize=8)
     bottom.set_ylim(-0.7, len(names) - 0.3)
     bottom.invert_yaxis()
-    bottom.set_xlabel("alerts of each candidate at its threshold")
+    bottom.set_xlabel(
+        "alerts of each candidate at its threshold"
+        + (" (green: a low now or within the horizon; red x: false alert)" if judged else "")
+    )
     figure.autofmt_xdate()
     return to_png(figure)
 

@@ -364,7 +364,14 @@ def personalize_individual(
 
     key = uuid.uuid4().hex
     test_indices, test_trace = _part(data, individual, "test")
-    trace = pd.DataFrame({"time": data.glucose.windows.time[test_indices]})
+    windows = data.glucose.windows
+    trace = pd.DataFrame(  # with what tells a true alert from a false one on the card
+        {
+            "time": windows.time[test_indices],
+            "label_is_hypo": windows.y[test_indices] == HYPO,
+            "current_cgm": windows.current_cgm[test_indices],
+        }
+    )
     for name in names:
         trace[f"p_hypo::{name}"] = metrics[name].pop("p_hypo_test")
     artifacts = registry.root / "artifacts" / key
