@@ -19,8 +19,7 @@ import numpy as np
 
 from tailorml.config import threshold_grid
 from tailorml.data.prepared import Prepared
-from tailorml.evaluate.curves import MODEL, Person, people_from_tables, sweep
-from tailorml.evaluate.individuals import evaluate_individuals
+from tailorml.evaluate.curves import MODEL, Person, sweep
 from tailorml.policy import AlertPolicy
 
 
@@ -104,11 +103,36 @@ def choose_operating_point(
     )
 
 
+def person_of(
+    policy: AlertPolicy,
+    prepared: Prepared,
+    individual: str,
+    part: str,
+    alert_probability: np.ndarray,
+) -> Person:
+    """One individual's `part` as the sweep judges it: the model's probability of the alert
+    class for each of its windows (in time order), their labels and the part's events."""
+    windows = prepared.windows
+    indices = prepared.splits.of(individual, part)
+    trace = prepared.trace(individual, part)
+    return Person(
+        events=policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
+        times=windows.time[indices],
+        label_is_hypo=windows.y[indices] == policy.alert_index,
+        current_cgm=windows.current_cgm[indices],
+        scores={MODEL: np.asarray(alert_probability)},
+    )
+
+
 def people_of_part(
     policy: AlertPolicy, prepared: Prepared, probabilities: np.ndarray, part: str
 ) -> list[Person]:
-    """Every individual's `part` (its windows' probabilities, readings and events)."""
-    _, predictions, readings = evaluate_individuals(policy, prepared, probabilities, part)
-    if predictions.empty:
-        return []
-    return people_from_tables(predictions, readings, policy)
+    """Every individual with windows in `part`; `probabilities` has one row per window of
+    `prepared.windows` (only the part's rows are read)."""
+    people = []
+    for individual in prepared.cohort.ids:
+        indices = prepared.splits.of(individual, part)
+        if len(indices):
+            scores = probabilities[indices, policy.alert_index]
+            people.append(person_of(policy, prepared, individual, part, scores))
+    return people

@@ -32,8 +32,9 @@ from tailorml.config import Config
 from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import TailormlError
 from tailorml.evaluate.alerts import event_leads
-from tailorml.evaluate.curves import MODEL, Person, sweep
+from tailorml.evaluate.curves import MODEL, sweep
 from tailorml.evaluate.metrics import classification_metrics
+from tailorml.evaluate.operating_point import person_of
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.models.predict import predict_proba
@@ -180,15 +181,10 @@ def gather_evidence(
     model = candidate.model
     deployed = model.policy
 
-    val_indices, val_trace = _part(data, individual, "val")
-    val_events = deployed.hypo_events(val_trace["time"].to_numpy(), val_trace["cgm"].to_numpy())
+    val_indices = data.glucose.splits.of(individual, "val")
     p_val = predict_proba(model, windows.x[val_indices])
-    validation = Person(
-        events=val_events,
-        times=windows.time[val_indices],
-        label_is_hypo=windows.y[val_indices] == deployed.alert_index,
-        current_cgm=windows.current_cgm[val_indices],
-        scores={MODEL: p_val[:, deployed.alert_index]},
+    validation = person_of(
+        deployed, data.glucose, individual, "val", p_val[:, deployed.alert_index]
     )
     calibration = calibrate_threshold(
         sweep([validation], deployed, MODEL, soft.thresholds),
