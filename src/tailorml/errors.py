@@ -15,3 +15,7 @@ class CohortError(TailormlError):
 
 class ModelFileError(TailormlError):
     """A model file is missing, unreadable, or lacks what a saved model must carry."""
+
+
+class DeployError(TailormlError):
+    """A model cannot go to the target as asked (an unsupported layer or input, a budget)."""

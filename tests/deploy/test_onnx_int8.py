@@ -13,7 +13,6 @@ import torch
 from onnx import numpy_helper
 
 from tailorml.config import config_from_dict
-from tailorml.data.prepared import prepare
 from tailorml.deploy.onnx_int8 import (
     decision_agreement,
     export_onnx,
@@ -25,9 +24,7 @@ from tailorml.deploy.onnx_int8 import (
 from tailorml.errors import ModelFileError, TailormlError
 from tailorml.models.cnn import SmallCNN, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
-from tailorml.models.train import LabeledData
-from tailorml.policy import AlertPolicy
+from tailorml.models.recipe import fresh_model
 
 PATIENTS = ["adolescent-003", "adult-008", "child-004"]
 
@@ -42,24 +39,13 @@ class Exported:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Exported:
-    config = config_from_dict({"cohort": {"individuals": PATIENTS, "max_days": 3.0}})
-    prepared = prepare(config)
-    windows = prepared.windows
-    train, test = prepared.splits.pooled("train"), prepared.splits.pooled("test")
-    torch.set_num_threads(1)
-    model = fresh_model(config.model, windows.x[train], 3, seed=0)
-    recipe = Recipe(8, 128, 5e-3, 1e-4, "balanced")
-    general = LabeledData.from_numpy(windows.x[train], windows.y[train])
-    fit_predefined(model, general, recipe, n_classes=3, seed=0)
-    model.eval()
-    model.policy = AlertPolicy.from_config(config, windows.sample_minutes).with_threshold(0.7)
+def exported(tmp_path_factory, trained) -> Exported:
+    model = trained.model
+    train, test = trained.train, trained.test
     folder = tmp_path_factory.mktemp("onnx")
     export_onnx(model, folder / "model.onnx")
-    quantize_onnx_int8(folder / "model.onnx", windows.x[train], folder / "int8.onnx")
-    return Exported(
-        model, windows.x[train], windows.x[test], folder / "model.onnx", folder / "int8.onnx"
-    )
+    quantize_onnx_int8(folder / "model.onnx", train, folder / "int8.onnx")
+    return Exported(model, train, test, folder / "model.onnx", folder / "int8.onnx")
 
 
 def torch_logits(model: SmallCNN, x: np.ndarray) -> np.ndarray:

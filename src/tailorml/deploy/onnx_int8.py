@@ -11,6 +11,7 @@ in the file's metadata, so the file alone says how its outputs become decisions.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -62,6 +63,10 @@ def _export_proto(model: SmallCNN) -> onnx.ModelProto:
     example = torch.zeros((2, spec.in_channels) + (spec.length,) * spec.dims)
     was_training = model.training
     model.eval()
+    # the exporter logs a warning per torchvision operator it cannot register; we use none
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             # torch's own exporter trips over its own pytree deprecation; nothing a caller can fix
@@ -79,6 +84,7 @@ def _export_proto(model: SmallCNN) -> onnx.ModelProto:
             )
     finally:
         model.train(was_training)
+        registration.setLevel(level)
     return program.model_proto
 
 
