@@ -1,0 +1,492 @@
+"""C99 code for a quantized alert model: `generate_c` and `generate_header` are pure
+functions of the model (emlearn's shape), `save_c` writes them.
+
+What the code promises a firmware engineer: no malloc, no floating point, weights `const`
+(flash), one static activation arena sized here, and one call,
+`tailorml_predict(readings, logits)`, that returns the decided class. Activations are laid
+out channels-last with the convolution's padding rows materialised (filled with the zero
+point), so every output is one contiguous int8 dot product — the shape CMSIS-NN uses, and
+the one the Cortex-M4's dual 16-bit multiply-accumulate (SMLAD) speeds up. The input zero
+point is folded into the bias (sum w * (q - z) = sum w * q - z * sum w), exactly, so the
+results are the integer reference's bit for bit (`tailorml.deploy.quantize`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tailorml.deploy.quantize import DECISION_FRACTION_BITS, DECISION_TABLE_SIZE, QuantizedModel
+from tailorml.errors import DeployError
+from tailorml.io import atomic_write_text
+
+HEADER_NAME = "tailorml_model.h"
+SOURCE_NAME = "tailorml_model.c"
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One activation buffer: `rows` x `channels` int8, `pad` zero-point rows each side."""
+
+    rows: int
+    channels: int
+    pad: int
+
+    @property
+    def size(self) -> int:
+        return (self.rows + 2 * self.pad) * self.channels
+
+
+def _buffers(model: QuantizedModel) -> list[Buffer]:
+    """The input buffer of each layer (channels-last, padded for a convolution)."""
+    buffers, rows, channels = [], model.window, model.channels
+    for layer in model.layers:
+        if layer.kind == "conv1d":
+            buffers.append(Buffer(rows, channels, layer.padding))
+            rows //= layer.pool
+        else:
+            buffers.append(Buffer(1, rows * channels, 0))
+            rows = 1
+        channels = layer.weight.shape[0]
+    return buffers
+
+
+def arena_slot(model: QuantizedModel) -> int:
+    """int16 values per arena slot: the largest layer input buffer."""
+    return max(buffer.size for buffer in _buffers(model))
+
+
+def arena_bytes(model: QuantizedModel) -> int:
+    """Two int16 slots: layer i reads slot i % 2 and writes the other."""
+    return 2 * 2 * arena_slot(model)
+
+
+def _device_weights(model: QuantizedModel, index: int, buffer: Buffer) -> np.ndarray:
+    """Weights in the order the device reads them: conv (out, kernel, in); a linear layer
+    after a convolution takes channels-last rows, so torch's (c, t) flattening is permuted."""
+    layer = model.layers[index]
+    if layer.kind == "conv1d":
+        return layer.weight.transpose(0, 2, 1).reshape(layer.weight.shape[0], -1)
+    previous = model.layers[index - 1] if index else None
+    if previous is not None and previous.kind == "conv1d":
+        channels = previous.weight.shape[0]
+        rows = buffer.channels // channels
+        by_row = layer.weight.reshape(-1, channels, rows).transpose(0, 2, 1)
+        return by_row.reshape(len(layer.weight), -1)
+    return layer.weight
+
+
+def _simd_order(weights: np.ndarray) -> np.ndarray:
+    """Each full group of four weights of a row stored as w0 w2 w1 w3 (see the kernels)."""
+    ordered = weights.copy()
+    groups = weights.shape[1] // 4 * 4
+    blocks = ordered[:, :groups].reshape(len(weights), -1, 4)
+    ordered[:, :groups] = blocks[:, :, [0, 2, 1, 3]].reshape(len(weights), -1)
+    return ordered
+
+
+def _array(c_type: str, name: str, values: np.ndarray, per_line: int = 16) -> str:
+    flat = [str(int(v)) for v in np.asarray(values).ravel()]
+    lines = [", ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line)]
+    body = ",\n    ".join(lines)
+    return f"static const {c_type} {name}[{len(flat)}] = {{\n    {body}\n}};\n"
+
+
+def _identifier(name: str) -> str:
+    identifier = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    if not identifier or identifier[0].isdigit():
+        identifier = "C_" + identifier
+    return identifier
+
+
+def _require_cgm_only(model: QuantizedModel) -> None:
+    channels = tuple(model.policy.channels)
+    if channels != ("cgm",):
+        raise DeployError(
+            f"the device API reads CGM in mg/dL only; this model reads channels "
+            f'{", ".join(channels)} — train it with task.channels = ["cgm"] to deploy it'
+        )
+
+
+def generate_header(model: QuantizedModel) -> str:
+    """The header: what the model reads, its classes and alert policy, and the one call."""
+    _require_cgm_only(model)
+    policy = model.policy
+    class_names = [_identifier(name) for name in policy.classes]
+    if len(set(class_names)) != len(class_names):
+        raise DeployError(f"class names {policy.classes} collide as C identifiers")
+    classes = "\n".join(
+        f"#define TAILORML_CLASS_{name} {index}" for index, name in enumerate(class_names)
+    )
+    threshold_ppm = round(policy.threshold * 1_000_000)
+    return f"""/* tailorml int8 glucose-alert model: generated by tailorml, do not edit.
+ * Input: the last {model.window} CGM readings in mg/dL, oldest first, one every
+ * {policy.sample_minutes} minutes ({policy.window_minutes} min). Output: the decided class; the
+ * alert class is decided when its probability reaches the threshold below. */
+#ifndef TAILORML_MODEL_H
+#define TAILORML_MODEL_H
+
+#include <stdint.h>
+
+#define TAILORML_CHANNELS {model.channels}
+#define TAILORML_WINDOW {model.window}
+#define TAILORML_SAMPLE_MINUTES {policy.sample_minutes}
+#define TAILORML_HORIZON_MINUTES {policy.horizon_minutes}
+#define TAILORML_HYPO_MGDL {round(policy.hypo_mgdl)}
+#define TAILORML_HYPER_MGDL {round(policy.hyper_mgdl)}
+#define TAILORML_N_CLASSES {len(policy.classes)}
+{classes}
+#define TAILORML_ALERT_CLASS {policy.alert_index}
+#define TAILORML_THRESHOLD_PPM {threshold_ppm} /* alert when P(alert class) >= this / 1e6 */
+#define TAILORML_SNOOZE_MINUTES {policy.snooze_minutes}
+#define TAILORML_ARENA_BYTES {arena_bytes(model)}
+
+/* Decide from `readings` (TAILORML_CHANNELS x TAILORML_WINDOW, channel-major). Writes the
+ * int16 logits if `logits` is not NULL. Returns the class index. Not reentrant: it uses one
+ * static arena. */
+int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
+                         int16_t logits[TAILORML_N_CLASSES]);
+
+#endif /* TAILORML_MODEL_H */
+"""
+
+
+_KERNELS = r"""
+/* Fixed-point requantization: TFLite's MultiplyByQuantizedMultiplier (gemmlowp double
+ * rounding), the same arithmetic as tailorml.deploy.fixed_point. For a multiplier >= 0 (all
+ * of ours: QuantizeMultiplier gives [2^30, 2^31) or 0), gemmlowp's nudge-and-truncate high
+ * multiply equals rounding half up, (a*b + 2^30) >> 31 (CMSIS-NN's
+ * arm_nn_doubling_high_mult_no_sat), and its one saturating case cannot occur. */
+static inline int32_t tm_high_mul(int32_t a, int32_t b) {
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 30)) >> 31);
+}
+
+static inline int32_t tm_divide_pot(int32_t x, int32_t exponent) {
+    const int32_t mask = (int32_t)((UINT32_C(1) << exponent) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+static inline int32_t tm_requantize(int32_t x, int32_t multiplier, int32_t shift) {
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    return tm_divide_pot(tm_high_mul((int32_t)((uint32_t)x << left), multiplier), right);
+}
+
+static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
+    return x < low ? low : (x > high ? high : x);
+}
+
+/* Activations live in int16 slots holding q - z (the int8 code minus its zero point, as
+ * CMSIS-NN's im2col buffers do), so padding is 0 and no offset is added in the inner loop.
+ * Weights are int8, each group of four stored as w0 w2 w1 w3 so that SXTB16 yields the
+ * pairs (w0, w1) and (w2, w3) that meet the int16 input pairs in SMLAD. tm_dot4 returns
+ * the four dot products of two weight rows with two input rows. */
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
+__attribute__((noinline)) static void tm_dot4(const int8_t *w0, const int8_t *w1,
+                                              const int16_t *x0, const int16_t *x1, int32_t n,
+                                              int32_t acc[4]) {
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    int32_t blocks = n >> 2;
+    if (blocks > 0) {
+        /* Written out because clang spills the accumulators of the C form to the stack
+         * (27 instructions per 16 MACs; here 21). The weight word is loaded twice, once per
+         * half, so that the loop needs 12 registers. Same arithmetic, exact. */
+        const int32_t w_gap = (int32_t)(w1 - w0), x_gap = (int32_t)((x1 - x0) * 2);
+        uint32_t ta, tb, x;
+        __asm__ volatile(
+            "1:\n"
+            "ldr %[ta], [%[w0]]\n"
+            "ldr %[tb], [%[w0], %[w_gap]]\n"
+            "sxtb16 %[ta], %[ta]\n"
+            "sxtb16 %[tb], %[tb]\n"
+            "ldr %[x], [%[x0], %[x_gap]]\n"
+            "smlad %[a10], %[ta], %[x], %[a10]\n"
+            "smlad %[a11], %[tb], %[x], %[a11]\n"
+            "ldr %[x], [%[x0]], #4\n"
+            "smlad %[a00], %[ta], %[x], %[a00]\n"
+            "smlad %[a01], %[tb], %[x], %[a01]\n"
+            "ldr %[tb], [%[w0], %[w_gap]]\n"
+            "ldr %[ta], [%[w0]], #4\n"
+            "sxtb16 %[ta], %[ta], ror #8\n"
+            "sxtb16 %[tb], %[tb], ror #8\n"
+            "ldr %[x], [%[x0], %[x_gap]]\n"
+            "smlad %[a10], %[ta], %[x], %[a10]\n"
+            "smlad %[a11], %[tb], %[x], %[a11]\n"
+            "ldr %[x], [%[x0]], #4\n"
+            "smlad %[a00], %[ta], %[x], %[a00]\n"
+            "smlad %[a01], %[tb], %[x], %[a01]\n"
+            "subs %[blocks], %[blocks], #1\n"
+            "bne 1b\n"
+            : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
+              [w0] "+r"(w0), [x0] "+r"(x0), [blocks] "+r"(blocks), [ta] "=&r"(ta),
+              [tb] "=&r"(tb), [x] "=&r"(x)
+            : [w_gap] "r"(w_gap), [x_gap] "r"(x_gap)
+            : "cc", "memory");
+        w1 += n & ~3;
+        x1 += n & ~3;
+    }
+    for (int32_t i = 0; i < (n & 3); i++) {
+        a00 += w0[i] * x0[i];
+        a01 += w1[i] * x0[i];
+        a10 += w0[i] * x1[i];
+        a11 += w1[i] * x1[i];
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+}
+
+/* Two weight rows with one input row (a linear layer): 14 instructions per 8 MACs. */
+__attribute__((noinline)) static void tm_dot2(const int8_t *w0, const int8_t *w1,
+                                              const int16_t *x0, int32_t n, int32_t acc[2]) {
+    int32_t a0 = 0, a1 = 0;
+    int32_t blocks = n >> 2;
+    if (blocks > 0) {
+        const int32_t w_gap = (int32_t)(w1 - w0);
+        uint32_t wa, wb, ta, tb, x;
+        __asm__ volatile(
+            "1:\n"
+            "ldr %[wb], [%[w0], %[w_gap]]\n"
+            "ldr %[wa], [%[w0]], #4\n"
+            "sxtb16 %[ta], %[wa]\n"
+            "sxtb16 %[tb], %[wb]\n"
+            "ldr %[x], [%[x0]], #4\n"
+            "smlad %[a0], %[ta], %[x], %[a0]\n"
+            "smlad %[a1], %[tb], %[x], %[a1]\n"
+            "sxtb16 %[ta], %[wa], ror #8\n"
+            "sxtb16 %[tb], %[wb], ror #8\n"
+            "ldr %[x], [%[x0]], #4\n"
+            "smlad %[a0], %[ta], %[x], %[a0]\n"
+            "smlad %[a1], %[tb], %[x], %[a1]\n"
+            "subs %[blocks], %[blocks], #1\n"
+            "bne 1b\n"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [w0] "+r"(w0), [x0] "+r"(x0),
+              [blocks] "+r"(blocks), [wa] "=&r"(wa), [wb] "=&r"(wb), [ta] "=&r"(ta),
+              [tb] "=&r"(tb), [x] "=&r"(x)
+            : [w_gap] "r"(w_gap)
+            : "cc", "memory");
+        w1 += n & ~3;
+    }
+    for (int32_t i = 0; i < (n & 3); i++) {
+        a0 += w0[i] * x0[i];
+        a1 += w1[i] * x0[i];
+    }
+    acc[0] = a0, acc[1] = a1;
+}
+#else
+static int32_t tm_dot(const int8_t *w, const int16_t *x, int32_t n) {
+    int32_t acc = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        acc += w[i] * x[i] + w[i + 2] * x[i + 1] + w[i + 1] * x[i + 2] + w[i + 3] * x[i + 3];
+    }
+    for (; i < n; i++) acc += w[i] * x[i];
+    return acc;
+}
+
+static void tm_dot4(const int8_t *w0, const int8_t *w1, const int16_t *x0, const int16_t *x1,
+                    int32_t n, int32_t acc[4]) {
+    acc[0] = tm_dot(w0, x0, n);
+    acc[1] = tm_dot(w1, x0, n);
+    acc[2] = tm_dot(w0, x1, n);
+    acc[3] = tm_dot(w1, x1, n);
+}
+
+static void tm_dot2(const int8_t *w0, const int8_t *w1, const int16_t *x0, int32_t n,
+                    int32_t acc[2]) {
+    acc[0] = tm_dot(w0, x0, n);
+    acc[1] = tm_dot(w1, x0, n);
+}
+#endif
+
+/* One int8 layer: `rows` output rows (before pooling) of `out_ch` channels; each output is
+ * the dot product of a weight row with `depth` inputs starting at input row r. */
+typedef struct {
+    const int8_t *weight;
+    const int32_t *bias;
+    const int32_t *multiplier;
+    const int32_t *shift;
+    int32_t in_ch, out_ch, depth, rows, pool;
+    int32_t out_zero_point, out_min, out_max;
+    int32_t out_pad; /* padding rows of the next layer's buffer */
+} tm_layer;
+
+static void tm_zero(int16_t *buffer, int32_t count) {
+    for (int32_t i = 0; i < count; i++) buffer[i] = 0;
+}
+
+static inline int32_t tm_output(const tm_layer *L, int32_t o, int32_t acc) {
+    acc = tm_requantize(L->bias[o] + acc, L->multiplier[o], L->shift[o]) + L->out_zero_point;
+    return tm_clamp(acc, L->out_min, L->out_max);
+}
+
+/* Rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last row is paired
+ * with itself) and channels in pairs (an odd last channel likewise). The next buffer gets
+ * q - z with its padding rows zeroed. */
+static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
+    const int32_t out_rows = L->rows / L->pool;
+    tm_zero(out, L->out_pad * L->out_ch);
+    tm_zero(out + (L->out_pad + out_rows) * L->out_ch, L->out_pad * L->out_ch);
+    if (L->rows == 1 && L->out_pad == 0 && L->pool == 1) { /* one row (a linear layer) */
+        for (int32_t o = 0; o < L->out_ch; o += 2) {
+            const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
+            int32_t acc[2];
+            tm_dot2(L->weight + o * L->depth, L->weight + o1 * L->depth, in, L->depth, acc);
+            const int32_t zero = L->out_zero_point;
+            out[o] = (int16_t)(tm_output(L, o, acc[0]) - zero);
+            out[o1] = (int16_t)(tm_output(L, o1, acc[1]) - zero);
+        }
+        return;
+    }
+    for (int32_t r = 0; r < L->rows; r += 2) {
+        const int32_t r1 = r + 1 < L->rows ? r + 1 : r;
+        for (int32_t o = 0; o < L->out_ch; o += 2) {
+            const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
+            int32_t acc[4];
+            tm_dot4(L->weight + o * L->depth, L->weight + o1 * L->depth, in + r * L->in_ch,
+                    in + r1 * L->in_ch, L->depth, acc);
+            const int32_t v00 = tm_output(L, o, acc[0]), v01 = tm_output(L, o1, acc[1]);
+            const int32_t v10 = tm_output(L, o, acc[2]), v11 = tm_output(L, o1, acc[3]);
+            if (L->pool == 2) {
+                int16_t *row = out + (L->out_pad + r / 2) * L->out_ch;
+                row[o] = (int16_t)((v00 > v10 ? v00 : v10) - L->out_zero_point);
+                row[o1] = (int16_t)((v01 > v11 ? v01 : v11) - L->out_zero_point);
+            } else {
+                int16_t *row0 = out + (L->out_pad + r) * L->out_ch;
+                int16_t *row1 = out + (L->out_pad + r1) * L->out_ch;
+                row0[o] = (int16_t)(v00 - L->out_zero_point);
+                row0[o1] = (int16_t)(v01 - L->out_zero_point);
+                row1[o] = (int16_t)(v10 - L->out_zero_point);
+                row1[o1] = (int16_t)(v11 - L->out_zero_point);
+            }
+        }
+    }
+}
+
+/* The last layer: int16 logits. */
+static void tm_run_logits(const tm_layer *L, const int16_t *in, int16_t *logits) {
+    for (int32_t o = 0; o < L->out_ch; o += 2) {
+        const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
+        int32_t acc[2];
+        tm_dot2(L->weight + o * L->depth, L->weight + o1 * L->depth, in, L->depth, acc);
+        logits[o] = (int16_t)tm_output(L, o, acc[0]);
+        logits[o1] = (int16_t)tm_output(L, o1, acc[1]);
+    }
+}
+
+/* log(1 + e^-gap) in scaled logit steps, linearly interpolated (gap >= 0). */
+static int32_t tm_softplus(int32_t gap) {
+    const int32_t index = gap >> TM_STEP_BITS;
+    if (index >= TM_TABLE_SIZE) return 0;
+    const int32_t rest = gap - (index << TM_STEP_BITS);
+    const int32_t low = tm_softplus_table[index], high = tm_softplus_table[index + 1];
+    return low - (int32_t)(((int64_t)(low - high) * rest) >> TM_STEP_BITS);
+}
+
+/* The alert policy on int16 logits: the alert class when
+ * log sum_j exp(l_j - l_alert) over the other classes <= log((1 - t) / t); else the likelier
+ * other class (the first on ties). */
+static int32_t tm_decide(const int16_t *logits) {
+    int32_t total = 0, best = -1, best_value = 0;
+    for (int32_t j = 0; j < TAILORML_N_CLASSES; j++) {
+        if (j == TAILORML_ALERT_CLASS) continue;
+        const int32_t gap = ((int32_t)logits[j] - logits[TAILORML_ALERT_CLASS]) * TM_UNIT;
+        if (best < 0) {
+            total = gap;
+        } else {
+            const int32_t larger = total > gap ? total : gap;
+            const int32_t distance = total > gap ? total - gap : gap - total;
+            total = larger + tm_softplus(distance);
+        }
+        if (best < 0 || logits[j] > best_value) {
+            best = j;
+            best_value = logits[j];
+        }
+    }
+    return total <= TM_LIMIT ? TAILORML_ALERT_CLASS : best;
+}
+"""
+
+
+def generate_c(model: QuantizedModel) -> str:
+    """The model's C99 source (pair it with `generate_header`)."""
+    _require_cgm_only(model)
+    buffers = _buffers(model)
+    arena = arena_slot(model)
+    parts = [
+        "/* tailorml int8 glucose-alert model: generated by tailorml, do not edit. */\n",
+        f'#include "{HEADER_NAME}"\n',
+        f"#define TM_UNIT {2**DECISION_FRACTION_BITS}\n",
+        f"#define TM_LIMIT ({model.decision.limit})\n",
+        f"#define TM_STEP_BITS {model.decision.step_bits}\n",
+        f"#define TM_TABLE_SIZE {DECISION_TABLE_SIZE}\n",
+        _array("int32_t", "tm_softplus_table", model.decision.softplus),
+        _array("int32_t", "tm_input_centre", model.input.centre),
+        _array("int32_t", "tm_input_multiplier", model.input.multiplier),
+        _array("int32_t", "tm_input_shift", model.input.shift),
+    ]
+    parts.append(_KERNELS)
+    layer_structs = []
+    for index, layer in enumerate(model.layers):
+        weights = _device_weights(model, index, buffers[index])
+        tag = f"tm_l{index}"
+        parts += [
+            f"/* {layer.name}: {layer.kind}, {weights.shape[0]} outputs */\n",
+            _array("int8_t", f"{tag}_weight", _simd_order(weights)),
+            _array("int32_t", f"{tag}_bias", layer.bias),
+            _array("int32_t", f"{tag}_multiplier", layer.multiplier),
+            _array("int32_t", f"{tag}_shift", layer.shift),
+        ]
+        buffer = buffers[index]
+        is_conv = layer.kind == "conv1d"
+        next_pad = buffers[index + 1].pad if index + 1 < len(buffers) else 0
+        layer_structs.append(
+            f"    {{{tag}_weight, {tag}_bias, {tag}_multiplier, {tag}_shift, "
+            f"{buffer.channels}, {weights.shape[0]}, {weights.shape[1]}, "
+            f"{buffer.rows if is_conv else 1}, {layer.pool}, "
+            f"{layer.output_zero_point}, {layer.output_min}, {layer.output_max}, {next_pad}}},"
+        )
+    first = buffers[0]
+    parts.append(
+        f"\nstatic const tm_layer tm_layers[{len(model.layers)}] = {{\n"
+        + "\n".join(layer_structs)
+        + "\n};\n\n"
+        f"static int16_t tm_arena[2][{arena}];\n\n"
+        "int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
+        "                         int16_t logits[TAILORML_N_CLASSES]) {\n"
+        "    int16_t own_logits[TAILORML_N_CLASSES];\n"
+        "    int16_t *out = logits ? logits : own_logits;\n"
+        "    int16_t *in = tm_arena[0];\n"
+        f"    tm_zero(in, {first.size});\n"
+        "    for (int32_t t = 0; t < TAILORML_WINDOW; t++) {\n"
+        "        for (int32_t c = 0; c < TAILORML_CHANNELS; c++) {\n"
+        "            const int32_t centred = (int32_t)readings[c * TAILORML_WINDOW + t]"
+        " - tm_input_centre[c];\n"
+        "            const int32_t q = tm_requantize(centred, tm_input_multiplier[c],"
+        " tm_input_shift[c]);\n"
+        f"            in[(t + {first.pad}) * TAILORML_CHANNELS + c] ="
+        " (int16_t)tm_clamp(q, -128, 127);\n"
+        "        }\n"
+        "    }\n"
+        f"    for (int32_t i = 0; i < {len(model.layers) - 1}; i++) {{\n"
+        "        tm_run_layer(&tm_layers[i], tm_arena[i % 2], tm_arena[(i + 1) % 2]);\n"
+        "    }\n"
+        f"    tm_run_logits(&tm_layers[{len(model.layers) - 1}], "
+        f"tm_arena[{(len(model.layers) - 1) % 2}], out);\n"
+        "    return tm_decide(out);\n"
+        "}\n"
+    )
+    return "\n".join(parts)
+
+
+def save_c(model: QuantizedModel, directory: str | Path) -> list[Path]:
+    """Write the header and source into `directory` (atomically, each); their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    header, source = generate_header(model), generate_c(model)
+    return [
+        atomic_write_text(directory / HEADER_NAME, header),
+        atomic_write_text(directory / SOURCE_NAME, source),
+    ]

@@ -1,0 +1,73 @@
+"""The generated C compiled for this machine: the middle rung of the parity ladder.
+
+The same source the microcontroller gets, built as a shared library with the bundled clang
+(`ziglang`) and called through ctypes on whole batches, so every test window can be checked
+against the integer reference in about a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from tailorml.deploy.c import HEADER_NAME, SOURCE_NAME
+from tailorml.deploy.mcu import run_compiler, zig_command
+
+_BATCH = """#include "tailorml_model.h"
+/* Host harness: the model over a batch, for the parity ladder. */
+void tm_predict_batch(const int16_t *readings, int32_t n, int16_t *logits, int32_t *classes) {
+    for (int32_t i = 0; i < n; i++) {
+        classes[i] = tailorml_predict(readings + i * TAILORML_CHANNELS * TAILORML_WINDOW,
+                                      logits + i * TAILORML_N_CLASSES);
+    }
+}
+"""
+
+
+class HostModel:
+    """A generated model (`header`, `source`), compiled for the host in `directory`."""
+
+    def __init__(self, header: str, source: str, n_classes: int, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / HEADER_NAME).write_text(header)
+        (directory / SOURCE_NAME).write_text(source)
+        (directory / "batch.c").write_text(_BATCH)
+        library = directory / "libtailorml_model.so"
+        run_compiler(
+            [
+                *zig_command(),
+                "-std=c99",
+                "-O2",
+                "-shared",
+                "-fPIC",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-o",
+                str(library),
+                str(directory / SOURCE_NAME),
+                str(directory / "batch.c"),
+            ],
+            "the host build",
+        )
+        self.n_classes = n_classes
+        self._library = ctypes.CDLL(str(library))
+        self._library.tm_predict_batch.restype = None
+
+    def predict(self, readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int16 logits (n, classes) and decided classes (n,) for int16 readings
+        (n, channels, window)."""
+        readings = np.ascontiguousarray(readings, dtype=np.int16)
+        n = len(readings)
+        logits = np.zeros((n, self.n_classes), dtype=np.int16)
+        classes = np.zeros(n, dtype=np.int32)
+        self._library.tm_predict_batch(
+            readings.ctypes.data_as(ctypes.c_void_p),
+            ctypes.c_int32(n),
+            logits.ctypes.data_as(ctypes.c_void_p),
+            classes.ctypes.data_as(ctypes.c_void_p),
+        )
+        return logits, classes

@@ -1,0 +1,62 @@
+"""The generated C: pure generation, what the header promises, and the host build computing
+the integer reference's logits bit for bit."""
+
+import re
+
+import numpy as np
+import pytest
+
+from tailorml.deploy.c import arena_bytes, generate_c, generate_header, save_c
+from tailorml.deploy.host import HostModel
+from tailorml.deploy.quantize import quantize
+from tailorml.errors import DeployError
+
+
+@pytest.fixture(scope="module")
+def quantized(trained):
+    return quantize(trained.model, trained.train)
+
+
+def test_generation_is_pure_and_the_source_has_no_float_and_no_malloc(quantized, tmp_path):
+    source = generate_c(quantized)
+    assert source == generate_c(quantized)
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)  # comments may say "floating point"
+    for forbidden in ("float", "double", "malloc", "free("):
+        assert forbidden not in code
+    assert "static const int8_t tm_l0_weight" in source  # weights in flash
+    written = save_c(quantized, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["tailorml_model.c", "tailorml_model.h"]
+    assert (tmp_path / "out" / "tailorml_model.c").read_text() == source
+
+
+def test_the_header_carries_the_models_policy(quantized):
+    header = generate_header(quantized)
+    assert "#define TAILORML_WINDOW 24" in header
+    assert "#define TAILORML_SAMPLE_MINUTES 5" in header
+    assert "#define TAILORML_CLASS_HYPO 1" in header
+    assert "#define TAILORML_ALERT_CLASS 1" in header
+    assert "#define TAILORML_THRESHOLD_PPM 700000" in header  # the policy's 0.7
+    assert "int32_t tailorml_predict(" in header
+
+
+def test_the_arena_holds_two_of_the_largest_padded_buffers(quantized):
+    # inputs (rows + 2 pad) x channels: 28x1, 16x16, 10x32, then 192 and 32 for the linear
+    # layers; the largest is 320 int16 values, two slots of it
+    assert arena_bytes(quantized) == 2 * 2 * 320
+
+
+def test_host_c_computes_the_references_logits_bit_for_bit(quantized, trained, tmp_path):
+    readings = quantized.readings(trained.test)
+    header, source = generate_header(quantized), generate_c(quantized)
+    logits, classes = HostModel(header, source, 3, tmp_path).predict(readings)
+    expected = quantized.logits(trained.test)
+    assert np.array_equal(logits, expected)
+    assert np.array_equal(classes, quantized.decide(expected))
+
+
+def test_a_model_reading_more_than_cgm_is_refused_with_the_fix(quantized):
+    from dataclasses import replace
+
+    other = replace(quantized, policy=replace(quantized.policy, channels=("cgm", "iob")))
+    with pytest.raises(DeployError, match=r"channels cgm, iob .*task.channels"):
+        generate_c(other)
