@@ -1,0 +1,74 @@
+"""What a generated model costs on a target profile, and whether it fits the budget.
+
+Flash is text + rodata + data of the linked image, static RAM is data + bss, the stack is
+the peak measured in the emulator; RAM against the budget is static RAM plus that peak.
+Latency is instructions counted in the emulator times the profile's stated cycles per
+instruction, at the profile's clock. Every window run on the target is also checked against
+the logits the integer reference computed for it: a budget is only reported for code that
+computes the right thing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tailorml.deploy.mcu import Emulator, TargetProfile, build_firmware, gcc_sizes
+from tailorml.errors import DeployError
+
+INSTRUCTION_COUNT_WINDOWS = 3  # windows whose instructions are counted (the largest is used)
+
+
+def measure_target(
+    header: str,
+    source: str,
+    target: TargetProfile,
+    readings: np.ndarray,
+    expected_logits: np.ndarray,
+    directory: Path,
+    on_window=None,
+) -> dict:
+    """Build for `target` in `directory`, run every window of `readings` in the emulator,
+    and return sizes, stack, instructions, latency and pass/fail against the budget."""
+    firmware = build_firmware(header, source, target, Path(directory))
+    emulator = Emulator(firmware, expected_logits.shape[1])
+    instructions, stack, mismatches = [], 0, 0
+    for index, window in enumerate(readings):
+        run = emulator.predict(window, count_instructions=index < INSTRUCTION_COUNT_WINDOWS)
+        if run.instructions is not None:
+            instructions.append(run.instructions)
+        stack = max(stack, run.peak_stack)
+        mismatches += int(not np.array_equal(run.logits, expected_logits[index]))
+        if on_window is not None:
+            on_window()
+    if not instructions:
+        raise DeployError("no window to run on the target; the budget needs at least one")
+    count = max(instructions)
+    latency_ms = count * target.cycles_per_instruction / target.clock_hz * 1000
+    ram = firmware.static_ram + stack
+    checks = {
+        "flash": firmware.flash <= target.budget_flash_bytes,
+        "ram": ram <= target.budget_ram_bytes,
+        "latency": latency_ms <= target.budget_latency_ms,
+        "fits_device": firmware.flash <= target.flash_bytes and ram <= target.ram_bytes,
+    }
+    return {
+        "target": target.to_dict(),
+        "text": firmware.text,
+        "rodata": firmware.rodata,
+        "data": firmware.data,
+        "bss": firmware.bss,
+        "flash": firmware.flash,
+        "static_ram": firmware.static_ram,
+        "peak_stack": stack,
+        "ram": ram,
+        "instructions": count,
+        "cycles_estimate": round(count * target.cycles_per_instruction),
+        "latency_ms": latency_ms,
+        "windows_run": len(readings),
+        "windows_identical": len(readings) - mismatches,
+        "checks": checks,
+        "passed": all(checks.values()),
+        "gcc": gcc_sizes(header, source, target, Path(directory) / "gcc"),
+    }

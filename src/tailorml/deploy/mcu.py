@@ -1,0 +1,335 @@
+"""The generated C on a microcontroller: cross-compile, read the sizes, run it in an emulator.
+
+Everything comes from PyPI wheels, so `make test` needs no system toolchain: `ziglang`
+ships clang and lld for `thumb-freestanding-eabi(hf)`, `unicorn` emulates the Cortex-M
+core, `pyelftools` reads the sections of the linked image. Sizes are those of the real
+linked firmware (model + a 20-line harness), not estimates. The emulator gives what a
+board would: the logits (bit for bit those of the host build), the instructions executed
+per inference, and the peak stack, measured by painting the stack with a pattern before the
+call and finding the deepest byte that changed. Time on the target is estimated from the
+instruction count at a stated cycles-per-instruction; the emulator does not model
+pipelines or flash wait states.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tailorml.deploy.c import HEADER_NAME, SOURCE_NAME
+from tailorml.errors import DeployError
+
+FLASH_BASE = 0x08000000
+RAM_BASE = 0x20000000
+STACK_RESERVE = 4096  # bytes set aside for the call stack (the measured peak is reported)
+STACK_PAINT = 0xA5
+RETURN_ADDRESS = FLASH_BASE + 0x10  # inside the vector table: never executed
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """A class of microcontroller and the budget the alert model must meet on it."""
+
+    name: str
+    description: str
+    cpu: str  # unicorn / clang core name, e.g. "cortex-m4"
+    float_abi: str  # "eabihf" with an FPU, else "eabi"
+    clock_hz: int
+    flash_bytes: int
+    ram_bytes: int
+    cycles_per_instruction: float  # the stated assumption behind the latency estimate
+    budget_flash_bytes: int
+    budget_ram_bytes: int
+    budget_latency_ms: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, TargetProfile] = {
+    "stm32f401": TargetProfile(
+        name="stm32f401",
+        description="STM32F401-class Cortex-M4F, 84 MHz, 96 kB RAM, 512 kB flash",
+        cpu="cortex-m4",
+        float_abi="eabihf",
+        clock_hz=84_000_000,
+        flash_bytes=512 * 1024,
+        ram_bytes=96 * 1024,
+        cycles_per_instruction=1.25,
+        budget_flash_bytes=32 * 1024,
+        budget_ram_bytes=16 * 1024,
+        budget_latency_ms=2.0,
+    ),
+    "stm32l151": TargetProfile(
+        name="stm32l151",
+        description="STM32L1-class Cortex-M3, 32 MHz, 80 kB RAM, 384 kB flash",
+        cpu="cortex-m3",
+        float_abi="eabi",
+        clock_hz=32_000_000,
+        flash_bytes=384 * 1024,
+        ram_bytes=80 * 1024,
+        cycles_per_instruction=1.25,
+        budget_flash_bytes=32 * 1024,
+        budget_ram_bytes=16 * 1024,
+        budget_latency_ms=10.0,
+    ),
+}
+ALIASES = {"cortex-m4": "stm32f401", "cortex-m3": "stm32l151"}
+
+
+def profile(name: str) -> TargetProfile:
+    """The profile called `name` (or a core name such as cortex-m4)."""
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in PROFILES:
+        known = ", ".join([*PROFILES, *ALIASES])
+        raise DeployError(f"unknown target {name!r}; choose one of: {known}")
+    return PROFILES[key]
+
+
+# -- building -----------------------------------------------------------------------------
+
+_HARNESS = """#include "tailorml_model.h"
+/* The emulator writes tm_input, calls tm_run, reads tm_logits and tm_class. */
+int16_t tm_input[TAILORML_CHANNELS * TAILORML_WINDOW];
+int16_t tm_logits[TAILORML_N_CLASSES];
+volatile int32_t tm_class;
+__attribute__((noinline)) void tm_run(void) { tm_class = tailorml_predict(tm_input, tm_logits); }
+void _start(void) { for (;;) tm_run(); }
+"""
+
+
+def _linker_script(target: TargetProfile) -> str:
+    return f"""MEMORY {{
+  FLASH (rx) : ORIGIN = {FLASH_BASE:#x}, LENGTH = {target.flash_bytes}
+  RAM (rwx) : ORIGIN = {RAM_BASE:#x}, LENGTH = {target.ram_bytes}
+}}
+ENTRY(_start)
+SECTIONS {{
+  .vectors : {{ LONG({RAM_BASE + target.ram_bytes:#x}); LONG(_start); . = ALIGN(64); }} > FLASH
+  .text : {{ *(.text*) }} > FLASH
+  .rodata : {{ *(.rodata*) }} > FLASH
+  .data : {{ *(.data*) }} > RAM AT > FLASH
+  .bss (NOLOAD) : {{ *(.bss*) *(COMMON) }} > RAM
+  .stack (NOLOAD) : {{
+    . = ALIGN(8); __stack_bottom = .; . += {STACK_RESERVE}; __stack_top = .;
+  }} > RAM
+  /DISCARD/ : {{ *(.ARM.exidx*) *(.ARM.extab*) *(.comment) }}
+}}
+"""
+
+
+def zig_command() -> list[str]:
+    """How to call the bundled clang (`python -m ziglang cc`)."""
+    return [sys.executable, "-m", "ziglang", "cc"]
+
+
+def compile_flags(target: TargetProfile) -> list[str]:
+    return [
+        "-target",
+        f"thumb-freestanding-{target.float_abi}",
+        f"-mcpu={target.cpu.replace('-', '_')}",
+        "-std=c99",
+        "-O2",
+        "-ffreestanding",
+        "-nostdlib",
+        "-ffunction-sections",
+        "-fdata-sections",
+        "-fno-unwind-tables",
+        "-fno-asynchronous-unwind-tables",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ]
+
+
+def run_compiler(command: list[str], what: str) -> None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError as error:
+        raise DeployError(f"cannot run the compiler for {what}: {error}") from None
+    if result.returncode != 0:
+        raise DeployError(f"{what} failed to compile:\n{result.stderr.strip()[-4000:]}")
+
+
+@dataclass
+class Firmware:
+    """A linked image for one target and its section sizes (bytes)."""
+
+    elf: Path
+    target: TargetProfile
+    text: int
+    rodata: int
+    data: int
+    bss: int
+    symbols: dict[str, int]
+
+    @property
+    def flash(self) -> int:
+        return self.text + self.rodata + self.data
+
+    @property
+    def static_ram(self) -> int:
+        return self.data + self.bss
+
+
+def build_firmware(header: str, source: str, target: TargetProfile, directory: Path) -> Firmware:
+    """Cross-compile a generated model (`header`, `source`) with the emulator harness into
+    `directory`/firmware.elf."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / HEADER_NAME).write_text(header)
+    (directory / SOURCE_NAME).write_text(source)
+    (directory / "harness.c").write_text(_HARNESS)
+    (directory / "link.ld").write_text(_linker_script(target))
+    elf = directory / "firmware.elf"
+    run_compiler(
+        [
+            *zig_command(),
+            *compile_flags(target),
+            f"-Wl,-T,{directory / 'link.ld'}",
+            "-Wl,--gc-sections",
+            "-Wl,-u,tm_run",
+            "-o",
+            str(elf),
+            str(directory / SOURCE_NAME),
+            str(directory / "harness.c"),
+        ],
+        f"the {target.cpu} build",
+    )
+    return read_firmware(elf, target)
+
+
+def read_firmware(elf: Path, target: TargetProfile) -> Firmware:
+    from elftools.elf.elffile import ELFFile
+
+    sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    symbols: dict[str, int] = {}
+    with open(elf, "rb") as handle:
+        image = ELFFile(handle)
+        for section in image.iter_sections():
+            kind = section.name.lstrip(".").split(".")[0]
+            if kind == "vectors":
+                kind = "rodata"
+            if kind in sizes:
+                sizes[kind] += section["sh_size"]
+        for symbol in image.get_section_by_name(".symtab").iter_symbols():
+            if symbol.name:
+                symbols[symbol.name] = symbol["st_value"]
+    return Firmware(elf=elf, target=target, symbols=symbols, **sizes)
+
+
+def gcc_sizes(header: str, source: str, target: TargetProfile, directory: Path) -> dict | str:
+    """Sizes of the model object built with arm-none-eabi-gcc when it is installed, else
+    the reason it was skipped."""
+    gcc = shutil.which("arm-none-eabi-gcc")
+    if gcc is None:
+        return "skipped: arm-none-eabi-gcc is not installed (install gcc-arm-none-eabi to compare)"
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / HEADER_NAME).write_text(header)
+    source_file = directory / SOURCE_NAME
+    source_file.write_text(source)
+    float_abi = "hard" if target.float_abi == "eabihf" else "soft"
+    obj = directory / "tailorml_model.o"
+    run_compiler(
+        [gcc, f"-mcpu={target.cpu}", "-mthumb", f"-mfloat-abi={float_abi}", "-std=c99", "-O2",
+         "-ffunction-sections", "-fdata-sections", "-c", str(source_file), "-o", str(obj)],
+        "the arm-none-eabi-gcc build",
+    )  # fmt: skip
+    from elftools.elf.elffile import ELFFile
+
+    sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    with open(obj, "rb") as handle:
+        for section in ELFFile(handle).iter_sections():
+            kind = section.name.lstrip(".").split(".")[0]
+            if kind in sizes:
+                sizes[kind] += section["sh_size"]
+    return {"compiler": gcc, **sizes, "flash": sizes["text"] + sizes["rodata"] + sizes["data"]}
+
+
+# -- emulating ----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One emulated inference."""
+
+    logits: np.ndarray
+    decided: int
+    instructions: int | None
+    peak_stack: int
+
+
+class Emulator:
+    """The firmware loaded into a unicorn Cortex-M; `predict` runs one inference."""
+
+    def __init__(self, firmware: Firmware, n_classes: int) -> None:
+        from elftools.elf.elffile import ELFFile
+        from unicorn import UC_ARCH_ARM, UC_MODE_MCLASS, UC_MODE_THUMB, Uc, arm_const
+
+        self.firmware = firmware
+        self.n_classes = n_classes
+        target = firmware.target
+        self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
+        cores = {
+            "cortex-m4": arm_const.UC_CPU_ARM_CORTEX_M4,
+            "cortex-m3": arm_const.UC_CPU_ARM_CORTEX_M3,
+        }
+        self.uc.ctl_set_cpu_model(cores[target.cpu])
+        self.uc.mem_map(FLASH_BASE, _page(target.flash_bytes))
+        self.uc.mem_map(RAM_BASE, _page(target.ram_bytes))
+        with open(firmware.elf, "rb") as handle:
+            for segment in ELFFile(handle).iter_segments():
+                if segment["p_type"] == "PT_LOAD" and segment["p_filesz"]:
+                    self.uc.mem_write(segment["p_paddr"], segment.data())
+                    if segment["p_vaddr"] != segment["p_paddr"]:  # .data: copy to RAM
+                        self.uc.mem_write(segment["p_vaddr"], segment.data())
+        symbols = firmware.symbols
+        self.stack_bottom, self.stack_top = symbols["__stack_bottom"], symbols["__stack_top"]
+        self.entry = symbols["tm_run"] | 1
+        self.arm = arm_const
+
+    def predict(self, readings: np.ndarray, count_instructions: bool = False) -> Run:
+        """Run `tailorml_predict` on one window of int16 readings."""
+        from unicorn import UC_HOOK_CODE
+
+        symbols = self.firmware.symbols
+        self.uc.mem_write(symbols["tm_input"], np.ascontiguousarray(readings, "<i2").tobytes())
+        depth = self.stack_top - self.stack_bottom
+        self.uc.mem_write(self.stack_bottom, bytes([STACK_PAINT]) * depth)
+        self.uc.reg_write(self.arm.UC_ARM_REG_SP, self.stack_top)
+        self.uc.reg_write(self.arm.UC_ARM_REG_LR, RETURN_ADDRESS | 1)
+        counter = [0]
+        hook = None
+        if count_instructions:
+            hook = self.uc.hook_add(UC_HOOK_CODE, _count, counter)
+        try:
+            self.uc.emu_start(self.entry, RETURN_ADDRESS, timeout=10_000_000)
+        finally:
+            if hook is not None:
+                self.uc.hook_del(hook)
+        if self.uc.reg_read(self.arm.UC_ARM_REG_PC) != RETURN_ADDRESS:
+            raise DeployError("the emulated inference did not return (timeout or fault)")
+        stack = self.uc.mem_read(self.stack_bottom, depth)
+        untouched = next((i for i, byte in enumerate(stack) if byte != STACK_PAINT), depth)
+        logits = np.frombuffer(self.uc.mem_read(symbols["tm_logits"], 2 * self.n_classes), "<i2")
+        decided = int.from_bytes(self.uc.mem_read(symbols["tm_class"], 4), "little", signed=True)
+        return Run(
+            logits=logits.copy(),
+            decided=decided,
+            instructions=counter[0] if count_instructions else None,
+            peak_stack=depth - untouched,
+        )
+
+
+def _count(uc, address, size, counter) -> None:
+    counter[0] += 1
+
+
+def _page(size: int) -> int:
+    return (size + 0xFFF) // 0x1000 * 0x1000
