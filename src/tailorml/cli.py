@@ -85,6 +85,11 @@ cohort_app = typer.Typer(help="Simulate, inspect and validate cohort files.", no
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(config_app, name="config")
+deploy_app = typer.Typer(
+    help="Put a model on a microcontroller: int8 C code, emulated parity and budgets.",
+    no_args_is_help=True,
+)
+app.add_typer(deploy_app, name="deploy")
 
 # Never parse output as Rich markup: it carries data (ids, file names, reasons), and an id
 # like "[/x]" crashed the command while "[methods.transfer]" vanished from a message. The
@@ -657,6 +662,109 @@ def rollback(
     store = _registry(registry, config)
     store.rollback(individual, reason, actor)
     console.print(f"{individual} now uses the predefined model again.")
+
+
+def _target_name(value: str | None) -> str | None:
+    from tailorml.deploy.mcu import profile
+
+    if value is not None:
+        profile(value)  # an unknown target is a one-line error naming the known ones
+    return value
+
+
+def _print_deploy(out: Path) -> None:
+    summary = json.loads((out / "deploy.json").read_text())
+    ladder = Table(title="Parity ladder")
+    for column in ("rung", "windows", "same decision", "logits"):
+        ladder.add_column(column, justify="left" if column in ("rung", "logits") else "right")
+    for rung in summary["parity"]:
+        identical = rung["identical_logits"]
+        logits = "quantized" if identical is None else ("bit for bit" if identical else "DIFFER")
+        ladder.add_row(
+            rung["name"], str(rung["windows"]), f"{100 * rung['decision_agreement']:.2f} %", logits
+        )
+    console.print(ladder)
+    table = Table(title="Budgets (latency estimated from counted instructions)")
+    for column in ("target", "flash", "RAM", "stack", "latency", "result"):
+        table.add_column(column, justify="left" if column in ("target", "result") else "right")
+    for name, budget in summary["budgets"].items():
+        failed = [check for check, ok in budget["checks"].items() if not ok]
+        table.add_row(
+            name,
+            f"{budget['flash'] / 1024:.1f} kB",
+            f"{budget['ram'] / 1024:.1f} kB",
+            f"{budget['peak_stack']} B",
+            f"{budget['latency_ms']:.2f} ms",
+            _styled(
+                ("✓ within budget", "green") if not failed else ("✗ " + ", ".join(failed), "red")
+            ),
+        )
+    console.print(table)
+    if summary.get("synthetic"):
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
+    console.print(_styled("\nReport: ", (str((out / "deploy.html").resolve()), "bold")))
+
+
+@deploy_app.command("export")
+def deploy_export(
+    run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3).",
+            callback=_target_name,
+        ),
+    ] = "cortex-m4",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Export directory [default: RUN/deploy-<target>]."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Export this model file (e.g. a personalized one) instead of the run's."),
+    ] = None,
+    calibration_windows: Annotated[
+        int,
+        typer.Option(
+            min=1, help="General training windows the int8 activations are calibrated on."
+        ),
+    ] = 4096,
+    emulate: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Individuals whose every test window also runs in the emulated target."
+        ),
+    ] = 3,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace another model's export in --out.")
+    ] = False,
+) -> None:
+    """Quantize the run's alert model to int8, generate its C code, prove on the test windows
+    that float, int8 reference, host C and the emulated microcontroller agree, and measure
+    the target's flash, RAM, stack and latency. Writes OUT/ with tailorml_model.{h,c},
+    deploy.json and deploy.html."""
+    from tailorml.deploy.export import export_run
+
+    done = export_run(run, target, out, model, calibration_windows, emulate, force, _reporter())
+    _print_deploy(done)
+
+
+@deploy_app.command("report")
+def deploy_report(
+    out: Annotated[Path, typer.Argument(help="An export directory (from `deploy export`).")],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="Target profile(s) to measure [default: every profile]."),
+    ] = None,
+) -> None:
+    """Budgets of an exported model on each target profile: flash, static RAM, peak stack
+    (measured in the emulator), instructions and estimated latency, pass/fail; updates
+    deploy.json and deploy.html."""
+    from tailorml.deploy.export import report_export
+
+    for name in target or []:
+        _target_name(name)
+    _print_deploy(report_export(out, target or None, _reporter()))
 
 
 @cohort_app.command("simulate")

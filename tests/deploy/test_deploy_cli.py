@@ -1,0 +1,89 @@
+"""`tailorml deploy export` and `deploy report` end to end on a tiny run (3 simulated
+patients, 3 days, one epoch)."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tailorml.cli import app
+
+runner = CliRunner()
+TINY = """
+[cohort]
+individuals = ["adolescent-003", "adult-008", "child-004"]
+max_days = 3.0
+
+[train]
+epochs = 1
+
+[run]
+runs_dir = "{runs}"
+name = "tiny"
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    base = tmp_path_factory.mktemp("deploy")
+    config = base / "tiny.toml"
+    config.write_text(TINY.format(runs=(base / "runs").as_posix()))
+    assert runner.invoke(app, ["train", "--config", str(config)]).exit_code == 0
+    (run,) = (base / "runs").iterdir()
+    out = base / "export"
+    arguments = ["deploy", "export", "--run", str(run), "--out", str(out)]
+    result = runner.invoke(app, [*arguments, "--calibration-windows", "300", "--emulate", "1"])
+    assert result.exit_code == 0, result.output
+    return run, out, result.output
+
+
+def test_export_writes_the_c_the_ladder_and_the_budget(exported):
+    _, out, output = exported
+    for name in ("tailorml_model.h", "tailorml_model.c", "deploy.json", "deploy.html"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "deploy.json").read_text())
+    float_rung, host_rung, target_rung = summary["parity"]
+    assert float_rung["decision_agreement"] >= 0.95
+    assert host_rung["identical_logits"] is True
+    assert target_rung["identical_logits"] is True
+    assert target_rung["individuals"] == 1
+    check = np.load(out / "check_windows.npz")
+    assert target_rung["windows"] == len(check["readings"]) > 0
+    budget = summary["budgets"]["stm32f401"]
+    assert budget["flash"] == budget["text"] + budget["rodata"] + budget["data"]
+    assert budget["ram"] == budget["static_ram"] + budget["peak_stack"]
+    assert budget["checks"]["flash"] == (budget["flash"] <= 32 * 1024)
+    assert summary["synthetic"] is True
+    assert "bit for bit" in output and "not clinical evidence" in output
+    assert "not clinical evidence" in (out / "deploy.html").read_text()
+
+
+def test_report_measures_every_profile_from_the_export(exported):
+    _, out, _ = exported
+    result = runner.invoke(app, ["deploy", "report", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "deploy.json").read_text())
+    assert sorted(summary["budgets"]) == ["stm32f401", "stm32l151"]
+    m3 = summary["budgets"]["stm32l151"]
+    assert m3["windows_identical"] == m3["windows_run"]
+    # same C on a slower core without the DSP extension: more instructions, longer latency
+    assert m3["instructions"] > summary["budgets"]["stm32f401"]["instructions"]
+
+
+def test_bad_requests_are_one_line_errors(exported, tmp_path):
+    run, _, _ = exported
+    from tailorml.deploy.export import export_run, report_export
+    from tailorml.errors import DeployError
+
+    result = runner.invoke(app, ["deploy", "export", "--run", str(run), "--target", "esp32"])
+    assert isinstance(result.exception, DeployError)
+    assert "unknown target 'esp32'; choose one of: stm32f401" in str(result.exception)
+    stranger = tmp_path / "photos"
+    stranger.mkdir()
+    (stranger / "a.jpg").write_text("x")
+    with pytest.raises(DeployError, match="holds no tailorml export"):
+        export_run(run, out=stranger, emulate=0)
+    assert [p.name for p in stranger.iterdir()] == ["a.jpg"]  # nothing written there
+    with pytest.raises(DeployError, match=r"deploy\.json missing"):
+        report_export(tmp_path)
