@@ -48,10 +48,13 @@ def test_the_arena_holds_two_of_the_largest_padded_buffers(quantized):
 def test_host_c_computes_the_references_logits_bit_for_bit(quantized, trained, tmp_path):
     readings = quantized.readings(trained.test)
     header, source = generate_header(quantized), generate_c(quantized)
-    logits, classes = HostModel(header, source, 3, tmp_path).predict(readings)
+    host = HostModel(header, source, 3, tmp_path)
+    logits, classes = host.predict(readings)
     expected = quantized.logits(trained.test)
     assert np.array_equal(logits, expected)
     assert np.array_equal(classes, quantized.decide(expected))
+    # the features on-device learning trains on: the last layer's 32 inputs, also exact
+    assert np.array_equal(host.features(readings, 32), quantized.features(trained.test))
 
 
 def test_a_model_reading_more_than_cgm_is_refused_with_the_fix(quantized):

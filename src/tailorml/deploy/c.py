@@ -143,12 +143,19 @@ def generate_header(model: QuantizedModel) -> str:
 #define TAILORML_THRESHOLD_PPM {threshold_ppm} /* alert when P(alert class) >= this / 1e6 */
 #define TAILORML_SNOOZE_MINUTES {policy.snooze_minutes}
 #define TAILORML_ARENA_BYTES {arena_bytes(model)}
+/* the last layer's inputs: int8 codes minus their zero point (real value = code x scale) */
+#define TAILORML_FEATURES {model.layers[-1].weight.shape[1]}
 
 /* Decide from `readings` (TAILORML_CHANNELS x TAILORML_WINDOW, channel-major). Writes the
  * int16 logits if `logits` is not NULL. Returns the class index. Not reentrant: it uses one
  * static arena. */
 int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
                          int16_t logits[TAILORML_N_CLASSES]);
+
+/* The same computation up to the last layer: its TAILORML_FEATURES inputs (what on-device
+ * learning of the last layer trains on). */
+void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
+                       int16_t features[TAILORML_FEATURES]);
 
 #endif /* TAILORML_MODEL_H */
 """
@@ -448,16 +455,14 @@ def generate_c(model: QuantizedModel) -> str:
             f"{buffer.rows if is_conv else 1}, {layer.pool}, "
             f"{layer.output_zero_point}, {layer.output_min}, {layer.output_max}, {next_pad}}},"
         )
-    first = buffers[0]
+    first, last = buffers[0], len(model.layers) - 1
     parts.append(
         f"\nstatic const tm_layer tm_layers[{len(model.layers)}] = {{\n"
         + "\n".join(layer_structs)
         + "\n};\n\n"
         f"static int16_t tm_arena[2][{arena}];\n\n"
-        "int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
-        "                         int16_t logits[TAILORML_N_CLASSES]) {\n"
-        "    int16_t own_logits[TAILORML_N_CLASSES];\n"
-        "    int16_t *out = logits ? logits : own_logits;\n"
+        "/* Every layer but the last; returns the last layer's input (the features). */\n"
+        "static const int16_t *tm_run_features(const int16_t *readings) {\n"
         "    int16_t *in = tm_arena[0];\n"
         f"    tm_zero(in, {first.size});\n"
         "    for (int32_t t = 0; t < TAILORML_WINDOW; t++) {\n"
@@ -470,11 +475,21 @@ def generate_c(model: QuantizedModel) -> str:
         " (int16_t)tm_clamp(q, -128, 127);\n"
         "        }\n"
         "    }\n"
-        f"    for (int32_t i = 0; i < {len(model.layers) - 1}; i++) {{\n"
+        f"    for (int32_t i = 0; i < {last}; i++) {{\n"
         "        tm_run_layer(&tm_layers[i], tm_arena[i % 2], tm_arena[(i + 1) % 2]);\n"
         "    }\n"
-        f"    tm_run_logits(&tm_layers[{len(model.layers) - 1}], "
-        f"tm_arena[{(len(model.layers) - 1) % 2}], out);\n"
+        f"    return tm_arena[{last % 2}];\n"
+        "}\n\n"
+        "void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
+        "                       int16_t features[TAILORML_FEATURES]) {\n"
+        "    const int16_t *computed = tm_run_features(readings);\n"
+        "    for (int32_t i = 0; i < TAILORML_FEATURES; i++) features[i] = computed[i];\n"
+        "}\n\n"
+        "int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
+        "                         int16_t logits[TAILORML_N_CLASSES]) {\n"
+        "    int16_t own_logits[TAILORML_N_CLASSES];\n"
+        "    int16_t *out = logits ? logits : own_logits;\n"
+        f"    tm_run_logits(&tm_layers[{last}], tm_run_features(readings), out);\n"
         "    return tm_decide(out);\n"
         "}\n"
     )

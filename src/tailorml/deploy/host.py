@@ -23,6 +23,13 @@ void tm_predict_batch(const int16_t *readings, int32_t n, int16_t *logits, int32
                                       logits + i * TAILORML_N_CLASSES);
     }
 }
+
+void tm_features_batch(const int16_t *readings, int32_t n, int16_t *features) {
+    for (int32_t i = 0; i < n; i++) {
+        tailorml_features(readings + i * TAILORML_CHANNELS * TAILORML_WINDOW,
+                          features + i * TAILORML_FEATURES);
+    }
+}
 """
 
 
@@ -56,6 +63,7 @@ class HostModel:
         self.n_classes = n_classes
         self._library = ctypes.CDLL(str(library))
         self._library.tm_predict_batch.restype = None
+        self._library.tm_features_batch.restype = None
 
     def predict(self, readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int16 logits (n, classes) and decided classes (n,) for int16 readings
@@ -71,3 +79,14 @@ class HostModel:
             classes.ctypes.data_as(ctypes.c_void_p),
         )
         return logits, classes
+
+    def features(self, readings: np.ndarray, n_features: int) -> np.ndarray:
+        """`tailorml_features` (n, n_features) for int16 readings (n, channels, window)."""
+        readings = np.ascontiguousarray(readings, dtype=np.int16)
+        features = np.zeros((len(readings), n_features), dtype=np.int16)
+        self._library.tm_features_batch(
+            readings.ctypes.data_as(ctypes.c_void_p),
+            ctypes.c_int32(len(readings)),
+            features.ctypes.data_as(ctypes.c_void_p),
+        )
+        return features

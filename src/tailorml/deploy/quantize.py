@@ -123,6 +123,14 @@ class QuantizedModel:
             x = _run_layer(layer, x)
         return x.astype(np.int16)
 
+    def features(self, windows: np.ndarray) -> np.ndarray:
+        """The last layer's inputs (n, features) as the device holds them: int8 codes minus
+        their zero point (real value = code x layers[-1].input_scale)."""
+        x = _quantize_input(self.input, self.readings(windows))
+        for layer in self.layers[:-1]:
+            x = _run_layer(layer, x)
+        return x.reshape(len(x), -1) - self.layers[-1].input_zero_point
+
     def decide(self, logits: np.ndarray) -> np.ndarray:
         """Class per row from int16 logits, in integers (what the device decides)."""
         return decide_fixed_point(self.decision, np.asarray(logits, dtype=np.int64))
