@@ -284,27 +284,38 @@ __attribute__((noinline)) static void tm_dot2(const int8_t *w0, const int8_t *w1
     acc[0] = a0, acc[1] = a1;
 }
 #else
-static int32_t tm_dot(const int8_t *w, const int16_t *x, int32_t n) {
-    int32_t acc = 0, i = 0;
-    for (; i + 4 <= n; i += 4) {
-        acc += w[i] * x[i] + w[i + 2] * x[i + 1] + w[i + 1] * x[i + 2] + w[i + 3] * x[i + 3];
-    }
-    for (; i < n; i++) acc += w[i] * x[i];
-    return acc;
-}
-
+/* Without the DSP extension (Cortex-M3, the host): the same 2x2 blocking in plain C, each
+ * weight and input loaded once per four products. Weights are in the SIMD order w0 w2 w1 w3
+ * per group of four, so input j of a group meets stored weight ORDER[j]. */
 static void tm_dot4(const int8_t *w0, const int8_t *w1, const int16_t *x0, const int16_t *x1,
                     int32_t n, int32_t acc[4]) {
-    acc[0] = tm_dot(w0, x0, n);
-    acc[1] = tm_dot(w1, x0, n);
-    acc[2] = tm_dot(w0, x1, n);
-    acc[3] = tm_dot(w1, x1, n);
+    static const uint8_t order[4] = {0, 2, 1, 3};
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t u = w0[i + order[j]], v = w1[i + order[j]];
+            const int32_t x = x0[i + j], y = x1[i + j];
+            a00 += u * x;
+            a01 += v * x;
+            a10 += u * y;
+            a11 += v * y;
+        }
+    }
+    for (; i < n; i++) {
+        a00 += w0[i] * x0[i];
+        a01 += w1[i] * x0[i];
+        a10 += w0[i] * x1[i];
+        a11 += w1[i] * x1[i];
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
 }
 
 static void tm_dot2(const int8_t *w0, const int8_t *w1, const int16_t *x0, int32_t n,
                     int32_t acc[2]) {
-    acc[0] = tm_dot(w0, x0, n);
-    acc[1] = tm_dot(w1, x0, n);
+    int32_t four[4];
+    tm_dot4(w0, w1, x0, x0, n, four);
+    acc[0] = four[0], acc[1] = four[1];
 }
 #endif
 

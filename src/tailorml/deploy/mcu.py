@@ -76,7 +76,8 @@ PROFILES: dict[str, TargetProfile] = {
         cycles_per_instruction=1.25,
         budget_flash_bytes=32 * 1024,
         budget_ram_bytes=16 * 1024,
-        budget_latency_ms=10.0,
+        # the issue sets 2 ms at 84 MHz for the M4; here the same 168,000 cycles at 32 MHz
+        budget_latency_ms=5.25,
     ),
 }
 ALIASES = {"cortex-m4": "stm32f401", "cortex-m3": "stm32l151"}
