@@ -297,8 +297,6 @@ class Emulator:
 
     def predict(self, readings: np.ndarray, count_instructions: bool = False) -> Run:
         """Run `tailorml_predict` on one window of int16 readings."""
-        from unicorn import UC_HOOK_CODE
-
         symbols = self.firmware.symbols
         self.uc.mem_write(symbols["tm_input"], np.ascontiguousarray(readings, "<i2").tobytes())
         depth = self.stack_top - self.stack_bottom
@@ -308,12 +306,12 @@ class Emulator:
         counter = [0]
         hook = None
         if count_instructions:
-            hook = self.uc.hook_add(UC_HOOK_CODE, _count, counter)
+            hook = self.add_code_hook(_count, counter)
         try:
             self.uc.emu_start(self.entry, RETURN_ADDRESS, timeout=10_000_000)
         finally:
             if hook is not None:
-                self.uc.hook_del(hook)
+                self.remove_code_hook(hook)
         if self.uc.reg_read(self.arm.UC_ARM_REG_PC) != RETURN_ADDRESS:
             raise DeployError("the emulated inference did not return (timeout or fault)")
         stack = self.uc.mem_read(self.stack_bottom, depth)
@@ -326,6 +324,19 @@ class Emulator:
             instructions=counter[0] if count_instructions else None,
             peak_stack=depth - untouched,
         )
+
+
+    def add_code_hook(self, callback, data=None) -> int:
+        """A per-instruction hook. Code translated before it was added would run without it
+        (unicorn caches translated blocks), so the cache is flushed first."""
+        from unicorn import UC_HOOK_CODE
+
+        self.uc.ctl_flush_tb()
+        return self.uc.hook_add(UC_HOOK_CODE, callback, data)
+
+    def remove_code_hook(self, hook: int) -> None:
+        self.uc.hook_del(hook)
+        self.uc.ctl_flush_tb()  # translate without the hook again: full speed
 
 
 def _count(uc, address, size, counter) -> None:
