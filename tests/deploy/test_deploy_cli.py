@@ -2,6 +2,7 @@
 patients, 3 days, one epoch)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_report_measures_every_profile_from_the_export(exported):
 
 
 def test_bad_requests_are_one_line_errors(exported, tmp_path):
-    run, _, _ = exported
+    run, out, _ = exported
     from tailorml.deploy.export import export_run, report_export
     from tailorml.errors import DeployError
 
@@ -87,3 +88,11 @@ def test_bad_requests_are_one_line_errors(exported, tmp_path):
     assert [p.name for p in stranger.iterdir()] == ["a.jpg"]  # nothing written there
     with pytest.raises(DeployError, match=r"deploy\.json missing"):
         report_export(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "tailorml_model.c").unlink()
+    with pytest.raises(DeployError, match=r"incomplete export \(tailorml_model\.c missing\)"):
+        report_export(broken)
+    (broken / "deploy.json").write_text("{not json")
+    with pytest.raises(DeployError, match="unreadable"):
+        report_export(broken)

@@ -46,24 +46,31 @@ def default_out(run: Path, target: TargetProfile, model_sha: str | None) -> Path
     return Path(run) / f"deploy-{target.name}{suffix}"
 
 
-def _prepare_out(out: Path, model_sha: str, force: bool) -> None:
+def _check_out(out: Path, model_sha: str, force: bool) -> None:
     """Never write into a folder that is not ours, nor replace another model's export."""
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} is a file; give a directory")
     if out.is_dir() and any(out.iterdir()):
-        marker = out / MARKER
-        if not marker.is_file():
-            raise DeployError(
-                f"--out {out} is a non-empty folder that holds no tailorml export; "
-                "choose a new or empty directory"
-            )
-        previous = json.loads(marker.read_text()).get("model_sha256")
+        previous = _read_marker(out, "--out").get("model_sha256")
         if previous != model_sha and not force:
             raise DeployError(
                 f"--out {out} holds the export of another model ({str(previous)[:12]}); "
                 "choose another directory or pass --force to replace it"
             )
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _read_marker(out: Path, what: str) -> dict:
+    marker = out / MARKER
+    try:
+        summary = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        summary = None
+    if not isinstance(summary, dict):
+        raise DeployError(
+            f"{what} {out} holds no tailorml export ({MARKER} missing or unreadable); "
+            "choose a new or empty directory, or run `tailorml deploy export` into it"
+        )
+    return summary
 
 
 def emulated_individuals(prepared: Prepared, count: int) -> list[str]:
@@ -100,6 +107,7 @@ def export_run(
     model = load_model(model_file)
     model_sha = sha256_file(model_file)
     out = Path(out) if out else default_out(run.path, target, model_sha if model_path else None)
+    _check_out(out, model_sha, force)
     prepared = prepare(config)
     model.policy.require_same_input(
         AlertPolicy.from_config(config, prepared.windows.sample_minutes),
@@ -110,7 +118,7 @@ def export_run(
     calibration = prepared.windows.x[evenly_spaced(general, calibration_windows)]
     reporter.log(f"quantizing on {len(calibration)} general training windows")
     quantized = quantize(model, calibration)
-    _prepare_out(out, model_sha, force)
+    out.mkdir(parents=True, exist_ok=True)
     save_c(quantized, out)
     header, source = (out / HEADER_NAME).read_text(), (out / SOURCE_NAME).read_text()
 
@@ -174,11 +182,14 @@ def report_export(
     """Budgets of the exported C in `out` on `targets` (default: every profile)."""
     out = Path(out)
     marker = out / MARKER
-    if not marker.is_file():
+    summary = _read_marker(out, "")
+    needed = (HEADER_NAME, SOURCE_NAME, CHECK_FILE)
+    missing = [name for name in needed if not (out / name).is_file()]
+    if missing:
         raise DeployError(
-            f"{out} holds no export ({MARKER} missing); run `tailorml deploy export` first"
+            f"{out} is an incomplete export ({', '.join(missing)} missing); "
+            "run `tailorml deploy export` again"
         )
-    summary = json.loads(marker.read_text())
     header, source = (out / HEADER_NAME).read_text(), (out / SOURCE_NAME).read_text()
     check = dict(np.load(out / CHECK_FILE))
     for name in targets or list(PROFILES):
