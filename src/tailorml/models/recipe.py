@@ -7,7 +7,7 @@ pruning (sparsity, structured or not).
 that for a registry without a predefined model) and experiments (their global models, and
 every method trained from scratch through `personalize.base.Budget`) all use it; an
 experiment TOML that wants another recipe sets `[train]` keys. Pruning is the exception:
-only `tailorml train`/`demo` prune (`require_dense` refuses it elsewhere), because the
+only `tailorml train` prunes (`require_dense` refuses it elsewhere), because the
 methods of an experiment and the candidates of soft personalization would not keep the
 masks (fine-tuning revives pruned weights).
 
@@ -107,7 +107,7 @@ class Recipe:
 
 NOT_PRUNED_HERE = (
     "train.sparsity = {sparsity:g}: {job} does not prune ({why}); pruning is for the "
-    "predefined model of `tailorml train`/`demo`: set train.sparsity = 0{fix}"
+    "predefined model of `tailorml train`: set train.sparsity = 0{fix}"
 )
 
 
