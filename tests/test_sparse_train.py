@@ -154,3 +154,17 @@ def test_experiments_and_soft_personalization_refuse_sparsity_in_one_line(config
 
 def _text(path: Path) -> str:
     return " ".join(path.read_text().split())
+
+
+def test_the_shipped_certified_sparse_experiment_is_certified_plus_pruning():
+    from tailorml.config import load_config
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    certified = load_config(experiments / "certified.toml").to_dict()
+    sparse = load_config(experiments / "certified_sparse.toml").to_dict()
+    assert (sparse["train"]["sparsity"], sparse["train"]["structured"]) == (0.9, True)
+    assert sparse["run"]["name"] == "certified-sparse"
+    for config in (certified, sparse):
+        config["train"] |= {"sparsity": None, "structured": None}
+        config["run"]["name"] = None
+    assert sparse == certified
