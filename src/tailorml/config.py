@@ -202,6 +202,18 @@ class TrainConfig(_Section):
         description="train the global model against robust.eps sensor error (certified: ibp, "
         "crown-ibp; adversarial: pgd)",
     )
+    sparsity: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="share of the global model pruned away during training, in [0, 1); 0 = dense "
+        "(structured: share of parameters the compacted model saves; else: of prunable weights)",
+    )
+    structured: bool = Field(
+        default=True,
+        description="with sparsity: prune whole channels and save the compacted, physically "
+        "smaller network (true), or zero single weights and keep the shape (false)",
+    )
     seed: int = Field(default=0, description="`tailorml train`: initialisation and batch order")
     threads: int = Field(default=2, ge=1, description="torch threads of train/personalize/certify")
 

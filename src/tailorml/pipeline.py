@@ -32,21 +32,27 @@ from tailorml.models.train import EpochProgress, LabeledData, TrainResult, use_t
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
+from tailorml.sparse.prune import weight_sparsity
 
 
 @dataclass
 class GlobalFit:
-    """The predefined model, how its training went, and how its threshold was chosen."""
+    """The predefined model (after structured pruning: the compacted one), how its training
+    went, how its threshold was chosen, and what pruning did."""
 
     model: SmallCNN
     result: TrainResult
     operating_point: OperatingPoint | None  # None: the configured fixed threshold
+    pruning: dict | None = None  # None: a dense model
 
 
 def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SILENT) -> GlobalFit:
     """The predefined (global) model: the `[train]` recipe on all training windows, keeping
-    the checkpoint with the best balanced accuracy on the validation windows (if any), then
-    its alert threshold chosen on them for the false-alert budget (`alerts.operating_point`)."""
+    the checkpoint with the best balanced accuracy on the validation windows (if any; robust
+    and pruned training keep their final weights), then its alert threshold chosen on them
+    for the false-alert budget (`alerts.operating_point`). A structured-pruned model is
+    compacted before its threshold is chosen: the compacted model is the one evaluated and
+    saved."""
     windows, splits = prepared.windows, prepared.splits
     train_indices, val_indices = splits.pooled("train"), splits.pooled("val")
     if len(train_indices) == 0:
@@ -63,6 +69,9 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
 
         perturbation = perturbation_for(config, policy)
         reporter.log(f"robust training: {recipe.robust_training(perturbation).describe()} mg/dL")
+    dense_parameters = count_parameters(model)
+    if recipe.sparsity:
+        reporter.log(f"pruning: {recipe.describe_pruning()}")
     validate = None
     if len(val_indices):
         x_val, y_val = windows.x[val_indices], windows.y[val_indices]
@@ -73,7 +82,7 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
 
     total = len(recipe.schedule(len(y_train), seed))
     with reporter.task("training global model", total=total) as task:
-        result = fit_predefined(
+        fit = fit_predefined(
             model,
             LabeledData.from_numpy(x_train, y_train),
             recipe,
@@ -82,6 +91,13 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
             perturbation=perturbation,
             validate=validate,
             plugins=[EpochProgress(task, recipe.steps_per_epoch(len(y_train)))],
+        )
+    model = fit.model
+    pruning = pruning_record(recipe, dense_parameters, model)
+    if pruning:
+        reporter.log(
+            f"pruned: {pruning['parameters']:,} of {dense_parameters:,} parameters, "
+            f"{pruning['zero_weights']:.0%} of its weights zero"
         )
     point = None
     if config.alerts.operating_point == "validation":
@@ -95,7 +111,20 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
         else:
             model.policy = policy.with_threshold(point.threshold)
             reporter.log(f"operating point: {point.describe()}")
-    return GlobalFit(model, result, point)
+    return GlobalFit(model, fit.result, point, pruning)
+
+
+def pruning_record(recipe: Recipe, dense_parameters: int, model: SmallCNN) -> dict | None:
+    """What pruning did, for training.json and the report (None: the recipe is dense)."""
+    if not recipe.sparsity:
+        return None
+    return {
+        "sparsity": recipe.sparsity,
+        "structured": recipe.structured,
+        "dense_parameters": dense_parameters,
+        "parameters": count_parameters(model),
+        "zero_weights": weight_sparsity(model),
+    }
 
 
 def _choose_threshold(
@@ -159,6 +188,8 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
                 "steps": result.steps,
                 "history": result.history,
                 "operating_point": fit.operating_point.to_dict() if fit.operating_point else None,
+                "parameters": count_parameters(model),
+                "pruning": fit.pruning,
             },
         )
         run.mark_done("train")
@@ -175,7 +206,8 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
             "parameters": count_parameters(model),
         },
         "training": {
-            k: training.get(k) for k in ("best_step", "best_val_balanced_accuracy", "steps")
+            k: training.get(k)
+            for k in ("best_step", "best_val_balanced_accuracy", "steps", "pruning")
         },
         "operating_point": training.get("operating_point"),
         **evaluation,

@@ -20,6 +20,7 @@ from tailorml.experiment import tasks
 from tailorml.experiment.backends import make_backend
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
+from tailorml.models.recipe import require_dense
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grid import Setting, expand
 from tailorml.progress import SILENT, Reporter
@@ -90,6 +91,12 @@ def run_experiment(
         run = Run.resume(resume, "experiment")
         config = run.config()
         reporter.log(f"resuming {run.path}")
+    require_dense(
+        config.train,
+        "`tailorml experiment`",
+        "its methods would not keep pruned weights at zero; the sparse_finetuning method "
+        "prunes personalized models",
+    )
     settings = expand(config.methods)  # bad methods fail here, before any work
     check_reference(config, settings)
     if not resume:

@@ -111,7 +111,7 @@ def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> st
     config, data = _setup(config_json)
     general = data.general_train(individual)
     model = model_factory(config, data, individual, seed)()
-    fit_predefined(
+    fit = fit_predefined(
         model,
         LabeledData.from_numpy(data.x[general], data.y[general]),
         Recipe.from_config(config.train),
@@ -119,7 +119,7 @@ def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> st
         seed=seed,
         perturbation=perturbation_for(config, data.policy),
     )
-    save_model(model, CachePaths(run_dir).global_model(data.general_key(individual), seed))
+    save_model(fit.model, CachePaths(run_dir).global_model(data.general_key(individual), seed))
     return f"global model {data.general_key(individual)} seed {seed}"
 
 

@@ -1,11 +1,15 @@
 """THE recipe of the predefined (global) model, and the one function that trains with it.
 
 The recipe is the `[train]` section of the config: epochs over D_G, batch size, learning
-rate, weight decay, class weighting and the robust-training kind (with its clean warm-up).
+rate, weight decay, class weighting, the robust-training kind (with its clean warm-up) and
+pruning (sparsity, structured or not).
 `tailorml train`/`demo` (`pipeline.fit_global_model`), soft personalization (which calls
 that for a registry without a predefined model) and experiments (their global models, and
 every method trained from scratch through `personalize.base.Budget`) all use it; an
-experiment TOML that wants another recipe sets `[train]` keys.
+experiment TOML that wants another recipe sets `[train]` keys. Pruning is the exception:
+only `tailorml train` prunes (`require_dense` refuses it elsewhere), because the
+methods of an experiment and the candidates of soft personalization would not keep the
+masks (fine-tuning revives pruned weights).
 
 What differs between those callers is *data*, not recipe: the job trains on all D_G
 training windows and keeps the checkpoint with the best validation balanced accuracy; an
@@ -24,6 +28,7 @@ import torch
 from torch import nn
 
 from tailorml.config import ModelConfig, TrainConfig
+from tailorml.errors import ConfigError
 from tailorml.models.cnn import SmallCNN, build_model
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import (
@@ -33,6 +38,7 @@ from tailorml.models.train import (
     balanced_class_weights,
     train,
 )
+from tailorml.sparse.prune import Pruner, PruningSchedule, compact
 
 if TYPE_CHECKING:
     from tailorml.robust.perturbation import SensorError
@@ -49,6 +55,8 @@ class Recipe:
     weight_decay: float
     class_weighting: Literal["balanced", "none"]
     robust: Literal["none", "pgd", "ibp", "crown-ibp"] = "none"
+    sparsity: float = 0.0
+    structured: bool = True
 
     @classmethod
     def from_config(cls, train: TrainConfig) -> Recipe:
@@ -59,6 +67,8 @@ class Recipe:
             weight_decay=train.weight_decay,
             class_weighting=train.class_weighting,
             robust=train.robust,
+            sparsity=train.sparsity,
+            structured=train.structured,
         )
 
     def class_weights(self, labels: np.ndarray, n_classes: int) -> torch.Tensor | None:
@@ -82,6 +92,40 @@ class Recipe:
         from tailorml.robust.training import RobustTraining
 
         return RobustTraining.for_predefined(self.robust, perturbation)
+
+    def pruning(self) -> PruningSchedule | None:
+        """How the predefined model is pruned while it trains, or None (dense)."""
+        if self.sparsity == 0:
+            return None
+        return PruningSchedule(self.sparsity, self.structured)
+
+    def describe_pruning(self) -> str:
+        if self.structured:
+            return f"{self.sparsity:.0%} fewer parameters (whole channels pruned, then compacted)"
+        return f"{self.sparsity:.0%} of the weights zeroed (magnitude pruning)"
+
+
+NOT_PRUNED_HERE = (
+    "train.sparsity = {sparsity:g}: {job} does not prune ({why}); pruning is for the "
+    "predefined model of `tailorml train`: set train.sparsity = 0{fix}"
+)
+
+
+def require_dense(train: TrainConfig, job: str, why: str, fix: str = "") -> None:
+    """Refuse a pruning recipe in a job that would not honour it, rather than leave some of
+    its models pruned and others not (a silent half-state)."""
+    if train.sparsity:
+        raise ConfigError(
+            NOT_PRUNED_HERE.format(sparsity=train.sparsity, job=job, why=why, fix=fix)
+        )
+
+
+@dataclass
+class PredefinedFit:
+    """A trained predefined model and how its training went."""
+
+    model: nn.Module  # after structured pruning: a new, narrower (compacted) network
+    result: TrainResult
 
 
 def channel_statistics(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,11 +156,15 @@ def fit_predefined(
     perturbation: SensorError | None = None,
     validate: Callable[[nn.Module], float] | None = None,
     plugins: Sequence[LoopPlugin] = (),
-) -> TrainResult:
+) -> PredefinedFit:
     """Train `model` on `general` (D_G) with `recipe`; the one way a predefined model is
     trained. With `validate` (higher is better), checked after every epoch, the best
-    checkpoint is kept; robust training ignores it and keeps its final weights (ε ramps up
-    over training, so the best *clean* checkpoint would come from before the ramp)."""
+    checkpoint is kept. Robust training and pruning ignore it and keep their final weights:
+    ε ramps up over training, so the best *clean* checkpoint would come from before the
+    ramp, and an earlier checkpoint would bring pruned weights back.
+
+    With structured pruning the returned model is the compacted one (same outputs, fewer
+    parameters); use `PredefinedFit.model`, not the network passed in."""
     schedule = recipe.schedule(len(general), seed)
     weights = recipe.class_weights(general.y.numpy(), n_classes)
     robust = None
@@ -124,8 +172,15 @@ def fit_predefined(
         if perturbation is None:
             raise ValueError(f"robust training ({recipe.robust}) needs the sensor error")
         robust = recipe.robust_training(perturbation)
-    loop_plugins = [*([robust.plugin(len(schedule), weights)] if robust else []), *plugins]
-    return train(
+    pruning = recipe.pruning()
+    # the pruner re-applies its masks after every optimiser step, so the robust loss of the
+    # next step already sees the pruned network
+    loop_plugins = [
+        *([robust.plugin(len(schedule), weights)] if robust else []),
+        *([Pruner(model, pruning, len(schedule))] if pruning else []),
+        *plugins,
+    ]
+    result = train(
         model,
         {"general": general},
         schedule,
@@ -133,7 +188,10 @@ def fit_predefined(
         weight_decay=recipe.weight_decay,
         class_weights=weights,
         plugins=loop_plugins,
-        validate=None if robust else validate,
+        validate=None if robust or pruning else validate,
         validate_every=recipe.steps_per_epoch(len(general)),
         seed=seed,
     )
+    if pruning and pruning.structured:
+        model = compact(model)  # physically smaller, same outputs
+    return PredefinedFit(model, result)

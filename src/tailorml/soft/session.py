@@ -38,6 +38,7 @@ from tailorml.evaluate.operating_point import person_of
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.models.predict import predict_proba
+from tailorml.models.recipe import require_dense
 from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
@@ -277,6 +278,13 @@ def personalize_individual(
     actor: str | None = None,
     registry_dir: str | Path | None = None,
 ) -> Outcome:
+    require_dense(
+        config.train,
+        "`tailorml personalize`",
+        "its candidates are fine-tuned without masks, which revives pruned weights",
+        "; to personalize a channel-pruned model, train it with `tailorml train` and pass "
+        "--predefined RUN",
+    )
     use_threads(config.train.threads)
     registry = Registry(registry_dir or config.soft.registry)
     gates = build_gates(config.soft)  # bad gate names fail before any work
