@@ -43,3 +43,24 @@ def write_cohort(tmp_path: Path):
         return path
 
     return write
+
+
+TINY_RUN = """
+[cohort]
+individuals = ["adolescent-003", "adult-008", "child-004"]
+max_days = 3.0
+
+[train]
+epochs = 1
+
+[run]
+runs_dir = "{runs}"
+name = "tiny"
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config():
+    """A train config for a run in seconds: 3 simulated patients, 3 days, one epoch.
+    Format with runs=<directory for the run>."""
+    return TINY_RUN

@@ -15,18 +15,6 @@ from typer.testing import CliRunner
 from tailorml.cli import app
 
 runner = CliRunner()
-TINY = """
-[cohort]
-individuals = ["adolescent-003", "adult-008", "child-004"]
-max_days = 3.0
-
-[train]
-epochs = 1
-
-[run]
-runs_dir = "{runs}"
-name = "tiny"
-"""
 
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -40,10 +28,10 @@ def tailorml(*args, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_run_config):
     base = tmp_path_factory.mktemp("e2e")
     config = base / "tiny.toml"
-    config.write_text(TINY.format(runs=(base / "runs").as_posix()))
+    config.write_text(tiny_run_config.format(runs=(base / "runs").as_posix()))
     result = runner.invoke(app, ["train", "--config", str(config)])
     assert result.exit_code == 0, result.output
     (run,) = (base / "runs").iterdir()
@@ -175,10 +163,11 @@ def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):
     assert result.returncode == 2 and "no run.json/config.toml" in result.stderr
 
 
-def test_an_unknown_report_patient_is_refused_before_training(tmp_path):
+def test_an_unknown_report_patient_is_refused_before_training(tmp_path, tiny_run_config):
     config = tmp_path / "c.toml"
     config.write_text(
-        TINY.format(runs=(tmp_path / "runs").as_posix()) + 'report_patient = "nobody-1"\n'
+        tiny_run_config.format(runs=(tmp_path / "runs").as_posix())
+        + 'report_patient = "nobody-1"\n'
     )
     result = tailorml("train", "--config", str(config))
     assert result.returncode == 2
@@ -315,14 +304,15 @@ def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
 )
 def test_ctrl_c_or_sigterm_before_any_step_says_the_empty_run_was_removed(
-    tmp_path, signal_number, code, word
+    tmp_path, signal_number, code, word, tiny_run_config
 ):
     from tailorml.cli import INTERRUPTED_EARLY, TERMINATED_EARLY
 
     early = INTERRUPTED_EARLY if signal_number == signal.SIGINT else TERMINATED_EARLY
     runs = tmp_path / "runs"
     config = tmp_path / "slow.toml"
-    config.write_text(TINY.format(runs=runs.as_posix()).replace("epochs = 1", "epochs = 50"))
+    slow = tiny_run_config.format(runs=runs.as_posix()).replace("epochs = 1", "epochs = 50")
+    config.write_text(slow)
     process = subprocess.Popen(
         [sys.executable, "-m", "tailorml", "train", "--config", str(config)],
         stdout=subprocess.PIPE,

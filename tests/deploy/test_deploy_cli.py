@@ -11,25 +11,13 @@ from typer.testing import CliRunner
 from tailorml.cli import app
 
 runner = CliRunner()
-TINY = """
-[cohort]
-individuals = ["adolescent-003", "adult-008", "child-004"]
-max_days = 3.0
-
-[train]
-epochs = 1
-
-[run]
-runs_dir = "{runs}"
-name = "tiny"
-"""
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_run_config):
     base = tmp_path_factory.mktemp("deploy")
     config = base / "tiny.toml"
-    config.write_text(TINY.format(runs=(base / "runs").as_posix()))
+    config.write_text(tiny_run_config.format(runs=(base / "runs").as_posix()))
     assert runner.invoke(app, ["train", "--config", str(config)]).exit_code == 0
     (run,) = (base / "runs").iterdir()
     out = base / "export"

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from tailorml import __version__
 from tailorml.data.prepared import Prepared, prepare
@@ -25,7 +26,14 @@ from tailorml.deploy.budget import measure_target
 from tailorml.deploy.c import HEADER_NAME, SOURCE_NAME, arena_bytes, save_c
 from tailorml.deploy.host import HostModel
 from tailorml.deploy.mcu import PROFILES, TargetProfile, profile
-from tailorml.deploy.parity import Rung, compare_logits, individuals_with, side_by_side
+from tailorml.deploy.parity import (
+    SIDE_BY_SIDE,
+    Rung,
+    compare_logits,
+    decision_metrics,
+    individuals_with,
+    side_by_side,
+)
 from tailorml.deploy.quantize import QuantizedModel, quantize
 from tailorml.errors import DeployError, TailormlError
 from tailorml.io import atomic_write_json, atomic_write_parquet, sha256_file
@@ -265,34 +273,18 @@ def _with_onnx_anchor(model, calibration, prepared, table, out: Path, reporter: 
     for individual in table["individual"]:
         indices = prepared.splits.of(individual, PART)
         decided = policy.decide(onnx_proba(folder / "model_int8.onnx", windows.x[indices]))
-        trace = prepared.trace(individual, PART)
-        events = policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy())
-        metrics = policy.metrics_of_alerts(
-            events,
-            windows.time[indices],
-            decided == policy.alert_index,
-            windows.y[indices] == policy.alert_index,
-            windows.current_cgm[indices],
-        )
+        metrics = decision_metrics(policy, prepared, individual, PART, decided)
         rows.append(
-            {f"{key}_onnxruntime": metrics[key] for key in _anchor_keys()}
+            {f"{key}_onnxruntime": metrics[key] for key in SIDE_BY_SIDE}
             | {"decided_hypo_onnxruntime": int((decided == policy.alert_index).sum())}
         )
-    import pandas as pd
-
     return pd.concat([table, pd.DataFrame(rows)], axis=1)
-
-
-def _anchor_keys() -> tuple[str, ...]:
-    from tailorml.deploy.parity import SIDE_BY_SIDE
-
-    return SIDE_BY_SIDE
 
 
 def _anchor_summary(table) -> dict:
     """Means over individuals of the side-by-side metrics (NaN-free ones only)."""
     summary = {}
-    for key in _anchor_keys():
+    for key in SIDE_BY_SIDE:
         for label in ("float", "int8", "onnxruntime"):
             column = table[f"{key}_{label}"].astype(float)
             finite = column[np.isfinite(column)]

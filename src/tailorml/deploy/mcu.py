@@ -325,7 +325,6 @@ class Emulator:
             peak_stack=depth - untouched,
         )
 
-
     def add_code_hook(self, callback, data=None) -> int:
         """A per-instruction hook. Code translated before it was added would run without it
         (unicorn caches translated blocks), so the cache is flushed first."""

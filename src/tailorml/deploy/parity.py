@@ -17,6 +17,7 @@ import torch
 from tailorml.data.prepared import Prepared
 from tailorml.deploy.quantize import QuantizedModel
 from tailorml.models.cnn import SmallCNN
+from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 
 SIDE_BY_SIDE = ("hypo_sensitivity_early", "hypo_sensitivity", "false_alerts_per_day")
@@ -77,17 +78,9 @@ def side_by_side(
             largest = max(
                 largest, float(np.abs(logits * quantized.logit_scale - float_logit).max())
             )
-            trace = prepared.trace(individual, part)
-            events = policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy())
             row = {"individual": individual, "windows": len(indices), "agreement": same.mean()}
             for label, decided in (("float", decided_float), ("int8", decided_int8)):
-                metrics = policy.metrics_of_alerts(
-                    events,
-                    windows.time[indices],
-                    decided == policy.alert_index,
-                    windows.y[indices] == policy.alert_index,
-                    windows.current_cgm[indices],
-                )
+                metrics = decision_metrics(policy, prepared, individual, part, decided)
                 row["hypo_events"] = metrics["hypo_events"]
                 for key in SIDE_BY_SIDE:
                     row[f"{key}_{label}"] = metrics[key]
@@ -102,6 +95,23 @@ def side_by_side(
         max_logit_difference=largest,
     )
     return rung, pd.DataFrame(rows), all_logits
+
+
+def decision_metrics(
+    policy: AlertPolicy, prepared: Prepared, individual: str, part: str, decided: np.ndarray
+) -> dict[str, float]:
+    """Alert metrics of one individual's decided classes on `part` (one per window, in
+    time order), against the events of that part's CGM trace."""
+    windows = prepared.windows
+    indices = prepared.splits.of(individual, part)
+    trace = prepared.trace(individual, part)
+    return policy.metrics_of_alerts(
+        policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
+        windows.time[indices],
+        np.asarray(decided) == policy.alert_index,
+        windows.y[indices] == policy.alert_index,
+        windows.current_cgm[indices],
+    )
 
 
 def compare_logits(
