@@ -128,11 +128,16 @@ def zig_command() -> list[str]:
     return [sys.executable, "-m", "ziglang", "cc"]
 
 
+# clang's cortex_m4 is the core without its optional FPU: a Cortex-M4F (the hard-float
+# profiles) has the single-precision FPv4-SP, which on-device learning uses
+FPU_FEATURES = {"eabihf": "+vfp4d16sp", "eabi": ""}
+
+
 def compile_flags(target: TargetProfile) -> list[str]:
     return [
         "-target",
         f"thumb-freestanding-{target.float_abi}",
-        f"-mcpu={target.cpu.replace('-', '_')}",
+        f"-mcpu={target.cpu.replace('-', '_')}{FPU_FEATURES[target.float_abi]}",
         "-std=c99",
         "-O2",
         "-ffreestanding",
