@@ -27,8 +27,9 @@ from tailorml.deploy.traces import dangerous_traces
 from tailorml.errors import DeployError
 
 PERSON = "adolescent-003"
-# three days of data: small minimums, and every 4th labelled window held back
-SETTINGS = LearnerSettings(min_hypo_train=8, min_held=4, held_out_block=1)
+# three days of data: no minimum of days, small minimums of windows, every 4th labelled
+# window held back
+SETTINGS = LearnerSettings(min_days=0, min_hypo_train=8, min_held=4, held_out_block=1)
 
 
 @pytest.fixture(scope="module")

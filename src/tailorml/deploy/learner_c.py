@@ -39,6 +39,7 @@ from tailorml.deploy.ondevice import (
     HYPER,
     HYPO,
     IN_RANGE,
+    MINUTES_PER_DAY,
     MISSING,
     N_STRATA,
     NEAR_LOW,
@@ -216,6 +217,7 @@ def generate_learner_c(
 #define TM_HELD_BLOCK {settings.held_out_block}
 #define TM_MIN_HYPO_TRAIN {settings.min_hypo_train}
 #define TM_MIN_HELD {settings.min_held}
+#define TM_MIN_STEPS {settings.min_days * (MINUTES_PER_DAY // policy.sample_minutes)}u
 #define TM_SEED {settings.seed}u
 #define TM_TRAIN_SEED {settings.train_seed}u
 #define TM_N_TRACES {n_traces}
@@ -450,22 +452,25 @@ static float tm_exp(float x) {
 /* SGD from the factory head over the training reservoir: TM_EPOCHS passes in a reshuffled
  * order, mini-batches of TM_BATCH, class-weighted cross-entropy, an L2 pull to the factory. */
 static void tm_train(tailorml_head_weights *head) {
-    int32_t count[TM_C], total = 0, present = 0, n = 0;
-    float weight_of[TM_C]; /* balanced: total / (classes present x windows of the class) */
+    int32_t count[TM_C], filled[TM_S], total = 0, present = 0, n = 0;
+    float weight_of[TM_S]; /* the loss weight of a window of each stratum */
     for (int32_t o = 0; o < TM_C; o++) {
         for (int32_t j = 0; j < TM_F; j++) head->weight[o][j] = tm_factory.weight[o][j];
         head->bias[o] = tm_factory.bias[o];
         count[o] = 0;
     }
     for (int32_t s = 0; s < TM_S; s++) {
-        const int32_t filled = tm_s.train_seen[s] < TM_P ? (int32_t)tm_s.train_seen[s] : TM_P;
-        count[tm_label_of[s]] += filled;
-        total += filled;
-        for (int32_t i = 0; i < filled; i++) tm_s.order[n++] = (uint16_t)(s * TM_P + i);
+        filled[s] = tm_s.train_seen[s] < TM_P ? (int32_t)tm_s.train_seen[s] : TM_P;
+        count[tm_label_of[s]] += filled[s];
+        total += filled[s];
+        for (int32_t i = 0; i < filled[s]; i++) tm_s.order[n++] = (uint16_t)(s * TM_P + i);
     }
     for (int32_t c = 0; c < TM_C; c++) present += count[c] > 0;
-    for (int32_t c = 0; c < TM_C; c++) {
-        weight_of[c] = count[c] > 0 ? (float)total / ((float)present * (float)count[c]) : 0.0f;
+    for (int32_t s = 0; s < TM_S; s++) {
+        const int32_t c = tm_label_of[s];
+        /* balanced classes: total / (classes present x windows of the class) */
+        weight_of[s] = count[c] > 0 ? (float)total / ((float)present * (float)count[c]) : 0.0f;
+        if (s == TM_NEAR_LOW) weight_of[s] = weight_of[s] * TM_NEAR_LOW_WEIGHT;
     }
     tailorml_head_weights *grad = &tm_s.gradient;
     for (int32_t epoch = 0; epoch < TM_EPOCHS; epoch++) {
@@ -484,8 +489,7 @@ static void tm_train(tailorml_head_weights *head) {
             for (int32_t k = start; k < end; k++) {
                 const int32_t id = tm_s.order[k], stratum = id / TM_P;
                 const int32_t label = tm_label_of[stratum];
-                const float factor = stratum == TM_NEAR_LOW ? TM_NEAR_LOW_WEIGHT : 1.0f;
-                const float weight = weight_of[label] * factor;
+                const float weight = weight_of[stratum];
                 int16_t features[TM_F];
                 float x[TM_F], z[TM_C], e[TM_C];
                 tm_unpack(tm_s.train + id * TM_F, features);
@@ -620,8 +624,8 @@ int32_t tailorml_learner_update(tailorml_update_status *out) {
     }
     s->held_hypo = s->held_windows[TM_HYPO];
     s->held_near_low = s->held_windows[TM_NEAR_LOW];
-    if (s->train_windows[TM_HYPO] < TM_MIN_HYPO_TRAIN || s->held_hypo < TM_MIN_HELD ||
-        s->held_near_low < TM_MIN_HELD) {
+    if (tm_s.steps < TM_MIN_STEPS || s->train_windows[TM_HYPO] < TM_MIN_HYPO_TRAIN ||
+        s->held_hypo < TM_MIN_HELD || s->held_near_low < TM_MIN_HELD) {
         return tm_finish(out, TAILORML_GATE_DATA);
     }
     /* the candidate goes into the slot not in use: the active head stays intact */

@@ -18,8 +18,9 @@ What the device does, every 5 minutes, with a new CGM reading:
 
 Once a day (`update`) it proposes a new head and lets it go live only through gates that
 mirror the cloud's soft-personalization gates (`tailorml.soft.gates`):
-- data (like gate 1, and gate 2's minimum of held-out events): enough hypo windows to learn
-  from, and enough held-back hypo and near-low windows to judge with; else nothing is trained;
+- data (like gate 1, and gate 2's minimum of held-out events): `min_days` of readings (7, as
+  the cloud's soft.min_days), enough hypo windows to learn from, and enough held-back hypo
+  and near-low windows to judge with; else nothing is trained;
 - the candidate is trained from the factory head (never from yesterday's: each candidate is
   at most one bounded training away from what experts validated) into the inactive slot, by
   SGD with balanced class weights, near-low windows weighted up, the loss's boundary at the
@@ -62,8 +63,9 @@ from tailorml.deploy.quantize import QuantizedModel
 from tailorml.deploy.reservoir import ClassReservoir, XorShift32
 from tailorml.deploy.traces import DangerousTraces
 from tailorml.errors import DeployError
-from tailorml.policy import GLUCOSE_CLASSES
+from tailorml.policy import GLUCOSE_CLASSES, AlertPolicy
 
+MINUTES_PER_DAY = 24 * 60
 SLOT_FACTORY = 2  # the active-slot index of the factory head (slots 0 and 1 are RAM)
 MISSING = -32768  # a reading the sensor did not deliver
 # Reservoir strata: the three classes, and in-range windows whose next readings come near a
@@ -100,6 +102,7 @@ class LearnerSettings:
     l2_pull: float = 0.01  # strength of the pull back to the factory weights
     train_bias: bool = True
     threshold_aware: bool = True  # the loss's boundary at the deployed alert threshold
+    min_days: int = 7  # days of readings before the first update (as soft.min_days)
     min_hypo_train: int = 16  # hypo windows needed in the training reservoir
     min_held: int = 6  # held-back hypo and near-low windows needed to judge
     sensitivity_margin: float = 0.05  # as the cloud gate's soft.sensitivity_margin
@@ -109,6 +112,8 @@ class LearnerSettings:
     budget_bytes: int = 16384  # RAM of the learner state, checked when compiling
 
     def __post_init__(self) -> None:
+        if self.min_days < 0:
+            raise DeployError("on-device setting min_days must be >= 0")
         for name in (
             "train_per_class",
             "held_per_class",
@@ -265,13 +270,13 @@ class UpdateStatus:
     def gate_name(self) -> str:
         return GATE_NAMES[self.gate]
 
-    def reason(self, trace_names: list[str] | None = None) -> str:
+    def reason(self, trace_names: list[str] | None = None, per_day: int = 288) -> str:
         """One line: why the candidate was accepted or refused, with its numbers."""
         if self.gate == GATE_DATA:
             return (
-                f"not enough data: {self.train_windows[HYPO]} hypo windows to train on, "
-                f"{self.held_hypo} hypo and {self.held_near_low} near-low windows held back "
-                "(nothing trained)"
+                f"not enough data: {self.steps / per_day:.1f} days, "
+                f"{self.train_windows[HYPO]} hypo windows to train on, {self.held_hypo} hypo "
+                f"and {self.held_near_low} near-low windows held back (nothing trained)"
             )
         missed = self.first_missed_trace
         name = (
@@ -301,9 +306,8 @@ class UpdateStatus:
         return asdict(self) | {"gate_name": self.gate_name}
 
 
-def check_learnable(quantized: QuantizedModel) -> None:
-    """Refuse, by name, a model the device cannot personalize."""
-    policy = quantized.policy
+def check_policy(policy: AlertPolicy) -> None:
+    """Refuse, by name, a model whose task the device cannot label or learn."""
     if tuple(policy.channels) != ("cgm",):
         raise DeployError(
             f"the device learns from CGM only; this model reads channels "
@@ -314,13 +318,18 @@ def check_learnable(quantized: QuantizedModel) -> None:
             "the device labels windows with the glucose rule (in_range, hypo, hyper) and "
             f"alerts on hypo; this model's classes are {', '.join(policy.classes)}"
         )
+    if policy.horizon_minutes % policy.sample_minutes:
+        raise DeployError("the alert horizon is not a whole number of CGM readings")
+
+
+def check_learnable(quantized: QuantizedModel) -> None:
+    """Refuse, by name, a model the device cannot personalize."""
+    check_policy(quantized.policy)
     if len(quantized.layers) < 2 or quantized.layers[-2].kind != "linear":
         raise DeployError(
             "the device trains the last layer on a hidden linear layer's outputs; this "
             "model's last layer follows a convolution"
         )
-    if policy.horizon_minutes % policy.sample_minutes:
-        raise DeployError("the alert horizon is not a whole number of CGM readings")
 
 
 def horizon_readings(quantized: QuantizedModel) -> int:
@@ -434,8 +443,10 @@ class Learner:
         status.held_hypo = status.held_windows[HYPO]
         status.held_near_low = status.held_windows[NEAR_LOW]
         status.traces_total = len(self.traces)
+        per_day = MINUTES_PER_DAY // self.quantized.policy.sample_minutes
         if (
-            status.train_windows[HYPO] < settings.min_hypo_train
+            self.steps < settings.min_days * per_day
+            or status.train_windows[HYPO] < settings.min_hypo_train
             or status.held_hypo < settings.min_held
             or status.held_near_low < settings.min_held
         ):
