@@ -12,7 +12,9 @@ from tailorml.deploy.ondevice import MISSING, LearnerSettings, memory_layout
 from tailorml.deploy.quantize import quantize
 from tailorml.deploy.traces import dangerous_traces
 
-SETTINGS = LearnerSettings(min_days=0, min_hypo_train=8, min_held=4, held_out_block=1)
+SETTINGS = LearnerSettings(
+    min_days=0, min_hypo_train=8, min_held=4, held_out_block=1, near_low_mgdl=100
+)
 
 
 @pytest.fixture(scope="module")

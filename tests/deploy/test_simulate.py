@@ -31,7 +31,9 @@ def run_dir(trained, tmp_path_factory):
 
 
 def test_the_device_lives_three_days_and_is_compared_with_both_models(run_dir, tmp_path):
-    settings = LearnerSettings(min_days=0, min_hypo_train=8, min_held=4, held_out_block=1)
+    settings = LearnerSettings(
+        min_days=0, min_hypo_train=8, min_held=4, held_out_block=1, near_low_mgdl=100
+    )
     out = simulate_run(
         run_dir, PERSON, out=tmp_path / "sim", emulate=True, cloud_iterations=5,
         settings=settings,

@@ -94,7 +94,7 @@ class LearnerSettings:
     recency: int = 4  # a new window replaces one with probability >= 1 / recency
     held_out_every: int = 4  # every k-th block of labelled windows is held back
     held_out_block: int = 12  # windows per block (12 x 5 min = one hour)
-    near_low_mgdl: int = 100  # in range, but a next reading below this: "near low"
+    near_low_mgdl: int = 90  # in range, but a next reading below this: "near low"
     near_low_weight: float = 2.0  # loss weight of a near-low window, times its class weight
     epochs: int = 20
     batch_size: int = 16
