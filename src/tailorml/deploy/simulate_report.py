@@ -44,7 +44,7 @@ def _number(value) -> float:
 def days_figure(summary: dict) -> bytes:
     days = summary["days"]
     x = np.array([row["day"] for row in days])
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8.5, 6.2), sharex=True)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.2), sharex=True)
     test_days = [row["day"] for row in days if "test" in row["parts"]]
     for axis in (top, bottom):
         if test_days:
@@ -58,13 +58,21 @@ def days_figure(summary: dict) -> bytes:
             for row in days
         ]
         style = {"color": COLOURS[name], "label": LABELS[name], "marker": "o", "markersize": 3}
+        if name == "predefined":  # wide underneath: visible where the device's line equals it
+            style |= {"linewidth": 5, "alpha": 0.45, "marker": None}
         top.plot(x, early, **style)
         bottom.plot(x, false, **style)
     top.set_ylabel("early hypo sensitivity\n(cumulative)")
     top.set_ylim(-0.05, 1.05)
     bottom.set_ylabel("false alerts that day")
     bottom.set_xlabel("day (shaded: the test part)")
-    marks = {"accepted": ("^", "#1b7f3a"), "data": (".", "#8c8c8c")}
+    marks = {
+        "accepted": ("^", "#1b7f3a"),
+        "data": (".", "#8c8c8c"),
+        "dangerous traces": ("X", "#8b1a1a"),
+        "held-back sensitivity": ("v", "#c44e52"),
+        "held-back false alarms": ("x", "#e07b39"),
+    }
     seen = set()
     for update in summary["updates"]:
         gate = update["gate_name"]
@@ -84,7 +92,7 @@ def days_figure(summary: dict) -> bytes:
             zorder=5,
         )
         seen.add(label)
-    top.legend(fontsize=7, loc="lower left", ncol=2)
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     top.set_title("Markers at the end of a day: that night's update attempt", fontsize=9)
     return to_png(figure)
 
