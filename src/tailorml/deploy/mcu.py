@@ -313,6 +313,7 @@ class Emulator:
         hook = None
         if count_instructions:
             hook = self.uc.hook_add(UC_HOOK_CODE, _count, counter)
+            self.uc.ctl_flush_tb()  # code translated before the hook would run uncounted
         try:
             self.uc.emu_start(self.entry, RETURN_ADDRESS, timeout=10_000_000)
         finally:
