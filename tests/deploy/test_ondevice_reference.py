@@ -122,8 +122,8 @@ def test_paired_bound_passes_no_loss_and_refuses_losses_beyond_the_margin():
 def test_settings_refuse_nonsense_by_name():
     with pytest.raises(DeployError, match="held_out_every"):
         LearnerSettings(held_out_every=1)
-    with pytest.raises(DeployError, match="train_per_class"):
-        LearnerSettings(train_per_class=0)
+    with pytest.raises(DeployError, match="train_per_stratum"):
+        LearnerSettings(train_per_stratum=0)
     with pytest.raises(DeployError, match="confidence"):
         LearnerSettings(confidence=0.4)
 

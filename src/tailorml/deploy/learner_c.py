@@ -84,10 +84,10 @@ def _check_budget(quantized: QuantizedModel, settings: LearnerSettings, n_traces
         parts = ", ".join(f"{name} {size}" for name, size in layout.parts.items() if size)
         raise DeployError(
             f"the learner state needs {layout.ram} bytes of RAM, over its budget of "
-            f"{settings.budget_bytes} ({parts}); lower train_per_class or held_per_class"
+            f"{settings.budget_bytes} ({parts}); lower train_per_stratum or held_per_stratum"
         )
-    if N_STRATA * settings.train_per_class > 65535:
-        raise DeployError("train_per_class x strata must fit the uint16 shuffle order")
+    if N_STRATA * settings.train_per_stratum > 65535:
+        raise DeployError("train_per_stratum x strata must fit the uint16 shuffle order")
 
 
 def generate_learner_header(quantized: QuantizedModel, settings: LearnerSettings) -> str:
@@ -114,8 +114,8 @@ def generate_learner_header(quantized: QuantizedModel, settings: LearnerSettings
 #define TAILORML_N_STRATA {N_STRATA}
 #define TAILORML_LEARNER_BUDGET_BYTES {settings.budget_bytes} /* RAM of the learner state */
 #define TAILORML_LEARNER_HORIZON {horizon_readings(quantized)} /* readings until a label */
-#define TAILORML_LEARNER_TRAIN_PER_STRATUM {settings.train_per_class}
-#define TAILORML_LEARNER_HELD_PER_STRATUM {settings.held_per_class}
+#define TAILORML_LEARNER_TRAIN_PER_STRATUM {settings.train_per_stratum}
+#define TAILORML_LEARNER_HELD_PER_STRATUM {settings.held_per_stratum}
 
 /* A float head: real logit = bias + sum_j weight_j x (feature_j x feature scale). */
 typedef struct {{

@@ -184,7 +184,7 @@ class HostLearner:
 
     def buffer(self, held_out: bool) -> np.ndarray:
         """A copy of a reservoir's int8 codes (strata, capacity, features)."""
-        capacity = self.settings.held_per_class if held_out else self.settings.train_per_class
+        capacity = self.settings.held_per_stratum if held_out else self.settings.train_per_stratum
         shape = (N_STRATA, capacity, self.n_features)
         pointer = self.lib.tailorml_learner_buffer(int(held_out))
         return np.ctypeslib.as_array(pointer, (int(np.prod(shape)),)).reshape(shape).copy()

@@ -89,8 +89,8 @@ GATE_NAMES = {
 class LearnerSettings:
     """What the device learns from and how; every number is compiled into the C."""
 
-    train_per_class: int = 48  # training reservoir slots per stratum
-    held_per_class: int = 48  # held-back reservoir slots per stratum
+    train_per_stratum: int = 48  # training reservoir slots per stratum
+    held_per_stratum: int = 48  # held-back reservoir slots per stratum
     recency: int = 4  # a new window replaces one with probability >= 1 / recency
     held_out_every: int = 4  # every k-th block of labelled windows is held back
     held_out_block: int = 12  # windows per block (12 x 5 min = one hour)
@@ -115,8 +115,8 @@ class LearnerSettings:
         if self.min_days < 0:
             raise DeployError("on-device setting min_days must be >= 0")
         for name in (
-            "train_per_class",
-            "held_per_class",
+            "train_per_stratum",
+            "held_per_stratum",
             "held_out_block",
             "epochs",
             "batch_size",
@@ -191,9 +191,9 @@ def memory_layout(
         "update status": 4 * status_words(),
         "counters and PRNG states": 4 * (2 * N_STRATA + 6),
         "reading history (int16)": 2 * (window + horizon),
-        "shuffle order (uint16)": 2 * N_STRATA * settings.train_per_class,
-        "training reservoir (int8 features)": N_STRATA * settings.train_per_class * n_features,
-        "held-back reservoir (int8 features)": N_STRATA * settings.held_per_class * n_features,
+        "shuffle order (uint16)": 2 * N_STRATA * settings.train_per_stratum,
+        "training reservoir (int8 features)": N_STRATA * settings.train_per_stratum * n_features,
+        "held-back reservoir (int8 features)": N_STRATA * settings.held_per_stratum * n_features,
         "pending windows (int8 features + flag)": horizon * (n_features + 1),
     }
     parts["alignment padding"] = -sum(parts.values()) % 4
@@ -355,8 +355,8 @@ class Learner:
         rng = XorShift32(settings.seed)
         self.train_rng = XorShift32(settings.train_seed)
         n, f = N_STRATA, self.n_features
-        self.train = ClassReservoir(n, settings.train_per_class, f, rng, settings.recency)
-        self.held = ClassReservoir(n, settings.held_per_class, f, rng, settings.recency)
+        self.train = ClassReservoir(n, settings.train_per_stratum, f, rng, settings.recency)
+        self.held = ClassReservoir(n, settings.held_per_stratum, f, rng, settings.recency)
         self.history: deque[int] = deque([MISSING] * (self.window + self.horizon))
         self.pending: list[np.ndarray | None] = [None] * self.horizon
         self.steps = self.labelled = self.attempts = 0

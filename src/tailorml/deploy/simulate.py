@@ -34,6 +34,7 @@ from tailorml.deploy.mcu import TargetProfile, profile
 from tailorml.deploy.ondevice import (
     MISSING,
     SLOT_FACTORY,
+    STRATUM_NAMES,
     LearnerSettings,
     UpdateStatus,
     check_learnable,
@@ -190,6 +191,7 @@ def simulate_run(
         "policy": quantized.policy.to_dict(),
         "target": target.to_dict(),
         "settings": settings.to_dict(),
+        "strata": list(STRATUM_NAMES),
         "days_lived": lived_days,
         "days_available": available,
         "traces": {"kept": traces.names, "dropped": traces.dropped},
