@@ -767,6 +767,104 @@ def deploy_report(
     _print_deploy(report_export(out, target or None, _reporter()))
 
 
+def _print_simulate(out: Path) -> None:
+    summary = json.loads((out / "simulate.json").read_text())
+    labels = {"device": "device (learns on the device)", "predefined": "predefined (int8)"}
+    labels["cloud"] = "cloud-personalized (TL)"
+    test = summary["summary"]["test"]
+    if test:
+        table = Table(title=f"{summary['individual']}: alerts on the test part")
+        for column in ("model", "lows", "early sensitivity", "false alerts/day"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for name in ("device", "predefined", "cloud"):
+            if name not in test["models"]:
+                continue
+            metrics = test["models"][name]
+            early, false = metrics["hypo_sensitivity_early"], metrics["false_alerts_per_day"]
+            table.add_row(
+                labels[name],
+                str(int(metrics["hypo_events"])),
+                "–" if early is None else f"{early:.2f}",  # None: no low to catch (JSON null)
+                "–" if false is None else f"{false:.2f}",
+            )
+        console.print(table)
+    else:
+        console.print("The lived days do not reach the test part (pass more --days).")
+    updates = summary["updates"]
+    tally: dict[str, int] = {}
+    for update in updates:
+        tally[update["gate_name"]] = tally.get(update["gate_name"], 0) + 1
+    console.print(
+        f"{len(updates)} nightly updates: "
+        + ", ".join(
+            f"{count} {'accepted' if gate == 'accepted' else f'refused by {gate}'}"
+            if gate != "data"
+            else f"{count} without enough data"
+            for gate, count in tally.items()
+        )
+    )
+    memory, cost = summary["memory"], summary["cost"]
+    line = (
+        f"Learner state {memory['state_bytes']} B of a {memory['budget_bytes']} B budget; "
+        f"update {cost['host_update_ms']['max']:.1f} ms on this machine"
+    )
+    if cost["emulated"]:
+        emulated = cost["emulated"]
+        line += (
+            f", {emulated['update_instructions_max']} instructions on the emulated "
+            f"{emulated['target']} (≈ {emulated['update_ms_at_clock']:.0f} ms)"
+        )
+    console.print(line + ".")
+    if summary.get("synthetic"):
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
+    console.print(_styled("\nReport: ", (str((out / "simulate.html").resolve()), "bold")))
+
+
+@deploy_app.command("simulate")
+def deploy_simulate(
+    run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
+    individual: Annotated[str, typer.Option(help="Whose data the device lives through.")],
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3).",
+            callback=_target_name,
+        ),
+    ] = "cortex-m4",
+    days: Annotated[
+        int | None, typer.Option(min=1, help="Live only the first N days [default: all].")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output directory [default: RUN/simulate-<target>-<individual>]."),
+    ] = None,
+    emulate: Annotated[
+        bool,
+        typer.Option(
+            "--emulate",
+            help="Also live through the data on the emulated target (slower; counts the "
+            "instructions of every update).",
+        ),
+    ] = False,
+    cloud_iterations: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Iterations of the cloud model's transfer learning (0: no cloud model)."
+        ),
+    ] = 300,
+) -> None:
+    """Let a device with guarded on-device learning live through one person's data: predict
+    every 5 minutes, label its own windows 30 minutes later, try an update through its gates
+    every night. Compares its alerts day by day with the predefined model and a
+    cloud-personalized one; writes OUT/simulate.json and simulate.html."""
+    from tailorml.deploy.simulate import simulate_run
+
+    done = simulate_run(
+        run, individual, target, days, out, emulate, cloud_iterations, reporter=_reporter()
+    )
+    _print_simulate(done)
+
+
 @cohort_app.command("simulate")
 def cohort_simulate(
     out: Annotated[

@@ -1,6 +1,7 @@
 """The generated C: pure generation, what the header promises, and the host build computing
 the integer reference's logits bit for bit."""
 
+import ctypes
 import re
 
 import numpy as np
@@ -63,3 +64,22 @@ def test_a_model_reading_more_than_cgm_is_refused_with_the_fix(quantized):
     other = replace(quantized, policy=replace(quantized.policy, channels=("cgm", "iob")))
     with pytest.raises(DeployError, match=r"channels cgm, iob .*task.channels"):
         generate_c(other)
+
+
+def test_head_and_decide_entry_points_reproduce_predict(quantized, trained, tmp_path):
+    # tailorml_predict = tailorml_features then tailorml_head (what on-device learning
+    # calls for the factory head); tailorml_decide is the same rule on given logits
+    header, source = generate_header(quantized), generate_c(quantized)
+    assert "#define TAILORML_FEATURE_ZERO_POINT" in header
+    host = HostModel(header, source, 3, tmp_path)
+    windows = trained.test[:40]
+    features = host.features(quantized.readings(windows), 32)
+    expected = quantized.logits(windows)
+    assert np.array_equal(quantized.head_logits(features), expected)
+    library, pointer = host._library, ctypes.c_void_p
+    for row, want in zip(features, expected, strict=True):
+        logits = np.zeros(3, dtype=np.int16)
+        decided = library.tailorml_head(row.ctypes.data_as(pointer), logits.ctypes.data_as(pointer))
+        assert np.array_equal(logits, want)
+        assert decided == quantized.decide(want[None])[0]
+        assert library.tailorml_decide(want.ctypes.data_as(pointer)) == decided

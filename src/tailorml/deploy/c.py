@@ -145,6 +145,7 @@ def generate_header(model: QuantizedModel) -> str:
 #define TAILORML_ARENA_BYTES {arena_bytes(model)}
 /* the last layer's inputs: int8 codes minus their zero point (real value = code x scale) */
 #define TAILORML_FEATURES {model.layers[-1].weight.shape[1]}
+#define TAILORML_FEATURE_ZERO_POINT {model.layers[-1].input_zero_point}
 
 /* Decide from `readings` (TAILORML_CHANNELS x TAILORML_WINDOW, channel-major). Writes the
  * int16 logits if `logits` is not NULL. Returns the class index. Not reentrant: it uses one
@@ -156,6 +157,14 @@ int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WIN
  * learning of the last layer trains on). */
 void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
                        int16_t features[TAILORML_FEATURES]);
+
+/* The int8 last layer on `features` (as tailorml_features wrote them) and the decision:
+ * tailorml_predict = tailorml_features then tailorml_head, bit for bit. */
+int32_t tailorml_head(const int16_t features[TAILORML_FEATURES],
+                      int16_t logits[TAILORML_N_CLASSES]);
+
+/* The alert policy on int16 logits (what tailorml_predict returns for them). */
+int32_t tailorml_decide(const int16_t logits[TAILORML_N_CLASSES]);
 
 #endif /* TAILORML_MODEL_H */
 """
@@ -502,6 +511,14 @@ def generate_c(model: QuantizedModel) -> str:
         "    int16_t *out = logits ? logits : own_logits;\n"
         f"    tm_run_logits(&tm_layers[{last}], tm_run_features(readings), out);\n"
         "    return tm_decide(out);\n"
+        "}\n\n"
+        "int32_t tailorml_head(const int16_t features[TAILORML_FEATURES],\n"
+        "                      int16_t logits[TAILORML_N_CLASSES]) {\n"
+        f"    tm_run_logits(&tm_layers[{last}], features, logits);\n"
+        "    return tm_decide(logits);\n"
+        "}\n\n"
+        "int32_t tailorml_decide(const int16_t logits[TAILORML_N_CLASSES]) {\n"
+        "    return tm_decide(logits);\n"
         "}\n"
     )
     return "\n".join(parts)

@@ -104,7 +104,7 @@ void _start(void) { for (;;) tm_run(); }
 """
 
 
-def _linker_script(target: TargetProfile) -> str:
+def linker_script(target: TargetProfile) -> str:
     return f"""MEMORY {{
   FLASH (rx) : ORIGIN = {FLASH_BASE:#x}, LENGTH = {target.flash_bytes}
   RAM (rwx) : ORIGIN = {RAM_BASE:#x}, LENGTH = {target.ram_bytes}
@@ -129,11 +129,16 @@ def zig_command() -> list[str]:
     return [sys.executable, "-m", "ziglang", "cc"]
 
 
+# clang's cortex_m4 is the core without its optional FPU: a Cortex-M4F (the hard-float
+# profiles) has the single-precision FPv4-SP, which on-device learning uses
+FPU_FEATURES = {"eabihf": "+vfp4d16sp", "eabi": ""}
+
+
 def compile_flags(target: TargetProfile) -> list[str]:
     return [
         "-target",
         f"thumb-freestanding-{target.float_abi}",
-        f"-mcpu={target.cpu.replace('-', '_')}",
+        f"-mcpu={target.cpu.replace('-', '_')}{FPU_FEATURES[target.float_abi]}",
         "-std=c99",
         "-O2",
         "-ffreestanding",
@@ -186,7 +191,7 @@ def build_firmware(header: str, source: str, target: TargetProfile, directory: P
     (directory / HEADER_NAME).write_text(header)
     (directory / SOURCE_NAME).write_text(source)
     (directory / "harness.c").write_text(_HARNESS)
-    (directory / "link.ld").write_text(_linker_script(target))
+    (directory / "link.ld").write_text(linker_script(target))
     elf = directory / "firmware.elf"
     run_compiler(
         [
@@ -292,7 +297,7 @@ class Emulator:
                         self.uc.mem_write(segment["p_vaddr"], segment.data())
         symbols = firmware.symbols
         self.stack_bottom, self.stack_top = symbols["__stack_bottom"], symbols["__stack_top"]
-        self.entry = symbols["tm_run"] | 1
+        self.entry = symbols.get("tm_run", 0) | 1  # the model harness's call, if any
         self.arm = arm_const
 
     def predict(self, readings: np.ndarray, count_instructions: bool = False) -> Run:

@@ -131,6 +131,12 @@ class QuantizedModel:
             x = _run_layer(layer, x)
         return x.reshape(len(x), -1) - self.layers[-1].input_zero_point
 
+    def head_logits(self, features: np.ndarray) -> np.ndarray:
+        """int16 logits of the int8 last layer on `features` as `features` returns them
+        (what the device's `tailorml_head` computes)."""
+        codes = np.asarray(features, dtype=np.int64) + self.layers[-1].input_zero_point
+        return _run_layer(self.layers[-1], codes).astype(np.int16)
+
     def decide(self, logits: np.ndarray) -> np.ndarray:
         """Class per row from int16 logits, in integers (what the device decides)."""
         return decide_fixed_point(self.decision, np.asarray(logits, dtype=np.int64))
