@@ -36,7 +36,7 @@ from tailorml.deploy.parity import (
 )
 from tailorml.deploy.quantize import QuantizedModel, quantize
 from tailorml.errors import DeployError, TailormlError
-from tailorml.io import atomic_write_json, atomic_write_parquet, sha256_file
+from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, sha256_file
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
@@ -150,8 +150,13 @@ def export_run(
         host_classes,
         float_rung.individuals,
     )
+    if not host_rung.identical_logits:
+        raise DeployError(
+            "the host build of the generated C computed other logits than the integer "
+            "reference; the export is not trustworthy — please report this"
+        )
     check = _check_windows(prepared, quantized, emulate)
-    np.savez_compressed(out / CHECK_FILE, **check)
+    atomic_write(out / CHECK_FILE, lambda path: _save_arrays(path, check))
     summary = {
         "tailorml": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -240,6 +245,11 @@ def _on_target(
     rung.decision_agreement = 1.0
     rung.max_logit_difference = 0.0
     return rung, budget
+
+
+def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:  # a handle: savez would append .npz to a temp name
+        np.savez_compressed(handle, **arrays)
 
 
 def _check_windows(prepared: Prepared, quantized: QuantizedModel, emulate: int) -> dict:
