@@ -83,3 +83,24 @@ def test_head_and_decide_entry_points_reproduce_predict(quantized, trained, tmp_
         assert np.array_equal(logits, want)
         assert decided == quantized.decide(want[None])[0]
         assert library.tailorml_decide(want.ctypes.data_as(pointer)) == decided
+
+
+def test_odd_lengths_and_odd_widths_compute_the_reference_too(tmp_path):
+    """A 23-reading window (pooling drops a row) and odd channel counts (pairs of a channel
+    with itself), with random weights: host C equals the integer reference bit for bit."""
+    import torch
+
+    from tailorml.models.cnn import CNNSpec, SmallCNN
+    from tailorml.policy import AlertPolicy
+
+    torch.manual_seed(0)
+    spec = CNNSpec(in_channels=1, length=23, n_classes=3, conv_channels=[5, 7, 9], hidden=11)
+    model = SmallCNN(spec, torch.tensor([150.0]), torch.tensor([50.0])).eval()
+    model.policy = AlertPolicy(threshold=0.6, window_minutes=115)
+    windows = np.random.default_rng(0).uniform(40, 400, (300, 1, 23)).astype(np.float32)
+    quantized = quantize(model, windows[:200])
+    host = HostModel(generate_header(quantized), generate_c(quantized), 3, tmp_path)
+    logits, classes = host.predict(quantized.readings(windows))
+    expected = quantized.logits(windows)
+    assert np.array_equal(logits, expected)
+    assert np.array_equal(classes, quantized.decide(expected))

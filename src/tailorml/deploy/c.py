@@ -367,7 +367,9 @@ static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
         }
         return;
     }
-    for (int32_t r = 0; r < L->rows; r += 2) {
+    /* a max-pool of 2 drops an odd last row (as torch's floor mode does) */
+    const int32_t used_rows = L->pool == 2 ? 2 * out_rows : L->rows;
+    for (int32_t r = 0; r < used_rows; r += 2) {
         const int32_t r1 = r + 1 < L->rows ? r + 1 : r;
         for (int32_t o = 0; o < L->out_ch; o += 2) {
             const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
