@@ -203,7 +203,7 @@ static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
  * pairs (w0, w1) and (w2, w3) that meet the int16 input pairs in SMLAD. tm_dot4 returns
  * the four dot products of two weight rows with two input rows. */
 #if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
-__attribute__((noinline)) static void tm_dot4(const int8_t *w0, const int8_t *w1,
+static inline void tm_dot4(const int8_t *w0, const int8_t *w1,
                                               const int16_t *x0, const int16_t *x1, int32_t n,
                                               int32_t acc[4]) {
     int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
@@ -256,7 +256,7 @@ __attribute__((noinline)) static void tm_dot4(const int8_t *w0, const int8_t *w1
 }
 
 /* Two weight rows with one input row (a linear layer): 14 instructions per 8 MACs. */
-__attribute__((noinline)) static void tm_dot2(const int8_t *w0, const int8_t *w1,
+static inline void tm_dot2(const int8_t *w0, const int8_t *w1,
                                               const int16_t *x0, int32_t n, int32_t acc[2]) {
     int32_t a0 = 0, a1 = 0;
     int32_t blocks = n >> 2;
@@ -348,7 +348,6 @@ static inline int32_t tm_output(const tm_layer *L, int32_t o, int32_t acc) {
     acc = tm_requantize(L->bias[o] + acc, L->multiplier[o], L->shift[o]) + L->out_zero_point;
     return tm_clamp(acc, L->out_min, L->out_max);
 }
-
 /* Rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last row is paired
  * with itself) and channels in pairs (an odd last channel likewise). The next buffer gets
  * q - z with its padding rows zeroed. */
@@ -376,13 +375,18 @@ static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
             int32_t acc[4];
             tm_dot4(L->weight + o * L->depth, L->weight + o1 * L->depth, in + r * L->in_ch,
                     in + r1 * L->in_ch, L->depth, acc);
-            const int32_t v00 = tm_output(L, o, acc[0]), v01 = tm_output(L, o1, acc[1]);
-            const int32_t v10 = tm_output(L, o, acc[2]), v11 = tm_output(L, o1, acc[3]);
             if (L->pool == 2) {
+                /* requantization is non-decreasing in the accumulator (a non-negative
+                 * multiplier, rounding shifts, a clamp), so the max of two requantized
+                 * outputs is the requantized max: one requantization per pooled output */
                 int16_t *row = out + (L->out_pad + r / 2) * L->out_ch;
-                row[o] = (int16_t)((v00 > v10 ? v00 : v10) - L->out_zero_point);
-                row[o1] = (int16_t)((v01 > v11 ? v01 : v11) - L->out_zero_point);
+                const int32_t p0 = acc[0] > acc[2] ? acc[0] : acc[2];
+                const int32_t p1 = acc[1] > acc[3] ? acc[1] : acc[3];
+                row[o] = (int16_t)(tm_output(L, o, p0) - L->out_zero_point);
+                row[o1] = (int16_t)(tm_output(L, o1, p1) - L->out_zero_point);
             } else {
+                const int32_t v00 = tm_output(L, o, acc[0]), v01 = tm_output(L, o1, acc[1]);
+                const int32_t v10 = tm_output(L, o, acc[2]), v11 = tm_output(L, o1, acc[3]);
                 int16_t *row0 = out + (L->out_pad + r) * L->out_ch;
                 int16_t *row1 = out + (L->out_pad + r1) * L->out_ch;
                 row0[o] = (int16_t)(v00 - L->out_zero_point);
