@@ -66,3 +66,26 @@ def test_the_model_on_cortex_m4_and_m3_computes_the_references_logits(trained, t
                 assert run.instructions > quantized.n_macs() / 2
         assert 0 < run.peak_stack < STACK_RESERVE
         assert firmware.rodata >= quantized.n_weight_bytes()
+
+
+@pytest.mark.parametrize("widths", [[16, 32, 32], [5, 9, 9]])
+def test_random_models_of_odd_and_even_widths_run_bit_for_bit_on_cortex_m4(widths, tmp_path):
+    """The SMLAD kernels with random weights, odd channel counts (a channel paired with
+    itself) and depths that are not multiples of 4 (the kernels' tails). An inline-assembly
+    operand sharing a register with another of the same value broke exactly these."""
+    import torch
+
+    from tailorml.models.cnn import CNNSpec, SmallCNN
+    from tailorml.policy import AlertPolicy
+
+    torch.manual_seed(0)
+    spec = CNNSpec(1, 24, 3, conv_channels=widths, hidden=widths[-1])
+    model = SmallCNN(spec, torch.tensor([150.0]), torch.tensor([50.0])).eval()
+    model.policy = AlertPolicy(threshold=0.6)
+    windows = np.random.default_rng(1).uniform(40, 400, (40, 1, 24)).astype(np.float32)
+    quantized = quantize(model, windows)
+    header, source = generate_header(quantized), generate_c(quantized)
+    emulator = Emulator(build_firmware(header, source, profile("stm32f401"), tmp_path), 3)
+    expected = quantized.logits(windows)
+    for index, readings in enumerate(quantized.readings(windows)):
+        assert np.array_equal(emulator.predict(readings).logits, expected[index]), index

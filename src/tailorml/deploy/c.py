@@ -211,7 +211,9 @@ static inline void tm_dot4(const int8_t *w0, const int8_t *w1,
     if (blocks > 0) {
         /* Written out because clang spills the accumulators of the C form to the stack
          * (27 instructions per 16 MACs; here 21). The weight word is loaded twice, once per
-         * half, so that the loop needs 12 registers. Same arithmetic, exact. */
+         * half, so that the loop needs 12 registers. Same arithmetic, exact. Operands that
+         * are read and written are early-clobber ("+&r"): otherwise the compiler may give an
+         * input of equal value (a zero gap, a zero accumulator) the same register. */
         const int32_t w_gap = (int32_t)(w1 - w0), x_gap = (int32_t)((x1 - x0) * 2);
         uint32_t ta, tb, x;
         __asm__ volatile(
@@ -238,8 +240,8 @@ static inline void tm_dot4(const int8_t *w0, const int8_t *w1,
             "smlad %[a01], %[tb], %[x], %[a01]\n"
             "subs %[blocks], %[blocks], #1\n"
             "bne 1b\n"
-            : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
-              [w0] "+r"(w0), [x0] "+r"(x0), [blocks] "+r"(blocks), [ta] "=&r"(ta),
+            : [a00] "+&r"(a00), [a01] "+&r"(a01), [a10] "+&r"(a10), [a11] "+&r"(a11),
+              [w0] "+&r"(w0), [x0] "+&r"(x0), [blocks] "+&r"(blocks), [ta] "=&r"(ta),
               [tb] "=&r"(tb), [x] "=&r"(x)
             : [w_gap] "r"(w_gap), [x_gap] "r"(x_gap)
             : "cc", "memory");
@@ -279,8 +281,8 @@ static inline void tm_dot2(const int8_t *w0, const int8_t *w1,
             "smlad %[a1], %[tb], %[x], %[a1]\n"
             "subs %[blocks], %[blocks], #1\n"
             "bne 1b\n"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [w0] "+r"(w0), [x0] "+r"(x0),
-              [blocks] "+r"(blocks), [wa] "=&r"(wa), [wb] "=&r"(wb), [ta] "=&r"(ta),
+            : [a0] "+&r"(a0), [a1] "+&r"(a1), [w0] "+&r"(w0), [x0] "+&r"(x0),
+              [blocks] "+&r"(blocks), [wa] "=&r"(wa), [wb] "=&r"(wb), [ta] "=&r"(ta),
               [tb] "=&r"(tb), [x] "=&r"(x)
             : [w_gap] "r"(w_gap)
             : "cc", "memory");
