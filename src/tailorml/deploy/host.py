@@ -33,6 +33,13 @@ void tm_features_batch(const int16_t *readings, int32_t n, int16_t *features) {
 """
 
 
+def compile_shared_library(sources: list[Path], library: Path, what: str) -> None:
+    """C sources into a shared library for this machine, with the bundled clang and the
+    warnings the device build gets."""
+    flags = ["-std=c99", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
+    run_compiler([*zig_command(), *flags, "-o", str(library), *map(str, sources)], what)
+
+
 class HostModel:
     """A generated model (`header`, `source`), compiled for the host in `directory`."""
 
@@ -43,22 +50,8 @@ class HostModel:
         (directory / SOURCE_NAME).write_text(source)
         (directory / "batch.c").write_text(_BATCH)
         library = directory / "libtailorml_model.so"
-        run_compiler(
-            [
-                *zig_command(),
-                "-std=c99",
-                "-O2",
-                "-shared",
-                "-fPIC",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-o",
-                str(library),
-                str(directory / SOURCE_NAME),
-                str(directory / "batch.c"),
-            ],
-            "the host build",
+        compile_shared_library(
+            [directory / SOURCE_NAME, directory / "batch.c"], library, "the host build"
         )
         self.n_classes = n_classes
         self._library = ctypes.CDLL(str(library))

@@ -12,13 +12,13 @@ import numpy as np
 
 from tailorml.deploy.c import HEADER_NAME, SOURCE_NAME, generate_c, generate_header
 from tailorml.deploy.float_head import FloatHead
+from tailorml.deploy.host import compile_shared_library
 from tailorml.deploy.learner_c import (
     LEARNER_HEADER_NAME,
     LEARNER_SOURCE_NAME,
     generate_learner_c,
     generate_learner_header,
 )
-from tailorml.deploy.mcu import run_compiler, zig_command
 from tailorml.deploy.ondevice import (
     N_STRATA,
     STATUS_ARRAYS,
@@ -99,22 +99,9 @@ class HostLearner:
         # same path, whatever the file now holds
         digest = hashlib.sha256("".join(sources.values()).encode()).hexdigest()[:16]
         library = directory / f"libtailorml_learner-{digest}.so"
-        run_compiler(
-            [
-                *zig_command(),
-                "-std=c99",
-                "-O2",
-                "-shared",
-                "-fPIC",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-o",
-                str(library),
-                *(str(directory / name) for name in (SOURCE_NAME, LEARNER_SOURCE_NAME)),
-                str(directory / HARNESS_NAME),
-            ],
-            "the host build of the learner",
+        names = (SOURCE_NAME, LEARNER_SOURCE_NAME, HARNESS_NAME)
+        compile_shared_library(
+            [directory / name for name in names], library, "the host build of the learner"
         )
         self.n_classes = len(quantized.policy.classes)
         self.n_features = int(quantized.layers[-1].weight.shape[1])
