@@ -55,12 +55,7 @@ def measure_target(
     }
     return {
         "target": target.to_dict(),
-        "text": firmware.text,
-        "rodata": firmware.rodata,
-        "data": firmware.data,
-        "bss": firmware.bss,
-        "flash": firmware.flash,
-        "static_ram": firmware.static_ram,
+        **firmware.sizes(),
         "peak_stack": stack,
         "ram": ram,
         "instructions": count,

@@ -182,6 +182,17 @@ class Firmware:
     def static_ram(self) -> int:
         return self.data + self.bss
 
+    def sizes(self) -> dict[str, int]:
+        """Section sizes and their flash / static-RAM sums, as reports record them."""
+        return {
+            "text": self.text,
+            "rodata": self.rodata,
+            "data": self.data,
+            "bss": self.bss,
+            "flash": self.flash,
+            "static_ram": self.static_ram,
+        }
+
 
 def build_firmware(header: str, source: str, target: TargetProfile, directory: Path) -> Firmware:
     """Cross-compile a generated model (`header`, `source`) with the emulator harness into

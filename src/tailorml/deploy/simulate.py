@@ -439,12 +439,7 @@ def _memory(layout, state_bytes: int, settings, firmware, target: TargetProfile)
         ),
         "firmware": {
             "what": "model + learner + emulator harness, linked",
-            "text": firmware.text,
-            "rodata": firmware.rodata,
-            "data": firmware.data,
-            "bss": firmware.bss,
-            "flash": firmware.flash,
-            "static_ram": firmware.static_ram,
+            **firmware.sizes(),
         },
     }
 
