@@ -672,6 +672,22 @@ def _target_name(value: str | None) -> str | None:
     return value
 
 
+TargetOption = Annotated[
+    str,
+    typer.Option(
+        help="Target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3).",
+        callback=_target_name,
+    ),
+]
+
+
+def _print_footer(synthetic: bool, report: Path) -> None:
+    """The synthetic-data warning (when it applies) and where the report is."""
+    if synthetic:
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
+    console.print(_styled("\nReport: ", (str(report.resolve()), "bold")))
+
+
 def _print_deploy(out: Path) -> None:
     summary = json.loads((out / "deploy.json").read_text())
     ladder = Table(title="Parity ladder")
@@ -700,21 +716,13 @@ def _print_deploy(out: Path) -> None:
             ),
         )
     console.print(table)
-    if summary.get("synthetic"):
-        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
-    console.print(_styled("\nReport: ", (str((out / "deploy.html").resolve()), "bold")))
+    _print_footer(bool(summary.get("synthetic")), out / "deploy.html")
 
 
 @deploy_app.command("export")
 def deploy_export(
     run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
-    target: Annotated[
-        str,
-        typer.Option(
-            help="Target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3).",
-            callback=_target_name,
-        ),
-    ] = "cortex-m4",
+    target: TargetOption = "cortex-m4",
     out: Annotated[
         Path | None,
         typer.Option(help="Export directory [default: RUN/deploy-<target>]."),
@@ -815,22 +823,14 @@ def _print_simulate(out: Path) -> None:
             f"{emulated['target']} (≈ {emulated['update_ms_at_clock']:.0f} ms)"
         )
     console.print(line + ".")
-    if summary.get("synthetic"):
-        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
-    console.print(_styled("\nReport: ", (str((out / "simulate.html").resolve()), "bold")))
+    _print_footer(bool(summary.get("synthetic")), out / "simulate.html")
 
 
 @deploy_app.command("simulate")
 def deploy_simulate(
     run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
     individual: Annotated[str, typer.Option(help="Whose data the device lives through.")],
-    target: Annotated[
-        str,
-        typer.Option(
-            help="Target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3).",
-            callback=_target_name,
-        ),
-    ] = "cortex-m4",
+    target: TargetOption = "cortex-m4",
     days: Annotated[
         int | None, typer.Option(min=1, help="Live only the first N days [default: all].")
     ] = None,
