@@ -85,3 +85,17 @@ def test_cli_prints_the_comparison_and_refuses_bad_requests(run_dir, trained, tm
             simulate_run(run_dir, PERSON, out=tmp_path / "iob", cloud_iterations=0)
     finally:
         save_model(trained.model, run_dir / "model.pt")
+
+
+def test_simulation_folders_never_trust_an_id_or_a_foreign_folder(tmp_path):
+    from tailorml.deploy.mcu import profile
+    from tailorml.deploy.simulate import _prepare_out, default_out
+    from tailorml.errors import DeployError
+
+    out = default_out(tmp_path / "run", profile("cortex-m4"), "../../etc/passwd")
+    assert out.parent == tmp_path / "run" and "/" not in out.name
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "simulate.json").write_text("{not json")
+    with pytest.raises(DeployError, match="missing or unreadable"):
+        _prepare_out(stranger, "child-004")

@@ -45,7 +45,7 @@ from tailorml.deploy.ondevice import (
 from tailorml.deploy.quantize import quantize
 from tailorml.deploy.traces import dangerous_traces
 from tailorml.errors import DeployError, TailormlError
-from tailorml.io import atomic_write_json, sha256_file
+from tailorml.io import atomic_write_json, encode_component, sha256_file
 from tailorml.models.train import use_threads
 from tailorml.progress import SILENT, Reporter
 from tailorml.robust.evaluate import evenly_spaced
@@ -65,7 +65,9 @@ SUMMARY_KEYS = (
 
 
 def default_out(run: Path, target: TargetProfile, individual: str) -> Path:
-    return Path(run) / f"simulate-{target.name}-{individual}"
+    """RUN/simulate-<target>-<id>, the id escaped: ids come from data files, never trusted
+    as path parts."""
+    return Path(run) / f"simulate-{target.name}-{encode_component(individual)}"
 
 
 def _prepare_out(out: Path, individual: str) -> None:
@@ -74,12 +76,13 @@ def _prepare_out(out: Path, individual: str) -> None:
         raise DeployError(f"--out {out} is a file; give a directory")
     if out.is_dir() and any(out.iterdir()):
         marker = out / MARKER
-        if not marker.is_file():
+        try:
+            previous = json.loads(marker.read_text()).get("individual")
+        except (OSError, ValueError, AttributeError):
             raise DeployError(
-                f"--out {out} is a non-empty folder that holds no tailorml simulation; "
-                "choose a new or empty directory"
-            )
-        previous = json.loads(marker.read_text()).get("individual")
+                f"--out {out} is a non-empty folder that holds no tailorml simulation "
+                f"({MARKER} missing or unreadable); choose a new or empty directory"
+            ) from None
         if previous != individual:
             raise DeployError(
                 f"--out {out} holds the simulation of {previous}; choose another directory"
