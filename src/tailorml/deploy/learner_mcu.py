@@ -23,8 +23,6 @@ import numpy as np
 
 from tailorml.deploy.learner_host import learner_sources, status_type, to_status
 from tailorml.deploy.mcu import (
-    RETURN_ADDRESS,
-    STACK_PAINT,
     Emulator,
     Firmware,
     TargetProfile,
@@ -123,28 +121,11 @@ class LearnerEmulator(Emulator):
         """Run the harness function `symbol` to its return."""
         from unicorn import UC_HOOK_BLOCK
 
-        depth = self.stack_top - self.stack_bottom
-        self.uc.mem_write(self.stack_bottom, bytes([STACK_PAINT]) * depth)
-        self.uc.reg_write(self.arm.UC_ARM_REG_SP, self.stack_top)
-        self.uc.reg_write(self.arm.UC_ARM_REG_LR, RETURN_ADDRESS | 1)
-        counter = [0]
-        hook = None
-        if count:
-            hook = self.uc.hook_add(UC_HOOK_BLOCK, self._count_block, counter)
-            # code translated before the hook existed would run uncounted: retranslate
-            self.uc.ctl_flush_tb()
-        try:
-            entry = self.firmware.symbols[symbol] | 1
-            self.uc.emu_start(entry, RETURN_ADDRESS, timeout=CALL_TIMEOUT_US)
-        finally:
-            if hook is not None:
-                self.uc.hook_del(hook)
-                self.uc.ctl_flush_tb()  # and back to uninstrumented (fast) code
-        if self.uc.reg_read(self.arm.UC_ARM_REG_PC) != RETURN_ADDRESS:
-            raise DeployError(f"the emulated {symbol} did not return (timeout or fault)")
-        stack = self.uc.mem_read(self.stack_bottom, depth)
-        untouched = next((i for i, byte in enumerate(stack) if byte != STACK_PAINT), depth)
-        return Call(counter[0] if count else None, depth - untouched)
+        count_blocks = self._count_block if count else None
+        instructions, peak_stack = self.run_to_return(
+            self.firmware.symbols[symbol], symbol, UC_HOOK_BLOCK, count_blocks, CALL_TIMEOUT_US
+        )
+        return Call(instructions, peak_stack)
 
     def _count_block(self, uc, address: int, size: int, counter: list[int]) -> None:
         key = (address, size)

@@ -313,33 +313,43 @@ class Emulator:
 
     def predict(self, readings: np.ndarray, count_instructions: bool = False) -> Run:
         """Run `tailorml_predict` on one window of int16 readings."""
+        from unicorn import UC_HOOK_CODE
+
         symbols = self.firmware.symbols
         self.uc.mem_write(symbols["tm_input"], np.ascontiguousarray(readings, "<i2").tobytes())
+        instructions, peak_stack = self.run_to_return(
+            self.entry, "inference", UC_HOOK_CODE, _count if count_instructions else None
+        )
+        logits = np.frombuffer(self.uc.mem_read(symbols["tm_logits"], 2 * self.n_classes), "<i2")
+        decided = int.from_bytes(self.uc.mem_read(symbols["tm_class"], 4), "little", signed=True)
+        return Run(
+            logits=logits.copy(), decided=decided, instructions=instructions, peak_stack=peak_stack
+        )
+
+    def run_to_return(
+        self, entry: int, what: str, hook_type: int, count=None, timeout_us: int = 10_000_000
+    ) -> tuple[int | None, int]:
+        """Call the Thumb function at `entry` on a painted stack and run it to its return:
+        (what `count`, a hook of `hook_type`, counted — None without it; the peak stack)."""
         depth = self.stack_top - self.stack_bottom
         self.uc.mem_write(self.stack_bottom, bytes([STACK_PAINT]) * depth)
         self.uc.reg_write(self.arm.UC_ARM_REG_SP, self.stack_top)
         self.uc.reg_write(self.arm.UC_ARM_REG_LR, RETURN_ADDRESS | 1)
         counter = [0]
         hook = None
-        if count_instructions:
-            hook = self.add_code_hook(_count, counter)
+        if count is not None:
+            self.uc.ctl_flush_tb()  # code translated before the hook would run uncounted
+            hook = self.uc.hook_add(hook_type, count, counter)
         try:
-            self.uc.emu_start(self.entry, RETURN_ADDRESS, timeout=10_000_000)
+            self.uc.emu_start(entry | 1, RETURN_ADDRESS, timeout=timeout_us)
         finally:
             if hook is not None:
                 self.remove_code_hook(hook)
         if self.uc.reg_read(self.arm.UC_ARM_REG_PC) != RETURN_ADDRESS:
-            raise DeployError("the emulated inference did not return (timeout or fault)")
+            raise DeployError(f"the emulated {what} did not return (timeout or fault)")
         stack = self.uc.mem_read(self.stack_bottom, depth)
         untouched = next((i for i, byte in enumerate(stack) if byte != STACK_PAINT), depth)
-        logits = np.frombuffer(self.uc.mem_read(symbols["tm_logits"], 2 * self.n_classes), "<i2")
-        decided = int.from_bytes(self.uc.mem_read(symbols["tm_class"], 4), "little", signed=True)
-        return Run(
-            logits=logits.copy(),
-            decided=decided,
-            instructions=counter[0] if count_instructions else None,
-            peak_stack=depth - untouched,
-        )
+        return (counter[0] if count is not None else None), depth - untouched
 
     def add_code_hook(self, callback, data=None) -> int:
         """A per-instruction hook. Code translated before it was added would run without it
