@@ -104,3 +104,21 @@ def test_odd_lengths_and_odd_widths_compute_the_reference_too(tmp_path):
     expected = quantized.logits(windows)
     assert np.array_equal(logits, expected)
     assert np.array_equal(classes, quantized.decide(expected))
+
+
+def test_a_second_build_in_the_same_folder_is_the_one_that_runs(quantized, trained, tmp_path):
+    """The loader caches libraries by path: each build is named by its sources."""
+    from dataclasses import replace
+
+    from tailorml.deploy.quantize import decision_rule
+
+    stricter = replace(
+        quantized,
+        decision=decision_rule(quantized.policy.with_threshold(0.99), quantized.logit_scale),
+    )
+    readings = quantized.readings(trained.test)
+    for model in (quantized, stricter):
+        host = HostModel(generate_header(model), generate_c(model), 3, tmp_path)
+        _, classes = host.predict(readings)
+        assert np.array_equal(classes, model.decide(model.logits(trained.test)))
+    assert len(list(tmp_path.glob("libtailorml_model-*.so"))) == 2

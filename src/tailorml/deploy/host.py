@@ -8,6 +8,7 @@ against the integer reference in about a second.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,15 @@ void tm_features_batch(const int16_t *readings, int32_t n, int16_t *features) {
 """
 
 
-def compile_shared_library(sources: list[Path], library: Path, what: str) -> None:
-    """C sources into a shared library for this machine, with the bundled clang and the
-    warnings the device build gets."""
+def compile_shared_library(sources: list[Path], directory: Path, stem: str, what: str) -> Path:
+    """C sources into a shared library for this machine (bundled clang, the warnings the
+    device build gets), named by its sources' content: the loader hands back an already
+    loaded library of the same path, whatever the file now holds."""
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
+    library = Path(directory) / f"lib{stem}-{digest}.so"
     flags = ["-std=c99", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
     run_compiler([*zig_command(), *flags, "-o", str(library), *map(str, sources)], what)
+    return library
 
 
 class HostModel:
@@ -49,9 +54,11 @@ class HostModel:
         (directory / HEADER_NAME).write_text(header)
         (directory / SOURCE_NAME).write_text(source)
         (directory / "batch.c").write_text(_BATCH)
-        library = directory / "libtailorml_model.so"
-        compile_shared_library(
-            [directory / SOURCE_NAME, directory / "batch.c"], library, "the host build"
+        library = compile_shared_library(
+            [directory / SOURCE_NAME, directory / "batch.c"],
+            directory,
+            "tailorml_model",
+            "the host build",
         )
         self.n_classes = n_classes
         self._library = ctypes.CDLL(str(library))

@@ -5,7 +5,6 @@ the rung on which the Python reference (`tailorml.deploy.ondevice.Learner`) is c
 from __future__ import annotations
 
 import ctypes
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -95,13 +94,12 @@ class HostLearner:
         for name, text in sources.items():
             (directory / name).write_text(text)
         (directory / HARNESS_NAME).write_text(_HARNESS)
-        # named by its sources: the loader would hand back an already loaded library of the
-        # same path, whatever the file now holds
-        digest = hashlib.sha256("".join(sources.values()).encode()).hexdigest()[:16]
-        library = directory / f"libtailorml_learner-{digest}.so"
         names = (SOURCE_NAME, LEARNER_SOURCE_NAME, HARNESS_NAME)
-        compile_shared_library(
-            [directory / name for name in names], library, "the host build of the learner"
+        library = compile_shared_library(
+            [directory / name for name in names],
+            directory,
+            "tailorml_learner",
+            "the host build of the learner",
         )
         self.n_classes = len(quantized.policy.classes)
         self.n_features = int(quantized.layers[-1].weight.shape[1])
