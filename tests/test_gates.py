@@ -192,7 +192,7 @@ def test_certified_robustness_is_not_informative_when_neither_model_verifies_any
 
 
 def test_gate_views_from_the_registry_keep_the_outcome():
-    from tailorml.soft.registry import GateView
+    from tailorml.registry.models import GateView
 
     view = GateView("certified_robustness", True, {"informative": False}, "not informative: …")
     assert view.outcome == "not informative"

@@ -17,7 +17,7 @@ from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Context
 from tailorml.personalize.dataset import from_glucose
 from tailorml.soft.gates import build_gates
-from tailorml.soft.registry import Registry
+from tailorml.registry.models import Registry
 from tailorml.soft.session import Candidate, gather_evidence, personalize_individual
 
 runner = CliRunner()

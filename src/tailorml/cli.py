@@ -392,7 +392,7 @@ RegistryOption = Annotated[
 
 def _registry(registry: Path | None, config: Path | None = None):
     """The existing registry the review, models and rollback commands read and decide in."""
-    from tailorml.soft.registry import Registry
+    from tailorml.registry.models import Registry
 
     return Registry.existing(registry or _load(config).soft.registry)
 

@@ -15,7 +15,7 @@ from tailorml.evaluate.report import image_uri, write_html
 from tailorml.io import encode_component
 from tailorml.policy import AlertPolicy
 from tailorml.soft.gates import gate_identity
-from tailorml.soft.registry import Registry
+from tailorml.registry.models import Registry
 
 
 def _gate_heading(name: str) -> str:

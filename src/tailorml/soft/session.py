@@ -56,7 +56,7 @@ from tailorml.soft.gates import (
     calibrate_threshold,
     data_sufficiency,
 )
-from tailorml.soft.registry import CandidateRecord, Registry
+from tailorml.registry.models import CandidateRecord, Registry
 from tailorml.soft.stress import stress_inputs, stress_traces
 
 PREDEFINED = "predefined"

@@ -1,16 +1,14 @@
 """The model registry: models, candidates, gate results, reviews, active-model history and
-an append-only audit log, in one SQLite file (standard library) beside content-addressed
+the append-only audit log (`registry.database`), in one SQLite file beside content-addressed
 model files.
 
-Why SQLite: one file, transactions and a write-ahead log come with Python, and two processes
-personalizing different individuals can share it safely (WAL mode, `BEGIN IMMEDIATE`, a busy
-timeout). Every multi-row change is one transaction, so a process killed mid-way leaves
+Every multi-row change is one transaction, so a process killed mid-way leaves
 either all of a personalization session or none of it. Model files are written atomically
 under their sha256 before the transaction that references them; a crash in between leaves
 at most an unreferenced file, never a reference to a missing or partial one.
 
 The typed methods below are the one door to the registry (the CLI, the model card, and
-later the service and device updates use them); SQL never leaves this module. Reads return
+the service and device updates use them); SQL never leaves the registry package. Reads return
 frozen dataclasses with JSON columns already decoded:
 
 - `active_model(individual)`: which model this person uses, with which threshold and why.
@@ -26,16 +24,14 @@ from __future__ import annotations
 import getpass
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_bytes, sha256_file
 from tailorml.models.cnn import SmallCNN, load_model
+from tailorml.registry.database import Database, audit, now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -99,25 +95,9 @@ CREATE TABLE IF NOT EXISTS active_models (
     actor TEXT NOT NULL,
     created TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY,
-    created TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    individual TEXT,
-    details_json TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE INDEX IF NOT EXISTS candidates_by_individual ON candidates(individual);
 CREATE INDEX IF NOT EXISTS active_by_individual ON active_models(individual, id);
 """
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def default_actor() -> str:
@@ -276,14 +256,7 @@ class Registry:
         self.models_dir = self.root / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "registry.sqlite"
-        try:
-            with self._connect() as connection:
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.executescript(SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise TailormlError(
-                f"{self.path} is not a tailorml registry ({error}); check --registry"
-            ) from None
+        self.database = Database(self.path, SCHEMA)
 
     @classmethod
     def existing(cls, root: str | Path) -> Registry:
@@ -303,33 +276,13 @@ class Registry:
         )
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute("PRAGMA busy_timeout=30000")
-        return connection
+        return self.database.connect()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; anything raised inside rolls everything back."""
-        connection = self._connect()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-        finally:
-            connection.close()
+    def _transaction(self):
+        return self.database.transaction()
 
     def _query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
-        connection = self._connect()
-        try:
-            return connection.execute(sql, parameters).fetchall()
-        finally:
-            connection.close()
+        return self.database.query(sql, parameters)
 
     # -- model files -------------------------------------------------------------------
 
@@ -375,11 +328,7 @@ class Registry:
 
     @staticmethod
     def _audit(connection, actor: str, action: str, individual: str | None, details: dict) -> None:
-        connection.execute(
-            "INSERT INTO audit_log (created, actor, action, individual, details_json)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (now(), actor, action, individual, json.dumps(details, sort_keys=True, default=str)),
-        )
+        audit(connection, actor, action, individual, details)
 
     # -- predefined model ----------------------------------------------------------------
 
