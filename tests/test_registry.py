@@ -360,9 +360,7 @@ def test_no_sql_outside_the_registry_package():
     offenders = [
         f"{path.relative_to(package)}:{number}: {line.strip()}"
         for path in sorted(package.rglob("*"))
-        if path.is_file()
-        and path.suffix in (".py", ".j2")
-        and registry_package not in path.parents
+        if path.is_file() and path.suffix in (".py", ".j2") and registry_package not in path.parents
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if SQL_OUTSIDE_THE_REGISTRY.search(line)
     ]

@@ -16,8 +16,8 @@ from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Context
 from tailorml.personalize.dataset import from_glucose
-from tailorml.soft.gates import build_gates
 from tailorml.registry.models import Registry
+from tailorml.soft.gates import build_gates
 from tailorml.soft.session import Candidate, gather_evidence, personalize_individual
 
 runner = CliRunner()

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from tailorml import __version__
+from tailorml import __version__, cli_service
 from tailorml.errors import TailormlError
 
 if TYPE_CHECKING:
@@ -1125,6 +1125,11 @@ def config_show(config: ConfigOption = None) -> None:
     from tailorml.config import to_toml
 
     print(to_toml(_load(config)), end="")
+
+
+app.add_typer(cli_service.users_app, name="users")
+app.command("serve")(cli_service.serve)
+app.command("keygen")(cli_service.keygen)
 
 
 def main() -> None:

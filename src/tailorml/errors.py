@@ -19,3 +19,7 @@ class ModelFileError(TailormlError):
 
 class DeployError(TailormlError):
     """A model cannot go to the target as asked (an unsupported layer or input, a budget)."""
+
+
+class NotFoundError(TailormlError):
+    """What was asked for does not exist (the service answers 404)."""

@@ -187,7 +187,7 @@ class _Batches(CalibrationDataReader):
 def onnx_logits(path: str | Path, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Logits (n, classes) of the ONNX model at `path` for `windows` (n, channels, length),
     by onnxruntime on one CPU thread (deterministic), `batch_size` windows at a time."""
-    session = _session(path)
+    session = open_session(path)
     shape = tuple(session.get_inputs()[0].shape[1:])
     windows = _checked_windows(windows, shape, "windows", path)
     classes = session.get_outputs()[0].shape[1]
@@ -220,7 +220,9 @@ def decision_agreement(model: SmallCNN, int8_path: str | Path, windows: np.ndarr
 # -- files and inputs -----------------------------------------------------------------------
 
 
-def _session(path: str | Path) -> ort.InferenceSession:
+def open_session(path: str | Path) -> ort.InferenceSession:
+    """An onnxruntime session on one thread for a file written by `export_onnx`; anything
+    else is a ModelFileError naming it (the service opens its models with this)."""
     _require_file(path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

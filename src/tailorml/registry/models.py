@@ -16,7 +16,8 @@ frozen dataclasses with JSON columns already decoded:
 - `reviews(individual)`, `history(individual)`: what was decided and what was active when.
 - `audit(individual)`: everything that happened, from the append-only log.
 
-Writes: `register_predefined`, `register_session`, `decide`, `rollback`.
+Writes: `register_predefined`, `register_session`, `decide`, `rollback`, and `retire` when a
+person's data is erased (their personalized models were trained on it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tailorml.errors import TailormlError
+from tailorml.errors import NotFoundError, TailormlError
 from tailorml.io import atomic_write_bytes, sha256_file
 from tailorml.models.cnn import SmallCNN, load_model
 from tailorml.registry.database import Database, audit, now
@@ -91,6 +92,13 @@ CREATE TABLE IF NOT EXISTS active_models (
     model_id INTEGER NOT NULL REFERENCES models(id),
     candidate_id INTEGER REFERENCES candidates(id),
     threshold REAL NOT NULL,
+    reason TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired_models (
+    model_id INTEGER PRIMARY KEY REFERENCES models(id),
+    individual TEXT NOT NULL,
     reason TEXT NOT NULL,
     actor TEXT NOT NULL,
     created TEXT NOT NULL
@@ -511,6 +519,11 @@ class Registry:
                 raise TailormlError(
                     f"no candidate {candidate_id}; `tailorml review list` shows the candidates"
                 )
+            if self._retired(row["model_id"]):
+                raise TailormlError(
+                    f"candidate {candidate_id} was retired (its person's data was erased); it "
+                    "can no longer be approved or rejected"
+                )
             if row["status"] != "pending_review":
                 raise TailormlError(
                     f"candidate {candidate_id} is '{row['status']}', not pending review: only "
@@ -585,7 +598,7 @@ class Registry:
             "SELECT * FROM active_models WHERE individual = ? ORDER BY id DESC LIMIT 1",
             (individual,),
         )
-        if rows:
+        if rows and not self._retired(rows[0]["model_id"]):
             row = rows[0]
             return ActiveModel(
                 individual=individual,
@@ -613,11 +626,78 @@ class Registry:
             actor=None,
         )
 
+    def _retired(self, model_id: int) -> bool:
+        return bool(self._query("SELECT 1 FROM retired_models WHERE model_id = ?", (model_id,)))
+
+    def retired(self, individual: str) -> list[int]:
+        rows = self._query(
+            "SELECT model_id FROM retired_models WHERE individual = ? ORDER BY model_id",
+            (individual,),
+        )
+        return [int(row["model_id"]) for row in rows]
+
+    def retire(self, individual: str, reason: str, actor: str) -> list[int]:
+        """Retire every personalized model trained on `individual`'s data (erasure): recorded,
+        never served again, their files, stored predictions and cards deleted; the person's
+        active model returns to the predefined one. Returns the retired model ids."""
+        rows = self._query(
+            "SELECT DISTINCT c.model_id, m.sha256 FROM candidates c JOIN models m ON"
+            " m.id = c.model_id WHERE c.individual = ? AND m.kind = 'candidate'",
+            (individual,),
+        )
+        sessions = self._query(
+            "SELECT summary_json FROM sessions WHERE individual = ?", (individual,)
+        )
+        predefined = self.predefined()
+        with self._transaction() as connection:
+            for row in rows:
+                connection.execute(
+                    "INSERT OR IGNORE INTO retired_models (model_id, individual, reason, actor,"
+                    " created) VALUES (?, ?, ?, ?, ?)",
+                    (row["model_id"], individual, reason, actor, now()),
+                )
+            if predefined is not None and self.knows(individual):
+                connection.execute(
+                    "INSERT INTO active_models (individual, model_id, candidate_id, threshold,"
+                    " reason, actor, created) VALUES (?, ?, NULL, ?, ?, ?, ?)",
+                    (
+                        individual,
+                        predefined.id,
+                        load_model(predefined.path).policy.threshold,
+                        f"retired: {reason}",
+                        actor,
+                        now(),
+                    ),
+                )
+            self._audit(
+                connection,
+                actor,
+                "retire_models",
+                individual,
+                {"model_ids": [int(row["model_id"]) for row in rows], "reason": reason},
+            )
+        # Files go after the commit: a crash in between leaves files of retired models (deleted
+        # by the next retire), never a served model without its file.
+        for row in rows:
+            self.model_path(row["sha256"]).unlink(missing_ok=True)
+        for session in sessions:
+            key = str(json.loads(session["summary_json"]).get("artifacts") or "")
+            if key.isalnum():  # a uuid hex written by the session; anything else is not ours
+                folder = self.root / "artifacts" / key
+                for file in folder.glob("*"):
+                    file.unlink()
+                if folder.is_dir():
+                    folder.rmdir()
+        from tailorml.io import encode_component
+
+        (self.root / "cards" / f"{encode_component(individual)}.html").unlink(missing_ok=True)
+        return [int(row["model_id"]) for row in rows]
+
     def candidate(self, candidate_id: int) -> CandidateView:
         in_range = -(2**63) <= candidate_id < 2**63  # SQLite integers; larger ids do not exist
         found = self._candidates("c.id = ?", (candidate_id,)) if in_range else []
         if not found:
-            raise TailormlError(
+            raise NotFoundError(
                 f"no candidate {candidate_id}; `tailorml review list` shows the candidates"
             )
         return found[0]

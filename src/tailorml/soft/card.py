@@ -14,8 +14,8 @@ from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, write_html
 from tailorml.io import encode_component
 from tailorml.policy import AlertPolicy
-from tailorml.soft.gates import gate_identity
 from tailorml.registry.models import Registry
+from tailorml.soft.gates import gate_identity
 
 
 def _gate_heading(name: str) -> str:

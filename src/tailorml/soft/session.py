@@ -47,6 +47,7 @@ from tailorml.personalize.grid import expand
 from tailorml.pipeline import fit_global_model
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
+from tailorml.registry.models import CandidateRecord, Registry
 from tailorml.runs import git_commit
 from tailorml.soft.gates import (
     CertifiedRobustness,
@@ -56,7 +57,6 @@ from tailorml.soft.gates import (
     calibrate_threshold,
     data_sufficiency,
 )
-from tailorml.registry.models import CandidateRecord, Registry
 from tailorml.soft.stress import stress_inputs, stress_traces
 
 PREDEFINED = "predefined"

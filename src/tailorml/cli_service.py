@@ -1,0 +1,221 @@
+"""The cloud service's commands: `tailorml serve`, `tailorml keygen` and `tailorml users`.
+
+Kept apart from `cli.py` (which registers them) because they share nothing with the
+research commands but the error handling of `cli.main`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+console = Console(soft_wrap=True, highlight=False)
+
+users_app = typer.Typer(
+    help="Accounts of the cloud service: patients and clinicians, tokens, assignments.",
+    no_args_is_help=True,
+)
+
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        envvar="TAILORML_DATA",
+        help="The service's data directory (registry, sealed readings); $TAILORML_DATA.",
+    ),
+]
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        envvar="TAILORML_KEY_FILE",
+        help="Server key file (outside --data); else $TAILORML_SERVER_KEY. "
+        "Create one with `tailorml keygen`.",
+    ),
+]
+
+
+def _actor() -> str:
+    from tailorml.registry.models import default_actor
+
+    return f"{default_actor()} (server administrator)"
+
+
+def _store(data: Path, must_exist: bool = True):
+    from tailorml.errors import TailormlError
+    from tailorml.registry.people import PeopleStore
+
+    if must_exist and not (data / "registry.sqlite").is_file():
+        raise TailormlError(
+            f"no service data at {data}; check --data (start with `tailorml serve --data {data} "
+            "--predefined RUN`, or add the first user there)"
+        )
+    return PeopleStore(data)
+
+
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the key (never overwritten).")],
+) -> None:
+    """Create the server key that wraps every person's data key. Keep it outside the data
+    directory and back it up: without it the stored readings cannot be read."""
+    from tailorml.service.crypto import write_key_file
+
+    path = write_key_file(out)
+    console.print(
+        f"Server key written to {path} (mode 600). Start the service with --key-file {path}."
+    )
+
+
+def register_predefined_run(data: Path, run: Path) -> str:
+    """Register a train/demo run's model as the predefined model of the service's registry."""
+    from tailorml.config import load_config
+    from tailorml.data.cohort import default_cohort_path
+    from tailorml.errors import TailormlError
+    from tailorml.io import sha256_file
+    from tailorml.registry.models import Registry
+    from tailorml.runs import git_commit
+
+    model_file, config_file = run / "model.pt", run / "config.toml"
+    if not model_file.is_file() or not config_file.is_file():
+        raise TailormlError(
+            f"--predefined {run}: not a train/demo run (needs model.pt and config.toml)"
+        )
+    config = load_config(config_file)
+    cohort = Path(config.cohort.path) if config.cohort.path else default_cohort_path()
+    record = Registry(data).register_predefined(
+        model_file,
+        sha256_file(cohort),
+        config.to_dict(),
+        git_commit(),
+        f"global model of run {run.name}",
+        actor=_actor(),
+    )
+    return record.sha256
+
+
+def serve(
+    data: DataOption,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    key_file: KeyOption = None,
+    predefined: Annotated[
+        Path | None,
+        typer.Option(help="Register this train/demo run's model as the predefined model first."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config for personalization jobs (gates, candidates); default built in."),
+    ] = None,
+) -> None:
+    """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
+    active model, personalization jobs and the review page (docs/service.md)."""
+    import uvicorn
+
+    from tailorml.service.app import create_app
+    from tailorml.service.core import Service
+    from tailorml.service.crypto import ServerKey
+
+    data.mkdir(parents=True, exist_ok=True)
+    server_key = ServerKey.load(key_file, data)
+    if predefined is not None:
+        digest = register_predefined_run(data, predefined)
+        console.print(f"Predefined model {digest[:12]} registered from {predefined}.")
+    if config is not None:
+        from tailorml.config import load_config
+
+        load_config(config)  # a bad config fails now, not in the first job
+    service = Service(data, server_key, config.resolve() if config else None)
+    console.print(
+        f"tailorml service on http://{host}:{port} · data {data} · review page "
+        f"http://{host}:{port}/review · Ctrl-C stops it"
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(
+            "[yellow]Listening beyond this machine: put a TLS-terminating proxy in front; "
+            "tokens travel in every request.[/yellow]"
+        )
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="A unique name (letters, digits, . _ @ -).")],
+    role: Annotated[str, typer.Option(help="patient or clinician.")],
+    data: DataOption,
+) -> None:
+    """Add a person; prints their token once (only its hashes are stored)."""
+    from tailorml.service.auth import add_person, secret_sha1
+
+    person, token = add_person(_store(data, must_exist=False), name, role, _actor())
+    console.print(f"Added {person.role} {person.name} (id {person.id}).")
+    console.print(f"Token (shown once; keep it secret): [bold]{token}[/bold]")
+    console.print(
+        f"Nightscout uploaders: URL http://HOST:PORT with API secret = the token "
+        f"(they send its SHA-1, {secret_sha1(token)[:8]}…)."
+    )
+
+
+@users_app.command("assign")
+def users_assign(
+    clinician: Annotated[str, typer.Argument(help="The clinician's name.")],
+    patient: Annotated[str, typer.Argument(help="The patient's name.")],
+    data: DataOption,
+) -> None:
+    """Let a clinician see a patient's data and review their personalized models."""
+    store = _store(data)
+    store.assign(store.by_name(clinician).id, store.by_name(patient).id, _actor())
+    console.print(f"{clinician} now reviews {patient}.")
+
+
+@users_app.command("list")
+def users_list(data: DataOption) -> None:
+    """Everyone, with role, state and assignments."""
+    store = _store(data)
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("name", "id", "role", "state", "patients", "created"):
+        table.add_column(column)
+    names = {person.id: person.name for person in store.people()}
+    for person in store.people():
+        state = "erased" if person.erased else "revoked" if person.revoked else "active"
+        patients = ", ".join(names[p] for p in store.patients_of(person.id))
+        table.add_row(person.name, person.id, person.role, state, patients, person.created)
+    console.print(table)
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument()], data: DataOption) -> None:
+    """Revoke a person's token: their next request is refused. Their data stays."""
+    store = _store(data)
+    store.revoke(store.by_name(name).id, _actor())
+    console.print(f"Token of {name} revoked.")
+
+
+@users_app.command("erase")
+def users_erase(
+    name: Annotated[str, typer.Argument()],
+    data: DataOption,
+    key_file: KeyOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: erasure cannot be undone.")] = False,
+) -> None:
+    """Erase a person: delete their readings, treatments, alerts and data key, and retire every
+    personalized model trained on their data. Recorded in the audit log."""
+    from tailorml.errors import TailormlError
+    from tailorml.service.core import Service
+    from tailorml.service.crypto import ServerKey
+
+    if not yes:
+        raise TailormlError(f"erasing {name} cannot be undone; repeat with --yes")
+    store = _store(data)
+    person = store.by_name(name)
+    service = Service(data, ServerKey.load(key_file, data))
+    counts = service.erase(person, _actor())
+    console.print(
+        f"Erased {name}: {counts['entries']} readings, {counts['treatments']} treatments, "
+        f"{counts['alerts']} alert decisions deleted; {len(counts['retired_models'])} "
+        "personalized model(s) retired; data key deleted."
+    )

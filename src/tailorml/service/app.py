@@ -1,0 +1,321 @@
+"""The HTTP routes: Nightscout's API where uploaders expect it, tailorml's beside it.
+
+Routes only parse and shape; `service.core.Service` decides and records. Every error is a
+JSON body `{"status": code, "message": one line}`: 401 for missing or bad credentials, 403
+for someone else's data, 400/422 for a bad request (naming the record and field), 413 for an
+oversized body — and nothing of a rejected request is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from tailorml import __version__
+from tailorml.errors import NotFoundError, TailormlError
+from tailorml.registry.people import Person
+from tailorml.service import nightscout
+from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
+from tailorml.service.core import Service
+from tailorml.service.nightscout import PayloadError
+
+log = logging.getLogger("tailorml.service")
+
+
+class TooLarge(PayloadError):
+    """413."""
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"status": status, "message": message}, status_code=status)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused past MAX_BODY_BYTES without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > nightscout.MAX_BODY_BYTES:
+        raise TooLarge(
+            f"body of {int(declared):,} bytes exceeds {nightscout.MAX_BODY_BYTES:,}; send fewer "
+            "records per request"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > nightscout.MAX_BODY_BYTES:
+            raise TooLarge(f"body exceeds {nightscout.MAX_BODY_BYTES:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def caller_of(service: Service, request: Request) -> Person:
+    return resolve(
+        service.store,
+        api_secret=request.headers.get("api-secret"),
+        token=request.query_params.get("token"),
+        authorization=request.headers.get("authorization"),
+        cookie=request.cookies.get(COOKIE),
+    )
+
+
+def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if run_jobs:
+            service.jobs.start()
+        yield
+        if run_jobs:
+            service.jobs.stop()
+
+    app = FastAPI(
+        title="tailorml service",
+        version=__version__,
+        description="Nightscout-compatible CGM uploads, live glucose alerts, personalization "
+        "with clinician review. Synthetic models are demonstrations, not clinical devices.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(AuthError)
+    async def _auth(request: Request, error: AuthError):
+        return _error(401, str(error))
+
+    @app.exception_handler(AccessDenied)
+    async def _denied(request: Request, error: AccessDenied):
+        return _error(403, str(error))
+
+    @app.exception_handler(TooLarge)
+    async def _large(request: Request, error: TooLarge):
+        return _error(413, str(error))
+
+    @app.exception_handler(PayloadError)
+    async def _payload(request: Request, error: PayloadError):
+        return _error(422, str(error))
+
+    @app.exception_handler(NotFoundError)
+    async def _missing(request: Request, error: NotFoundError):
+        return _error(404, str(error))
+
+    @app.exception_handler(TailormlError)
+    async def _tailorml(request: Request, error: TailormlError):
+        return _error(400, str(error))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, error: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error; the service log has the details")
+
+    async def call(request: Request, method, *args) -> Any:
+        """Authenticate, then run `method(caller, *args)` off the event loop."""
+        caller = await run_in_threadpool(caller_of, service, request)
+        return await run_in_threadpool(method, caller, *args)
+
+    def query(request: Request, name: str) -> str | None:
+        value = request.query_params.get(name)
+        return value if value else None
+
+    # -- Nightscout --------------------------------------------------------------------------
+
+    @app.get("/api/v1/status.json")
+    @app.get("/api/v1/status")
+    async def status():
+        return {
+            "status": "ok",
+            "name": "tailorml",
+            "version": __version__,
+            "apiEnabled": True,
+            "careportalEnabled": True,
+            "settings": {"units": "mg/dl"},
+        }
+
+    @app.get("/api/v1/verifyauth")
+    async def verifyauth(request: Request):
+        caller = await run_in_threadpool(caller_of, service, request)
+        return {"message": "OK", "id": caller.id, "name": caller.name, "role": caller.role}
+
+    @app.post("/api/v1/entries")
+    @app.post("/api/v1/entries.json")
+    async def post_entries(request: Request):
+        payload = nightscout.read_json(await read_body(request), "entries")
+        shaped, _ = await call(request, service.upload_entries, payload, query(request, "patient"))
+        return shaped
+
+    async def get_entries(request: Request, kind: str | None = None, count: str | None = None):
+        since, until, equal = nightscout.time_filter(request.query_params, ("date", "dateString"))
+        return await call(
+            request,
+            service.entries,
+            query(request, "patient"),
+            nightscout.count_of(count or request.query_params.get("count")),
+            since,
+            until,
+            kind or equal.get("type"),
+        )
+
+    @app.get("/api/v1/entries")
+    @app.get("/api/v1/entries.json")
+    async def entries(request: Request):
+        return await get_entries(request)
+
+    @app.get("/api/v1/entries/sgv.json")
+    @app.get("/api/v1/entries/sgv")
+    async def sgv(request: Request):
+        return await get_entries(request, kind="sgv")
+
+    @app.get("/api/v1/entries/current.json")
+    @app.get("/api/v1/entries/current")
+    async def current_entry(request: Request):
+        return await get_entries(request, kind="sgv", count="1")
+
+    @app.post("/api/v1/treatments")
+    @app.post("/api/v1/treatments.json")
+    async def post_treatments(request: Request):
+        payload = nightscout.read_json(await read_body(request), "treatments")
+        return await call(request, service.upload_treatments, payload, query(request, "patient"))
+
+    @app.get("/api/v1/treatments")
+    @app.get("/api/v1/treatments.json")
+    async def treatments(request: Request):
+        since, until, equal = nightscout.time_filter(request.query_params, ("created_at", "date"))
+        return await call(
+            request,
+            service.treatments,
+            query(request, "patient"),
+            nightscout.count_of(request.query_params.get("count")),
+            since,
+            until,
+            equal.get("eventType"),
+        )
+
+    # -- alerts and models ---------------------------------------------------------------------
+
+    @app.get("/api/v1/alerts/current")
+    async def current_alert(request: Request):
+        found = await call(request, service.alerts, query(request, "patient"), 1, None, None)
+        if not found:
+            return {"decision": None, "message": "no CGM reading has been decided yet"}
+        return found[0]
+
+    @app.get("/api/v1/alerts")
+    @app.get("/api/v1/alerts.json")
+    async def alerts(request: Request):
+        since, until, _ = nightscout.time_filter(request.query_params, ("date",))
+        return await call(
+            request,
+            service.alerts,
+            query(request, "patient"),
+            nightscout.count_of(request.query_params.get("count")),
+            since,
+            until,
+        )
+
+    @app.get("/api/v1/model")
+    async def model(request: Request):
+        return await call(request, service.active_model, query(request, "patient"))
+
+    @app.post("/api/v1/model/rollback")
+    async def rollback(request: Request):
+        body = _object(nightscout.read_json(await read_body(request), "rollback"), "rollback")
+        reason = _string(body, "reason", "rollback", required=True)
+        return await call(request, service.rollback, _patient(body), reason)
+
+    # -- personalization and review ------------------------------------------------------------
+
+    @app.post("/api/v1/personalization", status_code=202)
+    async def personalize(request: Request):
+        body = await read_body(request)
+        fields = (
+            _object(nightscout.read_json(body, "personalization"), "personalization")
+            if body
+            else {}
+        )
+        return await call(request, service.request_personalization, _patient(fields))
+
+    @app.get("/api/v1/personalization")
+    async def jobs(request: Request):
+        return await call(request, service.jobs_of, query(request, "patient"))
+
+    @app.get("/api/v1/personalization/{job_id}")
+    async def job(request: Request, job_id: int):
+        return await call(request, service.job, job_id)
+
+    @app.get("/api/v1/candidates")
+    async def candidates(request: Request):
+        pending = request.query_params.get("all") not in ("1", "true")
+        return await call(request, service.candidates, query(request, "patient"), pending)
+
+    @app.get("/api/v1/candidates/{candidate_id}")
+    async def candidate(request: Request, candidate_id: int):
+        return await call(request, service.candidate, candidate_id)
+
+    @app.post("/api/v1/candidates/{candidate_id}/review")
+    async def review(request: Request, candidate_id: int):
+        body = _object(nightscout.read_json(await read_body(request), "review"), "review")
+        decision = _string(body, "decision", "review", required=True)
+        if decision not in ("approve", "reject"):
+            raise PayloadError(f"review.decision must be approve or reject, not {decision[:20]!r}")
+        comment = _string(body, "comment", "review") or ""
+        return await call(request, service.review, candidate_id, decision, comment)
+
+    # -- the person's own data -----------------------------------------------------------------
+
+    @app.get("/api/v1/people/me")
+    async def me(request: Request):
+        caller = await run_in_threadpool(caller_of, service, request)
+        patients = await run_in_threadpool(service.store.patients_of, caller.id)
+        return {"id": caller.id, "name": caller.name, "role": caller.role, "patients": patients}
+
+    @app.get("/api/v1/people/me/export")
+    async def export(request: Request):
+        return await call(request, service.export)
+
+    @app.get("/api/v1/audit")
+    async def audit(request: Request):
+        return await call(request, service.audit, query(request, "patient"))
+
+    @app.delete("/api/v1/people/me")
+    async def erase(request: Request):
+        caller = await run_in_threadpool(caller_of, service, request)
+        if request.query_params.get("confirm") != caller.id:
+            raise PayloadError(
+                "erasure deletes all your data and cannot be undone; repeat with "
+                f"?confirm={caller.id}"
+            )
+        return await run_in_threadpool(service.erase, caller, f"{caller.name} ({caller.role})")
+
+    from tailorml.service.review import add_review_routes
+
+    add_review_routes(app, service)
+    return app
+
+
+def _object(payload: Any, what: str) -> dict:
+    if not isinstance(payload, dict):
+        raise PayloadError(f"{what}: body must be a JSON object")
+    return payload
+
+
+def _string(body: dict, key: str, what: str, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise PayloadError(f"{what}.{key}: required")
+        return None
+    if not isinstance(value, str) or len(value) > 2_000:
+        raise PayloadError(f"{what}.{key}: must be a string of at most 2000 characters")
+    return value
+
+
+def _patient(body: dict) -> str | None:
+    return _string(body, "patient", "body")
+
+
+def build(data_dir: Path, key_file: Path | None, config: Path | None) -> FastAPI:
+    from tailorml.service.crypto import ServerKey
+
+    return create_app(Service(data_dir, ServerKey.load(key_file, data_dir), config))

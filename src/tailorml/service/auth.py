@@ -1,0 +1,117 @@
+"""Who is calling, and what they may see.
+
+Uploaders authenticate the way Nightscout's do: the `api-secret` header carrying the SHA-1
+hex of the secret, or `?token=`; API clients may send `Authorization: Bearer TOKEN`; the
+review page uses an HttpOnly cookie holding the token. Each person has one random token
+(256 bits) that serves as their secret; the store keeps only its SHA-256 and SHA-1 hashes
+(with that much entropy a hash cannot be reversed by guessing). A revoked or erased
+person's token stops working at their next request: every request reads the store.
+
+Access: a person sees and changes only their own data; a clinician also the data of the
+patients assigned to them. Nothing else — no admin role over the API; administration is
+the `tailorml users` command on the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+
+from tailorml.errors import TailormlError
+from tailorml.registry.people import PeopleStore, Person
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+PERSON_ID_PATTERN = re.compile(r"^p-[0-9a-f]{12}$")
+COOKIE = "tailorml_token"
+
+
+class AuthError(TailormlError):
+    """401: no or bad credentials."""
+
+
+class AccessDenied(TailormlError):
+    """403: valid credentials, someone else's data."""
+
+
+def new_token() -> str:
+    return "tm_" + secrets.token_urlsafe(32)
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def secret_sha1(token: str) -> str:
+    """What a Nightscout uploader sends in `api-secret` for this token."""
+    return hashlib.sha1(token.encode()).hexdigest()  # Nightscout's protocol, not a password hash
+
+
+def add_person(store: PeopleStore, name: str, role: str, actor: str) -> tuple[Person, str]:
+    """A new account and its token (shown once; only hashes are stored)."""
+    if not NAME_PATTERN.match(name):
+        raise TailormlError(
+            f"name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a "
+            "letter or digit"
+        )
+    token = new_token()
+    person_id = "p-" + uuid.uuid4().hex[:12]
+    person = store.add_person(person_id, name, role, token_sha256(token), secret_sha1(token), actor)
+    return person, token
+
+
+def resolve(
+    store: PeopleStore,
+    api_secret: str | None = None,
+    token: str | None = None,
+    authorization: str | None = None,
+    cookie: str | None = None,
+) -> Person:
+    """The caller, from the first credential present; AuthError if none is valid."""
+    person = None
+    if api_secret:
+        digest = api_secret.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{40}", digest):
+            raise AuthError("api-secret must be the SHA-1 hex (40 characters) of your token")
+        person = store.by_secret(digest)
+    elif token or authorization or cookie:
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise AuthError("Authorization must be 'Bearer TOKEN'")
+            token = value.strip()
+        token = token or cookie or ""
+        person = store.by_token(token_sha256(token))
+    else:
+        raise AuthError(
+            "no credentials: send the api-secret header (SHA-1 of your token), ?token=TOKEN or "
+            "Authorization: Bearer TOKEN"
+        )
+    if person is None:
+        raise AuthError("unknown credentials: check the token")
+    if person.erased is not None:
+        raise AuthError("this account was erased")
+    if person.revoked is not None:
+        raise AuthError("this token was revoked; ask the service's administrator for a new one")
+    return person
+
+
+def may_access(store: PeopleStore, caller: Person, person_id: str) -> bool:
+    if caller.id == person_id:
+        return True
+    return caller.role == "clinician" and person_id in store.patients_of(caller.id)
+
+
+def subject(store: PeopleStore, caller: Person, patient: str | None) -> Person:
+    """Whose data a request is about: the caller's own, or `patient` (an id) if the caller
+    may access it. The same answer for a missing and a forbidden id, so ids cannot be
+    probed."""
+    if patient is None or patient == caller.id:
+        return caller
+    if not PERSON_ID_PATTERN.match(patient):
+        raise TailormlError(f"patient {patient[:40]!r} is not a person id (p- and 12 hex digits)")
+    target = store.find(patient)
+    if target is None or target.erased is not None or not may_access(store, caller, patient):
+        raise AccessDenied(f"you have no access to patient {patient}")
+    return target

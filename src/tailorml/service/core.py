@@ -1,0 +1,309 @@
+"""What the service does, without HTTP: each method takes the authenticated caller, checks
+access, does the work through the registry, and records the access in the audit log.
+
+The routes (`service.app`) only parse requests and shape responses; tests and the load
+benchmark can call this directly, and every rule (who may see whom, what is sealed, what
+is recorded) lives in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tailorml.errors import NotFoundError, TailormlError
+from tailorml.registry.models import Registry
+from tailorml.registry.people import PeopleStore, Person
+from tailorml.service import nightscout
+from tailorml.service.auth import AccessDenied, may_access, subject
+from tailorml.service.crypto import ServerKey
+from tailorml.service.jobs import JobRunner
+from tailorml.service.keyring import Keyring
+from tailorml.service.live import ALERT, ENTRY, TREATMENT, LiveAlerts
+from tailorml.service.runtime import Runtimes
+
+
+class Service:
+    def __init__(self, data_dir: str | Path, server_key: ServerKey, config_path=None) -> None:
+        self.data_dir = Path(data_dir)
+        self.store = PeopleStore(self.data_dir)
+        self.registry = Registry(self.data_dir)
+        if self.registry.predefined() is None:
+            raise TailormlError(
+                f"{self.data_dir} has no predefined model; start with `tailorml serve --data "
+                f"{self.data_dir} --predefined RUN` (a train or demo run directory)"
+            )
+        self.server_key = server_key
+        self.keyring = Keyring(self.store, server_key)
+        self.runtimes = Runtimes(self.registry, self.data_dir / "onnx")
+        self.live = LiveAlerts(self.store, self.keyring, self.runtimes)
+        self.jobs = JobRunner(self.data_dir, server_key, config_path)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _who(self, caller: Person) -> str:
+        return f"{caller.name} ({caller.role})"
+
+    def subject(self, caller: Person, patient: str | None, action: str) -> Person:
+        try:
+            return subject(self.store, caller, patient)
+        except AccessDenied:
+            self.store.record(self._who(caller), f"denied:{action}", None, {"asked": patient})
+            raise
+
+    # -- entries and treatments ------------------------------------------------------------
+
+    def upload_entries(self, caller: Person, payload: Any, patient: str | None = None):
+        """Store entries (each once), decide each new CGM reading; returns the stored
+        entries in Nightscout's shape and the new decisions."""
+        person = self.subject(caller, patient, "upload_entries")
+        entries = nightscout.entries_from(payload)
+        cipher = self.keyring.cipher(person.id)
+        rows = [
+            (
+                e["date"],
+                cipher.fingerprint("entry", e["type"], str(e["date"])),
+                cipher.seal(nightscout.canonical(e), ENTRY),
+            )
+            for e in entries
+        ]
+        stored = self.store.add_entries(person.id, rows, self._who(caller))
+        new_readings = [
+            e["date"]
+            for e, (_, new) in zip(entries, stored, strict=True)
+            if new and e["type"] == "sgv"
+        ]
+        decisions = self.live.decide(person.id, new_readings)
+        shaped = [
+            e | {"_id": nightscout.object_id(row_id)}
+            for e, (row_id, _) in zip(entries, stored, strict=True)
+        ]
+        return shaped, decisions
+
+    def entries(
+        self,
+        caller: Person,
+        patient: str | None,
+        count: int,
+        since: int | None,
+        until: int | None,
+        kind: str | None,
+    ) -> list[dict]:
+        person = self.subject(caller, patient, "read_entries")
+        cipher = self.keyring.cipher(person.id)
+        out = []
+        limit = count if kind is None else nightscout.MAX_COUNT * 10
+        for row in self.store.entries(person.id, since, until, limit):
+            entry = json.loads(cipher.open(row.sealed, ENTRY))
+            if kind is None or entry.get("type") == kind:
+                out.append(entry | {"_id": nightscout.object_id(row.id)})
+            if len(out) == count:
+                break
+        self.store.record(self._who(caller), "read_entries", person.id, {"returned": len(out)})
+        return out
+
+    def upload_treatments(self, caller: Person, payload: Any, patient: str | None = None):
+        person = self.subject(caller, patient, "upload_treatments")
+        treatments = nightscout.treatments_from(payload)
+        cipher = self.keyring.cipher(person.id)
+        rows = [
+            (
+                t["date"],
+                cipher.fingerprint("treatment", nightscout.canonical(t).decode()),
+                cipher.seal(nightscout.canonical(t), TREATMENT),
+            )
+            for t in treatments
+        ]
+        stored = self.store.add_treatments(person.id, rows, self._who(caller))
+        return [
+            t | {"_id": nightscout.object_id(row_id)}
+            for t, (row_id, _) in zip(treatments, stored, strict=True)
+        ]
+
+    def treatments(self, caller, patient, count, since, until, kind) -> list[dict]:
+        person = self.subject(caller, patient, "read_treatments")
+        cipher = self.keyring.cipher(person.id)
+        out = []
+        limit = count if kind is None else nightscout.MAX_COUNT * 10
+        for row in self.store.treatments(person.id, since, until, limit):
+            treatment = json.loads(cipher.open(row.sealed, TREATMENT))
+            if kind is None or treatment.get("eventType") == kind:
+                out.append(treatment | {"_id": nightscout.object_id(row.id)})
+            if len(out) == count:
+                break
+        self.store.record(self._who(caller), "read_treatments", person.id, {"returned": len(out)})
+        return out
+
+    # -- alerts and models ----------------------------------------------------------------
+
+    def alerts(self, caller, patient, count, since, until) -> list[dict]:
+        person = self.subject(caller, patient, "read_alerts")
+        found = self.live.history(person.id, since, until, count)
+        self.store.record(self._who(caller), "read_alerts", person.id, {"returned": len(found)})
+        return found
+
+    def active_model(self, caller, patient) -> dict:
+        person = self.subject(caller, patient, "read_model")
+        active = self.registry.active_model(person.id)
+        self.store.record(self._who(caller), "read_model", person.id, {})
+        return {
+            "patient": person.id,
+            "kind": active.kind,
+            "model_id": active.model.id,
+            "model_sha256": active.model.sha256,
+            "candidate_id": active.candidate_id,
+            "threshold": active.threshold
+            if active.threshold is not None
+            else self.runtimes.for_person(person.id).policy.threshold,
+            "reason": active.reason,
+            "since": active.created,
+        }
+
+    def rollback(self, caller, patient, reason: str) -> dict:
+        person = self.subject(caller, patient, "rollback")
+        self.registry.rollback(person.id, reason, actor=self._who(caller))
+        self.runtimes.forget(person.id)
+        return self.active_model(caller, person.id)
+
+    # -- personalization and review ---------------------------------------------------------
+
+    def request_personalization(self, caller, patient) -> dict:
+        person = self.subject(caller, patient, "request_personalization")
+        if person.role != "patient":
+            raise TailormlError("only a patient's model can be personalized")
+        job = self.store.add_job(person.id, self._who(caller))
+        self.jobs.notify()
+        return asdict(job)
+
+    def jobs_of(self, caller, patient) -> list[dict]:
+        person = self.subject(caller, patient, "read_jobs")
+        return [asdict(job) for job in self.store.jobs(person.id)]
+
+    def job(self, caller, job_id: int) -> dict:
+        """A job of a person the caller may see; a missing and a forbidden id get the same
+        answer, so ids cannot be probed."""
+        try:
+            job = self.store.job(job_id)
+        except NotFoundError:
+            job = None
+        if job is None or not may_access(self.store, caller, job.person_id):
+            raise AccessDenied(f"you have no access to job {job_id}")
+        return asdict(job)
+
+    def candidates(self, caller, patient, pending_only: bool) -> list[dict]:
+        people = (
+            [self.subject(caller, patient, "read_candidates").id]
+            if patient is not None or caller.role == "patient"
+            else self.store.patients_of(caller.id)
+        )
+        found = [
+            _candidate(c)
+            for person_id in people
+            for c in self.registry.candidates(person_id, pending_only)
+        ]
+        for person_id in people:
+            self.store.record(self._who(caller), "read_candidates", person_id, {})
+        return found
+
+    def _visible_candidate(self, caller, candidate_id: int):
+        try:
+            found = self.registry.candidate(candidate_id)
+        except NotFoundError:
+            found = None
+        if found is None or not may_access(self.store, caller, found.individual):
+            self.store.record(
+                self._who(caller), "denied:read_candidate", None, {"candidate": candidate_id}
+            )
+            raise AccessDenied(f"you have no access to candidate {candidate_id}")
+        return found
+
+    def candidate(self, caller, candidate_id: int) -> dict:
+        found = self._visible_candidate(caller, candidate_id)
+        self.store.record(
+            self._who(caller), "read_candidate", found.individual, {"candidate": candidate_id}
+        )
+        return _candidate(found)
+
+    def review(self, caller, candidate_id: int, decision: str, comment: str) -> dict:
+        """The assigned clinician approves or rejects a proposed candidate."""
+        found = self._visible_candidate(caller, candidate_id)
+        if caller.role != "clinician" or found.individual not in self.store.patients_of(caller.id):
+            self.store.record(self._who(caller), "denied:review", None, {"candidate": candidate_id})
+            raise AccessDenied("only a clinician assigned to this patient can review")
+        decided = self.registry.decide(candidate_id, decision, caller.name, "expert", comment)
+        self.runtimes.forget(found.individual)
+        from tailorml.soft.card import render_card
+
+        render_card(self.registry, decided.session_id)
+        return _candidate(decided)
+
+    def card_path(self, caller, patient: str) -> Path:
+        from tailorml.io import encode_component
+
+        person = self.subject(caller, patient, "read_card")
+        self.store.record(self._who(caller), "read_card", person.id, {})
+        return self.data_dir / "cards" / f"{encode_component(person.id)}.html"
+
+    # -- the person's own rights: export and erasure -----------------------------------------
+
+    def export(self, caller) -> dict:
+        everything = nightscout.MAX_COUNT * 1000
+        cipher = self.keyring.cipher(caller.id)
+        opened = {
+            "entries": [
+                json.loads(cipher.open(r.sealed, ENTRY))
+                for r in self.store.entries(caller.id, limit=everything)
+            ],
+            "treatments": [
+                json.loads(cipher.open(r.sealed, TREATMENT))
+                for r in self.store.treatments(caller.id, limit=everything)
+            ],
+            "alerts": [
+                json.loads(cipher.open(r.sealed, ALERT))
+                for r in self.store.alerts(caller.id, limit=everything)
+            ],
+        }
+        self.store.record(
+            self._who(caller), "export", caller.id, {k: len(v) for k, v in opened.items()}
+        )
+        return {
+            "person": {"id": caller.id, "name": caller.name, "role": caller.role},
+            **opened,
+            "models": {
+                "active": self.registry.active_model(caller.id).kind,
+                "history": [asdict(a) for a in self.registry.history(caller.id)],
+            },
+            "audit": [asdict(e) for e in self.registry.audit(caller.id)],
+        }
+
+    def audit(self, caller, patient) -> list[dict]:
+        person = self.subject(caller, patient, "read_audit")
+        return [asdict(e) for e in self.registry.audit(person.id)]
+
+    def erase(self, person: Person, actor: str) -> dict:
+        """Delete the person's readings, treatments, alerts and data key; retire every model
+        trained on their data. Recorded (what and by whom), never the content."""
+        retired = self.registry.retire(person.id, "the person's data was erased", actor)
+        counts = self.store.erase(person.id, actor, retired)
+        self.keyring.forget(person.id)
+        self.runtimes.forget(person.id)
+        return counts | {"retired_models": retired}
+
+
+def _candidate(c) -> dict:
+    return {
+        "id": c.id,
+        "patient": c.individual,
+        "name": c.name,
+        "status": c.status,
+        "threshold": c.threshold,
+        "passed_gates": c.passed_gates,
+        "created": c.created,
+        "metrics": c.metrics,
+        "gates": [
+            {"gate": g.gate, "passed": g.passed, "outcome": g.outcome, "reason": g.reason}
+            for g in c.gates
+        ],
+    }

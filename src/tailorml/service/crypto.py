@@ -1,0 +1,171 @@
+"""Encryption at rest: a server key wraps one data key per person; data keys seal records.
+
+AES-256-GCM from `cryptography` (authenticated: a flipped bit or a record moved to another
+person fails to decrypt instead of reading as wrong glucose). Each sealed record binds its
+owner and purpose as associated data, so a ciphertext copied between people or tables does
+not open. Erasing a person deletes their wrapped data key: their ciphertexts, including any
+left in free database pages or backups, can no longer be opened (crypto-shredding).
+
+The server key comes from a file (`--key-file`) or the environment (`TAILORML_SERVER_KEY`),
+never from the data directory: a key stored beside the data protects nothing, so a key file
+inside it is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tailorml.errors import TailormlError
+
+KEY_ENV = "TAILORML_SERVER_KEY"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+class DecryptionError(TailormlError):
+    """A sealed record did not open: wrong key, wrong owner, or tampered bytes."""
+
+
+def new_key_text() -> str:
+    """A fresh server key, as the text a key file or the environment variable holds."""
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+
+
+def _decode_key(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise TailormlError(
+            f"{where} must hold a base64-encoded {KEY_BYTES}-byte key; create one with "
+            "`tailorml keygen --out FILE`"
+        )
+    return key
+
+
+def write_key_file(path: str | Path) -> Path:
+    """Create a new key file readable by its owner only; never overwrite one."""
+    path = Path(path)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise TailormlError(
+            f"{path} exists; a server key is never overwritten (the data it wrapped would be "
+            "lost) — choose another --out"
+        ) from None
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(new_key_text() + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    """The key that wraps every person's data key; `key_id` names it without revealing it."""
+
+    key: bytes
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(b"tailorml key id|" + self.key).hexdigest()[:16]
+
+    @classmethod
+    def load(cls, key_file: str | Path | None, data_dir: str | Path) -> ServerKey:
+        """From `key_file`, else from $TAILORML_SERVER_KEY; refuse a file inside `data_dir`."""
+        if key_file is not None:
+            path = Path(key_file)
+            if not path.is_file():
+                raise TailormlError(
+                    f"--key-file {path} not found; create one with `tailorml keygen --out {path}`"
+                )
+            data = Path(data_dir).resolve()
+            if data == path.resolve().parent or data in path.resolve().parents:
+                raise TailormlError(
+                    f"--key-file {path} lies inside the data directory {data_dir}: a key stored "
+                    "beside the data it protects protects nothing; keep it elsewhere"
+                )
+            return cls(_decode_key(path.read_text(), f"--key-file {path}"))
+        text = os.environ.get(KEY_ENV)
+        if not text:
+            raise TailormlError(
+                f"no server key: pass --key-file FILE or set {KEY_ENV} (create a key with "
+                "`tailorml keygen --out FILE`)"
+            )
+        return cls(_decode_key(text, f"${KEY_ENV}"))
+
+    def wrap(self, data_key: bytes, owner: str) -> bytes:
+        return _seal(self.key, data_key, b"data key|" + owner.encode())
+
+    def unwrap(self, wrapped: bytes, owner: str) -> bytes:
+        try:
+            return _open(self.key, wrapped, b"data key|" + owner.encode())
+        except DecryptionError:
+            raise DecryptionError(
+                f"the data key of {owner} does not open with this server key; start the "
+                "service with the key it was created with (--key-file or $" + KEY_ENV + ")"
+            ) from None
+
+
+def new_data_key() -> bytes:
+    return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+
+
+def _seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+
+
+def _open(key: bytes, sealed: bytes, associated: bytes) -> bytes:
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+    except (InvalidTag, ValueError):
+        raise DecryptionError("a sealed record did not open (wrong key or tampered)") from None
+
+
+class DataCipher:
+    """One person's data key: seals and opens their records, and fingerprints them.
+
+    `fingerprint` is a keyed hash (HMAC-SHA-256 under a key derived from the data key): it
+    lets the store recognise a repeated upload without storing what was uploaded, and it
+    means nothing to someone without the key."""
+
+    def __init__(self, data_key: bytes, owner: str) -> None:
+        self._aead = AESGCM(data_key)
+        self._owner = owner.encode()
+        self._mac_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"tailorml fingerprint"
+        ).derive(data_key)
+
+    def _associated(self, purpose: str) -> bytes:
+        return purpose.encode() + b"|" + self._owner
+
+    def seal(self, plaintext: bytes, purpose: str) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, self._associated(purpose))
+
+    def open(self, sealed: bytes, purpose: str) -> bytes:
+        try:
+            return self._aead.decrypt(
+                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], self._associated(purpose)
+            )
+        except (InvalidTag, ValueError):
+            raise DecryptionError(
+                f"a {purpose} record of {self._owner.decode()} did not open (tampered, or "
+                "copied from another person)"
+            ) from None
+
+    def fingerprint(self, *parts: str) -> str:
+        message = "\x1f".join(parts).encode()
+        return hmac.new(self._mac_key, message, hashlib.sha256).hexdigest()
