@@ -9,6 +9,7 @@ is recorded) lives in one place.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from tailorml.service.jobs import JobRunner
 from tailorml.service.keyring import Keyring
 from tailorml.service.live import ALERT, ENTRY, TREATMENT, LiveAlerts
 from tailorml.service.runtime import Runtimes
+
+log = logging.getLogger("tailorml.service")
 
 
 class Service:
@@ -234,10 +237,18 @@ class Service:
             raise AccessDenied("only a clinician assigned to this patient can review")
         decided = self.registry.decide(candidate_id, decision, caller.name, "expert", comment)
         self.runtimes.forget(found.individual)
+        self._refresh_card(decided.session_id)
+        return _candidate(decided)
+
+    def _refresh_card(self, session_id: int) -> None:
+        """Re-render the model card with the decision; the decision is recorded already, so
+        a card that cannot be drawn is logged, not reported as a failed review."""
         from tailorml.soft.card import render_card
 
-        render_card(self.registry, decided.session_id)
-        return _candidate(decided)
+        try:
+            render_card(self.registry, session_id)
+        except Exception:
+            log.exception("model card of session %s not re-rendered", session_id)
 
     def card_path(self, caller, patient: str) -> Path:
         from tailorml.io import encode_component
