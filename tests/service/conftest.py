@@ -50,6 +50,7 @@ class ServiceData:
     data: Path
     key_file: Path
     run: Path
+    config: Path  # personalization jobs: the three patients' first three days as D_G
     people: dict[str, Account]
 
 
@@ -59,6 +60,7 @@ def make_service_data(root: Path, trained) -> ServiceData:
     save_model(trained.model, run / "model.pt")
     config = config_from_dict({"cohort": {"individuals": PATIENTS, "max_days": 3.0}})
     (run / "config.toml").write_text(to_toml(config))
+    (root / "jobs.toml").write_text(to_toml(config))
     key_file = write_key_file(root / "server.key")
     data.mkdir()
     register_predefined_run(data, run)
@@ -73,7 +75,7 @@ def make_service_data(root: Path, trained) -> ServiceData:
         person, token = add_person(store, name, role, "test")
         people[name] = Account(person.id, name, token)
     store.assign(people["bob"].id, people["alice"].id, "test")
-    return ServiceData(data, key_file, run, people)
+    return ServiceData(data, key_file, run, root / "jobs.toml", people)
 
 
 def propose_candidate(data: Path, individual: str, trained, shift: float = 0.01) -> int:
@@ -125,6 +127,7 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         command = [sys.executable, "-m", "tailorml", "serve", "--data", str(self.service.data)]
         command += ["--key-file", str(self.service.key_file), "--port", str(self.port)]
+        command += ["--config", str(self.service.config)]
         self.log = open(self.service.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             command, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ.copy()

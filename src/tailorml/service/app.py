@@ -66,6 +66,8 @@ def caller_of(service: Service, request: Request) -> Person:
 def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # the predefined model is exported before the first upload, not during it
+        await run_in_threadpool(service.runtimes.session, service.registry.predefined())
         if run_jobs:
             service.jobs.start()
         yield

@@ -139,8 +139,8 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
         config = load_config(config_path)
         general = load_cohort(config.cohort.path or None)
         mine = person_frame(store, keyring, job.person_id, general.sample_minutes)
-        base = general.frame.assign(
-            **{c: general.frame.get(c, 0.0) for c in ("cho", "insulin") if c not in general.frame}
+        base = general.readings.assign(
+            **{c: 0.0 for c in ("cho", "insulin") if c not in general.readings}
         )
         merged = pd.concat([base[list(COHORT_COLUMNS)], mine], ignore_index=True)
         chosen = list(config.cohort.individuals)

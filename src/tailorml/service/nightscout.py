@@ -66,7 +66,8 @@ def _records(payload: Any, what: str) -> list[Mapping[str, Any]]:
     return records
 
 
-def _number(record, key, where, low, high, required=False) -> float | None:
+def _number(record, key, where, low, high, required=False) -> int | float | None:
+    """The value as sent (an uploader's integer mg/dL stays an integer), checked."""
     value = record.get(key)
     if value is None:
         if required:
@@ -76,7 +77,7 @@ def _number(record, key, where, low, high, required=False) -> float | None:
         raise PayloadError(f"{where}.{key}: must be a number, not {type(value).__name__}")
     if not math.isfinite(value) or not low <= value <= high:
         raise PayloadError(f"{where}.{key}: {value!r} is outside {low:g}..{high:g}")
-    return float(value)
+    return value
 
 
 def _text(record, key, where, limit) -> str | None:

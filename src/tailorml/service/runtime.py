@@ -21,7 +21,7 @@ import onnxruntime as ort
 from tailorml.deploy.onnx_int8 import INPUT_NAME, OUTPUT_NAME, export_onnx, open_session
 from tailorml.models.cnn import load_model
 from tailorml.policy import AlertPolicy
-from tailorml.registry.models import ActiveModel, Registry
+from tailorml.registry.models import ActiveModel, ModelRecord, Registry
 
 SUPPORTED_CHANNELS = ("cgm", "insulin", "cho", "iob", "cob")
 
@@ -54,6 +54,9 @@ class Runtimes:
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._people: dict[str, tuple[tuple, ModelRuntime]] = {}
         self._lock = threading.Lock()
+        # torch.export is not thread-safe: two first readings arriving together must not
+        # export at once (it fails with "Trying to pop empty mode stack")
+        self._build_lock = threading.Lock()
 
     def for_person(self, person_id: str) -> ModelRuntime:
         active = self.registry.active_model(person_id)
@@ -66,6 +69,22 @@ class Runtimes:
             self._people[person_id] = (key, runtime)
         return runtime
 
+    def session(self, record: ModelRecord) -> ort.InferenceSession:
+        """The onnxruntime session of a registered model, exported on first use."""
+        session = self._sessions.get(record.sha256)
+        if session is not None:
+            return session
+        with self._build_lock:
+            session = self._sessions.get(record.sha256)
+            if session is None:
+                self.registry.verify(record)
+                path = self.onnx_dir / f"{record.sha256}.onnx"
+                if not path.is_file():
+                    export_onnx(load_model(record.path), path)
+                session = open_session(path)
+                self._sessions[record.sha256] = session
+        return session
+
     def _build(self, active: ActiveModel) -> ModelRuntime:
         record = active.model
         self.registry.verify(record)
@@ -73,14 +92,7 @@ class Runtimes:
         unsupported = [c for c in model.policy.channels if c not in SUPPORTED_CHANNELS]
         if unsupported:
             raise ValueError(f"the service cannot feed channels {unsupported} to a model")
-        session = self._sessions.get(record.sha256)
-        if session is None:
-            path = self.onnx_dir / f"{record.sha256}.onnx"
-            if not path.is_file():
-                export_onnx(load_model(record.path), path)
-            session = open_session(path)
-            with self._lock:
-                self._sessions[record.sha256] = session
+        session = self.session(record)
         return ModelRuntime(
             record.id, record.sha256, active.kind, active.candidate_id, model.policy, session
         )

@@ -1,0 +1,204 @@
+"""Load on the cloud service over loopback: N simulated uploaders, each posting one CGM
+reading at a time with the person's model deciding it, against a real `tailorml serve`.
+
+    .venv/bin/python benchmarks/bench_service.py --run runs/<demo run> [--uploaders 200]
+        [--interval 1.0] [--duration 30] [--saturate 15]
+
+Each uploader first sends 2 h of readings (so every later reading completes a window and
+runs the model), then one reading every `--interval` seconds of wall time for
+`--duration` seconds (open loop: a slow server does not slow the uploaders down), the
+readings 5 minutes apart on the uploader's clock — a real uploader sends one every 5
+minutes, so `--interval 1` is 300 times real time. `--saturate S` then lets every uploader
+post back to back for S seconds (closed loop) to find the sustained maximum. The load
+generator runs on the same machine as the server: on 2 cores they share the CPU, so the
+figures are a floor. Readings are synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tailorml.cli_service import register_predefined_run
+from tailorml.registry.people import PeopleStore
+from tailorml.service.auth import add_person
+from tailorml.service.crypto import write_key_file
+
+FIVE_MINUTES = 300_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data: Path, key: Path, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "tailorml", "serve", "--data", str(data)]
+    command += ["--key-file", str(key), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/status.json").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+async def seed(client: httpx.AsyncClient, secret: str, start_ms: int) -> None:
+    history = [{"type": "sgv", "sgv": 120, "date": start_ms + i * FIVE_MINUTES} for i in range(24)]
+    answer = await client.post("/api/v1/entries", json=history, headers={"api-secret": secret})
+    answer.raise_for_status()
+
+
+async def open_loop(client, secret, start_ms, interval, duration, latencies, errors, rng):
+    await asyncio.sleep(rng.uniform(0, interval))
+    began = time.perf_counter()
+    index = 24
+    while time.perf_counter() - began < duration:
+        due = began + (index - 24) * interval
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        reading = {
+            "type": "sgv",
+            "sgv": int(rng.integers(60, 250)),
+            "date": start_ms + index * FIVE_MINUTES,
+        }
+        sent = time.perf_counter()
+        try:
+            answer = await client.post(
+                "/api/v1/entries", json=[reading], headers={"api-secret": secret}
+            )
+            ok = answer.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        latencies.append(time.perf_counter() - sent)
+        errors.append(not ok)
+        index += 1
+
+
+async def closed_loop(client, secret, start_ms, duration, latencies, errors):
+    began, index = time.perf_counter(), 10_000
+    while time.perf_counter() - began < duration:
+        reading = {"type": "sgv", "sgv": 110, "date": start_ms + index * FIVE_MINUTES}
+        sent = time.perf_counter()
+        try:
+            answer = await client.post(
+                "/api/v1/entries", json=[reading], headers={"api-secret": secret}
+            )
+            ok = answer.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        latencies.append(time.perf_counter() - sent)
+        errors.append(not ok)
+        index += 1
+
+
+def summary(name: str, latencies: list[float], errors: list[bool], elapsed: float) -> None:
+    ms = np.asarray(latencies) * 1000
+    print(
+        f"{name}: {len(ms):,} uploads in {elapsed:.1f} s = {len(ms) / elapsed:.0f} uploads/s; "
+        f"latency p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, "
+        f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.0f} ms; errors {sum(errors)}"
+    )
+
+
+async def run(args, port: int, secrets: list[str]) -> None:
+    limits = httpx.Limits(
+        max_connections=len(secrets) + 10, max_keepalive_connections=len(secrets) + 10
+    )
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+    ) as client:
+        start_ms = int(time.time() * 1000) - 40 * 24 * 3_600_000
+        await asyncio.gather(*(seed(client, s, start_ms) for s in secrets))
+        rng = np.random.default_rng(0)
+        latencies, errors = [], []
+        began = time.perf_counter()
+        await asyncio.gather(
+            *(
+                open_loop(
+                    client,
+                    s,
+                    start_ms,
+                    args.interval,
+                    args.duration,
+                    latencies,
+                    errors,
+                    np.random.default_rng(rng.integers(1 << 31)),
+                )
+                for s in secrets
+            )
+        )
+        summary(
+            f"open loop, {len(secrets)} uploaders, one reading each every {args.interval:g} s",
+            latencies,
+            errors,
+            time.perf_counter() - began,
+        )
+        if args.saturate:
+            latencies, errors = [], []
+            began = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    closed_loop(client, s, start_ms, args.saturate, latencies, errors)
+                    for s in secrets
+                )
+            )
+            summary(
+                f"closed loop (saturation), {len(secrets)} uploaders",
+                latencies,
+                errors,
+                time.perf_counter() - began,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, required=True, help="a train/demo run (its model)")
+    parser.add_argument("--uploaders", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--saturate", type=float, default=15.0)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
+        f"{platform.python_version()}; server and load generator on the same machine; "
+        "synthetic readings"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        data, key = root / "data", write_key_file(root / "server.key")
+        data.mkdir()
+        register_predefined_run(data, args.run)
+        store = PeopleStore(data)
+        secrets = []
+        for index in range(args.uploaders):
+            _, token = add_person(store, f"uploader{index}", "patient", "benchmark")
+            secrets.append(hashlib.sha1(token.encode()).hexdigest())
+        port = free_port()
+        server = start_server(data, key, port)
+        try:
+            asyncio.run(run(args, port, secrets))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
