@@ -111,6 +111,13 @@ def serve(
         Path | None,
         typer.Option(help="Config for personalization jobs (gates, candidates); default built in."),
     ] = None,
+    durability: Annotated[
+        str,
+        typer.Option(
+            help="normal: an acknowledged upload survives a killed server; full: also a power "
+            "loss, at one disk flush per write."
+        ),
+    ] = "normal",
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
@@ -129,7 +136,7 @@ def serve(
         from tailorml.config import load_config
 
         load_config(config)  # a bad config fails now, not in the first job
-    service = Service(data, server_key, config.resolve() if config else None)
+    service = Service(data, server_key, config.resolve() if config else None, durability)
     console.print(
         f"tailorml service on http://{host}:{port} · data {data} · review page "
         f"http://{host}:{port}/review · Ctrl-C stops it"

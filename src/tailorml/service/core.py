@@ -29,9 +29,15 @@ log = logging.getLogger("tailorml.service")
 
 
 class Service:
-    def __init__(self, data_dir: str | Path, server_key: ServerKey, config_path=None) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        server_key: ServerKey,
+        config_path=None,
+        durability: str = "normal",
+    ) -> None:
         self.data_dir = Path(data_dir)
-        self.store = PeopleStore(self.data_dir)
+        self.store = PeopleStore(self.data_dir, durability)
         self.registry = Registry(self.data_dir)
         if self.registry.predefined() is None:
             raise TailormlError(
