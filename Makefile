@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench simulate clean
+.PHONY: install demo test test-browser lint format bench simulate clean
 
 # The CPU wheel of torch goes first: an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -21,6 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The review page in a real browser: needs Debian's Chromium (apt-get install chromium) and
+# the browser extra; Playwright drives the system browser and downloads nothing.
+test-browser: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[browser]"
+	$(BIN)/python -m pytest -m browser tests/service/test_review_page.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -90,7 +90,18 @@ def propose_candidate(data: Path, individual: str, trained, shift: float = 0.01)
         model_bytes=model_bytes(model),
         threshold=0.6,
         passed_gates=True,
-        metrics={"hypo_sensitivity": 0.9, "false_alerts_per_day": 0.5},
+        metrics={
+            "hypo_sensitivity": 0.9,
+            "hypo_sensitivity_early": 0.8,
+            "held_out_hypo_events": 10,
+            "false_alerts_per_day": 0.5,
+            "median_lead_minutes": 20.0,
+            "balanced_accuracy": 0.8,
+            "acc_general": 0.9,
+            "agreement_in_range": 0.97,
+            "stress_alerted": 24,
+            "stress_traces": 24,
+        },
         gates=[{"gate": "no_harm", "passed": True, "numbers": {}, "reason": "fine"}],
         config={},
     )
@@ -106,6 +117,9 @@ def propose_candidate(data: Path, individual: str, trained, shift: float = 0.01)
     session = registry.register_session(
         individual, registry.predefined().id, "hash", [record], 0, summary, actor="t"
     )
+    from tailorml.soft.card import render_card
+
+    render_card(registry, session.id)  # as a personalization session writes it
     return session.proposal_candidate_id
 
 

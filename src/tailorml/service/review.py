@@ -23,14 +23,14 @@ from tailorml.registry.people import Person
 from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
 from tailorml.service.core import Service
 
-FIGURES = (
-    ("hypo_sensitivity", "hypo events caught (held-out)"),
-    ("hypo_sensitivity_early", "caught at least 15 min ahead"),
-    ("false_alerts_per_day", "false alerts per day"),
-    ("median_lead_minutes", "median lead, minutes"),
-    ("balanced_accuracy", "balanced accuracy"),
-    ("acc_general", "accuracy on other people's data"),
-    ("agreement_in_range", "agreement with the predefined model (in range)"),
+FIGURES = (  # key, label, digits
+    ("hypo_sensitivity", "hypo events caught (held-out)", 2),
+    ("hypo_sensitivity_early", "caught at least 15 min ahead", 2),
+    ("false_alerts_per_day", "false alerts per day", 2),
+    ("median_lead_minutes", "median lead, minutes", 0),
+    ("balanced_accuracy", "balanced accuracy", 3),
+    ("acc_general", "accuracy on other people's data", 3),
+    ("agreement_in_range", "agreement with the predefined model (in range)", 3),
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src "
