@@ -80,6 +80,9 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         description="Nightscout-compatible CGM uploads, live glucose alerts, personalization "
         "with clinician review. Synthetic models are demonstrations, not clinical devices.",
         lifespan=lifespan,
+        # the interactive docs pages load scripts from a CDN; nothing is fetched at run time
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
 
