@@ -84,7 +84,11 @@ class Service:
             for e, (_, new) in zip(entries, stored, strict=True)
             if new and e["type"] == "sgv"
         ]
-        decisions = self.live.decide(person.id, new_readings)
+        try:
+            decisions = self.live.decide(person.id, new_readings)
+        except Exception as error:  # the readings are stored; say so instead of a silent gap
+            log.exception("the active model of %s could not decide", person.id)
+            decisions = self.live.undecided(person.id, new_readings, error)
         shaped = [
             e | {"_id": nightscout.object_id(row_id)}
             for e, (row_id, _) in zip(entries, stored, strict=True)
@@ -101,16 +105,28 @@ class Service:
         kind: str | None,
     ) -> list[dict]:
         person = self.subject(caller, patient, "read_entries")
-        cipher = self.keyring.cipher(person.id)
-        out = []
-        limit = count if kind is None else nightscout.MAX_COUNT * 10
-        for row in self.store.entries(person.id, since, until, limit):
-            entry = json.loads(cipher.open(row.sealed, ENTRY))
-            if kind is None or entry.get("type") == kind:
-                out.append(entry | {"_id": nightscout.object_id(row.id)})
-            if len(out) == count:
-                break
+        out = self._opened(self.store.entries, person.id, ENTRY, count, since, until, "type", kind)
         self.store.record(self._who(caller), "read_entries", person.id, {"returned": len(out)})
+        return out
+
+    def _opened(self, rows_of, person_id, purpose, count, since, until, field, value):
+        """Up to `count` records, newest first, opened; with `value`, only those whose sealed
+        `field` equals it (read page by page: the filter cannot run in SQL)."""
+        cipher = self.keyring.cipher(person_id)
+        out: list[dict] = []
+        page = count if value is None else max(count, 500)
+        offset = 0
+        while len(out) < count:
+            rows = rows_of(person_id, since, until, page, offset)
+            for row in rows:
+                record = json.loads(cipher.open(row.sealed, purpose))
+                if value is None or record.get(field) == value:
+                    out.append(record | {"_id": nightscout.object_id(row.id)})
+                    if len(out) == count:
+                        break
+            if len(rows) < page:
+                break
+            offset += page
         return out
 
     def upload_treatments(self, caller: Person, payload: Any, patient: str | None = None):
@@ -133,15 +149,9 @@ class Service:
 
     def treatments(self, caller, patient, count, since, until, kind) -> list[dict]:
         person = self.subject(caller, patient, "read_treatments")
-        cipher = self.keyring.cipher(person.id)
-        out = []
-        limit = count if kind is None else nightscout.MAX_COUNT * 10
-        for row in self.store.treatments(person.id, since, until, limit):
-            treatment = json.loads(cipher.open(row.sealed, TREATMENT))
-            if kind is None or treatment.get("eventType") == kind:
-                out.append(treatment | {"_id": nightscout.object_id(row.id)})
-            if len(out) == count:
-                break
+        out = self._opened(
+            self.store.treatments, person.id, TREATMENT, count, since, until, "eventType", kind
+        )
         self.store.record(self._who(caller), "read_treatments", person.id, {"returned": len(out)})
         return out
 

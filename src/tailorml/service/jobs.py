@@ -84,11 +84,10 @@ class JobRunner:
             )
             code = self._process.wait()
         self._process = None
+        if self._stop.is_set():
+            return  # stopped with the server: requeued at the next start if unfinished
         if self.store.job(job_id).status == "running":  # the worker died before finishing it
-            reason = "stopped with the server" if self._stop.is_set() else f"exit code {code}"
-            if self._stop.is_set():
-                return  # requeued at the next start
-            self.store.finish_job(job_id, "failed", error=f"the worker process {reason}")
+            self.store.finish_job(job_id, "failed", error=f"the worker process exited ({code})")
 
 
 def _key_text(key: ServerKey) -> str:

@@ -45,7 +45,7 @@ class Decision:
     decision: str
     kind: str | None  # hypo or hyper when the model predicts one
     probabilities: dict[str, float] | None
-    threshold: float
+    threshold: float | None  # None when no model ran
     reason: str
     model_id: int
     model_sha256: str
@@ -201,6 +201,30 @@ class LiveAlerts:
             decisions.append(
                 Decision(decision=decision, kind=kind, probabilities=shown, reason=reason, **common)
             )
+        self._store(person_id, decisions)
+        return decisions
+
+    def undecided(self, person_id: str, readings_ms: list[int], error: Exception) -> list[Decision]:
+        """Record that these readings got no decision because the model could not run, so
+        `alerts/current` says so instead of showing an older decision."""
+        decisions = [
+            Decision(
+                reading_ms=reading,
+                decision="no_decision",
+                kind=None,
+                probabilities=None,
+                threshold=None,
+                reason=f"the model could not run ({type(error).__name__}); see the service log",
+                model_id=0,
+                model_sha256="",
+                model_kind="unknown",
+            )
+            for reading in sorted(set(readings_ms))
+        ]
+        self._store(person_id, decisions)
+        return decisions
+
+    def _store(self, person_id: str, decisions: list[Decision]) -> None:
         cipher = self.keyring.cipher(person_id)
         self.store.add_alerts(
             person_id,
@@ -215,7 +239,6 @@ class LiveAlerts:
                 for d in decisions
             ],
         )
-        return decisions
 
     def _raised(self, person_id: str, low: int, high: int) -> dict[str, list[int]]:
         cipher = self.keyring.cipher(person_id)
