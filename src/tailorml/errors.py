@@ -19,3 +19,7 @@ class ModelFileError(TailormlError):
 
 class DeployError(TailormlError):
     """A model cannot go to the target as asked (an unsupported layer or input, a budget)."""
+
+
+class SimulationError(TailormlError):
+    """A simulation cannot go on (the model left its range); names the patient and minute."""

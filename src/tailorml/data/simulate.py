@@ -16,15 +16,10 @@ synthetic.
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import shutil
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
-from dataclasses import asdict
-from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,121 +29,33 @@ import pandas as pd
 
 from tailorml.config import SimulationConfig
 from tailorml.data import scenario
-from tailorml.data.schema import TRAIT_COLUMNS
+from tailorml.data.virtual_patient import (
+    CORRECTION_CHECK_MINUTES,
+    CORRECTION_WAIT_MINUTES,
+    METER_BOLUS_ABOVE_MGDL,
+    NOTICE_BELOW_MGDL,
+    PUMP,
+    SAMPLE_MINUTES,
+    SENSOR,
+    SEVERE_HYPO_MGDL,
+    SYMPTOM_HYPO_MGDL,
+    basal_rate,
+    installed_version,
+    patient_frame,
+    patient_id,
+    patient_names,
+    rng,
+    sensor_params,
+    setup_patient,
+    simglucose,
+)
 from tailorml.errors import ConfigError
 from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, fingerprint
 
-SAMPLE_MINUTES = 5  # minutes between CGM readings, as real sensors report
-SENSOR_RANGE_MGDL = (40.0, 400.0)  # what real CGMs report; beyond are 'Low'/'High'
-SENSOR = "Dexcom"
-PUMP = "Insulet"
-SEVERE_HYPO_MGDL = 40.0  # below this someone always intervenes (glucagon / help)
-SYMPTOM_HYPO_MGDL = 55.0  # below this a patient notices symptoms even at night
-CORRECTION_WAIT_MINUTES = 120  # no correction within 2 h of a bolus...
-CORRECTION_CHECK_MINUTES = 60  # ...and at most one decision per hour
-
-# Stream numbers of the random generators; changing them changes the cohort.
-_BEHAVIOUR, _DAY, _REACTIVE, _SENSOR = range(4)
-
-
-@functools.cache
-def _simglucose():
-    """Import simglucose lazily and quietly: it pulls in gym, which warns on import."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from simglucose.actuator.pump import InsulinPump
-        from simglucose.patient.t1dpatient import Action, T1DPatient
-        from simglucose.sensor.cgm import CGMSensor
-    import simglucose
-
-    return SimpleNamespace(
-        Action=Action,
-        T1DPatient=T1DPatient,
-        CGMSensor=CGMSensor,
-        InsulinPump=InsulinPump,
-        version=getattr(simglucose, "__version__", _installed_version("simglucose")),
-    )
-
-
-def _installed_version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-@functools.cache
-def _parameter_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """simglucose's patient, therapy (Quest) and sensor parameter tables."""
-    from importlib.resources import files
-
-    _simglucose()  # import it quietly before `files` imports it loudly
-    base = files("simglucose") / "params"
-    patients = pd.read_csv(str(base / "vpatient_params.csv"))
-    quest = pd.read_csv(str(base / "Quest.csv"))
-    sensors = pd.read_csv(str(base / "sensor_params.csv"))
-    return patients, quest, sensors
-
-
-def patient_names() -> list[str]:
-    """The 30 virtual patients in simglucose's order (10 adolescents, 10 adults, 10 children)."""
-    patients = _parameter_tables()[0]
-    return list(patients["Name"])
-
-
-def patient_id(name: str) -> str:
-    """'adolescent#001' -> 'adolescent-001' (a '#' is awkward in paths and URLs)."""
-    return name.replace("#", "-")
-
-
-def _group(name: str) -> str:
-    return name.split("#")[0]
-
-
-def patient_traits(name: str) -> dict[str, Any]:
-    """Traits a study would stratify by: age group, age, weight, therapy and model parameters."""
-    patients, quest, _ = _parameter_tables()
-    params = patients.loc[patients["Name"] == name].squeeze()
-    therapy = quest.loc[quest["Name"] == name].squeeze()
-    traits = {
-        "age_years": float(therapy["Age"]),
-        "body_weight_kg": float(params["BW"]),
-        "carb_ratio_g_per_u": float(therapy["CR"]),
-        "correction_factor_mgdl_per_u": float(therapy["CF"]),
-        "total_daily_insulin_u": float(therapy["TDI"]),
-        "basal_glucose_mgdl": float(params["Gb"]),
-        "basal_insulin_pmol_l": float(params["Ib"]),
-        "insulin_sensitivity_vmx": float(params["Vmx"]),
-        "liver_insulin_action_kp3": float(params["kp3"]),
-        "endogenous_glucose_production": float(params["EGPb"]),
-        "carb_absorption_kabs": float(params["kabs"]),
-    }
-    assert list(traits) == list(TRAIT_COLUMNS)
-    return traits
-
-
-def _sensor(sg: SimpleNamespace, seed: int):
-    """`simglucose`'s Dexcom noise model, sampled on our grid and clipped to the real range.
-
-    The noise generator interpolates its 15-minute noise to the sensor's `sample_time`, so
-    the sensor must be told the grid we read it on (reading a 3-minute sensor every 5 minutes
-    would stretch the noise's autocorrelation).
-    """
-    table = _parameter_tables()[2]
-    params = table.loc[table["Name"] == SENSOR].squeeze().copy()
-    params["sample_time"] = float(SAMPLE_MINUTES)
-    params["min"], params["max"] = SENSOR_RANGE_MGDL
-    return sg.CGMSensor(params, seed=seed)
-
-
-def _seed(config: SimulationConfig, patient_index: int, stream: int, day: int = 0):
-    return np.random.SeedSequence(config.seed, spawn_key=(patient_index, stream, day))
-
-
-def _rng(config: SimulationConfig, patient_index: int, stream: int, day: int = 0):
-    return np.random.default_rng(_seed(config, patient_index, stream, day))
+# Kept under their old names for callers and tests of this module.
+_rng = rng
+_simglucose = simglucose
+_installed_version = installed_version
 
 
 class _FastParams(SimpleNamespace):
@@ -158,54 +65,29 @@ class _FastParams(SimpleNamespace):
 def simulate_patient(
     name: str, config: SimulationConfig, minutes: int | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Simulate one patient for `config.days` days (or the first `minutes`).
+    """Simulate one patient for `config.days` days (or the first `minutes`) with simglucose's
+    own `T1DPatient` (the reference engine).
 
     Returns the 5-minute table (synthetic) and the patient's behaviour parameters.
     """
-    sg = _simglucose()
-    names = patient_names()
-    if name not in names:
-        raise ValueError(f"unknown virtual patient {name!r}; valid: {', '.join(names)}")
-    index = names.index(name)
-    total_minutes = config.days * scenario.MINUTES_PER_DAY if minutes is None else minutes
-    total_minutes -= total_minutes % SAMPLE_MINUTES
-    n_days = math.ceil(total_minutes / scenario.MINUTES_PER_DAY)
-
-    behaviour = scenario.draw_behaviour(config, _group(name), _rng(config, index, _BEHAVIOUR))
-    plans = [
-        scenario.draw_day(config, behaviour, day, _rng(config, index, _DAY, day))
-        for day in range(n_days)
-    ]
-    sensitivity, liver = scenario.sensitivity_profile(config, plans, total_minutes)
-    cgm_missing = scenario.interval_mask([d for p in plans for d in p.dropouts], total_minutes)
-    occluded = scenario.interval_mask([o for p in plans for o in p.occlusions], total_minutes)
-    reactive = _rng(config, index, _REACTIVE)
-
-    patients, quest, _ = _parameter_tables()
-    params = patients.loc[patients["Name"] == name].squeeze()
-    therapy = quest.loc[quest["Name"] == name].squeeze()
-    carb_ratio, correction_factor = float(therapy["CR"]), float(therapy["CF"])
+    sg = simglucose()
+    setup = setup_patient(name, config, minutes)
+    sensitivity, liver = setup.sensitivity, setup.liver
+    cgm_missing, occluded = setup.cgm_missing, setup.occluded
+    meals_at, meal_bolus_grams = setup.meals_at, setup.meal_bolus_grams
+    reactive, behaviour = setup.reactive, setup.behaviour
+    carb_ratio, correction_factor = setup.carb_ratio, setup.correction_factor
+    params = setup.params
 
     patient = sg.T1DPatient(params)
     fast = _FastParams(**{k: (v if isinstance(v, str) else float(v)) for k, v in params.items()})
     patient._params = fast  # same numbers, plain attribute access (see module docstring)
     base_vmx, base_kp3, base_kp1 = fast.Vmx, fast.kp3, fast.kp1
-    sensor_seed = int(_seed(config, index, _SENSOR).generate_state(1)[0])
-    sensor = _sensor(sg, sensor_seed)
+    sensor = sg.CGMSensor(sensor_params(), seed=setup.sensor_seed)
     pump = sg.InsulinPump.withName(PUMP)
-    basal_rate = fast.u2ss * fast.BW / 6000.0 * behaviour.basal_factor  # U/min
+    basal = basal_rate(setup)  # U/min
 
-    meals_at: dict[int, float] = {}
-    meal_bolus_grams: dict[int, float] = {}  # minute -> counted grams to bolus for
-    for plan in plans:
-        for meal in plan.meals:
-            meals_at[meal.minute] = meals_at.get(meal.minute, 0.0) + meal.grams
-            if meal.bolus_minute is not None:
-                meal_bolus_grams[meal.bolus_minute] = (
-                    meal_bolus_grams.get(meal.bolus_minute, 0.0) + meal.estimated_grams
-                )
-
-    n_rows = total_minutes // SAMPLE_MINUTES
+    n_rows = setup.n_rows
     cgm = np.empty(n_rows)
     bg = np.empty(n_rows)
     cho = np.zeros(n_rows)
@@ -217,7 +99,7 @@ def simulate_patient(
     correction_units = 0.0
     carbs_acc = insulin_acc = 0.0
 
-    for minute in range(total_minutes):
+    for minute in range(setup.total_minutes):
         if minute % SAMPLE_MINUTES == 0:
             # A reading: record it with the carbs and insulin of the 5 minutes before it.
             row = minute // SAMPLE_MINUTES
@@ -236,7 +118,7 @@ def simulate_patient(
             if minute - last_treatment >= config.hypo_retreat_minutes:
                 if true_bg < SEVERE_HYPO_MGDL:
                     notice = 1.0
-                elif seen < 70.0:
+                elif seen < NOTICE_BELOW_MGDL:
                     asleep = scenario.is_night(minute) and true_bg >= SYMPTOM_HYPO_MGDL
                     notice = (
                         config.hypo_notice_probability_night
@@ -267,13 +149,13 @@ def simulate_patient(
         bolus_units = correction_units
         if minute in meal_bolus_grams:
             bolus_units += meal_bolus_grams[minute] / carb_ratio
-            if last_cgm > 150.0:  # standard bolus calculator: meal + correction
+            if last_cgm > METER_BOLUS_ABOVE_MGDL:  # standard bolus calculator: meal + correction
                 bolus_units += (last_cgm - config.bolus_target_mgdl) / correction_factor
         if bolus_units > 0:
             last_bolus = minute
         treatment_grams = correction_units = 0.0
 
-        rate = pump.basal(basal_rate) + pump.bolus(bolus_units)  # a bolus takes one minute
+        rate = pump.basal(basal) + pump.bolus(bolus_units)  # a bolus takes one minute
         if occluded[minute]:
             rate = 0.0
         fast.Vmx = base_vmx * sensitivity[minute]
@@ -283,24 +165,7 @@ def simulate_patient(
         carbs_acc += carbs_now
         insulin_acc += rate
 
-    start = datetime.fromisoformat(config.start)
-    frame = pd.DataFrame(
-        {
-            "patient_id": patient_id(name),
-            "group": _group(name),
-            "time": pd.to_datetime(
-                [start + timedelta(minutes=SAMPLE_MINUTES * i) for i in range(n_rows)]
-            ),
-            "cgm": np.round(cgm),
-            "bg": np.round(bg, 2),
-            "cho": np.round(cho, 1),
-            "insulin": np.round(insulin, 4),
-        }
-    )
-    for trait, value in patient_traits(name).items():
-        frame[trait] = value
-    info = {"simglucose_name": name, "behaviour": asdict(behaviour)}
-    return frame, info
+    return patient_frame(setup, config, cgm, bg, cho, insulin)
 
 
 # Bump when a change to the simulation code changes its output (invalidates cached parts).
@@ -339,7 +204,7 @@ def cohort_fingerprint(config: SimulationConfig) -> str:
     return fingerprint(
         {
             "generator": GENERATOR_VERSION,
-            "simglucose": _installed_version("simglucose"),
+            "simglucose": installed_version("simglucose"),
             "scenario": config.model_dump(mode="json", exclude={"patients"}),
         }
     )
@@ -435,8 +300,8 @@ def simulate_cohort(
         ),
         "generator": "tailorml.data.simulate",
         "generator_version": GENERATOR_VERSION,
-        "tailorml_version": _installed_version("tailorml"),
-        "simglucose_version": _installed_version("simglucose"),
+        "tailorml_version": installed_version("tailorml"),
+        "simglucose_version": installed_version("simglucose"),
         "fingerprint": key,
         "sample_minutes": SAMPLE_MINUTES,
         "sensor": SENSOR,
