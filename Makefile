@@ -37,7 +37,7 @@ bench: $(STAMP)
 
 # Regenerate the shipped synthetic cohort (about 2 minutes on 2 cores).
 simulate: $(STAMP)
-	$(BIN)/tailorml cohort simulate --out src/tailorml/data/default_cohort/virtual_t1d_cohort.parquet --force
+	$(BIN)/tailorml cohort simulate --engine reference --out src/tailorml/data/default_cohort/virtual_t1d_cohort.parquet --force
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

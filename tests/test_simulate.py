@@ -57,7 +57,7 @@ def test_unknown_patient_lists_valid_names():
 
 
 def test_cohort_simulation_resumes_after_a_failure(tmp_path, monkeypatch):
-    config = SimulationConfig(days=1, patients=["child-002", "child-003"])
+    config = SimulationConfig(days=1, patients=["child-002", "child-003"], engine="reference")
     out = tmp_path / "cohort.parquet"
     real = simulate._simulate_to_part
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,6 +41,7 @@ from tailorml.data.virtual_patient import (
     SYMPTOM_HYPO_MGDL,
     basal_rate,
     installed_version,
+    parameter_tables,
     patient_frame,
     patient_id,
     patient_names,
@@ -56,6 +57,7 @@ from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, f
 _rng = rng
 _simglucose = simglucose
 _installed_version = installed_version
+_parameter_tables = parameter_tables
 
 
 class _FastParams(SimpleNamespace):
@@ -190,24 +192,50 @@ def resolve_patients(requested: Sequence[str]) -> list[str]:
     return resolved
 
 
-def _simulate_to_part(name: str, config_json: str, part: str) -> str:
-    """Worker: simulate one patient and write its part files atomically (then it is done)."""
-    config = SimulationConfig.model_validate_json(config_json)
-    frame, info = simulate_patient(name, config)
+def _write_part(part: str | Path, frame: pd.DataFrame, info: dict[str, Any]) -> None:
     atomic_write_json(Path(part).with_suffix(".json"), info)
     atomic_write_parquet(part, frame)  # written last: its presence marks the patient done
+
+
+def _simulate_to_part(name: str, config_json: str, part: str) -> str:
+    """Worker (reference engine): simulate one patient and write its part files atomically."""
+    config = SimulationConfig.model_validate_json(config_json)
+    _write_part(part, *simulate_patient(name, config))
     return name
 
 
+def _simulate_batch_to_parts(
+    names: list[str],
+    config_json: str,
+    parts: list[str],
+    on_day_done: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Worker (batched engine): simulate `names` together, then write each one's part files.
+    `on_day_done(n)` (e.g. a queue's `put`) receives the patient-days done after each day."""
+    from tailorml.data.simulate_batched import simulate_patients
+
+    config = SimulationConfig.model_validate_json(config_json)
+    results = simulate_patients(names, config, on_day_done=on_day_done)
+    for part, (frame, info) in zip(parts, results, strict=True):
+        _write_part(part, frame, info)
+    return names
+
+
 def cohort_fingerprint(config: SimulationConfig) -> str:
-    """What a patient's simulated data depends on (not which patients are simulated)."""
-    return fingerprint(
-        {
-            "generator": GENERATOR_VERSION,
-            "simglucose": installed_version("simglucose"),
-            "scenario": config.model_dump(mode="json", exclude={"patients"}),
-        }
-    )
+    """What a patient's simulated data depends on (not which patients are simulated).
+
+    The reference engine's fingerprint is the one it had before engines existed, so the
+    shipped cohort's metadata stays valid; another engine is part of the fingerprint (its
+    numbers may differ in the last bits), so parts of one engine are never reused by the other.
+    """
+    data: dict[str, Any] = {
+        "generator": GENERATOR_VERSION,
+        "simglucose": installed_version("simglucose"),
+        "scenario": config.model_dump(mode="json", exclude={"patients", "engine"}),
+    }
+    if config.engine != "reference":
+        data["engine"] = config.engine
+    return fingerprint(data)
 
 
 def metadata_path(cohort_path: str | Path) -> Path:
@@ -229,18 +257,103 @@ def check_out_path(out_path: str | Path) -> Path:
     return out_path
 
 
+DESCRIPTIONS = {
+    "reference": (
+        "SYNTHETIC virtual type-1 diabetes cohort simulated with simglucose "
+        "(UVA/Padova model) and tailorml's behaviour scenario; not clinical data."
+    ),
+    "batched": (
+        "SYNTHETIC virtual type-1 diabetes cohort simulated with tailorml's batched engine "
+        "(simglucose's UVA/Padova model, parameters, sensor and pump) and tailorml's "
+        "behaviour scenario; not clinical data."
+    ),
+}
+
+
+def _run_reference(
+    todo: list[str],
+    config: SimulationConfig,
+    part_of: dict[str, Path],
+    workers: int,
+    finished: Callable[[str, bool], None],
+) -> None:
+    config_json = config.model_dump_json()
+    if workers <= 1 or len(todo) == 1:
+        for name in todo:
+            _simulate_to_part(name, config_json, str(part_of[name]))
+            finished(name, False)
+        return
+    from tailorml.workers import process_pool
+
+    with process_pool(workers) as pool:
+        futures = [
+            pool.submit(_simulate_to_part, name, config_json, str(part_of[name])) for name in todo
+        ]
+        for future in as_completed(futures):
+            finished(future.result(), False)
+
+
+def _run_batched(
+    todo: list[str],
+    config: SimulationConfig,
+    part_of: dict[str, Path],
+    workers: int,
+    finished: Callable[[str, bool], None],
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    """One batch per worker (the cost of a batched minute barely grows with its patients, so
+    fewer, larger batches are faster); a worker reports each simulated day through a queue."""
+    config_json = config.model_dump_json()
+    size = -(-len(todo) // max(1, workers))
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    if len(batches) == 1:
+        names = batches[0]
+        _simulate_batch_to_parts(names, config_json, [str(part_of[n]) for n in names], on_progress)
+        for name in names:
+            finished(name, False)
+        return
+    import multiprocessing
+
+    from tailorml.workers import process_pool
+
+    with process_pool(len(batches)) as pool, multiprocessing.get_context("spawn").Manager() as m:
+        queue = m.Queue()
+        pending = {
+            pool.submit(
+                _simulate_batch_to_parts,
+                names,
+                config_json,
+                [str(part_of[n]) for n in names],
+                queue.put if on_progress else None,
+            )
+            for names in batches
+        }
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            while on_progress and not queue.empty():
+                on_progress(queue.get())
+            for future in done:
+                for name in future.result():
+                    finished(name, False)
+
+
 def simulate_cohort(
     config: SimulationConfig,
     out_path: str | Path,
     workers: int = 2,
     on_patient_done: Callable[[str, bool], None] | None = None,
     force: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Simulate every requested patient into one cohort file plus a metadata JSON.
 
+    `config.engine` chooses the simulator: "batched" integrates the patients of each worker
+    together (simulate_batched), "reference" runs simglucose's own patient one at a time.
     Parallel across processes; resumable: each finished patient is kept under
-    `<out>.parts/<fingerprint>/` and skipped on rerun, the final file is written atomically.
-    `on_patient_done(name, reused)` is called once per patient (for progress bars).
+    `<out>.parts/<fingerprint>/` and skipped on rerun (the batched engine finishes the
+    patients of a worker together), the final file is written atomically.
+    `on_patient_done(name, reused)` is called once per patient, `on_progress(n)` whenever n
+    more patient-days are simulated or reused (both for progress bars).
     The format follows the suffix of `out_path`: .parquet (Parquet) or .csv (CSV); any
     other suffix is refused before any work.
     """
@@ -248,14 +361,20 @@ def simulate_cohort(
     names = resolve_patients(config.patients)
     key = cohort_fingerprint(config)
     meta_file = metadata_path(out_path)
+
+    def finished(name: str, reused: bool) -> None:
+        if on_patient_done:
+            on_patient_done(name, reused)
+        if on_progress and (reused or config.engine == "reference"):
+            on_progress(config.days)
+
     if not force and out_path.exists() and meta_file.exists():
         existing = json.loads(meta_file.read_text())
         if existing.get("fingerprint") == key and existing.get("patients") == [
             patient_id(name) for name in names
         ]:
             for name in names:
-                if on_patient_done:
-                    on_patient_done(name, True)
+                finished(name, True)
             return out_path
 
     parts_dir = out_path.with_name(out_path.name + ".parts") / key[:16]
@@ -263,28 +382,13 @@ def simulate_cohort(
     part_of = {name: parts_dir / f"{patient_id(name)}.parquet" for name in names}
     todo = [name for name in names if force or not part_of[name].exists()]
     for name in names:
-        if name not in todo and on_patient_done:
-            on_patient_done(name, True)
+        if name not in todo:
+            finished(name, True)
 
-    config_json = config.model_dump_json()
-    if todo:
-        if workers <= 1 or len(todo) == 1:
-            for name in todo:
-                _simulate_to_part(name, config_json, str(part_of[name]))
-                if on_patient_done:
-                    on_patient_done(name, False)
-        else:
-            from tailorml.workers import process_pool
-
-            with process_pool(workers) as pool:
-                futures = [
-                    pool.submit(_simulate_to_part, name, config_json, str(part_of[name]))
-                    for name in todo
-                ]
-                for future in as_completed(futures):
-                    done = future.result()
-                    if on_patient_done:
-                        on_patient_done(done, False)
+    if todo and config.engine == "batched":
+        _run_batched(todo, config, part_of, workers, finished, on_progress)
+    elif todo:
+        _run_reference(todo, config, part_of, workers, finished)
 
     frames = [pd.read_parquet(part_of[name]) for name in names]
     infos = {
@@ -294,10 +398,8 @@ def simulate_cohort(
     cohort = pd.concat(frames, ignore_index=True)
     metadata = {
         "synthetic": True,
-        "description": (
-            "SYNTHETIC virtual type-1 diabetes cohort simulated with simglucose "
-            "(UVA/Padova model) and tailorml's behaviour scenario; not clinical data."
-        ),
+        "description": DESCRIPTIONS[config.engine],
+        "engine": config.engine,
         "generator": "tailorml.data.simulate",
         "generator_version": GENERATOR_VERSION,
         "tailorml_version": installed_version("tailorml"),
