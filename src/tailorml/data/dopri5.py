@@ -97,14 +97,15 @@ def integrate(rhs: Rhs, y: np.ndarray, c: np.ndarray, t0: float, t1: float) -> n
     facold = np.full(todo.size, 1e-4)
     last = np.zeros(todo.size, dtype=bool)
     reject = np.zeros(todo.size, dtype=bool)
+    any_reject = False  # most steps are accepted everywhere: skip the masking then
     steps = 0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         while todo.size:
             if steps > MAX_STEPS:
                 raise IntegrationError(f"more than {MAX_STEPS} steps in one interval", todo)
-            if np.any(0.1 * np.abs(h) <= np.abs(x) * _UROUND) or not np.all(np.isfinite(h)):
-                bad = (0.1 * np.abs(h) <= np.abs(x) * _UROUND) | ~np.isfinite(h)
-                raise IntegrationError("step size became too small", todo[bad])
+            tiny = 0.1 * np.abs(h) <= np.abs(x) * _UROUND
+            if tiny.any() or not np.isfinite(h).all():
+                raise IntegrationError("step size became too small", todo[tiny | ~np.isfinite(h)])
             steps += 1
             cut = (x + 1.01 * h - t1) > 0.0
             h = np.where(cut, t1 - x, h)
@@ -125,16 +126,28 @@ def integrate(rhs: Rhs, y: np.ndarray, c: np.ndarray, t0: float, t1: float) -> n
             h_new = h / fac
 
             accepted = err <= 1.0
-            facold = np.where(accepted, np.fmax(err, 1e-4), facold)
-            y = np.where(accepted, y1, y)
-            k1 = np.where(accepted, k7, k1)
-            x = np.where(accepted, x + h, x)
-            h_accepted = np.fmin(np.abs(h_new), hmax)
-            h_accepted = np.where(reject, np.fmin(h_accepted, np.abs(h)), h_accepted)
-            h = np.where(accepted, h_accepted, h / np.fmin(_FACC1, fac11 / _SAFE))
-            reject = ~accepted
-            done = accepted & last
-            last &= accepted
+            if accepted.all():
+                facold = np.fmax(err, 1e-4)
+                y, k1, x = y1, k7, x + h
+                h_accepted = np.fmin(np.abs(h_new), hmax)
+                if any_reject:
+                    h_accepted = np.where(reject, np.fmin(h_accepted, np.abs(h)), h_accepted)
+                    reject[:] = False
+                    any_reject = False
+                h = h_accepted
+                done = last
+            else:
+                facold = np.where(accepted, np.fmax(err, 1e-4), facold)
+                y = np.where(accepted, y1, y)
+                k1 = np.where(accepted, k7, k1)
+                x = np.where(accepted, x + h, x)
+                h_accepted = np.fmin(np.abs(h_new), hmax)
+                h_accepted = np.where(reject, np.fmin(h_accepted, np.abs(h)), h_accepted)
+                h = np.where(accepted, h_accepted, h / np.fmin(_FACC1, fac11 / _SAFE))
+                reject = ~accepted
+                any_reject = True
+                done = accepted & last
+                last = last & accepted
 
             if done.any():
                 out[:, todo[done]] = y[:, done]

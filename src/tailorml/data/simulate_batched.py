@@ -90,6 +90,7 @@ class _Cohort:
     """The vectorized state of every patient: model, meal memory, controller, outputs."""
 
     def __init__(self, setups: list[PatientSetup], config: SimulationConfig) -> None:
+        """`config` supplies the behaviour's thresholds and probabilities (one for all)."""
         sg = simglucose()
         self.setups, self.config = setups, config
         n = len(setups)
@@ -280,10 +281,23 @@ def simulate_patients(
     after each simulated day with the number of patient-days it completed.
     """
     setups = [setup_patient(name, config, minutes) for name in names]
+    return simulate_setups(setups, config, on_day_done)
+
+
+def simulate_setups(
+    setups: Sequence[PatientSetup],
+    config: SimulationConfig,
+    on_day_done: Callable[[int], None] | None = None,
+) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
+    """`simulate_patients` from setups drawn beforehand (all of the same length); a study
+    can draw each setup with its own scenario (e.g. its own seed)."""
+    setups = list(setups)
     if not setups:
         return []
-    cohort = _Cohort(setups, config)
     total = setups[0].total_minutes
+    if any(setup.total_minutes != total for setup in setups):
+        raise ValueError("simulate_setups: every setup must cover the same minutes")
+    cohort = _Cohort(setups, config)
     for start in range(0, total, scenario.MINUTES_PER_DAY):
         end = min(total, start + scenario.MINUTES_PER_DAY)
         cohort.load(start, end)
