@@ -1,7 +1,7 @@
 """The batched simulation engine: agreement with simglucose and speed, side by side.
 
     .venv/bin/python benchmarks/bench_batched_simulation.py [--shipped-days 1] [--population 1000]
-        [--population-days 3] [--skip-full]
+        [--population-days 3] [--skip-full] [--sizes 1 5 10]
 
 1. Speed per simulated patient-day, one process each, in this one run:
    - simglucose as shipped: simglucose's `T1DPatient` reading its parameters from a pandas
@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=1000)
     parser.add_argument("--population-days", type=int, default=3)
     parser.add_argument("--skip-full", action="store_true", help="no 30 x 14-day comparison")
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[], help="also time batches of these sizes"
+    )
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}, load {os.getloadavg()[0]:.1f} at start")  # fmt: skip
@@ -129,6 +132,10 @@ def main() -> None:
           f"  ({shipped / reference:.1f}x simglucose as shipped)")  # fmt: skip
     print(f"  batched engine (30 patients):        {batched:.4f}"
           f"  ({shipped / batched:.0f}x simglucose as shipped)")  # fmt: skip
+    for size in args.sizes:  # a minute costs about the same for any batch size
+        small = batched_seconds_per_day(names[:: 30 // size][:size], args.shipped_days)
+        print(f"  batched engine ({size} patients):  {small:.4f}"
+              f"  ({shipped / small:.0f}x simglucose as shipped)")  # fmt: skip
 
     if not args.skip_full:
         seconds, table = full_comparison()

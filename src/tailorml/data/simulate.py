@@ -7,6 +7,11 @@ correcting highs) and to change insulin sensitivity minute by minute, and becaus
 patient parameters through a pandas Series made `simglucose` about 14x slower (we hand the
 ODE the same numbers as plain floats: identical results, measured in BENCHMARKS.md).
 
+Two engines make the same cohort (`SimulationConfig.engine`): "reference", this module's
+loop around one simglucose `T1DPatient` per patient, and "batched" (`simulate_batched`), all
+patients of a worker as one vectorized ODE, much faster at cohort sizes. This module also
+runs cohorts (parallel, resumable, with metadata) for either.
+
 Output rows are every 5 minutes, the grid of real sensors (Dexcom G6/G7, Medtronic,
 Nightscout uploaders, OhioT1DM): the simulator still integrates minute by minute, and the
 simulated sensor (`simglucose`'s Dexcom noise model, read every 5 minutes) reports within the
