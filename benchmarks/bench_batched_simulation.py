@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -91,11 +92,11 @@ def population_seconds(count: int, days: int, seed: int = 1) -> float:
     """`count` synthetic patients (see the module docstring) for `days` days, one process."""
     config = SimulationConfig(days=days)
     parents = np.random.default_rng(seed).choice(patient_names(), size=count)
+    start = time.perf_counter()  # drawing the scenarios is part of the work
     setups = [
         setup_patient(str(name), config.model_copy(update={"seed": config.seed + k}))
         for k, name in enumerate(parents)
     ]
-    start = time.perf_counter()
     frames = simulate_batched.simulate_setups(setups, config)
     seconds = time.perf_counter() - start
     bg = np.concatenate([frame["bg"].to_numpy() for frame, _ in frames])
@@ -157,6 +158,8 @@ def main() -> None:
         slow_hours = shipped * count * DAYS_OF_A_STUDY / 3600
         print(f"  extrapolated to {count} x {DAYS_OF_A_STUDY} days: {study / 60:.0f} min in "
               f"one process (simglucose as shipped: {slow_hours:.0f} h)")  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

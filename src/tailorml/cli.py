@@ -884,7 +884,7 @@ def cohort_simulate(
         list[str] | None,
         typer.Option(help="Only this patient (repeatable), e.g. child-001. Default: all 30."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Parallel processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel processes (reference engine).")] = 2,
     force: Annotated[
         bool, typer.Option(help="Simulate again even if finished parts exist.")
     ] = False,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, as_completed, wait
+from concurrent.futures import as_completed
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +34,7 @@ import pandas as pd
 
 from tailorml.config import SimulationConfig
 from tailorml.data import scenario
+from tailorml.data.simulate_batched import simulate_patients
 from tailorml.data.virtual_patient import (
     CORRECTION_CHECK_MINUTES,
     CORRECTION_WAIT_MINUTES,
@@ -55,7 +56,7 @@ from tailorml.data.virtual_patient import (
     setup_patient,
     simglucose,
 )
-from tailorml.errors import ConfigError
+from tailorml.errors import ConfigError, SimulationError
 from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, fingerprint
 
 # Kept under their old names for callers and tests of this module.
@@ -169,6 +170,12 @@ def simulate_patient(
         fast.kp3 = base_kp3 * sensitivity[minute]
         fast.kp1 = base_kp1 * liver[minute]
         patient.step(sg.Action(CHO=carbs_now, insulin=rate))
+        if not patient._odesolver.successful():  # scipy warned; simglucose would go on
+            raise SimulationError(
+                f"simulation of {name} failed at minute {minute} (day {minute // 1440 + 1}):"
+                " simglucose's ODE solver stopped; the [simulation] scenario drives the model"
+                " out of its range"
+            )
         carbs_acc += carbs_now
         insulin_acc += rate
 
@@ -207,23 +214,6 @@ def _simulate_to_part(name: str, config_json: str, part: str) -> str:
     config = SimulationConfig.model_validate_json(config_json)
     _write_part(part, *simulate_patient(name, config))
     return name
-
-
-def _simulate_batch_to_parts(
-    names: list[str],
-    config_json: str,
-    parts: list[str],
-    on_day_done: Callable[[int], None] | None = None,
-) -> list[str]:
-    """Worker (batched engine): simulate `names` together, then write each one's part files.
-    `on_day_done(n)` (e.g. a queue's `put`) receives the patient-days done after each day."""
-    from tailorml.data.simulate_batched import simulate_patients
-
-    config = SimulationConfig.model_validate_json(config_json)
-    results = simulate_patients(names, config, on_day_done=on_day_done)
-    for part, (frame, info) in zip(parts, results, strict=True):
-        _write_part(part, frame, info)
-    return names
 
 
 def cohort_fingerprint(config: SimulationConfig) -> str:
@@ -302,44 +292,16 @@ def _run_batched(
     todo: list[str],
     config: SimulationConfig,
     part_of: dict[str, Path],
-    workers: int,
     finished: Callable[[str, bool], None],
     on_progress: Callable[[int], None] | None,
 ) -> None:
-    """One batch per worker (the cost of a batched minute barely grows with its patients, so
-    fewer, larger batches are faster); a worker reports each simulated day through a queue."""
-    config_json = config.model_dump_json()
-    size = -(-len(todo) // max(1, workers))
-    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-    if len(batches) == 1:
-        names = batches[0]
-        _simulate_batch_to_parts(names, config_json, [str(part_of[n]) for n in names], on_progress)
-        for name in names:
-            finished(name, False)
-        return
-    import multiprocessing
-
-    from tailorml.workers import process_pool
-
-    with process_pool(len(batches)) as pool, multiprocessing.get_context("spawn").Manager() as m:
-        queue = m.Queue()
-        pending = {
-            pool.submit(
-                _simulate_batch_to_parts,
-                names,
-                config_json,
-                [str(part_of[n]) for n in names],
-                queue.put if on_progress else None,
-            )
-            for names in batches
-        }
-        while pending:
-            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            while on_progress and not queue.empty():
-                on_progress(queue.get())
-            for future in done:
-                for name in future.result():
-                    finished(name, False)
+    """All patients in this process, as one batch: a batched minute costs about the same for
+    1 or 30 patients (NumPy's per-call overhead dominates, BENCHMARKS.md), so splitting them
+    over worker processes would spend more CPU for the same wall time."""
+    results = simulate_patients(todo, config, on_day_done=on_progress)
+    for name, (frame, info) in zip(todo, results, strict=True):
+        _write_part(part_of[name], frame, info)
+        finished(name, False)
 
 
 def simulate_cohort(
@@ -352,11 +314,11 @@ def simulate_cohort(
 ) -> Path:
     """Simulate every requested patient into one cohort file plus a metadata JSON.
 
-    `config.engine` chooses the simulator: "batched" integrates the patients of each worker
-    together (simulate_batched), "reference" runs simglucose's own patient one at a time.
-    Parallel across processes; resumable: each finished patient is kept under
-    `<out>.parts/<fingerprint>/` and skipped on rerun (the batched engine finishes the
-    patients of a worker together), the final file is written atomically.
+    `config.engine` chooses the simulator: "batched" integrates all patients together in
+    this process (simulate_batched), "reference" runs simglucose's own patient one at a time,
+    in `workers` parallel processes. Resumable: each finished patient is kept under
+    `<out>.parts/<fingerprint>/` and skipped on rerun (the batched engine finishes its
+    patients together), the final file is written atomically.
     `on_patient_done(name, reused)` is called once per patient, `on_progress(n)` whenever n
     more patient-days are simulated or reused (both for progress bars).
     The format follows the suffix of `out_path`: .parquet (Parquet) or .csv (CSV); any
@@ -391,7 +353,7 @@ def simulate_cohort(
             finished(name, True)
 
     if todo and config.engine == "batched":
-        _run_batched(todo, config, part_of, workers, finished, on_progress)
+        _run_batched(todo, config, part_of, finished, on_progress)
     elif todo:
         _run_reference(todo, config, part_of, workers, finished)
 

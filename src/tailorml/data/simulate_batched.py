@@ -79,10 +79,10 @@ class _Draws:
     def take(self, who: np.ndarray | None = None) -> np.ndarray:
         """The next draw of every patient (or of the patients indexed by `who`)."""
         who = np.arange(len(self._pos)) if who is None else who
+        if np.any(self._pos[who] >= self._len[who]):  # reserve() was not asked for enough
+            raise RuntimeError("internal error: reactive draws exhausted")
         values = self._block[who, self._pos[who]]
         self._pos[who] += 1
-        if np.any(self._pos[who] > self._len[who]):  # reserve() was not asked for enough
-            raise AssertionError("reactive draws exhausted")
         return values
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from tailorml.config import SimulationConfig
 from tailorml.data import scenario
 from tailorml.data.schema import TRAIT_COLUMNS
+from tailorml.errors import SimulationError
 
 SAMPLE_MINUTES = 5  # minutes between CGM readings, as real sensors report
 SENSOR_RANGE_MGDL = (40.0, 400.0)  # what real CGMs report; beyond are 'Low'/'High'
@@ -245,6 +246,8 @@ def patient_frame(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The 5-minute table (synthetic) of one patient and its behaviour parameters."""
     name = setup.name
+    if not np.isfinite(bg).all():  # never data: an engine that let one through is wrong
+        raise SimulationError(f"simulation of {name} produced a non-finite blood glucose")
     start = datetime.fromisoformat(config.start)
     frame = pd.DataFrame(
         {
