@@ -428,3 +428,18 @@ def test_describe_csv_must_be_a_csv_file(tmp_path, write_cohort):
     message = "error: --csv out.parquet must end in .csv (the table is written as CSV)\n"
     assert result.stderr == message
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_cohort_simulate_refuses_an_unknown_engine(tmp_path):
+    out = tmp_path / "c.parquet"
+    result = runner.invoke(app, ["cohort", "simulate", "--engine", "fast", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "--engine" in result.output and "'fast' is not one of batched, reference" in (
+        " ".join(result.output.split())  # Rich wraps the usage panel
+    )
+    config = tmp_path / "sim.toml"
+    config.write_text('[simulation]\nengine = "fast"\n')
+    result = tailorml("cohort", "simulate", "--config", str(config), "--out", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'simulation.engine'" in result.stderr and "'batched' or 'reference'" in result.stderr
+    assert not out.exists() and not (tmp_path / "c.parquet.parts").exists()

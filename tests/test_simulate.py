@@ -57,7 +57,7 @@ def test_unknown_patient_lists_valid_names():
 
 
 def test_cohort_simulation_resumes_after_a_failure(tmp_path, monkeypatch):
-    config = SimulationConfig(days=1, patients=["child-002", "child-003"])
+    config = SimulationConfig(days=1, patients=["child-002", "child-003"], engine="reference")
     out = tmp_path / "cohort.parquet"
     real = simulate._simulate_to_part
 
@@ -92,7 +92,7 @@ def test_out_csv_writes_csv_that_loads_and_other_suffixes_are_refused(tmp_path):
     from tailorml.data.simulate import BAD_OUT_SUFFIX
     from tailorml.errors import ConfigError
 
-    config = SimulationConfig(days=1, patients=["child-002"])
+    config = SimulationConfig(days=1, patients=["child-002"], engine="reference")  # fastest for 1
     out = simulate_cohort(config, tmp_path / "o.csv", workers=1)
     assert out.read_bytes().startswith(b"patient_id,")  # text, not Parquet bytes
     cohort = load_cohort(out)

@@ -246,6 +246,12 @@ def _finite_non_negative(value: float | None) -> float | None:
     return value
 
 
+def _simulation_engine(value: str | None) -> str | None:
+    if value is not None and value not in ("batched", "reference"):
+        raise typer.BadParameter(f"{value!r} is not one of batched, reference")
+    return value
+
+
 def _bound_method(value: str | None) -> str | None:
     if value is not None and value not in ("ibp", "crown-ibp", "crown"):
         raise typer.BadParameter(f"{value!r} is not one of ibp, crown-ibp, crown")
@@ -878,12 +884,21 @@ def cohort_simulate(
         list[str] | None,
         typer.Option(help="Only this patient (repeatable), e.g. child-001. Default: all 30."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Parallel processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel processes (reference engine).")] = 2,
     force: Annotated[
         bool, typer.Option(help="Simulate again even if finished parts exist.")
     ] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="batched (all patients as one vectorized ODE, fast) or reference (simglucose's"
+            " own patient, one at a time; made the shipped cohort) [default: simulation.engine,"
+            " batched].",
+            callback=_simulation_engine,
+        ),
+    ] = None,
 ) -> None:
-    """Simulate the synthetic virtual T1D cohort (30 UVA/Padova patients) with simglucose.
+    """Simulate the synthetic virtual T1D cohort (30 UVA/Padova patients, simglucose's model).
 
     Resumable: finished patients are kept and skipped when the command is run again."""
     from tailorml.data.simulate import check_out_path, resolve_patients, simulate_cohort
@@ -897,6 +912,8 @@ def cohort_simulate(
         overrides["seed"] = seed
     if patient:
         overrides["patients"] = list(patient)
+    if engine is not None:
+        overrides["engine"] = engine
     settings = _load(config, {"simulation": overrides}).simulation
     try:
         names = resolve_patients(settings.patients)
@@ -904,15 +921,22 @@ def cohort_simulate(
         raise TailormlError(str(error)) from None
     reporter = _reporter()
     with reporter.task(
-        f"simulating {len(names)} patients x {settings.days} days", len(names)
+        f"simulating {len(names)} patients x {settings.days} days ({settings.engine} engine)",
+        len(names) * settings.days,  # patient-days
     ) as task:
 
         def done(name: str, reused: bool) -> None:
-            task.advance()
             if reused:
                 task.describe(f"simulating (reused finished {name})")
 
-        path = simulate_cohort(settings, out, workers=workers, on_patient_done=done, force=force)
+        path = simulate_cohort(
+            settings,
+            out,
+            workers=workers,
+            on_patient_done=done,
+            force=force,
+            on_progress=task.advance,
+        )
     console.print(
         _styled(
             "Synthetic cohort written to ",

@@ -84,6 +84,9 @@ class SimulationConfig(_Section):
         return start
 
     patients: list[str] = Field(default_factory=list, description="empty = all 30")
+    # batched: all patients as one vectorized ODE (docs/simulation.md); reference: one
+    # simglucose T1DPatient per patient (made the shipped cohort)
+    engine: Literal["batched", "reference"] = "batched"
     meals: dict[str, MealPlan] = Field(default_factory=_default_meals)
     child_meal_scale: float = Field(default=0.6, gt=0)
     adolescent_meal_scale: float = Field(default=1.0, gt=0)

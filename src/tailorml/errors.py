@@ -23,3 +23,7 @@ class DeployError(TailormlError):
 
 class NotFoundError(TailormlError):
     """What was asked for does not exist (the service answers 404)."""
+
+
+class SimulationError(TailormlError):
+    """A simulation cannot go on (the model left its range); names the patient and minute."""

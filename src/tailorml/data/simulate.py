@@ -7,6 +7,11 @@ correcting highs) and to change insulin sensitivity minute by minute, and becaus
 patient parameters through a pandas Series made `simglucose` about 14x slower (we hand the
 ODE the same numbers as plain floats: identical results, measured in BENCHMARKS.md).
 
+Two engines make the same cohort (`SimulationConfig.engine`): "reference", this module's
+loop around one simglucose `T1DPatient` per patient, and "batched" (`simulate_batched`), all
+patients of a worker as one vectorized ODE, much faster at cohort sizes. This module also
+runs cohorts (parallel, resumable, with metadata) for either.
+
 Output rows are every 5 minutes, the grid of real sensors (Dexcom G6/G7, Medtronic,
 Nightscout uploaders, OhioT1DM): the simulator still integrates minute by minute, and the
 simulated sensor (`simglucose`'s Dexcom noise model, read every 5 minutes) reports within the
@@ -16,15 +21,10 @@ synthetic.
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import shutil
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
-from dataclasses import asdict
-from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,121 +34,36 @@ import pandas as pd
 
 from tailorml.config import SimulationConfig
 from tailorml.data import scenario
-from tailorml.data.schema import TRAIT_COLUMNS
-from tailorml.errors import ConfigError
+from tailorml.data.simulate_batched import simulate_patients
+from tailorml.data.virtual_patient import (
+    CORRECTION_CHECK_MINUTES,
+    CORRECTION_WAIT_MINUTES,
+    METER_BOLUS_ABOVE_MGDL,
+    NOTICE_BELOW_MGDL,
+    PUMP,
+    SAMPLE_MINUTES,
+    SENSOR,
+    SEVERE_HYPO_MGDL,
+    SYMPTOM_HYPO_MGDL,
+    basal_rate,
+    installed_version,
+    parameter_tables,
+    patient_frame,
+    patient_id,
+    patient_names,
+    rng,
+    sensor_params,
+    setup_patient,
+    simglucose,
+)
+from tailorml.errors import ConfigError, SimulationError
 from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, fingerprint
 
-SAMPLE_MINUTES = 5  # minutes between CGM readings, as real sensors report
-SENSOR_RANGE_MGDL = (40.0, 400.0)  # what real CGMs report; beyond are 'Low'/'High'
-SENSOR = "Dexcom"
-PUMP = "Insulet"
-SEVERE_HYPO_MGDL = 40.0  # below this someone always intervenes (glucagon / help)
-SYMPTOM_HYPO_MGDL = 55.0  # below this a patient notices symptoms even at night
-CORRECTION_WAIT_MINUTES = 120  # no correction within 2 h of a bolus...
-CORRECTION_CHECK_MINUTES = 60  # ...and at most one decision per hour
-
-# Stream numbers of the random generators; changing them changes the cohort.
-_BEHAVIOUR, _DAY, _REACTIVE, _SENSOR = range(4)
-
-
-@functools.cache
-def _simglucose():
-    """Import simglucose lazily and quietly: it pulls in gym, which warns on import."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from simglucose.actuator.pump import InsulinPump
-        from simglucose.patient.t1dpatient import Action, T1DPatient
-        from simglucose.sensor.cgm import CGMSensor
-    import simglucose
-
-    return SimpleNamespace(
-        Action=Action,
-        T1DPatient=T1DPatient,
-        CGMSensor=CGMSensor,
-        InsulinPump=InsulinPump,
-        version=getattr(simglucose, "__version__", _installed_version("simglucose")),
-    )
-
-
-def _installed_version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-@functools.cache
-def _parameter_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """simglucose's patient, therapy (Quest) and sensor parameter tables."""
-    from importlib.resources import files
-
-    _simglucose()  # import it quietly before `files` imports it loudly
-    base = files("simglucose") / "params"
-    patients = pd.read_csv(str(base / "vpatient_params.csv"))
-    quest = pd.read_csv(str(base / "Quest.csv"))
-    sensors = pd.read_csv(str(base / "sensor_params.csv"))
-    return patients, quest, sensors
-
-
-def patient_names() -> list[str]:
-    """The 30 virtual patients in simglucose's order (10 adolescents, 10 adults, 10 children)."""
-    patients = _parameter_tables()[0]
-    return list(patients["Name"])
-
-
-def patient_id(name: str) -> str:
-    """'adolescent#001' -> 'adolescent-001' (a '#' is awkward in paths and URLs)."""
-    return name.replace("#", "-")
-
-
-def _group(name: str) -> str:
-    return name.split("#")[0]
-
-
-def patient_traits(name: str) -> dict[str, Any]:
-    """Traits a study would stratify by: age group, age, weight, therapy and model parameters."""
-    patients, quest, _ = _parameter_tables()
-    params = patients.loc[patients["Name"] == name].squeeze()
-    therapy = quest.loc[quest["Name"] == name].squeeze()
-    traits = {
-        "age_years": float(therapy["Age"]),
-        "body_weight_kg": float(params["BW"]),
-        "carb_ratio_g_per_u": float(therapy["CR"]),
-        "correction_factor_mgdl_per_u": float(therapy["CF"]),
-        "total_daily_insulin_u": float(therapy["TDI"]),
-        "basal_glucose_mgdl": float(params["Gb"]),
-        "basal_insulin_pmol_l": float(params["Ib"]),
-        "insulin_sensitivity_vmx": float(params["Vmx"]),
-        "liver_insulin_action_kp3": float(params["kp3"]),
-        "endogenous_glucose_production": float(params["EGPb"]),
-        "carb_absorption_kabs": float(params["kabs"]),
-    }
-    assert list(traits) == list(TRAIT_COLUMNS)
-    return traits
-
-
-def _sensor(sg: SimpleNamespace, seed: int):
-    """`simglucose`'s Dexcom noise model, sampled on our grid and clipped to the real range.
-
-    The noise generator interpolates its 15-minute noise to the sensor's `sample_time`, so
-    the sensor must be told the grid we read it on (reading a 3-minute sensor every 5 minutes
-    would stretch the noise's autocorrelation).
-    """
-    table = _parameter_tables()[2]
-    params = table.loc[table["Name"] == SENSOR].squeeze().copy()
-    params["sample_time"] = float(SAMPLE_MINUTES)
-    params["min"], params["max"] = SENSOR_RANGE_MGDL
-    return sg.CGMSensor(params, seed=seed)
-
-
-def _seed(config: SimulationConfig, patient_index: int, stream: int, day: int = 0):
-    return np.random.SeedSequence(config.seed, spawn_key=(patient_index, stream, day))
-
-
-def _rng(config: SimulationConfig, patient_index: int, stream: int, day: int = 0):
-    return np.random.default_rng(_seed(config, patient_index, stream, day))
+# Kept under their old names for callers and tests of this module.
+_rng = rng
+_simglucose = simglucose
+_installed_version = installed_version
+_parameter_tables = parameter_tables
 
 
 class _FastParams(SimpleNamespace):
@@ -158,54 +73,29 @@ class _FastParams(SimpleNamespace):
 def simulate_patient(
     name: str, config: SimulationConfig, minutes: int | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Simulate one patient for `config.days` days (or the first `minutes`).
+    """Simulate one patient for `config.days` days (or the first `minutes`) with simglucose's
+    own `T1DPatient` (the reference engine).
 
     Returns the 5-minute table (synthetic) and the patient's behaviour parameters.
     """
-    sg = _simglucose()
-    names = patient_names()
-    if name not in names:
-        raise ValueError(f"unknown virtual patient {name!r}; valid: {', '.join(names)}")
-    index = names.index(name)
-    total_minutes = config.days * scenario.MINUTES_PER_DAY if minutes is None else minutes
-    total_minutes -= total_minutes % SAMPLE_MINUTES
-    n_days = math.ceil(total_minutes / scenario.MINUTES_PER_DAY)
-
-    behaviour = scenario.draw_behaviour(config, _group(name), _rng(config, index, _BEHAVIOUR))
-    plans = [
-        scenario.draw_day(config, behaviour, day, _rng(config, index, _DAY, day))
-        for day in range(n_days)
-    ]
-    sensitivity, liver = scenario.sensitivity_profile(config, plans, total_minutes)
-    cgm_missing = scenario.interval_mask([d for p in plans for d in p.dropouts], total_minutes)
-    occluded = scenario.interval_mask([o for p in plans for o in p.occlusions], total_minutes)
-    reactive = _rng(config, index, _REACTIVE)
-
-    patients, quest, _ = _parameter_tables()
-    params = patients.loc[patients["Name"] == name].squeeze()
-    therapy = quest.loc[quest["Name"] == name].squeeze()
-    carb_ratio, correction_factor = float(therapy["CR"]), float(therapy["CF"])
+    sg = simglucose()
+    setup = setup_patient(name, config, minutes)
+    sensitivity, liver = setup.sensitivity, setup.liver
+    cgm_missing, occluded = setup.cgm_missing, setup.occluded
+    meals_at, meal_bolus_grams = setup.meals_at, setup.meal_bolus_grams
+    reactive, behaviour = setup.reactive, setup.behaviour
+    carb_ratio, correction_factor = setup.carb_ratio, setup.correction_factor
+    params = setup.params
 
     patient = sg.T1DPatient(params)
     fast = _FastParams(**{k: (v if isinstance(v, str) else float(v)) for k, v in params.items()})
     patient._params = fast  # same numbers, plain attribute access (see module docstring)
     base_vmx, base_kp3, base_kp1 = fast.Vmx, fast.kp3, fast.kp1
-    sensor_seed = int(_seed(config, index, _SENSOR).generate_state(1)[0])
-    sensor = _sensor(sg, sensor_seed)
+    sensor = sg.CGMSensor(sensor_params(), seed=setup.sensor_seed)
     pump = sg.InsulinPump.withName(PUMP)
-    basal_rate = fast.u2ss * fast.BW / 6000.0 * behaviour.basal_factor  # U/min
+    basal = basal_rate(setup)  # U/min
 
-    meals_at: dict[int, float] = {}
-    meal_bolus_grams: dict[int, float] = {}  # minute -> counted grams to bolus for
-    for plan in plans:
-        for meal in plan.meals:
-            meals_at[meal.minute] = meals_at.get(meal.minute, 0.0) + meal.grams
-            if meal.bolus_minute is not None:
-                meal_bolus_grams[meal.bolus_minute] = (
-                    meal_bolus_grams.get(meal.bolus_minute, 0.0) + meal.estimated_grams
-                )
-
-    n_rows = total_minutes // SAMPLE_MINUTES
+    n_rows = setup.n_rows
     cgm = np.empty(n_rows)
     bg = np.empty(n_rows)
     cho = np.zeros(n_rows)
@@ -217,7 +107,7 @@ def simulate_patient(
     correction_units = 0.0
     carbs_acc = insulin_acc = 0.0
 
-    for minute in range(total_minutes):
+    for minute in range(setup.total_minutes):
         if minute % SAMPLE_MINUTES == 0:
             # A reading: record it with the carbs and insulin of the 5 minutes before it.
             row = minute // SAMPLE_MINUTES
@@ -236,7 +126,7 @@ def simulate_patient(
             if minute - last_treatment >= config.hypo_retreat_minutes:
                 if true_bg < SEVERE_HYPO_MGDL:
                     notice = 1.0
-                elif seen < 70.0:
+                elif seen < NOTICE_BELOW_MGDL:
                     asleep = scenario.is_night(minute) and true_bg >= SYMPTOM_HYPO_MGDL
                     notice = (
                         config.hypo_notice_probability_night
@@ -267,40 +157,29 @@ def simulate_patient(
         bolus_units = correction_units
         if minute in meal_bolus_grams:
             bolus_units += meal_bolus_grams[minute] / carb_ratio
-            if last_cgm > 150.0:  # standard bolus calculator: meal + correction
+            if last_cgm > METER_BOLUS_ABOVE_MGDL:  # standard bolus calculator: meal + correction
                 bolus_units += (last_cgm - config.bolus_target_mgdl) / correction_factor
         if bolus_units > 0:
             last_bolus = minute
         treatment_grams = correction_units = 0.0
 
-        rate = pump.basal(basal_rate) + pump.bolus(bolus_units)  # a bolus takes one minute
+        rate = pump.basal(basal) + pump.bolus(bolus_units)  # a bolus takes one minute
         if occluded[minute]:
             rate = 0.0
         fast.Vmx = base_vmx * sensitivity[minute]
         fast.kp3 = base_kp3 * sensitivity[minute]
         fast.kp1 = base_kp1 * liver[minute]
         patient.step(sg.Action(CHO=carbs_now, insulin=rate))
+        if not patient._odesolver.successful():  # scipy warned; simglucose would go on
+            raise SimulationError(
+                f"simulation of {name} failed at minute {minute} (day {minute // 1440 + 1}):"
+                " simglucose's ODE solver stopped; the [simulation] scenario drives the model"
+                " out of its range"
+            )
         carbs_acc += carbs_now
         insulin_acc += rate
 
-    start = datetime.fromisoformat(config.start)
-    frame = pd.DataFrame(
-        {
-            "patient_id": patient_id(name),
-            "group": _group(name),
-            "time": pd.to_datetime(
-                [start + timedelta(minutes=SAMPLE_MINUTES * i) for i in range(n_rows)]
-            ),
-            "cgm": np.round(cgm),
-            "bg": np.round(bg, 2),
-            "cho": np.round(cho, 1),
-            "insulin": np.round(insulin, 4),
-        }
-    )
-    for trait, value in patient_traits(name).items():
-        frame[trait] = value
-    info = {"simglucose_name": name, "behaviour": asdict(behaviour)}
-    return frame, info
+    return patient_frame(setup, config, cgm, bg, cho, insulin)
 
 
 # Bump when a change to the simulation code changes its output (invalidates cached parts).
@@ -325,24 +204,33 @@ def resolve_patients(requested: Sequence[str]) -> list[str]:
     return resolved
 
 
-def _simulate_to_part(name: str, config_json: str, part: str) -> str:
-    """Worker: simulate one patient and write its part files atomically (then it is done)."""
-    config = SimulationConfig.model_validate_json(config_json)
-    frame, info = simulate_patient(name, config)
+def _write_part(part: str | Path, frame: pd.DataFrame, info: dict[str, Any]) -> None:
     atomic_write_json(Path(part).with_suffix(".json"), info)
     atomic_write_parquet(part, frame)  # written last: its presence marks the patient done
+
+
+def _simulate_to_part(name: str, config_json: str, part: str) -> str:
+    """Worker (reference engine): simulate one patient and write its part files atomically."""
+    config = SimulationConfig.model_validate_json(config_json)
+    _write_part(part, *simulate_patient(name, config))
     return name
 
 
 def cohort_fingerprint(config: SimulationConfig) -> str:
-    """What a patient's simulated data depends on (not which patients are simulated)."""
-    return fingerprint(
-        {
-            "generator": GENERATOR_VERSION,
-            "simglucose": _installed_version("simglucose"),
-            "scenario": config.model_dump(mode="json", exclude={"patients"}),
-        }
-    )
+    """What a patient's simulated data depends on (not which patients are simulated).
+
+    The reference engine's fingerprint is the one it had before engines existed, so the
+    shipped cohort's metadata stays valid; another engine is part of the fingerprint (its
+    numbers may differ in the last bits), so parts of one engine are never reused by the other.
+    """
+    data: dict[str, Any] = {
+        "generator": GENERATOR_VERSION,
+        "simglucose": installed_version("simglucose"),
+        "scenario": config.model_dump(mode="json", exclude={"patients", "engine"}),
+    }
+    if config.engine != "reference":
+        data["engine"] = config.engine
+    return fingerprint(data)
 
 
 def metadata_path(cohort_path: str | Path) -> Path:
@@ -364,18 +252,75 @@ def check_out_path(out_path: str | Path) -> Path:
     return out_path
 
 
+DESCRIPTIONS = {
+    "reference": (
+        "SYNTHETIC virtual type-1 diabetes cohort simulated with simglucose "
+        "(UVA/Padova model) and tailorml's behaviour scenario; not clinical data."
+    ),
+    "batched": (
+        "SYNTHETIC virtual type-1 diabetes cohort simulated with tailorml's batched engine "
+        "(simglucose's UVA/Padova model, parameters, sensor and pump) and tailorml's "
+        "behaviour scenario; not clinical data."
+    ),
+}
+
+
+def _run_reference(
+    todo: list[str],
+    config: SimulationConfig,
+    part_of: dict[str, Path],
+    workers: int,
+    finished: Callable[[str, bool], None],
+) -> None:
+    config_json = config.model_dump_json()
+    if workers <= 1 or len(todo) == 1:
+        for name in todo:
+            _simulate_to_part(name, config_json, str(part_of[name]))
+            finished(name, False)
+        return
+    from tailorml.workers import process_pool
+
+    with process_pool(workers) as pool:
+        futures = [
+            pool.submit(_simulate_to_part, name, config_json, str(part_of[name])) for name in todo
+        ]
+        for future in as_completed(futures):
+            finished(future.result(), False)
+
+
+def _run_batched(
+    todo: list[str],
+    config: SimulationConfig,
+    part_of: dict[str, Path],
+    finished: Callable[[str, bool], None],
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    """All patients in this process, as one batch: a batched minute costs about the same for
+    1 or 30 patients (NumPy's per-call overhead dominates, BENCHMARKS.md), so splitting them
+    over worker processes would spend more CPU for the same wall time."""
+    results = simulate_patients(todo, config, on_day_done=on_progress)
+    for name, (frame, info) in zip(todo, results, strict=True):
+        _write_part(part_of[name], frame, info)
+        finished(name, False)
+
+
 def simulate_cohort(
     config: SimulationConfig,
     out_path: str | Path,
     workers: int = 2,
     on_patient_done: Callable[[str, bool], None] | None = None,
     force: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Simulate every requested patient into one cohort file plus a metadata JSON.
 
-    Parallel across processes; resumable: each finished patient is kept under
-    `<out>.parts/<fingerprint>/` and skipped on rerun, the final file is written atomically.
-    `on_patient_done(name, reused)` is called once per patient (for progress bars).
+    `config.engine` chooses the simulator: "batched" integrates all patients together in
+    this process (simulate_batched), "reference" runs simglucose's own patient one at a time,
+    in `workers` parallel processes. Resumable: each finished patient is kept under
+    `<out>.parts/<fingerprint>/` and skipped on rerun (the batched engine finishes its
+    patients together), the final file is written atomically.
+    `on_patient_done(name, reused)` is called once per patient, `on_progress(n)` whenever n
+    more patient-days are simulated or reused (both for progress bars).
     The format follows the suffix of `out_path`: .parquet (Parquet) or .csv (CSV); any
     other suffix is refused before any work.
     """
@@ -383,14 +328,20 @@ def simulate_cohort(
     names = resolve_patients(config.patients)
     key = cohort_fingerprint(config)
     meta_file = metadata_path(out_path)
+
+    def finished(name: str, reused: bool) -> None:
+        if on_patient_done:
+            on_patient_done(name, reused)
+        if on_progress and (reused or config.engine == "reference"):
+            on_progress(config.days)
+
     if not force and out_path.exists() and meta_file.exists():
         existing = json.loads(meta_file.read_text())
         if existing.get("fingerprint") == key and existing.get("patients") == [
             patient_id(name) for name in names
         ]:
             for name in names:
-                if on_patient_done:
-                    on_patient_done(name, True)
+                finished(name, True)
             return out_path
 
     parts_dir = out_path.with_name(out_path.name + ".parts") / key[:16]
@@ -398,28 +349,13 @@ def simulate_cohort(
     part_of = {name: parts_dir / f"{patient_id(name)}.parquet" for name in names}
     todo = [name for name in names if force or not part_of[name].exists()]
     for name in names:
-        if name not in todo and on_patient_done:
-            on_patient_done(name, True)
+        if name not in todo:
+            finished(name, True)
 
-    config_json = config.model_dump_json()
-    if todo:
-        if workers <= 1 or len(todo) == 1:
-            for name in todo:
-                _simulate_to_part(name, config_json, str(part_of[name]))
-                if on_patient_done:
-                    on_patient_done(name, False)
-        else:
-            from tailorml.workers import process_pool
-
-            with process_pool(workers) as pool:
-                futures = [
-                    pool.submit(_simulate_to_part, name, config_json, str(part_of[name]))
-                    for name in todo
-                ]
-                for future in as_completed(futures):
-                    done = future.result()
-                    if on_patient_done:
-                        on_patient_done(done, False)
+    if todo and config.engine == "batched":
+        _run_batched(todo, config, part_of, finished, on_progress)
+    elif todo:
+        _run_reference(todo, config, part_of, workers, finished)
 
     frames = [pd.read_parquet(part_of[name]) for name in names]
     infos = {
@@ -429,14 +365,12 @@ def simulate_cohort(
     cohort = pd.concat(frames, ignore_index=True)
     metadata = {
         "synthetic": True,
-        "description": (
-            "SYNTHETIC virtual type-1 diabetes cohort simulated with simglucose "
-            "(UVA/Padova model) and tailorml's behaviour scenario; not clinical data."
-        ),
+        "description": DESCRIPTIONS[config.engine],
+        "engine": config.engine,
         "generator": "tailorml.data.simulate",
         "generator_version": GENERATOR_VERSION,
-        "tailorml_version": _installed_version("tailorml"),
-        "simglucose_version": _installed_version("simglucose"),
+        "tailorml_version": installed_version("tailorml"),
+        "simglucose_version": installed_version("simglucose"),
         "fingerprint": key,
         "sample_minutes": SAMPLE_MINUTES,
         "sensor": SENSOR,
