@@ -138,7 +138,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, timeout: float = 300.0) -> Server:
         command = [sys.executable, "-m", "tailorml", "serve", "--data", str(self.service.data)]
         command += ["--key-file", str(self.service.key_file), "--port", str(self.port)]
         command += ["--config", str(self.service.config)]
