@@ -33,6 +33,7 @@ from tailorml.robust.ops import (
 )
 from tailorml.robust import crown
 from tailorml.robust.flat import stages_of
+from tailorml.robust.parallel import in_chunks
 from tailorml.robust.perturbation import SensorError
 
 # Windows per CROWN chunk: small enough for the coefficient rows to stay in cache.
@@ -262,13 +263,15 @@ def _flat_bounds(
     lower_only: bool,
     intersect: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """CROWN on flat stages, CHUNK windows at a time: every window's bounds are its own, so
-    chunking changes no bound; it keeps the working set small (cache-sized, and memory flat
-    in the batch size)."""
+    """CROWN on flat stages, CHUNK windows at a time. Every window's bounds are its own, so
+    chunking changes no bound; it keeps the working set cache-sized and memory flat in the
+    batch size. Chunks run on `torch.get_num_threads()` worker threads with one-thread
+    kernels: the kernels here are small, and torch's own threads wait on each other at
+    every op (10x slower when another process holds a core; BENCHMARKS.md)."""
     ops = to_ops(model, tuple(lower_in.shape[1:]))
     stages = stages_of(ops, tuple(lower_in.shape[1:]), lower_in.dtype)
-    lowers, uppers = [], []
-    for start in range(0, len(lower_in), CHUNK):
+
+    def chunk(start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         part = slice(start, start + CHUNK)
         propagation = crown.propagate(ops, stages, lower_in[part], upper_in[part], intersect)
         part_spec = None if spec is None else spec[part]
@@ -277,19 +280,22 @@ def _flat_bounds(
         lower, upper = crown.backward(propagation, len(stages) - 1, part_spec, not lower_only)
         if intersect:
             interval = Propagation(
-                ops, lower_in[part], upper_in[part], {}, propagation.output_ibp,
+                ops,
+                lower_in[part],
+                upper_in[part],
+                {},
+                propagation.output_ibp,
                 propagation.last_input_ibp,
             )
-            interval_lower, interval_upper = _spec_of_interval(
-                ops, interval, part_spec, lower_only
-            )
+            interval_lower, interval_upper = _spec_of_interval(ops, interval, part_spec, lower_only)
             lower = torch.maximum(lower, interval_lower)
             if upper is not None:
                 upper = torch.minimum(upper, interval_upper)
-        lowers.append(lower)
-        uppers.append(upper)
-    lower = torch.cat(lowers)
-    return lower, None if lower_only else torch.cat(uppers)
+        return lower, upper
+
+    results = in_chunks(chunk, range(0, len(lower_in), CHUNK))
+    lower = torch.cat([lower for lower, _ in results])
+    return lower, None if lower_only else torch.cat([upper for _, upper in results])
 
 
 def _spec_of_interval(

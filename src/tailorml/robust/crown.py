@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tailorml.robust.flat import AffineStage, PoolStage, ReLUStage, Stage
+from tailorml.robust.flat import (
+    AffineStage,
+    PoolStage,
+    ReLUPoolStage,
+    ReLUStage,
+    Stage,
+    scatter_columns,
+)
 from tailorml.robust.ops import Op, relu_relaxation
 
 Slopes = dict[int, torch.Tensor]
@@ -37,52 +44,98 @@ class FlatPropagation:
     last_input_ibp: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-def _relu_back(
-    a: torch.Tensor,
-    bounds_in: tuple[torch.Tensor, torch.Tensor],
-    from_below: bool,
-    slope: torch.Tensor | None,
+def _signed_back(
+    a: torch.Tensor, low: torch.Tensor, high: torch.Tensor, intercept: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coefficients through a ReLU and the constant picked up; `from_below`: this row bounds
-    its function from below (positive coefficients take the lower relaxation)."""
+    """A relaxation low·x <= f(x) <= high·x + intercept, applied to coefficient rows a
+    (batch, directions, rows, n): direction 0 bounds from below (positive coefficients take
+    the low line, negative ones the high line and its intercept), direction 1 from above
+    (the other way round). Slopes (batch, 1 or rows, n), intercept (batch, n)."""
+    directions = a.shape[1]
+    low, high = torch.broadcast_tensors(low, high)
+    if directions == 1:
+        positive, negative = low.unsqueeze(1), high.unsqueeze(1)
+    else:
+        positive, negative = torch.stack((low, high), 1), torch.stack((high, low), 1)
+    coefficients = a * torch.where(a >= 0, positive, negative)
+    column = intercept.unsqueeze(1).unsqueeze(3)  # (batch, 1, n, 1)
+    below = (a.clamp_max(0) @ column).squeeze(3)  # negative parts x intercept
+    if directions == 1:
+        return coefficients, below
+    above = (a[:, 1:] @ column).squeeze(3) - below[:, 1:]  # positive parts x intercept
+    return coefficients, torch.cat((below[:, :1], above), 1)
+
+
+def _relu_lines(
+    bounds_in: tuple[torch.Tensor, torch.Tensor], slope: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(lower slope (batch, 1 or rows, n), upper slope (batch, 1, n), upper intercept
+    (batch, n)): CROWN's lines, with the lower slope of unstable neurons replaced by
+    `slope` (α) when given."""
     lower_slope, upper_slope, upper_intercept = relu_relaxation(*bounds_in)
-    if slope is not None:  # α: any slope in [0, 1] is a sound lower line of an unstable ReLU
+    lower_slope = lower_slope.unsqueeze(1)
+    if slope is not None:  # any slope in [0, 1] is a sound lower line of an unstable ReLU
         lower_in, upper_in = bounds_in
-        unstable = (lower_in < 0) & (upper_in > 0)
-        lower_slope = torch.where(unstable.unsqueeze(1), slope, lower_slope.unsqueeze(1))
-    else:
-        lower_slope = lower_slope.unsqueeze(1)
-    upper_slope, upper_intercept = upper_slope.unsqueeze(1), upper_intercept.unsqueeze(1)
-    positive, negative = a.clamp_min(0), a.clamp_max(0)
-    if from_below:
-        coefficients = positive * lower_slope + negative * upper_slope
-        constant = (negative * upper_intercept).sum(dim=2)
-    else:
-        coefficients = positive * upper_slope + negative * lower_slope
-        constant = (positive * upper_intercept).sum(dim=2)
-    return coefficients, constant
+        unstable = ((lower_in < 0) & (upper_in > 0)).unsqueeze(1)
+        lower_slope = torch.where(unstable, slope, lower_slope)
+    return lower_slope, upper_slope.unsqueeze(1), upper_intercept
 
 
-def _pool_back(
-    a: torch.Tensor, stage: PoolStage, bounds_in: tuple[torch.Tensor, torch.Tensor], from_below
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max pooling: below, max >= x_j (j = entry with the largest lower bound); above,
-    max <= x_j when j dominates its window, else the constant max of the upper bounds."""
-    lower, upper = (t[:, stage.windows] for t in bounds_in)  # (batch, out, entries)
+def _gather(t: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """t (batch, [rows,] n) at columns (batch, k) of its last dimension."""
+    if t.dim() == 2:
+        return t.gather(1, columns)
+    return t.gather(2, columns.unsqueeze(1).expand(*t.shape[:2], -1))
+
+
+@dataclass
+class _PoolChoice:
+    """Per window of a max pooling: the chosen entry (largest lower bound), whether it
+    dominates its window (then max = that entry), and the ceiling max of upper bounds."""
+
+    chosen: torch.Tensor  # (batch, out): flat input index
+    dominant: torch.Tensor  # (batch, out) bool
+    ceiling: torch.Tensor  # (batch, out)
+
+
+def _pool_choice(windows: torch.Tensor, bounds_in: tuple[torch.Tensor, torch.Tensor]):
+    lower, upper = (t[:, windows] for t in bounds_in)  # (batch, out, entries)
     best = lower.argmax(dim=-1, keepdim=True)
     best_lower = lower.gather(-1, best).squeeze(-1)
     is_best = torch.zeros_like(lower, dtype=torch.bool).scatter_(-1, best, True)
     others_upper = upper.masked_fill(is_best, float("-inf")).amax(dim=-1)
-    dominant = (best_lower >= others_upper).unsqueeze(1)
-    ceiling = upper.amax(dim=-1).unsqueeze(2)  # (batch, out, 1)
-    chosen = stage.windows.unsqueeze(0).expand(len(lower), -1, -1).gather(-1, best).squeeze(-1)
-    towards_lower = a.clamp_min(0) if from_below else a.clamp_max(0)
-    towards_upper = a - towards_lower
-    coefficient = towards_lower + towards_upper * dominant
-    constant = (towards_upper * ~dominant) @ ceiling
-    full = a.new_zeros(*a.shape[:2], stage.n_in)
-    full.scatter_(2, chosen.unsqueeze(1).expand_as(coefficient), coefficient)
-    return full, constant.squeeze(2)
+    chosen = windows.unsqueeze(0).expand(len(lower), -1, -1).gather(-1, best).squeeze(-1)
+    return _PoolChoice(chosen, best_lower >= others_upper, upper.amax(dim=-1))
+
+
+def _relu_pool_lines(
+    stage: ReLUPoolStage, propagation: FlatPropagation, slope: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lines of max pooling over ReLU outputs, on the chosen entry x_j of each window (the
+    largest lower bound): below, max >= relu(x_j) >= its lower line; above, relu(x_j)'s
+    chord when j dominates its window (max = that entry), else the constant ceiling.
+    Returns (low slope, high slope, intercept, chosen columns)."""
+    choice = _pool_choice(stage.windows, propagation.intermediate[stage.pool_index])
+    lower_slope, upper_slope, upper_intercept = _relu_lines(
+        propagation.intermediate[stage.index], slope
+    )
+    low = _gather(lower_slope, choice.chosen)
+    high = _gather(upper_slope, choice.chosen) * choice.dominant.unsqueeze(1)
+    intercept = torch.where(
+        choice.dominant, _gather(upper_intercept, choice.chosen), choice.ceiling
+    )
+    return low, high, intercept, choice.chosen
+
+
+def _pool_lines(
+    stage: PoolStage, bounds_in: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Max pooling not after a ReLU: the same lines without the ReLU's."""
+    choice = _pool_choice(stage.windows, bounds_in)
+    low = torch.ones_like(choice.ceiling).unsqueeze(1)
+    high = choice.dominant.unsqueeze(1).to(low.dtype)
+    intercept = torch.where(choice.dominant, torch.zeros_like(choice.ceiling), choice.ceiling)
+    return low, high, intercept, choice.chosen
 
 
 def backward(
@@ -93,43 +146,60 @@ def backward(
     slopes: Slopes | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Lower (and upper) bounds of `spec @ output of stage last` over the input box; spec
-    (batch, rows, features), or None for the identity (one row per neuron)."""
+    (batch, rows, features), or None for the identity (one row per neuron). The rows that
+    bound from below and from above travel as one tensor (batch, directions, rows, n)."""
     stages = propagation.stages
     batch = propagation.center.shape[0]
+    directions = 2 if need_upper else 1
     position = last
-    stage = stages[position]
     if spec is None:
+        stage = stages[position]
         if not isinstance(stage, AffineStage):
             raise ValueError("identity passes start at an affine stage")
         matrix, offset = stage.identity_back(batch)
-        a_lower, bias_lower = matrix, offset
-        a_upper, bias_upper = (matrix, offset) if need_upper else (None, None)
+        a = matrix.unsqueeze(1)  # shared by both directions until the first nonlinearity
+        bias = offset.unsqueeze(1).expand(batch, directions, -1)
         position -= 1
     else:
-        a_lower, bias_lower = spec, spec.new_zeros(spec.shape[:2])
-        a_upper, bias_upper = (spec, bias_lower) if need_upper else (None, None)
+        a = spec.unsqueeze(1).expand(-1, directions, -1, -1)
+        bias = spec.new_zeros(batch, directions, spec.shape[1])
+    columns: torch.Tensor | None = None  # a covers only these features (after pooling)
     for stage in reversed(stages[: position + 1]):
-        rows = []
-        for a, bias, from_below in ((a_lower, bias_lower, True), (a_upper, bias_upper, False)):
-            if a is None:
-                rows.append((None, None))
-                continue
-            if isinstance(stage, AffineStage):
-                a, constant = stage.back(a)
-            elif isinstance(stage, ReLUStage):
-                slope = None if slopes is None else slopes.get(stage.index)
-                bounds_in = propagation.intermediate[stage.index]
-                a, constant = _relu_back(a, bounds_in, from_below, slope)
-            else:
-                bounds_in = propagation.intermediate[stage.index]
-                a, constant = _pool_back(a, stage, bounds_in, from_below)
-            rows.append((a, bias + constant))
-        (a_lower, bias_lower), (a_upper, bias_upper) = rows
-    center, radius = propagation.center, propagation.radius
-    lower = (a_lower @ center).squeeze(2) - (a_lower.abs() @ radius).squeeze(2) + bias_lower
-    upper = None
-    if a_upper is not None:
-        upper = (a_upper @ center).squeeze(2) + (a_upper.abs() @ radius).squeeze(2) + bias_upper
+        if isinstance(stage, AffineStage):
+            a = a.expand(-1, directions, -1, -1)
+            rows = a.reshape(batch, -1, a.shape[3])
+            rows, constant = stage.back(rows, columns)
+            a = rows.view(batch, directions, -1, rows.shape[2])
+            bias = bias + constant.view(batch, directions, -1)
+            columns = None
+            continue
+        if columns is not None:  # nonlinear right after nonlinear: not in our nets
+            n = propagation.intermediate[stage.index][0].shape[1]
+            a = scatter_columns(a.flatten(1, 2), columns, n).view(batch, directions, -1, n)
+            columns = None
+        slope = None if slopes is None else slopes.get(stage.index)
+        if isinstance(stage, ReLUStage):
+            low, high, intercept = _relu_lines(propagation.intermediate[stage.index], slope)
+        elif isinstance(stage, ReLUPoolStage):
+            low, high, intercept, columns = _relu_pool_lines(stage, propagation, slope)
+        else:
+            low, high, intercept, chosen = _pool_lines(
+                stage, propagation.intermediate[stage.index]
+            )
+        a, constant = _signed_back(a.expand(-1, directions, -1, -1), low, high, intercept)
+        bias = bias + constant
+        if isinstance(stage, PoolStage):
+            n = stage.n_in
+            a = scatter_columns(a.flatten(1, 2), chosen, n).view(batch, directions, -1, n)
+    center, radius = propagation.center, propagation.radius  # (batch, n, 1)
+    if columns is not None:
+        center = _gather(center.squeeze(2), columns).unsqueeze(2)
+        radius = _gather(radius.squeeze(2), columns).unsqueeze(2)
+    a = a.expand(-1, directions, -1, -1)
+    mid = (a @ center.unsqueeze(1)).squeeze(3)
+    spread = (a.abs() @ radius.unsqueeze(1)).squeeze(3)
+    lower = mid[:, 0] - spread[:, 0] + bias[:, 0]
+    upper = mid[:, 1] + spread[:, 1] + bias[:, 1] if need_upper else None
     return lower, upper
 
 

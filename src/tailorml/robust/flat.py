@@ -39,8 +39,19 @@ class AffineStage:
     matrix: torch.Tensor | None  # (out, in), or None: use the ops' structured transposes
     offset: torch.Tensor  # (out,)
 
-    def back(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(a M, a b) for coefficient rows a (batch, rows, out)."""
+    def back(
+        self, a: torch.Tensor, columns: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a M, a b) for coefficient rows a (batch, rows, out); with `columns` (batch, k),
+        a holds only those output columns (the others are 0): then the matching rows of M
+        are gathered per window, which halves the work after max pooling."""
+        if columns is not None:
+            if self.matrix is not None:
+                flat = columns.flatten()
+                rows = self.matrix.index_select(0, flat).view(*columns.shape, -1)
+                offset = self.offset.index_select(0, flat).view(*columns.shape, 1)
+                return a @ rows, (a @ offset).squeeze(2)
+            a = scatter_columns(a, columns, self.offset.numel())
         bias = a @ self.offset
         if self.matrix is not None:
             return a @ self.matrix, bias
@@ -68,6 +79,17 @@ class ReLUStage:
 
 
 @dataclass
+class ReLUPoolStage:
+    """A ReLU followed by non-overlapping max pooling, bounded backward as one step: the
+    pooling passes each window's coefficient to a single entry, so the ReLU only ever sees
+    that entry (half the features, no scattered zeros)."""
+
+    index: int  # the ReLU's op index
+    pool_index: int
+    windows: torch.Tensor  # (out, entries), long: ReLU features pooled into each output
+
+
+@dataclass
 class PoolStage:
     """Non-overlapping max pooling as flat indices: `windows[o]` lists the input positions
     pooled into output position o, in the order `MaxPoolOp` reads them."""
@@ -77,7 +99,13 @@ class PoolStage:
     n_in: int
 
 
-Stage = AffineStage | ReLUStage | PoolStage
+Stage = AffineStage | ReLUStage | ReLUPoolStage | PoolStage
+
+
+def scatter_columns(a: torch.Tensor, columns: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows over `columns` (batch, k) written into full rows of n features (zeros else)."""
+    full = a.new_zeros(*a.shape[:2], n)
+    return full.scatter_(2, columns.unsqueeze(1).expand_as(a), a)
 
 
 def _probe_dense(
@@ -123,8 +151,14 @@ def stages_of(ops: list[Op], input_shape: tuple[int, ...], dtype: torch.dtype) -
     while index < len(ops):
         op = ops[index]
         if isinstance(op, ReLUOp):
-            stages.append(ReLUStage(index))
-            index += 1
+            following = ops[index + 1] if index + 1 < len(ops) else None
+            if isinstance(following, MaxPoolOp):
+                stages.append(ReLUPoolStage(index, index + 1, _pool_windows(following)))
+                shape = _out_shape([following], shape, dtype)
+                index += 2
+            else:
+                stages.append(ReLUStage(index))
+                index += 1
             continue
         if isinstance(op, MaxPoolOp):
             windows = _pool_windows(op)
