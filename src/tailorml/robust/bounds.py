@@ -31,7 +31,7 @@ from tailorml.robust.ops import (
     ReshapeOp,
     UnsupportedLayerError,
 )
-from tailorml.robust import crown
+from tailorml.robust import alpha, crown
 from tailorml.robust.flat import stages_of
 from tailorml.robust.parallel import in_chunks
 from tailorml.robust.perturbation import SensorError
@@ -39,8 +39,8 @@ from tailorml.robust.perturbation import SensorError
 # Windows per CROWN chunk: small enough for the coefficient rows to stay in cache.
 CHUNK = 16
 
-Method = Literal["ibp", "crown-ibp", "crown"]
-METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown")
+Method = Literal["ibp", "crown-ibp", "crown", "alpha-crown"]
+METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
 def _leaf_layers(model: nn.Module) -> list[nn.Module]:
@@ -237,8 +237,8 @@ def bounds(
     CROWN bounds are intersected with interval ones unless `intersect=False`."""
     _check_method(method)
     lower_in, upper_in = input_box(x, eps)
-    if method == "crown":
-        return _flat_bounds(model, lower_in, upper_in, spec, lower_only, intersect)
+    if method in ("crown", "alpha-crown"):
+        return _flat_bounds(model, lower_in, upper_in, spec, lower_only, intersect, method)
     propagation = propagate(model, lower_in, upper_in, method, intersect)
     ops = propagation.ops
     if method == "ibp":
@@ -262,8 +262,9 @@ def _flat_bounds(
     spec: torch.Tensor | None,
     lower_only: bool,
     intersect: bool,
+    method: str = "crown",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """CROWN on flat stages, CHUNK windows at a time. Every window's bounds are its own, so
+    """CROWN (or α-CROWN) on flat stages, CHUNK windows at a time. Every window's bounds are its own, so
     chunking changes no bound; it keeps the working set cache-sized and memory flat in the
     batch size. Chunks run on `torch.get_num_threads()` worker threads with one-thread
     kernels: the kernels here are small, and torch's own threads wait on each other at
@@ -273,11 +274,25 @@ def _flat_bounds(
 
     def chunk(start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         part = slice(start, start + CHUNK)
-        propagation = crown.propagate(ops, stages, lower_in[part], upper_in[part], intersect)
         part_spec = None if spec is None else spec[part]
-        if part_spec is None:
-            part_spec = _identity_spec(propagation.output_ibp[0]).flatten(2)
-        lower, upper = crown.backward(propagation, len(stages) - 1, part_spec, not lower_only)
+        if method == "alpha-crown":  # upper bounds: lower bounds of the negated rows
+            if part_spec is None:
+                with torch.no_grad():
+                    n_out = model(lower_in[:1]).shape[1]
+                part_spec = _identity_spec(lower_in[part, :1].new_zeros(1, n_out)).flatten(2)
+                part_spec = part_spec.expand(len(lower_in[part]), -1, -1)
+            rows = part_spec.shape[1]
+            both = part_spec if lower_only else torch.cat((part_spec, -part_spec), 1)
+            lower, propagation = alpha.optimized_lower(
+                ops, stages, lower_in[part], upper_in[part], both, intersect
+            )
+            upper = None if lower_only else -lower[:, rows:]
+            lower = lower[:, :rows]
+        else:
+            propagation = crown.propagate(ops, stages, lower_in[part], upper_in[part], intersect)
+            if part_spec is None:
+                part_spec = _identity_spec(propagation.output_ibp[0]).flatten(2)
+            lower, upper = crown.backward(propagation, len(stages) - 1, part_spec, not lower_only)
         if intersect:
             interval = Propagation(
                 ops,

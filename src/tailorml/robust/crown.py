@@ -14,6 +14,7 @@ or 1, features) in [0, 1]): any value there is sound, which α-CROWN optimises.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,7 @@ from tailorml.robust.flat import (
 from tailorml.robust.ops import Op, relu_relaxation
 
 Slopes = dict[int, torch.Tensor]
+SlopeSource = Callable[[int, "FlatPropagation", int], Slopes]
 
 
 @dataclass
@@ -209,9 +211,11 @@ def propagate(
     lower: torch.Tensor,
     upper: torch.Tensor,
     intersect: bool = True,
+    slopes: SlopeSource | None = None,
 ) -> FlatPropagation:
     """Interval pass op by op, each ReLU's input tightened by its own identity CROWN pass
-    (intersected with the interval unless `intersect=False`)."""
+    (intersected with the interval unless `intersect=False`). `slopes(target, propagation,
+    rows)` gives the lower ReLU slopes of the pass that bounds op `target`'s input (α)."""
     center = ((upper + lower) / 2).flatten(1).unsqueeze(2)
     radius = ((upper - lower) / 2).flatten(1).unsqueeze(2)
     propagation = FlatPropagation(ops, stages, center, radius)
@@ -222,7 +226,11 @@ def propagate(
         if op.nonlinear:
             if index > 0 and not ops[index - 1].nonlinear:
                 shape = current[0].shape
-                crown_lower, crown_upper = backward(propagation, ends[index - 1], None, True)
+                rows = current[0][0].numel()
+                chosen = None if slopes is None else slopes(index, propagation, rows)
+                crown_lower, crown_upper = backward(
+                    propagation, ends[index - 1], None, True, chosen
+                )
                 crown_lower = crown_lower.reshape(shape)
                 crown_upper = crown_upper.reshape(shape)
                 if intersect:
@@ -241,7 +249,3 @@ def propagate(
 
 def _affine(stage: Stage) -> bool:
     return isinstance(stage, AffineStage)
-
-
-def last_stage(stages: list[Stage]) -> int:
-    return len(stages) - 1
