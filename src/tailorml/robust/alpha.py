@@ -29,9 +29,7 @@ class SlopeBank:
     def __init__(self) -> None:
         self.slopes: dict[tuple[int, int], torch.Tensor] = {}
 
-    def __call__(
-        self, target: int, propagation: crown.FlatPropagation, rows: int
-    ) -> crown.Slopes:
+    def __call__(self, target: int, propagation: crown.FlatPropagation, rows: int) -> crown.Slopes:
         chosen = {}
         for stage in propagation.stages:
             if not isinstance(stage, ReLUStage | ReLUPoolStage):

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from tailorml.robust import alpha, crown
+from tailorml.robust.flat import stages_of
 from tailorml.robust.ops import (
     ChannelAffineOp,
     ConvOp,
@@ -31,8 +33,6 @@ from tailorml.robust.ops import (
     ReshapeOp,
     UnsupportedLayerError,
 )
-from tailorml.robust import alpha, crown
-from tailorml.robust.flat import stages_of
 from tailorml.robust.parallel import in_chunks
 from tailorml.robust.perturbation import SensorError
 
@@ -264,11 +264,11 @@ def _flat_bounds(
     intersect: bool,
     method: str = "crown",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """CROWN (or α-CROWN) on flat stages, CHUNK windows at a time. Every window's bounds are its own, so
-    chunking changes no bound; it keeps the working set cache-sized and memory flat in the
-    batch size. Chunks run on `torch.get_num_threads()` worker threads with one-thread
-    kernels: the kernels here are small, and torch's own threads wait on each other at
-    every op (10x slower when another process holds a core; BENCHMARKS.md)."""
+    """CROWN (or α-CROWN) on flat stages, CHUNK windows at a time. Every window's bounds
+    are its own, so chunking changes no bound; it keeps the working set cache-sized and
+    memory flat in the batch size. Chunks run on `torch.get_num_threads()` worker threads
+    with one-thread kernels: the kernels here are small, and torch's own threads wait on
+    each other at every op (10x slower when another process holds a core; BENCHMARKS.md)."""
     ops = to_ops(model, tuple(lower_in.shape[1:]))
     stages = stages_of(ops, tuple(lower_in.shape[1:]), lower_in.dtype)
 

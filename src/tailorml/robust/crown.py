@@ -185,9 +185,7 @@ def backward(
         elif isinstance(stage, ReLUPoolStage):
             low, high, intercept, columns = _relu_pool_lines(stage, propagation, slope)
         else:
-            low, high, intercept, chosen = _pool_lines(
-                stage, propagation.intermediate[stage.index]
-            )
+            low, high, intercept, chosen = _pool_lines(stage, propagation.intermediate[stage.index])
         a, constant = _signed_back(a.expand(-1, directions, -1, -1), low, high, intercept)
         bias = bias + constant
         if isinstance(stage, PoolStage):
