@@ -20,6 +20,7 @@ from tailorml.robust.bounds import (
     bounds,
     margin_bounds,
     margin_spec,
+    op_by_op_bounds,
     pairwise_spec,
     to_ops,
 )
@@ -250,22 +251,6 @@ def test_alpha_crown_tightness_against_the_milp_range():
     assert np.median(alpha_ratios) < 1.3 < np.median(crown_ratios)
 
 
-def op_by_op_crown(model, x, eps, spec=None, lower_only=False, intersect=True):
-    """The definition, op by op (each op's own backward rule, transposed convolutions): the
-    reference the flat CROWN must reproduce."""
-    lower_in, upper_in = bounds_module.input_box(x, eps)
-    propagation = bounds_module.propagate(model, lower_in, upper_in, "crown", intersect)
-    ops = propagation.ops
-    if spec is None:
-        spec = bounds_module._identity_spec(propagation.output_ibp[0])
-    lower, upper = bounds_module._backward(ops, len(ops) - 1, spec, propagation, not lower_only)
-    if intersect:
-        interval = bounds_module._spec_of_interval(ops, propagation, spec, lower_only)
-        lower = torch.maximum(lower, interval[0])
-        upper = None if lower_only else torch.minimum(upper, interval[1])
-    return lower, upper
-
-
 @pytest.mark.parametrize("dims", [1, 2])
 @pytest.mark.parametrize("eps", [2.0, 8.0, 40.0])
 @pytest.mark.parametrize("intersect", [True, False])
@@ -279,7 +264,7 @@ def test_flat_crown_equals_the_op_by_op_definition(dims, eps, intersect, monkeyp
     try:
         with torch.no_grad():
             for spec in (None, pairwise_spec(20, 3, torch.float64)):
-                want = op_by_op_crown(model, x, error, spec, intersect=intersect)
+                want = op_by_op_bounds(model, x, error, spec, intersect=intersect)
                 got = bounds(model, x, error, "crown", spec=spec, intersect=intersect)
                 for a, b in zip(want, got, strict=True):
                     assert torch.allclose(a, b, rtol=0, atol=1e-9)
