@@ -36,8 +36,9 @@ from tailorml.robust.ops import (
 from tailorml.robust.parallel import in_chunks
 from tailorml.robust.perturbation import SensorError
 
-# Windows per CROWN chunk: small enough for the coefficient rows to stay in cache.
-CHUNK = 16
+# Windows per CROWN chunk: bounds the working set (about 25 MiB per worker on the alert
+# model), whatever the batch.
+CHUNK = 8
 
 Method = Literal["ibp", "crown-ibp", "crown", "alpha-crown"]
 METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown", "alpha-crown")
@@ -291,8 +292,8 @@ def _flat_bounds(
     method: str = "crown",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """CROWN (or α-CROWN) on flat stages, CHUNK windows at a time. Every window's bounds
-    are its own, so chunking changes no bound; it keeps the working set cache-sized and
-    memory flat in the batch size. Chunks run on `torch.get_num_threads()` worker threads
+    are its own, so chunking changes no bound; it keeps the working set small and memory
+    flat in the batch size. Chunks run on `torch.get_num_threads()` worker threads
     with one-thread kernels: the kernels here are small, and torch's own threads wait on
     each other at every op (10x slower when another process holds a core; BENCHMARKS.md)."""
     ops = to_ops(model, tuple(lower_in.shape[1:]))
