@@ -17,6 +17,7 @@ A group whose dense matrix would be too large (big images) keeps the ops' own st
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -113,9 +114,7 @@ def _probe_dense(
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     """(M, b, output shape) of a chain of affine ops, read off a basis. Exact: every
     column is one op application to a unit vector."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     zero = torch.zeros(1, *shape, dtype=dtype)
     basis = torch.eye(n, dtype=dtype).reshape(n, *shape)
     for op in ops:
@@ -126,18 +125,22 @@ def _probe_dense(
     return matrix, offset, out_shape
 
 
-def _out_shape(ops: list[Op], shape: tuple[int, ...], dtype: torch.dtype) -> tuple[int, ...]:
+def _at_zero(ops: list[Op], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The ops applied to one all-zero input: its shape is their output shape, its value
+    an affine run's offset."""
     probe = torch.zeros(1, *shape, dtype=dtype)
     for op in ops:
         probe = op.forward(probe)
-    return tuple(probe.shape[1:])
+    return probe
+
+
+def _out_shape(ops: list[Op], shape: tuple[int, ...], dtype: torch.dtype) -> tuple[int, ...]:
+    return tuple(_at_zero(ops, shape, dtype).shape[1:])
 
 
 def _pool_windows(op: MaxPoolOp) -> torch.Tensor:
     """Flat input index of every window entry, in `MaxPoolOp._windows` order."""
-    n_in = 1
-    for size in op.input_shape:
-        n_in *= size
+    n_in = math.prod(op.input_shape)
     positions = torch.arange(n_in, dtype=torch.float64).reshape(1, *op.input_shape)
     windows = op._windows(positions)  # (1, C, *out_spatial, entries)
     return windows.reshape(-1, windows.shape[-1]).round().long()
@@ -161,11 +164,7 @@ def stages_of(ops: list[Op], input_shape: tuple[int, ...], dtype: torch.dtype) -
                 index += 1
             continue
         if isinstance(op, MaxPoolOp):
-            windows = _pool_windows(op)
-            n_in = 1
-            for size in shape:
-                n_in *= size
-            stages.append(PoolStage(index, windows, n_in))
+            stages.append(PoolStage(index, _pool_windows(op), math.prod(shape)))
             shape = _out_shape([op], shape, dtype)
             index += 1
             continue
@@ -176,28 +175,12 @@ def stages_of(ops: list[Op], input_shape: tuple[int, ...], dtype: torch.dtype) -
             last += 1
         group = [ops[i] for i in range(index, last + 1)]
         out_shape = _out_shape(group, shape, dtype)
-        n_in, n_out = _numel(shape), _numel(out_shape)
         with torch.no_grad():
-            if n_in * n_out <= DENSE_LIMIT:
+            if math.prod(shape) * math.prod(out_shape) <= DENSE_LIMIT:
                 matrix, offset, _ = _probe_dense(group, shape, dtype)
             else:
-                matrix = None
-                offset = _out_shape_offset(group, shape, dtype)
+                matrix, offset = None, _at_zero(group, shape, dtype).flatten()
         stages.append(AffineStage(index, last, group, shape, out_shape, matrix, offset))
         shape = out_shape
         index = last + 1
     return stages
-
-
-def _out_shape_offset(ops: list[Op], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    probe = torch.zeros(1, *shape, dtype=dtype)
-    for op in ops:
-        probe = op.forward(probe)
-    return probe.flatten()
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for size in shape:
-        n *= size
-    return n
