@@ -360,3 +360,17 @@ def test_bad_eps_and_method_are_errors():
         ValueError, match=r"unknown bound method 'alpha'; choose one of .*alpha-crown"
     ):
         bounds(net, torch.zeros(1, 1, dtype=torch.float64), 0.1, "alpha")
+
+
+def test_flat_crown_is_differentiable_like_the_op_by_op_one():
+    model, x = small_cnn(1), random_inputs(1, n=2)
+    spec = margin_spec(torch.zeros(2, dtype=torch.long), 3, torch.float64)
+    gradients = []
+    for compute in (
+        lambda: bounds(model, x, 8.0, "crown", spec=spec, lower_only=True)[0],
+        lambda: op_by_op_bounds(model, x, 8.0, spec, lower_only=True)[0],
+    ):
+        model.zero_grad()
+        compute().sum().backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(gradients[0], gradients[1], rtol=1e-7, atol=1e-9)

@@ -6,6 +6,12 @@
   (tight, costly: one spec per neuron).
 - CROWN-IBP (Zhang et al. 2020): intermediate bounds from IBP, one backward pass for the
   output; the usual choice for certified training.
+- α-CROWN (Xu et al. 2021): CROWN with the lower ReLU slopes optimised (`alpha.py`).
+
+CROWN and α-CROWN run on flat stages (`flat.py`, `crown.py`: affine runs folded into dense
+matrices, chunks of windows on worker threads), IBP and CROWN-IBP op by op (differentiable
+through the weights, for training); `op_by_op_bounds` keeps CROWN's op-by-op definition as
+the reference the fast path is tested against.
 
 For CROWN, each intermediate bound is intersected with the interval one (both are sound), so
 CROWN is never looser than IBP. Batch-vectorised; differentiable, so the same code trains.

@@ -175,11 +175,11 @@ def stages_of(ops: list[Op], input_shape: tuple[int, ...], dtype: torch.dtype) -
             last += 1
         group = [ops[i] for i in range(index, last + 1)]
         out_shape = _out_shape(group, shape, dtype)
-        with torch.no_grad():
-            if math.prod(shape) * math.prod(out_shape) <= DENSE_LIMIT:
-                matrix, offset, _ = _probe_dense(group, shape, dtype)
-            else:
-                matrix, offset = None, _at_zero(group, shape, dtype).flatten()
+        # under autograd the probe keeps the weights' graph: the bounds stay differentiable
+        if math.prod(shape) * math.prod(out_shape) <= DENSE_LIMIT:
+            matrix, offset, _ = _probe_dense(group, shape, dtype)
+        else:
+            matrix, offset = None, _at_zero(group, shape, dtype).flatten()
         stages.append(AffineStage(index, last, group, shape, out_shape, matrix, offset))
         shape = out_shape
         index = last + 1
