@@ -67,7 +67,7 @@ def optimized_lower(
             propagation = crown.propagate(ops, stages, lower_in, upper_in, intersect, bank)
             output_slopes = bank(OUTPUT, propagation, spec.shape[1])
             lower, _ = crown.backward(propagation, len(stages) - 1, spec, False, output_slopes)
-        first = first or propagation
+        first = propagation if first is None else first
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         if step == steps or not bank.slopes:
             break
