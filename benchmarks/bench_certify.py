@@ -1,11 +1,13 @@
-"""Certification throughput of IBP, CROWN-IBP and CROWN on the alert model, and tightness of
-the bounds against the exact MILP optimum on small ReLU networks.
+"""Certification throughput of IBP, CROWN-IBP, CROWN and α-CROWN on the alert model, the
+fast CROWN against the op-by-op one side by side (same bounds, checked), its memory per
+window, and tightness of the bounds against the exact MILP optimum on small ReLU networks.
 
     .venv/bin/python benchmarks/bench_certify.py [--model runs/<run>/model.pt] [--windows 256]
 
-Throughput: float64, 2 threads, real windows of the shipped synthetic cohort, the default
-18k-parameter model (the given one, or a freshly initialised one: the cost of our bounds
-does not depend on the weights, since every neuron is bounded).
+Throughput: float64, 2 threads, real windows of the shipped synthetic cohort, the given
+model (or a freshly initialised default one: the cost of CROWN does not depend on the
+weights, since every neuron is bounded). Rates under load are only comparable within
+one run (the ratios); the script prints the load average.
 Tightness: for random tiny networks and inputs, with f(x) the clean margin and m* the MILP
 minimum over the box, ratio = (f(x) - bound) / (f(x) - m*): 1 = exact, 2 = twice as
 pessimistic as the true worst case.
@@ -14,8 +16,11 @@ pessimistic as the true worst case.
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
+import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -28,36 +33,94 @@ from tailorml.models.cnn import load_model
 from tailorml.models.recipe import fresh_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
-from tailorml.robust.bounds import METHODS, bounds
+from tailorml.robust.bounds import METHODS, bounds, op_by_op_bounds, pairwise_spec
 from tailorml.robust.certify import certify
 from tailorml.robust.milp import minimize
 from tailorml.robust.perturbation import SensorError, cgm_error
 
 
-def throughput(model_path: str | None, n_windows: int) -> None:
+def _windows(n_windows: int):
     config = Config()
     config.cohort.individuals = ["adult-002", "child-003"]
     prepared = prepare(config)
     pooled = prepared.splits.pooled("test")
     test = pooled[np.linspace(0, len(pooled) - 1, n_windows).round().astype(int)]
-    x, y = prepared.windows.x[test], prepared.windows.y[test]
+    return config, prepared.windows.x[test], prepared.windows.y[test]
+
+
+def _rate(work, n: int, seconds: float = 3.0) -> float:
+    """Windows per second of `work()` (n windows a call), repeated for about `seconds`."""
+    done, start = 0, time.perf_counter()
+    while True:
+        work()
+        done += n
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def _peak_kib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def crown_side_by_side(model, x: np.ndarray) -> None:
+    """Margin bounds (the 6 pairwise rows certification uses) of the op-by-op CROWN and
+    the flat one, alternated in one run; bounds compared; peak memory per window."""
+    double = copy.deepcopy(model).double().eval()
+    error = cgm_error(10.0, 0.0, list(model.policy.channels) if model.policy else ["cgm"])
+    windows = torch.as_tensor(x, dtype=torch.float64)
+    n_classes = int(double(windows[:1]).shape[1])
+    print(f"\nCROWN margin bounds, {len(windows)} windows, old (op by op) vs new (flat)")
+    with torch.no_grad():
+        spec = pairwise_spec(len(windows), n_classes, torch.float64)
+        # memory first, before the old path raises the process's peak: the growth of the
+        # peak from 256 windows to 2,048 (the windows repeated) is what a window costs
+        many = windows.repeat(2048 // len(windows) + 1, 1, 1)[:2048]
+        many_spec = pairwise_spec(len(many), n_classes, torch.float64)
+        bounds(double, many[:256], error, "crown", spec=many_spec[:256], lower_only=True)
+        before = _peak_kib()
+        bounds(double, many, error, "crown", spec=many_spec, lower_only=True)
+        new_grown = _peak_kib() - before
+        new = lambda: bounds(double, windows, error, "crown", spec=spec, lower_only=True)  # noqa: E731
+        new_rate = _rate(new, len(windows))
+        for batch in (1, 16, 64):
+            part = windows[:batch]
+            rate = _rate(
+                lambda p=part, s=spec[:batch]: op_by_op_bounds(
+                    double, p, error, s, lower_only=True
+                ),
+                len(part),
+            )
+            print(f"  old  batch {batch:4d}: {rate:8.1f} windows/s")
+        print(f"  new  batch {len(windows):4d}: {new_rate:8.1f} windows/s")
+        before = _peak_kib()
+        want = op_by_op_bounds(double, windows[:64], error, spec[:64], lower_only=True)[0]
+        old_grown = _peak_kib() - before
+        got = new()[0][:64]
+        print(f"  max |old - new| on 64 windows: {float((want - got).abs().max()):.2e}")
+        print(
+            f"  peak memory growth: new {new_grown:.0f} KiB from 256 to 2,048 windows "
+            f"({new_grown / 1792:.1f} KiB/window); "
+            f"old {old_grown / 1024:.1f} MiB for 64 windows "
+            f"({old_grown / 64 / 1024:.2f} MiB/window)"
+        )
+
+
+def throughput(model_path: str | None, n_windows: int, methods: list[str]) -> None:
+    config, x, y = _windows(n_windows)
     model = load_model(model_path) if model_path else fresh_model(config.model, x, 3, seed=0)
-    print(f"\n{len(x)} windows, eps ±10 mg/dL, float64, 2 threads")
-    print(f"{'method':10s} {'batch':>6s} {'samples/s':>10s} {'verified':>9s}")
-    for method in METHODS:
-        batches = (1, 4, 16) if method == "crown" else (64, 512)
-        if method == "crown" and model_path is None:
-            batches = (1,)
-        for batch in batches:
-            start = time.perf_counter()
-            certificate = certify(
-                model, x, y, cgm_error(10.0), AlertPolicy(), method, batch_size=batch
-            )
-            seconds = time.perf_counter() - start
-            print(
-                f"{method:10s} {batch:6d} {len(x) / seconds:10.1f} "
-                f"{certificate.verified_accuracy:9.3f}"
-            )
+    policy = model.policy or AlertPolicy()
+    crown_side_by_side(model, x)
+    print(f"\ncertify, {len(x)} windows, eps ±10 mg/dL, float64, 2 threads")
+    print(f"{'method':12s} {'samples/s':>10s} {'certified':>9s} {'correct':>8s}")
+    for method in methods:
+        start = time.perf_counter()
+        certificate = certify(model, x, y, cgm_error(10.0), policy, method)
+        seconds = time.perf_counter() - start
+        print(
+            f"{method:12s} {len(x) / seconds:10.1f} {int(certificate.certified.sum()):9d} "
+            f"{int(certificate.correct.sum()):8d}"
+        )
 
 
 def tightness(trials: int) -> None:
@@ -101,13 +164,20 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--windows", type=int, default=256)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help="bound methods certify is timed with"
+    )
     args = parser.parse_args()
     use_threads(2)
     print(
         f"machine: {platform.machine()}, python {platform.python_version()}, "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}"
     )
-    throughput(args.model, args.windows)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    throughput(args.model, args.windows, methods)
     if args.trials > 0:
         tightness(args.trials)
 

@@ -75,6 +75,25 @@ def test_certify_a_one_input_alert_model_by_hand():
     assert certificate.verified_accuracy == pytest.approx(1 / 3)
 
 
+def test_alpha_crown_certifies_every_window_crown_does_and_no_wrong_decision():
+    # certify runs CROWN first and α-CROWN only where it fell short: a superset by design,
+    # and windows whose clean decision is wrong are never bounded nor certified
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    net = net.double()
+    x = np.random.default_rng(0).normal(size=(40, 4))
+    with torch.no_grad():
+        y = net(torch.as_tensor(x)).argmax(1).numpy()
+    y[:5] = (y[:5] + 1) % 3  # five wrong labels
+    argmax = AlertPolicy.argmax(["a", "b", "c"])
+    error = SensorError(0.2)
+    crown = certify(net, x, y, error, argmax, "crown")
+    alpha = certify(net, x, y, error, argmax, "alpha-crown")
+    assert not crown.certified[:5].any() and not alpha.certified[:5].any()
+    assert bool((alpha.certified >= crown.certified).all())
+    assert alpha.certified.sum() >= crown.certified.sum() > 0
+
+
 def test_ramp_by_hand():
     ramp = Ramp(total_steps=100, warmup_fraction=0.1, ramp_fraction=0.5)
     assert [ramp(s) for s in (0, 10, 35, 60, 100)] == [0.0, 0.0, 0.5, 1.0, 1.0]

@@ -285,10 +285,10 @@ class RobustConfig(_Section):
         min_length=1,
         description="ε values of the verified-accuracy curve",
     )
-    method: Literal["ibp", "crown-ibp", "crown"] = Field(
+    method: Literal["ibp", "crown-ibp", "crown", "alpha-crown"] = Field(
         default="crown", description="bound used for certification at ε"
     )
-    sweep_method: Literal["ibp", "crown-ibp", "crown"] = Field(
+    sweep_method: Literal["ibp", "crown-ibp", "crown", "alpha-crown"] = Field(
         default="crown", description="bound used for the ε sweep"
     )
     pgd_steps: int = Field(default=10, ge=1)

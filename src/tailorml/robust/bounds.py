@@ -6,6 +6,12 @@
   (tight, costly: one spec per neuron).
 - CROWN-IBP (Zhang et al. 2020): intermediate bounds from IBP, one backward pass for the
   output; the usual choice for certified training.
+- α-CROWN (Xu et al. 2021): CROWN with the lower ReLU slopes optimised (`alpha.py`).
+
+CROWN and α-CROWN run on flat stages (`flat.py`, `crown.py`: affine runs folded into dense
+matrices, chunks of windows on worker threads), IBP and CROWN-IBP op by op (differentiable
+through the weights, for training); `op_by_op_bounds` keeps CROWN's op-by-op definition as
+the reference the fast path is tested against.
 
 For CROWN, each intermediate bound is intersected with the interval one (both are sound), so
 CROWN is never looser than IBP. Batch-vectorised; differentiable, so the same code trains.
@@ -21,6 +27,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from tailorml.robust import alpha, crown
+from tailorml.robust.flat import stages_of
 from tailorml.robust.ops import (
     ChannelAffineOp,
     ConvOp,
@@ -31,10 +39,15 @@ from tailorml.robust.ops import (
     ReshapeOp,
     UnsupportedLayerError,
 )
+from tailorml.robust.parallel import in_chunks
 from tailorml.robust.perturbation import SensorError
 
-Method = Literal["ibp", "crown-ibp", "crown"]
-METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown")
+# Windows per CROWN chunk: bounds the working set (about 25 MiB per worker on the alert
+# model), whatever the batch.
+CHUNK = 8
+
+Method = Literal["ibp", "crown-ibp", "crown", "alpha-crown"]
+METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
 def _leaf_layers(model: nn.Module) -> list[nn.Module]:
@@ -231,6 +244,8 @@ def bounds(
     CROWN bounds are intersected with interval ones unless `intersect=False`."""
     _check_method(method)
     lower_in, upper_in = input_box(x, eps)
+    if method in ("crown", "alpha-crown"):
+        return _flat_bounds(model, lower_in, upper_in, spec, lower_only, intersect, method)
     propagation = propagate(model, lower_in, upper_in, method, intersect)
     ops = propagation.ops
     if method == "ibp":
@@ -245,6 +260,90 @@ def bounds(
     if upper is not None:
         upper = torch.minimum(upper, interval_upper)
     return lower, upper
+
+
+def op_by_op_bounds(
+    model: nn.Module,
+    x: torch.Tensor,
+    eps: SensorError | float,
+    spec: torch.Tensor | None = None,
+    lower_only: bool = False,
+    intersect: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """CROWN by its definition, op by op (each op's own backward rule; convolutions as
+    transposed convolutions). Slow; kept as the independent reference that the fast flat
+    CROWN of `bounds` is tested (to 1e-9) and benchmarked against."""
+    lower_in, upper_in = input_box(x, eps)
+    propagation = propagate(model, lower_in, upper_in, "crown", intersect)
+    ops = propagation.ops
+    if spec is None:
+        spec = _identity_spec(propagation.output_ibp[0])
+    lower, upper = _backward(ops, len(ops) - 1, spec, propagation, not lower_only)
+    if not intersect:
+        return lower, upper
+    interval_lower, interval_upper = _spec_of_interval(ops, propagation, spec, lower_only)
+    lower = torch.maximum(lower, interval_lower)
+    if upper is not None:
+        upper = torch.minimum(upper, interval_upper)
+    return lower, upper
+
+
+def _flat_bounds(
+    model: nn.Module,
+    lower_in: torch.Tensor,
+    upper_in: torch.Tensor,
+    spec: torch.Tensor | None,
+    lower_only: bool,
+    intersect: bool,
+    method: str = "crown",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """CROWN (or α-CROWN) on flat stages, CHUNK windows at a time. Every window's bounds
+    are its own, so chunking changes no bound; it keeps the working set small and memory
+    flat in the batch size. Chunks run on `torch.get_num_threads()` worker threads
+    with one-thread kernels: the kernels here are small, and torch's own threads wait on
+    each other at every op (10x slower when another process holds a core; BENCHMARKS.md)."""
+    ops = to_ops(model, tuple(lower_in.shape[1:]))
+    stages = stages_of(ops, tuple(lower_in.shape[1:]), lower_in.dtype)
+
+    def chunk(start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        part = slice(start, start + CHUNK)
+        part_spec = None if spec is None else spec[part]
+        if method == "alpha-crown":  # upper bounds: lower bounds of the negated rows
+            if part_spec is None:
+                with torch.no_grad():
+                    n_out = model(lower_in[:1]).shape[1]
+                part_spec = _identity_spec(lower_in[part, :1].new_zeros(1, n_out)).flatten(2)
+                part_spec = part_spec.expand(len(lower_in[part]), -1, -1)
+            rows = part_spec.shape[1]
+            both = part_spec if lower_only else torch.cat((part_spec, -part_spec), 1)
+            lower, propagation = alpha.optimized_lower(
+                ops, stages, lower_in[part], upper_in[part], both, intersect
+            )
+            upper = None if lower_only else -lower[:, rows:]
+            lower = lower[:, :rows]
+        else:
+            propagation = crown.propagate(ops, stages, lower_in[part], upper_in[part], intersect)
+            if part_spec is None:
+                part_spec = _identity_spec(propagation.output_ibp[0]).flatten(2)
+            lower, upper = crown.backward(propagation, len(stages) - 1, part_spec, not lower_only)
+        if intersect:
+            interval = Propagation(
+                ops,
+                lower_in[part],
+                upper_in[part],
+                {},
+                propagation.output_ibp,
+                propagation.last_input_ibp,
+            )
+            interval_lower, interval_upper = _spec_of_interval(ops, interval, part_spec, lower_only)
+            lower = torch.maximum(lower, interval_lower)
+            if upper is not None:
+                upper = torch.minimum(upper, interval_upper)
+        return lower, upper
+
+    results = in_chunks(chunk, range(0, len(lower_in), CHUNK))
+    lower = torch.cat([lower for lower, _ in results])
+    return lower, None if lower_only else torch.cat([upper for _, upper in results])
 
 
 def _spec_of_interval(

@@ -101,7 +101,9 @@ def render_certify_report(out: Path) -> Path:
     robustness = pd.read_csv(out / "robustness.csv")
     sweep = pd.read_csv(out / "sweep.csv")
     methods = [
-        c for c in ("verified_ibp", "verified_crown-ibp", "verified_crown") if c in robustness
+        c
+        for c in ("verified_ibp", "verified_crown-ibp", "verified_crown", "verified_alpha-crown")
+        if c in robustness
     ]
     return write_html(
         "certify.html.j2",

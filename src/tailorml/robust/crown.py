@@ -1,0 +1,249 @@
+"""CROWN over flat stages (`tailorml.robust.flat`): the intermediate bounds of every neuron
+before a ReLU and the backward pass of the output specification.
+
+Same relaxations and the same intersections as the op-by-op definition in `bounds.py`
+(chord above an unstable ReLU, slope 0/1 below; max pooling by its dominant or best-lower
+entry; every CROWN bound intersected with the interval one, IBP run op by op), so the
+bounds agree to rounding; only the arithmetic is arranged for speed: coefficient rows stay
+flat (batch, rows, features), affine runs are one matrix product, and passes that start
+from the identity begin at the folded matrix itself.
+
+The lower ReLU slope of unstable neurons can be given (`slopes`, op index -> (batch, rows
+or 1, features) in [0, 1]): any value there is sound, which α-CROWN optimises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from tailorml.robust.flat import (
+    AffineStage,
+    PoolStage,
+    ReLUPoolStage,
+    ReLUStage,
+    Stage,
+    scatter_columns,
+)
+from tailorml.robust.ops import Op, relu_relaxation
+
+Slopes = dict[int, torch.Tensor]
+SlopeSource = Callable[[int, "FlatPropagation", int], Slopes]
+
+
+@dataclass
+class FlatPropagation:
+    """Input box and the bounds of every nonlinear op's input, flattened (batch, n)."""
+
+    ops: list[Op]
+    stages: list[Stage]
+    center: torch.Tensor  # (batch, n_input, 1)
+    radius: torch.Tensor
+    intermediate: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    output_ibp: tuple[torch.Tensor, torch.Tensor] | None = None
+    last_input_ibp: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _signed_back(
+    a: torch.Tensor, low: torch.Tensor, high: torch.Tensor, intercept: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A relaxation low·x <= f(x) <= high·x + intercept, applied to coefficient rows a
+    (batch, directions, rows, n): direction 0 bounds from below (positive coefficients take
+    the low line, negative ones the high line and its intercept), direction 1 from above
+    (the other way round). Slopes (batch, 1 or rows, n), intercept (batch, n)."""
+    directions = a.shape[1]
+    low, high = torch.broadcast_tensors(low, high)
+    if directions == 1:
+        positive, negative = low.unsqueeze(1), high.unsqueeze(1)
+    else:
+        positive, negative = torch.stack((low, high), 1), torch.stack((high, low), 1)
+    coefficients = a * torch.where(a >= 0, positive, negative)
+    column = intercept.unsqueeze(1).unsqueeze(3)  # (batch, 1, n, 1)
+    below = (a.clamp_max(0) @ column).squeeze(3)  # negative parts x intercept
+    if directions == 1:
+        return coefficients, below
+    above = (a[:, 1:] @ column).squeeze(3) - below[:, 1:]  # positive parts x intercept
+    return coefficients, torch.cat((below[:, :1], above), 1)
+
+
+def _relu_lines(
+    bounds_in: tuple[torch.Tensor, torch.Tensor], slope: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(lower slope (batch, 1 or rows, n), upper slope (batch, 1, n), upper intercept
+    (batch, n)): CROWN's lines, with the lower slope of unstable neurons replaced by
+    `slope` (α) when given."""
+    lower_slope, upper_slope, upper_intercept = relu_relaxation(*bounds_in)
+    lower_slope = lower_slope.unsqueeze(1)
+    if slope is not None:  # any slope in [0, 1] is a sound lower line of an unstable ReLU
+        lower_in, upper_in = bounds_in
+        unstable = ((lower_in < 0) & (upper_in > 0)).unsqueeze(1)
+        lower_slope = torch.where(unstable, slope, lower_slope)
+    return lower_slope, upper_slope.unsqueeze(1), upper_intercept
+
+
+def _gather(t: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """t (batch, [rows,] n) at columns (batch, k) of its last dimension."""
+    if t.dim() == 2:
+        return t.gather(1, columns)
+    return t.gather(2, columns.unsqueeze(1).expand(*t.shape[:2], -1))
+
+
+@dataclass
+class _PoolChoice:
+    """Per window of a max pooling: the chosen entry (largest lower bound), whether it
+    dominates its window (then max = that entry), and the ceiling max of upper bounds."""
+
+    chosen: torch.Tensor  # (batch, out): flat input index
+    dominant: torch.Tensor  # (batch, out) bool
+    ceiling: torch.Tensor  # (batch, out)
+
+
+def _pool_choice(windows: torch.Tensor, bounds_in: tuple[torch.Tensor, torch.Tensor]):
+    lower, upper = (t[:, windows] for t in bounds_in)  # (batch, out, entries)
+    best = lower.argmax(dim=-1, keepdim=True)
+    best_lower = lower.gather(-1, best).squeeze(-1)
+    is_best = torch.zeros_like(lower, dtype=torch.bool).scatter_(-1, best, True)
+    others_upper = upper.masked_fill(is_best, float("-inf")).amax(dim=-1)
+    chosen = windows.unsqueeze(0).expand(len(lower), -1, -1).gather(-1, best).squeeze(-1)
+    return _PoolChoice(chosen, best_lower >= others_upper, upper.amax(dim=-1))
+
+
+def _relu_pool_lines(
+    stage: ReLUPoolStage, propagation: FlatPropagation, slope: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lines of max pooling over ReLU outputs, on the chosen entry x_j of each window (the
+    largest lower bound): below, max >= relu(x_j) >= its lower line; above, relu(x_j)'s
+    chord when j dominates its window (max = that entry), else the constant ceiling.
+    Returns (low slope, high slope, intercept, chosen columns)."""
+    choice = _pool_choice(stage.windows, propagation.intermediate[stage.pool_index])
+    lower_slope, upper_slope, upper_intercept = _relu_lines(
+        propagation.intermediate[stage.index], slope
+    )
+    low = _gather(lower_slope, choice.chosen)
+    high = _gather(upper_slope, choice.chosen) * choice.dominant.unsqueeze(1)
+    intercept = torch.where(
+        choice.dominant, _gather(upper_intercept, choice.chosen), choice.ceiling
+    )
+    return low, high, intercept, choice.chosen
+
+
+def _pool_lines(
+    stage: PoolStage, bounds_in: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Max pooling not after a ReLU: the same lines without the ReLU's."""
+    choice = _pool_choice(stage.windows, bounds_in)
+    low = torch.ones_like(choice.ceiling).unsqueeze(1)
+    high = choice.dominant.unsqueeze(1).to(low.dtype)
+    intercept = torch.where(choice.dominant, torch.zeros_like(choice.ceiling), choice.ceiling)
+    return low, high, intercept, choice.chosen
+
+
+def backward(
+    propagation: FlatPropagation,
+    last: int,
+    spec: torch.Tensor | None,
+    need_upper: bool,
+    slopes: Slopes | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Lower (and upper) bounds of `spec @ output of stage last` over the input box; spec
+    (batch, rows, features), or None for the identity (one row per neuron). The rows that
+    bound from below and from above travel as one tensor (batch, directions, rows, n)."""
+    stages = propagation.stages
+    batch = propagation.center.shape[0]
+    directions = 2 if need_upper else 1
+    position = last
+    if spec is None:
+        stage = stages[position]
+        if not isinstance(stage, AffineStage):
+            raise ValueError("identity passes start at an affine stage")
+        matrix, offset = stage.identity_back(batch)
+        a = matrix.unsqueeze(1)  # shared by both directions until the first nonlinearity
+        bias = offset.unsqueeze(1).expand(batch, directions, -1)
+        position -= 1
+    else:
+        a = spec.unsqueeze(1).expand(-1, directions, -1, -1)
+        bias = spec.new_zeros(batch, directions, spec.shape[1])
+    columns: torch.Tensor | None = None  # a covers only these features (after pooling)
+    for stage in reversed(stages[: position + 1]):
+        if isinstance(stage, AffineStage):
+            a = a.expand(-1, directions, -1, -1)
+            rows = a.reshape(batch, -1, a.shape[3])
+            rows, constant = stage.back(rows, columns)
+            a = rows.view(batch, directions, -1, rows.shape[2])
+            bias = bias + constant.view(batch, directions, -1)
+            columns = None
+            continue
+        if columns is not None:  # nonlinear right after nonlinear: not in our nets
+            n = propagation.intermediate[stage.index][0].shape[1]
+            a = scatter_columns(a.flatten(1, 2), columns, n).view(batch, directions, -1, n)
+            columns = None
+        slope = None if slopes is None else slopes.get(stage.index)
+        if isinstance(stage, ReLUStage):
+            low, high, intercept = _relu_lines(propagation.intermediate[stage.index], slope)
+        elif isinstance(stage, ReLUPoolStage):
+            low, high, intercept, columns = _relu_pool_lines(stage, propagation, slope)
+        else:
+            low, high, intercept, chosen = _pool_lines(stage, propagation.intermediate[stage.index])
+        a, constant = _signed_back(a.expand(-1, directions, -1, -1), low, high, intercept)
+        bias = bias + constant
+        if isinstance(stage, PoolStage):
+            n = stage.n_in
+            a = scatter_columns(a.flatten(1, 2), chosen, n).view(batch, directions, -1, n)
+    center, radius = propagation.center, propagation.radius  # (batch, n, 1)
+    if columns is not None:
+        center = _gather(center.squeeze(2), columns).unsqueeze(2)
+        radius = _gather(radius.squeeze(2), columns).unsqueeze(2)
+    a = a.expand(-1, directions, -1, -1)
+    mid = (a @ center.unsqueeze(1)).squeeze(3)
+    spread = (a.abs() @ radius.unsqueeze(1)).squeeze(3)
+    lower = mid[:, 0] - spread[:, 0] + bias[:, 0]
+    upper = mid[:, 1] + spread[:, 1] + bias[:, 1] if need_upper else None
+    return lower, upper
+
+
+def propagate(
+    ops: list[Op],
+    stages: list[Stage],
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    intersect: bool = True,
+    slopes: SlopeSource | None = None,
+) -> FlatPropagation:
+    """Interval pass op by op, each ReLU's input tightened by its own identity CROWN pass
+    (intersected with the interval unless `intersect=False`). `slopes(target, propagation,
+    rows)` gives the lower ReLU slopes of the pass that bounds op `target`'s input (α)."""
+    center = ((upper + lower) / 2).flatten(1).unsqueeze(2)
+    radius = ((upper - lower) / 2).flatten(1).unsqueeze(2)
+    propagation = FlatPropagation(ops, stages, center, radius)
+    ends = {stage.last: position for position, stage in enumerate(stages) if _affine(stage)}
+    current = (lower, upper)
+    propagation.last_input_ibp = current
+    for index, op in enumerate(ops):
+        if op.nonlinear:
+            if index > 0 and not ops[index - 1].nonlinear:
+                shape = current[0].shape
+                rows = current[0][0].numel()
+                chosen = None if slopes is None else slopes(index, propagation, rows)
+                crown_lower, crown_upper = backward(
+                    propagation, ends[index - 1], None, True, chosen
+                )
+                crown_lower = crown_lower.reshape(shape)
+                crown_upper = crown_upper.reshape(shape)
+                if intersect:
+                    current = (
+                        torch.maximum(current[0], crown_lower),
+                        torch.minimum(current[1], crown_upper),
+                    )
+                else:
+                    current = (crown_lower, crown_upper)
+            propagation.intermediate[index] = (current[0].flatten(1), current[1].flatten(1))
+        propagation.last_input_ibp = current
+        current = op.ibp(*current)
+    propagation.output_ibp = current
+    return propagation
+
+
+def _affine(stage: Stage) -> bool:
+    return isinstance(stage, AffineStage)
