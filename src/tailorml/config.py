@@ -193,6 +193,11 @@ class ModelConfig(_Section):
         default=32, ge=0, description="hidden linear units (he_friendly: 0 = none, 2 fewer levels)"
     )
     pool: int = Field(default=2, ge=1, description="he_friendly: average-pooling size")
+    activation: Literal["square", "relu_poly"] = Field(
+        default="square",
+        description="he_friendly: x², or relu_poly (ReLU's quadratic least-squares fit on "
+        "[-4, 4]); both cost one CKKS level",
+    )
     max_parameters: int = Field(default=20_000, gt=0)
 
     @model_validator(mode="after")

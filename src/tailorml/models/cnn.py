@@ -47,6 +47,7 @@ class CNNSpec:
     dims: int = 1  # 1: Conv1d over time; 2: Conv2d over images
     architecture: str = "cnn"  # "cnn" (SmallCNN) or "he_friendly" (models.he_cnn)
     pool: int = 2  # he_friendly: average-pooling size after the x² (cnn: max-pool 2)
+    activation: str = "square"  # he_friendly: "square" or "relu_poly" (models.he_cnn)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +126,7 @@ def build_model(
         dims=dims,
         architecture=config.architecture,
         pool=config.pool,
+        activation=config.activation,
     )
     try:
         model = network(spec, mean, scale)

@@ -101,13 +101,16 @@ def compile_plan(model: nn.Module, name: str | None = None) -> HEPlan:
     bias = conv_layer.bias.detach().double().numpy()
     pad = spec.kernel_size // 2
     block = layout.block
+    # activation(z) = gain·(z + shift)² + constant: the shift joins the bias before the
+    # x², gain and constant join the weights and bias after it
+    gain, shift, constant = model.features[1].completed_square()
     conv_slots = next_power_of_two(width * block)
     conv = np.zeros((layout.window_slots, conv_slots))
     conv_bias = np.zeros(conv_slots)
     for out in range(width):
         for t in range(length):
             column = out * block + t
-            conv_bias[column] = bias[out]
+            conv_bias[column] = bias[out] + shift
             for source in range(spec.in_channels):
                 for tap in range(spec.kernel_size):
                     reading = t + tap - pad
@@ -123,17 +126,22 @@ def compile_plan(model: nn.Module, name: str | None = None) -> HEPlan:
     for out in range(width):
         for t in range(length):
             heads[:, out * block + t] = first_weight[:, out * pooled + t // pool] / pool
+    head_bias = first.bias.detach().double().numpy() + constant * heads.sum(axis=1)
+    heads *= gain
     mix = mix_bias = None
     if len(linears) == 2:
+        gain, shift, constant = model.head[2].completed_square()
+        head_bias = head_bias + shift
         mix = linears[1].weight.detach().double().numpy()
-        mix_bias = linears[1].bias.detach().double().numpy()
+        mix_bias = linears[1].bias.detach().double().numpy() + constant * mix.sum(axis=1)
+        mix = mix * gain
     return HEPlan(
         layout=layout,
         parameters=parameters,
         conv=conv,
         conv_bias=conv_bias,
         heads=heads,
-        head_bias=first.bias.detach().double().numpy(),
+        head_bias=head_bias,
         mix=mix,
         mix_bias=mix_bias,
         depth=depth,
