@@ -893,6 +893,13 @@ def privacy_check(
 
     result = check_run(run, model, individuals, max_windows, batch, _reporter())
     _print_privacy_check(result)
+    if not result["passed"]:
+        console.print(
+            "Encrypted and plaintext results disagree beyond the tolerance: do not serve this "
+            "model encrypted.",
+            style="bold red",
+        )
+        raise typer.Exit(1)
 
 
 def _print_privacy_check(result: dict) -> None:

@@ -15,12 +15,14 @@ from tailorml.privacy.params import (
 
 
 def test_shipped_chains_are_within_the_128_bit_bound():
-    # Table 1 of the standard: N = 8192 allows log2(q) <= 218 (special prime included)
+    # Table 1 of the standard: log2(q) <= 218 for N = 8192, 438 for N = 16384 (special
+    # prime included)
+    bound = {8192: 218, 16384: 438}
     for parameters in PRESETS:
-        assert parameters.poly_modulus_degree == 8192
-        assert parameters.total_bits <= 218
-    assert (THREE_LEVELS.total_bits, THREE_LEVELS.levels) == (205, 3)
-    assert (FIVE_LEVELS.total_bits, FIVE_LEVELS.levels) == (218, 5)
+        assert parameters.total_bits <= bound[parameters.poly_modulus_degree]
+    assert (THREE_LEVELS.poly_modulus_degree, THREE_LEVELS.total_bits) == (8192, 205)
+    assert (FIVE_LEVELS.poly_modulus_degree, FIVE_LEVELS.total_bits) == (16384, 320)
+    assert (THREE_LEVELS.levels, FIVE_LEVELS.levels) == (3, 5)
 
 
 def test_a_modulus_above_the_bound_is_refused():

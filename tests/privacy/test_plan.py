@@ -79,3 +79,11 @@ def test_layout_round_trips_through_a_dict():
     assert layout.block == 32 and layout.window_slots == 128
     with pytest.raises(PrivacyError, match="invalid input layout"):
         InputLayout.from_dict({"channels": 1})
+
+
+def test_the_device_export_refuses_an_he_friendly_model(small_model):
+    from tailorml.deploy.quantize import quantize
+    from tailorml.errors import DeployError
+
+    with pytest.raises(DeployError, match=r"he_friendly model .* is for encrypted inference"):
+        quantize(small_model, glucose_windows(4))

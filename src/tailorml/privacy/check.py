@@ -152,6 +152,8 @@ def check_run(
     sizes = {"public_context_bytes": len(public)}
     timings, rows = Timings(), []
     people = people_with_test(prepared, individuals)
+    if not people:
+        raise TailormlError(f"no individual of {run.path} has test windows to check")
     with reporter.task("encrypted round trips", total=len(people)) as task:
         for person in people:
             indices = prepared.splits.of(person, PART)
@@ -182,6 +184,10 @@ def check_run(
         "windows": int(sum(row["windows"] for row in rows)),
         "max_logit_difference": max(row["max_logit_difference"] for row in rows),
         "decisions_differ": int(sum(row["decisions_differ"] for row in rows)),
+        "passed": bool(
+            all(row["decisions_differ"] == 0 for row in rows)
+            and all(row["max_logit_difference"] <= LOGIT_TOLERANCE for row in rows)
+        ),
         "seconds_per_window": timings.per_window(),
         "seconds": {
             "client_keys": keys_seconds,
