@@ -114,14 +114,14 @@ def encrypted_figures(he: Path, individuals: int, latency_windows: int) -> None:
     keys = time.perf_counter() - began
     public = client.public_context()
     began = time.perf_counter()
-    load_public(public, plan.parameters)
+    server = load_public(public, plan.parameters)
     load = time.perf_counter() - began
     people = people_with_test(prepared, individuals)
     rows, batched, sizes_batched = [], Timings(), {}
     for person in people:
         windows = prepared.windows.x[prepared.splits.of(person, "test")]
         encrypted_logits = round_trip(
-            encrypted, client, windows, plan.max_batch, batched, sizes_batched
+            encrypted, client, server, windows, plan.max_batch, batched, sizes_batched
         )
         rows.append(
             {
@@ -132,7 +132,7 @@ def encrypted_figures(he: Path, individuals: int, latency_windows: int) -> None:
     single, sizes_single = Timings(), {}
     sample = np.concatenate([prepared.windows.x[prepared.splits.of(p, "test")] for p in people])
     sample = sample[np.linspace(0, len(sample) - 1, latency_windows).round().astype(int)]
-    round_trip(encrypted, client, sample, 1, single, sizes_single)
+    round_trip(encrypted, client, server, sample, 1, single, sizes_single)
 
     print(
         "\n| individual | test windows | max abs logit difference | decisions differ | "

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 
+from tailorml.errors import TailormlError
 from tailorml.policy import AlertPolicy
 from tailorml.privacy.context import public_bytes, secret_context
 from tailorml.privacy.layout import InputLayout, next_power_of_two
@@ -59,7 +60,7 @@ class EncryptedAlertClient:
                 threads,
             )
         except (KeyError, TypeError, ValueError) as error:
-            if isinstance(error, PrivacyError):
+            if isinstance(error, TailormlError):  # already names what is wrong
                 raise
             raise PrivacyError(
                 f"model spec lacks or mistypes {error}; pass EncryptedModel.public_spec()"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tenseal as ts
 
 from tailorml.client import EncryptedAlertClient, softmax
 from tailorml.data.prepared import Prepared, prepare
@@ -26,6 +27,7 @@ from tailorml.privacy.plan import torch_logits
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted, read_window
 from tailorml.privacy.wire import pack_parts
 from tailorml.progress import SILENT, Reporter
+from tailorml.robust.evaluate import evenly_spaced
 from tailorml.runs import Run
 
 PART = "test"
@@ -66,15 +68,15 @@ def people_with_test(prepared: Prepared, count: int) -> list[str]:
 def round_trip(
     encrypted: EncryptedModel,
     client: EncryptedAlertClient,
+    server_context: ts.Context,
     windows: np.ndarray,
     batch: int,
     timings: Timings,
     sizes: dict[str, int],
 ) -> np.ndarray:
     """Encrypted logits of `windows`, `batch` per ciphertext, timing every step. The server
-    loads the public context once (as a service would per person) and evaluates each
-    ciphertext; decryption happens on the client."""
-    server_context = load_public(client.public_context(), encrypted.plan.parameters)
+    evaluates each ciphertext under `server_context` (the client's public context, read once
+    per person as a service would); decryption happens on the client."""
     levels = encrypted.plan.parameters.levels
     outputs = []
     for start in range(0, len(windows), batch):
@@ -147,7 +149,7 @@ def check_run(
     keys_seconds = time.perf_counter() - began
     public = client.public_context()
     began = time.perf_counter()
-    load_public(public, encrypted.plan.parameters)
+    server_context = load_public(public, encrypted.plan.parameters)
     context_load_seconds = time.perf_counter() - began
     sizes = {"public_context_bytes": len(public)}
     timings, rows = Timings(), []
@@ -157,15 +159,11 @@ def check_run(
     with reporter.task("encrypted round trips", total=len(people)) as task:
         for person in people:
             indices = prepared.splits.of(person, PART)
-            if max_windows:
-                indices = indices[
-                    np.linspace(0, len(indices) - 1, min(max_windows, len(indices)))
-                    .round()
-                    .astype(int)
-                ]
-            windows = prepared.windows.x[indices]
+            windows = prepared.windows.x[evenly_spaced(indices, max_windows)]
             plain = torch_logits(model, windows)
-            encrypted_logits = round_trip(encrypted, client, windows, batch, timings, sizes)
+            encrypted_logits = round_trip(
+                encrypted, client, server_context, windows, batch, timings, sizes
+            )
             rows.append({"individual": person, **agreement(model.policy, plain, encrypted_logits)})
             task.advance()
     # once, cold: what one request costs a server that loads the context from bytes
