@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.client import EncryptedAlertClient
+from tailorml.client import EncryptedAlertClient, softmax
 from tailorml.config import load_config
 from tailorml.data.prepared import prepare
 from tailorml.models.cnn import count_parameters, load_model
@@ -98,6 +98,19 @@ def print_alert_table(standard: Path, he: Path) -> None:
     )
 
 
+def alert_metrics(policy, prepared, person: str, logits: np.ndarray) -> dict:
+    """The person's test-part alert metrics of `logits` under the model's policy."""
+    indices = prepared.splits.of(person, "test")
+    trace = prepared.trace(person, "test")
+    return policy.metrics_of_alerts(
+        policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
+        prepared.windows.time[indices],
+        policy.decide(softmax(logits)) == policy.alert_index,
+        prepared.windows.y[indices] == policy.alert_index,
+        prepared.windows.current_cgm[indices],
+    )
+
+
 def encrypted_figures(he: Path, individuals: int, latency_windows: int) -> None:
     run = Run.open(he)
     config = run.config()
@@ -118,15 +131,19 @@ def encrypted_figures(he: Path, individuals: int, latency_windows: int) -> None:
     load = time.perf_counter() - began
     people = people_with_test(prepared, individuals)
     rows, batched, sizes_batched = [], Timings(), {}
+    policy = model.policy
     for person in people:
         windows = prepared.windows.x[prepared.splits.of(person, "test")]
         encrypted_logits = round_trip(
             encrypted, client, server, windows, plan.max_batch, batched, sizes_batched
         )
+        plain_logits = torch_logits(model, windows)
         rows.append(
             {
                 "individual": person,
-                **agreement(model.policy, torch_logits(model, windows), encrypted_logits),
+                **agreement(policy, plain_logits, encrypted_logits),
+                "plain": alert_metrics(policy, prepared, person, plain_logits),
+                "encrypted": alert_metrics(policy, prepared, person, encrypted_logits),
             }
         )
     single, sizes_single = Timings(), {}
@@ -144,6 +161,18 @@ def encrypted_figures(he: Path, individuals: int, latency_windows: int) -> None:
             f"| {row['individual']} | {row['windows']} | {row['max_logit_difference']:.1e} | "
             f"{row['decisions_differ']} | {row['alerts_plain']} | "
             f"{row['closest_to_threshold']:.1e} |"
+        )
+    print(
+        "\n| individual | lows | early sens. plaintext / encrypted | false alerts/day "
+        "plaintext / encrypted |"
+    )
+    print("|---|---|---|---|")
+    for row in rows:
+        plain, secret = row["plain"], row["encrypted"]
+        print(
+            f"| {row['individual']} | {plain['hypo_events']:.0f} | "
+            f"{plain['hypo_sensitivity_early']:.3f} / {secret['hypo_sensitivity_early']:.3f} | "
+            f"{plain['false_alerts_per_day']:.2f} / {secret['false_alerts_per_day']:.2f} |"
         )
     print(
         "\n| what | 1 window per ciphertext | "
