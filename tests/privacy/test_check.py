@@ -115,3 +115,15 @@ def test_privacy_check_refuses_a_batch_larger_than_a_ciphertext(he_run):
 def test_configs_the_he_model_cannot_honour_are_refused(data, match):
     with pytest.raises(ConfigError, match=match):
         config_from_dict(data)
+
+
+def test_the_shipped_experiment_is_the_three_level_he_model():
+    from pathlib import Path
+
+    from tailorml.config import load_config
+    from tailorml.models.he_cnn import multiplicative_depth
+
+    config = load_config(Path(__file__).resolve().parents[2] / "experiments" / "he_friendly.toml")
+    assert config.model.architecture == "he_friendly"
+    model = build_model(config.model, 1, 24, 3, torch.tensor([150.0]), torch.tensor([50.0]))
+    assert multiplicative_depth(model.spec) == 3
