@@ -5,7 +5,8 @@ Readings are interleaved across windows: reading k of window b sits in slot k·B
 batch of B windows (a power of two). Every per-window linear map then becomes a matrix
 whose non-zero diagonals do not depend on B (the convolution needs one per kernel tap), and
 a sum over a window's features becomes a strided sum whose rotations are powers of two —
-so a ciphertext of 32 windows costs the server about what one window costs.
+so a full ciphertext (16 or 32 windows) costs the server 2–3 times one window, not 16–32 times
+(measured: BENCHMARKS.md).
 
 Per window, channel c's readings fill a block of `block` slots (a power of two at least
 length + kernel//2, so the convolution's zero padding falls on empty slots).

@@ -6,7 +6,7 @@ the plan of `tailorml.privacy.plan` with TenSEAL, and returns the encrypted logi
 never logs, stores or caches the context or the ciphertexts; only the model's compiled
 plaintext weights are cached (in an `EncryptedModel` the caller keeps).
 
-Cost per ciphertext (1 to 32 windows): one matrix product with one non-zero diagonal per
+Cost per ciphertext (1 window up to a full batch): one matrix product with one non-zero diagonal per
 kernel tap, one x², and per head a strided sum of log2(features) power-of-two rotations.
 """
 
