@@ -90,6 +90,11 @@ deploy_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(deploy_app, name="deploy")
+privacy_app = typer.Typer(
+    help="Encrypted inference: the server computes alerts on CKKS-encrypted windows.",
+    no_args_is_help=True,
+)
+app.add_typer(privacy_app, name="privacy")
 
 # Never parse output as Rich markup: it carries data (ids, file names, reasons), and an id
 # like "[/x]" crashed the command while "[methods.transfer]" vanished from a message. The
@@ -873,6 +878,72 @@ def deploy_simulate(
         run, individual, target, days, out, emulate, cloud_iterations, reporter=_reporter()
     )
     _print_simulate(done)
+
+
+@privacy_app.command("check")
+def privacy_check(
+    run: Annotated[Path, typer.Option("--run", help="A train run of an he_friendly model.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Check this model file instead of the run's model.pt.")
+    ] = None,
+    individuals: Annotated[
+        int, typer.Option(min=1, help="Individuals whose test windows make the round trip.")
+    ] = 3,
+    max_windows: Annotated[
+        int, typer.Option(min=0, help="Test windows per individual, evenly spaced (0 = all).")
+    ] = 0,
+    batch: Annotated[
+        int, typer.Option(min=1, help="Windows per ciphertext (1 = one request per window).")
+    ] = 1,
+) -> None:
+    """Encrypt test windows with a fresh client key, evaluate them encrypted as the server
+    would (public context only), decrypt, and compare with the plaintext model: logit
+    differences, decisions, latency per window and sizes. Writes RUN/privacy_check.json."""
+    from tailorml.privacy.check import check_run
+
+    result = check_run(run, model, individuals, max_windows, batch, _reporter())
+    _print_privacy_check(result)
+    if not result["passed"]:
+        console.print(
+            "Encrypted and plaintext results disagree beyond the tolerance: do not serve this "
+            "model encrypted.",
+            style="bold red",
+        )
+        raise typer.Exit(1)
+
+
+def _print_privacy_check(result: dict) -> None:
+    table = Table(title=f"Encrypted vs plaintext model, {result['batch']} window(s)/ciphertext")
+    for column in ("individual", "windows", "max |Δ logit|", "decisions differ", "alerts"):
+        table.add_column(column, justify="left" if column == "individual" else "right")
+    for row in result["individuals"]:
+        table.add_row(
+            row["individual"],
+            str(row["windows"]),
+            f"{row['max_logit_difference']:.1e}",
+            str(row["decisions_differ"]),
+            str(row["alerts_plain"]),
+        )
+    console.print(table)
+    per_window, sizes = result["seconds_per_window"], result["sizes"]
+    console.print(
+        f"Per window: encrypt {per_window['encrypt'] * 1e3:.0f} ms, evaluate "
+        f"{per_window['evaluate'] * 1e3:.0f} ms, decrypt {per_window['decrypt'] * 1e3:.0f} ms, "
+        f"end to end {per_window['end_to_end'] * 1e3:.0f} ms (median). Sizes: public context "
+        f"{sizes['public_context_bytes'] / 1e6:.1f} MB (once), ciphertext up "
+        f"{sizes['upload_bytes'] / 1e3:.0f} kB, logits down {sizes['download_bytes'] / 1e3:.0f} kB."
+    )
+    verdict = (
+        "every decision agrees"
+        if result["decisions_differ"] == 0
+        else f"{result['decisions_differ']} decisions differ"
+    )
+    console.print(
+        f"{result['windows']} windows, {verdict}; logits within "
+        f"{result['max_logit_difference']:.1e} (tolerance {result['logit_tolerance']:g})."
+    )
+    if result.get("synthetic"):
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
 
 
 @cohort_app.command("simulate")

@@ -182,12 +182,37 @@ class SplitConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The compact 1-D CNN (kept under 20k parameters so int8 weights fit an STM32F4)."""
+    """The compact 1-D CNN (kept under 20k parameters so int8 weights fit an STM32F4), or
+    the HE-friendly model a CKKS server can evaluate on encrypted windows (docs/privacy.md)."""
 
+    architecture: Literal["cnn", "he_friendly"] = Field(
+        default="cnn",
+        description="cnn: conv-ReLU-maxpool blocks (the wearable's model); he_friendly: one "
+        "conv, x² activations, average pooling (encrypted inference, tailorml.privacy)",
+    )
     conv_channels: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 32], min_length=1)
     kernel_size: int = Field(default=5, ge=1)
-    hidden: int = Field(default=32, ge=1)
+    hidden: int = Field(
+        default=32, ge=0, description="hidden linear units (he_friendly: 0 = none, 2 fewer levels)"
+    )
+    pool: int = Field(default=2, ge=1, description="he_friendly: average-pooling size")
+    activation: Literal["square", "relu_poly"] = Field(
+        default="square",
+        description="he_friendly: x², or relu_poly (ReLU's quadratic least-squares fit on "
+        "[-4, 4]); both cost one CKKS level",
+    )
     max_parameters: int = Field(default=20_000, gt=0)
+
+    @model_validator(mode="after")
+    def _architecture_fits(self) -> ModelConfig:
+        if self.architecture == "cnn" and self.hidden < 1:
+            raise ValueError("hidden = 0 is for architecture = 'he_friendly'; the cnn needs >= 1")
+        if self.architecture == "he_friendly" and len(self.conv_channels) != 1:
+            raise ValueError(
+                f"architecture = 'he_friendly' has one convolution (each layer costs CKKS "
+                f"depth), got conv_channels = {self.conv_channels}; set e.g. conv_channels = [4]"
+            )
+        return self
 
 
 class TrainConfig(_Section):
@@ -453,6 +478,24 @@ class Config(_Section):
     writers: WritersConfig = Field(default_factory=WritersConfig)
     soft: SoftConfig = Field(default_factory=SoftConfig)
     robust: RobustConfig = Field(default_factory=RobustConfig)
+
+    @model_validator(mode="after")
+    def _he_friendly_recipe(self) -> Config:
+        """The x² activations have no bound propagation and no channel compaction: refuse
+        here rather than after the cohort is prepared."""
+        if self.model.architecture != "he_friendly":
+            return self
+        if self.train.robust in ("ibp", "crown-ibp"):
+            raise ValueError(
+                f"train.robust = {self.train.robust!r} needs bounds through ReLU layers; the "
+                "he_friendly model has x² activations: set train.robust = 'none' or 'pgd'"
+            )
+        if self.train.sparsity:
+            raise ValueError(
+                "train.sparsity: pruning compacts SmallCNN channels only; set "
+                "train.sparsity = 0 for model.architecture = 'he_friendly'"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

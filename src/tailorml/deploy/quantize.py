@@ -172,6 +172,11 @@ class QuantizedModel:
 
 def _operations(model: SmallCNN) -> list[tuple[str, nn.Module]]:
     """(name, module) in forward order; refuses by name anything the export cannot run."""
+    if getattr(getattr(model, "spec", None), "architecture", "cnn") == "he_friendly":
+        raise DeployError(
+            "an he_friendly model (x² activations) is for encrypted inference in the cloud "
+            "(tailorml privacy); export a model.architecture = 'cnn' model to a device"
+        )
     if not isinstance(model, SmallCNN) or model.spec.dims != 1:
         raise DeployError(
             "only 1-D alert models (conv1d over CGM windows) can be exported to a device; "

@@ -45,6 +45,9 @@ class CNNSpec:
     kernel_size: int = 5
     hidden: int = 32
     dims: int = 1  # 1: Conv1d over time; 2: Conv2d over images
+    architecture: str = "cnn"  # "cnn" (SmallCNN) or "he_friendly" (models.he_cnn)
+    pool: int = 2  # he_friendly: average-pooling size after the x² (cnn: max-pool 2)
+    activation: str = "square"  # he_friendly: "square" or "relu_poly" (models.he_cnn)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +95,18 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
+def network(spec: CNNSpec, mean: torch.Tensor, scale: torch.Tensor) -> nn.Module:
+    """The untrained network `spec` describes: a SmallCNN, or the HE-friendly model
+    (same interface: spec, policy, normalize)."""
+    if spec.architecture == "cnn":
+        return SmallCNN(spec, mean, scale)
+    from tailorml.models.he_cnn import HE_FRIENDLY, HEFriendlyCNN
+
+    if spec.architecture == HE_FRIENDLY:
+        return HEFriendlyCNN(spec, mean, scale)
+    raise ValueError(f"unknown architecture {spec.architecture!r}; use 'cnn' or 'he_friendly'")
+
+
 def build_model(
     config: ModelConfig,
     in_channels: int,
@@ -109,8 +124,14 @@ def build_model(
         kernel_size=config.kernel_size,
         hidden=config.hidden,
         dims=dims,
+        architecture=config.architecture,
+        pool=config.pool,
+        activation=config.activation,
     )
-    model = SmallCNN(spec, mean, scale)
+    try:
+        model = network(spec, mean, scale)
+    except ValueError as error:  # e.g. a pool that does not divide the window
+        raise ConfigError(f"model.architecture = {config.architecture!r}: {error}") from None
     n_parameters = count_parameters(model)
     if n_parameters > config.max_parameters:
         raise ConfigError(
@@ -174,9 +195,7 @@ def load_model(path) -> SmallCNN:
     try:
         spec = CNNSpec(**payload["spec"])
         state = payload["state_dict"]
-        model = SmallCNN(
-            spec, state["normalize.mean"].flatten(), state["normalize.scale"].flatten()
-        )
+        model = network(spec, state["normalize.mean"].flatten(), state["normalize.scale"].flatten())
         model.load_state_dict(state)
     except (TypeError, KeyError, RuntimeError, ValueError) as error:
         raise ModelFileError(

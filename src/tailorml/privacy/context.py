@@ -1,0 +1,100 @@
+"""TenSEAL contexts: the client's secret one and the public one the server may hold.
+
+The client makes the keys (secret key, relinearisation keys for x², Galois keys for the
+rotations) and sends the server a context *without* the secret key: with it the server
+evaluates on ciphertexts; without the secret key it cannot decrypt them. The server
+refuses a context that carries a secret key (it must never hold one) or lacks the
+evaluation keys, and one whose parameters differ from the model's chain.
+"""
+
+from __future__ import annotations
+
+import tenseal as ts
+
+from tailorml.privacy.params import CKKSParameters, PrivacyError
+
+NOT_A_CONTEXT = (
+    "public_context is not a serialized TenSEAL context ({error}); send "
+    "EncryptedAlertClient.public_context()"
+)
+
+
+def secret_context(parameters: CKKSParameters, threads: int | None = None) -> ts.Context:
+    """A fresh CKKS context with every key (client side only)."""
+    context = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=parameters.poly_modulus_degree,
+        coeff_mod_bit_sizes=list(parameters.coeff_mod_bit_sizes),
+        n_threads=threads,
+    )
+    context.global_scale = 2.0**parameters.scale_bits
+    context.generate_relin_keys()
+    context.generate_galois_keys()
+    return context
+
+
+def public_bytes(context: ts.Context) -> bytes:
+    """The context serialised without its secret key: parameters, public, relinearisation
+    and Galois keys — what the server receives."""
+    return context.serialize(
+        save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=True
+    )
+
+
+def load_public(
+    data: bytes, parameters: CKKSParameters | None = None, threads: int | None = None
+) -> ts.Context:
+    """The server's view of a client context: refused if it holds a secret key, lacks the
+    evaluation keys, or (given `parameters`) was made for another chain."""
+    if not isinstance(data, bytes | bytearray) or not data:
+        raise PrivacyError("public_context is empty; send EncryptedAlertClient.public_context()")
+    try:
+        context = ts.context_from(bytes(data), n_threads=threads)
+    except Exception as error:  # TenSEAL raises ValueError/RuntimeError/TypeError alike
+        raise PrivacyError(NOT_A_CONTEXT.format(error=type(error).__name__)) from None
+    check_public(context, parameters)
+    return context
+
+
+def check_public(context: ts.Context, parameters: CKKSParameters | None = None) -> None:
+    """Refuse a context holding the secret key or lacking evaluation keys (and, given
+    `parameters`, one made for another chain)."""
+    if context.has_secret_key():
+        raise PrivacyError(
+            "public_context carries the secret key; the server must never hold it: send "
+            "EncryptedAlertClient.public_context() (serialised without the secret key)"
+        )
+    missing = [
+        name
+        for name, present in (
+            ("relinearisation", context.has_relin_keys()),
+            ("Galois", context.has_galois_keys()),
+        )
+        if not present
+    ]
+    if missing:
+        raise PrivacyError(
+            f"public_context has no {' or '.join(missing)} keys; the server needs them for x² "
+            "and rotations: serialise with save_relin_keys and save_galois_keys"
+        )
+    if parameters is not None:
+        check_parameters(context, parameters)
+
+
+def check_parameters(context: ts.Context, parameters: CKKSParameters) -> None:
+    """Refuse a context made for another polynomial degree or a shorter chain."""
+    seal = context.seal_context().data
+    fresh = seal.first_context_data()  # the parameters of a freshly encrypted ciphertext
+    degree = fresh.parms().poly_modulus_degree()
+    levels = fresh.chain_index()  # rescales left to a fresh ciphertext
+    total = seal.key_context_data().total_coeff_modulus_bit_count()
+    if (degree, levels, total) != (
+        parameters.poly_modulus_degree,
+        parameters.levels,
+        parameters.total_bits,
+    ):
+        raise PrivacyError(
+            f"public_context has N = {degree}, {levels} levels, {total} modulus bits, but "
+            f"this model's chain is {parameters.describe()}; make the keys from the model's "
+            "encryption spec (EncryptedAlertClient.from_spec)"
+        )

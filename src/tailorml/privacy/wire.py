@@ -1,0 +1,48 @@
+"""The server's answer on the wire: one serialized CKKS vector per class, framed in one
+byte string (TenSEAL serialises single vectors only).
+
+    b"TMLHE1" | count (uint32 big-endian) | count × (length (uint32) | bytes)
+"""
+
+from __future__ import annotations
+
+import struct
+
+from tailorml.privacy.params import PrivacyError
+
+MAGIC = b"TMLHE1"
+_LENGTH = struct.Struct(">I")
+
+
+def pack_parts(parts: list[bytes]) -> bytes:
+    """`parts` framed as one byte string."""
+    chunks = [MAGIC, _LENGTH.pack(len(parts))]
+    for part in parts:
+        chunks += [_LENGTH.pack(len(part)), part]
+    return b"".join(chunks)
+
+
+def unpack_parts(data: bytes) -> list[bytes]:
+    """The parts of a `pack_parts` byte string; anything else is a one-line error."""
+    data = bytes(data)
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LENGTH.size:
+        raise PrivacyError(
+            "encrypted logits do not start with the tailorml header; pass the bytes "
+            "evaluate_encrypted returned, unchanged"
+        )
+    offset = len(MAGIC)
+    (count,) = _LENGTH.unpack_from(data, offset)
+    offset += _LENGTH.size
+    parts = []
+    for _ in range(count):
+        if offset + _LENGTH.size > len(data):
+            raise PrivacyError("encrypted logits are truncated; fetch the whole answer again")
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size
+        if offset + length > len(data):
+            raise PrivacyError("encrypted logits are truncated; fetch the whole answer again")
+        parts.append(data[offset : offset + length])
+        offset += length
+    if offset != len(data):
+        raise PrivacyError("encrypted logits have trailing bytes; pass the answer unchanged")
+    return parts

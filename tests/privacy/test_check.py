@@ -1,0 +1,129 @@
+"""The HE-friendly model through the normal path (`tailorml train`), then the encrypted
+round trip of `tailorml privacy check` on test windows of several individuals."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tailorml.cli import app
+from tailorml.config import ModelConfig, config_from_dict
+from tailorml.errors import ConfigError, TailormlError
+from tailorml.models.cnn import build_model, load_model, save_model
+from tailorml.policy import AlertPolicy
+from tailorml.privacy.check import LOGIT_TOLERANCE
+from tailorml.privacy.params import PrivacyError
+
+runner = CliRunner()
+
+HE_MODEL = """
+[model]
+architecture = "he_friendly"
+conv_channels = [4]
+hidden = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def he_run(tmp_path_factory, tiny_run_config):
+    base = tmp_path_factory.mktemp("he")
+    config = base / "he.toml"
+    config.write_text(tiny_run_config.format(runs=(base / "runs").as_posix()) + HE_MODEL)
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    (run,) = (base / "runs").iterdir()
+    return run
+
+
+def test_the_trained_model_is_he_friendly_and_carries_its_policy(he_run):
+    model = load_model(he_run / "model.pt")
+    assert model.spec.architecture == "he_friendly"
+    assert model.policy is not None and model.policy.alert_class == "hypo"
+    metrics = json.loads((he_run / "metrics.json").read_text())
+    assert "sensitivity_early" in metrics["alerting"]  # the same alert metrics as any model
+
+
+def test_privacy_check_agrees_on_every_test_window(he_run):
+    result = runner.invoke(
+        app,
+        [
+            "privacy",
+            "check",
+            "--run",
+            str(he_run),
+            "--individuals",
+            "2",
+            "--max-windows",
+            "6",
+            "--batch",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "every decision agrees" in result.output
+    check = json.loads((he_run / "privacy_check.json").read_text())
+    assert check["windows"] == 12 and len(check["individuals"]) == 2
+    assert check["decisions_differ"] == 0 and check["passed"] is True
+    assert check["max_logit_difference"] < LOGIT_TOLERANCE
+    assert check["parameters"]["security_bits"] == 128 and check["depth"] == 3
+    assert check["sizes"]["public_context_bytes"] > check["sizes"]["upload_bytes"] > 0
+
+
+def test_privacy_check_refuses_a_relu_model_by_name(he_run, tmp_path):
+    cnn = build_model(ModelConfig(), 1, 24, 3, torch.tensor([150.0]), torch.tensor([50.0]))
+    cnn.policy = AlertPolicy()
+    save_model(cnn, tmp_path / "cnn.pt")
+    result = runner.invoke(
+        app, ["privacy", "check", "--run", str(he_run), "--model", str(tmp_path / "cnn.pt")]
+    )
+    assert isinstance(result.exception, PrivacyError)  # main() prints it as one line, exit 2
+    message = str(result.exception)
+    assert "cnn.pt is a 'cnn' model" in message and "he_friendly" in message
+
+
+def test_privacy_check_refuses_a_batch_larger_than_a_ciphertext(he_run):
+    result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), "--batch", "64"])
+    assert isinstance(result.exception, TailormlError)
+    assert "--batch 64: one ciphertext holds 1 to 32 windows" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (
+            {"model": {"architecture": "he_friendly"}},
+            r"model.*has one convolution.*conv_channels = \[16, 32, 32\]",
+        ),
+        (
+            {
+                "model": {"architecture": "he_friendly", "conv_channels": [4]},
+                "train": {"robust": "ibp"},
+            },
+            r"train.robust = 'ibp' needs bounds through ReLU",
+        ),
+        (
+            {
+                "model": {"architecture": "he_friendly", "conv_channels": [4]},
+                "train": {"sparsity": 0.5},
+            },
+            "train.sparsity: pruning compacts SmallCNN channels only",
+        ),
+        ({"model": {"hidden": 0}}, "hidden = 0 is for architecture = 'he_friendly'"),
+    ],
+)
+def test_configs_the_he_model_cannot_honour_are_refused(data, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(data)
+
+
+def test_the_shipped_experiment_is_the_three_level_he_model():
+    from pathlib import Path
+
+    from tailorml.config import load_config
+    from tailorml.models.he_cnn import multiplicative_depth
+
+    config = load_config(Path(__file__).resolve().parents[2] / "experiments" / "he_friendly.toml")
+    assert config.model.architecture == "he_friendly"
+    model = build_model(config.model, 1, 24, 3, torch.tensor([150.0]), torch.tensor([50.0]))
+    assert multiplicative_depth(model.spec) == 3

@@ -1,0 +1,110 @@
+"""Encrypted inference with TenSEAL: the server holds a public context only, and its
+encrypted logits match the plaintext model within the CKKS tolerance."""
+
+import numpy as np
+import pytest
+import tenseal as ts
+
+from tailorml.client import EncryptedAlertClient, softmax
+from tailorml.privacy.check import LOGIT_TOLERANCE
+from tailorml.privacy.context import load_public, secret_context
+from tailorml.privacy.params import CKKSParameters, PrivacyError
+from tailorml.privacy.plan import plain_logits
+from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
+from tailorml.privacy.wire import pack_parts, unpack_parts
+
+from .conftest import glucose_windows
+
+
+@pytest.fixture(scope="module")
+def keys(small_model):
+    encrypted = EncryptedModel(small_model, "small")
+    client = EncryptedAlertClient.from_spec(encrypted.public_spec())
+    public = client.public_context()
+    return encrypted, client, public, load_public(public, encrypted.plan.parameters)
+
+
+def test_the_server_context_has_no_secret_key_and_cannot_decrypt(keys):
+    _encrypted, client, _public, server = keys
+    assert client.context.has_secret_key()
+    assert not server.has_secret_key() and server.is_public()
+    vector = ts.ckks_vector_from(server, client.encrypt(glucose_windows(1)))
+    with pytest.raises(ValueError, match=r"doesn.t hold a secret_key"):
+        vector.decrypt()
+
+
+@pytest.mark.parametrize("n_windows", [1, 5])
+def test_encrypted_logits_match_the_plaintext_model(keys, n_windows):
+    encrypted, client, _public, server = keys
+    windows = glucose_windows(n_windows, seed=n_windows)
+    answer = evaluate_encrypted(encrypted, server, client.encrypt(windows))
+    logits = client.decrypt(answer, n_windows)
+    plain = plain_logits(encrypted.plan, windows)
+    assert logits.shape == (n_windows, 3)
+    assert np.abs(logits - plain).max() < LOGIT_TOLERANCE
+    policy = encrypted.policy
+    assert (client.decide(logits) == policy.decide(softmax(plain))).all()
+
+
+def test_evaluate_reads_the_context_from_bytes_too(keys):
+    encrypted, client, public, _ = keys
+    window = glucose_windows(1, seed=7)
+    answer = evaluate_encrypted(encrypted, public, client.encrypt(window))
+    logits = client.decrypt(answer)
+    assert np.abs(logits[:1] - plain_logits(encrypted.plan, window)).max() < LOGIT_TOLERANCE
+
+
+def test_a_context_with_the_secret_key_is_refused(keys):
+    encrypted, client, _, _ = keys
+    leaked = client.context.serialize(save_secret_key=True)
+    with pytest.raises(PrivacyError, match="carries the secret key; the server must never"):
+        evaluate_encrypted(encrypted, leaked, client.encrypt(glucose_windows(1)))
+
+
+def test_a_context_without_evaluation_keys_is_refused(keys):
+    _encrypted, client, _, _ = keys
+    bare = client.context.serialize(save_galois_keys=False, save_relin_keys=False)
+    with pytest.raises(PrivacyError, match="no relinearisation or Galois keys"):
+        load_public(bare)
+
+
+def test_a_context_for_another_chain_is_refused(keys):
+    encrypted = keys[0]
+    other = secret_context(CKKSParameters(8192, (50, 35, 50), 35))  # one level: small keys
+    other.make_context_public()
+    with pytest.raises(PrivacyError, match=r"1 levels.*this model's chain is CKKS N = 8192"):
+        load_public(other.serialize(), encrypted.plan.parameters)
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"", "encrypted_window is empty"),
+        (b"not a ciphertext", "not a CKKS vector for this context"),
+    ],
+)
+def test_a_bad_ciphertext_is_a_one_line_error(keys, payload, match):
+    encrypted, _, _, server = keys
+    with pytest.raises(PrivacyError, match=match):
+        evaluate_encrypted(encrypted, server, payload)
+
+
+def test_a_ciphertext_of_the_wrong_size_is_refused(keys):
+    encrypted, client, _, server = keys
+    wrong = ts.ckks_vector(client.context, [100.0] * 40).serialize()
+    with pytest.raises(PrivacyError, match=r"holds 40 slots; this model reads 32 slots per window"):
+        evaluate_encrypted(encrypted, server, wrong)
+
+
+def test_too_many_windows_for_one_ciphertext_are_refused(keys):
+    _, client, _, _ = keys
+    with pytest.raises(PrivacyError, match=r"33 windows do not fit one ciphertext \(at most 32\)"):
+        client.encrypt(glucose_windows(33))
+
+
+def test_the_answer_frame_round_trips_and_rejects_garbage():
+    assert unpack_parts(pack_parts([b"a", b"", b"xyz"])) == [b"a", b"", b"xyz"]
+    with pytest.raises(PrivacyError, match="tailorml header"):
+        unpack_parts(b"junk")
+    with pytest.raises(PrivacyError, match="truncated"):
+        unpack_parts(pack_parts([b"abcdef"])[:-2])

@@ -1,0 +1,89 @@
+"""The encrypted forward pass, run in numpy: it must equal the torch model exactly (the
+folding of normalisation, activation shift and pooling is algebra, not approximation)."""
+
+import numpy as np
+import pytest
+import torch
+
+from tailorml.config import ModelConfig
+from tailorml.models.cnn import build_model
+from tailorml.models.he_cnn import multiplicative_depth
+from tailorml.privacy.layout import InputLayout
+from tailorml.privacy.params import PrivacyError
+from tailorml.privacy.plan import compile_plan, plain_logits, run_plain, torch_logits
+
+from .conftest import glucose_windows, he_model
+
+
+@pytest.mark.parametrize(
+    ("hidden", "activation", "channels"),
+    [(0, "square", 1), (0, "relu_poly", 1), (6, "square", 1), (6, "relu_poly", 2)],
+)
+def test_plan_in_numpy_equals_the_torch_forward(hidden, activation, channels):
+    model = he_model(hidden, activation, channels)
+    windows = glucose_windows(45, channels)  # 32 + 13: two ciphertexts, the second padded
+    plan = compile_plan(model)
+    # float64 on both sides: only summation order differs
+    np.testing.assert_allclose(plain_logits(plan, windows), torch_logits(model, windows), atol=1e-9)
+
+
+def test_batching_does_not_change_a_window_s_logits(small_model):
+    plan = compile_plan(small_model)
+    windows = glucose_windows(8)
+    alone = np.concatenate([run_plain(plan, plan.layout.pack(w[None], 1), 1) for w in windows])
+    together = run_plain(plan, plan.layout.pack(windows, 8), 8)
+    np.testing.assert_allclose(together, alone, atol=1e-9)
+
+
+def test_depth_by_layer_count():
+    # conv, x², head: 3; with a hidden layer also its x² and the output layer: 5
+    assert compile_plan(he_model(0)).depth == multiplicative_depth(he_model(0).spec) == 3
+    assert compile_plan(he_model(4)).depth == 5
+
+
+def test_the_convolution_needs_one_diagonal_per_kernel_tap(small_model):
+    # what keeps the server fast: non-zero diagonals of the batched conv matrix (TenSEAL's
+    # diagonal method rotates once per non-zero diagonal) do not grow with the batch
+    plan = compile_plan(small_model)
+    for batch in (1, 8):
+        matrix = plan.conv_matrix(batch)
+        n, _m = matrix.shape
+        rows, columns = np.nonzero(matrix)
+        assert len(np.unique((rows - columns) % n)) == small_model.spec.kernel_size
+
+
+def test_a_relu_cnn_is_refused_by_name():
+    cnn = build_model(ModelConfig(), 1, 24, 3, torch.tensor([150.0]), torch.tensor([50.0]))
+    with pytest.raises(PrivacyError, match=r"runs/x/model\.pt is a 'cnn' model.*he_friendly"):
+        compile_plan(cnn, "runs/x/model.pt")
+
+
+@pytest.mark.parametrize(
+    ("window", "match"),
+    [
+        (np.zeros(20), r"window has shape \(20,\); this model reads 1 channel\(s\) × 24"),
+        (np.zeros((2, 24)), r"shape \(2, 24\)"),
+        (np.full(24, np.nan), "missing"),
+        (np.zeros((0, 1, 24)), "no windows"),
+    ],
+)
+def test_a_wrong_window_is_a_one_line_error(window, match):
+    layout = InputLayout.for_model(1, 24, 5, 4096)
+    with pytest.raises(PrivacyError, match=match):
+        layout.check_windows(window)
+
+
+def test_layout_round_trips_through_a_dict():
+    layout = InputLayout.for_model(3, 24, 5, 4096)
+    assert InputLayout.from_dict(layout.to_dict()) == layout
+    assert layout.block == 32 and layout.window_slots == 128
+    with pytest.raises(PrivacyError, match="invalid input layout"):
+        InputLayout.from_dict({"channels": 1})
+
+
+def test_the_device_export_refuses_an_he_friendly_model(small_model):
+    from tailorml.deploy.quantize import quantize
+    from tailorml.errors import DeployError
+
+    with pytest.raises(DeployError, match=r"he_friendly model .* is for encrypted inference"):
+        quantize(small_model, glucose_windows(4))
