@@ -118,6 +118,13 @@ def serve(
             "loss, at one disk flush per write."
         ),
     ] = "normal",
+    he_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="An HE-friendly model file (experiments/he_friendly.toml) for encrypted "
+            "alerts: POST /api/v1/encrypted/alert."
+        ),
+    ] = None,
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
@@ -136,7 +143,7 @@ def serve(
         from tailorml.config import load_config
 
         load_config(config)  # a bad config fails now, not in the first job
-    service = Service(data, server_key, config.resolve() if config else None, durability)
+    service = Service(data, server_key, config.resolve() if config else None, durability, he_model)
     console.print(
         f"tailorml service on http://{host}:{port} · data {data} · review page "
         f"http://{host}:{port}/review · Ctrl-C stops it"

@@ -116,3 +116,58 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.asarray(logits, dtype=float) - np.max(logits, axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+class ServiceAlerts:
+    """Encrypted alerts from a running `tailorml serve --he-model …`: the keys are made and
+    kept here; the service receives the public context once and then only ciphertexts.
+
+        alerts = ServiceAlerts("https://host", token)       # keys, public context sent once
+        decisions = alerts.decide(windows)                  # (n, channels, 24) mg/dL
+    """
+
+    def __init__(self, url: str, token: str, timeout: float = 300.0) -> None:
+        import httpx
+
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+        self.spec = self._checked(self.http.get("/api/v1/encrypted/spec")).json()
+        self.client = EncryptedAlertClient.from_spec(self.spec)
+        self._checked(
+            self.http.put(
+                "/api/v1/encrypted/context",
+                content=self.client.public_context(),
+                headers={"content-type": "application/octet-stream"},
+            )
+        )
+
+    @staticmethod
+    def _checked(answer):
+        if answer.status_code >= 400:
+            try:
+                message = answer.json().get("message", answer.text)
+            except ValueError:
+                message = answer.text
+            raise PrivacyError(f"the service answered {answer.status_code}: {message}")
+        return answer
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Decrypted logits, `max_batch` windows per request."""
+        windows = self.client.layout.check_windows(windows)
+        rows = []
+        for start in range(0, len(windows), self.client.max_batch):
+            chunk = windows[start : start + self.client.max_batch]
+            answer = self._checked(
+                self.http.post(
+                    "/api/v1/encrypted/alert",
+                    content=self.client.encrypt(chunk),
+                    headers={"content-type": "application/octet-stream"},
+                )
+            )
+            rows.append(self.client.decrypt(answer.content, len(chunk)))
+        return np.concatenate(rows)
+
+    def decide(self, windows: np.ndarray) -> np.ndarray:
+        """Class per window under the model's own alert policy, decided here."""
+        return self.client.decide(self.logits(windows))

@@ -132,8 +132,9 @@ def free_port() -> int:
 class Server:
     """`tailorml serve` in its own process."""
 
-    def __init__(self, service: ServiceData, port: int | None = None) -> None:
+    def __init__(self, service: ServiceData, port: int | None = None, extra=()) -> None:
         self.service = service
+        self.extra = list(extra)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -141,7 +142,7 @@ class Server:
     def start(self, timeout: float = 300.0) -> Server:
         command = [sys.executable, "-m", "tailorml", "serve", "--data", str(self.service.data)]
         command += ["--key-file", str(self.service.key_file), "--port", str(self.port)]
-        command += ["--config", str(self.service.config)]
+        command += ["--config", str(self.service.config), *self.extra]
         self.log = open(self.service.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             command, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ.copy()

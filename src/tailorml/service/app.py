@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from tailorml import __version__
@@ -23,6 +23,7 @@ from tailorml.registry.people import Person
 from tailorml.service import nightscout
 from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
 from tailorml.service.core import Service
+from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES
 from tailorml.service.nightscout import PayloadError
 
 log = logging.getLogger("tailorml.service")
@@ -36,19 +37,18 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": status, "message": message}, status_code=status)
 
 
-async def read_body(request: Request) -> bytes:
-    """The body, refused past MAX_BODY_BYTES without reading the rest."""
+async def read_body(request: Request, limit: int = nightscout.MAX_BODY_BYTES) -> bytes:
+    """The body, refused past `limit` bytes without reading the rest."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > nightscout.MAX_BODY_BYTES:
+    if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(
-            f"body of {int(declared):,} bytes exceeds {nightscout.MAX_BODY_BYTES:,}; send fewer "
-            "records per request"
+            f"body of {int(declared):,} bytes exceeds {limit:,}; send fewer records per request"
         )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > nightscout.MAX_BODY_BYTES:
-            raise TooLarge(f"body exceeds {nightscout.MAX_BODY_BYTES:,} bytes")
+        if size > limit:
+            raise TooLarge(f"body exceeds {limit:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -266,6 +266,23 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
             raise PayloadError(f"review.decision must be approve or reject, not {decision[:20]!r}")
         comment = _string(body, "comment", "review") or ""
         return await call(request, service.review, candidate_id, decision, comment)
+
+    # -- encrypted alerts ------------------------------------------------------------------------
+
+    @app.get("/api/v1/encrypted/spec")
+    async def encrypted_spec(request: Request):
+        return await call(request, service.encrypted_spec)
+
+    @app.put("/api/v1/encrypted/context")
+    async def encrypted_context(request: Request):
+        body = await read_body(request, MAX_CONTEXT_BYTES)
+        return await call(request, service.register_context, body)
+
+    @app.post("/api/v1/encrypted/alert")
+    async def encrypted_alert(request: Request):
+        body = await read_body(request, MAX_CIPHERTEXT_BYTES)
+        answer = await call(request, service.encrypted_alert, body)
+        return Response(answer, media_type="application/octet-stream")
 
     # -- the person's own data -----------------------------------------------------------------
 

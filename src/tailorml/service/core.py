@@ -20,6 +20,7 @@ from tailorml.registry.people import PeopleStore, Person
 from tailorml.service import nightscout
 from tailorml.service.auth import AccessDenied, may_access, subject
 from tailorml.service.crypto import ServerKey
+from tailorml.service.encrypted import EncryptedAlerts
 from tailorml.service.jobs import JobRunner
 from tailorml.service.keyring import Keyring
 from tailorml.service.live import ALERT, ENTRY, TREATMENT, LiveAlerts
@@ -35,6 +36,7 @@ class Service:
         server_key: ServerKey,
         config_path=None,
         durability: str = "normal",
+        he_model: str | Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.store = PeopleStore(self.data_dir, durability)
@@ -49,6 +51,7 @@ class Service:
         self.runtimes = Runtimes(self.registry, self.data_dir / "onnx")
         self.live = LiveAlerts(self.store, self.keyring, self.runtimes)
         self.jobs = JobRunner(self.data_dir, server_key, config_path)
+        self.encrypted = EncryptedAlerts(self.data_dir, Path(he_model) if he_model else None)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -273,6 +276,31 @@ class Service:
         self.store.record(self._who(caller), "read_card", person.id, {})
         return self.data_dir / "cards" / f"{encode_component(person.id)}.html"
 
+    # -- encrypted alerts (the server cannot read the window) --------------------------------
+
+    def encrypted_spec(self, caller) -> dict:
+        return self.encrypted.spec()
+
+    def register_context(self, caller, data: bytes) -> dict:
+        self.encrypted.register(caller.id, data)
+        self.store.record(self._who(caller), "register_he_context", caller.id, {"bytes": len(data)})
+        return {"registered": True, "bytes": len(data)}
+
+    def encrypted_alert(self, caller, ciphertext: bytes) -> bytes:
+        """Encrypted logits for the caller's encrypted window; recorded without content."""
+        answer = self.encrypted.evaluate(caller.id, ciphertext)
+        self.store.record(
+            self._who(caller),
+            "encrypted_inference",
+            caller.id,
+            {
+                "bytes_in": len(ciphertext),
+                "bytes_out": len(answer),
+                "model_sha256": self.encrypted.sha256,
+            },
+        )
+        return answer
+
     # -- the person's own rights: export and erasure -----------------------------------------
 
     def export(self, caller) -> dict:
@@ -313,6 +341,7 @@ class Service:
         """Delete the person's readings, treatments, alerts and data key; retire every model
         trained on their data. Recorded (what and by whom), never the content."""
         retired = self.registry.retire(person.id, "the person's data was erased", actor)
+        self.encrypted.forget(person.id)
         counts = self.store.erase(person.id, actor, retired)
         self.keyring.forget(person.id)
         self.runtimes.forget(person.id)
