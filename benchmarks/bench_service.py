@@ -65,6 +65,20 @@ async def seed(client: httpx.AsyncClient, secret: str, start_ms: int) -> None:
     answer.raise_for_status()
 
 
+async def timed_upload(client, secret, reading, latencies, errors) -> None:
+    """Post one reading; record its latency and whether it was acknowledged."""
+    sent = time.perf_counter()
+    try:
+        answer = await client.post(
+            "/api/v1/entries", json=[reading], headers={"api-secret": secret}
+        )
+        ok = answer.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    latencies.append(time.perf_counter() - sent)
+    errors.append(not ok)
+
+
 async def open_loop(client, secret, start_ms, interval, duration, latencies, errors, rng):
     await asyncio.sleep(rng.uniform(0, interval))
     began = time.perf_counter()
@@ -77,16 +91,7 @@ async def open_loop(client, secret, start_ms, interval, duration, latencies, err
             "sgv": int(rng.integers(60, 250)),
             "date": start_ms + index * FIVE_MINUTES,
         }
-        sent = time.perf_counter()
-        try:
-            answer = await client.post(
-                "/api/v1/entries", json=[reading], headers={"api-secret": secret}
-            )
-            ok = answer.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        latencies.append(time.perf_counter() - sent)
-        errors.append(not ok)
+        await timed_upload(client, secret, reading, latencies, errors)
         index += 1
 
 
@@ -94,16 +99,7 @@ async def closed_loop(client, secret, start_ms, duration, latencies, errors):
     began, index = time.perf_counter(), 10_000
     while time.perf_counter() - began < duration:
         reading = {"type": "sgv", "sgv": 110, "date": start_ms + index * FIVE_MINUTES}
-        sent = time.perf_counter()
-        try:
-            answer = await client.post(
-                "/api/v1/entries", json=[reading], headers={"api-secret": secret}
-            )
-            ok = answer.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        latencies.append(time.perf_counter() - sent)
-        errors.append(not ok)
+        await timed_upload(client, secret, reading, latencies, errors)
         index += 1
 
 
