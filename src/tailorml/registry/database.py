@@ -1,0 +1,111 @@
+"""The registry's SQLite file: connections, transactions and the append-only audit log.
+
+Why SQLite: one file, transactions and a write-ahead log come with Python, and several
+processes (a personalization run, the service, its background worker) can share it safely:
+WAL mode, `BEGIN IMMEDIATE` for writers, a busy timeout. Each module of the registry brings
+its own schema (`CREATE ... IF NOT EXISTS`), applied when it opens the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tailorml.errors import TailormlError
+
+AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY,
+    created TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    individual TEXT,
+    details_json TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE INDEX IF NOT EXISTS audit_by_individual ON audit_log(individual, id);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Database:
+    """One SQLite file with `schema` applied (plus the audit log's)."""
+
+    def __init__(
+        self, path: str | Path, schema: str, what: str = "--registry", synchronous: str = "FULL"
+    ) -> None:
+        """`synchronous` FULL: every commit is on disk before it returns (survives a power
+        loss); NORMAL: on disk at the next checkpoint, in the OS's hands before (survives a
+        killed process, not a power loss), about 5 ms less per commit."""
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.synchronous = synchronous
+        self.path = Path(path)
+        self._local = threading.local()
+        try:
+            with self.connect() as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.executescript(AUDIT_SCHEMA + schema)
+        except sqlite3.DatabaseError as error:
+            raise TailormlError(
+                f"{self.path} is not a tailorml registry ({error}); check {what}"
+            ) from None
+
+    def connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute(f"PRAGMA synchronous={self.synchronous}")
+        return connection
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened once. Why not one per call: closing the last
+        connection to a WAL database checkpoints it (about 10 ms), which every request of
+        the service would otherwise pay."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self.connect()
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; anything raised inside rolls everything back."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+        return self._connection().execute(sql, parameters).fetchall()
+
+
+def audit(
+    connection: sqlite3.Connection,
+    actor: str,
+    action: str,
+    individual: str | None,
+    details: dict,
+) -> None:
+    """Append one line to the audit log, inside the caller's transaction (so a change and
+    its record are written together or not at all)."""
+    connection.execute(
+        "INSERT INTO audit_log (created, actor, action, individual, details_json)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (now(), actor, action, individual, json.dumps(details, sort_keys=True, default=str)),
+    )
