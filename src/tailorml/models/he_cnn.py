@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tailorml.models.cnn import CNNSpec, Standardize
+from tailorml.models.spec import CNNSpec, Standardize
 from tailorml.policy import AlertPolicy
 
 HE_FRIENDLY = "he_friendly"
