@@ -19,9 +19,9 @@ from torch import nn
 
 from tailorml.config import SplitConfig
 from tailorml.data.cohort import Cohort, load_cohort
+from tailorml.data.glucose import make_windows
 from tailorml.data.on_board import DERIVED_CHANNELS
 from tailorml.data.prepared import Prepared, prepare_whole
-from tailorml.data.glucose import make_windows
 from tailorml.data.splits import split_windows
 from tailorml.errors import CohortError, TailormlError
 from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
@@ -87,8 +87,9 @@ def stress_models(
     models = [load_model(path) for path in paths]
     labels = model_labels(paths)
     cohort = load_cohort(cohort_path)
-    tasks = {json.dumps(model.policy.task().model_dump(mode="json"), sort_keys=True)
-             for model in models}
+    tasks = {
+        json.dumps(model.policy.task().model_dump(mode="json"), sort_keys=True) for model in models
+    }
     if len(tasks) > 1:
         raise TailormlError(
             "the models have different tasks (window, horizon, channels or thresholds); "
@@ -97,8 +98,9 @@ def stress_models(
     for model, path in zip(models, paths, strict=True):
         check_input(model, cohort, path)
     if cohort.synthetic:
-        reporter.log("cohort is SYNTHETIC (simulated); figures are not clinical evidence",
-                     style="yellow")
+        reporter.log(
+            "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
+        )
     prepared = _prepare_split(cohort, models[0])
     pairs = list(zip(labels, models, strict=True))
     with reporter.task("sensor faults", total=1) as task:
@@ -127,8 +129,7 @@ def stress_models(
                 for label, model in pairs:
                     for row in suite.evaluate_shift(model, whole, traces, "all"):
                         life_rows.append({"model": label, "shift": scenario, "kind": "life"} | row)
-            per_individual = pd.concat([per_individual, pd.DataFrame(life_rows)],
-                                       ignore_index=True)
+            per_individual = pd.concat([per_individual, pd.DataFrame(life_rows)], ignore_index=True)
             references |= {scenario: life.UNCHANGED for scenario in cohorts}
             life_table = life.describe(cohorts)
             task.advance()
@@ -148,8 +149,12 @@ def stress_models(
             "seed": seed,
             "part": "test (default chronological split 0.6/0.2/0.2)",
             "models": [
-                {"label": label, "file": str(path.resolve()), "sha256": sha256_file(path),
-                 "threshold": model.policy.threshold}
+                {
+                    "label": label,
+                    "file": str(path.resolve()),
+                    "sha256": sha256_file(path),
+                    "threshold": model.policy.threshold,
+                }
                 for label, path, model in zip(labels, paths, models, strict=True)
             ],
             "shifts": {shift.name: shift.description for shift in suite.sensor_shifts()}

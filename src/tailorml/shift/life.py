@@ -110,8 +110,13 @@ def simulate_life(
         atomic_write_parquet(path, pd.concat(frames, ignore_index=True))
         atomic_write_json(
             path.with_suffix(".json"),
-            {"synthetic": True, "description": f"life change: {SCENARIOS[scenario]}",
-             "seed": base.seed, "days": days, "generator": "tailorml.shift.life"},
+            {
+                "synthetic": True,
+                "description": f"life change: {SCENARIOS[scenario]}",
+                "seed": base.seed,
+                "days": days,
+                "generator": "tailorml.shift.life",
+            },
         )
         cohorts[scenario] = load_cohort(path)
     return cohorts
@@ -124,9 +129,12 @@ def describe(cohorts: dict[str, Cohort]) -> pd.DataFrame:
         for individual_id in cohort.ids:
             cgm = cohort.of(individual_id)["cgm"].dropna()
             rows.append(
-                {"shift": scenario, "patient_id": individual_id,
-                 "mean_cgm": float(cgm.mean()), "below_70": float((cgm < 70).mean()),
-                 "above_250": float((cgm > 250).mean())}
+                {
+                    "shift": scenario,
+                    "patient_id": individual_id,
+                    "mean_cgm": float(cgm.mean()),
+                    "below_70": float((cgm < 70).mean()),
+                    "above_250": float((cgm > 250).mean()),
+                }
             )
     return pd.DataFrame(rows)
-

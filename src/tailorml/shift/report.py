@@ -47,8 +47,9 @@ def drop_figure(drops: pd.DataFrame, model: str, metrics=HEADLINE) -> bytes:
         axis.set_ylabel(LABELS[metric] + "\nchange", fontsize=8)
     axes[-1].set_xticks(range(len(shifts)))
     axes[-1].set_xticklabels(shifts, rotation=30, ha="right", fontsize=8)
-    axes[0].set_title(f"{model}: change per individual under each shift (dot = individual)",
-                      fontsize=9)
+    axes[0].set_title(
+        f"{model}: change per individual under each shift (dot = individual)", fontsize=9
+    )
     return to_png(figure)
 
 
@@ -65,8 +66,12 @@ def render_stress_report(out: Path) -> Path:
         shift: rows.to_dict("records") for shift, rows in envelope.groupby("shift", sort=False)
     }
     life_summary = (
-        life.groupby("shift", sort=False)[["mean_cgm", "below_70", "above_250"]].mean()
-        .reset_index().to_dict("records") if not life.empty else []
+        life.groupby("shift", sort=False)[["mean_cgm", "below_70", "above_250"]]
+        .mean()
+        .reset_index()
+        .to_dict("records")
+        if not life.empty
+        else []
     )
     return write_html(
         "stress.html.j2",

@@ -138,9 +138,7 @@ def compression_lows(
     return fault
 
 
-def warmup_error(
-    hours: float = 24.0, bias: float = -0.10, noise: float = 0.08
-) -> Fault:
+def warmup_error(hours: float = 24.0, bias: float = -0.10, noise: float = 0.08) -> Fault:
     """Readings of the first `hours` after insertion: a relative `bias` fading linearly to 0
     and white noise of sd `noise` x reading."""
 
@@ -200,12 +198,22 @@ def icgm_envelope(reading: np.ndarray, reference: np.ndarray) -> list[dict[str, 
         limit = tolerance * reference[inside] if relative else tolerance
         fraction = float(np.mean(error <= limit))
         rows.append(
-            {"criterion": name, "fraction": fraction, "required": required,
-             "met": fraction >= required}
+            {
+                "criterion": name,
+                "fraction": fraction,
+                "required": required,
+                "met": fraction >= required,
+            }
         )
-    crossed = int((((reference < 70) & (reading > 180)) | ((reference > 180) & (reading < 70))).sum())
+    crossed = int(
+        (((reference < 70) & (reading > 180)) | ((reference > 180) & (reading < 70))).sum()
+    )
     rows.append(
-        {"criterion": "no reading across 70/180", "fraction": float(crossed == 0),
-         "required": 1.0, "met": crossed == 0}
+        {
+            "criterion": "no reading across 70/180",
+            "fraction": float(crossed == 0),
+            "required": 1.0,
+            "met": crossed == 0,
+        }
     )
     return rows

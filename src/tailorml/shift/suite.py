@@ -39,18 +39,36 @@ class Shift:
 def sensor_shifts(sample_minutes: int = 5) -> list[Shift]:
     """The documented sensor faults (magnitudes and sources: `tailorml.shift.sensor`)."""
     return [
-        Shift("g6_error", "sensor", "Dexcom-G6-like gain/offset drift + AR(2) noise",
-              sensor.g6_error),
-        Shift("calibration_plus15", "sensor", "calibration bias +15 %",
-              sensor.calibration_bias(0.15)),
-        Shift("calibration_minus15", "sensor", "calibration bias -15 %",
-              sensor.calibration_bias(-0.15)),
-        Shift("compression_lows", "sensor", "night compression lows, 3 % of night readings",
-              sensor.compression_lows(sample_minutes=sample_minutes)),
-        Shift("warmup_day1", "sensor", "day-1 warm-up: -10 % bias fading over 24 h, 8 % noise",
-              sensor.warmup_error()),
-        Shift("dropouts", "sensor", "dropouts: 2 per day, 15-120 min",
-              sensor.dropouts(sample_minutes=sample_minutes)),
+        Shift(
+            "g6_error", "sensor", "Dexcom-G6-like gain/offset drift + AR(2) noise", sensor.g6_error
+        ),
+        Shift(
+            "calibration_plus15", "sensor", "calibration bias +15 %", sensor.calibration_bias(0.15)
+        ),
+        Shift(
+            "calibration_minus15",
+            "sensor",
+            "calibration bias -15 %",
+            sensor.calibration_bias(-0.15),
+        ),
+        Shift(
+            "compression_lows",
+            "sensor",
+            "night compression lows, 3 % of night readings",
+            sensor.compression_lows(sample_minutes=sample_minutes),
+        ),
+        Shift(
+            "warmup_day1",
+            "sensor",
+            "day-1 warm-up: -10 % bias fading over 24 h, 8 % noise",
+            sensor.warmup_error(),
+        ),
+        Shift(
+            "dropouts",
+            "sensor",
+            "dropouts: 2 per day, 15-120 min",
+            sensor.dropouts(sample_minutes=sample_minutes),
+        ),
     ]
 
 
@@ -67,8 +85,9 @@ def faulted_traces(
         times = pd.DatetimeIndex(frame["time"].iloc[start:end])
         trace = Trace(
             cgm=cgm[start:end],
-            minutes=np.asarray((times - times[0]).total_seconds() / 60.0) if len(times) else
-            np.zeros(0),
+            minutes=np.asarray((times - times[0]).total_seconds() / 60.0)
+            if len(times)
+            else np.zeros(0),
             hour=np.asarray(times.hour + times.minute / 60.0, dtype=float),
         )
         faulted = cgm.copy()
@@ -116,8 +135,12 @@ def evaluate_shift(
             model, prepared, indices, traces[individual.id][1]
         )
         labels = prepared.windows.y[indices]
-        row = {"patient_id": individual.id, "group": individual.group,
-               "windows": len(indices), "undecided_fraction": float(1 - decided.mean())}
+        row = {
+            "patient_id": individual.id,
+            "group": individual.group,
+            "windows": len(indices),
+            "undecided_fraction": float(1 - decided.mean()),
+        }
         row |= classification_metrics(labels, policy.decide(probabilities))
         row |= individual_alert_metrics(
             policy, prepared, individual.id, indices, probabilities, part
@@ -127,7 +150,9 @@ def evaluate_shift(
 
 
 def envelope_rows(
-    prepared: Prepared, shift: str, traces: dict[str, tuple[np.ndarray, np.ndarray]],
+    prepared: Prepared,
+    shift: str,
+    traces: dict[str, tuple[np.ndarray, np.ndarray]],
     part: str = "test",
 ) -> list[dict]:
     """The iCGM criteria of the faulted test readings against the reference: true blood

@@ -43,8 +43,13 @@ def paired_drops(
             key = (model, reference, patient)
             if key not in frame.index:
                 continue
-            row = {"model": model, "shift": shift, "reference": reference,
-                   "patient_id": patient, "group": frame.loc[(model, shift, patient), "group"]}
+            row = {
+                "model": model,
+                "shift": shift,
+                "reference": reference,
+                "patient_id": patient,
+                "group": frame.loc[(model, shift, patient), "group"],
+            }
             for metric in metrics:
                 if metric not in frame:
                     continue
@@ -76,14 +81,19 @@ def summarize_drops(drops: pd.DataFrame, metrics=HEADLINE) -> pd.DataFrame:
             reference = known.set_index("patient_id")[f"{metric}_reference"].astype(float)
             shifted = known.set_index("patient_id")[f"{metric}_shifted"].astype(float)
             rows.append(
-                {"model": model, "shift": shift, "metric": metric,
-                 "reference": float(reference.mean()), "shifted": float(shifted.mean()),
-                 "drop_mean": float(drop.mean()), "drop_sd": float(drop.std(ddof=1))
-                 if len(drop) > 1 else float("nan"),
-                 "worst_drop": float(worst[column]),
-                 "worst_individual": worst["patient_id"] if sign * worst[column] < 0 else "",
-                 "individuals": len(known),
-                 "worse": int((sign * drop < -1e-12).sum()),
-                 "p": paired_p_value(shifted, reference)}
+                {
+                    "model": model,
+                    "shift": shift,
+                    "metric": metric,
+                    "reference": float(reference.mean()),
+                    "shifted": float(shifted.mean()),
+                    "drop_mean": float(drop.mean()),
+                    "drop_sd": float(drop.std(ddof=1)) if len(drop) > 1 else float("nan"),
+                    "worst_drop": float(worst[column]),
+                    "worst_individual": worst["patient_id"] if sign * worst[column] < 0 else "",
+                    "individuals": len(known),
+                    "worse": int((sign * drop < -1e-12).sum()),
+                    "p": paired_p_value(shifted, reference),
+                }
             )
     return pd.DataFrame(rows)
