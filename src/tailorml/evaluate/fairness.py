@@ -188,8 +188,10 @@ def gap_change_interval(
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(m), (resamples, len(m))) for m in members]
-    gap_after = _gap(*(m["after"].to_numpy(float)[d] for m, d in zip(members, draws)))
-    gap_before = _gap(*(m["before"].to_numpy(float)[d] for m, d in zip(members, draws)))
+    gap_after = _gap(*(m["after"].to_numpy(float)[d] for m, d in zip(members, draws, strict=True)))
+    gap_before = _gap(
+        *(m["before"].to_numpy(float)[d] for m, d in zip(members, draws, strict=True))
+    )
     changes = gap_after - gap_before
     return float(np.percentile(changes, 2.5)), float(np.percentile(changes, 97.5))
 

@@ -103,7 +103,9 @@ def simulate_life(
     out_dir.mkdir(parents=True, exist_ok=True)
     cohorts = {}
     for scenario in SCENARIOS:
-        frames = [frame for (name, _), (frame, _) in zip(plan, results) if name == scenario]
+        frames = [
+            frame for (name, _), (frame, _) in zip(plan, results, strict=True) if name == scenario
+        ]
         if not frames:
             continue
         path = out_dir / f"{scenario}.parquet"

@@ -116,7 +116,7 @@ def compression_lows(
     def fault(trace: Trace, rng: np.random.Generator) -> np.ndarray:
         out = trace.cgm.copy()
         night = np.flatnonzero(is_night(trace.hour) & ~np.isnan(trace.cgm))
-        budget = int(round(fraction * len(night)))
+        budget = round(fraction * len(night))
         hit = np.zeros(len(out), dtype=bool)
         tries = 0
         while hit[night].sum() < budget and tries < 10 * max(budget, 1):

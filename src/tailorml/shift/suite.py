@@ -181,7 +181,7 @@ def run_sensor_suite(
     """Every model under no shift and every sensor fault: (per-individual metrics with
     `model` and `shift` columns, the iCGM envelope per shift)."""
     shifts = list(shifts if shifts is not None else sensor_shifts(prepared.cohort.sample_minutes))
-    everything = [Shift(CLEAN, "none", "unshifted test data")] + shifts
+    everything = [Shift(CLEAN, "none", "unshifted test data"), *shifts]
     rows, envelope = [], []
     for index, shift in enumerate(everything):
         traces = faulted_traces(prepared, shift, seed, index, part)
