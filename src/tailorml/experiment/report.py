@@ -37,6 +37,9 @@ FAMILY = {
     "adversarial_finetuning": "robust",
     "certified_finetuning": "robust",
     "sparse_finetuning": "sparse",
+    "feature_distillation": "generalizing",
+    "coteaching": "generalizing",
+    "group_dro": "fair",
 }
 COLOURS = {
     "baseline": "#333333",
@@ -45,6 +48,8 @@ COLOURS = {
     "grouping": "#55a868",
     "robust": "#c44e52",
     "sparse": "#dd8452",
+    "generalizing": "#937860",
+    "fair": "#da8bc3",
 }
 
 
@@ -213,6 +218,7 @@ FAIRNESS_LABELS = {
     "balanced_acc_individual": "balanced accuracy on D_I",
     "hypo_sensitivity": "hypo event sensitivity",
     "false_alerts_per_day": "false alerts per day (higher is worse)",
+    "balanced_accuracy": "balanced accuracy on D_I",
 }
 
 
@@ -272,6 +278,27 @@ def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) ->
             for setting, rows in traits.groupby("setting", sort=False)
         }
     return context
+
+
+def _robustness_context(run_dir: Path, order: list[str]) -> dict:
+    """Per metric: setting x fault tables of the mean drop (fault - clean) and its p against
+    the reference's drop, from robustness.csv."""
+    path = run_dir / "robustness.csv"
+    try:
+        table = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        table = pd.DataFrame()
+    if table.empty:
+        return {}
+    out = {}
+    for metric, rows in table.groupby("metric", sort=False):
+        shifts = list(dict.fromkeys(rows["shift"]))
+        settings = [s for s in order if s in set(rows["setting"])] or list(
+            dict.fromkeys(rows["setting"])
+        )
+        cells = {(r["setting"], r["shift"]): r for r in rows.to_dict("records")}
+        out[metric] = {"shifts": shifts, "settings": settings, "cells": cells}
+    return out
 
 
 def render_experiment_report(run_dir: str | Path) -> Path:
@@ -362,6 +389,9 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         seeds=config.experiment.seeds,
         config_toml=(run_dir / "config.toml").read_text(),
         fairness=fair["fairness"],
+        robustness=_robustness_context(
+            run_dir, summary["setting"].tolist() if len(summary) else []
+        ),
         fairness_labels=FAIRNESS_LABELS,
         traits=fair["traits"],
         trait_names=fair["trait_names"],

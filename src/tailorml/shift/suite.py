@@ -22,6 +22,7 @@ from tailorml.data.prepared import Prepared
 from tailorml.evaluate.individuals import individual_alert_metrics
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.models.predict import predict_proba
+from tailorml.policy import AlertPolicy
 from tailorml.shift import sensor
 from tailorml.shift.sensor import Fault, Trace
 
@@ -72,30 +73,42 @@ def sensor_shifts(sample_minutes: int = 5) -> list[Shift]:
     ]
 
 
-def faulted_traces(
-    prepared: Prepared, shift: Shift, seed: int, shift_index: int, part: str = "test"
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per individual: (recorded cgm, faulted cgm) over the whole record, faulted only inside
-    `part` (the sensor inserted at the part's first reading)."""
-    out = {}
-    for number, individual_id in enumerate(prepared.cohort.ids):
-        frame = prepared.cohort.of(individual_id)
-        start, end = prepared.splits.boundaries[individual_id][part]
-        cgm = frame["cgm"].to_numpy(dtype=np.float64)
+def fault_one(
+    prepared: Prepared,
+    individual_id: str,
+    shift: Shift,
+    seed: int,
+    shift_index: int,
+    part: str = "test",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(recorded cgm, faulted cgm) of one individual over the whole record, faulted only
+    inside `part` (the sensor inserted at the part's first reading); seeded by (seed, shift,
+    the individual's position in the cohort)."""
+    number = prepared.cohort.ids.index(individual_id)
+    frame = prepared.cohort.of(individual_id)
+    start, end = prepared.splits.boundaries[individual_id][part]
+    cgm = frame["cgm"].to_numpy(dtype=np.float64)
+    faulted = cgm.copy()
+    if shift.fault is not None and end > start:
         times = pd.DatetimeIndex(frame["time"].iloc[start:end])
         trace = Trace(
             cgm=cgm[start:end],
-            minutes=np.asarray((times - times[0]).total_seconds() / 60.0)
-            if len(times)
-            else np.zeros(0),
+            minutes=np.asarray((times - times[0]).total_seconds() / 60.0),
             hour=np.asarray(times.hour + times.minute / 60.0, dtype=float),
         )
-        faulted = cgm.copy()
-        if shift.fault is not None and end > start:
-            rng = np.random.default_rng([seed, shift_index, number])
-            faulted[start:end] = shift.fault(trace, rng)
-        out[individual_id] = (cgm, faulted)
-    return out
+        rng = np.random.default_rng([seed, shift_index, number])
+        faulted[start:end] = shift.fault(trace, rng)
+    return cgm, faulted
+
+
+def faulted_traces(
+    prepared: Prepared, shift: Shift, seed: int, shift_index: int, part: str = "test"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`fault_one` for every individual."""
+    return {
+        individual_id: fault_one(prepared, individual_id, shift, seed, shift_index, part)
+        for individual_id in prepared.cohort.ids
+    }
 
 
 def shifted_probabilities(
@@ -190,3 +203,28 @@ def run_sensor_suite(
             for row in evaluate_shift(model, prepared, traces, part):
                 rows.append({"model": label, "shift": shift.name, "kind": shift.kind} | row)
     return pd.DataFrame(rows), pd.DataFrame(envelope)
+
+
+STRESS_METRICS = ("hypo_sensitivity", "false_alerts_per_day", "balanced_accuracy")
+
+
+def stress_columns(
+    model: nn.Module, policy: AlertPolicy, prepared: Prepared, individual_id: str, seed: int = 0
+) -> dict[str, float]:
+    """One individual's test metrics under every sensor fault, as result columns
+    `<shift>__<metric>` (the experiment's per-method robustness; seeded as the suite is, so
+    every method meets the same faulted readings)."""
+    indices = prepared.splits.of(individual_id, "test")
+    columns: dict[str, float] = {}
+    if len(indices) == 0:
+        return columns
+    for index, shift in enumerate(sensor_shifts(prepared.cohort.sample_minutes), start=1):
+        _, faulted = fault_one(prepared, individual_id, shift, seed, index)
+        probabilities, _ = shifted_probabilities(model, prepared, indices, faulted)
+        labels = prepared.windows.y[indices]
+        metrics = classification_metrics(labels, policy.decide(probabilities))
+        metrics |= individual_alert_metrics(policy, prepared, individual_id, indices, probabilities)
+        for metric in STRESS_METRICS:
+            value = float(metrics[metric])
+            columns[f"{shift.name}__{metric}"] = value if np.isfinite(value) else float("nan")
+    return columns
