@@ -75,14 +75,77 @@ def cohort_traits(cohort) -> pd.DataFrame:
 def write_fairness(
     run_dir, results: pd.DataFrame, reference: str, traits: pd.DataFrame, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """fairness.csv and fairness_traits.csv of an experiment run (empty files when the
-    results have no groups or traits)."""
+    """fairness.csv, fairness_traits.csv and rollout.csv of an experiment run (empty files
+    when the results have no groups or traits)."""
     from pathlib import Path
 
     from tailorml.io import atomic_write_text
 
     fairness = experiment_fairness(results, reference, seed)
     correlations = experiment_trait_correlations(results, traits)
+    rollout = rollout_table(results, reference)
+    atomic_write_text(Path(run_dir) / "rollout.csv", rollout.to_csv(index=False))
     atomic_write_text(Path(run_dir) / "fairness.csv", fairness.to_csv(index=False))
     atomic_write_text(Path(run_dir) / "fairness_traits.csv", correlations.to_csv(index=False))
     return fairness, correlations
+
+
+ROLLOUT_METRIC = "hypo_sensitivity"
+
+
+def _group_gap(values: pd.Series, groups: pd.Series) -> float:
+    means = values.astype(float).groupby(groups).mean().dropna()
+    return float(means.max() - means.min()) if len(means) > 1 else float("nan")
+
+
+def _worst_case(values: pd.Series) -> float:
+    finite = values.astype(float).dropna()
+    return float(finite.min()) if len(finite) else float("nan")
+
+
+def rollout_table(results: pd.DataFrame, reference: str, tolerance: float = 0.0) -> pd.DataFrame:
+    """Per setting: roll the method out to the cohort (a) to everybody and (b) through the
+    population fairness check of `soft.rollout` (groups whose worst-case hypo sensitivity
+    falls keep the reference model). Group gap and worst case of each, and which groups
+    were held back: is the gated roll-out's gap no wider than before? Measured, not assumed."""
+    from tailorml.soft.rollout import check_rollout
+
+    if ROLLOUT_METRIC not in results or "group" not in results:
+        return pd.DataFrame()
+    values = per_individual(results, [ROLLOUT_METRIC])[ROLLOUT_METRIC]
+    if reference not in values.index.get_level_values("method"):
+        return pd.DataFrame()
+    groups = results.groupby("individual")["group"].first()
+    before = values.xs(reference, level="method").droplevel("setting")
+    rows = []
+    for (method, setting), after in values.groupby(level=["method", "setting"], sort=False):
+        if method == reference:
+            continue
+        after = after.droplevel(["method", "setting"])
+        common = before.index.intersection(after.index)
+        table = pd.DataFrame(
+            {
+                "group": groups.reindex(common),
+                "sensitivity_before": before.loc[common],
+                "sensitivity_after": after.loc[common],
+            }
+        )
+        check = check_rollout(table, tolerance=tolerance)
+        gated = check.deployed(table, "sensitivity_before", "sensitivity_after")
+        rows.append(
+            {
+                "method": method,
+                "setting": setting,
+                "held_back": ", ".join(check.held_back) or "none",
+                "gap_before": _group_gap(table["sensitivity_before"], table["group"]),
+                "gap_full": _group_gap(table["sensitivity_after"], table["group"]),
+                "gap_gated": _group_gap(gated, table["group"]),
+                "worst_before": _worst_case(table["sensitivity_before"]),
+                "worst_full": _worst_case(table["sensitivity_after"]),
+                "worst_gated": _worst_case(gated),
+                "mean_full": float(table["sensitivity_after"].mean()),
+                "mean_gated": float(gated.mean()),
+                "personalized_share": float((~table["group"].isin(check.held_back)).mean()),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -249,7 +249,13 @@ def group_figure(values: pd.DataFrame, groups: pd.Series, metric: str, order: li
 
 def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) -> dict:
     """The fairness section's tables (fairness.csv, fairness_traits.csv) and figure."""
-    context: dict = {"fairness": {}, "traits": {}, "trait_names": [], "group_figure": None}
+    context: dict = {
+        "fairness": {},
+        "traits": {},
+        "trait_names": [],
+        "group_figure": None,
+        "rollout": [],
+    }
     path = run_dir / "fairness.csv"
     try:
         fairness = pd.read_csv(path) if path.exists() else pd.DataFrame()
@@ -266,6 +272,12 @@ def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) ->
         context["group_figure"] = image_uri(
             group_figure(per_individual(results, [metric]), groups, metric, order)
         )
+    rollout_path = run_dir / "rollout.csv"
+    try:
+        rollout = pd.read_csv(rollout_path) if rollout_path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        rollout = pd.DataFrame()
+    context["rollout"] = rollout.to_dict("records")
     traits_path = run_dir / "fairness_traits.csv"
     try:
         traits = pd.read_csv(traits_path) if traits_path.exists() else pd.DataFrame()
@@ -395,4 +407,5 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         fairness_labels=FAIRNESS_LABELS,
         traits=fair["traits"],
         trait_names=fair["trait_names"],
+        rollout=fair["rollout"],
     )
