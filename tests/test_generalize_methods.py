@@ -33,11 +33,19 @@ def toy_data() -> PersonalData:
     y = (x[:, 0, 0] > 0).astype(np.int64)
     ids = ["a", "b", "c"]
     return PersonalData(
-        name="toy", x=x, y=y, ids=ids, groups={"a": "g1", "b": "g1", "c": "g2"},
+        name="toy",
+        x=x,
+        y=y,
+        ids=ids,
+        groups={"a": "g1", "b": "g1", "c": "g2"},
         individual_train={k: np.arange(30 * i, 30 * i + 20) for i, k in enumerate(ids)},
         individual_test={k: np.arange(30 * i + 20, 30 * i + 30) for i, k in enumerate(ids)},
-        class_names=["0", "1"], dims=1, synthetic=True, policy=AlertPolicy.argmax(["0", "1"]),
-        shared_general=np.arange(90, 290), shared_general_test=np.arange(90, 100),
+        class_names=["0", "1"],
+        dims=1,
+        synthetic=True,
+        policy=AlertPolicy.argmax(["0", "1"]),
+        shared_general=np.arange(90, 290),
+        shared_general_test=np.arange(90, 100),
     )
 
 
@@ -50,9 +58,13 @@ def new_model():
 def context() -> Context:
     data, trained = toy_data(), new_model()
     return Context(
-        data=data, individual="a", seed=0,
+        data=data,
+        individual="a",
+        seed=0,
         budget=Budget(Recipe(1, 4, 2e-3, 0.0, "balanced"), finetune_learning_rate=5e-2),
-        new_model=new_model, global_model=lambda: trained, latents=lambda: data.x[:, 0, :2],
+        new_model=new_model,
+        global_model=lambda: trained,
+        latents=lambda: data.x[:, 0, :2],
     )
 
 
@@ -113,7 +125,9 @@ def test_group_dro_moves_weight_to_the_group_with_the_larger_loss():
     # a model that is always right on group 0 and always wrong on group 1
     class Fixed(torch.nn.Module):
         def forward(self, x):
-            return torch.where(x[:, :1] > 0, torch.tensor([[5.0, -5.0]]), torch.tensor([[-5.0, 5.0]]))
+            return torch.where(
+                x[:, :1] > 0, torch.tensor([[5.0, -5.0]]), torch.tensor([[-5.0, 5.0]])
+            )
 
     codes = np.array([0, 0, 1, 1])
     schedule = [Step("union", np.arange(4))] * 3

@@ -23,7 +23,10 @@ def test_g6_gain_and_offset_drift_follow_the_polynomials():
     # day 0: 100; day 5: 1.02 * 100 - 3 = 99; day 10: 1.02 * 100 - 6 = 96
     t = trace([100.0, 100.0, 100.0], minutes=[0, 5 * DAY, 10 * DAY])
     out = sensor.g6_error(
-        t, np.random.default_rng(0), gain=(0.0, 0.006, -0.0004), offset=(0.0, -0.6, 0.0),
+        t,
+        np.random.default_rng(0),
+        gain=(0.0, 0.006, -0.0004),
+        offset=(0.0, -0.6, 0.0),
         ar=(1.2, -0.35, 0.0),
     )
     assert out == pytest.approx([100.0, 99.0, 96.0])
@@ -83,8 +86,7 @@ def test_icgm_envelope_on_a_hand_example():
     assert rows["below 70: within 40 mg/dL"]["fraction"] == 1.0
     assert rows["70-180: within 15 %"]["met"] is None  # no reference in that range
     assert rows["no reading across 70/180"]["met"] is True
-    crossed = {r["criterion"]: r for r in sensor.icgm_envelope(np.array([200.0]),
-                                                               np.array([60.0]))}
+    crossed = {r["criterion"]: r for r in sensor.icgm_envelope(np.array([200.0]), np.array([60.0]))}
     assert crossed["no reading across 70/180"]["met"] is False
 
 
@@ -92,8 +94,15 @@ def test_robustness_drop_is_paired_and_skips_undefined_metrics():
     rows = []
     for shift, values in (("none", [1.0, 1.0, 0.5]), ("fault", [0.5, 1.0, np.nan])):
         for patient, value in zip("abc", values, strict=True):
-            rows.append({"model": "m", "shift": shift, "patient_id": patient, "group": "g",
-                         "hypo_sensitivity": value})
+            rows.append(
+                {
+                    "model": "m",
+                    "shift": shift,
+                    "patient_id": patient,
+                    "group": "g",
+                    "hypo_sensitivity": value,
+                }
+            )
     drops = paired_drops(pd.DataFrame(rows), {"fault": "none"}, metrics=("hypo_sensitivity",))
     assert drops["hypo_sensitivity_drop"].tolist()[:2] == [-0.5, 0.0]
     summary = summarize_drops(drops, metrics=("hypo_sensitivity",)).iloc[0]
