@@ -31,9 +31,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from tailorml.registry.people import PeopleStore
 
 from tailorml.cli_service import register_predefined_run
+from tailorml.registry.people import PeopleStore
 from tailorml.service.auth import add_person
 from tailorml.service.crypto import write_key_file
 

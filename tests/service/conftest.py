@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from tailorml.registry.people import PeopleStore
 
 from tailorml.cli_service import register_predefined_run
 from tailorml.config import config_from_dict, to_toml
 from tailorml.models.cnn import model_bytes, save_model
 from tailorml.registry.models import CandidateRecord, Registry
+from tailorml.registry.people import PeopleStore
 from tailorml.service.auth import add_person
 from tailorml.service.crypto import write_key_file
 

@@ -207,7 +207,6 @@ def test_every_endpoint_refuses_missing_or_wrong_credentials(server, headers, pa
 
 def test_a_revoked_token_stops_working_at_once(server, service_data):
     from tailorml.registry.people import PeopleStore
-
     from tailorml.service.auth import add_person
 
     store = PeopleStore(service_data.data)

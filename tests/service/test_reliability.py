@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import torch
-from tailorml.registry.people import PeopleStore
 from tests.service.conftest import Account, Server, make_service_data, propose_candidate
 
 from tailorml.deploy.onnx_int8 import INPUT_NAME, OUTPUT_NAME
 from tailorml.registry.models import Registry
+from tailorml.registry.people import PeopleStore
 from tailorml.service.auth import add_person
 from tailorml.service.crypto import ServerKey
 from tailorml.service.jobs import person_frame
