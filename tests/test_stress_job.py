@@ -70,6 +70,7 @@ def test_stress_refuses_a_missing_model_and_an_out_that_is_a_file(tmp_path):
     result = tailorml("stress", "--model", str(tmp_path / "none.pt"), "--out", str(out))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "none.pt" in result.stderr
+    assert not out.exists()  # a refused command leaves no folder behind
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = tailorml("stress", "--model", str(tmp_path / "m.pt"), "--out", str(blocker))

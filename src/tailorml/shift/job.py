@@ -83,7 +83,6 @@ def stress_models(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TailormlError(OUT_IS_FILE.format(path=out))
-    out.mkdir(parents=True, exist_ok=True)
     models = [load_model(path) for path in paths]
     labels = model_labels(paths)
     cohort = load_cohort(cohort_path)
@@ -102,6 +101,7 @@ def stress_models(
             "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
         )
     prepared = _prepare_split(cohort, models[0])
+    out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     pairs = list(zip(labels, models, strict=True))
     with reporter.task("sensor faults", total=1) as task:
         per_individual, envelope = suite.run_sensor_suite(pairs, prepared, seed)
