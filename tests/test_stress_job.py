@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from tailorml.data.cohort import default_cohort_path
+from tailorml.errors import TailormlError
 from tailorml.models.cnn import save_model
 from tailorml.shift.job import model_labels, stress_models
+from tailorml.shift.life import simulate_life
 from tailorml.shift.suite import CLEAN, sensor_shifts
 
 ENV = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
@@ -79,3 +81,23 @@ def test_stress_refuses_a_missing_model_and_an_out_that_is_a_file(tmp_path):
         result.stderr
         == f"error: --out {blocker} is a file; give a folder (it is created if missing)\n"
     )
+
+
+def test_an_unknown_life_patient_is_refused_before_any_work(trained, small_cohort, tmp_path):
+    model = tmp_path / "m.pt"
+    save_model(trained.model, model)
+    with pytest.raises(TailormlError, match="--life-patient 'alice' is not a UVA/Padova"):
+        stress_models(
+            [model], small_cohort, tmp_path / "o", with_life=True, life_patients=["alice"]
+        )
+    assert not (tmp_path / "o").exists()
+
+
+def test_life_scenarios_change_only_what_they_say(tmp_path):
+    cohorts = simulate_life(["adult-001"], days=1, seed=0, out_dir=tmp_path)
+    # growth is for children only: an adult-only study has no growth scenario
+    assert set(cohorts) == {"life_unchanged", "life_meals", "life_exercise", "life_illness"}
+    assert all(cohort.synthetic for cohort in cohorts.values())
+    unchanged = cohorts["life_unchanged"].readings["bg"].to_numpy()
+    ill = cohorts["life_illness"].readings["bg"].to_numpy()
+    assert ill.mean() > unchanged.mean()  # halved insulin sensitivity raises glucose

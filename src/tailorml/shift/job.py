@@ -100,6 +100,7 @@ def stress_models(
         reporter.log(
             "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
         )
+    patients = _life_patients(cohort, life_patients) if with_life else []
     prepared = _prepare_split(cohort, models[0])
     out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     pairs = list(zip(labels, models, strict=True))
@@ -109,14 +110,6 @@ def stress_models(
     references = {shift: suite.CLEAN for shift in per_individual["shift"].unique()}
     life_table = pd.DataFrame()
     if with_life:
-        patients = list(life_patients) or [
-            patient for patient in cohort.ids if _is_virtual_patient(patient)
-        ]
-        if not patients:
-            raise TailormlError(
-                "--life needs UVA/Padova virtual patients (ids like adult-001) in the cohort "
-                "or --life-patient; this cohort has none"
-            )
         with reporter.task(f"life changes ({len(patients)} patients)", total=1) as task:
             cohorts = life.simulate_life(patients, life_days, seed, out / "life")
             life_rows = []
@@ -173,3 +166,20 @@ def _is_virtual_patient(patient: str) -> bool:
     from tailorml.data.virtual_patient import patient_id, patient_names
 
     return patient in {patient_id(name) for name in patient_names()}
+
+
+def _life_patients(cohort: Cohort, requested: Sequence[str]) -> list[str]:
+    """The virtual patients to re-simulate: those asked for, else the cohort's own."""
+    patients = list(requested) or [p for p in cohort.ids if _is_virtual_patient(p)]
+    unknown = [patient for patient in patients if not _is_virtual_patient(patient)]
+    if unknown:
+        raise TailormlError(
+            f"--life-patient {unknown[0]!r} is not a UVA/Padova virtual patient; use ids "
+            "like adolescent-001, adult-010 or child-005"
+        )
+    if not patients:
+        raise TailormlError(
+            "--life needs UVA/Padova virtual patients (ids like adult-001) in the cohort "
+            "or --life-patient; this cohort has none"
+        )
+    return patients

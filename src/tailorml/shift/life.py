@@ -16,9 +16,9 @@ Changes (on top of the shipped scenario, `SimulationConfig`; *assumed* magnitude
 - `life_growth`: children only: body weight +15 % and meals 25 % larger (about a year of
   growth; adults and adolescents are not in this scenario).
 
-The batched engine simulates every scenario and patient in one vectorized run. On a quiet
-2-core machine, 30 patients x 5 scenarios x 3 days takes about a minute or two; this is why
-`tailorml stress` runs it only with `--life`.
+The batched engine simulates every scenario and patient in one vectorized run; 30 patients
+x 5 scenarios x 3 days took 3 min 18 s on a loaded 2-core machine (BENCHMARKS.md), several
+times the sensor suite, which is why `tailorml stress` runs it only with `--life`.
 """
 
 from __future__ import annotations
