@@ -19,6 +19,7 @@ from tailorml.personalize.generalize import (
     penultimate,
     sample_groups,
     small_loss,
+    small_loss_per_class,
 )
 from tailorml.policy import AlertPolicy
 
@@ -144,3 +145,11 @@ def test_group_dro_needs_two_groups():
     ctx.data.groups = dict.fromkeys(ctx.data.groups, "g")
     with pytest.raises(ValueError, match="two groups"):
         make_strategy("group_dro").plan(ctx)
+
+
+def test_per_class_selection_keeps_the_rare_class():
+    losses = torch.tensor([0.1, 0.9, 0.2, 0.8])
+    y = torch.tensor([0, 1, 0, 1])
+    # plain: the two smallest losses are both class 0; per class: half of each class
+    assert small_loss(losses, 2).tolist() == [0, 2]
+    assert small_loss_per_class(losses, y, 0.5).tolist() == [0, 3]

@@ -10,7 +10,10 @@
   (1 - rate) fraction of samples with the smallest loss and its *peer* learns from them
   (rate ramps from 0 to forget_rate over the first half). Samples that both find hard (noisy
   labels, sensor artefacts) are learned last or not at all. The peer is trained inside the
-  plugin on the loop's batches; the returned model is the first network.
+  plugin on the loop's batches; the returned model is the first network. With a rare class
+  (hypo windows) the plain selection drops that class wholesale and the model stops alerting
+  (measured: docs/generalization.md); `per_class=True` keeps the small-loss fraction within
+  each class instead.
 """
 
 from __future__ import annotations
@@ -110,6 +113,17 @@ def small_loss(losses: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.argsort(losses, stable=True)[:keep]
 
 
+def small_loss_per_class(losses: torch.Tensor, y: torch.Tensor, rate: float) -> torch.Tensor:
+    """The (1 - rate) smallest-loss fraction *of each class* (at least one per class present):
+    a rare class (hypo windows) is never dropped wholesale for being harder on average."""
+    chosen = []
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        keep = max(1, math.ceil((1.0 - rate) * len(members)))
+        chosen.append(members[small_loss(losses[members], keep)])
+    return torch.sort(torch.cat(chosen)).values
+
+
 class CoTeaching(LoopPlugin):
     """The peer network and its optimiser; each batch exchanges small-loss samples."""
 
@@ -121,8 +135,10 @@ class CoTeaching(LoopPlugin):
         learning_rate: float,
         class_weights: torch.Tensor | None = None,
         seed: int = 0,
+        per_class: bool = False,
     ) -> None:
         torch.manual_seed(seed + 1)
+        self.per_class = per_class
         self.peer = copy.deepcopy(peer).train()
         self.optimizer = torch.optim.Adam(self.peer.parameters(), lr=learning_rate)
         self.total, self.forget_rate, self.class_weights = total, forget_rate, class_weights
@@ -134,11 +150,15 @@ class CoTeaching(LoopPlugin):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int
     ) -> torch.Tensor | None:
         rate = forget_rate_at(step, self.total, self.forget_rate)
-        keep = max(1, math.ceil((1.0 - rate) * len(y)))
         mine = self._losses(model, x, y)
         theirs = self._losses(self.peer, x, y)
-        for_peer = small_loss(mine.detach(), keep)
-        for_me = small_loss(theirs.detach(), keep)
+        if self.per_class:
+            for_peer = small_loss_per_class(mine.detach(), y, rate)
+            for_me = small_loss_per_class(theirs.detach(), y, rate)
+        else:
+            keep = max(1, math.ceil((1.0 - rate) * len(y)))
+            for_peer = small_loss(mine.detach(), keep)
+            for_me = small_loss(theirs.detach(), keep)
         self.optimizer.zero_grad(set_to_none=True)
         theirs[for_peer].mean().backward()
         self.optimizer.step()
@@ -150,15 +170,18 @@ class CoTeachingTransfer(Strategy):
     name = "coteaching"
     label = "CoTeach"
 
-    def __init__(self, n: int = 300, forget_rate: float = 0.2) -> None:
+    def __init__(self, n: int = 300, forget_rate: float = 0.2, per_class: bool = False) -> None:
         self.n = _positive("n", n)
         if not 0 <= forget_rate < 1:
             raise ValueError(f"forget_rate must be in [0, 1), got {forget_rate}")
+        if not isinstance(per_class, bool):
+            raise ValueError(f"per_class must be true or false, got {per_class!r}")
         self.forget_rate = forget_rate
+        self.per_class = per_class
 
     def plan(self, context: Context) -> Plan:
         own = context.own
-        n, rate = self.n, self.forget_rate
+        n, rate, per_class = self.n, self.forget_rate, self.per_class
         learning_rate = context.budget.finetune_learning_rate
         weights = context.budget.class_weights
         return Plan(
@@ -167,7 +190,7 @@ class CoTeachingTransfer(Strategy):
             schedule=iterations("individual", len(own), context.budget.batch_size, n, context.seed),
             plugins=[
                 lambda model, ctx: CoTeaching(
-                    ctx.global_model(), n, rate, learning_rate, weights, ctx.seed
+                    ctx.global_model(), n, rate, learning_rate, weights, ctx.seed, per_class
                 )
             ],
         )
