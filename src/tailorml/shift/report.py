@@ -47,8 +47,24 @@ def drop_figure(drops: pd.DataFrame, model: str, metrics=HEADLINE) -> bytes:
         axis.set_ylabel(LABELS[metric] + "\nchange", fontsize=8)
     axes[-1].set_xticks(range(len(shifts)))
     axes[-1].set_xticklabels(shifts, rotation=30, ha="right", fontsize=8)
-    axes[0].set_title(
-        f"{model}: change per individual under each shift (dot = individual)", fontsize=9
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color=c) for c in GROUP_COLOURS.values()
+    ]
+    axes[0].legend(
+        handles,
+        list(GROUP_COLOURS),
+        fontsize=8,
+        frameon=False,
+        ncol=3,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+    )
+    figure.suptitle(
+        f"{model}: change per individual (dot) and mean (bar) under each shift",
+        fontsize=9,
+        x=0.1,
+        ha="left",
+        y=1.0,
     )
     return to_png(figure)
 
