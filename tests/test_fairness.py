@@ -99,3 +99,27 @@ def test_rollout_holds_back_the_group_whose_worst_case_fell():
     assert check_rollout(table, tolerance=0.5).held_back == []  # a fall of 0.4 is tolerated
     with pytest.raises(ValueError, match="tolerance"):
         check_rollout(table, tolerance=float("nan"))
+
+
+def test_an_evaluation_writes_its_fairness_tables(trained, tmp_path):
+    from tailorml.evaluate.individuals import write_fairness
+
+    per_individual = pd.DataFrame(
+        {
+            "patient_id": ["adolescent-003", "adult-008", "child-004"],
+            "group": ["adolescent", "adult", "child"],
+            "skipped": ["", "", ""],
+            "hypo_sensitivity": [1.0, 0.5, 0.75],
+        }
+    )
+    write_fairness(tmp_path, per_individual, trained.prepared)
+    table = pd.read_csv(tmp_path / "fairness.csv")
+    assert table.loc[0, "gap"] == pytest.approx(0.5) and table.loc[0, "worst_group"] == "adult"
+    traits = pd.read_csv(tmp_path / "fairness_traits.csv")
+    assert set(traits["trait"]) <= {
+        "body_weight_kg",
+        "insulin_sensitivity_vmx",
+        "total_daily_insulin_u",
+        "age_years",
+    }
+    assert len(traits)  # the simulated cohort carries its traits
