@@ -12,12 +12,11 @@ from tailorml.models.schedule import Step
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Budget, Context
 from tailorml.personalize.dataset import PersonalData
-from tailorml.personalize.fair import GroupDRO
+from tailorml.personalize.fair import GroupDRO, sample_groups
 from tailorml.personalize.generalize import (
     forget_rate_at,
     interleave,
     penultimate,
-    sample_groups,
     small_loss,
     small_loss_per_class,
 )

@@ -19,7 +19,19 @@ from torch import nn
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import LoopPlugin
 from tailorml.personalize.base import Context, Plan, Strategy, register
-from tailorml.personalize.generalize import sample_groups
+
+
+def sample_groups(context: Context) -> np.ndarray:
+    """Group code of every sample of the data set (-1: no owner), from each individual's
+    train and test indices and `data.groups`."""
+    data = context.data
+    names = sorted(set(data.groups.values()))
+    codes = np.full(len(data.y), -1, dtype=np.int64)
+    for individual, group in data.groups.items():
+        for part in (data.individual_train, data.individual_test):
+            if individual in part:
+                codes[part[individual]] = names.index(group)
+    return codes
 
 
 class GroupDRO(LoopPlugin):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -194,16 +193,3 @@ class CoTeachingTransfer(Strategy):
                 )
             ],
         )
-
-
-def sample_groups(context: Context) -> np.ndarray:
-    """Group code of every sample of the data set (-1: no owner), from each individual's
-    train and test indices and `data.groups`."""
-    data = context.data
-    names = sorted(set(data.groups.values()))
-    codes = np.full(len(data.y), -1, dtype=np.int64)
-    for individual, group in data.groups.items():
-        for part in (data.individual_train, data.individual_test):
-            if individual in part:
-                codes[part[individual]] = names.index(group)
-    return codes
