@@ -110,3 +110,17 @@ def test_robustness_drop_is_paired_and_skips_undefined_metrics():
     assert summary["individuals"] == 2
     assert summary["drop_mean"] == pytest.approx(-0.25)
     assert summary["worst_individual"] == "a" and summary["worse"] == 1
+
+
+def test_late_wear_is_the_same_error_model_seven_days_on():
+    # day 0 of the trace is day 7 of wear: gain 1 + 0.042 - 0.0196, offset -4.2 (no noise)
+    t = trace([100.0], minutes=[0])
+    out = sensor.g6_error(
+        t,
+        np.random.default_rng(0),
+        gain=(0.0, 0.006, -0.0004),
+        offset=(0.0, -0.6, 0.0),
+        ar=(1.2, -0.35, 0.0),
+        wear_offset_days=7.0,
+    )
+    assert out[0] == pytest.approx(1.0224 * 100 - 4.2)

@@ -16,7 +16,9 @@ range the cited work describes; they are not fitted values):
   t in days since insertion, v an AR(2) noise. *Assumed* parameters: gain a0 ~ N(0, 0.04),
   a1 = +0.006/day, a2 = -0.0004/day^2 (gain drifts about +4 % by day 10 then bends back);
   offset b0 ~ N(0, 5) mg/dL, b1 = -0.6 mg/dL/day, b2 = 0; AR(2) with phi1 = 1.2,
-  phi2 = -0.35 and innovation sd 2.0 mg/dL (stationary sd about 4.6 mg/dL).
+  phi2 = -0.35 and innovation sd 2.0 mg/dL (stationary sd about 4.6 mg/dL). The sensor is
+  inserted at the test period's start (`g6_error`: days 0-3 of wear for the default split)
+  or 7 days before it (`g6_late_wear`: days 7-10, where the drift is largest).
 - **Calibration bias** (`calibration_bias`): every reading times (1 + b); the suite uses
   b = +15 % and -15 % (the issue's 10-20 % range; a sensor with a factory calibration off
   by this much still passes many users' spot checks).
@@ -79,15 +81,27 @@ def g6_error(
     gain: tuple[float, float, float] | None = None,
     offset: tuple[float, float, float] | None = None,
     ar: tuple[float, float, float] = (1.2, -0.35, 2.0),
+    wear_offset_days: float = 0.0,
 ) -> np.ndarray:
     """Gain and offset drifting as 2nd-order polynomials of days since insertion, plus AR(2)
-    noise (Vettoretti et al. 2019 structure; parameters assumed, see the module docstring)."""
-    days = trace.minutes / (24 * 60)
+    noise (Vettoretti et al. 2019 structure; parameters assumed, see the module docstring).
+    `wear_offset_days`: the sensor was inserted that many days before the trace starts."""
+    days = trace.minutes / (24 * 60) + wear_offset_days
     a0, a1, a2 = gain if gain is not None else (rng.normal(0.0, 0.04), 0.006, -0.0004)
     b0, b1, b2 = offset if offset is not None else (rng.normal(0.0, 5.0), -0.6, 0.0)
     noise = ar2_noise(len(trace.cgm), *ar, rng) if ar[2] > 0 else np.zeros(len(trace.cgm))
     reading = (1 + a0 + a1 * days + a2 * days**2) * trace.cgm + (b0 + b1 * days + b2 * days**2)
     return _clip(reading + noise)
+
+
+def g6_late_wear(offset_days: float = 7.0) -> Fault:
+    """`g6_error` on a sensor inserted `offset_days` before the trace: a test period of a
+    few days then covers the end of a 10-day wear, where the drift is largest."""
+
+    def fault(trace: Trace, rng: np.random.Generator) -> np.ndarray:
+        return g6_error(trace, rng, wear_offset_days=offset_days)
+
+    return fault
 
 
 def calibration_bias(bias: float) -> Fault:
