@@ -69,14 +69,14 @@ def sensor_shifts(sample_minutes: int = 5) -> list[Shift]:
             "sensor",
             "dropouts: 2 per day, 15-120 min",
             sensor.dropouts(sample_minutes=sample_minutes),
-            # appended last: each shift is seeded by its position, so adding one at the end
-            # keeps every earlier shift's faulted readings unchanged
-            Shift(
-                "g6_late_wear",
-                "sensor",
-                "Dexcom-G6-like error on days 7-10 of wear",
-                sensor.g6_late_wear(),
-            ),
+        ),
+        # appended last: each shift is seeded by its position, so adding one at the end
+        # keeps every earlier shift's faulted readings unchanged
+        Shift(
+            "g6_late_wear",
+            "sensor",
+            "Dexcom-G6-like error on days 7-10 of wear",
+            sensor.g6_late_wear(),
         ),
     ]
 
