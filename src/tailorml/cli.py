@@ -227,6 +227,44 @@ def evaluate_command(
     console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
 
+@app.command("stress")
+def stress_command(
+    model: Annotated[
+        list[Path],
+        typer.Option(help="A saved model (RUN/model.pt or a registry model file); repeat it."),
+    ],
+    cohort: Annotated[
+        Path | None,
+        typer.Option(help="Cohort file (.parquet/.csv); default: the shipped synthetic cohort."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder; default: runs/<time>-stress.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every fault and life scenario.")] = 0,
+    life: Annotated[
+        bool,
+        typer.Option(help="Also re-simulate new days with life changes (slower; minutes)."),
+    ] = False,
+    life_days: Annotated[int, typer.Option(min=1, max=28, help="Days per life scenario.")] = 3,
+    life_patient: Annotated[
+        list[str] | None,
+        typer.Option(help="Virtual patient for --life (e.g. adult-001); repeat; default all."),
+    ] = None,
+) -> None:
+    """Models under realistic shifts of their test data (sensor faults; with --life, life
+    changes): alert metrics per shift and individual against the unshifted figures, the
+    robustness drop, the iCGM envelope; CSV tables and report.html."""
+    from datetime import datetime
+
+    from tailorml.shift.job import stress_models
+
+    target = out or Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-stress"
+    path = stress_models(
+        model, cohort, target, seed, life, life_days, life_patient or (), _reporter()
+    )
+    console.print(_styled("Report: ", (str((path / "report.html").resolve()), "bold")))
+
+
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/.")]) -> None:
     """Re-render report.html of a run (train/demo or experiment) from its stored tables."""

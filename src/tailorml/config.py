@@ -385,6 +385,11 @@ class ExperimentConfig(_Section):
         default=None, description="classes D_I must contain; unset = all"
     )
     reference: str = Field(default="baseline", description="method the p-values compare with")
+    stress: bool = Field(
+        default=False,
+        description="also evaluate every personalized model under the sensor faults of "
+        "`tailorml stress` (columns <fault>__<metric>)",
+    )
 
 
 def _default_candidates() -> dict[str, dict[str, list[int | float]]]:

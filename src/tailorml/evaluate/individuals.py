@@ -229,9 +229,10 @@ def write_evaluation(
     folder: Path, model: nn.Module, prepared: Prepared, part: str
 ) -> dict[str, Any]:
     """Evaluate `model` (under its own policy) on every individual's `part`; write
-    per_individual.csv, predictions.parquet, test_readings.parquet, by_group.csv and
-    glycemia.csv (consensus CGM metrics of the readings evaluated) into `folder`; return
-    the metrics.json entries that describe the evaluation."""
+    per_individual.csv, predictions.parquet, test_readings.parquet, by_group.csv,
+    fairness.csv, fairness_traits.csv and glycemia.csv (consensus CGM metrics of the
+    readings evaluated) into `folder`; return the metrics.json entries that describe the
+    evaluation."""
     windows = prepared.windows
     evaluated = prepared.splits.pooled(part)
     probabilities = np.zeros((len(windows), len(CLASSES)))
@@ -252,6 +253,7 @@ def write_evaluation(
     if len(alerts_by_group):
         by_group = by_group.merge(alerts_by_group, on="group", how="left")
     atomic_write_text(folder / "by_group.csv", by_group.to_csv(index=False))
+    write_fairness(folder, per_individual, prepared)
     pooled = classification_metrics(
         predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
     )
@@ -274,6 +276,21 @@ def write_evaluation(
             for metric, row in summary.iterrows()
         },
     }
+
+
+def write_fairness(folder: Path, per_individual: pd.DataFrame, prepared: Prepared) -> None:
+    """fairness.csv (age-group gaps, ratios, worst group, bootstrap CIs) and
+    fairness_traits.csv (Spearman's rho with each continuous trait) of one evaluation."""
+    from tailorml.evaluate.fairness import group_fairness, trait_correlations
+
+    evaluated = per_individual[per_individual["skipped"] == ""]
+    traits = pd.DataFrame.from_dict(
+        {person.id: person.traits for person in prepared.cohort.individuals}, orient="index"
+    )
+    groups = group_fairness(evaluated) if "group" in evaluated else pd.DataFrame()
+    correlations = trait_correlations(evaluated, traits) if len(traits.columns) else pd.DataFrame()
+    atomic_write_text(folder / "fairness.csv", groups.to_csv(index=False))
+    atomic_write_text(folder / "fairness_traits.csv", correlations.to_csv(index=False))
 
 
 def write_alert_curve(

@@ -59,6 +59,13 @@ def write_html(template: str, target: Path, **context) -> Path:
     return atomic_write_text(target, html)
 
 
+def _optional_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def _number(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
@@ -176,6 +183,7 @@ def _render_report(run_dir: Path) -> Path:
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     readings = pd.read_parquet(run_dir / "test_readings.parquet")
     by_group = pd.read_csv(run_dir / "by_group.csv")
+    fairness = _optional_table(run_dir / "fairness.csv")  # absent in runs of older versions
     if "policy" not in metrics:
         raise TailormlError(
             f"{run_dir / 'metrics.json'} has no alert policy (written by an older tailorml); "
@@ -243,6 +251,7 @@ def _render_report(run_dir: Path) -> Path:
             for kind in ("hypo", "hyper")
         },
         by_group=by_group.to_dict("records"),
+        fairness=fairness.to_dict("records"),
         individuals=per_individual[columns].to_dict("records"),
         columns=columns,
         counts=COUNT_COLUMNS,

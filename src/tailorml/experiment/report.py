@@ -37,6 +37,9 @@ FAMILY = {
     "adversarial_finetuning": "robust",
     "certified_finetuning": "robust",
     "sparse_finetuning": "sparse",
+    "feature_distillation": "generalizing",
+    "coteaching": "generalizing",
+    "group_dro": "fair",
 }
 COLOURS = {
     "baseline": "#333333",
@@ -45,6 +48,8 @@ COLOURS = {
     "grouping": "#55a868",
     "robust": "#c44e52",
     "sparse": "#dd8452",
+    "generalizing": "#937860",
+    "fair": "#da8bc3",
 }
 
 
@@ -208,6 +213,106 @@ def flag_weak_tests(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict | None]:
     }
 
 
+FAIRNESS_LABELS = {
+    "acc_individual": "accuracy on D_I",
+    "balanced_acc_individual": "balanced accuracy on D_I",
+    "hypo_sensitivity": "hypo event sensitivity",
+    "false_alerts_per_day": "false alerts per day (higher is worse)",
+    "balanced_accuracy": "balanced accuracy on D_I",
+}
+
+
+def group_figure(values: pd.DataFrame, groups: pd.Series, metric: str, order: list[str]) -> bytes:
+    """Mean of `metric` per age group and setting: the group gap at a glance."""
+    from tailorml.evaluate.plots import GROUP_COLOURS
+
+    table = values[metric].reset_index()
+    table["group"] = table["individual"].map(groups)
+    means = table.groupby(["setting", "group"], sort=False)[metric].mean().unstack("group")
+    means = means.reindex([s for s in order if s in means.index])
+    figure, axis = plt.subplots(figsize=(10, 3.6))
+    for group in means.columns:
+        axis.plot(
+            range(len(means)),
+            means[group],
+            "o-",
+            color=GROUP_COLOURS.get(group, "#888"),
+            label=group,
+            linewidth=0.8,
+        )
+    axis.set_xticks(range(len(means)))
+    axis.set_xticklabels(means.index, rotation=35, ha="right", fontsize=7)
+    axis.set_ylabel(FAIRNESS_LABELS.get(metric, metric) + "\n(group mean)", fontsize=8)
+    axis.legend(fontsize=8, frameon=False, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.0))
+    return to_png(figure)
+
+
+def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) -> dict:
+    """The fairness section's tables (fairness.csv, fairness_traits.csv) and figure."""
+    context: dict = {
+        "fairness": {},
+        "traits": {},
+        "trait_names": [],
+        "group_figure": None,
+        "rollout": [],
+    }
+    path = run_dir / "fairness.csv"
+    try:
+        fairness = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        fairness = pd.DataFrame()
+    if fairness.empty:
+        return context
+    context["fairness"] = {
+        metric: rows.to_dict("records") for metric, rows in fairness.groupby("metric", sort=False)
+    }
+    metric = "balanced_acc_individual" if "balanced_acc_individual" in results else None
+    if metric and "group" in results:
+        groups = results.groupby("individual")["group"].first()
+        context["group_figure"] = image_uri(
+            group_figure(per_individual(results, [metric]), groups, metric, order)
+        )
+    rollout_path = run_dir / "rollout.csv"
+    try:
+        rollout = pd.read_csv(rollout_path) if rollout_path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        rollout = pd.DataFrame()
+    context["rollout"] = rollout.to_dict("records")
+    traits_path = run_dir / "fairness_traits.csv"
+    try:
+        traits = pd.read_csv(traits_path) if traits_path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        traits = pd.DataFrame()
+    if not traits.empty:
+        context["trait_names"] = list(dict.fromkeys(traits["trait"]))
+        context["traits"] = {
+            setting: {r["trait"]: r for r in rows.to_dict("records")}
+            for setting, rows in traits.groupby("setting", sort=False)
+        }
+    return context
+
+
+def _robustness_context(run_dir: Path, order: list[str]) -> dict:
+    """Per metric: setting x fault tables of the mean drop (fault - clean) and its p against
+    the reference's drop, from robustness.csv."""
+    path = run_dir / "robustness.csv"
+    try:
+        table = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        table = pd.DataFrame()
+    if table.empty:
+        return {}
+    out = {}
+    for metric, rows in table.groupby("metric", sort=False):
+        shifts = list(dict.fromkeys(rows["shift"]))
+        settings = [s for s in order if s in set(rows["setting"])] or list(
+            dict.fromkeys(rows["setting"])
+        )
+        cells = {(r["setting"], r["shift"]): r for r in rows.to_dict("records")}
+        out[metric] = {"shifts": shifts, "settings": settings, "cells": cells}
+    return out
+
+
 def render_experiment_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.toml")
@@ -275,6 +380,9 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         else pd.DataFrame()
     )
     ok = results[results["status"] == "ok"] if "status" in results else results
+    fair = _fairness_context(run_dir, results, summary["setting"].tolist() if len(summary) else [])
+    if fair["group_figure"]:
+        figures["groups"] = fair["group_figure"]
     summary, weak_test = flag_weak_tests(summary) if len(summary) else (summary, None)
     return write_html(
         "experiment.html.j2",
@@ -292,4 +400,12 @@ def render_experiment_report(run_dir: str | Path) -> Path:
         n_rows=len(results),
         seeds=config.experiment.seeds,
         config_toml=(run_dir / "config.toml").read_text(),
+        fairness=fair["fairness"],
+        robustness=_robustness_context(
+            run_dir, summary["setting"].tolist() if len(summary) else []
+        ),
+        fairness_labels=FAIRNESS_LABELS,
+        traits=fair["traits"],
+        trait_names=fair["trait_names"],
+        rollout=fair["rollout"],
     )

@@ -4,7 +4,9 @@ Phases: (1) autoencoder latents (only when a grouping method needs them) and the
 models, (2) every individual x seed. Each finished unit is cached in the run directory and
 skipped on rerun (`--resume RUN`), so an interrupted experiment loses nothing it finished.
 Outputs: results.parquet/.csv (one row per individual x setting x seed), summary.csv
-(Table I) and report.html.
+(Table I, with the age-group gaps), fairness.csv and fairness_traits.csv (does
+personalization decrease fairness? `experiment.fairness`), robustness.csv (with
+`experiment.stress`: each method under the sensor faults) and report.html.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from tailorml.config import Config
 from tailorml.errors import ConfigError
 from tailorml.experiment import tasks
 from tailorml.experiment.backends import make_backend
+from tailorml.experiment.fairness import add_gap_columns, cohort_traits, write_fairness
+from tailorml.experiment.generalization import robustness_table
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
 from tailorml.models.recipe import require_dense
@@ -183,6 +187,17 @@ def run_experiment(
     atomic_write_parquet(run.file("results.parquet"), results.reset_index(drop=True))
     atomic_write_text(run.file("results.csv"), results.to_csv(index=False))
     summary = table_one(results, experiment.reference, [s.label for s in settings])
+    cohort = getattr(data.glucose, "cohort", None)
+    fairness, _ = write_fairness(
+        run.path,
+        results,
+        experiment.reference,
+        cohort_traits(cohort) if cohort is not None else pd.DataFrame(),
+        seeds[0],
+    )
+    summary = add_gap_columns(summary, fairness, experiment.reference)
+    robustness = robustness_table(results, experiment.reference)
+    atomic_write_text(run.file("robustness.csv"), robustness.to_csv(index=False))
     atomic_write_text(run.file("summary.csv"), summary.to_csv(index=False))
     run.mark_done("experiment")
 

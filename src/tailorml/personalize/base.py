@@ -65,6 +65,9 @@ class Plan:
     l2sp: float = 0.0  # weight alpha of alpha/2 * ||w - w_start||^2
     robust: RobustTraining | None = None  # adversarial or certified objective
     pruning: PruningSchedule | None = None  # sparsity reached during the schedule
+    # further objectives: each called with (the model being trained, the context) once the
+    # start is chosen, giving a LoopPlugin (feature distillation, co-teaching, group DRO)
+    plugins: list[Callable[[nn.Module, Context], LoopPlugin]] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +172,7 @@ def execute(plan: Plan, context: Context) -> nn.Module:
         plugins.append(L2SP(model, plan.l2sp))
     if plan.pruning:
         plugins.append(Pruner(model, plan.pruning, total))
+    plugins += [make(model, context) for make in plan.plugins]
     train(
         model,
         sources,

@@ -46,6 +46,10 @@ def evaluate_personalized(
             result[key] = alerts[key]
     if config.robust.evaluate:
         result |= robustness_of(model, data, own, config)
+    if config.experiment.stress and policy.is_alert and data.glucose is not None:
+        from tailorml.shift.suite import stress_columns
+
+        result |= stress_columns(model, policy, data.glucose, individual)
     return result
 
 

@@ -1,0 +1,185 @@
+"""`tailorml stress`: one or more saved models under realistic shifts of their test data.
+
+Sensor faults run on the held-out test part of the default chronological split (the part the
+train job reports), so "unshifted" is the figure the train run already shows. Life changes
+(`--life`) re-simulate new days of the same virtual patients and compare with the same new
+days unchanged. Every model meets the same faulted readings (seeded), so models compare
+paired, per individual. Output: tidy CSV tables, metrics.json and report.html.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+from tailorml.config import SplitConfig
+from tailorml.data.cohort import Cohort, load_cohort
+from tailorml.data.glucose import make_windows
+from tailorml.data.on_board import DERIVED_CHANNELS
+from tailorml.data.prepared import Prepared, prepare_whole
+from tailorml.data.splits import split_windows
+from tailorml.errors import CohortError, TailormlError
+from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
+from tailorml.models.cnn import load_model
+from tailorml.progress import SILENT, Reporter
+from tailorml.shift import life, suite
+from tailorml.shift.summary import paired_drops, summarize_drops
+
+OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if missing)"
+
+
+def model_labels(paths: Sequence[Path]) -> list[str]:
+    """Short, distinct labels: the file stem, or the run folder for RUN/model.pt."""
+    labels: list[str] = []
+    for path in paths:
+        label = path.parent.name if path.stem == "model" and path.parent.name else path.stem
+        base, number = label, 1
+        while label in labels:
+            number += 1
+            label = f"{base}-{number}"
+        labels.append(label)
+    return labels
+
+
+def check_input(model: nn.Module, cohort: Cohort, model_path: Path) -> None:
+    """The cohort has the model's channels and grid (never resampled)."""
+    policy = model.policy
+    needed = [DERIVED_CHANNELS.get(channel, channel) for channel in policy.channels]
+    missing = [column for column in needed if column not in cohort.readings]
+    if missing:
+        raise CohortError(
+            f"{cohort.source}: the model {model_path} reads {', '.join(policy.channels)} but "
+            f"the file has no {', '.join(missing)} column; use a file with them"
+        )
+    policy.require_same_input(
+        replace(policy, sample_minutes=cohort.sample_minutes), str(model_path), cohort.source
+    )
+
+
+def _prepare_split(cohort: Cohort, model: nn.Module) -> Prepared:
+    windows = make_windows(cohort, model.policy.task())
+    return Prepared(cohort, windows, split_windows(cohort, windows, SplitConfig()))
+
+
+def stress_models(
+    model_paths: Sequence[str | Path],
+    cohort_path: str | Path | None,
+    out_dir: str | Path,
+    seed: int = 0,
+    with_life: bool = False,
+    life_days: int = 3,
+    life_patients: Sequence[str] = (),
+    reporter: Reporter = SILENT,
+) -> Path:
+    """Run the stress suite for every model; write the tables and report into `out_dir`."""
+    paths = [Path(path) for path in model_paths]
+    if not paths:
+        raise TailormlError("no model given; pass --model RUN/model.pt (repeat for several)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TailormlError(OUT_IS_FILE.format(path=out))
+    models = [load_model(path) for path in paths]
+    labels = model_labels(paths)
+    cohort = load_cohort(cohort_path)
+    tasks = {
+        json.dumps(model.policy.task().model_dump(mode="json"), sort_keys=True) for model in models
+    }
+    if len(tasks) > 1:
+        raise TailormlError(
+            "the models have different tasks (window, horizon, channels or thresholds); "
+            "stress models of one task together, and the others in another call"
+        )
+    for model, path in zip(models, paths, strict=True):
+        check_input(model, cohort, path)
+    if cohort.synthetic:
+        reporter.log(
+            "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
+        )
+    patients = _life_patients(cohort, life_patients) if with_life else []
+    prepared = _prepare_split(cohort, models[0])
+    out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
+    pairs = list(zip(labels, models, strict=True))
+    with reporter.task("sensor faults", total=1) as task:
+        per_individual, envelope = suite.run_sensor_suite(pairs, prepared, seed)
+        task.advance()
+    references = {shift: suite.CLEAN for shift in per_individual["shift"].unique()}
+    life_table = pd.DataFrame()
+    if with_life:
+        with reporter.task(f"life changes ({len(patients)} patients)", total=1) as task:
+            cohorts = life.simulate_life(patients, life_days, seed, out / "life")
+            life_rows = []
+            for scenario, scenario_cohort in cohorts.items():
+                whole = prepare_whole(scenario_cohort, models[0].policy.task())
+                traces = {
+                    i: (scenario_cohort.of(i)["cgm"].to_numpy(float),) * 2
+                    for i in scenario_cohort.ids
+                }
+                for label, model in pairs:
+                    for row in suite.evaluate_shift(model, whole, traces, "all"):
+                        life_rows.append({"model": label, "shift": scenario, "kind": "life"} | row)
+            per_individual = pd.concat([per_individual, pd.DataFrame(life_rows)], ignore_index=True)
+            references |= {scenario: life.UNCHANGED for scenario in cohorts}
+            life_table = life.describe(cohorts)
+            task.advance()
+    drops = paired_drops(per_individual, references)
+    summary = summarize_drops(drops)
+    per_individual.to_csv(out / "per_individual.csv", index=False)
+    drops.to_csv(out / "drops.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    envelope.to_csv(out / "icgm_envelope.csv", index=False)
+    if not life_table.empty:
+        life_table.to_csv(out / "life_scenarios.csv", index=False)
+    atomic_write_json(
+        out / "metrics.json",
+        {
+            "synthetic": cohort.synthetic,
+            "cohort": cohort.source,
+            "seed": seed,
+            "part": "test (default chronological split 0.6/0.2/0.2)",
+            "models": [
+                {
+                    "label": label,
+                    "file": str(path.resolve()),
+                    "sha256": sha256_file(path),
+                    "threshold": model.policy.threshold,
+                }
+                for label, path, model in zip(labels, paths, models, strict=True)
+            ],
+            "shifts": {shift.name: shift.description for shift in suite.sensor_shifts()}
+            | ({name: text for name, text in life.SCENARIOS.items()} if with_life else {}),
+            "life_days": life_days if with_life else None,
+        },
+    )
+    from tailorml.shift.report import render_stress_report
+
+    render_stress_report(out)
+    atomic_write_text(out / "DONE", "stress\n")
+    return out
+
+
+def _is_virtual_patient(patient: str) -> bool:
+    from tailorml.data.virtual_patient import patient_id, patient_names
+
+    return patient in {patient_id(name) for name in patient_names()}
+
+
+def _life_patients(cohort: Cohort, requested: Sequence[str]) -> list[str]:
+    """The virtual patients to re-simulate: those asked for, else the cohort's own."""
+    patients = list(requested) or [p for p in cohort.ids if _is_virtual_patient(p)]
+    unknown = [patient for patient in patients if not _is_virtual_patient(patient)]
+    if unknown:
+        raise TailormlError(
+            f"--life-patient {unknown[0]!r} is not a UVA/Padova virtual patient; use ids "
+            "like adolescent-001, adult-010 or child-005"
+        )
+    if not patients:
+        raise TailormlError(
+            "--life needs UVA/Padova virtual patients (ids like adult-001) in the cohort "
+            "or --life-patient; this cohort has none"
+        )
+    return patients

@@ -1,0 +1,102 @@
+"""The stress report: reads only the tables `tailorml stress` wrote, so it can be re-rendered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from tailorml.evaluate.plots import GROUP_COLOURS, to_png
+from tailorml.evaluate.report import image_uri, write_html
+from tailorml.shift.summary import HEADLINE
+
+LABELS = {
+    "hypo_sensitivity": "hypo event sensitivity",
+    "false_alerts_per_day": "false alerts / day",
+    "balanced_accuracy": "balanced accuracy",
+    "hyper_sensitivity": "hyper event sensitivity",
+}
+
+
+def drop_figure(drops: pd.DataFrame, model: str, metrics=HEADLINE) -> bytes:
+    """Per metric, per shift: each individual's drop (dot, coloured by group) and the mean
+    (black bar) — where people would rather look than read a table."""
+    mine = drops[drops["model"] == model]
+    shifts = list(dict.fromkeys(mine["shift"]))
+    present = [m for m in metrics if f"{m}_drop" in mine]
+    figure, axes = plt.subplots(len(present), 1, figsize=(10, 2.4 * len(present)), sharex=True)
+    axes = np.atleast_1d(axes)
+    rng = np.random.default_rng(0)  # jitter only, so the figure is the same every time
+    for axis, metric in zip(axes, present, strict=True):
+        for position, shift in enumerate(shifts):
+            rows = mine[mine["shift"] == shift]
+            values = rows[f"{metric}_drop"].astype(float)
+            finite = np.isfinite(values)
+            colours = [GROUP_COLOURS.get(g, "#8c8c8c") for g in rows["group"][finite]]
+            jitter = rng.uniform(-0.18, 0.18, int(finite.sum()))
+            axis.scatter(position + jitter, values[finite], s=10, c=colours, alpha=0.8)
+            if finite.any():
+                axis.hlines(values[finite].mean(), position - 0.3, position + 0.3, color="black")
+        axis.axhline(0, color="#999", linewidth=0.6)
+        axis.set_ylabel(LABELS[metric] + "\nchange", fontsize=8)
+    axes[-1].set_xticks(range(len(shifts)))
+    axes[-1].set_xticklabels(shifts, rotation=30, ha="right", fontsize=8)
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color=c) for c in GROUP_COLOURS.values()
+    ]
+    axes[0].legend(
+        handles,
+        list(GROUP_COLOURS),
+        fontsize=8,
+        frameon=False,
+        ncol=3,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+    )
+    figure.suptitle(
+        f"{model}: change per individual (dot) and mean (bar) under each shift",
+        fontsize=9,
+        x=0.1,
+        ha="left",
+        y=1.0,
+    )
+    return to_png(figure)
+
+
+def render_stress_report(out: Path) -> Path:
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = pd.read_csv(out / "summary.csv")
+    drops = pd.read_csv(out / "drops.csv")
+    envelope = pd.read_csv(out / "icgm_envelope.csv")
+    life_path = out / "life_scenarios.csv"
+    life = pd.read_csv(life_path) if life_path.exists() else pd.DataFrame()
+    models = [m["label"] for m in metrics["models"]]
+    figures = {model: image_uri(drop_figure(drops, model)) for model in models if len(drops)}
+    envelope_by_shift = {
+        shift: rows.to_dict("records") for shift, rows in envelope.groupby("shift", sort=False)
+    }
+    life_summary = (
+        life.groupby("shift", sort=False)[["mean_cgm", "below_70", "above_250"]]
+        .mean()
+        .reset_index()
+        .to_dict("records")
+        if not life.empty
+        else []
+    )
+    return write_html(
+        "stress.html.j2",
+        out / "report.html",
+        info=metrics,
+        models=models,
+        summary=summary.to_dict("records"),
+        labels=LABELS,
+        figures=figures,
+        envelope=envelope_by_shift,
+        life=life_summary,
+    )

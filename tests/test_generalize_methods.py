@@ -1,0 +1,154 @@
+"""Feature distillation, co-teaching and group DRO: their schedules and objectives on toy
+data where the answer is known."""
+
+import numpy as np
+import pytest
+import torch
+
+from tailorml.config import ModelConfig
+from tailorml.models.cnn import build_model
+from tailorml.models.recipe import Recipe
+from tailorml.models.schedule import Step
+from tailorml.personalize import execute, make_strategy
+from tailorml.personalize.base import Budget, Context
+from tailorml.personalize.dataset import PersonalData
+from tailorml.personalize.fair import GroupDRO, sample_groups
+from tailorml.personalize.generalize import (
+    forget_rate_at,
+    interleave,
+    penultimate,
+    small_loss,
+    small_loss_per_class,
+)
+from tailorml.policy import AlertPolicy
+
+LENGTH = 8
+
+
+def toy_data() -> PersonalData:
+    """a, b (group g1) and c (group g2): 20 train + 10 test samples each; 200 general."""
+    rng = np.random.default_rng(0)
+    n = 3 * 30 + 200
+    x = rng.normal(size=(n, 1, LENGTH)).astype(np.float32)
+    y = (x[:, 0, 0] > 0).astype(np.int64)
+    ids = ["a", "b", "c"]
+    return PersonalData(
+        name="toy",
+        x=x,
+        y=y,
+        ids=ids,
+        groups={"a": "g1", "b": "g1", "c": "g2"},
+        individual_train={k: np.arange(30 * i, 30 * i + 20) for i, k in enumerate(ids)},
+        individual_test={k: np.arange(30 * i + 20, 30 * i + 30) for i, k in enumerate(ids)},
+        class_names=["0", "1"],
+        dims=1,
+        synthetic=True,
+        policy=AlertPolicy.argmax(["0", "1"]),
+        shared_general=np.arange(90, 290),
+        shared_general_test=np.arange(90, 100),
+    )
+
+
+def new_model():
+    torch.manual_seed(0)
+    config = ModelConfig(conv_channels=[4, 4], kernel_size=3, hidden=8)
+    return build_model(config, 1, LENGTH, 2, torch.zeros(1), torch.ones(1))
+
+
+def context() -> Context:
+    data, trained = toy_data(), new_model()
+    return Context(
+        data=data,
+        individual="a",
+        seed=0,
+        budget=Budget(Recipe(1, 4, 2e-3, 0.0, "balanced"), finetune_learning_rate=5e-2),
+        new_model=new_model,
+        global_model=lambda: trained,
+        latents=lambda: data.x[:, 0, :2],
+    )
+
+
+def test_interleave_alternates_and_keeps_the_rest():
+    first = [Step("i", np.array([k])) for k in range(3)]
+    second = [Step("g", np.array([k])) for k in range(1)]
+    assert [s.source for s in interleave(first, second)] == ["i", "g", "i", "i"]
+
+
+def test_feature_distillation_plan_alternates_d_i_and_d_g_from_the_global_model():
+    plan = make_strategy("feature_distillation", n=5).plan(context())
+    assert plan.start == "global"
+    assert [s.source for s in plan.schedule] == ["individual", "general"] * 5
+    assert len(plan.plugins) == 1
+
+
+def test_feature_distillation_keeps_general_features_closer_than_plain_transfer():
+    ctx = context()
+    general = torch.as_tensor(ctx.data.x[ctx.general])
+    start = penultimate(ctx.global_model(), general).detach()
+
+    def moved(name, **params):
+        model = execute(make_strategy(name, **params).plan(ctx), ctx)
+        return float((penultimate(model, general).detach() - start).norm())
+
+    # same D_I steps; FD's D_G steps pull the features back (weight 50: strongly)
+    assert moved("feature_distillation", n=40, weight=50.0) < moved("transfer", n=40)
+
+
+def test_coteaching_forget_rate_ramps_linearly_then_stays():
+    # 100 steps, ramp over the first half: 0 -> 0.2 at step 50, constant after
+    assert forget_rate_at(0, 100, 0.2) == 0.0
+    assert forget_rate_at(25, 100, 0.2) == pytest.approx(0.1)
+    assert forget_rate_at(50, 100, 0.2) == pytest.approx(0.2)
+    assert forget_rate_at(90, 100, 0.2) == pytest.approx(0.2)
+
+
+def test_small_loss_selection_keeps_the_smallest():
+    losses = torch.tensor([0.9, 0.1, 0.5, 0.1, 2.0])
+    assert small_loss(losses, 3).tolist() == [1, 3, 2]
+
+
+def test_coteaching_trains_and_leaves_the_global_model_untouched():
+    ctx = context()
+    before = {k: v.clone() for k, v in ctx.global_model().state_dict().items()}
+    model = execute(make_strategy("coteaching", n=10, forget_rate=0.5).plan(ctx), ctx)
+    assert any(not torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert all(torch.equal(ctx.global_model().state_dict()[k], v) for k, v in before.items())
+
+
+def test_sample_groups_maps_every_owned_sample():
+    codes = sample_groups(context())
+    assert (codes[:60] == 0).all() and (codes[60:90] == 1).all()  # g1: a, b; g2: c
+    assert (codes[90:] == -1).all()  # shared general data has no owner here
+
+
+def test_group_dro_moves_weight_to_the_group_with_the_larger_loss():
+    # a model that is always right on group 0 and always wrong on group 1
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.where(
+                x[:, :1] > 0, torch.tensor([[5.0, -5.0]]), torch.tensor([[-5.0, 5.0]])
+            )
+
+    codes = np.array([0, 0, 1, 1])
+    schedule = [Step("union", np.arange(4))] * 3
+    dro = GroupDRO(codes, schedule, eta=1.0)
+    x = torch.tensor([[1.0], [1.0], [1.0], [1.0]])
+    y = torch.tensor([0, 0, 1, 1])  # group 0 right (loss ~0), group 1 wrong (loss ~10)
+    for step in (1, 2, 3):
+        dro.batch_loss(Fixed(), x, y, step)
+    assert dro.q[1] > 0.99 and dro.q.sum() == pytest.approx(1.0)
+
+
+def test_group_dro_needs_two_groups():
+    ctx = context()
+    ctx.data.groups = dict.fromkeys(ctx.data.groups, "g")
+    with pytest.raises(ValueError, match="two groups"):
+        make_strategy("group_dro").plan(ctx)
+
+
+def test_per_class_selection_keeps_the_rare_class():
+    losses = torch.tensor([0.1, 0.9, 0.2, 0.8])
+    y = torch.tensor([0, 1, 0, 1])
+    # plain: the two smallest losses are both class 0; per class: half of each class
+    assert small_loss(losses, 2).tolist() == [0, 2]
+    assert small_loss_per_class(losses, y, 0.5).tolist() == [0, 3]
