@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tailorml.config import Config, config_from_dict
-from tailorml.data.cohort import load_cohort
+from tailorml.data.cohort import Cohort, load_cohort
 from tailorml.data.on_board import DERIVED_CHANNELS
 from tailorml.data.prepared import prepare_whole
 from tailorml.errors import CohortError
@@ -24,6 +24,23 @@ from tailorml.io import atomic_write_json, sha256_file
 from tailorml.models.cnn import count_parameters, load_model
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
+
+
+def require_model_input(model, cohort: Cohort, model_path: Path) -> None:
+    """The cohort has the model's channels and is on its grid (never resampled); shared by
+    every command that applies a saved model to a file (`evaluate`, `stress`)."""
+    policy = model.policy
+    needed = [DERIVED_CHANNELS.get(channel, channel) for channel in policy.channels]
+    missing = [column for column in needed if column not in cohort.readings]
+    if missing:
+        raise CohortError(
+            f"{cohort.source}: the model {model_path} reads {', '.join(policy.channels)} but "
+            f"the file has no {', '.join(missing)} column; use a file with them or a CGM-only "
+            "model"
+        )
+    policy.require_same_input(
+        replace(policy, sample_minutes=cohort.sample_minutes), str(model_path), cohort.source
+    )
 
 
 def evaluate_model(
@@ -38,16 +55,7 @@ def evaluate_model(
     model = load_model(model_path)
     policy = model.policy
     cohort = load_cohort(cohort_path)
-    needed = [DERIVED_CHANNELS.get(channel, channel) for channel in policy.channels]
-    missing = [column for column in needed if column not in cohort.readings]
-    if missing:
-        raise CohortError(
-            f"{cohort.source}: the model reads {', '.join(policy.channels)} but the file has no "
-            f"{', '.join(missing)} column; use a file with them or a CGM-only model"
-        )
-    policy.require_same_input(
-        replace(policy, sample_minutes=cohort.sample_minutes), str(model_path), cohort.source
-    )
+    require_model_input(model, cohort, model_path)
     prepared = prepare_whole(cohort, policy.task())
     run = Run.create(
         _config(cohort_path, policy.task().model_dump(mode="json")), "evaluate", runs_dir

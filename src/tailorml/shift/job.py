@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,10 +19,10 @@ from torch import nn
 from tailorml.config import SplitConfig
 from tailorml.data.cohort import Cohort, load_cohort
 from tailorml.data.glucose import make_windows
-from tailorml.data.on_board import DERIVED_CHANNELS
 from tailorml.data.prepared import Prepared, prepare_whole
 from tailorml.data.splits import split_windows
-from tailorml.errors import CohortError, TailormlError
+from tailorml.errors import TailormlError
+from tailorml.evaluate.job import require_model_input
 from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
 from tailorml.models.cnn import load_model
 from tailorml.progress import SILENT, Reporter
@@ -44,21 +43,6 @@ def model_labels(paths: Sequence[Path]) -> list[str]:
             label = f"{base}-{number}"
         labels.append(label)
     return labels
-
-
-def check_input(model: nn.Module, cohort: Cohort, model_path: Path) -> None:
-    """The cohort has the model's channels and grid (never resampled)."""
-    policy = model.policy
-    needed = [DERIVED_CHANNELS.get(channel, channel) for channel in policy.channels]
-    missing = [column for column in needed if column not in cohort.readings]
-    if missing:
-        raise CohortError(
-            f"{cohort.source}: the model {model_path} reads {', '.join(policy.channels)} but "
-            f"the file has no {', '.join(missing)} column; use a file with them"
-        )
-    policy.require_same_input(
-        replace(policy, sample_minutes=cohort.sample_minutes), str(model_path), cohort.source
-    )
 
 
 def _prepare_split(cohort: Cohort, model: nn.Module) -> Prepared:
@@ -95,7 +79,7 @@ def stress_models(
             "stress models of one task together, and the others in another call"
         )
     for model, path in zip(models, paths, strict=True):
-        check_input(model, cohort, path)
+        require_model_input(model, cohort, path)
     if cohort.synthetic:
         reporter.log(
             "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
