@@ -250,6 +250,7 @@ def test_a_latin1_csv_is_refused_naming_the_byte(tmp_path):
         (b"\xff\xfe\xfa", "is not readable JSON"),
         (b"[1, 2]", "is a JSON list, not an object"),
         (b'{"synthetic": "no"}', "has \"synthetic\": 'no', not true or false"),
+        (b'{"real_individuals": "p1"}', "has \"real_individuals\": 'p1', not a list"),
     ],
 )
 def test_a_broken_metadata_file_beside_the_cohort_is_named(write_cohort, content, problem):
@@ -269,3 +270,13 @@ def test_a_metadata_folder_beside_the_cohort_is_named(write_cohort):
     path.with_suffix(".json").rmdir()
     (path.with_suffix(".json")).write_text('{"synthetic": true}')
     assert load_cohort(path).synthetic is True
+
+
+def test_real_individuals_of_a_synthetic_cohort_are_not_called_simulated(write_cohort):
+    path = write_cohort(cohort_frame({"p1": [100.0, 110.0], "me": [120.0, 130.0]}))
+    path.with_suffix(".json").write_text('{"synthetic": true, "real_individuals": ["me"]}')
+    cohort = load_cohort(path)
+    assert cohort.synthetic
+    assert cohort.is_synthetic("p1") and not cohort.is_synthetic("me")
+    path.with_suffix(".json").write_text('{"synthetic": false, "real_individuals": ["me"]}')
+    assert not load_cohort(path).is_synthetic("p1")

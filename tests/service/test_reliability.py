@@ -137,6 +137,9 @@ def test_a_personalization_request_runs_in_a_worker_and_is_recorded(server, serv
     # about 25 hours uploaded: the data gate refuses, and the predefined model stays
     assert session.refused_reason and "days" in session.refused_reason
     assert session.actor.startswith(f"service job {state['id']} (carol")
+    # carol's readings are her own uploads: only the general data is simulated
+    assert session.summary["synthetic"] is False
+    assert session.summary["general_synthetic"] is True
 
 
 def test_the_worker_puts_uploads_on_the_grid_without_inventing_readings(server, service_data):

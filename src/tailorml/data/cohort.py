@@ -85,6 +85,12 @@ class Cohort:
     def synthetic(self) -> bool:
         return bool(self.metadata.get("synthetic", False))
 
+    def is_synthetic(self, individual_id: str) -> bool:
+        """Whether this individual's readings are simulated: a synthetic cohort may carry
+        real people (`real_individuals`), e.g. the service's uploads beside the shipped
+        general data, whose own figures must not be called simulated."""
+        return self.synthetic and individual_id not in self.metadata.get("real_individuals", [])
+
     def of(self, individual_id: str) -> pd.DataFrame:
         if individual_id not in self.ids:
             raise CohortError(
@@ -442,5 +448,9 @@ def _read_metadata(path: Path) -> dict[str, Any]:
         raise CohortError(BAD_METADATA.format(path=path, problem=problem))
     if not isinstance(metadata.get("synthetic", False), bool):
         problem = f'has "synthetic": {metadata["synthetic"]!r}, not true or false'
+        raise CohortError(BAD_METADATA.format(path=path, problem=problem))
+    real = metadata.get("real_individuals", [])
+    if not isinstance(real, list) or not all(isinstance(i, str) for i in real):
+        problem = f'has "real_individuals": {real!r}, not a list of individual ids'
         raise CohortError(BAD_METADATA.format(path=path, problem=problem))
     return metadata

@@ -150,6 +150,7 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
                 path.with_suffix(".json"),
                 {
                     "synthetic": bool(general.synthetic),
+                    "real_individuals": [job.person_id],
                     "description": "general data of "
                     + Path(general.source).name
                     + " and one person's readings uploaded to the tailorml service",

@@ -28,6 +28,7 @@ def alerts_figure(
     predictions: pd.DataFrame,
     thresholds: dict[str, float],
     policy: AlertPolicy,
+    synthetic: bool,
 ) -> bytes:
     """Test-period CGM with true hypo events (under the predefined model's `policy`), and
     below it each candidate's alerts at its own threshold."""
@@ -47,7 +48,8 @@ def alerts_figure(
         top.axvspan(event.start, event.end, color="#c44e52", alpha=0.18)
         bottom.axvspan(event.start, event.end, color="#c44e52", alpha=0.18)
     top.set_ylabel("CGM (mg/dL)")
-    top.set_title("Held-out test period (synthetic data): true hypo events shaded")
+    labelled = " (synthetic data)" if synthetic else ""
+    top.set_title(f"Held-out test period{labelled}: true hypo events shaded")
     times = predictions["time"].to_numpy()
     judged = "label_is_hypo" in predictions  # cards written before it was stored: one style
     for row, name in enumerate(names):
@@ -90,6 +92,7 @@ def render_card(registry: Registry, session_id: int) -> Path:
                 predictions,
                 {c.name: c.threshold for c in candidates},
                 AlertPolicy.from_dict(summary["policy"], "session summary"),
+                bool(summary.get("synthetic", True)),
             )
         )
     data_gate = summary["data_gate"] | {"title": _gate_heading(summary["data_gate"]["gate"])}

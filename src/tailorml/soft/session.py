@@ -307,7 +307,8 @@ def personalize_individual(
     personal_hash = data_hash(train_trace)
     data_gate = data_sufficiency(train_trace, policy, config.soft)
     summary: dict[str, Any] = {
-        "synthetic": data.synthetic,
+        "synthetic": data.glucose.cohort.is_synthetic(individual),
+        "general_synthetic": data.synthetic,
         "cohort": data.glucose.cohort.source,
         "data_gate": data_gate.to_dict(),
         "soft_config": config.soft.model_dump(mode="json"),
