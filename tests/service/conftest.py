@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -78,9 +80,12 @@ def make_service_data(root: Path, trained) -> ServiceData:
     return ServiceData(data, key_file, run, root / "jobs.toml", people)
 
 
-def propose_candidate(data: Path, individual: str, trained, shift: float = 0.01) -> int:
+def propose_candidate(
+    data: Path, individual: str, trained, shift: float = 0.01, tables: bool = False
+) -> int:
     """Register a session for `individual` whose proposal (a slightly moved copy of the
-    predefined model) awaits review; returns the candidate id."""
+    predefined model) awaits review; returns the candidate id. With `tables`, the session
+    also stores a day of held-out readings and predictions, as `tailorml personalize` does."""
     registry = Registry(data)
     model = copy.deepcopy(trained.model)
     with torch.no_grad():
@@ -114,6 +119,21 @@ def propose_candidate(data: Path, individual: str, trained, shift: float = 0.01)
         | {"fraction_low": 0.1, "fraction_in_range": 0.8, "fraction_high": 0.1},
     }
     summary = {"synthetic": True, "data_gate": data_gate, "policy": trained.model.policy.to_dict()}
+    if tables:
+        summary["artifacts"] = "0123456789abcdef"
+        folder = data / "artifacts" / summary["artifacts"]
+        folder.mkdir(parents=True)
+        times = pd.date_range("2026-01-01", periods=288, freq="5min")
+        cgm = 140 + 60 * np.sin(np.arange(288) / 30)
+        pd.DataFrame({"time": times, "cgm": cgm}).to_parquet(folder / "readings.parquet")
+        pd.DataFrame(
+            {
+                "time": times,
+                "label_is_hypo": cgm < 90,
+                "current_cgm": cgm,
+                "p_hypo::TL(n=300)": (cgm < 95).astype(float),
+            }
+        ).to_parquet(folder / "predictions.parquet")
     session = registry.register_session(
         individual, registry.predefined().id, "hash", [record], 0, summary, actor="t"
     )

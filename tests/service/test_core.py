@@ -1,13 +1,15 @@
-"""The service's rules called directly (no HTTP): paging through sealed filters, and a model
-that cannot run."""
+"""The service's rules called directly (no HTTP): paging through sealed filters, a model
+that cannot run, and a personalization session's tables sealed with the person's key."""
 
 from __future__ import annotations
 
 import pytest
-from tests.service.conftest import make_service_data
+from tests.service.conftest import make_service_data, propose_candidate
 
+from tailorml.service.artifacts import seal_session, sealed_reader
+from tailorml.service.auth import AccessDenied
 from tailorml.service.core import Service
-from tailorml.service.crypto import ServerKey
+from tailorml.service.crypto import DecryptionError, ServerKey
 
 
 @pytest.fixture
@@ -50,3 +52,34 @@ def test_a_model_that_cannot_run_stores_the_reading_and_says_so(service, monkeyp
     current = core.alerts(carol, None, 1, None, None)[0]
     assert current["decision"] == "no_decision" and current["threshold"] is None
     assert "the model could not run (RuntimeError)" in current["reason"]
+
+
+def test_a_sessions_tables_are_sealed_and_the_card_is_drawn_from_them(service, trained):
+    core, made = service
+    alice, bob, carol, mallory = map(core.store.by_name, ("alice", "bob", "carol", "mallory"))
+    candidate = propose_candidate(made.data, alice.id, trained, tables=True)
+    session_id = core.registry.candidate(candidate).session_id
+    folder = made.data / "artifacts" / "0123456789abcdef"
+    clear = (folder / "readings.parquet").read_bytes()
+
+    assert seal_session(core.registry, session_id, core.keyring.cipher(alice.id)) == 2
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "predictions.parquet.sealed",
+        "readings.parquet.sealed",
+    ]
+    sealed = (folder / "readings.parquet.sealed").read_bytes()
+    assert b"PAR1" not in sealed and clear[:64] not in sealed  # parquet's magic is gone
+
+    card = core.card_html(bob, alice.id)  # her assigned clinician
+    assert "Model card" in card and "data:image/png;base64," in card  # the trace plot
+    assert core.card_html(carol, None) is None  # no session yet
+    with pytest.raises(AccessDenied):
+        core.card_html(mallory, alice.id)
+
+    # another person's key does not open them, nor does one table under the other's name
+    with pytest.raises(DecryptionError):
+        sealed_reader(core.keyring.cipher(carol.id))(folder / "readings.parquet")
+    (folder / "readings.parquet.sealed").rename(folder / "swap")
+    (folder / "predictions.parquet.sealed").rename(folder / "readings.parquet.sealed")
+    with pytest.raises(DecryptionError):
+        sealed_reader(core.keyring.cipher(alice.id))(folder / "readings.parquet")

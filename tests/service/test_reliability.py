@@ -18,6 +18,7 @@ from tailorml.service.crypto import ServerKey
 from tailorml.service.jobs import person_frame
 from tailorml.service.keyring import Keyring
 from tailorml.service.runtime import Runtimes
+from tailorml.soft.card import card_path
 
 FIVE_MINUTES = 300_000
 
@@ -140,6 +141,9 @@ def test_a_personalization_request_runs_in_a_worker_and_is_recorded(server, serv
     # carol's readings are her own uploads: only the general data is simulated
     assert session.summary["synthetic"] is False
     assert session.summary["general_synthetic"] is True
+    # the card the session wrote shows her readings: the worker deleted it (the review
+    # page draws it in memory)
+    assert not card_path(Registry(service_data.data), carol.id).exists()
 
 
 def test_the_worker_puts_uploads_on_the_grid_without_inventing_readings(server, service_data):

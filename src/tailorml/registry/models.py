@@ -733,6 +733,13 @@ class Registry:
             candidates=self._candidates("c.session_id = ?", (session_id,)),
         )
 
+    def latest_session(self, individual: str) -> int | None:
+        """The id of the individual's newest personalization session, if any."""
+        rows = self._query(
+            "SELECT id FROM sessions WHERE individual = ? ORDER BY id DESC LIMIT 1", (individual,)
+        )
+        return int(rows[0]["id"]) if rows else None
+
     def reviews(self, individual: str) -> list[ReviewView]:
         rows = self._query(
             "SELECT r.*, c.name AS candidate_name, c.individual FROM reviews r "

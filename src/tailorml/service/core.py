@@ -256,25 +256,21 @@ class Service:
             raise AccessDenied("only a clinician assigned to this patient can review")
         decided = self.registry.decide(candidate_id, decision, caller.name, "expert", comment)
         self.runtimes.forget(found.individual)
-        self._refresh_card(decided.session_id)
         return _candidate(decided)
 
-    def _refresh_card(self, session_id: int) -> None:
-        """Re-render the model card with the decision; the decision is recorded already, so
-        a card that cannot be drawn is logged, not reported as a failed review."""
-        from tailorml.soft.card import render_card
-
-        try:
-            render_card(self.registry, session_id)
-        except Exception:
-            log.exception("model card of session %s not re-rendered", session_id)
-
-    def card_path(self, caller, patient: str) -> Path:
-        from tailorml.io import encode_component
+    def card_html(self, caller, patient: str) -> str | None:
+        """The model card of the person's newest personalization session, drawn in memory
+        from its sealed tables (the service never keeps a card with readings on disk);
+        None before any session."""
+        from tailorml.service.artifacts import sealed_reader
+        from tailorml.soft.card import card_html
 
         person = self.subject(caller, patient, "read_card")
         self.store.record(self._who(caller), "read_card", person.id, {})
-        return self.data_dir / "cards" / f"{encode_component(person.id)}.html"
+        session_id = self.registry.latest_session(person.id)
+        if session_id is None:
+            return None
+        return card_html(self.registry, session_id, sealed_reader(self.keyring.cipher(person.id)))
 
     # -- encrypted alerts (the server cannot read the window) --------------------------------
 

@@ -96,6 +96,14 @@ def _key_text(key: ServerKey) -> str:
     return base64.b64encode(key.key).decode()
 
 
+def private_folder() -> tempfile.TemporaryDirectory:
+    """A temporary folder for a person's readings in the clear during a job: in memory
+    (/dev/shm) where the machine has it, so they never reach a disk; mode 700 either way."""
+    memory = Path("/dev/shm")
+    where = memory if memory.is_dir() and os.access(memory, os.W_OK) else None
+    return tempfile.TemporaryDirectory(prefix="tailorml-job-", dir=where)
+
+
 def person_frame(store: PeopleStore, keyring: Keyring, person_id: str, grid_minutes: int):
     """The person's readings and treatments as a cohort frame on the grid (importers' rules)."""
     from tailorml.data.importers import nightscout
@@ -111,7 +119,7 @@ def person_frame(store: PeopleStore, keyring: Keyring, person_id: str, grid_minu
     ]
     if not any(entry.get("type") == "sgv" for entry in entries):
         raise TailormlError("no CGM readings uploaded yet; personalization needs some")
-    with tempfile.TemporaryDirectory(prefix="tailorml-job-") as folder:
+    with private_folder() as folder:
         source = Path(folder) / "uploads.json"
         source.write_text(json.dumps({"entries": entries, "treatments": treatments}))
         os.chmod(source, 0o600)
@@ -129,6 +137,9 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
     from tailorml.config import load_config
     from tailorml.data.cohort import load_cohort
     from tailorml.io import atomic_write_json, atomic_write_parquet
+    from tailorml.registry.models import Registry
+    from tailorml.service.artifacts import seal_session
+    from tailorml.soft.card import card_path
     from tailorml.soft.session import personalize_individual
 
     store = PeopleStore(data_dir)
@@ -143,7 +154,7 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
         )
         merged = pd.concat([base[list(COHORT_COLUMNS)], mine], ignore_index=True)
         chosen = list(config.cohort.individuals)
-        with tempfile.TemporaryDirectory(prefix="tailorml-job-") as folder:
+        with private_folder() as folder:
             path = Path(folder) / "cohort.parquet"
             atomic_write_parquet(path, merged)
             atomic_write_json(
@@ -172,6 +183,11 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
                 actor=f"service job {job_id} ({job.requested_by})",
                 registry_dir=data_dir,
             )
+        # the session's tables and card show this person's readings: sealed / deleted before
+        # the job counts as done (the review page draws the card from the sealed tables)
+        registry = Registry(data_dir)
+        seal_session(registry, outcome.session_id, keyring.cipher(job.person_id))
+        card_path(registry, job.person_id).unlink(missing_ok=True)
         store.finish_job(job_id, "done", session_id=outcome.session_id)
     except Exception as error:  # recorded on the job: the API shows it to whoever asked
         message = str(error).splitlines()[0] if str(error) else type(error).__name__

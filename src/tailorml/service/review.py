@@ -14,7 +14,7 @@ import hmac
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from tailorml.errors import TailormlError
@@ -214,9 +214,9 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
         if caller is None:
             return RedirectResponse("/login", status_code=303)
         try:
-            path = await run_in_threadpool(service.card_path, caller, patient)
+            html = await run_in_threadpool(service.card_html, caller, patient)
         except TailormlError as error:
             return Response(str(error), status_code=403, media_type="text/plain")
-        if not path.is_file():
+        if html is None:
             return Response("no model card yet", status_code=404, media_type="text/plain")
-        return FileResponse(path, media_type="text/html", headers=SECURITY_HEADERS)
+        return HTMLResponse(html, headers=SECURITY_HEADERS)

@@ -3,6 +3,7 @@ model. Rendered from the registry (and the session's stored predictions) only.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -11,8 +12,8 @@ import pandas as pd
 
 from tailorml.evaluate.alerts import false_alerts, snooze_alerts
 from tailorml.evaluate.plots import to_png
-from tailorml.evaluate.report import image_uri, write_html
-from tailorml.io import encode_component
+from tailorml.evaluate.report import image_uri, template_environment
+from tailorml.io import atomic_write_text, encode_component
 from tailorml.policy import AlertPolicy
 from tailorml.registry.models import Registry
 from tailorml.soft.gates import gate_identity
@@ -76,38 +77,63 @@ def alerts_figure(
     return to_png(figure)
 
 
-def render_card(registry: Registry, session_id: int) -> Path:
+ArtifactReader = Callable[[Path], "pd.DataFrame | None"]
+
+
+def read_artifact(path: Path) -> pd.DataFrame | None:
+    """A session's stored table as `tailorml personalize` writes it (parquet in the clear);
+    None when it is not there (deleted on erasure, or sealed by the service)."""
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def card_html(registry: Registry, session_id: int, read: ArtifactReader = read_artifact) -> str:
+    """The card of a session's individual as HTML; `read` opens the session's stored tables
+    (the service passes one that opens them sealed, so they never sit on disk in the clear).
+    Without its tables the card is drawn without the trace plot."""
     session = registry.session(session_id)
     individual = session.individual
     summary = session.summary
     candidates = session.candidates
     figure = None
-    if candidates and summary.get("artifacts"):
+    if candidates and str(summary.get("artifacts") or "").isalnum():
         folder = registry.root / "artifacts" / summary["artifacts"]
-        readings = pd.read_parquet(folder / "readings.parquet")
-        predictions = pd.read_parquet(folder / "predictions.parquet")
-        figure = image_uri(
-            alerts_figure(
-                readings,
-                predictions,
-                {c.name: c.threshold for c in candidates},
-                AlertPolicy.from_dict(summary["policy"], "session summary"),
-                bool(summary.get("synthetic", True)),
+        readings = read(folder / "readings.parquet")
+        predictions = read(folder / "predictions.parquet")
+        if readings is not None and predictions is not None:
+            figure = image_uri(
+                alerts_figure(
+                    readings,
+                    predictions,
+                    {c.name: c.threshold for c in candidates},
+                    AlertPolicy.from_dict(summary["policy"], "session summary"),
+                    bool(summary.get("synthetic", True)),
+                )
             )
-        )
     data_gate = summary["data_gate"] | {"title": _gate_heading(summary["data_gate"]["gate"])}
-    return write_html(
-        "card.html.j2",
-        registry.root / "cards" / f"{encode_component(individual)}.html",
-        individual=individual,
-        session=session,
-        summary=summary,
-        data_gate=data_gate,
-        candidates=candidates,
-        gate_heading=_gate_heading,
-        reviews=registry.reviews(individual),
-        active=registry.active_model(individual),
-        history=registry.history(individual),
-        audit=registry.audit(individual),
-        figure=figure,
+    return (
+        template_environment()
+        .get_template("card.html.j2")
+        .render(
+            individual=individual,
+            session=session,
+            summary=summary,
+            data_gate=data_gate,
+            candidates=candidates,
+            gate_heading=_gate_heading,
+            reviews=registry.reviews(individual),
+            active=registry.active_model(individual),
+            history=registry.history(individual),
+            audit=registry.audit(individual),
+            figure=figure,
+        )
     )
+
+
+def card_path(registry: Registry, individual: str) -> Path:
+    return registry.root / "cards" / f"{encode_component(individual)}.html"
+
+
+def render_card(registry: Registry, session_id: int) -> Path:
+    """Write the card of a session's individual beside the registry (atomically)."""
+    html = card_html(registry, session_id)
+    return atomic_write_text(card_path(registry, registry.session(session_id).individual), html)
