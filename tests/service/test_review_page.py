@@ -55,6 +55,11 @@ def test_a_clinician_reviews_and_approves_in_the_browser(
     assert "approved" in page.inner_text("#message")
     assert page.inner_text("#status") == "approved"
     page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+    page.goto(server.url + "/review")  # the overview links the newest session's card
+    page.click("a.open-card")
+    page.wait_for_url(f"**/review/cards/{alice.id}")
+    assert "Model card" in page.locator("h1").inner_text()
+    assert "approved" in page.inner_text("body")
     with server.client(bob.secret) as client:
         model = client.get("/api/v1/model", params={"patient": alice.id}).json()
         audit = client.get("/api/v1/audit", params={"patient": alice.id}).json()

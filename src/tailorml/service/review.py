@@ -121,6 +121,7 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
                     "active": service.registry.active_model(person_id),
                     "pending": service.registry.candidates(person_id, pending_only=True),
                     "jobs": service.store.jobs(person_id),
+                    "session": service.registry.latest_session(person_id),
                 }
             )
             service.store.record(f"{caller.name} ({caller.role})", "read_overview", person_id, {})
