@@ -539,7 +539,8 @@ def _fmt(value) -> str:
 
 
 review_app = typer.Typer(
-    help="Review proposed candidates: list, show, approve, reject.", no_args_is_help=True
+    help="Review proposed candidates: list, show, approve, reject, rollout.",
+    no_args_is_help=True,
 )
 models_app = typer.Typer(
     help="Which model is active for an individual, and why.", no_args_is_help=True
@@ -645,6 +646,82 @@ def review_reject(
 ) -> None:
     """Reject a proposed candidate: the active model does not change."""
     _decide(candidate, "reject", reviewer, role, comment, registry)
+
+
+@review_app.command("rollout")
+def review_rollout(
+    registry: RegistryOption = None,
+    cohort: Annotated[
+        Path | None,
+        typer.Option(help="Cohort file naming each individual's group (default: shipped)."),
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(help="How far a group's worst-case hypo sensitivity may fall (0-1)."),
+    ] = 0.0,
+    approve: Annotated[
+        bool,
+        typer.Option(
+            "--approve", help="Approve the proposals of every group that passes (needs --reviewer)."
+        ),
+    ] = False,
+    reviewer: Annotated[
+        str, typer.Option(help="Who approves the roll-out (recorded); with --approve.")
+    ] = "",
+    comment: Comment = "",
+) -> None:
+    """Population fairness check of the pending proposals: per group, the worst-case held-out
+    hypo sensitivity with the predefined model vs the proposals. A group whose worst case
+    falls is held back; with --approve the other groups' proposals are approved."""
+    from tailorml.data.cohort import load_cohort
+    from tailorml.soft.rollout import apply_rollout, check_rollout, pending_rollout
+
+    if not 0.0 <= tolerance <= 1.0:
+        raise TailormlError(f"--tolerance {tolerance}: give a sensitivity difference in [0, 1]")
+    if approve and not reviewer.strip():
+        raise TailormlError("--approve needs --reviewer NAME (recorded with every approval)")
+    store = _registry(registry)
+    groups = {i.id: i.group for i in load_cohort(cohort).individuals}
+    table = pending_rollout(store, groups)
+    if table.empty:
+        console.print("Nothing to roll out: no proposal awaits review.")
+        return
+    check = check_rollout(table, tolerance=tolerance)
+    shown = Table(title=f"Roll-out check of {len(table)} pending proposal(s)")
+    for column in ("group", "proposals", "worst before", "worst after", "mean before"):
+        shown.add_column(column, justify="right" if column != "group" else "left")
+    shown.add_column("mean after", justify="right")
+    shown.add_column("decision")
+    for row in check.groups.itertuples(index=False):
+        shown.add_row(
+            row.group,
+            str(row.individuals),
+            _fmt(row.worst_before),
+            _fmt(row.worst_after),
+            _fmt(row.mean_before),
+            _fmt(row.mean_after),
+            Text("held back", style="red") if row.held_back else Text("passes", style="green"),
+        )
+    console.print(shown)
+    for row in check.groups[check.groups["held_back"]].itertuples(index=False):
+        members = sorted(table.loc[table["group"] == row.group, "individual"])
+        console.print(
+            f"Held back: group {row.group} (worst-case hypo sensitivity "
+            f"{_fmt(row.worst_before)} -> {_fmt(row.worst_after)}): {', '.join(members)} keep "
+            "their current model.",
+            style="red",
+        )
+    unknown = sorted(table.loc[table["group"] == "unknown", "individual"])
+    if unknown:
+        console.print(f"Not in the cohort (group 'unknown'): {', '.join(unknown)}", style="yellow")
+    if not approve:
+        console.print("Nothing decided: add --approve --reviewer NAME to approve what passes.")
+        return
+    approved, held = apply_rollout(store, table, check, reviewer, comment)
+    console.print(
+        f"Approved {len(approved)} proposal(s) {approved or ''}; held back {len(held)} "
+        f"{held or ''} (recorded in the audit log; they stay pending)."
+    )
 
 
 @models_app.command("active")
