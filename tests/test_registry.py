@@ -486,6 +486,6 @@ def test_review_rollout_reports_then_approves_on_the_command_line(registry, writ
     assert refused.exit_code != 0 and "--approve needs --reviewer" in str(refused.exception)
     done = runner.invoke(app, [*base, "--approve", "--reviewer", "dr-x"])
     assert done.exit_code == 0, done.output
-    assert "Approved 1 proposal(s)" in done.output and "held back 1" in done.output
+    assert "Approved 1 proposal(s): [" in done.output and "Held back 1 proposal(s)" in done.output
     assert registry.active_model("a").kind == "personalized"
     assert registry.active_model("b").kind == "predefined"

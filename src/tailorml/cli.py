@@ -230,9 +230,18 @@ def evaluate_command(
 @app.command("stress")
 def stress_command(
     model: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(help="A saved model (RUN/model.pt or a registry model file); repeat it."),
-    ],
+    ] = None,
+    individual: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --model: this person's newest personalization session from the "
+            "registry (predefined model and every candidate at its own threshold), on their "
+            "data only."
+        ),
+    ] = None,
+    registry: RegistryOption = None,
     cohort: Annotated[
         Path | None,
         typer.Option(help="Cohort file (.parquet/.csv); default: the shipped synthetic cohort."),
@@ -256,20 +265,44 @@ def stress_command(
     robustness drop, the iCGM envelope; CSV tables and report.html."""
     from datetime import datetime
 
-    from tailorml.shift.job import stress_models
+    from tailorml.shift.job import require_out_folder, stress_models
+    from tailorml.shift.sources import from_files, from_session
 
+    if model and individual:
+        raise TailormlError("give --model FILE or --individual ID (with --registry), not both")
     target = out or Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-stress"
+    require_out_folder(target)
+    if individual:
+        sources = from_session(registry or _load(None).soft.registry, individual)
+    else:
+        sources = from_files(model or [])
     path = stress_models(
-        model, cohort, target, seed, life, life_days, life_patient or (), _reporter()
+        sources,
+        cohort,
+        target,
+        seed,
+        life,
+        life_days,
+        life_patient or (),
+        _reporter(),
+        individuals=[individual] if individual else (),
     )
     console.print(_styled("Report: ", (str((path / "report.html").resolve()), "bold")))
 
 
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/.")]) -> None:
-    """Re-render report.html of a run (train/demo or experiment) from its stored tables."""
+    """Re-render report.html of a run (train/demo, experiment or stress) from its stored
+    tables."""
     from tailorml.runs import Run
 
+    done = run / "DONE"
+    if done.is_file() and done.read_text().strip() == "stress":
+        from tailorml.shift.report import render_stress_report
+
+        output = render_stress_report(run)
+        console.print(_styled("Report: ", (str(output.resolve()), "bold")))
+        return
     path = Run.open(run).path
     if (path / "results.parquet").exists():
         from tailorml.experiment.report import render_experiment_report
@@ -718,10 +751,12 @@ def review_rollout(
         console.print("Nothing decided: add --approve --reviewer NAME to approve what passes.")
         return
     approved, held = apply_rollout(store, table, check, reviewer, comment)
-    console.print(
-        f"Approved {len(approved)} proposal(s) {approved or ''}; held back {len(held)} "
-        f"{held or ''} (recorded in the audit log; they stay pending)."
-    )
+    console.print(f"Approved {len(approved)} proposal(s): {approved or 'none'}.")
+    if held:
+        console.print(
+            f"Held back {len(held)} proposal(s): {held} (recorded in the audit log; they stay "
+            "pending for a reviewer to decide one by one)."
+        )
 
 
 @models_app.command("active")
