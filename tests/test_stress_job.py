@@ -169,3 +169,15 @@ def test_a_single_pair_has_no_p_value():
     assert np.isnan(paired_p_value(one, pd.Series([1.0], index=["x"])))
     two = pd.Series([0.5, 0.4], index=["x", "y"])
     assert paired_p_value(two, pd.Series([1.0, 1.0], index=["x", "y"])) == pytest.approx(0.5)
+
+
+def test_life_columns_give_each_scenario_for_one_individual(trained, tmp_path):
+    from tailorml.shift.life import life_columns
+
+    simulate_life(["adult-001"], days=1, seed=0, out_dir=tmp_path)
+    columns = life_columns(trained.model, trained.model.policy, tmp_path, "adult-001")
+    scenarios = ["life_unchanged", "life_meals", "life_exercise", "life_illness"]
+    metrics = ["hypo_sensitivity", "false_alerts_per_day", "balanced_accuracy"]
+    assert sorted(columns) == sorted(f"{s}__{m}" for s in scenarios for m in metrics)
+    assert 0 <= columns["life_unchanged__balanced_accuracy"] <= 1
+    assert life_columns(trained.model, trained.model.policy, tmp_path, "child-001") == {}

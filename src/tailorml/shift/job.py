@@ -144,16 +144,10 @@ def stress_models(
     return out
 
 
-def _is_virtual_patient(patient: str) -> bool:
-    from tailorml.data.virtual_patient import patient_id, patient_names
-
-    return patient in {patient_id(name) for name in patient_names()}
-
-
 def _life_patients(cohort: Cohort, requested: Sequence[str]) -> list[str]:
     """The virtual patients to re-simulate: those asked for, else the cohort's own."""
-    patients = list(requested) or [p for p in cohort.ids if _is_virtual_patient(p)]
-    unknown = [patient for patient in patients if not _is_virtual_patient(patient)]
+    patients = list(requested) or [p for p in cohort.ids if life.is_virtual_patient(p)]
+    unknown = [patient for patient in patients if not life.is_virtual_patient(patient)]
     if unknown:
         raise TailormlError(
             f"--life-patient {unknown[0]!r} is not a UVA/Padova virtual patient; use ids "
