@@ -312,14 +312,17 @@ def _shared_start(
     lower = intercept @ matrix.clamp_max(0).T
     upper = intercept @ matrix.clamp_min(0).T
     total, gap = (low + high) * 0.5, (low - high) * 0.5  # halves: exact in binary
-    kept = _live_columns(total)
-    if kept is not None:  # M's columns per window: (batch, rows, kept)
+    kept = _live_columns(total, shared=features is None)
+    if kept is not None and kept.dim() == 1:  # the same columns for every window
+        total, gap, matrix = total[:, kept], gap[:, kept], matrix[:, kept]
+        rows, offset = below.matrix[kept].unsqueeze(0), below.offset[kept].unsqueeze(0)
+    elif kept is not None:  # M's columns per window: (batch, rows, kept)
         total, gap = total.gather(1, kept), gap.gather(1, kept)
-        features = kept if features is None else features.gather(1, kept)
+        features = features.gather(1, kept)
         matrix = matrix.T.index_select(0, kept.flatten()).view(*kept.shape, -1).transpose(1, 2)
-    if features is None:
+    if kept is None and features is None:
         rows, offset = below.matrix.unsqueeze(0), below.offset.unsqueeze(0)
-    else:
+    elif features is not None:
         flat = features.flatten()
         rows = below.matrix.index_select(0, flat).view(*features.shape, -1)
         offset = below.offset.index_select(0, flat).view(features.shape)
@@ -346,11 +349,16 @@ def _shared_start(
 LIVE_SHARE = 0.85
 
 
-def _live_columns(total: torch.Tensor) -> torch.Tensor | None:
-    """(batch, kept) indices of the features with a nonzero slope, padded per window with
-    zero-slope ones to the chunk's largest count (they add exact zeros); None when
-    compacting would not save enough."""
+def _live_columns(total: torch.Tensor, shared: bool) -> torch.Tensor | None:
+    """Indices of the features with a nonzero slope: (batch, kept), padded per window with
+    zero-slope ones to the chunk's largest count (they add exact zeros), or with `shared`
+    one (kept,) set live in any window (a shared matrix below stays one product); None
+    when compacting would not save enough."""
     live = total != 0
+    if shared:
+        live = live.any(0)
+        kept = int(live.sum())
+        return live.nonzero().squeeze(1) if kept <= LIVE_SHARE * total.shape[1] else None
     kept = int(live.sum(1).max())
     if kept > LIVE_SHARE * total.shape[1]:
         return None
