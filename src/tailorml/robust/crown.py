@@ -6,7 +6,8 @@ Same relaxations and the same intersections as the op-by-op definition in `bound
 entry; every CROWN bound intersected with the interval one, IBP run op by op), so the
 bounds agree to rounding; only the arithmetic is arranged for speed: coefficient rows stay
 flat (batch, rows, features), affine runs are one matrix product, and passes that start
-from the identity begin at the folded matrix itself.
+from the identity begin at the folded matrix itself and cross their first ReLU with it
+shared by every window (`_shared_start`).
 
 The lower ReLU slope of unstable neurons can be given (`slopes`, op index -> (batch, rows
 or 1, features) in [0, 1]): any value there is sound, which α-CROWN optimises.
@@ -163,7 +164,7 @@ def backward(
             raise ValueError("identity passes start at an affine stage")
         start = _shared_start(propagation, position, need_upper, slopes) if shared else None
         if start is not None:
-            return _finish(propagation, position - 3, start[0], start[1], None, directions, slopes)
+            return _finish(propagation, position - 3, start[0], start[1], directions, slopes)
         matrix, offset = stage.identity_back(batch)
         a = matrix.unsqueeze(1)  # shared by both directions until the first nonlinearity
         bias = offset.unsqueeze(1).expand(batch, directions, -1)
@@ -171,7 +172,7 @@ def backward(
     else:
         a = spec.unsqueeze(1).expand(-1, directions, -1, -1)
         bias = spec.new_zeros(batch, directions, spec.shape[1])
-    return _finish(propagation, position, a, bias, None, directions, slopes)
+    return _finish(propagation, position, a, bias, directions, slopes)
 
 
 def _finish(
@@ -179,7 +180,6 @@ def _finish(
     position: int,
     a: torch.Tensor,
     bias: torch.Tensor,
-    columns: torch.Tensor | None,
     directions: int,
     slopes: Slopes | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -188,7 +188,7 @@ def _finish(
     stages = propagation.stages
     batch = propagation.center.shape[0]
     need_upper = directions == 2
-    # a covers only `columns` of the features when they are given (after pooling)
+    columns: torch.Tensor | None = None  # a covers only these features (after pooling)
     for stage in reversed(stages[: position + 1]):
         if isinstance(stage, AffineStage):
             a = a.expand(-1, directions, -1, -1)
