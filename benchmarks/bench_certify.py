@@ -16,7 +16,9 @@ pessimistic as the true worst case.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
 import itertools
 import os
 import platform
@@ -33,6 +35,7 @@ from tailorml.models.cnn import load_model
 from tailorml.models.recipe import fresh_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
+from tailorml.robust import crown
 from tailorml.robust.bounds import METHODS, bounds, op_by_op_bounds, pairwise_spec
 from tailorml.robust.certify import certify
 from tailorml.robust.milp import minimize
@@ -59,13 +62,33 @@ def _rate(work, n: int, seconds: float = 3.0) -> float:
             return done / elapsed
 
 
+def _rates(work, n: int, seconds: float = 3.0) -> tuple[float, float]:
+    """Windows per wall second and per CPU-second of the process (all threads)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    rate = _rate(work, n, seconds)
+    windows = rate * (time.perf_counter() - wall)
+    return rate, windows / (time.process_time() - cpu)
+
+
 def _peak_kib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
+@contextlib.contextmanager
+def _without_shared_start():
+    """`bounds(..., "crown")` as it was before `crown._shared_start` (same bounds)."""
+    original = crown.backward
+    crown.backward = functools.partial(original, shared=False)
+    try:
+        yield
+    finally:
+        crown.backward = original
+
+
 def crown_side_by_side(model, x: np.ndarray) -> None:
-    """Margin bounds (the 6 pairwise rows certification uses) of the op-by-op CROWN and
-    the flat one, alternated in one run; bounds compared; peak memory per window."""
+    """Margin bounds (the 6 pairwise rows certification uses) of the op-by-op CROWN, the
+    flat one, and the flat one without its shared first steps, in one run; bounds
+    compared; peak memory per window."""
     double = copy.deepcopy(model).double().eval()
     error = cgm_error(10.0, 0.0, list(model.policy.channels) if model.policy else ["cgm"])
     windows = torch.as_tensor(x, dtype=torch.float64)
@@ -82,7 +105,6 @@ def crown_side_by_side(model, x: np.ndarray) -> None:
         bounds(double, many, error, "crown", spec=many_spec, lower_only=True)
         new_grown = _peak_kib() - before
         new = lambda: bounds(double, windows, error, "crown", spec=spec, lower_only=True)  # noqa: E731
-        new_rate = _rate(new, len(windows))
         for batch in (1, 16, 64):
             part = windows[:batch]
             rate = _rate(
@@ -92,7 +114,17 @@ def crown_side_by_side(model, x: np.ndarray) -> None:
                 len(part),
             )
             print(f"  old  batch {batch:4d}: {rate:8.1f} windows/s")
-        print(f"  new  batch {len(windows):4d}: {new_rate:8.1f} windows/s")
+        # the flat CROWN with and without its shared first steps, alternated: wall rate and
+        # windows per CPU-second of the process (both threads; less sensitive to load)
+        paths = (("new", contextlib.nullcontext), ("flat", _without_shared_start)) * 2
+        for name, context in paths:
+            with context():
+                rate, cpu = _rates(new, len(windows))
+            print(f"  {name:4s} batch {len(windows):4d}: {rate:8.1f} windows/s, {cpu:6.1f}/CPU-s")
+        with _without_shared_start():
+            flat = new()[0]
+        difference = float((flat - new()[0]).abs().max())
+        print(f"  max |flat - new| on {len(windows)} windows: {difference:.2e}")
         before = _peak_kib()
         want = op_by_op_bounds(double, windows[:64], error, spec[:64], lower_only=True)[0]
         old_grown = _peak_kib() - before

@@ -6,7 +6,8 @@ Same relaxations and the same intersections as the op-by-op definition in `bound
 entry; every CROWN bound intersected with the interval one, IBP run op by op), so the
 bounds agree to rounding; only the arithmetic is arranged for speed: coefficient rows stay
 flat (batch, rows, features), affine runs are one matrix product, and passes that start
-from the identity begin at the folded matrix itself.
+from the identity begin at the folded matrix itself and cross their first ReLU with it
+shared by every window (`_shared_start`).
 
 The lower ReLU slope of unstable neurons can be given (`slopes`, op index -> (batch, rows
 or 1, features) in [0, 1]): any value there is sound, which α-CROWN optimises.
@@ -146,10 +147,13 @@ def backward(
     spec: torch.Tensor | None,
     need_upper: bool,
     slopes: Slopes | None = None,
+    shared: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Lower (and upper) bounds of `spec @ output of stage last` over the input box; spec
     (batch, rows, features), or None for the identity (one row per neuron). The rows that
-    bound from below and from above travel as one tensor (batch, directions, rows, n)."""
+    bound from below and from above travel as one tensor (batch, directions, rows, n).
+    `shared=False` turns off the shared first steps of identity passes (`_shared_start`),
+    for comparison: the bounds are the same to rounding."""
     stages = propagation.stages
     batch = propagation.center.shape[0]
     directions = 2 if need_upper else 1
@@ -158,6 +162,9 @@ def backward(
         stage = stages[position]
         if not isinstance(stage, AffineStage):
             raise ValueError("identity passes start at an affine stage")
+        start = _shared_start(propagation, position, need_upper, slopes) if shared else None
+        if start is not None:
+            return _finish(propagation, position - 3, start[0], start[1], directions, slopes)
         matrix, offset = stage.identity_back(batch)
         a = matrix.unsqueeze(1)  # shared by both directions until the first nonlinearity
         bias = offset.unsqueeze(1).expand(batch, directions, -1)
@@ -165,6 +172,22 @@ def backward(
     else:
         a = spec.unsqueeze(1).expand(-1, directions, -1, -1)
         bias = spec.new_zeros(batch, directions, spec.shape[1])
+    return _finish(propagation, position, a, bias, directions, slopes)
+
+
+def _finish(
+    propagation: FlatPropagation,
+    position: int,
+    a: torch.Tensor,
+    bias: torch.Tensor,
+    directions: int,
+    slopes: Slopes | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rest of `backward`: rows a (batch, directions or 1, rows, n) of the output of
+    stage `position` pushed back through it and every stage before it, then concretised."""
+    stages = propagation.stages
+    batch = propagation.center.shape[0]
+    need_upper = directions == 2
     columns: torch.Tensor | None = None  # a covers only these features (after pooling)
     for stage in reversed(stages[: position + 1]):
         if isinstance(stage, AffineStage):
@@ -247,3 +270,97 @@ def propagate(
 
 def _affine(stage: Stage) -> bool:
     return isinstance(stage, AffineStage)
+
+
+def _shared_start(
+    propagation: FlatPropagation, position: int, need_upper: bool, slopes: Slopes | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """An identity pass's first three stages (affine `position`, the ReLU below it, the
+    affine run below that) as products whose left factor is shared by every window.
+
+    Why: the pass starts at the folded matrix M (rows x k), the same for every window, so
+    the relaxation's sign choice is the same too. With the ReLU's slopes L, H (per window
+    and feature) the lower rows are M+ L + M- H and the upper ones M+ H + M- L, i.e.
+    (M (L + H) +- |M| (L - H)) / 2: two matrix products with M and |M| on the left, with no
+    elementwise pass over the (directions x rows x k) coefficients of every window. A
+    feature whose two slopes are 0 (inactive, or a pooling window's non-dominant entry with
+    slope 0 below) adds exactly nothing: each window's product skips those columns.
+    None where this does not apply (α slopes, pooling without a ReLU, structured stages)."""
+    stages = propagation.stages
+    if position < 2 or not need_upper:
+        return None
+    top, relu, below = stages[position], stages[position - 1], stages[position - 2]
+    if not (
+        isinstance(top, AffineStage)
+        and top.matrix is not None
+        and isinstance(relu, ReLUStage | ReLUPoolStage)
+        and isinstance(below, AffineStage)
+        and below.matrix is not None
+    ):
+        return None
+    if slopes is not None and slopes.get(relu.index) is not None:
+        return None
+    matrix = top.matrix
+    if isinstance(relu, ReLUStage):
+        low, high, intercept = _relu_lines(propagation.intermediate[relu.index], None)
+        features = None
+    else:  # the pooling passes each window's coefficient to its chosen entry's row
+        low, high, intercept, features = _relu_pool_lines(relu, propagation, None)
+    low, high = torch.broadcast_tensors(low.squeeze(1), high.squeeze(1))  # (batch, k)
+    # constants: negative coefficients take the upper line's intercept from below, positive
+    # ones from above
+    lower = intercept @ matrix.clamp_max(0).T
+    upper = intercept @ matrix.clamp_min(0).T
+    total, gap = (low + high) * 0.5, (low - high) * 0.5  # halves: exact in binary
+    kept = _live_columns(total, shared=features is None)
+    if kept is not None and kept.dim() == 1:  # the same columns for every window
+        total, gap, matrix = total[:, kept], gap[:, kept], matrix[:, kept]
+        rows, offset = below.matrix[kept].unsqueeze(0), below.offset[kept].unsqueeze(0)
+    elif kept is not None:  # M's columns per window: (batch, rows, kept)
+        total, gap = total.gather(1, kept), gap.gather(1, kept)
+        features = features.gather(1, kept)
+        matrix = matrix.T.index_select(0, kept.flatten()).view(*kept.shape, -1).transpose(1, 2)
+    if kept is None and features is None:
+        rows, offset = below.matrix.unsqueeze(0), below.offset.unsqueeze(0)
+    elif features is not None:
+        flat = features.flatten()
+        rows = below.matrix.index_select(0, flat).view(*features.shape, -1)
+        offset = below.offset.index_select(0, flat).view(features.shape)
+    magnitude = matrix.abs()
+    # the slopes scale M's columns or the rows below, whichever is smaller; with M's, a
+    # shared `rows` makes each product one matrix product over the whole chunk
+    if features is None or matrix.shape[-2] <= rows.shape[-1]:
+        mid, spread = matrix * total.unsqueeze(1), magnitude * gap.unsqueeze(1)
+        p, q = mid @ rows, spread @ rows  # (batch, rows, in)
+    else:
+        p = matrix @ (total.unsqueeze(2) * rows)
+        q = magnitude @ (gap.unsqueeze(2) * rows)
+    a = torch.stack((p + q, p - q), 1)
+    # the lower affine run's offset through the new rows
+    through_mid = (matrix @ (total * offset).unsqueeze(2)).squeeze(2)
+    through_abs = (magnitude @ (gap * offset).unsqueeze(2)).squeeze(2)
+    lower = lower + through_mid + through_abs
+    upper = upper + through_mid - through_abs
+    bias = torch.stack((lower, upper), 1) + top.offset
+    return a, bias
+
+
+# Compact a window's columns when at most this share of them carries a nonzero slope.
+LIVE_SHARE = 0.85
+
+
+def _live_columns(total: torch.Tensor, shared: bool) -> torch.Tensor | None:
+    """Indices of the features with a nonzero slope: (batch, kept), padded per window with
+    zero-slope ones to the chunk's largest count (they add exact zeros), or with `shared`
+    one (kept,) set live in any window (a shared matrix below stays one product); None
+    when compacting would not save enough."""
+    live = total != 0
+    if shared:
+        live = live.any(0)
+        kept = int(live.sum())
+        return live.nonzero().squeeze(1) if kept <= LIVE_SHARE * total.shape[1] else None
+    kept = int(live.sum(1).max())
+    if kept > LIVE_SHARE * total.shape[1]:
+        return None
+    order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)
+    return order[:, : max(kept, 1)]
