@@ -9,6 +9,7 @@ skips the steps that already finished with the same config.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ import torch
 from tailorml.config import Config
 from tailorml.data.glucose import CLASSES
 from tailorml.data.prepared import Prepared, prepare
-from tailorml.errors import TailormlError
+from tailorml.errors import ConfigError, TailormlError
 from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.evaluate.operating_point import (
@@ -26,6 +27,7 @@ from tailorml.evaluate.operating_point import (
 )
 from tailorml.io import atomic_write_json, sha256_file
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model, save_model
+from tailorml.models.distill import Distillation
 from tailorml.models.predict import predict_proba
 from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
 from tailorml.models.train import EpochProgress, LabeledData, TrainResult, use_threads
@@ -44,6 +46,36 @@ class GlobalFit:
     result: TrainResult
     operating_point: OperatingPoint | None  # None: the configured fixed threshold
     pruning: dict | None = None  # None: a dense model
+
+
+def teacher_plugins(
+    config: Config, recipe: Recipe, y_train: np.ndarray, reporter: Reporter = SILENT
+) -> list[Distillation]:
+    """Knowledge distillation from `train.distill_from` (a trained model.pt), or nothing."""
+    train = config.train
+    if not train.distill_from:
+        return []
+    if recipe.robust != "none" or recipe.sparsity:
+        raise ConfigError(
+            "train.distill_from: distillation replaces the batch loss, so it cannot be "
+            "combined with robust training or pruning"
+        )
+    path = Path(train.distill_from).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"train.distill_from = {str(path)!r}: no such model file")
+    teacher = load_model(path)
+    reporter.log(
+        f"distilling from {path} ({count_parameters(teacher):,} parameters; weight "
+        f"{train.distill_weight:g}, temperature {train.distill_temperature:g})"
+    )
+    return [
+        Distillation(
+            teacher,
+            weight=train.distill_weight,
+            temperature=train.distill_temperature,
+            class_weights=recipe.class_weights(y_train, len(CLASSES)),
+        )
+    ]
 
 
 def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SILENT) -> GlobalFit:
@@ -90,7 +122,10 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
             seed=seed,
             perturbation=perturbation,
             validate=validate,
-            plugins=[EpochProgress(task, recipe.steps_per_epoch(len(y_train)))],
+            plugins=[
+                EpochProgress(task, recipe.steps_per_epoch(len(y_train))),
+                *teacher_plugins(config, recipe, y_train, reporter),
+            ],
         )
     model = fit.model
     pruning = pruning_record(recipe, dense_parameters, model)
