@@ -65,7 +65,9 @@ def test_the_plugin_freezes_the_teacher_and_pulls_the_student_to_its_probabiliti
     assert not any(p.requires_grad for p in teacher.parameters())
     student = constant([0.0, 0.0])
     data = LabeledData(torch.ones(8, 1), torch.tensor([1] * 8))  # the labels say class 1
-    train(student, {"d": data}, epochs("d", 8, 8, 300, seed=0), learning_rate=0.05, plugins=[plugin])
+    train(
+        student, {"d": data}, epochs("d", 8, 8, 300, seed=0), learning_rate=0.05, plugins=[plugin]
+    )
     probabilities = torch.softmax(student(torch.ones(1, 1)), dim=1)[0]
     # weight 1: the labels are ignored, the student learns the teacher's (0.75, 0.25)
     assert probabilities.tolist() == pytest.approx([0.75, 0.25], abs=0.01)

@@ -123,7 +123,7 @@ def require_dense(train: TrainConfig, job: str, why: str, fix: str = "") -> None
 NO_TEACHER_HERE = (
     "train.distill_from = {path!r}: {job} does not distil (the teacher was trained on the "
     "pooled training windows, which the models of this job must not see through it); "
-    "distillation is for the predefined model of `tailorml train`: set train.distill_from = \"\""
+    'distillation is for the predefined model of `tailorml train`: set train.distill_from = ""'
 )
 
 
