@@ -242,6 +242,12 @@ class TrainConfig(_Section):
         description="with sparsity: prune whole channels and save the compacted, physically "
         "smaller network (true), or zero single weights and keep the shape (false)",
     )
+    checkpoint_by: Literal["balanced_accuracy", "alerts"] = Field(
+        default="balanced_accuracy",
+        description="`tailorml train`: which validation score picks the best epoch — balanced "
+        "accuracy of the decisions, or alerts: early sensitivity at the operating point "
+        "chosen for the false-alert budget (what a quiet alarm needs)",
+    )
     distill_from: str = Field(
         default="",
         description="`tailorml train` only: a teacher's model.pt (a `tailorml train` run of "
