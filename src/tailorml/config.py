@@ -242,6 +242,24 @@ class TrainConfig(_Section):
         description="with sparsity: prune whole channels and save the compacted, physically "
         "smaller network (true), or zero single weights and keep the shape (false)",
     )
+    checkpoint_by: Literal["balanced_accuracy", "alerts"] = Field(
+        default="balanced_accuracy",
+        description="`tailorml train`: which validation score picks the best epoch — balanced "
+        "accuracy of the decisions, or alerts: early sensitivity at the operating point "
+        "chosen for the false-alert budget (what a quiet alarm needs)",
+    )
+    distill_from: str = Field(
+        default="",
+        description="`tailorml train` only: a teacher's model.pt (a `tailorml train` run of "
+        "the same cohort and split); the loss mixes in its softened probabilities "
+        "(knowledge distillation, tailorml.models.distill); empty = none",
+    )
+    distill_weight: float = Field(
+        default=0.5, ge=0, le=1, description="share of the teacher's soft term in the loss"
+    )
+    distill_temperature: float = Field(
+        default=2.0, gt=0, description="softmax temperature of teacher and student"
+    )
     seed: int = Field(default=0, description="`tailorml train`: initialisation and batch order")
     threads: int = Field(default=2, ge=1, description="torch threads of train/personalize/certify")
 

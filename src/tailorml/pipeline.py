@@ -8,7 +8,9 @@ skips the steps that already finished with the same config.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +18,8 @@ import torch
 from tailorml.config import Config
 from tailorml.data.glucose import CLASSES
 from tailorml.data.prepared import Prepared, prepare
-from tailorml.errors import TailormlError
+from tailorml.errors import ConfigError, TailormlError
+from tailorml.evaluate.curves import MODEL
 from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.evaluate.operating_point import (
@@ -26,6 +29,7 @@ from tailorml.evaluate.operating_point import (
 )
 from tailorml.io import atomic_write_json, sha256_file
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model, save_model
+from tailorml.models.distill import Distillation
 from tailorml.models.predict import predict_proba
 from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
 from tailorml.models.train import EpochProgress, LabeledData, TrainResult, use_threads
@@ -33,6 +37,12 @@ from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
 from tailorml.sparse.prune import weight_sparsity
+
+# training.json's name of the best checkpoint's validation score, by train.checkpoint_by
+SCORE_KEY = {
+    "balanced_accuracy": "best_val_balanced_accuracy",
+    "alerts": "best_val_early_sensitivity",
+}
 
 
 @dataclass
@@ -44,6 +54,36 @@ class GlobalFit:
     result: TrainResult
     operating_point: OperatingPoint | None  # None: the configured fixed threshold
     pruning: dict | None = None  # None: a dense model
+
+
+def teacher_plugins(
+    config: Config, recipe: Recipe, y_train: np.ndarray, reporter: Reporter = SILENT
+) -> list[Distillation]:
+    """Knowledge distillation from `train.distill_from` (a trained model.pt), or nothing."""
+    train = config.train
+    if not train.distill_from:
+        return []
+    if recipe.robust != "none" or recipe.sparsity:
+        raise ConfigError(
+            "train.distill_from: distillation replaces the batch loss, so it cannot be "
+            "combined with robust training or pruning"
+        )
+    path = Path(train.distill_from).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"train.distill_from = {str(path)!r}: no such model file")
+    teacher = load_model(path)
+    reporter.log(
+        f"distilling from {path} ({count_parameters(teacher):,} parameters; weight "
+        f"{train.distill_weight:g}, temperature {train.distill_temperature:g})"
+    )
+    return [
+        Distillation(
+            teacher,
+            weight=train.distill_weight,
+            temperature=train.distill_temperature,
+            class_weights=recipe.class_weights(y_train, len(CLASSES)),
+        )
+    ]
 
 
 def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SILENT) -> GlobalFit:
@@ -80,6 +120,9 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
             predicted = policy.decide(predict_proba(candidate, x_val))
             return classification_metrics(y_val, predicted)["balanced_accuracy"]
 
+        if config.train.checkpoint_by == "alerts":
+            validate = alert_score(config, prepared, policy, val_indices)
+
     total = len(recipe.schedule(len(y_train), seed))
     with reporter.task("training global model", total=total) as task:
         fit = fit_predefined(
@@ -90,7 +133,10 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
             seed=seed,
             perturbation=perturbation,
             validate=validate,
-            plugins=[EpochProgress(task, recipe.steps_per_epoch(len(y_train)))],
+            plugins=[
+                EpochProgress(task, recipe.steps_per_epoch(len(y_train))),
+                *teacher_plugins(config, recipe, y_train, reporter),
+            ],
         )
     model = fit.model
     pruning = pruning_record(recipe, dense_parameters, model)
@@ -125,6 +171,35 @@ def pruning_record(recipe: Recipe, dense_parameters: int, model: SmallCNN) -> di
         "parameters": count_parameters(model),
         "zero_weights": weight_sparsity(model),
     }
+
+
+def alert_score(
+    config: Config, prepared: Prepared, policy: AlertPolicy, val_indices: np.ndarray
+) -> Callable[[torch.nn.Module], float]:
+    """A checkpoint score: the early sensitivity (mean over individuals) of the operating
+    point chosen on the validation parts for the false-alert budget, exactly as the
+    final threshold is chosen; -1 when no threshold meets the budget. The validation
+    people and their events are built once; each call only re-scores their windows."""
+    probabilities = np.zeros((len(prepared.windows), len(CLASSES)))
+    people = people_of_part(policy, prepared, probabilities, "val")
+    rows = [prepared.splits.of(individual, "val") for individual in prepared.cohort.ids]
+    rows = [indices for indices in rows if len(indices)]
+    x_val = prepared.windows.x[val_indices]
+    position = np.full(len(prepared.windows), -1)
+    position[val_indices] = np.arange(len(val_indices))
+
+    def score(candidate: torch.nn.Module) -> float:
+        alert = predict_proba(candidate, x_val)[:, policy.alert_index]
+        for person, indices in zip(people, rows, strict=True):
+            person.scores[MODEL] = alert[position[indices]]
+        point = choose_operating_point(
+            people, policy, config.alerts.max_false_alerts_per_day, "validation"
+        )
+        if not point.met_budget or np.isnan(point.sensitivity_early):
+            return -1.0
+        return point.sensitivity_early
+
+    return score
 
 
 def _choose_threshold(
@@ -184,7 +259,8 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
             run.file("training.json"),
             {
                 "best_step": result.best_step,
-                "best_val_balanced_accuracy": result.best_score,
+                "checkpoint_by": config.train.checkpoint_by,
+                SCORE_KEY[config.train.checkpoint_by]: result.best_score,
                 "steps": result.steps,
                 "history": result.history,
                 "operating_point": fit.operating_point.to_dict() if fit.operating_point else None,
@@ -207,7 +283,8 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
         },
         "training": {
             k: training.get(k)
-            for k in ("best_step", "best_val_balanced_accuracy", "steps", "pruning")
+            for k in ("best_step", *SCORE_KEY.values(), "checkpoint_by", "steps", "pruning")
+            if k in training
         },
         "operating_point": training.get("operating_point"),
         **evaluation,

@@ -177,12 +177,12 @@ def reliability_figure(is_alert_class: np.ndarray, probability: np.ndarray, name
     return to_png(figure)
 
 
-def training_curve(history: list[dict]) -> bytes:
+def training_curve(history: list[dict], score: str = "validation balanced accuracy") -> bytes:
     figure, axis = plt.subplots(figsize=(5.5, 3.2))
     steps = [row["step"] for row in history]
     axis.plot(steps, [row["val_score"] for row in history], marker="o")
     axis.set_xlabel("training step")
-    axis.set_ylabel("validation balanced accuracy")
+    axis.set_ylabel(score)
     return to_png(figure)
 
 

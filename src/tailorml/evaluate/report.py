@@ -228,7 +228,12 @@ def _render_report(run_dir: Path) -> Path:
             )
             brier = float(brier_score_loss(happened, probability))
     if training.get("history"):
-        figures["training"] = image_uri(plots.training_curve(training["history"]))
+        score = (
+            "validation early sensitivity at the budget"
+            if training.get("checkpoint_by") == "alerts"
+            else "validation balanced accuracy"
+        )
+        figures["training"] = image_uri(plots.training_curve(training["history"], score))
 
     wanted = ["patient_id", "group", *COUNT_COLUMNS[:2], *METRIC_LABELS, *COUNT_COLUMNS[2:]]
     if (per_individual["skipped"] != "").any():

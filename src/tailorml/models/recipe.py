@@ -120,6 +120,20 @@ def require_dense(train: TrainConfig, job: str, why: str, fix: str = "") -> None
         )
 
 
+NO_TEACHER_HERE = (
+    "train.distill_from = {path!r}: {job} does not distil (the teacher was trained on the "
+    "pooled training windows, which the models of this job must not see through it); "
+    'distillation is for the predefined model of `tailorml train`: set train.distill_from = ""'
+)
+
+
+def require_no_teacher(train: TrainConfig, job: str) -> None:
+    """Refuse a distillation recipe in a job whose models train on other data than the
+    teacher saw (an individual's held-out data could leak through the teacher)."""
+    if train.distill_from:
+        raise ConfigError(NO_TEACHER_HERE.format(path=train.distill_from, job=job))
+
+
 @dataclass
 class PredefinedFit:
     """A trained predefined model and how its training went."""
