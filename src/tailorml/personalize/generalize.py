@@ -199,9 +199,10 @@ class ChannelView(nn.Module):
         self.network = network
         self.keep = sorted(keep)
         self.masked = [k for k in range(n_channels) if k not in self.keep]
-        normalize = getattr(network, "normalize", None)
-        mean = getattr(normalize, "mean", None)
-        fill = torch.zeros(n_channels) if mean is None else mean.detach().flatten()
+        mean = getattr(getattr(network, "normalize", None), "mean", None)
+        if mean is None:  # 0 would read as 0 mg/dL: never fill in a guess
+            raise ValueError("a channel view needs a network with an input normalisation mean")
+        fill = mean.detach().flatten()
         if len(fill) == 1:  # one mean for every channel
             fill = fill.expand(n_channels)
         self.register_buffer("fill", fill.clone())
