@@ -274,6 +274,9 @@ class MultiModalCoTeaching(Strategy):
         self.forget_rate = forget_rate
         self.per_class = per_class
 
+    def check_inputs(self, channels: tuple[str, ...]) -> None:
+        views(channels)
+
     def plan(self, context: Context) -> Plan:
         channels = context.data.policy.channels
         _, other = views(channels)  # refuses a CGM-only model before anything trains
