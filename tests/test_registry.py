@@ -410,3 +410,82 @@ def test_a_file_that_is_not_a_registry_and_an_impossible_id_are_clear_errors(tmp
     assert not registry.knows("p1")
     session(registry)
     assert registry.knows("p1") and not registry.knows("nobody")
+
+
+def rollout_session(store, individual, before, after):
+    """A session whose predefined model and proposal reached `before` / `after` held-out
+    hypo sensitivity (None: no held-out event)."""
+    records = [
+        CandidateRecord("predefined", b"", 0.45, False, {"hypo_sensitivity": before}, GATES, {}),
+        CandidateRecord(
+            "TL", f"w-{individual}".encode(), 0.4, True, {"hypo_sensitivity": after}, GATES, {}
+        ),
+    ]
+    return store.register_session(individual, store.predefined().id, "h", records, 1, {})
+
+
+def test_a_rollout_approves_the_groups_that_pass_and_holds_back_the_others(registry):
+    from tailorml.soft.rollout import apply_rollout, check_rollout, pending_rollout
+
+    # group x: worst case 0.5 -> 0.75 (passes); group y: worst case 1.0 -> 0.5 (held back);
+    # z's proposal has no held-out event after: it does not count, z passes
+    for individual, before, after in [
+        ("a", 0.5, 0.75),
+        ("b", 1.0, 1.0),
+        ("c", 1.0, 0.5),
+        ("d", 1.0, 1.0),
+        ("e", None, None),
+    ]:
+        rollout_session(registry, individual, before, after)
+    groups = {"a": "x", "b": "x", "c": "y", "d": "y"}  # e is not in the cohort
+    table = pending_rollout(registry, groups)
+    assert table["individual"].tolist() == ["a", "b", "c", "d", "e"]
+    assert table["group"].tolist() == ["x", "x", "y", "y", "unknown"]
+    assert table["sensitivity_before"].tolist()[:4] == [0.5, 1.0, 1.0, 1.0]
+    check = check_rollout(table)
+    assert check.held_back == ["y"]
+    approved, held = apply_rollout(registry, table, check, "dr-x", "weekly roll-out")
+    ids = dict(zip(table["individual"], table["candidate"], strict=True))
+    assert approved == [ids["a"], ids["b"], ids["e"]] and held == [ids["c"], ids["d"]]
+    assert registry.active_model("a").kind == "personalized"
+    assert registry.active_model("c").kind == "predefined"
+    assert registry.candidate(ids["c"]).status == "pending_review"  # still a reviewer's call
+    noted = [e for e in registry.audit("c") if e.action == "rollout_held_back"]
+    assert noted and noted[0].details == {
+        "candidate": ids["c"],
+        "group": "y",
+        "comment": "weekly roll-out",
+    }
+    review = registry.reviews("a")[0]
+    assert review.reviewer == "dr-x"
+    assert review.comment == "population roll-out check: group x passed. weekly roll-out"
+    assert pending_rollout(registry, groups)["individual"].tolist() == ["c", "d"]
+
+
+def test_review_rollout_reports_then_approves_on_the_command_line(registry, write_cohort):
+    from typer.testing import CliRunner
+
+    from conftest import cohort_frame
+    from tailorml.cli import app
+
+    frame = cohort_frame({"a": [100.0] * 3, "b": [100.0] * 3})
+    frame.loc[frame["patient_id"] == "b", "group"] = "child"
+    cohort = write_cohort(frame)
+    rollout_session(registry, "a", 0.5, 1.0)  # adult: 0.5 -> 1.0 passes
+    rollout_session(registry, "b", 1.0, 0.5)  # child: 1.0 -> 0.5 held back
+    base = ["review", "rollout", "--registry", str(registry.root), "--cohort", str(cohort)]
+    runner = CliRunner()
+    report = runner.invoke(app, base)
+    assert report.exit_code == 0, report.output
+    assert "Held back: group child (worst-case hypo sensitivity 1.00 -> 0.50): b" in " ".join(
+        report.output.split()
+    )
+    assert "Nothing decided" in report.output
+    assert registry.active_model("a").kind == "predefined"
+    refused = runner.invoke(app, [*base, "--approve"])
+    assert refused.exit_code != 0 and "--approve needs --reviewer" in str(refused.exception)
+    done = runner.invoke(app, [*base, "--approve", "--reviewer", "dr-x"])
+    assert done.exit_code == 0, done.output
+    assert "Approved 1 proposal(s): [" in done.output and "Held back 1 proposal(s)" in done.output
+    assert registry.active_model("a").kind == "personalized"
+    assert registry.active_model("b").kind == "predefined"

@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tailorml.data.cohort import default_cohort_path
 from tailorml.errors import TailormlError
 from tailorml.models.cnn import save_model
-from tailorml.shift.job import model_labels, stress_models
+from tailorml.shift.job import stress_models
 from tailorml.shift.life import simulate_life
+from tailorml.shift.sources import from_files
 from tailorml.shift.suite import CLEAN, sensor_shifts
 
 ENV = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
@@ -44,8 +46,8 @@ def small_cohort(tmp_path_factory):
 def test_stress_writes_paired_tables_and_is_deterministic(trained, small_cohort, tmp_path):
     model = tmp_path / "m.pt"
     save_model(trained.model, model)
-    first = stress_models([model], small_cohort, tmp_path / "a", seed=3)
-    second = stress_models([model], small_cohort, tmp_path / "b", seed=3)
+    first = stress_models(from_files([model]), small_cohort, tmp_path / "a", seed=3)
+    second = stress_models(from_files([model]), small_cohort, tmp_path / "b", seed=3)
     per_individual = pd.read_csv(first / "per_individual.csv")
     shifts = [CLEAN] + [shift.name for shift in sensor_shifts()]
     assert list(dict.fromkeys(per_individual["shift"])) == shifts
@@ -62,9 +64,12 @@ def test_stress_writes_paired_tables_and_is_deterministic(trained, small_cohort,
     assert json.loads((first / "metrics.json").read_text())["synthetic"] is True
 
 
-def test_model_labels_are_short_and_distinct(tmp_path):
+def test_model_labels_are_short_and_distinct(trained, tmp_path):
     paths = [tmp_path / "run1" / "model.pt", tmp_path / "x" / "alice.pt", tmp_path / "alice.pt"]
-    assert model_labels(paths) == ["run1", "alice", "alice-2"]
+    for path in paths:
+        path.parent.mkdir(exist_ok=True)
+        save_model(trained.model, path)
+    assert [s.label for s in from_files(paths)] == ["run1", "alice", "alice-2"]
 
 
 def test_stress_refuses_a_missing_model_and_an_out_that_is_a_file(tmp_path):
@@ -88,7 +93,11 @@ def test_an_unknown_life_patient_is_refused_before_any_work(trained, small_cohor
     save_model(trained.model, model)
     with pytest.raises(TailormlError, match="--life-patient 'alice' is not a UVA/Padova"):
         stress_models(
-            [model], small_cohort, tmp_path / "o", with_life=True, life_patients=["alice"]
+            from_files([model]),
+            small_cohort,
+            tmp_path / "o",
+            with_life=True,
+            life_patients=["alice"],
         )
     assert not (tmp_path / "o").exists()
 
@@ -101,3 +110,74 @@ def test_life_scenarios_change_only_what_they_say(tmp_path):
     unchanged = cohorts["life_unchanged"].readings["bg"].to_numpy()
     ill = cohorts["life_illness"].readings["bg"].to_numpy()
     assert ill.mean() > unchanged.mean()  # halved insulin sensitivity raises glucose
+
+
+def test_a_persons_session_is_stressed_on_their_data_at_each_candidates_threshold(
+    trained, small_cohort, tmp_path
+):
+    from tailorml.models.cnn import model_bytes
+    from tailorml.registry.models import CandidateRecord, Registry
+    from tailorml.shift.sources import from_session
+
+    registry = Registry(tmp_path / "registry")
+    save_model(trained.model, tmp_path / "predefined.pt")
+    registry.register_predefined(tmp_path / "predefined.pt", "h", {}, "abc", "test")
+    gates = [{"gate": "g", "passed": True, "numbers": {}, "reason": "ok"}]
+    records = [
+        CandidateRecord("predefined", b"", 0.7, False, {}, gates, {}, registry.predefined().id),
+        CandidateRecord("TL", model_bytes(trained.model), 0.25, True, {}, gates, {}),
+    ]
+    registry.register_session("adult-008", registry.predefined().id, "h", records, 1, {})
+    sources = from_session(registry.root, "adult-008")
+    assert [s.label for s in sources] == ["predefined [failed_gates]", "TL [pending_review]"]
+    assert [s.model.policy.threshold for s in sources] == [0.7, 0.25]
+    out = stress_models(sources, small_cohort, tmp_path / "out", individuals=["adult-008"])
+    table = pd.read_csv(out / "per_individual.csv")
+    assert set(table["patient_id"]) == {"adult-008"}  # the person's own data only
+    assert set(table["model"]) == {"predefined [failed_gates]", "TL [pending_review]"}
+    assert "Models side by side" in (out / "report.html").read_text()
+    with pytest.raises(TailormlError, match="'child-004' has no personalization session"):
+        from_session(registry.root, "child-004")
+
+
+def test_models_side_by_side_lists_each_reference_then_its_shifts():
+    from tailorml.shift.report import side_by_side
+
+    summary = pd.DataFrame(
+        {
+            "model": ["a", "b", "a", "b"],
+            "shift": ["dropouts", "dropouts", "life_meals", "life_meals"],
+            "metric": ["hypo_sensitivity"] * 4,
+            "reference": [0.9, 1.0, 0.8, 0.7],
+            "shifted": [0.5, 0.75, 0.6, 0.65],
+        }
+    )
+    rows = side_by_side(summary, ["a", "b"], "hypo_sensitivity")
+    assert rows == [
+        {"shift": "unshifted test part", "reference": True, "a": 0.9, "b": 1.0},
+        {"shift": "dropouts", "reference": False, "a": 0.5, "b": 0.75},
+        {"shift": "life_unchanged", "reference": True, "a": 0.8, "b": 0.7},
+        {"shift": "life_meals", "reference": False, "a": 0.6, "b": 0.65},
+    ]
+    assert side_by_side(summary, ["a", "b"], "false_alerts_per_day") == []
+
+
+def test_a_single_pair_has_no_p_value():
+    from tailorml.experiment.summary import paired_p_value
+
+    one = pd.Series([0.5], index=["x"])
+    assert np.isnan(paired_p_value(one, pd.Series([1.0], index=["x"])))
+    two = pd.Series([0.5, 0.4], index=["x", "y"])
+    assert paired_p_value(two, pd.Series([1.0, 1.0], index=["x", "y"])) == pytest.approx(0.5)
+
+
+def test_life_columns_give_each_scenario_for_one_individual(trained, tmp_path):
+    from tailorml.shift.life import life_columns
+
+    simulate_life(["adult-001"], days=1, seed=0, out_dir=tmp_path)
+    columns = life_columns(trained.model, trained.model.policy, tmp_path, "adult-001")
+    scenarios = ["life_unchanged", "life_meals", "life_exercise", "life_illness"]
+    metrics = ["hypo_sensitivity", "false_alerts_per_day", "balanced_accuracy"]
+    assert sorted(columns) == sorted(f"{s}__{m}" for s in scenarios for m in metrics)
+    assert 0 <= columns["life_unchanged__balanced_accuracy"] <= 1
+    assert life_columns(trained.model, trained.model.policy, tmp_path, "child-001") == {}

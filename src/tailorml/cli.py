@@ -230,9 +230,18 @@ def evaluate_command(
 @app.command("stress")
 def stress_command(
     model: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(help="A saved model (RUN/model.pt or a registry model file); repeat it."),
-    ],
+    ] = None,
+    individual: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --model: this person's newest personalization session from the "
+            "registry (predefined model and every candidate at its own threshold), on their "
+            "data only."
+        ),
+    ] = None,
+    registry: RegistryOption = None,
     cohort: Annotated[
         Path | None,
         typer.Option(help="Cohort file (.parquet/.csv); default: the shipped synthetic cohort."),
@@ -256,20 +265,44 @@ def stress_command(
     robustness drop, the iCGM envelope; CSV tables and report.html."""
     from datetime import datetime
 
-    from tailorml.shift.job import stress_models
+    from tailorml.shift.job import require_out_folder, stress_models
+    from tailorml.shift.sources import from_files, from_session
 
+    if model and individual:
+        raise TailormlError("give --model FILE or --individual ID (with --registry), not both")
     target = out or Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-stress"
+    require_out_folder(target)
+    if individual:
+        sources = from_session(registry or _load(None).soft.registry, individual)
+    else:
+        sources = from_files(model or [])
     path = stress_models(
-        model, cohort, target, seed, life, life_days, life_patient or (), _reporter()
+        sources,
+        cohort,
+        target,
+        seed,
+        life,
+        life_days,
+        life_patient or (),
+        _reporter(),
+        individuals=[individual] if individual else (),
     )
     console.print(_styled("Report: ", (str((path / "report.html").resolve()), "bold")))
 
 
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/.")]) -> None:
-    """Re-render report.html of a run (train/demo or experiment) from its stored tables."""
+    """Re-render report.html of a run (train/demo, experiment or stress) from its stored
+    tables."""
     from tailorml.runs import Run
 
+    done = run / "DONE"
+    if done.is_file() and done.read_text().strip() == "stress":
+        from tailorml.shift.report import render_stress_report
+
+        output = render_stress_report(run)
+        console.print(_styled("Report: ", (str(output.resolve()), "bold")))
+        return
     path = Run.open(run).path
     if (path / "results.parquet").exists():
         from tailorml.experiment.report import render_experiment_report
@@ -539,7 +572,8 @@ def _fmt(value) -> str:
 
 
 review_app = typer.Typer(
-    help="Review proposed candidates: list, show, approve, reject.", no_args_is_help=True
+    help="Review proposed candidates: list, show, approve, reject, rollout.",
+    no_args_is_help=True,
 )
 models_app = typer.Typer(
     help="Which model is active for an individual, and why.", no_args_is_help=True
@@ -645,6 +679,84 @@ def review_reject(
 ) -> None:
     """Reject a proposed candidate: the active model does not change."""
     _decide(candidate, "reject", reviewer, role, comment, registry)
+
+
+@review_app.command("rollout")
+def review_rollout(
+    registry: RegistryOption = None,
+    cohort: Annotated[
+        Path | None,
+        typer.Option(help="Cohort file naming each individual's group (default: shipped)."),
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(help="How far a group's worst-case hypo sensitivity may fall (0-1)."),
+    ] = 0.0,
+    approve: Annotated[
+        bool,
+        typer.Option(
+            "--approve", help="Approve the proposals of every group that passes (needs --reviewer)."
+        ),
+    ] = False,
+    reviewer: Annotated[
+        str, typer.Option(help="Who approves the roll-out (recorded); with --approve.")
+    ] = "",
+    comment: Comment = "",
+) -> None:
+    """Population fairness check of the pending proposals: per group, the worst-case held-out
+    hypo sensitivity with the predefined model vs the proposals. A group whose worst case
+    falls is held back; with --approve the other groups' proposals are approved."""
+    from tailorml.data.cohort import load_cohort
+    from tailorml.soft.rollout import apply_rollout, check_rollout, pending_rollout
+
+    if not 0.0 <= tolerance <= 1.0:
+        raise TailormlError(f"--tolerance {tolerance}: give a sensitivity difference in [0, 1]")
+    if approve and not reviewer.strip():
+        raise TailormlError("--approve needs --reviewer NAME (recorded with every approval)")
+    store = _registry(registry)
+    groups = {i.id: i.group for i in load_cohort(cohort).individuals}
+    table = pending_rollout(store, groups)
+    if table.empty:
+        console.print("Nothing to roll out: no proposal awaits review.")
+        return
+    check = check_rollout(table, tolerance=tolerance)
+    shown = Table(title=f"Roll-out check of {len(table)} pending proposal(s)")
+    for column in ("group", "proposals", "worst before", "worst after", "mean before"):
+        shown.add_column(column, justify="right" if column != "group" else "left")
+    shown.add_column("mean after", justify="right")
+    shown.add_column("decision")
+    for row in check.groups.itertuples(index=False):
+        shown.add_row(
+            row.group,
+            str(row.individuals),
+            _fmt(row.worst_before),
+            _fmt(row.worst_after),
+            _fmt(row.mean_before),
+            _fmt(row.mean_after),
+            Text("held back", style="red") if row.held_back else Text("passes", style="green"),
+        )
+    console.print(shown)
+    for row in check.groups[check.groups["held_back"]].itertuples(index=False):
+        members = sorted(table.loc[table["group"] == row.group, "individual"])
+        console.print(
+            f"Held back: group {row.group} (worst-case hypo sensitivity "
+            f"{_fmt(row.worst_before)} -> {_fmt(row.worst_after)}): {', '.join(members)} keep "
+            "their current model.",
+            style="red",
+        )
+    unknown = sorted(table.loc[table["group"] == "unknown", "individual"])
+    if unknown:
+        console.print(f"Not in the cohort (group 'unknown'): {', '.join(unknown)}", style="yellow")
+    if not approve:
+        console.print("Nothing decided: add --approve --reviewer NAME to approve what passes.")
+        return
+    approved, held = apply_rollout(store, table, check, reviewer, comment)
+    console.print(f"Approved {len(approved)} proposal(s): {approved or 'none'}.")
+    if held:
+        console.print(
+            f"Held back {len(held)} proposal(s): {held} (recorded in the audit log; they stay "
+            "pending for a reviewer to decide one by one)."
+        )
 
 
 @models_app.command("active")

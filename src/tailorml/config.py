@@ -390,6 +390,14 @@ class ExperimentConfig(_Section):
         description="also evaluate every personalized model under the sensor faults of "
         "`tailorml stress` (columns <fault>__<metric>)",
     )
+    life_days: int = Field(
+        default=0,
+        ge=0,
+        le=28,
+        description="> 0: also evaluate every personalized model on this many re-simulated "
+        "days of each life change of `tailorml stress --life` (virtual patients only; columns "
+        "<scenario>__<metric>, compared with life_unchanged)",
+    )
 
 
 def _default_candidates() -> dict[str, dict[str, list[int | float]]]:

@@ -90,9 +90,6 @@ def write_fairness(
     return fairness, correlations
 
 
-ROLLOUT_METRIC = "hypo_sensitivity"
-
-
 def _group_gap(values: pd.Series, groups: pd.Series) -> float:
     means = values.astype(float).groupby(groups).mean().dropna()
     return float(means.max() - means.min()) if len(means) > 1 else float("nan")
@@ -108,7 +105,7 @@ def rollout_table(results: pd.DataFrame, reference: str, tolerance: float = 0.0)
     population fairness check of `soft.rollout` (groups whose worst-case hypo sensitivity
     falls keep the reference model). Group gap and worst case of each, and which groups
     were held back: is the gated roll-out's gap no wider than before? Measured, not assumed."""
-    from tailorml.soft.rollout import check_rollout
+    from tailorml.soft.rollout import ROLLOUT_METRIC, check_rollout
 
     if ROLLOUT_METRIC not in results or "group" not in results:
         return pd.DataFrame()

@@ -1,8 +1,9 @@
-"""Does personalization cost robustness to sensor faults? (seed 001, Aim 1), from an
-experiment run with `experiment.stress = true`.
+"""Does personalization cost robustness to sensor faults and life changes? (seed 001, Aim 1),
+from an experiment run with `experiment.stress = true` and/or `experiment.life_days > 0`.
 
-Per setting and fault: the mean of each metric on the clean test period and under the fault,
-the mean drop (fault - clean, per individual), and a paired Wilcoxon test of the setting's
+Per setting and shift: the mean of each metric on the reference (the clean test period for a
+sensor fault, the same new days unchanged for a life change) and under the shift, the mean
+drop (shift - reference, per individual), and a paired Wilcoxon test of the setting's
 drops against the reference method's drops (same individuals, same faulted readings): a
 small p with a larger drop means the method lost robustness the global model had.
 """
@@ -13,6 +14,8 @@ import pandas as pd
 
 from tailorml.experiment.summary import paired_p_value, per_individual
 
+UNCHANGED = "life_unchanged"  # shift.life.UNCHANGED, the reference of every life change
+
 CLEAN_COLUMN = {
     "hypo_sensitivity": "hypo_sensitivity",
     "false_alerts_per_day": "false_alerts_per_day",
@@ -20,22 +23,34 @@ CLEAN_COLUMN = {
 }
 
 
+def _reference_column(shift: str, metric: str) -> str | None:
+    """What a shift is compared with: life changes with the same new days unchanged, sensor
+    faults with the clean test period."""
+    if shift.startswith("life_"):
+        return f"{UNCHANGED}__{metric}"
+    return CLEAN_COLUMN.get(metric)
+
+
 def shift_columns(results: pd.DataFrame) -> list[str]:
     return [column for column in results.columns if "__" in column]
 
 
 def robustness_table(results: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """One row per (setting, fault, metric); empty without stress columns."""
+    """One row per (setting, shift, metric); empty without shift columns. `reference` is
+    the method whose drops each setting's drops are tested against."""
     columns = shift_columns(results)
     if not columns:
         return pd.DataFrame()
     clean = [c for c in CLEAN_COLUMN.values() if c in results]
     values = per_individual(results, [*clean, *columns])
     drops = pd.DataFrame(index=values.index)
+    references: dict[str, str] = {}
     for column in columns:
-        metric = column.split("__", 1)[1]
-        if CLEAN_COLUMN.get(metric) in values:
-            drops[column] = values[column] - values[CLEAN_COLUMN[metric]]
+        shift, metric = column.split("__", 1)
+        baseline = _reference_column(shift, metric)
+        if shift != UNCHANGED and baseline in values:
+            drops[column] = values[column] - values[baseline]
+            references[column] = baseline
     methods = values.index.get_level_values("method")
     reference_drops = (
         drops.xs(reference, level="method").droplevel("setting") if reference in methods else None
@@ -46,13 +61,17 @@ def robustness_table(results: pd.DataFrame, reference: str) -> pd.DataFrame:
         mine = values.xs((method, setting), level=("method", "setting"))
         for column in drops.columns:
             shift, metric = column.split("__", 1)
+            paired = mine.loc[table[column].notna()]  # the individuals with both values
             row = {
                 "method": method,
                 "setting": setting,
                 "shift": shift,
                 "metric": metric,
-                "clean": float(mine[CLEAN_COLUMN[metric]].mean()),
-                "shifted": float(mine[column].mean()),
+                "reference": references[column].split("__", 1)[0]
+                if "__" in references[column]
+                else "clean",
+                "clean": float(paired[references[column]].mean()),
+                "shifted": float(paired[column].mean()),
                 "drop": float(table[column].mean()),
             }
             if reference_drops is not None and method != reference:

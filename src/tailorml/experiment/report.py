@@ -294,8 +294,9 @@ def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) ->
 
 
 def _robustness_context(run_dir: Path, order: list[str]) -> dict:
-    """Per metric: setting x fault tables of the mean drop (fault - clean) and its p against
-    the reference's drop, from robustness.csv."""
+    """Per metric and kind of shift (sensor faults, life changes): setting x shift tables of
+    the mean drop (shift - reference) and its p against the reference method's drop, from
+    robustness.csv."""
     path = run_dir / "robustness.csv"
     try:
         table = pd.read_csv(path) if path.exists() else pd.DataFrame()
@@ -304,13 +305,15 @@ def _robustness_context(run_dir: Path, order: list[str]) -> dict:
     if table.empty:
         return {}
     out = {}
-    for metric, rows in table.groupby("metric", sort=False):
-        shifts = list(dict.fromkeys(rows["shift"]))
-        settings = [s for s in order if s in set(rows["setting"])] or list(
-            dict.fromkeys(rows["setting"])
-        )
-        cells = {(r["setting"], r["shift"]): r for r in rows.to_dict("records")}
-        out[metric] = {"shifts": shifts, "settings": settings, "cells": cells}
+    life = table["shift"].str.startswith("life_")
+    for kind, part in (("sensor faults", table[~life]), ("life changes", table[life])):
+        for metric, rows in part.groupby("metric", sort=False):
+            shifts = list(dict.fromkeys(rows["shift"]))
+            settings = [s for s in order if s in set(rows["setting"])] or list(
+                dict.fromkeys(rows["setting"])
+            )
+            cells = {(r["setting"], r["shift"]): r for r in rows.to_dict("records")}
+            out[(metric, kind)] = {"shifts": shifts, "settings": settings, "cells": cells}
     return out
 
 

@@ -6,7 +6,8 @@ skipped on rerun (`--resume RUN`), so an interrupted experiment loses nothing it
 Outputs: results.parquet/.csv (one row per individual x setting x seed), summary.csv
 (Table I, with the age-group gaps), fairness.csv and fairness_traits.csv (does
 personalization decrease fairness? `experiment.fairness`), robustness.csv (with
-`experiment.stress`: each method under the sensor faults) and report.html.
+`experiment.stress`: each method under the sensor faults; with `experiment.life_days`, also
+under re-simulated life changes) and report.html.
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ def run_experiment(
     )
 
     paths = tasks.CachePaths(run.path)
+    if experiment.life_days:
+        _simulate_life(paths, runnable, experiment.life_days, experiment.seeds[0], reporter)
     config_json = config.model_dump_json()
     root = str(run.path)
     backend = make_backend(experiment.backend, experiment.workers, experiment.ray_address)
@@ -219,6 +222,28 @@ def run_experiment(
     report = render_experiment_report(run.path)
     reporter.log(f"report: {report}")
     return run
+
+
+def _simulate_life(
+    paths: tasks.CachePaths, individuals: list[str], days: int, seed: int, reporter: Reporter
+) -> None:
+    """The life-change cohorts of every virtual patient of the run, simulated once (kept in
+    the cache: a resumed run reuses them)."""
+    from tailorml.shift.life import is_virtual_patient, simulate_life
+
+    done = paths.life / "DONE"
+    if done.exists():
+        return
+    patients = [individual for individual in individuals if is_virtual_patient(individual)]
+    if not patients:
+        raise ConfigError(
+            "experiment.life_days needs UVA/Padova virtual patients (ids like adult-001) in "
+            "the cohort; set it to 0 for this cohort"
+        )
+    with reporter.task(f"life changes ({len(patients)} patients, {days} days)", total=1) as task:
+        simulate_life(patients, days, seed, paths.life)
+        atomic_write_text(done, "life\n")
+        task.advance()
 
 
 def _dispatch(function: Callable, arguments: tuple):

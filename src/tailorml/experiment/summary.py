@@ -76,9 +76,12 @@ def paired_pairs(values: pd.Series, reference: pd.Series) -> int:
 
 
 def paired_p_value(values: pd.Series, reference: pd.Series) -> float:
+    """Two-sided Wilcoxon signed-rank p over the pairs; NaN (shown as –) with fewer than two
+    pairs, where a test cannot say anything (one person's p of 1.0 would read as "no
+    difference")."""
     left, right = _paired(values, reference)
     differences = left - right
-    if len(differences) == 0:
+    if len(differences) < 2:
         return float("nan")
     if np.allclose(differences, 0.0):
         return 1.0

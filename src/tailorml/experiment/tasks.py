@@ -58,6 +58,11 @@ class CachePaths:
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir) / "cache"
 
+    @property
+    def life(self) -> Path:
+        """The life-change cohorts every method is evaluated on (`experiment.life_days`)."""
+        return self.root / "life"
+
     def latents(self, seed: int) -> Path:
         return self.root / f"latents-seed{seed}.npy"
 
@@ -159,6 +164,10 @@ def run_individual(config_json: str, run_dir: str, individual: str, seed: int) -
             "personal_samples": len(plan.sources.get("individual", context.own)),
         }
         row |= evaluate_personalized(model, data, individual, config)
+        if config.experiment.life_days and data.policy.is_alert:
+            from tailorml.shift.life import life_columns
+
+            row |= life_columns(model, data.policy, paths.life, individual)
         atomic_write_json(target, row)
         done += 1
     return done

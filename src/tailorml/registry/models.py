@@ -338,6 +338,12 @@ class Registry:
     def _audit(connection, actor: str, action: str, individual: str | None, details: dict) -> None:
         audit(connection, actor, action, individual, details)
 
+    def note(self, actor: str, action: str, individual: str | None, details: dict) -> None:
+        """Record a decision taken outside the registry's own operations (e.g. a roll-out
+        held back for a group) in the append-only audit log."""
+        with self._transaction() as connection:
+            self._audit(connection, actor, action, individual, details)
+
     # -- predefined model ----------------------------------------------------------------
 
     def register_predefined(

@@ -24,25 +24,20 @@ from tailorml.data.splits import split_windows
 from tailorml.errors import TailormlError
 from tailorml.evaluate.job import require_model_input
 from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
-from tailorml.models.cnn import load_model
 from tailorml.progress import SILENT, Reporter
 from tailorml.shift import life, suite
+from tailorml.shift.sources import StressedModel
 from tailorml.shift.summary import paired_drops, summarize_drops
 
 OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if missing)"
 
 
-def model_labels(paths: Sequence[Path]) -> list[str]:
-    """Short, distinct labels: the file stem, or the run folder for RUN/model.pt."""
-    labels: list[str] = []
-    for path in paths:
-        label = path.parent.name if path.stem == "model" and path.parent.name else path.stem
-        base, number = label, 1
-        while label in labels:
-            number += 1
-            label = f"{base}-{number}"
-        labels.append(label)
-    return labels
+def require_out_folder(out_dir: str | Path) -> Path:
+    """The output folder, refused early (before models load) when it is a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TailormlError(OUT_IS_FILE.format(path=out))
+    return out
 
 
 def _prepare_split(cohort: Cohort, model: nn.Module) -> Prepared:
@@ -51,7 +46,7 @@ def _prepare_split(cohort: Cohort, model: nn.Module) -> Prepared:
 
 
 def stress_models(
-    model_paths: Sequence[str | Path],
+    sources: Sequence[StressedModel],
     cohort_path: str | Path | None,
     out_dir: str | Path,
     seed: int = 0,
@@ -59,17 +54,19 @@ def stress_models(
     life_days: int = 3,
     life_patients: Sequence[str] = (),
     reporter: Reporter = SILENT,
+    individuals: Sequence[str] = (),
 ) -> Path:
-    """Run the stress suite for every model; write the tables and report into `out_dir`."""
-    paths = [Path(path) for path in model_paths]
-    if not paths:
-        raise TailormlError("no model given; pass --model RUN/model.pt (repeat for several)")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TailormlError(OUT_IS_FILE.format(path=out))
-    models = [load_model(path) for path in paths]
-    labels = model_labels(paths)
-    cohort = load_cohort(cohort_path)
+    """Run the stress suite for every model (`shift.sources`); write the tables and report
+    into `out_dir`. `individuals` restricts the cohort (and the life changes) to them."""
+    if not sources:
+        raise TailormlError(
+            "no model given; pass --model RUN/model.pt (repeat for several) or --individual ID"
+        )
+    out = require_out_folder(out_dir)
+    models = [source.model for source in sources]
+    labels = [source.label for source in sources]
+    paths = [source.path for source in sources]
+    cohort = load_cohort(cohort_path, list(individuals) or None)
     tasks = {
         json.dumps(model.policy.task().model_dump(mode="json"), sort_keys=True) for model in models
     }
@@ -84,7 +81,7 @@ def stress_models(
         reporter.log(
             "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
         )
-    patients = _life_patients(cohort, life_patients) if with_life else []
+    patients = _life_patients(cohort, life_patients or individuals) if with_life else []
     prepared = _prepare_split(cohort, models[0])
     out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     pairs = list(zip(labels, models, strict=True))
@@ -124,6 +121,7 @@ def stress_models(
             "synthetic": cohort.synthetic,
             "cohort": cohort.source,
             "seed": seed,
+            "individuals": list(individuals) or "all",
             "part": "test (default chronological split 0.6/0.2/0.2)",
             "models": [
                 {
@@ -146,16 +144,10 @@ def stress_models(
     return out
 
 
-def _is_virtual_patient(patient: str) -> bool:
-    from tailorml.data.virtual_patient import patient_id, patient_names
-
-    return patient in {patient_id(name) for name in patient_names()}
-
-
 def _life_patients(cohort: Cohort, requested: Sequence[str]) -> list[str]:
     """The virtual patients to re-simulate: those asked for, else the cohort's own."""
-    patients = list(requested) or [p for p in cohort.ids if _is_virtual_patient(p)]
-    unknown = [patient for patient in patients if not _is_virtual_patient(patient)]
+    patients = list(requested) or [p for p in cohort.ids if life.is_virtual_patient(p)]
+    unknown = [patient for patient in patients if not life.is_virtual_patient(patient)]
     if unknown:
         raise TailormlError(
             f"--life-patient {unknown[0]!r} is not a UVA/Padova virtual patient; use ids "

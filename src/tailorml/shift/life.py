@@ -27,7 +27,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from torch import nn
 
 from tailorml.config import SimulationConfig
 from tailorml.data.cohort import Cohort, load_cohort
@@ -40,6 +42,7 @@ from tailorml.data.virtual_patient import (
     setup_patient,
 )
 from tailorml.io import atomic_write_json, atomic_write_parquet
+from tailorml.policy import AlertPolicy
 
 UNCHANGED = "life_unchanged"
 SCENARIOS = {
@@ -140,3 +143,36 @@ def describe(cohorts: dict[str, Cohort]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def is_virtual_patient(patient: str) -> bool:
+    """Whether `patient` is one of the UVA/Padova virtual patients (the simulator can
+    re-simulate them), e.g. adult-001."""
+    return patient in {patient_id(name) for name in patient_names()}
+
+
+def life_columns(
+    model: nn.Module, policy: AlertPolicy, folder: str | Path, individual: str
+) -> dict[str, float]:
+    """One individual's metrics on the new days of every life scenario simulated into
+    `folder` (by `simulate_life`), as result columns `<scenario>__<metric>`: the experiment
+    runner's life changes for every personalized model. Scenarios without this individual
+    (growth: children only) give no columns."""
+    from tailorml.data.prepared import prepare_whole
+    from tailorml.shift.suite import STRESS_METRICS, evaluate_shift
+
+    columns: dict[str, float] = {}
+    for scenario in SCENARIOS:
+        path = Path(folder) / f"{scenario}.parquet"
+        if not path.exists():
+            continue
+        if individual not in set(pd.read_parquet(path, columns=["patient_id"])["patient_id"]):
+            continue
+        cohort = load_cohort(path, [individual])
+        whole = prepare_whole(cohort, policy.task())
+        trace = cohort.of(individual)["cgm"].to_numpy(float)
+        for row in evaluate_shift(model, whole, {individual: (trace, trace)}, "all", policy):
+            for metric in STRESS_METRICS:
+                value = float(row[metric])
+                columns[f"{scenario}__{metric}"] = value if np.isfinite(value) else float("nan")
+    return columns

@@ -69,6 +69,24 @@ def drop_figure(drops: pd.DataFrame, model: str, metrics=HEADLINE) -> bytes:
     return to_png(figure)
 
 
+def side_by_side(summary: pd.DataFrame, models: list[str], metric: str) -> list[dict]:
+    """One row per shift with each model's mean shifted value of `metric`, preceded by each
+    reference (the unshifted test part, the unchanged new days): are the models still in the
+    same order when the data shift?"""
+    rows: list[dict] = []
+    chosen = summary[summary["metric"] == metric]
+    for reference, label in ((False, "unshifted test part"), (True, "life_unchanged")):
+        part = chosen[chosen["shift"].str.startswith("life_") == reference]
+        if part.empty:
+            continue
+        first = part.drop_duplicates("model").set_index("model")["reference"]
+        rows.append({"shift": label, "reference": True} | {m: first.get(m) for m in models})
+        for shift, group in part.groupby("shift", sort=False):
+            values = group.set_index("model")["shifted"]
+            rows.append({"shift": shift, "reference": False} | {m: values.get(m) for m in models})
+    return rows
+
+
 def render_stress_report(out: Path) -> Path:
     metrics = json.loads((out / "metrics.json").read_text())
     summary = pd.read_csv(out / "summary.csv")
@@ -99,4 +117,10 @@ def render_stress_report(out: Path) -> Path:
         figures=figures,
         envelope=envelope_by_shift,
         life=life_summary,
+        compared={
+            metric: side_by_side(summary, models, metric)
+            for metric in ("hypo_sensitivity", "false_alerts_per_day")
+        }
+        if len(models) > 1 and len(summary)
+        else {},
     )

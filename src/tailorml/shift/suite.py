@@ -144,9 +144,11 @@ def evaluate_shift(
     prepared: Prepared,
     traces: dict[str, tuple[np.ndarray, np.ndarray]],
     part: str = "test",
+    policy: AlertPolicy | None = None,
 ) -> list[dict]:
-    """One row per individual: classification and alert metrics under the faulted input."""
-    policy = model.policy
+    """One row per individual: classification and alert metrics under the faulted input,
+    decided by `policy` (default: the model's own)."""
+    policy = policy or model.policy
     rows = []
     for individual in prepared.cohort.individuals:
         indices = prepared.splits.of(individual.id, part)
