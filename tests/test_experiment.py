@@ -152,6 +152,21 @@ def test_unknown_method_or_parameter_fails_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_method_that_cannot_use_the_models_inputs_fails_before_any_work(tmp_path):
+    # multi-modal co-teaching needs an insulin/carb view; the default model reads only cgm
+    config = config_from_dict(
+        {
+            "methods": {"baseline": {}, "coteaching_mm": {"n": [1]}},
+            "run": {"runs_dir": str(tmp_path)},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"coteaching_mm.*task\.channels"):
+        run_experiment(config)
+    assert not any(tmp_path.iterdir())
+    config.task.channels = ["cgm", "iob", "cob"]
+    expand(config.methods)[1].strategy().check_inputs(tuple(config.task.channels))  # accepted
+
+
 def test_methods_table_replaces_the_default_grid():
     config = config_from_dict({"methods": {"baseline": {}, "early_shaping": {"n": [1, 2]}}})
     assert [s.label for s in expand(config.methods)] == ["Baseline", "ES(n=1)", "ES(n=2)"]

@@ -9,16 +9,20 @@ from tailorml.config import ModelConfig
 from tailorml.models.cnn import build_model
 from tailorml.models.recipe import Recipe
 from tailorml.models.schedule import Step
+from tailorml.models.spec import Standardize
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Budget, Context
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.fair import GroupDRO, sample_groups
 from tailorml.personalize.generalize import (
+    ChannelView,
+    CoTeaching,
     forget_rate_at,
     interleave,
     penultimate,
     small_loss,
     small_loss_per_class,
+    views,
 )
 from tailorml.policy import AlertPolicy
 
@@ -152,3 +156,110 @@ def test_per_class_selection_keeps_the_rare_class():
     # plain: the two smallest losses are both class 0; per class: half of each class
     assert small_loss(losses, 2).tolist() == [0, 2]
     assert small_loss_per_class(losses, y, 0.5).tolist() == [0, 3]
+
+
+# -- multi-modal co-teaching ---------------------------------------------------------------
+
+
+def multimodal_context(channels=("cgm", "iob", "cob")) -> Context:
+    """The toy task with three input channels: the label follows the first reading of the
+    CGM channel."""
+    ctx = context()
+    rng = np.random.default_rng(1)
+    data = ctx.data
+    data.x = rng.normal(size=(len(data.y), len(channels), LENGTH)).astype(np.float32)
+    data.y = (data.x[:, 0, 0] > 0).astype(np.int64)
+    data.policy = AlertPolicy(classes=("0", "1"), alert_class="1", channels=tuple(channels))
+    torch.manual_seed(0)
+    config = ModelConfig(conv_channels=[4, 4], kernel_size=3, hidden=8)
+    mean = torch.tensor([100.0, 2.0, 10.0][: len(channels)])
+    trained = build_model(config, len(channels), LENGTH, 2, mean, torch.ones(len(channels)))
+    trained.policy = data.policy
+    ctx.global_model = lambda: trained
+    return ctx
+
+
+def test_views_split_cgm_from_insulin_and_carbs():
+    assert views(["cgm", "iob", "cob"]) == ([0], [1, 2])
+    assert views(["insulin", "cgm", "cho"]) == ([1], [0, 2])
+    with pytest.raises(ValueError, match="insulin/carb view"):
+        views(["cgm"])
+
+
+def test_channel_view_holds_the_other_channels_at_their_mean():
+    seen = []
+
+    class Record(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.normalize = Standardize(torch.tensor([100.0, 2.0, 10.0]), torch.ones(3))
+
+        def forward(self, x):
+            seen.append(x)
+            return x.sum(dim=(1, 2))
+
+    x = torch.arange(12.0).reshape(1, 3, 4)
+    ChannelView(Record(), [1, 2], 3)(x)
+    # the CGM channel reads its mean (100 mg/dL: no information), the others are untouched
+    assert seen[0][0, 0].tolist() == [100.0] * 4
+    assert torch.equal(seen[0][0, 1:], x[0, 1:])
+    assert x[0, 0].tolist() == [0.0, 1.0, 2.0, 3.0]  # the caller's batch is not changed
+
+
+def test_peer_output_does_not_depend_on_the_cgm():
+    ctx = multimodal_context()
+    plan = make_strategy("coteaching_mm", n=2).plan(ctx)
+    peer = plan.plugins[0](ctx.global_model(), ctx).peer
+    x = torch.as_tensor(ctx.data.x[:16])
+    faulted = x.clone()
+    faulted[:, 0] += 80.0  # a +80 mg/dL CGM fault
+    assert torch.equal(peer(x), peer(faulted))
+    changed = x.clone()
+    changed[:, 1] += 1.0  # the insulin view does reach it
+    assert not torch.equal(peer(x), peer(changed))
+
+
+def test_multimodal_exchange_gives_each_network_the_other_views_small_losses():
+    # A (full model) finds sample 1 easy, B (insulin/carb view) finds it hard: the pattern of a
+    # fault that shapes CGM input and label alike. Per class at rate 0.5, A learns from B's
+    # picks (1 of each class: 0 and 3) and B from A's (1 and 2).
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.tensor(logits))
+
+        def forward(self, x):
+            return self.logits
+
+    y = torch.tensor([0, 0, 1, 1])
+    a = Fixed([[2.0, 0.0], [5.0, 0.0], [0.0, 4.0], [0.0, 1.0]])  # losses: 0.13 0.01 0.02 0.31
+    b = Fixed([[3.0, 0.0], [-3.0, 0.0], [0.0, -1.0], [0.0, 3.0]])  # 0.05 3.05 1.31 0.05
+
+    coteach = CoTeaching(b, 100, 0.5, 0.0, per_class=True)  # learning rate 0: B stays put
+    loss = coteach.batch_loss(a, torch.zeros(4, 1), y, step=100)
+    losses = torch.nn.functional.cross_entropy(a.logits, y, reduction="none")
+    assert loss.item() == pytest.approx(losses[[0, 3]].mean().item())
+    # B's gradient reaches exactly the samples A picked for it
+    assert (coteach.peer.logits.grad.abs().sum(1) > 0).tolist() == [False, True, True, False]
+
+
+def test_coteaching_mm_returns_an_ordinary_model_with_the_policys_channels():
+    ctx = multimodal_context()
+    before = {k: v.clone() for k, v in ctx.global_model().state_dict().items()}
+    model = execute(make_strategy("coteaching_mm", n=10, forget_rate=0.5).plan(ctx), ctx)
+    assert type(model) is type(ctx.global_model())
+    assert model.state_dict().keys() == before.keys()  # no view wrapper, no masked input
+    assert model.policy.channels == ("cgm", "iob", "cob")
+    assert model(torch.as_tensor(ctx.data.x[:4])).shape == (4, 2)
+    assert any(not torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    # the CGM still matters to the returned model (it was never masked)
+    x = torch.as_tensor(ctx.data.x[:16])
+    faulted = x.clone()
+    faulted[:, 0] += 80.0
+    assert not torch.equal(model(x), model(faulted))
+    assert all(torch.equal(ctx.global_model().state_dict()[k], v) for k, v in before.items())
+
+
+def test_coteaching_mm_refuses_a_cgm_only_model():
+    with pytest.raises(ValueError, match=r"task\.channels"):
+        make_strategy("coteaching_mm").plan(multimodal_context(("cgm",)))

@@ -39,6 +39,7 @@ FAMILY = {
     "sparse_finetuning": "sparse",
     "feature_distillation": "generalizing",
     "coteaching": "generalizing",
+    "coteaching_mm": "generalizing",
     "group_dro": "fair",
 }
 COLOURS = {

@@ -45,6 +45,18 @@ def select_individuals(config: Config, data: PersonalData) -> list[str]:
     return chosen
 
 
+def check_inputs(config: Config, settings: Sequence[Setting]) -> None:
+    """A method that cannot use the model's inputs (multi-modal co-teaching on a CGM-only
+    model) fails before any work, not after the global models have trained."""
+    glucose = config.experiment.dataset == "glucose"
+    channels = tuple(config.task.channels) if glucose else ()
+    for setting in settings:
+        try:
+            setting.strategy().check_inputs(channels)
+        except ValueError as error:
+            raise ConfigError(f"[methods.{setting.method}]: {error}") from None
+
+
 def check_reference(config: Config, settings: Sequence[Setting]) -> None:
     reference = config.experiment.reference
     count = sum(setting.method == reference for setting in settings)
@@ -105,6 +117,7 @@ def run_experiment(
     require_no_teacher(config.train, "`tailorml experiment`")
     settings = expand(config.methods)  # bad methods fail here, before any work
     check_reference(config, settings)
+    check_inputs(config, settings)
     if not resume:
         named = config.run.model_copy(update={"name": config.experiment.name})
         run = Run.create(config.model_copy(update={"run": named}), "experiment")

@@ -107,6 +107,10 @@ class Strategy:
     def plan(self, context: Context) -> Plan:
         raise NotImplementedError
 
+    def check_inputs(self, channels: tuple[str, ...]) -> None:
+        """Raise ValueError if this method cannot personalize a model reading `channels`
+        (called by runners before any training, so a bad config fails early)."""
+
     def params(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in inspect.signature(type(self)).parameters}
 

@@ -14,6 +14,29 @@
   (hypo windows) the plain selection drops that class wholesale and the model stops alerting
   (measured: docs/generalization.md); `per_class=True` keeps the small-loss fraction within
   each class instead.
+- CoTeachMM(n, forget_rate, per_class), multi-modal co-teaching (seed 001, Aim 1: "dynamic
+  co-teaching that uses co-dependencies of multi-modal signals to recover from noise and
+  sensor errors"): the same exchange, but the two networks read different *views* of the
+  same window. Network A is the returned model with every channel of the policy (cgm and
+  iob/cob, or insulin/cho); its peer B is a copy of the global model whose CGM channel is
+  masked (held at its D_G mean, i.e. 0 after the model's normalisation), so B reads the
+  insulin/carb view only. A learns from the samples B finds small-loss, B from A's.
+  Why A has all channels and B is the non-CGM view (rather than A = CGM only): the returned
+  model must be the predefined model unchanged in shape and policy (alerts, gates, ONNX,
+  the C header need no change), a CGM-only A would discard the insulin/carb inputs the
+  predefined model was built with, and what makes the exchange multi-modal is that the
+  network choosing A's lessons does not read the CGM at all. Labels are CGM-derived (the
+  next 30 min below 70 mg/dL), so in single-modal co-teaching both peers read the same
+  sensor that wrote the label: a fault that shapes input and label alike (a false drop
+  running into the horizon: low readings, "hypo" label) is an *easy* sample for both and
+  becomes the lesson. The insulin/carb view has no such fault: it finds that sample hard
+  and withholds it from A. A fault in the label only is hard for both and withheld, as in
+  single-modal co-teaching. A fault in the CGM input only, with a true label (high loss for
+  A, low for B), is the sample a CGM fault produces: B passes it to A, which is taught the
+  true label against a misleading CGM, i.e. to weigh insulin/carb against an implausible
+  trace, not to follow the fault; A does not pass it to B (A's loss is large). B itself is
+  never returned. Needs a non-CGM channel in `task.channels` (refuses otherwise); always
+  per class by default, as plain selection drops the rare hypo windows.
 """
 
 from __future__ import annotations
@@ -164,6 +187,48 @@ class CoTeaching(LoopPlugin):
         return mine[for_me].mean()
 
 
+class ChannelView(nn.Module):
+    """`network` reading only the input channels `keep` (indices): every other channel is
+    held at the network's normalisation mean (0 after normalising), i.e. "no information"
+    rather than "zero readings" (0 mg/dL would be a severe low)."""
+
+    def __init__(self, network: nn.Module, keep: list[int], n_channels: int) -> None:
+        super().__init__()
+        if not keep or any(not 0 <= k < n_channels for k in keep):
+            raise ValueError(f"a view needs channels among 0..{n_channels - 1}, got {keep}")
+        self.network = network
+        self.keep = sorted(keep)
+        self.masked = [k for k in range(n_channels) if k not in self.keep]
+        mean = getattr(getattr(network, "normalize", None), "mean", None)
+        if mean is None:  # 0 would read as 0 mg/dL: never fill in a guess
+            raise ValueError("a channel view needs a network with an input normalisation mean")
+        fill = mean.detach().flatten()
+        if len(fill) == 1:  # one mean for every channel
+            fill = fill.expand(n_channels)
+        self.register_buffer("fill", fill.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.masked:
+            x = x.clone()
+            shape = (1, len(self.masked)) + (1,) * (x.dim() - 2)
+            x[:, self.masked] = self.fill[self.masked].reshape(shape)
+        return self.network(x)
+
+
+def views(channels: tuple[str, ...] | list[str]) -> tuple[list[int], list[int]]:
+    """(CGM view, insulin/carb view) as channel indices of a policy's `channels`."""
+    channels = list(channels)
+    if "cgm" not in channels:
+        raise ValueError(f"multi-modal co-teaching needs a cgm channel, got {channels}")
+    other = [k for k, name in enumerate(channels) if name != "cgm"]
+    if not other:
+        raise ValueError(
+            f"multi-modal co-teaching needs an insulin/carb view but the model reads only "
+            f'{channels}; set task.channels = ["cgm", "iob", "cob"] (or insulin/cho)'
+        )
+    return [channels.index("cgm")], other
+
+
 @register
 class CoTeachingTransfer(Strategy):
     name = "coteaching"
@@ -192,4 +257,41 @@ class CoTeachingTransfer(Strategy):
                     ctx.global_model(), n, rate, learning_rate, weights, ctx.seed, per_class
                 )
             ],
+        )
+
+
+@register
+class MultiModalCoTeaching(Strategy):
+    name = "coteaching_mm"
+    label = "CoTeachMM"
+
+    def __init__(self, n: int = 300, forget_rate: float = 0.2, per_class: bool = True) -> None:
+        self.n = _positive("n", n)
+        if not 0 <= forget_rate < 1:
+            raise ValueError(f"forget_rate must be in [0, 1), got {forget_rate}")
+        if not isinstance(per_class, bool):
+            raise ValueError(f"per_class must be true or false, got {per_class!r}")
+        self.forget_rate = forget_rate
+        self.per_class = per_class
+
+    def check_inputs(self, channels: tuple[str, ...]) -> None:
+        views(channels)
+
+    def plan(self, context: Context) -> Plan:
+        channels = context.data.policy.channels
+        _, other = views(channels)  # refuses a CGM-only model before anything trains
+        own = context.own
+        n, rate, per_class = self.n, self.forget_rate, self.per_class
+        learning_rate = context.budget.finetune_learning_rate
+        weights = context.budget.class_weights
+
+        def peer(model: nn.Module, ctx: Context) -> CoTeaching:
+            insulin_carb = ChannelView(copy.deepcopy(ctx.global_model()), other, len(channels))
+            return CoTeaching(insulin_carb, n, rate, learning_rate, weights, ctx.seed, per_class)
+
+        return Plan(
+            start="global",
+            sources={"individual": own},
+            schedule=iterations("individual", len(own), context.budget.batch_size, n, context.seed),
+            plugins=[peer],
         )
