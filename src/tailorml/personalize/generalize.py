@@ -261,18 +261,12 @@ class CoTeachingTransfer(Strategy):
 
 
 @register
-class MultiModalCoTeaching(Strategy):
+class MultiModalCoTeaching(CoTeachingTransfer):
     name = "coteaching_mm"
     label = "CoTeachMM"
 
     def __init__(self, n: int = 300, forget_rate: float = 0.2, per_class: bool = True) -> None:
-        self.n = _positive("n", n)
-        if not 0 <= forget_rate < 1:
-            raise ValueError(f"forget_rate must be in [0, 1), got {forget_rate}")
-        if not isinstance(per_class, bool):
-            raise ValueError(f"per_class must be true or false, got {per_class!r}")
-        self.forget_rate = forget_rate
-        self.per_class = per_class
+        super().__init__(n, forget_rate, per_class)  # per class by default: hypo is rare
 
     def check_inputs(self, channels: tuple[str, ...]) -> None:
         views(channels)
