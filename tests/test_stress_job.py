@@ -138,6 +138,12 @@ def test_a_persons_session_is_stressed_on_their_data_at_each_candidates_threshol
     assert "Models side by side" in (out / "report.html").read_text()
     with pytest.raises(TailormlError, match="'child-004' has no personalization session"):
         from_session(registry.root, "child-004")
+    from tailorml.shift.sources import session_cohort
+
+    assert session_cohort(registry.root, "adult-008") is None  # its summary names no cohort
+    summary = {"cohort": str(small_cohort)}
+    registry.register_session("adult-008", registry.predefined().id, "h", records, 1, summary)
+    assert session_cohort(registry.root, "adult-008") == small_cohort
 
 
 def test_models_side_by_side_lists_each_reference_then_its_shifts():

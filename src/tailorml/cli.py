@@ -238,7 +238,7 @@ def stress_command(
         typer.Option(
             help="Instead of --model: this person's newest personalization session from the "
             "registry (predefined model and every candidate at its own threshold), on their "
-            "data only."
+            "data only (default cohort: the one the session used)."
         ),
     ] = None,
     registry: RegistryOption = None,
@@ -266,14 +266,16 @@ def stress_command(
     from datetime import datetime
 
     from tailorml.shift.job import require_out_folder, stress_models
-    from tailorml.shift.sources import from_files, from_session
+    from tailorml.shift.sources import from_files, from_session, session_cohort
 
     if model and individual:
         raise TailormlError("give --model FILE or --individual ID (with --registry), not both")
     target = out or Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-stress"
     require_out_folder(target)
     if individual:
-        sources = from_session(registry or _load(None).soft.registry, individual)
+        where = registry or _load(None).soft.registry
+        sources = from_session(where, individual)
+        cohort = cohort or session_cohort(where, individual)
     else:
         sources = from_files(model or [])
     path = stress_models(

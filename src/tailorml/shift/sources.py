@@ -69,3 +69,14 @@ def from_session(registry_dir: str | Path, individual: str) -> list[StressedMode
         model.policy = model.policy.with_threshold(candidate.threshold)
         models.append(StressedModel(f"{candidate.name} [{candidate.status}]", model, record.path))
     return models
+
+
+def session_cohort(registry_dir: str | Path, individual: str) -> Path | None:
+    """The cohort file the individual's newest session was personalized on, when it is still
+    there (a service job's merged cohort was temporary): the default data to stress it on."""
+    registry = Registry.existing(registry_dir)
+    session_id = registry.latest_session(individual)
+    if session_id is None:
+        return None
+    recorded = registry.session(session_id).summary.get("cohort")
+    return Path(recorded) if recorded and Path(recorded).is_file() else None
