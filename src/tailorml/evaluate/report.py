@@ -59,7 +59,9 @@ def write_html(template: str, target: Path, **context) -> Path:
     return atomic_write_text(target, html)
 
 
-def _optional_table(path: Path) -> pd.DataFrame:
+def optional_table(path: Path) -> pd.DataFrame:
+    """A run's CSV table, empty when the file is absent (runs of older versions) or has no
+    rows (pandas refuses an empty file)."""
     try:
         return pd.read_csv(path) if path.exists() else pd.DataFrame()
     except pd.errors.EmptyDataError:
@@ -183,7 +185,7 @@ def _render_report(run_dir: Path) -> Path:
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     readings = pd.read_parquet(run_dir / "test_readings.parquet")
     by_group = pd.read_csv(run_dir / "by_group.csv")
-    fairness = _optional_table(run_dir / "fairness.csv")  # absent in runs of older versions
+    fairness = optional_table(run_dir / "fairness.csv")  # absent in runs of older versions
     if "policy" not in metrics:
         raise TailormlError(
             f"{run_dir / 'metrics.json'} has no alert policy (written by an older tailorml); "

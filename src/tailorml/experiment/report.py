@@ -14,7 +14,7 @@ import pandas as pd
 
 from tailorml.config import load_config
 from tailorml.evaluate.plots import to_png
-from tailorml.evaluate.report import image_uri, write_html
+from tailorml.evaluate.report import image_uri, optional_table, write_html
 from tailorml.experiment.summary import (
     HEADLINE,
     min_pairs_for_test,
@@ -257,11 +257,7 @@ def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) ->
         "group_figure": None,
         "rollout": [],
     }
-    path = run_dir / "fairness.csv"
-    try:
-        fairness = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
-        fairness = pd.DataFrame()
+    fairness = optional_table(run_dir / "fairness.csv")
     if fairness.empty:
         return context
     context["fairness"] = {
@@ -273,17 +269,8 @@ def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) ->
         context["group_figure"] = image_uri(
             group_figure(per_individual(results, [metric]), groups, metric, order)
         )
-    rollout_path = run_dir / "rollout.csv"
-    try:
-        rollout = pd.read_csv(rollout_path) if rollout_path.exists() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
-        rollout = pd.DataFrame()
-    context["rollout"] = rollout.to_dict("records")
-    traits_path = run_dir / "fairness_traits.csv"
-    try:
-        traits = pd.read_csv(traits_path) if traits_path.exists() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
-        traits = pd.DataFrame()
+    context["rollout"] = optional_table(run_dir / "rollout.csv").to_dict("records")
+    traits = optional_table(run_dir / "fairness_traits.csv")
     if not traits.empty:
         context["trait_names"] = list(dict.fromkeys(traits["trait"]))
         context["traits"] = {
@@ -297,11 +284,7 @@ def _robustness_context(run_dir: Path, order: list[str]) -> dict:
     """Per metric and kind of shift (sensor faults, life changes): setting x shift tables of
     the mean drop (shift - reference) and its p against the reference method's drop, from
     robustness.csv."""
-    path = run_dir / "robustness.csv"
-    try:
-        table = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
-        table = pd.DataFrame()
+    table = optional_table(run_dir / "robustness.csv")
     if table.empty:
         return {}
     out = {}
