@@ -247,9 +247,15 @@ def bounds(
     if method in ("crown", "alpha-crown"):
         return _flat_bounds(model, lower_in, upper_in, spec, lower_only, intersect, method)
     propagation = propagate(model, lower_in, upper_in, method, intersect)
-    ops = propagation.ops
     if method == "ibp":
-        return _spec_of_interval(ops, propagation, spec, lower_only)
+        return _spec_of_interval(propagation.ops, propagation, spec, lower_only)
+    return _backward_spec(propagation, spec, lower_only, intersect)
+
+
+def _backward_spec(propagation, spec, lower_only: bool, intersect: bool):
+    """The op-by-op backward pass of `spec @ outputs` (identity by default), intersected
+    with the interval bounds of the same spec unless `intersect=False`."""
+    ops = propagation.ops
     if spec is None:
         spec = _identity_spec(propagation.output_ibp[0])
     lower, upper = _backward(ops, len(ops) - 1, spec, propagation, not lower_only)
@@ -275,17 +281,7 @@ def op_by_op_bounds(
     CROWN of `bounds` is tested (to 1e-9) and benchmarked against."""
     lower_in, upper_in = input_box(x, eps)
     propagation = propagate(model, lower_in, upper_in, "crown", intersect)
-    ops = propagation.ops
-    if spec is None:
-        spec = _identity_spec(propagation.output_ibp[0])
-    lower, upper = _backward(ops, len(ops) - 1, spec, propagation, not lower_only)
-    if not intersect:
-        return lower, upper
-    interval_lower, interval_upper = _spec_of_interval(ops, propagation, spec, lower_only)
-    lower = torch.maximum(lower, interval_lower)
-    if upper is not None:
-        upper = torch.minimum(upper, interval_upper)
-    return lower, upper
+    return _backward_spec(propagation, spec, lower_only, intersect)
 
 
 def _flat_bounds(
