@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from tailorml.cli import app
 from tailorml.config import config_from_dict
 from tailorml.data.glucose import HYPO, IN_RANGE
+from tailorml.errors import ConfigError
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Context
 from tailorml.personalize.dataset import from_glucose
@@ -182,3 +183,12 @@ def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
     )
     assert result.returncode == 2 and "not pending review" in result.stderr
     assert np.all([r.status != "approved" for r in registry.candidates(pending_only=False)])
+
+
+def test_a_candidate_that_cannot_use_the_models_inputs_fails_before_any_work(tmp_path):
+    # multi-modal co-teaching needs an insulin/carb view; the default model reads only cgm
+    config = settings(tmp_path / "registry")
+    config.soft.candidates = {"coteaching_mm": {"n": [30]}}
+    with pytest.raises(ConfigError, match=r"soft\.candidates\.coteaching_mm.*task\.channels"):
+        personalize_individual(config, "child-004")
+    assert not (tmp_path / "registry").exists()  # nothing trained, nothing registered

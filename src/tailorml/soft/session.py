@@ -30,7 +30,7 @@ import torch
 
 from tailorml.config import Config
 from tailorml.data.glucose import HYPO, IN_RANGE
-from tailorml.errors import TailormlError
+from tailorml.errors import ConfigError, TailormlError
 from tailorml.evaluate.alerts import event_leads
 from tailorml.evaluate.curves import MODEL, sweep
 from tailorml.evaluate.metrics import classification_metrics
@@ -131,6 +131,17 @@ def data_hash(readings: pd.DataFrame) -> str:
 def _part(data: PersonalData, individual: str, part: str) -> tuple[np.ndarray, pd.DataFrame]:
     prepared = data.glucose
     return prepared.splits.of(individual, part), prepared.trace(individual, part)
+
+
+def check_candidate_inputs(config: Config) -> None:
+    """A candidate method that cannot use the model's inputs (multi-modal co-teaching on a
+    CGM-only model) fails before the predefined model trains, not after."""
+    channels = tuple(config.task.channels)
+    for setting in expand(config.soft.candidates, table="soft.candidates"):
+        try:
+            setting.strategy().check_inputs(channels)
+        except ValueError as error:
+            raise ConfigError(f"[soft.candidates.{setting.method}]: {error}") from None
 
 
 def build_candidates(config: Config, context: Context, predefined) -> list[Candidate]:
@@ -286,10 +297,10 @@ def personalize_individual(
         "--predefined RUN",
     )
     require_no_teacher(config.train, "`tailorml personalize`")
+    gates = build_gates(config.soft)  # bad gate names fail before any work
+    check_candidate_inputs(config)  # a bad grid or an unusable method fails before work
     use_threads(config.train.threads)
     registry = Registry(registry_dir or config.soft.registry)
-    gates = build_gates(config.soft)  # bad gate names fail before any work
-    expand(config.soft.candidates, table="soft.candidates")  # a bad grid fails before work
     data = from_glucose(config, config.experiment.general_stride)
     if individual not in data.ids:
         raise TailormlError(f"unknown individual {individual!r}; valid: {', '.join(data.ids)}")
