@@ -120,7 +120,7 @@ def test_coteaching_trains_and_leaves_the_global_model_untouched():
 
 
 def test_sample_groups_maps_every_owned_sample():
-    codes = sample_groups(context())
+    codes = sample_groups(context().data)
     assert (codes[:60] == 0).all() and (codes[60:90] == 1).all()  # g1: a, b; g2: c
     assert (codes[90:] == -1).all()  # shared general data has no owner here
 
@@ -263,3 +263,46 @@ def test_coteaching_mm_returns_an_ordinary_model_with_the_policys_channels():
 def test_coteaching_mm_refuses_a_cgm_only_model():
     with pytest.raises(ValueError, match=r"task\.channels"):
         make_strategy("coteaching_mm").plan(multimodal_context(("cgm",)))
+
+
+# -- adaptation by need ----------------------------------------------------------------------
+
+
+def balanced_accuracy_by_hand(y, decided):
+    recalls = [np.mean(decided[y == c] == c) for c in np.unique(y)]
+    return float(np.mean(recalls))
+
+
+def test_by_need_measures_the_global_model_on_the_individuals_own_training_windows():
+    ctx = context()
+    own = ctx.own
+    with torch.no_grad():
+        decided = ctx.global_model()(torch.from_numpy(ctx.data.x[own])).argmax(1).numpy()
+    expected = balanced_accuracy_by_hand(ctx.data.y[own], decided)
+    assert make_strategy("by_need").served(ctx) == pytest.approx(expected)
+
+
+def test_by_need_keeps_the_global_model_for_the_well_served_and_adapts_the_others():
+    ctx = context()
+    served = make_strategy("by_need").served(ctx)
+    # served exactly at the target: no need, the global model unchanged
+    kept = make_strategy("by_need", n=5, target=served, base="transfer")
+    assert kept.plan(ctx).schedule == []
+    model = execute(kept.plan(ctx), ctx)
+    state = ctx.global_model().state_dict()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # served below the target: the base method's plan, step for step
+    adapted = make_strategy("by_need", n=5, target=min(1.0, served + 0.01), base="transfer")
+    base = make_strategy("transfer", n=5).plan(ctx)
+    plan = adapted.plan(ctx)
+    assert plan.start == "global" and len(plan.schedule) == len(base.schedule) == 5
+    assert all(
+        np.array_equal(a.indices, b.indices) for a, b in zip(plan.schedule, base.schedule)
+    )
+
+
+def test_by_need_refuses_bad_settings():
+    with pytest.raises(ValueError, match="base must be one of"):
+        make_strategy("by_need", base="coteaching")
+    with pytest.raises(ValueError, match="target must be a balanced accuracy"):
+        make_strategy("by_need", target=0.0)

@@ -260,6 +260,14 @@ class TrainConfig(_Section):
     distill_temperature: float = Field(
         default=2.0, gt=0, description="softmax temperature of teacher and student"
     )
+    group_dro_eta: float = Field(
+        default=0.0,
+        ge=0,
+        description="the predefined model (`tailorml train`/`demo`, an experiment's global "
+        "models): > 0 trains it with group DRO over the cohort's groups (age group), raising "
+        "the weight of the group with the larger loss at this step size after every batch, "
+        "so the worst group's loss is what training lowers; 0 = the plain loss",
+    )
     seed: int = Field(default=0, description="`tailorml train`: initialisation and batch order")
     threads: int = Field(default=2, ge=1, description="torch threads of train/personalize/certify")
 

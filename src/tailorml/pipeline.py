@@ -30,6 +30,7 @@ from tailorml.evaluate.operating_point import (
 from tailorml.io import atomic_write_json, sha256_file
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model, save_model
 from tailorml.models.distill import Distillation
+from tailorml.models.group_dro import group_codes
 from tailorml.models.predict import predict_proba
 from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
 from tailorml.models.train import EpochProgress, LabeledData, TrainResult, use_threads
@@ -63,10 +64,10 @@ def teacher_plugins(
     train = config.train
     if not train.distill_from:
         return []
-    if recipe.robust != "none" or recipe.sparsity:
+    if recipe.robust != "none" or recipe.sparsity or recipe.group_dro_eta:
         raise ConfigError(
             "train.distill_from: distillation replaces the batch loss, so it cannot be "
-            "combined with robust training or pruning"
+            "combined with robust training, pruning or group DRO (train.group_dro_eta)"
         )
     path = Path(train.distill_from).expanduser()
     if not path.is_file():
@@ -84,6 +85,14 @@ def teacher_plugins(
             class_weights=recipe.class_weights(y_train, len(CLASSES)),
         )
     ]
+
+
+def window_groups(prepared: Prepared, indices: np.ndarray) -> np.ndarray:
+    """Group code of each of these windows (its individual's group), for group DRO."""
+    windows = prepared.windows
+    owners = [windows.ids[i] for i in windows.individual[indices]]
+    group_of = {person.id: person.group for person in prepared.cohort.individuals}
+    return group_codes(owners, group_of)
 
 
 def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SILENT) -> GlobalFit:
@@ -137,6 +146,7 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
                 EpochProgress(task, recipe.steps_per_epoch(len(y_train))),
                 *teacher_plugins(config, recipe, y_train, reporter),
             ],
+            groups=window_groups(prepared, train_indices) if recipe.group_dro_eta else None,
         )
     model = fit.model
     pruning = pruning_record(recipe, dense_parameters, model)

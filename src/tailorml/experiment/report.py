@@ -41,6 +41,7 @@ FAMILY = {
     "coteaching": "generalizing",
     "coteaching_mm": "generalizing",
     "group_dro": "fair",
+    "by_need": "fair",
 }
 COLOURS = {
     "baseline": "#333333",

@@ -26,6 +26,7 @@ from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose, from_writers
 from tailorml.personalize.evaluate import evaluate_personalized
 from tailorml.personalize.factory import budget, latents_of, model_factory
+from tailorml.personalize.fair import sample_groups
 from tailorml.personalize.grid import Setting, expand
 from tailorml.robust.evaluate import perturbation_for
 
@@ -116,13 +117,15 @@ def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> st
     config, data = _setup(config_json)
     general = data.general_train(individual)
     model = model_factory(config, data, individual, seed)()
+    recipe = Recipe.from_config(config.train)
     fit = fit_predefined(
         model,
         LabeledData.from_numpy(data.x[general], data.y[general]),
-        Recipe.from_config(config.train),
+        recipe,
         n_classes=data.n_classes,
         seed=seed,
         perturbation=perturbation_for(config, data.policy),
+        groups=sample_groups(data)[general] if recipe.group_dro_eta else None,
     )
     save_model(fit.model, CachePaths(run_dir).global_model(data.general_key(individual), seed))
     return f"global model {data.general_key(individual)} seed {seed}"

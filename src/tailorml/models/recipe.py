@@ -30,6 +30,7 @@ from torch import nn
 from tailorml.config import ModelConfig, TrainConfig
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import SmallCNN, build_model
+from tailorml.models.group_dro import GroupDRO, n_groups
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import (
     LabeledData,
@@ -57,6 +58,7 @@ class Recipe:
     robust: Literal["none", "pgd", "ibp", "crown-ibp"] = "none"
     sparsity: float = 0.0
     structured: bool = True
+    group_dro_eta: float = 0.0  # > 0: the predefined model minimises the worst group's loss
 
     @classmethod
     def from_config(cls, train: TrainConfig) -> Recipe:
@@ -69,6 +71,7 @@ class Recipe:
             robust=train.robust,
             sparsity=train.sparsity,
             structured=train.structured,
+            group_dro_eta=train.group_dro_eta,
         )
 
     def class_weights(self, labels: np.ndarray, n_classes: int) -> torch.Tensor | None:
@@ -134,6 +137,36 @@ def require_no_teacher(train: TrainConfig, job: str) -> None:
         raise ConfigError(NO_TEACHER_HERE.format(path=train.distill_from, job=job))
 
 
+GROUP_DRO_NEEDS = (
+    "train.group_dro_eta = {eta:g}: group DRO needs training windows of at least two groups "
+    "(the cohort file's `group` column); {found}. Set train.group_dro_eta = 0"
+)
+
+
+def group_dro_plugin(
+    recipe: Recipe, groups: np.ndarray | None, schedule: list[Step], weights: torch.Tensor | None
+) -> GroupDRO | None:
+    """The group-DRO loss of a recipe with `group_dro_eta` > 0, or None; refused where it
+    cannot work (one group) or would fight another loss (robust training)."""
+    if recipe.group_dro_eta <= 0:
+        return None
+    if recipe.robust != "none":
+        raise ConfigError(
+            "train.group_dro_eta: group DRO replaces the batch loss, so it cannot be combined "
+            f"with robust training (train.robust = {recipe.robust!r}); set one of them off"
+        )
+    if groups is None:
+        raise ValueError("group DRO needs the group of every training sample")
+    if n_groups(groups) < 2:
+        found = (
+            "the training windows have no group"
+            if n_groups(groups) == 0
+            else "the training windows are all of one group"
+        )
+        raise ConfigError(GROUP_DRO_NEEDS.format(eta=recipe.group_dro_eta, found=found))
+    return GroupDRO(groups, schedule, recipe.group_dro_eta, weights)
+
+
 @dataclass
 class PredefinedFit:
     """A trained predefined model and how its training went."""
@@ -170,6 +203,7 @@ def fit_predefined(
     perturbation: SensorError | None = None,
     validate: Callable[[nn.Module], float] | None = None,
     plugins: Sequence[LoopPlugin] = (),
+    groups: np.ndarray | None = None,
 ) -> PredefinedFit:
     """Train `model` on `general` (D_G) with `recipe`; the one way a predefined model is
     trained. With `validate` (higher is better), checked after every epoch, the best
@@ -178,9 +212,12 @@ def fit_predefined(
     ramp, and an earlier checkpoint would bring pruned weights back.
 
     With structured pruning the returned model is the compacted one (same outputs, fewer
-    parameters); use `PredefinedFit.model`, not the network passed in."""
+    parameters); use `PredefinedFit.model`, not the network passed in. `groups` (the group
+    code of every sample of `general`, `models.group_dro.group_codes`) is needed when the
+    recipe asks for group DRO."""
     schedule = recipe.schedule(len(general), seed)
     weights = recipe.class_weights(general.y.numpy(), n_classes)
+    fairness = group_dro_plugin(recipe, groups, schedule, weights)
     robust = None
     if recipe.robust != "none":
         if perturbation is None:
@@ -192,6 +229,7 @@ def fit_predefined(
     loop_plugins = [
         *([robust.plugin(len(schedule), weights)] if robust else []),
         *([Pruner(model, pruning, len(schedule))] if pruning else []),
+        *([fairness] if fairness else []),
         *plugins,
     ]
     result = train(

@@ -1,70 +1,39 @@
 """Fairness-aware training (seed 001, Aim 3) as a plan over the one loop.
 
 GroupDRO(eta): trained from scratch on D_G ∪ D_I like Baseline+D_I, but the batch loss is
-the group-weighted loss of group distributionally robust optimisation (Sagawa et al., ICLR
-2020, their online algorithm): a weight q_g per age group, q_g <- q_g exp(eta * loss_g) after
-each batch (then normalised), loss = sum_g q_g loss_g over the groups in the batch. Groups
-whose windows are hard get more weight, so the worst group's loss is what training lowers.
+the group-weighted loss of group distributionally robust optimisation (`models.group_dro`:
+a weight per age group, raised for the group with the larger loss after each batch), so the
+worst group's loss is what training lowers.
 Compared with Baseline+D_I (same data, same steps, plain average loss), its cost and gain in
 group gaps are measured by `tailorml experiment` (fairness.csv), not assumed.
+
+ByNeed(n, target, base): personalize (with TL, L2-SP or FD) only the individuals whom the
+global model serves below a target; the others keep the global model.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from tailorml.models.schedule import Step, epochs
-from tailorml.models.train import LoopPlugin
-from tailorml.personalize.base import Context, Plan, Strategy, register
+from tailorml.evaluate.metrics import classification_metrics
+from tailorml.models.group_dro import GroupDRO, group_codes, n_groups
+from tailorml.models.predict import predict_proba
+from tailorml.models.schedule import epochs
+from tailorml.personalize.base import Context, Plan, Strategy, make_strategy, register
+from tailorml.personalize.dataset import PersonalData
+
+__all__ = ["ByNeed", "GroupDRO", "GroupDROTraining", "sample_groups"]
 
 
-def sample_groups(context: Context) -> np.ndarray:
-    """Group code of every sample of the data set (-1: no owner), from each individual's
-    train and test indices and `data.groups`."""
-    data = context.data
-    names = sorted(set(data.groups.values()))
-    codes = np.full(len(data.y), -1, dtype=np.int64)
-    for individual, group in data.groups.items():
+def sample_groups(data: PersonalData) -> np.ndarray:
+    """Group code of every sample of the data set (NO_GROUP: no owner), from each
+    individual's train and test indices and `data.groups`."""
+    owners = np.full(len(data.y), "", dtype=object)
+    for individual in data.groups:
         for part in (data.individual_train, data.individual_test):
             if individual in part:
-                codes[part[individual]] = names.index(group)
-    return codes
-
-
-class GroupDRO(LoopPlugin):
-    """Online group DRO over the groups of each step's samples (`codes`: the group of every
-    sample of the step's source, by position)."""
-
-    def __init__(
-        self,
-        codes: np.ndarray,
-        schedule: list[Step],
-        eta: float,
-        class_weights: torch.Tensor | None = None,
-    ) -> None:
-        self.codes = torch.as_tensor(codes, dtype=torch.long)
-        self.groups = int(codes.max()) + 1 if len(codes) else 0
-        self.q = torch.full((self.groups,), 1.0 / max(self.groups, 1))
-        self.indices = [torch.as_tensor(step.indices, dtype=torch.long) for step in schedule]
-        self.eta, self.class_weights = eta, class_weights
-
-    def batch_loss(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int
-    ) -> torch.Tensor | None:
-        losses = F.cross_entropy(model(x), y, weight=self.class_weights, reduction="none")
-        groups = self.codes[self.indices[step - 1]]
-        present = torch.unique(groups[groups >= 0])
-        if len(present) == 0:
-            return losses.mean()
-        means = torch.stack([losses[groups == g].mean() for g in present])
-        with torch.no_grad():
-            self.q[present] *= torch.exp(self.eta * means)
-            self.q /= self.q.sum()
-        weights = self.q[present] / self.q[present].sum()
-        return (weights * means).sum()
+                owners[part[individual]] = individual
+    return group_codes(list(owners), data.groups)
 
 
 @register
@@ -78,12 +47,12 @@ class GroupDROTraining(Strategy):
         self.eta = eta
 
     def plan(self, context: Context) -> Plan:
-        if len(set(context.data.groups.values())) < 2:
-            raise ValueError("group_dro needs individuals of at least two groups")
         union = np.concatenate([context.general, context.own])
+        codes = sample_groups(context.data)[union]
+        if n_groups(codes) < 2:
+            raise ValueError("group_dro needs individuals of at least two groups")
         budget = context.budget
         schedule = epochs("union", len(union), budget.batch_size, budget.epochs, context.seed)
-        codes = sample_groups(context)[union]
         eta, weights = self.eta, budget.class_weights
         return Plan(
             start="scratch",
@@ -91,3 +60,43 @@ class GroupDROTraining(Strategy):
             schedule=schedule,
             plugins=[lambda model, ctx: GroupDRO(codes, schedule, eta, weights)],
         )
+
+
+NEED_BASES = ("transfer", "l2sp", "feature_distillation")
+
+
+@register
+class ByNeed(Strategy):
+    """Adaptation allocated by need, not equally (seed 001, Aim 3): only an individual whom
+    the global model serves below `target` (balanced accuracy of its decisions on the
+    individual's own training windows, which the global model never saw) is personalized,
+    with `base`(n); everyone else keeps the global model unchanged. Fine-tuning everybody
+    helps some people and hurts others (docs/fairness.md); spending it only where the
+    global model falls short is meant to lift the worst-served without moving those it
+    already serves — measured by the experiment runner, not assumed."""
+
+    name = "by_need"
+    label = "ByNeed"
+
+    def __init__(self, n: int = 300, target: float = 0.85, base: str = "feature_distillation"):
+        if not 0 < target <= 1:
+            raise ValueError(f"target must be a balanced accuracy in (0, 1], got {target!r}")
+        if base not in NEED_BASES:
+            raise ValueError(f"base must be one of {', '.join(NEED_BASES)}, got {base!r}")
+        self.base_strategy = make_strategy(base, n=n)  # checks n
+        self.n, self.target, self.base = n, target, base
+
+    def served(self, context: Context) -> float:
+        """How well the global model serves this individual: balanced accuracy of its
+        decisions on the individual's own training windows."""
+        data, own = context.data, context.own
+        decisions = data.policy.decide(predict_proba(context.global_model(), data.x[own]))
+        return classification_metrics(data.y[own], decisions)["balanced_accuracy"]
+
+    def check_inputs(self, channels: tuple[str, ...]) -> None:
+        self.base_strategy.check_inputs(channels)
+
+    def plan(self, context: Context) -> Plan:
+        if self.served(context) >= self.target:
+            return Plan(start="global")  # no steps: the global model, unchanged
+        return self.base_strategy.plan(context)
