@@ -123,3 +123,64 @@ def test_an_evaluation_writes_its_fairness_tables(trained, tmp_path):
         "age_years",
     }
     assert len(traits)  # the simulated cohort carries its traits
+
+
+def test_a_categorical_trait_of_the_cohort_file_gets_its_own_group_table(trained, tmp_path):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from tailorml.evaluate.individuals import write_fairness
+
+    sex = {"adolescent-003": "f", "adult-008": "m", "child-004": "f"}
+    people = [
+        dataclasses.replace(person, categories={"sex": sex[person.id]})
+        for person in trained.prepared.cohort.individuals
+        if person.id in sex
+    ]
+    prepared = SimpleNamespace(cohort=SimpleNamespace(individuals=people))
+    per_individual = pd.DataFrame(
+        {
+            "patient_id": list(sex),
+            "group": ["adolescent", "adult", "child"],
+            "skipped": ["", "", ""],
+            "hypo_sensitivity": [1.0, 0.5, 0.75],
+        }
+    )
+    write_fairness(tmp_path, per_individual, prepared)
+    table = pd.read_csv(tmp_path / "fairness.csv").set_index("trait")
+    assert table.loc["group", "gap"] == pytest.approx(0.5)  # 1.0 (adolescent) - 0.5 (adult)
+    # f: (1.0 + 0.75) / 2 = 0.875, m: 0.5
+    assert table.loc["sex", "gap"] == pytest.approx(0.375)
+    assert table.loc["sex", "worst_group"] == "m"
+
+
+def test_experiment_fairness_by_age_group_and_by_a_categorical_trait():
+    from tailorml.experiment.fairness import add_gap_columns, experiment_fairness
+
+    rows = []
+    sensitivity = {"B": [1, 1, 1, 1], "TL": [1, 0.5, 1, 0.5]}
+    for method, setting in (("baseline", "B"), ("tl", "TL")):
+        for k, individual in enumerate("abcd"):
+            rows.append(
+                {
+                    "method": method,
+                    "setting": setting,
+                    "individual": individual,
+                    "group": "xxyy"[k],
+                    "seed": 0,
+                    "status": "ok",
+                    "hypo_sensitivity": sensitivity[setting][k],
+                }
+            )
+    results = pd.DataFrame(rows)
+    categories = pd.DataFrame({"sex": ["f", "m", "f", "m"]}, index=list("abcd"))
+    table = experiment_fairness(results, "baseline", categories=categories)
+    by = table.set_index("trait")
+    # age groups x = {a, b}, y = {c, d}: after 0.75 and 0.75, no gap
+    assert by.loc["group", "gap_after"] == pytest.approx(0.0)
+    # sex f = {a, c}: 1.0, m = {b, d}: 0.5 -> a gap of 0.5, the worst group m
+    assert by.loc["sex", "gap_after"] == pytest.approx(0.5)
+    assert by.loc["sex", "worst_group_after"] == "m"
+    summary = pd.DataFrame({"method": ["baseline", "tl"], "setting": ["B", "TL"]})
+    gaps = add_gap_columns(summary, table, "baseline")  # Table I keeps the age-group gap
+    assert gaps["hypo_sensitivity_group_gap"].tolist() == [0.0, 0.0]

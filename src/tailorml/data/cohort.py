@@ -63,7 +63,10 @@ def default_cohort_path() -> Path:
 class Individual:
     id: str
     group: str
-    traits: dict[str, float] = field(default_factory=dict)
+    traits: dict[str, float] = field(default_factory=dict)  # numeric, constant per person
+    # any other text column constant per person (e.g. sex, sensor model): a categorical trait
+    # the fairness tables disaggregate by, like the age group
+    categories: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -408,10 +411,12 @@ def load_cohort(
         frame = frame[frame["time"] < first + pd.Timedelta(days=max_days)].reset_index(drop=True)
 
     known = {"patient_id", "time", "cgm", "group", "bg", "cho", "insulin"}
-    trait_columns = [
-        column
-        for column in frame.columns
-        if column not in known and pd.api.types.is_numeric_dtype(frame[column])
+    extra = [column for column in frame.columns if column not in known]
+    trait_columns = [c for c in extra if pd.api.types.is_numeric_dtype(frame[c])]
+    category_columns = [
+        c
+        for c in extra
+        if c not in trait_columns and not pd.api.types.is_datetime64_any_dtype(frame[c])
     ]
     people = []
     for patient, rows in frame.groupby("patient_id", sort=False):
@@ -420,7 +425,12 @@ def load_cohort(
             for column in trait_columns
             if rows[column].nunique(dropna=False) == 1
         }
-        people.append(Individual(str(patient), str(rows["group"].iloc[0]), traits))
+        categories = {
+            column: str(rows[column].iloc[0])
+            for column in category_columns
+            if rows[column].nunique(dropna=False) == 1 and pd.notna(rows[column].iloc[0])
+        }
+        people.append(Individual(str(patient), str(rows["group"].iloc[0]), traits, categories))
     metadata = _read_metadata(path.with_suffix(".json"))
     return Cohort(frame, sample_minutes, people, str(path), metadata, notes)
 

@@ -104,7 +104,8 @@ def group_fairness(
     for metric in metrics:
         if metric not in per_individual:
             continue
-        known = per_individual[np.isfinite(per_individual[metric].astype(float))]
+        values = per_individual[metric].astype(float)
+        known = per_individual[np.isfinite(values) & per_individual[group_column].notna()]
         if known[group_column].nunique() < 2:
             continue
         frame = group_frame(known[metric], known[group_column])

@@ -279,15 +279,27 @@ def write_evaluation(
 
 
 def write_fairness(folder: Path, per_individual: pd.DataFrame, prepared: Prepared) -> None:
-    """fairness.csv (age-group gaps, ratios, worst group, bootstrap CIs) and
+    """fairness.csv (gaps, ratios, worst group, bootstrap CIs across the age groups and
+    across every categorical trait of the cohort file, column `trait`) and
     fairness_traits.csv (Spearman's rho with each continuous trait) of one evaluation."""
     from tailorml.evaluate.fairness import group_fairness, trait_correlations
 
     evaluated = per_individual[per_individual["skipped"] == ""]
-    traits = pd.DataFrame.from_dict(
-        {person.id: person.traits for person in prepared.cohort.individuals}, orient="index"
-    )
-    groups = group_fairness(evaluated) if "group" in evaluated else pd.DataFrame()
+    people = prepared.cohort.individuals
+    traits = pd.DataFrame.from_dict({person.id: person.traits for person in people}, orient="index")
+    categories = sorted({name for person in people for name in person.categories})
+    if categories and "patient_id" in evaluated:
+        by_person = {person.id: person.categories for person in people}
+        evaluated = evaluated.assign(
+            **{
+                name: evaluated["patient_id"].map(lambda i, n=name: by_person[i].get(n))
+                for name in categories
+                if name not in evaluated
+            }
+        )
+    columns = [c for c in ("group", *categories) if c in evaluated]
+    tables = [group_fairness(evaluated, column) for column in columns]
+    groups = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     correlations = trait_correlations(evaluated, traits) if len(traits.columns) else pd.DataFrame()
     atomic_write_text(folder / "fairness.csv", groups.to_csv(index=False))
     atomic_write_text(folder / "fairness_traits.csv", correlations.to_csv(index=False))

@@ -1,5 +1,6 @@
 """ "Does personalization decrease fairness?" (seed 001, Aim 3), measured for every method of an
-experiment from its tidy results: per setting, the age-group gap, the worst group and the
+experiment from its tidy results: per setting, the age-group gap (and the gap across each
+categorical trait of the cohort file), the worst group and the
 spread across individuals before (the reference method, the global model) and after, with
 paired tests (`tailorml.evaluate.fairness`); and Spearman's rho between each continuous
 personal trait and per-individual balanced accuracy, per setting.
@@ -21,14 +22,31 @@ FAIRNESS_METRICS = (
 TRAIT_METRIC = "balanced_acc_individual"
 
 
-def experiment_fairness(results: pd.DataFrame, reference: str, seed: int = 0) -> pd.DataFrame:
-    """One row per (setting, metric); empty when the results carry no groups."""
-    if "group" not in results or results["group"].nunique() < 2:
-        return pd.DataFrame()
+def experiment_fairness(
+    results: pd.DataFrame,
+    reference: str,
+    seed: int = 0,
+    categories: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per (grouping, setting, metric): column `trait` is "group" (the age group)
+    or a categorical trait of the cohort file (`categories`, indexed by individual id);
+    empty when there is nothing with two groups."""
+    groupings = {}
+    if "group" in results:
+        groupings["group"] = results.groupby("individual")["group"].first()
+    for name in categories.columns if categories is not None else []:
+        groupings.setdefault(name, categories[name])
     metrics = [m for m in FAIRNESS_METRICS if m in results]
-    values = per_individual(results, metrics)
-    groups = results.groupby("individual")["group"].first()
-    return personalization_fairness(values, groups, reference, metrics, seed)
+    values = per_individual(results, metrics) if metrics else None
+    tables = []
+    for trait, groups in groupings.items():
+        groups = groups.dropna()
+        if groups.nunique() < 2 or values is None:
+            continue
+        table = personalization_fairness(values, groups, reference, metrics, seed)
+        if len(table):
+            tables.append(table.assign(trait=trait))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def experiment_trait_correlations(results: pd.DataFrame, traits: pd.DataFrame) -> pd.DataFrame:
@@ -52,6 +70,8 @@ def add_gap_columns(summary: pd.DataFrame, fairness: pd.DataFrame, reference: st
     sensitivity (after personalization; the reference method's row: its own, "before")."""
     if summary.empty or fairness.empty:
         return summary
+    if "trait" in fairness:
+        fairness = fairness[fairness["trait"] == "group"]
     summary = summary.copy()
     for metric in ("balanced_acc_individual", "hypo_sensitivity"):
         mine = fairness[fairness["metric"] == metric]
@@ -66,6 +86,13 @@ def add_gap_columns(summary: pd.DataFrame, fairness: pd.DataFrame, reference: st
     return summary
 
 
+def cohort_categories(cohort) -> pd.DataFrame:
+    """The categorical traits of a cohort's individuals (beyond the age group), indexed by
+    id (empty if none)."""
+    rows = {person.id: person.categories for person in cohort.individuals if person.categories}
+    return pd.DataFrame.from_dict(rows, orient="index") if rows else pd.DataFrame()
+
+
 def cohort_traits(cohort) -> pd.DataFrame:
     """The continuous traits of a cohort's individuals, indexed by id (empty if none)."""
     rows = {person.id: person.traits for person in cohort.individuals if person.traits}
@@ -73,7 +100,12 @@ def cohort_traits(cohort) -> pd.DataFrame:
 
 
 def write_fairness(
-    run_dir, results: pd.DataFrame, reference: str, traits: pd.DataFrame, seed: int = 0
+    run_dir,
+    results: pd.DataFrame,
+    reference: str,
+    traits: pd.DataFrame,
+    seed: int = 0,
+    categories: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """fairness.csv, fairness_traits.csv and rollout.csv of an experiment run (empty files
     when the results have no groups or traits)."""
@@ -81,7 +113,7 @@ def write_fairness(
 
     from tailorml.io import atomic_write_text
 
-    fairness = experiment_fairness(results, reference, seed)
+    fairness = experiment_fairness(results, reference, seed, categories)
     correlations = experiment_trait_correlations(results, traits)
     rollout = rollout_table(results, reference)
     atomic_write_text(Path(run_dir) / "rollout.csv", rollout.to_csv(index=False))

@@ -261,8 +261,11 @@ def _fairness_context(run_dir: Path, results: pd.DataFrame, order: list[str]) ->
     fairness = optional_table(run_dir / "fairness.csv")
     if fairness.empty:
         return context
+    if "trait" not in fairness:  # runs of older versions: age groups only
+        fairness = fairness.assign(trait="group")
     context["fairness"] = {
-        metric: rows.to_dict("records") for metric, rows in fairness.groupby("metric", sort=False)
+        key: rows.to_dict("records")
+        for key, rows in fairness.groupby(["trait", "metric"], sort=False)
     }
     metric = "balanced_acc_individual" if "balanced_acc_individual" in results else None
     if metric and "group" in results:

@@ -21,7 +21,12 @@ from tailorml.config import Config
 from tailorml.errors import ConfigError
 from tailorml.experiment import tasks
 from tailorml.experiment.backends import make_backend
-from tailorml.experiment.fairness import add_gap_columns, cohort_traits, write_fairness
+from tailorml.experiment.fairness import (
+    add_gap_columns,
+    cohort_categories,
+    cohort_traits,
+    write_fairness,
+)
 from tailorml.experiment.generalization import robustness_table
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
@@ -211,6 +216,7 @@ def run_experiment(
         experiment.reference,
         cohort_traits(cohort) if cohort is not None else pd.DataFrame(),
         seeds[0],
+        cohort_categories(cohort) if cohort is not None else None,
     )
     summary = add_gap_columns(summary, fairness, experiment.reference)
     robustness = robustness_table(results, experiment.reference)
