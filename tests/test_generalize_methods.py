@@ -296,9 +296,8 @@ def test_by_need_keeps_the_global_model_for_the_well_served_and_adapts_the_other
     base = make_strategy("transfer", n=5).plan(ctx)
     plan = adapted.plan(ctx)
     assert plan.start == "global" and len(plan.schedule) == len(base.schedule) == 5
-    assert all(
-        np.array_equal(a.indices, b.indices) for a, b in zip(plan.schedule, base.schedule)
-    )
+    pairs = zip(plan.schedule, base.schedule, strict=True)
+    assert all(np.array_equal(a.indices, b.indices) for a, b in pairs)
 
 
 def test_by_need_refuses_bad_settings():

@@ -187,3 +187,9 @@ def test_life_columns_give_each_scenario_for_one_individual(trained, tmp_path):
     assert sorted(columns) == sorted(f"{s}__{m}" for s in scenarios for m in metrics)
     assert 0 <= columns["life_unchanged__balanced_accuracy"] <= 1
     assert life_columns(trained.model, trained.model.policy, tmp_path, "child-001") == {}
+    # read once per process (cached), and again when the scenario files are rewritten
+    again = life_columns(trained.model, trained.model.policy, tmp_path, "adult-001")
+    assert pd.Series(again).equals(pd.Series(columns))  # NaN (no low) equals NaN here
+    simulate_life(["adult-001"], days=1, seed=5, out_dir=tmp_path)
+    other = life_columns(trained.model, trained.model.policy, tmp_path, "adult-001")
+    assert not pd.Series(other).equals(pd.Series(columns))  # other days, other figures

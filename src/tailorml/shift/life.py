@@ -23,6 +23,7 @@ times the sensor suite, which is why `tailorml stress` runs it only with `--life
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -151,6 +152,22 @@ def is_virtual_patient(patient: str) -> bool:
     return patient in {patient_id(name) for name in patient_names()}
 
 
+@functools.lru_cache(maxsize=16)
+def _scenario_days(path: str, modified: int, individual: str, task: str):
+    """One individual's windows and CGM trace on a scenario's new days, or None when the
+    scenario does not have them. Cached per worker process: the runner evaluates every
+    method of an individual on the same days, so they are read and windowed once, not once
+    per method (`modified` keys the cache to the file's version)."""
+    from tailorml.config import TaskConfig
+    from tailorml.data.prepared import prepare_whole
+
+    if individual not in set(pd.read_parquet(path, columns=["patient_id"])["patient_id"]):
+        return None
+    cohort = load_cohort(path, [individual])
+    whole = prepare_whole(cohort, TaskConfig.model_validate_json(task))
+    return whole, cohort.of(individual)["cgm"].to_numpy(float)
+
+
 def life_columns(
     model: nn.Module, policy: AlertPolicy, folder: str | Path, individual: str
 ) -> dict[str, float]:
@@ -158,19 +175,18 @@ def life_columns(
     `folder` (by `simulate_life`), as result columns `<scenario>__<metric>`: the experiment
     runner's life changes for every personalized model. Scenarios without this individual
     (growth: children only) give no columns."""
-    from tailorml.data.prepared import prepare_whole
     from tailorml.shift.suite import STRESS_METRICS, evaluate_shift
 
     columns: dict[str, float] = {}
+    task = policy.task().model_dump_json()
     for scenario in SCENARIOS:
         path = Path(folder) / f"{scenario}.parquet"
         if not path.exists():
             continue
-        if individual not in set(pd.read_parquet(path, columns=["patient_id"])["patient_id"]):
+        found = _scenario_days(str(path.resolve()), path.stat().st_mtime_ns, individual, task)
+        if found is None:
             continue
-        cohort = load_cohort(path, [individual])
-        whole = prepare_whole(cohort, policy.task())
-        trace = cohort.of(individual)["cgm"].to_numpy(float)
+        whole, trace = found
         for row in evaluate_shift(model, whole, {individual: (trace, trace)}, "all", policy):
             for metric in STRESS_METRICS:
                 value = float(row[metric])
