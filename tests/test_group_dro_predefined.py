@@ -58,3 +58,12 @@ def test_group_dro_with_one_group_or_with_robust_training_is_refused():
         fit(0.5, np.full_like(groups, NO_GROUP))
     with pytest.raises(ConfigError, match=r"robust training \(train\.robust = 'ibp'\)"):
         fit(0.5, groups, robust="ibp")
+
+
+def test_the_config_refuses_two_losses_that_replace_each_other():
+    from tailorml.config import config_from_dict
+
+    for other in ({"robust": "ibp"}, {"distill_from": "teacher.pt"}):
+        with pytest.raises(ConfigError, match=r"group_dro_eta = 0\.1 with .*replaces the batch"):
+            config_from_dict({"train": {"group_dro_eta": 0.1, **other}})
+    config_from_dict({"train": {"group_dro_eta": 0.1}})  # alone: accepted

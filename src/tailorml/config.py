@@ -271,6 +271,22 @@ class TrainConfig(_Section):
     seed: int = Field(default=0, description="`tailorml train`: initialisation and batch order")
     threads: int = Field(default=2, ge=1, description="torch threads of train/personalize/certify")
 
+    @model_validator(mode="after")
+    def _one_replacement_loss(self) -> TrainConfig:
+        """Group DRO, robust training and distillation each replace the batch loss; two at
+        once would fail at the first training step, after the data were prepared."""
+        if self.group_dro_eta > 0 and self.robust != "none":
+            raise ValueError(
+                f"group_dro_eta = {self.group_dro_eta:g} with robust = {self.robust!r}: each "
+                "replaces the batch loss; set group_dro_eta = 0 or robust = 'none'"
+            )
+        if self.group_dro_eta > 0 and self.distill_from:
+            raise ValueError(
+                f"group_dro_eta = {self.group_dro_eta:g} with distill_from: each replaces the "
+                "batch loss; set group_dro_eta = 0 or distill_from = ''"
+            )
+        return self
+
 
 def threshold_grid() -> list[float]:
     """The alert thresholds an operating point is chosen from: 0.02 to 0.98 in steps of 0.02,
