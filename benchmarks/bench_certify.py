@@ -3,6 +3,7 @@ fast CROWN against the op-by-op one side by side (same bounds, checked), its mem
 window, and tightness of the bounds against the exact MILP optimum on small ReLU networks.
 
     .venv/bin/python benchmarks/bench_certify.py [--model runs/<run>/model.pt] [--windows 256]
+    .venv/bin/python benchmarks/bench_certify.py --windows 0     # tightness only
 
 Throughput: float64, 2 threads, real windows of the shipped synthetic cohort, the given
 model (or a freshly initialised default one: the cost of CROWN does not depend on the
@@ -10,7 +11,8 @@ weights, since every neuron is bounded). Rates under load are only comparable wi
 one run (the ratios); the script prints the load average.
 Tightness: for random tiny networks and inputs, with f(x) the clean margin and m* the MILP
 minimum over the box, ratio = (f(x) - bound) / (f(x) - m*): 1 = exact, 2 = twice as
-pessimistic as the true worst case.
+pessimistic as the true worst case; the last column is branch and bound over the input
+box on CROWN (`tailorml.robust.bab`) with at most BAB_DOMAINS boxes per bound.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from tailorml.models.recipe import fresh_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.robust import crown
+from tailorml.robust.bab import minimum_bound
 from tailorml.robust.bounds import METHODS, bounds, op_by_op_bounds, pairwise_spec
 from tailorml.robust.certify import certify
 from tailorml.robust.milp import minimize
 from tailorml.robust.perturbation import SensorError, cgm_error
+
+BAB_DOMAINS = 1024
 
 
 def _windows(n_windows: int):
@@ -157,12 +162,14 @@ def throughput(model_path: str | None, n_windows: int, methods: list[str]) -> No
 
 def tightness(trials: int) -> None:
     print(f"\ntightness against the MILP optimum ({trials} random nets x 1 input each)")
+    columns = [*METHODS, f"bab{BAB_DOMAINS}"]
     print(
-        f"{'network':24s} {'unstable':>8s} {'milp s':>7s} " + " ".join(f"{m:>10s}" for m in METHODS)
+        f"{'network':24s} {'unstable':>8s} {'milp s':>7s} {'bab s':>7s} "
+        + " ".join(f"{m:>10s}" for m in columns)
     )
     for widths, eps in (((4, 8, 8, 2), 0.3), ((4, 16, 16, 2), 0.2), ((8, 16, 16, 16, 2), 0.1)):
-        ratios = {method: [] for method in METHODS}
-        unstable, seconds = [], []
+        ratios = {method: [] for method in columns}
+        unstable, seconds, bab_seconds = [], [], []
         for trial in range(trials):
             torch.manual_seed(trial)
             layers: list[nn.Module] = []
@@ -185,10 +192,21 @@ def tightness(trials: int) -> None:
                 with torch.no_grad():
                     lower, _ = bounds(net, x, error, method, spec=spec_tensor, lower_only=True)
                 ratios[method].append((clean - float(lower)) / (clean - exact.value))
+            low, high = error.box(x)
+            start = time.perf_counter()
+            found = minimum_bound(net, low, high, torch.tensor(spec), max_domains=BAB_DOMAINS)
+            bab_seconds.append(time.perf_counter() - start)
+            ratios[columns[-1]].append((clean - found.lower) / (clean - exact.value))
         name = "-".join(map(str, widths)) + f" eps {eps:g}"
-        cells = " ".join(f"{np.median(ratios[m]):10.2f}" for m in METHODS)
-        print(f"{name:24s} {np.mean(unstable):8.1f} {np.mean(seconds):7.3f} {cells}")
-    print("(cells: median ratio (f(x) - bound) / (f(x) - exact minimum); 1.00 = exact)")
+        cells = " ".join(f"{np.median(ratios[m]):10.2f}" for m in columns)
+        print(
+            f"{name:24s} {np.mean(unstable):8.1f} {np.mean(seconds):7.3f} "
+            f"{np.mean(bab_seconds):7.3f} {cells}"
+        )
+    print(
+        "(cells: median ratio (f(x) - bound) / (f(x) - exact minimum); 1.00 = exact; "
+        f"bab{BAB_DOMAINS}: branch and bound on CROWN, at most {BAB_DOMAINS} boxes)"
+    )
 
 
 def main() -> None:
@@ -209,7 +227,8 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    throughput(args.model, args.windows, methods)
+    if args.windows > 0:
+        throughput(args.model, args.windows, methods)
     if args.trials > 0:
         tightness(args.trials)
 
