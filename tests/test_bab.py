@@ -96,3 +96,34 @@ def test_refuses_other_bounds_and_empty_budgets():
         minimum_bound(net, *box, torch.tensor([1.0, -1.0]), method="ibp")
     with pytest.raises(ValueError, match="max_domains"):
         minimum_bound(net, *box, torch.tensor([1.0, -1.0]), max_domains=0)
+
+
+def test_certify_with_bab_proves_a_decision_alpha_crown_cannot():
+    from tailorml.policy import AlertPolicy
+    from tailorml.robust.certify import certify
+
+    # shift the margin z0 - z1 so that its exact minimum over the box is as far above 0 as
+    # α-CROWN's lower bound is below it: true, but beyond α-CROWN
+    net = tiny_relu_net(1)
+    x = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    error = SensorError(0.4)
+    exact = minimize(net, x, np.array([1.0, -1.0]), error).value
+    spec = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
+    alpha_lower = bounds(net, x, error, "alpha-crown", spec=spec, lower_only=True)[0].item()
+    assert alpha_lower < exact - 0.02  # α-CROWN is loose here
+    with torch.no_grad():
+        net[-1].bias[0] -= (exact + alpha_lower) / 2
+    policy = AlertPolicy.argmax(["0", "1"])
+    label = torch.tensor([0])
+    assert not certify(net, x, label, error, policy, "alpha-crown").certified[0]
+    assert certify(net, x, label, error, policy, "bab").certified[0]
+
+
+def test_the_margins_a_certificate_reads():
+    from tailorml.robust.certify import _needed_rows
+
+    # pair columns of 3 classes: (0,1) 0, (0,2) 1, (1,0) 2, (1,2) 3, (2,0) 4, (2,1) 5
+    assert _needed_rows(0, 3, hypo=0) == {0: False, 1: False}  # P(hypo) >= t: log-sum-exp
+    # "not hypo" (log-sum-exp of z_j - z_h) and "1 beats 2" (against 0 on its own)
+    assert _needed_rows(1, 3, hypo=0) == {2: False, 4: False, 3: True}
+    assert _needed_rows(2, 3, hypo=None) == {4: True, 5: True}  # argmax

@@ -331,10 +331,10 @@ def _simulation_engine(value: str | None) -> str | None:
 
 
 def _bound_method(value: str | None) -> str | None:
-    from tailorml.robust.bounds import METHODS
+    from tailorml.robust.certify import CERTIFY_METHODS
 
-    if value is not None and value not in METHODS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(METHODS)}")
+    if value is not None and value not in CERTIFY_METHODS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(CERTIFY_METHODS)}")
     return value
 
 
@@ -355,8 +355,9 @@ def certify(
     method: Annotated[
         str | None,
         typer.Option(
-            help="Bound: ibp, crown-ibp, crown or alpha-crown (tightest, ~20x CROWN's cost) "
-            "[default: crown].",
+            help="Bound: ibp, crown-ibp, crown, alpha-crown (~20x CROWN's cost) or bab "
+            "(then branch and bound over the input box: seconds a window; use with "
+            "--max-windows) [default: crown].",
             callback=_bound_method,
         ),
     ] = None,

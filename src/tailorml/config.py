@@ -352,8 +352,15 @@ class RobustConfig(_Section):
         min_length=1,
         description="ε values of the verified-accuracy curve",
     )
-    method: Literal["ibp", "crown-ibp", "crown", "alpha-crown"] = Field(
-        default="crown", description="bound used for certification at ε"
+    method: Literal["ibp", "crown-ibp", "crown", "alpha-crown", "bab"] = Field(
+        default="crown",
+        description="bound used for certification at ε; bab: CROWN, then α-CROWN, then branch "
+        "and bound over the input box on what is left (seconds a window: for few windows)",
+    )
+    bab_domains: int = Field(
+        default=256,
+        ge=1,
+        description="method bab: most boxes bounded per margin of a window (its time budget)",
     )
     sweep_method: Literal["ibp", "crown-ibp", "crown", "alpha-crown"] = Field(
         default="crown", description="bound used for the ε sweep"

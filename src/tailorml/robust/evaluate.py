@@ -54,6 +54,7 @@ def robust_accuracy(
         policy,
         method=method or settings.method,
         on_batch=on_batch,
+        bab_domains=settings.bab_domains,
     )
     survived = pgd_decisions(
         model,
