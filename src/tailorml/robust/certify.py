@@ -35,7 +35,7 @@ from tailorml.robust.perturbation import SensorError
 CertifyMethod = Literal["ibp", "crown-ibp", "crown", "alpha-crown", "bab"]
 CERTIFY_METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown", "alpha-crown", "bab")
 CASCADES = {"alpha-crown": ("crown", "alpha-crown"), "bab": ("crown", "alpha-crown", "bab")}
-BAB_DOMAINS = 256  # boxes per margin: about 3 s a window on the alert model (BENCHMARKS.md)
+BAB_DOMAINS = 256  # boxes per margin: about 2 s a window on the alert model (BENCHMARKS.md)
 
 
 @dataclass
