@@ -87,3 +87,22 @@ def test_the_device_export_refuses_an_he_friendly_model(small_model):
 
     with pytest.raises(DeployError, match=r"he_friendly model .* is for encrypted inference"):
         quantize(small_model, glucose_windows(4))
+
+
+def test_an_ensemble_folds_into_one_network_the_ckks_plan_runs():
+    from tailorml.models.he_cnn import fold_ensemble
+
+    members = [he_model(activation="relu_poly", width=3, seed=s) for s in (0, 1, 2)]
+    windows = glucose_windows(20)
+    folded = fold_ensemble(members)
+    assert folded.spec.conv_channels == [9] and multiplicative_depth(folded.spec) == 3
+    mean = np.mean([torch_logits(m, windows) for m in members], axis=0)
+    # exact algebra; the folded weights (w / 3) are stored in float32, hence 1e-6
+    np.testing.assert_allclose(torch_logits(folded, windows), mean, atol=1e-6)
+    np.testing.assert_allclose(plain_logits(compile_plan(folded), windows), mean, atol=1e-6)
+    with pytest.raises(ValueError, match="hidden = 0"):
+        fold_ensemble([he_model(hidden=4)])
+    with pytest.raises(ValueError, match="normalisation"):
+        other = he_model(activation="relu_poly", width=3, seed=3)
+        other.normalize.mean += 1.0
+        fold_ensemble([members[0], other])

@@ -110,3 +110,58 @@ def multiplicative_depth(spec: CNNSpec) -> int:
     linear_layers = 2 + (1 if spec.hidden else 0)
     squares = 1 + (1 if spec.hidden else 0)
     return linear_layers + squares
+
+
+def fold_ensemble(members: list[HEFriendlyCNN]) -> HEFriendlyCNN:
+    """One HE-friendly network whose logits are the mean of the members' logits.
+
+    Without a hidden layer, x² and average pooling act per channel and the last layer is
+    linear, so k members of C channels are exactly one network of k·C channels: their
+    convolutions stacked, their class weights side by side (divided by k). An ensemble
+    therefore costs no CKKS depth — only a wider convolution. Members must share the
+    input normalisation, the window and the activation (same cohort and recipe, other
+    seeds)."""
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    first = members[0]
+    for member in members:
+        spec = member.spec
+        if spec.hidden:
+            raise ValueError(
+                "only models without a hidden layer fold into one (hidden = 0): after a "
+                "hidden layer's x² the members' features mix"
+            )
+        same = (spec.in_channels, spec.length, spec.n_classes, spec.kernel_size, spec.pool)
+        if (
+            same
+            != (
+                first.spec.in_channels,
+                first.spec.length,
+                first.spec.n_classes,
+                first.spec.kernel_size,
+                first.spec.pool,
+            )
+            or spec.activation != first.spec.activation
+        ):
+            raise ValueError(
+                "ensemble members must share the window, kernel, pooling and activation"
+            )
+        if not (
+            torch.equal(member.normalize.mean, first.normalize.mean)
+            and torch.equal(member.normalize.scale, first.normalize.scale)
+        ):
+            raise ValueError(
+                "ensemble members must share the input normalisation (trained on the same cohort)"
+            )
+    k = len(members)
+    width = sum(member.spec.conv_channels[0] for member in members)
+    spec = CNNSpec(**{**first.spec.to_dict(), "conv_channels": [width]})
+    folded = HEFriendlyCNN(spec, first.normalize.mean.flatten(), first.normalize.scale.flatten())
+    conv, last = folded.features[0], folded.head[-1]
+    with torch.no_grad():
+        conv.weight.copy_(torch.cat([m.features[0].weight for m in members]))
+        conv.bias.copy_(torch.cat([m.features[0].bias for m in members]))
+        last.weight.copy_(torch.cat([m.head[-1].weight for m in members], dim=1) / k)
+        last.bias.copy_(torch.stack([m.head[-1].bias for m in members]).mean(0))
+    folded.policy = first.policy
+    return folded.eval()
