@@ -91,6 +91,8 @@ def minimum_bound(
         raise ValueError(f"branch and bound runs on {' or '.join(BAB_METHODS)}, not {method!r}")
     if max_domains < 1 or split_per_step < 1:
         raise ValueError("max_domains and split_per_step must be >= 1")
+    if len(lower_in) != 1 or lower_in.shape != upper_in.shape:
+        raise ValueError(f"one input box, shape (1, ...); got {tuple(lower_in.shape)}")
     row = row.to(lower_in.dtype).flatten()
     lower, upper = lower_in.detach(), upper_in.detach()
     bound = _bound(model, lower, upper, row, method)
@@ -127,7 +129,8 @@ def minimum_bound(
         upper = torch.cat((upper[keep], new_upper))
         bound = torch.cat((bound[keep], new_bound))
         split = torch.cat((split[keep], new_split))
-        # a box whose lower bound exceeds an attained value cannot hold the minimum
-        alive = bound <= best
+        # a box whose lower bound exceeds an attained value cannot hold the minimum (the
+        # slack keeps a box whose bound is exact but rounded a hair above the value)
+        alive = bound <= best + 1e-9 * max(1.0, abs(best))
         lower, upper, bound, split = lower[alive], upper[alive], bound[alive], split[alive]
     return BaBResult(float(bound.min()), best, domains, steps)
