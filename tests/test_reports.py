@@ -124,3 +124,11 @@ def test_certify_report_of_older_results_rebuilds_the_full_command(tmp_path):
             command += f" --model {tmp_path / model}"
         assert f"<pre>{command}</pre>" in html
         assert "P(hypo) ≥ 0.4" in html  # the threshold was missing from the text
+
+
+def test_a_number_that_rounds_to_zero_shows_no_sign():
+    from tailorml.evaluate.report import _number
+
+    assert _number(-0.00001) == "0.000"  # not "-0.000": no loss to read into it
+    assert _number(-0.0006) == "-0.001" and _number(-2.5, 1) == "-2.5"
+    assert _number(float("nan")) == "–" and _number(7) == "7"

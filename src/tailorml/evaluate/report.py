@@ -73,7 +73,9 @@ def _number(value, digits: int = 3) -> str:
         return "–"
     if isinstance(value, (int, np.integer)):
         return str(value)
-    return f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    # a value that rounds to zero has no sign worth showing ("-0.000" reads as a loss)
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _percent(value) -> str:
