@@ -1,8 +1,8 @@
 """THE recipe of the predefined (global) model, and the one function that trains with it.
 
 The recipe is the `[train]` section of the config: epochs over D_G, batch size, learning
-rate, weight decay, class weighting, the robust-training kind (with its clean warm-up) and
-pruning (sparsity, structured or not).
+rate, weight decay, class weighting, the robust-training kind (with its clean warm-up),
+pruning (sparsity, structured or not) and group DRO over the cohort's groups.
 `tailorml train`/`demo` (`pipeline.fit_global_model`), soft personalization (which calls
 that for a registry without a predefined model) and experiments (their global models, and
 every method trained from scratch through `personalize.base.Budget`) all use it; an
