@@ -110,3 +110,49 @@ def test_shared_step_through_a_relu_by_hand(monkeypatch):
     # the first ReLU's pass has no stage below to share; the second's starts shared
     assert used == [(0, False), (2, True)]
     assert lower.item() == pytest.approx(-2.0) and upper.item() == pytest.approx(3.0)
+
+
+def test_relaxed_affine_step_by_hand():
+    # features z0 = x0 (active: both lines are z0) and z1 = 2 x1 + 1 (lines 0 below,
+    # 0.5 z1 + 1 above). The row 2 relu(z0) - relu(z1): from below, the negative
+    # coefficient takes the upper line: 2 x0 - (0.5 (2 x1 + 1) + 1) = 2 x0 - x1 - 1.5;
+    # from above it takes the lower line: 2 x0 - 0.
+    from tailorml.robust.flat import AffineStage
+
+    matrix = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    below = AffineStage(0, 0, [], (2,), (2,), matrix, torch.tensor([0.0, 1.0]).double())
+    a = torch.tensor([2.0, -1.0], dtype=torch.float64).view(1, 1, 1, 2)
+    low = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 2)
+    high = torch.tensor([1.0, 0.5], dtype=torch.float64).view(1, 1, 2)
+    intercept = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    coefficients, constant = crown._relaxed_affine_back(a, 2, low, high, intercept, None, below)
+    assert coefficients.tolist() == [[[[2.0, -1.0]], [[2.0, 0.0]]]]
+    assert constant.tolist() == [[[-1.5], [0.0]]]
+
+
+@pytest.mark.parametrize("eps", [2.0, 10.0, 40.0])
+def test_every_fast_step_is_used_and_matches_the_definition(eps, monkeypatch):
+    # the small CNN takes each fast step at least once: the rows-scaled start (conv2's
+    # pass: conv1 has 40 inputs, conv2 120 outputs), the matrix-scaled start with the next
+    # ReLU's columns restricted (conv3's pass), and a ReLU fused with the run below it
+    monkeypatch.setattr(crown, "LIVE_SHARE", 1.0)  # restrict whenever any column is dead
+    used = {"rows": 0, "restricted": 0, "fused": 0}
+
+    def spy(name, function):
+        def counted(*args, **kwargs):
+            used[name] += 1
+            return function(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(crown, "_scaled_rows_start", spy("rows", crown._scaled_rows_start))
+    monkeypatch.setattr(crown._Lines, "restricted", spy("restricted", crown._Lines.restricted))
+    monkeypatch.setattr(crown, "_relaxed_affine_back", spy("fused", crown._relaxed_affine_back))
+    model, x = small_cnn(1, seed=5), inputs(1, n=10, seed=5)
+    spec = pairwise_spec(10, 3, torch.float64)
+    with torch.no_grad():
+        want = op_by_op_bounds(model, x, cgm_error(eps), spec)
+        got = bounds(model, x, cgm_error(eps), "crown", spec=spec)
+    assert all(count > 0 for count in used.values()), used
+    for a, b in zip(want, got, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-9)

@@ -45,6 +45,8 @@ class FlatPropagation:
     intermediate: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     output_ibp: tuple[torch.Tensor, torch.Tensor] | None = None
     last_input_ibp: tuple[torch.Tensor, torch.Tensor] | None = None
+    # CROWN's own (not α) lines of each ReLU stage: every later pass crosses it again
+    lines: dict[int, tuple] = field(default_factory=dict)
 
 
 def _signed_back(
@@ -107,15 +109,28 @@ def _next_lines(propagation: FlatPropagation, position: int, slopes: Slopes | No
     stage = propagation.stages[position]
     if slopes is not None and slopes.get(getattr(stage, "index", -1)) is not None:
         return None
+    if not isinstance(stage, ReLUStage | ReLUPoolStage):
+        return None
+    low, high, intercept, columns = _stage_lines(propagation, stage, None)
+    low, high = torch.broadcast_tensors(low, high)
+    return _Lines(low, high, intercept, columns)
+
+
+def _stage_lines(
+    propagation: FlatPropagation, stage: ReLUStage | ReLUPoolStage, slope: torch.Tensor | None
+) -> tuple:
+    """(low, high, intercept, columns or None) of a ReLU stage; CROWN's own (`slope`
+    None) once per propagation."""
+    cached = propagation.lines.get(stage.index) if slope is None else None
+    if cached is not None:
+        return cached
     if isinstance(stage, ReLUStage):
-        low, high, intercept = _relu_lines(propagation.intermediate[stage.index], None)
-        low, high = torch.broadcast_tensors(low, high)
-        return _Lines(low, high, intercept, None)
-    if isinstance(stage, ReLUPoolStage):
-        low, high, intercept, columns = _relu_pool_lines(stage, propagation, None)
-        low, high = torch.broadcast_tensors(low, high)
-        return _Lines(low, high, intercept, columns)
-    return None
+        lines = (*_relu_lines(propagation.intermediate[stage.index], slope), None)
+    else:
+        lines = _relu_pool_lines(stage, propagation, slope)
+    if slope is None:
+        propagation.lines[stage.index] = lines
+    return lines
 
 
 def _fuses(stage: Stage, below: Stage | None, a: torch.Tensor, low: torch.Tensor) -> bool:
@@ -313,10 +328,8 @@ def _finish(
         if lines is not None:
             low, high, intercept, columns = lines.low, lines.high, lines.intercept, lines.columns
             lines = None
-        elif isinstance(stage, ReLUStage):
-            low, high, intercept = _relu_lines(propagation.intermediate[stage.index], slope)
-        elif isinstance(stage, ReLUPoolStage):
-            low, high, intercept, columns = _relu_pool_lines(stage, propagation, slope)
+        elif isinstance(stage, ReLUStage | ReLUPoolStage):
+            low, high, intercept, columns = _stage_lines(propagation, stage, slope)
         else:
             low, high, intercept, chosen = _pool_lines(stage, propagation.intermediate[stage.index])
         below = stages[position] if position >= 0 else None
@@ -420,17 +433,63 @@ def _shared_start(
     if slopes is not None and slopes.get(relu.index) is not None:
         return None
     matrix = top.matrix
-    if isinstance(relu, ReLUStage):
-        low, high, intercept = _relu_lines(propagation.intermediate[relu.index], None)
-        features = None
-    else:  # the pooling passes each window's coefficient to its chosen entry's row
-        low, high, intercept, features = _relu_pool_lines(relu, propagation, None)
+    # after pooling, each window's coefficient passes to its chosen entry's row (features)
+    low, high, intercept, features = _stage_lines(propagation, relu, None)
     low, high = torch.broadcast_tensors(low.squeeze(1), high.squeeze(1))  # (batch, k)
     # constants: negative coefficients take the upper line's intercept from below, positive
     # ones from above
     lower = intercept @ matrix.clamp_max(0).T
     upper = intercept @ matrix.clamp_min(0).T
     total, gap = (low + high) * 0.5, (low - high) * 0.5  # halves: exact in binary
+    if features is not None and 2 * below.matrix.shape[1] <= matrix.shape[0]:
+        a, through = _scaled_rows_start(matrix, total, gap, below, features)
+        lines = None
+    else:
+        a, through, lines = _scaled_matrix_start(
+            matrix, total, gap, below, features, _next_lines(propagation, position - 3, slopes)
+        )
+    bias = torch.stack((lower, upper), 1) + through + top.offset
+    return a, bias, lines
+
+
+def _scaled_rows_start(
+    matrix: torch.Tensor,
+    total: torch.Tensor,
+    gap: torch.Tensor,
+    below: AffineStage,
+    features: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_shared_start`'s products when the run below is narrow (n inputs, at most half of
+    M's rows): the slopes scale each window's rows below (k x n, with the offset as one
+    more column), and M and |M| multiply every window's at once, two matrix products with
+    the chunk's windows side by side (no per-window copy of M's columns)."""
+    batch, k = features.shape
+    flat = features.flatten()
+    rows = below.matrix.index_select(0, flat).view(batch, k, -1)
+    offset = below.offset.index_select(0, flat).view(batch, k, 1)
+    augmented = torch.cat((rows, offset), 2)  # (batch, k, n + 1)
+    n = augmented.shape[2]
+
+    def side_by_side(scale: torch.Tensor) -> torch.Tensor:  # (k, batch * n)
+        return (scale.unsqueeze(2) * augmented).transpose(0, 1).reshape(k, batch * n)
+
+    mid = (matrix @ side_by_side(total)).view(-1, batch, n)
+    spread = (matrix.abs() @ side_by_side(gap)).view(-1, batch, n)
+    out = torch.stack((mid + spread, mid - spread), 0).permute(2, 0, 1, 3)  # (batch, 2, rows, n)
+    return out[..., :-1], out[..., -1]
+
+
+def _scaled_matrix_start(
+    matrix: torch.Tensor,
+    total: torch.Tensor,
+    gap: torch.Tensor,
+    below: AffineStage,
+    features: torch.Tensor | None,
+    lines: _Lines | None,
+) -> tuple[torch.Tensor, torch.Tensor, _Lines | None]:
+    """`_shared_start`'s products with the slopes scaling M's columns, those with a zero
+    slope left out (per window after pooling), and the columns of the result restricted to
+    those the next ReLU's `lines` need (returned restricted, or None)."""
     kept = _live_columns(total != 0, shared=features is None)
     if kept is not None and kept.dim() == 1:  # the same columns for every window
         total, gap, matrix = total[:, kept], gap[:, kept], matrix[:, kept]
@@ -445,7 +504,6 @@ def _shared_start(
         flat = features.flatten()
         rows = below.matrix.index_select(0, flat).view(*features.shape, -1)
         offset = below.offset.index_select(0, flat).view(features.shape)
-    lines = _next_lines(propagation, position - 3, slopes)
     if lines is not None:
         needed = _live_columns(lines.needed(), shared=False)
         if needed is None:
@@ -454,27 +512,13 @@ def _shared_start(
             lines = lines.restricted(needed)
             rows = rows.expand(len(needed), -1, -1)
             rows = rows.gather(2, needed.unsqueeze(1).expand(-1, rows.shape[1], -1))
-    magnitude = matrix.abs()
-    # the slopes scale M's columns (about 5 elementwise passes over rows x k) or the rows
-    # below (2 over k x n, then 3 over the rows x n results), whichever is less work; with
-    # M's, a shared `rows` makes each product one matrix product over the whole chunk
-    r, k, n = matrix.shape[-2], matrix.shape[-1], rows.shape[-1]
-    if features is None or 5 * r * k <= 2 * k * n + 3 * r * n:
-        # both directions' left factors stacked: one product, its result already the
-        # (batch, directions, rows, in) coefficients; the lower run's offset through them
-        mid, spread = matrix * total.unsqueeze(1), magnitude * gap.unsqueeze(1)
-        stacked = torch.cat((mid + spread, mid - spread), 1)
-        a = (stacked @ rows).unflatten(1, (2, -1))
-        through = (stacked @ offset.unsqueeze(-1)).view(a.shape[:3])
-    else:
-        p = matrix @ (total.unsqueeze(2) * rows)
-        q = magnitude @ (gap.unsqueeze(2) * rows)
-        a = torch.stack((p + q, p - q), 1)
-        through_mid = (matrix @ (total * offset).unsqueeze(2)).squeeze(2)
-        through_abs = (magnitude @ (gap * offset).unsqueeze(2)).squeeze(2)
-        through = torch.stack((through_mid + through_abs, through_mid - through_abs), 1)
-    bias = torch.stack((lower, upper), 1) + through + top.offset
-    return a, bias, lines
+    # both directions' left factors stacked: one product, its result already the (batch,
+    # directions, rows, in) coefficients; the lower run's offset through them
+    mid, spread = matrix * total.unsqueeze(1), matrix.abs() * gap.unsqueeze(1)
+    stacked = torch.cat((mid + spread, mid - spread), 1)
+    a = (stacked @ rows).unflatten(1, (2, -1))
+    through = (stacked @ offset.unsqueeze(-1)).view(a.shape[:3])
+    return a, through, lines
 
 
 # Compact a window's columns when at most this share of them carries a nonzero slope.
