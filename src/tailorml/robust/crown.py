@@ -7,7 +7,11 @@ entry; every CROWN bound intersected with the interval one, IBP run op by op), s
 bounds agree to rounding; only the arithmetic is arranged for speed: coefficient rows stay
 flat (batch, rows, features), affine runs are one matrix product, and passes that start
 from the identity begin at the folded matrix itself and cross their first ReLU with it
-shared by every window (`_shared_start`).
+shared by every window (`_shared_start`). Where a pass has more rows than the affine run
+below a ReLU has inputs, the ReLU's lines scale that run's rows instead of the pass's
+coefficients (`_relaxed_affine_back`), and a product leaves out the columns the next ReLU
+sends to 0. Each step that changes the arithmetic changes only rounding (about 1e-13 on
+the alert model's logits), never a relaxation.
 
 The lower ReLU slope of unstable neurons can be given (`slopes`, op index -> (batch, rows
 or 1, features) in [0, 1]): any value there is sound, which α-CROWN optimises.
