@@ -355,7 +355,7 @@ def certify(
     method: Annotated[
         str | None,
         typer.Option(
-            help="Bound: ibp, crown-ibp, crown, alpha-crown (~20x CROWN's cost) or bab "
+            help="Bound: ibp, crown-ibp, crown, alpha-crown (~100x CROWN's cost) or bab "
             "(then branch and bound over the input box: seconds a window; use with "
             "--max-windows) [default: crown].",
             callback=_bound_method,
