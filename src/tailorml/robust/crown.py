@@ -50,7 +50,7 @@ class FlatPropagation:
     output_ibp: tuple[torch.Tensor, torch.Tensor] | None = None
     last_input_ibp: tuple[torch.Tensor, torch.Tensor] | None = None
     # CROWN's own (not α) lines of each ReLU stage: every later pass crosses it again
-    lines: dict[int, tuple] = field(default_factory=dict)
+    lines: dict[int, _Lines] = field(default_factory=dict)
 
 
 def _signed_back(
@@ -68,8 +68,7 @@ def _signed_back(
         positive, negative = torch.stack((low, high), 1), torch.stack((high, low), 1)
     # each entry is in exactly one signed part (the other is an exact 0), so this is
     # a * (positive or negative slope) without an elementwise select (3x slower here)
-    a_negative = a.clamp_max(0)
-    a_positive = a - a_negative
+    a_negative, a_positive = a.clamp_max(0), a.clamp_min(0)
     coefficients = a_positive * positive + a_negative * negative
     column = intercept.unsqueeze(1).unsqueeze(3)  # (batch, 1, n, 1)
     below = (a_negative @ column).squeeze(3)  # negative parts x intercept
@@ -81,9 +80,9 @@ def _signed_back(
 
 @dataclass
 class _Lines:
-    """A ReLU stage's relaxation: lower slopes (batch, 1, n), upper slopes (batch, 1, n),
-    upper intercepts (batch, n), and the features they belong to (batch, n), None for the
-    stage's own n features in order."""
+    """A ReLU stage's relaxation: lower slopes (batch, 1, n; rows for α), upper slopes
+    (batch, 1, n), upper intercepts (batch, n), and the features they belong to (batch, n):
+    the chosen entries after pooling, None for the stage's own n features in order."""
 
     low: torch.Tensor
     high: torch.Tensor
@@ -92,15 +91,14 @@ class _Lines:
 
     def needed(self) -> torch.Tensor:
         """(batch, n) bool: the features whose coefficient the lines do not send to 0."""
-        return (self.low[:, 0] != 0) | (self.high[:, 0] != 0) | (self.intercept != 0)
+        return ((self.low != 0) | (self.high != 0)).any(1) | (self.intercept != 0)
 
     def restricted(self, kept: torch.Tensor) -> _Lines:
         """The lines of the features at `kept` (batch, k) only."""
-        index = kept.unsqueeze(1)
         columns = kept if self.columns is None else self.columns.gather(1, kept)
         return _Lines(
-            self.low.gather(2, index),
-            self.high.gather(2, index),
+            self.low.gather(2, kept.unsqueeze(1).expand(-1, self.low.shape[1], -1)),
+            self.high.gather(2, kept.unsqueeze(1)),
             self.intercept.gather(1, kept),
             columns,
         )
@@ -115,23 +113,20 @@ def _next_lines(propagation: FlatPropagation, position: int, slopes: Slopes | No
         return None
     if not isinstance(stage, ReLUStage | ReLUPoolStage):
         return None
-    low, high, intercept, columns = _stage_lines(propagation, stage, None)
-    low, high = torch.broadcast_tensors(low, high)
-    return _Lines(low, high, intercept, columns)
+    return _stage_lines(propagation, stage, None)
 
 
 def _stage_lines(
     propagation: FlatPropagation, stage: ReLUStage | ReLUPoolStage, slope: torch.Tensor | None
-) -> tuple:
-    """(low, high, intercept, columns or None) of a ReLU stage; CROWN's own (`slope`
-    None) once per propagation."""
+) -> _Lines:
+    """A ReLU stage's lines; CROWN's own (`slope` None) once per propagation."""
     cached = propagation.lines.get(stage.index) if slope is None else None
     if cached is not None:
         return cached
     if isinstance(stage, ReLUStage):
-        lines = (*_relu_lines(propagation.intermediate[stage.index], slope), None)
+        lines = _Lines(*_relu_lines(propagation.intermediate[stage.index], slope), None)
     else:
-        lines = _relu_pool_lines(stage, propagation, slope)
+        lines = _Lines(*_relu_pool_lines(stage, propagation, slope))
     if slope is None:
         propagation.lines[stage.index] = lines
     return lines
@@ -169,12 +164,10 @@ def _relaxed_affine_back(
     directions or 1, rows, k); slopes (batch, 1, k); returns the coefficients over the
     run's input (batch, directions, rows, n) and the constants (batch, directions, rows)."""
     if columns is not None:
-        flat = columns.flatten()
-        rows = below.matrix.index_select(0, flat).view(*columns.shape, -1)
-        offset = below.offset.index_select(0, flat).view(*columns.shape, 1)
+        rows, offset = below.rows_at(columns)
     else:
-        rows, offset = below.matrix.unsqueeze(0), below.offset.view(1, -1, 1)
-    augmented = torch.cat((rows, offset.expand(rows.shape[0], -1, -1)), 2)  # (., k, n + 1)
+        rows, offset = below.matrix.unsqueeze(0), below.offset.unsqueeze(0)
+    augmented = torch.cat((rows, offset.unsqueeze(2)), 2)  # (batch or 1, k, n + 1)
     lines_low = low.transpose(1, 2) * augmented  # (batch, k, n + 1)
     lines_high = high.transpose(1, 2) * augmented
     lines_high[:, :, -1] += intercept
@@ -331,11 +324,10 @@ def _finish(
             a = scatter_columns(a.flatten(1, 2), columns, n).view(batch, directions, -1, n)
             columns = None
         slope = None if slopes is None else slopes.get(stage.index)
-        if lines is not None:
+        if isinstance(stage, ReLUStage | ReLUPoolStage):
+            lines = lines or _stage_lines(propagation, stage, slope)
             low, high, intercept, columns = lines.low, lines.high, lines.intercept, lines.columns
             lines = None
-        elif isinstance(stage, ReLUStage | ReLUPoolStage):
-            low, high, intercept, columns = _stage_lines(propagation, stage, slope)
         else:
             low, high, intercept, chosen = _pool_lines(stage, propagation.intermediate[stage.index])
         below = stages[position] if position >= 0 else None
@@ -440,7 +432,8 @@ def _shared_start(
         return None
     matrix = top.matrix
     # after pooling, each window's coefficient passes to its chosen entry's row (features)
-    low, high, intercept, features = _stage_lines(propagation, relu, None)
+    lines = _stage_lines(propagation, relu, None)
+    low, high, intercept, features = lines.low, lines.high, lines.intercept, lines.columns
     low, high = torch.broadcast_tensors(low.squeeze(1), high.squeeze(1))  # (batch, k)
     # constants: negative coefficients take the upper line's intercept from below, positive
     # ones from above
@@ -470,10 +463,8 @@ def _scaled_rows_start(
     more column), and M and |M| multiply every window's at once, two matrix products with
     the chunk's windows side by side (no per-window copy of M's columns)."""
     batch, k = features.shape
-    flat = features.flatten()
-    rows = below.matrix.index_select(0, flat).view(batch, k, -1)
-    offset = below.offset.index_select(0, flat).view(batch, k, 1)
-    augmented = torch.cat((rows, offset), 2)  # (batch, k, n + 1)
+    rows, offset = below.rows_at(features)
+    augmented = torch.cat((rows, offset.unsqueeze(2)), 2)  # (batch, k, n + 1)
     n = augmented.shape[2]
 
     def side_by_side(scale: torch.Tensor) -> torch.Tensor:  # (k, batch * n)
@@ -507,9 +498,7 @@ def _scaled_matrix_start(
     if kept is None and features is None:
         rows, offset = below.matrix.unsqueeze(0), below.offset.unsqueeze(0)
     elif features is not None:
-        flat = features.flatten()
-        rows = below.matrix.index_select(0, flat).view(*features.shape, -1)
-        offset = below.offset.index_select(0, flat).view(features.shape)
+        rows, offset = below.rows_at(features)
     if lines is not None:
         needed = _live_columns(lines.needed(), shared=False)
         if needed is None:

@@ -48,10 +48,8 @@ class AffineStage:
         are gathered per window, which halves the work after max pooling."""
         if columns is not None:
             if self.matrix is not None:
-                flat = columns.flatten()
-                rows = self.matrix.index_select(0, flat).view(*columns.shape, -1)
-                offset = self.offset.index_select(0, flat).view(*columns.shape, 1)
-                return a @ rows, (a @ offset).squeeze(2)
+                rows, offset = self.rows_at(columns)
+                return a @ rows, (a @ offset.unsqueeze(2)).squeeze(2)
             a = scatter_columns(a, columns, self.offset.numel())
         bias = a @ self.offset
         if self.matrix is not None:
@@ -61,6 +59,13 @@ class AffineStage:
         for op in reversed(self.ops):
             coefficients = op.transpose(coefficients)
         return coefficients.reshape(batch, rows, -1), bias
+
+    def rows_at(self, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each window's rows of M (batch, k, in) and of b (batch, k) at its output
+        `columns` (batch, k); dense stages only."""
+        flat = columns.flatten()
+        rows = self.matrix.index_select(0, flat).view(*columns.shape, -1)
+        return rows, self.offset.index_select(0, flat).view(columns.shape)
 
     def identity_back(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`back` of the identity rows (one per output neuron), without multiplying by it."""
