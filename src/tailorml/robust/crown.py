@@ -104,14 +104,15 @@ class _Lines:
         )
 
 
-def _next_lines(propagation: FlatPropagation, position: int, slopes: Slopes | None):
-    """The plain (not α) lines of the ReLU stage at `position`, or None."""
-    if position < 0:
-        return None
-    stage = propagation.stages[position]
-    if slopes is not None and slopes.get(getattr(stage, "index", -1)) is not None:
-        return None
+def _next_lines(
+    propagation: FlatPropagation, position: int, slopes: Slopes | None
+) -> _Lines | None:
+    """CROWN's own lines of the ReLU stage at `position`; None for any other stage or
+    one with α slopes."""
+    stage = propagation.stages[position] if position >= 0 else None
     if not isinstance(stage, ReLUStage | ReLUPoolStage):
+        return None
+    if slopes is not None and slopes.get(stage.index) is not None:
         return None
     return _stage_lines(propagation, stage, None)
 
@@ -414,8 +415,9 @@ def _shared_start(
     slope 0 below) adds exactly nothing: each window's product skips those columns.
     Likewise the result needs no column that the next ReLU's lines send to 0 (both slopes
     and the intercept 0): the product leaves those out, and the next ReLU's lines come
-    back restricted to the columns computed. Returns (rows, bias, those lines or None);
-    None where this does not apply (α slopes, pooling without a ReLU, structured stages)."""
+    back restricted to the columns computed. Returns (coefficients, bias, those lines or
+    None), or None where this does not apply (α slopes, pooling without a ReLU,
+    structured stages)."""
     stages = propagation.stages
     if position < 2 or not need_upper:
         return None
@@ -432,8 +434,8 @@ def _shared_start(
         return None
     matrix = top.matrix
     # after pooling, each window's coefficient passes to its chosen entry's row (features)
-    lines = _stage_lines(propagation, relu, None)
-    low, high, intercept, features = lines.low, lines.high, lines.intercept, lines.columns
+    crossed = _stage_lines(propagation, relu, None)
+    low, high, intercept, features = crossed.low, crossed.high, crossed.intercept, crossed.columns
     low, high = torch.broadcast_tensors(low.squeeze(1), high.squeeze(1))  # (batch, k)
     # constants: negative coefficients take the upper line's intercept from below, positive
     # ones from above
