@@ -14,6 +14,7 @@ from tailorml.models.cnn import build_model, load_model, save_model
 from tailorml.policy import AlertPolicy
 from tailorml.privacy.check import LOGIT_TOLERANCE
 from tailorml.privacy.params import PrivacyError
+from tailorml.privacy.plan import compile_plan
 
 runner = CliRunner()
 
@@ -117,13 +118,19 @@ def test_configs_the_he_model_cannot_honour_are_refused(data, match):
         config_from_dict(data)
 
 
-def test_the_shipped_experiment_is_the_three_level_he_model():
+@pytest.mark.parametrize(
+    ("name", "channels"), [("he_friendly", ["cgm"]), ("he_friendly_iob_cob", ["cgm", "iob", "cob"])]
+)
+def test_the_shipped_experiments_are_three_level_he_models(name, channels):
     from pathlib import Path
 
     from tailorml.config import load_config
     from tailorml.models.he_cnn import multiplicative_depth
 
-    config = load_config(Path(__file__).resolve().parents[2] / "experiments" / "he_friendly.toml")
+    config = load_config(Path(__file__).resolve().parents[2] / "experiments" / f"{name}.toml")
     assert config.model.architecture == "he_friendly"
-    model = build_model(config.model, 1, 24, 3, torch.tensor([150.0]), torch.tensor([50.0]))
+    assert config.task.channels == channels
+    n = len(channels)
+    model = build_model(config.model, n, 24, 3, torch.full((n,), 150.0), torch.full((n,), 50.0))
     assert multiplicative_depth(model.spec) == 3
+    assert compile_plan(model).layout.channels == n
