@@ -16,11 +16,12 @@ from tailorml.privacy.params import PrivacyError
 from tailorml.registry.models import Registry
 
 
-@pytest.fixture(scope="module")
-def he_server(tmp_path_factory, trained):
+# one input channel (CGM) and three (CGM, IOB, COB: experiments/he_friendly_iob_cob.toml)
+@pytest.fixture(scope="module", params=[1, 3], ids=["cgm", "cgm-iob-cob"])
+def he_server(request, tmp_path_factory, trained):
     root = tmp_path_factory.mktemp("encrypted")
     service = make_service_data(root, trained)
-    model = he_model()
+    model = he_model(channels=request.param)
     save_model(model, root / "he.pt")
     server = Server(service, extra=["--he-model", str(root / "he.pt")]).start()
     yield server, service, model
@@ -30,7 +31,7 @@ def he_server(tmp_path_factory, trained):
 def test_the_service_computes_alerts_on_windows_it_cannot_read(he_server):
     server, service, model = he_server
     alice = service.people["alice"]
-    windows = glucose_windows(3)
+    windows = glucose_windows(3, channels=model.spec.in_channels)
     alerts = ServiceAlerts(server.url, alice.token)
     logits = alerts.logits(windows)
     with torch.no_grad():
