@@ -147,6 +147,16 @@ def _fuses(stage: Stage, below: Stage | None, a: torch.Tensor, low: torch.Tensor
     )
 
 
+def _with_offset(below: AffineStage, columns: torch.Tensor | None) -> torch.Tensor:
+    """The run's rows [R | b] with the offset as one more column, at each window's
+    `columns` (batch, k, n + 1), or all of them shared (1, out, n + 1)."""
+    if columns is None:
+        rows, offset = below.matrix.unsqueeze(0), below.offset.unsqueeze(0)
+    else:
+        rows, offset = below.rows_at(columns)
+    return torch.cat((rows, offset.unsqueeze(2)), 2)
+
+
 def _relaxed_affine_back(
     a: torch.Tensor,
     directions: int,
@@ -164,11 +174,7 @@ def _relaxed_affine_back(
     a+ L + a- H, upper rows a+ H + a- L, the last column the constant. Rows a (batch,
     directions or 1, rows, k); slopes (batch, 1, k); returns the coefficients over the
     run's input (batch, directions, rows, n) and the constants (batch, directions, rows)."""
-    if columns is not None:
-        rows, offset = below.rows_at(columns)
-    else:
-        rows, offset = below.matrix.unsqueeze(0), below.offset.unsqueeze(0)
-    augmented = torch.cat((rows, offset.unsqueeze(2)), 2)  # (batch or 1, k, n + 1)
+    augmented = _with_offset(below, columns)  # (batch or 1, k, n + 1)
     lines_low = low.transpose(1, 2) * augmented  # (batch, k, n + 1)
     lines_high = high.transpose(1, 2) * augmented
     lines_high[:, :, -1] += intercept
@@ -465,8 +471,7 @@ def _scaled_rows_start(
     more column), and M and |M| multiply every window's at once, two matrix products with
     the chunk's windows side by side (no per-window copy of M's columns)."""
     batch, k = features.shape
-    rows, offset = below.rows_at(features)
-    augmented = torch.cat((rows, offset.unsqueeze(2)), 2)  # (batch, k, n + 1)
+    augmented = _with_offset(below, features)  # (batch, k, n + 1)
     n = augmented.shape[2]
 
     def side_by_side(scale: torch.Tensor) -> torch.Tensor:  # (k, batch * n)
