@@ -8,7 +8,7 @@ from torch import nn
 from tailorml.config import Config
 from tailorml.errors import ConfigError
 from tailorml.models.distill import Distillation, distillation_loss
-from tailorml.models.recipe import Recipe, require_no_teacher
+from tailorml.models.recipe import Recipe, require_train_only_options
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import LabeledData, train
 from tailorml.pipeline import teacher_plugins
@@ -99,8 +99,8 @@ def test_bad_weight_or_temperature_is_refused(weight, temperature):
 def test_only_tailorml_train_distils():
     config = Config.model_validate({"train": {"distill_from": "teacher/model.pt"}})
     with pytest.raises(ConfigError, match="does not distil"):
-        require_no_teacher(config.train, "`tailorml experiment`")
-    require_no_teacher(Config().train, "`tailorml experiment`")  # none: nothing to refuse
+        require_train_only_options(config.train, "`tailorml experiment`")
+    require_train_only_options(Config().train, "`tailorml experiment`")  # none: nothing to refuse
 
 
 def test_distillation_with_robust_training_or_a_missing_teacher_is_refused(tmp_path):

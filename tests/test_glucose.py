@@ -4,7 +4,14 @@ import pytest
 from conftest import cohort_frame
 from tailorml.config import TaskConfig
 from tailorml.data.cohort import load_cohort
-from tailorml.data.glucose import HYPER, HYPO, IN_RANGE, label_future, make_windows
+from tailorml.data.glucose import (
+    HYPER,
+    HYPO,
+    IN_RANGE,
+    hypo_lead,
+    label_future,
+    make_windows,
+)
 from tailorml.errors import CohortError, ConfigError
 
 # 4 readings in (12 min), 2 readings ahead (6 min) at 3-minute sampling
@@ -28,6 +35,15 @@ def test_windows_of_a_hand_made_trace(write_cohort):
     first = (windows.time[0] - cohort.of("a")["time"].iloc[0]) / np.timedelta64(1, "m")
     assert first == 9
     assert windows.current_cgm.tolist() == [100, 65, 100, 100, 100, 260, 100]
+    # start 0's horizon is readings 4 (65) and 5: the low is one reading = 3 min ahead
+    lead = windows.hypo_lead_minutes
+    assert lead[0] == 3 and np.isnan(lead[1:]).all()
+
+
+def test_hypo_lead_is_the_first_low_reading_of_the_horizon():
+    future = np.array([[100, 65, 60], [69, 100, 50], [70, 80, 90]], dtype=float)
+    lead = hypo_lead(future, 70, sample_minutes=5)
+    assert lead[:2].tolist() == [10, 5] and np.isnan(lead[2])  # 70 is not below 70
 
 
 def test_windows_with_gaps_are_dropped_and_counted(write_cohort):

@@ -260,6 +260,14 @@ class TrainConfig(_Section):
     distill_temperature: float = Field(
         default=2.0, gt=0, description="softmax temperature of teacher and student"
     )
+    early_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="`tailorml train` only: extra weight in the loss on the hypo windows whose "
+        "low begins at least alerts.useful_lead_minutes ahead (the lows a quiet alarm must "
+        "announce early); such a window counts 1 + early_weight times; 0 = the plain loss",
+    )
     group_dro_eta: float = Field(
         default=0.0,
         ge=0,
@@ -285,6 +293,18 @@ class TrainConfig(_Section):
                 f"group_dro_eta = {self.group_dro_eta:g} with distill_from: each replaces the "
                 "batch loss; set group_dro_eta = 0 or distill_from = ''"
             )
+        if self.early_weight > 0:
+            others = {
+                "robust": self.robust != "none",
+                "group_dro_eta": self.group_dro_eta > 0,
+                "distill_from": bool(self.distill_from),
+            }
+            clash = [name for name, used in others.items() if used]
+            if clash:
+                raise ValueError(
+                    f"early_weight = {self.early_weight:g} with {clash[0]}: each replaces the "
+                    f"batch loss; set early_weight = 0 or turn {clash[0]} off"
+                )
         return self
 
 

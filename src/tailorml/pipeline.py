@@ -87,6 +87,14 @@ def teacher_plugins(
     ]
 
 
+def early_warning_weights(config: Config, prepared: Prepared, indices: np.ndarray) -> np.ndarray:
+    """1 + `train.early_weight` for the hypo windows whose low begins at least
+    `alerts.useful_lead_minutes` ahead, 1 for every other window (`models.sample_weights`)."""
+    lead = prepared.windows.hypo_lead_minutes[indices]
+    early = np.nan_to_num(lead, nan=-1.0) >= config.alerts.useful_lead_minutes
+    return 1.0 + config.train.early_weight * early
+
+
 def window_groups(prepared: Prepared, indices: np.ndarray) -> np.ndarray:
     """Group code of each of these windows (its individual's group), for group DRO."""
     windows = prepared.windows
@@ -132,6 +140,13 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
         if config.train.checkpoint_by == "alerts":
             validate = alert_score(config, prepared, policy, val_indices)
 
+    if config.train.early_weight:
+        weighted = int((early_warning_weights(config, prepared, train_indices) > 1).sum())
+        reporter.log(
+            f"early-warning weight: {weighted:,} hypo windows at least "
+            f"{config.alerts.useful_lead_minutes} min before their low count "
+            f"{1 + config.train.early_weight:g} times"
+        )
     total = len(recipe.schedule(len(y_train), seed))
     with reporter.task("training global model", total=total) as task:
         fit = fit_predefined(
@@ -147,6 +162,11 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
                 *teacher_plugins(config, recipe, y_train, reporter),
             ],
             groups=window_groups(prepared, train_indices) if recipe.group_dro_eta else None,
+            sample_weights=(
+                early_warning_weights(config, prepared, train_indices)
+                if config.train.early_weight
+                else None
+            ),
         )
     model = fit.model
     pruning = pruning_record(recipe, dense_parameters, model)

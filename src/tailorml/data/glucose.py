@@ -34,6 +34,7 @@ class WindowSet:
     row: np.ndarray  # (n,) grid row of the window's first reading, per individual
     time: np.ndarray  # (n,) datetime64: time of the last input reading (= prediction time)
     current_cgm: np.ndarray  # (n,) the last input CGM reading, mg/dL
+    hypo_lead_minutes: np.ndarray  # (n,) minutes to the first horizon reading < hypo; NaN: none
     ids: list[str]
     channels: list[str]
     length: int  # readings per window
@@ -54,6 +55,14 @@ def label_future(future_cgm: np.ndarray, hypo_mgdl: float, hyper_mgdl: float) ->
     labels[(future_cgm > hyper_mgdl).any(axis=1)] = HYPER
     labels[(future_cgm < hypo_mgdl).any(axis=1)] = HYPO
     return labels
+
+
+def hypo_lead(future_cgm: np.ndarray, hypo_mgdl: float, sample_minutes: int) -> np.ndarray:
+    """Minutes from the prediction to the first reading of the horizon (n, horizon) below
+    `hypo_mgdl` (one reading ahead = `sample_minutes`); NaN where none is."""
+    below = future_cgm < hypo_mgdl
+    lead = (below.argmax(axis=1) + 1.0) * sample_minutes
+    return np.where(below.any(axis=1), lead, np.nan)
 
 
 def readings_per(minutes: int, sample_minutes: int, what: str) -> int:
@@ -88,7 +97,7 @@ def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
                 f"{cohort.source}: task.channels asks for '{channel}' but the file has no "
                 f"'{column}' column; add it or remove '{channel}' from task.channels"
             )
-    xs, ys, owners, rows, times, currents = [], [], [], [], [], []
+    xs, ys, owners, rows, times, currents, leads = [], [], [], [], [], [], []
     dropped: dict[str, dict[str, int]] = {}
     for index, individual_id in enumerate(cohort.ids):
         frame = cohort.of(individual_id)
@@ -112,6 +121,7 @@ def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
         kept = starts[keep]
         xs.append(np.transpose(inputs[:, keep], (1, 0, 2)).astype(np.float32))
         ys.append(label_future(future[keep], task.hypo_mgdl, task.hyper_mgdl))
+        leads.append(hypo_lead(future[keep], task.hypo_mgdl, cohort.sample_minutes))
         owners.append(np.full(len(kept), index, dtype=np.int64))
         rows.append(kept)
         times.append(frame["time"].to_numpy()[kept + length - 1])
@@ -128,6 +138,7 @@ def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
         row=np.concatenate(rows),
         time=np.concatenate(times),
         current_cgm=np.concatenate(currents),
+        hypo_lead_minutes=np.concatenate(leads),
         ids=list(cohort.ids),
         channels=list(task.channels),
         length=length,

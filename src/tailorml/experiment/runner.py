@@ -30,7 +30,7 @@ from tailorml.experiment.fairness import (
 from tailorml.experiment.generalization import robustness_table
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
-from tailorml.models.recipe import require_dense, require_no_teacher
+from tailorml.models.recipe import require_dense, require_train_only_options
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grid import Setting, expand
 from tailorml.progress import SILENT, Reporter
@@ -119,7 +119,7 @@ def run_experiment(
         "its methods would not keep pruned weights at zero; the sparse_finetuning method "
         "prunes personalized models",
     )
-    require_no_teacher(config.train, "`tailorml experiment`")
+    require_train_only_options(config.train, "`tailorml experiment`")
     settings = expand(config.methods)  # bad methods fail here, before any work
     check_reference(config, settings)
     check_inputs(config, settings)

@@ -31,6 +31,7 @@ from tailorml.config import ModelConfig, TrainConfig
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import SmallCNN, build_model
 from tailorml.models.group_dro import GroupDRO, n_groups
+from tailorml.models.sample_weights import SampleWeights
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import (
     LabeledData,
@@ -130,11 +131,21 @@ NO_TEACHER_HERE = (
 )
 
 
-def require_no_teacher(train: TrainConfig, job: str) -> None:
-    """Refuse a distillation recipe in a job whose models train on other data than the
-    teacher saw (an individual's held-out data could leak through the teacher)."""
+NO_EARLY_WEIGHT_HERE = (
+    "train.early_weight = {weight:g}: {job} trains its models with the plain loss (the "
+    "early-warning weight is for the predefined model of `tailorml train`); set "
+    "train.early_weight = 0"
+)
+
+
+def require_train_only_options(train: TrainConfig, job: str) -> None:
+    """Refuse the options only `tailorml train` applies, rather than ignore them silently:
+    distillation (the teacher saw the pooled training windows, so an individual's held-out
+    data could leak through it into this job's models) and the early-warning weight."""
     if train.distill_from:
         raise ConfigError(NO_TEACHER_HERE.format(path=train.distill_from, job=job))
+    if train.early_weight:
+        raise ConfigError(NO_EARLY_WEIGHT_HERE.format(weight=train.early_weight, job=job))
 
 
 GROUP_DRO_NEEDS = (
@@ -204,6 +215,7 @@ def fit_predefined(
     validate: Callable[[nn.Module], float] | None = None,
     plugins: Sequence[LoopPlugin] = (),
     groups: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> PredefinedFit:
     """Train `model` on `general` (D_G) with `recipe`; the one way a predefined model is
     trained. With `validate` (higher is better), checked after every epoch, the best
@@ -214,10 +226,18 @@ def fit_predefined(
     With structured pruning the returned model is the compacted one (same outputs, fewer
     parameters); use `PredefinedFit.model`, not the network passed in. `groups` (the group
     code of every sample of `general`, `models.group_dro.group_codes`) is needed when the
-    recipe asks for group DRO."""
+    recipe asks for group DRO; `sample_weights` (one per sample of `general`) weigh each
+    sample's loss (`models.sample_weights`)."""
     schedule = recipe.schedule(len(general), seed)
     weights = recipe.class_weights(general.y.numpy(), n_classes)
     fairness = group_dro_plugin(recipe, groups, schedule, weights)
+    weighting = None
+    if sample_weights is not None:
+        if len(sample_weights) != len(general):
+            raise ValueError(
+                f"{len(sample_weights)} sample weights for {len(general)} training samples"
+            )
+        weighting = SampleWeights(sample_weights, schedule, weights)
     robust = None
     if recipe.robust != "none":
         if perturbation is None:
@@ -230,6 +250,7 @@ def fit_predefined(
         *([robust.plugin(len(schedule), weights)] if robust else []),
         *([Pruner(model, pruning, len(schedule))] if pruning else []),
         *([fairness] if fairness else []),
+        *([weighting] if weighting else []),
         *plugins,
     ]
     result = train(

@@ -38,7 +38,7 @@ from tailorml.evaluate.operating_point import person_of
 from tailorml.io import atomic_write_parquet, sha256_file
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.models.recipe import require_dense, require_no_teacher
+from tailorml.models.recipe import require_dense, require_train_only_options
 from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
@@ -296,7 +296,7 @@ def personalize_individual(
         "; to personalize a channel-pruned model, train it with `tailorml train` and pass "
         "--predefined RUN",
     )
-    require_no_teacher(config.train, "`tailorml personalize`")
+    require_train_only_options(config.train, "`tailorml personalize`")
     gates = build_gates(config.soft)  # bad gate names fail before any work
     check_candidate_inputs(config)  # a bad grid or an unusable method fails before work
     use_threads(config.train.threads)
