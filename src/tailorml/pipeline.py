@@ -140,8 +140,10 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
         if config.train.checkpoint_by == "alerts":
             validate = alert_score(config, prepared, policy, val_indices)
 
+    sample_weights = None
     if config.train.early_weight:
-        weighted = int((early_warning_weights(config, prepared, train_indices) > 1).sum())
+        sample_weights = early_warning_weights(config, prepared, train_indices)
+        weighted = int((sample_weights > 1).sum())
         reporter.log(
             f"early-warning weight: {weighted:,} hypo windows at least "
             f"{config.alerts.useful_lead_minutes} min before their low count "
@@ -162,11 +164,7 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
                 *teacher_plugins(config, recipe, y_train, reporter),
             ],
             groups=window_groups(prepared, train_indices) if recipe.group_dro_eta else None,
-            sample_weights=(
-                early_warning_weights(config, prepared, train_indices)
-                if config.train.early_weight
-                else None
-            ),
+            sample_weights=sample_weights,
         )
     model = fit.model
     pruning = pruning_record(recipe, dense_parameters, model)
