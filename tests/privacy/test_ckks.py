@@ -7,7 +7,12 @@ import tenseal as ts
 
 from tailorml.client import EncryptedAlertClient, softmax
 from tailorml.privacy.check import LOGIT_TOLERANCE
-from tailorml.privacy.context import load_public, secret_context
+from tailorml.privacy.context import (
+    load_public,
+    modulus_chain_bits,
+    public_bytes,
+    secret_context,
+)
 from tailorml.privacy.params import CKKSParameters, PrivacyError
 from tailorml.privacy.plan import plain_logits
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
@@ -72,8 +77,50 @@ def test_a_context_for_another_chain_is_refused(keys):
     encrypted = keys[0]
     other = secret_context(CKKSParameters(8192, (50, 35, 50), 35))  # one level: small keys
     other.make_context_public()
-    with pytest.raises(PrivacyError, match=r"1 levels.*this model's chain is CKKS N = 8192"):
+    with pytest.raises(
+        PrivacyError, match=r"primes of \[50, 35, 50\] bits.*chain is CKKS N = 8192"
+    ):
         load_public(other.serialize(), encrypted.plan.parameters)
+
+
+def test_the_prime_sizes_are_read_back_from_a_context_in_tenseal_order():
+    # q0 first, the special prime last; the asymmetric middle proves the order
+    context = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[45, 40, 35, 35, 50])
+    assert modulus_chain_bits(context) == (45, 40, 35, 35, 50)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "match"),
+    [
+        # same N, level count and total bits (205) as the model's chain: only the primes differ
+        (CKKSParameters(8192, (45, 40, 35, 35, 50), 35), r"primes of \[45, 40, 35, 35, 50\]"),
+        (CKKSParameters(8192, (50, 35, 35, 35, 50), 30), r"scale 2\^30, but"),
+    ],
+)
+def test_a_context_with_other_primes_or_scale_is_refused(keys, parameters, match):
+    encrypted, client, _, _ = keys
+    assert client.parameters != parameters
+    other = EncryptedAlertClient(client.layout, parameters, client.n_classes, client.max_batch)
+    with pytest.raises(PrivacyError, match=match):
+        evaluate_encrypted(encrypted, other.public_context(), other.encrypt(glucose_windows(1)))
+
+
+@pytest.mark.parametrize("flag", ["auto_rescale", "auto_relin", "auto_mod_switch"])
+def test_a_context_with_automatic_rescaling_off_is_refused(keys, flag):
+    encrypted, client, _, _ = keys
+    context = client.context.copy()
+    setattr(context, flag, False)
+    public = public_bytes(context)
+    with pytest.raises(PrivacyError, match=f"{flag} switched off"):
+        load_public(public, encrypted.plan.parameters)
+
+
+def test_a_ciphertext_at_another_scale_is_refused(keys):
+    encrypted, client, _, server = keys
+    slots = ts.ckks_vector_from(client.context, client.encrypt(glucose_windows(1))).decrypt()
+    other = ts.ckks_vector(client.context, slots, scale=2.0**45).serialize()
+    with pytest.raises(PrivacyError, match=r"at scale 2\^45, this model's chain encrypts at 2\^"):
+        evaluate_encrypted(encrypted, server, other)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,12 @@ from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.privacy.context import load_public
 from tailorml.privacy.plan import torch_logits
-from tailorml.privacy.server import EncryptedModel, evaluate_encrypted, read_window
+from tailorml.privacy.server import (
+    EncryptedModel,
+    evaluate_encrypted,
+    forward_checked,
+    read_window,
+)
 from tailorml.privacy.wire import pack_parts
 from tailorml.progress import SILENT, Reporter
 from tailorml.robust.evaluate import evenly_spaced
@@ -77,15 +82,14 @@ def round_trip(
     """Encrypted logits of `windows`, `batch` per ciphertext, timing every step. The server
     evaluates each ciphertext under `server_context` (the client's public context, read once
     per person as a service would); decryption happens on the client."""
-    levels = encrypted.plan.parameters.levels
     outputs = []
     for start in range(0, len(windows), batch):
         chunk = windows[start : start + batch]
         began = time.perf_counter()
         upload = client.encrypt(chunk)
         encrypted_at = time.perf_counter()
-        vector = read_window(server_context, upload, levels)
-        answer = pack_parts([logit.serialize() for logit in encrypted.forward(vector)])
+        vector = read_window(server_context, upload, encrypted.plan.parameters)
+        answer = pack_parts([logit.serialize() for logit in forward_checked(encrypted, vector)])
         evaluated_at = time.perf_counter()
         outputs.append(client.decrypt(answer, len(chunk)))
         decrypted_at = time.perf_counter()

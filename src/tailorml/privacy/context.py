@@ -9,6 +9,9 @@ evaluation keys, and one whose parameters differ from the model's chain.
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
+
 import tenseal as ts
 
 from tailorml.privacy.params import CKKSParameters, PrivacyError
@@ -81,20 +84,49 @@ def check_public(context: ts.Context, parameters: CKKSParameters | None = None) 
         check_parameters(context, parameters)
 
 
+def modulus_chain_bits(context: ts.Context) -> tuple[int, ...]:
+    """The bit size of every prime of the context's coefficient modulus, q0 first and the
+    special prime last (TenSEAL's order). SEAL's primes are not exposed to Python, so each
+    is read as the drop in total bits from one level of the chain to the next."""
+    totals = []
+    level = context.seal_context().data.key_context_data()
+    while level is not None:
+        totals.append(level.total_coeff_modulus_bit_count())
+        level = level.next_context_data()
+    dropped = [above - below for above, below in pairwise(totals)]
+    return (totals[-1], *reversed(dropped[1:]), dropped[0])
+
+
 def check_parameters(context: ts.Context, parameters: CKKSParameters) -> None:
-    """Refuse a context made for another polynomial degree or a shorter chain."""
+    """Refuse a context made for another chain: another degree, other primes or another
+    scale would not fail but decrypt wrong logits. Refuse also one with automatic
+    rescaling or relinearisation off, which the plan relies on."""
     seal = context.seal_context().data
-    fresh = seal.first_context_data()  # the parameters of a freshly encrypted ciphertext
-    degree = fresh.parms().poly_modulus_degree()
-    levels = fresh.chain_index()  # rescales left to a fresh ciphertext
-    total = seal.key_context_data().total_coeff_modulus_bit_count()
-    if (degree, levels, total) != (
+    degree = seal.key_context_data().parms().poly_modulus_degree()
+    chain = modulus_chain_bits(context)
+    scale = context.global_scale
+    if (degree, chain, scale) != (
         parameters.poly_modulus_degree,
-        parameters.levels,
-        parameters.total_bits,
+        tuple(parameters.coeff_mod_bit_sizes),
+        2.0**parameters.scale_bits,
     ):
+        scale_bits = f"2^{math.log2(scale):g}" if scale > 0 else f"{scale:g}"
         raise PrivacyError(
-            f"public_context has N = {degree}, {levels} levels, {total} modulus bits, but "
-            f"this model's chain is {parameters.describe()}; make the keys from the model's "
-            "encryption spec (EncryptedAlertClient.from_spec)"
+            f"public_context has N = {degree}, primes of {list(chain)} bits and scale "
+            f"{scale_bits}, but this model's chain is {parameters.describe()}; make the keys "
+            "from the model's encryption spec (EncryptedAlertClient.from_spec)"
+        )
+    off = [
+        name
+        for name, on in (
+            ("auto_rescale", context.auto_rescale),
+            ("auto_relin", context.auto_relin),
+            ("auto_mod_switch", context.auto_mod_switch),
+        )
+        if not on
+    ]
+    if off:
+        raise PrivacyError(
+            f"public_context has {', '.join(off)} switched off; the model's plan needs them "
+            "on (TenSEAL's default): make the keys with EncryptedAlertClient.from_spec"
         )

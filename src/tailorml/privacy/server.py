@@ -12,11 +12,13 @@ kernel tap, one x², and per head a strided sum of log2(features) power-of-two r
 
 from __future__ import annotations
 
+import math
+
 import tenseal as ts
 from torch import nn
 
 from tailorml.privacy.context import check_public, load_public
-from tailorml.privacy.params import PrivacyError
+from tailorml.privacy.params import CKKSParameters, PrivacyError
 from tailorml.privacy.plan import HEPlan, compile_plan
 from tailorml.privacy.wire import pack_parts
 
@@ -78,8 +80,9 @@ class EncryptedModel:
         return logits
 
 
-def read_window(context: ts.Context, data: bytes, levels: int) -> ts.CKKSVector:
-    """The client's ciphertext, checked to be fresh (all levels left)."""
+def read_window(context: ts.Context, data: bytes, parameters: CKKSParameters) -> ts.CKKSVector:
+    """The client's ciphertext, checked to be one fresh ciphertext (all levels left) at the
+    chain's scale: another scale would not fail but give wrong logits, or fail mid-plan."""
     if not isinstance(data, bytes | bytearray) or not data:
         raise PrivacyError("encrypted_window is empty; send EncryptedAlertClient.encrypt(...)")
     try:
@@ -90,12 +93,38 @@ def read_window(context: ts.Context, data: bytes, levels: int) -> ts.CKKSVector:
             f"encrypted_window is not a CKKS vector for this context ({type(error).__name__}); "
             "send EncryptedAlertClient.encrypt(...) made with the same keys"
         ) from None
-    if len(ciphertexts) != 1 or ciphertexts[0].coeff_modulus_size() != levels + 1:
+    fresh = (
+        len(ciphertexts) == 1
+        and ciphertexts[0].size() == 2
+        and ciphertexts[0].coeff_modulus_size() == parameters.levels + 1
+    )
+    if not fresh:
         raise PrivacyError(
             "encrypted_window is not one freshly encrypted ciphertext (too large, or levels "
             "already used); send EncryptedAlertClient.encrypt(...)"
         )
+    if ciphertexts[0].scale != 2.0**parameters.scale_bits:
+        raise PrivacyError(
+            f"encrypted_window is at scale 2^{math.log2(max(ciphertexts[0].scale, 1e-300)):g}, "
+            f"this model's chain encrypts at 2^{parameters.scale_bits}; encrypt with "
+            "EncryptedAlertClient.from_spec for this model"
+        )
     return vector
+
+
+def forward_checked(model: EncryptedModel, vector: ts.CKKSVector) -> list[ts.CKKSVector]:
+    """`model.forward`, with TenSEAL's failures on a ciphertext that passed the checks but
+    still does not fit (they come from the client's bytes) as a one-line error."""
+    try:
+        return model.forward(vector)
+    except PrivacyError:
+        raise
+    except (ValueError, RuntimeError) as error:
+        raise PrivacyError(
+            f"encrypted_window could not be evaluated under your public context "
+            f"({type(error).__name__}: {str(error)[:120]}); register a context made with "
+            "EncryptedAlertClient.from_spec and encrypt with that client"
+        ) from None
 
 
 def evaluate_encrypted(
@@ -119,5 +148,5 @@ def evaluate_encrypted(
         context = public_context
     else:
         context = load_public(public_context, parameters, threads)
-    vector = read_window(context, encrypted_window, parameters.levels)
-    return pack_parts([logit.serialize() for logit in encrypted.forward(vector)])
+    vector = read_window(context, encrypted_window, parameters)
+    return pack_parts([logit.serialize() for logit in forward_checked(encrypted, vector)])
