@@ -22,7 +22,7 @@ from tailorml.policy import AlertPolicy
 from tailorml.privacy.context import public_bytes, secret_context
 from tailorml.privacy.layout import InputLayout, next_power_of_two
 from tailorml.privacy.params import CKKSParameters, PrivacyError
-from tailorml.privacy.wire import unpack_parts
+from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint, unpack_parts
 
 
 class EncryptedAlertClient:
@@ -124,6 +124,12 @@ class ServiceAlerts:
 
         alerts = ServiceAlerts("https://host", token)       # keys, public context sent once
         decisions = alerts.decide(windows)                  # (n, channels, 24) mg/dL
+
+    Every request names this device's context and the model whose policy it will apply.
+    When the service no longer has the context (another device of the person's replaced
+    it) or serves another model, it answers 409 and this client re-registers, or re-reads
+    the model's spec (new keys if the chain changed), then asks again: never an alert from
+    keys or a threshold that do not belong to the answer.
     """
 
     def __init__(self, url: str, token: str, timeout: float = 300.0) -> None:
@@ -132,15 +138,48 @@ class ServiceAlerts:
         self.http = httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
-        self.spec = self._checked(self.http.get("/api/v1/encrypted/spec")).json()
+        self.spec = self._read_spec()
         self.client = EncryptedAlertClient.from_spec(self.spec)
-        self._checked(
+        self.context_sha256 = self._register()
+
+    def _read_spec(self) -> dict[str, Any]:
+        spec = self._checked(self.http.get("/api/v1/encrypted/spec")).json()
+        if not isinstance(spec, dict) or not isinstance(spec.get("model_sha256"), str):
+            raise PrivacyError("the service's /api/v1/encrypted/spec has no model_sha256")
+        return spec
+
+    def _register(self) -> str:
+        public = self.client.public_context()
+        answer = self._checked(
             self.http.put(
                 "/api/v1/encrypted/context",
-                content=self.client.public_context(),
+                content=public,
                 headers={"content-type": "application/octet-stream"},
             )
-        )
+        ).json()
+        sent = fingerprint(public)
+        if answer.get("context_sha256") != sent:
+            raise PrivacyError(
+                "the service registered another public context than this device sent; "
+                "check the URL (a proxy that alters bodies?)"
+            )
+        return sent
+
+    def _renew(self, reason: str | None) -> None:
+        """Recover from a 409: re-register this device's context, or follow a new model."""
+        if reason == "model_changed":
+            spec = self._read_spec()
+            same_keys = all(
+                spec.get(key) == self.spec.get(key)
+                for key in ("layout", "parameters", "n_classes", "max_batch")
+            )
+            self.spec = spec
+            if same_keys:
+                policy = spec.get("policy")
+                self.client.policy = AlertPolicy.from_dict(policy, "model spec") if policy else None
+                return
+            self.client = EncryptedAlertClient.from_spec(spec)
+        self.context_sha256 = self._register()
 
     @staticmethod
     def _checked(answer):
@@ -152,21 +191,48 @@ class ServiceAlerts:
             raise PrivacyError(f"the service answered {answer.status_code}: {message}")
         return answer
 
-    def logits(self, windows: np.ndarray) -> np.ndarray:
-        """Decrypted logits, `max_batch` windows per request."""
-        windows = self.client.layout.check_windows(windows)
-        rows = []
-        for start in range(0, len(windows), self.client.max_batch):
-            chunk = windows[start : start + self.client.max_batch]
-            answer = self._checked(
-                self.http.post(
-                    "/api/v1/encrypted/alert",
-                    content=self.client.encrypt(chunk),
-                    headers={"content-type": "application/octet-stream"},
-                )
+    def _ask(self, chunk: np.ndarray) -> np.ndarray:
+        """Decrypted logits of one ciphertext's windows; one renewal after a 409."""
+        for attempt in range(2):
+            answer = self.http.post(
+                "/api/v1/encrypted/alert",
+                content=self.client.encrypt(chunk),
+                headers={
+                    "content-type": "application/octet-stream",
+                    CONTEXT_HEADER: self.context_sha256,
+                    MODEL_HEADER: self.spec["model_sha256"],
+                },
             )
-            rows.append(self.client.decrypt(answer.content, len(chunk)))
-        return np.concatenate(rows)
+            if answer.status_code == 409 and attempt == 0:
+                try:
+                    reason = answer.json().get("reason")
+                except ValueError:
+                    reason = None
+                if reason in ("context_unknown", "model_changed"):
+                    self._renew(reason)
+                    continue
+            self._checked(answer)
+            served = answer.headers.get(MODEL_HEADER)
+            if served != self.spec["model_sha256"]:
+                raise PrivacyError(
+                    f"the service answered with model {str(served)[:12]}…, not the "
+                    f"{self.spec['model_sha256'][:12]}… whose policy this client applies; retry"
+                )
+            return self.client.decrypt(answer.content, len(chunk))
+        raise AssertionError("unreachable")
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Decrypted logits, `max_batch` windows per request, all from one model (asked
+        again from the start if the service's model changed midway)."""
+        windows = self.client.layout.check_windows(windows)
+        for _ in range(2):
+            model = self.spec["model_sha256"]
+            rows = []
+            for start in range(0, len(windows), self.client.max_batch):
+                rows.append(self._ask(windows[start : start + self.client.max_batch]))
+            if self.spec["model_sha256"] == model:
+                return np.concatenate(rows)
+        raise PrivacyError("the service's model changed twice during one request; retry")
 
     def decide(self, windows: np.ndarray) -> np.ndarray:
         """Class per window under the model's own alert policy, decided here."""

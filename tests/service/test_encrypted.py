@@ -3,6 +3,8 @@ ciphertext and keeps nothing of it (a real server with an HE-friendly model)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,10 @@ from tests.service.conftest import Server, make_service_data
 
 from tailorml.client import ServiceAlerts
 from tailorml.models.cnn import save_model
+from tailorml.policy import AlertPolicy
 from tailorml.privacy.context import load_public
 from tailorml.privacy.params import PrivacyError
+from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
 from tailorml.registry.models import Registry
 
 
@@ -39,20 +43,26 @@ def test_the_service_computes_alerts_on_windows_it_cannot_read(he_server):
     assert np.abs(logits - plain).max() < 1e-2  # CKKS tolerance stated in docs/privacy.md
     assert (alerts.client.decide(logits) == model.policy.decide(alerts_softmax(plain))).all()
 
-    stored = service.data / "he-contexts" / f"{alice.id}.ctx"
+    stored = service.data / "he-contexts" / alice.id / f"{alerts.context_sha256}.ctx"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == alerts.context_sha256
     context = load_public(stored.read_bytes())  # refuses a context with a secret key
     assert not context.has_secret_key()
     audit = [e for e in Registry(service.data).audit(alice.id) if e.action == "encrypted_inference"]
     assert len(audit) == 1 and audit[0].details["bytes_in"] > 100_000  # one request so far
     assert set(audit[0].details) == {"bytes_in", "bytes_out", "model_sha256"}  # no content
     sent = alerts.client.encrypt(windows[:1])
-    with server.client(alice.bearer) as client:
+    with server.client(alice.bearer | headers_of(alerts)) as client:
         answer = client.post("/api/v1/encrypted/alert", content=sent)
     assert answer.status_code == 200
+    assert answer.headers[MODEL_HEADER] == alerts.spec["model_sha256"]
     pieces = [sent[i : i + 64] for i in range(1_000, len(sent), len(sent) // 8)]
     for path in (p for p in service.data.rglob("*") if p.is_file()):
         content = path.read_bytes()  # the database, its WAL, contexts, logs
         assert not any(piece in content for piece in pieces), path  # ciphertext never kept
+
+
+def headers_of(alerts: ServiceAlerts) -> dict:
+    return {CONTEXT_HEADER: alerts.context_sha256, MODEL_HEADER: alerts.spec["model_sha256"]}
 
 
 def alerts_softmax(logits):
@@ -65,7 +75,87 @@ def test_without_a_registered_context_or_an_he_model_the_answer_says_what_to_do(
 ):
     he, service, _ = he_server
     with he.client(service.people["carol"].bearer) as client:
-        answer = client.post("/api/v1/encrypted/alert", content=b"x")
-    assert answer.status_code == 400 and "PUT /api/v1/encrypted/context" in answer.json()["message"]
+        spec = client.get("/api/v1/encrypted/spec").json()
+        headers = {CONTEXT_HEADER: "ab" * 32, MODEL_HEADER: spec["model_sha256"]}
+        answer = client.post("/api/v1/encrypted/alert", content=b"x", headers=headers)
+    assert answer.status_code == 409 and answer.json()["reason"] == "context_unknown"
+    assert "PUT /api/v1/encrypted/context again" in answer.json()["message"]
     with pytest.raises(PrivacyError, match="offers no encrypted alerts"):
         ServiceAlerts(server.url, service_data.people["carol"].token)
+
+
+def test_each_device_of_a_person_keeps_its_own_keys(he_server):
+    """A second device registering must not make the first one's answers noise (CKKS
+    evaluates a ciphertext under any keys of the right size without an error)."""
+    server, service, model = he_server
+    alice = service.people["alice"]
+    windows = glucose_windows(4, channels=model.spec.in_channels, seed=3)
+    with torch.no_grad():
+        truth = model.policy.decide(alerts_softmax(model(torch.as_tensor(windows).float()).numpy()))
+    phone = ServiceAlerts(server.url, alice.token)
+    tablet = ServiceAlerts(server.url, alice.token)
+    assert phone.context_sha256 != tablet.context_sha256
+    assert (phone.decide(windows) == truth).all() and (tablet.decide(windows) == truth).all()
+
+    # the server lost the phone's context (replaced by a later device): 409, re-register, answer
+    stored = service.data / "he-contexts" / alice.id / f"{phone.context_sha256}.ctx"
+    lost_name = phone.context_sha256
+    phone.context_sha256 = "0" * 64
+    assert (phone.decide(windows) == truth).all()
+    assert phone.context_sha256 == lost_name and stored.is_file()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "match"),
+    [
+        ({}, 400, "header X-Context-SHA256 is missing"),
+        ({CONTEXT_HEADER: "../../etc/passwd"}, 400, "X-Context-SHA256 must be 64 hex digits"),
+        ({CONTEXT_HEADER: "a" * 64}, 400, "header X-Model-SHA256 is missing"),
+        ({CONTEXT_HEADER: "a" * 64, MODEL_HEADER: "b" * 64}, 409, "model changed"),
+    ],
+)
+def test_an_alert_request_names_its_context_and_model(he_server, headers, status, match):
+    server, service, _ = he_server
+    with server.client(service.people["alice"].bearer) as client:
+        answer = client.post("/api/v1/encrypted/alert", content=b"x", headers=headers)
+    assert answer.status_code == status and match in answer.json()["message"]
+    if status == 409:
+        assert answer.json()["reason"] == "model_changed"
+
+
+def test_clinicians_and_wrong_methods_get_clear_answers(he_server):
+    server, service, _ = he_server
+    with server.client(service.people["bob"].bearer) as client:
+        answer = client.put("/api/v1/encrypted/context", content=b"x")
+        assert answer.status_code == 403 and "patient's token" in answer.json()["message"]
+        wrong = client.get("/api/v1/encrypted/alert")
+    assert wrong.status_code == 405
+    assert wrong.json() == {"status": 405, "message": "Method Not Allowed"}
+    assert wrong.headers["allow"] == "POST"
+
+
+def test_the_client_follows_a_new_model_s_policy(tmp_path, trained):
+    """The operator swaps the HE model (same chain, another threshold): the phone's next
+    request is refused with 409, it re-reads the spec and decides with the new policy."""
+    service = make_service_data(tmp_path, trained)
+    first, second = he_model(seed=0), he_model(seed=1)
+    second.policy = AlertPolicy(threshold=0.6)
+    save_model(first, tmp_path / "first.pt")
+    save_model(second, tmp_path / "second.pt")
+    server = Server(service, extra=["--he-model", str(tmp_path / "first.pt")]).start()
+    phone = ServiceAlerts(server.url, service.people["alice"].token)
+    server.kill()
+    server = Server(service, server.port, ["--he-model", str(tmp_path / "second.pt")]).start()
+    try:
+        windows = glucose_windows(5, seed=9)
+        decided = phone.decide(windows)
+    finally:
+        server.kill()
+    with torch.no_grad():
+        logits = second(torch.as_tensor(windows).float()).numpy()
+    assert phone.client.policy.threshold == 0.6
+    assert (
+        phone.spec["model_sha256"]
+        == hashlib.sha256((tmp_path / "second.pt").read_bytes()).hexdigest()
+    )
+    assert (decided == second.policy.decide(alerts_softmax(logits))).all()

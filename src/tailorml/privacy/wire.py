@@ -1,17 +1,28 @@
-"""The server's answer on the wire: one serialized CKKS vector per class, framed in one
-byte string (TenSEAL serialises single vectors only).
+"""Encrypted alerts on the wire. The server's answer: one serialized CKKS vector per
+class, framed in one byte string (TenSEAL serialises single vectors only):
 
     b"TMLHE1" | count (uint32 big-endian) | count × (length (uint32) | bytes)
+
+A request names, by SHA-256, the public context it was encrypted under and the model it
+expects (`CONTEXT_HEADER`, `MODEL_HEADER`); the answer names the model that computed it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 from tailorml.privacy.params import PrivacyError
 
 MAGIC = b"TMLHE1"
+CONTEXT_HEADER = "X-Context-SHA256"
+MODEL_HEADER = "X-Model-SHA256"
 _LENGTH = struct.Struct(">I")
+
+
+def fingerprint(data: bytes) -> str:
+    """What names a public context (or a model file): the SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def pack_parts(parts: list[bytes]) -> bytes:

@@ -16,17 +16,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tailorml import __version__
 from tailorml.errors import NotFoundError, TailormlError
+from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
 from tailorml.registry.people import Person
 from tailorml.service import nightscout
 from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
 from tailorml.service.core import Service
-from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES
+from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES, ConflictError
 from tailorml.service.nightscout import PayloadError
 
 log = logging.getLogger("tailorml.service")
+
+CONTEXT_ADVICE = "send EncryptedAlertClient.public_context() (the model's spec fixes its size)"
+CIPHERTEXT_ADVICE = "encrypt at most the spec's max_batch windows per ciphertext"
 
 
 class TooLarge(PayloadError):
@@ -37,18 +42,20 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": status, "message": message}, status_code=status)
 
 
-async def read_body(request: Request, limit: int = nightscout.MAX_BODY_BYTES) -> bytes:
+async def read_body(
+    request: Request,
+    limit: int = nightscout.MAX_BODY_BYTES,
+    advice: str = "send fewer records per request",
+) -> bytes:
     """The body, refused past `limit` bytes without reading the rest."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(
-            f"body of {int(declared):,} bytes exceeds {limit:,}; send fewer records per request"
-        )
+        raise TooLarge(f"body of {int(declared):,} bytes exceeds {limit:,}; {advice}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"body exceeds {limit:,} bytes")
+            raise TooLarge(f"body exceeds {limit:,} bytes; {advice}")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -101,6 +108,18 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @app.exception_handler(PayloadError)
     async def _payload(request: Request, error: PayloadError):
         return _error(422, str(error))
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, error: ConflictError):
+        answer = {"status": 409, "message": str(error), "reason": error.reason}
+        return JSONResponse(answer, status_code=409)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException):
+        # routing's own answers (404 no such path, 405 wrong method) in the same shape
+        answer = _error(error.status_code, str(error.detail))
+        answer.headers.update(error.headers or {})
+        return answer
 
     @app.exception_handler(NotFoundError)
     async def _missing(request: Request, error: NotFoundError):
@@ -275,14 +294,19 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.put("/api/v1/encrypted/context")
     async def encrypted_context(request: Request):
-        body = await read_body(request, MAX_CONTEXT_BYTES)
+        body = await read_body(request, MAX_CONTEXT_BYTES, CONTEXT_ADVICE)
         return await call(request, service.register_context, body)
 
     @app.post("/api/v1/encrypted/alert")
     async def encrypted_alert(request: Request):
-        body = await read_body(request, MAX_CIPHERTEXT_BYTES)
-        answer = await call(request, service.encrypted_alert, body)
-        return Response(answer, media_type="application/octet-stream")
+        body = await read_body(request, MAX_CIPHERTEXT_BYTES, CIPHERTEXT_ADVICE)
+        context, model = request.headers.get(CONTEXT_HEADER), request.headers.get(MODEL_HEADER)
+        answer = await call(request, service.encrypted_alert, body, context, model)
+        return Response(
+            answer,
+            media_type="application/octet-stream",
+            headers={MODEL_HEADER: service.encrypted.sha256 or ""},
+        )
 
     # -- the person's own data -----------------------------------------------------------------
 

@@ -277,14 +277,31 @@ class Service:
     def encrypted_spec(self, caller) -> dict:
         return self.encrypted.spec()
 
-    def register_context(self, caller, data: bytes) -> dict:
-        self.encrypted.register(caller.id, data)
-        self.store.record(self._who(caller), "register_he_context", caller.id, {"bytes": len(data)})
-        return {"registered": True, "bytes": len(data)}
+    def _encrypted_caller(self, caller: Person) -> None:
+        if caller.role != "patient":
+            raise AccessDenied(
+                "encrypted alerts are computed on a person's own CGM windows; use the "
+                "patient's token on their device, not a clinician's"
+            )
 
-    def encrypted_alert(self, caller, ciphertext: bytes) -> bytes:
+    def register_context(self, caller, data: bytes) -> dict:
+        self._encrypted_caller(caller)
+        answer = self.encrypted.register(caller.id, data)
+        self.store.record(
+            self._who(caller),
+            "register_he_context",
+            caller.id,
+            {"bytes": len(data), "context_sha256": answer["context_sha256"]}
+            | ({"replaced": answer["replaced"]} if answer["replaced"] else {}),
+        )
+        return {"registered": True} | answer
+
+    def encrypted_alert(
+        self, caller, ciphertext: bytes, context_sha256: str | None, model_sha256: str | None
+    ) -> bytes:
         """Encrypted logits for the caller's encrypted window; recorded without content."""
-        answer = self.encrypted.evaluate(caller.id, ciphertext)
+        self._encrypted_caller(caller)
+        answer = self.encrypted.evaluate(caller.id, ciphertext, context_sha256, model_sha256)
         self.store.record(
             self._who(caller),
             "encrypted_inference",

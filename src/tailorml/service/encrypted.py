@@ -1,18 +1,29 @@
 """Encrypted alerts in the service: the cloud computes the alert on a window it cannot read.
 
 The server holds the HE-friendly model in plaintext (inspectable, with its hash in every
-audit line) and, per person, the public CKKS context their client registered once (public,
+audit line) and, per person, the public CKKS contexts their clients registered (public,
 relinearisation and Galois keys; a context carrying a secret key is refused). A request is
 one ciphertext in, encrypted logits out: evaluated in memory and never logged or stored; the
 audit log records that it happened, its sizes and the model, not its content. The person's
 client decrypts the logits and applies the model's alert policy (`tailorml.client`).
 
-Contexts weigh about 50 MB and take seconds to read, so the last few are kept loaded.
+Each request names the context it was encrypted under and the model it expects, by their
+SHA-256 (headers `X-Context-SHA256`, `X-Model-SHA256`). CKKS cannot tell that a ciphertext
+was made under other keys: evaluated anyway, it decrypts to noise. So a person may have a
+few devices, each with its own keys (`MAX_DEVICES` contexts, the least recently used one
+replaced), and a request under a context the server no longer has, or for a model it no
+longer serves, is a 409 the client recovers from instead of a wrong alert.
+
+Contexts weigh 50-250 MB and take seconds to read, so recently used ones are kept loaded
+(up to `LOADED_BYTES` of them).
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import os
+import re
+import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -23,24 +34,35 @@ from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_bytes
 from tailorml.models.cnn import load_model
 from tailorml.privacy.context import load_public
+from tailorml.privacy.params import PrivacyError
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
+from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint
 
-MAX_CONTEXT_BYTES = 128 * 1024 * 1024
+# the five-level chain (a model with a hidden layer) has contexts of about 250 MB
+MAX_CONTEXT_BYTES = 320 * 1024 * 1024
 MAX_CIPHERTEXT_BYTES = 8 * 1024 * 1024
-LOADED_CONTEXTS = 4
+MAX_DEVICES = 3
+LOADED_BYTES = 768 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ConflictError(TailormlError):
+    """The request was made for state the server no longer has (the service answers 409);
+    `reason` tells a client what to renew: `context_unknown` or `model_changed`."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class EncryptedAlerts:
     def __init__(self, data_dir: Path, model_file: Path | None) -> None:
         self.folder = data_dir / "he-contexts"
         self.model: EncryptedModel | None = None
-        self.sha256 = None
+        self.sha256: str | None = None
         if model_file is not None:
-            if not Path(model_file).is_file():
-                raise TailormlError(f"--he-model {model_file}: no such model file")
-            self.model = EncryptedModel(load_model(model_file), Path(model_file).name)
-            self.sha256 = hashlib.sha256(Path(model_file).read_bytes()).hexdigest()
-        self._loaded: OrderedDict[str, ts.Context] = OrderedDict()
+            self.model, self.sha256 = _read_model(Path(model_file))
+        self._loaded: OrderedDict[tuple[str, str], tuple[ts.Context, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _require(self) -> EncryptedModel:
@@ -54,46 +76,134 @@ class EncryptedAlerts:
     def spec(self) -> dict:
         return self._require().public_spec() | {"model_sha256": self.sha256}
 
-    def _path(self, person_id: str) -> Path:
-        return self.folder / f"{person_id}.ctx"  # ids are checked p-<12 hex> by auth
+    def _folder(self, person_id: str) -> Path:
+        return self.folder / person_id  # ids are checked p-<12 hex> by auth
 
-    def register(self, person_id: str, data: bytes) -> None:
+    def register(self, person_id: str, data: bytes) -> dict:
+        """Keep the person's public context under its fingerprint; a person past
+        `MAX_DEVICES` contexts loses the least recently used one (named in the answer)."""
         model = self._require()
         context = load_public(data, model.plan.parameters)  # refuses a secret key
-        atomic_write_bytes(self._path(person_id), bytes(data))
-        self._keep(person_id, context)
+        name = fingerprint(data)
+        folder = self._folder(person_id)
+        atomic_write_bytes(folder / f"{name}.ctx", bytes(data))  # rewritten: heals a bad copy
+        others = sorted(
+            (p for p in folder.glob("*.ctx") if p.stem != name), key=lambda p: p.stat().st_mtime
+        )
+        replaced = [p.stem for p in others[: max(0, len(others) + 1 - MAX_DEVICES)]]
+        for stem in replaced:
+            self._drop(person_id, stem)
+        self._keep(person_id, name, context, len(data))
+        return {"context_sha256": name, "bytes": len(data), "replaced": replaced}
 
-    def _keep(self, person_id: str, context: ts.Context) -> None:
+    def _drop(self, person_id: str, name: str) -> None:
         with self._lock:
-            self._loaded[person_id] = context
-            self._loaded.move_to_end(person_id)
-            while len(self._loaded) > LOADED_CONTEXTS:
+            self._loaded.pop((person_id, name), None)
+        (self._folder(person_id) / f"{name}.ctx").unlink(missing_ok=True)
+
+    def _keep(self, person_id: str, name: str, context: ts.Context, size: int) -> None:
+        with self._lock:
+            self._loaded[(person_id, name)] = (context, size)
+            self._loaded.move_to_end((person_id, name))
+            while len(self._loaded) > 1 and sum(s for _, s in self._loaded.values()) > LOADED_BYTES:
                 self._loaded.popitem(last=False)
 
-    def _context(self, person_id: str) -> ts.Context:
+    def _context(self, person_id: str, name: str) -> ts.Context:
+        path = self._folder(person_id) / f"{name}.ctx"
         with self._lock:
-            found = self._loaded.get(person_id)
+            found = self._loaded.get((person_id, name))
         if found is not None:
-            return found
-        path = self._path(person_id)
+            _touch(path)  # the least recently *used* context is the one replaced
+            return found[0]
         if not path.is_file():
-            raise TailormlError(
-                "no public context registered for you: PUT /api/v1/encrypted/context with "
-                "EncryptedAlertClient.public_context() first"
+            raise ConflictError(
+                f"no public context {name[:12]}… registered for you (a newer device's "
+                f"registration replaced it, the data was erased, or it was never sent): PUT "
+                "/api/v1/encrypted/context again, then retry",
+                "context_unknown",
             )
-        context = load_public(path.read_bytes(), self._require().plan.parameters)
-        self._keep(person_id, context)
+        data = path.read_bytes()
+        try:
+            if fingerprint(data) != name:
+                raise PrivacyError("its bytes do not match its fingerprint")
+            context = load_public(data, self._require().plan.parameters)
+        except PrivacyError as error:
+            raise ConflictError(
+                f"your public context {name[:12]}… stored on the server is unreadable "
+                f"({str(error)[:80]}); PUT /api/v1/encrypted/context again, then retry",
+                "context_unknown",
+            ) from None
+        _touch(path)
+        self._keep(person_id, name, context, len(data))
         return context
 
-    def evaluate(self, person_id: str, ciphertext: bytes) -> bytes:
+    def evaluate(
+        self,
+        person_id: str,
+        ciphertext: bytes,
+        context_sha256: str | None,
+        model_sha256: str | None,
+    ) -> bytes:
         model = self._require()
-        return evaluate_encrypted(model, self._context(person_id), ciphertext)
+        name = _header_sha(
+            context_sha256, CONTEXT_HEADER, "the SHA-256 of the public context you registered"
+        )
+        expected = _header_sha(
+            model_sha256, MODEL_HEADER, "model_sha256 of GET /api/v1/encrypted/spec"
+        )
+        if expected != self.sha256:
+            raise ConflictError(
+                f"the encrypted-alert model changed (now {str(self.sha256)[:12]}…, you asked for "
+                f"{expected[:12]}…); GET /api/v1/encrypted/spec again for its alert policy",
+                "model_changed",
+            )
+        return evaluate_encrypted(model, self._context(person_id, name), ciphertext)
 
     def forget(self, person_id: str) -> bool:
-        """Erasure: the person's public context goes too. Returns whether one existed."""
+        """Erasure: the person's public contexts go too. Returns whether any existed."""
         with self._lock:
-            self._loaded.pop(person_id, None)
-        path = self._path(person_id)
-        existed = path.is_file()
-        path.unlink(missing_ok=True)
+            for key in [k for k in self._loaded if k[0] == person_id]:
+                del self._loaded[key]
+        folder = self._folder(person_id)
+        legacy = self.folder / f"{person_id}.ctx"  # the one-context layout of earlier versions
+        existed = folder.is_dir() or legacy.is_file()
+        shutil.rmtree(folder, ignore_errors=True)
+        legacy.unlink(missing_ok=True)
         return existed
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):  # replaced or erased meanwhile: the cached copy answers
+        os.utime(path)
+
+
+def _header_sha(value: str | None, header: str, what: str) -> str:
+    if not value:
+        raise TailormlError(f"header {header} is missing; send {what} (ServiceAlerts does)")
+    value = value.strip().lower()
+    if not _SHA256.fullmatch(value):
+        raise TailormlError(f"header {header} must be 64 hex digits ({what})")
+    return value
+
+
+def _read_model(path: Path) -> tuple[EncryptedModel, str]:
+    """The served HE model and its hash, or a one-line error naming `--he-model` and the path."""
+    if path.is_dir():
+        hint = f"; pass {path / 'model.pt'}" if (path / "model.pt").is_file() else ""
+        raise TailormlError(f"--he-model {path} is a folder, not a model file{hint}")
+    if not path.is_file():
+        raise TailormlError(
+            f"--he-model {path}: no such model file; pass RUN/model.pt of `tailorml train "
+            "--config experiments/he_friendly.toml`"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise TailormlError(
+            f"--he-model {path}: cannot read it ({error.strerror}); check its permissions"
+        ) from None
+    try:
+        model = EncryptedModel(load_model(path), path.name)
+    except TailormlError as error:
+        raise TailormlError(f"--he-model {path}: {error}") from None
+    return model, fingerprint(data)

@@ -1,0 +1,89 @@
+"""The service's store of public contexts, in-process: one per device under its fingerprint,
+the least recently used one replaced, a bad copy refused, erasure removing all."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from tests.privacy.conftest import glucose_windows, he_model
+
+from tailorml.client import EncryptedAlertClient
+from tailorml.errors import TailormlError
+from tailorml.models.cnn import save_model
+from tailorml.service import encrypted
+from tailorml.service.encrypted import ConflictError, EncryptedAlerts
+
+PERSON = "p-0123456789ab"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("he")
+    save_model(he_model(), folder / "he.pt")
+    model_sha = hashlib.sha256((folder / "he.pt").read_bytes()).hexdigest()
+    spec = EncryptedAlerts(folder, folder / "he.pt").spec()
+    devices = [EncryptedAlertClient.from_spec(spec) for _ in range(3)]
+    return folder / "he.pt", model_sha, devices, [d.public_context() for d in devices]
+
+
+def test_the_least_recently_used_device_is_replaced(served, tmp_path, monkeypatch):
+    model_file, model_sha, devices, publics = served
+    monkeypatch.setattr(encrypted, "MAX_DEVICES", 2)
+    alerts = EncryptedAlerts(tmp_path, model_file)
+    names = [hashlib.sha256(p).hexdigest() for p in publics]
+    assert alerts.register(PERSON, publics[0])["replaced"] == []
+    assert alerts.register(PERSON, publics[1])["replaced"] == []
+    folder = tmp_path / "he-contexts" / PERSON
+    os.utime(folder / f"{names[0]}.ctx", (1, 1))  # device 0 long unused, device 1 recent
+    os.utime(folder / f"{names[1]}.ctx", (2, 2))
+    window = devices[1].encrypt(glucose_windows(1))
+    alerts.evaluate(PERSON, window, names[1], model_sha)  # using device 1 keeps it fresh
+    answer = alerts.register(PERSON, publics[2])
+    assert answer == {"context_sha256": names[2], "bytes": len(publics[2]), "replaced": [names[0]]}
+    assert sorted(p.stem for p in folder.iterdir()) == sorted(names[1:])
+    with pytest.raises(ConflictError, match=r"no public context .* registered for you") as error:
+        alerts.evaluate(PERSON, devices[0].encrypt(glucose_windows(1)), names[0], model_sha)
+    assert error.value.reason == "context_unknown"
+
+
+def test_a_damaged_stored_context_is_refused_as_unreadable(served, tmp_path):
+    model_file, model_sha, devices, publics = served
+    name = hashlib.sha256(publics[0]).hexdigest()
+    EncryptedAlerts(tmp_path, model_file).register(PERSON, publics[0])
+    stored = tmp_path / "he-contexts" / PERSON / f"{name}.ctx"
+    damaged = bytearray(stored.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte deep inside the keys
+    stored.write_bytes(bytes(damaged))
+    fresh = EncryptedAlerts(tmp_path, model_file)  # a restarted server: nothing cached
+    window = devices[0].encrypt(glucose_windows(1))
+    with pytest.raises(ConflictError, match="stored on the server is unreadable") as error:
+        fresh.evaluate(PERSON, window, name, model_sha)
+    assert error.value.reason == "context_unknown"
+    fresh.register(PERSON, publics[0])  # registering again heals it
+    assert fresh.evaluate(PERSON, window, name, model_sha).startswith(b"TMLHE1")
+
+
+def test_erasure_removes_every_device_s_context(served, tmp_path):
+    model_file, _, _, publics = served
+    alerts = EncryptedAlerts(tmp_path, model_file)
+    alerts.register(PERSON, publics[0])
+    alerts.register(PERSON, publics[1])
+    legacy = tmp_path / "he-contexts" / f"{PERSON}.ctx"  # the layout before devices
+    legacy.write_bytes(publics[2])
+    assert alerts.forget(PERSON) is True
+    assert list((tmp_path / "he-contexts").iterdir()) == []
+    assert alerts.forget(PERSON) is False
+
+
+def test_he_model_errors_name_the_option_and_the_path(tmp_path):
+    (tmp_path / "run").mkdir()
+    save_model(he_model(), tmp_path / "run" / "model.pt")
+    with pytest.raises(TailormlError, match=r"--he-model .*/run is a folder.*pass .*/run/model.pt"):
+        EncryptedAlerts(tmp_path, tmp_path / "run")
+    with pytest.raises(TailormlError, match=r"--he-model .*/missing.pt: no such model file"):
+        EncryptedAlerts(tmp_path, tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(TailormlError, match=r"^--he-model .*/junk.pt: "):
+        EncryptedAlerts(tmp_path, tmp_path / "junk.pt")
