@@ -100,6 +100,14 @@ def test_anything_but_a_model_file_is_a_clear_error(tmp_path, content):
         load_model(tmp_path / "absent.pt")
 
 
+def test_an_unreadable_model_path_is_not_called_a_bad_model(tmp_path):
+    (tmp_path / "run.pt").mkdir()  # unreadable as a file even for root
+    with pytest.raises(
+        ModelFileError, match=r"cannot read model file .*run\.pt \(Is a directory\)"
+    ):
+        load_model(tmp_path / "run.pt")
+
+
 def _trace(values: list[float]) -> pd.DataFrame:
     times = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(values)) * 5, unit="min")
     return pd.DataFrame({"time": times, "cgm": np.asarray(values, dtype=float)})

@@ -1056,6 +1056,9 @@ def privacy_check(
 
     result = check_run(run, model, individuals, max_windows, batch, _reporter())
     _print_privacy_check(result)
+    if "save_error" in result:
+        console.print(result["save_error"], style="bold red")
+        raise typer.Exit(2)
     if not result["passed"]:
         console.print(
             "Encrypted and plaintext results disagree beyond the tolerance: do not serve this "
@@ -1066,7 +1069,9 @@ def privacy_check(
 
 
 def _print_privacy_check(result: dict) -> None:
-    table = Table(title=f"Encrypted vs plaintext model, {result['batch']} window(s)/ciphertext")
+    batch = result["batch"]
+    packing = "one window per ciphertext" if batch == 1 else f"up to {batch} windows per ciphertext"
+    table = Table(title=f"Encrypted vs plaintext model, {packing}")
     for column in ("individual", "windows", "max |Δ logit|", "decisions differ", "alerts"):
         table.add_column(column, justify="left" if column == "individual" else "right")
     for row in result["individuals"]:

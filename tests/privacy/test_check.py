@@ -89,6 +89,30 @@ def test_privacy_check_refuses_a_batch_larger_than_a_ciphertext(he_run):
     assert "--batch 64: one ciphertext holds 1 to 32 windows" in str(result.exception)
 
 
+def test_privacy_check_shows_its_figures_when_it_cannot_save_them(he_run):
+    target = he_run / "privacy_check.json"
+    saved = target.read_bytes() if target.is_file() else None
+    target.unlink(missing_ok=True)
+    target.mkdir()  # unwritable for anyone, root included
+    try:
+        arguments = ["--individuals", "1", "--max-windows", "2", "--batch", "2"]
+        result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), *arguments])
+    finally:
+        target.rmdir()
+        if saved is not None:
+            target.write_bytes(saved)
+    assert result.exit_code == 2, result.output
+    assert "up to 2 windows per ciphertext" in result.output  # the table came first
+    assert "2 windows, every decision agrees" in result.output
+    assert f"could not write {target}" in " ".join(result.output.split())
+
+
+def test_privacy_check_names_a_missing_model_option(he_run, tmp_path):
+    missing = tmp_path / "nope.pt"
+    result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), "--model", str(missing)])
+    assert str(result.exception) == f"--model {missing}: no such model file"
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [

@@ -147,6 +147,11 @@ def load_model(path) -> SmallCNN:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}") from None
+    except OSError as error:  # unreadable (permissions, a folder), not necessarily no model
+        raise ModelFileError(
+            f"cannot read model file {path} ({error.strerror or type(error).__name__}); check "
+            "that it is a file you may read"
+        ) from None
     except Exception as error:  # pickle, zip and torch errors alike: not a model file
         raise ModelFileError(
             f"{path} is not a tailorml model file ({type(error).__name__}); pass the model.pt "

@@ -132,6 +132,8 @@ def check_run(
     config = run.config()
     model_file = Path(model_path) if model_path else run.file("model.pt")
     if not model_file.is_file():
+        if model_path:
+            raise TailormlError(f"--model {model_file}: no such model file")
         raise TailormlError(f"no model at {model_file}; train one first or pass --model")
     use_threads(config.train.threads)
     model = load_model(model_file)
@@ -198,5 +200,11 @@ def check_run(
         },
         "sizes": sizes,
     }
-    atomic_write_json(run.file("privacy_check.json"), result)
+    target = run.file("privacy_check.json")
+    try:
+        atomic_write_json(target, result)
+        result["saved_to"] = str(target)
+    except (OSError, TailormlError) as error:  # the round trips are not lost: the caller shows them
+        reason = getattr(error, "strerror", None) or str(error)
+        result["save_error"] = f"could not write {target} ({reason}); the figures above are unsaved"
     return result
