@@ -129,7 +129,8 @@ class EncryptedAlerts:
             context = load_public(data, self._require().plan.parameters)
         except PrivacyError as error:
             raise ConflictError(
-                f"your public context {name[:12]}… stored on the server is unreadable "
+                f"your public context {name[:12]}… stored on the server is unreadable or made "
+                f"for another model's chain "
                 f"({str(error)[:80]}); PUT /api/v1/encrypted/context again, then retry",
                 "context_unknown",
             ) from None
