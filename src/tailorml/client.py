@@ -73,7 +73,7 @@ class EncryptedAlertClient:
     def encrypt(self, windows: np.ndarray) -> bytes:
         """One ciphertext of 1 to `max_batch` windows (n, channels, length), readings in their
         own units (mg/dL); a single window may be given as (length,)."""
-        windows = self.layout.check_windows(windows)
+        windows = check_readings(self.layout.check_windows(windows), self.policy)
         if len(windows) > self.max_batch:
             raise PrivacyError(
                 f"{len(windows)} windows do not fit one ciphertext (at most {self.max_batch}); "
@@ -112,10 +112,48 @@ class EncryptedAlertClient:
         return policy.decide(softmax(logits))
 
 
+# CKKS decrypts a value correctly only within the chain's headroom (2^15 above the scale
+# for the three-level chain): a reading far outside any sensor's range would decrypt to
+# noise, and a window in mmol/L would be read as a deep hypo. Refused instead.
+CGM_RANGE_MGDL = (20.0, 1000.0)
+MAX_ABS_READING = 1000.0
+
+
+def check_readings(windows: np.ndarray, policy: AlertPolicy | None) -> np.ndarray:
+    """`windows` if every reading is in a range the model and CKKS can take, else a one-line
+    error naming the window, channel and value."""
+    channels = list(policy.channels) if policy is not None else []
+    if "cgm" in channels:
+        cgm = windows[:, channels.index("cgm"), :]
+        low, high = CGM_RANGE_MGDL
+        bad = np.argwhere((cgm < low) | (cgm > high))
+        if len(bad):
+            window, reading = bad[0]
+            value = cgm[window, reading]
+            hint = "; is it in mmol/L? multiply by 18.016" if value < low and cgm.max() < 35 else ""
+            raise PrivacyError(
+                f"window {window}: CGM reading {reading} is {value:g}, outside "
+                f"{low:g}–{high:g} mg/dL{hint}"
+            )
+    bad = np.argwhere(np.abs(windows) > MAX_ABS_READING)
+    if len(bad):
+        window, channel, reading = bad[0]
+        name = channels[channel] if channel < len(channels) else f"channel {channel}"
+        raise PrivacyError(
+            f"window {window}: {name} reading {reading} is {windows[window, channel, reading]:g}, "
+            f"beyond ±{MAX_ABS_READING:g}; encrypted logits would be noise"
+        )
+    return windows
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.asarray(logits, dtype=float) - np.max(logits, axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+class _ModelChanged(Exception):
+    """The service swapped its model during a request: start the windows over."""
 
 
 class ServiceAlerts:
@@ -166,20 +204,41 @@ class ServiceAlerts:
         return sent
 
     def _renew(self, reason: str | None) -> None:
-        """Recover from a 409: re-register this device's context, or follow a new model."""
-        if reason == "model_changed":
-            spec = self._read_spec()
-            same_keys = all(
-                spec.get(key) == self.spec.get(key)
-                for key in ("layout", "parameters", "n_classes", "max_batch")
-            )
-            self.spec = spec
+        """Recover from a 409: re-register this device's context, or follow a new model.
+        Everything new is built before anything is replaced: a failure leaves the client as
+        it was, never a new spec beside an old policy."""
+        if reason != "model_changed":
+            self.context_sha256 = self._register()
+            return
+        spec = self._read_spec()
+        same_keys = all(
+            spec.get(key) == self.spec.get(key)
+            for key in ("layout", "parameters", "n_classes", "max_batch")
+        )
+        try:
             if same_keys:
-                policy = spec.get("policy")
-                self.client.policy = AlertPolicy.from_dict(policy, "model spec") if policy else None
-                return
-            self.client = EncryptedAlertClient.from_spec(spec)
-        self.context_sha256 = self._register()
+                raw = spec.get("policy")
+                policy = AlertPolicy.from_dict(raw, "model spec") if raw else None
+                client = None
+            else:
+                client = EncryptedAlertClient.from_spec(spec)
+        except TailormlError as error:
+            raise PrivacyError(
+                f"the service now serves a model this client cannot use ({error}); update "
+                "tailorml on this device"
+            ) from None
+        if client is None:
+            self.client.policy = policy
+            self.spec = spec
+            return
+        previous = self.client
+        self.client = client
+        try:
+            self.context_sha256 = self._register()
+        except Exception:
+            self.client = previous
+            raise
+        self.spec = spec
 
     @staticmethod
     def _checked(answer):
@@ -192,8 +251,11 @@ class ServiceAlerts:
         return answer
 
     def _ask(self, chunk: np.ndarray) -> np.ndarray:
-        """Decrypted logits of one ciphertext's windows; one renewal after a 409."""
-        for attempt in range(2):
+        """Decrypted logits of one ciphertext's windows. After a 409 for a lost context it
+        registers again and retries; for a swapped model it follows the new spec and raises
+        `_ModelChanged`, so that every window is asked again of the new model."""
+        renewed: set[str] = set()
+        while True:
             answer = self.http.post(
                 "/api/v1/encrypted/alert",
                 content=self.client.encrypt(chunk),
@@ -203,13 +265,16 @@ class ServiceAlerts:
                     MODEL_HEADER: self.spec["model_sha256"],
                 },
             )
-            if answer.status_code == 409 and attempt == 0:
+            if answer.status_code == 409:
                 try:
                     reason = answer.json().get("reason")
                 except ValueError:
                     reason = None
-                if reason in ("context_unknown", "model_changed"):
+                if reason in ("context_unknown", "model_changed") and reason not in renewed:
+                    renewed.add(reason)
                     self._renew(reason)
+                    if reason == "model_changed":
+                        raise _ModelChanged()  # ask again from the first window, re-chunked
                     continue
             self._checked(answer)
             served = answer.headers.get(MODEL_HEADER)
@@ -219,21 +284,26 @@ class ServiceAlerts:
                     f"{self.spec['model_sha256'][:12]}… whose policy this client applies; retry"
                 )
             return self.client.decrypt(answer.content, len(chunk))
-        raise AssertionError("unreachable")
 
-    def logits(self, windows: np.ndarray) -> np.ndarray:
+    def _logits_and_policy(self, windows: np.ndarray) -> tuple[np.ndarray, AlertPolicy | None]:
         """Decrypted logits, `max_batch` windows per request, all from one model (asked
-        again from the start if the service's model changed midway)."""
-        windows = self.client.layout.check_windows(windows)
+        again from the start if the service's model changed midway), with that model's
+        policy."""
         for _ in range(2):
-            model = self.spec["model_sha256"]
-            rows = []
-            for start in range(0, len(windows), self.client.max_batch):
-                rows.append(self._ask(windows[start : start + self.client.max_batch]))
-            if self.spec["model_sha256"] == model:
-                return np.concatenate(rows)
+            checked = self.client.layout.check_windows(windows)
+            size = self.client.max_batch
+            try:
+                rows = [self._ask(checked[at : at + size]) for at in range(0, len(checked), size)]
+            except _ModelChanged:
+                continue
+            return np.concatenate(rows), self.client.policy
         raise PrivacyError("the service's model changed twice during one request; retry")
 
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Decrypted logits, `max_batch` windows per request, all from one model."""
+        return self._logits_and_policy(windows)[0]
+
     def decide(self, windows: np.ndarray) -> np.ndarray:
-        """Class per window under the model's own alert policy, decided here."""
-        return self.client.decide(self.logits(windows))
+        """Class per window under the alert policy of the model that computed the logits."""
+        logits, policy = self._logits_and_policy(windows)
+        return self.client.decide(logits, policy)

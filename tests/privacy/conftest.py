@@ -37,11 +37,12 @@ def he_model(
 
 
 def glucose_windows(n: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """`n` plausible CGM windows (mg/dL): a level plus a trend plus noise."""
+    """`n` plausible CGM windows (mg/dL): a level plus a trend plus noise, within a
+    sensor's reporting range (40-400 mg/dL, as Dexcom and Libre clip)."""
     rng = np.random.default_rng(seed)
     level = rng.uniform(60, 300, size=(n, channels, 1))
     trend = rng.uniform(-3, 3, size=(n, channels, 1)) * np.arange(24)
-    return level + trend + rng.normal(0, 4, size=(n, channels, 24))
+    return np.clip(level + trend + rng.normal(0, 4, size=(n, channels, 24)), 40.0, 400.0)
 
 
 @pytest.fixture(scope="module")

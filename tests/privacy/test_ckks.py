@@ -155,3 +155,27 @@ def test_the_answer_frame_round_trips_and_rejects_garbage():
         unpack_parts(b"junk")
     with pytest.raises(PrivacyError, match="truncated"):
         unpack_parts(pack_parts([b"abcdef"])[:-2])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda w: w / 18.016,
+            r"window 0: CGM reading 0 is [\d.]+, outside 20–1000 mg/dL; is it in mmol/L",
+        ),
+        (
+            lambda w: np.where(np.arange(24) == 5, 1e4, w),
+            r"window 0: CGM reading 5 is 10000, outside",
+        ),
+        (
+            lambda w: np.where(np.arange(24) == 7, 12.0, w),
+            r"CGM reading 7 is 12, outside 20–1000 mg/dL$",
+        ),
+    ],
+)
+def test_readings_outside_a_sensor_s_range_are_refused_before_encryption(keys, change, match):
+    _, client, _, _ = keys
+    window = np.full((1, 1, 24), 150.0)
+    with pytest.raises(PrivacyError, match=match):
+        client.encrypt(change(window))

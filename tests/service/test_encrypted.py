@@ -134,28 +134,31 @@ def test_clinicians_and_wrong_methods_get_clear_answers(he_server):
     assert wrong.headers["allow"] == "POST"
 
 
-def test_the_client_follows_a_new_model_s_policy(tmp_path, trained):
-    """The operator swaps the HE model (same chain, another threshold): the phone's next
-    request is refused with 409, it re-reads the spec and decides with the new policy."""
+@pytest.mark.parametrize("width", [4, 8], ids=["same-keys", "new-keys"])
+def test_the_client_follows_a_new_model_s_policy(tmp_path, trained, width):
+    """The operator swaps the HE model: the phone's next request is refused with 409, it
+    re-reads the spec (new keys when the packing changed: 8 channels fit 16 windows per
+    ciphertext, 4 fit 32) and decides with the new model's policy."""
     service = make_service_data(tmp_path, trained)
-    first, second = he_model(seed=0), he_model(seed=1)
-    second.policy = AlertPolicy(threshold=0.6)
+    first, second = he_model(seed=0), he_model(seed=1, width=width)
+    second.policy = AlertPolicy(threshold=0.99)  # almost no window alerts
     save_model(first, tmp_path / "first.pt")
     save_model(second, tmp_path / "second.pt")
     server = Server(service, extra=["--he-model", str(tmp_path / "first.pt")]).start()
     phone = ServiceAlerts(server.url, service.people["alice"].token)
+    first_keys = phone.context_sha256
     server.kill()
     server = Server(service, server.port, ["--he-model", str(tmp_path / "second.pt")]).start()
     try:
-        windows = glucose_windows(5, seed=9)
+        windows = glucose_windows(6, seed=9)
         decided = phone.decide(windows)
     finally:
         server.kill()
     with torch.no_grad():
-        logits = second(torch.as_tensor(windows).float()).numpy()
-    assert phone.client.policy.threshold == 0.6
-    assert (
-        phone.spec["model_sha256"]
-        == hashlib.sha256((tmp_path / "second.pt").read_bytes()).hexdigest()
-    )
-    assert (decided == second.policy.decide(alerts_softmax(logits))).all()
+        probabilities = alerts_softmax(second(torch.as_tensor(windows).float()).numpy())
+    assert phone.client.policy.threshold == 0.99
+    second_sha = hashlib.sha256((tmp_path / "second.pt").read_bytes()).hexdigest()
+    assert phone.spec["model_sha256"] == second_sha
+    assert (phone.context_sha256 == first_keys) == (width == 4)
+    assert (decided == second.policy.decide(probabilities)).all()
+    assert (decided != first.policy.decide(probabilities)).any()  # the old threshold differs
