@@ -13,6 +13,7 @@ from tailorml.client import EncryptedAlertClient
 from tailorml.errors import TailormlError
 from tailorml.models.cnn import save_model
 from tailorml.service import encrypted
+from tailorml.service.auth import AuthError
 from tailorml.service.encrypted import ConflictError, EncryptedAlerts
 
 PERSON = "p-0123456789ab"
@@ -67,16 +68,27 @@ def test_a_damaged_stored_context_is_refused_as_unreadable(served, tmp_path):
     assert fresh.evaluate(PERSON, window, name, model_sha).startswith(b"TMLHE1")
 
 
-def test_erasure_removes_every_device_s_context(served, tmp_path):
+def test_erasure_removes_every_device_s_context_and_refuses_new_ones(served, tmp_path):
     model_file, _, _, publics = served
     alerts = EncryptedAlerts(tmp_path, model_file)
     alerts.register(PERSON, publics[0])
     alerts.register(PERSON, publics[1])
-    legacy = tmp_path / "he-contexts" / f"{PERSON}.ctx"  # the layout before devices
-    legacy.write_bytes(publics[2])
     assert alerts.forget(PERSON) is True
     assert list((tmp_path / "he-contexts").iterdir()) == []
+    # a registration that authenticated before the erasure must not bring a context back
+    with pytest.raises(AuthError, match="this account was erased"):
+        alerts.register(PERSON, publics[2])
+    assert list((tmp_path / "he-contexts").iterdir()) == []
     assert alerts.forget(PERSON) is False
+
+
+def test_contexts_of_the_one_per_person_layout_are_removed_at_start(served, tmp_path):
+    model_file, _, _, publics = served
+    legacy = tmp_path / "he-contexts" / f"{PERSON}.ctx"  # no request can name it any more
+    legacy.parent.mkdir()
+    legacy.write_bytes(publics[0])
+    EncryptedAlerts(tmp_path, model_file)
+    assert not legacy.exists()
 
 
 def test_he_model_errors_name_the_option_and_the_path(tmp_path):
@@ -84,7 +96,7 @@ def test_he_model_errors_name_the_option_and_the_path(tmp_path):
     save_model(he_model(), tmp_path / "run" / "model.pt")
     with pytest.raises(TailormlError, match=r"--he-model .*/run is a folder.*pass .*/run/model.pt"):
         EncryptedAlerts(tmp_path, tmp_path / "run")
-    with pytest.raises(TailormlError, match=r"--he-model .*/missing.pt: no such model file"):
+    with pytest.raises(TailormlError, match=r"--he-model .*/missing.pt: no such model file; pass"):
         EncryptedAlerts(tmp_path, tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(TailormlError, match=r"^--he-model .*/junk.pt: "):

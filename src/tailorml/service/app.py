@@ -8,7 +8,10 @@ oversized body — and nothing of a rejected request is stored.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import sqlite3
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from tailorml import __version__
 from tailorml.errors import NotFoundError, TailormlError
@@ -31,11 +35,20 @@ from tailorml.service.nightscout import PayloadError
 log = logging.getLogger("tailorml.service")
 
 CONTEXT_ADVICE = "send EncryptedAlertClient.public_context() (the model's spec fixes its size)"
+CONTEXT_UPLOADS = 2  # public contexts (up to 320 MB each) read into memory at once
 CIPHERTEXT_ADVICE = "encrypt at most the spec's max_batch windows per ciphertext"
 
 
 class TooLarge(PayloadError):
     """413."""
+
+
+class Busy(TailormlError):
+    """503: the server is at capacity for this kind of request; retry later."""
+
+
+class Disconnected(Exception):
+    """The client went away mid-upload: nobody is left to answer."""
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -52,11 +65,14 @@ async def read_body(
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"body of {int(declared):,} bytes exceeds {limit:,}; {advice}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body exceeds {limit:,} bytes; {advice}")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"body exceeds {limit:,} bytes; {advice}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Disconnected() from None
     return b"".join(chunks)
 
 
@@ -92,6 +108,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    context_uploads = asyncio.Semaphore(CONTEXT_UPLOADS)
 
     @app.exception_handler(AuthError)
     async def _auth(request: Request, error: AuthError):
@@ -121,6 +138,17 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         answer.headers.update(error.headers or {})
         return answer
 
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, error: Busy):
+        answer = _error(503, str(error))
+        answer.headers["Retry-After"] = "60"
+        return answer
+
+    @app.exception_handler(Disconnected)
+    async def _gone(request: Request, error: Disconnected):
+        log.info("client disconnected during the upload of %s %s", request.method, request.url.path)
+        return _error(400, "the client disconnected before the body was complete")
+
     @app.exception_handler(NotFoundError)
     async def _missing(request: Request, error: NotFoundError):
         return _error(404, str(error))
@@ -128,6 +156,18 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @app.exception_handler(TailormlError)
     async def _tailorml(request: Request, error: TailormlError):
         return _error(400, str(error))
+
+    async def _storage(request: Request, error: Exception):
+        full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+            getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        )
+        if full:  # the operator's problem, said once in the log without a traceback
+            log.error("storage full on %s %s: %s", request.method, request.url.path, error)
+            return _error(507, "the server's storage is full; nothing was stored, retry later")
+        return await _internal(request, error)
+
+    app.add_exception_handler(OSError, _storage)
+    app.add_exception_handler(sqlite3.Error, _storage)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, error: Exception):
@@ -294,14 +334,22 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.put("/api/v1/encrypted/context")
     async def encrypted_context(request: Request):
-        body = await read_body(request, MAX_CONTEXT_BYTES, CONTEXT_ADVICE)
-        return await call(request, service.register_context, body)
+        # who it is before reading up to 320 MB, and only a few such bodies in memory at once
+        caller = await run_in_threadpool(caller_of, service, request)
+        service.require_patient(caller)
+        if context_uploads.locked():
+            raise Busy("too many public contexts are being uploaded right now; retry in a minute")
+        async with context_uploads:
+            body = await read_body(request, MAX_CONTEXT_BYTES, CONTEXT_ADVICE)
+            return await run_in_threadpool(service.register_context, caller, body)
 
     @app.post("/api/v1/encrypted/alert")
     async def encrypted_alert(request: Request):
+        caller = await run_in_threadpool(caller_of, service, request)
+        service.require_patient(caller)
         body = await read_body(request, MAX_CIPHERTEXT_BYTES, CIPHERTEXT_ADVICE)
         context, model = request.headers.get(CONTEXT_HEADER), request.headers.get(MODEL_HEADER)
-        answer = await call(request, service.encrypted_alert, body, context, model)
+        answer = await run_in_threadpool(service.encrypted_alert, caller, body, context, model)
         return Response(
             answer,
             media_type="application/octet-stream",

@@ -277,7 +277,8 @@ class Service:
     def encrypted_spec(self, caller) -> dict:
         return self.encrypted.spec()
 
-    def _encrypted_caller(self, caller: Person) -> None:
+    def require_patient(self, caller: Person) -> None:
+        """Encrypted alerts are a patient's own: checked before a large body is read."""
         if caller.role != "patient":
             raise AccessDenied(
                 "encrypted alerts are computed on a person's own CGM windows; use the "
@@ -285,7 +286,7 @@ class Service:
             )
 
     def register_context(self, caller, data: bytes) -> dict:
-        self._encrypted_caller(caller)
+        self.require_patient(caller)
         answer = self.encrypted.register(caller.id, data)
         self.store.record(
             self._who(caller),
@@ -300,7 +301,7 @@ class Service:
         self, caller, ciphertext: bytes, context_sha256: str | None, model_sha256: str | None
     ) -> bytes:
         """Encrypted logits for the caller's encrypted window; recorded without content."""
-        self._encrypted_caller(caller)
+        self.require_patient(caller)
         answer = self.encrypted.evaluate(caller.id, ciphertext, context_sha256, model_sha256)
         self.store.record(
             self._who(caller),

@@ -21,6 +21,7 @@ Contexts weigh 50-250 MB and take seconds to read, so recently used ones are kep
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -32,11 +33,14 @@ import tenseal as ts
 
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_bytes
-from tailorml.models.cnn import load_model
+from tailorml.models.cnn import load_model, require_model_file
 from tailorml.privacy.context import load_public
 from tailorml.privacy.params import PrivacyError
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint
+from tailorml.service.auth import AuthError
+
+log = logging.getLogger("tailorml.service")
 
 # the five-level chain (a model with a hidden layer) has contexts of about 250 MB
 MAX_CONTEXT_BYTES = 320 * 1024 * 1024
@@ -64,6 +68,24 @@ class EncryptedAlerts:
             self.model, self.sha256 = _read_model(Path(model_file))
         self._loaded: OrderedDict[tuple[str, str], tuple[ts.Context, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self._person_locks: dict[str, threading.Lock] = {}
+        self._erased: set[str] = set()  # erased while this process runs: no registration after
+        self._remove_legacy_contexts()
+
+    def _remove_legacy_contexts(self) -> None:
+        """Contexts stored as he-contexts/<person>.ctx by earlier versions: requests now name
+        their context by SHA-256, so no client can use them; every client registers again."""
+        if not self.folder.is_dir():
+            return
+        legacy = [p for p in self.folder.glob("*.ctx") if p.is_file()]
+        for path in legacy:
+            path.unlink(missing_ok=True)
+        if legacy:
+            log.info("removed %d public context(s) of the one-per-person layout", len(legacy))
+
+    def _person_lock(self, person_id: str) -> threading.Lock:
+        with self._lock:
+            return self._person_locks.setdefault(person_id, threading.Lock())
 
     def _require(self) -> EncryptedModel:
         if self.model is None:
@@ -86,14 +108,15 @@ class EncryptedAlerts:
         context = load_public(data, model.plan.parameters)  # refuses a secret key
         name = fingerprint(data)
         folder = self._folder(person_id)
-        atomic_write_bytes(folder / f"{name}.ctx", bytes(data))  # rewritten: heals a bad copy
-        others = sorted(
-            (p for p in folder.glob("*.ctx") if p.stem != name), key=lambda p: p.stat().st_mtime
-        )
-        replaced = [p.stem for p in others[: max(0, len(others) + 1 - MAX_DEVICES)]]
-        for stem in replaced:
-            self._drop(person_id, stem)
-        self._keep(person_id, name, context, len(data))
+        with self._person_lock(person_id):  # erasure and other devices wait for the write
+            if person_id in self._erased:
+                raise AuthError("this account was erased")
+            atomic_write_bytes(folder / f"{name}.ctx", bytes(data))  # rewritten: heals a bad copy
+            others = sorted((p for p in folder.glob("*.ctx") if p.stem != name), key=_last_used)
+            replaced = [p.stem for p in others[: max(0, len(others) + 1 - MAX_DEVICES)]]
+            for stem in replaced:
+                self._drop(person_id, stem)
+            self._keep(person_id, name, context, len(data))
         return {"context_sha256": name, "bytes": len(data), "replaced": replaced}
 
     def _drop(self, person_id: str, name: str) -> None:
@@ -103,6 +126,8 @@ class EncryptedAlerts:
 
     def _keep(self, person_id: str, name: str, context: ts.Context, size: int) -> None:
         with self._lock:
+            if person_id in self._erased:  # a load that raced the erasure is not cached
+                return
             self._loaded[(person_id, name)] = (context, size)
             self._loaded.move_to_end((person_id, name))
             while len(self._loaded) > 1 and sum(s for _, s in self._loaded.values()) > LOADED_BYTES:
@@ -161,16 +186,25 @@ class EncryptedAlerts:
         return evaluate_encrypted(model, self._context(person_id, name), ciphertext)
 
     def forget(self, person_id: str) -> bool:
-        """Erasure: the person's public contexts go too. Returns whether any existed."""
-        with self._lock:
-            for key in [k for k in self._loaded if k[0] == person_id]:
-                del self._loaded[key]
-        folder = self._folder(person_id)
-        legacy = self.folder / f"{person_id}.ctx"  # the one-context layout of earlier versions
-        existed = folder.is_dir() or legacy.is_file()
-        shutil.rmtree(folder, ignore_errors=True)
-        legacy.unlink(missing_ok=True)
+        """Erasure: the person's public contexts go too, and none can be registered after
+        (a registration under way finishes first, then is deleted). Returns whether any
+        existed."""
+        with self._person_lock(person_id):
+            self._erased.add(person_id)
+            with self._lock:
+                for key in [k for k in self._loaded if k[0] == person_id]:
+                    del self._loaded[key]
+            folder = self._folder(person_id)
+            existed = folder.is_dir()
+            shutil.rmtree(folder, ignore_errors=True)
         return existed
+
+
+def _last_used(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # replaced meanwhile by another request of the same person
+        return 0.0
 
 
 def _touch(path: Path) -> None:
@@ -189,14 +223,11 @@ def _header_sha(value: str | None, header: str, what: str) -> str:
 
 def _read_model(path: Path) -> tuple[EncryptedModel, str]:
     """The served HE model and its hash, or a one-line error naming `--he-model` and the path."""
-    if path.is_dir():
-        hint = f"; pass {path / 'model.pt'}" if (path / "model.pt").is_file() else ""
-        raise TailormlError(f"--he-model {path} is a folder, not a model file{hint}")
-    if not path.is_file():
-        raise TailormlError(
-            f"--he-model {path}: no such model file; pass RUN/model.pt of `tailorml train "
-            "--config experiments/he_friendly.toml`"
-        )
+    require_model_file(
+        path,
+        "--he-model",
+        "; pass RUN/model.pt of `tailorml train --config experiments/he_friendly.toml`",
+    )
     try:
         data = path.read_bytes()
     except OSError as error:
