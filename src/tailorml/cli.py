@@ -1051,7 +1051,8 @@ def privacy_check(
 ) -> None:
     """Encrypt test windows with a fresh client key, evaluate them encrypted as the server
     would (public context only), decrypt, and compare with the plaintext model: logit
-    differences, decisions, latency per window and sizes. Writes RUN/privacy_check.json."""
+    differences, decisions, latency per window and sizes. Writes RUN/privacy_check.json
+    (RUN/privacy_check_<model sha256[:12]>.json for another --model)."""
     from tailorml.privacy.check import check_run
 
     result = check_run(run, model, individuals, max_windows, batch, _reporter())
@@ -1059,6 +1060,7 @@ def privacy_check(
     if "save_error" in result:
         console.print(result["save_error"], style="bold red")
         raise typer.Exit(2)
+    console.print(f"Saved: {result['saved_to']}")
     if not result["passed"]:
         console.print(
             "Encrypted and plaintext results disagree beyond the tolerance: do not serve this "

@@ -11,6 +11,7 @@ STM32F4-class microcontroller.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -138,6 +139,19 @@ def save_model(model: SmallCNN, path) -> None:
     from tailorml.io import atomic_write_bytes
 
     atomic_write_bytes(path, model_bytes(model))
+
+
+def require_model_file(path: Path, option: str, hint: str = "") -> Path:
+    """`path` if it is a file, else a one-line error naming `option` and the full path (a
+    run folder suggests its model.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "model.pt"
+        suggestion = f"; pass {inside}" if inside.is_file() else ""
+        raise ModelFileError(f"{option} {path} is a folder, not a model file{suggestion}")
+    if not path.is_file():
+        raise ModelFileError(f"{option} {path}: no such model file{hint}")
+    return path
 
 
 def load_model(path) -> SmallCNN:

@@ -19,7 +19,7 @@ from tailorml.client import EncryptedAlertClient, softmax
 from tailorml.data.prepared import Prepared, prepare
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json
-from tailorml.models.cnn import load_model
+from tailorml.models.cnn import load_model, require_model_file
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.privacy.context import load_public
@@ -30,7 +30,7 @@ from tailorml.privacy.server import (
     forward_checked,
     read_window,
 )
-from tailorml.privacy.wire import pack_parts
+from tailorml.privacy.wire import fingerprint, pack_parts
 from tailorml.progress import SILENT, Reporter
 from tailorml.robust.evaluate import evenly_spaced
 from tailorml.runs import Run
@@ -131,9 +131,9 @@ def check_run(
     run = Run.open(run_dir)
     config = run.config()
     model_file = Path(model_path) if model_path else run.file("model.pt")
-    if not model_file.is_file():
-        if model_path:
-            raise TailormlError(f"--model {model_file}: no such model file")
+    if model_path:
+        require_model_file(model_file, "--model")
+    elif not model_file.is_file():
         raise TailormlError(f"no model at {model_file}; train one first or pass --model")
     use_threads(config.train.threads)
     model = load_model(model_file)
@@ -200,7 +200,10 @@ def check_run(
         },
         "sizes": sizes,
     }
-    target = run.file("privacy_check.json")
+    # the run's record is about the run's model; another model's check is kept beside it
+    own = model_path is None or model_file.resolve() == run.file("model.pt").resolve()
+    suffix = "" if own else f"_{fingerprint(model_file.read_bytes())[:12]}"
+    target = run.file(f"privacy_check{suffix}.json")
     try:
         atomic_write_json(target, result)
         result["saved_to"] = str(target)
