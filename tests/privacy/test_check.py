@@ -1,6 +1,7 @@
 """The HE-friendly model through the normal path (`tailorml train`), then the encrypted
 round trip of `tailorml privacy check` on test windows of several individuals."""
 
+import hashlib
 import json
 
 import pytest
@@ -111,6 +112,24 @@ def test_privacy_check_names_a_missing_model_option(he_run, tmp_path):
     missing = tmp_path / "nope.pt"
     result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), "--model", str(missing)])
     assert str(result.exception) == f"--model {missing}: no such model file"
+    result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), "--model", str(he_run)])
+    assert str(result.exception) == (
+        f"--model {he_run} is a folder, not a model file; pass {he_run / 'model.pt'}"
+    )
+
+
+def test_another_model_s_check_does_not_overwrite_the_run_s_own(he_run, tmp_path):
+    other = tmp_path / "other.pt"
+    other.write_bytes((he_run / "model.pt").read_bytes())
+    own = he_run / "privacy_check.json"
+    before = own.read_bytes() if own.is_file() else None
+    arguments = ["--individuals", "1", "--max-windows", "1", "--model", str(other)]
+    result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), *arguments])
+    assert result.exit_code == 0, result.output
+    named = he_run / f"privacy_check_{hashlib.sha256(other.read_bytes()).hexdigest()[:12]}.json"
+    assert json.loads(named.read_text())["model"] == str(other)
+    assert (own.read_bytes() if own.is_file() else None) == before
+    named.unlink()
 
 
 @pytest.mark.parametrize(
