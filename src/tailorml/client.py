@@ -12,14 +12,21 @@ never leave the client in the clear (docs/privacy.md).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tenseal as ts
 
 from tailorml.errors import TailormlError
+from tailorml.io import atomic_write_private
 from tailorml.policy import AlertPolicy
-from tailorml.privacy.context import public_bytes, secret_context
+from tailorml.privacy.context import (
+    OtherChainError,
+    check_parameters,
+    public_bytes,
+    secret_context,
+)
 from tailorml.privacy.layout import InputLayout, next_power_of_two
 from tailorml.privacy.params import CKKSParameters, PrivacyError
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint, unpack_parts
@@ -36,14 +43,21 @@ class EncryptedAlertClient:
         max_batch: int,
         policy: AlertPolicy | None = None,
         threads: int | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.layout, self.parameters = layout, parameters
         self.n_classes, self.max_batch, self.policy = n_classes, max_batch, policy
-        self.context = secret_context(parameters, threads)
+        if secret is None:
+            self.context = secret_context(parameters, threads)
+        else:
+            self.context = read_secret(secret, parameters, threads)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], threads: int | None = None) -> EncryptedAlertClient:
-        """A client for the model a server describes with `EncryptedModel.public_spec()`."""
+    def from_spec(
+        cls, spec: dict[str, Any], threads: int | None = None, secret: bytes | None = None
+    ) -> EncryptedAlertClient:
+        """A client for the model a server describes with `EncryptedModel.public_spec()`:
+        fresh keys, or the ones of `secret` (`secret_bytes()` of an earlier client)."""
         try:
             parameters = spec["parameters"]
             policy = spec.get("policy")
@@ -58,6 +72,7 @@ class EncryptedAlertClient:
                 int(spec["max_batch"]),
                 AlertPolicy.from_dict(policy, "model spec") if policy else None,
                 threads,
+                secret,
             )
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, TailormlError):  # already names what is wrong
@@ -68,7 +83,20 @@ class EncryptedAlertClient:
 
     def public_context(self) -> bytes:
         """Parameters and evaluation keys for the server, without the secret key."""
+        if not (self.context.has_galois_keys() and self.context.has_relin_keys()):
+            self.context.generate_galois_keys()  # keys read back from `secret_bytes`
+            self.context.generate_relin_keys()
         return public_bytes(self.context)
+
+    def secret_bytes(self) -> bytes:
+        """The secret and public keys (under 1 MB), for the device to keep: any evaluation
+        keys made from the same secret key serve, so the server's copy stays valid."""
+        return self.context.serialize(
+            save_public_key=True,
+            save_secret_key=True,
+            save_galois_keys=False,
+            save_relin_keys=False,
+        )
 
     def encrypt(self, windows: np.ndarray) -> bytes:
         """One ciphertext of 1 to `max_batch` windows (n, channels, length), readings in their
@@ -146,10 +174,27 @@ def check_readings(windows: np.ndarray, policy: AlertPolicy | None) -> np.ndarra
     return windows
 
 
+def read_secret(secret: bytes, parameters: CKKSParameters, threads: int | None) -> ts.Context:
+    """Keys kept by `secret_bytes`, refused unless they hold the secret key and fit the chain."""
+    try:
+        context = ts.context_from(bytes(secret), n_threads=threads)
+    except Exception as error:  # TenSEAL raises ValueError/RuntimeError/TypeError alike
+        raise PrivacyError(
+            f"the kept keys are not a TenSEAL context ({type(error).__name__})"
+        ) from None
+    if not context.has_secret_key():
+        raise PrivacyError("the kept keys hold no secret key; they cannot decrypt")
+    check_parameters(context, parameters)
+    return context
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.asarray(logits, dtype=float) - np.max(logits, axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+KEYS_MAGIC = b"TMLKEYS1"
 
 
 class _ModelChanged(Exception):
@@ -160,8 +205,12 @@ class ServiceAlerts:
     """Encrypted alerts from a running `tailorml serve --he-model …`: the keys are made and
     kept here; the service receives the public context once and then only ciphertexts.
 
-        alerts = ServiceAlerts("https://host", token)       # keys, public context sent once
+        alerts = ServiceAlerts("https://host", token, keys="~/.tailorml/keys")
         decisions = alerts.decide(windows)                  # (n, channels, 24) mg/dL
+
+    `keys` (optional) is where the device keeps its secret key (mode 0600, under 1 MB) and
+    which context it registered: a restarted app reuses them, its device slot on the
+    service and its upload of 50-250 MB, instead of registering as a new device.
 
     Every request names this device's context and the model whose policy it will apply.
     When the service no longer has the context (another device of the person's replaced
@@ -170,15 +219,56 @@ class ServiceAlerts:
     keys or a threshold that do not belong to the answer.
     """
 
-    def __init__(self, url: str, token: str, timeout: float = 300.0) -> None:
+    def __init__(
+        self, url: str, token: str, timeout: float = 300.0, keys: str | Path | None = None
+    ) -> None:
         import httpx
 
         self.http = httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
+        self.keys = Path(keys).expanduser() if keys is not None else None
         self.spec = self._read_spec()
-        self.client = EncryptedAlertClient.from_spec(self.spec)
-        self.context_sha256 = self._register()
+        kept = self._kept_keys()
+        if kept is not None:  # registered before: a 409 will say if the service lost it
+            self.client, self.context_sha256 = kept
+        else:
+            self.client = EncryptedAlertClient.from_spec(self.spec)
+            self.context_sha256 = self._register()
+
+    def _kept_keys(self) -> tuple[EncryptedAlertClient, str] | None:
+        """The keys this device kept in `keys` for the served model's chain, with the
+        fingerprint of the context it registered; None if there are none (or they were
+        made for another chain: they cannot serve this model and are replaced)."""
+        if self.keys is None or not self.keys.exists():
+            return None
+        try:
+            data = self.keys.read_bytes()
+        except OSError as error:
+            raise PrivacyError(
+                f"keys file {self.keys}: cannot read it ({error.strerror})"
+            ) from None
+        head, _, secret = data.partition(b"\n")
+        name, _, secret = secret.partition(b"\n")
+        if head != KEYS_MAGIC or len(name) != 64:
+            raise PrivacyError(
+                f"keys file {self.keys} is not a tailorml keys file; pass another path, or "
+                "delete it to make new keys (the service then sees a new device)"
+            )
+        try:
+            client = EncryptedAlertClient.from_spec(self.spec, secret=secret)
+        except OtherChainError:  # the served model moved to another chain since
+            return None
+        except PrivacyError as error:
+            raise PrivacyError(f"keys file {self.keys}: {error}") from None
+        return client, name.decode("ascii")
+
+    def _keep_keys(self) -> None:
+        if self.keys is not None:
+            data = b"\n".join(
+                [KEYS_MAGIC, self.context_sha256.encode("ascii"), self.client.secret_bytes()]
+            )
+            atomic_write_private(self.keys, data)
 
     def _read_spec(self) -> dict[str, Any]:
         spec = self._checked(self.http.get("/api/v1/encrypted/spec")).json()
@@ -201,6 +291,8 @@ class ServiceAlerts:
                 "the service registered another public context than this device sent; "
                 "check the URL (a proxy that alters bodies?)"
             )
+        self.context_sha256 = sent
+        self._keep_keys()
         return sent
 
     def _renew(self, reason: str | None) -> None:

@@ -147,6 +147,15 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
     return atomic_write(target, lambda path: path.write_bytes(data))
 
 
+def atomic_write_private(target: str | Path, data: bytes) -> Path:
+    """As `atomic_write_bytes`, readable by the owner only (mode 0600) before any byte is
+    written: for secrets such as a device's keys."""
+    with atomic_path(target) as temporary:
+        os.chmod(temporary, 0o600)
+        temporary.write_bytes(data)
+    return Path(target)
+
+
 def finite_or_null(value: Any) -> Any:
     """`value` with every NaN/inf float replaced by None, recursively: a non-finite number
     never becomes a metric, and the JSON stays strict (no bare NaN)."""

@@ -11,11 +11,11 @@ import torch
 from tests.privacy.conftest import glucose_windows, he_model
 from tests.service.conftest import Server, make_service_data
 
-from tailorml.client import ServiceAlerts
+from tailorml.client import KEYS_MAGIC, ServiceAlerts
 from tailorml.models.cnn import save_model
 from tailorml.policy import AlertPolicy
-from tailorml.privacy.context import load_public
-from tailorml.privacy.params import PrivacyError
+from tailorml.privacy.context import load_public, secret_context
+from tailorml.privacy.params import CKKSParameters, PrivacyError
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
 from tailorml.registry.models import Registry
 
@@ -162,3 +162,46 @@ def test_the_client_follows_a_new_model_s_policy(tmp_path, trained, width):
     assert (phone.context_sha256 == first_keys) == (width == 4)
     assert (decided == second.policy.decide(probabilities)).all()
     assert (decided != first.policy.decide(probabilities)).any()  # the old threshold differs
+
+
+def test_a_device_that_keeps_its_keys_registers_once(he_server, tmp_path):
+    server, service, model = he_server
+    carol = service.people["carol"]
+    windows = glucose_windows(3, channels=model.spec.in_channels, seed=5)
+    with torch.no_grad():
+        truth = model.policy.decide(alerts_softmax(model(torch.as_tensor(windows).float()).numpy()))
+
+    def registrations() -> int:
+        audit = Registry(service.data).audit(carol.id)
+        return sum(e.action == "register_he_context" for e in audit)
+
+    keys = tmp_path / "keys"
+    first = ServiceAlerts(server.url, carol.token, keys=keys)
+    assert keys.stat().st_mode & 0o777 == 0o600 and keys.stat().st_size < 1_000_000
+    assert (first.decide(windows) == truth).all()
+    before = registrations()
+    again = ServiceAlerts(server.url, carol.token, keys=keys)  # the app restarted
+    assert again.context_sha256 == first.context_sha256
+    assert (again.decide(windows) == truth).all() and registrations() == before
+
+    # kept keys the service does not know (it lost them): a 409, one registration, kept anew
+    secret = again.client.secret_bytes()
+    keys.write_bytes(b"\n".join([KEYS_MAGIC, b"0" * 64, secret]))
+    restored = ServiceAlerts(server.url, carol.token, keys=keys)
+    assert restored.context_sha256 == "0" * 64
+    assert (restored.decide(windows) == truth).all() and registrations() == before + 1
+    assert keys.read_bytes().split(b"\n")[1].decode() == restored.context_sha256 != "0" * 64
+
+
+def test_kept_keys_of_another_chain_are_replaced_and_garbage_is_refused(he_server, tmp_path):
+    server, service, _ = he_server
+    carol = service.people["carol"]
+    other = secret_context(CKKSParameters(8192, (50, 35, 50), 35))  # the model changed chain
+    keys = tmp_path / "keys"
+    keys.write_bytes(b"\n".join([KEYS_MAGIC, b"a" * 64, other.serialize(save_secret_key=True)]))
+    alerts = ServiceAlerts(server.url, carol.token, keys=keys)
+    assert alerts.client.parameters.coeff_mod_bit_sizes == (50, 35, 35, 35, 50)
+    assert keys.read_bytes().split(b"\n")[1].decode() == alerts.context_sha256
+    keys.write_bytes(b"my notes")
+    with pytest.raises(PrivacyError, match=r"keys file .*/keys is not a tailorml keys file"):
+        ServiceAlerts(server.url, carol.token, keys=keys)

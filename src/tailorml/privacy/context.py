@@ -22,6 +22,10 @@ NOT_A_CONTEXT = (
 )
 
 
+class OtherChainError(PrivacyError):
+    """A context made for another CKKS chain (degree, primes or scale) than the model's."""
+
+
 def secret_context(parameters: CKKSParameters, threads: int | None = None) -> ts.Context:
     """A fresh CKKS context with every key (client side only)."""
     context = ts.context(
@@ -111,7 +115,7 @@ def check_parameters(context: ts.Context, parameters: CKKSParameters) -> None:
         2.0**parameters.scale_bits,
     ):
         scale_bits = f"2^{math.log2(scale):g}" if scale > 0 else f"{scale:g}"
-        raise PrivacyError(
+        raise OtherChainError(
             f"public_context has N = {degree}, primes of {list(chain)} bits and scale "
             f"{scale_bits}, but this model's chain is {parameters.describe()}; make the keys "
             "from the model's encryption spec (EncryptedAlertClient.from_spec)"
