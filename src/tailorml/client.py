@@ -263,12 +263,15 @@ class ServiceAlerts:
             raise PrivacyError(f"keys file {self.keys}: {error}") from None
         return client, name.decode("ascii")
 
-    def _keep_keys(self) -> None:
-        if self.keys is not None:
-            data = b"\n".join(
-                [KEYS_MAGIC, self.context_sha256.encode("ascii"), self.client.secret_bytes()]
-            )
+    def _keep_keys(self, registered: str) -> None:
+        if self.keys is None:
+            return
+        data = b"\n".join([KEYS_MAGIC, registered.encode("ascii"), self.client.secret_bytes()])
+        try:
             atomic_write_private(self.keys, data)
+        except (OSError, TailormlError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise PrivacyError(f"keys file {self.keys}: cannot write it ({reason})") from None
 
     def _read_spec(self) -> dict[str, Any]:
         spec = self._checked(self.http.get("/api/v1/encrypted/spec")).json()
@@ -291,8 +294,8 @@ class ServiceAlerts:
                 "the service registered another public context than this device sent; "
                 "check the URL (a proxy that alters bodies?)"
             )
+        self._keep_keys(sent)
         self.context_sha256 = sent
-        self._keep_keys()
         return sent
 
     def _renew(self, reason: str | None) -> None:
