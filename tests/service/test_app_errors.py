@@ -47,7 +47,7 @@ def test_full_storage_is_a_507_that_says_so(app_and_people, monkeypatch, failure
     assert answer.status_code == 507
     assert answer.json() == {
         "status": 507,
-        "message": "the server's storage is full; nothing was stored, retry later",
+        "message": "the server's storage is full; retry later",
     }
 
 

@@ -3,7 +3,9 @@
 Routes only parse and shape; `service.core.Service` decides and records. Every error is a
 JSON body `{"status": code, "message": one line}`: 401 for missing or bad credentials, 403
 for someone else's data, 400/422 for a bad request (naming the record and field), 413 for an
-oversized body — and nothing of a rejected request is stored.
+oversized body, 409 (with a `reason`) for an encrypted request made for a context or model
+the server no longer has, 503 when too many contexts are being uploaded, 507 when storage is
+full — and nothing of a rejected request is stored.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         )
         if full:  # the operator's problem, said once in the log without a traceback
             log.error("storage full on %s %s: %s", request.method, request.url.path, error)
-            return _error(507, "the server's storage is full; nothing was stored, retry later")
+            return _error(507, "the server's storage is full; retry later")
         return await _internal(request, error)
 
     app.add_exception_handler(OSError, _storage)
