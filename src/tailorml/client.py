@@ -21,12 +21,7 @@ import tenseal as ts
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_private
 from tailorml.policy import AlertPolicy
-from tailorml.privacy.context import (
-    OtherChainError,
-    check_parameters,
-    public_bytes,
-    secret_context,
-)
+from tailorml.privacy.context import OtherChainError, load_secret, public_bytes, secret_context
 from tailorml.privacy.layout import InputLayout, next_power_of_two
 from tailorml.privacy.params import CKKSParameters, PrivacyError
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint, unpack_parts
@@ -50,7 +45,7 @@ class EncryptedAlertClient:
         if secret is None:
             self.context = secret_context(parameters, threads)
         else:
-            self.context = read_secret(secret, parameters, threads)
+            self.context = load_secret(secret, parameters, threads)
 
     @classmethod
     def from_spec(
@@ -172,20 +167,6 @@ def check_readings(windows: np.ndarray, policy: AlertPolicy | None) -> np.ndarra
             f"beyond ±{MAX_ABS_READING:g}; encrypted logits would be noise"
         )
     return windows
-
-
-def read_secret(secret: bytes, parameters: CKKSParameters, threads: int | None) -> ts.Context:
-    """Keys kept by `secret_bytes`, refused unless they hold the secret key and fit the chain."""
-    try:
-        context = ts.context_from(bytes(secret), n_threads=threads)
-    except Exception as error:  # TenSEAL raises ValueError/RuntimeError/TypeError alike
-        raise PrivacyError(
-            f"the kept keys are not a TenSEAL context ({type(error).__name__})"
-        ) from None
-    if not context.has_secret_key():
-        raise PrivacyError("the kept keys hold no secret key; they cannot decrypt")
-    check_parameters(context, parameters)
-    return context
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

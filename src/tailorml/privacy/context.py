@@ -63,6 +63,21 @@ def load_public(
     return context
 
 
+def load_secret(data: bytes, parameters: CKKSParameters, threads: int | None = None) -> ts.Context:
+    """The client's own keys read back (`EncryptedAlertClient.secret_bytes`): refused unless
+    they hold the secret key and were made for `parameters`' chain."""
+    try:
+        context = ts.context_from(bytes(data), n_threads=threads)
+    except Exception as error:  # TenSEAL raises ValueError/RuntimeError/TypeError alike
+        raise PrivacyError(
+            f"the kept keys are not a TenSEAL context ({type(error).__name__})"
+        ) from None
+    if not context.has_secret_key():
+        raise PrivacyError("the kept keys hold no secret key; they cannot decrypt")
+    check_parameters(context, parameters)
+    return context
+
+
 def check_public(context: ts.Context, parameters: CKKSParameters | None = None) -> None:
     """Refuse a context holding the secret key or lacking evaluation keys (and, given
     `parameters`, one made for another chain)."""
