@@ -366,7 +366,8 @@ class ServiceAlerts:
         again from the start if the service's model changed midway), with that model's
         policy."""
         for _ in range(2):
-            checked = self.client.layout.check_windows(windows)
+            # all windows checked before any is sent: errors name the caller's index
+            checked = check_readings(self.client.layout.check_windows(windows), self.client.policy)
             size = self.client.max_batch
             try:
                 rows = [self._ask(checked[at : at + size]) for at in range(0, len(checked), size)]

@@ -205,3 +205,16 @@ def test_kept_keys_of_another_chain_are_replaced_and_garbage_is_refused(he_serve
     keys.write_bytes(b"my notes")
     with pytest.raises(PrivacyError, match=r"keys file .*/keys is not a tailorml keys file"):
         ServiceAlerts(server.url, carol.token, keys=keys)
+
+
+def test_an_implausible_reading_is_refused_before_any_window_is_sent(he_server):
+    server, service, model = he_server
+    alice = service.people["alice"]
+    alerts = ServiceAlerts(server.url, alice.token)
+    windows = glucose_windows(40, channels=model.spec.in_channels, seed=2)  # two ciphertexts
+    windows[35, 0, 5] = 5000.0
+    audit = Registry(service.data).audit
+    before = sum(e.action == "encrypted_inference" for e in audit(alice.id))
+    with pytest.raises(PrivacyError, match="window 35: CGM reading 5 is 5000, outside"):
+        alerts.decide(windows)
+    assert sum(e.action == "encrypted_inference" for e in audit(alice.id)) == before
