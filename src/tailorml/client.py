@@ -125,7 +125,15 @@ class EncryptedAlertClient:
                     "other keys"
                 ) from None
         logits = np.array(columns).T
-        return logits if n_windows is None else logits[:n_windows]
+        logits = logits if n_windows is None else logits[:n_windows]
+        if not np.isfinite(logits).all() or np.abs(logits).max() > MAX_ABS_LOGIT:
+            # what decrypting under keys that do not match the evaluation keys looks like
+            raise PrivacyError(
+                f"decrypted logits are noise (|logit| up to {np.abs(logits).max():.3g}): the "
+                "answer was computed under keys that do not match this client's; register "
+                "its public context again (or make new keys)"
+            )
+        return logits
 
     def decide(self, logits: np.ndarray, policy: AlertPolicy | None = None) -> np.ndarray:
         """Class per window under the model's alert policy (the hypo threshold, not argmax)."""
@@ -140,6 +148,8 @@ class EncryptedAlertClient:
 # noise, and a window in mmol/L would be read as a deep hypo. Refused instead.
 CGM_RANGE_MGDL = (20.0, 1000.0)
 MAX_ABS_READING = 1000.0
+# a trained alert model's logits stay in the tens; CKKS noise from mismatched keys is ~1e5+
+MAX_ABS_LOGIT = 1e4
 
 
 def check_readings(windows: np.ndarray, policy: AlertPolicy | None) -> np.ndarray:
@@ -176,6 +186,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 KEYS_MAGIC = b"TMLKEYS1"
+
+
+def _is_sha(value: bytes) -> bool:
+    return len(value) == 64 and all(c in b"0123456789abcdef" for c in value)
 
 
 class _ModelChanged(Exception):
@@ -229,13 +243,20 @@ class ServiceAlerts:
             raise PrivacyError(
                 f"keys file {self.keys}: cannot read it ({error.strerror})"
             ) from None
-        head, _, secret = data.partition(b"\n")
-        name, _, secret = secret.partition(b"\n")
-        if head != KEYS_MAGIC or len(name) != 64:
+        parts = data.split(b"\n", 3)
+        if len(parts) != 4 or parts[0] != KEYS_MAGIC or not all(_is_sha(p) for p in parts[1:3]):
             raise PrivacyError(
                 f"keys file {self.keys} is not a tailorml keys file; pass another path, or "
                 "delete it to make new keys (the service then sees a new device)"
             )
+        _, name, checksum, secret = parts
+        if fingerprint(secret).encode("ascii") != checksum:
+            raise PrivacyError(
+                f"keys file {self.keys} is damaged (its checksum does not match); delete it "
+                "to make new keys (the service then sees a new device)"
+            )
+        if self.keys.stat().st_mode & 0o077:
+            self.keys.chmod(0o600)  # a secret: readable by its owner only
         try:
             client = EncryptedAlertClient.from_spec(self.spec, secret=secret)
         except OtherChainError:  # the served model moved to another chain since
@@ -247,7 +268,10 @@ class ServiceAlerts:
     def _keep_keys(self, registered: str) -> None:
         if self.keys is None:
             return
-        data = b"\n".join([KEYS_MAGIC, registered.encode("ascii"), self.client.secret_bytes()])
+        secret = self.client.secret_bytes()
+        data = b"\n".join(
+            [KEYS_MAGIC, registered.encode("ascii"), fingerprint(secret).encode("ascii"), secret]
+        )
         try:
             atomic_write_private(self.keys, data)
         except (OSError, TailormlError) as error:
@@ -262,6 +286,10 @@ class ServiceAlerts:
 
     def _register(self) -> str:
         public = self.client.public_context()
+        sent = fingerprint(public)
+        # kept first: an unwritable keys file fails before 50-250 MB go up and take a slot;
+        # kept but not registered is harmless (the first request's 409 registers it)
+        self._keep_keys(sent)
         answer = self._checked(
             self.http.put(
                 "/api/v1/encrypted/context",
@@ -269,13 +297,11 @@ class ServiceAlerts:
                 headers={"content-type": "application/octet-stream"},
             )
         ).json()
-        sent = fingerprint(public)
         if answer.get("context_sha256") != sent:
             raise PrivacyError(
                 "the service registered another public context than this device sent; "
                 "check the URL (a proxy that alters bodies?)"
             )
-        self._keep_keys(sent)
         self.context_sha256 = sent
         return sent
 

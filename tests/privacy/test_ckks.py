@@ -179,3 +179,11 @@ def test_readings_outside_a_sensor_s_range_are_refused_before_encryption(keys, c
     window = np.full((1, 1, 24), 150.0)
     with pytest.raises(PrivacyError, match=match):
         client.encrypt(change(window))
+
+
+def test_an_answer_under_other_keys_is_refused_as_noise(keys):
+    encrypted, _, public, _ = keys
+    stranger = EncryptedAlertClient.from_spec(encrypted.public_spec())  # other keys, same chain
+    answer = evaluate_encrypted(encrypted, public, stranger.encrypt(glucose_windows(2)))
+    with pytest.raises(PrivacyError, match="decrypted logits are noise"):
+        stranger.decrypt(answer, 2)
