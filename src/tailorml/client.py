@@ -223,6 +223,7 @@ class ServiceAlerts:
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
         self.keys = Path(keys).expanduser() if keys is not None else None
+        self._person: str | None = None
         self.spec = self._read_spec()
         kept = self._kept_keys()
         if kept is not None:  # registered before: a 409 will say if the service lost it
@@ -243,17 +244,22 @@ class ServiceAlerts:
             raise PrivacyError(
                 f"keys file {self.keys}: cannot read it ({error.strerror})"
             ) from None
-        parts = data.split(b"\n", 3)
-        if len(parts) != 4 or parts[0] != KEYS_MAGIC or not all(_is_sha(p) for p in parts[1:3]):
+        parts = data.split(b"\n", 4)
+        if len(parts) != 5 or parts[0] != KEYS_MAGIC or not all(_is_sha(p) for p in parts[1:3]):
             raise PrivacyError(
                 f"keys file {self.keys} is not a tailorml keys file; pass another path, or "
                 "delete it to make new keys (the service then sees a new device)"
             )
-        _, name, checksum, secret = parts
+        _, name, checksum, owner, secret = parts
         if fingerprint(secret).encode("ascii") != checksum:
             raise PrivacyError(
                 f"keys file {self.keys} is damaged (its checksum does not match); delete it "
                 "to make new keys (the service then sees a new device)"
+            )
+        if owner != self._owner().encode():
+            raise PrivacyError(
+                f"keys file {self.keys} belongs to {owner.decode(errors='replace')[:120]}, not "
+                f"{self._owner()}; keep one keys file per account and service"
             )
         if self.keys.stat().st_mode & 0o077:
             self.keys.chmod(0o600)  # a secret: readable by its owner only
@@ -269,14 +275,22 @@ class ServiceAlerts:
         if self.keys is None:
             return
         secret = self.client.secret_bytes()
-        data = b"\n".join(
-            [KEYS_MAGIC, registered.encode("ascii"), fingerprint(secret).encode("ascii"), secret]
-        )
+        checksum = fingerprint(secret).encode("ascii")
+        owner = self._owner().encode()
+        data = b"\n".join([KEYS_MAGIC, registered.encode("ascii"), checksum, owner, secret])
         try:
             atomic_write_private(self.keys, data)
         except (OSError, TailormlError) as error:
             reason = getattr(error, "strerror", None) or str(error)
             raise PrivacyError(f"keys file {self.keys}: cannot write it ({reason})") from None
+
+    def _owner(self) -> str:
+        """Whose keys these are: the service's URL and the account's id (a keys file shared
+        by two accounts or services would re-register, and take a device slot, every start)."""
+        if self._person is None:
+            me = self._checked(self.http.get("/api/v1/people/me")).json()
+            self._person = str(me.get("id", ""))
+        return f"{str(self.http.base_url).rstrip('/')} {self._person}"
 
     def _read_spec(self) -> dict[str, Any]:
         spec = self._checked(self.http.get("/api/v1/encrypted/spec")).json()

@@ -186,7 +186,7 @@ def test_a_device_that_keeps_its_keys_registers_once(he_server, tmp_path):
 
     # kept keys the service does not know (it lost them): a 409, one registration, kept anew
     secret = again.client.secret_bytes()
-    keys.write_bytes(kept_keys(b"0" * 64, secret))
+    keys.write_bytes(kept_keys(b"0" * 64, secret, again._owner()))
     restored = ServiceAlerts(server.url, carol.token, keys=keys)
     assert restored.context_sha256 == "0" * 64
     assert (restored.decide(windows) == truth).all() and registrations() == before + 1
@@ -198,24 +198,28 @@ def test_kept_keys_of_another_chain_are_replaced_and_garbage_is_refused(he_serve
     carol = service.people["carol"]
     other = secret_context(CKKSParameters(8192, (50, 35, 50), 35))  # the model changed chain
     keys = tmp_path / "keys"
-    keys.write_bytes(kept_keys(b"a" * 64, other.serialize(save_secret_key=True)))
+    owner = f"{server.url} {carol.id}"
+    keys.write_bytes(kept_keys(b"a" * 64, other.serialize(save_secret_key=True), owner))
     alerts = ServiceAlerts(server.url, carol.token, keys=keys)
     assert alerts.client.parameters.coeff_mod_bit_sizes == (50, 35, 35, 35, 50)
     assert keys.read_bytes().split(b"\n")[1].decode() == alerts.context_sha256
     keys.write_bytes(b"my notes")
     with pytest.raises(PrivacyError, match=r"keys file .*/keys is not a tailorml keys file"):
         ServiceAlerts(server.url, carol.token, keys=keys)
-    damaged = bytearray(kept_keys(b"a" * 64, alerts.client.secret_bytes()))
+    damaged = bytearray(kept_keys(b"a" * 64, alerts.client.secret_bytes(), owner))
     damaged[-5000] ^= 0x01  # one bit of the secret key
     keys.write_bytes(bytes(damaged))
     with pytest.raises(PrivacyError, match=r"keys file .*/keys is damaged"):
         ServiceAlerts(server.url, carol.token, keys=keys)
+    ServiceAlerts(server.url, carol.token, keys=keys.with_name("carol"))
+    with pytest.raises(PrivacyError, match=rf"belongs to {server.url} {carol.id}, not .* p-"):
+        ServiceAlerts(server.url, service.people["alice"].token, keys=keys.with_name("carol"))
 
 
-def kept_keys(name: bytes, secret: bytes) -> bytes:
+def kept_keys(name: bytes, secret: bytes, owner: str) -> bytes:
     """A keys file as `ServiceAlerts` writes it."""
     checksum = hashlib.sha256(secret).hexdigest().encode()
-    return b"\n".join([KEYS_MAGIC, name, checksum, secret])
+    return b"\n".join([KEYS_MAGIC, name, checksum, owner.encode(), secret])
 
 
 def test_an_implausible_reading_is_refused_before_any_window_is_sent(he_server):
