@@ -163,9 +163,10 @@ def check_readings(windows: np.ndarray, policy: AlertPolicy | None) -> np.ndarra
         if len(bad):
             window, reading = bad[0]
             value = cgm[window, reading]
-            hint = "; is it in mmol/L? multiply by 18.016" if value < low and cgm.max() < 35 else ""
+            in_mmol = value < low and cgm[window].max() < 35
+            hint = "; is it in mmol/L? multiply by 18.016" if in_mmol else ""
             raise PrivacyError(
-                f"window {window}: CGM reading {reading} is {value:g}, outside "
+                f"window {window}: CGM reading {reading} is {value:.10g}, outside "
                 f"{low:g}–{high:g} mg/dL{hint}"
             )
     bad = np.argwhere(np.abs(windows) > MAX_ABS_READING)

@@ -187,3 +187,12 @@ def test_an_answer_under_other_keys_is_refused_as_noise(keys):
     answer = evaluate_encrypted(encrypted, public, stranger.encrypt(glucose_windows(2)))
     with pytest.raises(PrivacyError, match="decrypted logits are noise"):
         stranger.decrypt(answer, 2)
+
+
+def test_the_mmol_hint_looks_at_the_offending_window_only(keys):
+    _, client, _, _ = keys
+    windows = np.stack([np.full((1, 24), 300.0), np.full((1, 24), 8.0)])  # mg/dL, then mmol/L
+    with pytest.raises(PrivacyError, match=r"window 1: CGM reading 0 is 8, .* is it in mmol/L"):
+        client.encrypt(windows)
+    with pytest.raises(PrivacyError, match=r"is 1000.0001, outside 20–1000 mg/dL$"):
+        client.encrypt(np.full((1, 1, 24), 1000.0001))

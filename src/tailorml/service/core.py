@@ -354,8 +354,8 @@ class Service:
     def erase(self, person: Person, actor: str) -> dict:
         """Delete the person's readings, treatments, alerts and data key; retire every model
         trained on their data. Recorded (what and by whom), never the content."""
+        self.encrypted.forget(person.id)  # first: frees space, so a full disk can still erase
         retired = self.registry.retire(person.id, "the person's data was erased", actor)
-        self.encrypted.forget(person.id)
         counts = self.store.erase(person.id, actor, retired)
         self.keyring.forget(person.id)
         self.runtimes.forget(person.id)
