@@ -24,7 +24,13 @@ from tailorml.policy import AlertPolicy
 from tailorml.privacy.context import OtherChainError, load_secret, public_bytes, secret_context
 from tailorml.privacy.layout import InputLayout, next_power_of_two
 from tailorml.privacy.params import CKKSParameters, PrivacyError
-from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint, unpack_parts
+from tailorml.privacy.wire import (
+    CONTEXT_HEADER,
+    MODEL_HEADER,
+    fingerprint,
+    is_fingerprint,
+    unpack_parts,
+)
 
 
 class EncryptedAlertClient:
@@ -189,10 +195,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 KEYS_MAGIC = b"TMLKEYS1"
 
 
-def _is_sha(value: bytes) -> bool:
-    return len(value) == 64 and all(c in b"0123456789abcdef" for c in value)
-
-
 class _ModelChanged(Exception):
     """The service swapped its model during a request: start the windows over."""
 
@@ -246,7 +248,11 @@ class ServiceAlerts:
                 f"keys file {self.keys}: cannot read it ({error.strerror})"
             ) from None
         parts = data.split(b"\n", 4)
-        if len(parts) != 5 or parts[0] != KEYS_MAGIC or not all(_is_sha(p) for p in parts[1:3]):
+        if (
+            len(parts) != 5
+            or parts[0] != KEYS_MAGIC
+            or not all(is_fingerprint(p) for p in parts[1:3])
+        ):
             raise PrivacyError(
                 f"keys file {self.keys} is not a tailorml keys file; pass another path, or "
                 "delete it to make new keys (the service then sees a new device)"

@@ -25,6 +25,12 @@ def fingerprint(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_fingerprint(value: str | bytes) -> bool:
+    """Whether `value` reads as a `fingerprint`: 64 lowercase hex digits."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def pack_parts(parts: list[bytes]) -> bytes:
     """`parts` framed as one byte string."""
     chunks = [MAGIC, _LENGTH.pack(len(parts))]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import threading
 from collections import OrderedDict
@@ -37,7 +36,7 @@ from tailorml.models.cnn import load_model, require_model_file
 from tailorml.privacy.context import load_public
 from tailorml.privacy.params import PrivacyError
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
-from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint
+from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint, is_fingerprint
 from tailorml.service.auth import AuthError
 
 log = logging.getLogger("tailorml.service")
@@ -47,7 +46,6 @@ MAX_CONTEXT_BYTES = 320 * 1024 * 1024
 MAX_CIPHERTEXT_BYTES = 8 * 1024 * 1024
 MAX_DEVICES = 3
 LOADED_BYTES = 768 * 1024 * 1024
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ConflictError(TailormlError):
@@ -216,7 +214,7 @@ def _header_sha(value: str | None, header: str, what: str) -> str:
     if not value:
         raise TailormlError(f"header {header} is missing; send {what} (ServiceAlerts does)")
     value = value.strip().lower()
-    if not _SHA256.fullmatch(value):
+    if not is_fingerprint(value):
         raise TailormlError(f"header {header} must be 64 hex digits ({what})")
     return value
 
