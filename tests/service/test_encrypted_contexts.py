@@ -36,7 +36,7 @@ def test_the_least_recently_used_device_is_replaced(served, tmp_path, monkeypatc
     names = [hashlib.sha256(p).hexdigest() for p in publics]
     assert alerts.register(PERSON, publics[0])["replaced"] == []
     assert alerts.register(PERSON, publics[1])["replaced"] == []
-    folder = tmp_path / "he-contexts" / PERSON
+    folder = tmp_path / "he-contexts" / PERSON / alerts.model.plan.parameters.tag
     os.utime(folder / f"{names[0]}.ctx", (1, 1))  # device 0 long unused, device 1 recent
     os.utime(folder / f"{names[1]}.ctx", (2, 2))
     window = devices[1].encrypt(glucose_windows(1))
@@ -52,8 +52,9 @@ def test_the_least_recently_used_device_is_replaced(served, tmp_path, monkeypatc
 def test_a_damaged_stored_context_is_refused_as_unreadable(served, tmp_path):
     model_file, model_sha, devices, publics = served
     name = hashlib.sha256(publics[0]).hexdigest()
-    EncryptedAlerts(tmp_path, model_file).register(PERSON, publics[0])
-    stored = tmp_path / "he-contexts" / PERSON / f"{name}.ctx"
+    alerts = EncryptedAlerts(tmp_path, model_file)
+    alerts.register(PERSON, publics[0])
+    stored = tmp_path / "he-contexts" / PERSON / alerts.model.plan.parameters.tag / f"{name}.ctx"
     damaged = bytearray(stored.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte deep inside the keys
     stored.write_bytes(bytes(damaged))
@@ -82,13 +83,28 @@ def test_erasure_removes_every_device_s_context_and_refuses_new_ones(served, tmp
     assert alerts.forget(PERSON) is False
 
 
-def test_contexts_of_the_one_per_person_layout_are_removed_at_start(served, tmp_path):
+def test_contexts_no_request_can_use_are_removed_at_start(served, tmp_path):
     model_file, _, _, publics = served
-    legacy = tmp_path / "he-contexts" / f"{PERSON}.ctx"  # no request can name it any more
-    legacy.parent.mkdir()
-    legacy.write_bytes(publics[0])
-    EncryptedAlerts(tmp_path, model_file)
-    assert not legacy.exists()
+    alerts = EncryptedAlerts(tmp_path, model_file)
+    alerts.register(PERSON, publics[0])
+    chain = alerts.model.plan.parameters.tag
+    assert chain == "n8192-q50-35-35-35-50-s35"
+    kept = (
+        tmp_path / "he-contexts" / PERSON / chain / f"{hashlib.sha256(publics[0]).hexdigest()}.ctx"
+    )
+    person = tmp_path / "he-contexts" / PERSON
+    unusable = [
+        tmp_path / "he-contexts" / f"{PERSON}.ctx",  # one per person, named by nobody
+        person / f"{'a' * 64}.ctx",  # per device, but stored without its chain
+        person / "n16384-q60-40-40-40-40-40-60-s40" / f"{'b' * 64}.ctx",  # another chain
+    ]
+    for path in unusable:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(publics[1])
+    EncryptedAlerts(tmp_path, model_file)  # the server starts again
+    assert [path.exists() for path in unusable] == [False, False, False]
+    assert sorted(p.name for p in person.iterdir()) == [chain]  # the old chain's folder too
+    assert kept.exists()
 
 
 def test_he_model_errors_name_the_option_and_the_path(tmp_path):

@@ -77,6 +77,14 @@ class CKKSParameters:
         """The security level the standard's table guarantees for these parameters."""
         return 128
 
+    @property
+    def tag(self) -> str:
+        """A short name safe in a path, e.g. `n8192-q50-35-35-35-50-s35`: contexts of one
+        chain are kept together, so those of a chain no longer served can be found without
+        loading them."""
+        primes = "-".join(str(bits) for bits in self.coeff_mod_bit_sizes)
+        return f"n{self.poly_modulus_degree}-q{primes}-s{self.scale_bits}"
+
     def describe(self) -> str:
         return (
             f"CKKS N = {self.poly_modulus_degree}, coefficient modulus "

@@ -15,7 +15,10 @@ replaced), and a request under a context the server no longer has, or for a mode
 longer serves, is a 409 the client recovers from instead of a wrong alert.
 
 Contexts weigh 50-250 MB and take seconds to read, so recently used ones are kept loaded
-(up to `LOADED_BYTES` of them).
+(up to `LOADED_BYTES` of them). They are stored as `he-contexts/<person>/<chain>/<sha>.ctx`:
+a context only serves the CKKS chain it was made for, so when the served model moves to
+another chain, the contexts of the old one are deleted at start instead of holding device
+slots.
 """
 
 from __future__ import annotations
@@ -68,18 +71,31 @@ class EncryptedAlerts:
         self._lock = threading.Lock()
         self._person_locks: dict[str, threading.Lock] = {}
         self._erased: set[str] = set()  # erased while this process runs: no registration after
-        self._remove_legacy_contexts()
+        self._remove_unusable_contexts()
 
-    def _remove_legacy_contexts(self) -> None:
-        """Contexts stored as he-contexts/<person>.ctx by earlier versions: requests now name
-        their context by SHA-256, so no client can use them; every client registers again."""
+    def _remove_unusable_contexts(self) -> None:
+        """Delete the contexts no request can use any more, so they hold no device slot or
+        disk: those of another chain than the served model's, and those of earlier layouts
+        (`<person>.ctx`, `<person>/<sha>.ctx`, stored without their chain). Their clients get
+        a 409 `context_unknown` and register again."""
         if not self.folder.is_dir():
             return
-        legacy = [p for p in self.folder.glob("*.ctx") if p.is_file()]
-        for path in legacy:
-            path.unlink(missing_ok=True)
-        if legacy:
-            log.info("removed %d public context(s) of the one-per-person layout", len(legacy))
+        chain = self.model.plan.parameters.tag if self.model is not None else None
+        unusable = [p for p in self.folder.glob("*.ctx") if p.is_file()]
+        unusable += [p for p in self.folder.glob("*/*.ctx") if p.is_file()]
+        for person in (p for p in self.folder.iterdir() if p.is_dir()):
+            unusable += [p for p in person.iterdir() if p.is_dir() and p.name != chain]
+        for path in unusable:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if unusable:
+            log.info(
+                "removed %d public context(s) or chain folder(s) that the served model cannot "
+                "use (another CKKS chain, or an earlier layout); their clients register again",
+                len(unusable),
+            )
 
     def _person_lock(self, person_id: str) -> threading.Lock:
         with self._lock:
@@ -97,7 +113,8 @@ class EncryptedAlerts:
         return self._require().public_spec() | {"model_sha256": self.sha256}
 
     def _folder(self, person_id: str) -> Path:
-        return self.folder / person_id  # ids are checked p-<12 hex> by auth
+        # ids are checked p-<12 hex> by auth; the chain tag is built from integers
+        return self.folder / person_id / self._require().plan.parameters.tag
 
     def register(self, person_id: str, data: bytes) -> dict:
         """Keep the person's public context under its fingerprint; a person past
@@ -192,7 +209,7 @@ class EncryptedAlerts:
             with self._lock:
                 for key in [k for k in self._loaded if k[0] == person_id]:
                     del self._loaded[key]
-            folder = self._folder(person_id)
+            folder = self.folder / person_id
             existed = folder.is_dir()
             shutil.rmtree(folder, ignore_errors=True)
         return existed
