@@ -125,6 +125,13 @@ def serve(
             "alerts: POST /api/v1/encrypted/alert."
         ),
     ] = None,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="The service's own log lines on stderr: debug, info, warning or error. "
+            "Request lines are never logged (Nightscout uploaders put tokens in URLs)."
+        ),
+    ] = "info",
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
@@ -134,6 +141,7 @@ def serve(
     from tailorml.service.core import Service
     from tailorml.service.crypto import ServerKey
 
+    level = _log_level(log_level)
     data.mkdir(parents=True, exist_ok=True)
     server_key = ServerKey.load(key_file, data)
     if predefined is not None:
@@ -153,7 +161,32 @@ def serve(
             "[yellow]Listening beyond this machine: put a TLS-terminating proxy in front; "
             "tokens travel in every request.[/yellow]"
         )
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(service), host=host, port=port, log_level=level.lower(), access_log=False
+    )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(name: str) -> str:
+    """Send tailorml's log lines to stderr with a time and level (without this only
+    warnings reach stderr, bare, and "removed contexts" or "client disconnected" never do)."""
+    import logging
+
+    if name.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(
+            f"{name!r} is not a level; use one of {', '.join(LOG_LEVELS)}",
+            param_hint="'--log-level'",
+        )
+    level = name.upper()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("tailorml")
+    logger.handlers = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    return level
 
 
 @users_app.command("add")

@@ -4,6 +4,7 @@ ciphertext and keeps nothing of it (a real server with an HE-friendly model)."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from tailorml.client import KEYS_MAGIC, ServiceAlerts
 from tailorml.models.cnn import save_model
 from tailorml.policy import AlertPolicy
 from tailorml.privacy.context import load_public, secret_context
-from tailorml.privacy.params import CKKSParameters, PrivacyError
+from tailorml.privacy.params import THREE_LEVELS, CKKSParameters, PrivacyError
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
 from tailorml.registry.models import Registry
 
@@ -43,7 +44,13 @@ def test_the_service_computes_alerts_on_windows_it_cannot_read(he_server):
     assert np.abs(logits - plain).max() < 1e-2  # CKKS tolerance stated in docs/privacy.md
     assert (alerts.client.decide(logits) == model.policy.decide(alerts_softmax(plain))).all()
 
-    stored = service.data / "he-contexts" / alice.id / f"{alerts.context_sha256}.ctx"
+    stored = (
+        service.data
+        / "he-contexts"
+        / alice.id
+        / THREE_LEVELS.tag  # the chain of depth 3
+        / f"{alerts.context_sha256}.ctx"
+    )
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == alerts.context_sha256
     context = load_public(stored.read_bytes())  # refuses a context with a secret key
     assert not context.has_secret_key()
@@ -98,7 +105,13 @@ def test_each_device_of_a_person_keeps_its_own_keys(he_server):
     assert (phone.decide(windows) == truth).all() and (tablet.decide(windows) == truth).all()
 
     # the server lost the phone's context (replaced by a later device): 409, re-register, answer
-    stored = service.data / "he-contexts" / alice.id / f"{phone.context_sha256}.ctx"
+    stored = (
+        service.data
+        / "he-contexts"
+        / alice.id
+        / THREE_LEVELS.tag  # the chain of depth 3
+        / f"{phone.context_sha256}.ctx"
+    )
     lost_name = phone.context_sha256
     phone.context_sha256 = "0" * 64
     assert (phone.decide(windows) == truth).all()
@@ -233,3 +246,23 @@ def test_an_implausible_reading_is_refused_before_any_window_is_sent(he_server):
     with pytest.raises(PrivacyError, match="window 35: CGM reading 5 is 5000, outside"):
         alerts.decide(windows)
     assert sum(e.action == "encrypted_inference" for e in audit(alice.id)) == before
+
+
+def test_the_server_log_says_which_contexts_it_removed(tmp_path, trained):
+    """At start, contexts of a chain the served model does not use are deleted (they would
+    hold device slots), and `serve` logs it at its default level, info."""
+    service = make_service_data(tmp_path, trained)
+    save_model(he_model(), tmp_path / "he.pt")
+    stale = service.data / "he-contexts" / service.people["alice"].id / "n16384-q60-40-s40"
+    stale.mkdir(parents=True)
+    (stale / f"{'c' * 64}.ctx").write_bytes(b"keys of a deeper model served before")
+    server = Server(service, extra=["--he-model", str(tmp_path / "he.pt")]).start()
+    server.kill()
+    assert not stale.exists()
+    log = (tmp_path / f"server-{server.port}.log").read_text()
+    assert re.search(
+        r"^\S+ \S+ INFO tailorml.service: removed 1 public context\(s\) or chain folder\(s\) "
+        r"that the served model cannot use",
+        log,
+        re.MULTILINE,
+    ), log
