@@ -3,8 +3,11 @@ shape (in-process: the failure is injected into the running service)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import sqlite3
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +15,7 @@ from tests.privacy.conftest import he_model
 from tests.service.conftest import make_service_data
 
 from tailorml.models.cnn import save_model
+from tailorml.service import app as app_module
 from tailorml.service.app import create_app
 from tailorml.service.core import Service
 from tailorml.service.crypto import ServerKey
@@ -62,3 +66,102 @@ def test_another_os_error_stays_an_internal_error(app_and_people, monkeypatch):
         "/api/v1/encrypted/context", content=b"keys", headers=people["alice"].bearer
     )
     assert answer.status_code == 500 and "internal error" in answer.json()["message"]
+
+
+# -- context uploads that hold a slot: raw ASGI calls, so the body can arrive as slowly as a
+# test needs (a test client sends it all at once)
+
+
+async def _put_context(app, account, body_parts, gap: float = 0.0, release=None) -> dict:
+    """One PUT of a public context whose body parts arrive `gap` seconds apart, or after
+    `release` is set; returns the status and the JSON answer."""
+    parts = list(body_parts)
+    first = len(parts)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if release is not None and len(parts) == 1:
+            await release.wait()
+        elif len(parts) < first:
+            await asyncio.sleep(gap)
+        part = parts.pop(0)
+        return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    name, value = next(iter(account.bearer.items()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "path": "/api/v1/encrypted/context",
+        "raw_path": b"/api/v1/encrypted/context",
+        "query_string": b"",
+        "headers": [(name.lower().encode(), value.encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return {"status": start["status"], "json": json.loads(body)}
+
+
+@pytest.fixture()
+def upload_app(app_and_people, monkeypatch):
+    _, service, people = app_and_people
+    registered: list[tuple[str, bytes]] = []
+
+    def register(caller, body):
+        registered.append((caller.id, body))
+        return {"context_sha256": "0" * 64, "bytes": len(body), "replaced": []}
+
+    monkeypatch.setattr(service, "register_context", register)
+    return create_app(service, run_jobs=False), people, registered
+
+
+def test_a_context_sent_too_slowly_is_a_408_and_frees_its_slot(upload_app, monkeypatch):
+    app, people, registered = upload_app
+    monkeypatch.setattr(app_module, "CONTEXT_GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(app_module, "CONTEXT_MIN_BYTES_PER_SECOND", 2048)
+    started = time.monotonic()
+    # 10 bytes, then nothing for 5 s: the deadline is 0.3 s + 10 / 2048 s ≈ 0.305 s
+    answer = asyncio.run(_put_context(app, people["alice"], [b"x" * 10, b"y"], gap=5.0))
+    assert time.monotonic() - started < 2.0
+    assert answer == {
+        "status": 408,
+        "json": {
+            "status": 408,
+            "message": "the body arrived slower than 2 KiB/s (10 bytes in 0 s); send it "
+            "over a faster connection",
+        },
+    }
+    assert registered == []
+    # the slot and the account's upload are free again: a prompt body goes through
+    answer = asyncio.run(_put_context(app, people["alice"], [b"ab", b"cd"], gap=0.01))
+    assert answer["status"] == 200 and registered == [(people["alice"].id, b"abcd")]
+
+
+def test_one_context_upload_per_account_at_a_time(upload_app):
+    app, people, registered = upload_app
+    alice, carol = people["alice"], people["carol"]
+
+    async def scenario() -> list[dict]:
+        release = asyncio.Event()
+        slow = asyncio.create_task(_put_context(app, alice, [b"ke", b"ys"], release=release))
+        await asyncio.sleep(0.1)  # alice's first upload now waits for its last part
+        second = await _put_context(app, alice, [b"again"])
+        other = await _put_context(app, carol, [b"carol"])
+        release.set()
+        return [await slow, second, other]
+
+    first, second, other = asyncio.run(scenario())
+    assert second["status"] == 429
+    assert second["json"]["message"] == (
+        "a public context of this account is already being uploaded; let it finish, then retry"
+    )
+    assert other["status"] == 200 and first["status"] == 200
+    assert registered == [(carol.id, b"carol"), (alice.id, b"keys")]

@@ -4,8 +4,9 @@ Routes only parse and shape; `service.core.Service` decides and records. Every e
 JSON body `{"status": code, "message": one line}`: 401 for missing or bad credentials, 403
 for someone else's data, 400/422 for a bad request (naming the record and field), 413 for an
 oversized body, 409 (with a `reason`) for an encrypted request made for a context or model
-the server no longer has, 503 when too many contexts are being uploaded, 507 when storage is
-full — and nothing of a rejected request is stored.
+the server no longer has, 408 for a public context sent too slowly, 429 when the same
+account is already uploading one, 503 when too many contexts are being uploaded, 507 when
+storage is full — and nothing of a rejected request is stored.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ log = logging.getLogger("tailorml.service")
 
 CONTEXT_ADVICE = "send EncryptedAlertClient.public_context() (the model's spec fixes its size)"
 CONTEXT_UPLOADS = 2  # public contexts (up to 320 MB each) read into memory at once
+# A context upload holds one of those slots: after a grace period it must keep arriving at
+# 64 KiB/s on average (a 50 MB context: 13 minutes), or a client sending a byte now and then
+# would hold the slot, and everyone else at 503, for as long as it liked.
+CONTEXT_GRACE_SECONDS = 30.0
+CONTEXT_MIN_BYTES_PER_SECOND = 64 * 1024
 CIPHERTEXT_ADVICE = "encrypt at most the spec's max_batch windows per ciphertext"
 
 
@@ -46,7 +52,16 @@ class TooLarge(PayloadError):
 
 
 class Busy(TailormlError):
-    """503: the server is at capacity for this kind of request; retry later."""
+    """503 (the server is at capacity for this kind of request) or 429 (this account
+    already has such a request under way); retry later."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TooSlow(TailormlError):
+    """408: the body arrived slower than the service's floor."""
 
 
 class Disconnected(Exception):
@@ -61,14 +76,30 @@ async def read_body(
     request: Request,
     limit: int = nightscout.MAX_BODY_BYTES,
     advice: str = "send fewer records per request",
+    min_rate: float | None = None,
+    grace: float = CONTEXT_GRACE_SECONDS,
 ) -> bytes:
-    """The body, refused past `limit` bytes without reading the rest."""
+    """The body, refused past `limit` bytes without reading the rest; with `min_rate`
+    (bytes/s), also refused once it falls behind `grace` seconds plus that rate."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"body of {int(declared):,} bytes exceeds {limit:,}; {advice}")
     chunks, size = [], 0
+    clock = asyncio.get_running_loop().time
+    start = clock()
+    stream = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            wait = None if min_rate is None else start + grace + size / min_rate - clock()
+            try:
+                chunk = await asyncio.wait_for(anext(stream), wait)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise TooSlow(
+                    f"the body arrived slower than {min_rate / 1024:,.0f} KiB/s ({size:,} bytes "
+                    f"in {clock() - start:,.0f} s); send it over a faster connection"
+                ) from None
             size += len(chunk)
             if size > limit:
                 raise TooLarge(f"body exceeds {limit:,} bytes; {advice}")
@@ -111,6 +142,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     )
     app.state.service = service
     context_uploads = asyncio.Semaphore(CONTEXT_UPLOADS)
+    uploading: set[str] = set()  # accounts with a context upload under way: one each
 
     @app.exception_handler(AuthError)
     async def _auth(request: Request, error: AuthError):
@@ -142,8 +174,15 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, error: Busy):
-        answer = _error(503, str(error))
+        answer = _error(error.status, str(error))
         answer.headers["Retry-After"] = "60"
+        return answer
+
+    @app.exception_handler(TooSlow)
+    async def _slow(request: Request, error: TooSlow):
+        log.info("%s %s: %s", request.method, request.url.path, error)
+        answer = _error(408, str(error))
+        answer.headers["Connection"] = "close"  # the rest of the body is not read
         return answer
 
     @app.exception_handler(Disconnected)
@@ -339,11 +378,27 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         # who it is before reading up to 320 MB, and only a few such bodies in memory at once
         caller = await run_in_threadpool(caller_of, service, request)
         service.require_patient(caller)
+        if caller.id in uploading:
+            raise Busy(
+                "a public context of this account is already being uploaded; let it finish, "
+                "then retry",
+                status=429,
+            )
         if context_uploads.locked():
             raise Busy("too many public contexts are being uploaded right now; retry in a minute")
-        async with context_uploads:
-            body = await read_body(request, MAX_CONTEXT_BYTES, CONTEXT_ADVICE)
-            return await run_in_threadpool(service.register_context, caller, body)
+        uploading.add(caller.id)
+        try:
+            async with context_uploads:
+                body = await read_body(
+                    request,
+                    MAX_CONTEXT_BYTES,
+                    CONTEXT_ADVICE,
+                    min_rate=CONTEXT_MIN_BYTES_PER_SECOND,
+                    grace=CONTEXT_GRACE_SECONDS,
+                )
+                return await run_in_threadpool(service.register_context, caller, body)
+        finally:
+            uploading.discard(caller.id)
 
     @app.post("/api/v1/encrypted/alert")
     async def encrypted_alert(request: Request):
