@@ -1052,7 +1052,7 @@ def privacy_check(
     """Encrypt test windows with a fresh client key, evaluate them encrypted as the server
     would (public context only), decrypt, and compare with the plaintext model: logit
     differences, decisions, latency per window and sizes. Writes RUN/privacy_check.json
-    (RUN/privacy_check_<model sha256[:12]>.json for another --model)."""
+    (RUN/privacy_check_<model sha256[:12]>.json for a --model whose bytes differ from the run's)."""
     from tailorml.privacy.check import check_run
 
     result = check_run(run, model, individuals, max_windows, batch, _reporter())

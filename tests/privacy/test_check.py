@@ -120,16 +120,26 @@ def test_privacy_check_names_a_missing_model_option(he_run, tmp_path):
 
 def test_another_model_s_check_does_not_overwrite_the_run_s_own(he_run, tmp_path):
     other = tmp_path / "other.pt"
-    other.write_bytes((he_run / "model.pt").read_bytes())
+    model = load_model(he_run / "model.pt")
+    with torch.no_grad():
+        model.head[-1].bias.add_(0.01)  # another model: same network, other bytes
+    save_model(model, other)
+    copy = tmp_path / "copy.pt"  # the run's own model under another name
+    copy.write_bytes((he_run / "model.pt").read_bytes())
     own = he_run / "privacy_check.json"
-    before = own.read_bytes() if own.is_file() else None
-    arguments = ["--individuals", "1", "--max-windows", "1", "--model", str(other)]
-    result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), *arguments])
+    own.unlink(missing_ok=True)
+    arguments = ["--individuals", "1", "--max-windows", "1", "--model"]
+    result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), *arguments, str(other)])
     assert result.exit_code == 0, result.output
     named = he_run / f"privacy_check_{hashlib.sha256(other.read_bytes()).hexdigest()[:12]}.json"
     assert json.loads(named.read_text())["model"] == str(other)
-    assert (own.read_bytes() if own.is_file() else None) == before
+    assert not own.exists()
     named.unlink()
+    # a copy (or a link) of the run's model is the run's model: its record is the run's own
+    result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), *arguments, str(copy)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(own.read_text())["model"] == str(copy)
+    assert sorted(p.name for p in he_run.glob("privacy_check*.json")) == ["privacy_check.json"]
 
 
 @pytest.mark.parametrize(

@@ -200,9 +200,14 @@ def check_run(
         },
         "sizes": sizes,
     }
-    # the run's record is about the run's model; another model's check is kept beside it
-    own = model_path is None or model_file.resolve() == run.file("model.pt").resolve()
-    suffix = "" if own else f"_{fingerprint(model_file.read_bytes())[:12]}"
+    # the run's record is about the run's model (by content: a link or a copy of it is it);
+    # another model's check is kept beside it
+    checked = fingerprint(model_file.read_bytes())
+    own_file = run.file("model.pt")
+    own = model_path is None or (
+        own_file.is_file() and fingerprint(own_file.read_bytes()) == checked
+    )
+    suffix = "" if own else f"_{checked[:12]}"
     target = run.file(f"privacy_check{suffix}.json")
     try:
         atomic_write_json(target, result)
