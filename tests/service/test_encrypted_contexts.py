@@ -101,10 +101,16 @@ def test_contexts_no_request_can_use_are_removed_at_start(served, tmp_path):
     for path in unusable:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(publics[1])
-    EncryptedAlerts(tmp_path, model_file)  # the server starts again
+    EncryptedAlerts(tmp_path, None)  # started without --he-model: the next chain is unknown
+    assert [path.exists() for path in unusable] == [False, False, True]
+    EncryptedAlerts(tmp_path, model_file)  # the server starts again with its model
     assert [path.exists() for path in unusable] == [False, False, False]
     assert sorted(p.name for p in person.iterdir()) == [chain]  # the old chain's folder too
     assert kept.exists()
+    alerts.forget(PERSON)
+    (tmp_path / "he-contexts" / PERSON / "n16384-q60-40-s40").mkdir(parents=True)
+    EncryptedAlerts(tmp_path, model_file)
+    assert list((tmp_path / "he-contexts").iterdir()) == []  # no empty folder left behind
 
 
 def test_he_model_errors_name_the_option_and_the_path(tmp_path):

@@ -80,16 +80,21 @@ class EncryptedAlerts:
         a 409 `context_unknown` and register again."""
         if not self.folder.is_dir():
             return
-        chain = self.model.plan.parameters.tag if self.model is not None else None
         unusable = [p for p in self.folder.glob("*.ctx") if p.is_file()]
         unusable += [p for p in self.folder.glob("*/*.ctx") if p.is_file()]
-        for person in (p for p in self.folder.iterdir() if p.is_dir()):
-            unusable += [p for p in person.iterdir() if p.is_dir() and p.name != chain]
+        people = [p for p in self.folder.iterdir() if p.is_dir()]
+        if self.model is not None:  # without a model, which chain comes next is unknown
+            chain = self.model.plan.parameters.tag
+            for person in people:
+                unusable += [p for p in person.iterdir() if p.is_dir() and p.name != chain]
         for path in unusable:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        for person in people:
+            with contextlib.suppress(OSError):  # not empty: it keeps its contexts
+                person.rmdir()
         if unusable:
             log.info(
                 "removed %d public context(s) or chain folder(s) that the served model cannot "
