@@ -120,6 +120,7 @@ def upload_app(app_and_people, monkeypatch):
         return {"context_sha256": "0" * 64, "bytes": len(body), "replaced": []}
 
     monkeypatch.setattr(service, "register_context", register)
+    monkeypatch.setattr(service.encrypted, "context_limit", lambda: 1000)  # bytes per upload
     return create_app(service, run_jobs=False), people, registered
 
 
@@ -128,15 +129,17 @@ def test_a_context_sent_too_slowly_is_a_408_and_frees_its_slot(upload_app, monke
     monkeypatch.setattr(app_module, "CONTEXT_GRACE_SECONDS", 0.3)
     monkeypatch.setattr(app_module, "CONTEXT_MIN_BYTES_PER_SECOND", 2048)
     started = time.monotonic()
-    # 10 bytes, then nothing for 5 s: the deadline is 0.3 s + 10 / 2048 s ≈ 0.305 s
-    answer = asyncio.run(_put_context(app, people["alice"], [b"x" * 10, b"y"], gap=5.0))
+    # 10 bytes every 0.2 s: the second part is due by 0.3 s + 10 / 2048 s ≈ 0.305 s and
+    # comes at 0.2 s, the third is due by 0.3 s + 20 / 2048 s ≈ 0.31 s and would come at 0.4 s
+    parts = [b"x" * 10] * 3 + [b"y"]
+    answer = asyncio.run(_put_context(app, people["alice"], parts, gap=0.2))
     assert time.monotonic() - started < 2.0
     assert answer == {
         "status": 408,
         "json": {
             "status": 408,
-            "message": "the body arrived slower than 2 KiB/s (10 bytes in 0 s); send it "
-            "over a faster connection",
+            "message": "the public context arrived slower than 2 KiB/s after the first 0 s "
+            "(20 bytes in 0 s); send it over a faster connection",
         },
     }
     assert registered == []
@@ -145,9 +148,25 @@ def test_a_context_sent_too_slowly_is_a_408_and_frees_its_slot(upload_app, monke
     assert answer["status"] == 200 and registered == [(people["alice"].id, b"abcd")]
 
 
-def test_one_context_upload_per_account_at_a_time(upload_app):
+def test_a_stalled_context_upload_ends_after_the_idle_time(upload_app, monkeypatch):
+    app, people, registered = upload_app
+    monkeypatch.setattr(app_module, "CONTEXT_GRACE_SECONDS", 100.0)  # far from the rate floor
+    monkeypatch.setattr(app_module, "CONTEXT_IDLE_SECONDS", 1.0)
+    started = time.monotonic()
+    answer = asyncio.run(_put_context(app, people["alice"], [b"x" * 10, b"y"], gap=5.0))
+    assert 1.0 <= time.monotonic() - started < 3.0
+    assert answer["status"] == 408
+    assert answer["json"]["message"] == (
+        "no byte of the public context came for 1 s (10 bytes in 1 s); check the connection "
+        "and send it again"
+    )
+    assert registered == []
+
+
+def test_one_context_upload_per_account_and_a_memory_budget(upload_app, monkeypatch):
     app, people, registered = upload_app
     alice, carol = people["alice"], people["carol"]
+    monkeypatch.setattr(app_module, "CONTEXT_UPLOAD_BYTES", 2500)  # two uploads of 1,000
 
     async def scenario() -> list[dict]:
         release = asyncio.Event()
@@ -155,13 +174,17 @@ def test_one_context_upload_per_account_at_a_time(upload_app):
         await asyncio.sleep(0.1)  # alice's first upload now waits for its last part
         second = await _put_context(app, alice, [b"again"])
         other = await _put_context(app, carol, [b"carol"])
+        monkeypatch.setattr(app_module, "CONTEXT_UPLOAD_BYTES", 1500)  # room for one
+        full = await _put_context(app, carol, [b"carol again"])
         release.set()
-        return [await slow, second, other]
+        return [await slow, second, other, full]
 
-    first, second, other = asyncio.run(scenario())
+    first, second, other, full = asyncio.run(scenario())
     assert second["status"] == 429
     assert second["json"]["message"] == (
-        "a public context of this account is already being uploaded; let it finish, then retry"
+        "a public context of this account is already being uploaded (another device, or a "
+        "broken attempt: it ends within 30 s of its last byte); retry then"
     )
+    assert full["status"] == 503 and "too many public contexts" in full["json"]["message"]
     assert other["status"] == 200 and first["status"] == 200
     assert registered == [(carol.id, b"carol"), (alice.id, b"keys")]

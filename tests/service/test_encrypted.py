@@ -261,8 +261,8 @@ def test_the_server_log_says_which_contexts_it_removed(tmp_path, trained):
     assert not stale.exists()
     log = (tmp_path / f"server-{server.port}.log").read_text()
     assert re.search(
-        r"^\S+ \S+ INFO tailorml.service: removed 1 public context\(s\) or chain folder\(s\) "
-        r"that the served model cannot use",
+        r"^\S+ \S+ INFO tailorml.service: removed 1 public context\(s\) made for another "
+        r"CKKS chain than the served model's, or stored in an earlier layout; their devices",
         log,
         re.MULTILINE,
     ), log

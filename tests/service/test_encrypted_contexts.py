@@ -101,12 +101,14 @@ def test_contexts_no_request_can_use_are_removed_at_start(served, tmp_path):
     for path in unusable:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(publics[1])
+    interrupted = kept.parent / f".{kept.name}.x1y2.tmp"  # a write a crash cut short
+    interrupted.write_bytes(publics[1][:1000])
     EncryptedAlerts(tmp_path, None)  # started without --he-model: the next chain is unknown
     assert [path.exists() for path in unusable] == [False, False, True]
     EncryptedAlerts(tmp_path, model_file)  # the server starts again with its model
     assert [path.exists() for path in unusable] == [False, False, False]
     assert sorted(p.name for p in person.iterdir()) == [chain]  # the old chain's folder too
-    assert kept.exists()
+    assert kept.exists() and not interrupted.exists()
     alerts.forget(PERSON)
     (tmp_path / "he-contexts" / PERSON / "n16384-q60-40-s40").mkdir(parents=True)
     EncryptedAlerts(tmp_path, model_file)
@@ -123,3 +125,11 @@ def test_he_model_errors_name_the_option_and_the_path(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(TailormlError, match=r"^--he-model .*/junk.pt: "):
         EncryptedAlerts(tmp_path, tmp_path / "junk.pt")
+
+
+def test_the_context_limit_is_a_fresh_context_plus_ten_percent(served, tmp_path):
+    model_file, _, _, publics = served
+    limit = EncryptedAlerts(tmp_path, model_file).context_limit()
+    # keys are random bytes: another device's context has the same size within a little
+    assert abs(limit - 1.1 * len(publics[0])) < 0.01 * len(publics[0])
+    assert limit < encrypted.MAX_CONTEXT_BYTES

@@ -32,18 +32,22 @@ from tailorml.registry.people import Person
 from tailorml.service import nightscout
 from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
 from tailorml.service.core import Service
-from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES, ConflictError
+from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, ConflictError
 from tailorml.service.nightscout import PayloadError
 
 log = logging.getLogger("tailorml.service")
 
 CONTEXT_ADVICE = "send EncryptedAlertClient.public_context() (the model's spec fixes its size)"
-CONTEXT_UPLOADS = 2  # public contexts (up to 320 MB each) read into memory at once
-# A context upload holds one of those slots: after a grace period it must keep arriving at
-# 64 KiB/s on average (a 50 MB context: 13 minutes), or a client sending a byte now and then
-# would hold the slot, and everyone else at 503, for as long as it liked.
+# Public contexts being uploaded are held in memory: together they may reserve this much,
+# each the served model's context limit (55 MB for the 3-level chain: 12 at once; 272 MB
+# for the 5-level one: 2).
+CONTEXT_UPLOAD_BYTES = 640 * 1024 * 1024
+# An upload holds its reservation until it ends: after a grace period it must keep arriving
+# at 64 KiB/s on average (a 50 MB context: 13 minutes) and never pause for 30 s, or a client
+# sending a byte now and then, or gone without closing, would hold it as long as it liked.
 CONTEXT_GRACE_SECONDS = 30.0
 CONTEXT_MIN_BYTES_PER_SECOND = 64 * 1024
+CONTEXT_IDLE_SECONDS = 30.0
 CIPHERTEXT_ADVICE = "encrypt at most the spec's max_batch windows per ciphertext"
 
 
@@ -55,9 +59,10 @@ class Busy(TailormlError):
     """503 (the server is at capacity for this kind of request) or 429 (this account
     already has such a request under way); retry later."""
 
-    def __init__(self, message: str, status: int = 503) -> None:
+    def __init__(self, message: str, status: int = 503, retry_after: int = 60) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class TooSlow(TailormlError):
@@ -78,28 +83,41 @@ async def read_body(
     advice: str = "send fewer records per request",
     min_rate: float | None = None,
     grace: float = CONTEXT_GRACE_SECONDS,
+    idle: float = CONTEXT_IDLE_SECONDS,
+    what: str = "the body",
 ) -> bytes:
     """The body, refused past `limit` bytes without reading the rest; with `min_rate`
-    (bytes/s), also refused once it falls behind `grace` seconds plus that rate."""
+    (bytes/s), also refused once it falls behind `grace` seconds plus that rate, or no byte
+    came for `idle` seconds."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"body of {int(declared):,} bytes exceeds {limit:,}; {advice}")
     chunks, size = [], 0
     clock = asyncio.get_running_loop().time
-    start = clock()
+    start = last = clock()
     stream = request.stream().__aiter__()
     try:
         while True:
-            wait = None if min_rate is None else start + grace + size / min_rate - clock()
+            wait = None
+            if min_rate is not None:
+                behind, stalled = start + grace + size / min_rate, last + idle
+                wait = min(behind, stalled) - clock()
             try:
                 chunk = await asyncio.wait_for(anext(stream), wait)
             except StopAsyncIteration:
                 break
             except TimeoutError:
+                received = f"{size:,} bytes in {clock() - start:,.0f} s"
+                if stalled <= behind:
+                    raise TooSlow(
+                        f"no byte of {what} came for {idle:.0f} s ({received}); check the "
+                        "connection and send it again"
+                    ) from None
                 raise TooSlow(
-                    f"the body arrived slower than {min_rate / 1024:,.0f} KiB/s ({size:,} bytes "
-                    f"in {clock() - start:,.0f} s); send it over a faster connection"
+                    f"{what} arrived slower than {min_rate / 1024:,.0f} KiB/s after the first "
+                    f"{grace:.0f} s ({received}); send it over a faster connection"
                 ) from None
+            last = clock()
             size += len(chunk)
             if size > limit:
                 raise TooLarge(f"body exceeds {limit:,} bytes; {advice}")
@@ -141,8 +159,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
-    context_uploads = asyncio.Semaphore(CONTEXT_UPLOADS)
-    uploading: set[str] = set()  # accounts with a context upload under way: one each
+    uploading: dict[str, int] = {}  # account -> bytes reserved by its context upload
 
     @app.exception_handler(AuthError)
     async def _auth(request: Request, error: AuthError):
@@ -172,22 +189,38 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         answer.headers.update(error.headers or {})
         return answer
 
+    def _who(request: Request) -> str:
+        return getattr(request.state, "person", None) or "an unauthenticated caller"
+
     @app.exception_handler(Busy)
     async def _busy(request: Request, error: Busy):
+        log.info(
+            "%s %s by %s: %d, %s",
+            request.method,
+            request.url.path,
+            _who(request),
+            error.status,
+            error,
+        )
         answer = _error(error.status, str(error))
-        answer.headers["Retry-After"] = "60"
+        answer.headers["Retry-After"] = str(error.retry_after)
         return answer
 
     @app.exception_handler(TooSlow)
     async def _slow(request: Request, error: TooSlow):
-        log.info("%s %s: %s", request.method, request.url.path, error)
+        log.info("%s %s by %s: 408, %s", request.method, request.url.path, _who(request), error)
         answer = _error(408, str(error))
         answer.headers["Connection"] = "close"  # the rest of the body is not read
         return answer
 
     @app.exception_handler(Disconnected)
     async def _gone(request: Request, error: Disconnected):
-        log.info("client disconnected during the upload of %s %s", request.method, request.url.path)
+        log.info(
+            "%s disconnected during the upload of %s %s",
+            _who(request),
+            request.method,
+            request.url.path,
+        )
         return _error(400, "the client disconnected before the body was complete")
 
     @app.exception_handler(NotFoundError)
@@ -378,27 +411,32 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         # who it is before reading up to 320 MB, and only a few such bodies in memory at once
         caller = await run_in_threadpool(caller_of, service, request)
         service.require_patient(caller)
+        request.state.person = caller.id
+        limit = await run_in_threadpool(service.encrypted.context_limit)  # once: keygen
         if caller.id in uploading:
             raise Busy(
-                "a public context of this account is already being uploaded; let it finish, "
-                "then retry",
+                "a public context of this account is already being uploaded (another device, "
+                f"or a broken attempt: it ends within {CONTEXT_IDLE_SECONDS:.0f} s of its last "
+                "byte); retry then",
                 status=429,
+                retry_after=int(CONTEXT_IDLE_SECONDS),
             )
-        if context_uploads.locked():
+        if sum(uploading.values()) + limit > CONTEXT_UPLOAD_BYTES:
             raise Busy("too many public contexts are being uploaded right now; retry in a minute")
-        uploading.add(caller.id)
+        uploading[caller.id] = limit  # no await since the checks: no other upload slipped in
         try:
-            async with context_uploads:
-                body = await read_body(
-                    request,
-                    MAX_CONTEXT_BYTES,
-                    CONTEXT_ADVICE,
-                    min_rate=CONTEXT_MIN_BYTES_PER_SECOND,
-                    grace=CONTEXT_GRACE_SECONDS,
-                )
-                return await run_in_threadpool(service.register_context, caller, body)
+            body = await read_body(
+                request,
+                limit,
+                CONTEXT_ADVICE,
+                min_rate=CONTEXT_MIN_BYTES_PER_SECOND,
+                grace=CONTEXT_GRACE_SECONDS,
+                idle=CONTEXT_IDLE_SECONDS,
+                what="the public context",
+            )
+            return await run_in_threadpool(service.register_context, caller, body)
         finally:
-            uploading.discard(caller.id)
+            del uploading[caller.id]
 
     @app.post("/api/v1/encrypted/alert")
     async def encrypted_alert(request: Request):

@@ -36,7 +36,7 @@ import tenseal as ts
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_bytes
 from tailorml.models.cnn import load_model, require_model_file
-from tailorml.privacy.context import load_public
+from tailorml.privacy.context import load_public, public_bytes, secret_context
 from tailorml.privacy.params import PrivacyError
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint, is_fingerprint
@@ -71,36 +71,61 @@ class EncryptedAlerts:
         self._lock = threading.Lock()
         self._person_locks: dict[str, threading.Lock] = {}
         self._erased: set[str] = set()  # erased while this process runs: no registration after
+        self._context_limit: int | None = None
+        self._limit_lock = threading.Lock()
         self._remove_unusable_contexts()
 
     def _remove_unusable_contexts(self) -> None:
-        """Delete the contexts no request can use any more, so they hold no device slot or
-        disk: those of another chain than the served model's, and those of earlier layouts
-        (`<person>.ctx`, `<person>/<sha>.ctx`, stored without their chain). Their clients get
-        a 409 `context_unknown` and register again."""
+        """Delete what no request can use any more, so it holds no device slot or disk:
+        contexts of another chain than the served model's, those of earlier layouts
+        (`<person>.ctx`, `<person>/<sha>.ctx`, stored without their chain), and the
+        temporary files of writes a crash interrupted. Their clients get a 409
+        `context_unknown` and register again."""
         if not self.folder.is_dir():
             return
+        stale_files = [p for p in self.folder.rglob("*.tmp") if p.is_file()]
+        for path in stale_files:
+            path.unlink(missing_ok=True)
         unusable = [p for p in self.folder.glob("*.ctx") if p.is_file()]
         unusable += [p for p in self.folder.glob("*/*.ctx") if p.is_file()]
         people = [p for p in self.folder.iterdir() if p.is_dir()]
         if self.model is not None:  # without a model, which chain comes next is unknown
             chain = self.model.plan.parameters.tag
             for person in people:
-                unusable += [p for p in person.iterdir() if p.is_dir() and p.name != chain]
+                for folder in (p for p in person.iterdir() if p.is_dir() and p.name != chain):
+                    unusable += [p for p in folder.glob("*.ctx") if p.is_file()]
+                    shutil.rmtree(folder, ignore_errors=True)
         for path in unusable:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         for person in people:
             with contextlib.suppress(OSError):  # not empty: it keeps its contexts
                 person.rmdir()
         if unusable:
-            log.info(
-                "removed %d public context(s) or chain folder(s) that the served model cannot "
-                "use (another CKKS chain, or an earlier layout); their clients register again",
-                len(unusable),
+            why = (
+                "made for another CKKS chain than the served model's, or stored in an earlier "
+                "layout"
+                if self.model is not None
+                else "stored in an earlier layout"
             )
+            log.info(
+                "removed %d public context(s) %s; their devices register again",
+                len(unusable),
+                why,
+            )
+        if stale_files:
+            log.info("removed %d temporary file(s) of interrupted context writes", len(stale_files))
+
+    def context_limit(self) -> int:
+        """The most bytes a public context for the served model may have: a fresh one's
+        size plus 10 % (keys are random, so their size hardly varies), made once. A
+        smaller limit than `MAX_CONTEXT_BYTES` for the shallow chain lets an upload slot
+        be held for less time at the slowest accepted rate."""
+        model = self._require()
+        with self._limit_lock:  # not self._lock: requests must not wait for the keys
+            if self._context_limit is None:
+                size = len(public_bytes(secret_context(model.plan.parameters)))
+                self._context_limit = min(MAX_CONTEXT_BYTES, size + size // 10)
+            return self._context_limit
 
     def _person_lock(self, person_id: str) -> threading.Lock:
         with self._lock:
@@ -255,7 +280,7 @@ def _read_model(path: Path) -> tuple[EncryptedModel, str]:
             f"--he-model {path}: cannot read it ({error.strerror}); check its permissions"
         ) from None
     try:
-        model = EncryptedModel(load_model(path), path.name)
+        model = EncryptedModel(load_model(path, data=data), path.name)
     except TailormlError as error:
         raise TailormlError(f"--he-model {path}: {error}") from None
     return model, fingerprint(data)
