@@ -12,6 +12,7 @@ never leave the client in the clear (docs/privacy.md).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 KEYS_MAGIC = b"TMLKEYS1"
 
 
+BUSY = (429, 503)  # the service asks to come back later (Retry-After, in seconds)
+
+
+def retry_when_busy(send, budget: float, sleep=time.sleep):
+    """`send()`'s answer, sent again while the service answers 429/503, after the
+    `Retry-After` it asks for, until `budget` seconds of waiting are spent: a device that
+    registers while another of the same person does, or while the service is full, gets
+    through instead of failing. The last answer is returned either way."""
+    answer, waited = send(), 0.0
+    while answer.status_code in BUSY and waited < budget:
+        try:
+            pause = float(answer.headers.get("retry-after", "5"))
+        except ValueError:
+            pause = 5.0
+        pause = min(max(pause, 0.0), budget - waited)
+        sleep(pause)
+        waited += pause
+        answer = send()
+    return answer
+
+
 class _ModelChanged(Exception):
     """The service swapped its model during a request: start the windows over."""
 
@@ -214,13 +236,22 @@ class ServiceAlerts:
     When the service no longer has the context (another device of the person's replaced
     it) or serves another model, it answers 409 and this client re-registers, or re-reads
     the model's spec (new keys if the chain changed), then asks again: never an alert from
-    keys or a threshold that do not belong to the answer.
+    keys or a threshold that do not belong to the answer. A registration the service
+    answers 429/503 (another device of the person uploading, or the service full) is sent
+    again after the `Retry-After` it asks for, for up to `busy_wait` seconds.
     """
 
     def __init__(
-        self, url: str, token: str, timeout: float = 300.0, keys: str | Path | None = None
+        self,
+        url: str,
+        token: str,
+        timeout: float = 300.0,
+        keys: str | Path | None = None,
+        busy_wait: float = 180.0,
     ) -> None:
         import httpx
+
+        self.busy_wait = busy_wait  # seconds a registration may wait on a busy service
 
         self.http = httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
@@ -312,10 +343,13 @@ class ServiceAlerts:
         # kept but not registered is harmless (the first request's 409 registers it)
         self._keep_keys(sent)
         answer = self._checked(
-            self.http.put(
-                "/api/v1/encrypted/context",
-                content=public,
-                headers={"content-type": "application/octet-stream"},
+            retry_when_busy(
+                lambda: self.http.put(
+                    "/api/v1/encrypted/context",
+                    content=public,
+                    headers={"content-type": "application/octet-stream"},
+                ),
+                self.busy_wait,
             )
         ).json()
         if answer.get("context_sha256") != sent:
