@@ -162,7 +162,12 @@ def serve(
             "tokens travel in every request.[/yellow]"
         )
     uvicorn.run(
-        create_app(service), host=host, port=port, log_level=level.lower(), access_log=False
+        create_app(service),
+        host=host,
+        port=port,
+        log_level=level.lower(),
+        access_log=False,
+        log_config=None,  # uvicorn's lines go through the handler of `_log_level`
     )
 
 
@@ -170,8 +175,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _log_level(name: str) -> str:
-    """Send tailorml's log lines to stderr with a time and level (without this only
-    warnings reach stderr, bare, and "removed contexts" or "client disconnected" never do)."""
+    """Send tailorml's and uvicorn's log lines to stderr with a time and level (without
+    this only warnings reach stderr, bare, and "removed contexts" or "client disconnected"
+    never do)."""
     import logging
 
     if name.lower() not in LOG_LEVELS:
@@ -182,10 +188,11 @@ def _log_level(name: str) -> str:
     level = name.upper()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("tailorml")
-    logger.handlers = [handler]
-    logger.setLevel(level)
-    logger.propagate = False
+    for name in ("tailorml", "uvicorn"):  # one format, with the time, for both
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
     return level
 
 

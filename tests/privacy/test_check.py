@@ -138,7 +138,9 @@ def test_another_model_s_check_does_not_overwrite_the_run_s_own(he_run, tmp_path
     # a copy (or a link) of the run's model is the run's model: its record is the run's own
     result = runner.invoke(app, ["privacy", "check", "--run", str(he_run), *arguments, str(copy)])
     assert result.exit_code == 0, result.output
-    assert json.loads(own.read_text())["model"] == str(copy)
+    record = json.loads(own.read_text())
+    assert record["model"] == str(copy)
+    assert record["model_sha256"] == hashlib.sha256(copy.read_bytes()).hexdigest()
     assert sorted(p.name for p in he_run.glob("privacy_check*.json")) == ["privacy_check.json"]
 
 

@@ -154,11 +154,13 @@ def require_model_file(path: Path, option: str, hint: str = "") -> Path:
     return path
 
 
-def load_model(path) -> SmallCNN:
+def load_model(path, data: bytes | None = None) -> SmallCNN:
     """The model saved at `path`, with its alert policy; any file that is not one is a
-    ModelFileError naming it."""
+    ModelFileError naming it. With `data`, the model is read from those bytes of `path`
+    (already read and hashed: what is loaded is what was hashed, even if the file changes)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(data) if data is not None else path
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}") from None
     except OSError as error:  # unreadable (permissions, a folder), not necessarily no model

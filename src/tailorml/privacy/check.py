@@ -136,7 +136,12 @@ def check_run(
     elif not model_file.is_file():
         raise TailormlError(f"no model at {model_file}; train one first or pass --model")
     use_threads(config.train.threads)
-    model = load_model(model_file)
+    try:  # read once: the record names the bytes checked, even if the file changes meanwhile
+        model_data = model_file.read_bytes()
+    except OSError as error:
+        raise TailormlError(f"cannot read model file {model_file} ({error.strerror})") from None
+    checked = fingerprint(model_data)
+    model = load_model(model_file, data=model_data)
     encrypted = EncryptedModel(model, str(model_file))
     if not 1 <= batch <= encrypted.plan.max_batch:
         raise TailormlError(
@@ -179,6 +184,7 @@ def check_run(
     cold_seconds = time.perf_counter() - began
     result = {
         "model": str(model_file),
+        "model_sha256": checked,
         "synthetic": prepared.cohort.synthetic,
         "parameters": encrypted.plan.parameters.to_dict(),
         "depth": encrypted.plan.depth,
@@ -202,7 +208,6 @@ def check_run(
     }
     # the run's record is about the run's model (by content: a link or a copy of it is it);
     # another model's check is kept beside it
-    checked = fingerprint(model_file.read_bytes())
     own_file = run.file("model.pt")
     own = model_path is None or (
         own_file.is_file() and fingerprint(own_file.read_bytes()) == checked
