@@ -15,6 +15,7 @@ import asyncio
 import errno
 import logging
 import sqlite3
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,8 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI):
         # the predefined model is exported before the first upload, not during it
         await run_in_threadpool(service.runtimes.session, service.registry.predefined())
+        if service.encrypted.model is not None:  # the upload limit needs a keygen: not in a request
+            threading.Thread(target=service.encrypted.context_limit, daemon=True).start()
         if run_jobs:
             service.jobs.start()
         yield
