@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,11 @@ def he_server(request, tmp_path_factory, trained):
     server.kill()
 
 
+def _stored_context(service, account, sha256: str) -> Path:
+    """Where the server keeps a device's context of the depth-3 chain."""
+    return service.data / "he-contexts" / account.id / THREE_LEVELS.tag / f"{sha256}.ctx"
+
+
 def test_the_service_computes_alerts_on_windows_it_cannot_read(he_server):
     server, service, model = he_server
     alice = service.people["alice"]
@@ -44,13 +50,7 @@ def test_the_service_computes_alerts_on_windows_it_cannot_read(he_server):
     assert np.abs(logits - plain).max() < 1e-2  # CKKS tolerance stated in docs/privacy.md
     assert (alerts.client.decide(logits) == model.policy.decide(alerts_softmax(plain))).all()
 
-    stored = (
-        service.data
-        / "he-contexts"
-        / alice.id
-        / THREE_LEVELS.tag  # the chain of depth 3
-        / f"{alerts.context_sha256}.ctx"
-    )
+    stored = _stored_context(service, alice, alerts.context_sha256)
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == alerts.context_sha256
     context = load_public(stored.read_bytes())  # refuses a context with a secret key
     assert not context.has_secret_key()
@@ -105,13 +105,7 @@ def test_each_device_of_a_person_keeps_its_own_keys(he_server):
     assert (phone.decide(windows) == truth).all() and (tablet.decide(windows) == truth).all()
 
     # the server lost the phone's context (replaced by a later device): 409, re-register, answer
-    stored = (
-        service.data
-        / "he-contexts"
-        / alice.id
-        / THREE_LEVELS.tag  # the chain of depth 3
-        / f"{phone.context_sha256}.ctx"
-    )
+    stored = _stored_context(service, alice, phone.context_sha256)
     lost_name = phone.context_sha256
     phone.context_sha256 = "0" * 64
     assert (phone.decide(windows) == truth).all()
