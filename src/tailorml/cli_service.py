@@ -188,8 +188,8 @@ def _log_level(name: str) -> str:
     level = name.upper()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("tailorml", "uvicorn"):  # one format, with the time, for both
-        logger = logging.getLogger(name)
+    for logger_name in ("tailorml", "uvicorn"):  # one format, with the time, for both
+        logger = logging.getLogger(logger_name)
         logger.handlers = [handler]
         logger.setLevel(level)
         logger.propagate = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import sqlite3
 import time
 
@@ -148,8 +149,9 @@ def test_a_context_sent_too_slowly_is_a_408_and_frees_its_slot(upload_app, monke
     assert answer["status"] == 200 and registered == [(people["alice"].id, b"abcd")]
 
 
-def test_a_stalled_context_upload_ends_after_the_idle_time(upload_app, monkeypatch):
+def test_a_stalled_context_upload_ends_after_the_idle_time(upload_app, monkeypatch, caplog):
     app, people, registered = upload_app
+    caplog.set_level(logging.INFO, logger="tailorml.service")
     monkeypatch.setattr(app_module, "CONTEXT_GRACE_SECONDS", 100.0)  # far from the rate floor
     monkeypatch.setattr(app_module, "CONTEXT_IDLE_SECONDS", 1.0)
     started = time.monotonic()
@@ -161,6 +163,8 @@ def test_a_stalled_context_upload_ends_after_the_idle_time(upload_app, monkeypat
         "and send it again"
     )
     assert registered == []
+    # the operator's log says whose upload it was
+    assert f"PUT /api/v1/encrypted/context by {people['alice'].id}: 408, no byte" in caplog.text
 
 
 def test_one_context_upload_per_account_and_a_memory_budget(upload_app, monkeypatch):

@@ -67,7 +67,7 @@ class Busy(TailormlError):
 
 
 class TooSlow(TailormlError):
-    """408: the body arrived slower than the service's floor."""
+    """408: the body arrived slower than the service's floor, or stopped arriving."""
 
 
 class Disconnected(Exception):
@@ -129,13 +129,15 @@ async def read_body(
 
 
 def caller_of(service: Service, request: Request) -> Person:
-    return resolve(
+    person = resolve(
         service.store,
         api_secret=request.headers.get("api-secret"),
         token=request.query_params.get("token"),
         authorization=request.headers.get("authorization"),
         cookie=request.cookies.get(COOKIE),
     )
+    request.state.person = person.id  # log lines about the request name the account
+    return person
 
 
 def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
@@ -411,10 +413,9 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.put("/api/v1/encrypted/context")
     async def encrypted_context(request: Request):
-        # who it is before reading up to 320 MB, and only a few such bodies in memory at once
+        # who it is before reading up to 272 MB, and only a few such bodies in memory at once
         caller = await run_in_threadpool(caller_of, service, request)
         service.require_patient(caller)
-        request.state.person = caller.id
         limit = await run_in_threadpool(service.encrypted.context_limit)  # once: keygen
         if caller.id in uploading:
             raise Busy(
