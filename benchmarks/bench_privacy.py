@@ -92,10 +92,11 @@ def fine_curve(run: Path, knobs: int = 240) -> pd.DataFrame:
     return sweep(people, policy, MODEL, grid).dropna(subset=["sensitivity_early"])
 
 
-def best_within(curve: pd.DataFrame, rate: float) -> pd.Series:
-    """The curve's point of highest early sensitivity at no more than `rate` false alerts/day."""
+def best_within(curve: pd.DataFrame, rate: float, by: str = "sensitivity_early") -> pd.Series:
+    """The curve's point of highest `by` (early sensitivity unless said) at no more than
+    `rate` false alerts/day."""
     within = curve[curve["false_alerts_per_day"] <= rate + 1e-9]
-    return within.loc[within["sensitivity_early"].idxmax()]
+    return within.loc[within[by].idxmax()]
 
 
 def print_equal_rate_table(standard: Path, he: Path, standard_rate: float) -> None:

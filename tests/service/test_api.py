@@ -162,15 +162,14 @@ def _send(client, method, path, body, params):
     return client.post(path, params=params, json=body)
 
 
-ALICE_END_MS = 1_650_000_000_000
-
-
 def test_nobody_reaches_another_persons_data(server, service_data, trained):
     alice, carol = service_data.people["alice"], service_data.people["carol"]
     mallory = service_data.people["mallory"]
     marker = 187  # a value only alice uploads
+    uploaded = readings([marker] * 3, end_ms=1_650_000_000_000)
     with server.client(alice.secret) as client:
-        client.post("/api/v1/entries", json=readings([marker] * 3, end_ms=ALICE_END_MS))
+        client.post("/api/v1/entries", json=uploaded)
+    alices = {(entry["sgv"], entry["date"]) for entry in uploaded}
     candidate = propose_candidate(service_data.data, alice.id, trained, shift=0.02)
     leaks = []
     for intruder in (carol, mallory):
@@ -189,7 +188,6 @@ def test_nobody_reaches_another_persons_data(server, service_data, trained):
                 if client.get(path).status_code != 403:
                     leaks.append((intruder.name, "GET", path))
             own = client.get("/api/v1/entries.json", params={"count": 1000}).json()
-            alices = {(marker, e["date"]) for e in readings([marker] * 3, end_ms=ALICE_END_MS)}
             if alices & {(entry.get("sgv"), entry.get("date")) for entry in own}:
                 leaks.append((intruder.name, "own entries contain alice's"))
     assert leaks == []
