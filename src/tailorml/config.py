@@ -201,12 +201,29 @@ class ModelConfig(_Section):
         description="he_friendly: x², or relu_poly (ReLU's quadratic least-squares fit on "
         "[-4, 4]); both cost one CKKS level",
     )
+    cgm_levels: list[float] = Field(
+        default_factory=list,
+        description="he_friendly: glucose levels k (mg/dL, increasing, 40–400) at which a fixed "
+        "input encoding adds the channel max(k − CGM, 0); the client computes it before "
+        "encrypting, so the quadratic network reads a level as ReLU would (models.levels)",
+    )
     max_parameters: int = Field(default=20_000, gt=0)
 
     @model_validator(mode="after")
     def _architecture_fits(self) -> ModelConfig:
         if self.architecture == "cnn" and self.hidden < 1:
             raise ValueError("hidden = 0 is for architecture = 'he_friendly'; the cnn needs >= 1")
+        if self.cgm_levels and self.architecture != "he_friendly":
+            raise ValueError(
+                "cgm_levels is the he_friendly model's input encoding; remove it for "
+                "architecture = 'cnn' (ReLU reads levels itself)"
+            )
+        levels = self.cgm_levels
+        if any(not 40 <= level <= 400 for level in levels) or levels != sorted(set(levels)):
+            raise ValueError(
+                f"cgm_levels = {levels} must be strictly increasing glucose levels in mg/dL "
+                "between 40 and 400, e.g. [75, 85, 95, 110, 140]"
+            )
         if self.architecture == "he_friendly" and len(self.conv_channels) != 1:
             raise ValueError(
                 f"architecture = 'he_friendly' has one convolution (each layer costs CKKS "
@@ -576,6 +593,11 @@ class Config(_Section):
             raise ValueError(
                 "train.sparsity: pruning compacts SmallCNN channels only; set "
                 "train.sparsity = 0 for model.architecture = 'he_friendly'"
+            )
+        if self.model.cgm_levels and self.task.channels[0] != "cgm":
+            raise ValueError(
+                f"model.cgm_levels encodes input channel 0, but task.channels = "
+                f"{self.task.channels} starts with {self.task.channels[0]!r}: put 'cgm' first"
             )
         return self
 

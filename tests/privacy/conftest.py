@@ -16,9 +16,11 @@ def he_model(
     channels: int = 1,
     width: int = 4,
     seed: int = 0,
+    levels: tuple[float, ...] = (),
 ):
     """An HE-friendly network over 24 readings per channel, normalised like CGM (mg/dL);
-    weights from `seed`. With its alert policy, like every saved model."""
+    weights from `seed`, input levels `levels` (mg/dL) encoded on channel 0. With its
+    alert policy, like every saved model."""
     spec = CNNSpec(
         in_channels=channels,
         length=24,
@@ -29,9 +31,11 @@ def he_model(
         architecture="he_friendly",
         pool=2,
         activation=activation,
+        cgm_levels=list(levels),
     )
     torch.manual_seed(seed)
-    model = network(spec, torch.full((channels,), 150.0), torch.full((channels,), 50.0))
+    packed = channels + len(levels)
+    model = network(spec, torch.full((packed,), 150.0), torch.full((packed,), 50.0))
     model.policy = AlertPolicy(threshold=0.3)
     return model.eval()
 

@@ -186,6 +186,10 @@ def test_the_shipped_experiments_are_three_level_he_models(name, channels):
     assert config.model.architecture == "he_friendly"
     assert config.task.channels == channels
     n = len(channels)
-    model = build_model(config.model, n, 24, 3, torch.full((n,), 150.0), torch.full((n,), 50.0))
+    packed = n + len(config.model.cgm_levels)  # the levels are the client's extra channels
+    model = build_model(
+        config.model, n, 24, 3, torch.full((packed,), 150.0), torch.full((packed,), 50.0)
+    )
     assert multiplicative_depth(model.spec) == 3
-    assert compile_plan(model).layout.channels == n
+    layout = compile_plan(model).layout
+    assert layout.window_channels == n and layout.channels == packed

@@ -18,7 +18,7 @@ from tailorml.privacy.plan import plain_logits
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
 from tailorml.privacy.wire import pack_parts, unpack_parts
 
-from .conftest import glucose_windows
+from .conftest import glucose_windows, he_model
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,17 @@ def test_encrypted_logits_match_the_plaintext_model(keys, n_windows):
     assert np.abs(logits - plain).max() < LOGIT_TOLERANCE
     policy = encrypted.policy
     assert (client.decide(logits) == policy.decide(softmax(plain))).all()
+
+
+def test_a_model_with_input_levels_runs_encrypted():
+    # the client encodes max(k - CGM, 0) before encrypting; the server never sees a reading
+    model = he_model(0, "relu_poly", channels=1, levels=(75.0, 90.0, 120.0))
+    encrypted = EncryptedModel(model, "levels")
+    client = EncryptedAlertClient.from_spec(encrypted.public_spec())
+    server = load_public(client.public_context(), encrypted.plan.parameters)
+    windows = glucose_windows(6, seed=3)
+    logits = client.decrypt(evaluate_encrypted(encrypted, server, client.encrypt(windows)), 6)
+    assert np.abs(logits - plain_logits(encrypted.plan, windows)).max() < LOGIT_TOLERANCE
 
 
 def test_evaluate_reads_the_context_from_bytes_too(keys):

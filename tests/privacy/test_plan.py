@@ -27,6 +27,30 @@ def test_plan_in_numpy_equals_the_torch_forward(hidden, activation, channels):
     np.testing.assert_allclose(plain_logits(plan, windows), torch_logits(model, windows), atol=1e-9)
 
 
+def test_a_plan_with_input_levels_equals_the_torch_forward():
+    # the client encodes max(k - CGM, 0) before packing; the server's conv reads 1 + 2 channels
+    model = he_model(0, "relu_poly", channels=2, levels=(75.0, 90.0))
+    plan = compile_plan(model)
+    assert plan.layout.channels == 4 and plan.layout.window_channels == 2
+    assert plan.depth == 3  # the encoding is the client's: no level of the chain
+    windows = glucose_windows(20, channels=2)
+    np.testing.assert_allclose(plain_logits(plan, windows), torch_logits(model, windows), atol=1e-9)
+
+
+def test_packing_encodes_the_levels_of_the_cgm_channel():
+    layout = InputLayout.for_model(2, 3, 1, 64, levels=(75.0, 90.0))
+    window = np.array([[[70.0, 80.0, 100.0], [1.0, 2.0, 3.0]]])  # CGM, then IOB
+    packed = layout.pack(window, 1)
+    assert layout.block == 4  # next power of two of 3 readings
+    blocks = packed.reshape(4, 4)[:, :3]  # one block per packed channel, readings first
+    np.testing.assert_array_equal(blocks[0], [70.0, 80.0, 100.0])
+    np.testing.assert_array_equal(blocks[1], [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(blocks[2], [5.0, 0.0, 0.0])  # max(75 - CGM, 0)
+    np.testing.assert_array_equal(blocks[3], [20.0, 10.0, 0.0])  # max(90 - CGM, 0)
+    with pytest.raises(PrivacyError, match=r"this model reads 2 channel\(s\) × 3 readings"):
+        layout.check_windows(np.zeros((1, 4, 3)))  # an already encoded window is refused
+
+
 def test_batching_does_not_change_a_window_s_logits(small_model):
     plan = compile_plan(small_model)
     windows = glucose_windows(8)
@@ -76,9 +100,15 @@ def test_a_wrong_window_is_a_one_line_error(window, match):
 def test_layout_round_trips_through_a_dict():
     layout = InputLayout.for_model(3, 24, 5, 4096)
     assert InputLayout.from_dict(layout.to_dict()) == layout
+    with_levels = InputLayout.for_model(1, 24, 5, 4096, levels=(80.0,))
+    assert InputLayout.from_dict(with_levels.to_dict()) == with_levels
+    assert InputLayout.from_dict({**with_levels.to_dict(), "levels": []}).levels == ()
     assert layout.block == 32 and layout.window_slots == 128
     with pytest.raises(PrivacyError, match="invalid input layout"):
         InputLayout.from_dict({"channels": 1})
+    for levels in ([float("nan")], [70.0, 80.0]):  # not finite; as many levels as channels
+        with pytest.raises(PrivacyError, match="levels must be finite, fewer than channels"):
+            InputLayout.from_dict({**with_levels.to_dict(), "levels": levels})
 
 
 def test_the_device_export_refuses_an_he_friendly_model(small_model):

@@ -37,7 +37,7 @@ class SmallCNN(nn.Module):
         self.policy: AlertPolicy | None = None
         conv = nn.Conv1d if spec.dims == 1 else nn.Conv2d
         pool = nn.MaxPool1d if spec.dims == 1 else nn.MaxPool2d
-        self.normalize = Standardize(mean, scale, spec.dims)
+        self.normalize = Standardize(mean, scale, spec.dims, spec.in_channels)
         layers: list[nn.Module] = []
         channels, length = spec.in_channels, spec.length
         for position, width in enumerate(spec.conv_channels):
@@ -95,6 +95,7 @@ def build_model(
         architecture=config.architecture,
         pool=config.pool,
         activation=config.activation,
+        cgm_levels=list(config.cgm_levels),
     )
     try:
         model = network(spec, mean, scale)

@@ -5,6 +5,9 @@ CKKS computes additions and multiplications only, and every multiplication spend
 level of a finite modulus chain; each level makes keys and ciphertexts bigger and every
 rotation slower. So the network is shaped for the chain, not for the microcontroller:
 
+- optionally, a fixed input encoding adds channels max(k − CGM, 0) at public glucose
+  levels k (`tailorml.models.levels`): the client computes them before encrypting, so the
+  quadratic network can read a level as ReLU would, at no depth;
 - the input normalisation (a fixed affine map) is folded into the convolution's weights
   and bias when encrypted: it costs nothing;
 - one convolution over time (a plaintext-matrix product: one level);
@@ -25,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tailorml.models.levels import LevelEncoding
 from tailorml.models.spec import CNNSpec, Standardize
 from tailorml.policy import AlertPolicy
 
@@ -63,7 +67,7 @@ class Square(nn.Module):
 
 
 class HEFriendlyCNN(nn.Module):
-    """Standardize → Conv1d → x² → AvgPool → Flatten → [Linear → x²] → Linear.
+    """[LevelEncoding →] Standardize → Conv1d → x² → AvgPool → Flatten → [Linear → x²] → Linear.
 
     Same interface as `SmallCNN` (`spec`, `policy`, `normalize`, logits from readings in
     their own units), so training, evaluation, saving and the alert policy are shared."""
@@ -85,11 +89,14 @@ class HEFriendlyCNN(nn.Module):
             raise ValueError(f"pool {spec.pool} must divide the window length {spec.length}")
         self.spec = spec
         self.policy: AlertPolicy | None = None
-        self.normalize = Standardize(mean, scale, 1)
+        self.encode = LevelEncoding(spec.cgm_levels)
+        self.normalize = Standardize(mean, scale, 1, spec.encoded_channels)
         width = spec.conv_channels[0]
         coefficients = ACTIVATIONS[spec.activation]
         self.features = nn.Sequential(
-            nn.Conv1d(spec.in_channels, width, spec.kernel_size, padding=spec.kernel_size // 2),
+            nn.Conv1d(
+                spec.encoded_channels, width, spec.kernel_size, padding=spec.kernel_size // 2
+            ),
             Square(coefficients),
             nn.AvgPool1d(spec.pool),
         )
@@ -101,7 +108,7 @@ class HEFriendlyCNN(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x)))
+        return self.head(self.features(self.normalize(self.encode(x))))
 
 
 def multiplicative_depth(spec: CNNSpec) -> int:
@@ -110,6 +117,19 @@ def multiplicative_depth(spec: CNNSpec) -> int:
     linear_layers = 2 + (1 if spec.hidden else 0)
     squares = 1 + (1 if spec.hidden else 0)
     return linear_layers + squares
+
+
+def shape_of(spec: CNNSpec) -> tuple:
+    """What ensemble members must share: everything but the convolution's width."""
+    return (
+        spec.in_channels,
+        spec.length,
+        spec.n_classes,
+        spec.kernel_size,
+        spec.pool,
+        spec.activation,
+        tuple(spec.cgm_levels),
+    )
 
 
 def fold_ensemble(members: list[HEFriendlyCNN]) -> HEFriendlyCNN:
@@ -131,20 +151,10 @@ def fold_ensemble(members: list[HEFriendlyCNN]) -> HEFriendlyCNN:
                 "only models without a hidden layer fold into one (hidden = 0): after a "
                 "hidden layer's x² the members' features mix"
             )
-        same = (spec.in_channels, spec.length, spec.n_classes, spec.kernel_size, spec.pool)
-        if (
-            same
-            != (
-                first.spec.in_channels,
-                first.spec.length,
-                first.spec.n_classes,
-                first.spec.kernel_size,
-                first.spec.pool,
-            )
-            or spec.activation != first.spec.activation
-        ):
+        if shape_of(spec) != shape_of(first.spec):
             raise ValueError(
-                "ensemble members must share the window, kernel, pooling and activation"
+                "ensemble members must share the window, kernel, pooling, activation and "
+                "input levels"
             )
         if not (
             torch.equal(member.normalize.mean, first.normalize.mean)

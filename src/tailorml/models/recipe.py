@@ -31,6 +31,7 @@ from tailorml.config import ModelConfig, TrainConfig
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import SmallCNN, build_model
 from tailorml.models.group_dro import GroupDRO, n_groups
+from tailorml.models.levels import encode_levels
 from tailorml.models.sample_weights import SampleWeights
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import (
@@ -198,8 +199,9 @@ def fresh_model(
     config: ModelConfig, x_general: np.ndarray, n_classes: int, seed: int, dims: int = 1
 ) -> SmallCNN:
     """A new network initialised from `seed`, normalised with the statistics of the
-    training inputs `x_general` (n, channels, length) or (n, channels, height, width)."""
-    mean, scale = channel_statistics(x_general)
+    training inputs `x_general` (n, channels, length) or (n, channels, height, width), after
+    the model's fixed input encoding if it has one (`models.levels`)."""
+    mean, scale = channel_statistics(encode_levels(x_general, config.cgm_levels))
     torch.manual_seed(seed)
     return build_model(config, x_general.shape[1], x_general.shape[2], n_classes, mean, scale, dims)
 

@@ -13,8 +13,16 @@ from torch import nn
 class Standardize(nn.Module):
     """(x - mean) / scale per channel; buffers, not parameters: they are never trained."""
 
-    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, dims: int = 1) -> None:
+    def __init__(
+        self, mean: torch.Tensor, scale: torch.Tensor, dims: int = 1, channels: int | None = None
+    ) -> None:
         super().__init__()
+        if channels is not None and not mean.numel() == scale.numel() == channels:
+            # broadcasting would silently normalise every channel like the first
+            raise ValueError(
+                f"normalisation has {mean.numel()} means and {scale.numel()} scales for "
+                f"{channels} input channel(s)"
+            )
         shape = (1, -1) + (1,) * dims
         self.register_buffer("mean", mean.reshape(shape).clone())
         self.register_buffer("scale", scale.reshape(shape).clone())
@@ -37,6 +45,13 @@ class CNNSpec:
     architecture: str = "cnn"  # "cnn" (SmallCNN) or "he_friendly" (models.he_cnn)
     pool: int = 2  # he_friendly: average-pooling size after the x² (cnn: max-pool 2)
     activation: str = "square"  # he_friendly: "square" or "relu_poly" (models.he_cnn)
+    # he_friendly: glucose levels (mg/dL) of the fixed input encoding (models.levels)
+    cgm_levels: list[float] = field(default_factory=list)
+
+    @property
+    def encoded_channels(self) -> int:
+        """Channels after the fixed input encoding: what the first convolution reads."""
+        return self.in_channels + len(self.cgm_levels)
 
     def to_dict(self) -> dict:
         return asdict(self)

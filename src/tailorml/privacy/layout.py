@@ -9,7 +9,9 @@ so a full ciphertext (16 or 32 windows) costs the server 2–3 times one window,
 (measured: BENCHMARKS.md).
 
 Per window, channel c's readings fill a block of `block` slots (a power of two at least
-length + kernel//2, so the convolution's zero padding falls on empty slots).
+length + kernel//2, so the convolution's zero padding falls on empty slots). A model with
+input levels (`tailorml.models.levels`) reads more channels than the window has: the
+layout carries the levels, and packing encodes the window first, on the client.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tailorml.models.levels import encode_levels
 from tailorml.privacy.params import PrivacyError
 
 
@@ -30,14 +33,28 @@ class InputLayout:
     """The packing of windows (channels × length readings, in their own units) into slots.
     Public: the service hands it to clients with the model's alert policy."""
 
-    channels: int
+    channels: int  # packed channels: the window's, then one per level
     length: int
     block: int  # slots per channel per window
     slots: int  # ciphertext slots (N / 2)
+    levels: tuple[float, ...] = ()  # the model's fixed input encoding (models.levels)
 
     @classmethod
-    def for_model(cls, in_channels: int, length: int, kernel_size: int, slots: int):
-        return cls(in_channels, length, next_power_of_two(length + kernel_size // 2), slots)
+    def for_model(
+        cls,
+        in_channels: int,
+        length: int,
+        kernel_size: int,
+        slots: int,
+        levels: tuple[float, ...] = (),
+    ):
+        block = next_power_of_two(length + kernel_size // 2)
+        return cls(in_channels + len(levels), length, block, slots, tuple(levels))
+
+    @property
+    def window_channels(self) -> int:
+        """Channels of a window as the client holds it (before the level encoding)."""
+        return self.channels - len(self.levels)
 
     @property
     def window_slots(self) -> int:
@@ -62,7 +79,7 @@ class InputLayout:
 
     def pack(self, windows: np.ndarray, batch: int) -> np.ndarray:
         """The slot vector (size window_slots · batch) of `windows` (n, channels, length)."""
-        windows = self.check_windows(windows)
+        windows = encode_levels(self.check_windows(windows), self.levels)
         packed = np.zeros((self.window_slots, batch))
         for channel in range(self.channels):
             start = channel * self.block
@@ -73,14 +90,15 @@ class InputLayout:
         """`windows` as a float array (n, channels, length), or a one-line error naming the
         expected shape (one window may be given as (channels, length) or (length,))."""
         array = np.asarray(windows, dtype=float)
-        if array.ndim == 1 and self.channels == 1:
+        channels = self.window_channels
+        if array.ndim == 1 and channels == 1:
             array = array[None, None, :]
-        elif array.ndim == 2 and array.shape == (self.channels, self.length):
+        elif array.ndim == 2 and array.shape == (channels, self.length):
             array = array[None]
-        if array.ndim != 3 or array.shape[1:] != (self.channels, self.length):
+        if array.ndim != 3 or array.shape[1:] != (channels, self.length):
             raise PrivacyError(
-                f"window has shape {np.shape(windows)}; this model reads {self.channels} "
-                f"channel(s) × {self.length} readings (n, {self.channels}, {self.length})"
+                f"window has shape {np.shape(windows)}; this model reads {channels} "
+                f"channel(s) × {self.length} readings (n, {channels}, {self.length})"
             )
         if len(array) == 0:
             raise PrivacyError("no windows to encrypt")
@@ -97,6 +115,12 @@ class InputLayout:
     @classmethod
     def from_dict(cls, data: dict) -> InputLayout:
         try:
-            return cls(**{key: int(data[key]) for key in ("channels", "length", "block", "slots")})
+            sizes = {key: int(data[key]) for key in ("channels", "length", "block", "slots")}
+            levels = tuple(float(level) for level in data.get("levels", ()))
         except (KeyError, TypeError, ValueError) as error:
             raise PrivacyError(f"invalid input layout {data!r} ({error})") from None
+        if not np.isfinite(levels).all() or len(levels) >= sizes["channels"]:
+            raise PrivacyError(
+                f"invalid input layout {data!r} (levels must be finite, fewer than channels)"
+            )
+        return cls(**sizes, levels=levels)

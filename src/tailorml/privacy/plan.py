@@ -91,13 +91,13 @@ def compile_plan(model: nn.Module, name: str | None = None) -> HEPlan:
     depth = multiplicative_depth(spec)
     parameters = parameters_for_depth(depth, name)
     layout = InputLayout.for_model(
-        spec.in_channels, spec.length, spec.kernel_size, parameters.slots
+        spec.in_channels, spec.length, spec.kernel_size, parameters.slots, tuple(spec.cgm_levels)
     )
     conv_layer, pool = model.features[0], spec.pool
     width, length = spec.conv_channels[0], spec.length
     mean = model.normalize.mean.detach().double().flatten().numpy()
     scale = model.normalize.scale.detach().double().flatten().numpy()
-    weight = conv_layer.weight.detach().double().numpy()  # (width, in_channels, kernel)
+    weight = conv_layer.weight.detach().double().numpy()  # (width, packed channels, kernel)
     bias = conv_layer.bias.detach().double().numpy()
     pad = spec.kernel_size // 2
     block = layout.block
@@ -111,7 +111,7 @@ def compile_plan(model: nn.Module, name: str | None = None) -> HEPlan:
         for t in range(length):
             column = out * block + t
             conv_bias[column] = bias[out] + shift
-            for source in range(spec.in_channels):
+            for source in range(layout.channels):
                 for tap in range(spec.kernel_size):
                     reading = t + tap - pad
                     if 0 <= reading < length:  # outside: the zero padding of the normalised input
