@@ -106,3 +106,22 @@ def test_a_normalisation_for_too_few_channels_is_refused():
     )
     with pytest.raises(ConfigError, match=r"1 means and 1 scales for 3 input channel"):
         build_model(config, 1, 4, 3, torch.zeros(1), torch.ones(1))
+
+
+def test_the_service_s_onnx_export_keeps_the_levels(tmp_path):
+    # a model with levels may be someone's plaintext live-alert model too (service runtime)
+    from tailorml.deploy.onnx_int8 import INPUT_NAME, OUTPUT_NAME, export_onnx, open_session
+
+    config = ModelConfig(
+        architecture="he_friendly", conv_channels=[3], hidden=0, cgm_levels=[80.0, 120.0]
+    )
+    torch.manual_seed(0)
+    model = build_model(config, 1, 8, 3, torch.tensor([150.0, 5.0, 10.0]), torch.full((3,), 20.0))
+    model.policy = AlertPolicy()
+    model.eval()
+    export_onnx(model, tmp_path / "m.onnx")
+    windows = np.stack([np.full((1, 8), 60.0), np.full((1, 8), 100.0), np.full((1, 8), 200.0)])
+    windows = windows.astype(np.float32)  # raw CGM only: the file encodes the levels itself
+    onnx_logits = open_session(tmp_path / "m.onnx").run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+    torch_logits = model(torch.tensor(windows)).detach().numpy()
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
