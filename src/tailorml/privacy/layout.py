@@ -78,7 +78,8 @@ class InputLayout:
         return batch
 
     def pack(self, windows: np.ndarray, batch: int) -> np.ndarray:
-        """The slot vector (size window_slots · batch) of `windows` (n, channels, length)."""
+        """The slot vector (size window_slots · batch) of `windows` (n, window_channels,
+        length), each window encoded with the model's levels first."""
         windows = encode_levels(self.check_windows(windows), self.levels)
         packed = np.zeros((self.window_slots, batch))
         for channel in range(self.channels):
