@@ -319,6 +319,9 @@ def test_ctrl_c_or_sigterm_before_any_step_says_the_empty_run_was_removed(
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        # a suite started in the background (`make test &`, nohup) passes SIGINT on ignored,
+        # and Python then never raises KeyboardInterrupt: give the child a terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not (runs.is_dir() and any(runs.iterdir())) and time.monotonic() < deadline:
