@@ -88,8 +88,14 @@ def fine_curve(run: Path, knobs: int = 240) -> pd.DataFrame:
     )
     scores = np.concatenate([person.scores[MODEL] for person in people])
     steps = np.round(np.arange(0.8, 1.0, 0.0025), 4)  # and every 0.0025 from 0.8
-    grid = np.unique(np.append(np.quantile(scores, np.linspace(0.8, 0.9995, knobs)), steps))
+    grid = np.unique(np.append(score_quantiles(scores, knobs), steps))
     return sweep(people, policy, MODEL, grid).dropna(subset=["sensitivity_early"])
+
+
+def score_quantiles(scores: np.ndarray, knobs: int = 240) -> np.ndarray:
+    """Thresholds at `knobs` quantiles of the top 20 % of `scores`, where every quiet
+    operating point lies."""
+    return np.quantile(scores, np.linspace(0.8, 0.9995, knobs))
 
 
 def best_within(curve: pd.DataFrame, rate: float, by: str = "sensitivity_early") -> pd.Series:

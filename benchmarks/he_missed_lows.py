@@ -30,7 +30,7 @@ from tailorml.models.cnn import load_model
 from tailorml.policy import AlertPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_privacy import best_within, fine_curve
+from bench_privacy import best_within, fine_curve, score_quantiles
 
 GUARDS_MGDL = (180.0, 140.0, 120.0)
 GUARDED = "model, guarded"
@@ -121,7 +121,7 @@ def guarded_sensitivity(model: Operated, guard_mgdl: float, rate: float) -> floa
             person.current_cgm < guard_mgdl, person.scores[MODEL], 0.0
         )
     scores = np.concatenate([person.scores[GUARDED] for person in model.people])
-    grid = np.unique(np.quantile(scores, np.linspace(0.8, 0.9995, 240)))
+    grid = np.unique(score_quantiles(scores))
     curve = sweep(model.people, model.policy, GUARDED, grid).dropna(subset=["sensitivity_early"])
     return float(best_within(curve, rate)["sensitivity_early"])
 
