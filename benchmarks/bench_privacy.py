@@ -86,6 +86,11 @@ def fine_curve(run: Path, knobs: int = 240) -> pd.DataFrame:
         pd.read_parquet(run / "test_readings.parquet"),
         policy,
     )
+    return fine_curve_of(people, policy, knobs)
+
+
+def fine_curve_of(people: list, policy, knobs: int = 240) -> pd.DataFrame:
+    """`fine_curve` of test people already read (a run's `people_from_tables`)."""
     scores = np.concatenate([person.scores[MODEL] for person in people])
     steps = np.round(np.arange(0.8, 1.0, 0.0025), 4)  # and every 0.0025 from 0.8
     grid = np.unique(np.append(score_quantiles(scores, knobs), steps))

@@ -30,7 +30,7 @@ from tailorml.models.cnn import load_model
 from tailorml.policy import AlertPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_privacy import best_within, fine_curve, score_quantiles
+from bench_privacy import best_within, fine_curve_of, score_quantiles
 
 GUARDS_MGDL = (180.0, 140.0, 120.0)
 GUARDED = "model, guarded"
@@ -53,7 +53,7 @@ def operate(run: Path, rate: float) -> Operated:
         pd.read_parquet(run / "test_readings.parquet"),
         policy,
     )
-    threshold = float(best_within(fine_curve(run), rate)["knob"])
+    threshold = float(best_within(fine_curve_of(people, policy), rate)["knob"])
     return Operated(run.name, policy, people, threshold)
 
 
