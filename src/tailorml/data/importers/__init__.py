@@ -2,7 +2,9 @@
 
 One module per format, each with a pure `parse(path_or_text, ...) -> ImportedReadings`:
 `dexcom` (Dexcom Clarity CSV), `libreview` (LibreView CSV), `nightscout` (entries and
-treatments JSON), `ohio` (OhioT1DM XML), `generic` (any CSV with column mapping). The shared
+treatments JSON), `ohio` (OhioT1DM XML), `tconnect` (Tandem t:connect CSV: CGM, boluses,
+carbs, basal), `generic` (any CSV with column mapping). Any of them may be gzip-compressed
+(`.gz`; `common.read_source`). The shared
 `common` module puts readings on the grid without inventing values, sums carbs and insulin
 per interval, de-duplicates overlapping files, pseudonymises ids and builds the metadata;
 `import_cohort` here detects formats and writes the cohort atomically. User-facing guide:
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tailorml.data.importers import dexcom, generic, libreview, nightscout, ohio
+from tailorml.data.importers import dexcom, generic, libreview, nightscout, ohio, tconnect
 from tailorml.data.importers.common import (
     OUT_OF_RANGE_CHOICES,
     ImportedReadings,
@@ -44,6 +46,7 @@ FORMATS = {
     "libreview": libreview,
     "nightscout": nightscout,
     "ohio": ohio,
+    "tconnect": tconnect,
     "csv": generic,
 }
 FORMAT_CHOICES = ("auto", *FORMATS)
@@ -62,7 +65,7 @@ __all__ = [
 def detect_format(path: str | Path, csv_options: dict | None = None) -> str:
     """The format of one file, from its content (never from its name)."""
     text, name, _ = read_source(Path(path))
-    for key in ("nightscout", "ohio", "dexcom", "libreview"):
+    for key in ("nightscout", "ohio", "dexcom", "libreview", "tconnect"):
         if FORMATS[key].sniff(text):
             return key
     options = csv_options or {}
@@ -73,7 +76,8 @@ def detect_format(path: str | Path, csv_options: dict | None = None) -> str:
         return "csv"
     raise CohortError(
         f"{name}: unknown export format; tried Dexcom Clarity CSV, LibreView CSV, Nightscout "
-        f"JSON, OhioT1DM XML and CSV with columns {wanted[0]!r}/{wanted[1]!r}; first line: "
+        f"JSON, OhioT1DM XML, Tandem t:connect CSV and CSV with columns "
+        f"{wanted[0]!r}/{wanted[1]!r}; first line: "
         f"{header!r}. Pass --format, or --time-column/--glucose-column for a plain CSV"
     )
 
@@ -107,6 +111,8 @@ def parse_file(
         return nightscout.parse(path, timezone=timezone)
     if chosen == "ohio":
         return ohio.parse(path)
+    if chosen == "tconnect":
+        return tconnect.parse(path, out_of_range=out_of_range)
     return generic.parse(path, out_of_range=out_of_range, **(csv_options or {}))
 
 

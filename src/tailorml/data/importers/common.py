@@ -6,22 +6,23 @@ Everything a cohort needs beyond that happens here, once, for every format:
 
 1. **Person ids.** A file's person key is `--id` when given; else an id the export carries
    (OhioT1DM `patient id`, a generic CSV `--id-column`); else, for exports that carry a name
-   and birth date (Dexcom Clarity), a key built from them that is only ever hashed; else the
-   file name without extension and without a trailing `entries`/`treatments` token (so
-   `alice_entries.json` and `alice_treatments.json` are one person; a bare `entries.json`
-   takes its folder's name). Ids are pseudonymised as `p` + the first 12 hex digits of
-   SHA-256(salt, key) unless `keep_ids`; names and birth dates are never written, and with
-   `keep_ids` a name-derived key is replaced by the file-name key.
+   and birth date (Dexcom Clarity, Tandem t:connect), a key built from them that is only ever
+   hashed; else the file name without extension (and `.gz`) and without a trailing
+   `entries`/`treatments` token (so `alice_entries.json` and `alice_treatments.json` are one
+   person; a bare `entries.json` takes its folder's name). Ids are pseudonymised as `p` + the
+   first 12 hex digits of SHA-256(salt, key) unless `keep_ids`; names and birth dates are
+   never written, and with `keep_ids` a name-derived key is replaced by the file-name key.
 2. **De-duplication.** Readings of one person with the same timestamp (overlapping exports,
    or an uploader that sent a value twice) keep the first file's first value; each dropped
    copy is counted (`duplicate_readings_dropped`), and copies whose value differs are counted
    again in `duplicate_readings_conflicting`. Carb/insulin events repeated identically in
    a later file are dropped and counted (`duplicate_events_dropped`); repeats within one file
    are kept (two equal boluses at one minute can be real).
-3. **The grid** (`grid_minutes`, default 5). Each person's grid starts at their first
-   reading, floored to the minute; every reading snaps to the nearest slot (at most half an
-   interval away). Empty slots are missing readings (NaN); nothing is interpolated. Two
-   readings in one slot keep the earlier and count the other (`slot_collisions_dropped`).
+3. **The grid** (`grid_minutes`, default 5; `tailorml.data.grid`, shared with the shipped
+   real cohorts). Each person's grid starts at their first reading, floored to the minute;
+   every reading snaps to the nearest slot (at most half an interval away). Empty slots are
+   missing readings (NaN); nothing is interpolated. Two readings in one slot keep the lower
+   rank, then the earlier, and count the other (`slot_collisions_dropped`).
 4. **Events** (carbs g, insulin U) are summed into the interval ending at each slot
    (slot - step, slot]; events outside a person's readings are counted, not placed.
 5. **Writing**: the cohort Parquet and a JSON beside it (formats, file hashes, counts,
@@ -31,9 +32,11 @@ Everything a cohort needs beyond that happens here, once, for every format:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
 import secrets
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from tailorml.data.cohort import MMOL_TO_MGDL
+from tailorml.data.grid import place_readings, sum_events
 from tailorml.errors import CohortError
 from tailorml.io import decode_text
 
@@ -55,6 +59,7 @@ OUT_OF_RANGE_CHOICES = ("limits", "missing")
 # Below this median a glucose column in mg/dL is really mmol/L (70 mg/dL = 3.9 mmol/L).
 MMOL_SUSPECT_BELOW = 35.0
 EVENT_KINDS = ("cho", "insulin")
+GZIP_MAGIC = b"\x1f\x8b"
 _TRAILING_TOKEN = re.compile(r"[\s._-]*(entries|treatments)$", re.IGNORECASE)
 
 
@@ -133,19 +138,37 @@ def events_frame(times, kind: str, amounts, person="") -> pd.DataFrame:
 
 
 def read_source(source: str | Path) -> tuple[str, str, str]:
-    """(text, name for messages, sha256 of the bytes) of a path, or of literal text."""
+    """(text, name for messages, sha256 of the bytes) of a path, or of literal text.
+
+    A gzip file (name ending in `.gz`, or the gzip magic bytes) is decompressed first, so
+    exports can be kept compressed; the SHA-256 stays that of the bytes on disk, which is
+    what a user can check with `sha256sum`.
+    """
     if isinstance(source, Path) or ("\n" not in source and len(source) < 4096):
         path = Path(source)
         if not path.exists():
             raise CohortError(f"import file not found: {path}")
         data = path.read_bytes()
         name = str(path)
+        compressed = path.suffix.lower() == ".gz" or data[:2] == GZIP_MAGIC
+        content = gunzip(data, name) if compressed else data
     else:
-        data = source.encode("utf-8")
+        data = content = source.encode("utf-8")
         name = "<text>"
     # UTF-8, UTF-8 with BOM (Clarity) or UTF-16 with BOM (LibreView): see io.text_encoding
-    text = decode_text(data, errors="replace")
+    text = decode_text(content, errors="replace")
     return text, name, hashlib.sha256(data).hexdigest()
+
+
+def gunzip(data: bytes, name: str) -> bytes:
+    """The decompressed bytes of a gzip file; a damaged one is a clear error, not garbage."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
+        raise CohortError(
+            f"{name}: not a readable gzip file ({error}); check it with `gzip -t`, or import "
+            "the uncompressed export"
+        ) from None
 
 
 def first_line(text: str) -> str:
@@ -211,7 +234,10 @@ def wall_times(stamps: pd.Series, dayfirst: bool = False) -> pd.Series:
 
 
 def person_key_from_name(name: str) -> str:
-    stem = Path(name).stem if name != "<text>" else "imported"
+    path = Path(name)
+    if path.suffix.lower() == ".gz":  # alice.csv.gz is alice, like alice.csv
+        path = path.with_suffix("")
+    stem = path.stem if name != "<text>" else "imported"
     key = _TRAILING_TOKEN.sub("", stem).strip(" ._-")
     if not key:
         parent = Path(name).resolve().parent.name
@@ -305,7 +331,6 @@ def build_cohort(
     notes["duplicate_events_dropped"] += int(later_copy.sum())
     events = events[~later_copy]
 
-    step = pd.Timedelta(minutes=grid_minutes)
     pieces = []
     id_of = {}
     for key, rows in readings.groupby("key", sort=True):
@@ -315,33 +340,17 @@ def build_cohort(
                 f"a single CGM reading; "
                 "a cohort needs a series of readings per person (check the export's date range)"
             )
-        origin = rows["time"].iloc[0].floor("min")
-        rows = rows.assign(slot=np.rint((rows["time"] - origin) / step).astype(np.int64))
-        # In a shared slot a lower rank wins (Libre history over scans), then the earlier.
-        rows = rows.sort_values(["slot", "rank", "time"], kind="stable")
-        slot = rows["slot"].to_numpy()
-        occupied = rows["slot"].duplicated(keep="first").to_numpy()
-        notes["slot_collisions_dropped"] += int(occupied.sum())
-        values = np.full(int(slot.max()) + 1, np.nan)
-        values[slot[~occupied]] = rows["cgm"].to_numpy()[~occupied]
-        notes["empty_slots"] += int(np.isnan(values).sum())
+        grid = place_readings(rows, grid_minutes, notes)
         patient = key if keep_ids else pseudonym(key, salt)
         id_of[key] = patient
-        piece = pd.DataFrame(
-            {"patient_id": patient, "time": origin + np.arange(len(values)) * step, "cgm": values}
-        )
+        piece = pd.DataFrame({"patient_id": patient, "time": grid.times, "cgm": grid.values})
         mine = events[events["key"] == key]
         for kind in EVENT_KINDS:
             if not (events["kind"] == kind).any():
                 continue
             chosen = mine[mine["kind"] == kind]
-            ending = np.ceil((chosen["time"] - origin) / step).astype(np.int64).to_numpy()
-            inside = (ending >= 0) & (ending < len(values))
-            notes[f"{kind}_events_outside_readings"] += int((~inside).sum())
-            totals = np.bincount(
-                ending[inside], weights=chosen["amount"].to_numpy()[inside], minlength=len(values)
-            )
-            piece[kind] = totals.astype(float)
+            piece[kind], outside = sum_events(grid, chosen["time"], chosen["amount"].to_numpy())
+            notes[f"{kind}_events_outside_readings"] += outside
         pieces.append(piece)
     for key in set(events["key"]) - set(id_of):
         notes["events_of_people_without_readings"] += int((events["key"] == key).sum())
