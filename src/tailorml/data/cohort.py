@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tailorml.data.real import SHIPPED_COHORTS, SYNTHETIC, is_shipped_name, real_cohort_frame
 from tailorml.data.schema import OPTIONAL_COLUMNS, PLAUSIBLE_CGM_MGDL, REQUIRED_COLUMNS
 from tailorml.errors import CohortError
 from tailorml.io import decode_text
@@ -51,6 +52,8 @@ NOT_UTF8 = (
     "it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
 )
 DEFAULT_COHORT_NAME = "virtual_t1d_cohort.parquet"
+# what a config or command without a cohort loads
+DEFAULT_COHORT = SYNTHETIC
 MMOL_TO_MGDL = 18.016
 
 
@@ -109,7 +112,8 @@ class Cohort:
 
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise CohortError(f"cohort file not found: {path}")
+        hint = f" (a shipped cohort is one of {', '.join(SHIPPED_COHORTS)})" * (not path.suffix)
+        raise CohortError(f"cohort file not found: {path}{hint}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -135,7 +139,7 @@ AMBIGUOUS_DATES = (
 )
 
 
-def _bad_time(path: Path, times: pd.Series, parsed: pd.Series) -> CohortError:
+def _bad_time(path: str | Path, times: pd.Series, parsed: pd.Series) -> CohortError:
     bad = (parsed.isna() & times.notna()) | times.isna()
     row = int(np.flatnonzero(bad.to_numpy())[0])
     return CohortError(
@@ -144,7 +148,7 @@ def _bad_time(path: Path, times: pd.Series, parsed: pd.Series) -> CohortError:
     )
 
 
-def _parse_text_times(times: pd.Series, path: Path) -> pd.Series:
+def _parse_text_times(times: pd.Series, path: str | Path) -> pd.Series:
     """One format for the whole column: ISO 8601, else the formats of TIME_FORMATS that
     read every value (refused if they disagree), else pandas' own reading when day-first
     and month-first agree."""
@@ -183,7 +187,7 @@ def _parse_text_times(times: pd.Series, path: Path) -> pd.Series:
     )
 
 
-def _parse_time(frame: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.Series | None]:
+def _parse_time(frame: pd.DataFrame, path: str | Path) -> tuple[pd.Series, pd.Series | None]:
     """(local wall-clock times, UTC times or None when the file has no time zone)."""
     times = frame["time"]
     if times.isna().any():
@@ -216,7 +220,7 @@ def _parse_time(frame: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.Series |
     return wall.astype("datetime64[ns]"), utc.dt.tz_localize(None).astype("datetime64[ns]")
 
 
-def _check_finite(frame: pd.DataFrame, path: Path) -> None:
+def _check_finite(frame: pd.DataFrame, path: str | Path) -> None:
     """No inf anywhere in a numeric column (cgm, insulin, cho, traits): an infinite dose or
     trait would silently turn every model output into NaN. Empty cells stay missing."""
     for column in frame.columns:
@@ -231,7 +235,7 @@ def _check_finite(frame: pd.DataFrame, path: Path) -> None:
             )
 
 
-def _check_cgm(frame: pd.DataFrame, path: Path) -> pd.Series:
+def _check_cgm(frame: pd.DataFrame, path: str | Path) -> pd.Series:
     cgm = pd.to_numeric(frame["cgm"], errors="coerce")
     text = cgm.isna() & frame["cgm"].notna()
     if text.any():
@@ -259,7 +263,7 @@ def _check_cgm(frame: pd.DataFrame, path: Path) -> pd.Series:
     return cgm.astype(float)
 
 
-def _check_monotonic(frame: pd.DataFrame, path: Path, column: str = "time") -> None:
+def _check_monotonic(frame: pd.DataFrame, path: str | Path, column: str = "time") -> None:
     same_patient = frame["patient_id"].to_numpy()[1:] == frame["patient_id"].to_numpy()[:-1]
     steps = np.diff(frame[column].to_numpy()).astype("timedelta64[s]").astype(np.int64)
     bad = np.flatnonzero(same_patient & (steps <= 0))
@@ -286,7 +290,7 @@ MIXED_SAMPLING = (
 )
 
 
-def _sample_minutes(frame: pd.DataFrame, path: Path) -> int:
+def _sample_minutes(frame: pd.DataFrame, path: str | Path) -> int:
     """The sampling interval: the median step of each individual, which must agree."""
     steps = frame.groupby("patient_id", sort=False)["time"].diff()
     medians = steps.groupby(frame["patient_id"], sort=False).median()
@@ -350,9 +354,28 @@ def load_cohort(
     individuals: list[str] | None = None,
     max_days: float | None = None,
 ) -> Cohort:
-    """Load, validate and regularise a cohort file (default: the shipped synthetic cohort)."""
-    path = Path(path) if path else default_cohort_path()
+    """Load, validate and regularise a cohort: a file, or a shipped cohort by name (`real`,
+    `azt1d`, `t1d_uom`, `physiocgm`, `synthetic`; see `tailorml.data.real`); default:
+    `DEFAULT_COHORT`."""
+    name = str(path) if path else DEFAULT_COHORT
+    if is_shipped_name(name) and name != SYNTHETIC:
+        frame, metadata = real_cohort_frame(name)
+        return cohort_from_frame(frame, name, metadata, individuals, max_days)
+    path = default_cohort_path() if name == SYNTHETIC else Path(path)
     frame = _read_table(path)
+    metadata = _read_metadata(path.with_suffix(".json"))
+    return cohort_from_frame(frame, str(path), metadata, individuals, max_days)
+
+
+def cohort_from_frame(
+    frame: pd.DataFrame,
+    source: str,
+    metadata: dict[str, Any],
+    individuals: list[str] | None = None,
+    max_days: float | None = None,
+) -> Cohort:
+    """Validate and regularise a cohort frame read from `source` (named in every message)."""
+    path = source
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise CohortError(
@@ -431,8 +454,8 @@ def load_cohort(
             if rows[column].nunique(dropna=False) == 1 and pd.notna(rows[column].iloc[0])
         }
         people.append(Individual(str(patient), str(rows["group"].iloc[0]), traits, categories))
-    metadata = _read_metadata(path.with_suffix(".json"))
-    return Cohort(frame, sample_minutes, people, str(path), metadata, notes)
+    notes = {**metadata.get("counts", {}), **notes} if metadata.get("retrospective") else notes
+    return Cohort(frame, sample_minutes, people, source, metadata, notes)
 
 
 BAD_METADATA = (
