@@ -32,6 +32,32 @@ def test_a_missing_reading_in_the_last_30_minutes_raises_no_trend_alert():
     assert np.isnan(result[8:]).all() and np.isfinite(result[6:8]).all()
 
 
+def test_ar2_forecast_follows_nightscouts_recursion_by_hand():
+    # log(100/140) = -0.33647, log(90/140) = -0.44183; one step:
+    # -0.723 * -0.33647 + 1.716 * -0.44183 = -0.51492 -> 140 * exp(-0.51492) = 83.66 -> 84;
+    # two steps: -0.723 * -0.44183 + 1.716 * -0.51492 = -0.56415 -> 79.64 -> 80
+    assert curves.ar2_forecast([100.0], [90.0], 1)[0] == 84.0
+    assert curves.ar2_forecast([100.0], [90.0], 2)[0] == 80.0
+    # log(140/140) = 0 is the fixed point: a flat 140 stays 140 at any horizon
+    assert curves.ar2_forecast([140.0], [140.0], 6)[0] == 140.0
+
+
+def test_ar2_makes_no_forecast_below_36_or_without_a_reading_and_stays_within_36_400():
+    forecast = curves.ar2_forecast([100.0, np.nan, 35.0, 300.0], [35.0, 90.0, 90.0, 390.0], 6)
+    assert np.isnan(forecast[:3]).all()  # current or previous < 36 or missing
+    assert forecast[3] == 400.0  # rising 90 mg/dL per 5 min: clipped to Nightscout's 400
+
+
+def test_ar2_at_the_horizon_uses_the_reading_five_minutes_before_each_prediction():
+    trace = _trace([150.0, 140.0, 128.0, 120.0])
+    result = curves.ar2_at_horizon(trace, trace["time"].to_numpy(), POLICY)
+    assert np.isnan(result[0])  # no reading before the first
+    expected = curves.ar2_forecast([150.0, 140.0, 128.0], [140.0, 128.0, 120.0], 6)
+    np.testing.assert_array_equal(result[1:], expected)
+    on_15 = AlertPolicy(sample_minutes=15)  # AR2 is defined on 5-minute steps only
+    assert np.isnan(curves.ar2_at_horizon(trace, trace["time"].to_numpy(), on_15)).all()
+
+
 def _tables(values, p_hypo):
     trace = _trace(values)
     predictions = pd.DataFrame(

@@ -9,7 +9,9 @@ alerted at least `useful_lead_minutes` ahead), any-lead sensitivity and false al
 Baselines (what commercial receivers do without a model):
 - *CGM now*: alert when the current reading is at or below k mg/dL;
 - *linear extrapolation*: alert when the least-squares line through the last 30 min of
-  readings reaches k mg/dL or less at the horizon (the "predictive low" alert).
+  readings reaches k mg/dL or less at the horizon (the "predictive low" alert);
+- *Nightscout AR2*: alert when Nightscout's AR(2) forecast reaches k mg/dL or less at the
+  horizon — what Nightscout users see today (`ar2_forecast`).
 
 The model's value is its margin over the best baseline at an equal or lower false-alert
 rate (`margin_over_baselines`).
@@ -33,6 +35,8 @@ from tailorml.policy import AlertPolicy
 MODEL = "model"
 CGM_NOW = "CGM now ≤ k"
 EXTRAPOLATION = "30-min trend at horizon ≤ k"
+AR2 = "Nightscout AR2 at horizon ≤ k"
+BASELINES = (CGM_NOW, EXTRAPOLATION, AR2)
 PROBABILITY_KNOBS = np.array(threshold_grid())
 GLUCOSE_KNOBS = np.arange(40.0, 145.0, 5.0)
 
@@ -69,6 +73,7 @@ def people_from_tables(
                     MODEL: predicted[f"p_{policy.alert_class}"].to_numpy(),
                     CGM_NOW: -current,
                     EXTRAPOLATION: -extrapolated(trace, times, policy),
+                    AR2: -ar2_at_horizon(trace, times, policy),
                 },
             )
         )
@@ -95,6 +100,42 @@ def extrapolated(
     slope = (chosen - chosen.mean(axis=1, keepdims=True)) @ centred / (centred @ centred)
     result[valid] = chosen[:, -1] + slope * policy.horizon_minutes
     return result
+
+
+# Nightscout's AR2 forecast (cgm-remote-monitor, lib/plugins/ar2.js): an AR(2) model of
+# log(glucose / 140) on 5-minute steps with fixed coefficients, forecasts rounded to whole
+# mg/dL and held within 36-400; no forecast when either reading is below 36.
+AR2_COEFFICIENTS = (-0.723, 1.716)  # weights of the reading 5 min ago and of the current one
+AR2_REFERENCE_MGDL = 140.0
+AR2_LIMITS_MGDL = (36.0, 400.0)
+AR2_STEP_MINUTES = 5
+
+
+def ar2_forecast(previous: np.ndarray, current: np.ndarray, steps: int) -> np.ndarray:
+    """Nightscout's AR2 forecast `steps` x 5 minutes ahead from the reading 5 minutes ago
+    and the current one (mg/dL); NaN where Nightscout makes none (a reading below 36 or
+    missing). Rounded half up, as JavaScript's Math.round, and clipped to 36-400."""
+    previous, current = np.asarray(previous, float), np.asarray(current, float)
+    low, high = AR2_LIMITS_MGDL
+    valid = (previous >= low) & (current >= low)  # NaN compares False: no forecast
+    before = np.log(np.where(valid, previous, AR2_REFERENCE_MGDL) / AR2_REFERENCE_MGDL)
+    now = np.log(np.where(valid, current, AR2_REFERENCE_MGDL) / AR2_REFERENCE_MGDL)
+    weight_before, weight_now = AR2_COEFFICIENTS
+    for _ in range(steps):
+        before, now = now, weight_before * before + weight_now * now
+    forecast = np.clip(np.floor(AR2_REFERENCE_MGDL * np.exp(now) + 0.5), low, high)
+    return np.where(valid, forecast, np.nan)
+
+
+def ar2_at_horizon(trace: pd.DataFrame, times: np.ndarray, policy: AlertPolicy) -> np.ndarray:
+    """Nightscout's AR2 forecast at the policy's horizon for each prediction time; NaN (no
+    alert) on grids other than 5 minutes, for which the rule is not defined."""
+    if policy.sample_minutes != AR2_STEP_MINUTES or policy.horizon_minutes % AR2_STEP_MINUTES:
+        return np.full(len(times), np.nan)
+    cgm = trace["cgm"].to_numpy(dtype=float)
+    rows = np.searchsorted(trace["time"].to_numpy(), np.asarray(times))
+    previous = np.where(rows >= 1, cgm[np.maximum(rows - 1, 0)], np.nan)
+    return ar2_forecast(previous, cgm[rows], policy.horizon_minutes // AR2_STEP_MINUTES)
 
 
 def sweep(people: list[Person], policy: AlertPolicy, rule: str, knobs) -> pd.DataFrame:
@@ -140,6 +181,7 @@ def alert_curve(people: list[Person], policy: AlertPolicy) -> pd.DataFrame:
             sweep(people, policy, MODEL, np.unique(np.append(PROBABILITY_KNOBS, policy.threshold))),
             sweep(people, policy, CGM_NOW, -GLUCOSE_KNOBS),
             sweep(people, policy, EXTRAPOLATION, -GLUCOSE_KNOBS),
+            sweep(people, policy, AR2, -GLUCOSE_KNOBS),
         ],
         ignore_index=True,
     )

@@ -191,9 +191,8 @@ def alert_curve_figure(curve: pd.DataFrame, point: pd.Series, target_per_day: fl
     model's operating point marked (its any-lead sensitivity dashed)."""
     figure, axis = plt.subplots(figsize=(7.5, 4.2))
     colours = {"model": "#c44e52"}
-    for colour, (rule, rows) in zip(
-        ("#c44e52", "#4c72b0", "#55a868"), curve.groupby("rule", sort=False), strict=False
-    ):
+    palette = ("#c44e52", "#4c72b0", "#55a868", "#8172b2", "#937860", "#da8bc3")
+    for colour, (rule, rows) in zip(palette, curve.groupby("rule", sort=False), strict=False):
         rows = rows.sort_values("false_alerts_per_day")
         colours[rule] = colour
         axis.plot(rows["false_alerts_per_day"], rows["sensitivity_early"], color=colour, label=rule)
