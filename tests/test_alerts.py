@@ -38,6 +38,16 @@ def test_snooze_thins_repeated_positives():
     assert alerts.tolist() == [True, False, False, True, False, True]
 
 
+def test_snooze_counts_from_the_last_alert_and_zero_minutes_keeps_every_positive():
+    times = minutes([0, 20, 29, 30, 45, 59, 61])
+    positive = np.array([True, True, False, True, True, False, True])
+    # 0 alerts; 20 is within 30 min; 30 is exactly 30 after 0: alerts; 45 within; 61 alerts
+    alerts = snooze_alerts(times, positive, snooze_minutes=30)
+    assert alerts.tolist() == [True, False, False, True, False, False, True]
+    assert snooze_alerts(times, positive, snooze_minutes=0).tolist() == positive.tolist()
+    assert not snooze_alerts(times, np.zeros(7, bool), snooze_minutes=30).any()
+
+
 def test_alert_metrics_by_hand():
     from tailorml.evaluate.alerts import Event
 

@@ -213,9 +213,11 @@ class AlertPolicy:
         positive: np.ndarray,
         label_is_hypo: np.ndarray,
         current_cgm: np.ndarray,
+        intervals: bool = True,
     ) -> dict[str, float]:
         """The same metrics for any rule's positive predictions (e.g. a baseline's), under
-        this policy's horizon, snooze, grid and useful lead."""
+        this policy's horizon, snooze, grid and useful lead (`intervals=False`: rates only,
+        their intervals NaN)."""
         return alert_metrics(
             events,
             times,
@@ -227,6 +229,7 @@ class AlertPolicy:
             snooze_minutes=self.snooze_minutes,
             sample_minutes=self.sample_minutes,
             useful_lead_minutes=self.useful_lead_minutes,
+            intervals=intervals,
         )
 
     # -- hyper alerts and what the report draws ----------------------------------------

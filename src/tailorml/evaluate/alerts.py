@@ -100,14 +100,19 @@ def hyper_events(
 
 
 def snooze_alerts(times: np.ndarray, positive: np.ndarray, snooze_minutes: int) -> np.ndarray:
-    """Boolean mask over predictions: which positives raise an alert."""
-    times = np.asarray(times, dtype="datetime64[ns]")
-    alerts = np.zeros(len(times), dtype=bool)
-    last = None
-    for index in np.flatnonzero(positive):
-        if last is None or (times[index] - last) / MINUTE >= snooze_minutes:
-            alerts[index] = True
-            last = times[index]
+    """Boolean mask over predictions (in time order): which positives raise an alert — the
+    first, then the first positive at least `snooze_minutes` after the last alert. (Plain
+    integers in the loop: a sweep calls this for every threshold and person.)"""
+    nanoseconds = np.asarray(times, dtype="datetime64[ns]").astype(np.int64)
+    alerts = np.zeros(len(nanoseconds), dtype=bool)
+    snooze = int(snooze_minutes) * 60 * 10**9
+    chosen, last = [], None
+    candidates = np.flatnonzero(positive)
+    for index, at in zip(candidates.tolist(), nanoseconds[candidates].tolist(), strict=True):
+        if last is None or at - last >= snooze:
+            chosen.append(index)
+            last = at
+    alerts[chosen] = True
     return alerts
 
 
@@ -168,6 +173,10 @@ def rate_interval(
     return float(low / exposure), float(high / exposure)
 
 
+def _no_interval(*_: float) -> tuple[float, float]:
+    return float("nan"), float("nan")
+
+
 def with_interval(name: str, value: float, interval: tuple[float, float]) -> dict[str, float]:
     """A value with its interval as `name`, `name_low`, `name_high` (the table layout)."""
     return {name: value, f"{name}_low": interval[0], f"{name}_high": interval[1]}
@@ -186,9 +195,11 @@ def alert_metrics(
     sample_minutes: int,
     useful_lead_minutes: int = 15,
     kind: str = "hypo",
+    intervals: bool = True,
 ) -> dict[str, float]:
     """Event sensitivity (any lead and >= `useful_lead_minutes`), lead time, alert precision
-    and false alerts per day for one individual, each rate with its exact 95 % interval.
+    and false alerts per day for one individual, each rate with its exact 95 % interval
+    (NaN with `intervals=False`: a sweep over thresholds reads only the rates).
     `kind="hyper"` judges hyper alerts the same way; its keys all start with `hyper_`
     (the hypo keys keep their historical names: `alerts`, `false_alerts_per_day`, ...)."""
     if kind not in ("hypo", "hyper"):
@@ -207,6 +218,8 @@ def alert_metrics(
     false = false_alerts(alerts, label_in_event, current_cgm, threshold, kind)
     n_alerts, n_false = int(alerts.sum()), int(false.sum())
     days = len(times) * sample_minutes / (24 * 60)
+    proportion = proportion_interval if intervals else _no_interval
+    rate = rate_interval if intervals else _no_interval
     metrics = {
         "hypo_events": float(evaluable),
         "hypo_events_not_evaluable": float(len(events) - evaluable),
@@ -214,13 +227,13 @@ def alert_metrics(
         **with_interval(
             "hypo_sensitivity",
             caught / evaluable if evaluable else float("nan"),
-            proportion_interval(caught, evaluable),
+            proportion(caught, evaluable),
         ),
         "hypo_caught_early": float(early),
         **with_interval(
             "hypo_sensitivity_early",
             early / evaluable if evaluable else float("nan"),
-            proportion_interval(early, evaluable),
+            proportion(early, evaluable),
         ),
         "median_lead_minutes": float(np.median(caught_leads)) if caught else float("nan"),
         "alerts": float(n_alerts),
@@ -228,12 +241,12 @@ def alert_metrics(
         **with_interval(
             "alert_precision",
             (n_alerts - n_false) / n_alerts if n_alerts else float("nan"),
-            proportion_interval(n_alerts - n_false, n_alerts),
+            proportion(n_alerts - n_false, n_alerts),
         ),
         **with_interval(
             "false_alerts_per_day",
             n_false / days if days else float("nan"),
-            rate_interval(n_false, days),
+            rate(n_false, days),
         ),
         "monitored_days": days,
     }

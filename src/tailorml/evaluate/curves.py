@@ -152,6 +152,7 @@ def sweep(people: list[Person], policy: AlertPolicy, rule: str, knobs) -> pd.Dat
                     np.nan_to_num(person.scores[rule], nan=-np.inf) >= knob,
                     person.label_is_hypo,
                     person.current_cgm,
+                    intervals=False,
                 )
                 for person in people
             ]
