@@ -57,6 +57,7 @@ def write_cohort(tmp_path: Path):
 
 TINY_RUN = """
 [cohort]
+path = "synthetic"
 individuals = ["adolescent-003", "adult-008", "child-004"]
 max_days = 3.0
 
@@ -91,7 +92,9 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained() -> Trained:
-    config = config_from_dict({"cohort": {"individuals": PATIENTS, "max_days": 3.0}})
+    config = config_from_dict(
+        {"cohort": {"path": "synthetic", "individuals": PATIENTS, "max_days": 3.0}}
+    )
     prepared = prepare(config)
     windows = prepared.windows
     train, test = prepared.splits.pooled("train"), prepared.splits.pooled("test")

@@ -222,11 +222,20 @@ def test_every_command_has_help():
 
 
 def test_describe_and_config_show():
-    result = runner.invoke(app, ["cohort", "describe"])
+    result = runner.invoke(app, ["cohort", "describe", "synthetic"])
     assert result.exit_code == 0, result.output
     assert "child-010" in result.output and "Synthetic" in result.output
     result = runner.invoke(app, ["config", "show"])
-    assert "[train]" in result.output and "epochs = 20" in result.output
+    assert "[train]" in result.output and "epochs = 10" in result.output
+
+
+def test_describe_shows_the_real_people_and_their_attribution():
+    result = runner.invoke(app, ["cohort", "describe"])  # the default cohort: the real one
+    assert result.exit_code == 0, result.output
+    assert "AZT1D_01" in result.output and "PHYSIO_c2s05" in result.output
+    assert "People" in result.output and "Dexcom G6 Pro" in result.output
+    assert "doi:10.17632/gk9m674wcx.1" in result.output and "retrospective" in result.output
+    assert "artefact_readings_blanked" in result.output  # the counted handling
 
 
 def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):

@@ -7,8 +7,13 @@ from tailorml.data.cohort import AMBIGUOUS_DATES, MIXED_SAMPLING, default_cohort
 from tailorml.errors import CohortError
 
 
-def test_shipped_cohort_is_the_synthetic_30_patient_cohort():
+def test_the_default_cohort_is_the_real_one():
     cohort = load_cohort()
+    assert cohort.source == "real" and not cohort.synthetic and len(cohort.individuals) == 51
+
+
+def test_shipped_synthetic_cohort_is_the_30_patient_virtual_cohort():
+    cohort = load_cohort("synthetic")
     assert cohort.source == str(default_cohort_path())
     assert cohort.synthetic
     assert cohort.sample_minutes == 5

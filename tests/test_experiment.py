@@ -19,6 +19,7 @@ runner = CliRunner()
 
 GLUCOSE = """
 [cohort]
+path = "synthetic"
 individuals = ["adolescent-006", "adult-007", "child-005"]
 max_days = 3.0
 

@@ -86,3 +86,31 @@ def test_a_choice_at_the_top_of_the_grid_is_flagged():
 def test_no_prediction_at_all_is_an_error():
     with pytest.raises(ValueError, match="no prediction on nothing"):
         choose_operating_point([], POLICY, 1.0, "nothing")
+
+
+def test_a_personal_threshold_spends_the_budget_on_the_persons_own_days():
+    from tailorml.evaluate.operating_point import budget_threshold
+
+    # no low on these days; spikes 0.95 (03:00), 0.6 (06:00 and 08:00), 0.9 (11:40), 0.97
+    # (11:50, 10 min after 11:40: one alert with it under the 30-min snooze)
+    first_days = person(SPIKES, event=None)
+    knobs = [0.5, 0.7, 0.92, 0.96, 0.99]
+    # 0.5: 03:00, 06:00, 08:00, 11:40 = 4 false alerts; 0.7: 03:00, 11:40 = 2; 0.92: 03:00
+    # and 11:50 = 2; 0.96: 11:50 = 1 -> the lowest knob within 1 a day is 0.96
+    assert budget_threshold(first_days, POLICY, 1.0, knobs) == 0.96
+    assert budget_threshold(first_days, POLICY, 2.0, knobs) == 0.7
+    # nothing within half an alert a day below 0.99 (no spike reaches it): the highest knob
+    assert budget_threshold(first_days, POLICY, 0.5, knobs[:-1]) == 0.96
+    assert budget_threshold(first_days, POLICY, 0.5, knobs) == 0.99
+
+
+def test_a_population_prior_counts_as_days_of_the_persons_own_data():
+    from tailorml.evaluate.operating_point import RatePrior, budget_threshold
+
+    first_days = person(SPIKES, event=None)  # 1 day; 4, 2, 2, 1, 0 false alerts at the knobs
+    knobs = [0.5, 0.7, 0.92, 0.96, 0.99]
+    prior = RatePrior(tuple(knobs), (0.5, 0.4, 0.3, 0.2, 0.0), days=1.0)
+    # (own + population) / 2: 2.25, 1.2, 1.15, 0.6, 0 -> within 1.2 a day from 0.7 on
+    assert budget_threshold(first_days, POLICY, 1.2, knobs, prior=prior) == 0.7
+    assert budget_threshold(first_days, POLICY, 1.2, knobs) == 0.96  # own days alone: 2 > 1.2
+    assert budget_threshold(first_days, POLICY, 1.0, knobs, prior=prior) == 0.96

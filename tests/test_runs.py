@@ -67,7 +67,7 @@ def test_resume_checks_the_kind_and_that_the_config_was_not_edited(tmp_path):
         path=run.path, found="train", kind="experiment"
     )
     config = run.file("config.toml")
-    config.write_text(config.read_text().replace("epochs = 20", "epochs = 21"))
+    config.write_text(config.read_text().replace("epochs = 10", "epochs = 11"))
     with pytest.raises(TailormlError) as error:
         Run.resume(run.path, "train")
     assert str(error.value) == RESUME_EDITED.format(path=run.path)

@@ -28,7 +28,7 @@ PATIENTS = ["adolescent-003", "adult-008", "child-004", "child-005"]
 def settings(registry, **cohort):
     return config_from_dict(
         {
-            "cohort": {"individuals": PATIENTS, **cohort},
+            "cohort": {"path": "synthetic", "individuals": PATIENTS, **cohort},
             "train": {"epochs": 2},
             # a 2-epoch model is too weak to stay alarming on every dangerous trace at a
             # quiet operating point; these tests are about the gates, not the threshold

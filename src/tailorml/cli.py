@@ -122,6 +122,19 @@ ConfigOption = Annotated[
 ]
 
 
+COHORT_HELP = (
+    "A shipped cohort — real (azt1d + t1d_uom + physiocgm: 51 adults, retrospective CGM), "
+    "azt1d, t1d_uom, physiocgm, synthetic (30 simulated patients) — or a cohort file "
+    "(.parquet/.csv)."
+)
+CohortOption = Annotated[str | None, typer.Option("--cohort", help=COHORT_HELP)]
+
+
+def _with_cohort(overrides: dict, cohort: str | None) -> dict:
+    """Config overrides plus `cohort.path` when --cohort was given."""
+    return overrides | {"cohort": {"path": cohort}} if cohort else overrides
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"tailorml {__version__}")
@@ -134,7 +147,8 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    """tailorml: personalized glucose-alert models on a synthetic virtual T1D cohort."""
+    """tailorml: personalized glucose-alert models for type-1 diabetes, learned and judged
+    on real people (three open CGM cohorts ship with it) and on a simulated virtual cohort."""
 
 
 def _reporter():
@@ -173,12 +187,17 @@ def demo(
     resume: Annotated[
         Path | None, typer.Option(help="Continue an interrupted run directory.")
     ] = None,
+    cohort: CohortOption = None,
 ) -> None:
-    """Train the global glucose-alert model on the shipped synthetic cohort, evaluate every
-    individual and write runs/<time>-demo/ with report.html."""
+    """Train the global glucose-alert model on the shipped real cohorts (or --cohort), choose
+    its alert threshold on validation days, evaluate every person on their later test days
+    beside the rules that need no learning, and write runs/<time>-demo/ with report.html."""
     from tailorml.pipeline import run_global
 
-    config = _load(None, {"run": {"runs_dir": str(runs_dir), "name": "demo"}})
+    if cohort is not None and resume is not None:
+        raise TailormlError("--resume continues a run on its own cohort; drop --cohort")
+    overrides = {"run": {"runs_dir": str(runs_dir), "name": "demo"}}
+    config = _load(None, _with_cohort(overrides, cohort))
     run = run_global(config, _reporter(), resume=str(resume) if resume else None)
     _print_summary(run.path)
     console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
@@ -190,17 +209,20 @@ def train_command(
     resume: Annotated[
         Path | None, typer.Option(help="Continue an interrupted run directory.")
     ] = None,
+    cohort: CohortOption = None,
 ) -> None:
-    """Train and evaluate the global model as configured (cohort, task, split, model)."""
+    """Train and evaluate the global model as configured (cohort, task, split, model);
+    --cohort overrides the config's cohort."""
     from tailorml.pipeline import run_global
 
-    if config is not None and resume is not None:
+    if (config is not None or cohort is not None) and resume is not None:
         raise TailormlError(
-            "--resume continues a run with the config it started with; drop --config, or "
-            "start a new run with --config alone"
+            "--resume continues a run with the config it started with; drop --config and "
+            "--cohort, or start a new run without --resume"
         )
 
-    run = run_global(_load(config), _reporter(), resume=str(resume) if resume else None)
+    settings = _load(config, _with_cohort({}, cohort))
+    run = run_global(settings, _reporter(), resume=str(resume) if resume else None)
     _print_summary(run.path)
     console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
 
@@ -211,8 +233,8 @@ def evaluate_command(
         Path, typer.Option(help="A saved model: RUN/model.pt or a registry model file.")
     ],
     cohort: Annotated[
-        Path | None,
-        typer.Option(help="Cohort file (.parquet/.csv) to evaluate on; default: shipped cohort."),
+        str | None,
+        typer.Option(help=COHORT_HELP + " Default: the real cohorts."),
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where the run directory is created.")] = Path(
         "runs"
@@ -243,8 +265,11 @@ def stress_command(
     ] = None,
     registry: RegistryOption = None,
     cohort: Annotated[
-        Path | None,
-        typer.Option(help="Cohort file (.parquet/.csv); default: the shipped synthetic cohort."),
+        str | None,
+        typer.Option(
+            help=COHORT_HELP + " Default: the real cohorts (--life re-simulates virtual "
+            "patients: use --cohort synthetic)."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder; default: runs/<time>-stress.")
@@ -292,6 +317,65 @@ def stress_command(
     console.print(_styled("Report: ", (str((path / "report.html").resolve()), "bold")))
 
 
+def _with_ci(row, name: str) -> str:
+    """A mean with its interval, "–" without one (never "nan")."""
+    value, low, high = (getattr(row, name + suffix) for suffix in ("", "_low", "_high"))
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:.2f} [{low:.2f}–{high:.2f}]"
+
+
+@app.command("lodo")
+def lodo_command(
+    config: ConfigOption = None,
+    cohort: CohortOption = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue an interrupted lodo run directory.")
+    ] = None,
+) -> None:
+    """Leave one dataset out: for each dataset of the cohort (default: the three real ones),
+    train the predefined model on the others and judge it on the people it never saw — their
+    first days set personal thresholds, the rest judge the model beside the rules without
+    learning (CGM now, 30-min trend, Nightscout AR2); means with intervals over people, the
+    worst decile, the goals; runs/<time>-lodo/report.html (docs/real_data.md)."""
+    from tailorml.jobs import lodo
+
+    if (config is not None or cohort is not None) and resume is not None:
+        raise TailormlError("--resume continues a run with its own config; drop --config/--cohort")
+    settings = _load(config, _with_cohort({"run": {"name": "lodo"}}, cohort))
+    result = lodo.run(settings, _reporter(), resume=resume)
+    table = Table(title="Left-out dataset: means over its people (95 % interval over people)")
+    for column in (
+        "left out",
+        "rule",
+        "early ≥15 min",
+        "any lead",
+        "false/day",
+        "precision",
+        "margin",
+    ):
+        table.add_column(column, justify="left" if column in ("left out", "rule") else "right")
+    for row in result.summary.itertuples():
+        margin = getattr(row, "margin", float("nan"))
+        table.add_row(
+            row.held_out,
+            row.rule,
+            _with_ci(row, "sensitivity_early"),
+            _fmt(row.sensitivity),
+            _with_ci(row, "false_alerts_per_day"),
+            _fmt(row.alert_precision),
+            "" if margin != margin else f"{100 * margin:+.0f} pts",
+        )
+    console.print(table)
+    if result.synthetic:
+        console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
+    else:
+        console.print(
+            "Real people, retrospective data: evidence about models, not clinical evidence."
+        )
+    console.print(_styled("\nReport: ", (str((result.run_dir / "report.html").resolve()), "bold")))
+
+
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/.")]) -> None:
     """Re-render report.html of a run (train/demo, experiment or stress) from its stored
@@ -305,8 +389,13 @@ def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/
         output = render_stress_report(run)
         console.print(_styled("Report: ", (str(output.resolve()), "bold")))
         return
-    path = Run.open(run).path
-    if (path / "results.parquet").exists():
+    opened = Run.open(run)
+    path = opened.path
+    if opened.state().get("kind") == "lodo":
+        from tailorml.jobs.lodo_report import render
+
+        output = render(path)
+    elif (path / "results.parquet").exists():
         from tailorml.experiment.report import render_experiment_report
 
         output = render_experiment_report(path)
@@ -1218,10 +1307,39 @@ GLYCEMIA_LEGEND = (
 )
 
 
+PEOPLE_COLUMNS = {  # column: (header, format) of the people table, where a cohort has it
+    "patient_id": ("patient", "{}"),
+    "dataset": ("dataset", "{}"),
+    "group": ("age band", "{}"),
+    "age_years": ("age", "{:.0f}"),
+    "sex": ("sex", "{}"),
+    "hba1c_percent": ("HbA1c%", "{:.1f}"),
+    "sensor": ("sensor", "{}"),
+}
+
+
+def _print_people(table: pd.DataFrame) -> None:
+    """The people table (who the individuals are), for cohorts that say it (the real ones)."""
+    import pandas as pd
+
+    columns = [c for c in PEOPLE_COLUMNS if c in table]
+    if not {"dataset", "sex", "sensor"} & set(columns):
+        return
+    view = Table(title="People", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    for column in columns:
+        view.add_column(PEOPLE_COLUMNS[column][0], justify="left")
+    for _, row in table.iterrows():
+        view.add_row(
+            *("–" if pd.isna(row[c]) else PEOPLE_COLUMNS[c][1].format(row[c]) for c in columns)
+        )
+    console.print(view)
+
+
 @cohort_app.command("describe")
 def cohort_describe(
     path: Annotated[
-        Path | None, typer.Argument(help="Cohort file (.parquet/.csv); default: shipped cohort.")
+        str | None,
+        typer.Argument(help=COHORT_HELP + " Default: the config's cohort (the real cohorts)."),
     ] = None,
     csv: Annotated[Path | None, typer.Option(help="Also write the table to this CSV.")] = None,
     config: ConfigOption = None,
@@ -1261,8 +1379,20 @@ def cohort_describe(
         )
     console.print(view)
     console.print(GLYCEMIA_LEGEND)
+    _print_people(table)
     if cohort.synthetic:
         console.print("Synthetic (simulated) cohort, not clinical data.", style="yellow")
+    for name, source in cohort.metadata.get("datasets", {}).items():
+        console.print(
+            f"{name}: {source['authors']}, {source['title']}, doi:{source['doi']} "
+            f"({source['licence']})",
+            soft_wrap=True,
+        )
+    if cohort.metadata.get("retrospective"):
+        console.print(
+            "Real people, retrospective CGM data: evidence about models, not clinical "
+            "evidence. Attribution and changes: tailorml/data/real/ATTRIBUTION.md."
+        )
     if any(cohort.notes.values()):
         console.print(f"Loading notes: {cohort.notes}")
     if csv:

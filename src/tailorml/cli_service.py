@@ -74,9 +74,8 @@ def keygen(
 def register_predefined_run(data: Path, run: Path) -> str:
     """Register a train/demo run's model as the predefined model of the service's registry."""
     from tailorml.config import load_config
-    from tailorml.data.cohort import default_cohort_path
+    from tailorml.data.cohort import cohort_sha256
     from tailorml.errors import TailormlError
-    from tailorml.io import sha256_file
     from tailorml.registry.models import Registry
     from tailorml.runs import git_commit
 
@@ -86,10 +85,9 @@ def register_predefined_run(data: Path, run: Path) -> str:
             f"--predefined {run}: not a train/demo run (needs model.pt and config.toml)"
         )
     config = load_config(config_file)
-    cohort = Path(config.cohort.path) if config.cohort.path else default_cohort_path()
     record = Registry(data).register_predefined(
         model_file,
-        sha256_file(cohort),
+        cohort_sha256(config.cohort.path or None),
         config.to_dict(),
         git_commit(),
         f"global model of run {run.name}",

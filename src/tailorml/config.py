@@ -237,7 +237,21 @@ class TrainConfig(_Section):
     experiments (their global models and every method trained from scratch) and by soft
     personalization; see `tailorml.models.recipe`. `seed` and `threads` are the job's."""
 
-    epochs: int = Field(default=20, ge=1, description="epochs over D_G")
+    epochs: int = Field(default=10, ge=1, description="epochs over D_G")
+    skip_current_lows: bool = Field(
+        default=False,
+        description="the predefined model trains only on windows whose current reading is at "
+        "or above task.hypo_mgdl: an alert is for a low that has not begun (a low already "
+        "under way is the urgent-low rule's), and the many windows inside long lows would "
+        "otherwise make up most of the hypo class",
+    )
+    window_stride: int = Field(
+        default=3,
+        ge=1,
+        description="the predefined model trains on every k-th training window (neighbouring "
+        "windows share all but one reading: a long real cohort trains in minutes, not hours); "
+        "validation and test always use every window",
+    )
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
@@ -260,7 +274,7 @@ class TrainConfig(_Section):
         "smaller network (true), or zero single weights and keep the shape (false)",
     )
     checkpoint_by: Literal["balanced_accuracy", "alerts"] = Field(
-        default="balanced_accuracy",
+        default="alerts",
         description="`tailorml train`: which validation score picks the best epoch — balanced "
         "accuracy of the decisions, or alerts: early sensitivity at the operating point "
         "chosen for the false-alert budget (what a quiet alarm needs)",
@@ -326,11 +340,14 @@ class TrainConfig(_Section):
 
 
 def threshold_grid() -> list[float]:
-    """The alert thresholds an operating point is chosen from: 0.02 to 0.98 in steps of 0.02,
-    then ever closer to 1 (a well-separated model's quiet operating points lie far above
-    0.95, so a grid ending there leaves every quiet choice stuck at its edge)."""
-    coarse = [round(0.02 * k, 2) for k in range(1, 50)]
-    return [*coarse, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999]
+    """The alert thresholds an operating point is chosen from: 0.02 to 0.88 in steps of 0.02,
+    0.90 to 0.99 in steps of 0.01 (where the quiet operating points of a class-balanced
+    model lie: on real people one 0.02 step moved false alerts by 0.2 a day), then ever
+    closer to 1 (a well-separated model's quiet operating points lie far above 0.95, so a
+    grid ending there leaves every quiet choice stuck at its edge)."""
+    coarse = [round(0.02 * k, 2) for k in range(1, 45)]
+    fine = [round(0.9 + 0.01 * k, 2) for k in range(10)]
+    return [*coarse, *fine, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999]
 
 
 class AlertConfig(_Section):
@@ -351,6 +368,13 @@ class AlertConfig(_Section):
         gt=0,
         lt=1,
         description="the alert threshold when operating_point = fixed (or no validation data)",
+    )
+    personal_prior_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="a personal threshold (set from a person's first days, `tailorml lodo`, "
+        "the train report) counts the population's false-alert rate as this many days of "
+        "the person's own data; 0 = their days alone",
     )
     snooze_minutes: int = Field(default=30, ge=0)
     event_min_minutes: int = Field(default=15, ge=0)
@@ -549,8 +573,31 @@ class SoftConfig(_Section):
     )
 
 
+class LodoConfig(_Section):
+    """`tailorml lodo`: leave one dataset out — train on the other datasets of the cohort,
+    judge on the one left out (a new population and sensor), per docs/real_data.md."""
+
+    datasets: list[str] = Field(
+        default_factory=list,
+        description="datasets to leave out in turn (the cohort's `dataset` trait); empty = all",
+    )
+    calibration_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="each new person's first days: they set the personal thresholds; the "
+        "rest (after a gap of window + horizon) is where every rule is judged",
+    )
+    bootstrap_samples: int = Field(
+        default=2000, ge=100, description="resamples of people for the intervals of means"
+    )
+
+
 class CohortConfig(_Section):
-    path: str = Field(default="", description="empty = the shipped synthetic virtual cohort")
+    path: str = Field(
+        default="",
+        description="a cohort file (.parquet/.csv) or a shipped cohort: real (azt1d + t1d_uom "
+        "+ physiocgm), azt1d, t1d_uom, physiocgm, synthetic; empty = the default cohort",
+    )
     individuals: list[str] = Field(default_factory=list, description="empty = all")
     max_days: float | None = Field(default=None, gt=0, description="keep only the first days")
 
@@ -577,6 +624,7 @@ class Config(_Section):
     writers: WritersConfig = Field(default_factory=WritersConfig)
     soft: SoftConfig = Field(default_factory=SoftConfig)
     robust: RobustConfig = Field(default_factory=RobustConfig)
+    lodo: LodoConfig = Field(default_factory=LodoConfig)
 
     @model_validator(mode="after")
     def _he_friendly_recipe(self) -> Config:

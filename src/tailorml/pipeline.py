@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tailorml.config import Config
+from tailorml.config import Config, threshold_grid
 from tailorml.data.glucose import CLASSES
 from tailorml.data.prepared import Prepared, prepare
 from tailorml.errors import ConfigError, TailormlError
@@ -27,7 +27,8 @@ from tailorml.evaluate.operating_point import (
     choose_operating_point,
     people_of_part,
 )
-from tailorml.io import atomic_write_json, sha256_file
+from tailorml.evaluate.rules import population_priors, summary_by_group
+from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model, save_model
 from tailorml.models.distill import Distillation
 from tailorml.models.group_dro import group_codes
@@ -111,7 +112,12 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
     compacted before its threshold is chosen: the compacted model is the one evaluated and
     saved."""
     windows, splits = prepared.windows, prepared.splits
-    train_indices, val_indices = splits.pooled("train"), splits.pooled("val")
+    train_indices = splits.pooled("train")
+    if config.train.skip_current_lows:
+        current = windows.current_cgm[train_indices]
+        train_indices = train_indices[current >= config.task.hypo_mgdl]
+    train_indices = train_indices[:: config.train.window_stride]
+    val_indices = splits.pooled("val")
     if len(train_indices) == 0:
         raise TailormlError("no training windows: the cohort is too short for the split")
     recipe = Recipe.from_config(config.train)
@@ -300,6 +306,8 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
 
     with reporter.task("evaluating individuals", total=1) as task:
         evaluation = write_evaluation(run.path, model, prepared, "test")
+        calibration = "val" if len(splits.pooled("val")) else None
+        write_rules(run.path, config, model, prepared, calibration, "test")
         task.advance()
     training = _read_json(run.file("training.json"))
     metrics = {
@@ -326,6 +334,27 @@ def run_global(config: Config, reporter: Reporter = SILENT, resume: str | None =
     run.mark_done("report")
     reporter.log(f"report: {report}")
     return run
+
+
+def write_rules(
+    folder, config: Config, model: SmallCNN, prepared: Prepared, calibration, evaluation: str
+) -> None:
+    """alert_rules.csv: the model (population and personal thresholds) beside every rule
+    without learning, for all people and per dataset (`evaluate.rules.summary_by_group`)."""
+    knobs, days = threshold_grid(), config.alerts.personal_prior_days
+    priors = population_priors(model, prepared, calibration, knobs, days) if calibration else {}
+    table = summary_by_group(
+        model,
+        prepared,
+        prepared.cohort.category("dataset"),
+        config.alerts.max_false_alerts_per_day,
+        knobs,
+        calibration,
+        evaluation,
+        priors,
+        seed=config.train.seed,
+    )
+    atomic_write_text(folder / "alert_rules.csv", table.to_csv(index=False))
 
 
 def _read_json(path) -> dict:

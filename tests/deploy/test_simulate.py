@@ -24,7 +24,9 @@ PATIENTS = ["adolescent-003", "adult-008", "child-004"]  # the shared model's (c
 @pytest.fixture(scope="module")
 def run_dir(trained, tmp_path_factory):
     """A run directory holding the shared test model and the config it was trained with."""
-    config = config_from_dict({"cohort": {"individuals": PATIENTS, "max_days": 3.0}})
+    config = config_from_dict(
+        {"cohort": {"path": "synthetic", "individuals": PATIENTS, "max_days": 3.0}}
+    )
     run = Run.create(config, "train", tmp_path_factory.mktemp("runs"))
     save_model(trained.model, run.file("model.pt"))
     return run.path

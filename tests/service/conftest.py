@@ -60,7 +60,9 @@ def make_service_data(root: Path, trained) -> ServiceData:
     data, run = root / "data", root / "run"
     run.mkdir(parents=True)
     save_model(trained.model, run / "model.pt")
-    config = config_from_dict({"cohort": {"individuals": PATIENTS, "max_days": 3.0}})
+    config = config_from_dict(
+        {"cohort": {"path": "synthetic", "individuals": PATIENTS, "max_days": 3.0}}
+    )
     (run / "config.toml").write_text(to_toml(config))
     (root / "jobs.toml").write_text(to_toml(config))
     key_file = write_key_file(root / "server.key")

@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tailorml.data.real import SHIPPED_COHORTS, SYNTHETIC, is_shipped_name, real_cohort_frame
+from tailorml.data.real import (
+    REAL,
+    SHIPPED_COHORTS,
+    SYNTHETIC,
+    is_shipped_name,
+    real_cohort_frame,
+    shipped_sha256,
+)
 from tailorml.data.schema import OPTIONAL_COLUMNS, PLAUSIBLE_CGM_MGDL, REQUIRED_COLUMNS
 from tailorml.errors import CohortError
 from tailorml.io import decode_text
@@ -52,8 +59,8 @@ NOT_UTF8 = (
     "it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
 )
 DEFAULT_COHORT_NAME = "virtual_t1d_cohort.parquet"
-# what a config or command without a cohort loads
-DEFAULT_COHORT = SYNTHETIC
+# what a config or command without a cohort loads: real people first
+DEFAULT_COHORT = REAL
 MMOL_TO_MGDL = 18.016
 
 
@@ -108,6 +115,26 @@ class Cohort:
     def individual(self, individual_id: str) -> Individual:
         self.of(individual_id)
         return next(item for item in self.individuals if item.id == individual_id)
+
+    def subset(self, individual_ids: list[str]) -> Cohort:
+        """The same cohort restricted to these individuals (in the cohort's order)."""
+        for individual_id in individual_ids:
+            self.of(individual_id)  # an unknown id is a clear error, not an empty cohort
+        chosen = set(individual_ids)
+        readings = self.readings[self.readings["patient_id"].isin(chosen)]
+        people = [person for person in self.individuals if person.id in chosen]
+        return Cohort(
+            readings.reset_index(drop=True),
+            self.sample_minutes,
+            people,
+            self.source,
+            self.metadata,
+            self.notes,
+        )
+
+    def category(self, name: str) -> dict[str, str | None]:
+        """Each individual's value of a categorical trait (None where it has none)."""
+        return {person.id: person.categories.get(name) for person in self.individuals}
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -365,6 +392,17 @@ def load_cohort(
     frame = _read_table(path)
     metadata = _read_metadata(path.with_suffix(".json"))
     return cohort_from_frame(frame, str(path), metadata, individuals, max_days)
+
+
+def cohort_sha256(path: str | Path | None) -> str:
+    """The content identity of a cohort as `load_cohort` names it: the file's SHA-256, or
+    for a shipped real cohort the digest of the files it is built from."""
+    from tailorml.io import sha256_file
+
+    name = str(path) if path else DEFAULT_COHORT
+    if is_shipped_name(name) and name != SYNTHETIC:
+        return shipped_sha256(name)
+    return sha256_file(default_cohort_path() if name == SYNTHETIC else Path(path))
 
 
 def cohort_from_frame(

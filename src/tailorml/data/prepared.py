@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tailorml.config import Config, TaskConfig
+from tailorml.config import Config, SplitConfig, TaskConfig
 from tailorml.data.cohort import Cohort, load_cohort
 from tailorml.data.glucose import WindowSet, make_windows
-from tailorml.data.splits import Splits, split_windows, whole_period
+from tailorml.data.splits import Splits, calibration_split, split_windows, whole_period
 
 
 @dataclass
@@ -36,11 +36,23 @@ def prepare(config: Config) -> Prepared:
         individuals=config.cohort.individuals or None,
         max_days=config.cohort.max_days,
     )
-    windows = make_windows(cohort, config.task)
-    return Prepared(cohort, windows, split_windows(cohort, windows, config.split))
+    return prepare_split(cohort, config.task, config.split)
+
+
+def prepare_split(cohort: Cohort, task: TaskConfig, split: SplitConfig) -> Prepared:
+    """`cohort` windowed for `task`, each individual split chronologically by `split`."""
+    windows = make_windows(cohort, task)
+    return Prepared(cohort, windows, split_windows(cohort, windows, split))
 
 
 def prepare_whole(cohort: Cohort, task: TaskConfig) -> Prepared:
     """Every window of `cohort` for `task`, in one part "all" per individual (no split)."""
     windows = make_windows(cohort, task)
     return Prepared(cohort, windows, whole_period(cohort, windows))
+
+
+def prepare_calibration(cohort: Cohort, task: TaskConfig, days: float) -> Prepared:
+    """Every window of `cohort` for `task`, each individual's first `days` as its
+    "calibration" part and the rest, after a gap, as its "evaluation" part."""
+    windows = make_windows(cohort, task)
+    return Prepared(cohort, windows, calibration_split(cohort, windows, days))

@@ -135,3 +135,31 @@ def whole_period(cohort: Cohort, windows: WindowSet) -> Splits:
     parts = {i: {"all": windows.indices_of(i)} for i in windows.ids}
     boundaries = {i: {"all": (0, len(cohort.of(i)))} for i in windows.ids}
     return Splits(parts, boundaries, gap_rows=0)
+
+
+CALIBRATION_PARTS = ("calibration", "evaluation")
+
+
+def calibration_split(cohort: Cohort, windows: WindowSet, days: float) -> Splits:
+    """Per individual: the first `days` of readings ("calibration": what a new user's first
+    days give to set their own alert threshold), a gap of window + horizon, then the rest
+    ("evaluation"). A window belongs to a part only if its whole span lies inside it."""
+    gap = windows.length + windows.horizon
+    rows = math.ceil(days * 24 * 60 / windows.sample_minutes)
+    span = windows.length + windows.horizon
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    boundaries: dict[str, dict[str, tuple[int, int]]] = {}
+    for individual_id in windows.ids:
+        n_rows = len(cohort.of(individual_id))
+        bounds = {
+            "calibration": (0, min(rows, n_rows)),
+            "evaluation": (min(rows + gap, n_rows), n_rows),
+        }
+        mine = windows.indices_of(individual_id)
+        first = windows.row[mine]
+        parts[individual_id] = {
+            name: mine[(first >= start) & (first + span <= end)]
+            for name, (start, end) in bounds.items()
+        }
+        boundaries[individual_id] = bounds
+    return Splits(parts, boundaries, gap)

@@ -213,6 +213,9 @@ def data_summary(prepared: Prepared) -> dict[str, Any]:
             "individuals": len(cohort.individuals),
             "sample_minutes": cohort.sample_minutes,
             "loading_notes": cohort.notes,
+            # real data: each dataset's authors, title, DOI and licence (attribution)
+            "datasets": cohort.metadata.get("datasets", {}),
+            "retrospective": bool(cohort.metadata.get("retrospective", False)),
         },
         "windows": {
             "total": len(windows),

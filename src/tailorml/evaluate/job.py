@@ -13,14 +13,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from tailorml.config import Config, config_from_dict
+from tailorml.config import AlertConfig, Config, config_from_dict, threshold_grid
 from tailorml.data.cohort import Cohort, load_cohort
 from tailorml.data.on_board import DERIVED_CHANNELS
 from tailorml.data.prepared import prepare_whole
 from tailorml.errors import CohortError
 from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.report import render_report
-from tailorml.io import atomic_write_json, sha256_file
+from tailorml.evaluate.rules import summary_by_group
+from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
 from tailorml.models.cnn import count_parameters, load_model
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
@@ -72,6 +73,11 @@ def evaluate_model(
     )
     with reporter.task("evaluating individuals", total=1) as task:
         evaluation = write_evaluation(run.path, model, prepared, "all")
+        budget = AlertConfig().max_false_alerts_per_day  # where baseline levels are chosen
+        table = summary_by_group(
+            model, prepared, cohort.category("dataset"), budget, threshold_grid(), None, "all"
+        )
+        atomic_write_text(run.file("alert_rules.csv"), table.to_csv(index=False))
         task.advance()
     metrics = {
         **data_summary(prepared),

@@ -103,6 +103,59 @@ def choose_operating_point(
     )
 
 
+@dataclass(frozen=True)
+class RatePrior:
+    """What a population says about false alerts per day at each knob of a rule, weighted as
+    `days` of a person's own data (`population_rates`)."""
+
+    knobs: tuple[float, ...]
+    rates: tuple[float, ...]  # mean false alerts per day at each knob
+    days: float
+
+    def at(self, knob: float) -> float:
+        return self.rates[self.knobs.index(knob)]
+
+
+def population_rates(
+    people: list[Person], policy: AlertPolicy, rule: str, knobs: list[float], days: float
+) -> RatePrior:
+    """The false alerts per day of `rule` at every knob, mean over `people` (e.g. the
+    training people's validation days), as a prior worth `days` of a person's data."""
+    knobs = sorted(knobs)
+    rates = sweep(people, policy, rule, knobs)["false_alerts_per_day"]
+    return RatePrior(tuple(knobs), tuple(float(rate) for rate in rates), float(days))
+
+
+def budget_threshold(
+    person: Person,
+    policy: AlertPolicy,
+    max_false_alerts_per_day: float,
+    knobs: list[float],
+    rule: str = MODEL,
+    prior: RatePrior | None = None,
+) -> float:
+    """A personal threshold of `rule` (the model, or a baseline whose knobs are minus a
+    glucose level) from one person's first days: the lowest (most sensitive) knob whose
+    false alerts per day stay within the budget, the highest of `knobs` when none does. It
+    needs no low event in those days (a new user may have none), only their ordinary days,
+    which is where false alerts come from.
+
+    One week says little about a rare event: with a `prior`, a knob's rate is the person's
+    false alerts plus the population's rate times `prior.days`, over their days plus
+    `prior.days` (a pseudo-count: a quiet first week cannot pull the threshold far below
+    what the population needs, and a loud one cannot push it far above)."""
+    knobs = sorted(knobs)
+    table = sweep([person], policy, rule, knobs)  # in knob order
+    rates, days = table["false_alerts_per_day"].to_numpy(), float(table["days"].iloc[0])
+    if prior is not None:
+        population = np.array([prior.at(knob) for knob in knobs])
+        rates = (rates * days + population * prior.days) / (days + prior.days)
+    within = [
+        knob for knob, rate in zip(knobs, rates, strict=True) if rate <= max_false_alerts_per_day
+    ]
+    return float(within[0]) if within else float(knobs[-1])
+
+
 def person_of(
     policy: AlertPolicy,
     prepared: Prepared,

@@ -186,9 +186,16 @@ def training_curve(history: list[dict], score: str = "validation balanced accura
     return to_png(figure)
 
 
-def alert_curve_figure(curve: pd.DataFrame, point: pd.Series, target_per_day: float = 1.0) -> bytes:
+def alert_curve_figure(
+    curve: pd.DataFrame,
+    point: pd.Series,
+    target_per_day: float = 1.0,
+    marked: list[tuple[str, float, float]] = (),
+) -> bytes:
     """Early sensitivity against false alerts per day for the model and the baselines, the
-    model's operating point marked (its any-lead sensitivity dashed)."""
+    model's operating point marked (its any-lead sensitivity dashed), and `marked` points
+    (label, false alerts per day, early sensitivity) that are not on a curve, e.g. rules
+    with a threshold of their own for each person."""
     figure, axis = plt.subplots(figsize=(7.5, 4.2))
     colours = {"model": "#c44e52"}
     palette = ("#c44e52", "#4c72b0", "#55a868", "#8172b2", "#937860", "#da8bc3")
@@ -214,6 +221,17 @@ def alert_curve_figure(curve: pd.DataFrame, point: pd.Series, target_per_day: fl
         zorder=5,
         label=f"operating point (P ≥ {point['knob']:g})",
     )
+    for marker, (label, rate, early) in zip("DsP^v*", marked, strict=False):
+        axis.scatter(
+            [rate],
+            [early],
+            s=55,
+            marker=marker,
+            color="white",
+            edgecolor="black",
+            zorder=6,
+            label=label,
+        )
     axis.axvline(target_per_day, color="#888888", linestyle=":", linewidth=1)
     axis.set_xlim(0, max(8.0, float(point["false_alerts_per_day"]) * 1.3))
     axis.set_ylim(0, 1.02)

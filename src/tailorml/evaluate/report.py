@@ -16,6 +16,7 @@ from tailorml.errors import TailormlError
 from tailorml.evaluate import plots
 from tailorml.evaluate.cgm_summary import cgm_summary
 from tailorml.evaluate.curves import operating_point
+from tailorml.evaluate.rules import MODEL_RULES
 from tailorml.io import atomic_write_text
 from tailorml.policy import AlertPolicy
 
@@ -188,6 +189,7 @@ def _render_report(run_dir: Path) -> Path:
     readings = pd.read_parquet(run_dir / "test_readings.parquet")
     by_group = pd.read_csv(run_dir / "by_group.csv")
     fairness = optional_table(run_dir / "fairness.csv")  # absent in runs of older versions
+    rules = optional_table(run_dir / "alert_rules.csv")
     if "policy" not in metrics:
         raise TailormlError(
             f"{run_dir / 'metrics.json'} has no alert policy (written by an older tailorml); "
@@ -261,6 +263,8 @@ def _render_report(run_dir: Path) -> Path:
         },
         by_group=by_group.to_dict("records"),
         fairness=fairness.to_dict("records"),
+        rules=rules.to_dict("records"),
+        model_rules=MODEL_RULES,
         individuals=per_individual[columns].to_dict("records"),
         columns=columns,
         counts=COUNT_COLUMNS,

@@ -155,7 +155,7 @@ def _life_patients(cohort: Cohort, requested: Sequence[str]) -> list[str]:
         )
     if not patients:
         raise TailormlError(
-            "--life needs UVA/Padova virtual patients (ids like adult-001) in the cohort "
-            "or --life-patient; this cohort has none"
+            "--life re-simulates UVA/Padova virtual patients (ids like adult-001); this "
+            "cohort has none: add --cohort synthetic, or name them with --life-patient"
         )
     return patients

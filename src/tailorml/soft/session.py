@@ -29,13 +29,14 @@ import pandas as pd
 import torch
 
 from tailorml.config import Config
+from tailorml.data.cohort import cohort_sha256
 from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import ConfigError, TailormlError
 from tailorml.evaluate.alerts import event_leads
 from tailorml.evaluate.curves import MODEL, sweep
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.evaluate.operating_point import person_of
-from tailorml.io import atomic_write_parquet, sha256_file
+from tailorml.io import atomic_write_parquet
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.models.predict import predict_proba
 from tailorml.models.recipe import require_dense, require_train_only_options
@@ -91,8 +92,7 @@ def ensure_predefined(
     from_run: str | Path | None = None,
 ):
     """The registry's predefined model; registered from `from_run` or trained once."""
-    cohort_file = Path(data.glucose.cohort.source)
-    cohort_hash = sha256_file(cohort_file)
+    cohort_hash = cohort_sha256(data.glucose.cohort.source)
     if from_run is not None:
         model_file = Path(from_run) / "model.pt"
         if not model_file.is_file():
