@@ -15,6 +15,7 @@ An individual whose part is too short for one complete window simply has no wind
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,18 +96,10 @@ EMPTY_PART = (
 def split_windows(cohort: Cohort, windows: WindowSet, config: SplitConfig) -> Splits:
     gap = gap_rows(config, windows)
     span = windows.length + windows.horizon
-    parts: dict[str, dict[str, np.ndarray]] = {}
-    boundaries: dict[str, dict[str, tuple[int, int]]] = {}
-    for individual_id in windows.ids:
-        n_rows = len(cohort.of(individual_id))
-        bounds = part_boundaries(n_rows, config, gap)
-        mine = windows.indices_of(individual_id)
-        first = windows.row[mine]
-        parts[individual_id] = {
-            name: mine[(first >= start) & (first + span <= end)]
-            for name, (start, end) in bounds.items()
-        }
-        boundaries[individual_id] = bounds
+    splits = assign_windows(
+        cohort, windows, lambda n_rows: part_boundaries(n_rows, config, gap), gap
+    )
+    parts, boundaries = splits.parts, splits.boundaries
     for part in PARTS:
         fraction = getattr(config, part)
         if fraction == 0 or any(len(indices[part]) for indices in parts.values()):
@@ -126,6 +119,30 @@ def split_windows(cohort: Cohort, windows: WindowSet, config: SplitConfig) -> Sp
                 needed=min(math.ceil(100 * span / usable) / 100, 1.0),
             )
         )
+    return splits
+
+
+def assign_windows(
+    cohort: Cohort,
+    windows: WindowSet,
+    bounds_of: Callable[[int], dict[str, tuple[int, int]]],
+    gap: int,
+) -> Splits:
+    """Each individual's parts from `bounds_of(number of readings)` (grid rows [start, end)
+    per part, `gap` rows apart): a window belongs to a part only if its whole span (input
+    and horizon) lies inside it."""
+    span = windows.length + windows.horizon
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    boundaries: dict[str, dict[str, tuple[int, int]]] = {}
+    for individual_id in windows.ids:
+        bounds = bounds_of(len(cohort.of(individual_id)))
+        mine = windows.indices_of(individual_id)
+        first = windows.row[mine]
+        parts[individual_id] = {
+            name: mine[(first >= start) & (first + span <= end)]
+            for name, (start, end) in bounds.items()
+        }
+        boundaries[individual_id] = bounds
     return Splits(parts, boundaries, gap)
 
 
@@ -146,20 +163,11 @@ def calibration_split(cohort: Cohort, windows: WindowSet, days: float) -> Splits
     ("evaluation"). A window belongs to a part only if its whole span lies inside it."""
     gap = windows.length + windows.horizon
     rows = math.ceil(days * 24 * 60 / windows.sample_minutes)
-    span = windows.length + windows.horizon
-    parts: dict[str, dict[str, np.ndarray]] = {}
-    boundaries: dict[str, dict[str, tuple[int, int]]] = {}
-    for individual_id in windows.ids:
-        n_rows = len(cohort.of(individual_id))
-        bounds = {
+
+    def bounds(n_rows: int) -> dict[str, tuple[int, int]]:
+        return {
             "calibration": (0, min(rows, n_rows)),
             "evaluation": (min(rows + gap, n_rows), n_rows),
         }
-        mine = windows.indices_of(individual_id)
-        first = windows.row[mine]
-        parts[individual_id] = {
-            name: mine[(first >= start) & (first + span <= end)]
-            for name, (start, end) in bounds.items()
-        }
-        boundaries[individual_id] = bounds
-    return Splits(parts, boundaries, gap)
+
+    return assign_windows(cohort, windows, bounds, gap)
