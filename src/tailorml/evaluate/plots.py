@@ -14,7 +14,24 @@ import pandas as pd
 from tailorml.data.glucose import CLASSES
 from tailorml.evaluate.alerts import Event
 
-GROUP_COLOURS = {"child": "#4c72b0", "adolescent": "#dd8452", "adult": "#55a868"}
+# the groups of the shipped cohorts keep their colour from figure to figure
+GROUP_COLOURS = {
+    "child": "#4c72b0",
+    "adolescent": "#dd8452",
+    "adult": "#55a868",
+    "18-39": "#4c72b0",
+    "40-59": "#dd8452",
+    "60+": "#55a868",
+}
+OTHER_COLOURS = ("#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
+
+
+def group_colours(groups) -> dict[str, str]:
+    """A colour for each group present (in sorted order): the fixed ones of the shipped
+    cohorts, then a palette; legends list only these, never groups a cohort lacks."""
+    present = sorted({str(group) for group in groups})
+    others = iter(OTHER_COLOURS * (1 + len(present) // len(OTHER_COLOURS)))
+    return {group: GROUP_COLOURS.get(group) or next(others) for group in present}
 
 
 def to_png(figure) -> bytes:
@@ -103,7 +120,8 @@ def individual_bars(per_individual: pd.DataFrame, metrics: list[tuple[str, str]]
     table = per_individual.sort_values(["group", "patient_id"])
     figure, axes = plt.subplots(len(metrics), 1, figsize=(11, 2.6 * len(metrics)), sharex=True)
     axes = np.atleast_1d(axes)
-    colours = [GROUP_COLOURS.get(group, "#8c8c8c") for group in table["group"]]
+    legend = group_colours(table["group"])
+    colours = [legend[str(group)] for group in table["group"]]
     for axis, (column, label) in zip(axes, metrics, strict=True):
         values = table[column].astype(float)
         axis.bar(table["patient_id"], values.fillna(0), color=colours)
@@ -113,15 +131,15 @@ def individual_bars(per_individual: pd.DataFrame, metrics: list[tuple[str, str]]
         axis.axhline(values.mean(), color="black", linestyle="--", linewidth=0.8)
         axis.set_ylabel(label)
     axes[-1].tick_params(axis="x", rotation=90, labelsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLOURS.values()]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in legend.values()]
     # above the first panel, never over a bar
     axes[0].legend(
         handles,
-        list(GROUP_COLOURS),
+        list(legend),
         fontsize=8,
         loc="lower right",
         bbox_to_anchor=(1.0, 1.0),
-        ncol=len(GROUP_COLOURS),
+        ncol=len(legend),
         frameon=False,
     )
     return to_png(figure)

@@ -226,19 +226,20 @@ FAIRNESS_LABELS = {
 
 def group_figure(values: pd.DataFrame, groups: pd.Series, metric: str, order: list[str]) -> bytes:
     """Mean of `metric` per age group and setting: the group gap at a glance."""
-    from tailorml.evaluate.plots import GROUP_COLOURS
+    from tailorml.evaluate.plots import group_colours
 
     table = values[metric].reset_index()
     table["group"] = table["individual"].map(groups)
     means = table.groupby(["setting", "group"], sort=False)[metric].mean().unstack("group")
     means = means.reindex([s for s in order if s in means.index])
     figure, axis = plt.subplots(figsize=(10, 3.6))
+    legend = group_colours(means.columns)
     for group in means.columns:
         axis.plot(
             range(len(means)),
             means[group],
             "o-",
-            color=GROUP_COLOURS.get(group, "#888"),
+            color=legend[str(group)],
             label=group,
             linewidth=0.8,
         )

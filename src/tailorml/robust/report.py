@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.plots import GROUP_COLOURS, to_png
+from tailorml.evaluate.plots import group_colours, to_png
 from tailorml.evaluate.report import image_uri, write_html
 
 
@@ -45,21 +45,22 @@ def _command_of_older_results(out: Path, summary: dict, settings: dict) -> str:
 def sweep_figure(sweep: pd.DataFrame, title: str) -> bytes:
     """Verified accuracy vs ε: one thin line per individual (by group), the mean in black."""
     figure, axis = plt.subplots(figsize=(8, 4.2))
+    legend = group_colours(sweep["group"])
     for (_individual, group), rows in sweep.groupby(["individual", "group"], sort=True):
         rows = rows.sort_values("eps")
         axis.plot(
             rows["eps"],
             rows["verified_acc"],
-            color=GROUP_COLOURS.get(group, "#8c8c8c"),
+            color=legend[str(group)],
             linewidth=0.8,
             alpha=0.55,
         )
     mean = sweep.groupby("eps")["verified_acc"].mean()
     axis.plot(mean.index, mean.values, color="black", linewidth=2.2, marker="o", label="mean")
-    handles = [plt.Line2D([0], [0], color=c) for c in GROUP_COLOURS.values()]
+    handles = [plt.Line2D([0], [0], color=c) for c in legend.values()]
     axis.legend(
         [*handles, plt.Line2D([0], [0], color="black", linewidth=2.2)],
-        [*GROUP_COLOURS, "mean"],
+        [*legend, "mean"],
         fontsize=8,
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),  # outside: inside it covers the curves

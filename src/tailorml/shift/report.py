@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.plots import GROUP_COLOURS, to_png
+from tailorml.evaluate.plots import group_colours, to_png
 from tailorml.evaluate.report import image_uri, write_html
 from tailorml.shift.summary import HEADLINE
 
@@ -28,6 +28,7 @@ def drop_figure(drops: pd.DataFrame, model: str, metrics=HEADLINE) -> bytes:
     """Per metric, per shift: each individual's drop (dot, coloured by group) and the mean
     (black bar) — where people would rather look than read a table."""
     mine = drops[drops["model"] == model]
+    legend = group_colours(mine["group"])
     shifts = list(dict.fromkeys(mine["shift"]))
     present = [m for m in metrics if f"{m}_drop" in mine]
     figure, axes = plt.subplots(len(present), 1, figsize=(10, 2.4 * len(present)), sharex=True)
@@ -38,7 +39,7 @@ def drop_figure(drops: pd.DataFrame, model: str, metrics=HEADLINE) -> bytes:
             rows = mine[mine["shift"] == shift]
             values = rows[f"{metric}_drop"].astype(float)
             finite = np.isfinite(values)
-            colours = [GROUP_COLOURS.get(g, "#8c8c8c") for g in rows["group"][finite]]
+            colours = [legend[str(g)] for g in rows["group"][finite]]
             jitter = rng.uniform(-0.18, 0.18, int(finite.sum()))
             axis.scatter(position + jitter, values[finite], s=10, c=colours, alpha=0.8)
             if finite.any():
@@ -47,12 +48,10 @@ def drop_figure(drops: pd.DataFrame, model: str, metrics=HEADLINE) -> bytes:
         axis.set_ylabel(LABELS[metric] + "\nchange", fontsize=8)
     axes[-1].set_xticks(range(len(shifts)))
     axes[-1].set_xticklabels(shifts, rotation=30, ha="right", fontsize=8)
-    handles = [
-        plt.Line2D([], [], marker="o", linestyle="", color=c) for c in GROUP_COLOURS.values()
-    ]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c) for c in legend.values()]
     axes[0].legend(
         handles,
-        list(GROUP_COLOURS),
+        list(legend),
         fontsize=8,
         frameon=False,
         ncol=3,
