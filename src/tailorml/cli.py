@@ -338,11 +338,16 @@ def lodo_command(
     first days set personal thresholds, the rest judge the model beside the rules without
     learning (CGM now, 30-min trend, Nightscout AR2); means with intervals over people, the
     worst decile, the goals; runs/<time>-lodo/report.html (docs/real_data.md)."""
+    from tailorml.config import RunConfig
     from tailorml.jobs import lodo
 
     if (config is not None or cohort is not None) and resume is not None:
         raise TailormlError("--resume continues a run with its own config; drop --config/--cohort")
-    settings = _load(config, _with_cohort({"run": {"name": "lodo"}}, cohort))
+    settings = _load(config, _with_cohort({}, cohort))
+    if settings.run.name == RunConfig().name:  # the default name; a config's own one wins
+        settings = settings.model_copy(
+            update={"run": settings.run.model_copy(update={"name": "lodo"})}
+        )
     result = lodo.run(settings, _reporter(), resume=resume)
     table = Table(title="Left-out dataset: means over its people (95 % interval over people)")
     for column in (
@@ -1403,7 +1408,10 @@ def cohort_describe(
 @cohort_app.command("import")
 def cohort_import(
     files: Annotated[
-        list[Path], typer.Argument(help="Exports: Clarity/LibreView CSV, Nightscout JSON, ...")
+        list[Path],
+        typer.Argument(
+            help="Exports (.gz too): Clarity/LibreView/t:connect CSV, Nightscout JSON, ..."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort file (.parquet or .csv).")],
     force: Annotated[
@@ -1411,7 +1419,9 @@ def cohort_import(
     ] = False,
     format: Annotated[
         str,
-        typer.Option(help="auto, dexcom, libreview, nightscout, ohio or csv (auto: by content)."),
+        typer.Option(
+            help="auto, dexcom, libreview, nightscout, ohio, tconnect or csv (auto: by content)."
+        ),
     ] = "auto",
     grid_minutes: Annotated[
         int | None,
@@ -1458,7 +1468,8 @@ def cohort_import(
     carbs_column: Annotated[str | None, typer.Option(help="Generic CSV: carbs (g).")] = None,
     insulin_column: Annotated[str | None, typer.Option(help="Generic CSV: insulin (U).")] = None,
 ) -> None:
-    """Import CGM exports (Dexcom Clarity, LibreView, Nightscout, OhioT1DM, any CSV) into a
+    """Import CGM exports (Dexcom Clarity, LibreView, Nightscout, OhioT1DM, Tandem t:connect,
+    any CSV) into a
     cohort file on a regular grid, without inventing readings; ids pseudonymised, names and
     birth dates dropped; writes OUT and OUT.json (formats, counts, choices). See
     docs/importers.md."""

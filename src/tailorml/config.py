@@ -238,13 +238,6 @@ class TrainConfig(_Section):
     personalization; see `tailorml.models.recipe`. `seed` and `threads` are the job's."""
 
     epochs: int = Field(default=10, ge=1, description="epochs over D_G")
-    skip_current_lows: bool = Field(
-        default=False,
-        description="the predefined model trains only on windows whose current reading is at "
-        "or above task.hypo_mgdl: an alert is for a low that has not begun (a low already "
-        "under way is the urgent-low rule's), and the many windows inside long lows would "
-        "otherwise make up most of the hypo class",
-    )
     window_stride: int = Field(
         default=3,
         ge=1,

@@ -112,11 +112,7 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
     compacted before its threshold is chosen: the compacted model is the one evaluated and
     saved."""
     windows, splits = prepared.windows, prepared.splits
-    train_indices = splits.pooled("train")
-    if config.train.skip_current_lows:
-        current = windows.current_cgm[train_indices]
-        train_indices = train_indices[current >= config.task.hypo_mgdl]
-    train_indices = train_indices[:: config.train.window_stride]
+    train_indices = splits.pooled("train")[:: config.train.window_stride]
     val_indices = splits.pooled("val")
     if len(train_indices) == 0:
         raise TailormlError("no training windows: the cohort is too short for the split")
