@@ -169,6 +169,20 @@ def score_parts(
     return Scored(per_individual, first_days, people, predictions, readings)
 
 
+def personal_knobs_of(
+    scored: Scored,
+    policy: AlertPolicy,
+    budget: float,
+    knobs: list[float],
+    priors: dict[str, RatePrior] | None,
+) -> dict[str, dict[str, float]]:
+    """Each evaluated person's personal knobs (`personal_knobs`), computed once."""
+    return {
+        person: personal_knobs(scored.first_days.get(person), policy, budget, knobs, priors or {})
+        for person in scored.people
+    }
+
+
 def evaluate_rules(
     model: nn.Module,
     prepared: Prepared,
@@ -182,8 +196,9 @@ def evaluate_rules(
     thresholds from the `calibration` part (None: no personal rules) starting from `priors`
     (`population_priors`), as the module says."""
     scored = score_parts(model, prepared, calibration, evaluation)
+    personal = personal_knobs_of(scored, model.policy, budget, knobs, priors)
     per_person, curve = judge(
-        scored.people, scored.first_days, model.policy, budget, knobs, bool(calibration), priors
+        scored.people, model.policy, budget, personal if calibration else None
     )
     skipped = [
         {"patient_id": row.patient_id, "rule": "", "knob": np.nan, "skipped": row.skipped}
@@ -209,6 +224,7 @@ def summary_by_group(
     """`summarize` for each group of people (e.g. each dataset: baseline levels are chosen
     per group) and for all of them together (group "all"), one table."""
     scored = score_parts(model, prepared, calibration, evaluation)
+    personal = personal_knobs_of(scored, model.policy, budget, knobs, priors)
     tables = []
     members = {"all": list(scored.people)}
     for person in scored.people:
@@ -216,9 +232,7 @@ def summary_by_group(
             members.setdefault(str(groups[person]), []).append(person)
     for group, ids in members.items():
         people = {person: scored.people[person] for person in ids}
-        per_person, curve = judge(
-            people, scored.first_days, model.policy, budget, knobs, bool(calibration), priors
-        )
+        per_person, curve = judge(people, model.policy, budget, personal if calibration else None)
         summary = summarize(per_person, curve, samples, seed)
         tables.append(summary.assign(group=group)[["group", *summary.columns]])
     return pd.concat(tables, ignore_index=True)
@@ -226,26 +240,25 @@ def summary_by_group(
 
 def judge(
     people: dict[str, Person],
-    first_days: dict[str, Person],
     policy: AlertPolicy,
     budget: float,
-    knobs: list[float],
-    personal: bool = True,
-    priors: dict[str, RatePrior] | None = None,
+    personal: dict[str, dict[str, float]] | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A row per person and rule on `people` (the evaluation part), and their curve."""
+    """A row per person and rule on `people` (the evaluation part), and their curve; the
+    personal rules only with `personal` knobs (a person without calibration days keeps the
+    population threshold and the one level)."""
     curve = alert_curve(list(people.values()), policy) if people else pd.DataFrame()
     levels = baseline_levels(curve, budget) if people else {}
     rows = []
     for individual, person in people.items():
-        chosen = personal_knobs(first_days.get(individual), policy, budget, knobs, priors or {})
+        chosen = (personal or {}).get(individual, {})
         rules = {POPULATION: (MODEL, policy.threshold)}
-        if personal:
+        if personal is not None:
             rules[PERSONAL] = (MODEL, chosen.get(PERSONAL, policy.threshold))
         for rule, level in levels.items():
             rules[rule] = (rule, -level)
             name = PERSONAL_LEVEL.format(rule=rule)
-            if personal:
+            if personal is not None:
                 rules[name] = (rule, chosen.get(name, -level))
         for rule, (score, knob) in rules.items():
             positive = np.nan_to_num(person.scores[score], nan=-np.inf) >= knob
@@ -257,7 +270,7 @@ def judge(
                     "patient_id": individual,
                     "rule": rule,
                     "knob": abs(knob),
-                    "calibrated": individual in first_days,
+                    "calibrated": bool(chosen),
                     "skipped": "",
                     **metrics,
                 }
