@@ -105,3 +105,11 @@ def test_lodo_end_to_end_trains_without_each_dataset_and_judges_its_people(tmp_p
     assert "Left-out dataset" in result.stdout
     # the report re-renders from the tables alone
     assert tailorml("report", str(run), cwd=tmp_path).returncode == 0
+
+
+def test_lodo_refuses_a_one_dataset_cohort_in_one_line_and_creates_no_run(tmp_path, write_cohort):
+    path = write_cohort(_cohort_frame({"a": "one", "b": "one"}, days=1.0))
+    result = tailorml("lodo", "--cohort", str(path), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "leaving one out needs two or more" in result.stderr
+    assert not (tmp_path / "runs").exists()

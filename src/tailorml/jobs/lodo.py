@@ -120,16 +120,14 @@ def run(
     config: Config, reporter: Reporter = SILENT, resume: str | Path | None = None
 ) -> LodoResult:
     """Every fold (resumable), then the summary, metrics.json and the report."""
-    if resume:
-        run_dir = Run.resume(resume, KIND)
-        config = run_dir.config()
-        reporter.log(f"resuming {run_dir.path}")
-    else:
+    run_dir = Run.resume(resume, KIND) if resume else None
+    config = run_dir.config() if run_dir else config
+    cohort = load_cohort(config.cohort.path or None, config.cohort.individuals or None)
+    folds = folds_of(cohort, config.lodo.datasets)  # refused before a run directory exists
+    if run_dir is None:
         run_dir = Run.create(config, KIND)
     use_threads(config.train.threads)
-    reporter.log(f"run directory: {run_dir.path}")
-    cohort = load_cohort(config.cohort.path or None, config.cohort.individuals or None)
-    folds = folds_of(cohort, config.lodo.datasets)
+    reporter.log(f"{'resuming' if resume else 'run directory:'} {run_dir.path}")
     summaries = []
     for held_out, people in folds.items():
         folder = run_dir.file("folds") / held_out
