@@ -209,6 +209,7 @@ def alert_curve_figure(
     point: pd.Series,
     target_per_day: float = 1.0,
     marked: list[tuple[str, float, float]] = (),
+    x_max: float = 8.0,
 ) -> bytes:
     """Early sensitivity against false alerts per day for the model and the baselines, the
     model's operating point marked (its any-lead sensitivity dashed), and `marked` points
@@ -251,7 +252,7 @@ def alert_curve_figure(
             label=label,
         )
     axis.axvline(target_per_day, color="#888888", linestyle=":", linewidth=1)
-    axis.set_xlim(0, max(8.0, float(point["false_alerts_per_day"]) * 1.3))
+    axis.set_xlim(0, max(x_max, float(point["false_alerts_per_day"]) * 1.3))
     axis.set_ylim(0, 1.02)
     axis.set_xlabel("false alerts per day (mean over individuals)")
     axis.set_ylabel("hypo events alerted early")

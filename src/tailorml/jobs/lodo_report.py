@@ -51,7 +51,8 @@ def fold_figure(folder: Path, summary: pd.DataFrame, budget: float) -> str | Non
         for row in summary.itertuples()
         if row.rule == PERSONAL or row.rule.endswith("personal level")
     ]
-    return image_uri(plots.alert_curve_figure(curve, point, budget, marked))
+    # the budget's neighbourhood: where every rule of the table sits
+    return image_uri(plots.alert_curve_figure(curve, point, budget, marked, x_max=4 * budget))
 
 
 def render(run_dir: Path) -> Path:
