@@ -78,7 +78,8 @@ def test_a_cohort_of_one_dataset_cannot_leave_one_out(write_cohort):
 
 
 def test_lodo_end_to_end_trains_without_each_dataset_and_judges_its_people(tmp_path, write_cohort):
-    people = {"a1": "alpha", "a2": "alpha", "b1": "beta", "b2": "beta"}
+    # a dataset name is data, never a path: "../beta" stays inside folds/ as "%2E.%2Fbeta"
+    people = {"a1": "alpha", "a2": "alpha", "b1": "../beta", "b2": "../beta"}
     path = write_cohort(_cohort_frame(people, days=4.0))
     config = tmp_path / "lodo.toml"
     config.write_text(
@@ -90,18 +91,24 @@ def test_lodo_end_to_end_trains_without_each_dataset_and_judges_its_people(tmp_p
     assert result.returncode == 0, result.stderr
     (run,) = (tmp_path / "runs").iterdir()
     summary = pd.read_csv(run / "summary.csv")
-    assert set(summary["held_out"]) == {"alpha", "beta"}
-    for held_out, trained_on in (("alpha", ["b1", "b2"]), ("beta", ["a1", "a2"])):
-        training = json.loads((run / "folds" / held_out / "training.json").read_text())
+    assert set(summary["held_out"]) == {"alpha", "../beta"}
+    assert sorted(p.name for p in (run / "folds").iterdir()) == ["%2E.%2Fbeta", "alpha"]
+    assert not (run / "beta").exists() and not (tmp_path / "runs" / "beta").exists()
+    for held_out, folder, trained_on in (
+        ("alpha", "alpha", ["b1", "b2"]),
+        ("../beta", "%2E.%2Fbeta", ["a1", "a2"]),
+    ):
+        training = json.loads((run / "folds" / folder / "training.json").read_text())
         assert training["trained_on"] == trained_on  # never the people it is judged on
-        per_person = pd.read_csv(run / "folds" / held_out / "per_person.csv")
+        per_person = pd.read_csv(run / "folds" / folder / "per_person.csv")
         judged = set(per_person["patient_id"])
         assert judged == {p for p, d in people.items() if d == held_out}
     rules = set(summary["rule"])
     assert {"model, population threshold", "model, personal threshold"} <= rules
     assert "Nightscout AR2 at horizon ≤ k, personal level" in rules
     html = (run / "report.html").read_text()
-    assert "Left out: alpha" in html and "Goals on each left-out dataset" in html
+    assert "Left out: alpha" in html and "Left out: ../beta" in html
+    assert "Goals on each left-out dataset" in html
     assert "Left-out dataset" in result.stdout
     # the report re-renders from the tables alone
     assert tailorml("report", str(run), cwd=tmp_path).returncode == 0

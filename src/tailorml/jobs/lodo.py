@@ -27,6 +27,7 @@ from tailorml.errors import ConfigError
 from tailorml.evaluate.report import optional_table
 from tailorml.evaluate.rules import evaluate_rules, population_priors, summarize
 from tailorml.io import atomic_write_json, atomic_write_parquet, atomic_write_text, sha256_file
+from tailorml.jobs.lodo_report import fold_folder, render
 from tailorml.models.cnn import count_parameters, load_model, save_model
 from tailorml.models.train import use_threads
 from tailorml.pipeline import fit_global_model
@@ -130,7 +131,7 @@ def run(
     reporter.log(f"{'resuming' if resume else 'run directory:'} {run_dir.path}")
     summaries = []
     for held_out, people in folds.items():
-        folder = run_dir.file("folds") / held_out
+        folder = fold_folder(run_dir.path, held_out)
         folder.mkdir(parents=True, exist_ok=True)
         step = f"fold:{held_out}"
         reporter.log(f"leaving out {held_out} ({len(people)} people)")
@@ -155,14 +156,12 @@ def run(
             "folds": {
                 held_out: {
                     "people": people,
-                    "model_sha256": sha256_file(run_dir.file("folds") / held_out / "model.pt"),
+                    "model_sha256": sha256_file(fold_folder(run_dir.path, held_out) / "model.pt"),
                 }
                 for held_out, people in folds.items()
             },
         },
     )
-    from tailorml.jobs.lodo_report import render
-
     render(run_dir.path)
     run_dir.mark_done("report")
     return LodoResult(run_dir.path, summary, cohort.synthetic)

@@ -11,6 +11,7 @@ from tailorml.evaluate import plots
 from tailorml.evaluate.curves import MODEL
 from tailorml.evaluate.report import image_uri, optional_table, write_html
 from tailorml.evaluate.rules import MODEL_RULES, PERSONAL, POPULATION
+from tailorml.io import encode_component
 
 # The goals a shipped alert model is held to on every left-out dataset (docs/real_data.md):
 # (summary column, comparison, target, what it says)
@@ -21,6 +22,12 @@ GOALS = (
     ("margin", ">=", 0.15, "margin over the best rule without learning"),
 )
 BUDGET_TOLERANCE = 0.3  # false alerts/day may exceed the budget by this much on new people
+
+
+def fold_folder(run_dir: Path, held_out: str) -> Path:
+    """Where a fold's files go: a dataset name comes from data, so it is encoded, never
+    trusted as a path ("../x" stays inside folds/)."""
+    return Path(run_dir) / "folds" / encode_component(held_out)
 
 
 def goal_rows(summary: pd.DataFrame, budget: float) -> list[dict]:
@@ -45,6 +52,8 @@ def fold_figure(folder: Path, summary: pd.DataFrame, budget: float) -> str | Non
         return None
     population = summary[summary["rule"] == POPULATION]
     model = curve[curve["rule"] == MODEL]
+    if population.empty or model.empty:
+        return None
     point = model.loc[(model["knob"] - float(population["knob_median"].iloc[0])).abs().idxmin()]
     marked = [
         (f"{row.rule} (mean)", row.false_alerts_per_day, row.sensitivity_early)
@@ -62,7 +71,7 @@ def render(run_dir: Path) -> Path:
     budget = float(metrics["budget"])
     folds = []
     for held_out, table in summary.groupby("held_out", sort=True):
-        folder = run_dir / "folds" / held_out
+        folder = fold_folder(run_dir, held_out)
         per_person = optional_table(folder / "per_person.csv")
         skipped = per_person[per_person["skipped"].fillna("") != ""] if len(per_person) else []
         training = json.loads((folder / "training.json").read_text())
