@@ -455,3 +455,23 @@ def test_cohort_simulate_refuses_an_unknown_engine(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "'simulation.engine'" in result.stderr and "'batched' or 'reference'" in result.stderr
     assert not out.exists() and not (tmp_path / "c.parquet.parts").exists()
+
+
+def test_describe_keeps_an_existing_csv_unless_forced_and_honours_the_configs_people(
+    tmp_path, write_cohort
+):
+    from conftest import cohort_frame
+
+    path = write_cohort(cohort_frame({"a": [120.0] * 40, "b": [130.0] * 40}, sample_minutes=5))
+    other = tmp_path / "mine.csv"
+    other.write_text("precious\n")
+    result = tailorml("cohort", "describe", str(path), "--csv", str(other))
+    assert result.returncode == 2 and "exists; pass --force" in result.stderr
+    assert other.read_text() == "precious\n"
+    config = tmp_path / "one.toml"
+    config.write_text('[cohort]\nindividuals = ["b"]\n')
+    result = tailorml(
+        "cohort", "describe", str(path), "--csv", str(other), "--force", "--config", str(config)
+    )
+    assert result.returncode == 0, result.stderr
+    assert pd.read_csv(other)["patient_id"].tolist() == ["b"]  # cohort.individuals honoured

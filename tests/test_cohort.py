@@ -285,3 +285,14 @@ def test_real_individuals_of_a_synthetic_cohort_are_not_called_simulated(write_c
     assert cohort.is_synthetic("p1") and not cohort.is_synthetic("me")
     path.with_suffix(".json").write_text('{"synthetic": false, "real_individuals": ["me"]}')
     assert not load_cohort(path).is_synthetic("p1")
+
+
+def test_an_insulin_or_carb_amount_no_person_takes_at_once_is_refused(write_cohort):
+    frame = cohort_frame({"p1": [120.0] * 20}, sample_minutes=5)
+    frame.loc[7, "insulin"] = 150.0  # 150 U in five minutes: a unit or column mistake
+    with pytest.raises(CohortError, match=r"'insulin' has 150 U in one interval \(row 7"):
+        load_cohort(write_cohort(frame))
+    frame.loc[7, "insulin"] = 12.0
+    frame.loc[3, "cho"] = 5000.0
+    with pytest.raises(CohortError, match=r"'cho' has 5000 g in one interval \(row 3"):
+        load_cohort(write_cohort(frame))

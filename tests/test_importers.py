@@ -608,3 +608,14 @@ def test_an_unknown_timezone_is_refused_whatever_the_format(tmp_path):
         "--timezone 'Mars/Olympus' is not an IANA time zone (e.g. Europe/Berlin, UTC)"
     )
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_value_below_any_cgm_floor_is_an_artefact_not_a_low(tmp_path):
+    """An export cut off mid-number ("123" -> "12", no newline at the end) must not add a
+    severe low: readings below 39 mg/dL are blanked and counted."""
+    lines = ["time,cgm"] + [f"2024-03-01 08:{5 * i:02d},{120 + i}" for i in range(6)]
+    path = write(tmp_path, "cut.csv", "\n".join(lines) + "\n2024-03-01 08:30,12")
+    result = import_cohort([path], tmp_path / "c.parquet", format="csv", keep_ids=True)
+    values = pd.read_parquet(tmp_path / "c.parquet")["cgm"].to_numpy()
+    assert same(values, [120, 121, 122, 123, 124, 125])  # the grid ends at the last reading
+    assert result.notes["artefact_readings_blanked"] == 1

@@ -120,3 +120,19 @@ def test_lodo_refuses_a_one_dataset_cohort_in_one_line_and_creates_no_run(tmp_pa
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "leaving one out needs two or more" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_calibration_days_longer_than_the_data_are_refused_before_training(tmp_path, write_cohort):
+    path = write_cohort(_cohort_frame({"a": "one", "b": "two"}, days=2.0))
+    config = tmp_path / "long.toml"
+    config.write_text(f'[cohort]\npath = "{path.as_posix()}"\n[lodo]\ncalibration_days = 3.0\n')
+    result = tailorml("lodo", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "calibration_days = 3 leaves the people of one no day" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_empty_cohort_option_is_refused_not_read_as_the_default(tmp_path):
+    result = tailorml("lodo", "--cohort", "", cwd=tmp_path)
+    assert result.returncode == 2 and "--cohort is empty" in result.stderr
+    assert not (tmp_path / "runs").exists()

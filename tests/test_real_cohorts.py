@@ -23,8 +23,9 @@ def tiny_azt1d(tmp_path, monkeypatch):
             "time": start + pd.to_timedelta(minutes, unit="min"),
             # 1.8 is an artefact; 39 is Dexcom's Low code
             "cgm": [120.0, 118.0, 1.8, 110.0, 39.0, 100.0, 98.0, 97.0],
-            "insulin": [np.nan, 2.0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan],
-            "cho": [30.0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan],
+            # 2 U, and 476.6 U with a 1,430 g meal (an entry no person takes at once)
+            "insulin": [np.nan, 2.0, np.nan, np.nan, np.nan, 476.6, np.nan, np.nan],
+            "cho": [30.0, np.nan, np.nan, np.nan, np.nan, 1430.0, np.nan, np.nan],
         }
     )
     # B wears two sensors for one reading: 150 and 230 one minute apart
@@ -58,6 +59,9 @@ def test_artefacts_become_missing_codes_are_kept_and_both_are_counted(tiny_azt1d
     assert cohort.notes["low_codes"] == 1 and cohort.notes["high_codes"] == 1
     # carbs at 00:02 fall in the interval ending at the first slot, insulin at the second
     assert a["cho"].tolist()[:2] == [30.0, 0.0] and a["insulin"].tolist()[:2] == [0.0, 2.0]
+    assert a["insulin"].sum() == 2.0 and a["cho"].sum() == 30.0  # the implausible dropped
+    assert cohort.notes["implausible_insulin_events_dropped"] == 1
+    assert cohort.notes["implausible_cho_events_dropped"] == 1
     assert not cohort.synthetic and cohort.metadata["retrospective"]
 
 

@@ -1,5 +1,7 @@
 """Run directories: always inside runs_dir, never left empty by a failed command."""
 
+import re
+
 import pytest
 
 from tailorml import runs
@@ -71,3 +73,14 @@ def test_resume_checks_the_kind_and_that_the_config_was_not_edited(tmp_path):
     with pytest.raises(TailormlError) as error:
         Run.resume(run.path, "train")
     assert str(error.value) == RESUME_EDITED.format(path=run.path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("{not json", "Expecting property name"), ('{"kind": "train", "steps": []}', "it lacks kind")],
+)
+def test_a_damaged_run_json_is_a_clear_error_not_a_traceback(tmp_path, content, problem):
+    run = Run.create(_config(tmp_path, "damaged"), "train")
+    run.file("run.json").write_text(content)
+    with pytest.raises(TailormlError, match=re.escape(f"run.json is damaged ({problem}")):
+        Run.resume(run.path, "train")

@@ -131,7 +131,13 @@ CohortOption = Annotated[str | None, typer.Option("--cohort", help=COHORT_HELP)]
 
 
 def _with_cohort(overrides: dict, cohort: str | None) -> dict:
-    """Config overrides plus `cohort.path` when --cohort was given."""
+    """Config overrides plus `cohort.path` when --cohort was given (an empty one, e.g. an
+    unset shell variable, is refused rather than read as "the default")."""
+    if cohort is not None and not cohort.strip():
+        raise TailormlError(
+            "--cohort is empty; name a shipped cohort (real, azt1d, t1d_uom, physiocgm, "
+            "synthetic) or a cohort file, or leave --cohort out for the default"
+        )
     return overrides | {"cohort": {"path": cohort}} if cohort else overrides
 
 
@@ -1347,6 +1353,7 @@ def cohort_describe(
         typer.Argument(help=COHORT_HELP + " Default: the config's cohort (the real cohorts)."),
     ] = None,
     csv: Annotated[Path | None, typer.Option(help="Also write the table to this CSV.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace --csv if it exists.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Per-patient summary: time in range, time below 70 / above 250 (consensus ranges), hypo
@@ -1359,10 +1366,16 @@ def cohort_describe(
 
     if csv is not None and csv.suffix.lower() != ".csv":  # it writes CSV text, nothing else
         raise TailormlError(f"--csv {csv} must end in .csv (the table is written as CSV)")
-    settings = _load(config)
-    cohort = load_cohort(path or settings.cohort.path or None)
+    settings = _load(config, _with_cohort({}, path))
+    cohort = load_cohort(
+        settings.cohort.path or None,
+        settings.cohort.individuals or None,
+        settings.cohort.max_days,
+    )
     if csv is not None and csv.resolve() == Path(cohort.source).resolve():
         raise TailormlError(f"--csv {csv} would overwrite the cohort file; choose another name")
+    if csv is not None and csv.exists() and not force:
+        raise TailormlError(f"--csv {csv} exists; pass --force to replace it, or choose another")
     policy = AlertPolicy.from_config(settings, cohort.sample_minutes)
     table = describe_cohort(cohort, policy)
     view = Table(

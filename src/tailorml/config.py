@@ -241,6 +241,7 @@ class TrainConfig(_Section):
     window_stride: int = Field(
         default=3,
         ge=1,
+        le=1000,
         description="the predefined model trains on every k-th training window (neighbouring "
         "windows share all but one reading: a long real cohort trains in minutes, not hours); "
         "validation and test always use every window",
@@ -581,7 +582,10 @@ class LodoConfig(_Section):
         "rest (after a gap of window + horizon) is where every rule is judged",
     )
     bootstrap_samples: int = Field(
-        default=2000, ge=100, description="resamples of people for the intervals of means"
+        default=2000,
+        ge=100,
+        le=100_000,
+        description="resamples of people for the intervals of means",
     )
 
 

@@ -106,6 +106,12 @@ RESUME_EDITED = (
 )
 
 
+RUN_STATE_DAMAGED = (
+    "{path}/run.json is damaged ({error}); it records the finished steps: start a new run "
+    "instead of resuming this one"
+)
+
+
 class Run:
     """One run directory and its step bookkeeping."""
 
@@ -167,7 +173,19 @@ class Run:
         return load_config(self.path / "config.toml")
 
     def state(self) -> dict[str, Any]:
-        return json.loads((self.path / "run.json").read_text())
+        """run.json; a damaged one is a clear error, not a traceback."""
+        try:
+            state = json.loads((self.path / "run.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise TailormlError(RUN_STATE_DAMAGED.format(path=self.path, error=error)) from None
+        if not (
+            isinstance(state, dict)
+            and isinstance(state.get("steps"), dict)
+            and isinstance(state.get("fingerprint"), str)
+        ):
+            problem = "it lacks kind, fingerprint or steps"
+            raise TailormlError(RUN_STATE_DAMAGED.format(path=self.path, error=problem))
+        return state
 
     def done(self, step: str) -> bool:
         state = self.state()
@@ -182,7 +200,7 @@ class Run:
         try:
             if self.state()["steps"]:
                 return True
-        except (OSError, ValueError, KeyError):
+        except TailormlError:  # damaged bookkeeping: judge by the files
             pass
         return any(
             item.is_file() and not item.name.startswith(".")

@@ -46,7 +46,12 @@ from tailorml.data.real import (
     real_cohort_frame,
     shipped_sha256,
 )
-from tailorml.data.schema import OPTIONAL_COLUMNS, PLAUSIBLE_CGM_MGDL, REQUIRED_COLUMNS
+from tailorml.data.schema import (
+    OPTIONAL_COLUMNS,
+    PLAUSIBLE_AMOUNTS,
+    PLAUSIBLE_CGM_MGDL,
+    REQUIRED_COLUMNS,
+)
 from tailorml.errors import CohortError
 from tailorml.io import decode_text
 
@@ -138,7 +143,13 @@ class Cohort:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise CohortError(
+            f"cannot use {str(path)[:80]}… as a cohort file: {error.strerror}"
+        ) from None
+    if not exists:
         hint = f" (a shipped cohort is one of {', '.join(SHIPPED_COHORTS)})" * (not path.suffix)
         raise CohortError(f"cohort file not found: {path}{hint}")
     suffix = path.suffix.lower()
@@ -444,6 +455,14 @@ def cohort_from_frame(
                 raise CohortError(f"{path}: column '{column}' must be numeric")
             if column != "bg" and (values < 0).any():
                 raise CohortError(f"{path}: column '{column}' has negative amounts")
+            limit = PLAUSIBLE_AMOUNTS.get(column)
+            if limit is not None and (values > limit[0]).any():
+                row = int(np.flatnonzero((values > limit[0]).to_numpy())[0])
+                raise CohortError(
+                    f"{path}: column '{column}' has {values.iloc[row]:g} {limit[1]} in one "
+                    f"interval (row {row}, patient {frame['patient_id'].iloc[row]!r}), more "
+                    f"than the {limit[0]:g} any person takes at once; fix the export or its units"
+                )
             frame[column] = values.astype(float)
     if "group" not in frame.columns:
         frame["group"] = "unknown"

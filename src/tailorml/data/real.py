@@ -16,7 +16,9 @@ load time, with every choice explicit and counted (`Cohort.notes`):
 - two readings closer than 2.5 minutes that differ by more than 20 mg/dL are two sensors
   disagreeing (one t1d_uom person wore two for a month, 80 mg/dL apart): their slots become
   missing (`conflicting_readings_blanked`); agreeing duplicates keep the earlier;
-- azt1d's boluses and carbs are summed into the interval ending at each slot; the pooled
+- azt1d's boluses and carbs are summed into the interval ending at each slot; entries no
+  person takes at once (above 100 U or 1,000 g: six boluses up to 477 U, one 1,430 g meal)
+  are dropped and counted (`implausible_insulin_events_dropped`, `..._cho_...`); the pooled
   cohorts carry insulin/carbs only when every chosen dataset has them.
 
 Each person's traits come from the people tables: `age_years` and `hba1c_percent` (numeric
@@ -38,9 +40,9 @@ import numpy as np
 import pandas as pd
 
 from tailorml.data.grid import place_readings, sum_events
+from tailorml.data.schema import ARTEFACT_BELOW_MGDL, PLAUSIBLE_AMOUNTS
 
 GRID_MINUTES = 5
-ARTEFACT_BELOW_MGDL = 39.0  # Dexcom's "Low" is stored as 39; nothing real reads lower
 CONFLICT_MGDL = 20.0  # within half an interval: ~8 mg/dL/min, far beyond physiology
 AGE_BANDS = ((0, 40, "18-39"), (40, 60, "40-59"), (60, 200, "60+"))
 HBA1C_BANDS = ((0.0, 7.0, "HbA1c < 7 %"), (7.0, 100.0, "HbA1c >= 7 %"))
@@ -172,6 +174,9 @@ def dataset_frame(dataset: str, counts: Counter, with_events: bool) -> pd.DataFr
         piece = pd.DataFrame({"patient_id": patient, "time": grid.times, "cgm": grid.values})
         for column in EVENT_COLUMNS if with_events else ():
             events = rows[rows[column].notna() & (rows[column] > 0)]
+            implausible = events[column] > PLAUSIBLE_AMOUNTS[column][0]
+            counts[f"implausible_{column}_events_dropped"] += int(implausible.sum())
+            events = events[~implausible]
             piece[column], outside = sum_events(grid, events["time"], events[column].to_numpy())
             counts[f"{column}_events_outside_readings"] += outside
         for name, value in _person_columns(people.loc[patient], readings["time"]).items():

@@ -28,3 +28,11 @@ COLUMN_DOCS = {
 }
 # Physiologically impossible CGM values (mg/dL): outside this range a file is rejected.
 PLAUSIBLE_CGM_MGDL = (10.0, 700.0)
+# No CGM reports a number below this (Dexcom's "Low" is stored as 39, Libre's floor is 40):
+# a lower value in an export or a shipped dataset is an artefact (a cut-off line, a sensor
+# fault), imported as a missing reading and counted, never as a severe low.
+ARTEFACT_BELOW_MGDL = 39.0
+# Most insulin (U) and carbohydrate (g) one interval can hold: far above any pump's bolus
+# limit (25 U on a t:slim X2) or any meal, far below what a wrong unit or column gives. A
+# cohort file beyond it is refused; in a shipped dataset such an entry is dropped, counted.
+PLAUSIBLE_AMOUNTS = {"insulin": (100.0, "U"), "cho": (1000.0, "g")}

@@ -75,6 +75,21 @@ def folds_of(cohort: Cohort, chosen: list[str]) -> dict[str, list[str]]:
     }
 
 
+def require_evaluation_days(cohort: Cohort, folds: dict[str, list[str]], config: Config) -> None:
+    """Each left-out dataset has someone with days after their calibration days (and the
+    gap of window + horizon); checked before any training, not after it."""
+    task = config.task
+    needed = config.lodo.calibration_days + 2 * (task.window_minutes + task.horizon_minutes) / 1440
+    for held_out, people in folds.items():
+        longest = max(len(cohort.of(person)) for person in people) * cohort.sample_minutes / 1440
+        if longest <= needed:
+            raise ConfigError(
+                f"lodo.calibration_days = {config.lodo.calibration_days:g} leaves the people of "
+                f"{held_out} no day to be judged on (the longest has {longest:.1f} days); "
+                "lower it, or use longer recordings"
+            )
+
+
 def run_fold(
     config: Config, cohort: Cohort, held_out: list[str], folder: Path, reporter: Reporter
 ) -> pd.DataFrame:
@@ -123,8 +138,11 @@ def run(
     """Every fold (resumable), then the summary, metrics.json and the report."""
     run_dir = Run.resume(resume, KIND) if resume else None
     config = run_dir.config() if run_dir else config
-    cohort = load_cohort(config.cohort.path or None, config.cohort.individuals or None)
+    cohort = load_cohort(
+        config.cohort.path or None, config.cohort.individuals or None, config.cohort.max_days
+    )
     folds = folds_of(cohort, config.lodo.datasets)  # refused before a run directory exists
+    require_evaluation_days(cohort, folds, config)
     if run_dir is None:
         run_dir = Run.create(config, KIND)
     use_threads(config.train.threads)

@@ -18,6 +18,8 @@ Everything a cohort needs beyond that happens here, once, for every format:
    again in `duplicate_readings_conflicting`. Carb/insulin events repeated identically in
    a later file are dropped and counted (`duplicate_events_dropped`); repeats within one file
    are kept (two equal boluses at one minute can be real).
+   A value below 39 mg/dL (no CGM reports one: a line cut off mid-number, a fault) is
+   not a reading: dropped and counted (`artefact_readings_blanked`).
 3. **The grid** (`grid_minutes`, default 5; `tailorml.data.grid`, shared with the shipped
    real cohorts). Each person's grid starts at their first reading, floored to the minute;
    every reading snaps to the nearest slot (at most half an interval away). Empty slots are
@@ -47,6 +49,7 @@ import pandas as pd
 
 from tailorml.data.cohort import MMOL_TO_MGDL
 from tailorml.data.grid import place_readings, sum_events
+from tailorml.data.schema import ARTEFACT_BELOW_MGDL
 from tailorml.errors import CohortError
 from tailorml.io import decode_text
 
@@ -311,8 +314,11 @@ def build_cohort(
     readings = pd.concat(readings, ignore_index=True)
     events = pd.concat(events, ignore_index=True)
     # A reading without a value (a code imported as missing) is already counted by its parser;
-    # dropping it here lets a real value from another file fill that time.
-    readings = readings[readings["cgm"].notna()]
+    # dropping it here lets a real value from another file fill that time. A value below any
+    # CGM's floor (a line cut off mid-number: "123" -> "12") is an artefact, not a low.
+    artefact = readings["cgm"] < ARTEFACT_BELOW_MGDL
+    notes["artefact_readings_blanked"] += int(artefact.sum())
+    readings = readings[readings["cgm"].notna() & ~artefact]
     if readings.empty:
         raise CohortError("the imported files contain no CGM readings")
 
