@@ -84,6 +84,20 @@ def test_personalization_fairness_reports_before_and_after():
     assert row["worst_group_after"] == "y" and row["worst_value_after"] == 0.5
 
 
+def test_individuals_without_a_group_are_left_out_of_the_personalization_gaps():
+    """A trait the source does not state (t1d_uom's HbA1c) left a missing group, which
+    fairlearn refuses: those individuals are left out, the others compared."""
+    index = pd.MultiIndex.from_tuples(
+        [(m, s, i) for m, s in (("baseline", "B"), ("tl", "TL")) for i in "abcde"],
+        names=["method", "setting", "individual"],
+    )
+    values = pd.DataFrame({"hypo_sensitivity": [1, 1, 1, 1, 0.2, 1, 1, 0.5, 0.5, 0.0]}, index=index)
+    groups = pd.Series(["x", "x", "y", "y"], index=list("abcd"))  # e: not stated
+    row = personalization_fairness(values, groups, "baseline", ["hypo_sensitivity"]).iloc[0]
+    assert row["gap_before"] == 0.0 and row["gap_after"] == pytest.approx(0.5)
+    assert row["sd_after"] == pytest.approx(np.std([1, 1, 0.5, 0.5], ddof=1))  # without e
+
+
 def test_rollout_holds_back_the_group_whose_worst_case_fell():
     table = pd.DataFrame(
         {

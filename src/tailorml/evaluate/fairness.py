@@ -220,7 +220,8 @@ def personalization_fairness(
             if metric not in after_all:
                 continue
             before, after = before_all[metric], after_all[metric]
-            common = after.index.intersection(before.index)
+            # individuals without a group (a trait the source does not state) are left out
+            common = after.index.intersection(before.index).intersection(groups.dropna().index)
             before, after = before.loc[common].astype(float), after.loc[common].astype(float)
             group = groups.reindex(common)
             higher = HIGHER_IS_BETTER.get(metric, True)
