@@ -217,6 +217,34 @@ def sensor_codes(
     return numeric, code_values
 
 
+SENSOR_CODE_WORDS = {"low", "high", "lo", "hi"}
+
+
+def egv_values(
+    raw: pd.Series,
+    unit: str,
+    out_of_range: OutOfRange,
+    notes: dict[str, int],
+    name: str,
+    column: str,
+    fix: str,
+) -> pd.Series:
+    """An export's CGM (EGV) cells -> mg/dL: numbers converted from `unit`, Low/High codes by
+    `out_of_range` (counted), empty cells missing (counted as `empty_egv_values`); any other
+    text is refused, naming `column` (`fix`: what to say if the values look like mmol/L)."""
+    raw = raw.str.strip()
+    numeric, code_values = sensor_codes(raw, out_of_range, notes)
+    empty = raw.eq("")
+    notes["empty_egv_values"] = int(empty.sum())
+    bad = numeric.isna() & code_values.isna() & ~empty & ~raw.str.lower().isin(SENSOR_CODE_WORDS)
+    if bad.any():
+        raise CohortError(
+            f"{name}: column {column!r} has a value that is neither a number nor Low/High "
+            f"({int(bad.sum())} rows, first {raw[bad].iloc[0]!r}); fix or blank those cells"
+        )
+    return to_mgdl(numeric, unit, name, column, fix).where(code_values.isna(), code_values)
+
+
 def wall_times(stamps: pd.Series, dayfirst: bool = False) -> pd.Series:
     """Parse times; a time with an offset keeps its wall-clock part (local time). ISO 8601
     (year first) is never read day-first, whatever `dayfirst` says."""

@@ -32,13 +32,12 @@ import pandas as pd
 from tailorml.data.importers.common import (
     ImportedReadings,
     OutOfRange,
+    egv_values,
     empty_events,
     events_frame,
     first_line,
     read_source,
     readings_frame,
-    sensor_codes,
-    to_mgdl,
     wall_times,
 )
 from tailorml.errors import CohortError
@@ -100,20 +99,8 @@ def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedRe
             "sensor readings (Clarity > Export)"
         )
     times = _times(egv[time_column], name)
-    raw = egv[glucose_column].str.strip()
-    numeric, code_values = sensor_codes(raw, out_of_range, notes)
-    empty = raw.eq("")
-    notes["empty_egv_values"] = int(empty.sum())
-    bad = numeric.isna() & code_values.isna() & ~empty & ~raw.str.lower().isin(_CODES)
-    if bad.any():
-        first = raw[bad].iloc[0]
-        raise CohortError(
-            f"{name}: column {glucose_column!r} has a value that is neither a number nor "
-            f"Low/High ({int(bad.sum())} rows, first {first!r}); fix or blank those cells"
-        )
     fix = "this Clarity file's glucose column says mg/dL but the values are mmol/L"
-    values = to_mgdl(numeric, unit, name, glucose_column, fix)
-    values = values.where(code_values.isna(), code_values)
+    values = egv_values(egv[glucose_column], unit, out_of_range, notes, name, glucose_column, fix)
     readings = readings_frame(times, values)
     notes["non_egv_rows_skipped"] = int(
         (~kind.str.upper().isin(["EGV", "CARBS", "INSULIN"]) & frame[time_column].ne("")).sum()
@@ -144,7 +131,6 @@ def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedRe
     )
 
 
-_CODES = {"low", "high", "lo", "hi"}
 
 
 def _times(column: pd.Series, name: str) -> pd.Series:

@@ -82,13 +82,12 @@ import pandas as pd
 from tailorml.data.importers.common import (
     ImportedReadings,
     OutOfRange,
+    egv_values,
     empty_events,
     events_frame,
     first_line,
     read_source,
     readings_frame,
-    sensor_codes,
-    to_mgdl,
     wall_times,
 )
 from tailorml.errors import CohortError
@@ -99,7 +98,6 @@ REENTRY_MINUTES = 5  # a stopped bolus followed this soon by carbs again was re-
 _TITLE = "t:connect"
 _CGM_HEADER = "devicetype,serialnumber,description,eventdatetime"
 _IDENTITY_FIELDS = ("patient name", "patient dob")
-_CODES = {"low", "high", "lo", "hi"}
 
 
 def sniff(text: str) -> bool:
@@ -289,20 +287,9 @@ def _readings(
         )
     rows = pd.concat(parts, ignore_index=True)
     times = _times(rows["time"], name, "CGM")
-    raw = rows["value"].str.strip()
-    numeric, code_values = sensor_codes(raw, out_of_range, notes)
-    empty = raw.eq("")
-    notes["empty_egv_values"] = int(empty.sum())
-    bad = numeric.isna() & code_values.isna() & ~empty & ~raw.str.lower().isin(_CODES)
-    if bad.any():
-        raise CohortError(
-            f"{name}: t:connect column 'Readings (CGM / BGM)' has an EGV value that is neither "
-            f"a number nor Low/High ({int(bad.sum())} rows, first {raw[bad].iloc[0]!r}); fix "
-            "or blank those cells"
-        )
     fix = "the t:connect header does not say mmol/L but the readings look like mmol/L"
-    values = to_mgdl(numeric, unit, name, "Readings (CGM / BGM)", fix)
-    values = values.where(code_values.isna(), code_values)
+    column = "Readings (CGM / BGM)"
+    values = egv_values(rows["value"], unit, out_of_range, notes, name, column, fix)
     return readings_frame(times, values)
 
 
