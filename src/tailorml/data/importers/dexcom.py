@@ -131,8 +131,6 @@ def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedRe
     )
 
 
-
-
 def _times(column: pd.Series, name: str) -> pd.Series:
     parsed = wall_times(column.str.strip())
     if parsed.isna().any():
