@@ -376,6 +376,46 @@ class AlertConfig(_Section):
     useful_lead_minutes: int = Field(
         default=15, ge=0, description="an alert at least this far ahead of a low is useful"
     )
+    # What a decision needs and what no model may silence (docs/alerts.md).
+    urgent_low_mgdl: float = Field(
+        default=55.0,
+        ge=40,
+        lt=70,
+        description="CGM at or below this (or below the hypo threshold and falling) alarms at "
+        "once, whatever the model says and outside the snooze",
+    )
+    hysteresis: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="an alert stays on until P(hypo) falls this far below the threshold (no "
+        "on/off flicker around it)",
+    )
+    realert_drop_mgdl: float = Field(
+        default=10.0,
+        gt=0,
+        description="a snoozed hypo alert sounds again once CGM fell this "
+        "much below the reading of the last alert",
+    )
+    stale_minutes: int = Field(
+        default=15, gt=0, description="the newest reading older than this is stale (Nightscout)"
+    )
+    stale_alarm_minutes: int = Field(
+        default=30, gt=0, description="no reading for this long is itself an alarm (Nightscout)"
+    )
+    future_minutes: int = Field(
+        default=5,
+        ge=0,
+        le=60,
+        description="a reading dated further ahead of the server's clock is stored but not "
+        "decided (a phone with a wrong clock)",
+    )
+
+    @model_validator(mode="after")
+    def _stale_ordered(self) -> AlertConfig:
+        if self.stale_minutes > self.stale_alarm_minutes:
+            raise ValueError("stale_minutes must be at most stale_alarm_minutes")
+        return self
 
 
 class WritersConfig(_Section):

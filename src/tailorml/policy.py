@@ -29,6 +29,48 @@ from tailorml.evaluate.alerts import (
 )
 
 GLUCOSE_CLASSES = ("in_range", "hypo", "hyper")
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Raised:
+    """The last alert of one kind: when (ms) and at what CGM (None if not known)."""
+
+    kind: str
+    at_ms: int
+    cgm: float | None
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """What the next decision must remember of the earlier ones: whether the alert class
+    was on at the previous reading (hysteresis) and each kind's last alert (snooze and
+    re-alert). Carried from reading to reading; the service rebuilds it from its stored
+    decisions, so a restart decides exactly as an uninterrupted run."""
+
+    alert_on: bool = False
+    raised: tuple[Raised, ...] = ()
+
+    def last(self, kind: str) -> Raised | None:
+        return next((r for r in self.raised if r.kind == kind), None)
+
+    def with_raised(self, kind: str, at_ms: int, cgm: float | None) -> tuple[Raised, ...]:
+        return (*(r for r in self.raised if r.kind != kind), Raised(kind, at_ms, cgm))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One reading's decision: urgent (a low now, no model can silence it), alert, snoozed,
+    none (in range predicted) or no_decision; `kind` is hypo or hyper when one is meant."""
+
+    decision: str
+    kind: str | None
+    reason: str
+
+    @property
+    def raises(self) -> bool:
+        """Whether this verdict sounds (an alert or an urgent low)."""
+        return self.decision in ("alert", "urgent")
 
 
 @dataclass(frozen=True)
@@ -53,12 +95,32 @@ class AlertPolicy:
     event_min_minutes: int = 15  # a hypo event: below hypo_mgdl for at least this long
     event_end_minutes: int = 15  # ... and it ends after this long at or above it
     useful_lead_minutes: int = 15  # an alert this far ahead leaves time to act
+    # What a decision needs and what no model may silence (docs/alerts.md, "Safe alerts").
+    # Model files written before these existed get these defaults (`SAFETY_DEFAULTS`).
+    urgent_low_mgdl: float = 55.0  # at or below: urgent low at once, outside any snooze
+    hysteresis: float = 0.05  # an alert stays on until P(alert class) < threshold - this
+    realert_drop_mgdl: float = 10.0  # a snoozed hypo re-alerts once CGM fell this much more
+    stale_minutes: int = 15  # the newest reading older than this: the decision is stale
+    stale_alarm_minutes: int = 30  # ... older than this: no data is itself an alarm
+    future_minutes: int = 5  # a reading dated further ahead of the clock is not current
 
     def __post_init__(self) -> None:
         if self.alert_class is not None and self.alert_class not in self.classes:
             raise ValueError(f"alert class {self.alert_class!r} is not one of {self.classes}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"alert threshold must lie in (0, 1), got {self.threshold}")
+        if not 0 <= self.hysteresis < 1:
+            raise ValueError(f"alert hysteresis must lie in [0, 1), got {self.hysteresis}")
+        if not self.urgent_low_mgdl < self.hypo_mgdl:
+            raise ValueError(
+                f"the urgent low ({self.urgent_low_mgdl} mg/dL) must lie below the hypo "
+                f"threshold ({self.hypo_mgdl} mg/dL)"
+            )
+        if not 0 < self.stale_minutes <= self.stale_alarm_minutes:
+            raise ValueError(
+                f"stale_minutes ({self.stale_minutes}) must be positive and at most "
+                f"stale_alarm_minutes ({self.stale_alarm_minutes})"
+            )
 
     # -- construction -------------------------------------------------------------------
 
@@ -80,6 +142,12 @@ class AlertPolicy:
             event_min_minutes=alerts.event_min_minutes,
             event_end_minutes=alerts.event_end_minutes,
             useful_lead_minutes=alerts.useful_lead_minutes,
+            urgent_low_mgdl=alerts.urgent_low_mgdl,
+            hysteresis=alerts.hysteresis,
+            realert_drop_mgdl=alerts.realert_drop_mgdl,
+            stale_minutes=alerts.stale_minutes,
+            stale_alarm_minutes=alerts.stale_alarm_minutes,
+            future_minutes=alerts.future_minutes,
         )
 
     @classmethod
@@ -108,6 +176,7 @@ class AlertPolicy:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model file") -> AlertPolicy:
         names = {field.name for field in fields(cls)}
+        data = {**SAFETY_DEFAULTS, **data}  # files from before the safety rules existed
         missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
         if missing or unknown:
             raise ModelFileError(
@@ -163,6 +232,85 @@ class AlertPolicy:
         predicted = others.argmax(axis=1)
         predicted[self.alerting(probabilities)] = self.alert_index
         return predicted
+
+    # -- the safe decision of one reading -------------------------------------------------
+
+    def is_urgent_low(self, cgm_now: float, cgm_before: float) -> bool:
+        """The floor no model may silence: CGM at or below `urgent_low_mgdl`, or below the
+        hypo threshold and lower than the reading one interval before (falling)."""
+        if not np.isfinite(cgm_now):
+            return False
+        if cgm_now <= self.urgent_low_mgdl:
+            return True
+        return bool(cgm_now < self.hypo_mgdl and np.isfinite(cgm_before) and cgm_now < cgm_before)
+
+    def judge(
+        self,
+        state: AlertState,
+        at_ms: int,
+        cgm_now: float,
+        cgm_before: float,
+        probabilities: np.ndarray | None,
+        no_decision_reason: str = "",
+    ) -> tuple[Verdict, AlertState]:
+        """Decide one reading and return the state for the next one. `probabilities` is
+        None when the window is incomplete (a gap is never an alert: no decision), but an
+        urgent low still sounds — it needs only the reading itself and the one before."""
+        if not self.is_alert:
+            raise ValueError("an argmax policy raises no alerts")
+        kind = self.alert_class
+        if self.is_urgent_low(cgm_now, cgm_before):
+            how = (
+                f"at or below {self.urgent_low_mgdl:g} mg/dL"
+                if cgm_now <= self.urgent_low_mgdl
+                else f"below {self.hypo_mgdl:g} mg/dL and falling"
+            )
+            verdict = Verdict("urgent", kind, f"urgent low: {cgm_now:g} mg/dL, {how}")
+            return verdict, AlertState(True, state.with_raised(kind, at_ms, cgm_now))
+        if probabilities is None:
+            return Verdict("no_decision", None, no_decision_reason), state
+        probabilities = np.asarray(probabilities, dtype=float)
+        p_alert = float(probabilities[self.alert_index])
+        held = state.alert_on and p_alert >= self.threshold - self.hysteresis
+        if p_alert >= self.threshold or held:
+            label = kind
+        else:
+            others = probabilities.copy()
+            others[self.alert_index] = -1.0
+            label = self.classes[int(others.argmax())]
+        if label not in (kind, "hyper") or (label == "hyper" and not self.defines_hyper):
+            return Verdict("none", None, "in range predicted"), AlertState(False, state.raised)
+        on = label == kind
+        predicted = f"{label} predicted within {self.horizon_minutes} min"
+        if on and p_alert < self.threshold:
+            predicted += (
+                f" (P {p_alert:.3f}: held on until it falls below "
+                f"{self.threshold - self.hysteresis:.3f})"
+            )
+        last = state.last(label)
+        snoozed = last is not None and at_ms - last.at_ms < self.snooze_minutes * MINUTE_MS
+        if snoozed and on and last.cgm is not None and np.isfinite(cgm_now):
+            fallen = last.cgm - cgm_now
+            if fallen >= self.realert_drop_mgdl:
+                reason = f"{predicted}; still falling, {fallen:g} mg/dL below the last alert"
+                return Verdict("alert", label, reason), AlertState(
+                    on, state.with_raised(label, at_ms, cgm_now)
+                )
+        if snoozed:
+            reason = f"{predicted}; an alert was raised less than {self.snooze_minutes} min ago"
+            return Verdict("snoozed", label, reason), AlertState(on, state.raised)
+        verdict = Verdict("alert", label, predicted)
+        return verdict, AlertState(on, state.with_raised(label, at_ms, cgm_now))
+
+    def staleness(self, reading_ms: int, now_ms: int) -> dict[str, Any]:
+        """How old the newest reading is, as Nightscout reports it: stale after
+        `stale_minutes`, an alarm of its own after `stale_alarm_minutes`."""
+        age = max(0.0, (now_ms - reading_ms) / MINUTE_MS)
+        return {
+            "age_minutes": round(age, 1),
+            "stale": age > self.stale_minutes,
+            "stale_alarm": age > self.stale_alarm_minutes,
+        }
 
     # -- events and alert metrics -------------------------------------------------------
 
@@ -288,6 +436,19 @@ class AlertPolicy:
         """Per event: lead of the earliest alert-level prediction in the horizon before it
         (minutes), -1 if missed, NaN if not evaluable (no prediction there: a sensor gap)."""
         return event_leads(events, times, self.alerting(probabilities), self.horizon_minutes)
+
+
+SAFETY_DEFAULTS = {
+    name: getattr(AlertPolicy, name)
+    for name in (
+        "urgent_low_mgdl",
+        "hysteresis",
+        "realert_drop_mgdl",
+        "stale_minutes",
+        "stale_alarm_minutes",
+        "future_minutes",
+    )
+}
 
 
 def _show(value: object) -> str:

@@ -313,7 +313,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @app.get("/api/v1/entries/current.json")
     @app.get("/api/v1/entries/current")
     async def current_entry(request: Request):
-        return await get_entries(request, kind="sgv", count="1")
+        return await call(request, service.current_entry, query(request, "patient"))
 
     @app.post("/api/v1/treatments")
     @app.post("/api/v1/treatments.json")
@@ -339,10 +339,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.get("/api/v1/alerts/current")
     async def current_alert(request: Request):
-        found = await call(request, service.alerts, query(request, "patient"), 1, None, None)
-        if not found:
-            return {"decision": None, "message": "no CGM reading has been decided yet"}
-        return found[0]
+        return await call(request, service.current_alert, query(request, "patient"))
 
     @app.get("/api/v1/alerts")
     @app.get("/api/v1/alerts.json")

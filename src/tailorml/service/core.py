@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ class Service:
         config_path=None,
         durability: str = "normal",
         he_model: str | Path | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.store = PeopleStore(self.data_dir, durability)
@@ -49,7 +52,7 @@ class Service:
         self.server_key = server_key
         self.keyring = Keyring(self.store, server_key)
         self.runtimes = Runtimes(self.registry, self.data_dir / "onnx")
-        self.live = LiveAlerts(self.store, self.keyring, self.runtimes)
+        self.live = LiveAlerts(self.store, self.keyring, self.runtimes, clock)
         self.jobs = JobRunner(self.data_dir, server_key, config_path)
         self.encrypted = EncryptedAlerts(self.data_dir, Path(he_model) if he_model else None)
 
@@ -82,18 +85,22 @@ class Service:
             for e in entries
         ]
         stored = self.store.add_entries(person.id, rows, self._who(caller))
+        current_until = self.live.current_limit_ms(person.id)
         new_readings = [
             e["date"]
             for e, (_, new) in zip(entries, stored, strict=True)
-            if new and e["type"] == "sgv"
+            if new and e["type"] == "sgv" and e["date"] <= current_until
         ]
         try:
             decisions = self.live.decide(person.id, new_readings)
         except Exception as error:  # the readings are stored; say so instead of a silent gap
             log.exception("the active model of %s could not decide", person.id)
             decisions = self.live.undecided(person.id, new_readings, error)
+        now = self.live.now_ms()
         shaped = [
-            e | {"_id": nightscout.object_id(row_id)}
+            e
+            | {"_id": nightscout.object_id(row_id)}
+            | _future_warning(e["date"], now, current_until)
             for e, (row_id, _) in zip(entries, stored, strict=True)
         ]
         return shaped, decisions
@@ -159,6 +166,34 @@ class Service:
         return out
 
     # -- alerts and models ----------------------------------------------------------------
+
+    def current_entry(self, caller: Person, patient: str | None) -> list[dict]:
+        """The newest CGM reading that is not in the future (a phone with a wrong clock
+        must not hide the readings that are)."""
+        person = self.subject(caller, patient, "read_entries")
+        until = self.live.current_limit_ms(person.id)
+        out = self._opened(self.store.entries, person.id, ENTRY, 1, None, until, "type", "sgv")
+        self.store.record(self._who(caller), "read_entries", person.id, {"returned": len(out)})
+        return out
+
+    def current_alert(self, caller: Person, patient: str | None) -> dict:
+        """The decision of the newest reading at or before the server's clock, with its
+        age: stale after the policy's `stale_minutes`, an alarm after `stale_alarm_minutes`
+        (as Nightscout), and whether it is an urgent low."""
+        person = self.subject(caller, patient, "read_alerts")
+        policy = self.live.policy_of(person.id)
+        now = self.live.now_ms()
+        until = now + policy.future_minutes * 60_000
+        found = self.live.history(person.id, None, until, 1)
+        self.store.record(self._who(caller), "read_alerts", person.id, {"returned": len(found)})
+        if not found:
+            return {"decision": None, "message": "no CGM reading has been decided yet"}
+        current = found[0]
+        return (
+            current
+            | policy.staleness(current["reading_ms"], now)
+            | {"urgent": current["decision"] == "urgent"}
+        )
 
     def alerts(self, caller, patient, count, since, until) -> list[dict]:
         person = self.subject(caller, patient, "read_alerts")
@@ -360,6 +395,18 @@ class Service:
         self.keyring.forget(person.id)
         self.runtimes.forget(person.id)
         return counts | {"retired_models": retired}
+
+
+def _future_warning(date_ms: int, now_ms: int, current_until: int) -> dict:
+    """What the upload answer says of a reading dated ahead of the server's clock: it is
+    stored, but it is not current, so it is not decided and cannot hide newer decisions."""
+    if date_ms <= current_until:
+        return {}
+    ahead = (date_ms - now_ms) / 60_000
+    return {
+        "warning": f"dated {ahead:.0f} min after the server's clock: stored, not decided "
+        "and not shown as current; check the uploading device's clock"
+    }
 
 
 def _candidate(c) -> dict:

@@ -7,15 +7,20 @@ do — each slot takes the nearest reading within half an interval, nothing is i
 are missing), never a guess. Carbs and insulin are summed into the interval ending at each
 slot. Dexcom/xDrip error codes (sgv below 20) are not glucose and count as missing.
 
-Decisions follow the model's alert policy: the alert class at the active threshold (hypo),
-else the likelier other class (a predicted hyper is a hyper alert); an alert of a kind
-within `snooze_minutes` of the last raised one of that kind is recorded as snoozed. Each
-decision is stored sealed, with the model's id, hash and kind in the clear.
+The decision itself is the policy's (`AlertPolicy.judge`, docs/alerts.md "Safe decisions"):
+the urgent-low floor, the threshold with hysteresis, the snooze and its re-alert while
+glucose keeps falling. Its state (was the alert on, when and at what CGM each kind last
+sounded) is rebuilt from the stored decisions, so a restart or one-at-a-time uploads decide
+as one batch would. Readings dated past the clock are not decided here (the caller keeps
+them out); a backfill also re-decides the newest reading. Each decision is stored sealed,
+with the model's id, hash and kind in the clear.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,12 +31,12 @@ from tailorml.data.on_board import (
     INSULIN_ACTION_MINUTES,
     derived_channel,
 )
+from tailorml.policy import MINUTE_MS, AlertPolicy, AlertState, Raised
 from tailorml.registry.people import PeopleStore
 from tailorml.service.keyring import Keyring
 from tailorml.service.nightscout import ERROR_CODE_BELOW
 from tailorml.service.runtime import Runtimes
 
-MINUTE_MS = 60_000
 ENTRY, TREATMENT, ALERT = "entry", "treatment", "alert"
 LOOKBACK_MINUTES = {"iob": INSULIN_ACTION_MINUTES, "cob": CARB_ABSORPTION_MINUTES}
 READ_LIMIT = 1_000_000
@@ -50,9 +55,33 @@ class Decision:
     model_id: int
     model_sha256: str
     model_kind: str
+    cgm: float | None  # the reading's own value on the grid (None: missing)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def state_before(reading: int, history: dict[int, dict], policy: AlertPolicy) -> AlertState:
+    """The alert state a reading is decided in, from the decisions before it: the alert
+    class is on when the previous reading (one interval before) was decided as it, and
+    each kind's last sounding decision drives the snooze and the re-alert."""
+    step = policy.sample_minutes * MINUTE_MS
+    earlier = sorted((t for t in history if t < reading), reverse=True)
+    alert_on = False
+    if earlier and (reading - earlier[0]) * 2 <= 3 * step:
+        previous = history[earlier[0]]
+        alert_on = previous.get("kind") == policy.alert_class and previous["decision"] in (
+            "alert",
+            "snoozed",
+            "urgent",
+        )
+    raised: dict[str, Raised] = {}
+    for at in earlier:
+        stored = history[at]
+        kind = stored.get("kind")
+        if kind and kind not in raised and stored["decision"] in ("alert", "urgent"):
+            raised[kind] = Raised(kind, at, stored.get("cgm"))
+    return AlertState(alert_on, tuple(raised.values()))
 
 
 def on_grid(times_ms: np.ndarray, values: np.ndarray, slots_ms: np.ndarray, step_ms: int):
@@ -85,10 +114,33 @@ def summed_on_grid(times_ms: np.ndarray, amounts: np.ndarray, slots_ms: np.ndarr
 
 
 class LiveAlerts:
-    def __init__(self, store: PeopleStore, keyring: Keyring, runtimes: Runtimes) -> None:
+    def __init__(
+        self,
+        store: PeopleStore,
+        keyring: Keyring,
+        runtimes: Runtimes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.keyring = keyring
         self.runtimes = runtimes
+        self.clock = clock  # seconds, as time.time (tests set the server's clock)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def policy_of(self, person_id: str) -> AlertPolicy:
+        """The person's active policy; its safety rules (stale, future) hold even while the
+        model cannot be loaded, so then the defaults answer."""
+        try:
+            return self.runtimes.for_person(person_id).policy
+        except Exception:  # the decision path logs and records the failure itself
+            return AlertPolicy()
+
+    def current_limit_ms(self, person_id: str) -> int:
+        """The latest reading time that counts as current: the clock plus the policy's
+        `future_minutes` (a phone clock a little ahead is normal; hours ahead is not)."""
+        return self.now_ms() + self.policy_of(person_id).future_minutes * MINUTE_MS
 
     def _readings(self, person_id: str, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
         cipher = self.keyring.cipher(person_id)
@@ -99,6 +151,19 @@ class LiveAlerts:
                 times.append(row.date_ms)
                 values.append(float(entry["sgv"]))
         return np.asarray(times, dtype=np.int64), np.asarray(values, dtype=np.float64)
+
+    def newest_reading(self, person_id: str, until_ms: int) -> int | None:
+        """The time of the newest stored CGM reading at or before `until_ms`."""
+        cipher = self.keyring.cipher(person_id)
+        offset, page = 0, 50
+        while True:
+            rows = self.store.entries(person_id, None, until_ms, page, offset)
+            for row in rows:
+                if json.loads(cipher.open(row.sealed, ENTRY)).get("type") == "sgv":
+                    return row.date_ms
+            if len(rows) < page:
+                return None
+            offset += page
 
     def _treatments(self, person_id: str, low: int, high: int) -> dict[str, tuple]:
         cipher = self.keyring.cipher(person_id)
@@ -112,25 +177,33 @@ class LiveAlerts:
         return {k: (np.asarray(t, dtype=np.int64), np.asarray(v)) for k, (t, v) in found.items()}
 
     def decide(self, person_id: str, readings_ms: list[int]) -> list[Decision]:
-        """Decide each of `readings_ms` (new sgv readings), store and return the decisions."""
+        """Decide each of `readings_ms` (new sgv readings, none in the future), store and
+        return the decisions. A backfill (a new reading older than the newest stored one)
+        also re-decides the newest reading: its window may be complete now."""
         if not readings_ms:
             return []
         runtime = self.runtimes.for_person(person_id)
         policy = runtime.policy
+        chosen = set(readings_ms)
+        newest = self.newest_reading(person_id, self.current_limit_ms(person_id))
+        if newest is not None and newest not in chosen and min(chosen) < newest:
+            chosen.add(newest)
+        readings = sorted(chosen)
         step = policy.sample_minutes * MINUTE_MS
         length = policy.window_minutes // policy.sample_minutes
         lookback = max([LOOKBACK_MINUTES.get(c, 0) for c in policy.channels])
         total = length + lookback // policy.sample_minutes
-        first, last = min(readings_ms), max(readings_ms)
+        first, last = readings[0], readings[-1]
         low, high = first - total * step, last + step
         times, values = self._readings(person_id, low, high)
         needs_treatments = any(c != "cgm" for c in policy.channels)
         treatments = self._treatments(person_id, low, high) if needs_treatments else {}
 
-        windows, usable, reasons = [], [], {}
-        for reading in sorted(set(readings_ms)):
+        windows, usable, reasons, levels = [], [], {}, {}
+        for reading in readings:
             slots = reading - np.arange(total - 1, -1, -1, dtype=np.int64) * step
             cgm = on_grid(times, values, slots, step)
+            levels[reading] = (float(cgm[-1]), float(cgm[-2]) if total > 1 else np.nan)
             missing = int(np.isnan(cgm[-length:]).sum())
             if missing:
                 reasons[reading] = (
@@ -154,53 +227,40 @@ class LiveAlerts:
             windows.append(np.stack(rows))
             usable.append(reading)
         probabilities = runtime.proba(np.stack(windows)) if windows else np.empty((0, 0))
-        classes = policy.decide(probabilities) if windows else np.empty(0, dtype=int)
-
-        snooze = policy.snooze_minutes * MINUTE_MS
-        raised = self._raised(person_id, first - snooze, last)
-        decisions = []
         proba_of = dict(zip(usable, probabilities, strict=True))
-        class_of = dict(zip(usable, classes, strict=True))
-        for reading in sorted(set(readings_ms)):
-            common = dict(
+
+        history = self._history(
+            person_id, first - policy.snooze_minutes * MINUTE_MS - 2 * step, last
+        )
+        decisions = []
+        for reading in readings:
+            state = state_before(reading, history, policy)
+            cgm_now, cgm_before = levels[reading]
+            verdict, _ = policy.judge(
+                state, reading, cgm_now, cgm_before, proba_of.get(reading), reasons.get(reading, "")
+            )
+            shown = (
+                {
+                    c: round(float(p), 6)
+                    for c, p in zip(policy.classes, proba_of[reading], strict=True)
+                }
+                if reading in proba_of
+                else None
+            )
+            decision = Decision(
                 reading_ms=reading,
+                decision=verdict.decision,
+                kind=verdict.kind,
+                probabilities=shown,
                 threshold=policy.threshold,
+                reason=verdict.reason,
                 model_id=runtime.model_id,
                 model_sha256=runtime.sha256,
                 model_kind=runtime.kind,
+                cgm=None if np.isnan(cgm_now) else cgm_now,
             )
-            if reading in reasons:
-                decisions.append(
-                    Decision(
-                        decision="no_decision",
-                        kind=None,
-                        probabilities=None,
-                        reason=reasons[reading],
-                        **common,
-                    )
-                )
-                continue
-            label = policy.classes[int(class_of[reading])]
-            shown = {
-                c: round(float(p), 6)
-                for c, p in zip(policy.classes, proba_of[reading], strict=True)
-            }
-            kind = None if label == "in_range" else label
-            if kind is None:
-                decision, reason = "none", "in range predicted"
-            else:
-                previous = [t for t in raised.get(kind, []) if t < reading]
-                if previous and reading - max(previous) < snooze:
-                    decision = "snoozed"
-                    reason = f"{kind} predicted; an alert was raised less than "
-                    reason += f"{policy.snooze_minutes} min ago"
-                else:
-                    decision, reason = "alert", f"{kind} predicted within "
-                    reason += f"{policy.horizon_minutes} min"
-                    raised.setdefault(kind, []).append(reading)
-            decisions.append(
-                Decision(decision=decision, kind=kind, probabilities=shown, reason=reason, **common)
-            )
+            history[reading] = decision.to_dict()
+            decisions.append(decision)
         self._store(person_id, decisions)
         return decisions
 
@@ -218,6 +278,7 @@ class LiveAlerts:
                 model_id=0,
                 model_sha256="",
                 model_kind="unknown",
+                cgm=None,
             )
             for reading in sorted(set(readings_ms))
         ]
@@ -240,14 +301,15 @@ class LiveAlerts:
             ],
         )
 
-    def _raised(self, person_id: str, low: int, high: int) -> dict[str, list[int]]:
+    def _history(self, person_id: str, low: int, high: int) -> dict[int, dict]:
+        """The stored decision of each reading in [low, high] (the latest of a re-decided
+        one), to rebuild the alert state exactly as an uninterrupted run would hold it."""
         cipher = self.keyring.cipher(person_id)
-        raised: dict[str, list[int]] = {}
-        for row in self.store.alerts(person_id, low, high, READ_LIMIT):
-            stored = json.loads(cipher.open(row.sealed, ALERT))
-            if stored["decision"] == "alert":
-                raised.setdefault(stored["kind"], []).append(row.date_ms)
-        return raised
+        history: dict[int, dict] = {}
+        for row in self.store.alerts(person_id, low, high, READ_LIMIT):  # newest first
+            if row.date_ms not in history:
+                history[row.date_ms] = json.loads(cipher.open(row.sealed, ALERT))
+        return history
 
     def history(self, person_id: str, since_ms=None, until_ms=None, limit=10) -> list[dict]:
         cipher = self.keyring.cipher(person_id)
