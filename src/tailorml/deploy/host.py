@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tailorml.deploy.c import HEADER_NAME, SOURCE_NAME
+from tailorml.deploy.device_rules import DeviceAlerts
 from tailorml.deploy.mcu import run_compiler, zig_command
 
 _BATCH = """#include "tailorml_model.h"
@@ -22,6 +23,20 @@ void tm_predict_batch(const int16_t *readings, int32_t n, int16_t *logits, int32
     for (int32_t i = 0; i < n; i++) {
         classes[i] = tailorml_predict(readings + i * TAILORML_CHANNELS * TAILORML_WINDOW,
                                       logits + i * TAILORML_N_CLASSES);
+    }
+}
+
+/* tailorml_alert over a batch: status, class, margin and logits per window. */
+void tm_alert_batch(const int16_t *readings, int32_t n, int32_t *status, int32_t *classes,
+                    int32_t *margins, int16_t *logits) {
+    for (int32_t i = 0; i < n; i++) {
+        tailorml_result result;
+        status[i] = tailorml_alert(readings + i * TAILORML_CHANNELS * TAILORML_WINDOW, &result);
+        classes[i] = result.decided_class;
+        margins[i] = result.margin;
+        for (int32_t j = 0; j < TAILORML_N_CLASSES; j++) {
+            logits[i * TAILORML_N_CLASSES + j] = result.logits[j];
+        }
     }
 }
 
@@ -64,6 +79,7 @@ class HostModel:
         self._library = ctypes.CDLL(str(library))
         self._library.tm_predict_batch.restype = None
         self._library.tm_features_batch.restype = None
+        self._library.tm_alert_batch.restype = None
 
     def predict(self, readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int16 logits (n, classes) and decided classes (n,) for int16 readings
@@ -79,6 +95,20 @@ class HostModel:
             classes.ctypes.data_as(ctypes.c_void_p),
         )
         return logits, classes
+
+    def alert(self, readings: np.ndarray) -> DeviceAlerts:
+        """`tailorml_alert` on int16 readings (n, channels, window): what the device does
+        around the model (no decision for a gap, the urgent-low floor, clamping)."""
+        readings = np.ascontiguousarray(readings, dtype=np.int16)
+        n = len(readings)
+        status, classes, margins = (np.zeros(n, dtype=np.int32) for _ in range(3))
+        logits = np.zeros((n, self.n_classes), dtype=np.int16)
+        self._library.tm_alert_batch(
+            readings.ctypes.data_as(ctypes.c_void_p),
+            ctypes.c_int32(n),
+            *(a.ctypes.data_as(ctypes.c_void_p) for a in (status, classes, margins, logits)),
+        )
+        return DeviceAlerts(status, classes, margins, logits)
 
     def features(self, readings: np.ndarray, n_features: int) -> np.ndarray:
         """`tailorml_features` (n, n_features) for int16 readings (n, channels, window)."""

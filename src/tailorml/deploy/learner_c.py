@@ -40,7 +40,6 @@ from tailorml.deploy.ondevice import (
     HYPO,
     IN_RANGE,
     MINUTES_PER_DAY,
-    MISSING,
     N_STRATA,
     NEAR_LOW,
     SLOT_FACTORY,
@@ -99,7 +98,6 @@ def generate_learner_header(quantized: QuantizedModel, settings: LearnerSettings
 
 #include "{HEADER_NAME}"
 
-#define TAILORML_MISSING ({MISSING}) /* a reading the sensor did not deliver */
 #define TAILORML_SLOT_FACTORY {SLOT_FACTORY} /* the active-slot index of the factory head */
 #define TAILORML_GATE_NONE {GATE_NONE}
 #define TAILORML_GATE_DATA {GATE_DATA}

@@ -103,6 +103,19 @@ __attribute__((noinline)) void tm_run(void) { tm_class = tailorml_predict(tm_inp
 void _start(void) { for (;;) tm_run(); }
 """
 
+# The same harness around the safe call (a separate build: the model's figures keep theirs).
+ALERT_HARNESS = """#include "tailorml_model.h"
+/* The emulator writes tm_input, calls tm_run, reads tm_result. */
+int16_t tm_input[TAILORML_CHANNELS * TAILORML_WINDOW];
+volatile tailorml_result tm_result;
+__attribute__((noinline)) void tm_run(void) {
+    tailorml_result result;
+    (void)tailorml_alert(tm_input, &result);
+    tm_result = result;
+}
+void _start(void) { for (;;) tm_run(); }
+"""
+
 
 def linker_script(target: TargetProfile) -> str:
     return f"""MEMORY {{
@@ -194,14 +207,16 @@ class Firmware:
         }
 
 
-def build_firmware(header: str, source: str, target: TargetProfile, directory: Path) -> Firmware:
-    """Cross-compile a generated model (`header`, `source`) with the emulator harness into
-    `directory`/firmware.elf."""
+def build_firmware(
+    header: str, source: str, target: TargetProfile, directory: Path, harness: str = _HARNESS
+) -> Firmware:
+    """Cross-compile a generated model (`header`, `source`) with the emulator harness (one
+    whose `tm_run` calls tailorml_predict, or `ALERT_HARNESS`) into `directory`/firmware.elf."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / HEADER_NAME).write_text(header)
     (directory / SOURCE_NAME).write_text(source)
-    (directory / "harness.c").write_text(_HARNESS)
+    (directory / "harness.c").write_text(harness)
     (directory / "link.ld").write_text(linker_script(target))
     elf = directory / "firmware.elf"
     run_compiler(
@@ -325,6 +340,18 @@ class Emulator:
         return Run(
             logits=logits.copy(), decided=decided, instructions=instructions, peak_stack=peak_stack
         )
+
+    def alert(self, readings: np.ndarray) -> tuple[int, int, int, np.ndarray]:
+        """Run `tailorml_alert` (firmware built with `ALERT_HARNESS`) on one window: status,
+        decided class, margin and logits."""
+        from unicorn import UC_HOOK_CODE
+
+        symbols = self.firmware.symbols
+        self.uc.mem_write(symbols["tm_input"], np.ascontiguousarray(readings, "<i2").tobytes())
+        self.run_to_return(self.entry, "tailorml_alert", UC_HOOK_CODE)
+        raw = self.uc.mem_read(symbols["tm_result"], 12 + 2 * self.n_classes)
+        status, decided, margin = np.frombuffer(raw[:12], "<i4").tolist()
+        return status, decided, margin, np.frombuffer(raw[12:], "<i2").copy()
 
     def run_to_return(
         self, entry: int, what: str, hook_type: int, count=None, timeout_us: int = 10_000_000

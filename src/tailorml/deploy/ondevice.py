@@ -48,6 +48,7 @@ from statistics import NormalDist
 import numpy as np
 
 from tailorml.data.glucose import label_future
+from tailorml.deploy.device_rules import MISSING
 from tailorml.deploy.float_head import (
     F32,
     alert_offset,
@@ -67,7 +68,6 @@ from tailorml.policy import GLUCOSE_CLASSES, AlertPolicy
 
 MINUTES_PER_DAY = 24 * 60
 SLOT_FACTORY = 2  # the active-slot index of the factory head (slots 0 and 1 are RAM)
-MISSING = -32768  # a reading the sensor did not deliver
 # Reservoir strata: the three classes, and in-range windows whose next readings come near a
 # low (the windows false alarms are raised on): hard negatives to learn from, and the
 # held-back windows the false-alarm gate counts on. A stratum's training label:

@@ -430,9 +430,9 @@ def _softplus_scaled(rule: DecisionRule, gap: np.ndarray) -> np.ndarray:
     return np.where(beyond, 0, value)
 
 
-def decide_fixed_point(rule: DecisionRule, logits: np.ndarray) -> np.ndarray:
-    """Alert class when log sum_j exp(l_j - l_alert) over the other classes stays within
-    the limit (P(alert) >= threshold); else the likelier other class (first on ties)."""
+def alert_total_fixed_point(rule: DecisionRule, logits: np.ndarray):
+    """log sum_j exp(l_j - l_alert) over the other classes in scaled steps, and the likelier
+    other class (first on ties), per row — the two things the decision reads."""
     unit_shift = DECISION_FRACTION_BITS
     alert = logits[:, rule.alert_index]
     others = [j for j in range(logits.shape[1]) if j != rule.alert_index]
@@ -446,7 +446,21 @@ def decide_fixed_point(rule: DecisionRule, logits: np.ndarray) -> np.ndarray:
         better = logits[:, j] > best_value
         best = np.where(better, j, best)
         best_value = np.where(better, logits[:, j], best_value)
+    return total, best
+
+
+def decide_fixed_point(rule: DecisionRule, logits: np.ndarray) -> np.ndarray:
+    """Alert class when log sum_j exp(l_j - l_alert) over the other classes stays within
+    the limit (P(alert) >= threshold); else the likelier other class (first on ties)."""
+    total, best = alert_total_fixed_point(rule, logits)
     return np.where(total <= rule.limit, rule.alert_index, best)
+
+
+def margin_fixed_point(rule: DecisionRule, logits: np.ndarray) -> np.ndarray:
+    """How far each row is from the threshold, in scaled logit steps (2**-F of a step of
+    the int16 logits): >= 0 decides the alert class. What the device reports as margin."""
+    total, _ = alert_total_fixed_point(rule, logits)
+    return rule.limit - total
 
 
 # -- the integer reference ----------------------------------------------------------------
