@@ -263,6 +263,13 @@ class PeopleStore:
             return None
         return bytes(rows[0]["wrapped_key"]), rows[0]["key_id"]
 
+    def wrapping_key_ids(self) -> list[str]:
+        """The ids of the server keys that wrapped the stored data keys (normally one)."""
+        rows = self.database.query(
+            "SELECT DISTINCT key_id FROM people WHERE wrapped_key IS NOT NULL ORDER BY key_id", ()
+        )
+        return [row["key_id"] for row in rows]
+
     def set_wrapped_key(self, person_id: str, wrapped: bytes, key_id: str) -> tuple[bytes, str]:
         """Store a person's first data key; if another writer got there first, theirs wins
         (returned), so a person never has two keys."""

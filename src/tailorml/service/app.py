@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import sqlite3
 import threading
@@ -72,6 +73,14 @@ class TooSlow(TailormlError):
 
 class Disconnected(Exception):
     """The client went away mid-upload: nobody is left to answer."""
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: valid JSON for any stored text, so a record
+    stored before lone surrogates were refused still reads back instead of answering 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -162,6 +171,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         # the interactive docs pages load scripts from a CDN; nothing is fetched at run time
         docs_url=None,
         redoc_url=None,
+        default_response_class=AsciiJSONResponse,
     )
     app.state.service = service
     uploading: dict[str, int] = {}  # account -> bytes reserved by its context upload

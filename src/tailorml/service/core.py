@@ -49,6 +49,15 @@ class Service:
                 f"{self.data_dir} has no predefined model; start with `tailorml serve --data "
                 f"{self.data_dir} --predefined RUN` (a train or demo run directory)"
             )
+        foreign = [k for k in self.store.wrapping_key_ids() if k != server_key.key_id]
+        if foreign:
+            # with another key every upload would be answered 400 and every reading lost:
+            # refuse to start instead of reporting ok
+            raise TailormlError(
+                f"{self.data_dir} holds data keys wrapped by server key {', '.join(foreign)}, "
+                f"not by the key given ({server_key.key_id}); start with the key that created "
+                "them (--key-file or $TAILORML_SERVER_KEY)"
+            )
         self.server_key = server_key
         self.keyring = Keyring(self.store, server_key)
         self.runtimes = Runtimes(self.registry, self.data_dir / "onnx")
@@ -68,12 +77,24 @@ class Service:
             self.store.record(self._who(caller), f"denied:{action}", None, {"asked": patient})
             raise
 
+    def uploader(self, caller: Person, patient: str | None, action: str) -> Person:
+        """Whose readings an upload adds to: a patient's own, or the patient a clinician
+        names. A clinician has no readings of their own, so an upload without
+        ?patient= is refused instead of landing in the clinician's account."""
+        person = self.subject(caller, patient, action)
+        if person.role != "patient":
+            raise TailormlError(
+                f"{person.name} is a {person.role} and keeps no readings; name the patient "
+                "with ?patient=<their id> (p- and 12 hex digits)"
+            )
+        return person
+
     # -- entries and treatments ------------------------------------------------------------
 
     def upload_entries(self, caller: Person, payload: Any, patient: str | None = None):
         """Store entries (each once), decide each new CGM reading; returns the stored
         entries in Nightscout's shape and the new decisions."""
-        person = self.subject(caller, patient, "upload_entries")
+        person = self.uploader(caller, patient, "upload_entries")
         entries = nightscout.entries_from(payload)
         cipher = self.keyring.cipher(person.id)
         rows = [
@@ -140,7 +161,7 @@ class Service:
         return out
 
     def upload_treatments(self, caller: Person, payload: Any, patient: str | None = None):
-        person = self.subject(caller, patient, "upload_treatments")
+        person = self.uploader(caller, patient, "upload_treatments")
         treatments = nightscout.treatments_from(payload)
         cipher = self.keyring.cipher(person.id)
         rows = [
@@ -242,7 +263,7 @@ class Service:
         """A job of a person the caller may see; a missing and a forbidden id get the same
         answer, so ids cannot be probed."""
         try:
-            job = self.store.job(job_id)
+            job = self.store.job(job_id) if 0 < job_id < 2**63 else None
         except NotFoundError:
             job = None
         if job is None or not may_access(self.store, caller, job.person_id):
@@ -266,7 +287,7 @@ class Service:
 
     def _visible_candidate(self, caller, candidate_id: int):
         try:
-            found = self.registry.candidate(candidate_id)
+            found = self.registry.candidate(candidate_id) if 0 < candidate_id < 2**63 else None
         except NotFoundError:
             found = None
         if found is None or not may_access(self.store, caller, found.individual):

@@ -47,9 +47,25 @@ def read_json(body: bytes, what: str) -> Any:
             "per request"
         )
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise PayloadError(f"{what}: body is not JSON ({error})") from None
+    except RecursionError:
+        raise PayloadError(f"{what}: JSON nested too deeply; send flat records") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise PayloadError(f"{what}: a number in the body is too long ({error})") from None
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # a lone UTF-16 surrogate ("\ud800") would be stored and then break every answer
+        # that contains it: refused before anything is stored
+        raise PayloadError(
+            f"{what}: text with a lone UTF-16 surrogate (e.g. \\ud800) is not valid Unicode; "
+            "send UTF-8 text"
+        ) from None
+    except RecursionError:
+        raise PayloadError(f"{what}: JSON nested too deeply; send flat records") from None
+    return payload
 
 
 def _records(payload: Any, what: str) -> list[Mapping[str, Any]]:
@@ -75,8 +91,10 @@ def _number(record, key, where, low, high, required=False) -> int | float | None
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PayloadError(f"{where}.{key}: must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or not low <= value <= high:
-        raise PayloadError(f"{where}.{key}: {value!r} is outside {low:g}..{high:g}")
+    # an integer is compared as an integer: a 400-digit one cannot become a float
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        shown = repr(value) if len(repr(value)) <= 24 else f"{repr(value)[:20]}…"
+        raise PayloadError(f"{where}.{key}: {shown} is outside {low:g}..{high:g}")
     return value
 
 
@@ -96,8 +114,11 @@ def parse_time_ms(value: Any, where: str) -> int:
     if isinstance(value, bool):
         raise PayloadError(f"{where}: must be epoch milliseconds or ISO 8601, not a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise PayloadError(f"{where}: must be finite")
+        if not EARLIEST_MS <= value <= int(time.time() * 1000) + FUTURE_SLACK_MS:
+            shown = repr(value) if len(repr(value)) <= 24 else f"{repr(value)[:20]}…"
+            raise PayloadError(f"{where}: {shown} is before 2000 or more than a day in the future")
         stamp = int(value)
     elif isinstance(value, str) and len(value) <= 64:
         try:
@@ -236,8 +257,11 @@ def time_filter(
         if field in time_fields:
             if op == "eq":
                 raise PayloadError(f"{key}: time filters take $gte, $gt, $lte or $lt")
+            if len(value) > 64:
+                raise PayloadError(f"{key}: {value[:20]!r}… is not epoch ms or ISO 8601")
             raw: Any = int(value) if value.lstrip("-").isdigit() else value
-            stamp = _filter_time(raw, key)
+            # before 2000 or past 9999 means "everything": clamped, not an overflow
+            stamp = min(max(_filter_time(raw, key), -(2**62)), 2**62)
             if op in ("gte", "gt"):
                 stamp += op == "gt"
                 since = stamp if since is None else max(since, stamp)
