@@ -57,6 +57,14 @@ from tailorml.io import decode_text
 # Low/High (LO/HI) instead of a number.
 SENSOR_LOW_MGDL = 40.0
 SENSOR_HIGH_MGDL = 400.0
+# No CGM reading predates 2000 or lies days ahead; a reading this far from the rest of a
+# person's readings (a receiver clock reset, a date in seconds read as milliseconds) is a
+# clock error, not a reading; and one person's readings spanning more than this many days
+# would be a grid of mostly empty slots (the 5-minute grid of 25 years is 880 MB).
+EARLIEST_READING = pd.Timestamp("2000-01-01")
+AHEAD_DAYS = 2
+ISOLATION_DAYS = 30
+MAX_SPAN_DAYS = 3 * 366
 OutOfRange = Literal["limits", "missing"]
 OUT_OF_RANGE_CHOICES = ("limits", "missing")
 # Below this median a glucose column in mg/dL is really mmol/L (70 mg/dL = 3.9 mmol/L).
@@ -368,6 +376,7 @@ def build_cohort(
     pieces = []
     id_of = {}
     for key, rows in readings.groupby("key", sort=True):
+        rows = plausible_times(rows, key, notes)
         if len(rows) < 2:
             raise CohortError(
                 f"person {_shown(key)} has "
@@ -416,6 +425,37 @@ def build_cohort(
         },
     }
     return ImportResult(frame, metadata, counts)
+
+
+def plausible_times(rows: pd.DataFrame, key: str, notes: Counter) -> pd.DataFrame:
+    """One person's readings without clock errors, checked before any grid is built: times
+    before 2000 or days ahead are dropped, then readings more than `ISOLATION_DAYS` apart
+    from the person's main block (the run with most readings) if they are few (under 5 %
+    of the person's readings); what is left must span at most `MAX_SPAN_DAYS`."""
+    times = rows["time"]
+    latest = pd.Timestamp.now() + pd.Timedelta(days=AHEAD_DAYS)
+    inside = (times >= EARLIEST_READING) & (times <= latest)
+    notes["readings_dated_before_2000_or_ahead_dropped"] += int((~inside).sum())
+    rows = rows[inside].sort_values("time", kind="stable")
+    if len(rows) < 2:
+        return rows
+    gaps = rows["time"].diff() > pd.Timedelta(days=ISOLATION_DAYS)
+    run = gaps.cumsum().to_numpy()
+    sizes = np.bincount(run)
+    main = int(sizes.argmax())
+    few = sizes < 0.05 * len(rows)
+    far = few[run] & (run != main)
+    notes["readings_far_from_the_rest_dropped"] += int(far.sum())
+    rows = rows[~far]
+    span = rows["time"].iloc[-1] - rows["time"].iloc[0]
+    if span > pd.Timedelta(days=MAX_SPAN_DAYS):
+        raise CohortError(
+            f"person {_shown(key)}: readings span {span.days:,} days "
+            f"({rows['time'].iloc[0]:%Y-%m-%d} to {rows['time'].iloc[-1]:%Y-%m-%d}); at most "
+            f"{MAX_SPAN_DAYS:,} days make one cohort — import each period separately, or check "
+            "the export's clock (a receiver reset to another year)"
+        )
+    return rows
 
 
 def _shown(key: str) -> str:

@@ -27,6 +27,7 @@ shape is accepted too.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,6 +47,9 @@ from tailorml.data.importers.common import (
 )
 from tailorml.errors import CohortError
 
+EARLIEST_MS = 946_684_800_000  # 2000-01-01: no CGM reading is older
+AHEAD_MS = 2 * 86_400_000
+
 FORMAT = "nightscout"
 SGV_ERROR_BELOW = 20.0
 
@@ -62,6 +66,10 @@ def _records(text: str, name: str) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise CohortError(f"{name}: not valid Nightscout JSON ({error})") from None
+    except RecursionError:
+        raise CohortError(f"{name}: Nightscout JSON nested too deeply to be an export") from None
+    except ValueError as error:  # an integer of thousands of digits
+        raise CohortError(f"{name}: a number in the file is too long ({error})") from None
     if isinstance(data, dict):
         data = list(data.get("entries", [])) + list(data.get("treatments", []))
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
@@ -91,7 +99,12 @@ def _local_times(
         stamp = record.get("dateString") or record.get("created_at") or record.get("timestamp")
         written = None
         if isinstance(stamp, str) and stamp:
-            written = pd.Timestamp(stamp)
+            try:
+                written = pd.Timestamp(stamp)
+            except (ValueError, OverflowError):
+                raise CohortError(
+                    f"{name}: Nightscout record time {stamp[:40]!r} is not ISO 8601"
+                ) from None
         if isinstance(record.get("date"), int | float):
             instant = pd.Timestamp(int(record["date"]), unit="ms", tz="UTC")
         elif isinstance(record.get("mills"), int | float):
@@ -139,7 +152,14 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
         codes = values < SGV_ERROR_BELOW
         notes["sgv_error_codes"] += int(codes.sum())
         keep = (values.notna() & ~codes).to_numpy()
+        dated = np.array([_epoch_ok(r, notes) for r in sgv], dtype=bool)
+        keep = keep & dated
         kept = [r for r, k in zip(sgv, keep, strict=True) if k]
+        if not kept:
+            raise CohortError(
+                f"{name}: no sgv record has a usable time (see the counts: dates in seconds "
+                "or out of range); Nightscout's date is epoch milliseconds"
+            )
         times, order = _local_times(kept, name, timezone)
         fix = "Nightscout sgv is mg/dL; this file seems to hold mmol/L values"
         values = to_mgdl(values[keep].reset_index(drop=True), "mg/dL", name, "sgv", fix)
@@ -152,6 +172,7 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
         )
 
     events = [empty_events()]
+    treatments = [r for r in treatments if _epoch_ok(r, notes)]
     if treatments:
         times, _ = _local_times(treatments, name, timezone)
         for key, target in (("carbs", "cho"), ("insulin", "insulin")):
@@ -171,6 +192,22 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
         native_minutes=5,
         sha256=digest,
     )
+
+
+def _epoch_ok(record: dict, notes: Counter) -> bool:
+    """Whether a record's numeric `date`/`mills` is an epoch in milliseconds from 2000 to
+    two days ahead; one that is not is counted and dropped, never turned into a reading in
+    1970 or a traceback (a date in seconds, `-1`, `1e20`)."""
+    for key in ("date", "mills"):
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if EARLIEST_MS <= value <= time.time() * 1000 + AHEAD_MS:
+            return True
+        seconds = EARLIEST_MS <= value * 1000 <= time.time() * 1000 + AHEAD_MS
+        notes["dates_in_seconds_dropped" if seconds else "dates_out_of_range_dropped"] += 1
+        return False
+    return True
 
 
 def _positive(value) -> bool:
