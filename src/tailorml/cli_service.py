@@ -6,6 +6,7 @@ research commands but the error handling of `cli.main`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -46,10 +47,17 @@ def _actor() -> str:
     return f"{default_actor()} (server administrator)"
 
 
+def _private_files() -> None:
+    """Files the service and its commands create hold health data and keys: readable by
+    the server's user only (0600 files, 0700 folders)."""
+    os.umask(0o077)
+
+
 def _store(data: Path, must_exist: bool = True):
     from tailorml.errors import TailormlError
     from tailorml.registry.people import PeopleStore
 
+    _private_files()
     if must_exist and not (data / "registry.sqlite").is_file():
         raise TailormlError(
             f"no service data at {data}; check --data (start with `tailorml serve --data {data} "
@@ -133,6 +141,7 @@ def serve(
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
+    _private_files()
     import uvicorn
 
     from tailorml.service.app import create_app
@@ -222,6 +231,35 @@ def users_assign(
     store = _store(data)
     store.assign(store.by_name(clinician).id, store.by_name(patient).id, _actor())
     console.print(f"{clinician} now reviews {patient}.")
+
+
+@users_app.command("unassign")
+def users_unassign(
+    clinician: Annotated[str, typer.Argument(help="The clinician's name.")],
+    patient: Annotated[str, typer.Argument(help="The patient's name.")],
+    data: DataOption,
+) -> None:
+    """End a clinician's access to a patient (their next request for the patient is refused)."""
+    from tailorml.errors import TailormlError
+
+    store = _store(data)
+    if not store.unassign(store.by_name(clinician).id, store.by_name(patient).id, _actor()):
+        raise TailormlError(f"{clinician} is not assigned to {patient}; nothing to end")
+    console.print(f"{clinician} no longer sees {patient}.")
+
+
+@users_app.command("rotate")
+def users_rotate(name: Annotated[str, typer.Argument()], data: DataOption) -> None:
+    """Give a person a new token (after a leak): the old one is refused at once, their data,
+    models and assignments stay; a revoked account is active again with the new token."""
+    from tailorml.service.auth import rotate_token, secret_sha1
+
+    store = _store(data)
+    token = rotate_token(store, store.by_name(name), _actor())
+    console.print(f"New token of {name} (shown once; keep it secret): [bold]{token}[/bold]")
+    console.print(
+        f"Update their uploaders' API secret (its SHA-1 starts {secret_sha1(token)[:8]}…)."
+    )
 
 
 @users_app.command("list")

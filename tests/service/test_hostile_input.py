@@ -141,3 +141,58 @@ def test_a_service_given_another_server_key_refuses_to_start(made, tmp_path, cli
     other = write_key_file(tmp_path / "other.key")
     with pytest.raises(TailormlError, match="holds data keys wrapped by server key"):
         Service(made.data, ServerKey.load(other, made.data))
+
+
+def test_api_answers_are_not_cached_and_errors_keep_the_api_shape(client, made):
+    client, _ = client
+    alice = made.people["alice"]
+    answer = client.get("/api/v1/entries", headers=alice.secret)
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    bad_id = client.get("/api/v1/personalization/abc", headers=alice.secret)
+    assert bad_id.status_code == 422 and set(bad_id.json()) == {"status", "message"}
+    assert "job_id" in bad_id.json()["message"]
+    assert client.head("/api/v1/status.json").status_code == 200
+
+
+def test_time_filters_need_an_offset_as_uploads_do(client, made):
+    client, _ = client
+    alice = made.people["alice"]
+    naive = client.get("/api/v1/entries?find[date][$gte]=2024-01-05T08:00:00", headers=alice.secret)
+    assert naive.status_code == 422 and "has no UTC offset" in naive.json()["message"]
+    zoned = client.get(
+        "/api/v1/entries?find[date][$gte]=2024-01-05T08:00:00Z", headers=alice.secret
+    )
+    assert zoned.status_code == 200
+
+
+def test_contradictory_date_and_date_string_are_refused(client, made):
+    client, _ = client
+    alice = made.people["alice"]
+    entry = {"type": "sgv", "sgv": 120, "date": NOW_MS, "dateString": "2020-01-01T00:00:00Z"}
+    answer = post(client, "/api/v1/entries", json.dumps([entry]), alice)
+    assert answer.status_code == 422 and "min apart" in answer.json()["message"]
+    same = {
+        "type": "sgv",
+        "sgv": 121,
+        "date": NOW_MS + 300_000,
+        "dateString": "2025-12-06T06:51:40+01:00",
+    }  # the same instant in another zone
+    assert post(client, "/api/v1/entries", json.dumps([same]), alice).status_code == 200
+
+
+def test_a_refused_access_is_in_the_persons_own_audit_view(client, made):
+    client, _ = client
+    alice, mallory = made.people["alice"], made.people["mallory"]  # mallory is not assigned
+    answer = client.get(f"/api/v1/entries?patient={alice.id}", headers=mallory.secret)
+    assert answer.status_code == 403
+    audit = client.get("/api/v1/audit", headers=alice.secret).json()
+    denied = [line for line in audit if line["action"] == "denied:read_entries"]
+    assert denied and "mallory" in denied[-1]["actor"]
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path, made):
+    key = write_key_file(tmp_path / "open.key")
+    key.chmod(0o644)
+    with pytest.raises(TailormlError, match="chmod 600"):
+        ServerKey.load(key, made.data)

@@ -225,6 +225,30 @@ class PeopleStore:
             audit(connection, actor, "revoke_token", person_id, {})
         return self.person(person_id)
 
+    def rotate(self, person_id: str, token_sha256: str, secret_sha1: str, actor: str) -> Person:
+        """A new token for a person (the old one is refused from now on; a revoked account
+        becomes active again with it). Their data, models and assignments stay."""
+        if self.person(person_id).erased is not None:
+            raise TailormlError("an erased account cannot get a new token")
+        with self.database.transaction() as connection:
+            connection.execute(
+                "UPDATE people SET token_sha256 = ?, secret_sha1 = ?, revoked = NULL WHERE id = ?",
+                (token_sha256, secret_sha1, person_id),
+            )
+            audit(connection, actor, "rotate_token", person_id, {})
+        return self.person(person_id)
+
+    def unassign(self, clinician_id: str, patient_id: str, actor: str) -> bool:
+        """End a clinician's access to a patient; whether there was an assignment."""
+        with self.database.transaction() as connection:
+            removed = connection.execute(
+                "DELETE FROM assignments WHERE clinician_id = ? AND patient_id = ?",
+                (clinician_id, patient_id),
+            ).rowcount
+            if removed:
+                audit(connection, actor, "unassign", patient_id, {"clinician": clinician_id})
+        return bool(removed)
+
     def assign(self, clinician_id: str, patient_id: str, actor: str) -> None:
         clinician, patient = self.person(clinician_id), self.person(patient_id)
         if clinician.role != "clinician":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -197,6 +198,23 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         answer = {"status": 409, "message": str(error), "reason": error.reason}
         return JSONResponse(answer, status_code=409)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError):
+        # FastAPI's own checks (a path id that is not a whole number) in the API's shape
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            for e in error.errors()
+        )
+        return _error(422, problems or "invalid request")
+
+    @app.middleware("http")
+    async def _no_store(request: Request, call_next):
+        # answers carry health data: never cached by a browser or proxy, never sniffed
+        answer = await call_next(request)
+        answer.headers.setdefault("Cache-Control", "no-store")
+        answer.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return answer
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException):
         # routing's own answers (404 no such path, 405 wrong method) in the same shape
@@ -274,8 +292,8 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     # -- Nightscout --------------------------------------------------------------------------
 
-    @app.get("/api/v1/status.json")
-    @app.get("/api/v1/status")
+    @app.api_route("/api/v1/status.json", methods=["GET", "HEAD"])
+    @app.api_route("/api/v1/status", methods=["GET", "HEAD"])
     async def status():
         return {
             "status": "ok",

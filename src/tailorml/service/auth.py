@@ -61,6 +61,13 @@ def add_person(store: PeopleStore, name: str, role: str, actor: str) -> tuple[Pe
     return person, token
 
 
+def rotate_token(store: PeopleStore, person: Person, actor: str) -> str:
+    """A new token for `person` (shown once); the old one stops working at once."""
+    token = new_token()
+    store.rotate(person.id, token_sha256(token), secret_sha1(token), actor)
+    return token
+
+
 def resolve(
     store: PeopleStore,
     api_secret: str | None = None,

@@ -74,7 +74,15 @@ class Service:
         try:
             return subject(self.store, caller, patient)
         except AccessDenied:
-            self.store.record(self._who(caller), f"denied:{action}", None, {"asked": patient})
+            # in the person's own audit view when the id is theirs (the answer stays the
+            # same for a missing id, so ids still cannot be probed)
+            target = self.store.find(patient) if patient else None
+            self.store.record(
+                self._who(caller),
+                f"denied:{action}",
+                target.id if target is not None else None,
+                {"asked": patient},
+            )
             raise
 
     def uploader(self, caller: Person, patient: str | None, action: str) -> Person:

@@ -96,6 +96,11 @@ class ServerKey:
                     f"--key-file {path} lies inside the data directory {data_dir}: a key stored "
                     "beside the data it protects protects nothing; keep it elsewhere"
                 )
+            if path.stat().st_mode & 0o077:
+                raise TailormlError(
+                    f"--key-file {path} can be read by other users (mode "
+                    f"{path.stat().st_mode & 0o777:o}); restrict it: chmod 600 {path}"
+                )
             return cls(_decode_key(path.read_text(), f"--key-file {path}"))
         text = os.environ.get(KEY_ENV)
         if not text:

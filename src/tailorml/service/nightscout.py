@@ -160,7 +160,18 @@ def clean_entry(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     else:
         raise PayloadError(f"{where}: needs date (epoch ms) or dateString (ISO 8601)")
     clean: dict[str, Any] = {"type": kind, "date": date_ms}
-    clean["dateString"] = _text(record, "dateString", where, 64) or iso(date_ms)
+    written = _text(record, "dateString", where, 64)
+    if written is not None and record.get("date") is not None:
+        # both given: they must name the same instant (a minute apart at most), or one of
+        # them is wrong and storing both would answer with a contradiction
+        other = parse_time_ms(written, f"{where}.dateString")
+        if abs(other - date_ms) > 60_000:
+            raise PayloadError(
+                f"{where}: date ({iso(date_ms)}) and dateString ({written}) are "
+                f"{abs(other - date_ms) / 60_000:,.0f} min apart; send one, or both for the "
+                "same instant"
+            )
+    clean["dateString"] = written or iso(date_ms)
     value_key = {"sgv": "sgv", "mbg": "mbg"}.get(kind)
     if value_key:
         clean[value_key] = _number(record, value_key, where, 0.0, SGV_MAX, required=True)
@@ -286,7 +297,10 @@ def _filter_time(raw: Any, key: str) -> int:
     except ValueError:
         raise PayloadError(f"{key}: {str(raw)[:40]!r} is not epoch ms or ISO 8601") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        # as uploads: a time without an offset is not an instant
+        raise PayloadError(
+            f"{key}: {str(raw)[:40]!r} has no UTC offset; add Z or +hh:mm, or use epoch ms"
+        )
     return int(parsed.timestamp() * 1000)
 
 
