@@ -212,6 +212,7 @@ def sensor_codes(
     become the sensor limits (40 / 400 mg/dL) under "limits", missing readings under
     "missing"; either way they are counted in `notes`.
     """
+    raw = decimal_points(raw, notes)
     text = raw.astype(str).str.strip().str.lower()
     low = text.isin(["low", "lo"])
     high = text.isin(["high", "hi"])
@@ -226,6 +227,18 @@ def sensor_codes(
 
 
 SENSOR_CODE_WORDS = {"low", "high", "lo", "hi"}
+DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+\s*$")
+
+
+def decimal_points(raw: pd.Series, notes: dict[str, int]) -> pd.Series:
+    """Numbers written with a decimal comma ("6,7", EU exports) as numbers with a point,
+    counted (`decimal_commas_read`); without this they would be read as missing, uncounted."""
+    text = raw.astype(str)
+    comma = text.str.match(DECIMAL_COMMA)
+    if comma.any():
+        notes["decimal_commas_read"] = notes.get("decimal_commas_read", 0) + int(comma.sum())
+        return raw.where(~comma, text.str.replace(",", ".", regex=False))
+    return raw
 
 
 def egv_values(

@@ -20,8 +20,9 @@ never interpolates: a model trained on 5-minute data is not applied to it silent
 saved model's sampling interval decides).
 
 Dates: US exports write `MM-DD-YYYY hh:mm AM`, EU exports `DD-MM-YYYY HH:MM`; the format
-that parses every row is used (AM/PM means US; 24-hour dashed dates are read day-first),
-also `YYYY-MM-DD HH:MM` and slashed/dotted variants. Time is the reader's/phone's local wall
+that parses every row is used (AM/PM means US; where day-first and month-first both parse,
+the historic readings' 15-minute order decides), also `YYYY-MM-DD HH:MM` and slashed/dotted
+variants. Semicolon files with decimal commas (Excel in EU locales) are read too. Time is the reader's/phone's local wall
 time, kept as is: in the repeated autumn hour, two readings falling in one slot keep the
 first (counted); the skipped spring hour has no readings.
 
@@ -37,8 +38,10 @@ from pathlib import Path
 import pandas as pd
 
 from tailorml.data.importers.common import (
+    SENSOR_CODE_WORDS,
     ImportedReadings,
     OutOfRange,
+    decimal_points,
     empty_events,
     events_frame,
     first_line,
@@ -86,9 +89,14 @@ def parse(
             f"{name}: not a LibreView CSV (no 'Device Timestamp' and 'Record Type' header in "
             f"the first lines); first line: {first_line(text)!r}"
         )
+    # Excel in EU locales saves with semicolons (and decimal commas, read below)
+    separator = ";" if lines[header].count(";") > lines[header].count(",") else ","
     try:
         frame = pd.read_csv(
-            io.StringIO("\n".join(lines[header:])), dtype=str, keep_default_na=False
+            io.StringIO("\n".join(lines[header:])),
+            dtype=str,
+            keep_default_na=False,
+            sep=separator,
         )
     except Exception as error:
         raise CohortError(f"{name}: cannot read as a LibreView CSV: {error}") from None
@@ -108,11 +116,16 @@ def parse(
             f"{name}: LibreView CSV without a 'Historic Glucose mg/dL' or '... mmol/L' column; "
             f"it has {', '.join(frame.columns)}"
         )
-    times = _times(frame[columns["device timestamp"]], name)
+    times, date_format = _times(frame[columns["device timestamp"]], record == HISTORIC, name)
 
     def values(rows: pd.Series, column: str) -> pd.Series:
         raw = frame.loc[rows, column].str.strip()
         numeric, codes = sensor_codes(raw, out_of_range, notes)
+        unreadable = numeric.isna() & codes.isna() & raw.ne("")
+        unreadable &= ~raw.str.lower().isin(SENSOR_CODE_WORDS)
+        notes["unreadable_glucose_values"] = notes.get("unreadable_glucose_values", 0) + int(
+            unreadable.sum()
+        )
         fix = f"the column says {unit} but the values are mmol/L: re-export or rename the column"
         return to_mgdl(numeric, unit, name, column, fix).where(codes.isna(), codes)
 
@@ -153,7 +166,8 @@ def parse(
         rows = record == record_type
         for key in keys:
             if key in columns and rows.any():
-                amounts = pd.to_numeric(frame.loc[rows, columns[key]], errors="coerce")
+                written = decimal_points(frame.loc[rows, columns[key]], notes)
+                amounts = pd.to_numeric(written, errors="coerce")
                 events.append(events_frame(times[rows], target, amounts))
     return ImportedReadings(
         format=FORMAT,
@@ -161,21 +175,49 @@ def parse(
         readings=readings,
         events=pd.concat(events, ignore_index=True),
         notes=notes,
-        choices={"units_in_export": unit, "out_of_range": out_of_range, "libre_scans": scans},
+        choices={
+            "units_in_export": unit,
+            "out_of_range": out_of_range,
+            "libre_scans": scans,
+            "separator": separator,
+            "date_format": date_format,
+        },
         native_minutes=15,
         sha256=digest,
     )
 
 
-def _times(column: pd.Series, name: str) -> pd.Series:
+def _times(column: pd.Series, historic: pd.Series, name: str) -> tuple[pd.Series, str]:
+    """The rows' times under the one date format that reads every row, and that format.
+
+    A 24-hour file whose days are all <= 12 reads both day-first and month-first; then the
+    historic readings' order decides: LibreView writes them every 15 minutes in time order,
+    so the right format puts consecutive ones minutes apart and the wrong one weeks apart."""
     stamps = column.str.strip()
     present = stamps[stamps != ""]
+    readable = []
     for pattern in _DATE_FORMATS:
         parsed = pd.to_datetime(present, format=pattern, errors="coerce")
         if len(present) and parsed.notna().all():
-            return pd.to_datetime(stamps, format=pattern, errors="coerce")
-    example = present.iloc[0] if len(present) else "(none)"
-    raise CohortError(
-        f"{name}: LibreView 'Device Timestamp' values (e.g. {example!r}) do not all match one "
-        "of the US (01-05-2024 08:15 AM) or EU (05-01-2024 08:15) date formats"
-    )
+            readable.append(pattern)
+    if not readable:
+        example = present.iloc[0] if len(present) else "(none)"
+        raise CohortError(
+            f"{name}: LibreView 'Device Timestamp' values (e.g. {example!r}) do not all match "
+            "one of the US (01-05-2024 08:15 AM) or EU (05-01-2024 08:15) date formats"
+        )
+    if len(readable) > 1:
+        readable.sort(key=lambda pattern: -_in_order(stamps[historic], pattern))
+    pattern = readable[0]
+    return pd.to_datetime(stamps, format=pattern, errors="coerce"), pattern
+
+
+def _in_order(stamps: pd.Series, pattern: str) -> float:
+    """Share of consecutive readings (in file order) 1 minute to 1 hour apart, either way
+    (exports list them oldest or newest first)."""
+    times = pd.to_datetime(stamps[stamps != ""], format=pattern, errors="coerce")
+    gaps = times.diff().dropna().abs()
+    if gaps.empty:
+        return 0.0
+    near = (gaps >= pd.Timedelta(minutes=1)) & (gaps <= pd.Timedelta(hours=1))
+    return float(near.mean())
