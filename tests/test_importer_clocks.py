@@ -13,7 +13,7 @@ import pytest
 
 from tailorml.data.importers import import_cohort
 from tailorml.data.importers.common import plausible_times
-from tailorml.errors import CohortError
+from tailorml.errors import CohortError, TailormlError
 
 START_MS = 1_704_441_600_000  # 2024-01-05 08:00 UTC
 
@@ -108,3 +108,20 @@ def test_readings_before_2000_or_days_ahead_are_dropped():
     kept = plausible_times(frame_at(["1999-12-31 23:55", *main, ahead]), "p", notes)
     assert len(kept) == 100
     assert notes["readings_dated_before_2000_or_ahead_dropped"] == 2
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc", "a_folder"])
+def test_an_import_out_that_cannot_be_written_is_refused_before_parsing(tmp_path, where):
+    path = tmp_path / "ns_entries.json"
+    path.write_text(json.dumps(entries(20)))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    (tmp_path / "folder.parquet").mkdir()
+    out = {
+        "under_a_file": blocker / "cohort.parquet",
+        "proc": "/proc/tailorml/cohort.parquet",
+        "a_folder": tmp_path / "folder.parquet",
+    }[where]
+    expected = {"under_a_file": "is a file", "proc": "cannot write in", "a_folder": "is a folder"}
+    with pytest.raises(TailormlError, match=expected[where]):
+        import_cohort([path], out, salt="s")

@@ -106,15 +106,40 @@ TARGET_IS_A_FOLDER = "{path} is a folder; pass a file name to write to"
 TARGET_INSIDE_A_FILE = "cannot write {path}: {parent} is a file, not a folder"
 
 
+def check_writable(folder: str | Path, what: str, target: str | Path | None = None) -> None:
+    """Fail now, in one line, if files cannot be written in `folder` (created later): the
+    nearest existing ancestor must be a folder we can write in. Called before minutes of
+    work whose results would otherwise have nowhere to go (`what`: the option, e.g. --out;
+    `target`: the file to be written, if the message should name it instead)."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        shown = target if target is not None else f"{what} {folder}"
+        raise TailormlError(TARGET_INSIDE_A_FILE.format(path=shown, parent=existing))
+    try:
+        handle, name = tempfile.mkstemp(prefix=".tailorml-probe.", dir=existing)
+    except OSError as error:
+        raise TailormlError(
+            f"{what} {folder}: cannot write in {existing} ({error.strerror}); choose a "
+            "folder you can write to"
+        ) from None
+    os.close(handle)
+    os.unlink(name)
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only on success."""
     target = Path(target)
     if target.is_dir():
         raise TailormlError(TARGET_IS_A_FOLDER.format(path=target))
-    if target.parent.exists() and not target.parent.is_dir():
-        raise TailormlError(TARGET_INSIDE_A_FILE.format(path=target, parent=target.parent))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(target.parent, "cannot write", target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TailormlError(f"cannot create {target.parent} ({error.strerror})") from None
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temporary = Path(name)

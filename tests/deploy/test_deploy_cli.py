@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tailorml.cli import app
+from tailorml.errors import TailormlError
 
 runner = CliRunner()
 
@@ -84,3 +85,16 @@ def test_bad_requests_are_one_line_errors(exported, tmp_path):
     (broken / "deploy.json").write_text("{not json")
     with pytest.raises(DeployError, match="unreadable"):
         report_export(broken)
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_an_out_that_cannot_be_written_is_refused_before_quantizing(exported, tmp_path, where):
+    run, _, _ = exported
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = blocker / "export" if where == "under_a_file" else "/proc/tailorml-export"
+    result = runner.invoke(app, ["deploy", "export", "--run", str(run), "--out", str(out)])
+    message = str(result.exception)  # main() prints it in one line and exits 2
+    assert isinstance(result.exception, TailormlError) and "--out" in message
+    assert ("is a file, not a folder" if where == "under_a_file" else "cannot write in") in message
+    assert "quantizing" not in result.stdout  # refused before the work

@@ -36,7 +36,13 @@ from tailorml.deploy.parity import (
 )
 from tailorml.deploy.quantize import QuantizedModel, quantize
 from tailorml.errors import DeployError, TailormlError
-from tailorml.io import atomic_write, atomic_write_json, atomic_write_parquet, sha256_file
+from tailorml.io import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_parquet,
+    check_writable,
+    sha256_file,
+)
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
@@ -58,6 +64,7 @@ def _check_out(out: Path, model_sha: str, force: bool) -> None:
     """Never write into a folder that is not ours, nor replace another model's export."""
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} is a file; give a directory")
+    check_writable(out, "--out")  # now, not after minutes of quantizing
     if out.is_dir() and any(out.iterdir()):
         previous = _read_marker(out, "--out").get("model_sha256")
         if previous != model_sha and not force:

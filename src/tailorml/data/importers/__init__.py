@@ -138,15 +138,23 @@ def import_cohort(
     back cleanly from a temporary copy.
     """
     from tailorml.data.cohort import load_cohort
-    from tailorml.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+    from tailorml.io import (
+        atomic_write_json,
+        atomic_write_parquet,
+        atomic_write_text,
+        check_writable,
+    )
 
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise CohortError(f"--out {out} must end in .parquet or .csv")
     if not files:
         raise CohortError("give at least one export file to import")
+    if out.is_dir():
+        raise CohortError(f"--out {out} is a folder; pass a file name ending in .parquet or .csv")
     if out.exists() and not force:
         raise CohortError(f"--out {out} exists; pass --force to replace it, or choose another name")
+    check_writable(out.parent, "--out")  # before parsing, not after
     folders = [str(f) for f in files if Path(f).is_dir()]
     if folders:
         raise CohortError(

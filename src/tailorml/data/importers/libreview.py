@@ -22,9 +22,9 @@ saved model's sampling interval decides).
 Dates: US exports write `MM-DD-YYYY hh:mm AM`, EU exports `DD-MM-YYYY HH:MM`; the format
 that parses every row is used (AM/PM means US; where day-first and month-first both parse,
 the historic readings' 15-minute order decides), also `YYYY-MM-DD HH:MM` and slashed/dotted
-variants. Semicolon files with decimal commas (Excel in EU locales) are read too. Time is the reader's/phone's local wall
-time, kept as is: in the repeated autumn hour, two readings falling in one slot keep the
-first (counted); the skipped spring hour has no readings.
+variants. Semicolon files with decimal commas (Excel in EU locales) are read too. Time is
+the reader's/phone's local wall time, kept as is: in the repeated autumn hour, two readings
+falling in one slot keep the first (counted); the skipped spring hour has no readings.
 
 Privacy: the preamble's names are not read.
 """
