@@ -154,7 +154,7 @@ def import_cohort(
         raise CohortError(f"--out {out} is a folder; pass a file name ending in .parquet or .csv")
     if out.exists() and not force:
         raise CohortError(f"--out {out} exists; pass --force to replace it, or choose another name")
-    check_writable(out.parent, "--out")  # before parsing, not after
+    check_writable(out.parent, "--out", f"--out {out}")  # before parsing, not after
     folders = [str(f) for f in files if Path(f).is_dir()]
     if folders:
         raise CohortError(
