@@ -196,3 +196,20 @@ def test_a_key_file_others_can_read_is_refused(tmp_path, made):
     key.chmod(0o644)
     with pytest.raises(TailormlError, match="chmod 600"):
         ServerKey.load(key, made.data)
+
+
+def test_a_conflicting_repeat_answers_with_the_value_that_is_stored(client, made):
+    client, _ = client
+    carol = made.people["carol"]
+    first = {"type": "sgv", "sgv": 120, "date": NOW_MS + 600_000}
+    assert post(client, "/api/v1/entries", json.dumps([first]), carol).json()[0]["sgv"] == 120
+    repeat = dict(first, sgv=180, device="other")
+    answer = post(client, "/api/v1/entries", json.dumps([repeat]), carol).json()
+    assert answer[0]["sgv"] == 120 and "device" not in answer[0]  # the first upload is kept
+    both = post(client, "/api/v1/entries", json.dumps([dict(first, sgv=90)] * 2), carol).json()
+    assert [e["sgv"] for e in both] == [120, 120]
+    stored = client.get(
+        f"/api/v1/entries?find[date][$gte]={NOW_MS + 600_000}&find[date][$lte]={NOW_MS + 600_000}",
+        headers=carol.secret,
+    ).json()
+    assert [e["sgv"] for e in stored] == [120]

@@ -370,6 +370,21 @@ class PeopleStore:
         )
         return [SealedRow(row["id"], row["date_ms"], bytes(row["sealed"])) for row in rows]
 
+    def sealed_by_id(self, table: str, person_id: str, ids: list[int]) -> dict[int, bytes]:
+        """The stored records `ids` of a person in `table` (entries or treatments)."""
+        if table not in ("entries", "treatments"):
+            raise ValueError(f"no sealed table {table!r}")
+        found: dict[int, bytes] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self.database.query(
+                f"SELECT id, sealed FROM {table} WHERE person_id = ? AND id IN ({marks})",
+                (person_id, *chunk),
+            ):
+                found[row["id"]] = bytes(row["sealed"])
+        return found
+
     def entries(
         self,
         person_id: str,

@@ -126,13 +126,27 @@ class Service:
             log.exception("the active model of %s could not decide", person.id)
             decisions = self.live.undecided(person.id, new_readings, error)
         now = self.live.now_ms()
+        kept = self._as_stored("entries", person.id, ENTRY, entries, stored)
         shaped = [
             e
             | {"_id": nightscout.object_id(row_id)}
             | _future_warning(e["date"], now, current_until)
-            for e, (row_id, _) in zip(entries, stored, strict=True)
+            for e, (row_id, _) in zip(kept, stored, strict=True)
         ]
         return shaped, decisions
+
+    def _as_stored(self, table, person_id, purpose, records, stored) -> list[dict]:
+        """Each record as it is stored: a repeated one (same type and time) keeps the first
+        upload's values, and the answer must show those, not the ones just sent."""
+        repeated = [row_id for row_id, new in stored if not new]
+        if not repeated:
+            return list(records)
+        cipher = self.keyring.cipher(person_id)
+        sealed = self.store.sealed_by_id(table, person_id, repeated)
+        return [
+            record if new else json.loads(cipher.open(sealed[row_id], purpose))
+            for record, (row_id, new) in zip(records, stored, strict=True)
+        ]
 
     def entries(
         self,
