@@ -148,3 +148,19 @@ def test_every_generated_file_names_the_model_and_the_generator(quantized, train
     assert f'#define TAILORML_MODEL_SHA256 "{fingerprint}"' in generate_header(quantized)
     other = quantize(trained.model, trained.train[:50])  # other calibration, other model
     assert model_fingerprint(other) != fingerprint
+
+
+def test_tailorml_alert_is_reentrant_threads_deciding_at_once_agree(quantized, host, trained):
+    # ctypes releases the GIL: four threads run tailorml_alert in C at the same time, each
+    # with its own work memory; a shared arena would mix their activations
+    from concurrent.futures import ThreadPoolExecutor
+
+    readings = quantized.readings(trained.test[:2000])
+    batches = [readings[i::4] for i in range(4)]
+    alone = [host.alert(batch) for batch in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(host.alert, batches * 3))
+    for index, found in enumerate(together):
+        expected = alone[index % 4]
+        assert np.array_equal(found.logits, expected.logits)
+        assert np.array_equal(found.margin, expected.margin)

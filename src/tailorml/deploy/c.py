@@ -2,8 +2,10 @@
 functions of the model (emlearn's shape), `save_c` writes them.
 
 What the code promises a firmware engineer: no malloc, no floating point, weights `const`
-(flash), one static activation arena sized here, and one call,
-`tailorml_predict(readings, logits)`, that returns the decided class. Activations are laid
+(flash), and the safe call `tailorml_alert(readings, result, work)` (no decision for a gap,
+the urgent-low floor, readings clamped to the sensor range; reentrant: the caller gives the
+work memory, sized here) beside `tailorml_predict(readings, logits)`, the model alone on one
+static arena, which returns the decided class. Activations are laid
 out channels-last with the convolution's padding rows materialised (filled with the zero
 point), so every output is one contiguous int8 dot product — the shape CMSIS-NN uses, and
 the one the Cortex-M4's dual 16-bit multiply-accumulate (SMLAD) speeds up. The input zero
@@ -154,6 +156,7 @@ def generate_header(model: QuantizedModel) -> str:
 #define TAILORML_THRESHOLD_PPM {threshold_ppm} /* alert when P(alert class) >= this / 1e6 */
 #define TAILORML_SNOOZE_MINUTES {policy.snooze_minutes}
 #define TAILORML_ARENA_BYTES {arena_bytes(model)}
+#define TAILORML_ARENA_SLOT {arena_slot(model)}
 /* the last layer's inputs: int8 codes minus their zero point (real value = code x scale) */
 #define TAILORML_FEATURES {model.layers[-1].weight.shape[1]}
 #define TAILORML_FEATURE_ZERO_POINT {model.layers[-1].input_zero_point}
@@ -168,6 +171,12 @@ def generate_header(model: QuantizedModel) -> str:
 #define TAILORML_STATUS_NO_DECISION 1 /* a reading of the window is missing: never an alert */
 #define TAILORML_STATUS_URGENT_LOW 2 /* a low now: alarm at once, whatever the model says */
 
+/* Work memory of one call to tailorml_alert (TAILORML_ARENA_BYTES): give each task or
+ * interrupt that decides its own, and calls can run at the same time. */
+typedef struct {{
+    int16_t slots[2][TAILORML_ARENA_SLOT];
+}} tailorml_work;
+
 typedef struct {{
     int32_t status; /* a TAILORML_STATUS_ value (also what tailorml_alert returns) */
     int32_t decided_class; /* the class; TAILORML_ALERT_CLASS when urgent; -1 undecided */
@@ -179,9 +188,10 @@ typedef struct {{
 /* The safe call: a window with a TAILORML_MISSING reading gets no decision (unless the
  * last reading is an urgent low); CGM at or below TAILORML_URGENT_LOW_MGDL, or below
  * TAILORML_URGENT_BELOW_MGDL and lower than the reading before, is an urgent low; other
- * readings are clamped to the sensor range before the model. Returns result->status. */
+ * readings are clamped to the sensor range before the model. Returns result->status.
+ * Reentrant: all it writes is `result` and the caller's `work`. */
 int32_t tailorml_alert(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
-                       tailorml_result *result);
+                       tailorml_result *result, tailorml_work *work);
 
 /* The model alone, without the rules of tailorml_alert (a TAILORML_MISSING reading is read
  * as a value): decide from `readings` (TAILORML_CHANNELS x TAILORML_WINDOW, channel-major).
@@ -391,7 +401,12 @@ static inline int32_t tm_output(const tm_layer *L, int32_t o, int32_t acc) {
 /* Rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last row is paired
  * with itself) and channels in pairs (an odd last channel likewise). The next buffer gets
  * q - z with its padding rows zeroed. */
-static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
+#if defined(__GNUC__)
+#define TM_LAYER_INLINE inline __attribute__((always_inline))
+#else
+#define TM_LAYER_INLINE inline
+#endif
+static TM_LAYER_INLINE void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
     const int32_t out_rows = L->rows / L->pool;
     tm_zero(out, L->out_pad * L->out_ch);
     tm_zero(out + (L->out_pad + out_rows) * L->out_ch, L->out_pad * L->out_ch);
@@ -495,7 +510,6 @@ def _source_body(model: QuantizedModel) -> str:
     """The model's C99 source without its banner."""
     _require_cgm_only(model)
     buffers = _buffers(model)
-    arena = arena_slot(model)
     parts = [
         f'#include "{HEADER_NAME}"\n',
         _guards(model),
@@ -530,32 +544,15 @@ def _source_body(model: QuantizedModel) -> str:
             f"{buffer.rows if is_conv else 1}, {layer.pool}, "
             f"{layer.output_zero_point}, {layer.output_min}, {layer.output_max}, {next_pad}}},"
         )
-    first, last = buffers[0], len(model.layers) - 1
+    last = len(model.layers) - 1
     parts.append(
         f"\nstatic const tm_layer tm_layers[{len(model.layers)}] = {{\n"
         + "\n".join(layer_structs)
         + "\n};\n\n"
-        f"static int16_t tm_arena[2][{arena}];\n\n"
-        "/* Every layer but the last; returns the last layer's input (the features). */\n"
-        "static const int16_t *tm_run_features(const int16_t *readings) {\n"
-        "    int16_t *in = tm_arena[0];\n"
-        f"    tm_zero(in, {first.size});\n"
-        "    for (int32_t t = 0; t < TAILORML_WINDOW; t++) {\n"
-        "        for (int32_t c = 0; c < TAILORML_CHANNELS; c++) {\n"
-        "            const int32_t centred = (int32_t)readings[c * TAILORML_WINDOW + t]"
-        " - tm_input_centre[c];\n"
-        "            const int32_t q = tm_requantize(centred, tm_input_multiplier[c],"
-        " tm_input_shift[c]);\n"
-        f"            in[(t + {first.pad}) * TAILORML_CHANNELS + c] ="
-        " (int16_t)tm_clamp(q, -128, 127);\n"
-        "        }\n"
-        "    }\n"
-        f"    for (int32_t i = 0; i < {last}; i++) {{\n"
-        "        tm_run_layer(&tm_layers[i], tm_arena[i % 2], tm_arena[(i + 1) % 2]);\n"
-        "    }\n"
-        f"    return tm_arena[{last % 2}];\n"
-        "}\n\n"
-        "void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
+        "static tailorml_work tm_arena; /* tailorml_predict's, tailorml_features' */\n\n"
+        + _features_function(model, "tm_run_features", "", "tm_arena.slots")
+        + _features_function(model, "tm_run_features_in", ", tailorml_work *work", "work->slots")
+        + "void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
         "                       int16_t features[TAILORML_FEATURES]) {\n"
         "    const int16_t *computed = tm_run_features(readings);\n"
         "    for (int32_t i = 0; i < TAILORML_FEATURES; i++) features[i] = computed[i];\n"
@@ -585,6 +582,34 @@ def generate_c(model: QuantizedModel) -> str:
     return f"{_banner(model_fingerprint(model))}\n{_source_body(model)}"
 
 
+def _features_function(model: QuantizedModel, name: str, extra: str, slots: str) -> str:
+    """Every layer but the last on the arena `slots`; returns the last layer's input (the
+    features). Written twice from this one text: on the static arena (tailorml_predict
+    keeps the code and speed of constant addresses) and on the caller's work memory
+    (tailorml_alert, reentrant)."""
+    first, last = _buffers(model)[0], len(model.layers) - 1
+    return (
+        f"static const int16_t *{name}(const int16_t *readings{extra}) {{\n"
+        f"    int16_t *in = {slots}[0];\n"
+        f"    tm_zero(in, {first.size});\n"
+        "    for (int32_t t = 0; t < TAILORML_WINDOW; t++) {\n"
+        "        for (int32_t c = 0; c < TAILORML_CHANNELS; c++) {\n"
+        "            const int32_t centred = (int32_t)readings[c * TAILORML_WINDOW + t]"
+        " - tm_input_centre[c];\n"
+        "            const int32_t q = tm_requantize(centred, tm_input_multiplier[c],"
+        " tm_input_shift[c]);\n"
+        f"            in[(t + {first.pad}) * TAILORML_CHANNELS + c] ="
+        " (int16_t)tm_clamp(q, -128, 127);\n"
+        "        }\n"
+        "    }\n"
+        f"    for (int32_t i = 0; i < {last}; i++) {{\n"
+        f"        tm_run_layer(&tm_layers[i], {slots}[i % 2], {slots}[(i + 1) % 2]);\n"
+        "    }\n"
+        f"    return {slots}[{last % 2}];\n"
+        "}\n\n"
+    )
+
+
 def model_fingerprint(model: QuantizedModel) -> str:
     """SHA-256 of the generated model code (everything but the banners): the same model
     gives the same fingerprint on any machine, any other gives another."""
@@ -610,6 +635,7 @@ def _guards(model: QuantizedModel) -> str:
         "TAILORML_ALERT_CLASS": policy.alert_index,
         "TAILORML_THRESHOLD_PPM": round(policy.threshold * 1_000_000),
         "TAILORML_ARENA_BYTES": arena_bytes(model),
+        "TAILORML_ARENA_SLOT": arena_slot(model),
         "TAILORML_FEATURES": model.layers[-1].weight.shape[1],
         "TAILORML_FEATURE_ZERO_POINT": model.layers[-1].input_zero_point,
     }
@@ -628,7 +654,7 @@ def _guards(model: QuantizedModel) -> str:
 
 _SAFE_CALL = r"""
 int32_t tailorml_alert(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
-                       tailorml_result *result) {
+                       tailorml_result *result, tailorml_work *work) {
     int16_t clamped[TAILORML_CHANNELS * TAILORML_WINDOW];
     int32_t missing = 0;
     for (int32_t i = 0; i < TAILORML_CHANNELS * TAILORML_WINDOW; i++) {
@@ -659,7 +685,7 @@ int32_t tailorml_alert(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDO
         return result->status;
     }
     int32_t best;
-    tm_run_logits(&tm_layers[TM_LAST_LAYER], tm_run_features(clamped), result->logits);
+    tm_run_logits(&tm_layers[TM_LAST_LAYER], tm_run_features_in(clamped, work), result->logits);
     const int32_t total = tm_alert_total(result->logits, &best);
     result->status = TAILORML_STATUS_DECIDED;
     result->decided_class = total <= TM_LIMIT ? TAILORML_ALERT_CLASS : best;

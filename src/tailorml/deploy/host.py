@@ -29,9 +29,11 @@ void tm_predict_batch(const int16_t *readings, int32_t n, int16_t *logits, int32
 /* tailorml_alert over a batch: status, class, margin and logits per window. */
 void tm_alert_batch(const int16_t *readings, int32_t n, int32_t *status, int32_t *classes,
                     int32_t *margins, int16_t *logits) {
+    tailorml_work work;
     for (int32_t i = 0; i < n; i++) {
         tailorml_result result;
-        status[i] = tailorml_alert(readings + i * TAILORML_CHANNELS * TAILORML_WINDOW, &result);
+        status[i] = tailorml_alert(readings + i * TAILORML_CHANNELS * TAILORML_WINDOW, &result,
+                                   &work);
         classes[i] = result.decided_class;
         margins[i] = result.margin;
         for (int32_t j = 0; j < TAILORML_N_CLASSES; j++) {

@@ -110,7 +110,8 @@ int16_t tm_input[TAILORML_CHANNELS * TAILORML_WINDOW];
 volatile tailorml_result tm_result;
 __attribute__((noinline)) void tm_run(void) {
     tailorml_result result;
-    (void)tailorml_alert(tm_input, &result);
+    tailorml_work work; /* on the stack: the caller's memory, as a reentrant call needs */
+    (void)tailorml_alert(tm_input, &result, &work);
     tm_result = result;
 }
 void _start(void) { for (;;) tm_run(); }
