@@ -33,6 +33,7 @@ from tailorml.errors import NotFoundError, TailormlError
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
 from tailorml.registry.people import Person
 from tailorml.service import nightscout
+from tailorml.service import openapi as api
 from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
 from tailorml.service.core import Service
 from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, ConflictError
@@ -174,6 +175,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         redoc_url=None,
         default_response_class=AsciiJSONResponse,
     )
+    api.install(app)  # bodies, parameters, errors and credentials in /openapi.json
     app.state.service = service
     uploading: dict[str, int] = {}  # account -> bytes reserved by its context upload
 
@@ -292,8 +294,11 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     # -- Nightscout --------------------------------------------------------------------------
 
-    @app.api_route("/api/v1/status.json", methods=["GET", "HEAD"])
-    @app.api_route("/api/v1/status", methods=["GET", "HEAD"])
+    # GET and HEAD apart: one operation each in the schema (one route would give both one id)
+    @app.get("/api/v1/status.json", **api.STATUS)
+    @app.head("/api/v1/status.json", **api.STATUS)
+    @app.get("/api/v1/status", **api.STATUS)
+    @app.head("/api/v1/status", **api.STATUS)
     async def status():
         return {
             "status": "ok",
@@ -304,13 +309,13 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
             "settings": {"units": "mg/dl"},
         }
 
-    @app.get("/api/v1/verifyauth")
+    @app.get("/api/v1/verifyauth", **api.VERIFYAUTH)
     async def verifyauth(request: Request):
         caller = await run_in_threadpool(caller_of, service, request)
         return {"message": "OK", "id": caller.id, "name": caller.name, "role": caller.role}
 
-    @app.post("/api/v1/entries")
-    @app.post("/api/v1/entries.json")
+    @app.post("/api/v1/entries", **api.UPLOAD_ENTRIES)
+    @app.post("/api/v1/entries.json", **api.UPLOAD_ENTRIES)
     async def post_entries(request: Request):
         payload = nightscout.read_json(await read_body(request), "entries")
         shaped, _ = await call(request, service.upload_entries, payload, query(request, "patient"))
@@ -328,29 +333,29 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
             kind or equal.get("type"),
         )
 
-    @app.get("/api/v1/entries")
-    @app.get("/api/v1/entries.json")
+    @app.get("/api/v1/entries", **api.ENTRIES)
+    @app.get("/api/v1/entries.json", **api.ENTRIES)
     async def entries(request: Request):
         return await get_entries(request)
 
-    @app.get("/api/v1/entries/sgv.json")
-    @app.get("/api/v1/entries/sgv")
+    @app.get("/api/v1/entries/sgv.json", **api.SGV)
+    @app.get("/api/v1/entries/sgv", **api.SGV)
     async def sgv(request: Request):
         return await get_entries(request, kind="sgv")
 
-    @app.get("/api/v1/entries/current.json")
-    @app.get("/api/v1/entries/current")
+    @app.get("/api/v1/entries/current.json", **api.CURRENT_ENTRY)
+    @app.get("/api/v1/entries/current", **api.CURRENT_ENTRY)
     async def current_entry(request: Request):
         return await call(request, service.current_entry, query(request, "patient"))
 
-    @app.post("/api/v1/treatments")
-    @app.post("/api/v1/treatments.json")
+    @app.post("/api/v1/treatments", **api.UPLOAD_TREATMENTS)
+    @app.post("/api/v1/treatments.json", **api.UPLOAD_TREATMENTS)
     async def post_treatments(request: Request):
         payload = nightscout.read_json(await read_body(request), "treatments")
         return await call(request, service.upload_treatments, payload, query(request, "patient"))
 
-    @app.get("/api/v1/treatments")
-    @app.get("/api/v1/treatments.json")
+    @app.get("/api/v1/treatments", **api.TREATMENTS)
+    @app.get("/api/v1/treatments.json", **api.TREATMENTS)
     async def treatments(request: Request):
         since, until, equal = nightscout.time_filter(request.query_params, ("created_at", "date"))
         return await call(
@@ -365,12 +370,12 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     # -- alerts and models ---------------------------------------------------------------------
 
-    @app.get("/api/v1/alerts/current")
+    @app.get("/api/v1/alerts/current", **api.CURRENT_ALERT)
     async def current_alert(request: Request):
         return await call(request, service.current_alert, query(request, "patient"))
 
-    @app.get("/api/v1/alerts")
-    @app.get("/api/v1/alerts.json")
+    @app.get("/api/v1/alerts", **api.ALERTS)
+    @app.get("/api/v1/alerts.json", **api.ALERTS)
     async def alerts(request: Request):
         since, until, _ = nightscout.time_filter(request.query_params, ("date",))
         return await call(
@@ -382,11 +387,11 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
             until,
         )
 
-    @app.get("/api/v1/model")
+    @app.get("/api/v1/model", **api.MODEL)
     async def model(request: Request):
         return await call(request, service.active_model, query(request, "patient"))
 
-    @app.post("/api/v1/model/rollback")
+    @app.post("/api/v1/model/rollback", **api.ROLLBACK)
     async def rollback(request: Request):
         body = _object(nightscout.read_json(await read_body(request), "rollback"), "rollback")
         reason = _string(body, "reason", "rollback", required=True)
@@ -394,7 +399,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     # -- personalization and review ------------------------------------------------------------
 
-    @app.post("/api/v1/personalization", status_code=202)
+    @app.post("/api/v1/personalization", status_code=202, **api.PERSONALIZE)
     async def personalize(request: Request):
         body = await read_body(request)
         fields = (
@@ -404,24 +409,24 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         )
         return await call(request, service.request_personalization, _patient(fields))
 
-    @app.get("/api/v1/personalization")
+    @app.get("/api/v1/personalization", **api.JOBS)
     async def jobs(request: Request):
         return await call(request, service.jobs_of, query(request, "patient"))
 
-    @app.get("/api/v1/personalization/{job_id}")
+    @app.get("/api/v1/personalization/{job_id}", **api.JOB)
     async def job(request: Request, job_id: int):
         return await call(request, service.job, job_id)
 
-    @app.get("/api/v1/candidates")
+    @app.get("/api/v1/candidates", **api.CANDIDATES)
     async def candidates(request: Request):
         pending = request.query_params.get("all") not in ("1", "true")
         return await call(request, service.candidates, query(request, "patient"), pending)
 
-    @app.get("/api/v1/candidates/{candidate_id}")
+    @app.get("/api/v1/candidates/{candidate_id}", **api.CANDIDATE)
     async def candidate(request: Request, candidate_id: int):
         return await call(request, service.candidate, candidate_id)
 
-    @app.post("/api/v1/candidates/{candidate_id}/review")
+    @app.post("/api/v1/candidates/{candidate_id}/review", **api.REVIEW)
     async def review(request: Request, candidate_id: int):
         body = _object(nightscout.read_json(await read_body(request), "review"), "review")
         decision = _string(body, "decision", "review", required=True)
@@ -432,11 +437,11 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     # -- encrypted alerts ------------------------------------------------------------------------
 
-    @app.get("/api/v1/encrypted/spec")
+    @app.get("/api/v1/encrypted/spec", **api.ENCRYPTED_SPEC)
     async def encrypted_spec(request: Request):
         return await call(request, service.encrypted_spec)
 
-    @app.put("/api/v1/encrypted/context")
+    @app.put("/api/v1/encrypted/context", **api.ENCRYPTED_CONTEXT)
     async def encrypted_context(request: Request):
         # who it is before reading up to 272 MB, and only a few such bodies in memory at once
         caller = await run_in_threadpool(caller_of, service, request)
@@ -467,7 +472,8 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         finally:
             del uploading[caller.id]
 
-    @app.post("/api/v1/encrypted/alert")
+    # the answer is bytes (a Response), never JSON: no JSON media type in the schema
+    @app.post("/api/v1/encrypted/alert", response_class=Response, **api.ENCRYPTED_ALERT)
     async def encrypted_alert(request: Request):
         caller = await run_in_threadpool(caller_of, service, request)
         service.require_patient(caller)
@@ -482,21 +488,21 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     # -- the person's own data -----------------------------------------------------------------
 
-    @app.get("/api/v1/people/me")
+    @app.get("/api/v1/people/me", **api.ME)
     async def me(request: Request):
         caller = await run_in_threadpool(caller_of, service, request)
         patients = await run_in_threadpool(service.store.patients_of, caller.id)
         return {"id": caller.id, "name": caller.name, "role": caller.role, "patients": patients}
 
-    @app.get("/api/v1/people/me/export")
+    @app.get("/api/v1/people/me/export", **api.EXPORT)
     async def export(request: Request):
         return await call(request, service.export)
 
-    @app.get("/api/v1/audit")
+    @app.get("/api/v1/audit", **api.AUDIT)
     async def audit(request: Request):
         return await call(request, service.audit, query(request, "patient"))
 
-    @app.delete("/api/v1/people/me")
+    @app.delete("/api/v1/people/me", **api.ERASE)
     async def erase(request: Request):
         caller = await run_in_threadpool(caller_of, service, request)
         if request.query_params.get("confirm") != caller.id:
