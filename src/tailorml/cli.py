@@ -968,8 +968,8 @@ def _print_deploy(out: Path) -> None:
             rung["name"], str(rung["windows"]), f"{100 * rung['decision_agreement']:.2f} %", logits
         )
     console.print(ladder)
-    table = Table(title="Budgets (latency estimated from counted instructions)")
-    for column in ("target", "flash", "RAM", "stack", "latency", "result"):
+    table = Table(title="Budgets (latency by the conservative cycle model; 1.25 CPI beside it)")
+    for column in ("target", "flash", "RAM", "stack", "latency", "at 1.25 CPI", "result"):
         table.add_column(column, justify="left" if column in ("target", "result") else "right")
     for name, budget in summary["budgets"].items():
         failed = [check for check, ok in budget["checks"].items() if not ok]
@@ -978,6 +978,9 @@ def _print_deploy(out: Path) -> None:
             f"{budget['flash'] / 1024:.1f} kB",
             f"{budget['ram'] / 1024:.1f} kB",
             f"{budget['peak_stack']} B",
+            f"{budget['latency_conservative_ms']:.2f} ms"
+            if "latency_conservative_ms" in budget
+            else "-",
             f"{budget['latency_ms']:.2f} ms",
             _styled(
                 ("✓ within budget", "green") if not failed else ("✗ " + ", ".join(failed), "red")

@@ -42,7 +42,8 @@ class TargetProfile:
     clock_hz: int
     flash_bytes: int
     ram_bytes: int
-    cycles_per_instruction: float  # the stated assumption behind the latency estimate
+    cycles_per_instruction: float  # the best case behind the instruction-count estimate
+    flash_wait_states: int  # at this clock (the conservative cycle model adds them)
     budget_flash_bytes: int
     budget_ram_bytes: int
     budget_latency_ms: float
@@ -61,6 +62,7 @@ PROFILES: dict[str, TargetProfile] = {
         flash_bytes=512 * 1024,
         ram_bytes=96 * 1024,
         cycles_per_instruction=1.25,
+        flash_wait_states=2,  # RM0368 table 6: 60-84 MHz at 2.7-3.6 V
         budget_flash_bytes=32 * 1024,
         budget_ram_bytes=16 * 1024,
         budget_latency_ms=2.0,
@@ -74,6 +76,7 @@ PROFILES: dict[str, TargetProfile] = {
         flash_bytes=384 * 1024,
         ram_bytes=80 * 1024,
         cycles_per_instruction=1.25,
+        flash_wait_states=1,  # RM0038: above 16 MHz in range 1
         budget_flash_bytes=32 * 1024,
         budget_ram_bytes=16 * 1024,
         # the issue sets 2 ms at 84 MHz for the M4; here the same 168,000 cycles at 32 MHz

@@ -32,7 +32,8 @@ def budget_figure(budgets: dict) -> bytes:
             labels.append(f"{name}: {label}")
             shares.append(budget[used] / target[limit])
         labels.append(f"{name}: latency")
-        shares.append(budget["latency_ms"] / target["budget_latency_ms"])
+        latency = budget.get("latency_conservative_ms", budget["latency_ms"])
+        shares.append(latency / target["budget_latency_ms"])
     colours = ["#55a868" if share <= 1 else "#c44e52" for share in shares]
     positions = np.arange(len(labels))[::-1]
     axis.barh(positions, np.array(shares) * 100, color=colours)
