@@ -34,7 +34,6 @@ Everything a cohort needs beyond that happens here, once, for every format:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 import secrets
@@ -135,17 +134,47 @@ def readings_frame(times, values, person="", rank: int = 0) -> pd.DataFrame:
     return frame
 
 
-def events_frame(times, kind: str, amounts, person="") -> pd.DataFrame:
+def events_frame(times, kind: str, amounts, person="", notes: dict | None = None):
+    """Events with a positive amount. With `notes`, what is dropped is counted: negative
+    amounts (`{kind}_negative_dropped`) and cells that are not numbers (pass them as NaN
+    with `raw` text via `amounts_of`)."""
+    values = np.asarray(amounts, dtype=float)
+    if notes is not None:
+        negative = int((values < 0).sum())
+        if negative:
+            notes[f"{kind}_negative_dropped"] = notes.get(f"{kind}_negative_dropped", 0) + negative
     frame = pd.DataFrame(
         {
             "time": pd.to_datetime(pd.Series(times)).astype("datetime64[ns]").to_numpy(),
             "kind": kind,
-            "amount": np.asarray(amounts, dtype=float),
+            "amount": values,
         }
     )
     frame["person"] = person if isinstance(person, str) else pd.Series(person).astype(str).values
-    frame = frame[frame["amount"].notna() & (frame["amount"] > 0)]
+    timeless = frame["time"].isna() & frame["amount"].notna() & (frame["amount"] > 0)
+    if notes is not None and timeless.any():
+        notes[f"{kind}_without_time_dropped"] = notes.get(f"{kind}_without_time_dropped", 0) + int(
+            timeless.sum()
+        )
+    frame = frame[frame["amount"].notna() & (frame["amount"] > 0) & frame["time"].notna()]
     return frame.reset_index(drop=True)
+
+
+def amounts_of(cells: pd.Series, kind: str, notes: dict) -> pd.Series:
+    """Insulin or carb cells as numbers: decimal commas read (counted), empty cells are no
+    event, and text that is not a number ("2U", "lots") is counted as
+    `{kind}_unreadable_dropped` instead of vanishing."""
+    text = decimal_points(cells.astype(str).str.strip(), notes)
+    values = pd.to_numeric(text, errors="coerce")
+    unreadable = int((values.isna() & text.ne("") & text.str.lower().ne("nan")).sum())
+    if unreadable:
+        notes[f"{kind}_unreadable_dropped"] = (
+            notes.get(f"{kind}_unreadable_dropped", 0) + unreadable
+        )
+    return values
+
+
+MAX_IMPORT_BYTES = 1 << 30  # 1 GiB of text: years of 5-minute readings are a few MB
 
 
 def read_source(source: str | Path) -> tuple[str, str, str]:
@@ -159,6 +188,13 @@ def read_source(source: str | Path) -> tuple[str, str, str]:
         path = Path(source)
         if not path.exists():
             raise CohortError(f"import file not found: {path}")
+        if not path.is_file():
+            raise CohortError(f"{path} is not a regular file; pass an export file")
+        if path.stat().st_size > MAX_IMPORT_BYTES:
+            raise CohortError(
+                f"{path}: {path.stat().st_size:,} bytes is more than an export holds "
+                f"(at most {MAX_IMPORT_BYTES:,}); split it or check the file"
+            )
         data = path.read_bytes()
         name = str(path)
         compressed = path.suffix.lower() == ".gz" or data[:2] == GZIP_MAGIC
@@ -174,7 +210,23 @@ def read_source(source: str | Path) -> tuple[str, str, str]:
 def gunzip(data: bytes, name: str) -> bytes:
     """The decompressed bytes of a gzip file; a damaged one is a clear error, not garbage."""
     try:
-        return gzip.decompress(data)
+        # inflated with a bound: a small file that inflates to gigabytes (a gzip bomb) is
+        # refused before it fills the memory; members written one after another are joined
+        parts, size, rest = [], 0, data
+        while rest:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            part = inflater.decompress(rest, MAX_IMPORT_BYTES + 1 - size)
+            size += len(part)
+            if size > MAX_IMPORT_BYTES or inflater.unconsumed_tail:
+                raise CohortError(
+                    f"{name}: inflates to more than {MAX_IMPORT_BYTES:,} bytes, more than an "
+                    "export holds; check the file"
+                )
+            if not inflater.eof:
+                raise EOFError("compressed file ended before the end-of-stream marker")
+            parts.append(part)
+            rest = inflater.unused_data
+        return b"".join(parts)
     except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
         raise CohortError(
             f"{name}: not a readable gzip file ({error}); check it with `gzip -t`, or import "
@@ -448,7 +500,8 @@ def plausible_times(rows: pd.DataFrame, key: str, notes: Counter) -> pd.DataFram
     times = rows["time"]
     latest = pd.Timestamp.now() + pd.Timedelta(days=AHEAD_DAYS)
     inside = (times >= EARLIEST_READING) & (times <= latest)
-    notes["readings_dated_before_2000_or_ahead_dropped"] += int((~inside).sum())
+    notes["readings_without_time_dropped"] += int(times.isna().sum())
+    notes["readings_dated_before_2000_or_ahead_dropped"] += int((~inside & times.notna()).sum())
     rows = rows[inside].sort_values("time", kind="stable")
     if len(rows) < 2:
         return rows

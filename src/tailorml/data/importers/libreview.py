@@ -41,7 +41,7 @@ from tailorml.data.importers.common import (
     SENSOR_CODE_WORDS,
     ImportedReadings,
     OutOfRange,
-    decimal_points,
+    amounts_of,
     empty_events,
     events_frame,
     first_line,
@@ -102,6 +102,14 @@ def parse(
         raise CohortError(f"{name}: cannot read as a LibreView CSV: {error}") from None
     frame.columns = [c.strip() for c in frame.columns]
     columns = {c.lower(): c for c in frame.columns}
+    for needed in ("device timestamp", "record type"):  # e.g. "Device Timestamp (local)"
+        found = next((c for c in frame.columns if c.lower().startswith(needed)), None)
+        if found is None:
+            raise CohortError(
+                f"{name}: LibreView CSV without a {needed.title()!r} column; it has "
+                f"{', '.join(frame.columns)}"
+            )
+        columns[needed] = found
     record = pd.to_numeric(frame[columns["record type"]], errors="coerce")
     notes: dict[str, int] = {}
     glucose = {}
@@ -147,7 +155,7 @@ def parse(
         parts.append(readings_frame(times[scan], values(scan, glucose["scan"]), rank=1))
         notes["scan_readings_offered"] = int(scan.sum())
     readings = pd.concat(parts, ignore_index=True)
-    skipped = record.isin([STRIP, KETONE, TIME_CHANGE]) | record.isna() | (record > TIME_CHANGE)
+    skipped = ~record.isin([HISTORIC, SCAN, INSULIN, FOOD])  # also "0.5", "-1", blank
     notes["non_cgm_rows_skipped"] = int(skipped.sum())
 
     events = [empty_events()]
@@ -166,9 +174,8 @@ def parse(
         rows = record == record_type
         for key in keys:
             if key in columns and rows.any():
-                written = decimal_points(frame.loc[rows, columns[key]], notes)
-                amounts = pd.to_numeric(written, errors="coerce")
-                events.append(events_frame(times[rows], target, amounts))
+                amounts = amounts_of(frame.loc[rows, columns[key]], target, notes)
+                events.append(events_frame(times[rows], target, amounts, notes=notes))
     return ImportedReadings(
         format=FORMAT,
         source=name,

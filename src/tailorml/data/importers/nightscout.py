@@ -27,6 +27,7 @@ shape is accepted too.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,6 +38,7 @@ import pandas as pd
 
 from tailorml.data.importers.common import (
     ImportedReadings,
+    amounts_of,
     empty_events,
     empty_readings,
     events_frame,
@@ -71,7 +73,12 @@ def _records(text: str, name: str) -> list[dict]:
     except ValueError as error:  # an integer of thousands of digits
         raise CohortError(f"{name}: a number in the file is too long ({error})") from None
     if isinstance(data, dict):
-        data = list(data.get("entries", [])) + list(data.get("treatments", []))
+        parts = [data.get("entries") or [], data.get("treatments") or []]
+        if not all(isinstance(part, list) for part in parts):
+            raise CohortError(
+                f"{name}: Nightscout JSON 'entries' and 'treatments' must be lists of records"
+            )
+        data = parts[0] + parts[1]
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise CohortError(
             f"{name}: Nightscout JSON must be a list of records as /api/v1/entries.json "
@@ -114,6 +121,15 @@ def _local_times(
         else:
             raise CohortError(f"{name}: a Nightscout record has no date, dateString or created_at")
         offset = record.get("utcOffset")
+        if isinstance(offset, bool):
+            offset = None
+        if isinstance(offset, int | float) and not (
+            math.isfinite(offset) and abs(offset) <= 24 * 60
+        ):
+            raise CohortError(
+                f"{name}: Nightscout record at {instant.isoformat()} has utcOffset {offset!r}; "
+                "it must be minutes within ±1440 (fix or remove it)"
+            )
         if isinstance(offset, int | float):
             local = instant.tz_convert(None) + pd.Timedelta(minutes=float(offset))
         elif zone is not None:
@@ -176,8 +192,9 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
     if treatments:
         times, _ = _local_times(treatments, name, timezone)
         for key, target in (("carbs", "cho"), ("insulin", "insulin")):
-            amounts = pd.to_numeric(pd.Series([r.get(key) for r in treatments]), errors="coerce")
-            events.append(events_frame(times, target, amounts))
+            cells = pd.Series(["" if r.get(key) is None else str(r.get(key)) for r in treatments])
+            amounts = amounts_of(cells, target, notes)
+            events.append(events_frame(times, target, amounts, notes=notes))
         neither = [
             not (_positive(r.get("carbs")) or _positive(r.get("insulin"))) for r in treatments
         ]
@@ -212,6 +229,6 @@ def _epoch_ok(record: dict, notes: Counter) -> bool:
 
 def _positive(value) -> bool:
     try:
-        return float(value) > 0
+        return float(str(value).replace(",", ".")) > 0
     except (TypeError, ValueError):
         return False
