@@ -70,3 +70,12 @@ def test_the_service_data_is_readable_by_its_user_only(shell):
     assert run("add", "ann", "--role", "patient").exit_code == 0
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "registry.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("name", ["eve\n", "eve\r\n", "e ve", "-eve"])
+def test_a_name_with_a_newline_or_space_cannot_pose_as_another(shell, name):
+    run, _ = shell
+    assert run("add", "eve", "--role", "patient").exit_code == 0
+    refused = run("add", name, "--role", "patient")
+    assert isinstance(refused.exception, TailormlError)
+    assert "use 1-64 letters" in str(refused.exception)

@@ -22,8 +22,8 @@ import uuid
 from tailorml.errors import TailormlError
 from tailorml.registry.people import PeopleStore, Person
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-PERSON_ID_PATTERN = re.compile(r"^p-[0-9a-f]{12}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # fullmatch: "$" lets "eve\n" in
+PERSON_ID_PATTERN = re.compile(r"p-[0-9a-f]{12}")
 COOKIE = "tailorml_token"
 
 
@@ -50,7 +50,7 @@ def secret_sha1(token: str) -> str:
 
 def add_person(store: PeopleStore, name: str, role: str, actor: str) -> tuple[Person, str]:
     """A new account and its token (shown once; only hashes are stored)."""
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise TailormlError(
             f"name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a "
             "letter or digit"
@@ -116,7 +116,7 @@ def subject(store: PeopleStore, caller: Person, patient: str | None) -> Person:
     probed."""
     if patient is None or patient == caller.id:
         return caller
-    if not PERSON_ID_PATTERN.match(patient):
+    if not PERSON_ID_PATTERN.fullmatch(patient):
         raise TailormlError(f"patient {patient[:40]!r} is not a person id (p- and 12 hex digits)")
     target = store.find(patient)
     if target is None or target.erased is not None or not may_access(store, caller, patient):
