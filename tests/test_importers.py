@@ -619,3 +619,19 @@ def test_a_value_below_any_cgm_floor_is_an_artefact_not_a_low(tmp_path):
     values = pd.read_parquet(tmp_path / "c.parquet")["cgm"].to_numpy()
     assert same(values, [120, 121, 122, 123, 124, 125])  # the grid ends at the last reading
     assert result.notes["artefact_readings_blanked"] == 1
+
+
+def test_ohio_events_decades_away_are_dropped_before_they_are_spread(tmp_path):
+    far = datetime(2076, 1, 1)
+    text = ohio_xml(KNOWN, basal=[(T0, 1.2), (datetime(1990, 1, 1), 2.0)])
+    text = text.replace(
+        "<bolus>",
+        f'<bolus><event ts_begin="{T0:%d-%m-%Y %H:%M:%S}" ts_end="{far:%d-%m-%Y %H:%M:%S}" '
+        'type="square" dose="3"/>',
+    )
+    result = import_cohort([write(tmp_path, "559.xml", text)], tmp_path / "o.parquet", salt="s")
+    notes = result.metadata["files"][0]["notes"]
+    assert notes["boluses_with_implausible_times_dropped"] == 1
+    assert notes["basal_events_dated_before_2000_or_ahead_dropped"] == 1
+    # 1.2 U/h from 08:00 to the last reading (08:55): 0.1 U per 5-minute slot after the first
+    assert np.isclose(result.frame["insulin"].sum(), 1.2 * 55 / 60)

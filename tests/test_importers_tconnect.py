@@ -507,3 +507,14 @@ def test_cli_imports_the_shipped_tconnect_gz_and_describe_validates_it(tmp_path)
     described = runner.invoke(app, ["cohort", "describe", str(out)])
     assert described.exit_code == 0, described.output
     assert "tandem_tconnect" in described.output and "81.4" in described.output
+
+
+def test_a_basal_row_dated_decades_ahead_is_dropped_before_it_is_spread(tmp_path):
+    start = datetime(2024, 1, 5, 7, 50)
+    basal = [(start, 1.2), (datetime(2024, 1, 5, 8, 20), 0.6), (datetime(2090, 1, 1), 0.6)]
+    path = write(tmp_path, "far.csv", export(readings(start, 12), basal=basal))
+    result = import_cohort([path], tmp_path / "far.parquet", salt="s")
+    notes = result.metadata["files"][0]["notes"]
+    assert notes["basal_rows_dated_before_2000_or_ahead_dropped"] == 1
+    # 07:50-08:20 at 1.2 U/h is all that is integrated: 0.6 U (the 08:20 row ends it)
+    assert np.isclose(sum(column(result, "insulin")), 0.6)

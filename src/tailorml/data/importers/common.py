@@ -492,6 +492,13 @@ def build_cohort(
     return ImportResult(frame, metadata, counts)
 
 
+def plausible(times: pd.Series) -> pd.Series:
+    """Which times could be a device's: from 2000 to `AHEAD_DAYS` ahead (for events spread
+    per minute, checked before they are spread: one row dated 2090 would be 36 million)."""
+    latest = pd.Timestamp.now() + pd.Timedelta(days=AHEAD_DAYS)
+    return (times >= EARLIEST_READING) & (times <= latest)
+
+
 def plausible_times(rows: pd.DataFrame, key: str, notes: Counter) -> pd.DataFrame:
     """One person's readings without clock errors, checked before any grid is built: times
     before 2000 or days ahead are dropped, then readings more than `ISOLATION_DAYS` apart

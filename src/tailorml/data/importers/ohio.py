@@ -28,6 +28,7 @@ from tailorml.data.importers.common import (
     empty_events,
     events_frame,
     first_line,
+    plausible,
     read_source,
     readings_frame,
     to_mgdl,
@@ -97,6 +98,13 @@ def parse(source: str | Path) -> ImportedReadings:
         begin = _times([event.get("ts_begin") or event.get("ts", "")], name, "bolus").iloc[0]
         end_text = event.get("ts_end")
         end = _times([end_text], name, "bolus").iloc[0] if end_text else begin
+        spread_ok = pd.Timedelta(0) <= end - begin <= pd.Timedelta(days=1)
+        if not (plausible(pd.Series([begin, end])).all() and spread_ok):
+            # spread per minute, a bolus ending decades later would be millions of events
+            notes["boluses_with_implausible_times_dropped"] = (
+                notes.get("boluses_with_implausible_times_dropped", 0) + 1
+            )
+            continue
         dose = float(pd.to_numeric(event.get("dose"), errors="coerce") or 0.0)
         minutes = int((end - begin) / pd.Timedelta(minutes=1))
         if minutes <= 0:
@@ -104,7 +112,7 @@ def parse(source: str | Path) -> ImportedReadings:
         else:
             stamps = begin + pd.to_timedelta(np.arange(1, minutes + 1), unit="min")
             parts.append(events_frame(stamps, "insulin", np.full(minutes, dose / minutes), person))
-    parts.append(_basal(root, name, times.max(), person, notes))
+    parts.append(_basal(root, name, times[plausible(times)].max(), person, notes))
     return ImportedReadings(
         format=FORMAT,
         source=name,
@@ -124,10 +132,16 @@ def _basal(root: ET.Element, name: str, last: pd.Timestamp, person: str, notes) 
         return events_frame([], "insulin", [], person)
     starts = _times([e.get("ts", "") for e in rates], name, "basal")
     values = pd.to_numeric(pd.Series([e.get("value") for e in rates]), errors="coerce").fillna(0)
+    inside = plausible(starts).to_numpy()
+    notes["basal_events_dated_before_2000_or_ahead_dropped"] = int((~inside).sum())
+    starts, values = starts[inside].reset_index(drop=True), values[inside].reset_index(drop=True)
+    if starts.empty:
+        return events_frame([], "insulin", [], person)
     order = np.argsort(starts.to_numpy(), kind="stable")
     starts, values = starts.iloc[order].reset_index(drop=True), values.iloc[order].to_numpy()
     origin = starts.iloc[0].floor("min")
-    total = int((max(last, starts.iloc[-1]) - origin) / pd.Timedelta(minutes=1))
+    end = starts.iloc[-1] if pd.isna(last) else max(last, starts.iloc[-1])
+    total = int((end - origin) / pd.Timedelta(minutes=1))
     if total <= 0:
         return events_frame([], "insulin", [], person)
     minute_of = ((starts - origin) / pd.Timedelta(minutes=1)).astype(int).to_numpy()
@@ -139,6 +153,11 @@ def _basal(root: ET.Element, name: str, last: pd.Timestamp, person: str, notes) 
     for event in [] if temps is None else temps.findall("event"):
         begin = _times([event.get("ts_begin", "")], name, "temp_basal").iloc[0]
         end = _times([event.get("ts_end", "")], name, "temp_basal").iloc[0]
+        if not plausible(pd.Series([begin, end])).all():
+            notes["temp_basal_implausible_dropped"] = (
+                notes.get("temp_basal_implausible_dropped", 0) + 1
+            )
+            continue
         lo = max(0, int((begin - origin) / pd.Timedelta(minutes=1)))
         hi = min(total, int((end - origin) / pd.Timedelta(minutes=1)))
         value = float(pd.to_numeric(event.get("value"), errors="coerce") or 0.0)

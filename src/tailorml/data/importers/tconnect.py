@@ -86,6 +86,7 @@ from tailorml.data.importers.common import (
     empty_events,
     events_frame,
     first_line,
+    plausible,
     read_source,
     readings_frame,
     wall_times,
@@ -377,7 +378,10 @@ def _basal(frame: pd.DataFrame, name: str, notes: dict) -> pd.DataFrame:
         )
     times = _times(frame[time_column], name, "basal")
     rates = _numbers(frame, rate_column, name, "basal")
-    rows = pd.DataFrame({"time": times, "rate": rates}).sort_values("time", kind="stable")
+    rows = pd.DataFrame({"time": times, "rate": rates})
+    inside = plausible(rows["time"])
+    notes["basal_rows_dated_before_2000_or_ahead_dropped"] = int((~inside).sum())
+    rows = rows[inside].sort_values("time", kind="stable")
     coverage = rows["time"].drop_duplicates().reset_index(drop=True)
 
     notes["basal_rows_without_rate"] = int(rows["rate"].isna().sum())
