@@ -105,3 +105,75 @@ def test_libreview_counts_add_up_for_odd_record_types_and_amounts(tmp_path):
     assert notes["cho_negative_dropped"] == 1
     assert notes["readings_without_time_dropped"] == 1
     assert "readings_dated_before_2000_or_ahead_dropped" not in notes
+
+
+def generic(tmp_path, rows, who="a"):
+    lines = ["time,id,glucose,carbs,insulin"]
+    for i, (carbs, insulin) in enumerate(rows):
+        lines.append(f"2024-01-05 08:{5 * i:02d},{who},{100 + i},{carbs},{insulin}")
+    path = tmp_path / "g.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+OPTIONS = {
+    "time_column": "time",
+    "glucose_column": "glucose",
+    "id_column": "id",
+    "carbs_column": "carbs",
+    "insulin_column": "insulin",
+}
+
+
+def test_generic_amounts_with_commas_signs_and_text_are_read_or_counted(tmp_path):
+    rows = [('"12,5"', '"2,5"'), ("-30", "-2"), ("lots", "2U"), ("", ""), ("10", "1")]
+    result = import_cohort(
+        [generic(tmp_path, rows)],
+        tmp_path / "g.parquet",
+        format="csv",
+        salt="s",
+        csv_options=OPTIONS,
+    )
+    assert result.frame["cho"].sum() == 22.5 and result.frame["insulin"].sum() == 3.5
+    notes = result.notes
+    assert notes["decimal_commas_read"] == 2
+    assert notes["cho_negative_dropped"] == 1 and notes["insulin_negative_dropped"] == 1
+    assert notes["cho_unreadable_dropped"] == 1 and notes["insulin_unreadable_dropped"] == 1
+
+
+def test_a_kept_id_that_a_spreadsheet_would_run_is_refused(tmp_path):
+    path = generic(tmp_path, [("", "")] * 3, who='"=HYPERLINK(""x"")"')
+    with pytest.raises(CohortError, match="a spreadsheet would run it as a formula"):
+        import_cohort([path], tmp_path / "out.csv", format="csv", keep_ids=True, csv_options=OPTIONS)
+
+
+def test_the_metadata_file_beside_the_cohort_is_not_overwritten_without_force(tmp_path):
+    path = generic(tmp_path, [("", "")] * 3)
+    (tmp_path / "notes.json").write_text("mine")
+    with pytest.raises(CohortError, match=r"notes\.json exists; pass --force"):
+        import_cohort([path], tmp_path / "notes.parquet", format="csv", csv_options=OPTIONS)
+    assert (tmp_path / "notes.json").read_text() == "mine"
+
+
+def test_ohio_unreadable_and_negative_insulin_is_counted(tmp_path):
+    fmt = "%d-%m-%Y %H:%M:%S"
+    from datetime import datetime, timedelta
+
+    start = datetime(2024, 1, 5, 8, 0)
+    glucose = "".join(
+        f'<event ts="{start + timedelta(minutes=5 * i):{fmt}}" value="{100 + i}"/>'
+        for i in range(12)
+    )
+    text = (
+        '<?xml version="1.0"?>\n<patient id="1"><glucose_level>' + glucose + "</glucose_level>"
+        f'<basal><event ts="{start:{fmt}}" value="abc"/>'
+        f'<event ts="{start + timedelta(minutes=20):{fmt}}" value="-1"/></basal>'
+        f'<bolus><event ts_begin="{start:{fmt}}" ts_end="{start:{fmt}}" dose="-4"/>'
+        f'<event ts_begin="{start:{fmt}}" ts_end="{start:{fmt}}" dose="abc"/></bolus>'
+        "</patient>\n"
+    )
+    result = run(tmp_path, "1.xml", text)
+    notes = result.notes
+    assert notes["basal_unreadable_dropped"] == 1 and notes["basal_negative_dropped"] == 1
+    assert notes["insulin_negative_dropped"] == 1 and notes["insulin_unreadable_dropped"] == 1
+    assert "insulin" not in result.frame  # no insulin event was readable and positive

@@ -152,8 +152,11 @@ def import_cohort(
         raise CohortError("give at least one export file to import")
     if out.is_dir():
         raise CohortError(f"--out {out} is a folder; pass a file name ending in .parquet or .csv")
-    if out.exists() and not force:
-        raise CohortError(f"--out {out} exists; pass --force to replace it, or choose another name")
+    for written in (out, out.with_suffix(".json")):  # the cohort and its metadata beside it
+        if written.exists() and not force:
+            raise CohortError(
+                f"--out {out}: {written} exists; pass --force to replace it, or choose another name"
+            )
     check_writable(out.parent, "--out", f"--out {out}")  # before parsing, not after
     folders = [str(f) for f in files if Path(f).is_dir()]
     if folders:

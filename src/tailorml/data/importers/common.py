@@ -64,6 +64,7 @@ EARLIEST_READING = pd.Timestamp("2000-01-01")
 AHEAD_DAYS = 2
 ISOLATION_DAYS = 30
 MAX_SPAN_DAYS = 3 * 366
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # CSV injection (OWASP)
 OutOfRange = Literal["limits", "missing"]
 OUT_OF_RANGE_CHOICES = ("limits", "missing")
 # Below this median a glucose column in mg/dL is really mmol/L (70 mg/dL = 3.9 mmol/L).
@@ -449,6 +450,11 @@ def build_cohort(
                 "a cohort needs a series of readings per person (check the export's date range)"
             )
         grid = place_readings(rows, grid_minutes, notes)
+        if keep_ids and str(key).startswith(FORMULA_STARTS):
+            raise CohortError(
+                f"person id {_shown(key)} starts with {str(key)[0]!r}: a spreadsheet would run "
+                "it as a formula; rename it, or leave out --keep-ids (pseudonyms are hex)"
+            )
         patient = key if keep_ids else pseudonym(key, salt)
         id_of[key] = patient
         piece = pd.DataFrame({"patient_id": patient, "time": grid.times, "cgm": grid.values})

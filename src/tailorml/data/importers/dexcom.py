@@ -32,6 +32,7 @@ import pandas as pd
 from tailorml.data.importers.common import (
     ImportedReadings,
     OutOfRange,
+    amounts_of,
     egv_values,
     empty_events,
     events_frame,
@@ -115,9 +116,9 @@ def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedRe
         rows = frame[kind.str.upper() == event_type]
         if column is None or rows.empty:
             continue
-        amounts = pd.to_numeric(rows[column], errors="coerce")
+        amounts = amounts_of(rows[column], target, notes)
         notes[f"{target}_rows_without_amount"] = int(amounts.isna().sum())
-        events.append(events_frame(_times(rows[time_column], name), target, amounts))
+        events.append(events_frame(_times(rows[time_column], name), target, amounts, notes=notes))
     return ImportedReadings(
         format=FORMAT,
         source=name,

@@ -19,6 +19,7 @@ import pandas as pd
 from tailorml.data.importers.common import (
     ImportedReadings,
     OutOfRange,
+    amounts_of,
     empty_events,
     events_frame,
     read_source,
@@ -103,8 +104,8 @@ def parse(
     events = [empty_events()]
     for column, kind in ((carbs_column, "cho"), (insulin_column, "insulin")):
         if column:
-            amounts = pd.to_numeric(frame[column], errors="coerce")
-            events.append(events_frame(times, kind, amounts, person))
+            amounts = amounts_of(frame[column], kind, notes)
+            events.append(events_frame(times, kind, amounts, person, notes=notes))
     return ImportedReadings(
         format=FORMAT,
         source=name,

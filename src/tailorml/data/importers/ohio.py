@@ -25,6 +25,7 @@ import pandas as pd
 
 from tailorml.data.importers.common import (
     ImportedReadings,
+    amounts_of,
     empty_events,
     events_frame,
     first_line,
@@ -87,10 +88,15 @@ def parse(source: str | Path) -> ImportedReadings:
     parts = [empty_events()]
     meals = events("meal")
     if meals:
-        amounts = pd.to_numeric(pd.Series([e.get("carbs") for e in meals]), errors="coerce")
+        cells = pd.Series([e.get("carbs") or "" for e in meals], dtype=str)
+        amounts = amounts_of(cells, "cho", notes)
         parts.append(
             events_frame(
-                _times([e.get("ts", "") for e in meals], name, "meal"), "cho", amounts, person
+                _times([e.get("ts", "") for e in meals], name, "meal"),
+                "cho",
+                amounts,
+                person,
+                notes=notes,
             )
         )
     boluses = events("bolus")
@@ -105,7 +111,11 @@ def parse(source: str | Path) -> ImportedReadings:
                 notes.get("boluses_with_implausible_times_dropped", 0) + 1
             )
             continue
-        dose = float(pd.to_numeric(event.get("dose"), errors="coerce") or 0.0)
+        dose = float(amounts_of(pd.Series([event.get("dose") or ""]), "insulin", notes)[0])
+        if not dose > 0:  # missing, unreadable (counted) or negative
+            if dose < 0:
+                notes["insulin_negative_dropped"] = notes.get("insulin_negative_dropped", 0) + 1
+            continue
         minutes = int((end - begin) / pd.Timedelta(minutes=1))
         if minutes <= 0:
             parts.append(events_frame([begin], "insulin", [dose], person))
@@ -131,7 +141,11 @@ def _basal(root: ET.Element, name: str, last: pd.Timestamp, person: str, notes) 
     if not rates:
         return events_frame([], "insulin", [], person)
     starts = _times([e.get("ts", "") for e in rates], name, "basal")
-    values = pd.to_numeric(pd.Series([e.get("value") for e in rates]), errors="coerce").fillna(0)
+    values = amounts_of(pd.Series([e.get("value") or "" for e in rates]), "basal", notes)
+    negative = values < 0
+    notes["basal_negative_dropped"] = int(negative.sum())
+    # an unreadable or negative rate is not known: no insulin counted until the next rate
+    values = values.where(~negative).fillna(0)
     inside = plausible(starts).to_numpy()
     notes["basal_events_dated_before_2000_or_ahead_dropped"] = int((~inside).sum())
     starts, values = starts[inside].reset_index(drop=True), values[inside].reset_index(drop=True)
