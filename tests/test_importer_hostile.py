@@ -144,7 +144,9 @@ def test_generic_amounts_with_commas_signs_and_text_are_read_or_counted(tmp_path
 def test_a_kept_id_that_a_spreadsheet_would_run_is_refused(tmp_path):
     path = generic(tmp_path, [("", "")] * 3, who='"=HYPERLINK(""x"")"')
     with pytest.raises(CohortError, match="a spreadsheet would run it as a formula"):
-        import_cohort([path], tmp_path / "out.csv", format="csv", keep_ids=True, csv_options=OPTIONS)
+        import_cohort(
+            [path], tmp_path / "out.csv", format="csv", keep_ids=True, csv_options=OPTIONS
+        )
 
 
 def test_the_metadata_file_beside_the_cohort_is_not_overwritten_without_force(tmp_path):
