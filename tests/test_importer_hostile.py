@@ -179,3 +179,15 @@ def test_ohio_unreadable_and_negative_insulin_is_counted(tmp_path):
     assert notes["basal_unreadable_dropped"] == 1 and notes["basal_negative_dropped"] == 1
     assert notes["insulin_negative_dropped"] == 1 and notes["insulin_unreadable_dropped"] == 1
     assert "insulin" not in result.frame  # no insulin event was readable and positive
+
+
+def test_a_generic_csv_with_a_repeated_column_or_blank_ids_is_refused(tmp_path):
+    repeated = tmp_path / "r.csv"
+    repeated.write_text("time,cgm,cgm\n2024-01-05 08:00,100,200\n2024-01-05 08:05,101,200\n")
+    with pytest.raises(CohortError, match="column 'cgm' appears more than once"):
+        import_cohort([repeated], tmp_path / "r.parquet", format="csv", salt="s")
+    blank = tmp_path / "b.csv"
+    blank.write_text("time,id,cgm\n2024-01-05 08:00,a,100\n2024-01-05 08:05,,101\n")
+    options = {"time_column": "time", "glucose_column": "cgm", "id_column": "id"}
+    with pytest.raises(CohortError, match="is empty in 1 rows"):
+        import_cohort([blank], tmp_path / "b.parquet", format="csv", salt="s", csv_options=options)

@@ -157,6 +157,21 @@ def test_review_and_model_commands(session):
     assert entries[-1] == {"reason": "test"}
 
 
+def test_review_show_draws_no_card_for_a_person_whose_data_was_erased(session, monkeypatch):
+    from tailorml.registry.models import Registry
+
+    _config, registry, outcome = session
+    candidate_id = registry.session(outcome.session_id).candidates[0].id
+    card = outcome.card
+    before = card.stat().st_mtime_ns
+    monkeypatch.setattr(Registry, "retired", lambda self, individual: [7])  # as after erasure
+    shown = runner.invoke(
+        app, ["review", "show", str(candidate_id), "--registry", str(registry.root)]
+    )
+    assert shown.exit_code == 0 and "no model card is drawn" in shown.output
+    assert card.stat().st_mtime_ns == before  # not written again
+
+
 def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
     _, registry, _outcome = session
     failed = [

@@ -738,6 +738,13 @@ def review_show(
             gate.reason,
         )
     console.print(gates)
+    if store.retired(found.individual):
+        # the person's data was erased: no card is drawn again from what is left of it
+        console.print(
+            f"{found.individual}'s models were retired (their data was erased); no model card "
+            "is drawn for this candidate."
+        )
+        return
     card = render_card(store, found.session_id)
     console.print(_styled("Model card: ", (str(card.resolve()), "bold")))
 

@@ -71,8 +71,10 @@ def keygen(
 ) -> None:
     """Create the server key that wraps every person's data key. Keep it outside the data
     directory and back it up: without it the stored readings cannot be read."""
+    from tailorml.io import check_writable
     from tailorml.service.crypto import write_key_file
 
+    check_writable(out.parent, "--out", f"--out {out}")
     path = write_key_file(out)
     console.print(
         f"Server key written to {path} (mode 600). Start the service with --key-file {path}."

@@ -98,3 +98,19 @@ def test_an_out_that_cannot_be_written_is_refused_before_quantizing(exported, tm
     assert isinstance(result.exception, TailormlError) and "--out" in message
     assert ("is a file, not a folder" if where == "under_a_file" else "cannot write in") in message
     assert "quantizing" not in result.stdout  # refused before the work
+
+
+def test_report_refuses_an_export_marker_without_its_keys_before_emulating(tmp_path):
+    (tmp_path / "deploy.json").write_text('{"target": "stm32f401", "parity": [], "budgets": {}}')
+    result = runner.invoke(app, ["deploy", "report", str(tmp_path)])
+    assert isinstance(result.exception, TailormlError)
+    assert "lacks model_sha256" in str(result.exception)
+
+
+@pytest.mark.parametrize("where", ["/proc/x.key", "FILE/k.key"])
+def test_keygen_refuses_an_out_it_cannot_write_in_one_line(tmp_path, where):
+    (tmp_path / "FILE").write_text("x")
+    out = where.replace("FILE", str(tmp_path / "FILE"))
+    result = runner.invoke(app, ["keygen", "--out", out])
+    assert isinstance(result.exception, TailormlError)
+    assert "--out" in str(result.exception)

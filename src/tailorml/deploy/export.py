@@ -203,6 +203,11 @@ def report_export(
     out = Path(out)
     marker = out / MARKER
     summary = _read_marker(out, "")
+    absent = [k for k in ("target", "parity", "budgets", "model_sha256") if k not in summary]
+    if absent:  # checked now, not after minutes of emulation
+        raise DeployError(
+            f"{marker} lacks {', '.join(absent)}; run `tailorml deploy export` into {out} again"
+        )
     needed = (HEADER_NAME, SOURCE_NAME, CHECK_FILE)
     missing = [name for name in needed if not (out / name).is_file()]
     if missing:

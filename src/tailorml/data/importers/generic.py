@@ -10,6 +10,7 @@ as local wall time; a time with an offset (`...+01:00`) keeps its wall-clock par
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -58,6 +59,13 @@ def parse(
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
     except Exception as error:
         raise CohortError(f"{name}: cannot read as CSV: {error}") from None
+    header = next(csv.reader(io.StringIO(text.lstrip("\ufeff").split("\n", 1)[0])), [])
+    named = [c.strip() for c in header]
+    repeated = sorted({c for c in named if c and named.count(c) > 1})
+    if repeated:  # pandas would rename the second one and read the first silently
+        raise CohortError(
+            f"{name}: column {repeated[0]!r} appears more than once in the header; rename one"
+        )
     frame.columns = [c.strip() for c in frame.columns]
     wanted = {
         "--time-column": time_column,
@@ -100,6 +108,11 @@ def parse(
     fix = "pass --units mmol"
     values = to_mgdl(numeric, UNITS[units], name, glucose_column, fix).where(codes.isna(), codes)
     person = frame[id_column].str.strip() if id_column else ""
+    if id_column and person.eq("").any():
+        raise CohortError(
+            f"{name}: column {id_column!r} (--id-column) is empty in {int(person.eq('').sum())} "
+            "rows; fill them or drop those rows (they would become a person of their own)"
+        )
     readings = readings_frame(times, values, person)
     events = [empty_events()]
     for column, kind in ((carbs_column, "cho"), (insulin_column, "insulin")):
