@@ -188,7 +188,9 @@ def test_a_backfill_re_decides_the_newest_reading(core):
     assert first[-1].decision == "no_decision"
     assert core.current_alert(person, None)["decision"] == "no_decision"
     _, second = core.upload_entries(person, [missing])  # the phone backfills the gap
-    assert [d.reading_ms for d in second] == [missing["date"], NOW_MS]
+    # decided again: the backfilled reading and the 11 after it whose window had the gap
+    # (all undecided until now), the newest among them
+    assert [d.reading_ms for d in second] == [v["date"] for v in trace([120] * 24)[12:]]
     current = core.current_alert(person, None)
     assert current["reading_ms"] == NOW_MS and current["decision"] == "none"
 
@@ -200,3 +202,32 @@ def test_one_reading_at_a_time_decides_as_one_batch(core):
     alone = decisions_of(core, one, readings)
     _, together = core.upload_entries(batch, readings)
     assert alone == [(d.decision, d.kind) for d in together]
+
+
+def test_readings_uploaded_out_of_order_are_all_decided_once_their_window_fills(core):
+    # as concurrent requests deliver them: the newest first, one before it last
+    person = fresh_person(core, "outoforder")
+    readings = trace([120] * 28)
+    core.upload_entries(person, readings[:24])
+    late, newer = readings[24], readings[25:]
+    for reading in newer:
+        core.upload_entries(person, [reading])  # each has a gap where `late` belongs
+    assert all(d["decision"] == "no_decision" for d in core.live.history(person.id, limit=3))
+    core.upload_entries(person, [late])
+    latest: dict[int, str] = {}
+    for decision in core.live.history(person.id, limit=100):  # newest decision first
+        latest.setdefault(decision["reading_ms"], decision["decision"])
+    assert [latest[r["date"]] for r in readings[24:]] == ["none"] * 4
+
+
+def test_an_upload_that_races_an_erasure_stores_nothing(core):
+    from tailorml.errors import TailormlError
+
+    person = fresh_person(core, "erased")
+    core.upload_entries(person, trace([120] * 5))
+    in_flight = core.keyring.cipher(person.id)  # a request already past its checks holds it
+    core.erase(person, "test")
+    core.keyring._ciphers[person.id] = in_flight
+    with pytest.raises(TailormlError, match="has been erased"):
+        core.upload_entries(person, trace([130] * 5, end_ms=NOW_MS + 600_000))
+    assert core.store.entries(person.id, None, None, 100) == []

@@ -322,6 +322,7 @@ class PeopleStore:
         created = now()
         result = []
         with self.database.transaction() as connection:
+            _refuse_erased(connection, person_id)
             for date_ms, fingerprint, sealed in rows:
                 cursor = connection.execute(
                     f"INSERT OR IGNORE INTO {table} (person_id, date_ms, fingerprint, sealed,"
@@ -413,6 +414,7 @@ class PeopleStore:
         """Store decisions (reading date_ms, model id, model sha256, model kind, sealed)."""
         created = now()
         with self.database.transaction() as connection:
+            _refuse_erased(connection, person_id)
             connection.executemany(
                 "INSERT INTO alerts (person_id, date_ms, created, model_id, model_sha256,"
                 " model_kind, sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -557,3 +559,11 @@ class PeopleStore:
                 counts | {"retired_models": retired_models, "data_key": "deleted"},
             )
         return counts
+
+
+def _refuse_erased(connection, person_id: str) -> None:
+    """Inside the writing transaction: an upload racing an erasure stores nothing once the
+    erasure has committed (checked outside, it could store after the erasure)."""
+    row = connection.execute("SELECT erased FROM people WHERE id = ?", (person_id,)).fetchone()
+    if row is not None and row["erased"] is not None:
+        raise TailormlError(f"person {person_id} has been erased; nothing was stored")

@@ -19,6 +19,7 @@ with the model's id, hash and kind in the clear.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -125,6 +126,14 @@ class LiveAlerts:
         self.keyring = keyring
         self.runtimes = runtimes
         self.clock = clock  # seconds, as time.time (tests set the server's clock)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _person_lock(self, person_id: str) -> threading.Lock:
+        """One person's decisions are made one batch at a time (in this process): the state
+        a decision reads is the one the previous batch stored."""
+        with self._locks_lock:
+            return self._locks.setdefault(person_id, threading.Lock())
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -182,12 +191,23 @@ class LiveAlerts:
         also re-decides the newest reading: its window may be complete now."""
         if not readings_ms:
             return []
+        with self._person_lock(person_id):
+            return self._decide(person_id, readings_ms)
+
+    def _decide(self, person_id: str, readings_ms: list[int]) -> list[Decision]:
         runtime = self.runtimes.for_person(person_id)
         policy = runtime.policy
         chosen = set(readings_ms)
         newest = self.newest_reading(person_id, self.current_limit_ms(person_id))
         if newest is not None and newest not in chosen and min(chosen) < newest:
             chosen.add(newest)
+            # the stored readings whose window had the gap this upload fills: decided again
+            # (readings uploaded out of order, e.g. by concurrent requests, catch up)
+            earliest = min(readings_ms)
+            span = policy.window_minutes * MINUTE_MS
+            for at, stored in self._history(person_id, earliest, earliest + span).items():
+                if stored["decision"] == "no_decision" and at <= newest:
+                    chosen.add(at)
         readings = sorted(chosen)
         step = policy.sample_minutes * MINUTE_MS
         length = policy.window_minutes // policy.sample_minutes
