@@ -152,6 +152,7 @@ def serve(
 
     level = _log_level(log_level)
     data.mkdir(parents=True, exist_ok=True)
+    lock = hold_serve_lock(data)  # noqa: F841 (held for the life of the process)
     server_key = ServerKey.load(key_file, data)
     if predefined is not None:
         digest = register_predefined_run(data, predefined)
@@ -181,6 +182,27 @@ def serve(
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def hold_serve_lock(data: Path):
+    """An exclusive lock on DATA for one serving process, taken before anything starts: a
+    second `tailorml serve` on the same data would re-queue the jobs the first is running
+    and run them twice (its start-up treats every running job as interrupted). Several
+    processes on one database are the "Beyond one machine" issue's; until then, one."""
+    import fcntl
+
+    from tailorml.errors import TailormlError
+
+    handle = open(data / "serve.lock", "a+")  # noqa: SIM115 (held open by the caller)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise TailormlError(
+            f"another `tailorml serve` is running on {data}; stop it first (one process "
+            "serves a data directory)"
+        ) from None
+    return handle
 
 
 def _log_level(name: str) -> str:

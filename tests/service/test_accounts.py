@@ -79,3 +79,13 @@ def test_a_name_with_a_newline_or_space_cannot_pose_as_another(shell, name):
     refused = run("add", name, "--role", "patient")
     assert isinstance(refused.exception, TailormlError)
     assert "use 1-64 letters" in str(refused.exception)
+
+
+def test_a_second_serving_process_on_the_same_data_is_refused(tmp_path):
+    from tailorml.cli_service import hold_serve_lock
+
+    first = hold_serve_lock(tmp_path)
+    with pytest.raises(TailormlError, match="another `tailorml serve` is running"):
+        hold_serve_lock(tmp_path)
+    first.close()  # the first process ends: the lock is free again
+    hold_serve_lock(tmp_path).close()
