@@ -213,3 +213,13 @@ def test_a_conflicting_repeat_answers_with_the_value_that_is_stored(client, made
         headers=carol.secret,
     ).json()
     assert [e["sgv"] for e in stored] == [120]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["find[date][$gte]=--5", "find[date][$lt]=---1", "count=²", "count=-3", "find[date][$gte]=¹²"],
+)
+def test_numbers_python_reads_oddly_are_422s_not_500s(client, made, query):
+    client, _ = client
+    answer = client.get(f"/api/v1/entries?{query}", headers=made.people["alice"].secret)
+    assert answer.status_code == 422, answer.text

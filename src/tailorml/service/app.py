@@ -102,7 +102,7 @@ async def read_body(
     (bytes/s), also refused once it falls behind `grace` seconds plus that rate, or no byte
     came for `idle` seconds."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and nightscout.WHOLE_NUMBER.fullmatch(declared) and int(declared) > limit:
         raise TooLarge(f"body of {int(declared):,} bytes exceeds {limit:,}; {advice}")
     chunks, size = [], 0
     clock = asyncio.get_running_loop().time
@@ -294,11 +294,8 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     # -- Nightscout --------------------------------------------------------------------------
 
-    # GET and HEAD apart: one operation each in the schema (one route would give both one id)
-    @app.get("/api/v1/status.json", **api.STATUS)
-    @app.head("/api/v1/status.json", **api.STATUS)
-    @app.get("/api/v1/status", **api.STATUS)
-    @app.head("/api/v1/status", **api.STATUS)
+    @app.api_route("/api/v1/status.json", methods=["GET", "HEAD"], **api.STATUS)
+    @app.api_route("/api/v1/status", methods=["GET", "HEAD"], **api.STATUS)
     async def status():
         return {
             "status": "ok",

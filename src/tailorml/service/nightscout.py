@@ -33,6 +33,7 @@ EARLIEST_MS = 946_684_800_000  # 2000-01-01: no CGM reading is older
 FUTURE_SLACK_MS = 24 * 3_600_000  # phone clocks run ahead; a day ahead is an error
 SGV_MAX = 1_000.0  # mg/dL; Nightscout stores mg/dL whatever the site shows
 ERROR_CODE_BELOW = 20.0  # Dexcom/xDrip error codes, not glucose (see data.importers)
+WHOLE_NUMBER = re.compile(r"-?[0-9]{1,40}")
 TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
@@ -270,7 +271,9 @@ def time_filter(
                 raise PayloadError(f"{key}: time filters take $gte, $gt, $lte or $lt")
             if len(value) > 64:
                 raise PayloadError(f"{key}: {value[:20]!r}… is not epoch ms or ISO 8601")
-            raw: Any = int(value) if value.lstrip("-").isdigit() else value
+            # ASCII digits with at most one sign: "²" is a digit and "--5" strips to one,
+            # and int() refuses both (a 500, not a 422)
+            raw: Any = int(value) if WHOLE_NUMBER.fullmatch(value) else value
             # before 2000 or past 9999 means "everything": clamped, not an overflow
             stamp = min(max(_filter_time(raw, key), -(2**62)), 2**62)
             if op in ("gte", "gt"):
@@ -307,6 +310,11 @@ def _filter_time(raw: Any, key: str) -> int:
 def count_of(value: str | None) -> int:
     if value is None:
         return DEFAULT_COUNT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_COUNT:
+    try:
+        # ASCII digits only: "²" is a digit that int() refuses
+        count = int(value) if WHOLE_NUMBER.fullmatch(value) and value[0] != "-" else 0
+    except ValueError:  # more digits than int() converts (4,300)
+        count = 0
+    if not 1 <= count <= MAX_COUNT:
         raise PayloadError(f"count must be a whole number from 1 to {MAX_COUNT:,}, not {value!r}")
-    return int(value)
+    return count

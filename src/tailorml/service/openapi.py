@@ -1,0 +1,821 @@
+"""What `/openapi.json` says of each route: bodies, parameters, answers, errors, credentials.
+
+The routes parse their bodies themselves (`service.nightscout`: one-line messages naming the
+record and field, nothing of a bad batch stored), so FastAPI sees only `request: Request` and
+would describe nothing. Each route passes `**doc(...)` from here to its decorator instead: the
+request body and the query, path and header parameters it reads (`openapi_extra`), its answer
+and every error it can give (`responses`), and the credentials it accepts (`security`). Nothing
+here runs on a request; `install` adds the shared schemas, security schemes and headers once,
+when the schema is first asked for. `tests/service/test_openapi_contract.py` runs schemathesis
+against the schema: no 5xx, and every answer's status, content type, headers and body as
+described here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
+from tailorml.service import nightscout
+from tailorml.service.auth import COOKIE
+
+JSON = "application/json"
+BINARY = "application/octet-stream"
+PERSON_ID = "^p-[0-9a-f]{12}$"
+HEX64 = "^[0-9a-fA-F]{64}$"
+ISO_8601 = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?"
+    "(Z|[+-][0-9]{2}:?[0-9]{2})$"
+)
+PRINTABLE = "^[^\\u0000-\\u001f]*$"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Optional record fields: null is read as absent (Nightscout uploaders send it)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _text(limit: int) -> dict[str, Any]:
+    return _nullable({"type": "string", "maxLength": limit, "pattern": PRINTABLE})
+
+
+def _number(low: float, high: float) -> dict[str, Any]:
+    return _nullable({"type": "number", "minimum": low, "maximum": high})
+
+
+ISO_TEXT = {"type": "string", "maxLength": 64, "pattern": ISO_8601}
+TIME = {
+    "description": "epoch milliseconds, or ISO 8601 with a UTC offset (Z or +hh:mm); from "
+    "2000 to a day past the server's clock",
+    "anyOf": [
+        {"type": "number", "minimum": nightscout.EARLIEST_MS},
+        ISO_TEXT,
+        {"type": "null"},
+    ],
+}
+
+# -- request bodies ------------------------------------------------------------------------
+
+ENTRY = {
+    "type": "object",
+    "description": "A Nightscout entry. Needs date, dateString or sysTime; sgv for type sgv "
+    "(the default), mbg for type mbg. Unknown fields are dropped, not stored.",
+    "properties": {
+        "type": {
+            "type": "string",
+            "pattern": nightscout.TYPE_PATTERN.pattern,
+            "default": "sgv",
+            "description": "sgv (a CGM reading), mbg (a meter reading), cal, …",
+        },
+        "sgv": {"type": "number", "minimum": 0, "maximum": nightscout.SGV_MAX},
+        "mbg": {"type": "number", "minimum": 0, "maximum": nightscout.SGV_MAX},
+        "date": TIME,
+        "dateString": _nullable(ISO_TEXT)
+        | {"description": "ISO 8601 with a UTC offset; with date: the same instant (±1 min)"},
+        "sysTime": _nullable(ISO_TEXT),
+        "direction": _text(32),
+        "device": _text(128),
+        "noise": _number(0, 10),
+        "filtered": _number(0, 1e7),
+        "unfiltered": _number(0, 1e7),
+        "rssi": _number(-1e4, 1e4),
+        "delta": _number(-1e3, 1e3),
+        "utcOffset": _number(-1440, 1440),
+        "slope": _number(-1e9, 1e9),
+        "intercept": _number(-1e9, 1e9),
+        "scale": _number(-1e9, 1e9),
+    },
+    "anyOf": [{"required": ["date"]}, {"required": ["dateString"]}, {"required": ["sysTime"]}],
+    "allOf": [
+        {"if": {"properties": {"type": {"const": "sgv"}}}, "then": {"required": ["sgv"]}},
+        {
+            "if": {"properties": {"type": {"const": "mbg"}}, "required": ["type"]},
+            "then": {"required": ["mbg"]},
+        },
+    ],
+    "example": {"type": "sgv", "sgv": 123, "date": 1_765_000_000_000, "direction": "Flat"},
+}
+
+TREATMENT = {
+    "type": "object",
+    "description": "A Nightscout treatment. Needs created_at, date or mills. Unknown fields "
+    "are dropped, not stored.",
+    "properties": {
+        "eventType": _text(64),
+        "created_at": TIME,
+        "date": TIME,
+        "mills": TIME,
+        "carbs": _number(0, 1_000) | {"description": "grams"},
+        "insulin": _number(0, 200) | {"description": "units"},
+        "duration": _number(0, 100_000) | {"description": "minutes"},
+        "glucose": _number(0, 1_000),
+        "utcOffset": _number(-1440, 1440),
+        "absolute": _number(0, 100),
+        "rate": _number(0, 100),
+        "notes": _text(2_000),
+        "enteredBy": _text(128),
+        "glucoseType": _text(32),
+        "units": _text(16),
+    },
+    "anyOf": [{"required": ["created_at"]}, {"required": ["date"]}, {"required": ["mills"]}],
+    "example": {"eventType": "Meal Bolus", "created_at": "2025-12-06T05:46:40Z", "carbs": 30},
+}
+
+
+def _batch(record: str) -> dict[str, Any]:
+    return {
+        "anyOf": [
+            {
+                "type": "array",
+                "items": ref(record),
+                "minItems": 1,
+                "maxItems": nightscout.MAX_RECORDS,
+            },
+            ref(record),
+        ],
+        "description": f"a list of at most {nightscout.MAX_RECORDS:,} records, or one; the "
+        f"body at most {nightscout.MAX_BODY_BYTES:,} bytes. The first bad record refuses the "
+        "whole batch (422 naming it and its field); nothing of it is stored",
+    }
+
+
+STRING = {"type": "string", "maxLength": 2_000}
+PATIENT_FIELD = {
+    "type": "string",
+    "maxLength": 2_000,
+    "pattern": PERSON_ID,
+    "description": "a clinician acts on this assigned patient (default: the caller)",
+}
+
+# -- answers -------------------------------------------------------------------------------
+
+STORED = {
+    "_id": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+    "date": {"type": "integer"},
+}
+ENTRY_OUT = {
+    "type": "object",
+    "required": ["_id", "type", "date", "dateString"],
+    "properties": STORED
+    | {
+        "type": {"type": "string"},
+        "dateString": {"type": "string"},
+        "sgv": {"type": "number"},
+        "mbg": {"type": "number"},
+        "direction": {"type": "string"},
+        "device": {"type": "string"},
+        "sysTime": {"type": "string"},
+        "utcOffset": {"type": "integer"},
+        "warning": {
+            "type": "string",
+            "description": "upload answers only: dated after the server's clock, stored "
+            "but not decided",
+        },
+    },
+}
+TREATMENT_OUT = {
+    "type": "object",
+    "required": ["_id", "eventType", "created_at", "date"],
+    "properties": STORED
+    | {
+        "eventType": {"type": "string"},
+        "created_at": {"type": "string"},
+        "carbs": {"type": "number"},
+        "insulin": {"type": "number"},
+        "utcOffset": {"type": "integer"},
+        "notes": {"type": "string"},
+    },
+}
+DECISION_FIELDS = {
+    "reading_ms": {"type": "integer"},
+    "decision": {"enum": ["urgent", "alert", "snoozed", "none", "no_decision"]},
+    "kind": {"type": ["string", "null"], "description": "hypo or hyper"},
+    "probabilities": {
+        "type": ["object", "null"],
+        "additionalProperties": {"type": "number"},
+        "description": "per class; null when no model ran",
+    },
+    "threshold": {"type": ["number", "null"]},
+    "reason": {"type": "string"},
+    "model_id": {"type": "integer"},
+    "model_sha256": {"type": "string"},
+    "model_kind": {"type": "string"},
+    "cgm": {"type": ["number", "null"]},
+}
+DECISION = {
+    "type": "object",
+    "required": ["id", "created", "reading_ms", "decision", "reason"],
+    "properties": DECISION_FIELDS | {"id": {"type": "integer"}, "created": {"type": "string"}},
+}
+CURRENT_ALERT = {
+    "anyOf": [
+        {
+            "type": "object",
+            "description": "no reading decided yet",
+            "required": ["decision", "message"],
+            "properties": {"decision": {"type": "null"}, "message": {"type": "string"}},
+        },
+        {
+            "allOf": [ref("Decision")],
+            "required": ["age_minutes", "stale", "stale_alarm", "urgent"],
+            "properties": {
+                "age_minutes": {"type": "number", "minimum": 0},
+                "stale": {"type": "boolean"},
+                "stale_alarm": {"type": "boolean"},
+                "urgent": {"type": "boolean"},
+            },
+        },
+    ]
+}
+ACTIVE_MODEL = {
+    "type": "object",
+    "required": ["patient", "kind", "model_id", "model_sha256", "candidate_id", "threshold"],
+    "properties": {
+        "patient": {"type": "string"},
+        "kind": {"enum": ["predefined", "personalized"]},
+        "model_id": {"type": "integer"},
+        "model_sha256": {"type": "string"},
+        "candidate_id": {"type": ["integer", "null"]},
+        "threshold": {"type": "number"},
+        "reason": {"type": "string"},
+        "since": {"type": ["string", "null"]},
+    },
+}
+JOB = {
+    "type": "object",
+    "required": ["id", "person_id", "status", "created"],
+    "properties": {
+        "id": {"type": "integer"},
+        "person_id": {"type": "string"},
+        "requested_by": {"type": "string"},
+        "status": {"enum": ["queued", "running", "done", "failed"]},
+        "session_id": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]},
+        "created": {"type": "string"},
+        "started": {"type": ["string", "null"]},
+        "finished": {"type": ["string", "null"]},
+    },
+}
+CANDIDATE = {
+    "type": "object",
+    "required": ["id", "patient", "name", "status", "threshold", "passed_gates", "gates"],
+    "properties": {
+        "id": {"type": "integer"},
+        "patient": {"type": "string"},
+        "name": {"type": "string"},
+        "status": {
+            "enum": ["failed_gates", "not_selected", "pending_review", "approved", "rejected"]
+        },
+        "threshold": {"type": "number"},
+        "passed_gates": {"type": "boolean"},
+        "created": {"type": "string"},
+        "metrics": {"type": "object", "description": "held-out figures"},
+        "gates": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["gate", "passed", "outcome", "reason"],
+                "properties": {
+                    "gate": {"type": "string"},
+                    "passed": {"type": "boolean"},
+                    "outcome": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+AUDIT_ENTRY = {
+    "type": "object",
+    "required": ["id", "created", "actor", "action", "individual", "details"],
+    "properties": {
+        "id": {"type": "integer"},
+        "created": {"type": "string"},
+        "actor": {"type": "string"},
+        "action": {"type": "string"},
+        "individual": {"type": ["string", "null"]},
+        "details": {"type": "object"},
+    },
+}
+ACCOUNT = {
+    "id": {"type": "string", "pattern": PERSON_ID},
+    "name": {"type": "string"},
+    "role": {"enum": ["patient", "clinician"]},
+}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "description": "every error: its status and one line saying what is wrong",
+        "required": ["status", "message"],
+        "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "Conflict": {
+        "type": "object",
+        "required": ["status", "message", "reason"],
+        "properties": {
+            "status": {"const": 409},
+            "message": {"type": "string"},
+            "reason": {"enum": ["context_unknown", "model_changed"]},
+        },
+        "additionalProperties": False,
+    },
+    "Entry": ENTRY,
+    "Treatment": TREATMENT,
+    "Entries": _batch("Entry"),
+    "Treatments": _batch("Treatment"),
+    "Review": {
+        "type": "object",
+        "required": ["decision"],
+        "properties": {
+            "decision": {"enum": ["approve", "reject"]},
+            "comment": _nullable(STRING),
+        },
+        "example": {"decision": "approve", "comment": "gates and card reviewed"},
+    },
+    "Rollback": {
+        "type": "object",
+        "required": ["reason"],
+        "properties": {
+            "reason": STRING | {"minLength": 1, "description": "recorded for audit"},
+            "patient": _nullable(PATIENT_FIELD),
+        },
+        "example": {"reason": "too many false alerts at night"},
+    },
+    "Personalization": {
+        "type": "object",
+        "properties": {"patient": _nullable(PATIENT_FIELD)},
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status", "name", "version", "apiEnabled"],
+        "properties": {
+            "status": {"const": "ok"},
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "apiEnabled": {"type": "boolean"},
+            "careportalEnabled": {"type": "boolean"},
+            "settings": {"type": "object"},
+        },
+    },
+    "VerifyAuth": {
+        "type": "object",
+        "required": ["message", "id", "name", "role"],
+        "properties": {"message": {"const": "OK"}} | ACCOUNT,
+    },
+    "Me": {
+        "type": "object",
+        "required": ["id", "name", "role", "patients"],
+        "properties": ACCOUNT
+        | {
+            "patients": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "a clinician's assigned patients",
+            }
+        },
+    },
+    "StoredEntry": ENTRY_OUT,
+    "StoredTreatment": TREATMENT_OUT,
+    "Decision": DECISION,
+    "CurrentAlert": CURRENT_ALERT,
+    "ActiveModel": ACTIVE_MODEL,
+    "Job": JOB,
+    "Candidate": CANDIDATE,
+    "AuditEntry": AUDIT_ENTRY,
+    "Export": {
+        "type": "object",
+        "required": ["person", "entries", "treatments", "alerts", "models", "audit"],
+        "properties": {
+            "person": {"type": "object", "properties": ACCOUNT},
+            "entries": {"type": "array", "items": {"type": "object"}},
+            "treatments": {"type": "array", "items": {"type": "object"}},
+            "alerts": {"type": "array", "items": {"type": "object"}},
+            "models": {
+                "type": "object",
+                "required": ["active", "history"],
+                "properties": {
+                    "active": {"type": "string"},
+                    "history": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "audit": {"type": "array", "items": ref("AuditEntry")},
+        },
+    },
+    "Erased": {
+        "type": "object",
+        "required": ["entries", "treatments", "alerts", "retired_models"],
+        "properties": {
+            "entries": {"type": "integer"},
+            "treatments": {"type": "integer"},
+            "alerts": {"type": "integer"},
+            "retired_models": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "EncryptedSpec": {
+        "type": "object",
+        "description": "layout, CKKS parameters, classes and alert policy; no weights",
+        "required": ["model_sha256"],
+        "properties": {"model_sha256": {"type": "string", "pattern": HEX64}},
+    },
+    "ContextRegistered": {
+        "type": "object",
+        "required": ["registered", "context_sha256", "bytes", "replaced"],
+        "properties": {
+            "registered": {"const": True},
+            "context_sha256": {"type": "string", "pattern": HEX64},
+            "bytes": {"type": "integer"},
+            "replaced": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+SECURITY_SCHEMES = {
+    "apiSecret": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "api-secret",
+        "description": "Nightscout uploaders: the SHA-1 hex (40 digits) of the token",
+    },
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer TOKEN"},
+    "token": {"type": "apiKey", "in": "query", "name": "token", "description": "?token=TOKEN"},
+    "reviewCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": COOKIE,
+        "description": "the token, as the review page's sign-in sets it (HttpOnly)",
+    },
+}
+SECURITY = [{name: []} for name in SECURITY_SCHEMES]
+
+# every answer carries these (the app's middleware); a few carry more
+HEADERS = {
+    "CacheControl": {
+        "description": "answers carry health data: never cached",
+        "required": True,
+        "schema": {"const": "no-store"},
+    },
+    "ContentTypeOptions": {
+        "description": "never sniffed",
+        "required": True,
+        "schema": {"const": "nosniff"},
+    },
+    "RetryAfter": {
+        "description": "seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "ModelSha256": {
+        "description": "the SHA-256 of the model that computed the answer",
+        "required": True,
+        "schema": {"type": "string", "pattern": HEX64},
+    },
+}
+COMMON_HEADERS = {
+    "Cache-Control": {"$ref": "#/components/headers/CacheControl"},
+    "X-Content-Type-Options": {"$ref": "#/components/headers/ContentTypeOptions"},
+}
+
+ERRORS = {
+    400: "refused: a patient id that is not p- and 12 hex digits, or what the service cannot "
+    "do for this account or state (one line says why)",
+    401: "no credentials, or wrong, revoked or erased ones",
+    403: "someone else's data (the same answer for an id that does not exist)",
+    404: "no such path (a path parameter that leaves the route)",
+    408: "the body arrived too slowly, or stopped arriving",
+    409: "made for a public context or model the server no longer has",
+    413: "the body is too large",
+    422: "a bad body or query, naming the record and field",
+    429: "this account is already uploading one",
+    503: "too many being uploaded at once; retry later",
+    507: "the server's storage is full; retry later",
+}
+
+
+def _error(code: int, why: str | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": why or ERRORS[code],
+        "content": {JSON: {"schema": ref("Conflict" if code == 409 else "Error")}},
+    }
+    if code in (429, 503):
+        answer["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+    return answer
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+def query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+PATIENT = query(
+    "patient",
+    {"type": "string", "pattern": PERSON_ID},
+    "a clinician acts on this assigned patient (p- and 12 hex digits; default: the caller)",
+)
+COUNT = query(
+    "count",
+    {"type": "integer", "minimum": 1, "maximum": nightscout.MAX_COUNT, "default": 10},
+    "at most this many, newest first",
+)
+FILTER_TIME = {
+    "anyOf": [
+        {"type": "integer"},
+        {"type": "string", "minLength": 1, "maxLength": 64, "pattern": ISO_8601},
+    ]
+}
+OPS = {"gte": "at or after", "gt": "after", "lte": "at or before", "lt": "before"}
+
+
+def time_filters(*fields: str) -> list[dict]:
+    return [
+        query(
+            f"find[{field}][${op}]",
+            FILTER_TIME,
+            f"only records {words} this time (epoch ms, or ISO 8601 with a UTC offset)",
+        )
+        for field in fields
+        for op, words in OPS.items()
+    ]
+
+
+def equal_filter(field: str) -> dict:
+    return query(
+        f"find[{field}]", {"type": "string", "maxLength": 64}, f"only records of this {field}"
+    )
+
+
+def body(
+    schema: dict[str, Any], media: str = JSON, required: bool = True, example: Any = None
+) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"requestBody": {"required": required, "content": {media: content}}}
+
+
+# -- one route -------------------------------------------------------------------------------
+
+
+def doc(
+    summary: str,
+    answer: dict[str, Any] | None,
+    errors: tuple[int, ...] = (),
+    *,
+    status: int = 200,
+    description: str | None = None,
+    parameters: list[dict] | tuple = (),
+    request: dict[str, Any] | None = None,
+    public: bool = False,
+    why: dict[int, str] | None = None,
+    media: str = JSON,
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The decorator arguments that describe a route: `answer` is the schema of its `status`
+    answer, `errors` the error statuses it can give (401 added unless `public`)."""
+    ok: dict[str, Any] = {"description": description or summary}
+    if answer is not None:
+        ok["content"] = {media: {"schema": answer}}
+    if headers:
+        ok["headers"] = headers
+    codes = sorted(set(errors) | (set() if public else {401}))
+    extra: dict[str, Any] = dict(request or {})
+    if parameters:
+        extra["parameters"] = list(parameters)
+    if not public:
+        extra["security"] = SECURITY
+    return {
+        "summary": summary,
+        "responses": {status: ok} | {code: _error(code, (why or {}).get(code)) for code in codes},
+        "openapi_extra": extra,
+    }
+
+
+def many(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": ref(name)}
+
+
+def install(app: FastAPI) -> None:
+    """Serve the schema with the shared parts the routes refer to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            with warnings.catch_warnings():
+                # a GET-and-HEAD route gives both operations one id (GET's or HEAD's, as
+                # a set orders them): each gets its own below
+                warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+                schema = get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    openapi_version=app.openapi_version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(SCHEMAS)
+            components["securitySchemes"] = SECURITY_SCHEMES
+            components["headers"] = HEADERS
+            for operations in schema["paths"].values():
+                for method, operation in operations.items():
+                    # FastAPI's ids end in _<method>, one of the route's: its own, each
+                    route_id = operation["operationId"].rsplit("_", 1)[0]
+                    operation["operationId"] = f"{route_id}_{method}"
+                    for answer in operation["responses"].values():
+                        answer["headers"] = COMMON_HEADERS | answer.get("headers", {})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# the headers of the encrypted-alert request and answer
+CONTEXT_PARAMETER = {
+    "name": CONTEXT_HEADER,
+    "in": "header",
+    "required": True,
+    "description": "the SHA-256 of the public context the ciphertext was encrypted under",
+    "schema": {"type": "string", "pattern": HEX64},
+}
+MODEL_PARAMETER = {
+    "name": MODEL_HEADER,
+    "in": "header",
+    "required": True,
+    "description": "model_sha256 of GET /api/v1/encrypted/spec (whose policy the client applies)",
+    "schema": {"type": "string", "pattern": HEX64},
+}
+MODEL_ANSWER_HEADER = {MODEL_HEADER: {"$ref": "#/components/headers/ModelSha256"}}
+
+
+# -- the routes (service.app passes these to its decorators) --------------------------------
+
+EARLIER = {"sgv": 118, "date": 1_765_000_000_000 - 300_000, "direction": "FortyFiveUp"}
+ENTRY_FILTERS = [PATIENT, COUNT, *time_filters("date", "dateString")]
+STATUS = doc("Nightscout status (no personal data)", ref("Status"), public=True)
+VERIFYAUTH = doc("Who the credentials belong to", ref("VerifyAuth"))
+UPLOAD_ENTRIES = doc(
+    "Upload Nightscout entries (CGM readings)",
+    many("StoredEntry"),
+    (400, 403, 413, 422, 507),
+    description="The entries as stored, with their _id; an entry posted again (same type "
+    "and date) is stored once, and the answer shows the stored one. New CGM readings are "
+    "decided by the person's active model.",
+    parameters=[PATIENT],
+    request=body(ref("Entries"), example=[ENTRY["example"], ENTRY["example"] | EARLIER]),
+)
+ENTRIES = doc(
+    "Entries, newest first",
+    many("StoredEntry"),
+    (400, 403, 422, 507),
+    parameters=[*ENTRY_FILTERS, equal_filter("type")],
+)
+SGV = doc(
+    "CGM readings (type sgv), newest first",
+    many("StoredEntry"),
+    (400, 403, 422, 507),
+    parameters=ENTRY_FILTERS,
+)
+CURRENT_ENTRY = doc(
+    "The newest CGM reading that is not in the future",
+    many("StoredEntry") | {"maxItems": 1},
+    (400, 403, 507),
+    parameters=[PATIENT],
+)
+UPLOAD_TREATMENTS = doc(
+    "Upload Nightscout treatments (carbs, insulin)",
+    many("StoredTreatment"),
+    (400, 403, 413, 422, 507),
+    parameters=[PATIENT],
+    request=body(ref("Treatments"), example=[TREATMENT["example"]]),
+)
+TREATMENTS = doc(
+    "Treatments, newest first",
+    many("StoredTreatment"),
+    (400, 403, 422, 507),
+    parameters=[
+        PATIENT,
+        COUNT,
+        *time_filters("created_at", "date"),
+        equal_filter("eventType"),
+    ],
+)
+CURRENT_ALERT = doc(
+    "The decision of the newest reading at or before the server's clock, with its age",
+    ref("CurrentAlert"),
+    (400, 403, 507),
+    parameters=[PATIENT],
+)
+ALERTS = doc(
+    "Decision history, newest first",
+    many("Decision"),
+    (400, 403, 422, 507),
+    parameters=[PATIENT, COUNT, *time_filters("date")],
+)
+MODEL = doc("The active model", ref("ActiveModel"), (400, 403, 507), parameters=[PATIENT])
+ROLLBACK = doc(
+    "Back to the predefined model at its own threshold (recorded)",
+    ref("ActiveModel"),
+    (400, 403, 413, 422, 507),
+    request=body(ref("Rollback")),
+    why={400: "an empty reason, or a person never personalized (nothing to roll back)"},
+)
+PERSONALIZE = doc(
+    "Queue a personalization (one at a time per person)",
+    ref("Job"),
+    (400, 403, 413, 422, 507),
+    status=202,
+    request=body(ref("Personalization"), required=False),
+    why={400: "a clinician's own account, or a personalization already under way"},
+)
+JOBS = doc("Personalization jobs", many("Job"), (400, 403, 507), parameters=[PATIENT])
+JOB = doc(
+    "One personalization job",
+    ref("Job"),
+    (403, 404, 422),
+    why={422: "a job id that is not a whole number"},
+)
+CANDIDATES = doc(
+    "Candidates with their gates and held-out figures",
+    many("Candidate"),
+    (400, 403, 507),
+    parameters=[
+        PATIENT,
+        query("all", {"type": "boolean"}, "1 or true: every candidate, not only pending ones"),
+    ],
+)
+CANDIDATE = doc(
+    "One candidate",
+    ref("Candidate"),
+    (403, 404, 422, 507),
+    why={422: "a candidate id that is not a whole number"},
+)
+REVIEW = doc(
+    "Approve or reject a candidate (its patient's assigned clinician only)",
+    ref("Candidate"),
+    (400, 403, 404, 413, 422, 507),
+    request=body(ref("Review")),
+    why={400: "the candidate is not awaiting review"},
+)
+ENCRYPTED_SPEC = doc(
+    "What a client needs to encrypt for the HE-friendly model",
+    ref("EncryptedSpec"),
+    (400,),
+    why={400: "the service runs without --he-model"},
+)
+ENCRYPTED_CONTEXT = doc(
+    "Register a device's public CKKS context (the patient's own)",
+    ref("ContextRegistered"),
+    (400, 403, 408, 413, 429, 503, 507),
+    request=body({"type": "string", "format": "binary"}, BINARY),
+    why={
+        400: "the service runs without --he-model, or not a public context of its chain",
+        403: "a clinician's token (contexts are a patient's own)",
+    },
+)
+ENCRYPTED_ALERT = doc(
+    "Encrypted logits for one encrypted window (the patient's own; nothing kept)",
+    {"type": "string", "format": "binary"},
+    (400, 403, 409, 413, 507),
+    parameters=[CONTEXT_PARAMETER, MODEL_PARAMETER],
+    request=body({"type": "string", "format": "binary"}, BINARY),
+    media=BINARY,
+    headers=MODEL_ANSWER_HEADER,
+    why={
+        400: f"the service runs without --he-model, {CONTEXT_HEADER} or {MODEL_HEADER} "
+        "missing or not 64 hex digits, or not a ciphertext of the spec",
+        403: "a clinician's token (encrypted alerts are a patient's own)",
+    },
+)
+ME = doc("The caller's account", ref("Me"))
+EXPORT = doc("Everything stored about the caller, opened", ref("Export"), (507,))
+AUDIT = doc(
+    "The audit log about the person", many("AuditEntry"), (400, 403, 507), parameters=[PATIENT]
+)
+ERASE = doc(
+    "Erase the caller's data and retire every model trained on it (cannot be undone)",
+    ref("Erased"),
+    (422, 507),
+    parameters=[
+        query(
+            "confirm",
+            {"type": "string", "pattern": PERSON_ID},
+            "the caller's own id, to confirm",
+            required=True,
+        )
+    ],
+    why={422: "confirm missing or not the caller's id"},
+)
