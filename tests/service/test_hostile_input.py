@@ -171,7 +171,7 @@ def test_contradictory_date_and_date_string_are_refused(client, made):
     alice = made.people["alice"]
     entry = {"type": "sgv", "sgv": 120, "date": NOW_MS, "dateString": "2020-01-01T00:00:00Z"}
     answer = post(client, "/api/v1/entries", json.dumps([entry]), alice)
-    assert answer.status_code == 422 and "min apart" in answer.json()["message"]
+    assert answer.status_code == 422 and "min from the record's time" in answer.json()["message"]
     same = {
         "type": "sgv",
         "sgv": 121,
@@ -223,3 +223,54 @@ def test_numbers_python_reads_oddly_are_422s_not_500s(client, made, query):
     client, _ = client
     answer = client.get(f"/api/v1/entries?{query}", headers=made.people["alice"].secret)
     assert answer.status_code == 422, answer.text
+
+
+def test_upper_case_sgv_is_a_reading_and_every_time_field_must_agree(client, made):
+    client, _ = client
+    alice = made.people["alice"]
+    upper = {"type": "SGV", "sgv": 140, "date": NOW_MS + 900_000}
+    stored = post(client, "/api/v1/entries", json.dumps([upper]), alice).json()
+    assert stored[0]["type"] == "sgv" and stored[0]["sgv"] == 140
+    sys_time = {"type": "sgv", "sgv": 120, "date": NOW_MS, "sysTime": "2023-01-01T00:00:00Z"}
+    answer = post(client, "/api/v1/entries", json.dumps([sys_time]), alice)
+    assert answer.status_code == 422 and "sysTime" in answer.json()["message"]
+    treatment = {"created_at": "2025-12-06T10:00:00Z", "date": NOW_MS, "carbs": 5}
+    answer = post(client, "/api/v1/treatments", json.dumps([treatment]), alice)
+    assert answer.status_code == 422 and "date" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/treatments?find[type]=x",
+        "/api/v1/entries?find[eventType]=x",
+        "/api/v1/alerts?find[type]=x",
+    ],
+)
+def test_a_filter_a_route_does_not_apply_is_refused_not_ignored(client, made, path):
+    client, _ = client
+    answer = client.get(path, headers=made.people["alice"].secret)
+    assert answer.status_code == 422 and "unsupported filter" in answer.json()["message"]
+
+
+def test_rollback_and_personalization_take_the_patient_from_the_query(client, made):
+    client, _ = client
+    bob, alice = made.people["bob"], made.people["alice"]  # bob reviews alice
+    answer = client.post(
+        f"/api/v1/model/rollback?patient={alice.id}", json={"reason": "x"}, headers=bob.secret
+    )
+    # about alice, not about bob himself: she was never personalized here
+    assert answer.status_code == 400 and "never been personalized" in answer.json()["message"]
+    assert alice.id in answer.json()["message"] and "/" not in answer.json()["message"]
+
+
+def test_an_anonymous_body_is_refused_before_it_is_read_and_login_forms_are_bounded(client):
+    client, _ = client
+    answer = client.post("/api/v1/entries", content=b"[" * 500_000)
+    assert answer.status_code == 401
+    login = client.post(
+        "/login",
+        content=b"token=" + b"x" * 100_000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert login.status_code == 400 and "form too large" in login.text

@@ -136,6 +136,7 @@ def test_find_filters_become_inclusive_bounds():
     since, until, equal = nightscout.time_filter(
         {"find[date][$gt]": "1000", "find[date][$lte]": "5000", "find[type]": "sgv", "count": "3"},
         ("date",),
+        ("type",),
     )
     assert (since, until, equal) == (1001, 5000, {"type": "sgv"})
     since, until, _ = nightscout.time_filter(

@@ -38,6 +38,7 @@ from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
 from tailorml.service.core import Service
 from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, ConflictError
 from tailorml.service.nightscout import PayloadError
+from tailorml.service.paths import without_paths
 
 log = logging.getLogger("tailorml.service")
 
@@ -264,7 +265,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.exception_handler(TailormlError)
     async def _tailorml(request: Request, error: TailormlError):
-        return _error(400, str(error))
+        return _error(400, without_paths(str(error)))
 
     async def _storage(request: Request, error: Exception):
         full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
@@ -287,6 +288,19 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         """Authenticate and run `method(caller, *args)` off the event loop, in one hop to the
         thread pool (each hop costs a thread switch per request)."""
         return await run_in_threadpool(lambda: method(caller_of(service, request), *args))
+
+    async def authenticated_json(request: Request, what: str, empty_ok: bool = False):
+        """The caller, then their body parsed: credentials are checked before a body is read,
+        and JSON is parsed off the event loop (a large nested body would stall every other
+        request while it parses)."""
+        caller = await run_in_threadpool(caller_of, service, request)
+        body = await read_body(request)
+        if empty_ok and not body:
+            return caller, {}
+        return caller, await run_in_threadpool(nightscout.read_json, body, what)
+
+    async def call_as(caller, method, *args) -> Any:
+        return await run_in_threadpool(lambda: method(caller, *args))
 
     def query(request: Request, name: str) -> str | None:
         value = request.query_params.get(name)
@@ -314,12 +328,16 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @app.post("/api/v1/entries", **api.UPLOAD_ENTRIES)
     @app.post("/api/v1/entries.json", **api.UPLOAD_ENTRIES)
     async def post_entries(request: Request):
-        payload = nightscout.read_json(await read_body(request), "entries")
-        shaped, _ = await call(request, service.upload_entries, payload, query(request, "patient"))
+        caller, payload = await authenticated_json(request, "entries")
+        shaped, _ = await call_as(
+            caller, service.upload_entries, payload, query(request, "patient")
+        )
         return shaped
 
     async def get_entries(request: Request, kind: str | None = None, count: str | None = None):
-        since, until, equal = nightscout.time_filter(request.query_params, ("date", "dateString"))
+        since, until, equal = nightscout.time_filter(
+            request.query_params, ("date", "dateString"), ("type",)
+        )
         return await call(
             request,
             service.entries,
@@ -348,13 +366,15 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @app.post("/api/v1/treatments", **api.UPLOAD_TREATMENTS)
     @app.post("/api/v1/treatments.json", **api.UPLOAD_TREATMENTS)
     async def post_treatments(request: Request):
-        payload = nightscout.read_json(await read_body(request), "treatments")
-        return await call(request, service.upload_treatments, payload, query(request, "patient"))
+        caller, payload = await authenticated_json(request, "treatments")
+        return await call_as(caller, service.upload_treatments, payload, query(request, "patient"))
 
     @app.get("/api/v1/treatments", **api.TREATMENTS)
     @app.get("/api/v1/treatments.json", **api.TREATMENTS)
     async def treatments(request: Request):
-        since, until, equal = nightscout.time_filter(request.query_params, ("created_at", "date"))
+        since, until, equal = nightscout.time_filter(
+            request.query_params, ("created_at", "date"), ("eventType",)
+        )
         return await call(
             request,
             service.treatments,
@@ -390,21 +410,20 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.post("/api/v1/model/rollback", **api.ROLLBACK)
     async def rollback(request: Request):
-        body = _object(nightscout.read_json(await read_body(request), "rollback"), "rollback")
+        caller, payload = await authenticated_json(request, "rollback")
+        body = _object(payload, "rollback")
         reason = _string(body, "reason", "rollback", required=True)
-        return await call(request, service.rollback, _patient(body), reason)
+        patient = _patient(body) or query(request, "patient")  # the body's, or ?patient=
+        return await call_as(caller, service.rollback, patient, reason)
 
     # -- personalization and review ------------------------------------------------------------
 
     @app.post("/api/v1/personalization", status_code=202, **api.PERSONALIZE)
     async def personalize(request: Request):
-        body = await read_body(request)
-        fields = (
-            _object(nightscout.read_json(body, "personalization"), "personalization")
-            if body
-            else {}
-        )
-        return await call(request, service.request_personalization, _patient(fields))
+        caller, payload = await authenticated_json(request, "personalization", empty_ok=True)
+        fields = _object(payload, "personalization")
+        patient = _patient(fields) or query(request, "patient")  # the body's, or ?patient=
+        return await call_as(caller, service.request_personalization, patient)
 
     @app.get("/api/v1/personalization", **api.JOBS)
     async def jobs(request: Request):
@@ -425,12 +444,13 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.post("/api/v1/candidates/{candidate_id}/review", **api.REVIEW)
     async def review(request: Request, candidate_id: int):
-        body = _object(nightscout.read_json(await read_body(request), "review"), "review")
+        caller, payload = await authenticated_json(request, "review")
+        body = _object(payload, "review")
         decision = _string(body, "decision", "review", required=True)
         if decision not in ("approve", "reject"):
             raise PayloadError(f"review.decision must be approve or reject, not {decision[:20]!r}")
         comment = _string(body, "comment", "review") or ""
-        return await call(request, service.review, candidate_id, decision, comment)
+        return await call_as(caller, service.review, candidate_id, decision, comment)
 
     # -- encrypted alerts ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from tailorml.errors import TailormlError
 from tailorml.registry.people import PeopleStore
 from tailorml.service.crypto import KEY_ENV, ServerKey
 from tailorml.service.keyring import Keyring
+from tailorml.service.paths import without_paths
 
 ENTRY, TREATMENT = "entry", "treatment"
 COHORT_COLUMNS = ("patient_id", "group", "time", "cgm", "cho", "insulin")
@@ -191,7 +192,8 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
         store.finish_job(job_id, "done", session_id=outcome.session_id)
     except Exception as error:  # recorded on the job: the API shows it to whoever asked
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        store.finish_job(job_id, "failed", error=message[:500])
+        # the API shows it: no private folder of the worker or the server's data directory
+        store.finish_job(job_id, "failed", error=without_paths(message)[:500])
         raise
 
 

@@ -152,6 +152,8 @@ def clean_entry(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     kind = record.get("type", "sgv")
     if not isinstance(kind, str) or not TYPE_PATTERN.match(kind):
         raise PayloadError(f"{where}.type: {str(kind)[:40]!r} is not an entry type (e.g. sgv)")
+    if kind.lower() in ("sgv", "mbg", "cal"):  # "SGV" would keep no value and never decide
+        kind = kind.lower()
     if record.get("date") is not None:
         date_ms = parse_time_ms(record["date"], f"{where}.date")
     elif record.get("dateString") is not None:
@@ -162,16 +164,15 @@ def clean_entry(record: Mapping[str, Any], where: str) -> dict[str, Any]:
         raise PayloadError(f"{where}: needs date (epoch ms) or dateString (ISO 8601)")
     clean: dict[str, Any] = {"type": kind, "date": date_ms}
     written = _text(record, "dateString", where, 64)
-    if written is not None and record.get("date") is not None:
-        # both given: they must name the same instant (a minute apart at most), or one of
-        # them is wrong and storing both would answer with a contradiction
-        other = parse_time_ms(written, f"{where}.dateString")
-        if abs(other - date_ms) > 60_000:
-            raise PayloadError(
-                f"{where}: date ({iso(date_ms)}) and dateString ({written}) are "
-                f"{abs(other - date_ms) / 60_000:,.0f} min apart; send one, or both for the "
-                "same instant"
-            )
+    # every time given must name the same instant (a minute apart at most), or one of them
+    # is wrong and storing both would answer with a contradiction
+    for key in ("dateString", "sysTime"):
+        if record.get(key) is not None and key != _time_key(record, ("date", "dateString")):
+            try:
+                _same_instant(record[key], date_ms, where, key)
+            except PayloadError:
+                if key == "dateString" or _readable_time(record[key]):
+                    raise  # a sysTime in a form we do not read stays text, as before
     clean["dateString"] = written or iso(date_ms)
     value_key = {"sgv": "sgv", "mbg": "mbg"}.get(kind)
     if value_key:
@@ -197,6 +198,28 @@ def clean_entry(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     return clean
 
 
+def _time_key(record: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    return next((key for key in keys if record.get(key) is not None), None)
+
+
+def _readable_time(value: Any) -> bool:
+    try:
+        parse_time_ms(value, "")
+    except PayloadError:
+        return False
+    return True
+
+
+def _same_instant(value: Any, date_ms: int, where: str, key: str) -> None:
+    """`value` (another time field of the record) within a minute of `date_ms`."""
+    other = parse_time_ms(value, f"{where}.{key}")
+    if abs(other - date_ms) > 60_000:
+        raise PayloadError(
+            f"{where}: {key} ({iso(other)}) is {abs(other - date_ms) / 60_000:,.0f} min from "
+            f"the record's time ({iso(date_ms)}); send one time, or all for the same instant"
+        )
+
+
 def clean_treatment(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key in ("created_at", "date", "mills"):
         if record.get(key) is not None:
@@ -204,6 +227,9 @@ def clean_treatment(record: Mapping[str, Any], where: str) -> dict[str, Any]:
             break
     else:
         raise PayloadError(f"{where}: needs created_at (ISO 8601) or date (epoch ms)")
+    for other in ("date", "mills"):
+        if other != key and record.get(other) is not None:
+            _same_instant(record[other], date_ms, where, other)
     clean: dict[str, Any] = {
         "eventType": _text(record, "eventType", where, 64) or "<none>",
         "created_at": iso(date_ms),
@@ -251,7 +277,9 @@ FIND_PATTERN = re.compile(r"^find\[(?P<field>[A-Za-z_]+)\](?:\[\$(?P<op>gte|gt|l
 
 
 def time_filter(
-    query: Mapping[str, str], time_fields: tuple[str, ...]
+    query: Mapping[str, str],
+    time_fields: tuple[str, ...],
+    equal_fields: tuple[str, ...] = (),
 ) -> tuple[int | None, int | None, dict[str, str]]:
     """(since_ms, until_ms, equality filters) from `find[...]` query parameters.
 
@@ -282,13 +310,14 @@ def time_filter(
             else:
                 stamp -= op == "lt"
                 until = stamp if until is None else min(until, stamp)
-        elif field in ("type", "eventType") and op == "eq":
+        elif field in equal_fields and op == "eq":
             if len(value) > 64:
                 raise PayloadError(f"{key}: value too long")
             equal[field] = value
         else:
-            allowed = ", ".join(f"find[{f}][$gte|$gt|$lte|$lt]" for f in time_fields)
-            raise PayloadError(f"unsupported filter {key}; supported: {allowed}, find[type]")
+            allowed = [f"find[{f}][$gte|$gt|$lte|$lt]" for f in time_fields]
+            allowed += [f"find[{f}]" for f in equal_fields]
+            raise PayloadError(f"unsupported filter {key}; supported: {', '.join(allowed)}")
     return since, until, equal
 
 

@@ -47,10 +47,22 @@ def csrf_token(service: Service, person: Person) -> str:
     ).hexdigest()
 
 
+FORM_LIMIT = 20_000
+
+
 async def form_of(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > 20_000:
+    """The posted form, read only up to FORM_LIMIT bytes: an anonymous POST /login of
+    hundreds of MB is refused before it is held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > FORM_LIMIT:
         raise TailormlError("form too large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > FORM_LIMIT:
+            raise TailormlError("form too large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[0] for key, values in fields.items()}
 
