@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorml.errors import NotFoundError, TailormlError
+from tailorml.policy import MINUTE_MS
 from tailorml.registry.models import Registry
 from tailorml.registry.people import PeopleStore, Person
 from tailorml.service import nightscout
@@ -226,8 +227,7 @@ class Service:
         person = self.subject(caller, patient, "read_alerts")
         policy = self.live.policy_of(person.id)
         now = self.live.now_ms()
-        until = now + policy.future_minutes * 60_000
-        found = self.live.history(person.id, None, until, 1)
+        found = self.live.history(person.id, None, now + policy.future_minutes * MINUTE_MS, 1)
         self.store.record(self._who(caller), "read_alerts", person.id, {"returned": len(found)})
         if not found:
             return {"decision": None, "message": "no CGM reading has been decided yet"}
@@ -445,7 +445,7 @@ def _future_warning(date_ms: int, now_ms: int, current_until: int) -> dict:
     stored, but it is not current, so it is not decided and cannot hide newer decisions."""
     if date_ms <= current_until:
         return {}
-    ahead = (date_ms - now_ms) / 60_000
+    ahead = (date_ms - now_ms) / MINUTE_MS
     return {
         "warning": f"dated {ahead:.0f} min after the server's clock: stored, not decided "
         "and not shown as current; check the uploading device's clock"

@@ -11,9 +11,10 @@ The decision itself is the policy's (`AlertPolicy.judge`, docs/alerts.md "Safe d
 the urgent-low floor, the threshold with hysteresis, the snooze and its re-alert while
 glucose keeps falling. Its state (was the alert on, when and at what CGM each kind last
 sounded) is rebuilt from the stored decisions, so a restart or one-at-a-time uploads decide
-as one batch would. Readings dated past the clock are not decided here (the caller keeps
-them out); a backfill also re-decides the newest reading. Each decision is stored sealed,
-with the model's id, hash and kind in the clear.
+as one batch would; one person's batches are decided one at a time. Readings dated past the
+clock are not decided here (the caller keeps them out); a backfill also re-decides the
+newest reading and the stored undecided readings whose window had the gap it fills. Each
+decision is stored sealed, with the model's id, hash and kind in the clear.
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ class LiveAlerts:
         runtime = self.runtimes.for_person(person_id)
         policy = runtime.policy
         chosen = set(readings_ms)
-        newest = self.newest_reading(person_id, self.current_limit_ms(person_id))
+        current_until = self.now_ms() + policy.future_minutes * MINUTE_MS
+        newest = self.newest_reading(person_id, current_until)
         if newest is not None and newest not in chosen and min(chosen) < newest:
             chosen.add(newest)
             # the stored readings whose window had the gap this upload fills: decided again
