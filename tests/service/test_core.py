@@ -83,3 +83,18 @@ def test_a_sessions_tables_are_sealed_and_the_card_is_drawn_from_them(service, t
     (folder / "predictions.parquet.sealed").rename(folder / "readings.parquet.sealed")
     with pytest.raises(DecryptionError):
         sealed_reader(core.keyring.cipher(alice.id))(folder / "readings.parquet")
+
+
+def test_erasure_removes_what_the_sessions_learned_from_the_person(service, trained):
+    core, made = service
+    alice = core.store.by_name("alice")
+    candidate = propose_candidate(made.data, alice.id, trained)
+    before = core.registry.candidate(candidate)
+    assert before.metrics and before.gates[0].reason == "fine"  # the fixture's gate
+    core.erase(alice, "test")
+    after = core.registry.candidate(candidate)
+    assert after.metrics == {} and all(gate.numbers == {} for gate in after.gates)
+    assert all(gate.reason.startswith("removed: ") for gate in after.gates)
+    summary = core.registry.session(before.session_id).summary
+    assert summary == {"erased": "the person's data was erased"}
+    assert (after.id, after.name, after.status) == (before.id, before.name, before.status)

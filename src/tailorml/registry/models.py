@@ -675,6 +675,21 @@ class Registry:
                         now(),
                     ),
                 )
+            # what the sessions learned from the person's data goes too: their summaries
+            # (data gate, glycaemic figures), the candidates' held-out metrics and the gates'
+            # numbers and wording; ids, names, statuses and the audit trail stay
+            gone = json.dumps({"erased": reason})
+            connection.execute(
+                "UPDATE sessions SET summary_json = ? WHERE individual = ?", (gone, individual)
+            )
+            connection.execute(
+                "UPDATE candidates SET metrics_json = '{}' WHERE individual = ?", (individual,)
+            )
+            connection.execute(
+                "UPDATE gate_results SET numbers_json = '{}', reason = ? WHERE candidate_id IN"
+                " (SELECT id FROM candidates WHERE individual = ?)",
+                (f"removed: {reason}", individual),
+            )
             self._audit(
                 connection,
                 actor,
