@@ -511,8 +511,7 @@ def plausible_times(rows: pd.DataFrame, key: str, notes: Counter) -> pd.DataFram
     from the person's main block (the run with most readings) if they are few (under 5 %
     of the person's readings); what is left must span at most `MAX_SPAN_DAYS`."""
     times = rows["time"]
-    latest = pd.Timestamp.now() + pd.Timedelta(days=AHEAD_DAYS)
-    inside = (times >= EARLIEST_READING) & (times <= latest)
+    inside = plausible(times)
     notes["readings_without_time_dropped"] += int(times.isna().sum())
     notes["readings_dated_before_2000_or_ahead_dropped"] += int((~inside & times.notna()).sum())
     rows = rows[inside].sort_values("time", kind="stable")

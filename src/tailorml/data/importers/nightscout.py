@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 
 from tailorml.data.importers.common import (
+    AHEAD_DAYS,
+    EARLIEST_READING,
     ImportedReadings,
     amounts_of,
     empty_events,
@@ -49,8 +51,9 @@ from tailorml.data.importers.common import (
 )
 from tailorml.errors import CohortError
 
-EARLIEST_MS = 946_684_800_000  # 2000-01-01: no CGM reading is older
-AHEAD_MS = 2 * 86_400_000
+# the importers' plausible span (common.plausible), as epoch milliseconds
+EARLIEST_MS = int(EARLIEST_READING.tz_localize("UTC").timestamp() * 1000)
+AHEAD_MS = AHEAD_DAYS * 86_400_000
 
 FORMAT = "nightscout"
 SGV_ERROR_BELOW = 20.0
@@ -215,13 +218,14 @@ def _epoch_ok(record: dict, notes: Counter) -> bool:
     """Whether a record's numeric `date`/`mills` is an epoch in milliseconds from 2000 to
     two days ahead; one that is not is counted and dropped, never turned into a reading in
     1970 or a traceback (a date in seconds, `-1`, `1e20`)."""
+    latest = time.time() * 1000 + AHEAD_MS
     for key in ("date", "mills"):
         value = record.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if EARLIEST_MS <= value <= time.time() * 1000 + AHEAD_MS:
+        if EARLIEST_MS <= value <= latest:
             return True
-        seconds = EARLIEST_MS <= value * 1000 <= time.time() * 1000 + AHEAD_MS
+        seconds = EARLIEST_MS <= value * 1000 <= latest
         notes["dates_in_seconds_dropped" if seconds else "dates_out_of_range_dropped"] += 1
         return False
     return True
