@@ -472,7 +472,8 @@ class PeopleStore:
         return self.job(job_id)
 
     def job(self, job_id: int) -> Job:
-        rows = self.database.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        in_range = -(2**63) <= job_id < 2**63  # SQLite integers; larger ids do not exist
+        rows = self.database.query("SELECT * FROM jobs WHERE id = ?", (job_id,)) if in_range else []
         if not rows:
             raise NotFoundError(f"no personalization job {job_id}")
         return _job(rows[0])

@@ -285,7 +285,7 @@ class Service:
         """A job of a person the caller may see; a missing and a forbidden id get the same
         answer, so ids cannot be probed."""
         try:
-            job = self.store.job(job_id) if 0 < job_id < 2**63 else None
+            job = self.store.job(job_id)
         except NotFoundError:
             job = None
         if job is None or not may_access(self.store, caller, job.person_id):
@@ -309,7 +309,7 @@ class Service:
 
     def _visible_candidate(self, caller, candidate_id: int):
         try:
-            found = self.registry.candidate(candidate_id) if 0 < candidate_id < 2**63 else None
+            found = self.registry.candidate(candidate_id)
         except NotFoundError:
             found = None
         if found is None or not may_access(self.store, caller, found.individual):
