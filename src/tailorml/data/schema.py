@@ -32,6 +32,8 @@ PLAUSIBLE_CGM_MGDL = (10.0, 700.0)
 # a lower value in an export or a shipped dataset is an artefact (a cut-off line, a sensor
 # fault), imported as a missing reading and counted, never as a severe low.
 ARTEFACT_BELOW_MGDL = 39.0
+# what CGM sensors report (a Dexcom G6, a Libre): Low below, High above
+SENSOR_LOW_MGDL, SENSOR_HIGH_MGDL = 40.0, 400.0
 # Most insulin (U) and carbohydrate (g) one interval can hold: far above any pump's bolus
 # limit (25 U on a t:slim X2) or any meal, far below what a wrong unit or column gives. A
 # cohort file beyond it is refused; in a shipped dataset such an entry is dropped, counted.

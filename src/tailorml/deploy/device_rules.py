@@ -15,16 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tailorml.data.schema import SENSOR_HIGH_MGDL, SENSOR_LOW_MGDL
 from tailorml.deploy.quantize import QuantizedModel, alert_total_fixed_point
 
 MISSING = -32768  # a reading the sensor did not deliver (int16 minimum)
-SENSOR_MIN_MGDL, SENSOR_MAX_MGDL = 40, 400  # what CGM sensors report (Low / High beyond)
+SENSOR_MIN_MGDL, SENSOR_MAX_MGDL = int(SENSOR_LOW_MGDL), int(SENSOR_HIGH_MGDL)  # int16 mg/dL
 STATUS_DECIDED, STATUS_NO_DECISION, STATUS_URGENT_LOW = 0, 1, 2
-STATUS_NAMES = {
-    STATUS_DECIDED: "decided",
-    STATUS_NO_DECISION: "no decision",
-    STATUS_URGENT_LOW: "urgent low",
-}
 
 
 @dataclass(frozen=True)

@@ -456,13 +456,6 @@ def decide_fixed_point(rule: DecisionRule, logits: np.ndarray) -> np.ndarray:
     return np.where(total <= rule.limit, rule.alert_index, best)
 
 
-def margin_fixed_point(rule: DecisionRule, logits: np.ndarray) -> np.ndarray:
-    """How far each row is from the threshold, in scaled logit steps (2**-F of a step of
-    the int16 logits): >= 0 decides the alert class. What the device reports as margin."""
-    total, _ = alert_total_fixed_point(rule, logits)
-    return rule.limit - total
-
-
 # -- the integer reference ----------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SENSOR_LOW_MGDL, SENSOR_HIGH_MGDL = 40.0, 400.0  # the G6's reporting range
+from tailorml.data.schema import SENSOR_HIGH_MGDL, SENSOR_LOW_MGDL  # the G6's range
 
 NIGHT_HOURS = (23.0, 7.0)
 

@@ -48,14 +48,12 @@ import pandas as pd
 
 from tailorml.data.cohort import MMOL_TO_MGDL
 from tailorml.data.grid import place_readings, sum_events
-from tailorml.data.schema import ARTEFACT_BELOW_MGDL
+from tailorml.data.schema import ARTEFACT_BELOW_MGDL, SENSOR_HIGH_MGDL, SENSOR_LOW_MGDL
 from tailorml.errors import CohortError
 from tailorml.io import decode_text
 
 # Dexcom G6/G7 and FreeStyle Libre 2/3 report 40-400 mg/dL; outside it the device says
 # Low/High (LO/HI) instead of a number.
-SENSOR_LOW_MGDL = 40.0
-SENSOR_HIGH_MGDL = 400.0
 # No CGM reading predates 2000 or lies days ahead; a reading this far from the rest of a
 # person's readings (a receiver clock reset, a date in seconds read as milliseconds) is a
 # clock error, not a reading; and one person's readings spanning more than this many days
