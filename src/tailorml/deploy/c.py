@@ -8,7 +8,8 @@ work memory, sized here) beside `tailorml_predict(readings, logits)`, the model 
 static arena, which returns the decided class. Activations are laid
 out channels-last with the convolution's padding rows materialised (filled with the zero
 point), so every output is one contiguous int8 dot product — the shape CMSIS-NN uses, and
-the one the Cortex-M4's dual 16-bit multiply-accumulate (SMLAD) speeds up. The input zero
+the one the Cortex-M4's dual 16-bit multiply-accumulate (SMLAD) speeds up, reached through
+the ACLE intrinsics of <arm_acle.h> (no inline assembly). The input zero
 point is folded into the bias (sum w * (q - z) = sum w * q - z * sum w), exactly, so the
 results are the integer reference's bit for bit (`tailorml.deploy.quantize`).
 """
@@ -92,6 +93,32 @@ def _simd_order(weights: np.ndarray) -> np.ndarray:
     blocks = ordered[:, :groups].reshape(len(weights), -1, 4)
     ordered[:, :groups] = blocks[:, :, [0, 2, 1, 3]].reshape(len(weights), -1)
     return ordered
+
+
+def pair_stride(depth: int) -> int:
+    """Bytes of one pair of weight rows in flash: two rows, padded to a whole word."""
+    return (2 * depth + 3) // 4 * 4
+
+
+def _paired(weights: np.ndarray) -> np.ndarray:
+    """The weights as the kernels read them: output rows in pairs (an odd last row paired
+    with itself), each pair one block of `pair_stride` bytes: for every full group of four
+    inputs the first row's four weights then the second's (in the SIMD order), then the
+    rows' last depth % 4 weights, first row then second, then zeros to a whole word. So the
+    kernels walk one pointer through a pair and every group is a word-aligned word."""
+    rows, depth = weights.shape
+    ordered = _simd_order(weights)
+    full = depth // 4 * 4
+    stride = pair_stride(depth)
+    blocks = np.zeros(((rows + 1) // 2, stride), dtype=np.int8)
+    for pair in range(len(blocks)):
+        first, second = ordered[2 * pair], ordered[min(2 * pair + 1, rows - 1)]
+        groups = np.stack(
+            [first[:full].reshape(-1, 4), second[:full].reshape(-1, 4)], axis=1
+        ).ravel()
+        block = np.concatenate([groups, first[full:], second[full:]])
+        blocks[pair, : len(block)] = block
+    return blocks.ravel()
 
 
 def _array(c_type: str, name: str, values: np.ndarray, per_line: int = 16) -> str:
@@ -246,134 +273,129 @@ static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
 
 /* Activations live in int16 slots holding q - z (the int8 code minus its zero point, as
  * CMSIS-NN's im2col buffers do), so padding is 0 and no offset is added in the inner loop.
- * Weights are int8, each group of four stored as w0 w2 w1 w3 so that SXTB16 yields the
- * pairs (w0, w1) and (w2, w3) that meet the int16 input pairs in SMLAD. tm_dot4 returns
- * the four dot products of two weight rows with two input rows. */
-#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && defined(__GNUC__)
-static inline void tm_dot4(const int8_t *w0, const int8_t *w1,
-                                              const int16_t *x0, const int16_t *x1, int32_t n,
-                                              int32_t acc[4]) {
+ * Weights are int8, output rows in pairs (the two outputs one call computes): per group of
+ * four inputs, the first row's four weights then the second's, each four stored as
+ * w0 w2 w1 w3 so that SXTB16 yields the pairs (w0, w1) and (w2, w3) that meet the int16
+ * input pairs in SMLAD; then the last depth % 4 weights of each row; the pair padded to a
+ * whole word (the generator's `_paired`). One pointer walks a pair: what lets a compiler
+ * keep the four accumulators of tm_dot4 in registers. tm_dot4 returns the four dot
+ * products of a pair of weight rows with two input rows, tm_dot2 (a linear layer) those
+ * with one. */
+#if defined(__ARM_FEATURE_SIMD32)
+/* The Cortex-M4/M7/M33 path: the ACLE intrinsics of <arm_acle.h> (GCC, clang, armclang,
+ * IAR), which a compiler for a core with the 32-bit SIMD instructions (__ARM_FEATURE_SIMD32)
+ * provides. No inline assembly. Four int8 weights or two int16 inputs are read as one
+ * 32-bit little-endian word, written as byte and halfword reads (no pointer casts: no
+ * aliasing or alignment assumption in the C) that GCC and clang combine into one LDR. */
+/* The dot products stay functions of their own: inlined into the layer loop, clang runs
+ * out of registers and keeps the accumulators on the stack (133,859 instructions per demo
+ * inference as a call, 160,421 inlined). Only a hint: a compiler without it decides. */
+#if defined(__GNUC__)
+#define TM_NOINLINE __attribute__((noinline))
+#else
+#define TM_NOINLINE
+#endif
+
+static inline uint32_t tm_word_s8(const int8_t *p) {
+    return (uint32_t)(uint8_t)p[0] | ((uint32_t)(uint8_t)p[1] << 8) |
+           ((uint32_t)(uint8_t)p[2] << 16) | ((uint32_t)(uint8_t)p[3] << 24);
+}
+
+static inline int16x2_t tm_word_s16(const int16_t *p) {
+    return (int16x2_t)((uint32_t)(uint16_t)p[0] | ((uint32_t)(uint16_t)p[1] << 16));
+}
+
+/* A rotation by 8 (bytes 1 and 3 to 0 and 2), folded into the SXTB16 that reads it. */
+static inline uint32_t tm_ror8(uint32_t word) {
+    return (word >> 8) | (word << 24);
+}
+
+static TM_NOINLINE void tm_dot4(const int8_t *w, const int16_t *x0, const int16_t *x1,
+                                int32_t n, int32_t acc[4]) {
     int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    int32_t blocks = n >> 2;
-    if (blocks > 0) {
-        /* Written out because clang spills the accumulators of the C form to the stack
-         * (27 instructions per 16 MACs; here 21). The weight word is loaded twice, once per
-         * half, so that the loop needs 12 registers. Same arithmetic, exact. Operands that
-         * are read and written are early-clobber ("+&r"): otherwise the compiler may give an
-         * input of equal value (a zero gap, a zero accumulator) the same register. */
-        const int32_t w_gap = (int32_t)(w1 - w0), x_gap = (int32_t)((x1 - x0) * 2);
-        uint32_t ta, tb, x;
-        __asm__ volatile(
-            "1:\n"
-            "ldr %[ta], [%[w0]]\n"
-            "ldr %[tb], [%[w0], %[w_gap]]\n"
-            "sxtb16 %[ta], %[ta]\n"
-            "sxtb16 %[tb], %[tb]\n"
-            "ldr %[x], [%[x0], %[x_gap]]\n"
-            "smlad %[a10], %[ta], %[x], %[a10]\n"
-            "smlad %[a11], %[tb], %[x], %[a11]\n"
-            "ldr %[x], [%[x0]], #4\n"
-            "smlad %[a00], %[ta], %[x], %[a00]\n"
-            "smlad %[a01], %[tb], %[x], %[a01]\n"
-            "ldr %[tb], [%[w0], %[w_gap]]\n"
-            "ldr %[ta], [%[w0]], #4\n"
-            "sxtb16 %[ta], %[ta], ror #8\n"
-            "sxtb16 %[tb], %[tb], ror #8\n"
-            "ldr %[x], [%[x0], %[x_gap]]\n"
-            "smlad %[a10], %[ta], %[x], %[a10]\n"
-            "smlad %[a11], %[tb], %[x], %[a11]\n"
-            "ldr %[x], [%[x0]], #4\n"
-            "smlad %[a00], %[ta], %[x], %[a00]\n"
-            "smlad %[a01], %[tb], %[x], %[a01]\n"
-            "subs %[blocks], %[blocks], #1\n"
-            "bne 1b\n"
-            : [a00] "+&r"(a00), [a01] "+&r"(a01), [a10] "+&r"(a10), [a11] "+&r"(a11),
-              [w0] "+&r"(w0), [x0] "+&r"(x0), [blocks] "+&r"(blocks), [ta] "=&r"(ta),
-              [tb] "=&r"(tb), [x] "=&r"(x)
-            : [w_gap] "r"(w_gap), [x_gap] "r"(x_gap)
-            : "cc", "memory");
-        w1 += n & ~3;
-        x1 += n & ~3;
+    for (int32_t blocks = n / 4; blocks > 0; blocks--) {
+        const uint32_t wa = tm_word_s8(w), wb = tm_word_s8(w + 4);
+        int16x2_t ta = __sxtb16((int8x4_t)wa), tb = __sxtb16((int8x4_t)wb);
+        int16x2_t u = tm_word_s16(x0), v = tm_word_s16(x1);
+        a00 = __smlad(ta, u, a00);
+        a01 = __smlad(tb, u, a01);
+        a10 = __smlad(ta, v, a10);
+        a11 = __smlad(tb, v, a11);
+        ta = __sxtb16((int8x4_t)tm_ror8(wa));
+        tb = __sxtb16((int8x4_t)tm_ror8(wb));
+        u = tm_word_s16(x0 + 2);
+        v = tm_word_s16(x1 + 2);
+        a00 = __smlad(ta, u, a00);
+        a01 = __smlad(tb, u, a01);
+        a10 = __smlad(ta, v, a10);
+        a11 = __smlad(tb, v, a11);
+        w += 8;
+        x0 += 4;
+        x1 += 4;
     }
-    for (int32_t i = 0; i < (n & 3); i++) {
-        a00 += w0[i] * x0[i];
-        a01 += w1[i] * x0[i];
-        a10 += w0[i] * x1[i];
-        a11 += w1[i] * x1[i];
+    const int32_t rest = n % 4;
+    for (int32_t i = 0; i < rest; i++) {
+        a00 += w[i] * x0[i];
+        a01 += w[rest + i] * x0[i];
+        a10 += w[i] * x1[i];
+        a11 += w[rest + i] * x1[i];
     }
     acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
 }
 
-/* Two weight rows with one input row (a linear layer): 14 instructions per 8 MACs. */
-static inline void tm_dot2(const int8_t *w0, const int8_t *w1,
-                                              const int16_t *x0, int32_t n, int32_t acc[2]) {
+static TM_NOINLINE void tm_dot2(const int8_t *w, const int16_t *x0, int32_t n, int32_t acc[2]) {
     int32_t a0 = 0, a1 = 0;
-    int32_t blocks = n >> 2;
-    if (blocks > 0) {
-        const int32_t w_gap = (int32_t)(w1 - w0);
-        uint32_t wa, wb, ta, tb, x;
-        __asm__ volatile(
-            "1:\n"
-            "ldr %[wb], [%[w0], %[w_gap]]\n"
-            "ldr %[wa], [%[w0]], #4\n"
-            "sxtb16 %[ta], %[wa]\n"
-            "sxtb16 %[tb], %[wb]\n"
-            "ldr %[x], [%[x0]], #4\n"
-            "smlad %[a0], %[ta], %[x], %[a0]\n"
-            "smlad %[a1], %[tb], %[x], %[a1]\n"
-            "sxtb16 %[ta], %[wa], ror #8\n"
-            "sxtb16 %[tb], %[wb], ror #8\n"
-            "ldr %[x], [%[x0]], #4\n"
-            "smlad %[a0], %[ta], %[x], %[a0]\n"
-            "smlad %[a1], %[tb], %[x], %[a1]\n"
-            "subs %[blocks], %[blocks], #1\n"
-            "bne 1b\n"
-            : [a0] "+&r"(a0), [a1] "+&r"(a1), [w0] "+&r"(w0), [x0] "+&r"(x0),
-              [blocks] "+&r"(blocks), [wa] "=&r"(wa), [wb] "=&r"(wb), [ta] "=&r"(ta),
-              [tb] "=&r"(tb), [x] "=&r"(x)
-            : [w_gap] "r"(w_gap)
-            : "cc", "memory");
-        w1 += n & ~3;
+    for (int32_t blocks = n / 4; blocks > 0; blocks--) {
+        const uint32_t wa = tm_word_s8(w), wb = tm_word_s8(w + 4);
+        const int16x2_t u = tm_word_s16(x0), v = tm_word_s16(x0 + 2);
+        a0 = __smlad(__sxtb16((int8x4_t)wa), u, a0);
+        a1 = __smlad(__sxtb16((int8x4_t)wb), u, a1);
+        a0 = __smlad(__sxtb16((int8x4_t)tm_ror8(wa)), v, a0);
+        a1 = __smlad(__sxtb16((int8x4_t)tm_ror8(wb)), v, a1);
+        w += 8;
+        x0 += 4;
     }
-    for (int32_t i = 0; i < (n & 3); i++) {
-        a0 += w0[i] * x0[i];
-        a1 += w1[i] * x0[i];
+    const int32_t rest = n % 4;
+    for (int32_t i = 0; i < rest; i++) {
+        a0 += w[i] * x0[i];
+        a1 += w[rest + i] * x0[i];
     }
     acc[0] = a0, acc[1] = a1;
 }
 #else
-/* Without the DSP extension (Cortex-M3, the host) or a GNU-compatible compiler (the
- * assembly above is GNU syntax; IAR and Keil take this path): the same 2x2 blocking in
- * plain C, each weight and input loaded once per four products. Weights are in the SIMD
- * order w0 w2 w1 w3 per group of four, so input j of a group meets stored weight ORDER[j]. */
-static void tm_dot4(const int8_t *w0, const int8_t *w1, const int16_t *x0, const int16_t *x1,
-                    int32_t n, int32_t acc[4]) {
+/* Without the 32-bit SIMD instructions (Cortex-M0/M3, the host): the same pairs and 2x2
+ * blocking in plain C, each weight and input loaded once per four products. In a group of
+ * four, input j meets stored weight ORDER[j] (the SIMD order w0 w2 w1 w3). */
+static void tm_dot4(const int8_t *w, const int16_t *x0, const int16_t *x1, int32_t n,
+                    int32_t acc[4]) {
     static const uint8_t order[4] = {0, 2, 1, 3};
     int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    int32_t i = 0;
-    for (; i + 4 <= n; i += 4) {
+    for (int32_t blocks = n / 4; blocks > 0; blocks--) {
         for (int32_t j = 0; j < 4; j++) {
-            const int32_t u = w0[i + order[j]], v = w1[i + order[j]];
-            const int32_t x = x0[i + j], y = x1[i + j];
+            const int32_t u = w[order[j]], v = w[4 + order[j]];
+            const int32_t x = x0[j], y = x1[j];
             a00 += u * x;
             a01 += v * x;
             a10 += u * y;
             a11 += v * y;
         }
+        w += 8;
+        x0 += 4;
+        x1 += 4;
     }
-    for (; i < n; i++) {
-        a00 += w0[i] * x0[i];
-        a01 += w1[i] * x0[i];
-        a10 += w0[i] * x1[i];
-        a11 += w1[i] * x1[i];
+    const int32_t rest = n % 4;
+    for (int32_t i = 0; i < rest; i++) {
+        a00 += w[i] * x0[i];
+        a01 += w[rest + i] * x0[i];
+        a10 += w[i] * x1[i];
+        a11 += w[rest + i] * x1[i];
     }
     acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
 }
 
-static void tm_dot2(const int8_t *w0, const int8_t *w1, const int16_t *x0, int32_t n,
-                    int32_t acc[2]) {
+static void tm_dot2(const int8_t *w, const int16_t *x0, int32_t n, int32_t acc[2]) {
     int32_t four[4];
-    tm_dot4(w0, w1, x0, x0, n, four);
+    tm_dot4(w, x0, x0, n, four);
     acc[0] = four[0], acc[1] = four[1];
 }
 #endif
@@ -385,7 +407,9 @@ typedef struct {
     const int32_t *bias;
     const int32_t *multiplier;
     const int32_t *shift;
-    int32_t in_ch, out_ch, depth, rows, pool;
+    int32_t in_ch, out_ch, depth;
+    int32_t stride; /* bytes from one pair of weight rows to the next */
+    int32_t rows, pool;
     int32_t out_zero_point, out_min, out_max;
     int32_t out_pad; /* padding rows of the next layer's buffer */
 } tm_layer;
@@ -398,23 +422,21 @@ static inline int32_t tm_output(const tm_layer *L, int32_t o, int32_t acc) {
     acc = tm_requantize(L->bias[o] + acc, L->multiplier[o], L->shift[o]) + L->out_zero_point;
     return tm_clamp(acc, L->out_min, L->out_max);
 }
+
 /* Rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last row is paired
  * with itself) and channels in pairs (an odd last channel likewise). The next buffer gets
  * q - z with its padding rows zeroed. */
-#if defined(__GNUC__)
-#define TM_LAYER_INLINE inline __attribute__((always_inline))
-#else
-#define TM_LAYER_INLINE inline
-#endif
-static TM_LAYER_INLINE void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
+static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
     const int32_t out_rows = L->rows / L->pool;
     tm_zero(out, L->out_pad * L->out_ch);
     tm_zero(out + (L->out_pad + out_rows) * L->out_ch, L->out_pad * L->out_ch);
     if (L->rows == 1 && L->out_pad == 0 && L->pool == 1) { /* one row (a linear layer) */
+        const int8_t *w = L->weight;
         for (int32_t o = 0; o < L->out_ch; o += 2) {
             const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
             int32_t acc[2];
-            tm_dot2(L->weight + o * L->depth, L->weight + o1 * L->depth, in, L->depth, acc);
+            tm_dot2(w, in, L->depth, acc);
+            w += L->stride;
             const int32_t zero = L->out_zero_point;
             out[o] = (int16_t)(tm_output(L, o, acc[0]) - zero);
             out[o1] = (int16_t)(tm_output(L, o1, acc[1]) - zero);
@@ -425,11 +447,12 @@ static TM_LAYER_INLINE void tm_run_layer(const tm_layer *L, const int16_t *in, i
     const int32_t used_rows = L->pool == 2 ? 2 * out_rows : L->rows;
     for (int32_t r = 0; r < used_rows; r += 2) {
         const int32_t r1 = r + 1 < L->rows ? r + 1 : r;
+        const int8_t *w = L->weight;
         for (int32_t o = 0; o < L->out_ch; o += 2) {
             const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
             int32_t acc[4];
-            tm_dot4(L->weight + o * L->depth, L->weight + o1 * L->depth, in + r * L->in_ch,
-                    in + r1 * L->in_ch, L->depth, acc);
+            tm_dot4(w, in + r * L->in_ch, in + r1 * L->in_ch, L->depth, acc);
+            w += L->stride;
             if (L->pool == 2) {
                 /* requantization is non-decreasing in the accumulator (a non-negative
                  * multiplier, rounding shifts, a clamp), so the max of two requantized
@@ -455,10 +478,12 @@ static TM_LAYER_INLINE void tm_run_layer(const tm_layer *L, const int16_t *in, i
 
 /* The last layer: int16 logits. */
 static void tm_run_logits(const tm_layer *L, const int16_t *in, int16_t *logits) {
+    const int8_t *w = L->weight;
     for (int32_t o = 0; o < L->out_ch; o += 2) {
         const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
         int32_t acc[2];
-        tm_dot2(L->weight + o * L->depth, L->weight + o1 * L->depth, in, L->depth, acc);
+        tm_dot2(w, in, L->depth, acc);
+        w += L->stride;
         logits[o] = (int16_t)tm_output(L, o, acc[0]);
         logits[o1] = (int16_t)tm_output(L, o1, acc[1]);
     }
@@ -512,6 +537,7 @@ def _source_body(model: QuantizedModel) -> str:
     buffers = _buffers(model)
     parts = [
         f'#include "{HEADER_NAME}"\n',
+        "#if defined(__ARM_FEATURE_SIMD32)\n#include <arm_acle.h>\n#endif\n",
         _guards(model),
         f"#define TM_UNIT {2**DECISION_FRACTION_BITS}\n",
         f"#define TM_LIMIT ({model.decision.limit})\n",
@@ -530,7 +556,7 @@ def _source_body(model: QuantizedModel) -> str:
         tag = f"tm_l{index}"
         parts += [
             f"/* {layer.name}: {layer.kind}, {weights.shape[0]} outputs */\n",
-            _array("int8_t", f"{tag}_weight", _simd_order(weights)),
+            _array("int8_t", f"{tag}_weight", _paired(weights)),
             _array("int32_t", f"{tag}_bias", layer.bias),
             _array("int32_t", f"{tag}_multiplier", layer.multiplier),
             _array("int32_t", f"{tag}_shift", layer.shift),
@@ -541,6 +567,7 @@ def _source_body(model: QuantizedModel) -> str:
         layer_structs.append(
             f"    {{{tag}_weight, {tag}_bias, {tag}_multiplier, {tag}_shift, "
             f"{buffer.channels}, {weights.shape[0]}, {weights.shape[1]}, "
+            f"{pair_stride(weights.shape[1])}, "
             f"{buffer.rows if is_conv else 1}, {layer.pool}, "
             f"{layer.output_zero_point}, {layer.output_min}, {layer.output_max}, {next_pad}}},"
         )
