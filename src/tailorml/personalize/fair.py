@@ -21,6 +21,7 @@ from tailorml.models.predict import predict_proba
 from tailorml.models.schedule import epochs
 from tailorml.personalize.base import Context, Plan, Strategy, make_strategy, register
 from tailorml.personalize.dataset import PersonalData
+from tailorml.personalize.evaluate import policy_of
 
 __all__ = ["ByNeed", "GroupDRO", "GroupDROTraining", "sample_groups"]
 
@@ -88,9 +89,9 @@ class ByNeed(Strategy):
 
     def served(self, context: Context) -> float:
         """How well the global model serves this individual: balanced accuracy of its
-        decisions on the individual's own training windows."""
-        data, own = context.data, context.own
-        decisions = data.policy.decide(predict_proba(context.global_model(), data.x[own]))
+        decisions (by its own alert policy) on the individual's own training windows."""
+        data, own, model = context.data, context.own, context.global_model()
+        decisions = policy_of(model, data).decide(predict_proba(model, data.x[own]))
         return classification_metrics(data.y[own], decisions)["balanced_accuracy"]
 
     def check_inputs(self, channels: tuple[str, ...]) -> None:
