@@ -8,11 +8,15 @@ cohort and the synthetic writers go through exactly the same code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tailorml.config import Config, WritersConfig
 from tailorml.policy import AlertPolicy
+
+if TYPE_CHECKING:
+    from tailorml.data.prepared import Prepared
 
 
 @dataclass
@@ -101,10 +105,17 @@ class PersonalData:
 
 
 def from_glucose(config: Config, general_stride: int) -> PersonalData:
-    from tailorml.data.glucose import CLASSES
+    """The configured glucose cohort, prepared, as a personalization data set."""
     from tailorml.data.prepared import prepare
 
-    prepared = prepare(config)
+    return from_prepared(prepare(config), config, general_stride)
+
+
+def from_prepared(prepared: Prepared, config: Config, general_stride: int) -> PersonalData:
+    """A prepared glucose cohort as a personalization data set: D_I is each individual's
+    train and test part, D_G every other individual's (every `general_stride`-th window)."""
+    from tailorml.data.glucose import CLASSES
+
     windows, splits = prepared.windows, prepared.splits
     ids = prepared.cohort.ids
     return PersonalData(
