@@ -106,3 +106,70 @@ def trained() -> Trained:
     model.eval()
     model.policy = AlertPolicy.from_config(config, windows.sample_minutes).with_threshold(0.7)
     return Trained(model, prepared, windows.x[train], windows.x[test])
+
+
+@dataclass
+class CliResult:
+    """What a shell sees of one `tailorml` command: exit code, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def tailorml_in_process():
+    """`tailorml ARGS` through `cli.main` (its one-line errors and exit codes), in this
+    process: a subprocess pays the torch import, 2-4 s, on every call. Each call starts as
+    a fresh process would (its own argv, cwd and environment, no run directory of an
+    earlier command to remove), and what `main` and the commands set for the process (the
+    SIGTERM handler, the umask, the tailorml and uvicorn loggers) is put back after it.
+    Call it as run(*args, cwd=None, env=None, unset=()): env adds variables, unset removes
+    them. Tests about the process itself (signals, locks) still start the executable."""
+    import contextlib
+    import io
+    import logging
+    import os
+    import signal
+    import sys
+
+    from tailorml import cli, runs
+
+    def run(*args, cwd=None, env=None, unset=()) -> CliResult:
+        out, err = io.StringIO(), io.StringIO()
+        loggers = [logging.getLogger(name) for name in ("tailorml", "uvicorn")]
+        kept = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+        umask = os.umask(0o077)
+        os.umask(umask)
+        sigterm = signal.getsignal(signal.SIGTERM)
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            patch.setattr(sys, "argv", ["tailorml", *map(str, args)])
+            patch.setattr(runs, "_created", [])
+            patch.setattr(cli, "_signals", [])
+            for name in unset:
+                patch.delenv(name, raising=False)
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            if cwd is not None:
+                patch.chdir(cwd)
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+                if not isinstance(exit.code, int | None):
+                    print(exit.code, file=sys.stderr)
+            finally:
+                signal.signal(signal.SIGTERM, sigterm)
+                os.umask(umask)
+                for logger, (handlers, level, propagate) in zip(loggers, kept, strict=True):
+                    logger.handlers = handlers
+                    logger.setLevel(level)
+                    logger.propagate = propagate
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return run
