@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -21,10 +22,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = os.environ | {"PYTHONPATH": str(SRC)}  # absolute: also right when cwd is elsewhere
 
 
-def tailorml(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "tailorml", *args], capture_output=True, text=True, cwd=cwd, env=ENV
-    )
+@pytest.fixture
+def tailorml(tailorml_in_process):
+    """`tailorml ARGS` through `cli.main`, with its exit code, stdout and stderr, in this
+    process (a subprocess per command paid the torch import each time); the signal tests
+    below start the real executable."""
+    return tailorml_in_process
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +156,7 @@ def test_certify_writes_sound_results_and_resumes(tiny_run):
     )
 
 
-def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):
+def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path, tailorml):
     run, _ = tiny_run
     for bad in ("-1", "nan", "inf"):  # the option is named, not RUN/config.toml
         result = tailorml("certify", "--run", str(run), "--eps", bad)
@@ -163,7 +166,7 @@ def test_certify_refuses_negative_eps_and_a_missing_run(tiny_run, tmp_path):
     assert result.returncode == 2 and "no run.json/config.toml" in result.stderr
 
 
-def test_an_unknown_report_patient_is_refused_before_training(tmp_path, tiny_run_config):
+def test_an_unknown_report_patient_is_refused_before_training(tmp_path, tiny_run_config, tailorml):
     config = tmp_path / "c.toml"
     config.write_text(
         tiny_run_config.format(runs=(tmp_path / "runs").as_posix())
@@ -176,7 +179,7 @@ def test_an_unknown_report_patient_is_refused_before_training(tmp_path, tiny_run
     assert not runs.exists() or not any(runs.iterdir())  # the failed run left nothing behind
 
 
-def test_resume_refuses_another_kind_of_run_and_an_edited_config(tiny_run, tmp_path):
+def test_resume_refuses_another_kind_of_run_and_an_edited_config(tiny_run, tmp_path, tailorml):
     import shutil
 
     run, _ = tiny_run
@@ -193,7 +196,7 @@ def test_resume_refuses_another_kind_of_run_and_an_edited_config(tiny_run, tmp_p
     assert (edited / "model.pt").read_bytes() == (run / "model.pt").read_bytes()  # untouched
 
 
-def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path):
+def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path, tailorml):
     config = tmp_path / "bad.toml"
     config.write_text('[cohort]\npath = "no/such/file.parquet"\n')
     result = tailorml("train", "--config", str(config), cwd=tmp_path)
@@ -238,7 +241,7 @@ def test_describe_shows_the_real_people_and_their_attribution():
     assert "artefact_readings_blanked" in result.output  # the counted handling
 
 
-def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path):
+def test_evaluate_applies_a_saved_model_to_a_whole_file(tiny_run, tmp_path, tailorml):
     from conftest import cohort_frame
 
     run, _ = tiny_run
@@ -345,7 +348,7 @@ def test_ctrl_c_or_sigterm_before_any_step_says_the_empty_run_was_removed(
     assert list(runs.iterdir()) == []
 
 
-def test_a_failed_command_leaves_no_empty_run_directory(tmp_path):
+def test_a_failed_command_leaves_no_empty_run_directory(tmp_path, tailorml):
     config = tmp_path / "bad.toml"
     config.write_text(f'[cohort]\npath = "missing.parquet"\n[run]\nruns_dir = "{tmp_path}/runs"\n')
     result = tailorml("train", "--config", str(config), cwd=tmp_path)
@@ -353,42 +356,28 @@ def test_a_failed_command_leaves_no_empty_run_directory(tmp_path):
     assert list((tmp_path / "runs").iterdir()) == []
 
 
-BOOM = """
-import sys
-import time
-from tailorml import cli
-
-@cli.app.command("boom")
-def boom():
-    raise {error}
-
-sys.argv = ["tailorml", "boom"]
-cli.main()
-"""
-
-
 @pytest.mark.parametrize(
     ("error", "kind", "message"),
     [
-        ('EOFError("Ran out of input")', "EOFError", "Ran out of input"),
-        (
-            'RuntimeError("PytorchStreamReader failed")',
-            "RuntimeError",
-            "PytorchStreamReader failed",
-        ),
-        (
-            "__import__('pickle').UnpicklingError('invalid load key')",
-            "UnpicklingError",
-            "invalid load key",
-        ),
+        (EOFError("Ran out of input"), "EOFError", "Ran out of input"),
+        (RuntimeError("PytorchStreamReader failed"), "RuntimeError", "PytorchStreamReader failed"),
+        (pickle.UnpicklingError("invalid load key"), "UnpicklingError", "invalid load key"),
     ],
 )
-def test_an_unexpected_error_is_named_never_a_bare_aborted(error, kind, message):
+def test_an_unexpected_error_is_named_never_a_bare_aborted(
+    error, kind, message, monkeypatch, tailorml
+):
+    from tailorml import cli
     from tailorml.cli import UNEXPECTED
 
-    result = subprocess.run(
-        [sys.executable, "-c", BOOM.format(error=error)], capture_output=True, text=True, env=ENV
-    )
+    # a command that fails as a bug would, registered for this test only
+    monkeypatch.setattr(cli.app, "registered_commands", list(cli.app.registered_commands))
+
+    @cli.app.command("boom")
+    def boom():
+        raise error
+
+    result = tailorml("boom")
     assert result.returncode == 1
     assert "Aborted" not in result.stderr
     assert "Traceback" in result.stderr
@@ -396,7 +385,7 @@ def test_an_unexpected_error_is_named_never_a_bare_aborted(error, kind, message)
     assert last == "error: " + UNEXPECTED.format(kind=kind, message=message)
 
 
-def test_brackets_in_data_and_messages_are_printed_as_they_are(tmp_path, write_cohort):
+def test_brackets_in_data_and_messages_are_printed_as_they_are(tmp_path, write_cohort, tailorml):
     """Output is never read as Rich markup: a file named "[/x].csv" crashed the error
     printer (MarkupError), "[bold]x.csv" was shown as "x.csv", and the "[methods.transfer]"
     of a config error vanished."""
@@ -430,7 +419,7 @@ def test_progress_messages_are_plain_text():
     assert out.getvalue() == "skipping [/x]: no [bold]hypo[/bold] sample\n"
 
 
-def test_describe_csv_must_be_a_csv_file(tmp_path, write_cohort):
+def test_describe_csv_must_be_a_csv_file(tmp_path, write_cohort, tailorml):
     """--csv out.parquet wrote CSV text into a .parquet file."""
     from conftest import cohort_frame
 
@@ -442,7 +431,7 @@ def test_describe_csv_must_be_a_csv_file(tmp_path, write_cohort):
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_cohort_simulate_refuses_an_unknown_engine(tmp_path):
+def test_cohort_simulate_refuses_an_unknown_engine(tmp_path, tailorml):
     out = tmp_path / "c.parquet"
     result = runner.invoke(app, ["cohort", "simulate", "--engine", "fast", "--out", str(out)])
     assert result.exit_code == 2
@@ -458,7 +447,7 @@ def test_cohort_simulate_refuses_an_unknown_engine(tmp_path):
 
 
 def test_describe_keeps_an_existing_csv_unless_forced_and_honours_the_configs_people(
-    tmp_path, write_cohort
+    tmp_path, write_cohort, tailorml
 ):
     from conftest import cohort_frame
 
