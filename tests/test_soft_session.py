@@ -2,8 +2,6 @@
 
 import copy
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 
 import numpy as np
@@ -172,7 +170,7 @@ def test_review_show_draws_no_card_for_a_person_whose_data_was_erased(session, m
     assert card.stat().st_mtime_ns == before  # not written again
 
 
-def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
+def test_approving_a_candidate_that_failed_its_gates_is_refused(session, tailorml_in_process):
     _, registry, _outcome = session
     failed = [
         c
@@ -180,21 +178,8 @@ def test_approving_a_candidate_that_failed_its_gates_is_refused(session):
         if c.status in ("failed_gates", "not_selected")
     ]
     assert failed
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tailorml",
-            "review",
-            "approve",
-            str(failed[0].id),
-            "--reviewer",
-            "someone",
-            "--registry",
-            str(registry.root),
-        ],
-        capture_output=True,
-        text=True,
+    result = tailorml_in_process(  # cli.main: exit code and stderr, without a subprocess
+        "review", "approve", str(failed[0].id), "--reviewer", "someone", "--registry", registry.root
     )
     assert result.returncode == 2 and "not pending review" in result.stderr
     assert np.all([r.status != "approved" for r in registry.candidates(pending_only=False)])

@@ -1,10 +1,6 @@
 """`tailorml stress` end to end on a small slice of the synthetic cohort, and its errors."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,15 +13,6 @@ from tailorml.shift.job import stress_models
 from tailorml.shift.life import simulate_life
 from tailorml.shift.sources import from_files
 from tailorml.shift.suite import CLEAN, sensor_shifts
-
-ENV = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-
-
-def tailorml(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "tailorml", *args], capture_output=True, text=True, env=ENV
-    )
-
 
 PATIENTS = ["adolescent-003", "adult-008", "child-004"]
 
@@ -72,7 +59,8 @@ def test_model_labels_are_short_and_distinct(trained, tmp_path):
     assert [s.label for s in from_files(paths)] == ["run1", "alice", "alice-2"]
 
 
-def test_stress_refuses_a_missing_model_and_an_out_that_is_a_file(tmp_path):
+def test_stress_refuses_a_missing_model_and_an_out_that_is_a_file(tmp_path, tailorml_in_process):
+    tailorml = tailorml_in_process  # cli.main: exit code and stderr, without a subprocess
     out = tmp_path / "out"
     result = tailorml("stress", "--model", str(tmp_path / "none.pt"), "--out", str(out))
     assert result.returncode == 2 and "Traceback" not in result.stderr
