@@ -24,7 +24,8 @@ def test_generation_is_pure_and_the_source_has_no_float_and_no_malloc(quantized,
     code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)  # comments may say "floating point"
     for forbidden in ("float", "double", "malloc", "free("):
         assert forbidden not in code
-    assert "static const int8_t tm_l0_weight" in source  # weights in flash
+    assert "static const uint32_t tm_l0_weight" in source  # weights in flash, as words
+    assert "__asm" not in code and "asm(" not in code  # ACLE intrinsics, no inline assembly
     written = save_c(quantized, tmp_path / "out")
     assert sorted(p.name for p in written) == ["tailorml_model.c", "tailorml_model.h"]
     assert (tmp_path / "out" / "tailorml_model.c").read_text() == source
@@ -38,6 +39,26 @@ def test_the_header_carries_the_models_policy(quantized):
     assert "#define TAILORML_ALERT_CLASS 1" in header
     assert "#define TAILORML_THRESHOLD_PPM 700000" in header  # the policy's 0.7
     assert "int32_t tailorml_predict(" in header
+
+
+def test_weights_are_stored_in_pairs_of_rows_as_the_kernels_walk_them():
+    from tailorml.deploy.c import _paired, _words, pair_stride
+
+    weights = np.array(
+        [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12], [-1, -2, -3, -4, -5, -6]], dtype=np.int8
+    )
+    # per pair: each row's group of four as w0 w2 w1 w3, first row then second; then the
+    # rows' last two weights; the odd last row paired with itself; 12 bytes a pair
+    assert pair_stride(6) == 12 and pair_stride(3) == 8 and pair_stride(48) == 96
+    assert _paired(weights).tolist() == [
+        *[1, 3, 2, 4, 7, 9, 8, 10, 5, 6, 11, 12],
+        *[-1, -3, -2, -4, -1, -3, -2, -4, -5, -6, -5, -6],
+    ]
+    # a depth of 3: no group, the tails, zeros to the word
+    assert _paired(np.array([[1, 2, 3], [4, 5, 6]], np.int8)).tolist() == [1, 2, 3, 4, 5, 6, 0, 0]
+    # four bytes to a word, byte k in bits 8k..8k+7
+    words = _words("w", np.array([1, 3, 2, 4, -1, -3, -2, -4], np.int8))
+    assert "static const uint32_t w[2] = {\n    0x04020301u, 0xFCFEFDFFu\n};" in words
 
 
 def test_the_arena_holds_two_of_the_largest_padded_buffers(quantized):

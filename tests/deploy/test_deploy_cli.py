@@ -44,6 +44,10 @@ def test_export_writes_the_c_the_ladder_and_the_budget(exported):
     assert budget["flash"] == budget["text"] + budget["rodata"] + budget["data"]
     assert budget["ram"] == budget["static_ram"] + budget["peak_stack"]
     assert budget["checks"]["flash"] == (budget["flash"] <= 32 * 1024)
+    # the build for a core that traps unaligned access ran its first windows trapping
+    assert budget["strict_alignment"]["windows_trapping_unaligned_access"] == min(
+        3, target_rung["windows"]
+    )
     assert summary["synthetic"] is True
     assert "bit for bit" in output and "not clinical evidence" in output
     assert "not clinical evidence" in (out / "deploy.html").read_text()

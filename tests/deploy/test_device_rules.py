@@ -111,15 +111,19 @@ def test_the_host_build_matches_the_reference_on_test_windows_with_gaps_and_extr
     assert np.array_equal(host.alert(high).logits, host.alert(at_limit).logits)
 
 
-def test_the_emulated_cortex_m4_decides_as_the_host(quantized, host, tmp_path):
+def test_the_emulated_cortex_m4_decides_as_the_host_with_unaligned_access_trapping(
+    quantized, host, tmp_path
+):
+    # built as for a core with CCR.UNALIGN_TRP set, which faults on any unaligned access
     firmware = build_firmware(
         generate_header(quantized),
         generate_c(quantized),
         profile("cortex-m4"),
         tmp_path,
         harness=ALERT_HARNESS,
+        strict_alignment=True,
     )
-    emulator = Emulator(firmware, 3)
+    emulator = Emulator(firmware, 3, trap_unaligned=True)
     windows = hand_windows()
     expected = host.alert(windows)
     for index, window in enumerate(windows):

@@ -6,7 +6,9 @@ Latency is judged by a conservative cycle model (`tailorml.deploy.cycles`: the C
 TRM's cycles per executed instruction, pipeline refills and the profile's flash wait
 states), stated beside the older best-case estimate (instructions times 1.25 cycles). Every
 window run on the target is also checked against the logits the integer reference computed
-for it: a budget is only reported for code that computes the right thing.
+for it: a budget is only reported for code that computes the right thing. The first windows
+also run in a build for a core that traps unaligned access (-mno-unaligned-access, every
+halfword and word access checked as CCR.UNALIGN_TRP would).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def measure_target(
             on_window()
     if not instructions:
         raise DeployError("no window to run on the target; the budget needs at least one")
+    alignment = check_alignment(header, source, target, readings, expected_logits, directory)
     count = max(instructions)
     latency_ms = count * target.cycles_per_instruction / target.clock_hz * 1000
     worst = max(costs, key=lambda cost: cost.cycles)
@@ -71,7 +74,39 @@ def measure_target(
         "latency_conservative_ms": conservative_ms,
         "windows_run": len(readings),
         "windows_identical": len(readings) - mismatches,
+        "strict_alignment": alignment,
         "checks": checks,
         "passed": all(checks.values()),
         "gcc": gcc_sizes(header, source, target, Path(directory) / "gcc"),
+    }
+
+
+def check_alignment(
+    header: str,
+    source: str,
+    target: TargetProfile,
+    readings: np.ndarray,
+    expected_logits: np.ndarray,
+    directory: Path,
+) -> dict:
+    """Build as firmware for a core that traps unaligned access is built
+    (-mno-unaligned-access) and run the first windows with every halfword and word access
+    checked for alignment, as CCR.UNALIGN_TRP would: the logits must be the reference's and
+    nothing may trap (an `UnalignedAccess` says where it would)."""
+    firmware = build_firmware(
+        header, source, target, Path(directory) / "strict", strict_alignment=True
+    )
+    emulator = Emulator(firmware, expected_logits.shape[1], trap_unaligned=True)
+    count = min(len(readings), INSTRUCTION_COUNT_WINDOWS)
+    for index in range(count):
+        if not np.array_equal(emulator.predict(readings[index]).logits, expected_logits[index]):
+            raise DeployError(
+                f"the {target.cpu} build without unaligned access computed other logits "
+                "than the reference; please report this"
+            )
+    return {
+        "windows_trapping_unaligned_access": count,
+        "unaligned_accesses": 0,
+        "flash": firmware.flash,
+        "compiler_flag": "-mno-unaligned-access",
     }

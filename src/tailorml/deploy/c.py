@@ -62,8 +62,10 @@ def _buffers(model: QuantizedModel) -> list[Buffer]:
 
 
 def arena_slot(model: QuantizedModel) -> int:
-    """int16 values per arena slot: the largest layer input buffer."""
-    return max(buffer.size for buffer in _buffers(model))
+    """int16 values per arena slot: the largest layer input buffer, rounded up to an even
+    count so that the second slot starts on a word as the first does."""
+    largest = max(buffer.size for buffer in _buffers(model))
+    return largest + largest % 2
 
 
 def arena_bytes(model: QuantizedModel) -> int:
@@ -126,6 +128,16 @@ def _array(c_type: str, name: str, values: np.ndarray, per_line: int = 16) -> st
     lines = [", ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line)]
     body = ",\n    ".join(lines)
     return f"static const {c_type} {name}[{len(flat)}] = {{\n    {body}\n}};\n"
+
+
+def _words(name: str, values: np.ndarray, per_line: int = 8) -> str:
+    """int8 values four to a uint32_t word, byte k of a word in bits 8k to 8k + 7."""
+    octets = np.asarray(values, dtype=np.int8).view(np.uint8).reshape(-1, 4).astype(np.uint32)
+    words = octets[:, 0] | octets[:, 1] << 8 | octets[:, 2] << 16 | octets[:, 3] << 24
+    flat = [f"0x{int(word):08X}u" for word in words]
+    lines = [", ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line)]
+    body = ",\n    ".join(lines)
+    return f"static const uint32_t {name}[{len(flat)}] = {{\n    {body}\n}};\n"
 
 
 def _identifier(name: str) -> str:
@@ -198,10 +210,34 @@ def generate_header(model: QuantizedModel) -> str:
 #define TAILORML_STATUS_NO_DECISION 1 /* a reading of the window is missing: never an alert */
 #define TAILORML_STATUS_URGENT_LOW 2 /* a low now: alarm at once, whatever the model says */
 
+/* Word alignment for an array the model's SIMD kernel reads two int16 values at a time
+ * (the features given to tailorml_head): `TAILORML_ALIGN int16_t features[...];`. Every
+ * array of the model is word-aligned already (weights are uint32_t words, the work memory
+ * a union with one). On a core that traps unaligned access (CCR.UNALIGN_TRP) build with
+ * -mno-unaligned-access (GCC, clang): the compiler may otherwise merge two int16 stores
+ * into one unaligned word store of its own. Define TAILORML_ALIGN before including this
+ * header for a compiler not listed. */
+#ifndef TAILORML_ALIGN
+#if defined(__STDC_VERSION__) && (__STDC_VERSION__ >= 201112L)
+#define TAILORML_ALIGN _Alignas(4)
+#elif defined(__GNUC__)
+#define TAILORML_ALIGN __attribute__((aligned(4)))
+#elif defined(__ICCARM__)
+#define TAILORML_ALIGN _Pragma("data_alignment=4")
+#elif defined(__CC_ARM)
+#define TAILORML_ALIGN __align(4)
+#else
+#error "tailorml_model.h: define TAILORML_ALIGN (4-byte alignment) for this compiler"
+#endif
+#endif
+
 /* Work memory of one call to tailorml_alert (TAILORML_ARENA_BYTES): give each task or
- * interrupt that decides its own, and calls can run at the same time. */
-typedef struct {{
+ * interrupt that decides its own, and calls can run at the same time. A union with a word,
+ * so that it is word-aligned wherever it is declared (the kernels read activations two
+ * int16 values at a time). */
+typedef union {{
     int16_t slots[2][TAILORML_ARENA_SLOT];
+    uint32_t word_alignment;
 }} tailorml_work;
 
 typedef struct {{
@@ -232,8 +268,9 @@ int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WIN
 void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
                        int16_t features[TAILORML_FEATURES]);
 
-/* The int8 last layer on `features` (as tailorml_features wrote them) and the decision:
- * tailorml_predict = tailorml_features then tailorml_head, bit for bit. */
+/* The int8 last layer on `features` (as tailorml_features wrote them; word-aligned, see
+ * TAILORML_ALIGN) and the decision: tailorml_predict = tailorml_features then
+ * tailorml_head, bit for bit. */
 int32_t tailorml_head(const int16_t features[TAILORML_FEATURES],
                       int16_t logits[TAILORML_N_CLASSES]);
 
@@ -273,20 +310,16 @@ static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
 
 /* Activations live in int16 slots holding q - z (the int8 code minus its zero point, as
  * CMSIS-NN's im2col buffers do), so padding is 0 and no offset is added in the inner loop.
- * Weights are int8, output rows in pairs (the two outputs one call computes): per group of
- * four inputs, the first row's four weights then the second's, each four stored as
- * w0 w2 w1 w3 so that SXTB16 yields the pairs (w0, w1) and (w2, w3) that meet the int16
- * input pairs in SMLAD; then the last depth % 4 weights of each row; the pair padded to a
- * whole word (the generator's `_paired`). One pointer walks a pair: what lets a compiler
- * keep the four accumulators of tm_dot4 in registers. tm_dot4 returns the four dot
- * products of a pair of weight rows with two input rows, tm_dot2 (a linear layer) those
- * with one. */
-#if defined(__ARM_FEATURE_SIMD32)
-/* The Cortex-M4/M7/M33 path: the ACLE intrinsics of <arm_acle.h> (GCC, clang, armclang,
- * IAR), which a compiler for a core with the 32-bit SIMD instructions (__ARM_FEATURE_SIMD32)
- * provides. No inline assembly. Four int8 weights or two int16 inputs are read as one
- * 32-bit little-endian word, written as byte and halfword reads (no pointer casts: no
- * aliasing or alignment assumption in the C) that GCC and clang combine into one LDR. */
+ * Weights are int8, four to a uint32_t word (byte k is bits 8k to 8k + 7, by value: no byte
+ * order enters, and every word is aligned), laid out as the kernels walk them (the
+ * generator's `_paired`): output rows in pairs, the two outputs one call computes; per group
+ * of four inputs the first row's word then the second's, each stored as w0 w2 w1 w3 so that
+ * SXTB16 yields the pairs (w0, w1) and (w2, w3) that meet the int16 input pairs in SMLAD;
+ * then the last depth % 4 weights of each row; a pair ends on a whole word. One pointer
+ * walks a pair: what lets a compiler keep the four accumulators of tm_dot4 in registers.
+ * tm_dot4 returns the four dot products of a pair of weight rows with two input rows,
+ * tm_dot2 (a linear layer) those with one input row. */
+
 /* The dot products stay functions of their own: inlined into the layer loop, clang runs
  * out of registers and keeps the accumulators on the stack (133,859 instructions per demo
  * inference as a call, 160,421 inlined). Only a hint: a compiler without it decides. */
@@ -296,12 +329,61 @@ static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
 #define TM_NOINLINE
 #endif
 
-static inline uint32_t tm_word_s8(const int8_t *p) {
-    return (uint32_t)(uint8_t)p[0] | ((uint32_t)(uint8_t)p[1] << 8) |
-           ((uint32_t)(uint8_t)p[2] << 16) | ((uint32_t)(uint8_t)p[3] << 24);
+/* The low byte of a word as a signed value (written so that compilers emit one SXTB or
+ * SBFX: flipping the sign bit then subtracting it is sign extension, defined for all). */
+static inline int32_t tm_s8(uint32_t word) {
+    return ((int32_t)(word & 0xFFu) ^ 0x80) - 0x80;
 }
 
-static inline int16x2_t tm_word_s16(const int16_t *p) {
+/* Byte k of the words from w: the pair's last depth % 4 weights, first row then second. */
+static inline int32_t tm_tail(const uint32_t *w, int32_t k) {
+    return tm_s8(w[k / 4] >> (8u * (uint32_t)(k % 4)));
+}
+
+/* Plain C: the same pairs and 2x2 blocking, each weight word and input read once per four
+ * products (input j of a group meets byte 0, 2, 1, 3 of the word: the SIMD order). */
+static TM_NOINLINE void tm_dot4_c(const uint32_t *w, const int16_t *x0, const int16_t *x1,
+                                  int32_t n, int32_t acc[4]) {
+    static const uint32_t shift[4] = {0u, 16u, 8u, 24u};
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    for (int32_t blocks = n / 4; blocks > 0; blocks--) {
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t u = tm_s8(w[0] >> shift[j]), v = tm_s8(w[1] >> shift[j]);
+            const int32_t x = x0[j], y = x1[j];
+            a00 += u * x;
+            a01 += v * x;
+            a10 += u * y;
+            a11 += v * y;
+        }
+        w += 2;
+        x0 += 4;
+        x1 += 4;
+    }
+    const int32_t rest = n % 4;
+    for (int32_t i = 0; i < rest; i++) {
+        const int32_t u = tm_tail(w, i), v = tm_tail(w, rest + i);
+        a00 += u * x0[i];
+        a01 += v * x0[i];
+        a10 += u * x1[i];
+        a11 += v * x1[i];
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+}
+
+#if defined(__ARM_FEATURE_SIMD32)
+/* The Cortex-M4/M7/M33 path: the ACLE intrinsics of <arm_acle.h> (GCC, clang, armclang,
+ * IAR), which a compiler for a core with the 32-bit SIMD instructions (__ARM_FEATURE_SIMD32)
+ * provides. No inline assembly. Two int16 inputs are read as one word, written as halfword
+ * reads (no pointer cast: no aliasing assumption) that compilers combine into one LDR: the
+ * caller passes word-aligned inputs only (the arena is, and a layer whose input rows would
+ * not all be, odd channel counts, takes the plain path). */
+#if defined(__GNUC__)
+#define TM_ASSUME_WORD(p) __builtin_assume_aligned((p), 4)
+#else
+#define TM_ASSUME_WORD(p) (p)
+#endif
+
+static inline int16x2_t tm_pair(const int16_t *p) {
     return (int16x2_t)((uint32_t)(uint16_t)p[0] | ((uint32_t)(uint16_t)p[1] << 16));
 }
 
@@ -310,92 +392,68 @@ static inline uint32_t tm_ror8(uint32_t word) {
     return (word >> 8) | (word << 24);
 }
 
-static TM_NOINLINE void tm_dot4(const int8_t *w, const int16_t *x0, const int16_t *x1,
-                                int32_t n, int32_t acc[4]) {
+static TM_NOINLINE void tm_dot4_simd(const uint32_t *w, const int16_t *x0, const int16_t *x1,
+                                     int32_t n, int32_t acc[4]) {
     int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    x0 = TM_ASSUME_WORD(x0);
+    x1 = TM_ASSUME_WORD(x1);
     for (int32_t blocks = n / 4; blocks > 0; blocks--) {
-        const uint32_t wa = tm_word_s8(w), wb = tm_word_s8(w + 4);
+        const uint32_t wa = w[0], wb = w[1];
         int16x2_t ta = __sxtb16((int8x4_t)wa), tb = __sxtb16((int8x4_t)wb);
-        int16x2_t u = tm_word_s16(x0), v = tm_word_s16(x1);
+        int16x2_t u = tm_pair(x0), v = tm_pair(x1);
         a00 = __smlad(ta, u, a00);
         a01 = __smlad(tb, u, a01);
         a10 = __smlad(ta, v, a10);
         a11 = __smlad(tb, v, a11);
         ta = __sxtb16((int8x4_t)tm_ror8(wa));
         tb = __sxtb16((int8x4_t)tm_ror8(wb));
-        u = tm_word_s16(x0 + 2);
-        v = tm_word_s16(x1 + 2);
+        u = tm_pair(x0 + 2);
+        v = tm_pair(x1 + 2);
         a00 = __smlad(ta, u, a00);
         a01 = __smlad(tb, u, a01);
         a10 = __smlad(ta, v, a10);
         a11 = __smlad(tb, v, a11);
-        w += 8;
+        w += 2;
         x0 += 4;
         x1 += 4;
     }
     const int32_t rest = n % 4;
     for (int32_t i = 0; i < rest; i++) {
-        a00 += w[i] * x0[i];
-        a01 += w[rest + i] * x0[i];
-        a10 += w[i] * x1[i];
-        a11 += w[rest + i] * x1[i];
+        const int32_t p = tm_tail(w, i), q = tm_tail(w, rest + i);
+        a00 += p * x0[i];
+        a01 += q * x0[i];
+        a10 += p * x1[i];
+        a11 += q * x1[i];
     }
     acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
 }
 
-static TM_NOINLINE void tm_dot2(const int8_t *w, const int16_t *x0, int32_t n, int32_t acc[2]) {
+static TM_NOINLINE void tm_dot2(const uint32_t *w, const int16_t *x0, int32_t n,
+                                int32_t acc[2]) {
     int32_t a0 = 0, a1 = 0;
+    x0 = TM_ASSUME_WORD(x0);
     for (int32_t blocks = n / 4; blocks > 0; blocks--) {
-        const uint32_t wa = tm_word_s8(w), wb = tm_word_s8(w + 4);
-        const int16x2_t u = tm_word_s16(x0), v = tm_word_s16(x0 + 2);
+        const uint32_t wa = w[0], wb = w[1];
+        const int16x2_t u = tm_pair(x0), v = tm_pair(x0 + 2);
         a0 = __smlad(__sxtb16((int8x4_t)wa), u, a0);
         a1 = __smlad(__sxtb16((int8x4_t)wb), u, a1);
         a0 = __smlad(__sxtb16((int8x4_t)tm_ror8(wa)), v, a0);
         a1 = __smlad(__sxtb16((int8x4_t)tm_ror8(wb)), v, a1);
-        w += 8;
+        w += 2;
         x0 += 4;
     }
     const int32_t rest = n % 4;
     for (int32_t i = 0; i < rest; i++) {
-        a0 += w[i] * x0[i];
-        a1 += w[rest + i] * x0[i];
+        a0 += tm_tail(w, i) * x0[i];
+        a1 += tm_tail(w, rest + i) * x0[i];
     }
     acc[0] = a0, acc[1] = a1;
 }
 #else
-/* Without the 32-bit SIMD instructions (Cortex-M0/M3, the host): the same pairs and 2x2
- * blocking in plain C, each weight and input loaded once per four products. In a group of
- * four, input j meets stored weight ORDER[j] (the SIMD order w0 w2 w1 w3). */
-static void tm_dot4(const int8_t *w, const int16_t *x0, const int16_t *x1, int32_t n,
-                    int32_t acc[4]) {
-    static const uint8_t order[4] = {0, 2, 1, 3};
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    for (int32_t blocks = n / 4; blocks > 0; blocks--) {
-        for (int32_t j = 0; j < 4; j++) {
-            const int32_t u = w[order[j]], v = w[4 + order[j]];
-            const int32_t x = x0[j], y = x1[j];
-            a00 += u * x;
-            a01 += v * x;
-            a10 += u * y;
-            a11 += v * y;
-        }
-        w += 8;
-        x0 += 4;
-        x1 += 4;
-    }
-    const int32_t rest = n % 4;
-    for (int32_t i = 0; i < rest; i++) {
-        a00 += w[i] * x0[i];
-        a01 += w[rest + i] * x0[i];
-        a10 += w[i] * x1[i];
-        a11 += w[rest + i] * x1[i];
-    }
-    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
-}
-
-static void tm_dot2(const int8_t *w, const int16_t *x0, int32_t n, int32_t acc[2]) {
+/* Without the 32-bit SIMD instructions (Cortex-M0/M3, the host): plain C throughout. */
+static void tm_dot2(const uint32_t *w, const int16_t *x0, int32_t n, int32_t acc[2]) {
     int32_t four[4];
-    tm_dot4(w, x0, x0, n, four);
+    tm_dot4_c(w, x0, x0, n, four);
     acc[0] = four[0], acc[1] = four[1];
 }
 #endif
@@ -403,16 +461,28 @@ static void tm_dot2(const int8_t *w, const int16_t *x0, int32_t n, int32_t acc[2
 /* One int8 layer: `rows` output rows (before pooling) of `out_ch` channels; each output is
  * the dot product of a weight row with `depth` inputs starting at input row r. */
 typedef struct {
-    const int8_t *weight;
+    const uint32_t *weight;
     const int32_t *bias;
     const int32_t *multiplier;
     const int32_t *shift;
     int32_t in_ch, out_ch, depth;
-    int32_t stride; /* bytes from one pair of weight rows to the next */
+    int32_t stride; /* words from one pair of weight rows to the next */
+    int32_t paired; /* 1: every input row starts on a word, so inputs are read in pairs */
     int32_t rows, pool;
     int32_t out_zero_point, out_min, out_max;
     int32_t out_pad; /* padding rows of the next layer's buffer */
 } tm_layer;
+
+static inline void tm_dot4(const tm_layer *L, const uint32_t *w, const int16_t *x0,
+                           const int16_t *x1, int32_t acc[4]) {
+#if defined(__ARM_FEATURE_SIMD32)
+    if (L->paired != 0) {
+        tm_dot4_simd(w, x0, x1, L->depth, acc);
+        return;
+    }
+#endif
+    tm_dot4_c(w, x0, x1, L->depth, acc);
+}
 
 static void tm_zero(int16_t *buffer, int32_t count) {
     for (int32_t i = 0; i < count; i++) buffer[i] = 0;
@@ -431,7 +501,7 @@ static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
     tm_zero(out, L->out_pad * L->out_ch);
     tm_zero(out + (L->out_pad + out_rows) * L->out_ch, L->out_pad * L->out_ch);
     if (L->rows == 1 && L->out_pad == 0 && L->pool == 1) { /* one row (a linear layer) */
-        const int8_t *w = L->weight;
+        const uint32_t *w = L->weight;
         for (int32_t o = 0; o < L->out_ch; o += 2) {
             const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
             int32_t acc[2];
@@ -447,11 +517,11 @@ static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
     const int32_t used_rows = L->pool == 2 ? 2 * out_rows : L->rows;
     for (int32_t r = 0; r < used_rows; r += 2) {
         const int32_t r1 = r + 1 < L->rows ? r + 1 : r;
-        const int8_t *w = L->weight;
+        const uint32_t *w = L->weight;
         for (int32_t o = 0; o < L->out_ch; o += 2) {
             const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
             int32_t acc[4];
-            tm_dot4(w, in + r * L->in_ch, in + r1 * L->in_ch, L->depth, acc);
+            tm_dot4(L, w, in + r * L->in_ch, in + r1 * L->in_ch, acc);
             w += L->stride;
             if (L->pool == 2) {
                 /* requantization is non-decreasing in the accumulator (a non-negative
@@ -478,7 +548,7 @@ static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
 
 /* The last layer: int16 logits. */
 static void tm_run_logits(const tm_layer *L, const int16_t *in, int16_t *logits) {
-    const int8_t *w = L->weight;
+    const uint32_t *w = L->weight;
     for (int32_t o = 0; o < L->out_ch; o += 2) {
         const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
         int32_t acc[2];
@@ -556,18 +626,19 @@ def _source_body(model: QuantizedModel) -> str:
         tag = f"tm_l{index}"
         parts += [
             f"/* {layer.name}: {layer.kind}, {weights.shape[0]} outputs */\n",
-            _array("int8_t", f"{tag}_weight", _paired(weights)),
+            _words(f"{tag}_weight", _paired(weights)),
             _array("int32_t", f"{tag}_bias", layer.bias),
             _array("int32_t", f"{tag}_multiplier", layer.multiplier),
             _array("int32_t", f"{tag}_shift", layer.shift),
         ]
         buffer = buffers[index]
         is_conv = layer.kind == "conv1d"
+        paired = not is_conv or buffer.channels % 2 == 0  # every input row word-aligned
         next_pad = buffers[index + 1].pad if index + 1 < len(buffers) else 0
         layer_structs.append(
             f"    {{{tag}_weight, {tag}_bias, {tag}_multiplier, {tag}_shift, "
             f"{buffer.channels}, {weights.shape[0]}, {weights.shape[1]}, "
-            f"{pair_stride(weights.shape[1])}, "
+            f"{pair_stride(weights.shape[1]) // 4}, {int(paired)}, "
             f"{buffer.rows if is_conv else 1}, {layer.pool}, "
             f"{layer.output_zero_point}, {layer.output_min}, {layer.output_max}, {next_pad}}},"
         )
@@ -653,7 +724,9 @@ def _banner(fingerprint: str) -> str:
 def _guards(model: QuantizedModel) -> str:
     """Refuse a header whose model constants differ from the ones this source was generated
     with (changing the threshold in the header would otherwise change nothing), and a
-    big-endian core (the kernels load int8 pairs as little-endian words)."""
+    big-endian core: the kernels read words by value (weights packed into uint32_t, int16
+    pairs composed with shifts), so no byte order should enter, but no big-endian build is
+    tested, so none is allowed."""
     policy = model.policy
     values = {
         "TAILORML_CHANNELS": model.channels,
@@ -674,7 +747,8 @@ def _guards(model: QuantizedModel) -> str:
     return (
         checks + "#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__)\n"
         "#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__\n"
-        '#error "the int8 kernels assume a little-endian core (as every Cortex-M is by default)"\n'
+        '#error "the int8 kernels are tested on little-endian cores only (every Cortex-M by '
+        'default)"\n'
         "#endif\n#endif\n"
     )
 

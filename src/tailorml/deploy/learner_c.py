@@ -388,7 +388,7 @@ int32_t tailorml_learner_step(int16_t reading, int16_t logits[TAILORML_N_CLASSES
     tm_s.history[TM_W + TM_H - 1] = reading;
     const int32_t slot = (int32_t)(tm_s.steps % TM_H);
     tm_s.steps++;
-    int16_t features[TM_F] __attribute__((aligned(4)));
+    TAILORML_ALIGN int16_t features[TM_F];
     if (tm_s.pending_valid[slot]) { /* the window that ended TM_H readings ago */
         const int16_t *future = tm_s.history + TM_W;
         int32_t missing = 0, low = 0, high = 0, near = 0;
@@ -422,7 +422,7 @@ int32_t tailorml_learner_step(int16_t reading, int16_t logits[TAILORML_N_CLASSES
 
 int32_t tailorml_learner_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
                                  int16_t logits[TAILORML_N_CLASSES]) {
-    int16_t features[TM_F] __attribute__((aligned(4)));
+    TAILORML_ALIGN int16_t features[TM_F];
     int16_t own[TM_C];
     tailorml_features(readings, features);
     return tm_decide_slot(tm_s.active, features, logits ? logits : own);
@@ -555,7 +555,7 @@ static int32_t tm_paired_bound(int32_t n, int32_t gains, int32_t losses, float m
 }
 
 static int32_t tm_judge(tailorml_update_status *s, int32_t candidate) {
-    int16_t features[TM_F] __attribute__((aligned(4)));
+    TAILORML_ALIGN int16_t features[TM_F];
     int16_t logits[TM_C];
     for (int32_t t = 0; t < TM_N_TRACES; t++) {
         tm_unpack(tm_traces[t], features);

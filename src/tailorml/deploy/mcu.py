@@ -151,11 +151,15 @@ def zig_command() -> list[str]:
 FPU_FEATURES = {"eabihf": "+vfp4d16sp", "eabi": ""}
 
 
-def compile_flags(target: TargetProfile) -> list[str]:
+def compile_flags(target: TargetProfile, strict_alignment: bool = False) -> list[str]:
+    """clang's flags for `target`; `strict_alignment`: no unaligned access of its own making
+    (GCC's and clang's -mno-unaligned-access, which zig's clang takes as the CPU feature
+    strict_align: the flag itself it ignores)."""
+    strict = "+strict_align" if strict_alignment else ""
     return [
         "-target",
         f"thumb-freestanding-{target.float_abi}",
-        f"-mcpu={target.cpu.replace('-', '_')}{FPU_FEATURES[target.float_abi]}",
+        f"-mcpu={target.cpu.replace('-', '_')}{FPU_FEATURES[target.float_abi]}{strict}",
         "-std=c99",
         "-O2",
         "-ffreestanding",
@@ -212,10 +216,19 @@ class Firmware:
 
 
 def build_firmware(
-    header: str, source: str, target: TargetProfile, directory: Path, harness: str = _HARNESS
+    header: str,
+    source: str,
+    target: TargetProfile,
+    directory: Path,
+    harness: str = _HARNESS,
+    strict_alignment: bool = False,
 ) -> Firmware:
     """Cross-compile a generated model (`header`, `source`) with the emulator harness (one
-    whose `tm_run` calls tailorml_predict, or `ALERT_HARNESS`) into `directory`/firmware.elf."""
+    whose `tm_run` calls tailorml_predict, or `ALERT_HARNESS`) into `directory`/firmware.elf.
+    `strict_alignment` builds as firmware for a core that traps unaligned access must be
+    built (-mno-unaligned-access: GCC and clang otherwise merge neighbouring halfword
+    stores into word stores at any halfword address on their own, legal on a Cortex-M4
+    that does not trap)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / HEADER_NAME).write_text(header)
@@ -226,7 +239,7 @@ def build_firmware(
     run_compiler(
         [
             *zig_command(),
-            *compile_flags(target),
+            *compile_flags(target, strict_alignment),
             f"-Wl,-T,{directory / 'link.ld'}",
             "-Wl,--gc-sections",
             "-Wl,-u,tm_run",
@@ -301,10 +314,21 @@ class Run:
     peak_stack: int
 
 
-class Emulator:
-    """The firmware loaded into a unicorn Cortex-M; `predict` runs one inference."""
+class UnalignedAccess(DeployError):
+    """A halfword or word access that was not naturally aligned, in an emulator that traps
+    them as a Cortex-M with CCR.UNALIGN_TRP set does (a UsageFault there)."""
 
-    def __init__(self, firmware: Firmware, n_classes: int) -> None:
+
+class Emulator:
+    """The firmware loaded into a unicorn Cortex-M; `predict` runs one inference.
+
+    With `trap_unaligned`, every halfword or word access that is not naturally aligned
+    stops the call with `UnalignedAccess`, as a core with CCR.UNALIGN_TRP set takes a
+    UsageFault (unicorn does not model the System Control Block, so writing CCR does
+    nothing there: checked; the check is a memory hook instead, slower, for tests and the
+    counted windows)."""
+
+    def __init__(self, firmware: Firmware, n_classes: int, trap_unaligned: bool = False) -> None:
         from elftools.elf.elffile import ELFFile
         from unicorn import UC_ARCH_ARM, UC_MODE_MCLASS, UC_MODE_THUMB, Uc, arm_const
 
@@ -329,6 +353,7 @@ class Emulator:
         self.stack_bottom, self.stack_top = symbols["__stack_bottom"], symbols["__stack_top"]
         self.entry = symbols.get("tm_run", 0) | 1  # the model harness's call, if any
         self.arm = arm_const
+        self.trap_unaligned = trap_unaligned
 
     def predict(self, readings: np.ndarray, count_instructions: bool = False) -> Run:
         """Run `tailorml_predict` on one window of int16 readings."""
@@ -362,25 +387,53 @@ class Emulator:
     ) -> tuple[int | None, int]:
         """Call the Thumb function at `entry` on a painted stack and run it to its return:
         (what `count`, a hook of `hook_type`, counted — None without it; the peak stack)."""
+        from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
+
         depth = self.stack_top - self.stack_bottom
         self.uc.mem_write(self.stack_bottom, bytes([STACK_PAINT]) * depth)
         self.uc.reg_write(self.arm.UC_ARM_REG_SP, self.stack_top)
         self.uc.reg_write(self.arm.UC_ARM_REG_LR, RETURN_ADDRESS | 1)
         counter = [0]
-        hook = None
+        hook = trap = None
+        faults: list[tuple[int, int, int, bool]] = []
         if count is not None:
             self.uc.ctl_flush_tb()  # code translated before the hook would run uncounted
             hook = self.uc.hook_add(hook_type, count, counter)
+        if self.trap_unaligned:
+
+            def on_access(uc, access, address, size, value, _):
+                if size > 1 and address % size:
+                    faults.append((address, size, uc.reg_read(self.arm.UC_ARM_REG_PC), access))
+                    uc.emu_stop()
+
+            self.uc.ctl_flush_tb()
+            trap = self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, on_access)
         try:
             self.uc.emu_start(entry | 1, RETURN_ADDRESS, timeout=timeout_us)
         finally:
             if hook is not None:
                 self.remove_code_hook(hook)
+            if trap is not None:
+                self.remove_code_hook(trap)
+        if faults:
+            address, size, pc, access = faults[0]
+            kind = "write" if access == UC_MEM_WRITE else "read"
+            raise UnalignedAccess(
+                f"the emulated {what} made an unaligned {size}-byte {kind} at {address:#x} "
+                f"(instruction at {pc:#x}, in {self.function_at(pc)}): a Cortex-M with "
+                "CCR.UNALIGN_TRP set takes a UsageFault here"
+            )
         if self.uc.reg_read(self.arm.UC_ARM_REG_PC) != RETURN_ADDRESS:
             raise DeployError(f"the emulated {what} did not return (timeout or fault)")
         stack = self.uc.mem_read(self.stack_bottom, depth)
         untouched = next((i for i, byte in enumerate(stack) if byte != STACK_PAINT), depth)
         return (counter[0] if count is not None else None), depth - untouched
+
+    def function_at(self, address: int) -> str:
+        """The symbol at or below `address` (the function an instruction belongs to)."""
+        below = [(start, name) for name, start in self.firmware.symbols.items()]
+        below = [(start & ~1, name) for start, name in below if start & ~1 <= address]
+        return max(below)[1] if below else "?"
 
     def add_code_hook(self, callback, data=None) -> int:
         """A per-instruction hook. Code translated before it was added would run without it
