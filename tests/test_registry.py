@@ -144,6 +144,7 @@ def test_a_tampered_model_file_is_refused(registry):
 WRITER = textwrap.dedent("""
     import sys
     from tailorml.registry.models import CandidateRecord, Registry
+    sys.stdin.readline()  # imported (torch, seconds): wait for the test's go
     store = Registry(sys.argv[1])
     predefined = store.predefined().id
     gates = [{"gate": f"g{i}", "passed": True, "numbers": {"i": i}, "reason": "x" * 200}
@@ -176,14 +177,28 @@ def check_consistency(store: Registry) -> int:
 
 
 def test_killing_a_writer_mid_registration_leaves_no_half_registered_session(registry):
-    for _ in range(3):
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(registry.root), "k"], stdout=subprocess.PIPE
+    # the three writers import at the same time; each writes only after the one before it
+    # was killed
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(registry.root), "k"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
-        process.stdout.readline()  # at least one session finished
-        time.sleep(0.3)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        for _ in range(3)
+    ]
+    try:
+        for process in processes:
+            process.stdin.write(b"go\n")
+            process.stdin.flush()
+            process.stdout.readline()  # at least one session finished
+            time.sleep(0.3)
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    finally:
+        for process in processes:
+            process.kill()
+            process.communicate()  # reaped, pipes closed
     assert check_consistency(registry) >= 3
 
 
