@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.client import EncryptedAlertClient, softmax
+from tailorml.client import EncryptedAlertClient
 from tailorml.config import load_config
 from tailorml.data.prepared import prepare
 from tailorml.evaluate.curves import MODEL, people_from_tables, sweep
@@ -166,9 +166,10 @@ def alert_metrics(policy, prepared, person: str, logits: np.ndarray) -> dict:
     return policy.metrics_of_alerts(
         policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
         prepared.windows.time[indices],
-        policy.decide(softmax(logits)) == policy.alert_index,
+        policy.decide_logits(logits) == policy.alert_index,
         prepared.windows.y[indices] == policy.alert_index,
         prepared.windows.current_cgm[indices],
+        prepared.windows.previous_cgm[indices],
     )
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import event_leads, false_alerts, snooze_alerts
+from tailorml.evaluate.alerts import event_leads, false_alerts
 from tailorml.evaluate.curves import MODEL, Person, people_from_tables, sweep
 from tailorml.models.cnn import load_model
 from tailorml.policy import AlertPolicy
@@ -69,7 +69,7 @@ def lows_table(first: Operated, second: Operated) -> pd.DataFrame:
             event_leads(
                 one.events,
                 one.times,
-                person.scores[MODEL] >= model.threshold,
+                person.positive(MODEL, model.threshold, model.policy),
                 first.policy.horizon_minutes,
             )
             for person, model in ((one, first), (two, second))
@@ -103,8 +103,9 @@ def false_alert_glucose(model: Operated) -> np.ndarray:
     """The current glucose of every false alert the model raises at its threshold."""
     values = []
     for person in model.people:
-        alerts = snooze_alerts(
-            person.times, person.scores[MODEL] >= model.threshold, model.policy.snooze_minutes
+        positive = person.positive(MODEL, model.threshold, model.policy)
+        alerts = model.policy.raised(
+            person.times, positive, person.current_cgm, person.previous_cgm
         )
         wrong = false_alerts(
             alerts, person.label_is_hypo, person.current_cgm, model.policy.hypo_mgdl

@@ -72,6 +72,7 @@ def main() -> None:
                     positive,
                     windows.y[test] == policy.alert_index,
                     windows.current_cgm[test],
+                    windows.previous_cgm[test],
                 )
                 totals[(name, "early")] += metrics["hypo_caught_early"]
                 totals[(name, "events")] += metrics["hypo_events"]

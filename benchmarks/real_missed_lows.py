@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import event_leads, snooze_alerts
+from tailorml.evaluate.alerts import event_leads, raise_alerts
 from tailorml.evaluate.curves import MODEL, people_from_tables
 from tailorml.evaluate.rules import PERSONAL, POPULATION
 from tailorml.models.cnn import load_model
@@ -48,7 +48,7 @@ def fold_lows(folder: Path, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     ids = list(dict.fromkeys(predictions["patient_id"]))  # people_from_tables' order
     for pid, person in zip(ids, people_from_tables(predictions, readings, policy), strict=True):
         trace = readings[readings["patient_id"] == pid]
-        positive = person.scores[MODEL] >= thresholds.get(pid, policy.threshold)
+        positive = person.positive(MODEL, thresholds.get(pid, policy.threshold), policy)
         leads = event_leads(person.events, person.times, positive, policy.horizon_minutes)
         for event, lead in zip(person.events, leads, strict=True):
             if np.isnan(lead):
@@ -98,7 +98,7 @@ def main() -> None:
         alike = (moments["glucose"] <= glucose) & (moments["fall_per_min"] >= fall)
         false = 0
         for _, rows in moments.assign(alike=alike).groupby("patient_id", sort=False):
-            alerts = snooze_alerts(rows["time"].to_numpy(), rows["alike"].to_numpy(), 30)
+            alerts = raise_alerts(rows["time"].to_numpy(), rows["alike"].to_numpy(), 30)
             false += int((alerts & rows["quiet"].to_numpy()).sum())
         print(
             f"alerting whenever glucose is <= {glucose:.0f} mg/dL and falling >= {fall:.2f} "

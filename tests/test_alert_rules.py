@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tailorml.config import load_config
 from tailorml.errors import ConfigError
@@ -146,3 +148,98 @@ def test_bad_safety_settings_are_one_line_errors(tmp_path, line, named):
     path.write_text(f"[alerts]\n{line}\n")
     with pytest.raises(ConfigError, match=named):
         load_config(path)
+
+
+# -- offline evaluation applies the same rules (vectorised twin of `judge`) ---------------
+
+T0 = np.datetime64("2025-01-06T00:00")
+
+
+def five_minutes(n: int) -> np.ndarray:
+    return T0 + (np.arange(n) * 5).astype("timedelta64[m]")
+
+
+def test_offline_positives_hold_on_a_trace_that_hovers_at_the_threshold():
+    """P(hypo) hovers at 0.9 +- 0.03: without hysteresis the alert would flicker on and off
+    six times; held until it falls below 0.85, it is one run, ending at 0.80."""
+    p = np.array([0.5, 0.91, 0.88, 0.92, 0.87, 0.9, 0.86, 0.80, 0.88, 0.5])
+    probabilities = np.stack([hypo(value) for value in p])
+    level = np.full(len(p), 120.0)
+    positive = POLICY.positives(probabilities, level, level)
+    assert positive.tolist() == [False] + [True] * 6 + [False] * 3
+    # one alert for the whole run (the rest is inside the snooze), not one per crossing
+    alerts = POLICY.raised(five_minutes(len(p)), positive, level, level)
+    assert np.flatnonzero(alerts).tolist() == [1]
+
+
+def test_offline_an_urgent_low_alerts_inside_the_snooze_and_a_fall_re_alerts():
+    """A model alert at 0 min (100 mg/dL); 10 min later 64 and falling (urgent: sounds
+    inside the snooze); the model then stays positive while CGM drifts 64 -> 62 -> 60 ->
+    54 (54 <= 55: urgent again)."""
+    cgm = np.array([100.0, 90.0, 64.0, 64.0, 64.0, 60.0, 54.0])
+    before = np.concatenate(([100.0], cgm[:-1]))
+    probabilities = np.stack([hypo(0.95)] * len(cgm))
+    positive = POLICY.positives(probabilities, cgm, before)
+    alerts = POLICY.raised(five_minutes(len(cgm)), positive, cgm, before)
+    # 0: first alert; 5: snoozed (90 is 10 below 100: re-alerts!); 10: urgent (falling to
+    # 64); 15, 20: level, snoozed; 25: 60 is falling below 70: urgent; 30: 54: urgent
+    assert np.flatnonzero(alerts).tolist() == [0, 1, 2, 5, 6]
+
+
+def test_offline_metrics_count_an_urgent_low_as_an_alert_and_never_as_false():
+    """A low the model misses entirely: CGM falls 75 -> 68 -> 62 -> 60 (event from 68);
+    the urgent floor alerts at 68, 62 and 60 (each lower than the one before) — never false
+    (a low now) — but only from the event's start on, so it does not count as caught."""
+    cgm = np.array([100.0] * 10 + [75.0, 68.0, 62.0, 60.0, 60.0, 60.0, 100.0, 100.0])
+    before = np.concatenate(([100.0], cgm[:-1]))
+    times = five_minutes(len(cgm))
+    probabilities = np.stack([hypo(0.01)] * len(cgm))
+    labels = np.where(cgm < 70, 1, 0)
+    labels[5:11] = 1  # the 30 min before the event
+    events = POLICY.hypo_events(times, cgm)
+    assert len(events) == 1 and events[0].start == times[11]
+    metrics = POLICY.alert_metrics(events, times, probabilities, labels, cgm, before)
+    assert (metrics["alerts"], metrics["false_alerts"]) == (3, 0)
+    assert metrics["hypo_caught"] == 0  # the alerts come at and after the start, not before
+    assert metrics["alert_precision"] == 1.0
+
+
+def judged_one_by_one(policy: AlertPolicy, times, probabilities, cgm, before):
+    """The service's way: `judge` reading by reading, carrying the state."""
+    state, positive, alerts, hyper = AlertState(), [], [], []
+    at_ms = (np.asarray(times, "datetime64[ms]").astype(np.int64)).tolist()
+    for index, at in enumerate(at_ms):
+        verdict, state = policy.judge(state, at, cgm[index], before[index], probabilities[index])
+        positive.append(verdict.kind == "hypo")
+        alerts.append(verdict.raises and verdict.kind == "hypo")
+        hyper.append(verdict.kind == "hyper")
+    return np.array(positive), np.array(alerts), np.array(hyper)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 1.0),  # P(hypo)
+            st.floats(0.0, 1.0),  # share of the rest that is hyper
+            st.sampled_from([40.0, 54.0, 55.0, 60.0, 64.0, 69.0, 70.0, 75.0, 90.0, 140.0, 260.0]),
+            st.integers(1, 4),  # readings since the last one (a gap between decisions)
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sampled_from([0.3, 0.5, 0.9]),
+)
+def test_offline_evaluation_decides_exactly_as_the_service(steps, threshold):
+    policy = AlertPolicy(threshold=threshold)
+    p = np.array([step[0] for step in steps])
+    hyper_share = np.array([step[1] for step in steps])
+    probabilities = np.column_stack([(1 - p) * (1 - hyper_share), p, (1 - p) * hyper_share])
+    cgm = np.array([step[2] for step in steps])
+    before = np.concatenate(([np.nan], cgm[:-1]))
+    times = T0 + (np.cumsum([step[3] for step in steps]) * 5).astype("timedelta64[m]")
+    positive, alerts, hyper = judged_one_by_one(policy, times, probabilities, cgm, before)
+    offline_positive = policy.positives(probabilities, cgm, before)
+    assert offline_positive.tolist() == positive.tolist()
+    assert policy.raised(times, offline_positive, cgm, before).tolist() == alerts.tolist()
+    assert policy.hyper_positives(probabilities, cgm, before).tolist() == hyper.tolist()

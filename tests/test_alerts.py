@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tailorml.evaluate.alerts import alert_metrics, hyper_events, hypo_events, snooze_alerts
+from tailorml.evaluate.alerts import alert_metrics, hyper_events, hypo_events, raise_alerts
 
 T0 = np.datetime64("2025-01-06T00:00")
 
@@ -34,7 +34,7 @@ def test_hyper_events_mirror_hypo_events():
 
 def test_snooze_thins_repeated_positives():
     times = minutes([0, 3, 6, 33, 36, 66])
-    alerts = snooze_alerts(times, np.ones(6, bool), snooze_minutes=30)
+    alerts = raise_alerts(times, np.ones(6, bool), snooze_minutes=30)
     assert alerts.tolist() == [True, False, False, True, False, True]
 
 
@@ -42,10 +42,10 @@ def test_snooze_counts_from_the_last_alert_and_zero_minutes_keeps_every_positive
     times = minutes([0, 20, 29, 30, 45, 59, 61])
     positive = np.array([True, True, False, True, True, False, True])
     # 0 alerts; 20 is within 30 min; 30 is exactly 30 after 0: alerts; 45 within; 61 alerts
-    alerts = snooze_alerts(times, positive, snooze_minutes=30)
+    alerts = raise_alerts(times, positive, snooze_minutes=30)
     assert alerts.tolist() == [True, False, False, True, False, False, True]
-    assert snooze_alerts(times, positive, snooze_minutes=0).tolist() == positive.tolist()
-    assert not snooze_alerts(times, np.zeros(7, bool), snooze_minutes=30).any()
+    assert raise_alerts(times, positive, snooze_minutes=0).tolist() == positive.tolist()
+    assert not raise_alerts(times, np.zeros(7, bool), snooze_minutes=30).any()
 
 
 def test_alert_metrics_by_hand():

@@ -65,6 +65,7 @@ def _tables(values, p_hypo):
             "patient_id": "p",
             "time": trace["time"],
             "current_cgm": trace["cgm"],
+            "previous_cgm": trace["cgm"].shift(1),
             "y_true": 0,
             "p_hypo": p_hypo,
         }

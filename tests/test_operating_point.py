@@ -30,7 +30,8 @@ def person(scores: dict[str, float], event: str | None = "12:00") -> Person:
         start = at(event)
         label[start - 6 : start] = True
         events = [Event(DAY[start], DAY[start + 3])]
-    return Person(events, DAY, label, np.full(len(DAY), 120.0), {MODEL: p})
+    level = np.full(len(DAY), 120.0)  # in range and steady: no urgent low
+    return Person(events, DAY, label, level, level, {MODEL: p})
 
 
 # early alert (lead 20 min) at 0.9, a late one (lead 10) at 0.97; false spikes elsewhere

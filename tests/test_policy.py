@@ -176,15 +176,16 @@ def test_alert_outcomes_and_event_leads_follow_the_metrics_by_hand():
     p_hypo = np.where(np.isin(pred_minutes, [0, 3, 45, 90]), 0.8, 0.1)
     probabilities = np.column_stack([1 - p_hypo, p_hypo, np.zeros_like(p_hypo)])
     labels = np.where(pred_minutes == 45, 1, 0)
-    alerts, false = policy.alert_outcomes(times, probabilities, labels, np.full(90, 100.0))
+    flat = np.full(90, 100.0)  # steady in range: no urgent low
+    alerts, false = policy.alert_outcomes(times, probabilities, labels, flat, flat)
     # 3 min is snoozed; the alerts at 0 and 90 min have no low now or ahead
     assert pred_minutes[alerts].tolist() == [0, 45, 90]
     assert pred_minutes[false].tolist() == [0, 90]
     events = [Event(t0 + np.timedelta64(60, "m"), t0 + np.timedelta64(75, "m"))]
     events.append(Event(t0 + np.timedelta64(300, "m"), t0 + np.timedelta64(310, "m")))
-    leads = policy.event_leads(events, times, probabilities)
+    leads = policy.event_leads(events, times, probabilities, flat, flat)
     assert leads[0] == 15 and np.isnan(leads[1])  # no prediction in [270, 300): not evaluable
-    metrics = policy.alert_metrics(events, times, probabilities, labels, np.full(90, 100.0))
+    metrics = policy.alert_metrics(events, times, probabilities, labels, flat, flat)
     assert (metrics["alerts"], metrics["false_alerts"]) == (alerts.sum(), false.sum())
     assert metrics["hypo_events_not_evaluable"] == np.isnan(leads).sum()
 
@@ -197,8 +198,9 @@ def test_hyper_alerts_are_windows_decided_hyper():
     probabilities = np.tile([0.6, 0.1, 0.3], (20, 1))
     probabilities[5] = [0.2, 0.1, 0.7]  # hyper at 25 min, no high now or ahead: false
     probabilities[6] = [0.1, 0.6, 0.3]  # hypo alert: not a hyper alert
-    metrics = policy.hyper_alert_metrics([], times, probabilities, np.zeros(20), np.full(20, 180.0))
+    high = np.full(20, 180.0)
+    metrics = policy.hyper_alert_metrics([], times, probabilities, np.zeros(20), high, high)
     assert (metrics["hyper_alerts"], metrics["hyper_false_alerts"]) == (1, 1)
     assert metrics["hyper_false_alerts_per_day"] == pytest.approx(1 / (100 / 1440))
     with pytest.raises(ValueError, match="no hyper alerts"):
-        AlertPolicy.argmax(["a", "b"]).hyper_alert_metrics([], times, probabilities, [], [])
+        AlertPolicy.argmax(["a", "b"]).hyper_alert_metrics([], times, probabilities, [], [], [])

@@ -18,7 +18,8 @@ def _minutes(values) -> pd.Series:
 def test_trace_marks_false_alerts_and_events_in_sensor_gaps():
     """Readings every 3 min for 6 h; lows at 120-140 min (predictions before it) and at
     330-350 min, after a sensor gap (no prediction from 270 min on). P(hypo) reaches the
-    threshold at 0 min (false: in range, no low ahead) and at 105 min (a low follows)."""
+    threshold at 0 min (false: in range, no low ahead) and at 105 min (a low follows); the
+    fall from 110 to 60 mg/dL at 120 min is an urgent low, an alert inside the snooze."""
     from tailorml.evaluate.report import _trace
 
     reading_minutes = np.arange(0, 360, 3)
@@ -36,11 +37,12 @@ def test_trace_marks_false_alerts_and_events_in_sensor_gaps():
             "p_hyper": 0.0,
             "y_true": np.where((pred_minutes >= 90) & (pred_minutes < 141), 1, 0),
             "current_cgm": cgm[: len(pred_minutes)],
+            "previous_cgm": np.concatenate(([np.nan], cgm[: len(pred_minutes) - 1])),
         }
     )
     synthetic = {"synthetic": True}
     image, counts = _trace(readings, predicted, AlertPolicy(), "p1", "test period", synthetic)
-    assert counts == {"events": 2, "not_evaluable": 1, "alerts": 2, "false_alerts": 1}
+    assert counts == {"events": 2, "not_evaluable": 1, "alerts": 3, "false_alerts": 1}
     assert image.startswith("data:image/png;base64,")
 
 

@@ -23,9 +23,11 @@ from tailorml.evaluate.alerts import (
     alert_metrics,
     event_leads,
     false_alerts,
+    held_on,
     hyper_events,
     hypo_events,
-    snooze_alerts,
+    raise_alerts,
+    urgent_lows,
 )
 
 GLUCOSE_CLASSES = ("in_range", "hypo", "hyper")
@@ -233,16 +235,41 @@ class AlertPolicy:
         predicted[self.alerting(probabilities)] = self.alert_index
         return predicted
 
+    @staticmethod
+    def probabilities(logits: np.ndarray) -> np.ndarray:
+        """Class probabilities of a model's logits (rows), by a softmax that cannot
+        overflow: what every holder of logits decides from (`decide_logits`)."""
+        shifted = np.asarray(logits, dtype=float)
+        shifted = shifted - shifted.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def decide_logits(self, logits: np.ndarray) -> np.ndarray:
+        """`decide` on a model's logits."""
+        return self.decide(self.probabilities(logits))
+
     # -- the safe decision of one reading -------------------------------------------------
 
     def is_urgent_low(self, cgm_now: float, cgm_before: float) -> bool:
         """The floor no model may silence: CGM at or below `urgent_low_mgdl`, or below the
         hypo threshold and lower than the reading one interval before (falling)."""
-        if not np.isfinite(cgm_now):
-            return False
-        if cgm_now <= self.urgent_low_mgdl:
-            return True
-        return bool(cgm_now < self.hypo_mgdl and np.isfinite(cgm_before) and cgm_now < cgm_before)
+        return bool(self.urgent_lows(np.array([cgm_now]), np.array([cgm_before]))[0])
+
+    def urgent_lows(self, current_cgm: np.ndarray, previous_cgm: np.ndarray) -> np.ndarray:
+        """`is_urgent_low` for many readings at once (each with the reading before it)."""
+        return urgent_lows(current_cgm, previous_cgm, self.urgent_low_mgdl, self.hypo_mgdl)
+
+    def screen(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rules that need no model and no history, per window (n, channels, length) in
+        mg/dL with NaN where a reading is missing: which windows are urgent lows (the CGM
+        channel's last reading and the one before) and which have a gap and no urgent low
+        (no decision). The device (`tailorml_alert`) and the encrypted client apply these
+        before the model; `judge` applies them with the history."""
+        windows = np.asarray(windows, dtype=float)
+        cgm = windows[:, self.channels.index("cgm") if "cgm" in self.channels else 0, :]
+        urgent = self.urgent_lows(cgm[:, -1], cgm[:, -2])
+        gap = ~np.isfinite(windows).all(axis=(1, 2)) & ~urgent
+        return urgent, gap
 
     def judge(
         self,
@@ -336,6 +363,35 @@ class AlertPolicy:
             self.event_end_minutes,
         )
 
+    def positives(
+        self, probabilities: np.ndarray, current_cgm: np.ndarray, previous_cgm: np.ndarray
+    ) -> np.ndarray:
+        """Which predictions (one individual's, in time order) `judge` would call the alert
+        class — alert or snoozed — or an urgent low: the threshold with hysteresis, set on
+        by urgent lows too. The vectorised twin of `judge` (a test keeps them equal)."""
+        urgent = self.urgent_lows(current_cgm, previous_cgm)
+        probability = np.asarray(probabilities)[:, self.alert_index]
+        return held_on(probability, self.threshold, self.hysteresis, urgent)
+
+    def raised(
+        self,
+        times: np.ndarray,
+        positive: np.ndarray,
+        current_cgm: np.ndarray,
+        previous_cgm: np.ndarray,
+    ) -> np.ndarray:
+        """Which of a rule's `positive` predictions (in time order) raise an alert under this
+        policy's safety rules: urgent lows at once, others after the snooze or when CGM keeps
+        falling (`realert_drop_mgdl`) — what `judge` answers "alert" or "urgent" to."""
+        return raise_alerts(
+            times,
+            positive,
+            self.snooze_minutes,
+            self.urgent_lows(current_cgm, previous_cgm),
+            current_cgm,
+            self.realert_drop_mgdl,
+        )
+
     def alert_metrics(
         self,
         events: list[Event],
@@ -343,15 +399,18 @@ class AlertPolicy:
         probabilities: np.ndarray,
         labels: np.ndarray,
         current_cgm: np.ndarray,
+        previous_cgm: np.ndarray,
     ) -> dict[str, float]:
         """Event sensitivity, lead time and false alerts per day of one individual's
-        predictions (`times`, class `probabilities`, true `labels`) against `events`."""
+        predictions (`times`, class `probabilities`, true `labels`, the current reading and
+        the one before it) against `events`, decided as `judge` decides."""
         return self.metrics_of_alerts(
             events,
             times,
-            self.alerting(probabilities),
+            self.positives(probabilities, current_cgm, previous_cgm),
             np.asarray(labels) == self.alert_index,
             current_cgm,
+            previous_cgm,
         )
 
     def metrics_of_alerts(
@@ -361,11 +420,13 @@ class AlertPolicy:
         positive: np.ndarray,
         label_is_hypo: np.ndarray,
         current_cgm: np.ndarray,
+        previous_cgm: np.ndarray,
         intervals: bool = True,
     ) -> dict[str, float]:
         """The same metrics for any rule's positive predictions (e.g. a baseline's), under
-        this policy's horizon, snooze, grid and useful lead (`intervals=False`: rates only,
-        their intervals NaN)."""
+        this policy's horizon, snooze, grid, useful lead and safety rules: the urgent-low
+        floor and the re-alert apply to every rule, as they would on a device
+        (`intervals=False`: rates only, their intervals NaN)."""
         return alert_metrics(
             events,
             times,
@@ -378,6 +439,8 @@ class AlertPolicy:
             sample_minutes=self.sample_minutes,
             useful_lead_minutes=self.useful_lead_minutes,
             intervals=intervals,
+            urgent=self.urgent_lows(current_cgm, previous_cgm),
+            realert_drop_mgdl=self.realert_drop_mgdl,
         )
 
     # -- hyper alerts and what the report draws ----------------------------------------
@@ -388,6 +451,15 @@ class AlertPolicy:
         (a decision of hyper is a hyper alert, judged against hyper events)."""
         return self.is_alert and "hyper" in self.classes
 
+    def hyper_positives(
+        self, probabilities: np.ndarray, current_cgm: np.ndarray, previous_cgm: np.ndarray
+    ) -> np.ndarray:
+        """Which predictions `judge` would call hyper: decided hyper while no hypo alert is
+        held on (hysteresis keeps a hypo alert, not a hyper one)."""
+        hyper = self.classes.index("hyper")
+        held = self.positives(probabilities, current_cgm, previous_cgm)
+        return (self.decide(probabilities) == hyper) & ~held
+
     def hyper_alert_metrics(
         self,
         events: list[Event],
@@ -395,17 +467,18 @@ class AlertPolicy:
         probabilities: np.ndarray,
         labels: np.ndarray,
         current_cgm: np.ndarray,
+        previous_cgm: np.ndarray,
     ) -> dict[str, float]:
-        """The hypo metrics for hyper alerts (keys `hyper_*`): a window decided hyper is a
-        positive, `events` are hyper events; same horizon, snooze, grid and useful lead."""
+        """The hypo metrics for hyper alerts (keys `hyper_*`): a prediction decided hyper is
+        a positive, `events` are hyper events; same horizon, snooze, grid and useful lead (no
+        urgent floor or re-alert: those are for lows)."""
         if not self.defines_hyper:
             raise ValueError("this policy defines no hyper alerts")
-        hyper = self.classes.index("hyper")
         return alert_metrics(
             events,
             times,
-            self.decide(probabilities) == hyper,
-            np.asarray(labels) == hyper,
+            self.hyper_positives(probabilities, current_cgm, previous_cgm),
+            np.asarray(labels) == self.classes.index("hyper"),
             current_cgm,
             threshold=self.hyper_mgdl,
             horizon_minutes=self.horizon_minutes,
@@ -421,21 +494,29 @@ class AlertPolicy:
         probabilities: np.ndarray,
         labels: np.ndarray,
         current_cgm: np.ndarray,
+        previous_cgm: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Masks over predictions: which raise an alert (after the snooze) and which of
-        those are false — exactly as `alert_metrics` counts them (for a trace plot)."""
-        alerts = snooze_alerts(times, self.alerting(probabilities), self.snooze_minutes)
+        """Masks over predictions: which raise an alert and which of those are false —
+        exactly as `alert_metrics` counts them (for a trace plot)."""
+        positive = self.positives(probabilities, current_cgm, previous_cgm)
+        alerts = self.raised(times, positive, current_cgm, previous_cgm)
         false = false_alerts(
             alerts, np.asarray(labels) == self.alert_index, current_cgm, self.hypo_mgdl
         )
         return alerts, false
 
     def event_leads(
-        self, events: list[Event], times: np.ndarray, probabilities: np.ndarray
+        self,
+        events: list[Event],
+        times: np.ndarray,
+        probabilities: np.ndarray,
+        current_cgm: np.ndarray,
+        previous_cgm: np.ndarray,
     ) -> np.ndarray:
-        """Per event: lead of the earliest alert-level prediction in the horizon before it
+        """Per event: lead of the earliest positive prediction in the horizon before it
         (minutes), -1 if missed, NaN if not evaluable (no prediction there: a sensor gap)."""
-        return event_leads(events, times, self.alerting(probabilities), self.horizon_minutes)
+        positive = self.positives(probabilities, current_cgm, previous_cgm)
+        return event_leads(events, times, positive, self.horizon_minutes)
 
 
 SAFETY_DEFAULTS = {

@@ -34,6 +34,7 @@ class WindowSet:
     row: np.ndarray  # (n,) grid row of the window's first reading, per individual
     time: np.ndarray  # (n,) datetime64: time of the last input reading (= prediction time)
     current_cgm: np.ndarray  # (n,) the last input CGM reading, mg/dL
+    previous_cgm: np.ndarray  # (n,) the reading one interval before it (urgent: falling?)
     hypo_lead_minutes: np.ndarray  # (n,) minutes to the first horizon reading < hypo; NaN: none
     ids: list[str]
     channels: list[str]
@@ -97,7 +98,7 @@ def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
                 f"{cohort.source}: task.channels asks for '{channel}' but the file has no "
                 f"'{column}' column; add it or remove '{channel}' from task.channels"
             )
-    xs, ys, owners, rows, times, currents, leads = [], [], [], [], [], [], []
+    xs, ys, owners, rows, times, currents, previous, leads = [], [], [], [], [], [], [], []
     dropped: dict[str, dict[str, int]] = {}
     for index, individual_id in enumerate(cohort.ids):
         frame = cohort.of(individual_id)
@@ -126,6 +127,7 @@ def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
         rows.append(kept)
         times.append(frame["time"].to_numpy()[kept + length - 1])
         currents.append(cgm[kept + length - 1])
+        previous.append(cgm[kept + length - 2] if length > 1 else np.full(len(kept), np.nan))
     if not xs or sum(len(y) for y in ys) == 0:
         raise CohortError(
             f"{cohort.source}: no complete {task.window_minutes}+{task.horizon_minutes}-minute "
@@ -138,6 +140,7 @@ def make_windows(cohort: Cohort, task: TaskConfig) -> WindowSet:
         row=np.concatenate(rows),
         time=np.concatenate(times),
         current_cgm=np.concatenate(currents),
+        previous_cgm=np.concatenate(previous),
         hypo_lead_minutes=np.concatenate(leads),
         ids=list(cohort.ids),
         channels=list(task.channels),

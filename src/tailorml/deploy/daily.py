@@ -2,8 +2,9 @@
 
 Events are found once on the whole lived trace and each is given to the day it starts in;
 whether it was caught (and early enough to act: `useful_lead_minutes`) uses the predictions
-before it, even those of the previous evening. Alerts are snoozed over the whole trace, then
-false alerts are counted in the day they are raised. The definitions are the policy's
+before it, even those of the previous evening. Alerts are raised over the whole trace with the
+policy's safety rules (urgent lows, snooze, re-alert), then false alerts are counted in the
+day they are raised. The definitions are the policy's
 (`tailorml.evaluate.alerts`), so a day's figures add up to the period's.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tailorml.deploy.ondevice import MINUTES_PER_DAY
-from tailorml.evaluate.alerts import event_leads, false_alerts, snooze_alerts
+from tailorml.evaluate.alerts import event_leads, false_alerts
 from tailorml.policy import AlertPolicy
 
 
@@ -26,6 +27,7 @@ class Lived:
     day: np.ndarray  # day index of each window (from the first reading)
     label_is_hypo: np.ndarray
     current_cgm: np.ndarray
+    previous_cgm: np.ndarray  # the reading one interval before each prediction
     event_days: np.ndarray  # day index of each hypo event
     events: list
     n_days: int
@@ -33,9 +35,10 @@ class Lived:
 
 def day_metrics(policy: AlertPolicy, lived: Lived, positive: np.ndarray) -> list[dict]:
     """Per day: hypo events, caught (any lead, early), false alerts and their rate."""
-    positive = np.asarray(positive, dtype=bool)
+    urgent = policy.urgent_lows(lived.current_cgm, lived.previous_cgm)
+    positive = np.asarray(positive, dtype=bool) | urgent
     leads = event_leads(lived.events, lived.times, positive, policy.horizon_minutes)
-    alerts = snooze_alerts(lived.times, positive, policy.snooze_minutes)
+    alerts = policy.raised(lived.times, positive, lived.current_cgm, lived.previous_cgm)
     false = false_alerts(alerts, lived.label_is_hypo, lived.current_cgm, policy.hypo_mgdl)
     rows = []
     for day in range(lived.n_days):

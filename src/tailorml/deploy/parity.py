@@ -111,6 +111,7 @@ def decision_metrics(
         np.asarray(decided) == policy.alert_index,
         windows.y[indices] == policy.alert_index,
         windows.current_cgm[indices],
+        windows.previous_cgm[indices],
     )
 
 

@@ -349,6 +349,7 @@ def _days(prepared, individual, quantized, decisions, life, n_days: int, per_day
         day=steps // per_day,
         label_is_hypo=windows.y[indices] == policy.alert_index,
         current_cgm=windows.current_cgm[indices],
+        previous_cgm=windows.previous_cgm[indices],
         event_days=event_days,
         events=events,
         n_days=n_days,
@@ -416,6 +417,7 @@ def _summary(prepared, individual, quantized, decisions, n_steps: int) -> dict:
                 decided[chosen] == policy.alert_index,
                 windows.y[picked] == policy.alert_index,
                 windows.current_cgm[picked],
+                windows.previous_cgm[picked],
             )
             rows[name] = {key: metrics[key] for key in SUMMARY_KEYS}
         result[period] = {"windows": int(chosen.sum()), "models": rows}

@@ -13,7 +13,14 @@ Definitions (documented in README, tested on hand-made traces):
   Events with no prediction at all in that interval (sensor gaps) are *not evaluable* and
   excluded from sensitivity, and counted.
 - *Alerts* are positive predictions thinned by a snooze: after an alert, positives within
-  `snooze_minutes` raise no new alert (like a CGM receiver's repeat interval).
+  `snooze_minutes` raise no new alert (like a CGM receiver's repeat interval) unless CGM has
+  fallen `realert_drop_mgdl` below the last alert's reading (the low is getting worse).
+- An *urgent low* (CGM <= the urgent level, or below the hypo threshold and falling) is an
+  alert at once, outside any snooze, and a positive prediction: no model can silence it.
+  A model's positives have *hysteresis*: once on, a prediction stays positive until the
+  probability falls `hysteresis` below the threshold. These are the safety rules the service
+  and the device apply (docs/alerts.md, "Safe decisions"), so the figures are what a person
+  would meet.
 - A *false alert* is an alert whose window label is not hypo while the current reading is
   at or above the threshold (no low now and none in the horizon).
 - *False alerts per day* divides by the monitored days: predictions x sampling interval.
@@ -99,19 +106,66 @@ def hyper_events(
     return excursion_events(times, high, sample_minutes, min_minutes, end_minutes)
 
 
-def snooze_alerts(times: np.ndarray, positive: np.ndarray, snooze_minutes: int) -> np.ndarray:
-    """Boolean mask over predictions (in time order): which positives raise an alert — the
-    first, then the first positive at least `snooze_minutes` after the last alert. (Plain
-    integers in the loop: a sweep calls this for every threshold and person.)"""
+def urgent_lows(
+    current_cgm: np.ndarray, previous_cgm: np.ndarray, urgent_mgdl: float, hypo_mgdl: float
+) -> np.ndarray:
+    """Which readings are an urgent low: at or below `urgent_mgdl`, or below `hypo_mgdl` and
+    lower than the reading one interval before. A missing reading (NaN) is never urgent and
+    a missing previous reading cannot show a fall."""
+    current = np.asarray(current_cgm, dtype=float)
+    previous = np.asarray(previous_cgm, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return (current <= urgent_mgdl) | ((current < hypo_mgdl) & (current < previous))
+
+
+def held_on(
+    probability: np.ndarray, threshold: float, hysteresis: float, urgent: np.ndarray
+) -> np.ndarray:
+    """A model's positives over predictions in time order, with hysteresis: on when the
+    probability reaches `threshold` (or at an urgent low), then held on until it falls
+    below `threshold - hysteresis`. (Vectorised: a sweep calls this for every threshold.)"""
+    probability = np.asarray(probability, dtype=float)
+    urgent = np.asarray(urgent, dtype=bool)
+    switch_on = (probability >= threshold) | urgent
+    switch_off = ~(probability >= threshold - hysteresis) & ~urgent  # NaN: off
+    marks = np.where(switch_on, 1, np.where(switch_off, 0, -1))
+    if not len(marks):
+        return np.zeros(0, dtype=bool)
+    last_mark = np.maximum.accumulate(np.where(marks >= 0, np.arange(len(marks)), 0))
+    return marks[last_mark] == 1
+
+
+def raise_alerts(
+    times: np.ndarray,
+    positive: np.ndarray,
+    snooze_minutes: int,
+    urgent: np.ndarray | None = None,
+    cgm: np.ndarray | None = None,
+    realert_drop_mgdl: float | None = None,
+) -> np.ndarray:
+    """Boolean mask over predictions (in time order): which raise an alert — an urgent low
+    always; a positive when no alert was raised in the last `snooze_minutes`, or when `cgm`
+    has fallen `realert_drop_mgdl` below the last alert's reading. (Plain integers in the
+    loop, over candidates only: a sweep calls this for every threshold and person.)"""
     nanoseconds = np.asarray(times, dtype="datetime64[ns]").astype(np.int64)
-    alerts = np.zeros(len(nanoseconds), dtype=bool)
+    n = len(nanoseconds)
+    urgent = np.zeros(n, dtype=bool) if urgent is None else np.asarray(urgent, dtype=bool)
+    values = np.full(n, np.nan) if cgm is None else np.asarray(cgm, dtype=float)
+    drop = np.inf if realert_drop_mgdl is None else float(realert_drop_mgdl)
     snooze = int(snooze_minutes) * 60 * 10**9
-    chosen, last = [], None
-    candidates = np.flatnonzero(positive)
-    for index, at in zip(candidates.tolist(), nanoseconds[candidates].tolist(), strict=True):
-        if last is None or at - last >= snooze:
+    candidates = np.flatnonzero(np.asarray(positive, dtype=bool) | urgent)
+    chosen, last_at, last_cgm = [], None, np.nan
+    for index, at, now, sounds in zip(
+        candidates.tolist(),
+        nanoseconds[candidates].tolist(),
+        values[candidates].tolist(),
+        urgent[candidates].tolist(),
+        strict=True,
+    ):
+        if sounds or last_at is None or at - last_at >= snooze or last_cgm - now >= drop:
             chosen.append(index)
-            last = at
+            last_at, last_cgm = at, now
+    alerts = np.zeros(n, dtype=bool)
     alerts[chosen] = True
     return alerts
 
@@ -196,16 +250,22 @@ def alert_metrics(
     useful_lead_minutes: int = 15,
     kind: str = "hypo",
     intervals: bool = True,
+    urgent: np.ndarray | None = None,
+    realert_drop_mgdl: float | None = None,
 ) -> dict[str, float]:
     """Event sensitivity (any lead and >= `useful_lead_minutes`), lead time, alert precision
     and false alerts per day for one individual, each rate with its exact 95 % interval
     (NaN with `intervals=False`: a sweep over thresholds reads only the rates).
     `kind="hyper"` judges hyper alerts the same way; its keys all start with `hyper_`
-    (the hypo keys keep their historical names: `alerts`, `false_alerts_per_day`, ...)."""
+    (the hypo keys keep their historical names: `alerts`, `false_alerts_per_day`, ...).
+    `urgent` readings count as positive and alert outside the snooze; with
+    `realert_drop_mgdl` a snoozed positive re-alerts once `current_cgm` fell that much."""
     if kind not in ("hypo", "hyper"):
         raise ValueError(f"alert kind must be hypo or hyper, got {kind!r}")
     times = np.asarray(times, dtype="datetime64[ns]")
     positive = np.asarray(positive, dtype=bool)
+    if urgent is not None:
+        positive = positive | np.asarray(urgent, dtype=bool)
     leads = event_leads(events, times, positive, horizon_minutes)
     leads = leads[~np.isnan(leads)]
     caught_leads = leads[leads >= 0]
@@ -214,7 +274,7 @@ def alert_metrics(
         int((leads >= useful_lead_minutes).sum()),
         len(leads),
     )
-    alerts = snooze_alerts(times, positive, snooze_minutes)
+    alerts = raise_alerts(times, positive, snooze_minutes, urgent, current_cgm, realert_drop_mgdl)
     false = false_alerts(alerts, label_in_event, current_cgm, threshold, kind)
     n_alerts, n_false = int(alerts.sum()), int(false.sum())
     days = len(times) * sample_minutes / (24 * 60)

@@ -29,7 +29,8 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tailorml.config import threshold_grid
-from tailorml.evaluate.alerts import Event
+from tailorml.errors import TailormlError
+from tailorml.evaluate.alerts import Event, held_on
 from tailorml.policy import AlertPolicy
 
 MODEL = "model"
@@ -49,7 +50,32 @@ class Person:
     times: np.ndarray  # prediction times
     label_is_hypo: np.ndarray
     current_cgm: np.ndarray
-    scores: dict[str, np.ndarray]  # rule -> score; an alert when score >= knob
+    previous_cgm: np.ndarray  # the reading one interval before each prediction
+    scores: dict[str, np.ndarray]  # rule -> score; positive when score >= knob
+
+    def positive(self, rule: str, knob: float, policy: AlertPolicy) -> np.ndarray:
+        """Which predictions `rule` calls positive at `knob`: the model with the policy's
+        hysteresis (and urgent lows) at threshold `knob`, a baseline when its score
+        reaches it (a missing score never does)."""
+        if rule == MODEL:
+            probability = np.nan_to_num(self.scores[MODEL], nan=-np.inf)
+            urgent = policy.urgent_lows(self.current_cgm, self.previous_cgm)
+            return held_on(probability, knob, policy.hysteresis, urgent)
+        return np.nan_to_num(self.scores[rule], nan=-np.inf) >= knob
+
+    def metrics(
+        self, rule: str, knob: float, policy: AlertPolicy, intervals: bool = True
+    ) -> dict[str, float]:
+        """The alert metrics of `rule` at `knob` on this person, under `policy`."""
+        return policy.metrics_of_alerts(
+            self.events,
+            self.times,
+            self.positive(rule, knob, policy),
+            self.label_is_hypo,
+            self.current_cgm,
+            self.previous_cgm,
+            intervals=intervals,
+        )
 
 
 def people_from_tables(
@@ -63,12 +89,18 @@ def people_from_tables(
         trace = readings[readings["patient_id"] == individual]
         times = predicted["time"].to_numpy()
         current = predicted["current_cgm"].to_numpy(dtype=float)
+        if "previous_cgm" not in predicted:
+            raise TailormlError(
+                "the predictions table has no previous_cgm column: it was written by an "
+                "older tailorml; run the evaluation again to judge its alerts"
+            )
         people.append(
             Person(
                 events=policy.hypo_events(trace["time"].to_numpy(), trace["cgm"].to_numpy()),
                 times=times,
                 label_is_hypo=predicted["y_true"].to_numpy() == policy.alert_index,
                 current_cgm=current,
+                previous_cgm=predicted["previous_cgm"].to_numpy(dtype=float),
                 scores={
                     MODEL: predicted[f"p_{policy.alert_class}"].to_numpy(),
                     CGM_NOW: -current,
@@ -145,17 +177,7 @@ def sweep(people: list[Person], policy: AlertPolicy, rule: str, knobs) -> pd.Dat
     rows = []
     for knob in knobs:
         table = pd.DataFrame(
-            [
-                policy.metrics_of_alerts(
-                    person.events,
-                    person.times,
-                    np.nan_to_num(person.scores[rule], nan=-np.inf) >= knob,
-                    person.label_is_hypo,
-                    person.current_cgm,
-                    intervals=False,
-                )
-                for person in people
-            ]
+            [person.metrics(rule, knob, policy, intervals=False) for person in people]
         )
         rows.append(
             {

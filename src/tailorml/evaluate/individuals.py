@@ -73,6 +73,7 @@ def individual_alert_metrics(
         probabilities,
         windows.y[indices],
         windows.current_cgm[indices],
+        windows.previous_cgm[indices],
     )
     metrics = policy.alert_metrics(policy.hypo_events(times, cgm), *arguments)
     if policy.defines_hyper:
@@ -117,6 +118,7 @@ def evaluate_individuals(
                 "group": individual.group,
                 "time": windows.time[indices],
                 "current_cgm": windows.current_cgm[indices],
+                "previous_cgm": windows.previous_cgm[indices],
                 "y_true": windows.y[indices],
                 "y_pred": predicted,
             }

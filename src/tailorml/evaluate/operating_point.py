@@ -173,6 +173,7 @@ def person_of(
         times=windows.time[indices],
         label_is_hypo=windows.y[indices] == policy.alert_index,
         current_cgm=windows.current_cgm[indices],
+        previous_cgm=windows.previous_cgm[indices],
         scores={MODEL: np.asarray(alert_probability)},
     )
 

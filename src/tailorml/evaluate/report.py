@@ -115,9 +115,10 @@ def _trace(
     times = predicted["time"].to_numpy()
     probabilities = predicted[[f"p_{name}" for name in policy.classes]].to_numpy()
     events = policy.hypo_events(readings["time"].to_numpy(), readings["cgm"].to_numpy())
-    evaluable = ~np.isnan(policy.event_leads(events, times, probabilities))
+    current, previous = predicted["current_cgm"].to_numpy(), predicted["previous_cgm"].to_numpy()
+    evaluable = ~np.isnan(policy.event_leads(events, times, probabilities, current, previous))
     alerts, false = policy.alert_outcomes(
-        times, probabilities, predicted["y_true"].to_numpy(), predicted["current_cgm"].to_numpy()
+        times, probabilities, predicted["y_true"].to_numpy(), current, previous
     )
     synthetic = " (synthetic data)" if metrics["synthetic"] else ""
     png = plots.trace_figure(
@@ -196,6 +197,11 @@ def _render_report(run_dir: Path) -> Path:
             "rerun the job to re-evaluate the model"
         )
     policy = AlertPolicy.from_dict(metrics["policy"], str(run_dir / "metrics.json"))
+    if "previous_cgm" not in predictions:
+        raise TailormlError(
+            f"{run_dir / 'predictions.parquet'} has no previous_cgm column (written before "
+            "alerts were judged with the urgent-low rule); rerun the job to re-evaluate"
+        )
 
     figures, trace_counts, brier = {}, {}, None
     period = "test period" if metrics["evaluated"]["part"] == "test" else "whole period"

@@ -261,10 +261,7 @@ def judge(
             if personal is not None:
                 rules[name] = (rule, chosen.get(name, -level))
         for rule, (score, knob) in rules.items():
-            positive = np.nan_to_num(person.scores[score], nan=-np.inf) >= knob
-            metrics = policy.metrics_of_alerts(
-                person.events, person.times, positive, person.label_is_hypo, person.current_cgm
-            )
+            metrics = person.metrics(score, knob, policy)
             rows.append(
                 {
                     "patient_id": individual,

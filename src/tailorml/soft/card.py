@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import false_alerts, snooze_alerts
+from tailorml.evaluate.alerts import false_alerts, held_on, raise_alerts
 from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, template_environment
 from tailorml.io import atomic_write_text, encode_component
@@ -22,6 +22,21 @@ from tailorml.soft.gates import gate_identity
 def _gate_heading(name: str) -> str:
     identity = gate_identity(name)
     return identity.heading() if identity else name
+
+
+def candidate_alerts(predictions: pd.DataFrame, name: str, policy: AlertPolicy) -> np.ndarray:
+    """The alerts candidate `name` raised on the test period under `policy` (at its own
+    threshold), with the safety rules; cards stored before the readings were kept with the
+    predictions get the plain snooze they were judged with."""
+    probability = predictions[f"p_hypo::{name}"].to_numpy()
+    times = predictions["time"].to_numpy()
+    if "previous_cgm" not in predictions:
+        return raise_alerts(times, probability >= policy.threshold, policy.snooze_minutes)
+    current = predictions["current_cgm"].to_numpy()
+    previous = predictions["previous_cgm"].to_numpy()
+    urgent = policy.urgent_lows(current, previous)
+    positive = held_on(probability, policy.threshold, policy.hysteresis, urgent)
+    return policy.raised(times, positive, current, previous)
 
 
 def alerts_figure(
@@ -54,8 +69,7 @@ def alerts_figure(
     times = predictions["time"].to_numpy()
     judged = "label_is_hypo" in predictions  # cards written before it was stored: one style
     for row, name in enumerate(names):
-        positive = predictions[f"p_hypo::{name}"].to_numpy() >= thresholds[name]
-        alerts = snooze_alerts(times, positive, policy.snooze_minutes)
+        alerts = candidate_alerts(predictions, name, policy.with_threshold(thresholds[name]))
         false = (
             false_alerts(
                 alerts, predictions["label_is_hypo"], predictions["current_cgm"], policy.hypo_mgdl

@@ -32,7 +32,6 @@ from tailorml.config import Config
 from tailorml.data.cohort import cohort_sha256
 from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import ConfigError, TailormlError
-from tailorml.evaluate.alerts import event_leads
 from tailorml.evaluate.curves import MODEL, sweep
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.evaluate.operating_point import person_of
@@ -209,17 +208,12 @@ def gather_evidence(
     test_indices, test_trace = _part(data, individual, "test")
     p_test = predict_proba(model, windows.x[test_indices])
     test_events = policy.hypo_events(test_trace["time"].to_numpy(), test_trace["cgm"].to_numpy())
-    leads = event_leads(
-        test_events, windows.time[test_indices], policy.alerting(p_test), policy.horizon_minutes
-    )
+    current, previous = windows.current_cgm[test_indices], windows.previous_cgm[test_indices]
+    leads = policy.event_leads(test_events, windows.time[test_indices], p_test, current, previous)
     leads = leads[~np.isnan(leads)]
     y_test = windows.y[test_indices]
     metrics = policy.alert_metrics(
-        test_events,
-        windows.time[test_indices],
-        p_test,
-        y_test,
-        windows.current_cgm[test_indices],
+        test_events, windows.time[test_indices], p_test, y_test, current, previous
     )
     own = classification_metrics(y_test, policy.decide(p_test))
     general = data.general_test(individual)
@@ -387,6 +381,7 @@ def personalize_individual(
             "time": windows.time[test_indices],
             "label_is_hypo": windows.y[test_indices] == HYPO,
             "current_cgm": windows.current_cgm[test_indices],
+            "previous_cgm": windows.previous_cgm[test_indices],
         }
     )
     for name in names:
