@@ -123,7 +123,8 @@ def tailorml_in_process():
     process: a subprocess pays the torch import, 2-4 s, on every call. Each call starts as
     a fresh process would (its own argv, cwd and environment, no run directory of an
     earlier command to remove), and what `main` and the commands set for the process (the
-    SIGTERM handler, the umask, the tailorml and uvicorn loggers) is put back after it.
+    SIGTERM handler, the umask, torch's threads, the tailorml and uvicorn loggers) is put
+    back after it.
     Call it as run(*args, cwd=None, env=None, unset=()): env adds variables, unset removes
     them. Tests about the process itself (signals, locks) still start the executable."""
     import contextlib
@@ -132,6 +133,7 @@ def tailorml_in_process():
     import os
     import signal
     import sys
+    import warnings
 
     from tailorml import cli, runs
 
@@ -142,11 +144,16 @@ def tailorml_in_process():
         umask = os.umask(0o077)
         os.umask(umask)
         sigterm = signal.getsignal(signal.SIGTERM)
+        threads = torch.get_num_threads()
         with (
             pytest.MonkeyPatch.context() as patch,
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
+            warnings.catch_warnings(),
         ):
+            # files a command holds for the life of its process (serve's lock) close without
+            # a word at its exit; here they close when the command's frames go
+            warnings.simplefilter("ignore", ResourceWarning)
             patch.setattr(sys, "argv", ["tailorml", *map(str, args)])
             patch.setattr(runs, "_created", [])
             patch.setattr(cli, "_signals", [])
@@ -159,12 +166,15 @@ def tailorml_in_process():
             try:
                 cli.main()
                 code = 0
-            except SystemExit as exit:
-                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
-                if not isinstance(exit.code, int | None):
-                    print(exit.code, file=sys.stderr)
+            except SystemExit as stop:  # as the interpreter turns it into an exit code
+                code = 0 if stop.code is None else stop.code
+                if not isinstance(code, int):
+                    print(code, file=sys.stderr)
+                    code = 1
             finally:
                 signal.signal(signal.SIGTERM, sigterm)
+                if torch.get_num_threads() != threads:
+                    torch.set_num_threads(threads)
                 os.umask(umask)
                 for logger, (handlers, level, propagate) in zip(loggers, kept, strict=True):
                     logger.handlers = handlers
