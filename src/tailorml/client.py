@@ -13,6 +13,7 @@ never leave the client in the clear (docs/privacy.md).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ class EncryptedAlertClient:
         policy = policy or self.policy
         if policy is None:
             raise PrivacyError("no alert policy: pass the model's policy (public_spec['policy'])")
-        return policy.decide(softmax(logits))
+        return policy.decide_logits(logits)
 
 
 # CKKS decrypts a value correctly only within the chain's headroom (2^15 above the scale
@@ -185,12 +186,6 @@ def check_readings(windows: np.ndarray, policy: AlertPolicy | None) -> np.ndarra
             f"beyond ±{MAX_ABS_READING:g}; encrypted logits would be noise"
         )
     return windows
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.asarray(logits, dtype=float) - np.max(logits, axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 KEYS_MAGIC = b"TMLKEYS1"
@@ -446,9 +441,12 @@ class ServiceAlerts:
         """Decrypted logits, `max_batch` windows per request, all from one model (asked
         again from the start if the service's model changed midway), with that model's
         policy."""
+        # all windows checked before any is sent: errors name the caller's index
+        checked = check_readings(self.client.layout.check_windows(windows), self.client.policy)
+        return self._ask_all(checked)
+
+    def _ask_all(self, checked: np.ndarray) -> tuple[np.ndarray, AlertPolicy | None]:
         for _ in range(2):
-            # all windows checked before any is sent: errors name the caller's index
-            checked = check_readings(self.client.layout.check_windows(windows), self.client.policy)
             size = self.client.max_batch
             try:
                 rows = [self._ask(checked[at : at + size]) for at in range(0, len(checked), size)]
@@ -461,7 +459,42 @@ class ServiceAlerts:
         """Decrypted logits, `max_batch` windows per request, all from one model."""
         return self._logits_and_policy(windows)[0]
 
+    def alerts(self, windows: np.ndarray) -> WindowAlerts:
+        """Per window (NaN marks a missing reading): the rules a device applies before its
+        model (`AlertPolicy.screen`), then the encrypted model on the rest. An urgent low
+        needs no model; a window with a gap gets no decision (a dropped reading is never an
+        alert); only the other windows are encrypted and sent."""
+        checked = check_readings(
+            self.client.layout.check_windows(windows, allow_missing=True), self.client.policy
+        )
+        for _ in range(2):
+            policy = self.client.policy
+            if policy is None:
+                raise PrivacyError("the served model's spec has no alert policy")
+            urgent, gap = policy.screen(checked)
+            decided = np.full(len(checked), -1, dtype=np.int64)
+            runs = ~urgent & ~gap
+            if runs.any():
+                logits, answered_by = self._ask_all(checked[runs])
+                if answered_by != policy:  # another model now: screen by its rules
+                    continue
+                decided[runs] = policy.decide_logits(logits)
+            decided[urgent] = policy.alert_index
+            status = np.where(urgent, "urgent", np.where(gap, "no_decision", "decided"))
+            return WindowAlerts(status, decided)
+        raise PrivacyError("the service's model changed twice during one request; retry")
+
     def decide(self, windows: np.ndarray) -> np.ndarray:
-        """Class per window under the alert policy of the model that computed the logits."""
-        logits, policy = self._logits_and_policy(windows)
-        return self.client.decide(logits, policy)
+        """Class per window under the alert policy of the model that computed the logits;
+        -1 where a window has a missing reading (no decision), the alert class at an urgent
+        low (`alerts` says which is which)."""
+        return self.alerts(windows).decided
+
+
+@dataclass(frozen=True)
+class WindowAlerts:
+    """Per window: `status` ("decided", "urgent" or "no_decision", as the device's
+    `tailorml_alert` says it) and the class decided (-1 without a decision)."""
+
+    status: np.ndarray
+    decided: np.ndarray

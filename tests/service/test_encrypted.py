@@ -260,3 +260,29 @@ def test_the_server_log_says_which_contexts_it_removed(tmp_path, trained):
         log,
         re.MULTILINE,
     ), log
+
+
+def test_a_gap_gives_no_decision_and_an_urgent_low_needs_no_model(he_server):
+    """The device's stateless rules on the phone: a window with a dropped reading is not
+    sent and gets no decision; one ending 60 -> 50 mg/dL is an urgent low without asking
+    the model; only the complete, ordinary window is encrypted and decided."""
+    server, service, model = he_server
+    alice = service.people["alice"]
+    alerts = ServiceAlerts(server.url, alice.token)
+    windows = glucose_windows(3, channels=model.spec.in_channels, seed=4)
+    windows[0, 0, 7] = np.nan
+    windows[1, 0, -2:] = [60.0, 50.0]
+    windows[2, 0, -2:] = [120.0, 121.0]
+    asked = []  # the windows each request carried, in the clear on the phone
+    ask = alerts._ask
+    alerts._ask = lambda chunk: asked.append(chunk.copy()) or ask(chunk)
+    result = alerts.alerts(windows)
+    assert result.status.tolist() == ["no_decision", "urgent", "decided"]
+    with torch.no_grad():
+        plain = model(torch.as_tensor(windows[2:], dtype=torch.float32)).numpy()
+    expected = model.policy.decide(alerts_softmax(plain))[0]
+    assert result.decided.tolist() == [-1, model.policy.alert_index, expected]
+    assert len(asked) == 1 and np.array_equal(asked[0], windows[2:])
+    # nothing to ask: no request at all
+    assert alerts.decide(windows[:2]).tolist() == [-1, model.policy.alert_index]
+    assert len(asked) == 1

@@ -4,7 +4,7 @@ The generated C (`tailorml.deploy.c`) applies the policy's safety rules before t
 runs, and this is the same computation on the host, so the parity tests can check the C
 against it window for window: a window with a missing reading (`MISSING`) gets no
 decision — a dropped reading is not a severe low — unless its last reading is an urgent low
-(`AlertPolicy.is_urgent_low`, which needs only that reading and the one before); other
+(`AlertPolicy.screen`, the same rule the encrypted client applies); other
 readings are clamped to the sensor range, so a value no sensor reports cannot drive the
 model beyond what it was trained on.
 """
@@ -48,16 +48,7 @@ def device_alerts(model: QuantizedModel, readings: np.ndarray) -> DeviceAlerts:
         missing, SENSOR_MIN_MGDL, np.clip(readings, SENSOR_MIN_MGDL, SENSOR_MAX_MGDL)
     )
     policy = model.policy
-    now, before = clamped[:, 0, -1], clamped[:, 0, -2]
-    now_known, before_known = ~missing[:, 0, -1], ~missing[:, 0, -2]
-    urgent = np.array(
-        [
-            bool(known) and policy.is_urgent_low(float(n), float(b) if b_known else np.nan)
-            for known, n, b, b_known in zip(now_known, now, before, before_known, strict=True)
-        ],
-        dtype=bool,
-    )
-    gap = missing.any(axis=(1, 2))
+    urgent, gap = policy.screen(np.where(missing, np.nan, clamped.astype(float)))
     runs = ~urgent & ~gap
     logits = np.zeros((len(readings), len(policy.classes)), dtype=np.int16)
     margin = np.zeros(len(readings), dtype=np.int64)

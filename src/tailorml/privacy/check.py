@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tenseal as ts
 
-from tailorml.client import EncryptedAlertClient, softmax
+from tailorml.client import EncryptedAlertClient
 from tailorml.data.prepared import Prepared, prepare
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json
@@ -104,7 +104,7 @@ def round_trip(
 
 def agreement(policy: AlertPolicy, plain: np.ndarray, encrypted: np.ndarray) -> dict:
     """How closely encrypted logits follow the plaintext model's, and their decisions."""
-    plain_p, encrypted_p = softmax(plain), softmax(encrypted)
+    plain_p, encrypted_p = AlertPolicy.probabilities(plain), AlertPolicy.probabilities(encrypted)
     alert = policy.alert_index
     margin = np.abs(plain_p[:, alert] - policy.threshold) if alert is not None else None
     return {

@@ -87,9 +87,10 @@ class InputLayout:
             packed[start : start + self.length, : len(windows)] = windows[:, channel, :].T
         return packed.reshape(-1)
 
-    def check_windows(self, windows: np.ndarray) -> np.ndarray:
+    def check_windows(self, windows: np.ndarray, allow_missing: bool = False) -> np.ndarray:
         """`windows` as a float array (n, channels, length), or a one-line error naming the
-        expected shape (one window may be given as (channels, length) or (length,))."""
+        expected shape (one window may be given as (channels, length) or (length,)).
+        `allow_missing`: NaN marks a missing reading (the caller gives no decision there)."""
         array = np.asarray(windows, dtype=float)
         channels = self.window_channels
         if array.ndim == 1 and channels == 1:
@@ -103,7 +104,7 @@ class InputLayout:
             )
         if len(array) == 0:
             raise PrivacyError("no windows to encrypt")
-        if not np.isfinite(array).all():
+        if not (np.isfinite(array) | (allow_missing & np.isnan(array))).all():
             raise PrivacyError(
                 "window holds missing (NaN) or infinite readings; the model reads complete "
                 "windows only (as in training)"
