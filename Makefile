@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-browser lint format bench simulate clean
+.PHONY: install demo test test-browser lint format bench simulate clean misra
 
 # The CPU wheel of torch goes first: an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -35,6 +35,18 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+# MISRA C:2012 check of freshly generated model C (the default network, seeded weights) with
+# cppcheck's misra addon: needs Debian's cppcheck (apt-get install cppcheck), so not part of
+# `make test`. Fails on any finding not justified, one reason per rule, in
+# src/tailorml/deploy/misra.suppressions (docs/deployment.md, "MISRA").
+misra: $(STAMP)
+	@out=$$(mktemp -d) && $(BIN)/python -m tailorml.deploy.c $$out >/dev/null && \
+	cppcheck --addon=misra --std=c99 --platform=arm32-wchar_t2 --quiet --error-exitcode=1 \
+		--suppressions-list=src/tailorml/deploy/misra.suppressions $$out/tailorml_model.c; \
+	status=$$?; rm -rf $$out; \
+	if [ $$status -eq 0 ]; then echo "misra: no finding beyond the justified rules"; fi; \
+	exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulation.py

@@ -253,19 +253,19 @@ typedef struct {{
  * TAILORML_URGENT_BELOW_MGDL and lower than the reading before, is an urgent low; other
  * readings are clamped to the sensor range before the model. Returns result->status.
  * Reentrant: all it writes is `result` and the caller's `work`. */
-int32_t tailorml_alert(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
-                       tailorml_result *result, tailorml_work *work);
+int32_t tailorml_alert(const int16_t readings[TAILORML_WINDOW], tailorml_result *result,
+                       tailorml_work *work);
 
 /* The model alone, without the rules of tailorml_alert (a TAILORML_MISSING reading is read
- * as a value): decide from `readings` (TAILORML_CHANNELS x TAILORML_WINDOW, channel-major).
+ * as a value): decide from the TAILORML_WINDOW `readings` (CGM, oldest first).
  * Writes the int16 logits if `logits` is not NULL. Returns the class index. Not reentrant:
  * it uses one static arena. */
-int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
+int32_t tailorml_predict(const int16_t readings[TAILORML_WINDOW],
                          int16_t logits[TAILORML_N_CLASSES]);
 
 /* The same computation up to the last layer: its TAILORML_FEATURES inputs (what on-device
  * learning of the last layer trains on). */
-void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
+void tailorml_features(const int16_t readings[TAILORML_WINDOW],
                        int16_t features[TAILORML_FEATURES]);
 
 /* The int8 last layer on `features` (as tailorml_features wrote them; word-aligned, see
@@ -286,26 +286,35 @@ _KERNELS = r"""
  * rounding), the same arithmetic as tailorml.deploy.fixed_point. For a multiplier >= 0 (all
  * of ours: QuantizeMultiplier gives [2^30, 2^31) or 0), gemmlowp's nudge-and-truncate high
  * multiply equals rounding half up, (a*b + 2^30) >> 31 (CMSIS-NN's
- * arm_nn_doubling_high_mult_no_sat), and its one saturating case cannot occur. */
+ * arm_nn_doubling_high_mult_no_sat), and its one saturating case cannot occur. A right
+ * shift of a negative value is arithmetic here, as on every Arm compiler (and as TFLite and
+ * CMSIS-NN assume). */
 static inline int32_t tm_high_mul(int32_t a, int32_t b) {
-    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 30)) >> 31);
+    const int64_t product = ((int64_t)a * (int64_t)b) + INT64_C(1073741824);
+    return (int32_t)(product >> 31);
 }
 
-static inline int32_t tm_divide_pot(int32_t x, int32_t exponent) {
-    const int32_t mask = (int32_t)((UINT32_C(1) << exponent) - 1);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+static inline int32_t tm_divide_pot(int32_t x, uint32_t exponent) {
+    const uint32_t mask = (UINT32_C(1) << exponent) - 1u;
+    const uint32_t low_bits = (uint32_t)x & mask;
+    const uint32_t half = mask >> 1;
+    const int32_t remainder = (int32_t)low_bits;
+    const int32_t threshold = (x < 0) ? ((int32_t)half + 1) : (int32_t)half;
+    const int32_t floor = x >> exponent;
+    const int32_t rounded_up = floor + 1;
+    return (remainder > threshold) ? rounded_up : floor;
 }
 
 static inline int32_t tm_requantize(int32_t x, int32_t multiplier, int32_t shift) {
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = shift > 0 ? 0 : -shift;
-    return tm_divide_pot(tm_high_mul((int32_t)((uint32_t)x << left), multiplier), right);
+    const int32_t negated = -shift;
+    const uint32_t left = (shift > 0) ? (uint32_t)shift : 0u;
+    const uint32_t right = (shift > 0) ? 0u : (uint32_t)negated;
+    const uint32_t shifted = (uint32_t)x << left;
+    return tm_divide_pot(tm_high_mul((int32_t)shifted, multiplier), right);
 }
 
 static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
-    return x < low ? low : (x > high ? high : x);
+    return (x < low) ? low : ((x > high) ? high : x);
 }
 
 /* Activations live in int16 slots holding q - z (the int8 code minus its zero point, as
@@ -315,10 +324,10 @@ static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
  * generator's `_paired`): output rows in pairs, the two outputs one call computes; per group
  * of four inputs the first row's word then the second's, each stored as w0 w2 w1 w3 so that
  * SXTB16 yields the pairs (w0, w1) and (w2, w3) that meet the int16 input pairs in SMLAD;
- * then the last depth % 4 weights of each row; a pair ends on a whole word. One pointer
- * walks a pair: what lets a compiler keep the four accumulators of tm_dot4 in registers.
- * tm_dot4 returns the four dot products of a pair of weight rows with two input rows,
- * tm_dot2 (a linear layer) those with one input row. */
+ * then the last depth % 4 weights of each row; a pair ends on a whole word. The words of a
+ * pair are read in order: what lets a compiler keep the four accumulators of tm_dot4 in
+ * registers. tm_dot4 returns the four dot products of a pair of weight rows with two input
+ * rows, tm_dot2 (a linear layer) those with one input row. */
 
 /* The dot products stay functions of their own: inlined into the layer loop, clang runs
  * out of registers and keeps the accumulators on the stack (133,859 instructions per demo
@@ -332,42 +341,57 @@ static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
 /* The low byte of a word as a signed value (written so that compilers emit one SXTB or
  * SBFX: flipping the sign bit then subtracting it is sign extension, defined for all). */
 static inline int32_t tm_s8(uint32_t word) {
-    return ((int32_t)(word & 0xFFu) ^ 0x80) - 0x80;
+    const uint32_t flipped = (word & 0xFFu) ^ 0x80u;
+    return (int32_t)flipped - 0x80;
 }
 
 /* Byte k of the words from w: the pair's last depth % 4 weights, first row then second. */
-static inline int32_t tm_tail(const uint32_t *w, int32_t k) {
-    return tm_s8(w[k / 4] >> (8u * (uint32_t)(k % 4)));
+static inline int32_t tm_tail(const uint32_t *w, uint32_t k) {
+    return tm_s8(w[k / 4u] >> (8u * (k % 4u)));
 }
 
 /* Plain C: the same pairs and 2x2 blocking, each weight word and input read once per four
  * products (input j of a group meets byte 0, 2, 1, 3 of the word: the SIMD order). */
-static TM_NOINLINE void tm_dot4_c(const uint32_t *w, const int16_t *x0, const int16_t *x1,
-                                  int32_t n, int32_t acc[4]) {
+static TM_NOINLINE void tm_dot4_c(const uint32_t *weights, const int16_t *row0,
+                                  const int16_t *row1, int32_t n, int32_t acc[4]) {
     static const uint32_t shift[4] = {0u, 16u, 8u, 24u};
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    const uint32_t *w = weights;
+    const int16_t *x0 = row0;
+    const int16_t *x1 = row1;
+    const int32_t rest = n % 4;
+    int32_t a00 = 0;
+    int32_t a01 = 0;
+    int32_t a10 = 0;
+    int32_t a11 = 0;
     for (int32_t blocks = n / 4; blocks > 0; blocks--) {
         for (int32_t j = 0; j < 4; j++) {
-            const int32_t u = tm_s8(w[0] >> shift[j]), v = tm_s8(w[1] >> shift[j]);
-            const int32_t x = x0[j], y = x1[j];
+            const int32_t u = tm_s8(w[0] >> shift[j]);
+            const int32_t v = tm_s8(w[1] >> shift[j]);
+            const int32_t x = x0[j];
+            const int32_t y = x1[j];
             a00 += u * x;
             a01 += v * x;
             a10 += u * y;
             a11 += v * y;
         }
-        w += 2;
-        x0 += 4;
-        x1 += 4;
+        w = &w[2];
+        x0 = &x0[4];
+        x1 = &x1[4];
     }
-    const int32_t rest = n % 4;
     for (int32_t i = 0; i < rest; i++) {
-        const int32_t u = tm_tail(w, i), v = tm_tail(w, rest + i);
+        const uint32_t first = (uint32_t)i;
+        const uint32_t second = (uint32_t)rest + first;
+        const int32_t u = tm_tail(w, first);
+        const int32_t v = tm_tail(w, second);
         a00 += u * x0[i];
         a01 += v * x0[i];
         a10 += u * x1[i];
         a11 += v * x1[i];
     }
-    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
 }
 
 #if defined(__ARM_FEATURE_SIMD32)
@@ -376,85 +400,110 @@ static TM_NOINLINE void tm_dot4_c(const uint32_t *w, const int16_t *x0, const in
  * provides. No inline assembly. Two int16 inputs are read as one word, written as halfword
  * reads (no pointer cast: no aliasing assumption) that compilers combine into one LDR: the
  * caller passes word-aligned inputs only (the arena is, and a layer whose input rows would
- * not all be, odd channel counts, takes the plain path). */
+ * not all be, odd channel counts, takes the plain path), and says so to GCC and clang, which
+ * then combine them under -mno-unaligned-access too. */
 #if defined(__GNUC__)
-#define TM_ASSUME_WORD(p) __builtin_assume_aligned((p), 4)
+#define TM_WORD_ALIGNED(p) ((const int16_t *)__builtin_assume_aligned((p), 4))
 #else
-#define TM_ASSUME_WORD(p) (p)
+#define TM_WORD_ALIGNED(p) (p)
 #endif
 
 static inline int16x2_t tm_pair(const int16_t *p) {
-    return (int16x2_t)((uint32_t)(uint16_t)p[0] | ((uint32_t)(uint16_t)p[1] << 16));
+    const uint32_t low = (uint16_t)p[0];
+    const uint32_t high = (uint16_t)p[1];
+    const uint32_t word = low | (high << 16u);
+    return (int16x2_t)word;
 }
 
 /* A rotation by 8 (bytes 1 and 3 to 0 and 2), folded into the SXTB16 that reads it. */
 static inline uint32_t tm_ror8(uint32_t word) {
-    return (word >> 8) | (word << 24);
+    return (word >> 8u) | (word << 24u);
 }
 
-static TM_NOINLINE void tm_dot4_simd(const uint32_t *w, const int16_t *x0, const int16_t *x1,
-                                     int32_t n, int32_t acc[4]) {
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    x0 = TM_ASSUME_WORD(x0);
-    x1 = TM_ASSUME_WORD(x1);
+static TM_NOINLINE void tm_dot4_simd(const uint32_t *weights, const int16_t *row0,
+                                     const int16_t *row1, int32_t n, int32_t acc[4]) {
+    const uint32_t *w = weights;
+    const int16_t *x0 = TM_WORD_ALIGNED(row0);
+    const int16_t *x1 = TM_WORD_ALIGNED(row1);
+    const int32_t rest = n % 4;
+    int32_t a00 = 0;
+    int32_t a01 = 0;
+    int32_t a10 = 0;
+    int32_t a11 = 0;
     for (int32_t blocks = n / 4; blocks > 0; blocks--) {
-        const uint32_t wa = w[0], wb = w[1];
-        int16x2_t ta = __sxtb16((int8x4_t)wa), tb = __sxtb16((int8x4_t)wb);
-        int16x2_t u = tm_pair(x0), v = tm_pair(x1);
+        const uint32_t wa = w[0];
+        const uint32_t wb = w[1];
+        int16x2_t ta = __sxtb16((int8x4_t)wa);
+        int16x2_t tb = __sxtb16((int8x4_t)wb);
+        int16x2_t u = tm_pair(x0);
+        int16x2_t v = tm_pair(x1);
         a00 = __smlad(ta, u, a00);
         a01 = __smlad(tb, u, a01);
         a10 = __smlad(ta, v, a10);
         a11 = __smlad(tb, v, a11);
         ta = __sxtb16((int8x4_t)tm_ror8(wa));
         tb = __sxtb16((int8x4_t)tm_ror8(wb));
-        u = tm_pair(x0 + 2);
-        v = tm_pair(x1 + 2);
+        u = tm_pair(&x0[2]);
+        v = tm_pair(&x1[2]);
         a00 = __smlad(ta, u, a00);
         a01 = __smlad(tb, u, a01);
         a10 = __smlad(ta, v, a10);
         a11 = __smlad(tb, v, a11);
-        w += 2;
-        x0 += 4;
-        x1 += 4;
+        w = &w[2];
+        x0 = &x0[4];
+        x1 = &x1[4];
     }
-    const int32_t rest = n % 4;
     for (int32_t i = 0; i < rest; i++) {
-        const int32_t p = tm_tail(w, i), q = tm_tail(w, rest + i);
+        const uint32_t first = (uint32_t)i;
+        const uint32_t second = (uint32_t)rest + first;
+        const int32_t p = tm_tail(w, first);
+        const int32_t q = tm_tail(w, second);
         a00 += p * x0[i];
         a01 += q * x0[i];
         a10 += p * x1[i];
         a11 += q * x1[i];
     }
-    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
 }
 
-static TM_NOINLINE void tm_dot2(const uint32_t *w, const int16_t *x0, int32_t n,
+static TM_NOINLINE void tm_dot2(const uint32_t *weights, const int16_t *row, int32_t n,
                                 int32_t acc[2]) {
-    int32_t a0 = 0, a1 = 0;
-    x0 = TM_ASSUME_WORD(x0);
+    const uint32_t *w = weights;
+    const int16_t *x0 = TM_WORD_ALIGNED(row);
+    const int32_t rest = n % 4;
+    int32_t a0 = 0;
+    int32_t a1 = 0;
     for (int32_t blocks = n / 4; blocks > 0; blocks--) {
-        const uint32_t wa = w[0], wb = w[1];
-        const int16x2_t u = tm_pair(x0), v = tm_pair(x0 + 2);
+        const uint32_t wa = w[0];
+        const uint32_t wb = w[1];
+        const int16x2_t u = tm_pair(x0);
+        const int16x2_t v = tm_pair(&x0[2]);
         a0 = __smlad(__sxtb16((int8x4_t)wa), u, a0);
         a1 = __smlad(__sxtb16((int8x4_t)wb), u, a1);
         a0 = __smlad(__sxtb16((int8x4_t)tm_ror8(wa)), v, a0);
         a1 = __smlad(__sxtb16((int8x4_t)tm_ror8(wb)), v, a1);
-        w += 2;
-        x0 += 4;
+        w = &w[2];
+        x0 = &x0[4];
     }
-    const int32_t rest = n % 4;
     for (int32_t i = 0; i < rest; i++) {
-        a0 += tm_tail(w, i) * x0[i];
-        a1 += tm_tail(w, rest + i) * x0[i];
+        const uint32_t first = (uint32_t)i;
+        const uint32_t second = (uint32_t)rest + first;
+        a0 += tm_tail(w, first) * x0[i];
+        a1 += tm_tail(w, second) * x0[i];
     }
-    acc[0] = a0, acc[1] = a1;
+    acc[0] = a0;
+    acc[1] = a1;
 }
 #else
 /* Without the 32-bit SIMD instructions (Cortex-M0/M3, the host): plain C throughout. */
-static void tm_dot2(const uint32_t *w, const int16_t *x0, int32_t n, int32_t acc[2]) {
+static void tm_dot2(const uint32_t *w, const int16_t *row, int32_t n, int32_t acc[2]) {
     int32_t four[4];
-    tm_dot4_c(w, x0, x0, n, four);
-    acc[0] = four[0], acc[1] = four[1];
+    tm_dot4_c(w, row, row, n, four);
+    acc[0] = four[0];
+    acc[1] = four[1];
 }
 #endif
 
@@ -465,11 +514,16 @@ typedef struct {
     const int32_t *bias;
     const int32_t *multiplier;
     const int32_t *shift;
-    int32_t in_ch, out_ch, depth;
+    int32_t in_ch;
+    int32_t out_ch;
+    int32_t depth;
     int32_t stride; /* words from one pair of weight rows to the next */
     int32_t paired; /* 1: every input row starts on a word, so inputs are read in pairs */
-    int32_t rows, pool;
-    int32_t out_zero_point, out_min, out_max;
+    int32_t rows;
+    int32_t pool;
+    int32_t out_zero_point;
+    int32_t out_min;
+    int32_t out_max;
     int32_t out_pad; /* padding rows of the next layer's buffer */
 } tm_layer;
 
@@ -478,113 +532,108 @@ static inline void tm_dot4(const tm_layer *L, const uint32_t *w, const int16_t *
 #if defined(__ARM_FEATURE_SIMD32)
     if (L->paired != 0) {
         tm_dot4_simd(w, x0, x1, L->depth, acc);
-        return;
+    } else {
+        tm_dot4_c(w, x0, x1, L->depth, acc);
     }
-#endif
+#else
     tm_dot4_c(w, x0, x1, L->depth, acc);
+#endif
 }
 
 static void tm_zero(int16_t *buffer, int32_t count) {
-    for (int32_t i = 0; i < count; i++) buffer[i] = 0;
+    for (int32_t i = 0; i < count; i++) {
+        buffer[i] = 0;
+    }
 }
 
 static inline int32_t tm_output(const tm_layer *L, int32_t o, int32_t acc) {
-    acc = tm_requantize(L->bias[o] + acc, L->multiplier[o], L->shift[o]) + L->out_zero_point;
-    return tm_clamp(acc, L->out_min, L->out_max);
+    const int32_t value = tm_requantize(L->bias[o] + acc, L->multiplier[o], L->shift[o]);
+    return tm_clamp(value + L->out_zero_point, L->out_min, L->out_max);
 }
 
-/* Rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last row is paired
- * with itself) and channels in pairs (an odd last channel likewise). The next buffer gets
- * q - z with its padding rows zeroed. */
+/* A layer of one row (a linear layer): its outputs less `zero` (the zero point, to give the
+ * next layer q - z; 0 for the logits). Channels in pairs (an odd last one with itself). */
+static void tm_run_linear(const tm_layer *L, const int16_t *in, int16_t *out, int32_t zero) {
+    for (int32_t o = 0; o < L->out_ch; o += 2) {
+        const int32_t next = o + 1;
+        const int32_t o1 = (next < L->out_ch) ? next : o;
+        int32_t acc[2];
+        tm_dot2(&L->weight[(o / 2) * L->stride], in, L->depth, acc);
+        out[o] = (int16_t)(tm_output(L, o, acc[0]) - zero);
+        out[o1] = (int16_t)(tm_output(L, o1, acc[1]) - zero);
+    }
+}
+
+/* A convolution: rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last
+ * row is paired with itself) and channels in pairs (an odd last channel likewise). The
+ * next buffer gets q - z with its padding rows zeroed. */
 static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
     const int32_t out_rows = L->rows / L->pool;
+    const int32_t zero = L->out_zero_point;
     tm_zero(out, L->out_pad * L->out_ch);
-    tm_zero(out + (L->out_pad + out_rows) * L->out_ch, L->out_pad * L->out_ch);
-    if (L->rows == 1 && L->out_pad == 0 && L->pool == 1) { /* one row (a linear layer) */
-        const uint32_t *w = L->weight;
-        for (int32_t o = 0; o < L->out_ch; o += 2) {
-            const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
-            int32_t acc[2];
-            tm_dot2(w, in, L->depth, acc);
-            w += L->stride;
-            const int32_t zero = L->out_zero_point;
-            out[o] = (int16_t)(tm_output(L, o, acc[0]) - zero);
-            out[o1] = (int16_t)(tm_output(L, o1, acc[1]) - zero);
-        }
-        return;
-    }
-    /* a max-pool of 2 drops an odd last row (as torch's floor mode does) */
-    const int32_t used_rows = L->pool == 2 ? 2 * out_rows : L->rows;
-    for (int32_t r = 0; r < used_rows; r += 2) {
-        const int32_t r1 = r + 1 < L->rows ? r + 1 : r;
-        const uint32_t *w = L->weight;
-        for (int32_t o = 0; o < L->out_ch; o += 2) {
-            const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
-            int32_t acc[4];
-            tm_dot4(L, w, in + r * L->in_ch, in + r1 * L->in_ch, acc);
-            w += L->stride;
-            if (L->pool == 2) {
-                /* requantization is non-decreasing in the accumulator (a non-negative
-                 * multiplier, rounding shifts, a clamp), so the max of two requantized
-                 * outputs is the requantized max: one requantization per pooled output */
-                int16_t *row = out + (L->out_pad + r / 2) * L->out_ch;
-                const int32_t p0 = acc[0] > acc[2] ? acc[0] : acc[2];
-                const int32_t p1 = acc[1] > acc[3] ? acc[1] : acc[3];
-                row[o] = (int16_t)(tm_output(L, o, p0) - L->out_zero_point);
-                row[o1] = (int16_t)(tm_output(L, o1, p1) - L->out_zero_point);
-            } else {
-                const int32_t v00 = tm_output(L, o, acc[0]), v01 = tm_output(L, o1, acc[1]);
-                const int32_t v10 = tm_output(L, o, acc[2]), v11 = tm_output(L, o1, acc[3]);
-                int16_t *row0 = out + (L->out_pad + r) * L->out_ch;
-                int16_t *row1 = out + (L->out_pad + r1) * L->out_ch;
-                row0[o] = (int16_t)(v00 - L->out_zero_point);
-                row0[o1] = (int16_t)(v01 - L->out_zero_point);
-                row1[o] = (int16_t)(v10 - L->out_zero_point);
-                row1[o1] = (int16_t)(v11 - L->out_zero_point);
+    tm_zero(&out[(L->out_pad + out_rows) * L->out_ch], L->out_pad * L->out_ch);
+    if ((L->rows == 1) && (L->out_pad == 0) && (L->pool == 1)) {
+        tm_run_linear(L, in, out, zero);
+    } else {
+        /* a max-pool of 2 drops an odd last row (as torch's floor mode does) */
+        const int32_t pooled_rows = 2 * out_rows;
+        const int32_t used_rows = (L->pool == 2) ? pooled_rows : L->rows;
+        for (int32_t r = 0; r < used_rows; r += 2) {
+            const int32_t next_row = r + 1;
+            const int32_t r1 = (next_row < L->rows) ? next_row : r;
+            for (int32_t o = 0; o < L->out_ch; o += 2) {
+                const int32_t next = o + 1;
+                const int32_t o1 = (next < L->out_ch) ? next : o;
+                int32_t acc[4];
+                tm_dot4(L, &L->weight[(o / 2) * L->stride], &in[r * L->in_ch],
+                        &in[r1 * L->in_ch], acc);
+                if (L->pool == 2) {
+                    /* requantization is non-decreasing in the accumulator (a non-negative
+                     * multiplier, rounding shifts, a clamp), so the max of two requantized
+                     * outputs is the requantized max: one requantization per pooled output */
+                    int16_t *row = &out[(L->out_pad + (r / 2)) * L->out_ch];
+                    const int32_t p0 = (acc[0] > acc[2]) ? acc[0] : acc[2];
+                    const int32_t p1 = (acc[1] > acc[3]) ? acc[1] : acc[3];
+                    row[o] = (int16_t)(tm_output(L, o, p0) - zero);
+                    row[o1] = (int16_t)(tm_output(L, o1, p1) - zero);
+                } else {
+                    int16_t *row0 = &out[(L->out_pad + r) * L->out_ch];
+                    int16_t *row1 = &out[(L->out_pad + r1) * L->out_ch];
+                    row0[o] = (int16_t)(tm_output(L, o, acc[0]) - zero);
+                    row0[o1] = (int16_t)(tm_output(L, o1, acc[1]) - zero);
+                    row1[o] = (int16_t)(tm_output(L, o, acc[2]) - zero);
+                    row1[o1] = (int16_t)(tm_output(L, o1, acc[3]) - zero);
+                }
             }
         }
     }
 }
+"""
 
-/* The last layer: int16 logits. */
-static void tm_run_logits(const tm_layer *L, const int16_t *in, int16_t *logits) {
-    const uint32_t *w = L->weight;
-    for (int32_t o = 0; o < L->out_ch; o += 2) {
-        const int32_t o1 = o + 1 < L->out_ch ? o + 1 : o;
-        int32_t acc[2];
-        tm_dot2(w, in, L->depth, acc);
-        w += L->stride;
-        logits[o] = (int16_t)tm_output(L, o, acc[0]);
-        logits[o1] = (int16_t)tm_output(L, o1, acc[1]);
-    }
-}
-
-/* log(1 + e^-gap) in scaled logit steps, linearly interpolated (gap >= 0). */
-static int32_t tm_softplus(int32_t gap) {
-    const int32_t index = gap >> TM_STEP_BITS;
-    if (index >= TM_TABLE_SIZE) return 0;
-    const int32_t rest = gap - (index << TM_STEP_BITS);
-    const int32_t low = tm_softplus_table[index], high = tm_softplus_table[index + 1];
-    return low - (int32_t)(((int64_t)(low - high) * rest) >> TM_STEP_BITS);
-}
-
+_DECIDE = r"""
 /* log sum_j exp(l_j - l_alert) over the other classes in scaled steps; `best` gets the
  * likelier other class (the first on ties). */
 static int32_t tm_alert_total(const int16_t *logits, int32_t *best_class) {
-    int32_t total = 0, best = -1, best_value = 0;
+    int32_t total = 0;
+    int32_t best = -1;
+    int32_t best_value = 0;
     for (int32_t j = 0; j < TAILORML_N_CLASSES; j++) {
-        if (j == TAILORML_ALERT_CLASS) continue;
-        const int32_t gap = ((int32_t)logits[j] - logits[TAILORML_ALERT_CLASS]) * TM_UNIT;
-        if (best < 0) {
-            total = gap;
-        } else {
-            const int32_t larger = total > gap ? total : gap;
-            const int32_t distance = total > gap ? total - gap : gap - total;
-            total = larger + tm_softplus(distance);
-        }
-        if (best < 0 || logits[j] > best_value) {
-            best = j;
-            best_value = logits[j];
+        if (j != TAILORML_ALERT_CLASS) {
+            const int32_t logit = logits[j];
+            const int32_t gap = (logit - (int32_t)logits[TAILORML_ALERT_CLASS]) * TM_UNIT;
+            if (best < 0) {
+                total = gap;
+            } else {
+                const int32_t larger = (total > gap) ? total : gap;
+                const int32_t below = total - gap;
+                const int32_t above = gap - total;
+                const int32_t distance = (total > gap) ? below : above;
+                total = larger + tm_softplus(distance);
+            }
+            if ((best < 0) || (logit > best_value)) {
+                best = j;
+                best_value = logit;
+            }
         }
     }
     *best_class = best;
@@ -594,9 +643,9 @@ static int32_t tm_alert_total(const int16_t *logits, int32_t *best_class) {
 /* The alert policy on int16 logits: the alert class when the total stays within
  * log((1 - t) / t); else the likelier other class. */
 static int32_t tm_decide(const int16_t *logits) {
-    int32_t best;
+    int32_t best = -1;
     const int32_t total = tm_alert_total(logits, &best);
-    return total <= TM_LIMIT ? TAILORML_ALERT_CLASS : best;
+    return (total <= tm_limit) ? TAILORML_ALERT_CLASS : best;
 }
 """
 
@@ -606,18 +655,20 @@ def _source_body(model: QuantizedModel) -> str:
     _require_cgm_only(model)
     buffers = _buffers(model)
     parts = [
-        f'#include "{HEADER_NAME}"\n',
+        f'#include "{HEADER_NAME}"\n#include <stddef.h>\n',
         "#if defined(__ARM_FEATURE_SIMD32)\n#include <arm_acle.h>\n#endif\n",
         _guards(model),
         f"#define TM_UNIT {2**DECISION_FRACTION_BITS}\n",
-        f"#define TM_LIMIT ({model.decision.limit})\n",
-        f"#define TM_STEP_BITS {model.decision.step_bits}\n",
+        "/* the decision's limit, log((1 - t) / t) in scaled steps (an object, not a macro: the\n"
+        " * same expressions for every threshold, 0 included) */\n"
+        f"static const int32_t tm_limit = {model.decision.limit};\n",
+        f"#define TM_STEP {2**model.decision.step_bits}\n",
         f"#define TM_TABLE_SIZE {DECISION_TABLE_SIZE}\n",
         f"#define TM_LAST_LAYER {len(model.layers) - 1}\n",
-        _array("int32_t", "tm_softplus_table", model.decision.softplus),
-        _array("int32_t", "tm_input_centre", model.input.centre),
-        _array("int32_t", "tm_input_multiplier", model.input.multiplier),
-        _array("int32_t", "tm_input_shift", model.input.shift),
+        "/* the CGM input: (reading - centre) requantized to int8 */\n",
+        f"#define TM_INPUT_CENTRE ({int(model.input.centre[0])})\n",
+        f"#define TM_INPUT_MULTIPLIER ({int(model.input.multiplier[0])})\n",
+        f"#define TM_INPUT_SHIFT ({int(model.input.shift[0])})\n",
     ]
     parts.append(_KERNELS)
     layer_structs = []
@@ -646,25 +697,37 @@ def _source_body(model: QuantizedModel) -> str:
     parts.append(
         f"\nstatic const tm_layer tm_layers[{len(model.layers)}] = {{\n"
         + "\n".join(layer_structs)
-        + "\n};\n\n"
-        "static tailorml_work tm_arena; /* tailorml_predict's, tailorml_features' */\n\n"
-        + _features_function(model, "tm_run_features", "", "tm_arena.slots")
-        + _features_function(model, "tm_run_features_in", ", tailorml_work *work", "work->slots")
-        + "void tailorml_features(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
+        + "\n};\n"
+        + _softplus_function(model)
+        + _DECIDE
+        + "\n"
+        + _features_function(
+            model,
+            "tm_run_features",
+            "",
+            "    static tailorml_work arena; /* tailorml_predict's, tailorml_features' */\n",
+            "arena.slots",
+        )
+        + _features_function(
+            model, "tm_run_features_in", ", tailorml_work *work", "", "work->slots"
+        )
+        + "void tailorml_features(const int16_t readings[TAILORML_WINDOW],\n"
         "                       int16_t features[TAILORML_FEATURES]) {\n"
         "    const int16_t *computed = tm_run_features(readings);\n"
-        "    for (int32_t i = 0; i < TAILORML_FEATURES; i++) features[i] = computed[i];\n"
+        "    for (int32_t i = 0; i < TAILORML_FEATURES; i++) {\n"
+        "        features[i] = computed[i];\n"
+        "    }\n"
         "}\n\n"
-        "int32_t tailorml_predict(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],\n"
+        "int32_t tailorml_predict(const int16_t readings[TAILORML_WINDOW],\n"
         "                         int16_t logits[TAILORML_N_CLASSES]) {\n"
         "    int16_t own_logits[TAILORML_N_CLASSES];\n"
-        "    int16_t *out = logits ? logits : own_logits;\n"
-        f"    tm_run_logits(&tm_layers[{last}], tm_run_features(readings), out);\n"
+        "    int16_t *out = (logits != NULL) ? logits : own_logits;\n"
+        f"    tm_run_linear(&tm_layers[{last}], tm_run_features(readings), out, 0);\n"
         "    return tm_decide(out);\n"
         "}\n\n"
         "int32_t tailorml_head(const int16_t features[TAILORML_FEATURES],\n"
         "                      int16_t logits[TAILORML_N_CLASSES]) {\n"
-        f"    tm_run_logits(&tm_layers[{last}], features, logits);\n"
+        f"    tm_run_linear(&tm_layers[{last}], features, logits, 0);\n"
         "    return tm_decide(logits);\n"
         "}\n\n"
         "int32_t tailorml_decide(const int16_t logits[TAILORML_N_CLASSES]) {\n"
@@ -680,25 +743,21 @@ def generate_c(model: QuantizedModel) -> str:
     return f"{_banner(model_fingerprint(model))}\n{_source_body(model)}"
 
 
-def _features_function(model: QuantizedModel, name: str, extra: str, slots: str) -> str:
+def _features_function(model: QuantizedModel, name: str, extra: str, arena: str, slots: str) -> str:
     """Every layer but the last on the arena `slots`; returns the last layer's input (the
-    features). Written twice from this one text: on the static arena (tailorml_predict
+    features). Written twice from this one text: on a static arena (tailorml_predict
     keeps the code and speed of constant addresses) and on the caller's work memory
-    (tailorml_alert, reentrant)."""
+    (tailorml_alert, reentrant). The model reads CGM alone (one channel)."""
     first, last = _buffers(model)[0], len(model.layers) - 1
     return (
         f"static const int16_t *{name}(const int16_t *readings{extra}) {{\n"
+        f"{arena}"
         f"    int16_t *in = {slots}[0];\n"
         f"    tm_zero(in, {first.size});\n"
         "    for (int32_t t = 0; t < TAILORML_WINDOW; t++) {\n"
-        "        for (int32_t c = 0; c < TAILORML_CHANNELS; c++) {\n"
-        "            const int32_t centred = (int32_t)readings[c * TAILORML_WINDOW + t]"
-        " - tm_input_centre[c];\n"
-        "            const int32_t q = tm_requantize(centred, tm_input_multiplier[c],"
-        " tm_input_shift[c]);\n"
-        f"            in[(t + {first.pad}) * TAILORML_CHANNELS + c] ="
-        " (int16_t)tm_clamp(q, -128, 127);\n"
-        "        }\n"
+        "        const int32_t centred = (int32_t)readings[t] - TM_INPUT_CENTRE;\n"
+        "        const int32_t q = tm_requantize(centred, TM_INPUT_MULTIPLIER, TM_INPUT_SHIFT);\n"
+        f"        in[t + {first.pad}] = (int16_t)tm_clamp(q, -128, 127);\n"
         "    }\n"
         f"    for (int32_t i = 0; i < {last}; i++) {{\n"
         f"        tm_run_layer(&tm_layers[i], {slots}[i % 2], {slots}[(i + 1) % 2]);\n"
@@ -706,6 +765,32 @@ def _features_function(model: QuantizedModel, name: str, extra: str, slots: str)
         f"    return {slots}[{last % 2}];\n"
         "}\n\n"
     )
+
+
+def _softplus_function(model: QuantizedModel) -> str:
+    """log(1 + e^-gap) by its table (inside the one function that reads it)."""
+    table = np.asarray(model.decision.softplus)
+    if (np.diff(table) > 0).any():
+        raise DeployError("the decision's softplus table must not increase")
+    lines = _array("int32_t", "table", table).splitlines()
+    body = "\n".join(f"    {line}" for line in lines)
+    return f"""
+/* log(1 + e^-gap) in scaled logit steps, linearly interpolated (gap >= 0; the table does
+ * not increase, so the interpolated drop is >= 0 and a division by the step is its shift). */
+static int32_t tm_softplus(int32_t gap) {{
+{body}
+    const int32_t index = gap / TM_STEP;
+    int32_t value = 0;
+    if (index < TM_TABLE_SIZE) {{
+        const int32_t rest = gap - (index * TM_STEP);
+        const int64_t low = table[index];
+        const int64_t high = table[index + 1];
+        const int64_t drop = (low - high) * (int64_t)rest;
+        value = (int32_t)(low - (drop / TM_STEP));
+    }}
+    return value;
+}}
+"""
 
 
 def model_fingerprint(model: QuantizedModel) -> str:
@@ -754,11 +839,11 @@ def _guards(model: QuantizedModel) -> str:
 
 
 _SAFE_CALL = r"""
-int32_t tailorml_alert(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDOW],
-                       tailorml_result *result, tailorml_work *work) {
-    int16_t clamped[TAILORML_CHANNELS * TAILORML_WINDOW];
+int32_t tailorml_alert(const int16_t readings[TAILORML_WINDOW], tailorml_result *result,
+                       tailorml_work *work) {
+    int16_t clamped[TAILORML_WINDOW];
     int32_t missing = 0;
-    for (int32_t i = 0; i < TAILORML_CHANNELS * TAILORML_WINDOW; i++) {
+    for (int32_t i = 0; i < TAILORML_WINDOW; i++) {
         if (readings[i] == TAILORML_MISSING) {
             missing++;
             clamped[i] = TAILORML_SENSOR_MIN_MGDL; /* never read: the window is not decided */
@@ -767,30 +852,32 @@ int32_t tailorml_alert(const int16_t readings[TAILORML_CHANNELS * TAILORML_WINDO
                                            TAILORML_SENSOR_MAX_MGDL);
         }
     }
-    for (int32_t j = 0; j < TAILORML_N_CLASSES; j++) result->logits[j] = 0;
+    for (int32_t j = 0; j < TAILORML_N_CLASSES; j++) {
+        result->logits[j] = 0;
+    }
     result->margin = 0;
-    /* channel 0 is CGM: its last reading is now, the one before it five minutes ago */
+    /* the last reading is now, the one before it five minutes ago */
     const int32_t now_index = TAILORML_WINDOW - 1;
-    const int32_t now = clamped[now_index], before = clamped[now_index - 1];
-    if (readings[now_index] != TAILORML_MISSING &&
-        (now <= TAILORML_URGENT_LOW_MGDL ||
-         (now < TAILORML_URGENT_BELOW_MGDL && readings[now_index - 1] != TAILORML_MISSING &&
-          now < before))) {
+    const int32_t now = clamped[now_index];
+    const int32_t before = clamped[now_index - 1];
+    if ((readings[now_index] != TAILORML_MISSING) &&
+        ((now <= TAILORML_URGENT_LOW_MGDL) ||
+         ((now < TAILORML_URGENT_BELOW_MGDL) && (readings[now_index - 1] != TAILORML_MISSING) &&
+          (now < before)))) {
         result->status = TAILORML_STATUS_URGENT_LOW;
         result->decided_class = TAILORML_ALERT_CLASS;
-        return result->status;
-    }
-    if (missing > 0) {
+    } else if (missing > 0) {
         result->status = TAILORML_STATUS_NO_DECISION;
         result->decided_class = -1;
-        return result->status;
+    } else {
+        int32_t best = -1;
+        tm_run_linear(&tm_layers[TM_LAST_LAYER], tm_run_features_in(clamped, work),
+                      result->logits, 0);
+        const int32_t total = tm_alert_total(result->logits, &best);
+        result->status = TAILORML_STATUS_DECIDED;
+        result->decided_class = (total <= tm_limit) ? TAILORML_ALERT_CLASS : best;
+        result->margin = tm_limit - total;
     }
-    int32_t best;
-    tm_run_logits(&tm_layers[TM_LAST_LAYER], tm_run_features_in(clamped, work), result->logits);
-    const int32_t total = tm_alert_total(result->logits, &best);
-    result->status = TAILORML_STATUS_DECIDED;
-    result->decided_class = total <= TM_LIMIT ? TAILORML_ALERT_CLASS : best;
-    result->margin = TM_LIMIT - total;
     return result->status;
 }
 """
@@ -805,3 +892,31 @@ def save_c(model: QuantizedModel, directory: str | Path) -> list[Path]:
         atomic_write_text(directory / HEADER_NAME, header),
         atomic_write_text(directory / SOURCE_NAME, source),
     ]
+
+
+def example_model(seed: int = 0) -> QuantizedModel:
+    """The default configuration's network with weights initialised from `seed`, quantized
+    on seeded random CGM windows: the C of a real export (the same code; other weights),
+    with no data and no training, for checks of the code itself (`make misra`)."""
+    from tailorml.config import config_from_dict
+    from tailorml.deploy.quantize import quantize
+    from tailorml.models.recipe import fresh_model
+    from tailorml.policy import AlertPolicy
+
+    config = config_from_dict({})
+    policy = AlertPolicy.from_config(config, sample_minutes=5)  # the CGM grid
+    window = config.task.window_minutes // policy.sample_minutes
+    windows = np.random.default_rng(seed).uniform(40, 400, (256, 1, window)).astype(np.float32)
+    model = fresh_model(config.model, windows, len(policy.classes), seed=seed)
+    model.eval()
+    model.policy = policy
+    return quantize(model, windows)
+
+
+if __name__ == "__main__":  # python -m tailorml.deploy.c DIRECTORY: the example model's C
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m tailorml.deploy.c DIRECTORY")
+    for written in save_c(example_model(), sys.argv[1]):
+        print(written)

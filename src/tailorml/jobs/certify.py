@@ -2,18 +2,20 @@
 
 For every individual's held-out test windows (evenly spaced, `robust.max_windows`): clean,
 PGD and verified accuracy of the alert decision at ε, verified accuracy with each bound
-method, and a verified-accuracy-vs-ε curve (`robust.sweep_windows` windows). Results are
-cached per individual (atomic JSON), so an interrupted job resumes where it stopped; a
-change of settings starts the cache afresh.
+method, and a verified-accuracy-vs-ε curve (`robust.sweep_windows` windows)
+(`robust.individual`). Results are cached per individual (atomic JSON), so an interrupted
+job resumes where it stopped; a change of settings starts the cache afresh. The tables and
+certify.json are written from the result object (`CertifyResult`), which the CLI prints.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -26,21 +28,33 @@ from tailorml.io import (
     fingerprint,
     sha256_file,
 )
-from tailorml.models.cnn import SmallCNN, load_model
+from tailorml.jobs.result import as_json
+from tailorml.models.cnn import load_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
-from tailorml.robust.certify import certify
-from tailorml.robust.evaluate import (
-    evenly_spaced,
-    perturbation_for,
-    robust_accuracy,
-    size_metrics,
-)
+from tailorml.robust.evaluate import evenly_spaced, size_metrics
+from tailorml.robust.individual import BOUND_METHODS, individual_robustness
 from tailorml.robust.report import reproduce_command
 from tailorml.runs import Run
 
-BOUND_METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
+
+@dataclass
+class CertifyResult:
+    """A finished certification: per individual (robustness), the ε sweep, and the summary
+    certify.json holds (means, worst individual, settings, the reproducing command)."""
+
+    path: Path
+    robustness: pd.DataFrame
+    sweep: pd.DataFrame
+    summary: dict[str, Any]
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "certify", "run_dir": str(self.path), **self.summary}
 
 
 def output_dir(run: Run, eps: float, other_model_sha: str | None = None) -> Path:
@@ -50,63 +64,12 @@ def output_dir(run: Run, eps: float, other_model_sha: str | None = None) -> Path
     return run.path / f"certify-eps{eps:g}{suffix}"
 
 
-def _individual(config: Config, model: SmallCNN, windows, test: np.ndarray, task) -> dict:
-    """Robustness of the model's decision (its own alert policy) on one individual."""
-    settings, policy = config.robust, model.policy
-    chosen = evenly_spaced(test, settings.max_windows)
-    x, y = windows.x[chosen], windows.y[chosen]
-    perturbation = perturbation_for(config, policy)
-    row = {"windows": len(chosen)}
-    row |= robust_accuracy(model, x, y, perturbation, policy, settings, on_batch=task.advance)
-    for method in BOUND_METHODS:
-        if method == settings.method:
-            row[f"verified_{method}"] = row["verified_acc"]
-        elif method not in ("crown", "alpha-crown"):  # costly: only when chosen
-            certificate = certify(model, x, y, perturbation, policy, method)
-            row[f"verified_{method}"] = certificate.verified_accuracy
-    swept = evenly_spaced(test, settings.sweep_windows)
-    row["sweep"] = sweep_verified(config, model, windows.x[swept], windows.y[swept], task)
-    return row
-
-
-def sweep_verified(
-    config: Config, model: SmallCNN, x: np.ndarray, y: np.ndarray, task
-) -> list[dict]:
-    """Verified accuracy at each ε of the grid, in increasing order. A window that fails at
-    some ε is counted as failing at every larger ε without another bound: conservative
-    (sound), and it makes the sweep cost little once most windows have fallen. ε = 0 is
-    decided with IBP, which is exact there."""
-    settings, policy = config.robust, model.policy
-    alive = np.arange(len(x))
-    points = []
-    for eps in sorted(settings.eps_grid):
-        if len(alive):
-            certificate = certify(
-                model,
-                x[alive],
-                y[alive],
-                perturbation_for(config, policy, eps),
-                policy,
-                settings.sweep_method if eps > 0 else "ibp",
-            )
-            alive = alive[certificate.certified]
-        task.advance(len(x))
-        points.append(
-            {
-                "eps": eps,
-                "verified_acc": len(alive) / len(x) if len(x) else float("nan"),
-                "windows": len(x),
-            }
-        )
-    return points
-
-
-def certify_run(
+def run(
     run_dir: str | Path,
     config: Config | None = None,
     model_path: str | Path | None = None,
     reporter: Reporter = SILENT,
-) -> Path:
+) -> CertifyResult:
     """Certify the run's model (or `model_path`) on every individual; returns the output
     directory with robustness.csv, sweep.csv, certify.json and report.html."""
     from tailorml.data.prepared import prepare
@@ -165,7 +128,7 @@ def certify_run(
                 task.advance(work(test))
             else:
                 task.describe(f"certifying {individual}")
-                row = _individual(config, model, windows, test, task)
+                row = individual_robustness(config, model, windows, test, task)
                 row |= {"individual": individual, "group": groups.get(individual, "")}
                 atomic_write_json(target, row)
             rows.append(row)
@@ -182,7 +145,7 @@ def write_outputs(
     model_file: Path,
     synthetic: bool,
     command: str,
-) -> Path:
+) -> CertifyResult:
     """robustness.csv, sweep.csv, certify.json (with the `command` that reproduces them)
     and report.html in `out`."""
     from tailorml.robust.report import render_certify_report
@@ -216,6 +179,7 @@ def write_outputs(
         "sweep_mean": sweep.groupby("eps")["verified_acc"].mean().to_dict(),
         "command": command,
     }
-    atomic_write_json(out / "certify.json", summary)
+    result = CertifyResult(out, robustness, sweep, as_json(summary))
+    atomic_write_json(out / "certify.json", result.summary)
     render_certify_report(out)
-    return out
+    return result
