@@ -1,11 +1,12 @@
 """Live alerts: every CGM reading a person uploads is decided by their active model.
 
 The window is the model's own (its policy: grid, length, channels), read from the
-person's stored readings around the new one. Readings are put on the grid as the importers
-do — each slot takes the nearest reading within half an interval, nothing is interpolated
-— and a window with an empty slot gets no decision ("no_decision", with how many readings
-are missing), never a guess. Carbs and insulin are summed into the interval ending at each
-slot. Dexcom/xDrip error codes (sgv below 20) are not glucose and count as missing.
+person's stored readings around the new one. Readings are put on the grid by the cohorts'
+own rule (`tailorml.data.grid`: each reading to its nearest slot, nothing interpolated; a
+crowded slot keeps the reading nearer its time), and a window with an empty slot gets no
+decision ("no_decision", with how many readings are missing), never a guess. Carbs and
+insulin are summed into the interval ending at each slot. Dexcom/xDrip error codes (sgv
+below 20) are not glucose and count as missing.
 
 The decision itself is the policy's (`AlertPolicy.judge`, docs/alerts.md "Safe decisions"):
 the urgent-low floor, the threshold with hysteresis, the snooze and its re-alert while
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tailorml.data.grid import fill_slots, sum_into_slots
 from tailorml.data.on_board import (
     CARB_ABSORPTION_MINUTES,
     DERIVED_CHANNELS,
@@ -87,32 +89,25 @@ def state_before(reading: int, history: dict[int, dict], policy: AlertPolicy) ->
 
 
 def on_grid(times_ms: np.ndarray, values: np.ndarray, slots_ms: np.ndarray, step_ms: int):
-    """Each slot's nearest reading within half an interval (ties: the earlier), else NaN."""
-    order = np.argsort(times_ms, kind="stable")
-    times_ms, values = times_ms[order], values[order]
-    out = np.full(len(slots_ms), np.nan)
-    if len(times_ms) == 0:
-        return out
-    right = np.clip(np.searchsorted(times_ms, slots_ms), 0, len(times_ms) - 1)
-    left = np.clip(right - 1, 0, len(times_ms) - 1)
-    gap_left = np.abs(slots_ms - times_ms[left])
-    gap_right = np.abs(times_ms[right] - slots_ms)
-    nearest = np.where(gap_left <= gap_right, left, right)
-    gap = np.minimum(gap_left, gap_right)
-    inside = gap * 2 <= step_ms
-    out[inside] = values[nearest[inside]]
-    return out
+    """The readings on the window's slots (`slots_ms`, one interval apart), placed as the
+    cohorts are (`tailorml.data.grid`); a crowded slot keeps the reading nearer its time, so
+    the reading being decided is its own slot's value."""
+    grid, _, _ = fill_slots(
+        np.asarray(times_ms, dtype=np.int64) - slots_ms[0],
+        values,
+        step_ms,
+        len(slots_ms),
+        keep="nearer",
+    )
+    return grid
 
 
 def summed_on_grid(times_ms: np.ndarray, amounts: np.ndarray, slots_ms: np.ndarray, step_ms):
     """Amounts summed into the interval (slot - step, slot] ending at each slot."""
-    out = np.zeros(len(slots_ms))
-    if len(times_ms) == 0:
-        return out
-    index = np.ceil((times_ms - slots_ms[0]) / step_ms).astype(np.int64)
-    inside = (index >= 0) & (index < len(slots_ms))
-    np.add.at(out, index[inside], amounts[inside])
-    return out
+    totals, _ = sum_into_slots(
+        np.asarray(times_ms, dtype=np.int64) - slots_ms[0], amounts, step_ms, len(slots_ms)
+    )
+    return totals
 
 
 class LiveAlerts:
