@@ -28,8 +28,8 @@ from tailorml.client import EncryptedAlertClient
 from tailorml.config import load_config
 from tailorml.data.prepared import prepare
 from tailorml.evaluate.curves import MODEL, people_from_tables, sweep
+from tailorml.jobs import train as train_job
 from tailorml.models.cnn import count_parameters, load_model
-from tailorml.pipeline import run_global
 from tailorml.privacy.check import Timings, agreement, people_with_test, round_trip
 from tailorml.privacy.context import load_public
 from tailorml.privacy.plan import torch_logits
@@ -49,7 +49,7 @@ SUMMARY = {
 def train(config_path: Path | None, runs_dir: str, name: str) -> Path:
     config = load_config(config_path, {"run": {"runs_dir": runs_dir, "name": name}})
     began = time.perf_counter()
-    run = run_global(config)
+    run = train_job.run(config).run
     print(f"trained {name} in {time.perf_counter() - began:.0f} s", flush=True)
     return run.path
 

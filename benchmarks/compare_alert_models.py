@@ -11,13 +11,12 @@ models on simulated patients and are not clinical evidence.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
 
 from tailorml.config import Config
-from tailorml.pipeline import run_global
+from tailorml.jobs import train
 
 INPUTS = {"CGM": ["cgm"], "CGM + IOB + COB": ["cgm", "iob", "cob"]}
 
@@ -30,9 +29,9 @@ def measure(channels: list[str], epochs: int, budget: float, runs_dir: str) -> d
     config.run.runs_dir = runs_dir
     config.run.name = f"{'-'.join(channels)}-{epochs}"
     start = time.perf_counter()
-    run = run_global(config)
+    result = train.run(config)
     seconds = time.perf_counter() - start
-    metrics = json.loads(run.file("metrics.json").read_text())
+    metrics = result.metrics
     summary = metrics["per_individual_summary"]
     return {
         "seconds": seconds,

@@ -11,7 +11,7 @@ from tailorml.config import Config
 from tailorml.data.glucose import HYPO
 from tailorml.policy import AlertPolicy
 from tailorml.robust.evaluate import evenly_spaced
-from tailorml.robust.job import sweep_verified
+from tailorml.robust.individual import sweep_verified
 
 
 class Counter:

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from tailorml.cli import app
 from tailorml.config import config_from_dict
 from tailorml.errors import ConfigError
-from tailorml.experiment.runner import run_experiment
 from tailorml.experiment.summary import paired_p_value, table_one
+from tailorml.jobs.experiment import run as run_experiment
 from tailorml.personalize.grid import expand
 
 runner = CliRunner()
@@ -319,7 +319,7 @@ def test_robust_experiment_reports_verified_accuracy_and_size(tmp_path):
 def test_collect_keeps_case_distinct_ids_and_ignores_a_pre_escaping_folder(tmp_path):
     """ "Alice" and "alice" are two people with two result folders; a folder named the old way
     ("Alice", from before upper case was escaped) is not counted a second time."""
-    from tailorml.experiment.runner import collect
+    from tailorml.jobs.experiment import collect
     from tailorml.runs import Run
 
     def row(folder: str, individual: str, accuracy: float) -> None:

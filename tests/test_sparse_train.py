@@ -14,10 +14,11 @@ from conftest import cohort_frame
 from tailorml.config import config_from_dict
 from tailorml.data.prepared import prepare
 from tailorml.errors import ConfigError
+from tailorml.jobs import train as train_job
 from tailorml.models import recipe as recipe_module
 from tailorml.models.cnn import CNNSpec, count_parameters, load_model, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.pipeline import fit_global_model, run_global
+from tailorml.pipeline import fit_global_model
 from tailorml.robust.training import RobustLoss
 from tailorml.sparse.prune import Pruner, _n_parameters, channel_fraction_for, narrower_spec
 
@@ -86,7 +87,7 @@ def test_structured_pruning_yields_the_compacted_network_narrower_spec_predicts(
 
 
 def test_the_job_saves_evaluates_and_records_the_compacted_model(config_of):
-    run = run_global(config_of(sparsity=0.9)).path
+    run = train_job.run(config_of(sparsity=0.9)).path
     saved = count_parameters(load_model(run / "model.pt"))
     training = json.loads((run / "training.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
@@ -141,7 +142,7 @@ def test_certified_training_and_pruning_share_the_one_loop(config_of, monkeypatc
 
 
 def test_experiments_and_soft_personalization_refuse_sparsity_in_one_line(config_of):
-    from tailorml.experiment.runner import run_experiment
+    from tailorml.jobs.experiment import run as run_experiment
     from tailorml.soft.session import personalize_individual
 
     config = config_of(sparsity=0.5)

@@ -8,8 +8,8 @@ import pytest
 
 from tailorml.data.cohort import default_cohort_path
 from tailorml.errors import TailormlError
+from tailorml.jobs import stress
 from tailorml.models.cnn import save_model
-from tailorml.shift.job import stress_models
 from tailorml.shift.life import simulate_life
 from tailorml.shift.sources import from_files
 from tailorml.shift.suite import CLEAN, sensor_shifts
@@ -33,8 +33,8 @@ def small_cohort(tmp_path_factory):
 def test_stress_writes_paired_tables_and_is_deterministic(trained, small_cohort, tmp_path):
     model = tmp_path / "m.pt"
     save_model(trained.model, model)
-    first = stress_models(from_files([model]), small_cohort, tmp_path / "a", seed=3)
-    second = stress_models(from_files([model]), small_cohort, tmp_path / "b", seed=3)
+    first = stress.run(from_files([model]), small_cohort, tmp_path / "a", seed=3).path
+    second = stress.run(from_files([model]), small_cohort, tmp_path / "b", seed=3).path
     per_individual = pd.read_csv(first / "per_individual.csv")
     shifts = [CLEAN] + [shift.name for shift in sensor_shifts()]
     assert list(dict.fromkeys(per_individual["shift"])) == shifts
@@ -80,7 +80,7 @@ def test_an_unknown_life_patient_is_refused_before_any_work(trained, small_cohor
     model = tmp_path / "m.pt"
     save_model(trained.model, model)
     with pytest.raises(TailormlError, match="--life-patient 'alice' is not a UVA/Padova"):
-        stress_models(
+        stress.run(
             from_files([model]),
             small_cohort,
             tmp_path / "o",
@@ -119,7 +119,8 @@ def test_a_persons_session_is_stressed_on_their_data_at_each_candidates_threshol
     sources = from_session(registry.root, "adult-008")
     assert [s.label for s in sources] == ["predefined [failed_gates]", "TL [pending_review]"]
     assert [s.model.policy.threshold for s in sources] == [0.7, 0.25]
-    out = stress_models(sources, small_cohort, tmp_path / "out", individuals=["adult-008"])
+    result = stress.run(sources, small_cohort, tmp_path / "out", individuals=["adult-008"])
+    out = result.path
     table = pd.read_csv(out / "per_individual.csv")
     assert set(table["patient_id"]) == {"adult-008"}  # the person's own data only
     assert set(table["model"]) == {"predefined [failed_gates]", "TL [pending_review]"}

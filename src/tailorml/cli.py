@@ -169,8 +169,8 @@ def _load(config_path: Path | None, overrides: dict | None = None):
     return load_config(config_path, overrides)
 
 
-def _print_summary(run_path: Path) -> None:
-    metrics = json.loads((run_path / "metrics.json").read_text())
+def _print_summary(metrics: dict, report: Path) -> None:
+    """A train/demo or evaluate result: per-individual metrics, then where the report is."""
     period = "test" if metrics["evaluated"]["part"] == "test" else "whole-period"
     table = Table(title=f"Per-individual {period} metrics (mean ± sd, min–max)")
     for column in ("metric", "mean", "sd", "min", "max"):
@@ -183,6 +183,7 @@ def _print_summary(run_path: Path) -> None:
     console.print(table)
     if metrics.get("synthetic"):
         console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
+    console.print(_styled("\nReport: ", (str(report.resolve()), "bold")))
 
 
 @app.command()
@@ -198,15 +199,14 @@ def demo(
     """Train the global glucose-alert model on the shipped real cohorts (or --cohort), choose
     its alert threshold on validation days, evaluate every person on their later test days
     beside the rules that need no learning, and write runs/<time>-demo/ with report.html."""
-    from tailorml.pipeline import run_global
+    from tailorml.jobs import train
 
     if cohort is not None and resume is not None:
         raise TailormlError("--resume continues a run on its own cohort; drop --cohort")
     overrides = {"run": {"runs_dir": str(runs_dir), "name": "demo"}}
     config = _load(None, _with_cohort(overrides, cohort))
-    run = run_global(config, _reporter(), resume=str(resume) if resume else None)
-    _print_summary(run.path)
-    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
+    result = train.run(config, _reporter(), resume=resume)
+    _print_summary(result.metrics, result.report)
 
 
 @app.command("train")
@@ -219,7 +219,7 @@ def train_command(
 ) -> None:
     """Train and evaluate the global model as configured (cohort, task, split, model);
     --cohort overrides the config's cohort."""
-    from tailorml.pipeline import run_global
+    from tailorml.jobs import train
 
     if (config is not None or cohort is not None) and resume is not None:
         raise TailormlError(
@@ -228,9 +228,8 @@ def train_command(
         )
 
     settings = _load(config, _with_cohort({}, cohort))
-    run = run_global(settings, _reporter(), resume=str(resume) if resume else None)
-    _print_summary(run.path)
-    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
+    result = train.run(settings, _reporter(), resume=resume)
+    _print_summary(result.metrics, result.report)
 
 
 @app.command("evaluate")
@@ -248,11 +247,10 @@ def evaluate_command(
 ) -> None:
     """Apply a saved model, with its own alert policy, to every window of a cohort file (no
     training split): per-individual metrics, alert metrics and report.html."""
-    from tailorml.evaluate.job import evaluate_model
+    from tailorml.jobs import evaluate
 
-    run = evaluate_model(model, cohort, runs_dir, _reporter())
-    _print_summary(run.path)
-    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
+    result = evaluate.run(model, cohort, runs_dir, _reporter())
+    _print_summary(result.metrics, result.report)
 
 
 @app.command("stress")
@@ -294,22 +292,19 @@ def stress_command(
     """Models under realistic shifts of their test data (sensor faults; with --life, life
     changes): alert metrics per shift and individual against the unshifted figures, the
     robustness drop, the iCGM envelope; CSV tables and report.html."""
-    from datetime import datetime
-
-    from tailorml.shift.job import require_out_folder, stress_models
+    from tailorml.jobs import stress
     from tailorml.shift.sources import from_files, from_session, session_cohort
 
     if model and individual:
         raise TailormlError("give --model FILE or --individual ID (with --registry), not both")
-    target = out or Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-stress"
-    require_out_folder(target)
+    target = stress.require_out_folder(out or stress.default_folder())
     if individual:
         where = registry or _load(None).soft.registry
         sources = from_session(where, individual)
         cohort = cohort or session_cohort(where, individual)
     else:
         sources = from_files(model or [])
-    path = stress_models(
+    result = stress.run(
         sources,
         cohort,
         target,
@@ -320,7 +315,7 @@ def stress_command(
         _reporter(),
         individuals=[individual] if individual else (),
     )
-    console.print(_styled("Report: ", (str((path / "report.html").resolve()), "bold")))
+    console.print(_styled("Report: ", (str(result.report.resolve()), "bold")))
 
 
 def _with_ci(row, name: str) -> str:
@@ -391,29 +386,9 @@ def lodo_command(
 def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/.")]) -> None:
     """Re-render report.html of a run (train/demo, experiment or stress) from its stored
     tables."""
-    from tailorml.runs import Run
+    from tailorml.jobs.report import render
 
-    done = run / "DONE"
-    if done.is_file() and done.read_text().strip() == "stress":
-        from tailorml.shift.report import render_stress_report
-
-        output = render_stress_report(run)
-        console.print(_styled("Report: ", (str(output.resolve()), "bold")))
-        return
-    opened = Run.open(run)
-    path = opened.path
-    if opened.state().get("kind") == "lodo":
-        from tailorml.jobs.lodo_report import render
-
-        output = render(path)
-    elif (path / "results.parquet").exists():
-        from tailorml.experiment.report import render_experiment_report
-
-        output = render_experiment_report(path)
-    else:
-        from tailorml.evaluate.report import render_report
-
-        output = render_report(path)
+    output = render(run)
     console.print(_styled("Report: ", (str(output.resolve()), "bold")))
 
 
@@ -479,7 +454,7 @@ def certify(
     """Certify the run's alert model against CGM sensor error: verified (provable), PGD and
     clean accuracy per individual, and verified accuracy against ε; writes
     RUN/certify-eps<ε>/ with report.html. Resumable."""
-    from tailorml.robust.job import certify_run
+    from tailorml.jobs import certify as certify_job
     from tailorml.runs import Run
 
     opened = Run.open(run)
@@ -492,8 +467,8 @@ def certify(
     }
     overrides = {"robust": {k: v for k, v in options.items() if v is not None}}
     config = _load(opened.file("config.toml"), overrides)
-    out = certify_run(opened.path, config, model, _reporter())
-    summary = json.loads((out / "certify.json").read_text())
+    result = certify_job.run(opened.path, config, model, _reporter())
+    summary = result.summary
     table = Table(title=f"Alert decisions under ±{summary['eps']:g} mg/dL sensor error")
     for column in ("accuracy", "mean", "worst individual"):
         table.add_column(column, justify="left" if column == "accuracy" else "right")
@@ -502,7 +477,7 @@ def certify(
     console.print(table)
     if summary.get("synthetic"):
         console.print("Synthetic cohort: these figures are not clinical evidence.", style="yellow")
-    console.print(_styled("\nReport: ", (str((out / "report.html").resolve()), "bold")))
+    console.print(_styled("\nReport: ", (str(result.report.resolve()), "bold")))
 
 
 @app.command()
@@ -520,7 +495,7 @@ def experiment(
 ) -> None:
     """Personalization methods x settings x seeds over all individuals (Table I of
     "Personalization of Deep Learning"). Resumable; writes results, summary and report."""
-    from tailorml.experiment.runner import run_experiment
+    from tailorml.jobs import experiment as experiment_job
 
     if config is None and resume is None:
         raise TailormlError("give an experiment config (e.g. experiments/table1.toml) or --resume")
@@ -530,17 +505,13 @@ def experiment(
     if backend is not None:
         overrides["backend"] = backend
     settings = _load(config, {"experiment": overrides}) if config else None
-    run = run_experiment(settings, _reporter(), resume=str(resume) if resume else None)
-    _print_table_one(run.path)
-    console.print(_styled("\nReport: ", (str((run.path / "report.html").resolve()), "bold")))
+    result = experiment_job.run(settings, _reporter(), resume=resume)
+    _print_table_one(result.summary)
+    console.print(_styled("\nReport: ", (str(result.report.resolve()), "bold")))
 
 
-def _print_table_one(run_path: Path) -> None:
-    import pandas as pd
-
-    try:
-        summary = pd.read_csv(run_path / "summary.csv")
-    except pd.errors.EmptyDataError:
+def _print_table_one(summary: pd.DataFrame) -> None:
+    if summary.columns.empty:  # no row and no column: nobody was personalized
         console.print("no individual could be personalized; see report.html", style="red")
         return
     table = Table(title="Table I (mean over individuals; p: Wilcoxon vs reference)")
@@ -1163,15 +1134,15 @@ def privacy_check(
     would (public context only), decrypt, and compare with the plaintext model: logit
     differences, decisions, latency per window and sizes. Writes RUN/privacy_check.json
     (RUN/privacy_check_<model sha256[:12]>.json for a --model whose bytes differ from the run's)."""
-    from tailorml.privacy.check import check_run
+    from tailorml.jobs import privacy_check as check_job
 
-    result = check_run(run, model, individuals, max_windows, batch, _reporter())
-    _print_privacy_check(result)
-    if "save_error" in result:
-        console.print(result["save_error"], style="bold red")
+    result = check_job.run(run, model, individuals, max_windows, batch, _reporter())
+    _print_privacy_check(result.figures)
+    if result.save_error:
+        console.print(result.save_error, style="bold red")
         raise typer.Exit(2)
-    console.print(f"Saved: {result['saved_to']}")
-    if not result["passed"]:
+    console.print(f"Saved: {result.saved_to}")
+    if not result.passed:
         console.print(
             "Encrypted and plaintext results disagree beyond the tolerance: do not serve this "
             "model encrypted.",

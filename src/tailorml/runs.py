@@ -112,6 +112,18 @@ RUN_STATE_DAMAGED = (
 )
 
 
+STRESS_MARKER = "DONE"  # a finished stress folder's marker file, holding "stress"
+
+
+def kind_of(path: str | Path) -> str | None:
+    """Which job made the folder: a stress folder by its marker (it has no run.json), any
+    other run by the kind in its run.json (refused when `path` is no run directory)."""
+    marker = Path(path) / STRESS_MARKER
+    if marker.is_file() and marker.read_text().strip() == "stress":
+        return "stress"
+    return Run.open(path).kind
+
+
 class Run:
     """One run directory and its step bookkeeping."""
 
@@ -186,6 +198,12 @@ class Run:
             problem = "it lacks kind, fingerprint or steps"
             raise TailormlError(RUN_STATE_DAMAGED.format(path=self.path, error=problem))
         return state
+
+    @property
+    def kind(self) -> str | None:
+        """The job that made the run ("train", "evaluate", "experiment", "lodo"), from
+        run.json: what `tailorml report` and `--resume` go by, never the files inside."""
+        return self.state().get("kind")
 
     def done(self, step: str) -> bool:
         state = self.state()

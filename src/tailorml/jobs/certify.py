@@ -54,7 +54,13 @@ class CertifyResult:
         return self.path / "report.html"
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "certify", "run_dir": str(self.path), **self.summary}
+        return {"kind": "certify", "out": str(self.path), **self.summary}
+
+    def write(self) -> None:
+        """robustness.csv, sweep.csv and certify.json into `path` (the report reads them)."""
+        atomic_write_text(self.path / "robustness.csv", self.robustness.to_csv(index=False))
+        atomic_write_text(self.path / "sweep.csv", self.sweep.to_csv(index=False))
+        atomic_write_json(self.path / "certify.json", self.summary)
 
 
 def output_dir(run: Run, eps: float, other_model_sha: str | None = None) -> Path:
@@ -70,8 +76,8 @@ def run(
     model_path: str | Path | None = None,
     reporter: Reporter = SILENT,
 ) -> CertifyResult:
-    """Certify the run's model (or `model_path`) on every individual; returns the output
-    directory with robustness.csv, sweep.csv, certify.json and report.html."""
+    """Certify the run's model (or `model_path`) on every individual; the result's folder
+    holds robustness.csv, sweep.csv, certify.json and report.html."""
     from tailorml.data.prepared import prepare
 
     run = Run.open(run_dir)
@@ -161,8 +167,6 @@ def write_outputs(
             for point in r["sweep"]
         ]
     )
-    atomic_write_text(out / "robustness.csv", robustness.to_csv(index=False))
-    atomic_write_text(out / "sweep.csv", sweep.to_csv(index=False))
     metrics = [c for c in robustness.columns if c.endswith("_acc") or c.startswith("verified_")]
     summary = {
         "synthetic": synthetic,
@@ -180,6 +184,6 @@ def write_outputs(
         "command": command,
     }
     result = CertifyResult(out, robustness, sweep, as_json(summary))
-    atomic_write_json(out / "certify.json", result.summary)
+    result.write()
     render_certify_report(out)
     return result

@@ -22,6 +22,7 @@ from tailorml.evaluate.individuals import data_summary, write_evaluation
 from tailorml.evaluate.report import render_report
 from tailorml.evaluate.rules import summary_by_group
 from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
+from tailorml.jobs.result import MetricsResult, as_json
 from tailorml.models.cnn import count_parameters, load_model
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
@@ -44,23 +45,25 @@ def require_model_input(model, cohort: Cohort, model_path: Path) -> None:
     )
 
 
-def evaluate_model(
+KIND = "evaluate"
+
+
+def run(
     model_path: str | Path,
     cohort_path: str | Path | None,
     runs_dir: str | Path = "runs",
     reporter: Reporter = SILENT,
-) -> Run:
+) -> MetricsResult:
     """Evaluate the model at `model_path` on every window of the cohort file (None: the
-    shipped synthetic cohort); write tables, metrics.json and report.html into a new run."""
+    shipped synthetic cohort); write tables, metrics.json and report.html into a new run
+    of kind "evaluate". The config it records is the cohort and the model's own task."""
     model_path = Path(model_path)
     model = load_model(model_path)
     policy = model.policy
     cohort = load_cohort(cohort_path)
     require_model_input(model, cohort, model_path)
     prepared = prepare_whole(cohort, policy.task())
-    run = Run.create(
-        _config(cohort_path, policy.task().model_dump(mode="json")), "evaluate", runs_dir
-    )
+    run = Run.create(_config(cohort_path, policy.task().model_dump(mode="json")), KIND, runs_dir)
     reporter.log(f"run directory: {run.path}")
     if cohort.synthetic:
         reporter.log(
@@ -88,11 +91,12 @@ def evaluate_model(
         },
         **evaluation,
     }
+    metrics = as_json(metrics)
     atomic_write_json(run.file("metrics.json"), metrics)
     run.mark_done("evaluate")
     render_report(run.path)
     run.mark_done("report")
-    return run
+    return MetricsResult(run, metrics)
 
 
 def _config(cohort_path: str | Path | None, task: dict) -> Config:

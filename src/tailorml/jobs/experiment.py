@@ -7,13 +7,17 @@ Outputs: results.parquet/.csv (one row per individual x setting x seed), summary
 (Table I, with the age-group gaps), fairness.csv and fairness_traits.csv (does
 personalization decrease fairness? `experiment.fairness`), robustness.csv (with
 `experiment.stress`: each method under the sensor faults; with `experiment.life_days`, also
-under re-simulated life changes) and report.html.
+under re-simulated life changes) and report.html. The run is of kind "experiment"; the
+CLI prints Table I from the result object (`ExperimentResult`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -30,11 +34,48 @@ from tailorml.experiment.fairness import (
 from tailorml.experiment.generalization import robustness_table
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
+from tailorml.jobs.result import as_json
 from tailorml.models.recipe import require_dense, require_train_only_options
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grid import Setting, expand
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
+
+KIND = "experiment"
+
+
+@dataclass
+class ExperimentResult:
+    """A finished experiment: every result row (individual x setting x seed), Table I
+    (`summary`, with the group gaps) and the robustness table."""
+
+    run: Run
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    robustness: pd.DataFrame
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def report(self) -> Path:
+        return self.run.file("report.html")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "run_dir": str(self.path),
+            "summary": as_json(self.summary.to_dict("records")),
+            "robustness": as_json(self.robustness.to_dict("records")),
+        }
+
+    def write(self) -> None:
+        """results.parquet/.csv, robustness.csv and summary.csv into the run directory."""
+        atomic_write_parquet(self.run.file("results.parquet"), self.results)
+        atomic_write_text(self.run.file("results.csv"), self.results.to_csv(index=False))
+        atomic_write_text(self.run.file("robustness.csv"), self.robustness.to_csv(index=False))
+        atomic_write_text(self.run.file("summary.csv"), self.summary.to_csv(index=False))
 
 
 def select_individuals(config: Config, data: PersonalData) -> list[str]:
@@ -104,13 +145,16 @@ def collect(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_experiment(
-    config: Config,
+def run(
+    config: Config | None,
     reporter: Reporter = SILENT,
-    resume: str | None = None,
-) -> Run:
+    resume: str | Path | None = None,
+) -> ExperimentResult:
+    """The grid of `config` (or, with `resume`, of the interrupted run's own config) over
+    its individuals: phase one (latents, global models), phase two (every individual x
+    seed), then the tables and the report."""
     if resume:
-        run = Run.resume(resume, "experiment")
+        run = Run.resume(resume, KIND)
         config = run.config()
         reporter.log(f"resuming {run.path}")
     require_dense(
@@ -125,7 +169,7 @@ def run_experiment(
     check_inputs(config, settings)
     if not resume:
         named = config.run.model_copy(update={"name": config.experiment.name})
-        run = Run.create(config.model_copy(update={"run": named}), "experiment")
+        run = Run.create(config.model_copy(update={"run": named}), KIND)
     reporter.log(f"run directory: {run.path}")
     experiment = config.experiment
     data = tasks.load_data(config)
@@ -206,8 +250,6 @@ def run_experiment(
         [(m, s) in wanted for m, s in zip(results["method"], results["setting"], strict=True)]
     ]
     results = results[results["individual"].isin(individuals) & results["seed"].isin(seeds)]
-    atomic_write_parquet(run.file("results.parquet"), results.reset_index(drop=True))
-    atomic_write_text(run.file("results.csv"), results.to_csv(index=False))
     summary = table_one(results, experiment.reference, [s.label for s in settings])
     cohort = getattr(data.glucose, "cohort", None)
     fairness, _ = write_fairness(
@@ -220,15 +262,15 @@ def run_experiment(
     )
     summary = add_gap_columns(summary, fairness, experiment.reference)
     robustness = robustness_table(results, experiment.reference)
-    atomic_write_text(run.file("robustness.csv"), robustness.to_csv(index=False))
-    atomic_write_text(run.file("summary.csv"), summary.to_csv(index=False))
-    run.mark_done("experiment")
+    result = ExperimentResult(run, results.reset_index(drop=True), summary, robustness)
+    result.write()
+    run.mark_done(KIND)
 
     from tailorml.experiment.report import render_experiment_report
 
     report = render_experiment_report(run.path)
     reporter.log(f"report: {report}")
-    return run
+    return result
 
 
 def _simulate_life(

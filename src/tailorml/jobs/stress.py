@@ -4,14 +4,19 @@ Sensor faults run on the held-out test part of the default chronological split (
 train job reports), so "unshifted" is the figure the train run already shows. Life changes
 (`--life`) re-simulate new days of the same virtual patients and compare with the same new
 days unchanged. Every model meets the same faulted readings (seeded), so models compare
-paired, per individual. Output: tidy CSV tables, metrics.json and report.html.
+paired, per individual. Output: tidy CSV tables, metrics.json and report.html, written from
+the result object (`StressResult`) that the CLI prints from; a finished folder holds the
+marker `DONE` ("stress"), which `tailorml report` goes by (`runs.kind_of`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from torch import nn
@@ -22,14 +27,59 @@ from tailorml.data.glucose import make_windows
 from tailorml.data.prepared import Prepared, prepare_whole
 from tailorml.data.splits import split_windows
 from tailorml.errors import TailormlError
-from tailorml.evaluate.job import require_model_input
 from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
+from tailorml.jobs.evaluate import require_model_input
+from tailorml.jobs.result import as_json
 from tailorml.progress import SILENT, Reporter
+from tailorml.runs import STRESS_MARKER
 from tailorml.shift import life, suite
 from tailorml.shift.sources import StressedModel
 from tailorml.shift.summary import paired_drops, summarize_drops
 
 OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if missing)"
+KIND = "stress"
+
+
+@dataclass
+class StressResult:
+    """A finished stress run: the tables it wrote (alert metrics per model, shift and
+    individual; paired drops and their summary; the iCGM envelope; life scenarios when
+    re-simulated) and metrics.json."""
+
+    path: Path
+    per_individual: pd.DataFrame
+    drops: pd.DataFrame
+    summary: pd.DataFrame
+    envelope: pd.DataFrame
+    life_scenarios: pd.DataFrame
+    metrics: dict[str, Any]
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "run_dir": str(self.path),
+            "metrics": self.metrics,
+            "summary": as_json(self.summary.to_dict("records")),
+        }
+
+    def write(self) -> None:
+        """The tables and metrics.json into `path` (the report reads only these)."""
+        self.per_individual.to_csv(self.path / "per_individual.csv", index=False)
+        self.drops.to_csv(self.path / "drops.csv", index=False)
+        self.summary.to_csv(self.path / "summary.csv", index=False)
+        self.envelope.to_csv(self.path / "icgm_envelope.csv", index=False)
+        if not self.life_scenarios.empty:
+            self.life_scenarios.to_csv(self.path / "life_scenarios.csv", index=False)
+        atomic_write_json(self.path / "metrics.json", self.metrics)
+
+
+def default_folder() -> Path:
+    """runs/<YYYYmmdd-HHMMSS>-stress: where a stress run goes without --out."""
+    return Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{KIND}"
 
 
 def require_out_folder(out_dir: str | Path) -> Path:
@@ -45,7 +95,7 @@ def _prepare_split(cohort: Cohort, model: nn.Module) -> Prepared:
     return Prepared(cohort, windows, split_windows(cohort, windows, SplitConfig()))
 
 
-def stress_models(
+def run(
     sources: Sequence[StressedModel],
     cohort_path: str | Path | None,
     out_dir: str | Path,
@@ -55,7 +105,7 @@ def stress_models(
     life_patients: Sequence[str] = (),
     reporter: Reporter = SILENT,
     individuals: Sequence[str] = (),
-) -> Path:
+) -> StressResult:
     """Run the stress suite for every model (`shift.sources`); write the tables and report
     into `out_dir`. `individuals` restricts the cohort (and the life changes) to them."""
     if not sources:
@@ -109,14 +159,7 @@ def stress_models(
             task.advance()
     drops = paired_drops(per_individual, references)
     summary = summarize_drops(drops)
-    per_individual.to_csv(out / "per_individual.csv", index=False)
-    drops.to_csv(out / "drops.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
-    envelope.to_csv(out / "icgm_envelope.csv", index=False)
-    if not life_table.empty:
-        life_table.to_csv(out / "life_scenarios.csv", index=False)
-    atomic_write_json(
-        out / "metrics.json",
+    metrics = as_json(
         {
             "synthetic": cohort.synthetic,
             "cohort": cohort.source,
@@ -137,11 +180,13 @@ def stress_models(
             "life_days": life_days if with_life else None,
         },
     )
+    result = StressResult(out, per_individual, drops, summary, envelope, life_table, metrics)
+    result.write()
     from tailorml.shift.report import render_stress_report
 
     render_stress_report(out)
-    atomic_write_text(out / "DONE", "stress\n")
-    return out
+    atomic_write_text(out / STRESS_MARKER, KIND + "\n")
+    return result
 
 
 def _life_patients(cohort: Cohort, requested: Sequence[str]) -> list[str]:
