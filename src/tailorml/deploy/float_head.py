@@ -113,7 +113,13 @@ def exp_nonpositive(x: np.ndarray) -> np.ndarray:
 
 
 def softmax(real: np.ndarray) -> np.ndarray:
-    """Row softmax in float32: e_o = exp(z_o - max), sum in class order, p_o = e_o / sum."""
+    """Row softmax in float32: e_o = exp(z_o - max), sum in class order, p_o = e_o / sum.
+
+    Deliberately not `AlertPolicy.probabilities` (float64, numpy's exp): this is the
+    softmax inside the device's training step (the cross-entropy gradient of `train_head`),
+    which must match the C in `tailorml.deploy.learner_c` bit for bit (float32, its own exp,
+    its own summation order). No decision is taken from it: the device decides with the
+    fixed-point rule of the exported model (`tailorml_decide`)."""
     real = np.asarray(real, dtype=F32)
     e = exp_nonpositive(real - real.max(axis=1, keepdims=True))
     total = e[:, 0].copy()

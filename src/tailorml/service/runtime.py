@@ -1,5 +1,6 @@
 """The models the service runs: each person's active model from the registry, exported to
-ONNX once per model file and run by onnxruntime, cached per person.
+ONNX once per model file (`tailorml.models.onnx_runtime`) and run by onnxruntime, cached
+per person.
 
 Why ask the registry on every decision: an approval or a rollback may come from another
 process (`tailorml review approve`, the review page, erasure), and the next reading must
@@ -18,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tailorml.deploy.onnx_int8 import INPUT_NAME, OUTPUT_NAME, export_onnx, open_session
 from tailorml.models.cnn import load_model
+from tailorml.models.onnx_runtime import INPUT_NAME, OUTPUT_NAME, export_onnx, open_session
 from tailorml.policy import AlertPolicy
 from tailorml.registry.models import ActiveModel, ModelRecord, Registry
 
@@ -38,10 +39,9 @@ class ModelRuntime:
     session: ort.InferenceSession
 
     def proba(self, windows: np.ndarray) -> np.ndarray:
+        """Class probabilities of the windows (`AlertPolicy.probabilities` of the logits)."""
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: windows.astype(np.float32)})[0]
-        logits = logits.astype(np.float64)
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return AlertPolicy.probabilities(logits)
 
 
 class Runtimes:
