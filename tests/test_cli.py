@@ -363,6 +363,7 @@ def test_a_failed_command_leaves_no_empty_run_directory(tmp_path, tailorml):
         (RuntimeError("PytorchStreamReader failed"), "RuntimeError", "PytorchStreamReader failed"),
         (pickle.UnpicklingError("invalid load key"), "UnpicklingError", "invalid load key"),
     ],
+    ids=["EOFError", "RuntimeError", "UnpicklingError"],
 )
 def test_an_unexpected_error_is_named_never_a_bare_aborted(
     error, kind, message, monkeypatch, tailorml
