@@ -10,7 +10,6 @@ experiment's columns (`personalize.evaluate`) do.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,11 +25,10 @@ from tailorml.evaluate.individuals import NON_FINITE_OUTPUTS, evaluate_individua
 from tailorml.evaluate.metrics import classification_metrics
 from tailorml.models.predict import predict_proba
 from tailorml.personalize import execute, make_strategy
-from tailorml.personalize.base import Context, Strategy
+from tailorml.personalize.base import Strategy
 from tailorml.personalize.dataset import from_prepared
 from tailorml.personalize.evaluate import evaluate_personalized, policy_of
-from tailorml.personalize.factory import budget, latents_of, model_factory
-from tailorml.robust.evaluate import perturbation_for
+from tailorml.personalize.factory import context_for
 
 
 class Evaluation(NamedTuple):
@@ -119,16 +117,7 @@ def personalize_one(
     except ValueError as error:
         raise ConfigError(f"method {strategy.describe()}: {error}") from None
     seed = config.train.seed if seed is None else seed
-    context = Context(
-        data=data,
-        individual=individual,
-        seed=seed,
-        budget=budget(config, data, individual),
-        new_model=model_factory(config, data, individual, seed),
-        global_model=lambda: model,
-        latents=functools.cache(lambda: latents_of(config, data, seed)),
-        perturbation=perturbation_for(config, policy),
-    )
+    context = context_for(config, data, individual, seed, lambda: model, policy=policy)
     plan = strategy.plan(context)
     personal = execute(plan, context)
     return Personalized(

@@ -24,13 +24,11 @@ from tailorml.models.recipe import Recipe, fit_predefined
 from tailorml.models.train import LabeledData, use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose, from_writers
-from tailorml.personalize.evaluate import evaluate_personalized
-from tailorml.personalize.factory import budget, latents_of, model_factory
+from tailorml.personalize.evaluate import evaluate_personalized, policy_of
+from tailorml.personalize.factory import context_for, latents_of, model_factory
 from tailorml.personalize.fair import sample_groups
 from tailorml.personalize.grid import Setting, expand
 from tailorml.robust.evaluate import perturbation_for
-
-_DATA: dict[str, PersonalData] = {}
 
 
 def data_fingerprint(config: Config) -> str:
@@ -45,14 +43,17 @@ def data_fingerprint(config: Config) -> str:
 
 
 def load_data(config: Config) -> PersonalData:
-    """The experiment's data set, built once per process."""
-    key = data_fingerprint(config)
-    if key not in _DATA:
-        if config.experiment.dataset == "glucose":
-            _DATA[key] = from_glucose(config, config.experiment.general_stride)
-        else:
-            _DATA[key] = from_writers(config.writers)
-    return _DATA[key]
+    """The experiment's data set, built once per process for a configuration (every task
+    of an experiment run in one worker shares it)."""
+    return _data_of(config.model_dump_json())
+
+
+@functools.lru_cache(maxsize=1)
+def _data_of(config_json: str) -> PersonalData:
+    config = Config.model_validate_json(config_json)
+    if config.experiment.dataset == "glucose":
+        return from_glucose(config, config.experiment.general_stride)
+    return from_writers(config.writers)
 
 
 class CachePaths:
@@ -84,17 +85,17 @@ def _setup(config_json: str) -> tuple[Config, PersonalData]:
 def make_context(
     config: Config, data: PersonalData, run_dir: str, individual: str, seed: int
 ) -> Context:
+    """The individual's strategy context, its predefined model and latents read from the
+    run's cache (written by the global and autoencoder tasks)."""
     paths = CachePaths(run_dir)
     key = data.general_key(individual)
-    return Context(
-        data=data,
-        individual=individual,
-        seed=seed,
-        budget=budget(config, data, individual),
-        new_model=model_factory(config, data, individual, seed),
+    return context_for(
+        config,
+        data,
+        individual,
+        seed,
         global_model=functools.cache(lambda: load_model(paths.global_model(key, seed))),
         latents=functools.cache(lambda: np.load(paths.latents(seed))),
-        perturbation=perturbation_for(config, data.policy),
     )
 
 
@@ -170,7 +171,7 @@ def run_individual(config_json: str, run_dir: str, individual: str, seed: int) -
         if config.experiment.life_days and data.policy.is_alert:
             from tailorml.shift.life import life_columns
 
-            row |= life_columns(model, data.policy, paths.life, individual)
+            row |= life_columns(model, policy_of(model, data), paths.life, individual)
         atomic_write_json(target, row)
         done += 1
     return done

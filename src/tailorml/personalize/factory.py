@@ -1,9 +1,11 @@
-"""What a strategy `Context` is built from, given a config: the budget (the `[train]`
-recipe plus fine-tuning settings), fresh networks, and the autoencoder latent space.
-Shared by experiments and soft personalization."""
+"""The strategy `Context` of one individual and seed, built from a config (`context_for`):
+the budget (the `[train]` recipe plus fine-tuning settings), fresh networks, the predefined
+model, the autoencoder latent space and the sensor error robust methods train against.
+The one builder behind experiments, soft personalization and `tailorml.personalize_one`."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -11,8 +13,37 @@ from torch import nn
 
 from tailorml.config import Config
 from tailorml.models.recipe import Recipe, fresh_model
-from tailorml.personalize.base import Budget
+from tailorml.personalize.base import Budget, Context
 from tailorml.personalize.dataset import PersonalData
+from tailorml.policy import AlertPolicy
+from tailorml.robust.evaluate import perturbation_for
+
+
+def context_for(
+    config: Config,
+    data: PersonalData,
+    individual: str,
+    seed: int,
+    global_model: Callable[[], nn.Module],
+    *,
+    latents: Callable[[], np.ndarray] | None = None,
+    policy: AlertPolicy | None = None,
+) -> Context:
+    """What a strategy may look at when planning for `individual` and `seed`: the
+    `budget`, fresh networks (`model_factory`), the predefined model (`global_model`, called
+    only by plans that start from it), the latent of every sample (`latents`; default: an
+    autoencoder fitted on first use, `latents_of`) and the configured sensor error on the
+    inputs of `policy` (default: the data's; pass the predefined model's)."""
+    return Context(
+        data=data,
+        individual=individual,
+        seed=seed,
+        budget=budget(config, data, individual),
+        new_model=model_factory(config, data, individual, seed),
+        global_model=global_model,
+        latents=latents or functools.cache(lambda: latents_of(config, data, seed)),
+        perturbation=perturbation_for(config, data.policy if policy is None else policy),
+    )
 
 
 def budget(config: Config, data: PersonalData, individual: str) -> Budget:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from tailorml.models.recipe import require_dense, require_train_only_options
 from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
-from tailorml.personalize.factory import budget, latents_of, model_factory
+from tailorml.personalize.factory import context_for
 from tailorml.personalize.grid import expand
 from tailorml.pipeline import fit_global_model
 from tailorml.policy import AlertPolicy
@@ -338,17 +337,8 @@ def personalize_individual(
         card = _card(registry, session.id)
         return Outcome(session.id, individual, data_gate.reason, None, None, [], card)
 
-    from tailorml.robust.evaluate import perturbation_for
-
-    context = Context(
-        data=data,
-        individual=individual,
-        seed=config.train.seed,
-        budget=budget(config, data, individual),
-        new_model=model_factory(config, data, individual, config.train.seed),
-        global_model=lambda: predefined,
-        latents=functools.cache(lambda: latents_of(config, data, config.train.seed)),
-        perturbation=perturbation_for(config, policy),
+    context = context_for(
+        config, data, individual, config.train.seed, lambda: predefined, policy=policy
     )
     with reporter.task("training candidates", total=1) as task:
         candidates = build_candidates(config, context, copy.deepcopy(predefined))
