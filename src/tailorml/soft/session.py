@@ -274,14 +274,47 @@ def select(
     return min(eligible, key=lambda n: (evidence[n].false_alerts_per_day, -agreement[n]))
 
 
-def personalize_individual(
-    config: Config,
-    individual: str,
-    reporter: Reporter = SILENT,
-    predefined_run: str | Path | None = None,
-    actor: str | None = None,
-    registry_dir: str | Path | None = None,
-) -> Outcome:
+@dataclass
+class Proposal:
+    """One individual's soft-personalization session as computed, before anything is
+    recorded: what `propose` returns and `record` registers. `refused` is the data gate's
+    reason when no candidate was built (then the candidate fields are empty)."""
+
+    individual: str
+    personal_hash: str  # of the individual's training readings
+    summary: dict[str, Any]
+    refused: str | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, list[GateResult]] = field(default_factory=dict)
+    passed: dict[str, bool] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
+    chosen: str | None = None
+    predictions: pd.DataFrame | None = None  # held-out windows, p_hypo of every candidate
+    readings: pd.DataFrame | None = None  # held-out readings (time, cgm)
+
+    @property
+    def names(self) -> list[str]:
+        return [candidate.name for candidate in self.candidates]
+
+    def table(self) -> list[dict[str, Any]]:
+        """A row per candidate: every gate's verdict and outcome, and its metrics."""
+        return [
+            {
+                "candidate": name,
+                "passed": self.passed[name],
+                **{r.gate: r.passed for r in self.results[name]},
+                **{f"{r.gate}_outcome": r.outcome for r in self.results[name]},
+                **self.metrics[name],
+            }
+            for name in self.names
+        ]
+
+
+def check_session_config(config: Config) -> None:
+    """What `tailorml personalize` refuses before any work: a pruned or train-only recipe,
+    unknown gates, candidates that cannot use the model's inputs."""
     require_dense(
         config.train,
         "`tailorml personalize`",
@@ -290,11 +323,176 @@ def personalize_individual(
         "--predefined RUN",
     )
     require_train_only_options(config.train, "`tailorml personalize`")
-    gates = build_gates(config.soft)  # bad gate names fail before any work
+    build_gates(config.soft)  # bad gate names fail before any work
     check_candidate_inputs(config)  # a bad grid or an unusable method fails before work
+
+
+def propose(
+    config: Config,
+    data: PersonalData,
+    individual: str,
+    predefined: torch.nn.Module,
+    reporter: Reporter = SILENT,
+) -> Proposal:
+    """Soft personalization of `predefined` (a model with its policy) for `individual` of
+    `data`, in memory: the data gate, candidates, calibration, evidence, the model gates and
+    the choice (steps 1-4 of the module docstring). No registry, no file."""
+    policy = predefined.policy
+    policy.require_same_input(
+        data.policy, "the registry's predefined model", data.glucose.cohort.source
+    )
+    _, train_trace = _part(data, individual, "train")
+    data_gate = data_sufficiency(train_trace, policy, config.soft)
+    proposal = Proposal(
+        individual=individual,
+        personal_hash=data_hash(train_trace),
+        summary={
+            "synthetic": data.glucose.cohort.is_synthetic(individual),
+            "general_synthetic": data.synthetic,
+            "cohort": data.glucose.cohort.source,
+            "data_gate": data_gate.to_dict(),
+            "soft_config": config.soft.model_dump(mode="json"),
+            "policy": policy.to_dict(),
+            "selection_rule": "fewest false alerts/day on held-out data among candidates "
+            "passing every gate; ties: highest agreement with the predefined model",
+        },
+    )
+    if not data_gate.passed:
+        reporter.log(f"personalization refused: {data_gate.reason}")
+        proposal.refused = data_gate.reason
+        return proposal
+    context = context_for(
+        config, data, individual, config.train.seed, lambda: predefined, policy=policy
+    )
+    with reporter.task("training candidates", total=1) as task:
+        proposal.candidates = build_candidates(config, context, copy.deepcopy(predefined))
+        task.advance()
+    with reporter.task("evaluating candidates", total=len(proposal.candidates)) as task:
+        for candidate in proposal.candidates:
+            found, metrics = gather_evidence(config, data, individual, candidate)
+            proposal.evidence[candidate.name], proposal.metrics[candidate.name] = found, metrics
+            task.advance()
+    judge(proposal, build_gates(config.soft))
+    proposal.predictions, proposal.readings = held_out_predictions(data, proposal)
+    return proposal
+
+
+def judge(proposal: Proposal, gates) -> None:
+    """Every gate on every candidate against the predefined model, and the choice."""
+    base = proposal.evidence[PREDEFINED]
+    proposal.results = {
+        name: [gate.check(found, base) for gate in gates]
+        for name, found in proposal.evidence.items()
+    }
+    proposal.passed = {name: all(r.passed for r in rows) for name, rows in proposal.results.items()}
+    proposal.agreement = {
+        name: float((found.in_range_predictions == base.in_range_predictions).mean())
+        for name, found in proposal.evidence.items()
+    }
+    proposal.chosen = select(proposal.names, proposal.evidence, proposal.passed, proposal.agreement)
+
+
+def held_out_predictions(
+    data: PersonalData, proposal: Proposal
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The held-out windows with what tells a true alert from a false one and each
+    candidate's P(hypo) (taken out of its metrics), and the held-out readings: the card's."""
+    test_indices, test_trace = _part(data, proposal.individual, "test")
+    windows = data.glucose.windows
+    trace = pd.DataFrame(
+        {
+            "time": windows.time[test_indices],
+            "label_is_hypo": windows.y[test_indices] == HYPO,
+            "current_cgm": windows.current_cgm[test_indices],
+            "previous_cgm": windows.previous_cgm[test_indices],
+        }
+    )
+    for name in proposal.names:
+        trace[f"p_hypo::{name}"] = proposal.metrics[name].pop("p_hypo_test")
+    return trace, test_trace[["time", "cgm"]].reset_index(drop=True)
+
+
+def record(
+    registry: Registry,
+    proposal: Proposal,
+    predefined_record,
+    soft_config: dict[str, Any],
+    actor: str | None = None,
+) -> Outcome:
+    """Register a proposal in one transaction (its artifacts beside it) and write the card."""
+    if proposal.refused is not None:
+        session = registry.register_session(
+            proposal.individual,
+            predefined_record.id,
+            proposal.personal_hash,
+            [],
+            None,
+            proposal.summary,
+            refused_reason=proposal.refused,
+            code_version=git_commit(),
+            actor=actor,
+        )
+        card = _card(registry, session.id)
+        return Outcome(session.id, proposal.individual, proposal.refused, None, None, [], card)
+    key = uuid.uuid4().hex
+    artifacts = registry.root / "artifacts" / key
+    atomic_write_parquet(artifacts / "predictions.parquet", proposal.predictions)
+    atomic_write_parquet(artifacts / "readings.parquet", proposal.readings)
+    proposal.summary["artifacts"] = key
+    records = [
+        CandidateRecord(
+            name=candidate.name,
+            model_bytes=b"" if candidate.reuse_predefined else model_bytes(candidate.model),
+            threshold=proposal.evidence[candidate.name].threshold,
+            passed_gates=proposal.passed[candidate.name],
+            metrics=proposal.metrics[candidate.name]
+            | {"agreement_in_range": proposal.agreement[candidate.name]},
+            gates=[r.to_dict() for r in proposal.results[candidate.name]],
+            config={"soft": soft_config, **candidate.setting},
+            reuse_model_id=predefined_record.id if candidate.reuse_predefined else None,
+        )
+        for candidate in proposal.candidates
+    ]
+    chosen = proposal.chosen
+    session = registry.register_session(
+        proposal.individual,
+        predefined_record.id,
+        proposal.personal_hash,
+        records,
+        proposal.names.index(chosen) if chosen else None,
+        proposal.summary,
+        code_version=git_commit(),
+        actor=actor,
+    )
+    card = _card(registry, session.id)
+    return Outcome(
+        session.id,
+        proposal.individual,
+        None,
+        chosen,
+        session.proposal_candidate_id,
+        proposal.table(),
+        card,
+    )
+
+
+def personalize_individual(
+    config: Config,
+    individual: str,
+    reporter: Reporter = SILENT,
+    predefined_run: str | Path | None = None,
+    actor: str | None = None,
+    registry_dir: str | Path | None = None,
+    data: PersonalData | None = None,
+) -> Outcome:
+    """`tailorml personalize` for one individual: the registry's predefined model (trained
+    or registered first if needed), `propose`, then `record`. `data` (default: the
+    configured cohort, prepared) lets a caller that holds the cohort in memory pass it."""
+    check_session_config(config)
     use_threads(config.train.threads)
     registry = Registry(registry_dir or config.soft.registry)
-    data = from_glucose(config, config.experiment.general_stride)
+    if data is None:
+        data = from_glucose(config, config.experiment.general_stride)
     if individual not in data.ids:
         raise TailormlError(f"unknown individual {individual!r}; valid: {', '.join(data.ids)}")
     if data.synthetic:
@@ -304,120 +502,9 @@ def personalize_individual(
     predefined_record, predefined = ensure_predefined(
         registry, config, data, reporter, predefined_run
     )
-    policy = predefined.policy
-    policy.require_same_input(
-        data.policy, "the registry's predefined model", data.glucose.cohort.source
-    )
-    _, train_trace = _part(data, individual, "train")
-    personal_hash = data_hash(train_trace)
-    data_gate = data_sufficiency(train_trace, policy, config.soft)
-    summary: dict[str, Any] = {
-        "synthetic": data.glucose.cohort.is_synthetic(individual),
-        "general_synthetic": data.synthetic,
-        "cohort": data.glucose.cohort.source,
-        "data_gate": data_gate.to_dict(),
-        "soft_config": config.soft.model_dump(mode="json"),
-        "policy": policy.to_dict(),
-        "selection_rule": "fewest false alerts/day on held-out data among candidates passing "
-        "every gate; ties: highest agreement with the predefined model",
-    }
-    if not data_gate.passed:
-        reporter.log(f"personalization refused: {data_gate.reason}")
-        session = registry.register_session(
-            individual,
-            predefined_record.id,
-            personal_hash,
-            [],
-            None,
-            summary,
-            refused_reason=data_gate.reason,
-            code_version=git_commit(),
-            actor=actor,
-        )
-        card = _card(registry, session.id)
-        return Outcome(session.id, individual, data_gate.reason, None, None, [], card)
-
-    context = context_for(
-        config, data, individual, config.train.seed, lambda: predefined, policy=policy
-    )
-    with reporter.task("training candidates", total=1) as task:
-        candidates = build_candidates(config, context, copy.deepcopy(predefined))
-        task.advance()
-    evidence: dict[str, Evidence] = {}
-    metrics: dict[str, dict[str, Any]] = {}
-    with reporter.task("evaluating candidates", total=len(candidates)) as task:
-        for candidate in candidates:
-            evidence[candidate.name], metrics[candidate.name] = gather_evidence(
-                config, data, individual, candidate
-            )
-            task.advance()
-    base = evidence[PREDEFINED]
-    results: dict[str, list[GateResult]] = {
-        name: [gate.check(found, base) for gate in gates] for name, found in evidence.items()
-    }
-    passed = {name: all(r.passed for r in rows) for name, rows in results.items()}
-    agreement = {
-        name: float((found.in_range_predictions == base.in_range_predictions).mean())
-        for name, found in evidence.items()
-    }
-    names = [candidate.name for candidate in candidates]
-    chosen = select(names, evidence, passed, agreement)
-
-    key = uuid.uuid4().hex
-    test_indices, test_trace = _part(data, individual, "test")
-    windows = data.glucose.windows
-    trace = pd.DataFrame(  # with what tells a true alert from a false one on the card
-        {
-            "time": windows.time[test_indices],
-            "label_is_hypo": windows.y[test_indices] == HYPO,
-            "current_cgm": windows.current_cgm[test_indices],
-            "previous_cgm": windows.previous_cgm[test_indices],
-        }
-    )
-    for name in names:
-        trace[f"p_hypo::{name}"] = metrics[name].pop("p_hypo_test")
-    artifacts = registry.root / "artifacts" / key
-    atomic_write_parquet(artifacts / "predictions.parquet", trace)
-    atomic_write_parquet(
-        artifacts / "readings.parquet", test_trace[["time", "cgm"]].reset_index(drop=True)
-    )
-    summary["artifacts"] = key
-    records = [
-        CandidateRecord(
-            name=candidate.name,
-            model_bytes=b"" if candidate.reuse_predefined else model_bytes(candidate.model),
-            threshold=evidence[candidate.name].threshold,
-            passed_gates=passed[candidate.name],
-            metrics=metrics[candidate.name] | {"agreement_in_range": agreement[candidate.name]},
-            gates=[r.to_dict() for r in results[candidate.name]],
-            config={"soft": config.soft.model_dump(mode="json"), **candidate.setting},
-            reuse_model_id=predefined_record.id if candidate.reuse_predefined else None,
-        )
-        for candidate in candidates
-    ]
-    proposal_index = names.index(chosen) if chosen else None
-    session = registry.register_session(
-        individual,
-        predefined_record.id,
-        personal_hash,
-        records,
-        proposal_index,
-        summary,
-        code_version=git_commit(),
-        actor=actor,
-    )
-    table = [
-        {
-            "candidate": name,
-            "passed": passed[name],
-            **{r.gate: r.passed for r in results[name]},
-            **{f"{r.gate}_outcome": r.outcome for r in results[name]},
-            **metrics[name],
-        }
-        for name in names
-    ]
-    card = _card(registry, session.id)
-    return Outcome(session.id, individual, None, chosen, session.proposal_candidate_id, table, card)
+    proposal = propose(config, data, individual, predefined, reporter)
+    soft_config = config.soft.model_dump(mode="json")
+    return record(registry, proposal, predefined_record, soft_config, actor)
 
 
 def _card(registry: Registry, session: int) -> Path:
