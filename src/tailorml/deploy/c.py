@@ -567,7 +567,9 @@ static void tm_run_linear(const tm_layer *L, const int16_t *in, int16_t *out, in
 /* A convolution: rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last
  * row is paired with itself) and channels in pairs (an odd last channel likewise). The
  * next buffer gets q - z with its padding rows zeroed. */
-static void tm_run_layer(const tm_layer *L, const int16_t *in, int16_t *out) {
+static void tm_run_layer(const tm_layer *layer, const int16_t *in, int16_t *out) {
+    const tm_layer copy = *layer; /* in RAM: what the loops reload costs no flash wait */
+    const tm_layer *L = &copy;
     const int32_t out_rows = L->rows / L->pool;
     const int32_t zero = L->out_zero_point;
     tm_zero(out, L->out_pad * L->out_ch);
