@@ -29,8 +29,7 @@ import torch
 
 from tailorml.config import load_config
 from tailorml.experiment.tasks import load_data, make_context
-from tailorml.personalize import generalize
-from tailorml.personalize.base import execute, make_strategy
+from tailorml.personalize import execute, generalize, make_strategy
 
 
 def main() -> None:

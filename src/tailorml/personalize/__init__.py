@@ -1,12 +1,7 @@
-"""Personalization strategies; importing the package registers all of them."""
+"""Personalization strategies: plans for the one training loop (`base`), every method by
+name in one explicit table (`strategies`)."""
 
-from tailorml.personalize import (  # noqa: F401  (registration)
-    fair,
-    generalize,
-    grouping,
-    robust,
-    shaping,
-)
-from tailorml.personalize.base import REGISTRY, Context, Plan, Strategy, execute, make_strategy
+from tailorml.personalize.base import Context, Plan, Strategy, execute
+from tailorml.personalize.strategies import REGISTRY, make_strategy
 
 __all__ = ["REGISTRY", "Context", "Plan", "Strategy", "execute", "make_strategy"]

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from tailorml.errors import ConfigError
 from tailorml.models.recipe import Recipe
 from tailorml.models.schedule import Step
 from tailorml.models.train import LabeledData, LoopPlugin, train
@@ -193,29 +192,3 @@ def execute(plan: Plan, context: Context) -> nn.Module:
     if plan.pruning and plan.pruning.structured:
         model = compact(model)  # physically smaller, same outputs
     return model.eval()
-
-
-REGISTRY: dict[str, type[Strategy]] = {}
-
-
-def register(cls: type[Strategy]) -> type[Strategy]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def make_strategy(name: str, **params: Any) -> Strategy:
-    """Build a strategy by registry name; bad names and parameters list the valid ones."""
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown method '{name}'; valid methods: {', '.join(sorted(REGISTRY))}")
-    cls = REGISTRY[name]
-    valid = list(inspect.signature(cls).parameters)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"method '{name}' has no parameter {', '.join(unknown)}; valid: "
-            f"{', '.join(valid) if valid else '(none)'}"
-        )
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"method '{name}': {error}") from None

@@ -19,9 +19,11 @@ from tailorml.evaluate.metrics import classification_metrics
 from tailorml.models.group_dro import GroupDRO, group_codes, n_groups
 from tailorml.models.predict import predict_proba
 from tailorml.models.schedule import epochs
-from tailorml.personalize.base import Context, Plan, Strategy, make_strategy, register
+from tailorml.personalize.base import Context, Plan, Strategy
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.evaluate import policy_of
+from tailorml.personalize.generalize import FeatureDistilledTransfer
+from tailorml.personalize.shaping import L2SP, TransferLearning
 
 __all__ = ["ByNeed", "GroupDRO", "GroupDROTraining", "sample_groups"]
 
@@ -37,7 +39,6 @@ def sample_groups(data: PersonalData) -> np.ndarray:
     return group_codes(list(owners), data.groups)
 
 
-@register
 class GroupDROTraining(Strategy):
     name = "group_dro"
     label = "GroupDRO"
@@ -63,10 +64,11 @@ class GroupDROTraining(Strategy):
         )
 
 
-NEED_BASES = ("transfer", "l2sp", "feature_distillation")
+NEED_BASES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (TransferLearning, L2SP, FeatureDistilledTransfer)
+}
 
 
-@register
 class ByNeed(Strategy):
     """Adaptation allocated by need, not equally (seed 001, Aim 3): only an individual whom
     the global model serves below `target` (balanced accuracy of its decisions on the
@@ -84,7 +86,7 @@ class ByNeed(Strategy):
             raise ValueError(f"target must be a balanced accuracy in (0, 1], got {target!r}")
         if base not in NEED_BASES:
             raise ValueError(f"base must be one of {', '.join(NEED_BASES)}, got {base!r}")
-        self.base_strategy = make_strategy(base, n=n)  # checks n
+        self.base_strategy = NEED_BASES[base](n=n)  # checks n
         self.n, self.target, self.base = n, target, base
 
     def served(self, context: Context) -> float:

@@ -50,7 +50,7 @@ from torch import nn
 
 from tailorml.models.schedule import Step, iterations
 from tailorml.models.train import LoopPlugin
-from tailorml.personalize.base import Context, Plan, Strategy, register
+from tailorml.personalize.base import Context, Plan, Strategy
 
 
 def interleave(first: list[Step], second: list[Step]) -> list[Step]:
@@ -97,7 +97,6 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
-@register
 class FeatureDistilledTransfer(Strategy):
     name = "feature_distillation"
     label = "FD"
@@ -229,7 +228,6 @@ def views(channels: tuple[str, ...] | list[str]) -> tuple[list[int], list[int]]:
     return [channels.index("cgm")], other
 
 
-@register
 class CoTeachingTransfer(Strategy):
     name = "coteaching"
     label = "CoTeach"
@@ -260,7 +258,6 @@ class CoTeachingTransfer(Strategy):
         )
 
 
-@register
 class MultiModalCoTeaching(CoTeachingTransfer):
     name = "coteaching_mm"
     label = "CoTeachMM"

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tailorml.errors import ConfigError
-from tailorml.personalize.base import Strategy, make_strategy
+from tailorml.personalize.base import Strategy
+from tailorml.personalize.strategies import make_strategy
 
 
 @dataclass(frozen=True)

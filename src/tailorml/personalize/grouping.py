@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tailorml.personalize.base import Context, Plan, Strategy, register
+from tailorml.personalize.base import Context, Plan, Strategy
 from tailorml.personalize.shaping import weighed_plan
 
 GROUPING_N_I = 2
@@ -67,7 +67,6 @@ def similar_individuals(target: np.ndarray, candidates: dict[str, np.ndarray], n
     return [names[i] for i in order[:n]]
 
 
-@register
 class SingleSampleGrouping(Strategy):
     name = "single_sample_grouping"
     label = "SG"
@@ -83,7 +82,6 @@ class SingleSampleGrouping(Strategy):
         return weighed_plan(context, extended, GROUPING_N_I)
 
 
-@register
 class IndividualGrouping(Strategy):
     name = "individual_grouping"
     label = "IG"
@@ -118,7 +116,6 @@ class IndividualGrouping(Strategy):
         return weighed_plan(context, extended, GROUPING_N_I)
 
 
-@register
 class RandomGrouping(Strategy):
     name = "random_grouping"
     label = "Random"

@@ -14,7 +14,7 @@ schedule for the one training loop.
 
 from __future__ import annotations
 
-from tailorml.personalize.base import Context, Plan, Strategy, global_plan, register
+from tailorml.personalize.base import Context, Plan, Strategy, global_plan
 from tailorml.personalize.shaping import TransferLearning
 from tailorml.robust.perturbation import SensorError
 from tailorml.robust.training import KINDS, RobustTraining
@@ -40,7 +40,6 @@ def _check_eps(eps: float | None) -> float | None:
     return eps
 
 
-@register
 class CertifiedTraining(Strategy):
     name = "certified_training"
     label = "Certified"
@@ -55,7 +54,6 @@ class CertifiedTraining(Strategy):
         return plan
 
 
-@register
 class AdversarialFinetuning(TransferLearning):
     name = "adversarial_finetuning"
     label = "TL+PGD"
@@ -75,7 +73,6 @@ class AdversarialFinetuning(TransferLearning):
         return plan
 
 
-@register
 class CertifiedFinetuning(TransferLearning):
     name = "certified_finetuning"
     label = "TL+Cert"
@@ -94,7 +91,6 @@ class CertifiedFinetuning(TransferLearning):
         return plan
 
 
-@register
 class SparseFinetuning(TransferLearning):
     name = "sparse_finetuning"
     label = "TL+Sparse"

@@ -18,7 +18,7 @@ import numpy as np
 
 from tailorml.models.cnn import layer_prefixes
 from tailorml.models.schedule import check_periodicity, epochs, iterations, sample_weighing
-from tailorml.personalize.base import Context, Plan, Strategy, register
+from tailorml.personalize.base import Context, Plan, Strategy
 
 
 def _positive_int(name: str, value: int) -> int:
@@ -27,7 +27,6 @@ def _positive_int(name: str, value: int) -> int:
     return value
 
 
-@register
 class Baseline(Strategy):
     name = "baseline"
     label = "Baseline"
@@ -36,7 +35,6 @@ class Baseline(Strategy):
         return Plan(start="global")  # the global model itself, unchanged
 
 
-@register
 class BaselineWithIndividual(Strategy):
     name = "baseline_with_individual"
     label = "Baseline+D_I"
@@ -51,7 +49,6 @@ class BaselineWithIndividual(Strategy):
         )
 
 
-@register
 class EarlyShaping(Strategy):
     name = "early_shaping"
     label = "ES"
@@ -70,7 +67,6 @@ class EarlyShaping(Strategy):
         )
 
 
-@register
 class SampleWeighing(Strategy):
     name = "sample_weighing"
     label = "SW"
@@ -95,7 +91,6 @@ def weighed_plan(context: Context, individual: np.ndarray, n_i: float) -> Plan:
     )
 
 
-@register
 class TransferLearning(Strategy):
     name = "transfer"
     label = "TL"
@@ -124,7 +119,6 @@ class TransferLearning(Strategy):
         )
 
 
-@register
 class LastLayer(TransferLearning):
     name = "last_layer"
     label = "LastLayer"
@@ -136,7 +130,6 @@ class LastLayer(TransferLearning):
         return layer_prefixes(context.global_model())[:-1]
 
 
-@register
 class L2SP(TransferLearning):
     name = "l2sp"
     label = "L2-SP"
