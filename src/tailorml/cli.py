@@ -571,25 +571,22 @@ def personalize(
     """Soft personalization for one individual: build candidates, calibrate their alert
     thresholds, apply the safety gates and propose one candidate for review, or keep the
     predefined model. Everything is recorded in the registry; a model card is written."""
-    from tailorml.soft.session import personalize_individual
+    from tailorml.jobs import personalize as personalize_job
 
-    settings = _load(config)
-    outcome = personalize_individual(
-        settings,
+    result = personalize_job.run(
+        _load(config),
         individual,
         _reporter(),
         predefined_run=predefined,
         actor=actor,
         registry_dir=registry,
     )
+    outcome, gates = result.outcome, result.gates
     if outcome.refused:
         console.print(
             _styled(("Personalization refused", "bold"), f" for {individual}: {outcome.refused}")
         )
     else:
-        from tailorml.soft.gates import GATES
-
-        gates = [GATES[name] for name in settings.soft.gates]
         table = Table(
             title=f"Candidates for {individual} (held-out test part; gates in the card)",
             box=box.SIMPLE_HEAD,

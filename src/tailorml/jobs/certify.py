@@ -28,7 +28,7 @@ from tailorml.io import (
     fingerprint,
     sha256_file,
 )
-from tailorml.jobs.result import as_json
+from tailorml.jobs.result import Reported, as_json
 from tailorml.models.cnn import load_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
@@ -40,7 +40,7 @@ from tailorml.runs import Run
 
 
 @dataclass
-class CertifyResult:
+class CertifyResult(Reported):
     """A finished certification: per individual (robustness), the ε sweep, and the summary
     certify.json holds (means, worst individual, settings, the reproducing command)."""
 
@@ -48,10 +48,6 @@ class CertifyResult:
     robustness: pd.DataFrame
     sweep: pd.DataFrame
     summary: dict[str, Any]
-
-    @property
-    def report(self) -> Path:
-        return self.path / "report.html"
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "certify", "out": str(self.path), **self.summary}

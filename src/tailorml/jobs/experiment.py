@@ -34,7 +34,7 @@ from tailorml.experiment.fairness import (
 from tailorml.experiment.generalization import robustness_table
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
-from tailorml.jobs.result import as_json
+from tailorml.jobs.result import InRun, as_json
 from tailorml.models.recipe import require_dense, require_train_only_options
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grid import Setting, expand
@@ -45,7 +45,7 @@ KIND = "experiment"
 
 
 @dataclass
-class ExperimentResult:
+class ExperimentResult(InRun):
     """A finished experiment: every result row (individual x setting x seed), Table I
     (`summary`, with the group gaps) and the robustness table."""
 
@@ -53,14 +53,6 @@ class ExperimentResult:
     results: pd.DataFrame
     summary: pd.DataFrame
     robustness: pd.DataFrame
-
-    @property
-    def path(self) -> Path:
-        return self.run.path
-
-    @property
-    def report(self) -> Path:
-        return self.run.file("report.html")
 
     def to_json(self) -> dict[str, Any]:
         return {

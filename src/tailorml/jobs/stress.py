@@ -29,7 +29,7 @@ from tailorml.data.splits import split_windows
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
 from tailorml.jobs.evaluate import require_model_input
-from tailorml.jobs.result import as_json
+from tailorml.jobs.result import Reported, as_json
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import STRESS_MARKER
 from tailorml.shift import life, suite
@@ -41,7 +41,7 @@ KIND = "stress"
 
 
 @dataclass
-class StressResult:
+class StressResult(Reported):
     """A finished stress run: the tables it wrote (alert metrics per model, shift and
     individual; paired drops and their summary; the iCGM envelope; life scenarios when
     re-simulated) and metrics.json."""
@@ -53,10 +53,6 @@ class StressResult:
     envelope: pd.DataFrame
     life_scenarios: pd.DataFrame
     metrics: dict[str, Any]
-
-    @property
-    def report(self) -> Path:
-        return self.path / "report.html"
 
     def to_json(self) -> dict[str, Any]:
         return {
