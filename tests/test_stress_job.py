@@ -10,6 +10,7 @@ from tailorml.data.cohort import default_cohort_path
 from tailorml.errors import TailormlError
 from tailorml.jobs import stress
 from tailorml.models.cnn import save_model
+from tailorml.runs import Run
 from tailorml.shift.life import simulate_life
 from tailorml.shift.sources import from_files
 from tailorml.shift.suite import CLEAN, sensor_shifts
@@ -49,6 +50,10 @@ def test_stress_writes_paired_tables_and_is_deterministic(trained, small_cohort,
     html = (first / "report.html").read_text()
     assert "Synthetic data." in html and "iCGM" in html
     assert json.loads((first / "metrics.json").read_text())["synthetic"] is True
+    # a run directory like every job's: its kind, finished steps and what it was run on
+    stressed = Run.open(first)
+    assert stressed.kind == "stress" and stressed.done("stress") and stressed.done("report")
+    assert stressed.config().cohort.path == str(small_cohort)
 
 
 def test_model_labels_are_short_and_distinct(trained, tmp_path):

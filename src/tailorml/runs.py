@@ -112,12 +112,12 @@ RUN_STATE_DAMAGED = (
 )
 
 
-STRESS_MARKER = "DONE"  # a finished stress folder's marker file, holding "stress"
+STRESS_MARKER = "DONE"  # a stress folder's marker from before it kept run.json: "stress"
 
 
 def kind_of(path: str | Path) -> str | None:
-    """Which job made the folder: a stress folder by its marker (it has no run.json), any
-    other run by the kind in its run.json (refused when `path` is no run directory)."""
+    """Which job made the folder: the kind in its run.json, or "stress" for a stress folder
+    written before stress runs kept one (refused when `path` is no run directory)."""
     marker = Path(path) / STRESS_MARKER
     if marker.is_file() and marker.read_text().strip() == "stress":
         return "stress"
@@ -148,14 +148,21 @@ class Run:
         except (FileExistsError, NotADirectoryError):
             raise TailormlError(RUNS_DIR_NOT_A_FOLDER.format(path=base)) from None
         _created.append(path)
-        run = cls(path)
+        return cls.start(path, config, kind)
+
+    @classmethod
+    def start(cls, path: str | Path, config: Config, kind: str) -> Run:
+        """The bookkeeping of a new run of `kind` in the folder `path`: a new one under
+        runs_dir (`create`), or the output folder a command was given (`stress --out`).
+        A folder a command was given is the caller's: it is never removed on failure."""
+        path = Path(path)
         atomic_write_text(path / "config.toml", to_toml(config))
         atomic_write_json(path / "environment.json", environment())
         atomic_write_json(
             path / "run.json",
             {"kind": kind, "fingerprint": fingerprint(config.to_dict()), "steps": {}},
         )
-        return run
+        return cls(path)
 
     @classmethod
     def resume(cls, path: str | Path, kind: str) -> Run:

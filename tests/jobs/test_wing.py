@@ -92,3 +92,16 @@ def test_results_say_their_kind_folder_and_figures(tmp_path):
     assert stress.report == tmp_path / "s" / "report.html"
     assert stress.to_json()["summary"] == [{"model": "m", "drop": None}]
     json.dumps(stress.to_json(), allow_nan=False)  # plain JSON: no NaN, no numpy types
+
+
+def test_stress_refuses_an_out_that_is_another_job_s_run(tmp_path, tailorml_in_process):
+    """A stress run keeps run.json like every job: it would overwrite a train run's."""
+    config = config_from_dict({"run": {"runs_dir": str(tmp_path), "name": "x"}})
+    trained = Run.create(config, "train")
+    result = tailorml_in_process("stress", "--model", "m.pt", "--out", str(trained.path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: --out {trained.path} is a train run directory; give a new folder for the "
+        "stress run\n"
+    )
+    assert trained.kind == "train"

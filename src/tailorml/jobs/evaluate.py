@@ -10,6 +10,7 @@ resampled).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def run(
     cohort = load_cohort(cohort_path)
     require_model_input(model, cohort, model_path)
     prepared = prepare_whole(cohort, policy.task())
-    run = Run.create(_config(cohort_path, policy.task().model_dump(mode="json")), KIND, runs_dir)
+    run = Run.create(
+        applied_config(cohort_path, policy.task().model_dump(mode="json"), KIND), KIND, runs_dir
+    )
     reporter.log(f"run directory: {run.path}")
     if cohort.synthetic:
         reporter.log(
@@ -99,7 +102,12 @@ def run(
     return MetricsResult(run, metrics)
 
 
-def _config(cohort_path: str | Path | None, task: dict) -> Config:
-    """What the run directory records: the cohort evaluated and the model's task."""
-    cohort = {"path": str(cohort_path)} if cohort_path else {}
-    return config_from_dict({"cohort": cohort, "task": task, "run": {"name": "evaluate"}})
+def applied_config(
+    cohort_path: str | Path | None, task: dict, kind: str, individuals: Sequence[str] = ()
+) -> Config:
+    """What the run directory of a job that applies saved models records: the cohort (and
+    the individuals chosen) and the models' task."""
+    cohort: dict = {"path": str(cohort_path)} if cohort_path else {}
+    if individuals:
+        cohort["individuals"] = list(individuals)
+    return config_from_dict({"cohort": cohort, "task": task, "run": {"name": kind}})

@@ -5,8 +5,9 @@ train job reports), so "unshifted" is the figure the train run already shows. Li
 (`--life`) re-simulate new days of the same virtual patients and compare with the same new
 days unchanged. Every model meets the same faulted readings (seeded), so models compare
 paired, per individual. Output: tidy CSV tables, metrics.json and report.html, written from
-the result object (`StressResult`) that the CLI prints from; a finished folder holds the
-marker `DONE` ("stress"), which `tailorml report` goes by (`runs.kind_of`).
+the result object (`StressResult`) that the CLI prints from. The folder is a run directory
+of kind "stress" (config.toml: the cohort and the models' task; run.json: the finished
+steps), which `tailorml report` goes by.
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ from tailorml.data.glucose import make_windows
 from tailorml.data.prepared import Prepared, prepare_whole
 from tailorml.data.splits import split_windows
 from tailorml.errors import TailormlError
-from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
-from tailorml.jobs.evaluate import require_model_input
+from tailorml.io import atomic_write_json, sha256_file
+from tailorml.jobs.evaluate import applied_config, require_model_input
 from tailorml.jobs.result import Reported, as_json
 from tailorml.progress import SILENT, Reporter
-from tailorml.runs import STRESS_MARKER
+from tailorml.runs import Run, kind_of
 from tailorml.shift import life, suite
 from tailorml.shift.sources import StressedModel
 from tailorml.shift.summary import paired_drops, summarize_drops
 
 OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if missing)"
+OUT_IS_RUN = "--out {path} is a {kind} run directory; give a new folder for the stress run"
 KIND = "stress"
 
 
@@ -79,10 +81,13 @@ def default_folder() -> Path:
 
 
 def require_out_folder(out_dir: str | Path) -> Path:
-    """The output folder, refused early (before models load) when it is a file."""
+    """The output folder, refused early (before models load) when it is a file or another
+    job's run directory (its run.json and report would be overwritten)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TailormlError(OUT_IS_FILE.format(path=out))
+    if (out / "run.json").is_file() and (found := kind_of(out)) != KIND:
+        raise TailormlError(OUT_IS_RUN.format(path=out, kind=found))
     return out
 
 
@@ -130,6 +135,8 @@ def run(
     patients = _life_patients(cohort, life_patients or individuals) if with_life else []
     prepared = _prepare_split(cohort, models[0])
     out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
+    model_task = models[0].policy.task().model_dump(mode="json")
+    run_dir = Run.start(out, applied_config(cohort_path, model_task, KIND, individuals), KIND)
     pairs = list(zip(labels, models, strict=True))
     with reporter.task("sensor faults", total=1) as task:
         per_individual, envelope = suite.run_sensor_suite(pairs, prepared, seed)
@@ -178,10 +185,11 @@ def run(
     )
     result = StressResult(out, per_individual, drops, summary, envelope, life_table, metrics)
     result.write()
+    run_dir.mark_done(KIND)
     from tailorml.shift.report import render_stress_report
 
     render_stress_report(out)
-    atomic_write_text(out / STRESS_MARKER, KIND + "\n")
+    run_dir.mark_done("report")
     return result
 
 
