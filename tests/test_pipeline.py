@@ -74,12 +74,16 @@ def test_a_silent_model_misses_the_low_and_raises_nothing(prepared):
     )
     row = per_individual.iloc[0]
     assert (row["hypo_events"], row["hypo_caught"], row["hypo_sensitivity"]) == (1, 0, 0.0)
-    assert np.isnan(row["median_lead_minutes"]) and row["alerts"] == 0
+    assert np.isnan(row["median_lead_minutes"])
+    # no model alert; the fall from 120 to 60 mg/dL is an urgent low the model cannot
+    # silence: one alert at the event's start (not before it: not a catch), never false
+    assert (row["alerts"], row["false_alerts"]) == (1, 0)
 
 
 def test_evaluation_follows_the_policy_it_is_given(prepared):
     """A longer event definition (>= 30 min below 70) leaves the 20-min low uncounted, and a
-    higher threshold turns every positive into no alert: the policy decides, not the config."""
+    higher threshold turns every positive into no alert but the urgent low at the event's
+    start (120 -> 60 mg/dL): the policy decides, not the config."""
     prepared, policy, _ = prepared
     probabilities = _probabilities(prepared, np.flatnonzero(prepared.windows.y == HYPO))
     longer = replace(policy, event_min_minutes=30)
@@ -87,4 +91,4 @@ def test_evaluation_follows_the_policy_it_is_given(prepared):
     assert row["hypo_events"] == 0 and np.isnan(row["hypo_sensitivity"])
     strict = policy.with_threshold(0.95)
     row = evaluate_individuals(strict, prepared, probabilities)[0].iloc[0]
-    assert (row["alerts"], row["hypo_caught"]) == (0, 0)
+    assert (row["alerts"], row["hypo_caught"]) == (1, 0)
