@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,11 +43,21 @@ class Database:
     """One SQLite file with `schema` applied (plus the audit log's)."""
 
     def __init__(
-        self, path: str | Path, schema: str, what: str = "--registry", synchronous: str = "FULL"
+        self,
+        path: str | Path,
+        schema: str,
+        what: str = "--registry",
+        synchronous: str = "FULL",
+        migrate: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         """`synchronous` FULL: every commit is on disk before it returns (survives a power
         loss); NORMAL: on disk at the next checkpoint, in the OS's hands before (survives a
-        killed process, not a power loss), about 5 ms less per commit."""
+        killed process, not a power loss), about 5 ms less per commit.
+
+        `migrate` brings a file written by an older version up to `schema` (columns a
+        `CREATE TABLE IF NOT EXISTS` cannot add to an existing table, indexes on them): it
+        runs after the schema, in one `BEGIN IMMEDIATE` transaction, every time the file is
+        opened, so it must be idempotent (`add_columns` is)."""
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.synchronous = synchronous
@@ -57,6 +67,14 @@ class Database:
             with self.connect() as connection:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.executescript(AUDIT_SCHEMA + schema)
+                if migrate is not None:
+                    connection.execute("BEGIN IMMEDIATE")
+                    try:
+                        migrate(connection)
+                    except BaseException:
+                        connection.execute("ROLLBACK")
+                        raise
+                    connection.execute("COMMIT")
         except sqlite3.DatabaseError as error:
             raise TailormlError(
                 f"{self.path} is not a tailorml registry ({error}); check {what}"
@@ -109,3 +127,13 @@ def audit(
         " VALUES (?, ?, ?, ?, ?)",
         (now(), actor, action, individual, json.dumps(details, sort_keys=True, default=str)),
     )
+
+
+def add_columns(connection: sqlite3.Connection, table: str, columns: dict[str, str]) -> list[str]:
+    """Add each of `columns` (name -> SQL declaration) that `table` lacks; returns the names
+    added (none on a file already migrated)."""
+    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    added = [name for name in columns if name not in present]
+    for name in added:
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+    return added

@@ -2,10 +2,15 @@
 keys, sealed readings and treatments, live alert decisions and personalization jobs.
 
 This is the storage interface of the cloud service (`tailorml.service`): it holds bytes it
-cannot read. Readings, treatments and alert decisions arrive sealed by the person's data
-key (`tailorml.service.crypto`); only their time (for range queries and ordering) and a
-keyed fingerprint (to recognise a repeated upload) are stored in the clear. Tokens are
-stored as hashes. Another backend (e.g. PostgreSQL) would implement the same methods.
+cannot read. Readings, treatments, Nightscout documents (devicestatus, profile) and alert
+decisions arrive sealed by the person's data key (`tailorml.service.crypto`); only their
+time (for range queries and ordering), keyed fingerprints (which record an upload is: the
+same time and type for a reading; and whether its content changed) and an opaque id are
+stored in the clear. Ids are random per record and looked up per person, so they say
+nothing about other people's uploads (rows stored before ids were random keep the id they
+were answered with). A record that is corrected or deleted leaves its previous sealed
+content in `replaced`, with who and when. Tokens are stored as hashes. Another backend
+(e.g. PostgreSQL) would implement the same methods.
 
 Every write is one transaction with its audit line (`registry.database.audit`), so an
 acknowledged upload is on disk with its record, and a killed process leaves no half-write.
@@ -13,17 +18,20 @@ acknowledged upload is on disk with its record, and a killed process leaves no h
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tailorml.errors import NotFoundError, TailormlError
-from tailorml.registry.database import Database, audit, now
+from tailorml.registry.database import Database, add_columns, audit, now
 
 ROLES = ("patient", "clinician")
 JOB_STATES = ("queued", "running", "done", "failed")
+RECORD_TABLES = ("entries", "treatments")
+COLLECTIONS = ("devicestatus", "profile")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS people (
@@ -51,6 +59,8 @@ CREATE TABLE IF NOT EXISTS entries (
     fingerprint TEXT NOT NULL,
     sealed BLOB NOT NULL,
     created TEXT NOT NULL,
+    public_id TEXT,
+    content TEXT,
     UNIQUE (person_id, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS entries_by_time ON entries(person_id, date_ms);
@@ -61,6 +71,8 @@ CREATE TABLE IF NOT EXISTS treatments (
     fingerprint TEXT NOT NULL,
     sealed BLOB NOT NULL,
     created TEXT NOT NULL,
+    public_id TEXT,
+    content TEXT,
     UNIQUE (person_id, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS treatments_by_time ON treatments(person_id, date_ms);
@@ -75,6 +87,29 @@ CREATE TABLE IF NOT EXISTS alerts (
     sealed BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(person_id, date_ms, id);
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people(id),
+    collection TEXT NOT NULL CHECK (collection IN ('devicestatus', 'profile')),
+    public_id TEXT NOT NULL,
+    date_ms INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    created TEXT NOT NULL,
+    UNIQUE (person_id, public_id)
+);
+CREATE INDEX IF NOT EXISTS documents_by_time ON documents(person_id, collection, date_ms);
+CREATE TABLE IF NOT EXISTS replaced (
+    id INTEGER PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people(id),
+    record_table TEXT NOT NULL CHECK (record_table IN ('entries', 'treatments')),
+    public_id TEXT NOT NULL,
+    date_ms INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    change TEXT NOT NULL CHECK (change IN ('replaced', 'deleted')),
+    actor TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replaced_by_person ON replaced(person_id, record_table, id);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     person_id TEXT NOT NULL REFERENCES people(id),
@@ -87,6 +122,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished TEXT
 );
 """
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    """A data directory written before ids were per person and corrections were kept:
+    entries and treatments get `public_id` (an existing row keeps the id it was answered
+    with, its row number in 24 hex digits, so an uploader that kept it can still update or
+    delete it) and `content` (NULL: unknown, so a repeat of an old row is stored as a
+    correction once, harmlessly)."""
+    for table in RECORD_TABLES:
+        add_columns(connection, table, {"public_id": "TEXT", "content": "TEXT"})
+        connection.execute(
+            f"UPDATE {table} SET public_id = printf('%024x', id) WHERE public_id IS NULL"
+        )
+        connection.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_by_public_id ON {table}(person_id,"
+            " public_id)"
+        )
 
 
 @dataclass(frozen=True)
@@ -105,11 +157,40 @@ class Person:
 
 @dataclass(frozen=True)
 class SealedRow:
-    """A stored record as the store sees it: time, id, and bytes it cannot read."""
+    """A stored record as the store sees it: time, ids, and bytes it cannot read."""
 
     id: int
     date_ms: int
     sealed: bytes
+    public_id: str = ""
+
+
+class Write(NamedTuple):
+    """One record to store: `key` says which record it is (a reading: its type and time),
+    `content` whether it changed; with `public_id`, the record of that id is the one
+    replaced (a PUT), or the id a new record gets."""
+
+    date_ms: int
+    key: str
+    sealed: bytes
+    content: str | None = None
+    public_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Upserted:
+    """What became of one write: `outcome` new, same (a repeat) or replaced (a correction:
+    the previous content is kept in `replaced`); `previous_ms` the replaced record's time."""
+
+    id: int
+    public_id: str
+    outcome: str
+    date_ms: int
+    previous_ms: int | None = None
+
+    @property
+    def new(self) -> bool:
+        return self.outcome == "new"
 
 
 @dataclass(frozen=True)
@@ -164,7 +245,7 @@ class PeopleStore:
             raise TailormlError(f"{self.root} is a file; pass a directory (--data)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.database = Database(
-            self.root / "registry.sqlite", SCHEMA, "--data", DURABILITY[durability]
+            self.root / "registry.sqlite", SCHEMA, "--data", DURABILITY[durability], migrate
         )
 
     # -- accounts ------------------------------------------------------------------------
@@ -310,48 +391,188 @@ class PeopleStore:
 
     # -- readings and treatments ---------------------------------------------------------
 
-    def _add(
+    def upsert(
         self,
         table: str,
         person_id: str,
-        rows: Sequence[tuple[int, str, bytes]],
+        rows: Sequence[Write | tuple],
         actor: str,
         action: str,
-    ) -> list[tuple[int, bool]]:
-        """Insert (date_ms, fingerprint, sealed) rows once each; returns (id, new) per row."""
+        by_id: bool = False,
+    ) -> list[Upserted]:
+        """Store each write as Nightscout does: a record with the same key (or, `by_id`, the
+        same public id) is replaced when its content differs (the previous sealed content
+        goes to `replaced`), kept when it is the same; otherwise a new record with a random
+        id. One transaction, with its audit line (counts only)."""
+        if table not in RECORD_TABLES:
+            raise ValueError(f"no record table {table!r}")
         created = now()
-        result = []
+        result: list[Upserted] = []
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
-            for date_ms, fingerprint, sealed in rows:
-                cursor = connection.execute(
-                    f"INSERT OR IGNORE INTO {table} (person_id, date_ms, fingerprint, sealed,"
-                    " created) VALUES (?, ?, ?, ?, ?)",
-                    (person_id, date_ms, fingerprint, sealed, created),
+            for write in map(lambda r: Write(*r), rows):
+                column, value = (
+                    ("public_id", write.public_id) if by_id else ("fingerprint", write.key)
                 )
-                if cursor.rowcount:
-                    result.append((int(cursor.lastrowid), True))
-                else:
-                    row = connection.execute(
-                        f"SELECT id FROM {table} WHERE person_id = ? AND fingerprint = ?",
-                        (person_id, fingerprint),
-                    ).fetchone()
-                    result.append((int(row["id"]), False))
-            new = sum(flag for _, flag in result)
+                found = connection.execute(
+                    f"SELECT id, public_id, date_ms, content, sealed FROM {table} WHERE"
+                    f" person_id = ? AND {column} = ?",
+                    (person_id, value),
+                ).fetchone()
+                if found is None:
+                    public_id = write.public_id or _new_public_id()
+                    cursor = _insert_unique(
+                        connection,
+                        f"INSERT INTO {table} (person_id, date_ms, fingerprint, sealed, created,"
+                        " public_id, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            person_id,
+                            write.date_ms,
+                            write.key,
+                            write.sealed,
+                            created,
+                            public_id,
+                            write.content,
+                        ),
+                    )
+                    result.append(Upserted(int(cursor.lastrowid), public_id, "new", write.date_ms))
+                    continue
+                if write.content is not None and found["content"] == write.content:
+                    result.append(
+                        Upserted(found["id"], found["public_id"], "same", found["date_ms"])
+                    )
+                    continue
+                _keep_previous(connection, table, person_id, found, "replaced", actor, created)
+                _insert_unique(
+                    connection,
+                    f"UPDATE {table} SET date_ms = ?, fingerprint = ?, sealed = ?, content = ?"
+                    " WHERE id = ?",
+                    (write.date_ms, write.key, write.sealed, write.content, found["id"]),
+                )
+                result.append(
+                    Upserted(
+                        found["id"],
+                        found["public_id"],
+                        "replaced",
+                        write.date_ms,
+                        found["date_ms"],
+                    )
+                )
+            counts = {o: sum(u.outcome == o for u in result) for o in ("new", "same", "replaced")}
             audit(
                 connection,
                 actor,
                 action,
                 person_id,
-                {"received": len(rows), "stored": new, "repeated": len(rows) - new},
+                {
+                    "received": len(result),
+                    "stored": counts["new"],
+                    "repeated": counts["same"],
+                    "replaced": counts["replaced"],
+                },
             )
         return result
 
-    def add_entries(self, person_id: str, rows, actor: str) -> list[tuple[int, bool]]:
-        return self._add("entries", person_id, rows, actor, "upload_entries")
+    def add_entries(self, person_id: str, rows, actor: str) -> list[Upserted]:
+        """Readings (date_ms, key, sealed[, content]): a repeat of the same type and time
+        replaces the stored value when it differs (Nightscout's upsert)."""
+        return self.upsert("entries", person_id, rows, actor, "upload_entries")
 
-    def add_treatments(self, person_id: str, rows, actor: str) -> list[tuple[int, bool]]:
-        return self._add("treatments", person_id, rows, actor, "upload_treatments")
+    def add_treatments(self, person_id: str, rows, actor: str, by_id=False) -> list[Upserted]:
+        return self.upsert("treatments", person_id, rows, actor, "upload_treatments", by_id)
+
+    def existing_ids(self, table: str, person_id: str, public_ids: list[str]) -> set[str]:
+        """Which of `public_ids` name a record of this person in `table`."""
+        if table not in RECORD_TABLES:
+            raise ValueError(f"no record table {table!r}")
+        found: set[str] = set()
+        for start in range(0, len(public_ids), 500):
+            chunk = public_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self.database.query(
+                f"SELECT public_id FROM {table} WHERE person_id = ? AND public_id IN ({marks})",
+                (person_id, *chunk),
+            ):
+                found.add(row["public_id"])
+        return found
+
+    def delete(self, table: str, person_id: str, public_id: str, actor: str) -> int | None:
+        """Delete a person's record by its id, keeping its sealed content in `replaced`;
+        the deleted record's time, or None when the person has no record of that id."""
+        if table not in RECORD_TABLES:
+            raise ValueError(f"no record table {table!r}")
+        with self.database.transaction() as connection:
+            found = connection.execute(
+                f"SELECT id, public_id, date_ms, sealed FROM {table} WHERE person_id = ? AND"
+                " public_id = ?",
+                (person_id, public_id),
+            ).fetchone()
+            if found is not None:
+                _keep_previous(connection, table, person_id, found, "deleted", actor, now())
+                connection.execute(f"DELETE FROM {table} WHERE id = ?", (found["id"],))
+            audit(
+                connection,
+                actor,
+                f"delete_{table}",
+                person_id,
+                {"id": public_id, "deleted": int(found is not None)},
+            )
+        return None if found is None else int(found["date_ms"])
+
+    def replaced(self, person_id: str, table: str | None = None) -> list[dict[str, Any]]:
+        """The previous contents of corrected or deleted records, oldest change first (sealed:
+        `sealed` opens with the record kind of `record_table`)."""
+        rows = self.database.query(
+            "SELECT record_table, public_id, date_ms, sealed, change, actor, created FROM"
+            " replaced WHERE person_id = ? AND (? IS NULL OR record_table = ?) ORDER BY id",
+            (person_id, table, table),
+        )
+        return [dict(row) | {"sealed": bytes(row["sealed"])} for row in rows]
+
+    # -- Nightscout documents (devicestatus, profile): stored whole, sealed --------------------
+
+    def add_documents(
+        self, person_id: str, collection: str, rows: Sequence[tuple[int, bytes]], actor: str
+    ) -> list[str]:
+        """Store (date_ms, sealed) documents of `collection`; returns their new ids."""
+        if collection not in COLLECTIONS:
+            raise ValueError(f"no collection {collection!r}")
+        created, ids = now(), []
+        with self.database.transaction() as connection:
+            _refuse_erased(connection, person_id)
+            for date_ms, sealed in rows:
+                public_id = _new_public_id()
+                connection.execute(
+                    "INSERT INTO documents (person_id, collection, public_id, date_ms, sealed,"
+                    " created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (person_id, collection, public_id, date_ms, sealed, created),
+                )
+                ids.append(public_id)
+            audit(connection, actor, f"upload_{collection}", person_id, {"received": len(rows)})
+        return ids
+
+    def documents(
+        self,
+        person_id: str,
+        collection: str,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[SealedRow]:
+        """Newest first, as `entries`."""
+        low = since_ms if since_ms is not None else -(2**62)
+        high = until_ms if until_ms is not None else 2**62
+        rows = self.database.query(
+            "SELECT id, date_ms, sealed, public_id FROM documents WHERE person_id = ? AND"
+            " collection = ? AND date_ms >= ? AND date_ms <= ? ORDER BY date_ms DESC, id DESC"
+            " LIMIT ? OFFSET ?",
+            (person_id, collection, low, high, limit, offset),
+        )
+        return [
+            SealedRow(row["id"], row["date_ms"], bytes(row["sealed"]), row["public_id"])
+            for row in rows
+        ]
 
     def _rows(
         self,
@@ -365,11 +586,14 @@ class PeopleStore:
         low = since_ms if since_ms is not None else -(2**62)
         high = until_ms if until_ms is not None else 2**62
         rows = self.database.query(
-            f"SELECT id, date_ms, sealed FROM {table} WHERE person_id = ? AND date_ms >= ? AND"
-            " date_ms <= ? ORDER BY date_ms DESC, id DESC LIMIT ? OFFSET ?",
+            f"SELECT id, date_ms, sealed, public_id FROM {table} WHERE person_id = ? AND"
+            " date_ms >= ? AND date_ms <= ? ORDER BY date_ms DESC, id DESC LIMIT ? OFFSET ?",
             (person_id, low, high, limit, offset),
         )
-        return [SealedRow(row["id"], row["date_ms"], bytes(row["sealed"])) for row in rows]
+        return [
+            SealedRow(row["id"], row["date_ms"], bytes(row["sealed"]), row["public_id"])
+            for row in rows
+        ]
 
     def sealed_by_id(self, table: str, person_id: str, ids: list[int]) -> dict[int, bytes]:
         """The stored records `ids` of a person in `table` (entries or treatments)."""
@@ -538,7 +762,7 @@ class PeopleStore:
         counts: dict[str, int] = {}
         with self.database.transaction() as connection:
             connection.execute("PRAGMA secure_delete=ON")
-            for table in ("entries", "treatments", "alerts"):
+            for table in ("entries", "treatments", "alerts", "documents", "replaced"):
                 counts[table] = connection.execute(
                     f"DELETE FROM {table} WHERE person_id = ?", (person_id,)
                 ).rowcount
@@ -568,3 +792,35 @@ def _refuse_erased(connection, person_id: str) -> None:
     row = connection.execute("SELECT erased FROM people WHERE id = ?", (person_id,)).fetchone()
     if row is not None and row["erased"] is not None:
         raise TailormlError(f"person {person_id} has been erased; nothing was stored")
+
+
+def _new_public_id() -> str:
+    """24 hex digits like a MongoDB ObjectId, random: nothing about when, or how many."""
+    return secrets.token_hex(12)
+
+
+def _insert_unique(connection, sql: str, parameters: tuple):
+    try:
+        return connection.execute(sql, parameters)
+    except sqlite3.IntegrityError:
+        raise TailormlError(
+            "another stored record has this key (the same time and type, or identifier) or id;"
+            " change that one instead"
+        ) from None
+
+
+def _keep_previous(connection, table, person_id, found, change, actor, created) -> None:
+    connection.execute(
+        "INSERT INTO replaced (person_id, record_table, public_id, date_ms, sealed, change,"
+        " actor, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            person_id,
+            table,
+            found["public_id"],
+            found["date_ms"],
+            found["sealed"],
+            change,
+            actor,
+            created,
+        ),
+    )
