@@ -205,14 +205,16 @@ def test_a_conflicting_repeat_answers_with_the_value_that_is_stored(client, made
     assert post(client, "/api/v1/entries", json.dumps([first]), carol).json()[0]["sgv"] == 120
     repeat = dict(first, sgv=180, device="other")
     answer = post(client, "/api/v1/entries", json.dumps([repeat]), carol).json()
-    assert answer[0]["sgv"] == 120 and "device" not in answer[0]  # the first upload is kept
+    # a corrected value replaces the stored one, as Nightscout's upsert (the old one stays in
+    # the record's history): the answer is what is now stored
+    assert answer[0]["sgv"] == 180 and answer[0]["device"] == "other"
     both = post(client, "/api/v1/entries", json.dumps([dict(first, sgv=90)] * 2), carol).json()
-    assert [e["sgv"] for e in both] == [120, 120]
+    assert [e["sgv"] for e in both] == [90, 90]
     stored = client.get(
         f"/api/v1/entries?find[date][$gte]={NOW_MS + 600_000}&find[date][$lte]={NOW_MS + 600_000}",
         headers=carol.secret,
     ).json()
-    assert [e["sgv"] for e in stored] == [120]
+    assert [e["sgv"] for e in stored] == [90]
 
 
 @pytest.mark.parametrize(

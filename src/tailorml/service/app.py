@@ -311,28 +311,50 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @app.api_route("/api/v1/status.json", methods=["GET", "HEAD"], **api.STATUS)
     @app.api_route("/api/v1/status", methods=["GET", "HEAD"], **api.STATUS)
     async def status():
-        return {
-            "status": "ok",
-            "name": "tailorml",
-            "version": __version__,
-            "apiEnabled": True,
-            "careportalEnabled": True,
-            "settings": {"units": "mg/dl"},
-        }
+        return nightscout.status(__version__, service.live.now_ms() if service else None)
 
     @app.get("/api/v1/verifyauth", **api.VERIFYAUTH)
     async def verifyauth(request: Request):
         caller = await run_in_threadpool(caller_of, service, request)
-        return {"message": "OK", "id": caller.id, "name": caller.name, "role": caller.role}
+        return {
+            # Nightscout's fields (what its apps read), then whose credentials they are
+            "canRead": True,
+            "canWrite": True,
+            "isAdmin": False,
+            "message": "OK",
+            "rolefound": "FOUND",
+            "permissions": "ROLE",
+            "id": caller.id,
+            "name": caller.name,
+            "role": caller.role,
+        }
 
-    @app.post("/api/v1/entries", **api.UPLOAD_ENTRIES)
-    @app.post("/api/v1/entries.json", **api.UPLOAD_ENTRIES)
-    async def post_entries(request: Request):
+    @app.get("/api/v1/experiments/test", **api.EXPERIMENTS_TEST)
+    async def experiments_test(request: Request):
+        # Loop, Trio and xDrip4iOS check their API secret here: 200 or 401
+        await run_in_threadpool(caller_of, service, request)
+        return {"status": "ok"}
+
+    def rejected(answer: Response, bad: list[dict]) -> Response:
+        if bad:
+            shown = [{"index": b["index"], "message": b["message"][:200]} for b in bad[:20]]
+            answer.headers[api.REJECTED_HEADER] = json.dumps(
+                {"refused": len(bad), "records": shown}, ensure_ascii=True
+            )
+        return answer
+
+    async def post_entries_(request: Request):
         caller, payload = await authenticated_json(request, "entries")
-        shaped, _ = await call_as(
-            caller, service.upload_entries, payload, query(request, "patient")
+        shaped, _, bad = await call_as(
+            caller, service.upload_entries_batch, payload, query(request, "patient")
         )
-        return shaped
+        return rejected(AsciiJSONResponse(shaped), bad)
+
+    # "/api/v1/entries/" is how xDrip+ builds its URL (base URL .../api/v1/ + "entries"
+    # with a slash, depending on the version): answered, not redirected (a 307 loses
+    # the body on some clients)
+    for path in ("/api/v1/entries", "/api/v1/entries.json", "/api/v1/entries/"):
+        app.post(path, **api.UPLOAD_ENTRIES)(post_entries_)
 
     async def get_entries(request: Request, kind: str | None = None, count: str | None = None):
         since, until, equal = nightscout.time_filter(
@@ -350,6 +372,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.get("/api/v1/entries", **api.ENTRIES)
     @app.get("/api/v1/entries.json", **api.ENTRIES)
+    @app.get("/api/v1/entries/", **api.ENTRIES)
     async def entries(request: Request):
         return await get_entries(request)
 
@@ -365,15 +388,32 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
 
     @app.post("/api/v1/treatments", **api.UPLOAD_TREATMENTS)
     @app.post("/api/v1/treatments.json", **api.UPLOAD_TREATMENTS)
+    @app.post("/api/v1/treatments/", **api.UPLOAD_TREATMENTS)
     async def post_treatments(request: Request):
         caller, payload = await authenticated_json(request, "treatments")
-        return await call_as(caller, service.upload_treatments, payload, query(request, "patient"))
+        stored, bad = await call_as(
+            caller, service.upload_treatments_batch, payload, query(request, "patient")
+        )
+        return rejected(AsciiJSONResponse(stored), bad)
+
+    @app.put("/api/v1/treatments", **api.PUT_TREATMENT)
+    @app.put("/api/v1/treatments.json", **api.PUT_TREATMENT)
+    @app.put("/api/v1/treatments/", **api.PUT_TREATMENT)
+    async def put_treatment(request: Request):
+        caller, payload = await authenticated_json(request, "treatments")
+        return await call_as(caller, service.replace_treatment, payload, query(request, "patient"))
+
+    @app.delete("/api/v1/treatments/{treatment_id}", **api.DELETE_TREATMENT)
+    async def delete_treatment(request: Request, treatment_id: str):
+        return await call(
+            request, service.delete_treatment, treatment_id, query(request, "patient")
+        )
 
     @app.get("/api/v1/treatments", **api.TREATMENTS)
     @app.get("/api/v1/treatments.json", **api.TREATMENTS)
     async def treatments(request: Request):
         since, until, equal = nightscout.time_filter(
-            request.query_params, ("created_at", "date"), ("eventType",)
+            request.query_params, ("created_at", "date", "timestamp"), ("eventType",)
         )
         return await call(
             request,
@@ -384,6 +424,63 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
             until,
             equal.get("eventType"),
         )
+
+    # -- devicestatus and profile (stored whole) -------------------------------------------------
+
+    def documents_routes(collection: str, upload_doc: dict, read_doc: dict) -> None:
+        async def post_documents(request: Request):
+            caller, payload = await authenticated_json(request, collection)
+            stored, bad = await call_as(
+                caller, service.upload_documents, collection, payload, query(request, "patient")
+            )
+            return rejected(AsciiJSONResponse(stored), bad)
+
+        async def get_documents(request: Request):
+            since, until, _ = nightscout.time_filter(
+                request.query_params, ("created_at", "date", "mills")
+            )
+            return await call(
+                request,
+                service.documents,
+                collection,
+                query(request, "patient"),
+                nightscout.count_of(request.query_params.get("count")),
+                since,
+                until,
+            )
+
+        for path in (f"/api/v1/{collection}", f"/api/v1/{collection}.json"):
+            app.post(path, **upload_doc)(post_documents)
+            app.get(path, **read_doc)(get_documents)
+
+    documents_routes("devicestatus", api.UPLOAD_DEVICESTATUS, api.DEVICESTATUS)
+    documents_routes("profile", api.UPLOAD_PROFILE, api.PROFILES)
+
+    @app.get("/api/v1/profile/current", **api.CURRENT_PROFILE)
+    async def current_profile(request: Request):
+        found = await call(
+            request, service.documents, "profile", query(request, "patient"), 1, None, None
+        )
+        if not found:
+            raise NotFoundError("no profile has been uploaded")
+        return found[0]
+
+    # -- what follower apps read -------------------------------------------------------------------
+
+    @app.get("/api/v2/properties", **api.PROPERTIES)
+    async def properties(request: Request):
+        return await call(request, service.properties, query(request, "patient"), None)
+
+    @app.get("/api/v2/properties/{names}", **api.SOME_PROPERTIES)
+    async def some_properties(request: Request, names: str):
+        wanted = [n for n in names.split(",") if n] or None
+        return await call(request, service.properties, query(request, "patient"), wanted)
+
+    @app.get("/pebble", **api.PEBBLE)
+    @app.get("/pebble.json", **api.PEBBLE)
+    async def pebble(request: Request):
+        count = nightscout.count_of(request.query_params.get("count") or "1")
+        return await call(request, service.pebble, query(request, "patient"), min(count, 288))
 
     # -- alerts and models ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 from tailorml.errors import NotFoundError, TailormlError
 from tailorml.policy import MINUTE_MS
 from tailorml.registry.models import Registry
-from tailorml.registry.people import PeopleStore, Person
+from tailorml.registry.people import PeopleStore, Person, Write
 from tailorml.service import nightscout
 from tailorml.service.auth import AccessDenied, may_access, subject
 from tailorml.service.crypto import ServerKey
@@ -27,6 +27,7 @@ from tailorml.service.encrypted import EncryptedAlerts
 from tailorml.service.jobs import JobRunner
 from tailorml.service.keyring import Keyring
 from tailorml.service.live import ALERT, ENTRY, TREATMENT, LiveAlerts
+from tailorml.service.nightscout import PayloadError
 from tailorml.service.runtime import Runtimes
 
 log = logging.getLogger("tailorml.service")
@@ -101,53 +102,81 @@ class Service:
     # -- entries and treatments ------------------------------------------------------------
 
     def upload_entries(self, caller: Person, payload: Any, patient: str | None = None):
-        """Store entries (each once), decide each new CGM reading; returns the stored
-        entries in Nightscout's shape and the new decisions."""
+        """Store entries, decide each new or corrected CGM reading; returns the stored
+        entries in Nightscout's shape and the new decisions (`upload_entries_batch` also
+        says which records were refused)."""
+        stored, decisions, _ = self.upload_entries_batch(caller, payload, patient)
+        return stored, decisions
+
+    def upload_entries_batch(self, caller: Person, payload: Any, patient: str | None = None):
+        """(stored entries, decisions, refused records by index). As Nightscout, an entry
+        of the same type and time as a stored one replaces it when its content differs (a
+        corrected value: the previous one stays in the record's history, and the reading
+        and the stored decisions whose window holds it are decided again, as a backfill);
+        the same content again is a retry, stored once. The valid records of a batch are
+        stored even when others are refused; a batch with none valid is a 422."""
         person = self.uploader(caller, patient, "upload_entries")
-        entries = nightscout.entries_from(payload)
+        good, bad = nightscout.partial(payload, "entries", nightscout.clean_entry)
+        if not good:
+            raise PayloadError(_refused(bad))
+        entries = [e for _, e in good]
         cipher = self.keyring.cipher(person.id)
         rows = [
-            (
+            Write(
                 e["date"],
                 cipher.fingerprint("entry", e["type"], str(e["date"])),
                 cipher.seal(nightscout.canonical(e), ENTRY),
+                cipher.fingerprint("entry-content", nightscout.canonical(e).decode()),
             )
             for e in entries
         ]
         stored = self.store.add_entries(person.id, rows, self._who(caller))
         current_until = self.live.current_limit_ms(person.id)
-        new_readings = [
+        changed = [
             e["date"]
-            for e, (_, new) in zip(entries, stored, strict=True)
-            if new and e["type"] == "sgv" and e["date"] <= current_until
+            for e, s in zip(entries, stored, strict=True)
+            if s.outcome != "same" and e["type"] == "sgv" and e["date"] <= current_until
         ]
+        corrected = [
+            e["date"]
+            for e, s in zip(entries, stored, strict=True)
+            if s.outcome == "replaced" and e["type"] == "sgv" and e["date"] <= current_until
+        ]
+        to_decide = sorted(set(changed) | self._windows_holding(person.id, corrected))
         try:
-            decisions = self.live.decide(person.id, new_readings)
+            decisions = self.live.decide(person.id, to_decide)
         except Exception as error:  # the readings are stored; say so instead of a silent gap
             log.exception("the active model of %s could not decide", person.id)
-            decisions = self.live.undecided(person.id, new_readings, error)
+            decisions = self.live.undecided(person.id, to_decide, error)
+        if bad:
+            self.store.record(
+                self._who(caller),
+                "refused_entries",
+                person.id,
+                {"refused": len(bad), "indexes": [b["index"] for b in bad][:100]},
+            )
         now = self.live.now_ms()
-        kept = self._as_stored("entries", person.id, ENTRY, entries, stored)
         shaped = [
-            e
-            | {"_id": nightscout.object_id(row_id)}
-            | _future_warning(e["date"], now, current_until)
-            for e, (row_id, _) in zip(kept, stored, strict=True)
+            e | {"_id": s.public_id} | _future_warning(e["date"], now, current_until)
+            for e, s in zip(entries, stored, strict=True)
         ]
-        return shaped, decisions
+        return shaped, decisions, bad
 
-    def _as_stored(self, table, person_id, purpose, records, stored) -> list[dict]:
-        """Each record as it is stored: a repeated one (same type and time) keeps the first
-        upload's values, and the answer must show those, not the ones just sent."""
-        repeated = [row_id for row_id, new in stored if not new]
-        if not repeated:
-            return list(records)
+    def _windows_holding(self, person_id: str, corrected: list[int]) -> set[int]:
+        """The stored CGM readings decided with a corrected reading in their window (the
+        window's length after it), to be decided again with the corrected value."""
+        if not corrected:
+            return set()
+        policy = self.live.policy_of(person_id)
+        span = policy.window_minutes * MINUTE_MS
+        until = self.live.current_limit_ms(person_id)
         cipher = self.keyring.cipher(person_id)
-        sealed = self.store.sealed_by_id(table, person_id, repeated)
-        return [
-            record if new else json.loads(cipher.open(sealed[row_id], purpose))
-            for record, (row_id, new) in zip(records, stored, strict=True)
-        ]
+        found: set[int] = set()
+        for at in corrected:
+            for row in self.store.entries(person_id, at + 1, min(at + span, until), 10_000):
+                if json.loads(cipher.open(row.sealed, ENTRY)).get("type") == "sgv":
+                    found.add(row.date_ms)
+        return found
 
     def entries(
         self,
@@ -175,7 +204,7 @@ class Service:
             for row in rows:
                 record = json.loads(cipher.open(row.sealed, purpose))
                 if value is None or record.get(field) == value:
-                    out.append(record | {"_id": nightscout.object_id(row.id)})
+                    out.append(record | {"_id": row.public_id})
                     if len(out) == count:
                         break
             if len(rows) < page:
@@ -184,22 +213,83 @@ class Service:
         return out
 
     def upload_treatments(self, caller: Person, payload: Any, patient: str | None = None):
+        stored, _ = self.upload_treatments_batch(caller, payload, patient)
+        return stored
+
+    def upload_treatments_batch(self, caller: Person, payload: Any, patient: str | None = None):
+        """(stored treatments, refused records by index). Each treatment is kept whole. As
+        Nightscout, one with the `identifier`, or the `_id`, of a stored treatment, or
+        else its created_at and eventType, replaces that one (the previous content stays in
+        its history)."""
         person = self.uploader(caller, patient, "upload_treatments")
-        treatments = nightscout.treatments_from(payload)
+        good, bad = nightscout.partial(payload, "treatments", nightscout.clean_treatment)
+        if not good:
+            raise PayloadError(_refused(bad))
+        records = payload if isinstance(payload, list) else [payload]
+        stored = []
         cipher = self.keyring.cipher(person.id)
-        rows = [
-            (
-                t["date"],
-                cipher.fingerprint("treatment", nightscout.canonical(t).decode()),
-                cipher.seal(nightscout.canonical(t), TREATMENT),
+        own_ids = [nightscout.object_id_from(records[i].get("_id")) for i, _ in good]
+        existing = self.store.existing_ids("treatments", person.id, [i for i in own_ids if i])
+        by_id, by_key = [], []
+        for (_, treatment), own in zip(good, own_ids, strict=True):
+            write = self._treatment_write(cipher, treatment, own if own in existing else None)
+            (by_id if write.public_id else by_key).append((treatment, write))
+        results = {}
+        for group, flag in ((by_key, False), (by_id, True)):
+            if group:
+                done = self.store.add_treatments(
+                    person.id, [w for _, w in group], self._who(caller), by_id=flag
+                )
+                results.update({id(t): u for (t, _), u in zip(group, done, strict=True)})
+        stored = [t | {"_id": results[id(t)].public_id} for _, t in good]
+        if bad:
+            self.store.record(
+                self._who(caller),
+                "refused_treatments",
+                person.id,
+                {"refused": len(bad), "indexes": [b["index"] for b in bad][:100]},
             )
-            for t in treatments
-        ]
-        stored = self.store.add_treatments(person.id, rows, self._who(caller))
-        return [
-            t | {"_id": nightscout.object_id(row_id)}
-            for t, (row_id, _) in zip(treatments, stored, strict=True)
-        ]
+        return stored, bad
+
+    def _treatment_write(self, cipher, treatment: dict, public_id: str | None) -> Write:
+        text = nightscout.canonical(treatment)
+        return Write(
+            treatment["date"],
+            cipher.fingerprint(*nightscout.treatment_key(treatment)),
+            cipher.seal(text, TREATMENT),
+            cipher.fingerprint("treatment-content", text.decode()),
+            public_id,
+        )
+
+    def replace_treatment(self, caller: Person, payload: Any, patient: str | None = None) -> dict:
+        """PUT /api/v1/treatments: the body replaces the stored treatment of its `_id`
+        (Loop edits and AndroidAPS' updates); the previous content stays in its history. An
+        `_id` the person has no treatment of stores a new one under that id, as
+        Nightscout's PUT (an upsert) does."""
+        person = self.uploader(caller, patient, "update_treatments")
+        if not isinstance(payload, dict):
+            raise PayloadError("treatments: PUT takes one treatment (a JSON object) with its _id")
+        public_id = nightscout.object_id_from(payload.get("_id"))
+        if public_id is None:
+            raise PayloadError(
+                "treatments._id: required, 24 hex digits (the id the upload answered)"
+            )
+        treatment = nightscout.clean_treatment(payload, "treatments")
+        write = self._treatment_write(self.keyring.cipher(person.id), treatment, public_id)
+        (done,) = self.store.add_treatments(person.id, [write], self._who(caller), by_id=True)
+        return treatment | {"_id": done.public_id}
+
+    def delete_treatment(self, caller: Person, public_id: str, patient: str | None = None):
+        """DELETE /api/v1/treatments/{id}: Nightscout's answer ({"n": deleted, "ok": 1});
+        an id the person has no treatment of deletes nothing (n 0), whoever else has it."""
+        person = self.uploader(caller, patient, "delete_treatments")
+        wanted = nightscout.object_id_from(public_id)
+        deleted = (
+            self.store.delete("treatments", person.id, wanted, self._who(caller))
+            if wanted
+            else None
+        )
+        return {"n": int(deleted is not None), "ok": 1}
 
     def treatments(self, caller, patient, count, since, until, kind) -> list[dict]:
         person = self.subject(caller, patient, "read_treatments")
@@ -208,6 +298,75 @@ class Service:
         )
         self.store.record(self._who(caller), "read_treatments", person.id, {"returned": len(out)})
         return out
+
+    # -- devicestatus and profile: Nightscout documents, stored whole -----------------------
+
+    def upload_documents(self, caller: Person, collection: str, payload, patient=None):
+        """(stored documents with their _id, refused by index) of devicestatus or profile."""
+        person = self.uploader(caller, patient, f"upload_{collection}")
+        now = self.live.now_ms()
+        good, bad = nightscout.partial(
+            payload, collection, lambda r, where: nightscout.clean_document(r, where, now)
+        )
+        if not good:
+            raise PayloadError(_refused(bad))
+        cipher = self.keyring.cipher(person.id)
+        docs = [d for _, d in good]
+        ids = self.store.add_documents(
+            person.id,
+            collection,
+            [(d["mills"], cipher.seal(nightscout.canonical(d), collection)) for d in docs],
+            self._who(caller),
+        )
+        return [d | {"_id": i} for d, i in zip(docs, ids, strict=True)], bad
+
+    def documents(self, caller, collection: str, patient, count, since, until) -> list[dict]:
+        person = self.subject(caller, patient, f"read_{collection}")
+        out = self._documents(person.id, collection, count, since, until)
+        self.store.record(
+            self._who(caller), f"read_{collection}", person.id, {"returned": len(out)}
+        )
+        return out
+
+    def _documents(self, person_id, collection, count, since=None, until=None) -> list[dict]:
+        cipher = self.keyring.cipher(person_id)
+        return [
+            json.loads(cipher.open(row.sealed, collection)) | {"_id": row.public_id}
+            for row in self.store.documents(person_id, collection, since, until, count)
+        ]
+
+    # -- what follower apps read: properties and pebble ------------------------------------
+
+    def properties(self, caller, patient, wanted: list[str] | None = None) -> dict:
+        """Nightscout's /api/v2/properties: bgnow, delta, direction, iob, cob, upbat (from
+        the newest readings and devicestatus) and tailorml's own alert as `tailorml`."""
+        person = self.subject(caller, patient, "read_properties")
+        until = self.live.current_limit_ms(person.id)
+        readings = self._opened(self.store.entries, person.id, ENTRY, 2, None, until, "type", "sgv")
+        statuses = self._documents(person.id, "devicestatus", 10)
+        found = nightscout.properties(readings, statuses, self._alert_of(person.id))
+        self.store.record(self._who(caller), "read_properties", person.id, {})
+        return {k: v for k, v in found.items() if not wanted or k in wanted}
+
+    def _alert_of(self, person_id: str) -> dict | None:
+        policy = self.live.policy_of(person_id)
+        now = self.live.now_ms()
+        found = self.live.history(person_id, None, now + policy.future_minutes * MINUTE_MS, 1)
+        if not found:
+            return None
+        return found[0] | policy.staleness(found[0]["reading_ms"], now)
+
+    def pebble(self, caller, patient, count: int) -> dict:
+        """Nightscout's /pebble (Nightguard, watch faces): the newest readings with their
+        trend numbers and deltas, uploader battery, IOB and COB."""
+        person = self.subject(caller, patient, "read_entries")
+        until = self.live.current_limit_ms(person.id)
+        readings = self._opened(
+            self.store.entries, person.id, ENTRY, count + 1, None, until, "type", "sgv"
+        )
+        statuses = self._documents(person.id, "devicestatus", 10)
+        self.store.record(self._who(caller), "read_entries", person.id, {"returned": count})
+        return nightscout.pebble(readings, statuses, count, self.live.now_ms())
 
     # -- alerts and models ----------------------------------------------------------------
 
@@ -411,6 +570,22 @@ class Service:
                 json.loads(cipher.open(r.sealed, ALERT))
                 for r in self.store.alerts(caller.id, limit=everything)
             ],
+            **{
+                collection: self._documents(caller.id, collection, everything)
+                for collection in ("devicestatus", "profile")
+            },
+            # corrected and deleted records: what they held before, who changed them, when
+            "replaced": [
+                {k: v for k, v in r.items() if k != "sealed"}
+                | {
+                    "record": json.loads(
+                        cipher.open(
+                            r["sealed"], ENTRY if r["record_table"] == "entries" else TREATMENT
+                        )
+                    )
+                }
+                for r in self.store.replaced(caller.id)
+            ],
         }
         self.store.record(
             self._who(caller), "export", caller.id, {k: len(v) for k, v in opened.items()}
@@ -438,6 +613,12 @@ class Service:
         self.keyring.forget(person.id)
         self.runtimes.forget(person.id)
         return counts | {"retired_models": retired}
+
+
+def _refused(bad: list[dict]) -> str:
+    """The 422 message of a batch with no valid record: the first refusal, and how many."""
+    more = f" (and {len(bad) - 1:,} more records refused)" if len(bad) > 1 else ""
+    return bad[0]["message"] + more
 
 
 def _future_warning(date_ms: int, now_ms: int, current_until: int) -> dict:

@@ -1,16 +1,23 @@
-"""The shapes Nightscout uploaders speak: entries (CGM readings) and treatments (carbs,
-insulin), validated field by field, and the `find[...]` filters of the Nightscout API.
+"""The shapes Nightscout uploaders speak: entries (CGM readings), treatments (carbs, insulin,
+temp basals, targets, profile switches…), devicestatus and profile documents, validated
+field by field, and the `find[...]` filters of the Nightscout API.
 
 Why our own validation instead of pydantic models: an uploader posting 288 entries needs
-to know *which* entry and field is wrong ("entries[17].sgv: ..."), and nothing of a bad
-batch may be stored; these checks return exactly that message and run before any write.
+to know *which* entry and field is wrong ("entries[17].sgv: ..."); these checks return
+exactly that message and run before any write. A batch is checked record by record
+(`partial`): the good records are stored, the bad ones reported by index, so one bad
+record cannot hold an uploader's queue forever (Nightscout stores what it can).
 
-What is kept: the known Nightscout fields, checked (type, sgv/mbg, date, dateString,
-direction, device, noise, filtered, unfiltered, rssi, delta, utcOffset, sysTime for
-entries; eventType, created_at, carbs, insulin, duration, notes, enteredBy, glucose,
-glucoseType, units, utcOffset for treatments). Unknown fields are dropped, not stored: a
-medical service stores what it understands. Client-side ids (`_id`, `identifier`) are
-replaced by the service's own.
+What is kept: for entries, the known Nightscout fields, checked (type, sgv/mbg, date,
+dateString, direction, device, noise, filtered, unfiltered, rssi, delta, utcOffset,
+sysTime...); other entry fields are dropped (the decision reads only these). Treatments,
+devicestatus and profile documents are kept whole: their known fields are checked as
+before (times, amounts, text), every other field is kept as sent within limits
+(`document`: at most 64 KiB of JSON, nested at most 12 deep, names of at most 64 printable
+characters not starting with `$`), because uploaders put what they need to sync in them
+(AndroidAPS' `isSMB`, `pumpId`, `pumpSerial`; Loop's `syncIdentifier`, `automatic`; xDrip's
+`uuid`; temp-target ranges; a profile switch's whole profile). The client's `_id` is not
+stored: ids are the service's own (random, per person).
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ SGV_MAX = 1_000.0  # mg/dL; Nightscout stores mg/dL whatever the site shows
 ERROR_CODE_BELOW = 20.0  # Dexcom/xDrip error codes, not glucose (see data.importers)
 WHOLE_NUMBER = re.compile(r"-?[0-9]{1,40}")
 TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+MAX_DOCUMENT_BYTES = 64 * 1024
+MAX_DEPTH = 12
+MAX_NAME = 64
 
 
 class PayloadError(TailormlError):
@@ -230,7 +241,8 @@ def clean_treatment(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     for other in ("date", "mills"):
         if other != key and record.get(other) is not None:
             _same_instant(record[other], date_ms, where, other)
-    clean: dict[str, Any] = {
+    # every field kept (checked as a document); the known ones checked and normalised below
+    clean: dict[str, Any] = document(record, where) | {
         "eventType": _text(record, "eventType", where, 64) or "<none>",
         "created_at": iso(date_ms),
         "date": date_ms,
@@ -247,11 +259,113 @@ def clean_treatment(record: Mapping[str, Any], where: str) -> dict[str, Any]:
         number = _number(record, key, where, low, high)
         if number is not None:
             clean[key] = int(number) if key == "utcOffset" else number
-    for key, limit in (("notes", 2_000), ("enteredBy", 128), ("glucoseType", 32), ("units", 16)):
+    for key, limit in (
+        ("notes", 2_000),
+        ("enteredBy", 128),
+        ("glucoseType", 32),
+        ("units", 16),
+        ("identifier", 128),
+    ):
         text = _text(record, key, where, limit)
         if text is not None:
             clean[key] = text
-    return clean
+    if "mills" in clean:
+        clean["mills"] = date_ms
+    return {key: value for key, value in clean.items() if value is not None}
+
+
+def treatment_key(treatment: Mapping[str, Any]) -> tuple[str, ...]:
+    """Which stored treatment an upload is, as Nightscout decides it: its `identifier`
+    (AndroidAPS, Loop) when it has one, else its time and eventType."""
+    if treatment.get("identifier"):
+        return ("treatment-identifier", treatment["identifier"])
+    return ("treatment", str(treatment["date"]), treatment["eventType"])
+
+
+def clean_document(record: Mapping[str, Any], where: str, now_ms: int) -> dict[str, Any]:
+    """A devicestatus or profile document, kept whole: its time is created_at, startDate,
+    date or mills when given (checked; the first one found), else the server's clock."""
+    kept = document(record, where)
+    for key in ("created_at", "startDate", "date", "mills"):
+        if record.get(key) is not None:
+            date_ms = parse_time_ms(record[key], f"{where}.{key}")
+            break
+    else:
+        date_ms = now_ms
+        kept["created_at"] = iso(now_ms)
+    kept["mills"] = date_ms
+    return kept
+
+
+def object_id_from(value: Any) -> str | None:
+    """A client's `_id` when it is shaped like one of ours (24 lower-case hex digits)."""
+    if isinstance(value, str) and OBJECT_ID.match(value.lower()):
+        return value.lower()
+    return None
+
+
+def partial(payload: Any, what: str, clean) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """Each record of a batch cleaned by `clean(record, where)`: the good ones as
+    (index, record), the bad ones as {"index", "message"}. The body itself (not JSON, empty,
+    too many records) is still refused whole."""
+    records = payload if isinstance(payload, list) else [payload]
+    if not records:
+        raise PayloadError(f"{what}: empty list; send at least one record")
+    if len(records) > MAX_RECORDS:
+        raise PayloadError(
+            f"{what}: {len(records):,} records in one request; send at most {MAX_RECORDS:,}"
+        )
+    good, bad = [], []
+    for index, record in enumerate(records):
+        where = f"{what}[{index}]"
+        try:
+            if not isinstance(record, dict):
+                raise PayloadError(f"{where}: must be a JSON object")
+            good.append((index, clean(record, where)))
+        except PayloadError as error:
+            bad.append({"index": index, "message": str(error)})
+    return good, bad
+
+
+def document(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A document kept whole, checked against the limits every stored document has: at
+    most MAX_DOCUMENT_BYTES of JSON, nested at most MAX_DEPTH deep, finite numbers, field
+    names of at most MAX_NAME printable characters that do not start with `$`. The
+    client's `_id` is dropped (ids are the service's)."""
+    kept = {key: value for key, value in record.items() if key != "_id"}
+    _check_value(kept, where, 0)
+    size = len(canonical(kept))
+    if size > MAX_DOCUMENT_BYTES:
+        raise PayloadError(
+            f"{where}: {size:,} bytes of JSON; a document holds at most {MAX_DOCUMENT_BYTES:,}"
+        )
+    return kept
+
+
+def _check_value(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise PayloadError(f"{where}: nested more than {MAX_DEPTH} deep")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if (
+                not isinstance(key, str)
+                or not key
+                or len(key) > MAX_NAME
+                or key.startswith("$")
+                or any(ord(c) < 32 for c in key)
+            ):
+                raise PayloadError(
+                    f"{where}: field name {str(key)[:40]!r} must be 1 to {MAX_NAME} printable "
+                    "characters, not starting with $"
+                )
+            _check_value(inner, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _check_value(inner, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise PayloadError(f"{where}: must be a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise PayloadError(f"{where}: {str(value)[:20]}… is larger than a 64-bit integer")
 
 
 def entries_from(payload: Any) -> list[dict[str, Any]]:
@@ -268,9 +382,20 @@ def canonical(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
 
 
-def object_id(row_id: int) -> str:
-    """A 24-hex id shaped like Nightscout's (MongoDB ObjectId), from the row id."""
-    return f"{row_id:024x}"
+# Nightscout's trend arrows: the name uploaders send, its number (Dexcom's, as /pebble
+# answers it) and the arrow (as /api/v2/properties' direction shows it)
+DIRECTIONS = {
+    "NONE": (0, "⇼", "&#8700;"),
+    "DoubleUp": (1, "⇈", "&#8648;"),
+    "SingleUp": (2, "↑", "&#8593;"),
+    "FortyFiveUp": (3, "↗", "&#8599;"),
+    "Flat": (4, "→", "&#8594;"),
+    "FortyFiveDown": (5, "↘", "&#8600;"),
+    "SingleDown": (6, "↓", "&#8595;"),
+    "DoubleDown": (7, "⇊", "&#8650;"),
+    "NOT COMPUTABLE": (8, "-", "-"),
+    "RATE OUT OF RANGE": (9, "⇕", "&#8661;"),
+}
 
 
 FIND_PATTERN = re.compile(r"^find\[(?P<field>[A-Za-z_]+)\](?:\[\$(?P<op>gte|gt|lte|lt|eq)\])?$")
@@ -347,3 +472,228 @@ def count_of(value: str | None) -> int:
     if not 1 <= count <= MAX_COUNT:
         raise PayloadError(f"count must be a whole number from 1 to {MAX_COUNT:,}, not {value!r}")
     return count
+
+
+def _number_at(document: Mapping[str, Any], *path: str) -> float | None:
+    value: Any = document
+    for key in path:
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _on_board(statuses: list[dict], what: str) -> dict | None:
+    """IOB or COB from the newest devicestatus that has it: Loop's `loop.iob.iob` /
+    `loop.cob.cob`, OpenAPS/AndroidAPS' `openaps.iob.iob` / `openaps.suggested.COB`, a
+    pump's `pump.iob.bolusiob` (Nightscout's iob and cob plugins read the same places)."""
+    paths = {
+        "iob": [
+            ("Loop", ("loop", "iob", "iob")),
+            ("OpenAPS", ("openaps", "iob", "iob")),
+            ("Pump", ("pump", "iob", "bolusiob")),
+        ],
+        "cob": [
+            ("Loop", ("loop", "cob", "cob")),
+            ("OpenAPS", ("openaps", "suggested", "COB")),
+            ("OpenAPS", ("openaps", "enacted", "COB")),
+        ],
+    }[what]
+    for status in statuses:
+        for source, path in paths:
+            value = _number_at(status, *path)
+            if value is not None:
+                shown = round(value, 2) if what == "iob" else round(value)
+                return {
+                    what: shown,
+                    "display": f"{shown:.2f}" if what == "iob" else str(shown),
+                    "source": source,
+                    "mills": status.get("mills"),
+                    "device": status.get("device"),
+                }
+    return None
+
+
+def uploader_battery(statuses: list[dict]) -> int | None:
+    """The phone's battery: `uploader.battery` (Loop, AndroidAPS, xDrip+) or the older
+    `uploaderBattery` (xDrip+)."""
+    for status in statuses:
+        value = _number_at(status, "uploader", "battery")
+        if value is None:
+            value = _number_at(status, "uploaderBattery")
+        if value is not None:
+            return round(value)
+    return None
+
+
+def _delta(recent: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict | None:
+    """Nightscout's bgnow delta: per 5 minutes, interpolated when the readings are more
+    than 9 minutes apart."""
+    if not previous:
+        return None
+    absolute = recent["sgv"] - previous["sgv"]
+    elapsed = (recent["date"] - previous["date"]) / 60_000
+    if elapsed <= 0:
+        return None
+    interpolated = elapsed > 9
+    ago = recent["sgv"] - absolute / elapsed * 5 if interpolated else previous["sgv"]
+    mgdl = round(recent["sgv"] - ago)
+    return {
+        "absolute": absolute,
+        "elapsedMins": elapsed,
+        "interpolated": interpolated,
+        "mean5MinsAgo": ago,
+        "times": {"recent": recent["date"], "previous": previous["date"]},
+        "mgdl": mgdl,
+        "scaled": mgdl,
+        "display": f"{'+' if mgdl >= 0 else ''}{mgdl}",
+        "previous": {"mean": previous["sgv"], "last": previous["sgv"], "mills": previous["date"]},
+    }
+
+
+def properties(readings: list[dict], statuses: list[dict], alert: dict | None) -> dict:
+    """Nightscout's /api/v2/properties from the newest two CGM readings (newest first),
+    the newest devicestatus documents and tailorml's current decision (`tailorml`, shown
+    the way Nightscout's `ar2` forecast plugin offers its own)."""
+    found: dict[str, Any] = {}
+    if readings:
+        recent = readings[0]
+        found["bgnow"] = {
+            "mean": recent["sgv"],
+            "last": recent["sgv"],
+            "mills": recent["date"],
+            "sgvs": [
+                {
+                    "_id": recent.get("_id"),
+                    "mgdl": recent["sgv"],
+                    "mills": recent["date"],
+                    "device": recent.get("device"),
+                    "direction": recent.get("direction"),
+                    "type": "sgv",
+                    "scaled": recent["sgv"],
+                }
+            ],
+        }
+        delta = _delta(recent, readings[1] if len(readings) > 1 else None)
+        if delta is not None:
+            found["delta"] = delta
+        direction = recent.get("direction")
+        if direction in DIRECTIONS:
+            _, arrow, entity = DIRECTIONS[direction]
+            found["direction"] = {
+                "display": arrow,
+                "value": direction,
+                "label": arrow,
+                "entity": entity,
+            }
+    for what in ("iob", "cob"):
+        value = _on_board(statuses, what)
+        if value is not None:
+            found[what] = value
+    battery = uploader_battery(statuses)
+    if battery is not None:
+        found["upbat"] = {"level": battery, "display": f"{battery}%"}
+    if alert is not None:
+        found["tailorml"] = _alert_property(alert)
+    return found
+
+
+def _alert_property(alert: dict) -> dict:
+    probabilities = alert.get("probabilities") or {}
+    kind = alert.get("kind")
+    probability = probabilities.get(kind) if kind else probabilities.get("hypo")
+    level = {"urgent": "urgent", "alert": "warn", "snoozed": "warn"}.get(alert["decision"])
+    words = {
+        "urgent": "Urgent low now",
+        "alert": f"{(kind or 'alert').capitalize()} predicted within 30 min",
+        "snoozed": f"{(kind or 'alert').capitalize()} predicted (snoozed)",
+        "none": "In range predicted",
+        "no_decision": "No prediction: readings missing",
+    }.get(alert["decision"], alert["decision"])
+    return {
+        "decision": alert["decision"],
+        "kind": kind,
+        "probability": probability,
+        "threshold": alert.get("threshold"),
+        "mills": alert["reading_ms"],
+        "level": level,
+        "stale": alert.get("stale", False),
+        "display": words,
+        "reason": alert.get("reason"),
+        "model_kind": alert.get("model_kind"),
+    }
+
+
+def pebble(readings: list[dict], statuses: list[dict], count: int, now_ms: int) -> dict:
+    """Nightscout's /pebble: `status` (the server's clock), `bgs` newest first (sgv as
+    text in mg/dL, trend as Dexcom's number, bgdelta to the reading before), `cals`."""
+    battery = uploader_battery(statuses)
+    iob, cob = _on_board(statuses, "iob"), _on_board(statuses, "cob")
+    bgs = []
+    for index, reading in enumerate(readings[:count]):
+        before = readings[index + 1] if index + 1 < len(readings) else None
+        direction = reading.get("direction") or "NONE"
+        bg: dict[str, Any] = {
+            "sgv": str(round(reading["sgv"])),
+            "trend": DIRECTIONS.get(direction, DIRECTIONS["NONE"])[0],
+            "direction": direction,
+            "datetime": reading["date"],
+            "bgdelta": round(reading["sgv"] - before["sgv"]) if before else 0,
+        }
+        if index == 0:
+            if battery is not None:
+                bg["battery"] = str(battery)
+            if iob is not None:
+                bg["iob"] = iob["display"]
+            if cob is not None:
+                bg["cob"] = cob["cob"]
+        bgs.append(bg)
+    return {"status": [{"now": now_ms}], "bgs": bgs, "cals": []}
+
+
+def status(version: str, now_ms: int | None) -> dict:
+    """Nightscout's status.json: the server's clock (`serverTime`, `serverTimeEpoch`: apps
+    compare it with the phone's), and `settings` with the units and the thresholds apps draw
+    (`bgHigh`, `bgTargetTop`, `bgTargetBottom`, `bgLow`, as Nightscout's BG_HIGH...): the
+    alert policy's hyper and hypo limits, the consensus 180 mg/dL top of range, and its
+    urgent low. No personal data."""
+    from tailorml.policy import AlertPolicy
+
+    policy = AlertPolicy()
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    thresholds = {
+        "bgHigh": policy.hyper_mgdl,
+        "bgTargetTop": 180,
+        "bgTargetBottom": policy.hypo_mgdl,
+        "bgLow": policy.urgent_low_mgdl,
+    }
+    return {
+        "status": "ok",
+        "name": "tailorml",
+        "version": version,
+        "serverTime": iso(now_ms),
+        "serverTimeEpoch": now_ms,
+        "apiEnabled": True,
+        "careportalEnabled": True,
+        "boluscalcEnabled": False,
+        "settings": {
+            "units": "mg/dl",
+            "timeFormat": 24,
+            "customTitle": "tailorml",
+            "theme": "default",
+            "alarmTypes": ["simple"],
+            "alarmUrgentHigh": False,
+            "alarmHigh": True,
+            "alarmLow": True,
+            "alarmUrgentLow": True,
+            "thresholds": thresholds,
+            "enable": ["careportal", "iob", "cob", "devicestatus", "tailorml"],
+            "showPlugins": "delta direction upbat iob cob tailorml",
+        },
+        "extendedSettings": {"devicestatus": {"advanced": True}},
+        "authorized": None,
+    }

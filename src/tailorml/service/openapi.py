@@ -24,6 +24,7 @@ from tailorml.service import nightscout
 from tailorml.service.auth import COOKIE
 
 JSON = "application/json"
+REJECTED_HEADER = "X-Refused-Records"
 BINARY = "application/octet-stream"
 PERSON_ID = "^p-[0-9a-f]{12}$"
 HEX64 = "^[0-9a-fA-F]{64}$"
@@ -106,8 +107,13 @@ ENTRY = {
 
 TREATMENT = {
     "type": "object",
-    "description": "A Nightscout treatment. Needs created_at, date or mills. Unknown fields "
-    "are dropped, not stored.",
+    "description": "A Nightscout treatment, kept whole: the fields below are checked, every "
+    "other field is kept as sent (AndroidAPS' isSMB, pumpId, pumpSerial; Loop's "
+    "syncIdentifier; xDrip's uuid; temp-target ranges; a profile switch's profile), within "
+    f"{nightscout.MAX_DOCUMENT_BYTES // 1024} KiB of JSON, nested at most "
+    f"{nightscout.MAX_DEPTH} deep, field names of at most {nightscout.MAX_NAME} characters not "
+    "starting with $. Needs created_at, date or mills. With the identifier, or the _id, of a "
+    "stored treatment, or else its created_at and eventType, it replaces that one.",
     "properties": {
         "eventType": _text(64),
         "created_at": TIME,
@@ -124,9 +130,34 @@ TREATMENT = {
         "enteredBy": _text(128),
         "glucoseType": _text(32),
         "units": _text(16),
+        "identifier": _text(128),
+        "_id": {"type": "string", "description": "a stored treatment's id (24 hex digits)"},
     },
     "anyOf": [{"required": ["created_at"]}, {"required": ["date"]}, {"required": ["mills"]}],
     "example": {"eventType": "Meal Bolus", "created_at": "2025-12-06T05:46:40Z", "carbs": 30},
+}
+
+
+DOCUMENT = {
+    "type": "object",
+    "description": "A Nightscout devicestatus or profile document, kept whole within "
+    f"{nightscout.MAX_DOCUMENT_BYTES // 1024} KiB of JSON, nested at most "
+    f"{nightscout.MAX_DEPTH} deep, field names of at most {nightscout.MAX_NAME} characters not "
+    "starting with $. Its time: created_at, startDate, date or mills (the first given), else "
+    "the server's clock.",
+    "properties": {
+        "created_at": TIME,
+        "startDate": TIME,
+        "date": TIME,
+        "mills": TIME,
+        "device": {"type": "string"},
+    },
+    "example": {
+        "device": "loop://iPhone",
+        "created_at": "2025-12-06T05:46:40Z",
+        "uploader": {"battery": 76},
+        "loop": {"iob": {"iob": 1.25}, "cob": {"cob": 12}},
+    },
 }
 
 
@@ -142,8 +173,10 @@ def _batch(record: str) -> dict[str, Any]:
             ref(record),
         ],
         "description": f"a list of at most {nightscout.MAX_RECORDS:,} records, or one; the "
-        f"body at most {nightscout.MAX_BODY_BYTES:,} bytes. The first bad record refuses the "
-        "whole batch (422 naming it and its field); nothing of it is stored",
+        f"body at most {nightscout.MAX_BODY_BYTES:,} bytes. Each record is checked on its own: "
+        "the valid ones are stored and answered (200), the refused ones are named by index in "
+        f"the {REJECTED_HEADER} header; a batch with no valid record is a 422 naming the first "
+        "bad record and its field, and stores nothing",
     }
 
 
@@ -305,6 +338,78 @@ AUDIT_ENTRY = {
         "details": {"type": "object"},
     },
 }
+PROPERTIES_OUT = {
+    "type": "object",
+    "description": "Nightscout's /api/v2/properties: each present only when known",
+    "properties": {
+        "bgnow": {
+            "type": "object",
+            "required": ["mean", "last", "mills", "sgvs"],
+            "properties": {
+                "mean": {"type": "number"},
+                "last": {"type": "number"},
+                "mills": {"type": "integer"},
+                "sgvs": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "delta": {
+            "type": "object",
+            "required": ["absolute", "elapsedMins", "interpolated", "mgdl", "display"],
+        },
+        "direction": {"type": "object", "required": ["value", "label", "entity", "display"]},
+        "iob": {"type": "object", "required": ["iob", "display", "source"]},
+        "cob": {"type": "object", "required": ["cob", "display", "source"]},
+        "upbat": {"type": "object", "required": ["level", "display"]},
+        "tailorml": {
+            "type": "object",
+            "description": "tailorml's current decision, as a property (as Nightscout's ar2 "
+            "offers its forecast)",
+            "required": ["decision", "mills", "display"],
+            "properties": {
+                "decision": {"enum": ["urgent", "alert", "snoozed", "none", "no_decision"]},
+                "kind": {"type": ["string", "null"]},
+                "probability": {"type": ["number", "null"]},
+                "threshold": {"type": ["number", "null"]},
+                "mills": {"type": "integer"},
+                "level": {"enum": ["urgent", "warn", None]},
+                "stale": {"type": "boolean"},
+                "display": {"type": "string"},
+            },
+        },
+    },
+}
+PEBBLE_OUT = {
+    "type": "object",
+    "required": ["status", "bgs", "cals"],
+    "properties": {
+        "status": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["now"],
+                "properties": {"now": {"type": "integer"}},
+            },
+        },
+        "bgs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sgv", "trend", "direction", "datetime", "bgdelta"],
+                "properties": {
+                    "sgv": {"type": "string", "description": "mg/dL, as text (as Nightscout)"},
+                    "trend": {"type": "integer", "minimum": 0, "maximum": 9},
+                    "direction": {"type": "string"},
+                    "datetime": {"type": "integer"},
+                    "bgdelta": {"type": "number"},
+                    "battery": {"type": "string"},
+                    "iob": {"type": "string"},
+                    "cob": {"type": "number"},
+                },
+            },
+        },
+        "cals": {"type": "array"},
+    },
+}
 ACCOUNT = {
     "id": {"type": "string", "pattern": PERSON_ID},
     "name": {"type": "string"},
@@ -329,6 +434,21 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
     },
     "Entry": ENTRY,
+    "Document": DOCUMENT,
+    "Documents": _batch("Document"),
+    "StoredDocument": {
+        "type": "object",
+        "required": ["_id", "mills"],
+        "properties": {"_id": STORED["_id"], "mills": {"type": "integer"}},
+    },
+    "TreatmentUpdate": {"allOf": [ref("Treatment")], "required": ["_id"]},
+    "Deleted": {
+        "type": "object",
+        "required": ["n", "ok"],
+        "properties": {"n": {"enum": [0, 1]}, "ok": {"const": 1}},
+    },
+    "Properties": PROPERTIES_OUT,
+    "Pebble": PEBBLE_OUT,
     "Treatment": TREATMENT,
     "Entries": _batch("Entry"),
     "Treatments": _batch("Treatment"),
@@ -356,20 +476,51 @@ SCHEMAS: dict[str, Any] = {
     },
     "Status": {
         "type": "object",
-        "required": ["status", "name", "version", "apiEnabled"],
+        "required": [
+            "status",
+            "name",
+            "version",
+            "serverTime",
+            "serverTimeEpoch",
+            "apiEnabled",
+            "settings",
+        ],
         "properties": {
             "status": {"const": "ok"},
             "name": {"type": "string"},
             "version": {"type": "string"},
+            "serverTime": {"type": "string", "description": "the server's clock, ISO 8601 UTC"},
+            "serverTimeEpoch": {"type": "integer", "description": "the same, epoch ms"},
             "apiEnabled": {"type": "boolean"},
             "careportalEnabled": {"type": "boolean"},
-            "settings": {"type": "object"},
+            "settings": {
+                "type": "object",
+                "required": ["units", "thresholds"],
+                "properties": {
+                    "units": {"const": "mg/dl"},
+                    "thresholds": {
+                        "type": "object",
+                        "required": ["bgHigh", "bgTargetTop", "bgTargetBottom", "bgLow"],
+                        "additionalProperties": {"type": "number"},
+                    },
+                },
+            },
         },
     },
     "VerifyAuth": {
         "type": "object",
-        "required": ["message", "id", "name", "role"],
-        "properties": {"message": {"const": "OK"}} | ACCOUNT,
+        "description": "Nightscout's fields (canRead, canWrite, isAdmin, message, rolefound, "
+        "permissions), then whose credentials they are",
+        "required": ["canRead", "canWrite", "message", "id", "name", "role"],
+        "properties": {
+            "canRead": {"type": "boolean"},
+            "canWrite": {"type": "boolean"},
+            "isAdmin": {"type": "boolean"},
+            "message": {"const": "OK"},
+            "rolefound": {"const": "FOUND"},
+            "permissions": {"const": "ROLE"},
+        }
+        | ACCOUNT,
     },
     "Me": {
         "type": "object",
@@ -472,6 +623,12 @@ HEADERS = {
         "description": "seconds to wait before retrying",
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
+    },
+    "RefusedRecords": {
+        "description": "only when some records of the batch were refused: JSON, "
+        '{"refused": how many, "records": [{"index", "message"}, ...the first 20]}',
+        "required": False,
+        "schema": {"type": "string"},
     },
     "ModelSha256": {
         "description": "the SHA-256 of the model that computed the answer",
@@ -666,16 +823,26 @@ MODEL_ANSWER_HEADER = {MODEL_HEADER: {"$ref": "#/components/headers/ModelSha256"
 EARLIER = {"sgv": 118, "date": 1_765_000_000_000 - 300_000, "direction": "FortyFiveUp"}
 ENTRY_FILTERS = [PATIENT, COUNT, *time_filters("date", "dateString")]
 STATUS = doc("Nightscout status (no personal data)", ref("Status"), public=True)
-VERIFYAUTH = doc("Who the credentials belong to", ref("VerifyAuth"))
+VERIFYAUTH = doc(
+    "Who the credentials belong to (Nightscout's shape, and the account)", ref("VerifyAuth")
+)
+EXPERIMENTS_TEST = doc(
+    "Nightscout's secret check (Loop, Trio, xDrip4iOS): 200 with good credentials",
+    {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+)
+REFUSED = {REJECTED_HEADER: {"$ref": "#/components/headers/RefusedRecords"}}
 UPLOAD_ENTRIES = doc(
     "Upload Nightscout entries (CGM readings)",
     many("StoredEntry"),
     (400, 403, 413, 422, 507),
     description="The entries as stored, with their _id; an entry posted again (same type "
-    "and date) is stored once, and the answer shows the stored one. New CGM readings are "
-    "decided by the person's active model.",
+    "and date) is stored once, and one with a different value replaces the stored one (as "
+    "Nightscout's upsert; the previous value stays in the record's history). New and "
+    "corrected CGM readings are decided by the person's active model. Refused records of "
+    f"a batch are named in {REJECTED_HEADER}.",
     parameters=[PATIENT],
     request=body(ref("Entries"), example=[ENTRY["example"], ENTRY["example"] | EARLIER]),
+    headers=REFUSED,
 )
 ENTRIES = doc(
     "Entries, newest first",
@@ -696,11 +863,83 @@ CURRENT_ENTRY = doc(
     parameters=[PATIENT],
 )
 UPLOAD_TREATMENTS = doc(
-    "Upload Nightscout treatments (carbs, insulin)",
+    "Upload Nightscout treatments, kept whole",
     many("StoredTreatment"),
     (400, 403, 413, 422, 507),
     parameters=[PATIENT],
     request=body(ref("Treatments"), example=[TREATMENT["example"]]),
+    headers=REFUSED,
+)
+PUT_TREATMENT = doc(
+    "Replace the treatment of the body's _id (Loop, AndroidAPS); the previous content stays "
+    "in its history",
+    ref("StoredTreatment"),
+    (400, 403, 413, 422, 507),
+    parameters=[PATIENT],
+    request=body(ref("TreatmentUpdate")),
+    why={400: "another treatment has this created_at and eventType (or identifier)"},
+)
+DELETE_TREATMENT = doc(
+    "Delete a treatment by its _id (n: 1 deleted, 0 none of the caller's has it)",
+    ref("Deleted"),
+    (400, 403, 422, 507),
+    parameters=[PATIENT],
+)
+UPLOAD_DEVICESTATUS = doc(
+    "Upload devicestatus documents (uploader battery, loop/openaps IOB, COB, predictions, "
+    "pump), kept whole",
+    many("StoredDocument"),
+    (400, 403, 413, 422, 507),
+    parameters=[PATIENT],
+    request=body(ref("Documents"), example=[DOCUMENT["example"]]),
+    headers=REFUSED,
+)
+DOCUMENT_FILTERS = [PATIENT, COUNT, *time_filters("created_at", "date", "mills")]
+DEVICESTATUS = doc(
+    "devicestatus documents, newest first",
+    many("StoredDocument"),
+    (400, 403, 422, 507),
+    parameters=DOCUMENT_FILTERS,
+)
+UPLOAD_PROFILE = doc(
+    "Upload profile documents, kept whole",
+    many("StoredDocument"),
+    (400, 403, 413, 422, 507),
+    parameters=[PATIENT],
+    request=body(ref("Documents")),
+    headers=REFUSED,
+)
+PROFILES = doc(
+    "Profile documents, newest first",
+    many("StoredDocument"),
+    (400, 403, 422, 507),
+    parameters=DOCUMENT_FILTERS,
+)
+CURRENT_PROFILE = doc(
+    "The newest profile document",
+    ref("StoredDocument"),
+    (400, 403, 404, 507),
+    parameters=[PATIENT],
+    why={404: "no profile has been uploaded"},
+)
+PROPERTIES = doc(
+    "Nightscout's /api/v2/properties: bgnow, delta, direction, iob, cob, upbat and "
+    "tailorml's alert",
+    ref("Properties"),
+    (400, 403, 507),
+    parameters=[PATIENT],
+)
+SOME_PROPERTIES = doc(
+    "Some of /api/v2/properties, named with commas (e.g. bgnow,delta,tailorml)",
+    ref("Properties"),
+    (400, 403, 422, 507),
+    parameters=[PATIENT],
+)
+PEBBLE = doc(
+    "Nightscout's /pebble (Nightguard, watch faces): the newest readings",
+    ref("Pebble"),
+    (400, 403, 422, 507),
+    parameters=[PATIENT, COUNT],
 )
 TREATMENTS = doc(
     "Treatments, newest first",
@@ -709,7 +948,7 @@ TREATMENTS = doc(
     parameters=[
         PATIENT,
         COUNT,
-        *time_filters("created_at", "date"),
+        *time_filters("created_at", "date", "timestamp"),
         equal_filter("eventType"),
     ],
 )
