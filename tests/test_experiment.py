@@ -264,7 +264,7 @@ def test_writers_experiment_gives_the_same_results_on_ray_as_locally(tmp_path):
 
     pd.testing.assert_frame_equal(table(local), table(remote))
     assert len(table(local)) == 3 * 4
-    config = json.loads(json.dumps(remote.config().experiment.model_dump()))
+    config = json.loads(json.dumps(remote.run.config().experiment.model_dump()))
     assert config["backend"] == "ray"
 
 

@@ -9,7 +9,6 @@ the CLI prints: the candidates' table with one column per configured gate.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from tailorml.config import Config
@@ -33,21 +32,10 @@ class PersonalizeResult:
 
 
 def run(
-    config: Config,
-    individual: str,
-    reporter: Reporter = SILENT,
-    predefined_run: str | Path | None = None,
-    actor: str | None = None,
-    registry_dir: str | Path | None = None,
+    config: Config, individual: str, reporter: Reporter = SILENT, **options: Any
 ) -> PersonalizeResult:
     """Personalize `individual` as configured (`[soft]`); everything is recorded in the
-    registry (`registry_dir`, default soft.registry) and a model card is written."""
-    outcome = personalize_individual(
-        config,
-        individual,
-        reporter,
-        predefined_run=predefined_run,
-        actor=actor,
-        registry_dir=registry_dir,
-    )
+    registry and a model card is written. `options` are personalize_individual's:
+    predefined_run, actor, registry_dir (default soft.registry)."""
+    outcome = personalize_individual(config, individual, reporter, **options)
     return PersonalizeResult(outcome, [GATES[name] for name in config.soft.gates])
