@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tailorml.config import StressConfig
 from tailorml.data.cohort import default_cohort_path
 from tailorml.errors import TailormlError
 from tailorml.jobs import stress
@@ -34,8 +35,10 @@ def small_cohort(tmp_path_factory):
 def test_stress_writes_paired_tables_and_is_deterministic(trained, small_cohort, tmp_path):
     model = tmp_path / "m.pt"
     save_model(trained.model, model)
-    first = stress.run(from_files([model]), small_cohort, tmp_path / "a", seed=3).path
-    second = stress.run(from_files([model]), small_cohort, tmp_path / "b", seed=3).path
+    first = stress.run(from_files([model]), small_cohort, tmp_path / "a", StressConfig(seed=3)).path
+    second = stress.run(
+        from_files([model]), small_cohort, tmp_path / "b", StressConfig(seed=3)
+    ).path
     per_individual = pd.read_csv(first / "per_individual.csv")
     shifts = [CLEAN] + [shift.name for shift in sensor_shifts()]
     assert list(dict.fromkeys(per_individual["shift"])) == shifts
@@ -54,6 +57,7 @@ def test_stress_writes_paired_tables_and_is_deterministic(trained, small_cohort,
     stressed = Run.open(first)
     assert stressed.kind == "stress" and stressed.done("stress") and stressed.done("report")
     assert stressed.config().cohort.path == str(small_cohort)
+    assert stressed.config().stress == StressConfig(seed=3)  # what it was run with
 
 
 def test_model_labels_are_short_and_distinct(trained, tmp_path):
@@ -89,8 +93,7 @@ def test_an_unknown_life_patient_is_refused_before_any_work(trained, small_cohor
             from_files([model]),
             small_cohort,
             tmp_path / "o",
-            with_life=True,
-            life_patients=["alice"],
+            StressConfig(life=True, life_patients=["alice"]),
         )
     assert not (tmp_path / "o").exists()
 

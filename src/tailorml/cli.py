@@ -278,12 +278,22 @@ def stress_command(
     out: Annotated[
         Path | None, typer.Option(help="Output folder; default: runs/<time>-stress.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of every fault and life scenario.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of every fault and life scenario [default: stress.seed, 0]."),
+    ] = None,
     life: Annotated[
-        bool,
-        typer.Option(help="Also re-simulate new days with life changes (slower; minutes)."),
-    ] = False,
-    life_days: Annotated[int, typer.Option(min=1, max=28, help="Days per life scenario.")] = 3,
+        bool | None,
+        typer.Option(
+            "--life/--no-life",
+            help="Also re-simulate new days with life changes (slower; minutes) "
+            "[default: stress.life, no].",
+        ),
+    ] = None,
+    life_days: Annotated[
+        int | None,
+        typer.Option(min=1, max=28, help="Days per life scenario [default: stress.life_days, 3]."),
+    ] = None,
     life_patient: Annotated[
         list[str] | None,
         typer.Option(help="Virtual patient for --life (e.g. adult-001); repeat; default all."),
@@ -304,14 +314,13 @@ def stress_command(
         cohort = cohort or session_cohort(where, individual)
     else:
         sources = from_files(model or [])
+    options = {"seed": seed, "life": life, "life_days": life_days, "life_patients": life_patient}
+    overrides = {"stress": {k: v for k, v in options.items() if v is not None}}
     result = stress.run(
         sources,
         cohort,
         target,
-        seed,
-        life,
-        life_days,
-        life_patient or (),
+        _load(None, overrides).stress,
         _reporter(),
         individuals=[individual] if individual else (),
     )

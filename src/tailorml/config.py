@@ -607,6 +607,24 @@ class SoftConfig(_Section):
     )
 
 
+class StressConfig(_Section):
+    """`tailorml stress`: the seeded shifts of a stress run (its command-line options; a
+    stress run's config.toml records them)."""
+
+    seed: int = Field(default=0, description="seed of every sensor fault and life scenario")
+    life: bool = Field(
+        default=False,
+        description="also re-simulate new days of the virtual patients with life changes "
+        "(slower; minutes)",
+    )
+    life_days: int = Field(default=3, ge=1, le=28, description="days per life scenario")
+    life_patients: list[str] = Field(
+        default_factory=list,
+        description="virtual patients for the life changes (e.g. adult-001); empty = the "
+        "cohort's own (or the --individual)",
+    )
+
+
 class LodoConfig(_Section):
     """`tailorml lodo`: leave one dataset out — train on the other datasets of the cohort,
     judge on the one left out (a new population and sensor), per docs/real_data.md."""
@@ -662,6 +680,7 @@ class Config(_Section):
     soft: SoftConfig = Field(default_factory=SoftConfig)
     robust: RobustConfig = Field(default_factory=RobustConfig)
     lodo: LodoConfig = Field(default_factory=LodoConfig)
+    stress: StressConfig = Field(default_factory=StressConfig)
 
     @model_validator(mode="after")
     def _he_friendly_recipe(self) -> Config:

@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tomllib
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -174,7 +175,7 @@ class Run:
             raise TailormlError(
                 RESUME_OTHER_KIND.format(path=run.path, found=state.get("kind"), kind=kind)
             )
-        if fingerprint(run.config().to_dict()) != state["fingerprint"]:
+        if state["fingerprint"] not in run.config_fingerprints():
             raise TailormlError(RESUME_EDITED.format(path=run.path))
         return run
 
@@ -190,6 +191,15 @@ class Run:
 
     def config(self) -> Config:
         return load_config(self.path / "config.toml")
+
+    def config_fingerprints(self) -> set[str]:
+        """Fingerprints config.toml matches: of the config it resolves to, and of the
+        sections the file holds. A section a later version added (`[stress]`) is absent from
+        an older run's file and takes its defaults; the run's finished steps still hold."""
+        resolved = self.config().to_dict()
+        written = tomllib.loads(self.file("config.toml").read_text(encoding="utf-8-sig"))
+        as_written = {name: value for name, value in resolved.items() if name in written}
+        return {fingerprint(resolved), fingerprint(as_written)}
 
     def state(self) -> dict[str, Any]:
         """run.json; a damaged one is a clear error, not a traceback."""

@@ -105,3 +105,26 @@ def test_stress_refuses_an_out_that_is_another_job_s_run(tmp_path, tailorml_in_p
         "stress run\n"
     )
     assert trained.kind == "train"
+
+
+def test_a_run_from_before_a_section_existed_still_resumes(tmp_path):
+    """A run written before `[stress]` existed has no such section in config.toml and a
+    fingerprint without it: it resumes (the section takes its defaults); an edit does not."""
+    from tailorml.io import atomic_write_json, fingerprint
+
+    config = config_from_dict({"run": {"runs_dir": str(tmp_path), "name": "x"}})
+    run = Run.create(config, "train")
+    older = {name: value for name, value in config.to_dict().items() if name != "stress"}
+    text = run.file("config.toml").read_text()
+    assert text.rstrip().endswith("life_patients = []")  # [stress] is the last section
+    run.file("config.toml").write_text(text[: text.index("[stress]")])
+    atomic_write_json(
+        run.file("run.json"), {"kind": "train", "fingerprint": fingerprint(older), "steps": {}}
+    )
+    assert "[stress]" not in run.file("config.toml").read_text()
+    assert Run.resume(run.path, "train").config().stress.seed == 0
+    run.file("config.toml").write_text(
+        run.file("config.toml").read_text().replace("epochs = 10", "epochs = 9")
+    )
+    with pytest.raises(TailormlError, match="was edited after the run started"):
+        Run.resume(run.path, "train")

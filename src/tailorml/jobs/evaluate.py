@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from tailorml.config import AlertConfig, Config, config_from_dict, threshold_grid
 from tailorml.data.cohort import Cohort, load_cohort
 from tailorml.data.on_board import DERIVED_CHANNELS
@@ -103,11 +105,16 @@ def run(
 
 
 def applied_config(
-    cohort_path: str | Path | None, task: dict, kind: str, individuals: Sequence[str] = ()
+    cohort_path: str | Path | None,
+    task: dict,
+    kind: str,
+    individuals: Sequence[str] = (),
+    **sections: BaseModel,
 ) -> Config:
     """What the run directory of a job that applies saved models records: the cohort (and
-    the individuals chosen) and the models' task."""
+    the individuals chosen), the models' task and the job's own `sections` (`stress=`)."""
     cohort: dict = {"path": str(cohort_path)} if cohort_path else {}
     if individuals:
         cohort["individuals"] = list(individuals)
-    return config_from_dict({"cohort": cohort, "task": task, "run": {"name": kind}})
+    own = {name: section.model_dump(mode="json") for name, section in sections.items()}
+    return config_from_dict({"cohort": cohort, "task": task, "run": {"name": kind}, **own})

@@ -6,8 +6,8 @@ train job reports), so "unshifted" is the figure the train run already shows. Li
 days unchanged. Every model meets the same faulted readings (seeded), so models compare
 paired, per individual. Output: tidy CSV tables, metrics.json and report.html, written from
 the result object (`StressResult`) that the CLI prints from. The folder is a run directory
-of kind "stress" (config.toml: the cohort and the models' task; run.json: the finished
-steps), which `tailorml report` goes by.
+of kind "stress" (config.toml: the cohort, the models' task and the `[stress]` settings;
+run.json: the finished steps), which `tailorml report` goes by.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from tailorml.config import SplitConfig
+from tailorml.config import SplitConfig, StressConfig
 from tailorml.data.cohort import Cohort, load_cohort
 from tailorml.data.glucose import make_windows
 from tailorml.data.prepared import Prepared, prepare_whole
@@ -100,15 +100,15 @@ def run(
     sources: Sequence[StressedModel],
     cohort_path: str | Path | None,
     out_dir: str | Path,
-    seed: int = 0,
-    with_life: bool = False,
-    life_days: int = 3,
-    life_patients: Sequence[str] = (),
+    settings: StressConfig | None = None,
     reporter: Reporter = SILENT,
     individuals: Sequence[str] = (),
 ) -> StressResult:
-    """Run the stress suite for every model (`shift.sources`); write the tables and report
-    into `out_dir`. `individuals` restricts the cohort (and the life changes) to them."""
+    """Run the stress suite for every model (`shift.sources`) with `settings` (`[stress]`:
+    seed, life changes); write the tables and report into `out_dir`. `individuals`
+    restricts the cohort (and the life changes) to them."""
+    settings = settings or StressConfig()
+    seed, with_life, life_days = settings.seed, settings.life, settings.life_days
     if not sources:
         raise TailormlError(
             "no model given; pass --model RUN/model.pt (repeat for several) or --individual ID"
@@ -132,11 +132,12 @@ def run(
         reporter.log(
             "cohort is SYNTHETIC (simulated); figures are not clinical evidence", style="yellow"
         )
-    patients = _life_patients(cohort, life_patients or individuals) if with_life else []
+    patients = _life_patients(cohort, settings.life_patients or individuals) if with_life else []
     prepared = _prepare_split(cohort, models[0])
     out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     model_task = models[0].policy.task().model_dump(mode="json")
-    run_dir = Run.start(out, applied_config(cohort_path, model_task, KIND, individuals), KIND)
+    recorded = applied_config(cohort_path, model_task, KIND, individuals, stress=settings)
+    run_dir = Run.start(out, recorded, KIND)
     pairs = list(zip(labels, models, strict=True))
     with reporter.task("sensor faults", total=1) as task:
         per_individual, envelope = suite.run_sensor_suite(pairs, prepared, seed)
