@@ -57,8 +57,14 @@ class SmallCNN(nn.Module):
             nn.Linear(spec.hidden, spec.n_classes),
         )
 
+    def chain(self) -> tuple[nn.Module, ...]:
+        """The parts the forward applies, in order (what `tailorml.robust.bounds` reads)."""
+        return (self.normalize, self.features, self.head)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x)))
+        for part in self.chain():
+            x = part(x)
+        return x
 
 
 def count_parameters(model: nn.Module) -> int:

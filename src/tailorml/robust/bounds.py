@@ -15,8 +15,9 @@ the reference the fast path is tested against.
 
 For CROWN, each intermediate bound is intersected with the interval one (both are sound), so
 CROWN is never looser than IBP. Batch-vectorised; differentiable, so the same code trains.
-Layers are taken from our `SmallCNN` or any `nn.Sequential` of supported layers; anything
-else is refused by name rather than bounded unsoundly.
+Layers are taken from any `nn.Sequential` of supported layers, or from a model that declares
+its forward as a chain of them (`chain()`, as `SmallCNN` does); anything else is refused by
+name rather than bounded unsoundly.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from tailorml.models.spec import Standardize
 from tailorml.robust import alpha, crown
 from tailorml.robust.flat import stages_of
 from tailorml.robust.ops import (
@@ -51,24 +53,25 @@ METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
 def _leaf_layers(model: nn.Module) -> list[nn.Module]:
-    from tailorml.models.cnn import SmallCNN, Standardize
-
-    if isinstance(model, SmallCNN):
-        return [model.normalize, *_leaf_layers(model.features), *_leaf_layers(model.head)]
+    """The model's layers in the order its forward applies them: an `nn.Sequential`'s, or
+    those a model declares with a `chain()` method (its forward is exactly their
+    composition, as `SmallCNN`'s); anything else with children is refused."""
+    chain = getattr(model, "chain", None)
+    if callable(chain):
+        return [leaf for part in chain() for leaf in _leaf_layers(part)]
     if isinstance(model, nn.Sequential):
         return [leaf for child in model for leaf in _leaf_layers(child)]
     if isinstance(model, Standardize) or not list(model.children()):
         return [model]
     raise UnsupportedLayerError(
-        f"cannot bound {type(model).__name__}: only SmallCNN, nn.Sequential and single layers "
-        "are understood"
+        f"cannot bound {type(model).__name__}: only nn.Sequential, models whose forward is "
+        "the chain of layers they declare (a `chain()` method, as SmallCNN) and single "
+        "layers are understood"
     )
 
 
 def to_ops(model: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
     """The model as a flat list of ops; refuses, by name, every layer without a sound rule."""
-    from tailorml.models.cnn import Standardize
-
     ops: list[Op] = []
     shape = tuple(input_shape)
     probe = torch.zeros(1, *shape, dtype=next(model.parameters()).dtype)
