@@ -6,9 +6,10 @@ gating candidates take minutes of CPU that must not slow the uploads, and a cras
 (or out-of-memory) must not take the service down. The worker opens the person's readings
 with their data key, puts them on the model's grid like any Nightscout import
 (`tailorml.data.importers`), adds the general cohort the predefined model was trained on
-(D_G), and runs the same soft-personalization session as `tailorml personalize`, writing
-candidates, gates and the model card into the registry. The merged cohort exists only in a
-private temporary folder for the length of the run.
+(D_G), and runs the same soft-personalization session as `tailorml personalize`
+(`soft.session.personalize_individual` on the data set it holds), writing candidates, gates
+and the model card into the registry. The person's readings in the clear exist only in the
+worker's memory: no file is written between the upload store and the session.
 
 A job left running by a stopped server is queued again at the next start.
 """
@@ -20,9 +21,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -31,6 +32,10 @@ from tailorml.registry.people import PeopleStore
 from tailorml.service.crypto import KEY_ENV, ServerKey
 from tailorml.service.keyring import Keyring
 from tailorml.service.paths import without_paths
+
+if TYPE_CHECKING:
+    from tailorml.config import Config
+    from tailorml.data.cohort import Cohort
 
 ENTRY, TREATMENT = "entry", "treatment"
 COHORT_COLUMNS = ("patient_id", "group", "time", "cgm", "cho", "insulin")
@@ -97,14 +102,6 @@ def _key_text(key: ServerKey) -> str:
     return base64.b64encode(key.key).decode()
 
 
-def private_folder() -> tempfile.TemporaryDirectory:
-    """A temporary folder for a person's readings in the clear during a job: in memory
-    (/dev/shm) where the machine has it, so they never reach a disk; mode 700 either way."""
-    memory = Path("/dev/shm")
-    where = memory if memory.is_dir() and os.access(memory, os.W_OK) else None
-    return tempfile.TemporaryDirectory(prefix="tailorml-job-", dir=where)
-
-
 def person_frame(store: PeopleStore, keyring: Keyring, person_id: str, grid_minutes: int):
     """The person's readings and treatments as a cohort frame on the grid (importers' rules)."""
     from tailorml.data.importers import nightscout
@@ -120,11 +117,9 @@ def person_frame(store: PeopleStore, keyring: Keyring, person_id: str, grid_minu
     ]
     if not any(entry.get("type") == "sgv" for entry in entries):
         raise TailormlError("no CGM readings uploaded yet; personalization needs some")
-    with private_folder() as folder:
-        source = Path(folder) / "uploads.json"
-        source.write_text(json.dumps({"entries": entries, "treatments": treatments}))
-        os.chmod(source, 0o600)
-        parsed = nightscout.parse(source, timezone="UTC")
+    # parsed as text in memory (the line break makes it text, never a file name)
+    uploads = json.dumps({"entries": entries, "treatments": treatments}) + "\n"
+    parsed = nightscout.parse(uploads, timezone="UTC")
     result = build_cohort([parsed], grid_minutes, person_id=person_id, keep_ids=True)
     frame = result.frame.assign(group="unknown")
     for column in ("cho", "insulin"):
@@ -133,11 +128,39 @@ def person_frame(store: PeopleStore, keyring: Keyring, person_id: str, grid_minu
     return frame[list(COHORT_COLUMNS)]
 
 
+def with_person(config: Config, general: Cohort, mine: pd.DataFrame, person_id: str) -> Cohort:
+    """The general cohort (D_G) and one person's frame as one cohort, in memory, with the
+    configured individuals (and the person) and `max_days`."""
+    from tailorml.data.cohort import cohort_from_frame
+
+    base = general.readings.assign(
+        **{c: 0.0 for c in ("cho", "insulin") if c not in general.readings}
+    )
+    merged = pd.concat([base[list(COHORT_COLUMNS)], mine], ignore_index=True)
+    chosen = list(config.cohort.individuals)
+    name = Path(general.source).name
+    metadata = {
+        "synthetic": bool(general.synthetic),
+        "real_individuals": [person_id],
+        "description": f"general data of {name} and one person's readings uploaded to the "
+        "tailorml service",
+        "sample_minutes": general.sample_minutes,
+    }
+    return cohort_from_frame(
+        merged,
+        f"{name} + the uploads of {person_id}",
+        metadata,
+        individuals=[*chosen, person_id] if chosen else None,
+        max_days=config.cohort.max_days,
+    )
+
+
 def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
     """The worker: one job from queued data to a registered session (or a recorded failure)."""
     from tailorml.config import load_config
     from tailorml.data.cohort import load_cohort
-    from tailorml.io import atomic_write_json, atomic_write_parquet
+    from tailorml.data.prepared import prepare_split
+    from tailorml.personalize.dataset import from_prepared
     from tailorml.registry.models import Registry
     from tailorml.service.artifacts import seal_session
     from tailorml.soft.card import card_path
@@ -150,40 +173,15 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
         config = load_config(config_path)
         general = load_cohort(config.cohort.path or None)
         mine = person_frame(store, keyring, job.person_id, general.sample_minutes)
-        base = general.readings.assign(
-            **{c: 0.0 for c in ("cho", "insulin") if c not in general.readings}
+        cohort = with_person(config, general, mine, job.person_id)
+        prepared = prepare_split(cohort, config.task, config.split)
+        outcome = personalize_individual(
+            config,
+            job.person_id,
+            actor=f"service job {job_id} ({job.requested_by})",
+            registry_dir=data_dir,
+            data=from_prepared(prepared, config, config.experiment.general_stride),
         )
-        merged = pd.concat([base[list(COHORT_COLUMNS)], mine], ignore_index=True)
-        chosen = list(config.cohort.individuals)
-        with private_folder() as folder:
-            path = Path(folder) / "cohort.parquet"
-            atomic_write_parquet(path, merged)
-            atomic_write_json(
-                path.with_suffix(".json"),
-                {
-                    "synthetic": bool(general.synthetic),
-                    "real_individuals": [job.person_id],
-                    "description": "general data of "
-                    + Path(general.source).name
-                    + " and one person's readings uploaded to the tailorml service",
-                    "sample_minutes": general.sample_minutes,
-                },
-            )
-            overrides = {
-                "cohort": {
-                    "path": str(path),
-                    "individuals": [*chosen, job.person_id] if chosen else [],
-                }
-            }
-            config = config.model_copy(
-                update={"cohort": config.cohort.model_copy(update=overrides["cohort"])}
-            )
-            outcome = personalize_individual(
-                config,
-                job.person_id,
-                actor=f"service job {job_id} ({job.requested_by})",
-                registry_dir=data_dir,
-            )
         # the session's tables and card show this person's readings: sealed / deleted before
         # the job counts as done (the review page draws the card from the sealed tables)
         registry = Registry(data_dir)

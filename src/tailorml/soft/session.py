@@ -89,15 +89,16 @@ def ensure_predefined(
     reporter: Reporter,
     from_run: str | Path | None = None,
 ):
-    """The registry's predefined model; registered from `from_run` or trained once."""
-    cohort_hash = cohort_sha256(data.glucose.cohort.source)
+    """The registry's predefined model; registered from `from_run` or trained once (then
+    the cohort's file is hashed into its record; a cohort held only in memory, as the
+    service's, needs the predefined model registered already)."""
     if from_run is not None:
         model_file = Path(from_run) / "model.pt"
         if not model_file.is_file():
             raise TailormlError(f"{from_run} has no model.pt; pass a train/demo run directory")
         record = registry.register_predefined(
             model_file,
-            cohort_hash,
+            cohort_sha256(data.glucose.cohort.source),
             config.to_dict(),
             git_commit(),
             f"global model of run {Path(from_run).name}",
@@ -111,7 +112,7 @@ def ensure_predefined(
         save_model(model, target)
         record = registry.register_predefined(
             target,
-            cohort_hash,
+            cohort_sha256(data.glucose.cohort.source),
             config.to_dict(),
             git_commit(),
             f"global model trained on {len(data.ids)} individuals' training parts",
