@@ -328,13 +328,13 @@ def test_bad_exports_say_which_file_field_and_fix(tmp_path):
     with pytest.raises(CohortError, match=r"nocgm\.csv: a t:connect export with no CGM"):
         tconnect.parse(no_cgm)
     bad_time = export(readings(T0, 3)).replace(stamp(T0 + timedelta(seconds=10)), "yesterday")
-    with pytest.raises(CohortError, match=r"t\.csv: t:connect CGM EventDateTime 'yesterday'"):
+    with pytest.raises(CohortError, match=r"t\.csv: t:connect CGM EventDateTime <9 characters"):
         tconnect.parse(write(tmp_path, "t.csv", bad_time))
     bad_rate = export(readings(T0, 3), basal=[(T0, "fast"), (T0 + FIVE, 1.0)])
-    with pytest.raises(CohortError, match=r"r\.csv: t:connect basal column 'BasalRate'.*'fast'"):
+    with pytest.raises(CohortError, match=r"r\.csv: t:connect basal .*<4 characters"):
         tconnect.parse(write(tmp_path, "r.csv", bad_rate))
     bad_value = export([(T0, 100), (T0 + FIVE, "??")])
-    with pytest.raises(CohortError, match=r"neither a number nor Low/High.*'\?\?'"):
+    with pytest.raises(CohortError, match=r"neither a number nor Low/High.*<2 characters"):
         tconnect.parse(write(tmp_path, "v.csv", bad_value))
     clarity = "Index,Timestamp (YYYY-MM-DDThh:mm:ss),Event Type,Glucose Value (mg/dL)\n"
     assert not tconnect.sniff(clarity)

@@ -36,8 +36,10 @@ from tailorml.data.importers.common import (
     ImportedReadings,
     ImportResult,
     build_cohort,
-    first_line,
+    header_line,
+    line_shape,
     read_source,
+    split_fields,
 )
 from tailorml.errors import CohortError
 
@@ -69,16 +71,17 @@ def detect_format(path: str | Path, csv_options: dict | None = None) -> str:
         if FORMATS[key].sniff(text):
             return key
     options = csv_options or {}
-    header = first_line(text)
-    columns = [c.strip().strip('"') for c in header.split(",")]
+    columns, _ = split_fields(header_line(text))  # comma, semicolon (Excel, EU) or tab
+    columns = [c.strip() for c in columns]
     wanted = [options.get("time_column", "time"), options.get("glucose_column", "cgm")]
     if all(column in columns for column in wanted):
         return "csv"
+    # the first line is described, never quoted: it can hold a person's name
     raise CohortError(
-        f"{name}: unknown export format; tried Dexcom Clarity CSV, LibreView CSV, Nightscout "
-        f"JSON, OhioT1DM XML, Tandem t:connect CSV and CSV with columns "
-        f"{wanted[0]!r}/{wanted[1]!r}; first line: "
-        f"{header!r}. Pass --format, or --time-column/--glucose-column for a plain CSV"
+        f"{name}: unknown export format ({line_shape(text)}); tried Dexcom Clarity CSV, "
+        f"LibreView CSV, Nightscout JSON, OhioT1DM XML, Tandem t:connect CSV and CSV with "
+        f"columns {wanted[0]!r}/{wanted[1]!r}. Pass --format, or --time-column/"
+        "--glucose-column for a plain CSV"
     )
 
 

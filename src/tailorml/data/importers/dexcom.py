@@ -33,12 +33,16 @@ from tailorml.data.importers.common import (
     ImportedReadings,
     OutOfRange,
     amounts_of,
+    columns_shape,
     egv_values,
     empty_events,
     events_frame,
-    first_line,
+    header_line,
+    line_shape,
     read_source,
     readings_frame,
+    split_fields,
+    value_shape,
     wall_times,
 )
 from tailorml.errors import CohortError
@@ -60,12 +64,15 @@ def _column(frame: pd.DataFrame, prefix: str) -> str | None:
 def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedReadings:
     text, name, digest = read_source(source)
     if not sniff(text):
-        raise CohortError(
+        raise CohortError(  # described, not quoted: metadata rows hold names
             f"{name}: not a Dexcom Clarity CSV (no 'Event Type' and 'Glucose Value (...)' "
-            f"header); first line: {first_line(text)!r}"
+            f"header; {line_shape(text)})"
         )
+    _, separator = split_fields(header_line(text))  # a re-saved file: ';' (Excel, EU) or tab
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
+        frame = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, index_col=False, sep=separator
+        )
     except Exception as error:
         raise CohortError(f"{name}: cannot read as a Dexcom Clarity CSV: {error}") from None
     frame.columns = [c.strip() for c in frame.columns]
@@ -75,7 +82,7 @@ def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedRe
     if glucose_column is None or time_column is None or type_column is None:
         raise CohortError(
             f"{name}: a Dexcom Clarity CSV needs 'Timestamp', 'Event Type' and 'Glucose Value "
-            f"(mg/dL)' or '(mmol/L)' columns; it has {', '.join(frame.columns)}"
+            f"(mg/dL)' or '(mmol/L)' columns; its header has {columns_shape(frame.columns)}"
         )
     unit = _GLUCOSE.match(glucose_column).group(1)
     unit = "mmol/L" if unit.lower() == "mmol/l" else "mg/dL"
@@ -137,7 +144,8 @@ def _times(column: pd.Series, name: str) -> pd.Series:
     if parsed.isna().any():
         first = column[parsed.isna()].iloc[0]
         raise CohortError(
-            f"{name}: Dexcom timestamp {first!r} is not like 2024-01-05T08:15:00 "
-            f"({int(parsed.isna().sum())} rows)"
+            f"{name}: Dexcom timestamp {value_shape(first)} (data row "
+            f"{column[parsed.isna()].index[0] + 1}) is not like "
+            f"2024-01-05T08:15:00 ({int(parsed.isna().sum())} rows)"
         )
     return parsed

@@ -10,7 +10,6 @@ as local wall time; a time with an offset (`...+01:00`) keeps its wall-clock par
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
@@ -18,15 +17,21 @@ import numpy as np
 import pandas as pd
 
 from tailorml.data.importers.common import (
+    SEPARATOR_NAMES,
     ImportedReadings,
     OutOfRange,
     amounts_of,
+    columns_shape,
     empty_events,
     events_frame,
+    header_line,
+    is_known_label,
     read_source,
     readings_frame,
     sensor_codes,
+    split_fields,
     to_mgdl,
+    value_shape,
     wall_times,
 )
 from tailorml.errors import CohortError
@@ -37,7 +42,7 @@ UNITS = {"mgdl": "mg/dL", "mmol": "mmol/L"}
 
 AMBIGUOUS_DATES = (
     "{name}: column {column!r} has dates that read both day-first and month-first (e.g. "
-    "{value!r}); pass --dayfirst or --monthfirst, or write ISO 8601 like 2024-01-05T08:15:00"
+    "{value}); pass --dayfirst or --monthfirst, or write ISO 8601 like 2024-01-05T08:15:00"
 )
 
 
@@ -55,18 +60,16 @@ def parse(
     text, name, digest = read_source(source)
     if units not in UNITS:
         raise CohortError(f"--units must be one of {', '.join(UNITS)}, not {units!r}")
+    # the separator is the header's: comma, semicolon (Excel in EU locales, which also
+    # writes decimal commas: read by sensor_codes/amounts_of) or tab
+    named, separator = split_fields(header_line(text))
+    named = [c.strip() for c in named]
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
+        frame = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, index_col=False, sep=separator
+        )
     except Exception as error:
         raise CohortError(f"{name}: cannot read as CSV: {error}") from None
-    header = next(csv.reader(io.StringIO(text.lstrip("\ufeff").split("\n", 1)[0])), [])
-    named = [c.strip() for c in header]
-    repeated = sorted({c for c in named if c and named.count(c) > 1})
-    if repeated:  # pandas would rename the second one and read the first silently
-        raise CohortError(
-            f"{name}: column {repeated[0]!r} appears more than once in the header; rename one"
-        )
-    frame.columns = [c.strip() for c in frame.columns]
     wanted = {
         "--time-column": time_column,
         "--glucose-column": glucose_column,
@@ -74,25 +77,40 @@ def parse(
         "--carbs-column": carbs_column,
         "--insulin-column": insulin_column,
     }
+    repeated = sorted({c for c in named if c and named.count(c) > 1})
+    if repeated:  # pandas would rename the second one and read the first silently
+        shown = next((c for c in repeated if is_known_label(c) or c in wanted.values()), None)
+        which = repr(shown) if shown else f"number {named.index(repeated[0]) + 1}"
+        raise CohortError(
+            f"{name}: column {which} appears more than once in the header; rename one"
+        )
+    frame.columns = [c.strip() for c in frame.columns]
     for option, column in wanted.items():
         if column is not None and column not in frame.columns:
             raise CohortError(
-                f"{name}: no column {column!r} ({option}); the file has {', '.join(frame.columns)}"
+                f"{name}: no column {column!r} ({option}); the header "
+                f"({SEPARATOR_NAMES[separator]}-separated) has "
+                f"{columns_shape(frame.columns, wanted.values())}"
             )
     if frame.empty:
         raise CohortError(f"{name}: the CSV has a header but no rows")
     stamps = frame[time_column].str.strip()
     times = wall_times(stamps, bool(dayfirst))
+    # a value that is no time at all is named first: it also makes ISO 8601 times read
+    # differently day-first, which would be reported as ambiguous dates
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna().to_numpy())[0])
+        raise CohortError(
+            f"{name}: column {time_column!r} has a value that is not a time (data row "
+            f"{row + 1}: {value_shape(stamps.iloc[row])}; {int(times.isna().sum())} rows); use "
+            "ISO 8601 like 2024-01-05T08:15:00"
+        )
     if dayfirst is None and not times.equals(wall_times(stamps, True)):
         row = int(np.flatnonzero((times != wall_times(stamps, True)).to_numpy())[0])
         raise CohortError(
-            AMBIGUOUS_DATES.format(name=name, column=time_column, value=stamps.iloc[row])
-        )
-    if times.isna().any():
-        first = stamps[times.isna()].iloc[0]
-        raise CohortError(
-            f"{name}: column {time_column!r} has a value that is not a time ({first!r}, "
-            f"{int(times.isna().sum())} rows); use ISO 8601 like 2024-01-05T08:15:00"
+            AMBIGUOUS_DATES.format(
+                name=name, column=time_column, value=value_shape(stamps.iloc[row])
+            )
         )
     notes: dict[str, int] = {}
     raw = frame[glucose_column].str.strip()
@@ -101,9 +119,11 @@ def parse(
     notes["blank_glucose_cells"] = int(blank.sum())
     bad = numeric.isna() & ~blank & ~raw.str.lower().isin({"low", "high", "lo", "hi"})
     if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
         raise CohortError(
             f"{name}: column {glucose_column!r} has non-numeric values ({int(bad.sum())} rows, "
-            f"first {raw[bad].iloc[0]!r}); fix them or leave the cells blank"
+            f"first in data row {row + 1}: {value_shape(raw.iloc[row])}); fix them or leave "
+            "the cells blank"
         )
     fix = "pass --units mmol"
     values = to_mgdl(numeric, UNITS[units], name, glucose_column, fix).where(codes.isna(), codes)

@@ -42,13 +42,15 @@ from tailorml.data.importers.common import (
     ImportedReadings,
     OutOfRange,
     amounts_of,
+    columns_shape,
     empty_events,
     events_frame,
-    first_line,
+    line_shape,
     read_source,
     readings_frame,
     sensor_codes,
     to_mgdl,
+    value_shape,
 )
 from tailorml.errors import CohortError
 
@@ -85,9 +87,9 @@ def parse(
     lines = text.splitlines()
     header = _header_index(lines)
     if header is None:
-        raise CohortError(
+        raise CohortError(  # the first line is described, not quoted: it names the person
             f"{name}: not a LibreView CSV (no 'Device Timestamp' and 'Record Type' header in "
-            f"the first lines); first line: {first_line(text)!r}"
+            f"the first 5 lines; {line_shape(text)})"
         )
     # Excel in EU locales saves with semicolons (and decimal commas, read below)
     separator = ";" if lines[header].count(";") > lines[header].count(",") else ","
@@ -106,8 +108,8 @@ def parse(
         found = next((c for c in frame.columns if c.lower().startswith(needed)), None)
         if found is None:
             raise CohortError(
-                f"{name}: LibreView CSV without a {needed.title()!r} column; it has "
-                f"{', '.join(frame.columns)}"
+                f"{name}: LibreView CSV without a {needed.title()!r} column; its header has "
+                f"{columns_shape(frame.columns)}"
             )
         columns[needed] = found
     record = pd.to_numeric(frame[columns["record type"]], errors="coerce")
@@ -122,7 +124,7 @@ def parse(
     if "historic" not in glucose:
         raise CohortError(
             f"{name}: LibreView CSV without a 'Historic Glucose mg/dL' or '... mmol/L' column; "
-            f"it has {', '.join(frame.columns)}"
+            f"its header has {columns_shape(frame.columns)}"
         )
     times, date_format = _times(frame[columns["device timestamp"]], record == HISTORIC, name)
 
@@ -208,9 +210,9 @@ def _times(column: pd.Series, historic: pd.Series, name: str) -> tuple[pd.Series
         if len(present) and parsed.notna().all():
             readable.append(pattern)
     if not readable:
-        example = present.iloc[0] if len(present) else "(none)"
+        example = value_shape(present.iloc[0]) if len(present) else "none"
         raise CohortError(
-            f"{name}: LibreView 'Device Timestamp' values (e.g. {example!r}) do not all match "
+            f"{name}: LibreView 'Device Timestamp' values (e.g. {example}) do not all match "
             "one of the US (01-05-2024 08:15 AM) or EU (05-01-2024 08:15) date formats"
         )
     if len(readable) > 1:

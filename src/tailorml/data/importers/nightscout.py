@@ -44,10 +44,10 @@ from tailorml.data.importers.common import (
     empty_events,
     empty_readings,
     events_frame,
-    first_line,
     read_source,
     readings_frame,
     to_mgdl,
+    value_shape,
 )
 from tailorml.errors import CohortError
 
@@ -85,7 +85,7 @@ def _records(text: str, name: str) -> list[dict]:
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise CohortError(
             f"{name}: Nightscout JSON must be a list of records as /api/v1/entries.json "
-            f"returns it; first line: {first_line(text)!r}"
+            f"returns it, not {_json_kind(data)}"
         )
     return data
 
@@ -113,7 +113,7 @@ def _local_times(
                 written = pd.Timestamp(stamp)
             except (ValueError, OverflowError):
                 raise CohortError(
-                    f"{name}: Nightscout record time {stamp[:40]!r} is not ISO 8601"
+                    f"{name}: Nightscout record time {value_shape(stamp)} is not ISO 8601"
                 ) from None
         if isinstance(record.get("date"), int | float):
             instant = pd.Timestamp(int(record["date"]), unit="ms", tz="UTC")
@@ -184,7 +184,7 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
         values = to_mgdl(values[keep].reset_index(drop=True), "mg/dL", name, "sgv", fix)
         readings = readings_frame(times.iloc[order], values.iloc[order])
     elif not treatments:
-        seen = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(kinds).items())) or "none"
+        seen = _types_seen(kinds)
         raise CohortError(
             f"{name}: Nightscout entries with no CGM (sgv) readings (types seen: {seen}); "
             "export /api/v1/entries/sgv.json?count=... for a time range with sensor data"
@@ -229,6 +229,23 @@ def _epoch_ok(record: dict, notes: Counter) -> bool:
         notes["dates_in_seconds_dropped" if seconds else "dates_out_of_range_dropped"] += 1
         return False
     return True
+
+
+# entry types Nightscout and its uploaders write; an error names these, and only counts others
+KNOWN_TYPES = frozenset({"sgv", "mbg", "cal", "sensor", "etc", "unknown", "rawbg", "note"})
+
+
+def _types_seen(kinds: list[str]) -> str:
+    counts = Counter(kind if kind in KNOWN_TYPES else "(other)" for kind in kinds)
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def _json_kind(data) -> str:
+    """What a JSON document is, without its values (they can be a person's data)."""
+    if isinstance(data, list):
+        odd = next(item for item in data if not isinstance(item, dict))
+        return f"a list holding {type(odd).__name__} values"
+    return f"a JSON {type(data).__name__}"
 
 
 def _positive(value) -> bool:

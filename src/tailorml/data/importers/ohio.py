@@ -28,11 +28,12 @@ from tailorml.data.importers.common import (
     amounts_of,
     empty_events,
     events_frame,
-    first_line,
+    line_shape,
     plausible,
     read_source,
     readings_frame,
     to_mgdl,
+    value_shape,
 )
 from tailorml.errors import CohortError
 
@@ -51,7 +52,7 @@ def _times(values: list[str], name: str, what: str) -> pd.Series:
     if parsed.isna().any():
         first = pd.Series(values)[parsed.isna()].iloc[0]
         raise CohortError(
-            f"{name}: OhioT1DM <{what}> timestamp {first!r} is not dd-mm-YYYY HH:MM:SS"
+            f"{name}: OhioT1DM <{what}> timestamp {value_shape(first)} is not dd-mm-YYYY HH:MM:SS"
         )
     return parsed
 
@@ -61,11 +62,9 @@ def parse(source: str | Path) -> ImportedReadings:
     try:
         root = ET.fromstring(text)
     except ET.ParseError as error:
-        raise CohortError(
-            f"{name}: not valid OhioT1DM XML ({error}); first line: {first_line(text)!r}"
-        ) from None
+        raise CohortError(f"{name}: not valid OhioT1DM XML ({error}; {line_shape(text)})") from None
     if root.tag != "patient":
-        raise CohortError(f"{name}: OhioT1DM XML must have a <patient> root, not <{root.tag}>")
+        raise CohortError(f"{name}: OhioT1DM XML must have a <patient> root element")
     person = str(root.get("id", "")).strip()
     notes: dict[str, int] = {}
 

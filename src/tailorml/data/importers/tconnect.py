@@ -82,13 +82,17 @@ import pandas as pd
 from tailorml.data.importers.common import (
     ImportedReadings,
     OutOfRange,
+    columns_shape,
+    decimal_points,
     egv_values,
     empty_events,
     events_frame,
-    first_line,
+    line_shape,
     plausible,
     read_source,
     readings_frame,
+    split_fields,
+    value_shape,
     wall_times,
 )
 from tailorml.errors import CohortError
@@ -103,10 +107,24 @@ _IDENTITY_FIELDS = ("patient name", "patient dob")
 
 def sniff(text: str) -> bool:
     """The export's title line near the top, or its CGM section header."""
-    head = [line.strip().lower() for line in text[:20000].splitlines()[:40]]
+    head = [_commas(line.strip().lower()) for line in text[:20000].splitlines()[:40]]
     return any(line.startswith(_TITLE) for line in head[:10]) or any(
         line.startswith(_CGM_HEADER) for line in head
     )
+
+
+def _commas(line: str) -> str:
+    """A line as if comma-separated (for sniffing a file re-saved with ';' or tabs)."""
+    return line.replace(";", ",").replace("\t", ",")
+
+
+def _separator(text: str) -> str:
+    """The separator of the section headers (the rows naming EventDateTime): a comma, or ';'
+    / tab in a file re-saved by Excel in an EU locale, which also writes decimal commas."""
+    for line in text[:200_000].splitlines():
+        if "eventdatetime" in line.lower():
+            return split_fields(line)[1]
+    return ","
 
 
 @dataclass
@@ -143,7 +161,7 @@ def _split(text: str, name: str) -> tuple[dict[str, str], list[_Section]]:
     sections: list[_Section] = []
     current: _Section | None = None
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        rows = list(csv.reader(io.StringIO(text), delimiter=_separator(text)))
     except csv.Error as error:
         raise CohortError(f"{name}: cannot read as a t:connect CSV: {error}") from None
     for number, raw in enumerate(rows, start=1):
@@ -183,21 +201,24 @@ def _times(values: pd.Series, name: str, what: str) -> pd.Series:
     if parsed.isna().any():
         first = stamps[parsed.isna()].iloc[0]
         raise CohortError(
-            f"{name}: t:connect {what} EventDateTime {first!r} is not a time like "
+            f"{name}: t:connect {what} EventDateTime {value_shape(first)} is not a time like "
             f"2020-02-01T08:15:00 ({int(parsed.isna().sum())} rows); fix or delete those rows"
         )
     return parsed.astype("datetime64[ns]")
 
 
-def _numbers(frame: pd.DataFrame, column: str, name: str, what: str) -> pd.Series:
-    """A numeric column: blank is NaN, anything else not a number >= 0 is an error."""
+def _numbers(frame: pd.DataFrame, column: str, name: str, what: str, notes: dict) -> pd.Series:
+    """A numeric column: blank is NaN, a decimal comma is read (counted), anything else not a
+    number >= 0 is an error."""
     text = frame[column].str.strip()
-    values = pd.to_numeric(text.where(text != ""), errors="coerce")
+    numbers = decimal_points(text, notes)
+    values = pd.to_numeric(numbers.where(text != ""), errors="coerce")
     bad = (values.isna() & text.ne("")) | (values < 0)
     if bad.any():
         raise CohortError(
             f"{name}: t:connect {what} column {column!r} has a value that is not a number "
-            f">= 0 ({int(bad.sum())} rows, first {text[bad].iloc[0]!r}); fix or blank those cells"
+            f">= 0 ({int(bad.sum())} rows, first {value_shape(text[bad].iloc[0])}); fix or blank "
+            "those cells"
         )
     return values.astype(float)
 
@@ -205,10 +226,9 @@ def _numbers(frame: pd.DataFrame, column: str, name: str, what: str) -> pd.Serie
 def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedReadings:
     text, name, digest = read_source(source)
     if not sniff(text):
-        raise CohortError(
+        raise CohortError(  # described, not quoted: the preamble holds the name
             f"{name}: not a Tandem t:connect export (no 't:connect' title and no "
-            f"'DeviceType,SerialNumber,Description,EventDateTime' header); first line: "
-            f"{first_line(text)!r}"
+            f"'DeviceType,SerialNumber,Description,EventDateTime' header; {line_shape(text)})"
         )
     preamble, sections = _split(text, name)
     identity = None
@@ -232,7 +252,7 @@ def parse(source: str | Path, out_of_range: OutOfRange = "limits") -> ImportedRe
             if description_column is None:
                 raise CohortError(
                     f"{name}: the t:connect section at line {section.line} has no "
-                    f"'Description' column (EGV or BG); it has {', '.join(frame.columns)}"
+                    f"'Description' column (EGV or BG); it has {columns_shape(frame.columns)}"
                 )
             description = frame[description_column].str.strip().str.upper()
             egv = description.eq("EGV") & (kind == "cgm")
@@ -300,19 +320,19 @@ def _boluses(frame: pd.DataFrame, name: str, notes: dict) -> list[pd.DataFrame]:
     if event_column is None or delivered_column is None:
         raise CohortError(
             f"{name}: the t:connect bolus section needs 'EventDateTime' and 'InsulinDelivered' "
-            f"columns; it has {', '.join(frame.columns)}"
+            f"columns; it has {columns_shape(frame.columns)}"
         )
     requested = _times(frame[event_column], name, "bolus")
     done_column = _column(frame, "CompletionDateTime")
     done_text = frame[done_column] if done_column else frame[event_column]
     done_text = done_text.where(done_text.str.strip() != "", frame[event_column])
     completed = _times(done_text, name, "bolus completion")
-    delivered = _numbers(frame, delivered_column, name, "bolus").fillna(0.0)
+    delivered = _numbers(frame, delivered_column, name, "bolus", notes).fillna(0.0)
 
     extended = pd.Series(0.0, index=frame.index)
     parts = []
     if (column := _column(frame, "BolexInsulinDelivered")) is not None:
-        extended = _numbers(frame, column, name, "bolus").fillna(0.0)
+        extended = _numbers(frame, column, name, "bolus", notes).fillna(0.0)
         start_column = _column(frame, "BolexStartDateTime")
         end_column = _column(frame, "BolexCompletionDateTime")
         for index in frame.index[extended > 0]:
@@ -328,7 +348,7 @@ def _boluses(frame: pd.DataFrame, name: str, notes: dict) -> list[pd.DataFrame]:
     parts.insert(0, events_frame(completed, "insulin", delivered))
 
     if (carb_column := _column(frame, "CarbSize")) is not None:
-        carbs = _numbers(frame, carb_column, name, "bolus").fillna(0.0)
+        carbs = _numbers(frame, carb_column, name, "bolus", notes).fillna(0.0)
         status_column = _column(frame, "CompletionStatusDesc")
         if status_column is not None:
             stopped = frame[status_column].str.strip().str.lower() != "completed"
@@ -374,10 +394,10 @@ def _basal(frame: pd.DataFrame, name: str, notes: dict) -> pd.DataFrame:
     if time_column is None or rate_column is None:
         raise CohortError(
             f"{name}: the t:connect basal section needs 'EventDateTime' and 'BasalRate' "
-            f"columns; it has {', '.join(frame.columns)}"
+            f"columns; it has {columns_shape(frame.columns)}"
         )
     times = _times(frame[time_column], name, "basal")
-    rates = _numbers(frame, rate_column, name, "basal")
+    rates = _numbers(frame, rate_column, name, "basal", notes)
     rows = pd.DataFrame({"time": times, "rate": rates})
     inside = plausible(rows["time"])
     notes["basal_rows_dated_before_2000_or_ahead_dropped"] = int((~inside).sum())
