@@ -80,7 +80,8 @@ def read_json(body: bytes, what: str) -> Any:
     return payload
 
 
-def _records(payload: Any, what: str) -> list[Mapping[str, Any]]:
+def _batch(payload: Any, what: str) -> list[Any]:
+    """A body's records (one record or a list), refused whole when empty or too many."""
     records = payload if isinstance(payload, list) else [payload]
     if not records:
         raise PayloadError(f"{what}: empty list; send at least one record")
@@ -88,6 +89,11 @@ def _records(payload: Any, what: str) -> list[Mapping[str, Any]]:
         raise PayloadError(
             f"{what}: {len(records):,} records in one request; send at most {MAX_RECORDS:,}"
         )
+    return records
+
+
+def _records(payload: Any, what: str) -> list[Mapping[str, Any]]:
+    records = _batch(payload, what)
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise PayloadError(f"{what}[{index}]: must be a JSON object")
@@ -308,13 +314,7 @@ def partial(payload: Any, what: str, clean) -> tuple[list[tuple[int, dict]], lis
     """Each record of a batch cleaned by `clean(record, where)`: the good ones as
     (index, record), the bad ones as {"index", "message"}. The body itself (not JSON, empty,
     too many records) is still refused whole."""
-    records = payload if isinstance(payload, list) else [payload]
-    if not records:
-        raise PayloadError(f"{what}: empty list; send at least one record")
-    if len(records) > MAX_RECORDS:
-        raise PayloadError(
-            f"{what}: {len(records):,} records in one request; send at most {MAX_RECORDS:,}"
-        )
+    records = _batch(payload, what)
     good, bad = [], []
     for index, record in enumerate(records):
         where = f"{what}[{index}]"
