@@ -70,6 +70,8 @@ def detect_format(path: str | Path, csv_options: dict | None = None) -> str:
     for key in ("nightscout", "ohio", "dexcom", "libreview", "tconnect"):
         if FORMATS[key].sniff(text):
             return key
+    if text.lstrip()[:1] in "[{":
+        raise CohortError(f"{name}: {nightscout.not_records(text)}")
     options = csv_options or {}
     columns, _ = split_fields(header_line(text))  # comma, semicolon (Excel, EU) or tab
     columns = [c.strip() for c in columns]

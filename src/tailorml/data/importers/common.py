@@ -329,12 +329,12 @@ def line_shape(text: str) -> str:
     if line is None:
         return "the file is empty" if not text else "the file holds only blank lines"
     line = line.strip().lstrip("\ufeff")
-    if len(line) > 10_000:
-        return f"its first line is {len(line):,} characters long, not a CSV header or JSON start"
-    if sum(ch == "\ufffd" or (ord(ch) < 32 and ch != "\t") for ch in line) > len(line) // 10:
-        return "it starts with binary data, not text"
     if line[:1] in "[{<":
         return f"its first line starts with {line[:1]!r}"
+    if len(line) > 10_000:
+        return f"its first line is {len(line):,} characters long, not a CSV header"
+    if sum(ch == "\ufffd" or (ord(ch) < 32 and ch != "\t") for ch in line) > len(line) // 10:
+        return "it starts with binary data, not text"
     fields, separator = split_fields(line)
     first = fields[0].strip() if fields else ""
     start = (
@@ -357,12 +357,14 @@ def columns_shape(columns, wanted=()) -> str:
     named = {str(column).strip().lower() for column in wanted if column}
     shown = [c for c in columns if c and (is_known_label(c) or c.lower() in named)]
     others = len(columns) - len(shown)
-    parts = [f"{len(columns)} column{'s' if len(columns) != 1 else ''}"]
-    if shown:
-        parts.append(", ".join(repr(c) for c in shown[:12]) + (" ..." if len(shown) > 12 else ""))
-    if others:
-        parts.append(f"{others} more not shown (a misread header row can hold a name)")
-    return ": ".join(parts[:2]) + ("; " + parts[2] if len(parts) > 2 else "")
+    count = f"{len(columns)} column{'s' if len(columns) != 1 else ''}"
+    if not shown:
+        return (
+            f"{count}, none of them a name tailorml knows (not shown: a header row can hold a name)"
+        )
+    listed = ", ".join(repr(c) for c in shown[:12]) + (" ..." if len(shown) > 12 else "")
+    hidden = f"; {others} more not shown (a misread header row can hold a name)" if others else ""
+    return f"{count}: {listed}{hidden}"
 
 
 def value_shape(value) -> str:
@@ -372,8 +374,8 @@ def value_shape(value) -> str:
     if len(text) <= 40 and _TIME_OR_NUMBER.match(text) and not text.isdigit():
         return repr(text)
     if text.isdigit():
-        return f"<{len(text)} digits, not shown>"
-    return f"<{len(text)} characters of text, not shown>" if text else "<an empty cell>"
+        return f"<{len(text):,} digits, not shown>"
+    return f"<{len(text):,} characters of text, not shown>" if text else "<an empty cell>"
 
 
 def to_mgdl(values: pd.Series, unit: str, name: str, column: str, fix: str) -> pd.Series:

@@ -103,6 +103,11 @@ def parse(
     except Exception as error:
         raise CohortError(f"{name}: cannot read as a LibreView CSV: {error}") from None
     frame.columns = [c.strip() for c in frame.columns]
+    if frame.empty:  # not "timestamps (e.g. none) do not match a date format"
+        raise CohortError(
+            f"{name}: a LibreView export with a header but no rows; export a date range with "
+            "sensor readings"
+        )
     columns = {c.lower(): c for c in frame.columns}
     for needed in ("device timestamp", "record type"):  # e.g. "Device Timestamp (local)"
         found = next((c for c in frame.columns if c.lower().startswith(needed)), None)

@@ -240,6 +240,27 @@ def _types_seen(kinds: list[str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
 
+def not_records(text: str) -> str:
+    """Why a JSON file that `sniff` did not take is not a Nightscout export (for the format
+    detection's error), without quoting it."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:  # its message names a position, not the content
+        return f"starts like JSON but does not parse ({error}); check the file"
+    except (ValueError, RecursionError):
+        return "starts like JSON but does not parse; check the file"
+    if isinstance(data, dict) and "entries" not in data and "treatments" not in data:
+        data = [data] if data else []
+    if isinstance(data, dict):
+        data = (data.get("entries") or []) + (data.get("treatments") or [])
+    if isinstance(data, list) and not data:
+        return "JSON with no records (an empty Nightscout export?); export a time range with data"
+    return (
+        "JSON, but not Nightscout records (no 'sgv', 'date', 'dateString', 'created_at' or "
+        "'eventType' near the start of the file)"
+    )
+
+
 def _json_kind(data) -> str:
     """What a JSON document is, without its values (they can be a person's data)."""
     if isinstance(data, list):
