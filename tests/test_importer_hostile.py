@@ -234,3 +234,12 @@ def test_a_value_that_is_no_time_is_not_reported_as_an_ambiguous_date(tmp_path):
     text = "time,cgm\n2024-01-05T08:00:00,100\nsoon,110\n"
     with pytest.raises(CohortError, match=r"'time' has a value that is not a time \(data row 2"):
         run(tmp_path, "g.csv", text)
+
+
+def test_a_nightscout_export_whose_first_record_is_long_is_still_detected(tmp_path):
+    records = ns()
+    records[0] = {"notes": "x" * 5000, **records[0]}  # its keys come after 4,000 characters
+    result = run(tmp_path, "ns.json", json.dumps(records))
+    assert result.metadata["formats"] == ["nightscout"]
+    with pytest.raises(CohortError, match="'entries' and 'treatments' are not lists"):
+        run(tmp_path, "e.json", json.dumps({"entries": 5, "x": "y" * 5000}), force=True)

@@ -71,7 +71,10 @@ def detect_format(path: str | Path, csv_options: dict | None = None) -> str:
         if FORMATS[key].sniff(text):
             return key
     if text.lstrip()[:1] in "[{":
-        raise CohortError(f"{name}: {nightscout.not_records(text)}")
+        reason = nightscout.not_records(text)
+        if reason is None:
+            return "nightscout"
+        raise CohortError(f"{name}: {reason}")
     options = csv_options or {}
     columns, _ = split_fields(header_line(text))  # comma, semicolon (Excel, EU) or tab
     columns = [c.strip() for c in columns]

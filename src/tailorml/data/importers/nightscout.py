@@ -240,9 +240,10 @@ def _types_seen(kinds: list[str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def not_records(text: str) -> str:
+def not_records(text: str) -> str | None:
     """Why a JSON file that `sniff` did not take is not a Nightscout export (for the format
-    detection's error), without quoting it."""
+    detection's error), without quoting it; None when it is one after all (its keys come
+    after the first 4,000 characters `sniff` looks at)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:  # its message names a position, not the content
@@ -252,9 +253,15 @@ def not_records(text: str) -> str:
     if isinstance(data, dict) and "entries" not in data and "treatments" not in data:
         data = [data] if data else []
     if isinstance(data, dict):
-        data = (data.get("entries") or []) + (data.get("treatments") or [])
+        parts = [data.get("entries") or [], data.get("treatments") or []]
+        if not all(isinstance(part, list) for part in parts):
+            return "JSON whose 'entries' and 'treatments' are not lists of records"
+        data = parts[0] + parts[1]
     if isinstance(data, list) and not data:
         return "JSON with no records (an empty Nightscout export?); export a time range with data"
+    keys = {"sgv", "date", "dateString", "created_at", "eventType"}
+    if isinstance(data, list) and any(isinstance(r, dict) and keys & r.keys() for r in data[:10]):
+        return None
     return (
         "JSON, but not Nightscout records (no 'sgv', 'date', 'dateString', 'created_at' or "
         "'eventType' near the start of the file)"
