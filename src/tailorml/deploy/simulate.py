@@ -291,20 +291,20 @@ def _live_emulated(firmware, readings, per_day: int, life: dict, reporter: Repor
 
 def _cloud_model(config, data, individual: str, model, iterations: int):
     """TL(n) of `tailorml.personalize`: the run's model fine-tuned on the person's D_I."""
-    from tailorml.personalize import Context, execute, make_strategy
-    from tailorml.personalize.factory import budget, model_factory
+    from tailorml.personalize import execute, make_strategy
+    from tailorml.personalize.factory import context_for
 
     def no_latents():
         raise DeployError("the cloud reference does not use latents")
 
-    context = Context(
-        data=data,
-        individual=individual,
-        seed=config.train.seed,
-        budget=budget(config, data, individual),
-        new_model=model_factory(config, data, individual, config.train.seed),
-        global_model=lambda: copy.deepcopy(model),
+    context = context_for(
+        config,
+        data,
+        individual,
+        config.train.seed,
+        lambda: copy.deepcopy(model),
         latents=no_latents,
+        policy=model.policy,
     )
     strategy = make_strategy("transfer", n=iterations)
     return execute(strategy.plan(context), context)
