@@ -1127,22 +1127,41 @@ def privacy_check(
         Path | None, typer.Option(help="Check this model file instead of the run's model.pt.")
     ] = None,
     individuals: Annotated[
-        int, typer.Option(min=1, help="Individuals whose test windows make the round trip.")
-    ] = 3,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Individuals whose test windows make the round trip "
+            "[default: privacy.individuals, 3].",
+        ),
+    ] = None,
     max_windows: Annotated[
-        int, typer.Option(min=0, help="Test windows per individual, evenly spaced (0 = all).")
-    ] = 0,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Test windows per individual, evenly spaced (0 = all) "
+            "[default: privacy.max_windows, 0].",
+        ),
+    ] = None,
     batch: Annotated[
-        int, typer.Option(min=1, help="Windows per ciphertext (1 = one request per window).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Windows per ciphertext (1 = one request per window) [default: privacy.batch, 1].",
+        ),
+    ] = None,
 ) -> None:
     """Encrypt test windows with a fresh client key, evaluate them encrypted as the server
     would (public context only), decrypt, and compare with the plaintext model: logit
     differences, decisions, latency per window and sizes. Writes RUN/privacy_check.json
     (RUN/privacy_check_<model sha256[:12]>.json for a --model whose bytes differ from the run's)."""
     from tailorml.jobs import privacy_check as check_job
+    from tailorml.runs import Run
 
-    result = check_job.run(run, model, individuals, max_windows, batch, _reporter())
+    opened = Run.open(run)
+    options = {"individuals": individuals, "max_windows": max_windows, "batch": batch}
+    overrides = {"privacy": {k: v for k, v in options.items() if v is not None}}
+    config = _load(opened.file("config.toml"), overrides)
+    result = check_job.run(opened.path, model, config, _reporter())
     _print_privacy_check(result.figures)
     if result.save_error:
         console.print(result.save_error, style="bold red")

@@ -607,6 +607,21 @@ class SoftConfig(_Section):
     )
 
 
+class PrivacyConfig(_Section):
+    """`tailorml privacy check`: the encrypted round trip on a run's test windows (its
+    command-line options; privacy_check.json records them)."""
+
+    individuals: int = Field(
+        default=3, ge=1, description="individuals whose test windows make the round trip"
+    )
+    max_windows: int = Field(
+        default=0, ge=0, description="test windows per individual, evenly spaced (0 = all)"
+    )
+    batch: int = Field(
+        default=1, ge=1, description="windows per ciphertext (1 = one request per window)"
+    )
+
+
 class StressConfig(_Section):
     """`tailorml stress`: the seeded shifts of a stress run (its command-line options; a
     stress run's config.toml records them)."""
@@ -681,6 +696,7 @@ class Config(_Section):
     robust: RobustConfig = Field(default_factory=RobustConfig)
     lodo: LodoConfig = Field(default_factory=LodoConfig)
     stress: StressConfig = Field(default_factory=StressConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @model_validator(mode="after")
     def _he_friendly_recipe(self) -> Config:

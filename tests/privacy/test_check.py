@@ -66,6 +66,7 @@ def test_privacy_check_agrees_on_every_test_window(he_run):
     assert "every decision agrees" in result.output
     check = json.loads((he_run / "privacy_check.json").read_text())
     assert check["windows"] == 12 and len(check["individuals"]) == 2
+    assert check["settings"] == {"individuals": 2, "max_windows": 6, "batch": 4}  # [privacy]
     assert check["decisions_differ"] == 0 and check["passed"] is True
     assert check["max_logit_difference"] < LOGIT_TOLERANCE
     assert check["parameters"]["security_bits"] == 128 and check["depth"] == 3

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorml.client import EncryptedAlertClient
+from tailorml.config import Config
 from tailorml.data.prepared import prepare
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json
@@ -60,16 +61,17 @@ class PrivacyCheckResult:
 def run(
     run_dir: str | Path,
     model_path: str | Path | None = None,
-    individuals: int = 3,
-    max_windows: int = 0,
-    batch: int = 1,
+    config: Config | None = None,
     reporter: Reporter = SILENT,
 ) -> PrivacyCheckResult:
-    """Encrypt, evaluate and decrypt the test windows of `individuals` people of a run
-    (at most `max_windows` each, 0 = all), `batch` windows per ciphertext; write
-    privacy_check.json into the run and return its figures."""
+    """Encrypt, evaluate and decrypt the test windows of `privacy.individuals` people of a
+    run (at most `privacy.max_windows` each, 0 = all), `privacy.batch` windows per
+    ciphertext; write privacy_check.json (with those settings) into the run and return its
+    figures. `config`: the run's own, with the command's `[privacy]` options."""
     run = Run.open(run_dir)
-    config = run.config()
+    config = config or run.config()
+    settings = config.privacy
+    individuals, max_windows, batch = settings.individuals, settings.max_windows, settings.batch
     model_file = Path(model_path) if model_path else run.file("model.pt")
     if model_path:
         require_model_file(model_file, "--model")
@@ -129,6 +131,7 @@ def run(
         "parameters": encrypted.plan.parameters.to_dict(),
         "depth": encrypted.plan.depth,
         "batch": batch,
+        "settings": settings.model_dump(mode="json"),
         "logit_tolerance": LOGIT_TOLERANCE,
         "individuals": rows,
         "windows": int(sum(row["windows"] for row in rows)),
