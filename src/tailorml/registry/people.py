@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     started TEXT,
     finished TEXT
 );
+CREATE TABLE IF NOT EXISTS review_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people(id),
+    created TEXT NOT NULL,
+    expires_s INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS review_sessions_by_person ON review_sessions(person_id);
 """
 
 
@@ -303,6 +311,7 @@ class PeopleStore:
                 "UPDATE people SET revoked = ? WHERE id = ? AND revoked IS NULL",
                 (now(), person_id),
             )
+            _end_review_sessions(connection, person_id)
             audit(connection, actor, "revoke_token", person_id, {})
         return self.person(person_id)
 
@@ -316,8 +325,56 @@ class PeopleStore:
                 "UPDATE people SET token_sha256 = ?, secret_sha1 = ?, revoked = NULL WHERE id = ?",
                 (token_sha256, secret_sha1, person_id),
             )
+            _end_review_sessions(connection, person_id)
             audit(connection, actor, "rotate_token", person_id, {})
         return self.person(person_id)
+
+    # -- review-page sign-ins (browser sessions; the API never takes them) -------------------
+
+    def add_review_session(
+        self, id_sha256: str, person_id: str, lifetime_s: int, actor: str
+    ) -> None:
+        """A browser session of `person_id` for `lifetime_s` seconds, known by the SHA-256
+        of its id; sessions past their end (anyone's) are deleted on the way."""
+        stamp = int(time.time())
+        with self.database.transaction() as connection:
+            connection.execute("DELETE FROM review_sessions WHERE expires_s <= ?", (stamp,))
+            connection.execute(
+                "INSERT INTO review_sessions (id_sha256, person_id, created, expires_s)"
+                " VALUES (?, ?, ?, ?)",
+                (id_sha256, person_id, now(), stamp + lifetime_s),
+            )
+            audit(connection, actor, "sign_in", person_id, {"lifetime_s": lifetime_s})
+
+    def review_session(self, id_sha256: str) -> Person | None:
+        """The person of an unexpired session (None: unknown, ended or expired)."""
+        rows = self.database.query(
+            "SELECT people.* FROM review_sessions JOIN people ON people.id ="
+            " review_sessions.person_id WHERE review_sessions.id_sha256 = ? AND"
+            " review_sessions.expires_s > ?",
+            (id_sha256, int(time.time())),
+        )
+        return _person(rows[0]) if rows else None
+
+    def end_review_session(self, id_sha256: str, actor: str) -> bool:
+        """Sign-out: delete the session; whether there was one."""
+        with self.database.transaction() as connection:
+            row = connection.execute(
+                "SELECT person_id FROM review_sessions WHERE id_sha256 = ?", (id_sha256,)
+            ).fetchone()
+            if row is None:
+                return False
+            connection.execute("DELETE FROM review_sessions WHERE id_sha256 = ?", (id_sha256,))
+            audit(connection, actor, "sign_out", row["person_id"], {})
+        return True
+
+    def review_sessions(self, person_id: str) -> int:
+        """How many unexpired review-page sessions a person has."""
+        rows = self.database.query(
+            "SELECT COUNT(*) AS n FROM review_sessions WHERE person_id = ? AND expires_s > ?",
+            (person_id, int(time.time())),
+        )
+        return int(rows[0]["n"])
 
     def unassign(self, clinician_id: str, patient_id: str, actor: str) -> bool:
         """End a clinician's access to a patient; whether there was an assignment."""
@@ -770,6 +827,7 @@ class PeopleStore:
                 "DELETE FROM assignments WHERE patient_id = ? OR clinician_id = ?",
                 (person_id, person_id),
             )
+            _end_review_sessions(connection, person_id)
             stamp = now()
             connection.execute(
                 "UPDATE people SET wrapped_key = NULL, key_id = NULL, erased = ?, revoked ="
@@ -792,6 +850,14 @@ def _refuse_erased(connection, person_id: str) -> None:
     row = connection.execute("SELECT erased FROM people WHERE id = ?", (person_id,)).fetchone()
     if row is not None and row["erased"] is not None:
         raise TailormlError(f"person {person_id} has been erased; nothing was stored")
+
+
+def _end_review_sessions(connection, person_id: str) -> int:
+    """Inside a revoking, rotating or erasing transaction: the person's browser sessions end
+    with it (a session is never worth more than the token it was made from)."""
+    return connection.execute(
+        "DELETE FROM review_sessions WHERE person_id = ?", (person_id,)
+    ).rowcount
 
 
 def _new_public_id() -> str:

@@ -34,7 +34,7 @@ from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
 from tailorml.registry.people import Person
 from tailorml.service import nightscout
 from tailorml.service import openapi as api
-from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
+from tailorml.service.auth import AccessDenied, AuthError, resolve
 from tailorml.service.core import Service
 from tailorml.service.encrypted import MAX_CIPHERTEXT_BYTES, ConflictError
 from tailorml.service.nightscout import PayloadError
@@ -146,8 +146,7 @@ def caller_of(service: Service, request: Request) -> Person:
         api_secret=request.headers.get("api-secret"),
         token=request.query_params.get("token"),
         authorization=request.headers.get("authorization"),
-        cookie=request.cookies.get(COOKIE),
-    )
+    )  # never the review page's session cookie: it opens the review pages only
     request.state.person = person.id  # log lines about the request name the account
     return person
 

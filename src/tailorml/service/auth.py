@@ -1,8 +1,11 @@
 """Who is calling, and what they may see.
 
 Uploaders authenticate the way Nightscout's do: the `api-secret` header carrying the SHA-1
-hex of the secret, or `?token=`; API clients may send `Authorization: Bearer TOKEN`; the
-review page uses an HttpOnly cookie holding the token. Each person has one random token
+hex of the secret, or `?token=`; API clients may send `Authorization: Bearer TOKEN`. The
+review page exchanges the token, once, for a browser session: a random id in an HttpOnly
+cookie, stored as its SHA-256 with the person and an end (`SESSION_SECONDS`), deleted at
+sign-out and whenever the person's token is rotated or revoked or the account erased. The
+session cookie opens the review pages only, never the API. Each person has one random token
 (256 bits) that serves as their secret; the store keeps only its SHA-256 and SHA-1 hashes
 (with that much entropy a hash cannot be reversed by guessing). A revoked or erased
 person's token stops working at their next request: every request reads the store.
@@ -24,7 +27,11 @@ from tailorml.registry.people import PeopleStore, Person
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # fullmatch: "$" lets "eve\n" in
 PERSON_ID_PATTERN = re.compile(r"p-[0-9a-f]{12}")
-COOKIE = "tailorml_token"
+SESSION_COOKIE = "tailorml_session"
+COOKIE = SESSION_COOKIE  # the review page's cookie (a session id, not a token)
+LEGACY_COOKIE = "tailorml_token"  # what older versions kept: the token itself; cleared
+SESSION_SECONDS = 12 * 3600
+SESSION_PATTERN = re.compile(r"ts_[A-Za-z0-9_-]{43}")
 
 
 class AuthError(TailormlError):
@@ -68,27 +75,49 @@ def rotate_token(store: PeopleStore, person: Person, actor: str) -> str:
     return token
 
 
+def new_session(store: PeopleStore, person: Person, actor: str) -> str:
+    """A review-page session for `person` (only its SHA-256 is stored): the cookie's value."""
+    session_id = "ts_" + secrets.token_urlsafe(32)
+    store.add_review_session(token_sha256(session_id), person.id, SESSION_SECONDS, actor)
+    return session_id
+
+
+def session_person(store: PeopleStore, session_id: str | None) -> Person | None:
+    """The active person of a review-page session; None for anything else (no cookie, an
+    unknown, ended or expired session, a revoked or erased account)."""
+    if not session_id or not SESSION_PATTERN.fullmatch(session_id):
+        return None
+    person = store.review_session(token_sha256(session_id))
+    return person if person is not None and person.active else None
+
+
+def end_session(store: PeopleStore, session_id: str | None, actor: str) -> bool:
+    if not session_id or not SESSION_PATTERN.fullmatch(session_id):
+        return False
+    return store.end_review_session(token_sha256(session_id), actor)
+
+
 def resolve(
     store: PeopleStore,
     api_secret: str | None = None,
     token: str | None = None,
     authorization: str | None = None,
-    cookie: str | None = None,
 ) -> Person:
-    """The caller, from the first credential present; AuthError if none is valid."""
+    """The caller, from the first credential present; AuthError if none is valid. A
+    review-page session is no credential here (`session_person`)."""
     person = None
     if api_secret:
         digest = api_secret.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{40}", digest):
             raise AuthError("api-secret must be the SHA-1 hex (40 characters) of your token")
         person = store.by_secret(digest)
-    elif token or authorization or cookie:
+    elif token or authorization:
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
                 raise AuthError("Authorization must be 'Bearer TOKEN'")
             token = value.strip()
-        token = token or cookie or ""
+        token = token or ""
         person = store.by_token(token_sha256(token))
     else:
         raise AuthError(

@@ -1,16 +1,21 @@
 """The review page: server-rendered HTML where a clinician reads a proposed candidate's
 gates and model card and approves or rejects it.
 
-Sign-in stores the person's token in an HttpOnly, SameSite=Strict cookie (Secure over
-HTTPS). Every form carries a CSRF token (an HMAC of the person's id under the server key),
-so another site cannot make a signed-in browser approve a model. Pages send a Content
-Security Policy that allows nothing from other origins.
-"""
+Sign-in exchanges the person's token for a browser session (`auth.new_session`): a random
+id in an HttpOnly, SameSite=Strict cookie (Secure over HTTPS) that ends after
+`auth.SESSION_SECONDS`, at sign-out, and when the token is rotated or revoked; the API never
+accepts it. The sign-in form carries its own CSRF token (an HMAC under the server key of a
+random pre-session value that the form's GET put in a short-lived cookie), so another site
+cannot sign a browser into its account; every form of a session carries a token bound to
+that session, so another site cannot make a signed-in browser approve a model or sign out.
+Pages send a Content Security Policy that allows nothing from other origins."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+import string
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -20,7 +25,18 @@ from starlette.concurrency import run_in_threadpool
 from tailorml.errors import TailormlError
 from tailorml.evaluate.report import template_environment
 from tailorml.registry.people import Person
-from tailorml.service.auth import COOKIE, AccessDenied, AuthError, resolve
+from tailorml.service.auth import (
+    LEGACY_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    AccessDenied,
+    AuthError,
+    end_session,
+    new_session,
+    resolve,
+    session_person,
+    token_sha256,
+)
 from tailorml.service.core import Service
 
 FIGURES = (  # key, label, digits
@@ -41,10 +57,27 @@ SECURITY_HEADERS = {
 }
 
 
-def csrf_token(service: Service, person: Person) -> str:
-    return hmac.new(
-        service.server_key.key, b"csrf|" + person.id.encode(), hashlib.sha256
-    ).hexdigest()
+LOGIN_COOKIE = "tailorml_login"
+LOGIN_SECONDS = 3600
+
+
+def csrf_token(service: Service, session_id: str) -> str:
+    """The forms' token of one review session (signing out makes it worthless)."""
+    binding = b"csrf|" + token_sha256(session_id).encode()
+    return hmac.new(service.server_key.key, binding, hashlib.sha256).hexdigest()
+
+
+def login_csrf(service: Service, nonce: str) -> str:
+    """The sign-in form's token: bound to the random value in the login cookie."""
+    return hmac.new(service.server_key.key, b"login|" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def _nonce_ok(nonce: str) -> bool:
+    return 16 <= len(nonce) <= 64 and set(nonce) <= set(string.ascii_letters + string.digits + "-_")
+
+
+def _cookie_options(request: Request) -> dict:
+    return {"httponly": True, "samesite": "strict", "secure": request.url.scheme == "https"}
 
 
 FORM_LIMIT = 20_000
@@ -74,14 +107,33 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
         html = environment.get_template(template).render(**context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
-    def signed_in(request: Request) -> Person | None:
-        token = request.cookies.get(COOKIE)
-        if not token:
-            return None
-        try:
-            return resolve(service.store, cookie=token)
-        except AuthError:
-            return None
+    def signed_in(request: Request) -> tuple[Person, str] | None:
+        """The person of the request's review session and the session id (None: sign in)."""
+        session_id = request.cookies.get(SESSION_COOKIE, "")
+        person = session_person(service.store, session_id)
+        return None if person is None else (person, session_id)
+
+    def to_login() -> RedirectResponse:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        response.delete_cookie(LEGACY_COOKIE)
+        return response
+
+    def login_form(request: Request, status: int = 200, message: str | None = None):
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not _nonce_ok(nonce):
+            nonce = secrets.token_urlsafe(24)
+        response = page(
+            "service_login.html.j2",
+            status=status,
+            title="Sign in",
+            caller=None,
+            login_csrf=login_csrf(service, nonce),
+            message=message,
+            message_class="problem" if message else None,
+        )
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_SECONDS, **_cookie_options(request))
+        return response
 
     @app.get("/", include_in_schema=False)
     async def home():
@@ -89,38 +141,52 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/login", include_in_schema=False)
     async def login_page(request: Request):
-        return page("service_login.html.j2", title="Sign in", caller=None)
+        return login_form(request)
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request):
-        token = (await form_of(request)).get("token", "").strip()
-        try:
-            await run_in_threadpool(resolve, service.store, None, token)
-        except AuthError as error:
-            return page(
-                "service_login.html.j2",
-                status=401,
-                title="Sign in",
-                caller=None,
-                message=f"Not signed in: {error}",
-                message_class="problem",
+        form = await form_of(request)
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not _nonce_ok(nonce) or not hmac.compare_digest(
+            form.get("csrf", ""), login_csrf(service, nonce)
+        ):
+            return login_form(
+                request,
+                403,
+                "Not signed in: the sign-in form expired or came from another site; sign in"
+                " from this page",
             )
+        token = form.get("token", "").strip()
+        try:
+            person = await run_in_threadpool(resolve, service.store, None, token)
+        except AuthError as error:
+            return login_form(request, 401, f"Not signed in: {error}")
+        actor = f"{person.name} ({person.role})"
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:
+            await run_in_threadpool(end_session, service.store, previous, actor)
+        session_id = await run_in_threadpool(new_session, service.store, person, actor)
         response = RedirectResponse("/review", status_code=303)
         response.set_cookie(
-            COOKIE,
-            token,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            max_age=12 * 3600,
+            SESSION_COOKIE, session_id, max_age=SESSION_SECONDS, **_cookie_options(request)
         )
+        response.delete_cookie(LOGIN_COOKIE)
+        response.delete_cookie(LEGACY_COOKIE)
         return response
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request):
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
-        return response
+        found = await run_in_threadpool(signed_in, request)
+        if found is None:
+            return to_login()
+        caller, session_id = found
+        form = await form_of(request)
+        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(service, session_id)):
+            return Response("invalid form token; reload the page", status_code=403)
+        await run_in_threadpool(
+            end_session, service.store, session_id, f"{caller.name} ({caller.role})"
+        )
+        return to_login()
 
     def overview(caller: Person) -> list[dict]:
         people = [caller.id] if caller.role == "patient" else service.store.patients_of(caller.id)
@@ -141,20 +207,23 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/review", include_in_schema=False)
     async def review_list(request: Request):
-        caller = await run_in_threadpool(signed_in, request)
-        if caller is None:
-            return RedirectResponse("/login", status_code=303)
+        found = await run_in_threadpool(signed_in, request)
+        if found is None:
+            return to_login()
+        caller, session_id = found
         rows = await run_in_threadpool(overview, caller)
         return page(
             "service_review.html.j2",
             title="Review",
             caller=caller,
-            csrf=csrf_token(service, caller),
+            csrf=csrf_token(service, session_id),
             rows=rows,
             message=request.query_params.get("done"),
         )
 
-    def candidate_page(caller: Person, candidate_id: int, message=None, message_class=None):
+    def candidate_page(
+        caller: Person, session_id: str, candidate_id: int, message=None, message_class=None
+    ):
         shown = service.candidate(caller, candidate_id)
         person = service.store.person(shown["patient"])
         can_decide = (
@@ -166,7 +235,7 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
         return dict(
             title=f"Candidate {candidate_id}",
             caller=caller,
-            csrf=csrf_token(service, caller),
+            csrf=csrf_token(service, session_id),
             candidate=shown,
             person=person,
             figures=FIGURES,
@@ -178,18 +247,19 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/review/candidates/{candidate_id}", include_in_schema=False)
     async def review_candidate(request: Request, candidate_id: int):
-        caller = await run_in_threadpool(signed_in, request)
-        if caller is None:
-            return RedirectResponse("/login", status_code=303)
+        found = await run_in_threadpool(signed_in, request)
+        if found is None:
+            return to_login()
+        caller, session_id = found
         try:
-            context = await run_in_threadpool(candidate_page, caller, candidate_id)
+            context = await run_in_threadpool(candidate_page, caller, session_id, candidate_id)
         except AccessDenied as error:
             return page(
                 "service_page.html.j2",
                 403,
                 title="No access",
                 caller=caller,
-                csrf=csrf_token(service, caller),
+                csrf=csrf_token(service, session_id),
                 message=str(error),
                 message_class="problem",
             )
@@ -197,11 +267,12 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/review/candidates/{candidate_id}", include_in_schema=False)
     async def decide(request: Request, candidate_id: int):
-        caller = await run_in_threadpool(signed_in, request)
-        if caller is None:
-            return RedirectResponse("/login", status_code=303)
+        found = await run_in_threadpool(signed_in, request)
+        if found is None:
+            return to_login()
+        caller, session_id = found
         form = await form_of(request)
-        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(service, caller)):
+        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(service, session_id)):
             return Response("invalid form token; reload the page", status_code=403)
         decision = form.get("decision", "")
         try:
@@ -212,20 +283,26 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
             )
         except TailormlError as error:  # includes AccessDenied
             context = await run_in_threadpool(
-                candidate_page, caller, candidate_id, f"Not recorded: {error}", "problem"
+                candidate_page,
+                caller,
+                session_id,
+                candidate_id,
+                f"Not recorded: {error}",
+                "problem",
             )
             return page("service_candidate.html.j2", 400, **context)
         verb = "approved: it is now the active model" if decision == "approve" else "rejected"
         context = await run_in_threadpool(
-            candidate_page, caller, candidate_id, f"Candidate {decided['id']} {verb}."
+            candidate_page, caller, session_id, candidate_id, f"Candidate {decided['id']} {verb}."
         )
         return page("service_candidate.html.j2", **context)
 
     @app.get("/review/cards/{patient}", include_in_schema=False)
     async def card(request: Request, patient: str):
-        caller = await run_in_threadpool(signed_in, request)
-        if caller is None:
-            return RedirectResponse("/login", status_code=303)
+        found = await run_in_threadpool(signed_in, request)
+        if found is None:
+            return to_login()
+        caller, _ = found
         try:
             html = await run_in_threadpool(service.card_html, caller, patient)
         except TailormlError as error:
