@@ -142,6 +142,17 @@ class Cohort:
         return {person.id: person.categories.get(name) for person in self.individuals}
 
 
+def _schema_columns(columns) -> str:
+    """The file's columns for an error: those of the cohort schema by name, the others only
+    counted — a raw export given as a cohort has its preamble (a person's name, a serial) in
+    the header row, and that must not reach a terminal or a log."""
+    schema = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
+    known = [str(column) for column in columns if str(column) in schema]
+    others = len(columns) - len(known)
+    named = ", ".join(known) if known else "none of the schema's columns"
+    return named + (f" and {others} other column(s), not shown" if others else "")
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         exists = path.exists()
@@ -152,6 +163,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     if not exists:
         hint = f" (a shipped cohort is one of {', '.join(SHIPPED_COHORTS)})" * (not path.suffix)
         raise CohortError(f"cohort file not found: {path}{hint}")
+    if path.is_dir():
+        raise CohortError(f"cohort file {path} is a directory; give a .parquet or .csv file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -429,8 +442,9 @@ def cohort_from_frame(
     if missing:
         raise CohortError(
             f"{path}: missing required column(s) {', '.join(missing)}; the file has "
-            f"{', '.join(map(str, frame.columns))}. Required: {', '.join(REQUIRED_COLUMNS)} "
-            f"(optional: {', '.join(OPTIONAL_COLUMNS)}); see README 'Cohort file schema'"
+            f"{_schema_columns(frame.columns)}. Required: {', '.join(REQUIRED_COLUMNS)} "
+            f"(optional: {', '.join(OPTIONAL_COLUMNS)}); see README 'Cohort file schema' "
+            "(a raw export: `tailorml cohort import` reads it)"
         )
     if frame.empty:
         raise CohortError(f"{path}: the file has no rows")
