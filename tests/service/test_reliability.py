@@ -89,6 +89,8 @@ def test_erasure_deletes_the_data_and_retires_models_trained_on_it(server, servi
             "/api/v1/entries",
             json=[{"type": "sgv", "sgv": 90 + i, "date": 1_620_000_000_000 + i} for i in range(5)],
         )
+        status = {"device": "xDrip", "created_at": 1_620_000_000_000}
+        client.post("/api/v1/devicestatus", json=status)
     candidate = propose_candidate(service_data.data, erin.id, trained, shift=0.03)
     model = registry.model(registry.candidate(candidate).model_id)
     assert model.path.exists()
@@ -102,6 +104,8 @@ def test_erasure_deletes_the_data_and_retires_models_trained_on_it(server, servi
         "entries": 5,
         "treatments": 0,
         "alerts": 5,
+        "documents": 1,  # the devicestatus record
+        "replaced": 0,
         "retired_models": [model.id],
     }
     assert after.status_code == 401 and "erased" in after.json()["message"]
