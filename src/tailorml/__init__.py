@@ -43,8 +43,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "load_model": ("tailorml.models.cnn", "load_model"),
     "save_model": ("tailorml.models.cnn", "save_model"),
     # evaluation and personalization
-    "evaluate_model": ("tailorml.api", "evaluate_model"),
-    "Evaluation": ("tailorml.api", "Evaluation"),
+    "evaluate_model": ("tailorml.evaluate.individuals", "evaluate_model"),
+    "Evaluation": ("tailorml.evaluate.individuals", "Evaluation"),
     "personalize_one": ("tailorml.api", "personalize_one"),
     "Personalized": ("tailorml.api", "Personalized"),
     "STRATEGIES": ("tailorml.personalize", "REGISTRY"),

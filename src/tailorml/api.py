@@ -1,8 +1,7 @@
-"""The steps a notebook takes, each one call on objects: evaluate a model on a prepared
-cohort (`evaluate_model`, a named result) and personalize it for one person
+"""A step a notebook takes as one call on objects: personalize a model for one person
 (`personalize_one`, which builds the strategy `Context` and runs the strategy's plan with
-the one training loop). `tailorml/__init__.py` exports them with the rest of the public face
-(docs/python_api.md).
+the one training loop); evaluating a model is `evaluate.individuals.evaluate_model`.
+`tailorml/__init__.py` exports both with the rest of the public face (docs/python_api.md).
 
 Both decide by the model's own alert policy, as the train job, `tailorml evaluate` and the
 experiment's columns (`personalize.evaluate`) do.
@@ -11,58 +10,18 @@ experiment's columns (`personalize.evaluate`) do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
-import pandas as pd
 from torch import nn
 
 from tailorml.config import Config
-from tailorml.data.glucose import CLASSES
 from tailorml.data.prepared import Prepared
 from tailorml.errors import ConfigError, TailormlError
-from tailorml.evaluate.individuals import NON_FINITE_OUTPUTS, evaluate_individuals
-from tailorml.evaluate.metrics import classification_metrics
-from tailorml.models.predict import predict_proba
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Strategy
 from tailorml.personalize.dataset import from_prepared
 from tailorml.personalize.evaluate import evaluate_personalized, policy_of
 from tailorml.personalize.factory import context_for
-
-
-class Evaluation(NamedTuple):
-    """One model on every individual's part: a row of metrics per individual (`skipped`
-    says why one has none), a row per window decided (time, label, decision, class
-    probabilities) and the readings the events were found in. A tuple, so
-    `per_individual, predictions, readings = ...` unpacks it as before."""
-
-    per_individual: pd.DataFrame
-    predictions: pd.DataFrame
-    readings: pd.DataFrame
-
-    @property
-    def pooled(self) -> dict[str, float]:
-        """Accuracy, balanced accuracy and per-class recall over every decided window."""
-        return classification_metrics(
-            self.predictions["y_true"].to_numpy(), self.predictions["y_pred"].to_numpy()
-        )
-
-
-def evaluate_model(model: nn.Module, prepared: Prepared, part: str = "test") -> Evaluation:
-    """`model` on every individual's `part` of `prepared`, decided by `model.policy`: the
-    figures `tailorml train` and `tailorml evaluate` write (per_individual.csv,
-    predictions.parquet, test_readings.parquet)."""
-    policy = getattr(model, "policy", None)
-    if policy is None:
-        raise TailormlError("the model carries no alert policy: train or load it with tailorml")
-    windows = prepared.windows
-    evaluated = prepared.splits.pooled(part)
-    probabilities = np.zeros((len(windows), len(CLASSES)))
-    probabilities[evaluated] = predict_proba(model, windows.x[evaluated])
-    if not np.isfinite(probabilities[evaluated]).all():
-        raise TailormlError(NON_FINITE_OUTPUTS)
-    return Evaluation(*evaluate_individuals(policy, prepared, probabilities, part))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ results through `write_evaluation`, so both give the same tables, metrics and re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -230,6 +230,40 @@ def data_summary(prepared: Prepared) -> dict[str, Any]:
     }
 
 
+class Evaluation(NamedTuple):
+    """One model on every individual's part: a row of metrics per individual (`skipped`
+    says why one has none), a row per window decided (time, label, decision, class
+    probabilities) and the readings the events were found in. A tuple, so
+    `per_individual, predictions, readings = ...` unpacks it as before."""
+
+    per_individual: pd.DataFrame
+    predictions: pd.DataFrame
+    readings: pd.DataFrame
+
+    @property
+    def pooled(self) -> dict[str, float]:
+        """Accuracy, balanced accuracy and per-class recall over every decided window."""
+        return classification_metrics(
+            self.predictions["y_true"].to_numpy(), self.predictions["y_pred"].to_numpy()
+        )
+
+
+def evaluate_model(model: nn.Module, prepared: Prepared, part: str = "test") -> Evaluation:
+    """`model` on every individual's `part` of `prepared`, decided by `model.policy`: the
+    figures `tailorml train` and `tailorml evaluate` write (per_individual.csv,
+    predictions.parquet, test_readings.parquet)."""
+    policy = getattr(model, "policy", None)
+    if policy is None:
+        raise TailormlError("the model carries no alert policy: train or load it with tailorml")
+    windows = prepared.windows
+    evaluated = prepared.splits.pooled(part)
+    probabilities = np.zeros((len(windows), len(CLASSES)))
+    probabilities[evaluated] = predict_proba(model, windows.x[evaluated])
+    if not np.isfinite(probabilities[evaluated]).all():
+        raise TailormlError(NON_FINITE_OUTPUTS)
+    return Evaluation(*evaluate_individuals(policy, prepared, probabilities, part))
+
+
 def write_evaluation(
     folder: Path, model: nn.Module, prepared: Prepared, part: str
 ) -> dict[str, Any]:
@@ -238,15 +272,8 @@ def write_evaluation(
     fairness.csv, fairness_traits.csv and glycemia.csv (consensus CGM metrics of the
     readings evaluated) into `folder`; return the metrics.json entries that describe the
     evaluation."""
-    windows = prepared.windows
-    evaluated = prepared.splits.pooled(part)
-    probabilities = np.zeros((len(windows), len(CLASSES)))
-    probabilities[evaluated] = predict_proba(model, windows.x[evaluated])
-    if not np.isfinite(probabilities[evaluated]).all():
-        raise TailormlError(NON_FINITE_OUTPUTS)
-    per_individual, predictions, readings = evaluate_individuals(
-        model.policy, prepared, probabilities, part
-    )
+    windows, evaluated = prepared.windows, prepared.splits.pooled(part)
+    per_individual, predictions, readings = evaluate_model(model, prepared, part)
     atomic_write_text(folder / "per_individual.csv", per_individual.to_csv(index=False))
     atomic_write_parquet(folder / "predictions.parquet", predictions)
     atomic_write_parquet(folder / "test_readings.parquet", readings)
