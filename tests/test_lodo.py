@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tests.test_cli import tailorml
 
 from tailorml.config import TaskConfig
 from tailorml.data.cohort import load_cohort
@@ -77,7 +76,10 @@ def test_a_cohort_of_one_dataset_cannot_leave_one_out(write_cohort):
         folds_of(two, ["three"])
 
 
-def test_lodo_end_to_end_trains_without_each_dataset_and_judges_its_people(tmp_path, write_cohort):
+def test_lodo_end_to_end_trains_without_each_dataset_and_judges_its_people(
+    tmp_path, write_cohort, tailorml_in_process
+):
+    tailorml = tailorml_in_process
     # a dataset name is data, never a path: "../beta" stays inside folds/ as "%2E.%2Fbeta"
     people = {"a1": "alpha", "a2": "alpha", "b1": "../beta", "b2": "../beta"}
     path = write_cohort(_cohort_frame(people, days=4.0))
@@ -114,7 +116,10 @@ def test_lodo_end_to_end_trains_without_each_dataset_and_judges_its_people(tmp_p
     assert tailorml("report", str(run), cwd=tmp_path).returncode == 0
 
 
-def test_lodo_refuses_a_one_dataset_cohort_in_one_line_and_creates_no_run(tmp_path, write_cohort):
+def test_lodo_refuses_a_one_dataset_cohort_in_one_line_and_creates_no_run(
+    tmp_path, write_cohort, tailorml_in_process
+):
+    tailorml = tailorml_in_process
     path = write_cohort(_cohort_frame({"a": "one", "b": "one"}, days=1.0))
     result = tailorml("lodo", "--cohort", str(path), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -122,7 +127,10 @@ def test_lodo_refuses_a_one_dataset_cohort_in_one_line_and_creates_no_run(tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
-def test_calibration_days_longer_than_the_data_are_refused_before_training(tmp_path, write_cohort):
+def test_calibration_days_longer_than_the_data_are_refused_before_training(
+    tmp_path, write_cohort, tailorml_in_process
+):
+    tailorml = tailorml_in_process
     path = write_cohort(_cohort_frame({"a": "one", "b": "two"}, days=2.0))
     config = tmp_path / "long.toml"
     config.write_text(f'[cohort]\npath = "{path.as_posix()}"\n[lodo]\ncalibration_days = 3.0\n')
@@ -132,7 +140,8 @@ def test_calibration_days_longer_than_the_data_are_refused_before_training(tmp_p
     assert not (tmp_path / "runs").exists()
 
 
-def test_an_empty_cohort_option_is_refused_not_read_as_the_default(tmp_path):
+def test_an_empty_cohort_option_is_refused_not_read_as_the_default(tmp_path, tailorml_in_process):
+    tailorml = tailorml_in_process
     result = tailorml("lodo", "--cohort", "", cwd=tmp_path)
     assert result.returncode == 2 and "--cohort is empty" in result.stderr
     assert not (tmp_path / "runs").exists()

@@ -73,7 +73,9 @@ def render(run_dir: Path) -> Path:
     for held_out, table in summary.groupby("held_out", sort=True):
         folder = fold_folder(run_dir, held_out)
         per_person = optional_table(folder / "per_person.csv")
-        skipped = per_person[per_person["skipped"].fillna("") != ""] if len(per_person) else []
+        skipped = []
+        if len(per_person):  # an all-empty column is read as floats
+            skipped = per_person[per_person["skipped"].astype(object).fillna("") != ""]
         training = json.loads((folder / "training.json").read_text())
         folds.append(
             {

@@ -21,7 +21,6 @@ from fastapi.openapi.utils import get_openapi
 
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER
 from tailorml.service import nightscout
-from tailorml.service.auth import COOKIE
 
 JSON = "application/json"
 REJECTED_HEADER = "X-Refused-Records"
@@ -598,12 +597,6 @@ SECURITY_SCHEMES = {
     },
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer TOKEN"},
     "token": {"type": "apiKey", "in": "query", "name": "token", "description": "?token=TOKEN"},
-    "reviewCookie": {
-        "type": "apiKey",
-        "in": "cookie",
-        "name": COOKIE,
-        "description": "the token, as the review page's sign-in sets it (HttpOnly)",
-    },
 }
 SECURITY = [{name: []} for name in SECURITY_SCHEMES]
 
