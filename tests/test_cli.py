@@ -222,6 +222,9 @@ def test_every_command_has_help():
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, command
         assert "Usage" in result.output
+    # a default written in brackets is shown, not swallowed as a markup tag
+    shown = " ".join(runner.invoke(app, ["certify", "--help"]).output.split())
+    assert "[default: robust.eps, 10]" in shown and "[default: crown]" in shown
 
 
 def test_describe_and_config_show():

@@ -74,23 +74,30 @@ class _Group(TyperGroup):
             raise UnexpectedError(error) from error
 
 
+# rich_markup_mode=None on every Typer: help texts say '[default: robust.eps, 10]', which
+# Rich would read as a markup tag and drop (the option's default vanished from --help).
 app = typer.Typer(
+    rich_markup_mode=None,
     cls=_Group,
     help="Personalize small deep-learning models for human-centric sensing, safely.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-cohort_app = typer.Typer(help="Simulate, inspect and validate cohort files.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
+cohort_app = typer.Typer(
+    rich_markup_mode=None, help="Simulate, inspect and validate cohort files.", no_args_is_help=True
+)
+config_app = typer.Typer(rich_markup_mode=None, help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(config_app, name="config")
 deploy_app = typer.Typer(
+    rich_markup_mode=None,
     help="Put a model on a microcontroller: int8 C code, emulated parity and budgets.",
     no_args_is_help=True,
 )
 app.add_typer(deploy_app, name="deploy")
 privacy_app = typer.Typer(
+    rich_markup_mode=None,
     help="Encrypted inference: the server computes alerts on CKKS-encrypted windows.",
     no_args_is_help=True,
 )
@@ -652,11 +659,14 @@ def _fmt(value) -> str:
 
 
 review_app = typer.Typer(
+    rich_markup_mode=None,
     help="Review proposed candidates: list, show, approve, reject, rollout.",
     no_args_is_help=True,
 )
 models_app = typer.Typer(
-    help="Which model is active for an individual, and why.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Which model is active for an individual, and why.",
+    no_args_is_help=True,
 )
 app.add_typer(review_app, name="review")
 app.add_typer(models_app, name="models")

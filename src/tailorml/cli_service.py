@@ -18,6 +18,7 @@ from rich.table import Table
 console = Console(soft_wrap=True, highlight=False)
 
 users_app = typer.Typer(
+    rich_markup_mode=None,
     help="Accounts of the cloud service: patients and clinicians, tokens, assignments.",
     no_args_is_help=True,
 )
