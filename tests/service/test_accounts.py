@@ -89,3 +89,15 @@ def test_a_second_serving_process_on_the_same_data_is_refused(tmp_path):
         hold_serve_lock(tmp_path)
     first.close()  # the first process ends: the lock is free again
     hold_serve_lock(tmp_path).close()
+
+
+def test_an_erased_person_cannot_be_assigned(shell):
+    run, data = shell
+    assert run("add", "ann", "--role", "patient").exit_code == 0
+    assert run("add", "doc", "--role", "clinician").exit_code == 0
+    store = PeopleStore(data)
+    store.erase(store.by_name("ann").id, "test", retired_models=[])
+    refused = run("assign", "doc", "ann")
+    assert isinstance(refused.exception, TailormlError)
+    assert "'ann' was erased on" in str(refused.exception)
+    assert store.patients_of(store.by_name("doc").id) == []

@@ -393,6 +393,12 @@ class PeopleStore:
             raise TailormlError(f"{clinician.name!r} is a {clinician.role}, not a clinician")
         if patient.role != "patient":
             raise TailormlError(f"{patient.name!r} is a {patient.role}, not a patient")
+        for person in (clinician, patient):
+            if person.erased is not None:
+                raise TailormlError(
+                    f"{person.name!r} was erased on {person.erased[:10]}; an erased account "
+                    "cannot be assigned (add a new account for a returning person)"
+                )
         with self.database.transaction() as connection:
             connection.execute(
                 "INSERT OR IGNORE INTO assignments (clinician_id, patient_id, created)"
