@@ -135,6 +135,18 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
         response.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_SECONDS, **_cookie_options(request))
         return response
 
+    async def posted(request: Request) -> tuple[Person, str, dict[str, str]] | Response:
+        """A form post of a signed-in browser: (caller, session, form) when its form token
+        belongs to the session; otherwise the answer to give (the login page, or 403)."""
+        found = await run_in_threadpool(signed_in, request)
+        if found is None:
+            return to_login()
+        caller, session_id = found
+        form = await form_of(request)
+        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(service, session_id)):
+            return Response("invalid form token; reload the page", status_code=403)
+        return caller, session_id, form
+
     @app.get("/", include_in_schema=False)
     async def home():
         return RedirectResponse("/review", status_code=303)
@@ -176,13 +188,10 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request):
-        found = await run_in_threadpool(signed_in, request)
-        if found is None:
-            return to_login()
-        caller, session_id = found
-        form = await form_of(request)
-        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(service, session_id)):
-            return Response("invalid form token; reload the page", status_code=403)
+        checked = await posted(request)
+        if isinstance(checked, Response):
+            return checked
+        caller, session_id, _ = checked
         await run_in_threadpool(
             end_session, service.store, session_id, f"{caller.name} ({caller.role})"
         )
@@ -267,13 +276,10 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/review/candidates/{candidate_id}", include_in_schema=False)
     async def decide(request: Request, candidate_id: int):
-        found = await run_in_threadpool(signed_in, request)
-        if found is None:
-            return to_login()
-        caller, session_id = found
-        form = await form_of(request)
-        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(service, session_id)):
-            return Response("invalid form token; reload the page", status_code=403)
+        checked = await posted(request)
+        if isinstance(checked, Response):
+            return checked
+        caller, session_id, form = checked
         decision = form.get("decision", "")
         try:
             if decision not in ("approve", "reject"):
