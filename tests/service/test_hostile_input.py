@@ -276,3 +276,15 @@ def test_an_anonymous_body_is_refused_before_it_is_read_and_login_forms_are_boun
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert login.status_code == 400 and "form too large" in login.text
+
+
+def test_credentials_of_two_accounts_in_one_request_are_refused(client, made):
+    """A request is one person's: a Bearer token of one account and an api-secret of
+    another used to be read as the api-secret's account."""
+    client, _ = client
+    alice, carol = made.people["alice"], made.people["carol"]
+    mixed = client.get("/api/v1/verifyauth", headers=alice.bearer | carol.secret)
+    same = client.get("/api/v1/verifyauth", headers=alice.bearer | alice.secret)
+    assert mixed.status_code == 401
+    assert "name different accounts; send one credential" in mixed.json()["message"]
+    assert same.status_code == 200

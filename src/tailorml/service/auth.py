@@ -103,27 +103,33 @@ def resolve(
     token: str | None = None,
     authorization: str | None = None,
 ) -> Person:
-    """The caller, from the first credential present; AuthError if none is valid. A
-    review-page session is no credential here (`session_person`)."""
-    person = None
+    """The caller, from the credentials present; AuthError if none is valid, or if two of
+    them name different accounts (a request is one person's: which one would be a guess).
+    A review-page session is no credential here (`session_person`)."""
+    found: list[tuple[str, Person | None]] = []
     if api_secret:
         digest = api_secret.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{40}", digest):
             raise AuthError("api-secret must be the SHA-1 hex (40 characters) of your token")
-        person = store.by_secret(digest)
-    elif token or authorization:
-        if authorization:
-            scheme, _, value = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not value.strip():
-                raise AuthError("Authorization must be 'Bearer TOKEN'")
-            token = value.strip()
-        token = token or ""
-        person = store.by_token(token_sha256(token))
-    else:
+        found.append(("the api-secret header", store.by_secret(digest)))
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthError("Authorization must be 'Bearer TOKEN'")
+        found.append(("Authorization", store.by_token(token_sha256(value.strip()))))
+    if token:
+        found.append(("?token=", store.by_token(token_sha256(token))))
+    if not found:
         raise AuthError(
             "no credentials: send the api-secret header (SHA-1 of your token), ?token=TOKEN or "
             "Authorization: Bearer TOKEN"
         )
+    if len({None if person is None else person.id for _, person in found}) > 1:
+        raise AuthError(
+            f"{' and '.join(name for name, _ in found)} name different accounts; send one "
+            "credential"
+        )
+    person = found[0][1]
     if person is None:
         raise AuthError("unknown credentials: check the token")
     if person.erased is not None:
