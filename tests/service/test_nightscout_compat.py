@@ -34,6 +34,7 @@ from tests.service.conftest import make_service_data
 
 from tailorml.registry.people import PeopleStore
 from tailorml.service.app import create_app
+from tailorml.service.auth import add_person
 from tailorml.service.core import Service
 from tailorml.service.crypto import ServerKey
 
@@ -664,3 +665,18 @@ def test_a_data_directory_from_before_opens_and_keeps_its_ids(tmp_path, trained)
     with sqlite3.connect(path) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
     assert {"public_id", "content"} <= columns
+
+
+def test_a_battery_that_is_no_percentage_is_never_shown_to_followers(app):
+    """Documents are stored whole; a battery of 1e308 (or -5) is kept but never shown as
+    `upbat` or the pebble's battery (the hostile pass saw a 309-digit percentage)."""
+    client, service = app
+    _, token = add_person(service.store, "dora", "patient", "test")
+    who = {"Authorization": f"Bearer {token}"}
+    now = int(time.time() * 1000)
+    client.post("/api/v1/entries", json=xdrip_entries([120, 118], now - 30_000), headers=who)
+    for battery in (1e308, -5):
+        status = {"created_at": now - 5_000, "device": "xDrip", "uploader": {"battery": battery}}
+        assert client.post("/api/v1/devicestatus", json=status, headers=who).status_code == 200
+        assert "upbat" not in client.get("/api/v2/properties", headers=who).json()
+        assert "battery" not in client.get("/pebble", headers=who).json()["bgs"][0]

@@ -519,13 +519,14 @@ def _on_board(statuses: list[dict], what: str) -> dict | None:
 
 
 def uploader_battery(statuses: list[dict]) -> int | None:
-    """The phone's battery: `uploader.battery` (Loop, AndroidAPS, xDrip+) or the older
-    `uploaderBattery` (xDrip+)."""
+    """The phone's battery in percent: `uploader.battery` (Loop, AndroidAPS, xDrip+) or the
+    older `uploaderBattery` (xDrip+). Documents are stored whole, so a value that is no
+    percentage (negative, above 100) is skipped here, never shown to a follower."""
     for status in statuses:
         value = _number_at(status, "uploader", "battery")
         if value is None:
             value = _number_at(status, "uploaderBattery")
-        if value is not None:
+        if value is not None and 0 <= value <= 100:
             return round(value)
     return None
 
