@@ -160,7 +160,26 @@ def test_sign_in_without_its_csrf_token_is_refused(browser, made):
         "/login", data={"token": "tm_nope", "csrf": form_token(form.text)}, follow_redirects=False
     )
     assert bad.status_code == 401 and "Not signed in" in bad.text
-    assert sign_in(browser, bob.token).status_code == 303
+    # even with this browser's own cookie and form token, a post the browser marks as
+    # cross-site (a cookie planted from a sibling domain) is refused
+    token = form_token(browser.get("/login").text)
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        planted = browser.post(
+            "/login",
+            data={"token": bob.token, "csrf": token},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert planted.status_code == 403 and "came from another site" in planted.text
+    same_site = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    token = form_token(browser.get("/login").text)
+    own = browser.post(
+        "/login",
+        data={"token": bob.token, "csrf": token},
+        headers=same_site,
+        follow_redirects=False,
+    )
+    assert own.status_code == 303
 
 
 def test_the_session_cookie_is_no_api_credential(browser, made):

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 import string
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -81,6 +81,19 @@ def _cookie_options(request: Request) -> dict:
 
 
 FORM_LIMIT = 20_000
+
+
+def _cross_site(request: Request) -> bool:
+    """Whether the browser says a form post comes from another site (Fetch metadata, or an
+    Origin that is not this server's): refused even with a valid form token, which a
+    cookie planted from a sibling domain could otherwise supply."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if origin in (None, "null"):  # pages sent with no-referrer post as Origin: null
+        return False
+    # the host only: behind a TLS-terminating proxy the scheme this server sees is http
+    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -159,8 +172,10 @@ def add_review_routes(app: FastAPI, service: Service) -> None:
     async def login(request: Request):
         form = await form_of(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
-        if not _nonce_ok(nonce) or not hmac.compare_digest(
-            form.get("csrf", ""), login_csrf(service, nonce)
+        if (
+            _cross_site(request)
+            or not _nonce_ok(nonce)
+            or not hmac.compare_digest(form.get("csrf", ""), login_csrf(service, nonce))
         ):
             return login_form(
                 request,
