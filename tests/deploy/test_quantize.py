@@ -101,3 +101,13 @@ def test_a_dead_channel_keeps_its_bias_in_int32(trained):
     quantized = quantize(model, trained.train)
     assert np.abs(quantized.layers[3].bias).max() < 2**31
     assert quantized.layers[3].weight[0].tolist() == [0] * 192
+
+
+def test_no_windows_give_empty_logits_and_features(quantized, trained):
+    """A batch of zero windows is empty, not an error: `deploy simulate` asks for the
+    features of the dangerous traces the factory model alerts on, and it may alert on none
+    (numpy cannot infer a reshape's -1 from zero rows)."""
+    none = trained.test[:0]
+    assert quantized.logits(none).shape == (0, len(quantized.policy.classes))
+    assert quantized.features(none).shape == (0, quantized.layers[-1].weight.shape[1])
+    assert quantized.decide(quantized.logits(none)).shape == (0,)

@@ -129,7 +129,7 @@ class QuantizedModel:
         x = _quantize_input(self.input, self.readings(windows))
         for layer in self.layers[:-1]:
             x = _run_layer(layer, x)
-        return x.reshape(len(x), -1) - self.layers[-1].input_zero_point
+        return _flat(x) - self.layers[-1].input_zero_point
 
     def head_logits(self, features: np.ndarray) -> np.ndarray:
         """int16 logits of the int8 last layer on `features` as `features` returns them
@@ -468,6 +468,11 @@ def _quantize_input(stage: QuantizedInput, readings: np.ndarray) -> np.ndarray:
     return np.clip(q, -128, 127)
 
 
+def _flat(x: np.ndarray) -> np.ndarray:
+    """(n, ...) as (n, features); also for n = 0 (numpy cannot infer a -1 from no rows)."""
+    return x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))
+
+
 def _run_layer(layer: QuantizedLayer, x: np.ndarray) -> np.ndarray:
     """One quantized layer on int values (n, channels, length) or (n, features)."""
     weight = layer.weight.astype(np.float64)
@@ -482,7 +487,7 @@ def _run_layer(layer: QuantizedLayer, x: np.ndarray) -> np.ndarray:
         bias = layer.bias[None, :, None]
         per_channel = (layer.multiplier[None, :, None], layer.shift[None, :, None])
     else:
-        acc = shifted.reshape(len(shifted), -1) @ weight.T
+        acc = _flat(shifted) @ weight.T
         bias = layer.bias[None, :]
         per_channel = (layer.multiplier[None, :], layer.shift[None, :])
     acc = np.rint(acc).astype(np.int64) + bias
@@ -490,5 +495,5 @@ def _run_layer(layer: QuantizedLayer, x: np.ndarray) -> np.ndarray:
     out = np.clip(out, layer.output_min, layer.output_max)
     if layer.pool == 2:
         usable = out.shape[2] // 2 * 2
-        out = out[:, :, :usable].reshape(out.shape[0], out.shape[1], -1, 2).max(axis=3)
+        out = out[:, :, :usable].reshape(out.shape[0], out.shape[1], usable // 2, 2).max(axis=3)
     return out
