@@ -27,7 +27,8 @@ def notebook():
 
     config = tm.load_config(TINY)
     prepared = tm.prepare(config)
-    fit = tm.fit_global_model(config, prepared)
+    training = tm.GlobalTraining.from_config(config, prepared.windows.sample_minutes)
+    fit = tm.fit_global_model(prepared, training)
     evaluation = tm.evaluate_model(fit.model, prepared)
     outcome = tm.personalize_one(config, prepared, fit.model, PERSON, "transfer", n=20)
     return config, prepared, fit, evaluation, outcome

@@ -47,8 +47,8 @@ def validation(tmp_path):
 
 
 def test_alert_score_is_the_early_sensitivity_at_the_budget(validation):
-    config, prepared, policy = validation
-    score = alert_score(config, prepared, policy, prepared.splits.pooled("val"))
+    _, prepared, policy = validation
+    score = alert_score(prepared, policy, prepared.splits.pooled("val"), 1.0)
     # ≤ 100 mg/dL is first read at 100 (reading 3 of the fall), 30 min before the low
     # (useful lead 15 min): early; 0 false alerts, so within the 1/day budget
     assert score(AlertBelow(100.0)) == 1.0
@@ -61,8 +61,8 @@ def test_alert_score_is_the_early_sensitivity_at_the_budget(validation):
 
 
 def test_alert_score_is_minus_one_when_no_threshold_meets_the_budget(validation):
-    config, prepared, policy = validation
-    score = alert_score(config, prepared, policy, prepared.splits.pooled("val"))
+    _, prepared, policy = validation
+    score = alert_score(prepared, policy, prepared.splits.pooled("val"), 1.0)
     # alerting on every window (≤ 200 mg/dL): a false alert every 30 min of snooze, far over
     # 1/day at every threshold
     assert score(AlertBelow(200.0)) == -1.0

@@ -11,7 +11,9 @@ from tailorml.models.distill import Distillation, distillation_loss
 from tailorml.models.recipe import Recipe, require_train_only_options
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import LabeledData, train
-from tailorml.pipeline import teacher_plugins
+from tailorml.pipeline import GlobalTraining, Teacher, teachers_of
+from tailorml.policy import AlertPolicy
+from tailorml.robust.perturbation import SensorError
 
 
 def constant(logits: list[float]) -> nn.Module:
@@ -104,13 +106,24 @@ def test_only_tailorml_train_distils():
 
 
 def test_distillation_with_robust_training_or_a_missing_teacher_is_refused(tmp_path):
-    y = np.array([0, 1, 2])
-    assert teacher_plugins(Config(), Recipe.from_config(Config().train), y) == []
+    assert teachers_of(Config(), Recipe.from_config(Config().train)) == []
     robust = Config.model_validate(
         {"train": {"distill_from": str(tmp_path / "m.pt"), "robust": "pgd"}}
     )
     with pytest.raises(ConfigError, match="cannot be combined"):
-        teacher_plugins(robust, Recipe.from_config(robust.train), y)
+        teachers_of(robust, Recipe.from_config(robust.train))
     missing = Config.model_validate({"train": {"distill_from": str(tmp_path / "m.pt")}})
     with pytest.raises(ConfigError, match="no such model file"):
-        teacher_plugins(missing, Recipe.from_config(missing.train), y)
+        teachers_of(missing, Recipe.from_config(missing.train))
+
+
+def test_a_global_training_built_by_hand_refuses_what_the_config_refuses():
+    policy = AlertPolicy()
+    robust = Recipe.from_config(Config.model_validate({"train": {"robust": "pgd"}}).train)
+    with pytest.raises(ConfigError, match="needs the sensor error"):
+        GlobalTraining(robust, policy)  # a robust recipe without its perturbation
+    teacher = Teacher(constant([0.0, 0.0, 0.0]))
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        GlobalTraining(robust, policy, perturbation=SensorError(5.0), teachers=[teacher])
+    plain = Recipe.from_config(Config().train)
+    assert GlobalTraining(plain, policy, teachers=[teacher]).teachers == [teacher]

@@ -57,7 +57,8 @@ def test_the_job_and_the_experiment_train_their_global_model_with_the_same_recip
     )
     parts = {"train": np.arange(40), "val": np.arange(0)}
     splits = SimpleNamespace(pooled=lambda part: parts[part])
-    pipeline.fit_global_model(config, SimpleNamespace(windows=windows, splits=splits))
+    training = pipeline.GlobalTraining.from_config(config, windows.sample_minutes)
+    pipeline.fit_global_model(SimpleNamespace(windows=windows, splits=splits), training)
 
     expected = Recipe.from_config(config.train)
     assert seen["job"][0] == seen["experiment"][0] == expected

@@ -106,10 +106,9 @@ def test_early_warning_weights_pick_the_lows_at_a_useful_lead():
 
     from tailorml.pipeline import early_warning_weights
 
-    config = config_from_dict({"train": {"early_weight": 3}, "alerts": {"useful_lead_minutes": 15}})
     leads = np.array([np.nan, 5.0, 10.0, 15.0, 30.0, np.nan])
     prepared = SimpleNamespace(windows=SimpleNamespace(hypo_lead_minutes=leads))
-    weights = early_warning_weights(config, prepared, np.array([0, 1, 2, 3, 4]))
+    weights = early_warning_weights(3, 15, prepared, np.array([0, 1, 2, 3, 4]))
     assert weights.tolist() == [1, 1, 1, 4, 4]  # 15 min ahead is already useful
 
 

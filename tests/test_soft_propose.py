@@ -5,7 +5,7 @@ import torch
 
 from tailorml.config import config_from_dict
 from tailorml.personalize.dataset import from_glucose
-from tailorml.pipeline import fit_global_model
+from tailorml.pipeline import GlobalTraining, fit_global_model
 from tailorml.soft.session import PREDEFINED, propose
 
 PERSON = "adult-008"
@@ -33,7 +33,8 @@ def test_propose_judges_every_candidate_and_writes_nothing(tmp_path, monkeypatch
         }
     )
     data = from_glucose(config, config.experiment.general_stride)
-    predefined = fit_global_model(config, data.glucose).model
+    training = GlobalTraining.from_config(config, data.glucose.windows.sample_minutes)
+    predefined = fit_global_model(data.glucose, training).model
     proposal = propose(config, data, PERSON, predefined)
     assert proposal.refused is None
     assert proposal.names[0] == PREDEFINED and len(proposal.names) == 3

@@ -18,7 +18,7 @@ from tailorml.jobs import train as train_job
 from tailorml.models import recipe as recipe_module
 from tailorml.models.cnn import CNNSpec, count_parameters, load_model, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.pipeline import fit_global_model
+from tailorml.pipeline import GlobalTraining, fit_global_model
 from tailorml.robust.training import RobustLoss
 from tailorml.sparse.prune import Pruner, _n_parameters, channel_fraction_for, narrower_spec
 
@@ -60,6 +60,12 @@ def config_of(tmp_path):
     return config_of
 
 
+def fit_configured(config, prepared):
+    """The global model as `tailorml train` fits it for `config`."""
+    training = GlobalTraining.from_config(config, prepared.windows.sample_minutes)
+    return fit_global_model(prepared, training)
+
+
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1])
 def test_sparsity_outside_0_to_1_is_refused_naming_the_key(bad):
     with pytest.raises(ConfigError, match=r"'train\.sparsity'"):
@@ -72,7 +78,7 @@ def test_structured_pruning_yields_the_compacted_network_narrower_spec_predicts(
     config_of, tmp_path
 ):
     config = config_of(sparsity=0.9)
-    fit = fit_global_model(config, prepare(config))
+    fit = fit_configured(config, prepare(config))
     expected = narrower_spec(DENSE, channel_fraction_for(DENSE, 0.9))
     assert fit.model.spec == expected
     assert count_parameters(fit.model) == _n_parameters(expected) <= 0.1 * DENSE_PARAMETERS
@@ -104,7 +110,7 @@ def test_the_job_saves_evaluates_and_records_the_compacted_model(config_of):
 
 
 def test_unstructured_pruning_keeps_the_shape_and_saves_the_zeros(config_of, tmp_path):
-    fit = fit_global_model(config_of(sparsity=0.8, structured=False), prepare(config_of()))
+    fit = fit_configured(config_of(sparsity=0.8, structured=False), prepare(config_of()))
     save_model(fit.model, tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
     assert loaded.spec == DENSE and count_parameters(loaded) == DENSE_PARAMETERS
@@ -120,7 +126,7 @@ def test_unstructured_pruning_keeps_the_shape_and_saves_the_zeros(config_of, tmp
 def test_the_dense_default_is_unchanged(config_of):
     config = config_of()
     assert (config.train.sparsity, config.train.structured) == (0.0, True)
-    fit = fit_global_model(config, prepare(config))
+    fit = fit_configured(config, prepare(config))
     assert fit.model.spec == DENSE and count_parameters(fit.model) == DENSE_PARAMETERS
     assert fit.pruning is None
     assert fit.result.best_step is not None  # the best validation checkpoint is still kept
@@ -136,7 +142,7 @@ def test_certified_training_and_pruning_share_the_one_loop(config_of, monkeypatc
     real = recipe_module.train
     monkeypatch.setattr(recipe_module, "train", spy)
     config = config_of(robust="crown-ibp", sparsity=0.9, epochs=1)
-    fit = fit_global_model(config, prepare(config))
+    fit = fit_configured(config, prepare(config))
     assert seen[:2] == [RobustLoss, Pruner]  # then the progress bar
     assert fit.model.spec == narrower_spec(DENSE, channel_fraction_for(DENSE, 0.9))
 

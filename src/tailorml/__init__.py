@@ -6,7 +6,8 @@ The public face a notebook imports (docs/python_api.md)::
 
     config = tm.load_config("experiments/tiny.toml")
     prepared = tm.prepare(config)
-    fit = tm.fit_global_model(config, prepared)
+    training = tm.GlobalTraining.from_config(config, prepared.windows.sample_minutes)
+    fit = tm.fit_global_model(prepared, training)
     evaluation = tm.evaluate_model(fit.model, prepared)
     outcome = tm.personalize_one(config, prepared, fit.model, "adult-008", "transfer", n=20)
 
@@ -39,6 +40,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "prepare": ("tailorml.data.prepared", "prepare"),
     # the predefined model, how it decides, and its file
     "fit_global_model": ("tailorml.pipeline", "fit_global_model"),
+    "GlobalTraining": ("tailorml.pipeline", "GlobalTraining"),
     "AlertPolicy": ("tailorml.policy", "AlertPolicy"),
     "load_model": ("tailorml.models.cnn", "load_model"),
     "save_model": ("tailorml.models.cnn", "save_model"),

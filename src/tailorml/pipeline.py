@@ -1,21 +1,24 @@
 """The predefined (global) model: THE recipe on a prepared cohort's training windows, the
 checkpoint kept by validation, its alert threshold chosen on the validation parts.
 
-A library step (`fit_global_model(config, prepared) -> GlobalFit`): the train/demo job
-(`jobs.train`), the lodo job, experiments and personalization sessions call it; it writes
-no file.
+A library step whose door takes objects, not a whole `Config`:
+`fit_global_model(prepared, GlobalTraining(recipe, policy, ...)) -> GlobalFit`. A notebook
+builds the `GlobalTraining` it wants; the train/demo job (`jobs.train`), the lodo job and
+personalization sessions build it from their config with `GlobalTraining.from_config`. It
+writes no file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from tailorml.config import Config
+from tailorml.config import Config, ModelConfig
 from tailorml.data.glucose import CLASSES
 from tailorml.data.prepared import Prepared
 from tailorml.errors import ConfigError, TailormlError
@@ -34,6 +37,7 @@ from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
 from tailorml.models.train import EpochProgress, LabeledData, TrainResult
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
+from tailorml.robust.perturbation import SensorError
 from tailorml.sparse.prune import weight_sparsity
 
 
@@ -48,18 +52,97 @@ class GlobalFit:
     pruning: dict | None = None  # None: a dense model
 
 
-def teacher_plugins(
-    config: Config, recipe: Recipe, y_train: np.ndarray, reporter: Reporter = SILENT
-) -> list[Distillation]:
-    """Knowledge distillation from `train.distill_from` (a trained model.pt), or nothing."""
-    train = config.train
-    if not train.distill_from:
-        return []
+@dataclass(frozen=True)
+class Teacher:
+    """Knowledge distillation from a trained model (`models.distill`): its soft outputs at
+    `temperature` weigh `weight` in the batch loss."""
+
+    model: torch.nn.Module
+    weight: float = 0.5
+    temperature: float = 2.0
+
+    def plugin(self, recipe: Recipe, y_train: np.ndarray) -> Distillation:
+        return Distillation(
+            self.model,
+            weight=self.weight,
+            temperature=self.temperature,
+            class_weights=recipe.class_weights(y_train, len(CLASSES)),
+        )
+
+
+@dataclass(frozen=True)
+class GlobalTraining:
+    """Everything fitting the predefined model needs besides the data: THE recipe, the
+    alert policy the model will decide by (its threshold is re-chosen on the validation
+    parts when `false_alerts_per_day` is set), the network, the seed, which training windows
+    (every `window_stride`-th), how early-warning windows weigh, how the checkpoint is kept,
+    the sensor error robust training defends against, and an optional teacher."""
+
+    recipe: Recipe
+    policy: AlertPolicy
+    architecture: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 0
+    window_stride: int = 1
+    early_weight: float = 0.0  # hypo windows >= policy.useful_lead_minutes ahead weigh 1 + this
+    checkpoint_by: Literal["balanced_accuracy", "alerts"] = "balanced_accuracy"
+    false_alerts_per_day: float = 1.0  # the budget the threshold (and checkpoint) is chosen for
+    choose_threshold: bool = True  # False: keep policy.threshold
+    perturbation: SensorError | None = None  # required by robust recipes
+    teachers: Sequence[Teacher] = ()
+
+    def __post_init__(self) -> None:
+        if self.recipe.robust != "none" and self.perturbation is None:
+            raise ConfigError(
+                f"train.robust = {self.recipe.robust!r} needs the sensor error it defends "
+                "against: pass perturbation= (robust.evaluate.perturbation_for)"
+            )
+        if self.teachers:
+            require_distillable(self.recipe)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, sample_minutes: int, reporter: Reporter = SILENT
+    ) -> GlobalTraining:
+        """`[train]`, `[model]`, `[alerts]` and `[robust]` of `config`, for a cohort on a
+        `sample_minutes` grid."""
+        train = config.train
+        recipe = Recipe.from_config(train)
+        policy = AlertPolicy.from_config(config, sample_minutes)
+        perturbation = None
+        if recipe.robust != "none":
+            from tailorml.robust.evaluate import perturbation_for
+
+            perturbation = perturbation_for(config, policy)
+        return cls(
+            recipe=recipe,
+            policy=policy,
+            architecture=config.model,
+            seed=train.seed,
+            window_stride=train.window_stride,
+            early_weight=train.early_weight,
+            checkpoint_by=train.checkpoint_by,
+            false_alerts_per_day=config.alerts.max_false_alerts_per_day,
+            choose_threshold=config.alerts.operating_point == "validation",
+            perturbation=perturbation,
+            teachers=teachers_of(config, recipe, reporter),
+        )
+
+
+def require_distillable(recipe: Recipe) -> None:
+    """Distillation replaces the batch loss: refuse recipes that need their own."""
     if recipe.robust != "none" or recipe.sparsity or recipe.group_dro_eta:
         raise ConfigError(
             "train.distill_from: distillation replaces the batch loss, so it cannot be "
             "combined with robust training, pruning or group DRO (train.group_dro_eta)"
         )
+
+
+def teachers_of(config: Config, recipe: Recipe, reporter: Reporter = SILENT) -> list[Teacher]:
+    """The teacher of `train.distill_from` (a trained model.pt), or none."""
+    train = config.train
+    if not train.distill_from:
+        return []
+    require_distillable(recipe)
     path = Path(train.distill_from).expanduser()
     if not path.is_file():
         raise ConfigError(f"train.distill_from = {str(path)!r}: no such model file")
@@ -68,22 +151,17 @@ def teacher_plugins(
         f"distilling from {path} ({count_parameters(teacher):,} parameters; weight "
         f"{train.distill_weight:g}, temperature {train.distill_temperature:g})"
     )
-    return [
-        Distillation(
-            teacher,
-            weight=train.distill_weight,
-            temperature=train.distill_temperature,
-            class_weights=recipe.class_weights(y_train, len(CLASSES)),
-        )
-    ]
+    return [Teacher(teacher, train.distill_weight, train.distill_temperature)]
 
 
-def early_warning_weights(config: Config, prepared: Prepared, indices: np.ndarray) -> np.ndarray:
-    """1 + `train.early_weight` for the hypo windows whose low begins at least
-    `alerts.useful_lead_minutes` ahead, 1 for every other window (`models.sample_weights`)."""
+def early_warning_weights(
+    early_weight: float, useful_lead_minutes: float, prepared: Prepared, indices: np.ndarray
+) -> np.ndarray:
+    """1 + `early_weight` for the hypo windows whose low begins at least
+    `useful_lead_minutes` ahead, 1 for every other window (`models.sample_weights`)."""
     lead = prepared.windows.hypo_lead_minutes[indices]
-    early = np.nan_to_num(lead, nan=-1.0) >= config.alerts.useful_lead_minutes
-    return 1.0 + config.train.early_weight * early
+    early = np.nan_to_num(lead, nan=-1.0) >= useful_lead_minutes
+    return 1.0 + early_weight * early
 
 
 def window_groups(prepared: Prepared, indices: np.ndarray) -> np.ndarray:
@@ -94,30 +172,26 @@ def window_groups(prepared: Prepared, indices: np.ndarray) -> np.ndarray:
     return group_codes(owners, group_of)
 
 
-def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SILENT) -> GlobalFit:
-    """The predefined (global) model: the `[train]` recipe on all training windows, keeping
+def fit_global_model(
+    prepared: Prepared, training: GlobalTraining, reporter: Reporter = SILENT
+) -> GlobalFit:
+    """The predefined (global) model: `training.recipe` on the training windows, keeping
     the checkpoint with the best balanced accuracy on the validation windows (if any; robust
     and pruned training keep their final weights), then its alert threshold chosen on them
-    for the false-alert budget (`alerts.operating_point`). A structured-pruned model is
-    compacted before its threshold is chosen: the compacted model is the one evaluated and
-    saved."""
+    for `training.false_alerts_per_day`. A structured-pruned model is compacted before its
+    threshold is chosen: the compacted model is the one evaluated and saved."""
     windows, splits = prepared.windows, prepared.splits
-    train_indices = splits.pooled("train")[:: config.train.window_stride]
+    recipe, policy, seed = training.recipe, training.policy, training.seed
+    train_indices = splits.pooled("train")[:: training.window_stride]
     val_indices = splits.pooled("val")
     if len(train_indices) == 0:
         raise TailormlError("no training windows: the cohort is too short for the split")
-    recipe = Recipe.from_config(config.train)
-    seed = config.train.seed
     x_train, y_train = windows.x[train_indices], windows.y[train_indices]
-    model = fresh_model(config.model, x_train, len(CLASSES), seed)
-    policy = AlertPolicy.from_config(config, windows.sample_minutes)
+    model = fresh_model(training.architecture, x_train, len(CLASSES), seed)
     model.policy = policy
-    perturbation = None
     if recipe.robust != "none":
-        from tailorml.robust.evaluate import perturbation_for
-
-        perturbation = perturbation_for(config, policy)
-        reporter.log(f"robust training: {recipe.robust_training(perturbation).describe()} mg/dL")
+        described = recipe.robust_training(training.perturbation).describe()
+        reporter.log(f"robust training: {described} mg/dL")
     dense_parameters = count_parameters(model)
     if recipe.sparsity:
         reporter.log(f"pruning: {recipe.describe_pruning()}")
@@ -129,17 +203,19 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
             predicted = policy.decide(predict_proba(candidate, x_val))
             return classification_metrics(y_val, predicted)["balanced_accuracy"]
 
-        if config.train.checkpoint_by == "alerts":
-            validate = alert_score(config, prepared, policy, val_indices)
+        if training.checkpoint_by == "alerts":
+            validate = alert_score(prepared, policy, val_indices, training.false_alerts_per_day)
 
     sample_weights = None
-    if config.train.early_weight:
-        sample_weights = early_warning_weights(config, prepared, train_indices)
+    if training.early_weight:
+        sample_weights = early_warning_weights(
+            training.early_weight, policy.useful_lead_minutes, prepared, train_indices
+        )
         weighted = int((sample_weights > 1).sum())
         reporter.log(
             f"early-warning weight: {weighted:,} hypo windows at least "
-            f"{config.alerts.useful_lead_minutes} min before their low count "
-            f"{1 + config.train.early_weight:g} times"
+            f"{policy.useful_lead_minutes} min before their low count "
+            f"{1 + training.early_weight:g} times"
         )
     total = len(recipe.schedule(len(y_train), seed))
     with reporter.task("training global model", total=total) as task:
@@ -149,11 +225,11 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
             recipe,
             n_classes=len(CLASSES),
             seed=seed,
-            perturbation=perturbation,
+            perturbation=training.perturbation,
             validate=validate,
             plugins=[
                 EpochProgress(task, recipe.steps_per_epoch(len(y_train))),
-                *teacher_plugins(config, recipe, y_train, reporter),
+                *(teacher.plugin(recipe, y_train) for teacher in training.teachers),
             ],
             groups=window_groups(prepared, train_indices) if recipe.group_dro_eta else None,
             sample_weights=sample_weights,
@@ -166,8 +242,8 @@ def fit_global_model(config: Config, prepared: Prepared, reporter: Reporter = SI
             f"{pruning['zero_weights']:.0%} of its weights zero"
         )
     point = None
-    if config.alerts.operating_point == "validation":
-        point = _choose_threshold(config, model, prepared, val_indices)
+    if training.choose_threshold:
+        point = _choose_threshold(model, prepared, val_indices, training.false_alerts_per_day)
         if point is None:
             reporter.log(
                 "no validation windows: the alert threshold stays at "
@@ -194,7 +270,7 @@ def pruning_record(recipe: Recipe, dense_parameters: int, model: SmallCNN) -> di
 
 
 def alert_score(
-    config: Config, prepared: Prepared, policy: AlertPolicy, val_indices: np.ndarray
+    prepared: Prepared, policy: AlertPolicy, val_indices: np.ndarray, false_alerts_per_day: float
 ) -> Callable[[torch.nn.Module], float]:
     """A checkpoint score: the early sensitivity (mean over individuals) of the operating
     point chosen on the validation parts for the false-alert budget, exactly as the
@@ -212,9 +288,7 @@ def alert_score(
         alert = predict_proba(candidate, x_val)[:, policy.alert_index]
         for person, indices in zip(people, rows, strict=True):
             person.scores[MODEL] = alert[position[indices]]
-        point = choose_operating_point(
-            people, policy, config.alerts.max_false_alerts_per_day, "validation"
-        )
+        point = choose_operating_point(people, policy, false_alerts_per_day, "validation")
         if not point.met_budget or np.isnan(point.sensitivity_early):
             return -1.0
         return point.sensitivity_early
@@ -223,7 +297,7 @@ def alert_score(
 
 
 def _choose_threshold(
-    config: Config, model: SmallCNN, prepared: Prepared, val_indices: np.ndarray
+    model: SmallCNN, prepared: Prepared, val_indices: np.ndarray, false_alerts_per_day: float
 ) -> OperatingPoint | None:
     """The threshold for the false-alert budget on the validation parts (None: none)."""
     if len(val_indices) == 0:
@@ -234,6 +308,6 @@ def _choose_threshold(
     return choose_operating_point(
         people,
         model.policy,
-        config.alerts.max_false_alerts_per_day,
+        false_alerts_per_day,
         f"the validation parts of {len(people)} individuals",
     )

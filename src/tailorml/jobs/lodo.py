@@ -30,7 +30,7 @@ from tailorml.io import atomic_write_json, atomic_write_parquet, atomic_write_te
 from tailorml.jobs.lodo_report import fold_folder, render
 from tailorml.models.cnn import count_parameters, load_model, save_model
 from tailorml.models.train import use_threads
-from tailorml.pipeline import fit_global_model
+from tailorml.pipeline import GlobalTraining, fit_global_model
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
 
@@ -101,7 +101,8 @@ def run_fold(
         model = load_model(model_path)
     else:
         reporter.log(f"training on {len(training.ids)} people ({len(prepared.windows):,} windows)")
-        fit = fit_global_model(config, prepared, reporter)
+        plan = GlobalTraining.from_config(config, prepared.windows.sample_minutes, reporter)
+        fit = fit_global_model(prepared, plan, reporter)
         model = fit.model
         atomic_write_json(
             folder / "training.json",

@@ -22,7 +22,7 @@ from tailorml.io import atomic_write_json, atomic_write_text, sha256_file
 from tailorml.jobs.result import MetricsResult, as_json
 from tailorml.models.cnn import SmallCNN, count_parameters, load_model, save_model
 from tailorml.models.train import use_threads
-from tailorml.pipeline import fit_global_model
+from tailorml.pipeline import GlobalTraining, fit_global_model
 from tailorml.progress import SILENT, Reporter
 from tailorml.runs import Run
 
@@ -72,7 +72,8 @@ def run(
         model = load_model(model_path)
         reporter.log("training already finished; reusing model.pt")
     else:
-        fit = fit_global_model(config, prepared, reporter)
+        plan = GlobalTraining.from_config(config, prepared.windows.sample_minutes, reporter)
+        fit = fit_global_model(prepared, plan, reporter)
         model, result = fit.model, fit.result
         save_model(model, model_path)
         atomic_write_json(

@@ -43,7 +43,7 @@ from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
 from tailorml.personalize.factory import context_for
 from tailorml.personalize.grid import expand
-from tailorml.pipeline import fit_global_model
+from tailorml.pipeline import GlobalTraining, fit_global_model
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
 from tailorml.registry.models import CandidateRecord, Registry
@@ -107,7 +107,9 @@ def ensure_predefined(
     record = registry.predefined()
     if record is None:
         reporter.log("no predefined model in the registry yet: training the global model")
-        model = fit_global_model(config, data.glucose, reporter).model
+        glucose = data.glucose
+        training = GlobalTraining.from_config(config, glucose.windows.sample_minutes, reporter)
+        model = fit_global_model(glucose, training, reporter).model
         target = registry.root / "predefined.tmp.pt"
         save_model(model, target)
         record = registry.register_predefined(
