@@ -1,7 +1,7 @@
 """What the service does, without HTTP: each method takes the authenticated caller, checks
 access, does the work through the registry, and records the access in the audit log.
 
-The routes (`service.app`) only parse requests and shape responses; tests and the load
+The routes (`service.routes`) only parse requests and shape responses; tests and the load
 benchmark can call this directly, and every rule (who may see whom, what is sealed, what
 is recorded) lives in one place.
 """

@@ -811,7 +811,7 @@ MODEL_PARAMETER = {
 MODEL_ANSWER_HEADER = {MODEL_HEADER: {"$ref": "#/components/headers/ModelSha256"}}
 
 
-# -- the routes (service.app passes these to its decorators) --------------------------------
+# -- the routes (service.routes pass these to their decorators) -----------------------------
 
 EARLIER = {"sgv": 118, "date": 1_765_000_000_000 - 300_000, "direction": "FortyFiveUp"}
 ENTRY_FILTERS = [PATIENT, COUNT, *time_filters("date", "dateString")]

@@ -1,0 +1,8 @@
+"""Nightscout devicestatus: what the uploader, pump and loop report (battery, IOB, …)."""
+
+from __future__ import annotations
+
+from tailorml.service import openapi as api
+from tailorml.service.routes.documents import document_router
+
+router = document_router("devicestatus", api.UPLOAD_DEVICESTATUS, api.DEVICESTATUS)

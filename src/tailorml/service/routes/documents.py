@@ -1,0 +1,49 @@
+"""The routes of a Nightscout collection stored whole (devicestatus, profile): its records
+are kept as uploaded, read back newest first."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from tailorml.service import nightscout
+from tailorml.service.deps import (
+    AsciiJSONResponse,
+    ServiceDep,
+    authenticated_json,
+    call,
+    call_as,
+    query,
+    rejected,
+)
+
+
+def document_router(collection: str, upload_doc: dict, read_doc: dict) -> APIRouter:
+    """POST and GET of /api/v1/<collection> and /api/v1/<collection>.json."""
+    router = APIRouter()
+
+    async def post_documents(request: Request, service: ServiceDep):
+        person, payload = await authenticated_json(service, request, collection)
+        stored, bad = await call_as(
+            person, service.upload_documents, collection, payload, query(request, "patient")
+        )
+        return rejected(AsciiJSONResponse(stored), bad)
+
+    async def get_documents(request: Request, service: ServiceDep):
+        since, until, _ = nightscout.time_filter(
+            request.query_params, ("created_at", "date", "mills")
+        )
+        return await call(
+            service,
+            request,
+            service.documents,
+            collection,
+            query(request, "patient"),
+            nightscout.count_of(request.query_params.get("count")),
+            since,
+            until,
+        )
+
+    for path in (f"/api/v1/{collection}", f"/api/v1/{collection}.json"):
+        router.post(path, **upload_doc)(post_documents)
+        router.get(path, **read_doc)(get_documents)
+    return router

@@ -1,0 +1,368 @@
+"""The review page: server-rendered HTML where a clinician reads a proposed candidate's
+gates and model card and approves or rejects it.
+
+Sign-in exchanges the person's token for a browser session (`auth.new_session`): a random
+id in an HttpOnly, SameSite=Strict cookie (Secure over HTTPS) that ends after
+`auth.SESSION_SECONDS`, at sign-out, and when the token is rotated or revoked; the API never
+accepts it. The sign-in form carries its own CSRF token (an HMAC under the server key of a
+random pre-session value that the form's GET put in a short-lived cookie), so another site
+cannot sign a browser into its account; every form of a session carries a token bound to
+that session, so another site cannot make a signed-in browser approve a model or sign out.
+Pages send a Content Security Policy that allows nothing from other origins."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+import string
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from tailorml.errors import TailormlError
+from tailorml.evaluate.report import template_environment
+from tailorml.registry.people import Person
+from tailorml.service.auth import (
+    LEGACY_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    AccessDenied,
+    AuthError,
+    end_session,
+    new_session,
+    resolve,
+    session_person,
+    token_sha256,
+)
+from tailorml.service.core import Service
+from tailorml.service.deps import ServiceDep
+
+FIGURES = (  # key, label, digits
+    ("hypo_sensitivity", "hypo events caught (held-out)", 2),
+    ("hypo_sensitivity_early", "caught at least 15 min ahead", 2),
+    ("false_alerts_per_day", "false alerts per day", 2),
+    ("median_lead_minutes", "median lead, minutes", 0),
+    ("balanced_accuracy", "balanced accuracy", 3),
+    ("acc_general", "accuracy on other people's data", 3),
+    ("agreement_in_range", "agreement with the predefined model (in range)", 3),
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src "
+    "'self' 'unsafe-inline'; frame-ancestors 'self'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+LOGIN_COOKIE = "tailorml_login"
+LOGIN_SECONDS = 3600
+
+
+def csrf_token(service: Service, session_id: str) -> str:
+    """The forms' token of one review session (signing out makes it worthless)."""
+    binding = b"csrf|" + token_sha256(session_id).encode()
+    return hmac.new(service.server_key.key, binding, hashlib.sha256).hexdigest()
+
+
+def login_csrf(service: Service, nonce: str) -> str:
+    """The sign-in form's token: bound to the random value in the login cookie."""
+    return hmac.new(service.server_key.key, b"login|" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def _nonce_ok(nonce: str) -> bool:
+    return 16 <= len(nonce) <= 64 and set(nonce) <= set(string.ascii_letters + string.digits + "-_")
+
+
+def _cookie_options(request: Request) -> dict:
+    return {"httponly": True, "samesite": "strict", "secure": request.url.scheme == "https"}
+
+
+FORM_LIMIT = 20_000
+
+
+def _cross_site(request: Request) -> bool:
+    """Whether the browser says a form post comes from another site (Fetch metadata, or an
+    Origin that is not this server's): refused even with a valid form token, which a
+    cookie planted from a sibling domain could otherwise supply."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if origin in (None, "null"):  # pages sent with no-referrer post as Origin: null
+        return False
+    # the host only: behind a TLS-terminating proxy the scheme this server sees is http
+    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """The posted form, read only up to FORM_LIMIT bytes: an anonymous POST /login of
+    hundreds of MB is refused before it is held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > FORM_LIMIT:
+        raise TailormlError("form too large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > FORM_LIMIT:
+            raise TailormlError("form too large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in fields.items()}
+
+
+@functools.cache
+def _environment():
+    return template_environment()
+
+
+def page(template: str, status: int = 200, **context) -> HTMLResponse:
+    html = _environment().get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def signed_in(service: Service, request: Request) -> tuple[Person, str] | None:
+    """The person of the request's review session and the session id (None: sign in)."""
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    person = session_person(service.store, session_id)
+    return None if person is None else (person, session_id)
+
+
+def to_login() -> RedirectResponse:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(LEGACY_COOKIE)
+    return response
+
+
+def login_form(service: Service, request: Request, status: int = 200, message: str | None = None):
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not _nonce_ok(nonce):
+        nonce = secrets.token_urlsafe(24)
+    response = page(
+        "service_login.html.j2",
+        status=status,
+        title="Sign in",
+        caller=None,
+        login_csrf=login_csrf(service, nonce),
+        message=message,
+        message_class="problem" if message else None,
+    )
+    response.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_SECONDS, **_cookie_options(request))
+    return response
+
+
+async def posted(
+    service: Service, request: Request
+) -> tuple[Person, str, dict[str, str]] | Response:
+    """A form post of a signed-in browser: (caller, session, form) when its form token
+    belongs to the session; otherwise the answer to give (the login page, or 403)."""
+    found = await run_in_threadpool(signed_in, service, request)
+    if found is None:
+        return to_login()
+    caller, session_id = found
+    form = await form_of(request)
+    if not hmac.compare_digest(form.get("csrf", ""), csrf_token(service, session_id)):
+        return Response("invalid form token; reload the page", status_code=403)
+    return caller, session_id, form
+
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def home():
+    return RedirectResponse("/review", status_code=303)
+
+
+@router.get("/login")
+async def login_page(request: Request, service: ServiceDep):
+    return login_form(service, request)
+
+
+@router.post("/login")
+async def login(request: Request, service: ServiceDep):
+    form = await form_of(request)
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if (
+        _cross_site(request)
+        or not _nonce_ok(nonce)
+        or not hmac.compare_digest(form.get("csrf", ""), login_csrf(service, nonce))
+    ):
+        return login_form(
+            service,
+            request,
+            403,
+            "Not signed in: the sign-in form expired or came from another site; sign in"
+            " from this page",
+        )
+    token = form.get("token", "").strip()
+    try:
+        person = await run_in_threadpool(resolve, service.store, None, token)
+    except AuthError as error:
+        return login_form(service, request, 401, f"Not signed in: {error}")
+    actor = f"{person.name} ({person.role})"
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:
+        await run_in_threadpool(end_session, service.store, previous, actor)
+    session_id = await run_in_threadpool(new_session, service.store, person, actor)
+    response = RedirectResponse("/review", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE, session_id, max_age=SESSION_SECONDS, **_cookie_options(request)
+    )
+    response.delete_cookie(LOGIN_COOKIE)
+    response.delete_cookie(LEGACY_COOKIE)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, service: ServiceDep):
+    checked = await posted(service, request)
+    if isinstance(checked, Response):
+        return checked
+    caller, session_id, _ = checked
+    await run_in_threadpool(
+        end_session, service.store, session_id, f"{caller.name} ({caller.role})"
+    )
+    return to_login()
+
+
+def overview(service: Service, caller: Person) -> list[dict]:
+    people = [caller.id] if caller.role == "patient" else service.store.patients_of(caller.id)
+    rows = []
+    for person_id in people:
+        person = service.store.person(person_id)
+        rows.append(
+            {
+                "person": person,
+                "active": service.registry.active_model(person_id),
+                "pending": service.registry.candidates(person_id, pending_only=True),
+                "jobs": service.store.jobs(person_id),
+                "session": service.registry.latest_session(person_id),
+            }
+        )
+        service.store.record(f"{caller.name} ({caller.role})", "read_overview", person_id, {})
+    return rows
+
+
+@router.get("/review")
+async def review_list(request: Request, service: ServiceDep):
+    found = await run_in_threadpool(signed_in, service, request)
+    if found is None:
+        return to_login()
+    caller, session_id = found
+    rows = await run_in_threadpool(overview, service, caller)
+    return page(
+        "service_review.html.j2",
+        title="Review",
+        caller=caller,
+        csrf=csrf_token(service, session_id),
+        rows=rows,
+        message=request.query_params.get("done"),
+    )
+
+
+def candidate_page(
+    service: Service,
+    caller: Person,
+    session_id: str,
+    candidate_id: int,
+    message=None,
+    message_class=None,
+):
+    shown = service.candidate(caller, candidate_id)
+    person = service.store.person(shown["patient"])
+    can_decide = (
+        caller.role == "clinician"
+        and shown["status"] == "pending_review"
+        and person.id in service.store.patients_of(caller.id)
+    )
+    session = service.registry.session(service.registry.candidate(candidate_id).session_id)
+    return dict(
+        title=f"Candidate {candidate_id}",
+        caller=caller,
+        csrf=csrf_token(service, session_id),
+        candidate=shown,
+        person=person,
+        figures=FIGURES,
+        can_decide=can_decide,
+        synthetic=bool(session.summary.get("synthetic")),
+        message=message,
+        message_class=message_class,
+    )
+
+
+@router.get("/review/candidates/{candidate_id}")
+async def review_candidate(request: Request, service: ServiceDep, candidate_id: int):
+    found = await run_in_threadpool(signed_in, service, request)
+    if found is None:
+        return to_login()
+    caller, session_id = found
+    try:
+        context = await run_in_threadpool(candidate_page, service, caller, session_id, candidate_id)
+    except AccessDenied as error:
+        return page(
+            "service_page.html.j2",
+            403,
+            title="No access",
+            caller=caller,
+            csrf=csrf_token(service, session_id),
+            message=str(error),
+            message_class="problem",
+        )
+    return page("service_candidate.html.j2", **context)
+
+
+@router.post("/review/candidates/{candidate_id}")
+async def decide(request: Request, service: ServiceDep, candidate_id: int):
+    checked = await posted(service, request)
+    if isinstance(checked, Response):
+        return checked
+    caller, session_id, form = checked
+    decision = form.get("decision", "")
+    try:
+        if decision not in ("approve", "reject"):
+            raise TailormlError("choose Approve or Reject")
+        decided = await run_in_threadpool(
+            service.review, caller, candidate_id, decision, form.get("comment", "")
+        )
+    except TailormlError as error:  # includes AccessDenied
+        context = await run_in_threadpool(
+            candidate_page,
+            service,
+            caller,
+            session_id,
+            candidate_id,
+            f"Not recorded: {error}",
+            "problem",
+        )
+        return page("service_candidate.html.j2", 400, **context)
+    verb = "approved: it is now the active model" if decision == "approve" else "rejected"
+    context = await run_in_threadpool(
+        candidate_page,
+        service,
+        caller,
+        session_id,
+        candidate_id,
+        f"Candidate {decided['id']} {verb}.",
+    )
+    return page("service_candidate.html.j2", **context)
+
+
+@router.get("/review/cards/{patient}")
+async def card(request: Request, service: ServiceDep, patient: str):
+    found = await run_in_threadpool(signed_in, service, request)
+    if found is None:
+        return to_login()
+    caller, _ = found
+    try:
+        html = await run_in_threadpool(service.card_html, caller, patient)
+    except TailormlError as error:
+        return Response(str(error), status_code=403, media_type="text/plain")
+    if html is None:
+        return Response("no model card yet", status_code=404, media_type="text/plain")
+    return HTMLResponse(html, headers=SECURITY_HEADERS)
