@@ -39,11 +39,11 @@ format: $(STAMP)
 # MISRA C:2012 check of freshly generated model C (the default network, seeded weights) with
 # cppcheck's misra addon: needs Debian's cppcheck (apt-get install cppcheck), so not part of
 # `make test`. Fails on any finding not justified, one reason per rule, in
-# src/tailorml/deploy/misra.suppressions (docs/deployment.md, "MISRA").
+# src/tailorml/deploy/int8/misra.suppressions (docs/deployment.md, "MISRA").
 misra: $(STAMP)
-	@out=$$(mktemp -d) && $(BIN)/python -m tailorml.deploy.c $$out >/dev/null && \
+	@out=$$(mktemp -d) && $(BIN)/python -m tailorml.deploy.int8.c $$out >/dev/null && \
 	cppcheck --addon=misra --std=c99 --platform=arm32-wchar_t2 --quiet --error-exitcode=1 \
-		--suppressions-list=src/tailorml/deploy/misra.suppressions $$out/tailorml_model.c; \
+		--suppressions-list=src/tailorml/deploy/int8/misra.suppressions $$out/tailorml_model.c; \
 	status=$$?; rm -rf $$out; \
 	if [ $$status -eq 0 ]; then echo "misra: no finding beyond the justified rules"; fi; \
 	exit $$status

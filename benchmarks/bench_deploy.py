@@ -19,10 +19,10 @@ import numpy as np
 
 from tailorml.config import Config
 from tailorml.data.prepared import prepare
-from tailorml.deploy.c import generate_c, generate_header
-from tailorml.deploy.host import HostModel
-from tailorml.deploy.mcu import PROFILES, Emulator, build_firmware
-from tailorml.deploy.quantize import quantize
+from tailorml.deploy.int8.c import generate_c, generate_header
+from tailorml.deploy.int8.quantize import quantize
+from tailorml.deploy.target.host import HostModel
+from tailorml.deploy.target.mcu import PROFILES, Emulator, build_firmware
 from tailorml.models.cnn import load_model
 from tailorml.robust.evaluate import evenly_spaced
 

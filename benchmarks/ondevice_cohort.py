@@ -18,11 +18,11 @@ from collections import Counter
 from pathlib import Path
 
 from tailorml.data.prepared import prepare
-from tailorml.deploy.learner_host import HostLearner
-from tailorml.deploy.ondevice import LearnerSettings
-from tailorml.deploy.quantize import quantize
-from tailorml.deploy.simulate import CALIBRATION_WINDOWS, readings_of
-from tailorml.deploy.traces import dangerous_traces
+from tailorml.deploy.int8.quantize import quantize
+from tailorml.deploy.learner.host import HostLearner
+from tailorml.deploy.learner.ondevice import LearnerSettings
+from tailorml.deploy.learner.simulate import CALIBRATION_WINDOWS, readings_of
+from tailorml.deploy.learner.traces import dangerous_traces
 from tailorml.models.cnn import load_model
 from tailorml.robust.evaluate import evenly_spaced
 from tailorml.runs import Run

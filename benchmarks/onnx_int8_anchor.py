@@ -23,7 +23,7 @@ import numpy as np
 from tailorml.config import Config
 from tailorml.data.glucose import HYPO
 from tailorml.data.prepared import prepare
-from tailorml.deploy.onnx_int8 import (
+from tailorml.deploy.int8.onnx_int8 import (
     decision_agreement,
     export_onnx,
     onnx_proba,

@@ -110,7 +110,7 @@ def test_a_normalisation_for_too_few_channels_is_refused():
 
 def test_the_service_s_onnx_export_keeps_the_levels(tmp_path):
     # a model with levels may be someone's plaintext live-alert model too (service runtime)
-    from tailorml.deploy.onnx_int8 import INPUT_NAME, OUTPUT_NAME, export_onnx, open_session
+    from tailorml.deploy.int8.onnx_int8 import INPUT_NAME, OUTPUT_NAME, export_onnx, open_session
 
     config = ModelConfig(
         architecture="he_friendly", conv_channels=[3], hidden=0, cgm_levels=[80.0, 120.0]

@@ -927,7 +927,7 @@ def rollback(
 
 
 def _target_name(value: str | None) -> str | None:
-    from tailorml.deploy.mcu import profile
+    from tailorml.deploy.target.mcu import profile
 
     if value is not None:
         profile(value)  # an unknown target is a one-line error naming the known ones
@@ -1122,7 +1122,7 @@ def deploy_simulate(
     every 5 minutes, label its own windows 30 minutes later, try an update through its gates
     every night. Compares its alerts day by day with the predefined model and a
     cloud-personalized one; writes OUT/simulate.json and simulate.html."""
-    from tailorml.deploy.simulate import simulate_run
+    from tailorml.deploy.learner.simulate import simulate_run
 
     done = simulate_run(
         run, individual, target, days, out, emulate, cloud_iterations, reporter=_reporter()

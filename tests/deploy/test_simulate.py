@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from tailorml.cli import app
 from tailorml.config import config_from_dict
-from tailorml.deploy.ondevice import LearnerSettings
-from tailorml.deploy.simulate import simulate_run
+from tailorml.deploy.learner.ondevice import LearnerSettings
+from tailorml.deploy.learner.simulate import simulate_run
 from tailorml.errors import DeployError
 from tailorml.models.cnn import save_model
 from tailorml.runs import Run
@@ -90,8 +90,8 @@ def test_cli_prints_the_comparison_and_refuses_bad_requests(run_dir, trained, tm
 
 
 def test_simulation_folders_never_trust_an_id_or_a_foreign_folder(tmp_path):
-    from tailorml.deploy.mcu import profile
-    from tailorml.deploy.simulate import _prepare_out, default_out
+    from tailorml.deploy.learner.simulate import _prepare_out, default_out
+    from tailorml.deploy.target.mcu import profile
     from tailorml.errors import DeployError
 
     out = default_out(tmp_path / "run", profile("cortex-m4"), "../../etc/passwd")

@@ -112,7 +112,7 @@ def test_layout_round_trips_through_a_dict():
 
 
 def test_the_device_export_refuses_an_he_friendly_model(small_model):
-    from tailorml.deploy.quantize import quantize
+    from tailorml.deploy.int8.quantize import quantize
     from tailorml.errors import DeployError
 
     with pytest.raises(DeployError, match=r"he_friendly model .* is for encrypted inference"):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tests.service.conftest import Account, Server, make_service_data, propose_candidate
 
-from tailorml.deploy.onnx_int8 import INPUT_NAME, OUTPUT_NAME
+from tailorml.deploy.int8.onnx_int8 import INPUT_NAME, OUTPUT_NAME
 from tailorml.registry.models import Registry
 from tailorml.registry.people import PeopleStore
 from tailorml.service.auth import add_person

@@ -22,11 +22,8 @@ import pandas as pd
 
 from tailorml import __version__
 from tailorml.data.prepared import Prepared, prepare
-from tailorml.deploy.budget import measure_target
-from tailorml.deploy.c import HEADER_NAME, SOURCE_NAME, arena_bytes, save_c
-from tailorml.deploy.host import HostModel
-from tailorml.deploy.mcu import PROFILES, TargetProfile, profile
-from tailorml.deploy.parity import (
+from tailorml.deploy.int8.c import HEADER_NAME, SOURCE_NAME, arena_bytes, save_c
+from tailorml.deploy.int8.parity import (
     SIDE_BY_SIDE,
     Rung,
     compare_logits,
@@ -34,7 +31,10 @@ from tailorml.deploy.parity import (
     individuals_with,
     side_by_side,
 )
-from tailorml.deploy.quantize import QuantizedModel, quantize
+from tailorml.deploy.int8.quantize import QuantizedModel, quantize
+from tailorml.deploy.target.budget import measure_target
+from tailorml.deploy.target.host import HostModel
+from tailorml.deploy.target.mcu import PROFILES, TargetProfile, profile
 from tailorml.errors import DeployError, TailormlError
 from tailorml.io import (
     atomic_write,
@@ -283,7 +283,7 @@ def _check_windows(prepared: Prepared, quantized: QuantizedModel, emulate: int) 
 
 def _with_onnx_anchor(model, calibration, prepared, table, out: Path, reporter: Reporter):
     """Add onnxruntime int8's alert metrics per individual (the accuracy anchor)."""
-    from tailorml.deploy.onnx_int8 import export_onnx, onnx_proba, quantize_onnx_int8
+    from tailorml.deploy.int8.onnx_int8 import export_onnx, onnx_proba, quantize_onnx_int8
 
     policy, windows = model.policy, prepared.windows
     folder = out / "onnx"

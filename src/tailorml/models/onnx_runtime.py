@@ -1,7 +1,7 @@
 """A float model as an ONNX file, and running one with onnxruntime.
 
 The file the cloud service runs (`tailorml.service.runtime`) and the float anchor that the
-int8 toolchains start from (`tailorml.deploy.onnx_int8`): one input "readings" (raw units,
+int8 toolchains start from (`tailorml.deploy.int8.onnx_int8`): one input "readings" (raw units,
 the model normalises them itself) with a dynamic batch axis, one output "logits", and the
 model's alert policy (JSON) in the file's metadata, so the file alone says how its outputs
 become decisions (`read_policy`; probabilities by `AlertPolicy.probabilities`).
