@@ -21,7 +21,7 @@ from tailorml.data.prepared import prepare
 from tailorml.deploy.int8.quantize import quantize
 from tailorml.deploy.learner.host import HostLearner
 from tailorml.deploy.learner.ondevice import LearnerSettings
-from tailorml.deploy.learner.simulate import CALIBRATION_WINDOWS, readings_of
+from tailorml.deploy.learner.simulate import readings_of
 from tailorml.deploy.learner.traces import dangerous_traces
 from tailorml.models.cnn import load_model
 from tailorml.robust.evaluate import evenly_spaced
@@ -35,9 +35,11 @@ def main() -> None:
     arguments = parser.parse_args()
     started = time.perf_counter()
     run = Run.open(arguments.run)
-    prepared = prepare(run.config())
+    config = run.config()
+    prepared = prepare(config)
     windows = prepared.windows
-    calibration = windows.x[evenly_spaced(prepared.splits.pooled("train"), CALIBRATION_WINDOWS)]
+    general = prepared.splits.pooled("train")  # as deploy export and simulate calibrate
+    calibration = windows.x[evenly_spaced(general, config.deploy.calibration_windows)]
     quantized = quantize(load_model(run.file("model.pt")), calibration)
     policy = quantized.policy
     per_day = 24 * 60 // policy.sample_minutes

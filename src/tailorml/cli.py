@@ -931,16 +931,29 @@ def _target_name(value: str | None) -> str | None:
 
     if value is not None:
         profile(value)  # an unknown target is a one-line error naming the known ones
+        return value.lower()  # as deploy.target spells it
     return value
 
 
 TargetOption = Annotated[
-    str,
+    str | None,
     typer.Option(
-        help="Target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3).",
+        help="Target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3) "
+        "[default: deploy.target, cortex-m4].",
         callback=_target_name,
     ),
 ]
+
+
+def _deploy_config(run: Path, options: dict, command: dict | None = None):
+    """The run's config with the command's `[deploy]` options over it (None: the config's)."""
+    from tailorml.runs import Run
+
+    opened = Run.open(run)
+    deploy = {k: v for k, v in options.items() if v is not None}
+    for name, section in (command or {}).items():
+        deploy[name] = {k: v for k, v in section.items() if v is not None}
+    return opened.path, _load(opened.file("config.toml"), {"deploy": deploy})
 
 
 def _print_footer(synthetic: bool, report: Path) -> None:
@@ -950,8 +963,9 @@ def _print_footer(synthetic: bool, report: Path) -> None:
     console.print(_styled("\nReport: ", (str(report.resolve()), "bold")))
 
 
-def _print_deploy(out: Path) -> None:
-    summary = json.loads((out / "deploy.json").read_text())
+def _print_deploy(result) -> None:
+    """An export (`jobs.deploy_export.DeployExportResult`): its ladder and budgets."""
+    summary = result.summary
     ladder = Table(title="Parity ladder")
     for column in ("rung", "windows", "same decision", "logits"):
         ladder.add_column(column, justify="left" if column in ("rung", "logits") else "right")
@@ -981,13 +995,13 @@ def _print_deploy(out: Path) -> None:
             ),
         )
     console.print(table)
-    _print_footer(bool(summary.get("synthetic")), out / "deploy.html")
+    _print_footer(result.synthetic, result.report)
 
 
 @deploy_app.command("export")
 def deploy_export(
     run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
-    target: TargetOption = "cortex-m4",
+    target: TargetOption = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Export directory [default: RUN/deploy-<target>]."),
@@ -997,17 +1011,21 @@ def deploy_export(
         typer.Option(help="Export this model file (e.g. a personalized one) instead of the run's."),
     ] = None,
     calibration_windows: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1, help="General training windows the int8 activations are calibrated on."
+            min=1,
+            help="General training windows the int8 activations are calibrated on "
+            "[default: deploy.calibration_windows, 4096].",
         ),
-    ] = 4096,
+    ] = None,
     emulate: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=0, help="Individuals whose every test window also runs in the emulated target."
+            min=0,
+            help="Individuals whose every test window also runs in the emulated target "
+            "[default: deploy.export.emulate, 3].",
         ),
-    ] = 3,
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace another model's export in --out.")
     ] = False,
@@ -1015,11 +1033,12 @@ def deploy_export(
     """Quantize the run's alert model to int8, generate its C code, prove on the test windows
     that float, int8 reference, host C and the emulated microcontroller agree, and measure
     the target's flash, RAM, stack and latency. Writes OUT/ with tailorml_model.{h,c},
-    deploy.json and deploy.html."""
-    from tailorml.deploy.export import export_run
+    deploy.json and deploy.html. Options not given come from the run's [deploy] section."""
+    from tailorml.jobs import deploy_export
 
-    done = export_run(run, target, out, model, calibration_windows, emulate, force, _reporter())
-    _print_deploy(done)
+    options = {"target": target, "calibration_windows": calibration_windows}
+    path, config = _deploy_config(run, options, {"export": {"emulate": emulate}})
+    _print_deploy(deploy_export.run(path, config, out, model, force, _reporter()))
 
 
 @deploy_app.command("report")
@@ -1033,15 +1052,17 @@ def deploy_report(
     """Budgets of an exported model on each target profile: flash, static RAM, peak stack
     (measured in the emulator), instructions and estimated latency, pass/fail; updates
     deploy.json and deploy.html."""
-    from tailorml.deploy.export import report_export
+    from tailorml.jobs import deploy_export
 
     for name in target or []:
         _target_name(name)
-    _print_deploy(report_export(out, target or None, _reporter()))
+    _print_deploy(deploy_export.report(out, target or None, _reporter()))
 
 
-def _print_simulate(out: Path) -> None:
-    summary = json.loads((out / "simulate.json").read_text())
+def _print_simulate(result) -> None:
+    """A simulation (`jobs.deploy_simulate.SimulateResult`): the test part, the updates, the
+    learner's memory and cost."""
+    summary = result.summary
     labels = {"device": "device (learns on the device)", "predefined": "predefined (int8)"}
     labels["cloud"] = "cloud-personalized (TL)"
     test = summary["summary"]["test"]
@@ -1088,46 +1109,52 @@ def _print_simulate(out: Path) -> None:
             f"{emulated['target']} (≈ {emulated['update_ms_at_clock']:.0f} ms)"
         )
     console.print(line + ".")
-    _print_footer(bool(summary.get("synthetic")), out / "simulate.html")
+    _print_footer(result.synthetic, result.report)
 
 
 @deploy_app.command("simulate")
 def deploy_simulate(
     run: Annotated[Path, typer.Option("--run", help="A train/demo run directory.")],
     individual: Annotated[str, typer.Option(help="Whose data the device lives through.")],
-    target: TargetOption = "cortex-m4",
+    target: TargetOption = None,
     days: Annotated[
-        int | None, typer.Option(min=1, help="Live only the first N days [default: all].")
+        int | None,
+        typer.Option(
+            min=1, help="Live only the first N days [default: deploy.simulate.days, all]."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Output directory [default: RUN/simulate-<target>-<individual>]."),
     ] = None,
     emulate: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--emulate",
+            "--emulate/--no-emulate",
             help="Also live through the data on the emulated target (slower; counts the "
-            "instructions of every update).",
+            "instructions of every update) [default: deploy.simulate.emulate, no].",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     cloud_iterations: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=0, help="Iterations of the cloud model's transfer learning (0: no cloud model)."
+            min=0,
+            help="Iterations of the cloud model's transfer learning (0: no cloud model) "
+            "[default: deploy.simulate.cloud_iterations, 300].",
         ),
-    ] = 300,
+    ] = None,
 ) -> None:
     """Let a device with guarded on-device learning live through one person's data: predict
     every 5 minutes, label its own windows 30 minutes later, try an update through its gates
     every night. Compares its alerts day by day with the predefined model and a
-    cloud-personalized one; writes OUT/simulate.json and simulate.html."""
-    from tailorml.deploy.learner.simulate import simulate_run
+    cloud-personalized one; writes OUT/simulate.json and simulate.html. Options not given
+    come from the run's [deploy] section."""
+    from tailorml.jobs import deploy_simulate
 
-    done = simulate_run(
-        run, individual, target, days, out, emulate, cloud_iterations, reporter=_reporter()
-    )
-    _print_simulate(done)
+    simulate = {"days": days, "emulate": emulate, "cloud_iterations": cloud_iterations}
+    path, config = _deploy_config(run, {"target": target}, {"simulate": simulate})
+    _print_simulate(deploy_simulate.run(path, individual, config, out, reporter=_reporter()))
 
 
 @privacy_app.command("check")
@@ -1558,6 +1585,7 @@ def config_show(config: ConfigOption = None) -> None:
 
 app.add_typer(cli_service.users_app, name="users")
 app.command("serve")(cli_service.serve)
+app.command("worker")(cli_service.worker)
 app.command("keygen")(cli_service.keygen)
 
 

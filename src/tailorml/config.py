@@ -662,6 +662,52 @@ class LodoConfig(_Section):
     )
 
 
+class DeployExportConfig(_Section):
+    """`tailorml deploy export` (its --emulate option)."""
+
+    emulate: int = Field(
+        default=3,
+        ge=0,
+        description="individuals whose every test window also runs in the emulated target",
+    )
+
+
+class DeploySimulateConfig(_Section):
+    """`tailorml deploy simulate` (its --days, --emulate and --cloud-iterations options)."""
+
+    days: int | None = Field(
+        default=None, ge=1, description="live only the first N days; unset = all of them"
+    )
+    emulate: bool = Field(
+        default=False,
+        description="also live through the data on the emulated target (slower; counts the "
+        "instructions of every update)",
+    )
+    cloud_iterations: int = Field(
+        default=300,
+        ge=0,
+        description="iterations of the cloud model's transfer learning (0: no cloud model)",
+    )
+
+
+class DeployConfig(_Section):
+    """`tailorml deploy export` and `deploy simulate`: the target and the int8 model both
+    start from, and each command's own options (deploy.json and simulate.json record them)."""
+
+    target: Literal["cortex-m4", "cortex-m3", "stm32f401", "stm32l151"] = Field(
+        default="cortex-m4",
+        description="target profile: stm32f401 (= cortex-m4) or stm32l151 (= cortex-m3)",
+    )
+    calibration_windows: int = Field(
+        default=4096,
+        ge=1,
+        description="general training windows the int8 activations are calibrated on "
+        "(evenly spaced)",
+    )
+    export: DeployExportConfig = Field(default_factory=DeployExportConfig)
+    simulate: DeploySimulateConfig = Field(default_factory=DeploySimulateConfig)
+
+
 class CohortConfig(_Section):
     path: str = Field(
         default="",
@@ -697,6 +743,7 @@ class Config(_Section):
     lodo: LodoConfig = Field(default_factory=LodoConfig)
     stress: StressConfig = Field(default_factory=StressConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
 
     @model_validator(mode="after")
     def _he_friendly_recipe(self) -> Config:

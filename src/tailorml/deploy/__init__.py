@@ -11,6 +11,7 @@
   machine (`host`) and the emulated target (`mcu`), and the simulated life of a device
   (`simulate`, `daily`, `simulate_report`).
 
-`export` and `report` are `tailorml deploy export` and `deploy report` (deploy.html), across
-the families. Families depend one way: `target` uses `int8`, `learner` uses both.
+`report` draws deploy.html from an export (its parity ladder and budgets). The commands
+(`tailorml deploy export|report|simulate`) are jobs: `tailorml.jobs.deploy_export`,
+`tailorml.jobs.deploy_simulate`. Families depend one way: int8 <- target <- learner.
 """

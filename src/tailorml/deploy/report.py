@@ -4,7 +4,6 @@ per individual)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -67,9 +66,9 @@ def agreement_figure(table: pd.DataFrame) -> bytes:
     return to_png(figure)
 
 
-def render_deploy_report(out: Path) -> Path:
-    summary = json.loads((out / "deploy.json").read_text())
-    table = pd.read_parquet(out / "parity.parquet")
+def render_deploy_report(out: Path, summary: dict, table: pd.DataFrame) -> Path:
+    """OUT/deploy.html from an export's summary (deploy.json's figures) and its parity table
+    (one row per individual)."""
     budgets = summary["budgets"]
     return write_html(
         "deploy.html.j2",

@@ -33,6 +33,7 @@ from tailorml.deploy.int8.quantize import (
 )
 from tailorml.errors import DeployError
 from tailorml.io import atomic_write_text
+from tailorml.models.cnn import SmallCNN, count_parameters
 
 HEADER_NAME = "tailorml_model.h"
 SOURCE_NAME = "tailorml_model.c"
@@ -898,6 +899,34 @@ def save_c(model: QuantizedModel, directory: str | Path) -> list[Path]:
         atomic_write_text(directory / HEADER_NAME, header),
         atomic_write_text(directory / SOURCE_NAME, source),
     ]
+
+
+def model_facts(model: SmallCNN, quantized: QuantizedModel) -> dict:
+    """What an export states about its model: parameters, multiply-adds, weight and arena
+    bytes, and per layer its shape and quantization."""
+    return {
+        "parameters": count_parameters(model),
+        "macs": quantized.n_macs(),
+        "weight_bytes": quantized.n_weight_bytes(),
+        "arena_bytes": arena_bytes(quantized),
+        "logit_scale": quantized.logit_scale,
+        "layers": [
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "outputs": int(layer.weight.shape[0]),
+                "kernel": layer.kernel,
+                "pool": layer.pool,
+                "input_scale": layer.input_scale,
+                "output_scale": layer.output_scale,
+                "output_zero_point": layer.output_zero_point,
+                "output_bits": layer.output_bits,
+            }
+            for layer in quantized.layers
+        ],
+        "input_scale_mgdl": [float(s) for s in quantized.input.scale],
+        "input_centre_mgdl": [int(c) for c in quantized.input.centre],
+    }
 
 
 def example_model(seed: int = 0) -> QuantizedModel:

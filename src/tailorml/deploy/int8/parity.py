@@ -3,12 +3,15 @@
 float model -> int8 reference: the decisions agree on (nearly) every window, and the alert
 metrics per individual stand side by side (quantization is allowed to change a few
 decisions; the report shows what that costs). int8 reference -> host C -> emulated
-microcontroller: the int16 logits are identical, bit for bit, on every window compared.
+microcontroller: the int16 logits are identical, bit for bit, on every window compared
+(those two rungs are built where the C runs: `tailorml.deploy.target.host.host_rung` and
+`tailorml.deploy.target.budget.emulated_rung`, on the windows `check_windows` picks).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -131,3 +134,76 @@ def compare_logits(
             np.abs(expected.astype(np.int64) - got.astype(np.int64)).max(initial=0)
         ),
     )
+
+
+# -- the windows of the last rung, and the anchor beside the first ----------------------------
+
+
+def emulated_individuals(prepared: Prepared, count: int, part: str) -> list[str]:
+    """`count` individuals spread evenly over the sorted ids (so every group shows up)."""
+    people = sorted(individuals_with(prepared, part))
+    if count <= 0 or not people:
+        return []
+    picks = np.unique(np.linspace(0, len(people) - 1, min(count, len(people))).round())
+    return [people[int(i)] for i in picks]
+
+
+def check_windows(
+    prepared: Prepared, quantized: QuantizedModel, emulate: int, part: str
+) -> dict[str, np.ndarray]:
+    """Every `part` window of `emulate` individuals (`emulated_individuals`) with the
+    reference's logits and classes: what the emulated target must compute bit for bit."""
+    people = emulated_individuals(prepared, emulate, part)
+    if people:
+        indices = np.concatenate([prepared.splits.of(i, part) for i in people])
+    else:  # still run one window, for the budget
+        indices = prepared.splits.pooled(part)[:1]
+    windows = prepared.windows.x[indices]
+    logits = quantized.logits(windows)
+    return {
+        "readings": quantized.readings(windows),
+        "logits": logits,
+        "classes": quantized.decide(logits),
+        "individuals": np.array(people, dtype=str),
+    }
+
+
+def with_onnx_anchor(
+    model: SmallCNN,
+    calibration: np.ndarray,
+    prepared: Prepared,
+    table: pd.DataFrame,
+    folder: Path,
+    part: str,
+    reporter: Reporter = SILENT,
+) -> pd.DataFrame:
+    """`table` (from `side_by_side`) with onnxruntime int8's alert metrics per individual
+    beside ours (the accuracy anchor); its float and int8 ONNX files go into `folder`."""
+    from tailorml.deploy.int8.onnx_int8 import export_onnx, onnx_proba, quantize_onnx_int8
+
+    policy, windows = model.policy, prepared.windows
+    folder.mkdir(exist_ok=True)
+    reporter.log("onnxruntime int8 anchor: exporting and quantizing")
+    export_onnx(model, folder / "model.onnx")
+    quantize_onnx_int8(folder / "model.onnx", calibration, folder / "model_int8.onnx")
+    rows = []
+    for individual in table["individual"]:
+        indices = prepared.splits.of(individual, part)
+        decided = policy.decide(onnx_proba(folder / "model_int8.onnx", windows.x[indices]))
+        metrics = decision_metrics(policy, prepared, individual, part, decided)
+        rows.append(
+            {f"{key}_onnxruntime": metrics[key] for key in SIDE_BY_SIDE}
+            | {"decided_hypo_onnxruntime": int((decided == policy.alert_index).sum())}
+        )
+    return pd.concat([table, pd.DataFrame(rows)], axis=1)
+
+
+def anchor_summary(table: pd.DataFrame) -> dict[str, float | None]:
+    """Means over individuals of the side-by-side metrics (NaN-free ones only)."""
+    summary = {}
+    for key in SIDE_BY_SIDE:
+        for label in ("float", "int8", "onnxruntime"):
+            column = table[f"{key}_{label}"].astype(float)
+            finite = column[np.isfinite(column)]
+            summary[f"{key}_{label}"] = float(finite.mean()) if len(finite) else None
+    return summary

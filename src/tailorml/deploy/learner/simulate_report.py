@@ -4,7 +4,6 @@ which gate), the memory budget and the cost of an update."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -97,8 +96,8 @@ def days_figure(summary: dict) -> bytes:
     return to_png(figure)
 
 
-def render_simulate_report(out: Path) -> Path:
-    summary = json.loads((out / "simulate.json").read_text())
+def render_simulate_report(out: Path, summary: dict) -> Path:
+    """OUT/simulate.html from a simulation's summary (simulate.json's figures)."""
     return write_html(
         "simulate.html.j2",
         out / "simulate.html",

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tailorml.deploy.int8.parity import Rung
 from tailorml.deploy.target.cycles import CycleCounter
 from tailorml.deploy.target.mcu import Emulator, TargetProfile, build_firmware, gcc_sizes
 from tailorml.errors import DeployError
+from tailorml.progress import SILENT, Reporter
 
 INSTRUCTION_COUNT_WINDOWS = 3  # windows whose instructions are counted (the largest is used)
 
@@ -110,3 +112,37 @@ def check_alignment(
         "flash": firmware.flash,
         "compiler_flag": "-mno-unaligned-access",
     }
+
+
+def emulated_rung(
+    header: str,
+    source: str,
+    target: TargetProfile,
+    check: dict[str, np.ndarray],
+    directory: Path,
+    reporter: Reporter = SILENT,
+) -> tuple[Rung, dict]:
+    """The ladder's last rung and the target's budget: `measure_target` on the check windows
+    (`tailorml.deploy.int8.parity.check_windows`: readings, the reference's logits, the
+    individuals they are of), built in `directory`; refused unless every window's logits are
+    the reference's."""
+    readings, expected = check["readings"], check["logits"]
+    with reporter.task(f"emulating {target.cpu} ({target.name})", total=len(readings)) as task:
+        budget = measure_target(header, source, target, readings, expected, directory, task.advance)
+    rung = Rung(
+        name=f"host C -> emulated {target.cpu}",
+        windows=budget["windows_run"],
+        individuals=len(check["individuals"]),
+        decision_agreement=float("nan"),
+        identical_logits=budget["windows_identical"] == budget["windows_run"],
+        max_logit_difference=float("nan"),
+    )
+    if not rung.identical_logits:
+        raise DeployError(
+            f"the {target.cpu} build computed other logits than the reference on "
+            f"{budget['windows_run'] - budget['windows_identical']} windows; "
+            "the export is not trustworthy — please report this"
+        )
+    rung.decision_agreement = 1.0
+    rung.max_logit_difference = 0.0
+    return rung, budget

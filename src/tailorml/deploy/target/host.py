@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tailorml.deploy.int8.c import HEADER_NAME, SOURCE_NAME
 from tailorml.deploy.int8.device_rules import DeviceAlerts
+from tailorml.deploy.int8.parity import Rung, compare_logits
 from tailorml.deploy.target.mcu import run_compiler, zig_command
+from tailorml.errors import DeployError
 
 _BATCH = """#include "tailorml_model.h"
 /* Host harness: the model over a batch, for the parity ladder. */
@@ -122,3 +125,33 @@ class HostModel:
             features.ctypes.data_as(ctypes.c_void_p),
         )
         return features
+
+
+def host_rung(
+    header: str,
+    source: str,
+    n_classes: int,
+    readings: np.ndarray,
+    expected_logits: np.ndarray,
+    expected_classes: np.ndarray,
+    individuals: int,
+) -> Rung:
+    """The ladder's middle rung: the generated C built for this machine (in a scratch
+    folder) on `readings`, against the integer reference's logits; refused unless they are
+    identical on every window."""
+    with tempfile.TemporaryDirectory(prefix="tailorml-host-") as scratch:
+        logits, classes = HostModel(header, source, n_classes, Path(scratch)).predict(readings)
+    rung = compare_logits(
+        "int8 reference -> host C",
+        expected_logits,
+        logits,
+        expected_classes,
+        classes,
+        individuals,
+    )
+    if not rung.identical_logits:
+        raise DeployError(
+            "the host build of the generated C computed other logits than the integer "
+            "reference; the export is not trustworthy — please report this"
+        )
+    return rung

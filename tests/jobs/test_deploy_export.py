@@ -1,5 +1,5 @@
 """`tailorml deploy export` and `deploy report` end to end on a tiny run (3 simulated
-patients, 3 days, one epoch)."""
+patients, 3 days, one epoch): the jobs (`tailorml.jobs.deploy_export`) and their commands."""
 
 import json
 import shutil
@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tailorml.cli import app
-from tailorml.errors import TailormlError
+from tailorml.config import config_from_dict, load_config
+from tailorml.errors import ConfigError, DeployError, TailormlError
+from tailorml.jobs import deploy_export
 
 runner = CliRunner()
 
@@ -18,12 +20,14 @@ runner = CliRunner()
 def exported(tmp_path_factory, tiny_run_config):
     base = tmp_path_factory.mktemp("deploy")
     config = base / "tiny.toml"
-    config.write_text(tiny_run_config.format(runs=(base / "runs").as_posix()))
+    # the run's [deploy] section gives --emulate; the command's option overrides another key
+    section = "\n[deploy]\ncalibration_windows = 100\n\n[deploy.export]\nemulate = 1\n"
+    config.write_text(tiny_run_config.format(runs=(base / "runs").as_posix()) + section)
     assert runner.invoke(app, ["train", "--config", str(config)]).exit_code == 0
     (run,) = (base / "runs").iterdir()
     out = base / "export"
     arguments = ["deploy", "export", "--run", str(run), "--out", str(out)]
-    result = runner.invoke(app, [*arguments, "--calibration-windows", "300", "--emulate", "1"])
+    result = runner.invoke(app, [*arguments, "--calibration-windows", "300"])
     assert result.exit_code == 0, result.output
     return run, out, result.output
 
@@ -51,6 +55,14 @@ def test_export_writes_the_c_the_ladder_and_the_budget(exported):
     assert summary["synthetic"] is True
     assert "bit for bit" in output and "not clinical evidence" in output
     assert "not clinical evidence" in (out / "deploy.html").read_text()
+    # the settings it was made with: the option over the run's section over the defaults
+    assert summary["deploy"] == {
+        "target": "cortex-m4",
+        "calibration_windows": 300,
+        "export": {"emulate": 1},
+    }
+    assert summary["calibration"]["windows"] == 300
+    assert "--calibration-windows 300 --emulate 1" in summary["command"]
 
 
 def test_report_measures_every_profile_from_the_export(exported):
@@ -65,10 +77,41 @@ def test_report_measures_every_profile_from_the_export(exported):
     assert m3["instructions"] > summary["budgets"]["stm32f401"]["instructions"]
 
 
+def test_the_job_returns_what_it_wrote_and_report_renews_it(exported, tmp_path):
+    _, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    result = deploy_export.report(copy, ["cortex-m4"])
+    summary = json.loads((copy / "deploy.json").read_text())
+    assert result.summary == summary and result.report == copy / "deploy.html"
+    # the export's own target renews the ladder's last rung, once
+    assert [rung["name"] for rung in summary["parity"]][1:] == [
+        "int8 reference -> host C",
+        "host C -> emulated cortex-m4",
+    ]
+    figures = result.to_json()
+    assert figures["kind"] == "deploy export" and figures["out"] == str(copy)
+    assert [row["individual"] for row in figures["per_individual"]] == list(
+        result.parity["individual"]
+    )
+    json.dumps(figures, allow_nan=False)  # plain JSON: no NaN, no numpy types
+
+
+def test_the_deploy_section_is_checked_and_older_runs_load_without_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'deploy\.export\.emulated'"):
+        config_from_dict({"deploy": {"export": {"emulated": 1}}})
+    with pytest.raises(ConfigError, match=r"'deploy\.target'"):
+        config_from_dict({"deploy": {"target": "esp32"}})
+    with pytest.raises(ConfigError, match=r"'deploy\.calibration_windows'"):
+        config_from_dict({"deploy": {"calibration_windows": 0}})
+    older = tmp_path / "config.toml"  # a run's config from before [deploy] existed
+    older.write_text('[run]\nname = "x"\n')
+    assert load_config(older).deploy == config_from_dict({}).deploy
+
+
 def test_bad_requests_are_one_line_errors(exported, tmp_path):
     run, out, _ = exported
-    from tailorml.deploy.export import export_run, report_export
-    from tailorml.errors import DeployError
+    export_run, report_export = deploy_export.run, deploy_export.report
 
     result = runner.invoke(app, ["deploy", "export", "--run", str(run), "--target", "esp32"])
     assert isinstance(result.exception, DeployError)
@@ -77,7 +120,7 @@ def test_bad_requests_are_one_line_errors(exported, tmp_path):
     stranger.mkdir()
     (stranger / "a.jpg").write_text("x")
     with pytest.raises(DeployError, match="holds no tailorml export"):
-        export_run(run, out=stranger, emulate=0)
+        export_run(run, out=stranger)
     assert [p.name for p in stranger.iterdir()] == ["a.jpg"]  # nothing written there
     with pytest.raises(DeployError, match=r"deploy\.json missing"):
         report_export(tmp_path)

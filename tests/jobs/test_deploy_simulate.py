@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from tailorml.cli import app
 from tailorml.config import config_from_dict
 from tailorml.deploy.learner.ondevice import LearnerSettings
-from tailorml.deploy.learner.simulate import simulate_run
 from tailorml.errors import DeployError
+from tailorml.jobs import deploy_simulate
 from tailorml.models.cnn import save_model
 from tailorml.runs import Run
 
@@ -32,15 +32,31 @@ def run_dir(trained, tmp_path_factory):
     return run.path
 
 
+def with_deploy(run_dir, **simulate):
+    """The run's config with `[deploy.simulate]` options."""
+    return (
+        Run.open(run_dir)
+        .config()
+        .model_copy(update={"deploy": config_from_dict({"deploy": {"simulate": simulate}}).deploy})
+    )
+
+
 def test_the_device_lives_three_days_and_is_compared_with_both_models(run_dir, tmp_path):
     settings = LearnerSettings(
         min_days=0, min_hypo_train=8, min_held=4, held_out_block=1, near_low_mgdl=100
     )
-    out = simulate_run(
-        run_dir, PERSON, out=tmp_path / "sim", emulate=True, cloud_iterations=5,
-        settings=settings,
-    )  # fmt: skip
+    config = with_deploy(run_dir, emulate=True, cloud_iterations=5)
+    result = deploy_simulate.run(run_dir, PERSON, config, tmp_path / "sim", settings)
+    out = result.path
     summary = json.loads((out / "simulate.json").read_text())
+    # the job wrote its file from the result it returns, and the file records the settings
+    assert result.summary == summary and result.to_json()["kind"] == "deploy simulate"
+    assert summary["deploy"] == {
+        "target": "cortex-m4",
+        "calibration_windows": 4096,
+        "simulate": {"days": None, "emulate": True, "cloud_iterations": 5},
+    }
+    assert "--emulate" in summary["command"] and result.report == out / "simulate.html"
     assert summary["days_lived"] == 3 and summary["synthetic"] is True
     assert [u["gate_name"] for u in summary["updates"]] == ["data", "data", "accepted"]
     assert "accepted: " in summary["updates"][-1]["reason"]
@@ -74,6 +90,9 @@ def test_cli_prints_the_comparison_and_refuses_bad_requests(run_dir, trained, tm
     assert "alerts on the test part" in result.output
     assert "3 nightly updates: 3 without enough data" in result.output
     assert "not clinical evidence" in result.output
+    summary = json.loads((out / "simulate.json").read_text())  # the option over [deploy]
+    assert summary["deploy"]["simulate"]["cloud_iterations"] == 0 and summary["cloud"] is None
+    assert "--cloud-iterations 0" in summary["command"]
     result = runner.invoke(app, [*arguments[:4], "--individual", "nobody", "--out", str(out)])
     assert isinstance(result.exception, DeployError)
     assert str(result.exception).startswith("unknown individual 'nobody'; valid: adolescent-003")
@@ -84,15 +103,17 @@ def test_cli_prints_the_comparison_and_refuses_bad_requests(run_dir, trained, tm
     save_model(other, run_dir / "model.pt")
     try:
         with pytest.raises(DeployError, match=r"CGM only; this model reads channels cgm, iob"):
-            simulate_run(run_dir, PERSON, out=tmp_path / "iob", cloud_iterations=0)
+            deploy_simulate.run(
+                run_dir, PERSON, with_deploy(run_dir, cloud_iterations=0), tmp_path / "iob"
+            )
     finally:
         save_model(trained.model, run_dir / "model.pt")
 
 
 def test_simulation_folders_never_trust_an_id_or_a_foreign_folder(tmp_path):
-    from tailorml.deploy.learner.simulate import _prepare_out, default_out
     from tailorml.deploy.target.mcu import profile
     from tailorml.errors import DeployError
+    from tailorml.jobs.deploy_simulate import _prepare_out, default_out
 
     out = default_out(tmp_path / "run", profile("cortex-m4"), "../../etc/passwd")
     assert out.parent == tmp_path / "run" and "/" not in out.name
