@@ -288,9 +288,9 @@ int32_t tailorml_decide(const int16_t logits[TAILORML_N_CLASSES]);
 
 _KERNELS = r"""
 /* Fixed-point requantization: TFLite's MultiplyByQuantizedMultiplier (gemmlowp double
- * rounding), the same arithmetic as tailorml.deploy.fixed_point. For a multiplier >= 0 (all
- * of ours: QuantizeMultiplier gives [2^30, 2^31) or 0), gemmlowp's nudge-and-truncate high
- * multiply equals rounding half up, (a*b + 2^30) >> 31 (CMSIS-NN's
+ * rounding), the same arithmetic as tailorml.deploy.int8.fixed_point. For a multiplier
+ * >= 0 (all of ours: QuantizeMultiplier gives [2^30, 2^31) or 0), gemmlowp's
+ * nudge-and-truncate high multiply equals rounding half up, (a*b + 2^30) >> 31 (CMSIS-NN's
  * arm_nn_doubling_high_mult_no_sat), and its one saturating case cannot occur. A right
  * shift of a negative value is arithmetic here, as on every Arm compiler (and as TFLite and
  * CMSIS-NN assume). */
