@@ -107,6 +107,19 @@ def register_predefined_run(data: Path, run: Path) -> str:
     return record.sha256
 
 
+LogLevelOption = Annotated[
+    str,
+    typer.Option(
+        help="The service's own log lines on stderr: debug, info, warning or error. "
+        "Request lines are never logged (Nightscout uploaders put tokens in URLs)."
+    ),
+]
+JobsConfigOption = Annotated[
+    Path | None,
+    typer.Option(help="Config for personalization jobs (gates, candidates); default built in."),
+]
+
+
 def serve(
     data: DataOption,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -116,10 +129,7 @@ def serve(
         Path | None,
         typer.Option(help="Register this train/demo run's model as the predefined model first."),
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="Config for personalization jobs (gates, candidates); default built in."),
-    ] = None,
+    config: JobsConfigOption = None,
     durability: Annotated[
         str,
         typer.Option(
@@ -134,13 +144,15 @@ def serve(
             "alerts: POST /api/v1/encrypted/alert."
         ),
     ] = None,
-    log_level: Annotated[
-        str,
+    log_level: LogLevelOption = "info",
+    jobs: Annotated[
+        bool,
         typer.Option(
-            help="The service's own log lines on stderr: debug, info, warning or error. "
-            "Request lines are never logged (Nightscout uploaders put tokens in URLs)."
+            "--jobs/--no-jobs",
+            help="Also run personalization jobs in this process (one at a time); --no-jobs "
+            "leaves them to `tailorml worker` processes.",
         ),
-    ] = "info",
+    ] = True,
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
@@ -173,7 +185,7 @@ def serve(
             "tokens travel in every request.[/yellow]"
         )
     uvicorn.run(
-        create_app(service),
+        create_app(service, run_jobs=jobs),
         host=host,
         port=port,
         log_level=level.lower(),
@@ -182,14 +194,52 @@ def serve(
     )
 
 
+def worker(
+    data: DataOption,
+    key_file: KeyOption = None,
+    config: JobsConfigOption = None,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Run personalization jobs of a service's data directory, one at a time, beside
+    `tailorml serve` (or several workers: each job runs once, under a lease renewed while it
+    runs; a killed worker's job is taken up again when its lease expires). Ctrl-C or SIGTERM
+    hands the running job back to the queue and stops (docs/service.md)."""
+    _private_files()
+    import signal
+
+    from tailorml.errors import TailormlError
+    from tailorml.service.core import Service
+    from tailorml.service.crypto import ServerKey
+
+    _log_level(log_level)
+    if not (data / "registry.sqlite").is_file():
+        raise TailormlError(
+            f"{data} holds no service data; check --data, or start the service first with "
+            f"`tailorml serve --data {data} --predefined RUN`"
+        )
+    server_key = ServerKey.load(key_file, data)
+    if config is not None:
+        from tailorml.config import load_config
+
+        load_config(config)  # a bad config fails now, not in the first job
+    runner = Service(data, server_key, config.resolve() if config else None).jobs
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: runner.stop())
+    console.print(f"tailorml worker on {data} · personalization jobs · Ctrl-C stops it")
+    runner.start()
+    runner.wait()
+    console.print("worker stopped")
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def hold_serve_lock(data: Path):
-    """An exclusive lock on DATA for one serving process, taken before anything starts: a
-    second `tailorml serve` on the same data would re-queue the jobs the first is running
-    and run them twice (its start-up treats every running job as interrupted). Several
-    processes on one database are the "Beyond one machine" issue's; until then, one."""
+    """An exclusive lock on DATA for one serving process, taken before anything starts. Jobs
+    are safe with any number of processes (leases, `tailorml worker`), but one person's
+    uploads are decided in order by a lock inside the serving process, so two API processes
+    on one data directory could both raise one alert; until that order is kept by the
+    database, one API process serves a data directory."""
     import fcntl
 
     from tailorml.errors import TailormlError

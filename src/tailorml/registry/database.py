@@ -112,6 +112,10 @@ class Database:
     def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, parameters).fetchall()
 
+    def reader(self) -> sqlite3.Connection:
+        """This thread's connection, for reads outside a transaction."""
+        return self._connection()
+
 
 def audit(
     connection: sqlite3.Connection,

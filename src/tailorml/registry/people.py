@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tailorml.errors import NotFoundError, TailormlError
+from tailorml.errors import TailormlError
+from tailorml.registry import job_queue
 from tailorml.registry.database import Database, add_columns, audit, now
+from tailorml.registry.job_queue import Job
 
 ROLES = ("patient", "clinician")
 JOB_STATES = ("queued", "running", "done", "failed")
@@ -120,8 +122,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     created TEXT NOT NULL,
     started TEXT,
-    finished TEXT
+    finished TEXT,
+    lease_owner TEXT,
+    lease_expires_s REAL,
+    expired_leases INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, id);
 CREATE TABLE IF NOT EXISTS review_sessions (
     id_sha256 TEXT PRIMARY KEY,
     person_id TEXT NOT NULL REFERENCES people(id),
@@ -147,6 +153,7 @@ def migrate(connection: sqlite3.Connection) -> None:
             f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_by_public_id ON {table}(person_id,"
             " public_id)"
         )
+    job_queue.migrate(connection)
 
 
 @dataclass(frozen=True)
@@ -212,27 +219,10 @@ class StoredAlert:
     sealed: bytes
 
 
-@dataclass(frozen=True)
-class Job:
-    id: int
-    person_id: str
-    requested_by: str
-    status: str
-    session_id: int | None
-    error: str | None
-    created: str
-    started: str | None
-    finished: str | None
-
-
 def _person(row: sqlite3.Row) -> Person:
     return Person(
         row["id"], row["name"], row["role"], row["created"], row["revoked"], row["erased"]
     )
-
-
-def _job(row: sqlite3.Row) -> Job:
-    return Job(**{key: row[key] for key in row.keys()})  # noqa: SIM118 (sqlite3.Row)
 
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
@@ -759,58 +749,44 @@ class PeopleStore:
         return self.job(job_id)
 
     def job(self, job_id: int) -> Job:
-        in_range = -(2**63) <= job_id < 2**63  # SQLite integers; larger ids do not exist
-        rows = self.database.query("SELECT * FROM jobs WHERE id = ?", (job_id,)) if in_range else []
-        if not rows:
-            raise NotFoundError(f"no personalization job {job_id}")
-        return _job(rows[0])
+        return job_queue.get(self.database.reader(), job_id)
 
     def jobs(self, person_id: str) -> list[Job]:
         rows = self.database.query(
             "SELECT * FROM jobs WHERE person_id = ? ORDER BY id DESC", (person_id,)
         )
-        return [_job(row) for row in rows]
+        return [job_queue.job_of(row) for row in rows]
 
-    def claim_job(self) -> Job | None:
-        """The oldest queued job, now marked running (atomically: one worker gets it)."""
+    def claim_job(self, owner: str, lease_seconds: float = job_queue.LEASE_SECONDS) -> Job | None:
+        """The oldest queued job, now running under `owner`'s lease (one process gets it);
+        jobs whose lease expired go back to the queue first (`registry.job_queue`)."""
         with self.database.transaction() as connection:
-            row = connection.execute(
-                "SELECT * FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            connection.execute(
-                "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (now(), row["id"])
-            )
-        return self.job(int(row["id"]))
+            return job_queue.claim(connection, owner, lease_seconds)
+
+    def renew_lease(
+        self, job_id: int, owner: str, lease_seconds: float = job_queue.LEASE_SECONDS
+    ) -> None:
+        """Keep running `job_id`: `LeaseLost` when the lease is no longer `owner`'s."""
+        with self.database.transaction() as connection:
+            job_queue.renew(connection, job_id, owner, lease_seconds)
 
     def finish_job(
-        self, job_id: int, status: str, session_id: int | None = None, error: str | None = None
+        self,
+        job_id: int,
+        status: str,
+        owner: str,
+        session_id: int | None = None,
+        error: str | None = None,
     ) -> Job:
-        if status not in ("done", "failed"):
-            raise ValueError(f"a job finishes done or failed, not {status!r}")
+        """Done or failed, by the owner of the job's live lease (else `LeaseLost`)."""
         with self.database.transaction() as connection:
-            connection.execute(
-                "UPDATE jobs SET status = ?, session_id = ?, error = ?, finished = ? WHERE id = ?",
-                (status, session_id, error, now(), job_id),
-            )
-            job = connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            audit(
-                connection,
-                "service",
-                f"personalization_{status}",
-                job["person_id"],
-                {"job": job_id, "session_id": session_id, "error": error},
-            )
+            job_queue.finish(connection, job_id, status, owner, session_id, error)
         return self.job(job_id)
 
-    def requeue_interrupted(self) -> int:
-        """Jobs left running by a stopped server go back to the queue (at start-up)."""
+    def release_job(self, job_id: int, owner: str) -> bool:
+        """Back to the queue now (the server running it stops); False if not `owner`'s."""
         with self.database.transaction() as connection:
-            cursor = connection.execute(
-                "UPDATE jobs SET status = 'queued', started = NULL WHERE status = 'running'"
-            )
-            return cursor.rowcount
+            return job_queue.release(connection, job_id, owner)
 
     # -- the audit log and erasure -------------------------------------------------------------
 

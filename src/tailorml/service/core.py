@@ -434,11 +434,11 @@ class Service:
             raise TailormlError("only a patient's model can be personalized")
         job = self.store.add_job(person.id, self._who(caller))
         self.jobs.notify()
-        return asdict(job)
+        return job.public()
 
     def jobs_of(self, caller, patient) -> list[dict]:
         person = self.subject(caller, patient, "read_jobs")
-        return [asdict(job) for job in self.store.jobs(person.id)]
+        return [job.public() for job in self.store.jobs(person.id)]
 
     def job(self, caller, job_id: int) -> dict:
         """A job of a person the caller may see; a missing and a forbidden id get the same
@@ -449,7 +449,7 @@ class Service:
             job = None
         if job is None or not may_access(self.store, caller, job.person_id):
             raise AccessDenied(f"you have no access to job {job_id}")
-        return asdict(job)
+        return job.public()
 
     def candidates(self, caller, patient, pending_only: bool) -> list[dict]:
         people = (

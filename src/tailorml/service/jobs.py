@@ -11,13 +11,21 @@ with their data key, puts them on the model's grid like any Nightscout import
 and the model card into the registry. The person's readings in the clear exist only in the
 worker's memory: no file is written between the upload store and the session.
 
-A job left running by a stopped server is queued again at the next start.
+Any number of these threads (one in each `tailorml serve`, unless `--no-jobs`, and one in
+each `tailorml worker`) can share a data directory: a job runs under a lease
+(`registry.job_queue`) that its worker process renews while it works. A worker whose lease
+is gone (it froze longer than the lease, and another process has taken the job) exits at
+once, unless it is recording its result, which it starts only while the lease is still its
+own. A job whose process was killed goes back to the queue when its lease expires; a server
+that stops hands its job back at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from tailorml.errors import TailormlError
+from tailorml.registry.job_queue import LEASE_SECONDS, LeaseLost, new_owner
 from tailorml.registry.people import PeopleStore
 from tailorml.service.crypto import KEY_ENV, ServerKey
 from tailorml.service.keyring import Keyring
@@ -38,16 +47,32 @@ if TYPE_CHECKING:
     from tailorml.data.cohort import Cohort
 
 ENTRY, TREATMENT = "entry", "treatment"
+START_SECONDS = 60.0  # a worker process starts (imports) within this, even on a busy host
+LEASE_LOST_EXIT = 75  # a worker that lost its lease exits with this (EX_TEMPFAIL)
+WORKER_MODULE = "tailorml.service.jobs"
+log = logging.getLogger(__name__)
 COHORT_COLUMNS = ("patient_id", "group", "time", "cgm", "cho", "insulin")
 
 
 class JobRunner:
-    """The server's thread that runs queued jobs in worker processes, one at a time."""
+    """A thread that claims queued jobs and runs each in a worker process, one at a time."""
 
-    def __init__(self, data_dir: Path, server_key: ServerKey, config_path: Path | None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        server_key: ServerKey,
+        config_path: Path | None,
+        lease_seconds: float = LEASE_SECONDS,
+        poll_seconds: float = 5.0,
+        start_seconds: float = START_SECONDS,
+    ) -> None:
         self.data_dir = data_dir
         self.server_key = server_key
         self.config_path = config_path
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.start_seconds = start_seconds  # the first lease also covers the worker's start
+        self.worker_module = WORKER_MODULE
         self.store = PeopleStore(data_dir)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -55,7 +80,6 @@ class JobRunner:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.store.requeue_interrupted()
         self._thread.start()
 
     def stop(self) -> None:
@@ -65,35 +89,91 @@ class JobRunner:
             self._process.terminate()
         self._thread.join(timeout=10)
 
+    def wait(self) -> None:
+        """Run until `stop` (from another thread or a signal handler)."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
     def notify(self) -> None:
         self._wake.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            job = self.store.claim_job()
+            owner = new_owner()
+            job = self.store.claim_job(owner, self.start_seconds + self.lease_seconds)
             if job is None:
-                self._wake.wait(timeout=5.0)
+                self._wake.wait(timeout=self.poll_seconds)
                 self._wake.clear()
                 continue
-            self._run(job.id)
+            self._run(job.id, owner)
 
-    def _run(self, job_id: int) -> None:
-        command = [sys.executable, "-m", "tailorml.service.jobs", str(self.data_dir), str(job_id)]
+    def _run(self, job_id: int, owner: str) -> None:
+        # -P: the server's working directory is not on the worker's import path (a queue.py
+        # or json.py there was imported by the worker in place of the standard library's)
+        command = [sys.executable, "-P", "-m", self.worker_module, str(self.data_dir), str(job_id)]
+        command += ["--lease-owner", owner, "--lease-seconds", repr(self.lease_seconds)]
         if self.config_path is not None:
             command += ["--config", str(self.config_path)]
         environment = os.environ | {KEY_ENV: _key_text(self.server_key)}
-        log = self.data_dir / "jobs" / f"{job_id}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as handle:
+        log_file = self.data_dir / "jobs" / f"{job_id}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("a") as handle:
             self._process = subprocess.Popen(
                 command, env=environment, stdout=handle, stderr=subprocess.STDOUT
             )
             code = self._process.wait()
         self._process = None
-        if self._stop.is_set():
-            return  # stopped with the server: requeued at the next start if unfinished
-        if self.store.job(job_id).status == "running":  # the worker died before finishing it
-            self.store.finish_job(job_id, "failed", error=f"the worker process exited ({code})")
+        if self._stop.is_set():  # stopped with the server: back to the queue now
+            if self.store.release_job(job_id, owner):
+                log.info("personalization job %d handed back to the queue", job_id)
+            return
+        if code == LEASE_LOST_EXIT:
+            return  # another process holds the job now
+        job = self.store.job(job_id)
+        if job.status == "running" and job.lease_owner == owner:  # died before finishing it
+            with contextlib.suppress(LeaseLost):  # expired meanwhile: another process has it
+                self.store.finish_job(
+                    job_id, "failed", owner, error=f"the worker process exited ({code})"
+                )
+
+
+class Lease:
+    """The worker's side of its job's lease: a thread renews it every quarter of its length;
+    when it is lost the process exits at once (`LEASE_LOST_EXIT`), unless it is recording
+    the job's result (`hold`), which it only begins while the lease is its own."""
+
+    def __init__(self, store: PeopleStore, job_id: int, owner: str, seconds: float) -> None:
+        self.store, self.job_id, self.owner, self.seconds = store, job_id, owner, seconds
+        self.lost = threading.Event()
+        self._recording = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)
+
+    def start(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def hold(self) -> None:
+        """From now on the result is being recorded: no exit on a lost lease. Refused
+        (`LeaseLost`, nothing recorded) if the lease is no longer this process's."""
+        self._recording.acquire()
+        self.store.renew_lease(self.job_id, self.owner, self.seconds)
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.seconds / 4):
+            try:
+                self.store.renew_lease(self.job_id, self.owner, self.seconds)
+            except LeaseLost as error:
+                self.lost.set()
+                if self._recording.acquire(blocking=False):  # not recording: stop now
+                    print(f"{error}; stopping", file=sys.stderr, flush=True)
+                    os._exit(LEASE_LOST_EXIT)
+                return
+            except Exception as error:  # a busy or unreachable database: try again
+                print(f"lease renewal failed ({error}); retrying", file=sys.stderr, flush=True)
 
 
 def _key_text(key: ServerKey) -> str:
@@ -155,8 +235,9 @@ def with_person(config: Config, general: Cohort, mine: pd.DataFrame, person_id: 
     )
 
 
-def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
-    """The worker: one job from queued data to a registered session (or a recorded failure)."""
+def run_job(data_dir: Path, job_id: int, config_path: Path | None, lease: Lease) -> None:
+    """The worker: one job from queued data to a registered session (or a recorded failure),
+    under `lease`: its result is recorded only while the lease is this process's."""
     from tailorml.config import load_config
     from tailorml.data.cohort import load_cohort
     from tailorml.data.prepared import prepare_split
@@ -181,17 +262,20 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None) -> None:
             actor=f"service job {job_id} ({job.requested_by})",
             registry_dir=data_dir,
             data=from_prepared(prepared, config, config.experiment.general_stride),
+            before_record=lease.hold,
         )
         # the session's tables and card show this person's readings: sealed / deleted before
         # the job counts as done (the review page draws the card from the sealed tables)
         registry = Registry(data_dir)
         seal_session(registry, outcome.session_id, keyring.cipher(job.person_id))
         card_path(registry, job.person_id).unlink(missing_ok=True)
-        store.finish_job(job_id, "done", session_id=outcome.session_id)
+        store.finish_job(job_id, "done", lease.owner, session_id=outcome.session_id)
+    except LeaseLost:
+        raise  # another process holds the job: nothing of this run is its result
     except Exception as error:  # recorded on the job: the API shows it to whoever asked
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         # the API shows it: no private folder of the worker or the server's data directory
-        store.finish_job(job_id, "failed", error=without_paths(message)[:500])
+        store.finish_job(job_id, "failed", lease.owner, error=without_paths(message)[:500])
         raise
 
 
@@ -199,9 +283,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run one queued personalization job.")
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("job_id", type=int)
+    parser.add_argument("--lease-owner", required=True)
+    parser.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS)
     parser.add_argument("--config", type=Path, default=None)
     arguments = parser.parse_args()
-    run_job(arguments.data_dir, arguments.job_id, arguments.config)
+    store = PeopleStore(arguments.data_dir)
+    lease = Lease(store, arguments.job_id, arguments.lease_owner, arguments.lease_seconds)
+    lease.start()
+    try:
+        run_job(arguments.data_dir, arguments.job_id, arguments.config, lease)
+    except LeaseLost as error:
+        print(f"{error}; its result is not recorded", file=sys.stderr)
+        sys.exit(LEASE_LOST_EXIT)
+    finally:
+        lease.stop()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -487,10 +488,13 @@ def personalize_individual(
     actor: str | None = None,
     registry_dir: str | Path | None = None,
     data: PersonalData | None = None,
+    before_record: Callable[[], None] | None = None,
 ) -> Outcome:
     """`tailorml personalize` for one individual: the registry's predefined model (trained
     or registered first if needed), `propose`, then `record`. `data` (default: the
-    configured cohort, prepared) lets a caller that holds the cohort in memory pass it."""
+    configured cohort, prepared) lets a caller that holds the cohort in memory pass it;
+    `before_record` runs between the two (the service's worker checks there that the job
+    is still its own: it may raise, and nothing is recorded)."""
     check_session_config(config)
     use_threads(config.train.threads)
     registry = Registry(registry_dir or config.soft.registry)
@@ -507,6 +511,8 @@ def personalize_individual(
     )
     proposal = propose(config, data, individual, predefined, reporter)
     soft_config = config.soft.model_dump(mode="json")
+    if before_record is not None:
+        before_record()
     return record(registry, proposal, predefined_record, soft_config, actor)
 
 
