@@ -5,7 +5,14 @@ import pytest
 
 from tailorml.deploy.int8.c import generate_c, generate_header
 from tailorml.deploy.int8.quantize import quantize
-from tailorml.deploy.target.mcu import STACK_RESERVE, Emulator, build_firmware, profile
+from tailorml.deploy.target.mcu import (
+    ALIASES,
+    PROFILES,
+    STACK_RESERVE,
+    Emulator,
+    build_firmware,
+    profile,
+)
 from tailorml.errors import DeployError
 
 # a stand-in "model": a known stack frame, a known constant table and known logits
@@ -36,6 +43,17 @@ def test_profiles_by_name_or_core_and_a_clear_error_otherwise():
     assert profile("STM32L151").cpu == "cortex-m3"
     with pytest.raises(DeployError, match="stm32f401, stm32l151"):
         profile("esp32")
+
+
+def test_the_deploy_section_knows_every_profile_and_core_name():
+    """`deploy.target` is checked when the config loads (a Literal: config.py imports no
+    deploy module), so its names must be the profiles' and their cores'."""
+    from typing import get_args
+
+    from tailorml.config import DeployConfig
+
+    names = get_args(DeployConfig.model_fields["target"].annotation)
+    assert sorted(names) == sorted([*PROFILES, *ALIASES])
 
 
 @pytest.mark.parametrize("target", ["stm32f401", "stm32l151"])
