@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import event_leads, false_alerts
+from tailorml.alerts import event_leads, false_alerts
 from tailorml.evaluate.curves import MODEL, Person, people_from_tables, sweep
 from tailorml.models.cnn import load_model
 from tailorml.policy import AlertPolicy

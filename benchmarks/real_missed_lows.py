@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import event_leads, raise_alerts
+from tailorml.alerts import event_leads, raise_alerts
 from tailorml.evaluate.curves import MODEL, people_from_tables
 from tailorml.evaluate.rules import PERSONAL, POPULATION
 from tailorml.models.cnn import load_model

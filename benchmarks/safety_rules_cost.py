@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import alert_metrics, held_on
+from tailorml.alerts import alert_metrics, held_on
 from tailorml.evaluate.curves import MODEL, PROBABILITY_KNOBS, Person, people_from_tables
 from tailorml.policy import AlertPolicy
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tailorml.evaluate.alerts import alert_metrics, hyper_events, hypo_events, raise_alerts
+from tailorml.alerts import alert_metrics, hyper_events, hypo_events, raise_alerts
 
 T0 = np.datetime64("2025-01-06T00:00")
 
@@ -49,7 +49,7 @@ def test_snooze_counts_from_the_last_alert_and_zero_minutes_keeps_every_positive
 
 
 def test_alert_metrics_by_hand():
-    from tailorml.evaluate.alerts import Event
+    from tailorml.alerts import Event
 
     events = [
         Event(minutes(60), minutes(75)),
@@ -123,7 +123,7 @@ def test_an_alert_while_already_low_is_not_false():
 
 
 def test_exact_intervals_match_the_published_tables():
-    from tailorml.evaluate.alerts import proportion_interval, rate_interval
+    from tailorml.alerts import proportion_interval, rate_interval
 
     # Clopper-Pearson 95 %: 0/10, 5/10, 10/10
     assert proportion_interval(0, 10) == pytest.approx((0.0, 0.30850), abs=1e-5)
@@ -138,7 +138,7 @@ def test_exact_intervals_match_the_published_tables():
 def test_hyper_alert_metrics_mirror_the_hypo_ones_with_their_own_keys():
     """The hand-made case above, mirrored above 250 mg/dL: event 1 caught 15 min ahead,
     event 2 missed, event 3 not evaluable; the alert at 99 min has no high now or ahead."""
-    from tailorml.evaluate.alerts import Event
+    from tailorml.alerts import Event
 
     events = [
         Event(minutes(60), minutes(75)),
@@ -173,7 +173,7 @@ def test_hyper_alert_metrics_mirror_the_hypo_ones_with_their_own_keys():
 
 
 def test_a_hyper_alert_while_already_high_is_not_false_but_one_at_a_low_is():
-    from tailorml.evaluate.alerts import false_alerts
+    from tailorml.alerts import false_alerts
 
     alerts = np.array([True, True, True, False])
     not_hyper = np.zeros(4, bool)

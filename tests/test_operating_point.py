@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tailorml.evaluate.alerts import Event
+from tailorml.alerts import Event
 from tailorml.evaluate.curves import MODEL, Person
 from tailorml.evaluate.operating_point import choose_operating_point
 from tailorml.policy import AlertPolicy

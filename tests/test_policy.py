@@ -167,7 +167,7 @@ def test_every_gate_has_one_identity():
 def test_alert_outcomes_and_event_leads_follow_the_metrics_by_hand():
     """The report's trace draws what the policy decides: predictions every 3 min from 0 to
     267 min; P(hypo) >= 0.5 at 0, 3, 45 and 90 min; the window at 45 min is labelled hypo."""
-    from tailorml.evaluate.alerts import Event
+    from tailorml.alerts import Event
 
     policy = AlertPolicy(threshold=0.5, snooze_minutes=30, horizon_minutes=30)
     t0 = np.datetime64("2025-01-06T00:00")

@@ -6,7 +6,7 @@ way without reading a config.
 One value object instead of thresholds passed around: before it, the event definition was
 assembled in five places and two of them silently used other numbers than the configured
 ones. It sits low in the import layers (it needs only the config types and the event
-arithmetic of `tailorml.evaluate.alerts`), so nothing it serves has to be imported back.
+arithmetic of `tailorml.alerts`), so nothing it serves has to be imported back.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tailorml.config import Config, TaskConfig
-from tailorml.errors import ModelFileError
-from tailorml.evaluate.alerts import (
+from tailorml.alerts import (
     Event,
     alert_metrics,
     event_leads,
@@ -29,6 +27,8 @@ from tailorml.evaluate.alerts import (
     raise_alerts,
     urgent_lows,
 )
+from tailorml.config import Config, TaskConfig
+from tailorml.errors import ModelFileError
 
 GLUCOSE_CLASSES = ("in_range", "hypo", "hyper")
 MINUTE_MS = 60_000

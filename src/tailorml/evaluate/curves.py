@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tailorml.alerts import Event, held_on
 from tailorml.config import threshold_grid
 from tailorml.errors import TailormlError
-from tailorml.evaluate.alerts import Event, held_on
 from tailorml.policy import AlertPolicy
 
 MODEL = "model"

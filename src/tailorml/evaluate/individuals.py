@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from tailorml.alerts import proportion_interval, rate_interval, with_interval
 from tailorml.data.glucose import CLASSES, HYPO
 from tailorml.data.glycemia import glycemia_table, pooled_glycemia
 from tailorml.data.prepared import Prepared
 from tailorml.errors import TailormlError
-from tailorml.evaluate.alerts import proportion_interval, rate_interval, with_interval
 from tailorml.evaluate.curves import (
     alert_curve,
     margin_over_baselines,

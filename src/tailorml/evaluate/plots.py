@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from tailorml.alerts import Event
 from tailorml.data.glucose import CLASSES
-from tailorml.evaluate.alerts import Event
 
 # the groups of the shipped cohorts keep their colour from figure to figure
 GROUP_COLOURS = {

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from tailorml.alerts import proportion_interval, with_interval
 from tailorml.data.glucose import CLASSES
 from tailorml.data.prepared import Prepared
-from tailorml.evaluate.alerts import proportion_interval, with_interval
 from tailorml.evaluate.curves import (
     BASELINES,
     GLUCOSE_KNOBS,

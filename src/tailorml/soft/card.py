@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.alerts import false_alerts, held_on, raise_alerts
+from tailorml.alerts import false_alerts, held_on, raise_alerts
 from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, template_environment
 from tailorml.io import atomic_write_text, encode_component

@@ -5,7 +5,7 @@ whether it was caught (and early enough to act: `useful_lead_minutes`) uses the 
 before it, even those of the previous evening. Alerts are raised over the whole trace with the
 policy's safety rules (urgent lows, snooze, re-alert), then false alerts are counted in the
 day they are raised. The definitions are the policy's
-(`tailorml.evaluate.alerts`), so a day's figures add up to the period's.
+(`tailorml.alerts`), so a day's figures add up to the period's.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tailorml.alerts import event_leads, false_alerts
 from tailorml.deploy.learner.ondevice import MINUTES_PER_DAY
-from tailorml.evaluate.alerts import event_leads, false_alerts
 from tailorml.policy import AlertPolicy
 
 

@@ -1,4 +1,6 @@
-"""Event-based evaluation of hypoglycaemia alerts.
+"""Event-based evaluation of hypoglycaemia alerts: the event arithmetic beside the alert
+policy (`tailorml.policy` decides with it; offline evaluation, the service and the device
+reference count with it). It imports nothing of tailorml, so every floor can use it.
 
 Definitions (documented in README, tested on hand-made traces):
 
