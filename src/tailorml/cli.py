@@ -399,9 +399,13 @@ def lodo_command(
 
 
 @app.command()
-def report(run: Annotated[Path, typer.Argument(help="A run directory under runs/.")]) -> None:
-    """Re-render report.html of a run (train/demo, experiment or stress) from its stored
-    tables."""
+def report(
+    run: Annotated[
+        Path, typer.Argument(help="A run directory under runs/, or an export or simulation.")
+    ],
+) -> None:
+    """Re-render the report of a run (train/demo, evaluate, experiment, lodo, stress, a deploy
+    export or simulation) from its stored tables."""
     from tailorml.jobs.report import render
 
     output = render(run)

@@ -114,14 +114,22 @@ RUN_STATE_DAMAGED = (
 
 
 STRESS_MARKER = "DONE"  # a stress folder's marker from before it kept run.json: "stress"
+# folders a deploy job writes (inside a train run, or at --out) are known by their summary
+FOLDER_SUMMARIES = {"deploy.json": "deploy_export", "simulate.json": "deploy_simulate"}
 
 
 def kind_of(path: str | Path) -> str | None:
-    """Which job made the folder: the kind in its run.json, or "stress" for a stress folder
-    written before stress runs kept one (refused when `path` is no run directory)."""
-    marker = Path(path) / STRESS_MARKER
+    """Which job made the folder: the kind in its run.json, "stress" for a stress folder
+    written before stress runs kept one, or a deploy job's by the summary it writes (refused
+    when `path` is none of these)."""
+    path = Path(path)
+    marker = path / STRESS_MARKER
     if marker.is_file() and marker.read_text().strip() == "stress":
         return "stress"
+    if not (path / "run.json").is_file():
+        for summary, kind in FOLDER_SUMMARIES.items():
+            if (path / summary).is_file():
+                return kind
     return Run.open(path).kind
 
 

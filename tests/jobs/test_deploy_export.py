@@ -161,3 +161,21 @@ def test_keygen_refuses_an_out_it_cannot_write_in_one_line(tmp_path, where):
     result = runner.invoke(app, ["keygen", "--out", out])
     assert isinstance(result.exception, TailormlError)
     assert "--out" in str(result.exception)
+
+
+def test_tailorml_report_draws_an_export_again_from_its_files(exported, tmp_path):
+    from tailorml.jobs.report import render
+    from tailorml.runs import kind_of
+
+    _, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "deploy.html").unlink()
+    assert kind_of(copy) == "deploy_export"
+    assert render(copy) == copy / "deploy.html"
+    page = (copy / "deploy.html").read_text()
+    summary = json.loads((copy / "deploy.json").read_text())
+    assert summary["model_sha256"][:12] in page  # drawn from this export's summary
+    (copy / "parity.parquet").unlink()
+    with pytest.raises(TailormlError, match=r"incomplete export \(parity.parquet missing\)"):
+        render(copy)

@@ -80,6 +80,13 @@ def test_the_device_lives_three_days_and_is_compared_with_both_models(run_dir, t
     assert "not clinical evidence" in html
     assert html.count('class="pass">accepted') == 2  # the day table and the attempts
     assert "data:image/png;base64," in html
+    # `tailorml report` draws the same page again from simulate.json
+    from tailorml.jobs.report import render
+    from tailorml.runs import kind_of
+
+    (out / "simulate.html").unlink()
+    assert kind_of(out) == "deploy_simulate" and render(out) == out / "simulate.html"
+    assert (out / "simulate.html").read_text().count('class="pass">accepted') == 2
 
 
 def test_cli_prints_the_comparison_and_refuses_bad_requests(run_dir, trained, tmp_path):

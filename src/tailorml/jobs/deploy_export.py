@@ -250,6 +250,19 @@ def _check_out(out: Path, model_sha: str, force: bool) -> None:
             )
 
 
+def rerender(out: str | Path) -> Path:
+    """deploy.html of an export drawn again from its deploy.json and parity table
+    (`tailorml report`; `deploy report` also re-measures the budgets)."""
+    out = Path(out)
+    summary = _read_marker(out, "")
+    if not (out / PARITY_FILE).is_file():
+        raise DeployError(
+            f"{out} is an incomplete export ({PARITY_FILE} missing); run `tailorml deploy "
+            "export` again"
+        )
+    return render_deploy_report(out, summary, pd.read_parquet(out / PARITY_FILE))
+
+
 def _read_marker(out: Path, what: str) -> dict:
     """deploy.json of an export directory: what `deploy report` starts from, and how a rerun
     knows the folder is an export."""

@@ -87,6 +87,22 @@ class SimulateResult(Reported):
         render_simulate_report(self.path, self.summary)
 
 
+def rerender(out: str | Path) -> Path:
+    """simulate.html of a simulation folder drawn again from its simulate.json
+    (`tailorml report`)."""
+    out = Path(out)
+    try:
+        summary = json.loads((out / MARKER).read_text())
+    except (OSError, ValueError) as error:
+        raise DeployError(
+            f"{out / MARKER} cannot be read ({type(error).__name__}); run `tailorml deploy "
+            "simulate` into a new folder"
+        ) from None
+    if not isinstance(summary, dict) or "days" not in summary:
+        raise DeployError(f"{out / MARKER} is no simulation summary (no days)")
+    return render_simulate_report(out, summary)
+
+
 def default_out(run: Path, target: TargetProfile, individual: str) -> Path:
     """RUN/simulate-<target>-<id>, the id escaped: ids come from data files, never trusted
     as path parts."""

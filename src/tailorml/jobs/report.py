@@ -1,5 +1,6 @@
-"""`tailorml report`: re-render a run's report.html from its stored tables, by the kind of
-job that made it (`runs.kind_of`: run.json's kind, or a stress folder's marker)."""
+"""`tailorml report`: re-render a run's report from its stored tables, by the kind of job
+that made it (`runs.kind_of`: run.json's kind, a stress folder's marker, or the summary a
+deploy export or simulation wrote)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ def _stress(path: Path) -> Path:
     return render_stress_report(path)
 
 
+def _deploy_export(path: Path) -> Path:
+    from tailorml.jobs.deploy_export import rerender
+
+    return rerender(path)
+
+
+def _deploy_simulate(path: Path) -> Path:
+    from tailorml.jobs.deploy_simulate import rerender
+
+    return rerender(path)
+
+
 # kind -> renderer; train and evaluate runs share one report (metrics.json and its tables)
 RENDERERS: dict[str | None, Callable[[Path], Path]] = {
     "train": _train,
@@ -40,11 +53,14 @@ RENDERERS: dict[str | None, Callable[[Path], Path]] = {
     "experiment": _experiment,
     "lodo": _lodo,
     "stress": _stress,
+    "deploy_export": _deploy_export,
+    "deploy_simulate": _deploy_simulate,
 }
 
 
 def render(path: str | Path) -> Path:
-    """report.html of the run at `path`, written again; returns its path. A run whose kind
+    """The report of the run at `path` (report.html; deploy.html, simulate.html), written
+    again; returns its path. A run whose kind
     is not known here gets the train/evaluate report (it reads metrics.json, and names what
     is missing)."""
     path = Path(path)
