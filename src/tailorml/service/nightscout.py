@@ -40,6 +40,9 @@ EARLIEST_MS = 946_684_800_000  # 2000-01-01: no CGM reading is older
 FUTURE_SLACK_MS = 24 * 3_600_000  # phone clocks run ahead; a day ahead is an error
 SGV_MAX = 1_000.0  # mg/dL; Nightscout stores mg/dL whatever the site shows
 ERROR_CODE_BELOW = 20.0  # Dexcom/xDrip error codes, not glucose (see data.importers)
+# A whole number of more digits is no value any field holds: described by its length (an
+# integer past Python's 4,300-digit limit is not converted at all)
+LONG_NUMBER_DIGITS = 40
 WHOLE_NUMBER = re.compile(r"-?[0-9]{1,40}")
 TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
@@ -52,6 +55,28 @@ class PayloadError(TailormlError):
     """422/400: what is wrong with the request, naming the record and field."""
 
 
+class LongNumber:
+    """A whole number of a body too long for Python to convert (`read_json`), kept as its
+    number of digits so that the check of the field it was sent in can name that field."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<a number of {self.digits:,} digits>"
+
+
+def _whole_number(text: str) -> int | LongNumber:
+    digits = len(text.lstrip("-"))
+    return LongNumber(digits) if digits > LONG_NUMBER_DIGITS else int(text)
+
+
+def _too_long(value: LongNumber, where: str) -> PayloadError:
+    return PayloadError(f"{where}: a number of {value.digits:,} digits is too long for any field")
+
+
 def read_json(body: bytes, what: str) -> Any:
     if len(body) > MAX_BODY_BYTES:
         raise PayloadError(
@@ -59,15 +84,20 @@ def read_json(body: bytes, what: str) -> Any:
             "per request"
         )
     try:
-        payload = json.loads(body)
+        try:
+            payload = json.loads(body)
+        except ValueError as error:
+            if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
+                raise
+            # an integer of more digits than Python converts: read again, each such number
+            # kept as its length, so that the record and field checks name where it is
+            payload = json.loads(body, parse_int=_whole_number)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise PayloadError(f"{what}: body is not JSON ({error})") from None
     except RecursionError:
         raise PayloadError(f"{what}: JSON nested too deeply; send flat records") from None
-    except ValueError as error:  # e.g. an integer of more digits than Python converts
-        raise PayloadError(f"{what}: a number in the body is too long ({error})") from None
     try:
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        json.dumps(payload, ensure_ascii=False, default=repr).encode("utf-8")
     except UnicodeEncodeError:
         # a lone UTF-16 surrogate ("\ud800") would be stored and then break every answer
         # that contains it: refused before anything is stored
@@ -107,6 +137,8 @@ def _number(record, key, where, low, high, required=False) -> int | float | None
         if required:
             raise PayloadError(f"{where}.{key}: required")
         return None
+    if isinstance(value, LongNumber):
+        raise _too_long(value, f"{where}.{key}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PayloadError(f"{where}.{key}: must be a number, not {type(value).__name__}")
     # an integer is compared as an integer: a 400-digit one cannot become a float
@@ -131,6 +163,8 @@ def parse_time_ms(value: Any, where: str) -> int:
     """Epoch milliseconds from a number or an ISO 8601 string with an offset (or Z)."""
     if isinstance(value, bool):
         raise PayloadError(f"{where}: must be epoch milliseconds or ISO 8601, not a boolean")
+    if isinstance(value, LongNumber):
+        raise _too_long(value, where)
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise PayloadError(f"{where}: must be finite")
@@ -362,6 +396,8 @@ def _check_value(value: Any, where: str, depth: int) -> None:
     elif isinstance(value, list):
         for index, inner in enumerate(value):
             _check_value(inner, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, LongNumber):
+        raise _too_long(value, where)
     elif isinstance(value, float) and not math.isfinite(value):
         raise PayloadError(f"{where}: must be a finite number")
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
