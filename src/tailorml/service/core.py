@@ -113,12 +113,17 @@ class Service:
         of the same type and time as a stored one replaces it when its content differs (a
         corrected value: the previous one stays in the record's history, and the reading
         and the stored decisions whose window holds it are decided again, as a backfill);
-        the same content again is a retry, stored once. The valid records of a batch are
-        stored even when others are refused; a batch with none valid is a 422."""
+        the same content again is a retry, stored once; of several values for one reading in
+        one batch only the last is stored, the others refused. The valid records of a batch
+        are stored even when others are refused; a batch with none valid is a 422."""
         person = self.uploader(caller, patient, "upload_entries")
         good, bad = nightscout.partial(payload, "entries", nightscout.clean_entry)
         if not good:
             raise PayloadError(_refused(bad))
+        good, superseded = nightscout.last_of_each(
+            good, lambda _, e: (e["type"], e["date"]), "entries"
+        )
+        bad = sorted(bad + superseded, key=lambda b: b["index"])
         entries = [e for _, e in good]
         cipher = self.keyring.cipher(person.id)
         rows = [
@@ -228,8 +233,18 @@ class Service:
         records = payload if isinstance(payload, list) else [payload]
         stored = []
         cipher = self.keyring.cipher(person.id)
-        own_ids = [nightscout.object_id_from(records[i].get("_id")) for i, _ in good]
-        existing = self.store.existing_ids("treatments", person.id, [i for i in own_ids if i])
+        own_of = {i: nightscout.object_id_from(records[i].get("_id")) for i, _ in good}
+        existing = self.store.existing_ids(
+            "treatments", person.id, [i for i in own_of.values() if i]
+        )
+
+        def stored_as(index: int, treatment: dict) -> tuple:
+            own = own_of[index]
+            return ("id", own) if own in existing else nightscout.treatment_key(treatment)
+
+        good, superseded = nightscout.last_of_each(good, stored_as, "treatments")
+        bad = sorted(bad + superseded, key=lambda b: b["index"])
+        own_ids = [own_of[i] for i, _ in good]
         by_id, by_key = [], []
         for (_, treatment), own in zip(good, own_ids, strict=True):
             write = self._treatment_write(cipher, treatment, own if own in existing else None)

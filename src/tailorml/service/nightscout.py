@@ -38,8 +38,14 @@ MAX_COUNT = 10_000
 DEFAULT_COUNT = 10
 EARLIEST_MS = 946_684_800_000  # 2000-01-01: no CGM reading is older
 FUTURE_SLACK_MS = 24 * 3_600_000  # phone clocks run ahead; a day ahead is an error
-SGV_MAX = 1_000.0  # mg/dL; Nightscout stores mg/dL whatever the site shows
-ERROR_CODE_BELOW = 20.0  # Dexcom/xDrip error codes, not glucose (see data.importers)
+# sgv and mbg are mg/dL whatever the site shows. No sensor reads above 500 (Libre; Dexcom
+# stops at 400 and sends 401 for HIGH, 39 for LOW) nor a meter above 600: a larger value
+# is an error of the uploader, and would be decided as a real hyper
+SGV_MAX = 600.0
+# Below it, a whole number is a sensor's error code (Dexcom 1 "sensor not active", 9
+# "absolute deviation"; xDrip's 38): stored as Nightscout stores them, never decided; a
+# fraction there is no code and no mg/dL reading (mmol/L sent as mg/dL)
+ERROR_CODE_BELOW = 20.0
 # A whole number of more digits is no value any field holds: described by its length (an
 # integer past Python's 4,300-digit limit is not converted at all)
 LONG_NUMBER_DIGITS = 40
@@ -227,7 +233,7 @@ def clean_entry(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     clean["dateString"] = written or iso(date_ms)
     value_key = {"sgv": "sgv", "mbg": "mbg"}.get(kind)
     if value_key:
-        clean[value_key] = _number(record, value_key, where, 0.0, SGV_MAX, required=True)
+        clean[value_key] = _glucose(record, value_key, where)
     for key, limit in (("direction", 32), ("device", 128), ("sysTime", 64)):
         text = _text(record, key, where, limit)
         if text is not None:
@@ -247,6 +253,29 @@ def clean_entry(record: Mapping[str, Any], where: str) -> dict[str, Any]:
         if number is not None:
             clean[key] = int(number) if key == "utcOffset" else number
     return clean
+
+
+def _glucose(record: Mapping[str, Any], key: str, where: str) -> int | float:
+    """A reading in mg/dL up to SGV_MAX, or a sensor's error code (a whole number below
+    ERROR_CODE_BELOW)."""
+    value = record.get(key)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and value > SGV_MAX and value != math.inf:
+        raise PayloadError(
+            f"{where}.{key}: {_shown(value)} mg/dL is above {SGV_MAX:g}, more than any sensor "
+            "or meter reads (send mg/dL; a sensor's HIGH is 401)"
+        )
+    value = _number(record, key, where, 0.0, SGV_MAX, required=True)
+    if value < ERROR_CODE_BELOW and value != int(value):
+        raise PayloadError(
+            f"{where}.{key}: {_shown(value)} is no mg/dL reading (below {ERROR_CODE_BELOW:g} "
+            "only a sensor's whole-number error codes are stored); send mg/dL, not mmol/L"
+        )
+    return value
+
+
+def _shown(value: int | float) -> str:
+    return repr(value) if len(repr(value)) <= 24 else f"{repr(value)[:20]}…"
 
 
 def _time_key(record: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -359,6 +388,33 @@ def partial(payload: Any, what: str, clean) -> tuple[list[tuple[int, dict]], lis
         except PayloadError as error:
             bad.append({"index": index, "message": str(error)})
     return good, bad
+
+
+def last_of_each(
+    good: list[tuple[int, dict]], key_of, what: str
+) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """Of the records of one batch that are the same stored record (`key_of(index,
+    record)`), the last: what Nightscout's upserts in order leave stored. An earlier one
+    with other content is refused, naming the later one (stored, it would be replaced at
+    once and kept as history: one batch of 900 values for one reading was 899 rows of it);
+    one with the same content is a retry, stored once as before."""
+    last: dict[Any, tuple[int, dict]] = {}
+    for index, record in good:
+        last[key_of(index, record)] = (index, record)
+    kept, refused = [], []
+    for index, record in good:
+        later, final = last[key_of(index, record)]
+        if later == index or canonical(record) == canonical(final):
+            kept.append((index, record))
+        else:
+            refused.append(
+                {
+                    "index": index,
+                    "message": f"{what}[{index}]: {what}[{later}] of this batch is another "
+                    "value for the same record; only the last one is stored",
+                }
+            )
+    return kept, refused
 
 
 def document(record: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -64,6 +64,16 @@ TIME = {
 
 # -- request bodies ------------------------------------------------------------------------
 
+GLUCOSE = {
+    "description": f"mg/dL, {nightscout.ERROR_CODE_BELOW:g} to {nightscout.SGV_MAX:g} (39 is "
+    "a sensor's LOW, 401 its HIGH); below that only a sensor's whole-number error codes "
+    "(stored, never decided)",
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": int(nightscout.ERROR_CODE_BELOW) - 1},
+        {"type": "number", "minimum": nightscout.ERROR_CODE_BELOW, "maximum": nightscout.SGV_MAX},
+    ],
+}
+
 ENTRY = {
     "type": "object",
     "description": "A Nightscout entry. Needs date, dateString or sysTime; sgv for type sgv "
@@ -75,8 +85,8 @@ ENTRY = {
             "default": "sgv",
             "description": "sgv (a CGM reading), mbg (a meter reading), cal, …",
         },
-        "sgv": {"type": "number", "minimum": 0, "maximum": nightscout.SGV_MAX},
-        "mbg": {"type": "number", "minimum": 0, "maximum": nightscout.SGV_MAX},
+        "sgv": GLUCOSE,
+        "mbg": GLUCOSE,
         "date": TIME,
         "dateString": _nullable(ISO_TEXT)
         | {"description": "ISO 8601 with a UTC offset; with date: the same instant (±1 min)"},
@@ -830,7 +840,8 @@ UPLOAD_ENTRIES = doc(
     (400, 403, 413, 422, 507),
     description="The entries as stored, with their _id; an entry posted again (same type "
     "and date) is stored once, and one with a different value replaces the stored one (as "
-    "Nightscout's upsert; the previous value stays in the record's history). New and "
+    "Nightscout's upsert; the previous value stays in the record's history); of several "
+    "values for one reading in one batch the last is stored and the others refused. New and "
     "corrected CGM readings are decided by the person's active model. Refused records of "
     f"a batch are named in {REJECTED_HEADER}.",
     parameters=[PATIENT],
