@@ -15,6 +15,8 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tailorml import __version__
 from tailorml.service import openapi as api
@@ -75,6 +77,31 @@ def context_limits() -> encrypted.ContextUploads:
     )
 
 
+class TrailingSlash:
+    """A path with a trailing slash that no route has is answered as the path without it
+    when a route answers that path and method (as Nightscout's Express routing does), never
+    redirected: a 307 loses the body on some uploaders, and `DELETE
+    /api/v1/treatments/%2F` (a slash as the id) answered one. Anything else is routing's
+    own 404 or 405."""
+
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        self.app = app
+        self.router = router
+
+    def _routed(self, scope: Scope, full: bool) -> bool:
+        wanted = (Match.FULL,) if full else (Match.FULL, Match.PARTIAL)
+        return any(route.matches(scope)[0] in wanted for route in self.router.routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        slashed = scope["type"] == "http" and len(path) > 1 and path.endswith("/")
+        if slashed and not self._routed(scope, full=False):
+            stripped = dict(scope, path=path.rstrip("/") or "/")
+            if self._routed(stripped, full=True):
+                scope = stripped
+        await self.app(scope, receive, send)
+
+
 def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -98,6 +125,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         default_response_class=AsciiJSONResponse,
+        redirect_slashes=False,  # TrailingSlash answers instead
     )
     api.install(app)  # bodies, parameters, errors and credentials in /openapi.json
     app.state.service = service
@@ -113,6 +141,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         answer.headers.setdefault("X-Content-Type-Options", "nosniff")
         return answer
 
+    app.add_middleware(TrailingSlash, router=app.router)
     for resource in ROUTERS:
         app.include_router(resource.router)
     return app
