@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -23,7 +24,7 @@ from tailorml.service import nightscout
 from tailorml.service import openapi as api
 from tailorml.service.auth import resolve
 from tailorml.service.core import Service
-from tailorml.service.errors import Disconnected, TooLarge, TooSlow
+from tailorml.service.errors import Disconnected, TooLarge, TooSlow, UnsupportedEncoding
 from tailorml.service.nightscout import PayloadError
 
 
@@ -119,17 +120,56 @@ async def read_body(
     return b"".join(chunks)
 
 
+def decoded(body: bytes, encoding: str | None, limit: int = nightscout.MAX_BODY_BYTES) -> bytes:
+    """The body as sent before its Content-Encoding: gzip (uploaders may compress) is
+    decoded up to `limit` bytes of output, so a small gzip bomb is refused (413) without
+    being inflated; any other encoding is a 415."""
+    codings = [c.strip().lower() for c in (encoding or "").split(",")]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if not codings:
+        return body
+    if codings not in (["gzip"], ["x-gzip"]):
+        shown = ", ".join(c[:20] for c in codings)[:60]
+        raise UnsupportedEncoding(
+            f"Content-Encoding {shown!r} is not supported; send gzip or no encoding"
+        )
+    out, data = [], body
+    size = 0
+    try:
+        while data:  # gzip members one after another form one stream
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = inflater.decompress(data, limit + 1 - size)
+            size += len(chunk)
+            if size > limit or inflater.unconsumed_tail:
+                raise TooLarge(
+                    f"body exceeds {limit:,} bytes once decoded (gzip); send fewer records "
+                    "per request"
+                )
+            if not inflater.eof:
+                raise PayloadError("body: the gzip data ends early; send the whole body")
+            out.append(chunk)
+            data = inflater.unused_data
+    except zlib.error:
+        raise PayloadError("body: Content-Encoding is gzip but the body is no gzip data") from None
+    return b"".join(out)
+
+
 async def authenticated_json(
     service: Service, request: Request, what: str, empty_ok: bool = False
 ) -> tuple[Person, Any]:
-    """The caller, then their body parsed: credentials are checked before a body is read,
-    and JSON is parsed off the event loop (a large nested body would stall every other
-    request while it parses)."""
+    """The caller, then their body decoded (gzip) and parsed: credentials are checked
+    before a body is read, and JSON is parsed off the event loop (a large nested body would
+    stall every other request while it parses)."""
     person = await caller(service, request)
     body = await read_body(request)
     if empty_ok and not body:
         return person, {}
-    return person, await run_in_threadpool(nightscout.read_json, body, what)
+    encoding = request.headers.get("content-encoding")
+
+    def parsed() -> Any:
+        return nightscout.read_json(decoded(body, encoding), what)
+
+    return person, await run_in_threadpool(parsed)
 
 
 def query(request: Request, name: str) -> str | None:

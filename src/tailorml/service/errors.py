@@ -1,7 +1,8 @@
 """Every error the service answers, in one shape: `{"status": code, "message": one line}`.
 
 401 for missing or bad credentials, 403 for someone else's data, 400/422 for a bad request
-(naming the record and field), 413 for an oversized body, 409 (with a `reason`) for an
+(naming the record and field), 413 for an oversized body (decoded, when gzipped), 415 for
+a Content-Encoding other than gzip, 409 (with a `reason`) for an
 encrypted request made for a context or model the server no longer has, 408 for a public
 context sent too slowly, 429 when the same account is already uploading one, 503 when too
 many contexts are being uploaded, 507 when storage is full, 500 for anything else (the log
@@ -30,6 +31,10 @@ log = logging.getLogger("tailorml.service")
 
 class TooLarge(PayloadError):
     """413."""
+
+
+class UnsupportedEncoding(PayloadError):
+    """415: a Content-Encoding the service does not decode."""
 
 
 class Busy(TailormlError):
@@ -68,6 +73,10 @@ async def _denied(request: Request, problem: AccessDenied):
 
 async def _large(request: Request, problem: TooLarge):
     return error(413, str(problem))
+
+
+async def _encoding(request: Request, problem: UnsupportedEncoding):
+    return error(415, str(problem))
 
 
 async def _payload(request: Request, problem: PayloadError):
@@ -153,6 +162,7 @@ HANDLERS = {  # the most specific class of an error picks its handler
     AuthError: _auth,
     AccessDenied: _denied,
     TooLarge: _large,
+    UnsupportedEncoding: _encoding,
     PayloadError: _payload,
     ConflictError: _conflict,
     RequestValidationError: _invalid,

@@ -652,7 +652,8 @@ ERRORS = {
     404: "no such path (a path parameter that leaves the route)",
     408: "the body arrived too slowly, or stopped arriving",
     409: "made for a public context or model the server no longer has",
-    413: "the body is too large",
+    413: "the body is too large (a gzip body: once decoded)",
+    415: "a Content-Encoding other than gzip",
     422: "a bad body or query, naming the record and field",
     429: "this account is already uploading one",
     503: "too many being uploaded at once; retry later",
@@ -837,7 +838,7 @@ REFUSED = {REJECTED_HEADER: {"$ref": "#/components/headers/RefusedRecords"}}
 UPLOAD_ENTRIES = doc(
     "Upload Nightscout entries (CGM readings)",
     many("StoredEntry"),
-    (400, 403, 413, 422, 507),
+    (400, 403, 413, 415, 422, 507),
     description="The entries as stored, with their _id; an entry posted again (same type "
     "and date) is stored once, and one with a different value replaces the stored one (as "
     "Nightscout's upsert; the previous value stays in the record's history); of several "
@@ -869,7 +870,7 @@ CURRENT_ENTRY = doc(
 UPLOAD_TREATMENTS = doc(
     "Upload Nightscout treatments, kept whole",
     many("StoredTreatment"),
-    (400, 403, 413, 422, 507),
+    (400, 403, 413, 415, 422, 507),
     parameters=[PATIENT],
     request=body(ref("Treatments"), example=[TREATMENT["example"]]),
     headers=REFUSED,
@@ -878,7 +879,7 @@ PUT_TREATMENT = doc(
     "Replace the treatment of the body's _id (Loop, AndroidAPS); the previous content stays "
     "in its history",
     ref("StoredTreatment"),
-    (400, 403, 413, 422, 507),
+    (400, 403, 413, 415, 422, 507),
     parameters=[PATIENT],
     request=body(ref("TreatmentUpdate")),
     why={400: "another treatment has this created_at and eventType (or identifier)"},
@@ -893,7 +894,7 @@ UPLOAD_DEVICESTATUS = doc(
     "Upload devicestatus documents (uploader battery, loop/openaps IOB, COB, predictions, "
     "pump), kept whole",
     many("StoredDocument"),
-    (400, 403, 413, 422, 507),
+    (400, 403, 413, 415, 422, 507),
     parameters=[PATIENT],
     request=body(ref("Documents"), example=[DOCUMENT["example"]]),
     headers=REFUSED,
@@ -908,7 +909,7 @@ DEVICESTATUS = doc(
 UPLOAD_PROFILE = doc(
     "Upload profile documents, kept whole",
     many("StoredDocument"),
-    (400, 403, 413, 422, 507),
+    (400, 403, 413, 415, 422, 507),
     parameters=[PATIENT],
     request=body(ref("Documents")),
     headers=REFUSED,
@@ -972,14 +973,14 @@ MODEL = doc("The active model", ref("ActiveModel"), (400, 403, 507), parameters=
 ROLLBACK = doc(
     "Back to the predefined model at its own threshold (recorded)",
     ref("ActiveModel"),
-    (400, 403, 413, 422, 507),
+    (400, 403, 413, 415, 422, 507),
     request=body(ref("Rollback")),
     why={400: "an empty reason, or a person never personalized (nothing to roll back)"},
 )
 PERSONALIZE = doc(
     "Queue a personalization (one at a time per person)",
     ref("Job"),
-    (400, 403, 413, 422, 507),
+    (400, 403, 413, 415, 422, 507),
     status=202,
     request=body(ref("Personalization"), required=False),
     why={400: "a clinician's own account, or a personalization already under way"},
@@ -1009,7 +1010,7 @@ CANDIDATE = doc(
 REVIEW = doc(
     "Approve or reject a candidate (its patient's assigned clinician only)",
     ref("Candidate"),
-    (400, 403, 404, 413, 422, 507),
+    (400, 403, 404, 413, 415, 422, 507),
     request=body(ref("Review")),
     why={400: "the candidate is not awaiting review"},
 )
