@@ -17,10 +17,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -32,6 +34,7 @@ from tailorml.errors import TailormlError
 KEY_ENV = "TAILORML_SERVER_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+PAD_BYTES = 768  # a decision's JSON is 300 to about 560 bytes: one bucket
 
 
 class DecryptionError(TailormlError):
@@ -121,6 +124,15 @@ class ServerKey:
                 f"the data key of {owner} does not open with this server key; start the "
                 "service with the key it was created with (--key-file or $" + KEY_ENV + ")"
             ) from None
+
+
+def padded_json(value: Any, bucket: int = PAD_BYTES) -> bytes:
+    """`value` as JSON text padded with spaces to a multiple of `bucket` bytes, to be
+    sealed: AES-GCM keeps the plaintext's length, so an unpadded alert row's length told "no
+    decision" (nulls) from a decision (probabilities) to whoever reads the database. JSON
+    readers skip the spaces: rows sealed before padding read back the same."""
+    text = json.dumps(value).encode()
+    return text + b" " * (-len(text) % bucket)
 
 
 def new_data_key() -> bytes:

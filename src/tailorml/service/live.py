@@ -37,6 +37,7 @@ from tailorml.data.on_board import (
 )
 from tailorml.policy import MINUTE_MS, AlertPolicy, AlertState, Raised
 from tailorml.registry.people import PeopleStore
+from tailorml.service.crypto import padded_json
 from tailorml.service.keyring import Keyring
 from tailorml.service.nightscout import ERROR_CODE_BELOW
 from tailorml.service.runtime import Runtimes
@@ -312,7 +313,7 @@ class LiveAlerts:
                     d.model_id,
                     d.model_sha256,
                     d.model_kind,
-                    cipher.seal(json.dumps(d.to_dict()).encode(), ALERT),
+                    cipher.seal(padded_json(d.to_dict()), ALERT),
                 )
                 for d in decisions
             ],
