@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -67,6 +68,44 @@ DEFAULT_COHORT_NAME = "virtual_t1d_cohort.parquet"
 # what a config or command without a cohort loads: real people first
 DEFAULT_COHORT = REAL
 MMOL_TO_MGDL = 18.016
+
+
+# What an error may show of the file's content and of the user's own options (errors reach
+# terminals, logs and CI output): an id (the file's patient_id, or one the user asked for)
+# escaped and at most ID_SHOWN characters, a list of ids at most IDS_SHOWN of them; any
+# other cell (a time, a glucose value) only when it looks like a number, a time or a
+# sensor's LOW/HIGH, else described by its length (a misread cell can hold a name).
+ID_SHOWN = 40
+IDS_SHOWN = 20
+_TIME_OR_NUMBER = re.compile(r"^[\d\s:./,+-]*\d[\d\s:./,+-]*(T[\d:.,+-]+)?\s*(AM|PM|am|pm|Z)?$")
+_CODES = frozenset({"low", "high", "lo", "hi"})
+
+
+def quoted_id(value: Any) -> str:
+    """An id as an error quotes it: repr-escaped, cut at ID_SHOWN characters."""
+    text = str(value)
+    return repr(text) if len(text) <= ID_SHOWN else f"{text[:ID_SHOWN]!r}…"
+
+
+def listed_ids(values) -> str:
+    """Ids as an error lists them: plain when short and printable, else escaped and cut;
+    at most IDS_SHOWN, then how many more."""
+    values = [str(value) for value in values]
+    shown = [
+        value if len(value) <= ID_SHOWN and value.isprintable() else quoted_id(value)
+        for value in values[:IDS_SHOWN]
+    ]
+    more = f" and {len(values) - IDS_SHOWN:,} more" if len(values) > IDS_SHOWN else ""
+    return ", ".join(shown) + more
+
+
+def cell_shape(value: Any) -> str:
+    """A time or glucose cell as an error shows it: quoted when it looks like a number, a
+    time or a sensor's LOW/HIGH; other text described by its length, never echoed."""
+    text = str(value).strip()
+    if text.lower() in _CODES or (len(text) <= 40 and _TIME_OR_NUMBER.match(text)):
+        return repr(text)
+    return f"<{len(text):,} characters of text, not shown>" if text else "<an empty cell>"
 
 
 def default_cohort_path() -> Path:
@@ -112,8 +151,8 @@ class Cohort:
     def of(self, individual_id: str) -> pd.DataFrame:
         if individual_id not in self.ids:
             raise CohortError(
-                f"individual {individual_id!r} is not in {self.source}; "
-                f"valid ids: {', '.join(self.ids)}"
+                f"individual {quoted_id(individual_id)} is not in {self.source}; "
+                f"valid ids: {listed_ids(self.ids)}"
             )
         return self.readings[self.readings["patient_id"] == individual_id]
 
@@ -195,7 +234,7 @@ def _bad_time(path: str | Path, times: pd.Series, parsed: pd.Series) -> CohortEr
     row = int(np.flatnonzero(bad.to_numpy())[0])
     return CohortError(
         f"{path}: column 'time' has a value that is not a timestamp "
-        f"(row {row}: {times.iloc[row]!r}); use ISO 8601 like 2025-01-06T07:30:00"
+        f"(row {row}: {cell_shape(times.iloc[row])}); use ISO 8601 like 2025-01-06T07:30:00"
     )
 
 
@@ -209,7 +248,7 @@ def _parse_text_times(times: pd.Series, path: str | Path) -> pd.Series:
         row = int(np.flatnonzero((~aware).to_numpy())[0])
         raise CohortError(
             f"{path}: column 'time' mixes times with and without a UTC offset (row {row}: "
-            f"{times.iloc[row]!r}); give every reading an offset (like +01:00) or none"
+            f"{cell_shape(times.iloc[row])}); give every reading an offset (like +01:00) or none"
         )
     iso = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=bool(aware.any()))
     if iso.notna().all():
@@ -229,6 +268,7 @@ def _parse_text_times(times: pd.Series, path: str | Path) -> pd.Series:
     differ = {name: (values != first) for name, values in readings.items()}
     if not any(mask.any() for mask in differ.values()):
         return first
+    # the value parsed as a date in every format: a date, safe to quote
     mask = np.logical_or.reduce([m.to_numpy() for m in differ.values()])
     row = int(np.flatnonzero(mask)[0])
     raise CohortError(
@@ -293,8 +333,8 @@ def _check_cgm(frame: pd.DataFrame, path: str | Path) -> pd.Series:
         row = int(np.flatnonzero(text.to_numpy())[0])
         raise CohortError(
             f"{path}: column 'cgm' has non-numeric values ({int(text.sum())} rows, first at "
-            f"row {row}: {frame['cgm'].iloc[row]!r}); replace device codes like 'Low'/'High' "
-            "by numbers in mg/dL or leave the cell empty for a missing reading"
+            f"row {row}: {cell_shape(frame['cgm'].iloc[row])}); replace device codes like "
+            "'Low'/'High' by numbers in mg/dL or leave the cell empty for a missing reading"
         )
     low, high = PLAUSIBLE_CGM_MGDL
     finite = cgm.dropna()
@@ -309,7 +349,8 @@ def _check_cgm(frame: pd.DataFrame, path: str | Path) -> pd.Series:
         raise CohortError(
             f"{path}: column 'cgm' has {int(impossible.sum())} impossible glucose values "
             f"outside {low:g}-{high:g} mg/dL (first: row {row}, patient "
-            f"{frame['patient_id'].iloc[row]!r}, value {cgm.iloc[row]:g}); fix or blank them"
+            f"{quoted_id(frame['patient_id'].iloc[row])}, value {cgm.iloc[row]:g}); fix or "
+            "blank them"
         )
     return cgm.astype(float)
 
@@ -323,7 +364,8 @@ def _check_monotonic(frame: pd.DataFrame, path: str | Path, column: str = "time"
         kind = "repeats" if steps[bad[0]] == 0 else "goes back in time"
         raise CohortError(
             f"{path}: column 'time' {kind}{' (in UTC)' if column != 'time' else ''} for patient "
-            f"{frame['patient_id'].iloc[row]!r} at row {row} ({frame[column].iloc[row - 1]} "
+            f"{quoted_id(frame['patient_id'].iloc[row])} at row {row} "
+            f"({frame[column].iloc[row - 1]} "
             f"then {frame[column].iloc[row]}); "
             "sort the file by patient_id then time and remove duplicate readings"
         )
@@ -346,7 +388,9 @@ def _sample_minutes(frame: pd.DataFrame, path: str | Path) -> int:
     steps = frame.groupby("patient_id", sort=False)["time"].diff()
     medians = steps.groupby(frame["patient_id"], sort=False).median()
     if medians.isna().any():
-        lone = ", ".join(map(repr, medians.index[medians.isna()]))
+        alone = list(medians.index[medians.isna()])
+        lone = ", ".join(map(quoted_id, alone[:IDS_SHOWN]))
+        lone += f" and {len(alone) - IDS_SHOWN:,} more" if len(alone) > IDS_SHOWN else ""
         raise CohortError(f"{path}: every patient needs at least two readings (not {lone})")
     intervals: dict[int, list[str]] = {}
     for patient, median in medians.items():
@@ -355,12 +399,12 @@ def _sample_minutes(frame: pd.DataFrame, path: str | Path) -> int:
         if rounded < 1 or abs(minutes - rounded) > 0.25:
             raise CohortError(
                 f"{path}: cannot infer a whole-minute sampling interval for patient "
-                f"{patient!r} (median {minutes:.2f} min)"
+                f"{quoted_id(patient)} (median {minutes:.2f} min)"
             )
         intervals.setdefault(int(rounded), []).append(str(patient))
     if len(intervals) > 1:
         groups = "; ".join(
-            f"{minutes} min: {', '.join(ids)}" for minutes, ids in sorted(intervals.items())
+            f"{minutes} min: {listed_ids(ids)}" for minutes, ids in sorted(intervals.items())
         )
         raise CohortError(MIXED_SAMPLING.format(path=path, groups=groups))
     return next(iter(intervals))
@@ -474,7 +518,8 @@ def cohort_from_frame(
                 row = int(np.flatnonzero((values > limit[0]).to_numpy())[0])
                 raise CohortError(
                     f"{path}: column '{column}' has {values.iloc[row]:g} {limit[1]} in one "
-                    f"interval (row {row}, patient {frame['patient_id'].iloc[row]!r}), more "
+                    f"interval (row {row}, patient {quoted_id(frame['patient_id'].iloc[row])}), "
+                    "more "
                     f"than the {limit[0]:g} any person takes at once; fix the export or its units"
                 )
             frame[column] = values.astype(float)
@@ -493,8 +538,8 @@ def cohort_from_frame(
         unknown = sorted(set(individuals) - set(frame["patient_id"]))
         if unknown:
             raise CohortError(
-                f"{path}: unknown individual(s) {', '.join(unknown)}; the file has "
-                f"{', '.join(frame['patient_id'].unique())}"
+                f"{path}: unknown individual(s) {listed_ids(unknown)}; the file has "
+                f"{listed_ids(frame['patient_id'].unique())}"
             )
         frame = frame[frame["patient_id"].isin(individuals)]
     sample_minutes = _sample_minutes(frame, path)
