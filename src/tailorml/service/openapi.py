@@ -652,8 +652,9 @@ ERRORS = {
     404: "no such path (a path parameter that leaves the route)",
     408: "the body arrived too slowly, or stopped arriving",
     409: "made for a public context or model the server no longer has",
-    413: "the body is too large (a gzip body: once decoded)",
-    415: "a Content-Encoding other than gzip",
+    413: "the body is too large",
+    415: "a Content-Encoding other than gzip (a gzip body is decoded; the 1 MB limit is its "
+    "decoded size)",
     422: "a bad body or query, naming the record and field",
     429: "this account is already uploading one",
     503: "too many being uploaded at once; retry later",
