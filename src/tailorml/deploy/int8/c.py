@@ -66,11 +66,26 @@ def _buffers(model: QuantizedModel) -> list[Buffer]:
     return buffers
 
 
+def _even(count: int) -> int:
+    return count + count % 2
+
+
+def _shifted_copy(layer, buffer: Buffer) -> bool:
+    """A convolution of one input channel reads its second row one int16 after the first,
+    off a word: it keeps a copy of its input shifted by one value after the input (at the
+    next word) and reads the second row there, so that both rows are read in pairs."""
+    return layer.kind == "conv1d" and buffer.channels == 1
+
+
 def arena_slot(model: QuantizedModel) -> int:
-    """int16 values per arena slot: the largest layer input buffer, rounded up to an even
-    count so that the second slot starts on a word as the first does."""
-    largest = max(buffer.size for buffer in _buffers(model))
-    return largest + largest % 2
+    """int16 values per arena slot: the largest layer input buffer (twice over for one
+    with a shifted copy), rounded up to an even count so that the second slot starts on a
+    word as the first does."""
+    needs = [
+        2 * _even(buffer.size) if _shifted_copy(layer, buffer) else buffer.size
+        for layer, buffer in zip(model.layers, _buffers(model), strict=True)
+    ]
+    return _even(max(needs))
 
 
 def arena_bytes(model: QuantizedModel) -> int:
@@ -330,17 +345,21 @@ static inline int32_t tm_clamp(int32_t x, int32_t low, int32_t high) {
  * of four inputs the first row's word then the second's, each stored as w0 w2 w1 w3 so that
  * SXTB16 yields the pairs (w0, w1) and (w2, w3) that meet the int16 input pairs in SMLAD;
  * then the last depth % 4 weights of each row; a pair ends on a whole word. The words of a
- * pair are read in order: what lets a compiler keep the four accumulators of tm_dot4 in
- * registers. tm_dot4 returns the four dot products of a pair of weight rows with two input
- * rows, tm_dot2 (a linear layer) those with one input row. */
+ * pair are read in order: what lets a compiler keep the four accumulators in registers.
+ * tm_dot4_simd and tm_dot4_c return the four dot products of a pair of weight rows with two
+ * input rows, tm_dot2 (a linear layer) those with one input row. */
 
-/* The dot products stay functions of their own: inlined into the layer loop, clang runs
- * out of registers and keeps the accumulators on the stack (133,859 instructions per demo
- * inference as a call, 160,421 inlined). Only a hint: a compiler without it decides. */
+/* The SIMD kernels are inlined into each layer's function, whose shape is constant there:
+ * the compiler knows the trip count and unrolls the kernel's loop fully (clang: by the
+ * pragma), so no call, no loop counter and no branch is left in it (real demo model, M4:
+ * 199,425 conservative cycles with the kernels as calls, 160,216 inlined and unrolled). The
+ * plain kernel stays a function of its own. Only hints: a compiler without them decides. */
 #if defined(__GNUC__)
 #define TM_NOINLINE __attribute__((noinline))
+#define TM_INLINE inline __attribute__((always_inline))
 #else
 #define TM_NOINLINE
+#define TM_INLINE inline
 #endif
 
 /* The low byte of a word as a signed value (written so that compilers emit one SXTB or
@@ -357,7 +376,7 @@ static inline int32_t tm_tail(const uint32_t *w, uint32_t k) {
 
 /* Plain C: the same pairs and 2x2 blocking, each weight word and input read once per four
  * products (input j of a group meets byte 0, 2, 1, 3 of the word: the SIMD order). */
-static TM_NOINLINE void tm_dot4_c(const uint32_t *weights, const int16_t *row0,
+@PLAIN_OPEN@static TM_NOINLINE void tm_dot4_c(const uint32_t *weights, const int16_t *row0,
                                   const int16_t *row1, int32_t n, int32_t acc[4]) {
     static const uint32_t shift[4] = {0u, 16u, 8u, 24u};
     const uint32_t *w = weights;
@@ -398,7 +417,7 @@ static TM_NOINLINE void tm_dot4_c(const uint32_t *weights, const int16_t *row0,
     acc[2] = a10;
     acc[3] = a11;
 }
-
+@PLAIN_CLOSE@
 #if defined(__ARM_FEATURE_SIMD32)
 /* The Cortex-M4/M7/M33 path: the ACLE intrinsics of <arm_acle.h> (GCC, clang, armclang,
  * IAR), which a compiler for a core with the 32-bit SIMD instructions (__ARM_FEATURE_SIMD32)
@@ -425,8 +444,8 @@ static inline uint32_t tm_ror8(uint32_t word) {
     return (word >> 8u) | (word << 24u);
 }
 
-static TM_NOINLINE void tm_dot4_simd(const uint32_t *weights, const int16_t *row0,
-                                     const int16_t *row1, int32_t n, int32_t acc[4]) {
+static TM_INLINE void tm_dot4_simd(const uint32_t *weights, const int16_t *row0,
+                                   const int16_t *row1, int32_t n, int32_t acc[4]) {
     const uint32_t *w = weights;
     const int16_t *x0 = TM_WORD_ALIGNED(row0);
     const int16_t *x1 = TM_WORD_ALIGNED(row1);
@@ -435,6 +454,9 @@ static TM_NOINLINE void tm_dot4_simd(const uint32_t *weights, const int16_t *row
     int32_t a01 = 0;
     int32_t a10 = 0;
     int32_t a11 = 0;
+#if defined(__clang__)
+#pragma clang loop unroll(full) /* n is the layer's constant: no counter, no branch */
+#endif
     for (int32_t blocks = n / 4; blocks > 0; blocks--) {
         const uint32_t wa = w[0];
         const uint32_t wb = w[1];
@@ -474,8 +496,8 @@ static TM_NOINLINE void tm_dot4_simd(const uint32_t *weights, const int16_t *row
     acc[3] = a11;
 }
 
-static TM_NOINLINE void tm_dot2(const uint32_t *weights, const int16_t *row, int32_t n,
-                                int32_t acc[2]) {
+static TM_INLINE void tm_dot2(const uint32_t *weights, const int16_t *row, int32_t n,
+                              int32_t acc[2]) {
     const uint32_t *w = weights;
     const int16_t *x0 = TM_WORD_ALIGNED(row);
     const int32_t rest = n % 4;
@@ -512,108 +534,37 @@ static void tm_dot2(const uint32_t *w, const int16_t *row, int32_t n, int32_t ac
 }
 #endif
 
-/* One int8 layer: `rows` output rows (before pooling) of `out_ch` channels; each output is
- * the dot product of a weight row with `depth` inputs starting at input row r. */
-typedef struct {
-    const uint32_t *weight;
-    const int32_t *bias;
-    const int32_t *multiplier;
-    const int32_t *shift;
-    int32_t in_ch;
-    int32_t out_ch;
-    int32_t depth;
-    int32_t stride; /* words from one pair of weight rows to the next */
-    int32_t paired; /* 1: every input row starts on a word, so inputs are read in pairs */
-    int32_t rows;
-    int32_t pool;
-    int32_t out_zero_point;
-    int32_t out_min;
-    int32_t out_max;
-    int32_t out_pad; /* padding rows of the next layer's buffer */
-} tm_layer;
-
-static inline void tm_dot4(const tm_layer *L, const uint32_t *w, const int16_t *x0,
-                           const int16_t *x1, int32_t acc[4]) {
-#if defined(__ARM_FEATURE_SIMD32)
-    if (L->paired != 0) {
-        tm_dot4_simd(w, x0, x1, L->depth, acc);
-    } else {
-        tm_dot4_c(w, x0, x1, L->depth, acc);
-    }
-#else
-    tm_dot4_c(w, x0, x1, L->depth, acc);
-#endif
-}
-
 static void tm_zero(int16_t *buffer, int32_t count) {
     for (int32_t i = 0; i < count; i++) {
         buffer[i] = 0;
     }
 }
 
-static inline int32_t tm_output(const tm_layer *L, int32_t o, int32_t acc) {
-    const int32_t value = tm_requantize(L->bias[o] + acc, L->multiplier[o], L->shift[o]);
-    return tm_clamp(value + L->out_zero_point, L->out_min, L->out_max);
-}
+/* A layer's requantization of one output channel. The general form (`tm_requantize`, any
+ * shift) or, where the generator proved it exact for every channel of the layer (a right
+ * shift e >= 1 or a zero multiplier, and no int32 overflow for any input: see
+ * `_fast_requantization`), the same two roundings in a few instructions: h = (x * m + 2^30)
+ * >> 31 with the bias folded into x, then gemmlowp's rounding division by 2^e as
+ * (h + 2^(e-1) - (h < 0)) >> e. */
+typedef struct {
+    int32_t bias;
+    int32_t multiplier;
+    int32_t shift; /* the general form's shift; the fast form's right shift e */
+    int32_t nudge; /* the fast form's 2^(e-1) */
+} tm_quant;
 
-/* A layer of one row (a linear layer): its outputs less `zero` (the zero point, to give the
- * next layer q - z; 0 for the logits). Channels in pairs (an odd last one with itself). */
-static void tm_run_linear(const tm_layer *L, const int16_t *in, int16_t *out, int32_t zero) {
-    for (int32_t o = 0; o < L->out_ch; o += 2) {
-        const int32_t next = o + 1;
-        const int32_t o1 = (next < L->out_ch) ? next : o;
-        int32_t acc[2];
-        tm_dot2(&L->weight[(o / 2) * L->stride], in, L->depth, acc);
-        out[o] = (int16_t)(tm_output(L, o, acc[0]) - zero);
-        out[o1] = (int16_t)(tm_output(L, o1, acc[1]) - zero);
-    }
+static inline int32_t tm_requantize_fast(int32_t acc, const tm_quant *q) {
+    const int64_t product = ((int64_t)(acc + q->bias) * (int64_t)q->multiplier) +
+                            INT64_C(1073741824);
+    const int32_t high = (int32_t)(product >> 31);
+    const int32_t nudge = q->nudge - (int32_t)((uint32_t)high >> 31u);
+    return (high + nudge) >> (uint32_t)q->shift;
 }
+@ANY@"""
 
-/* A convolution: rows are taken in pairs (the two rows a max-pool of 2 joins; an odd last
- * row is paired with itself) and channels in pairs (an odd last channel likewise). The
- * next buffer gets q - z with its padding rows zeroed. */
-static void tm_run_layer(const tm_layer *layer, const int16_t *in, int16_t *out) {
-    const tm_layer copy = *layer; /* in RAM: what the loops reload costs no flash wait */
-    const tm_layer *L = &copy;
-    const int32_t out_rows = L->rows / L->pool;
-    const int32_t zero = L->out_zero_point;
-    tm_zero(out, L->out_pad * L->out_ch);
-    tm_zero(&out[(L->out_pad + out_rows) * L->out_ch], L->out_pad * L->out_ch);
-    if ((L->rows == 1) && (L->out_pad == 0) && (L->pool == 1)) {
-        tm_run_linear(L, in, out, zero);
-    } else {
-        /* a max-pool of 2 drops an odd last row (as torch's floor mode does) */
-        const int32_t pooled_rows = 2 * out_rows;
-        const int32_t used_rows = (L->pool == 2) ? pooled_rows : L->rows;
-        for (int32_t r = 0; r < used_rows; r += 2) {
-            const int32_t next_row = r + 1;
-            const int32_t r1 = (next_row < L->rows) ? next_row : r;
-            for (int32_t o = 0; o < L->out_ch; o += 2) {
-                const int32_t next = o + 1;
-                const int32_t o1 = (next < L->out_ch) ? next : o;
-                int32_t acc[4];
-                tm_dot4(L, &L->weight[(o / 2) * L->stride], &in[r * L->in_ch],
-                        &in[r1 * L->in_ch], acc);
-                if (L->pool == 2) {
-                    /* requantization is non-decreasing in the accumulator (a non-negative
-                     * multiplier, rounding shifts, a clamp), so the max of two requantized
-                     * outputs is the requantized max: one requantization per pooled output */
-                    int16_t *row = &out[(L->out_pad + (r / 2)) * L->out_ch];
-                    const int32_t p0 = (acc[0] > acc[2]) ? acc[0] : acc[2];
-                    const int32_t p1 = (acc[1] > acc[3]) ? acc[1] : acc[3];
-                    row[o] = (int16_t)(tm_output(L, o, p0) - zero);
-                    row[o1] = (int16_t)(tm_output(L, o1, p1) - zero);
-                } else {
-                    int16_t *row0 = &out[(L->out_pad + r) * L->out_ch];
-                    int16_t *row1 = &out[(L->out_pad + r1) * L->out_ch];
-                    row0[o] = (int16_t)(tm_output(L, o, acc[0]) - zero);
-                    row0[o1] = (int16_t)(tm_output(L, o1, acc[1]) - zero);
-                    row1[o] = (int16_t)(tm_output(L, o, acc[2]) - zero);
-                    row1[o1] = (int16_t)(tm_output(L, o1, acc[3]) - zero);
-                }
-            }
-        }
-    }
+_REQUANTIZE_ANY = r"""
+static inline int32_t tm_requantize_any(int32_t acc, const tm_quant *q) {
+    return tm_requantize(acc + q->bias, q->multiplier, q->shift);
 }
 """
 
@@ -671,40 +622,37 @@ def _source_body(model: QuantizedModel) -> str:
         f"static const int32_t tm_limit = {model.decision.limit};\n",
         f"#define TM_STEP {2**model.decision.step_bits}\n",
         f"#define TM_TABLE_SIZE {DECISION_TABLE_SIZE}\n",
-        f"#define TM_LAST_LAYER {len(model.layers) - 1}\n",
+        f"#define TM_LAST_LAYER tm_layer{len(model.layers) - 1}\n",
         "/* the CGM input: (reading - centre) requantized to int8 */\n",
         f"#define TM_INPUT_CENTRE ({int(model.input.centre[0])})\n",
         f"#define TM_INPUT_MULTIPLIER ({int(model.input.multiplier[0])})\n",
         f"#define TM_INPUT_SHIFT ({int(model.input.shift[0])})\n",
     ]
-    parts.append(_KERNELS)
-    layer_structs = []
+    tables, functions, plain, general = [], [], False, False
     for index, layer in enumerate(model.layers):
         weights = _device_weights(model, index, buffers[index])
         tag = f"tm_l{index}"
-        parts += [
+        fast = _fast_requantization(layer, weights)
+        general = general or not fast
+        plain = plain or (
+            layer.kind == "conv1d"
+            and buffers[index].channels % 2 == 1
+            and not _shifted_copy(layer, buffers[index])
+        )
+        tables += [
             f"/* {layer.name}: {layer.kind}, {weights.shape[0]} outputs */\n",
             _words(f"{tag}_weight", _paired(weights)),
-            _array("int32_t", f"{tag}_bias", layer.bias),
-            _array("int32_t", f"{tag}_multiplier", layer.multiplier),
-            _array("int32_t", f"{tag}_shift", layer.shift),
+            _quant_table(f"{tag}_quant", layer, fast),
         ]
-        buffer = buffers[index]
-        is_conv = layer.kind == "conv1d"
-        paired = not is_conv or buffer.channels % 2 == 0  # every input row word-aligned
-        next_pad = buffers[index + 1].pad if index + 1 < len(buffers) else 0
-        layer_structs.append(
-            f"    {{{tag}_weight, {tag}_bias, {tag}_multiplier, {tag}_shift, "
-            f"{buffer.channels}, {weights.shape[0]}, {weights.shape[1]}, "
-            f"{pair_stride(weights.shape[1]) // 4}, {int(paired)}, "
-            f"{buffer.rows if is_conv else 1}, {layer.pool}, "
-            f"{layer.output_zero_point}, {layer.output_min}, {layer.output_max}, {next_pad}}},"
-        )
+        functions.append(_layer_function(model, index, buffers, weights, fast))
+    # only what the layers call, so no build warns of an unused function
+    guard = ("", "") if plain else ("#if !defined(__ARM_FEATURE_SIMD32)\n", "#endif\n")
+    kernels = _KERNELS.replace("@PLAIN_OPEN@", guard[0]).replace("@PLAIN_CLOSE@", guard[1])
+    parts += [kernels.replace("@ANY@", _REQUANTIZE_ANY if general else ""), *tables]
     last = len(model.layers) - 1
     parts.append(
-        f"\nstatic const tm_layer tm_layers[{len(model.layers)}] = {{\n"
-        + "\n".join(layer_structs)
-        + "\n};\n"
+        "\n"
+        + "\n".join(functions)
         + _softplus_function(model)
         + _DECIDE
         + "\n"
@@ -729,12 +677,12 @@ def _source_body(model: QuantizedModel) -> str:
         "                         int16_t logits[TAILORML_N_CLASSES]) {\n"
         "    int16_t own_logits[TAILORML_N_CLASSES];\n"
         "    int16_t *out = (logits != NULL) ? logits : own_logits;\n"
-        f"    tm_run_linear(&tm_layers[{last}], tm_run_features(readings), out, 0);\n"
+        f"    tm_layer{last}(tm_run_features(readings), out);\n"
         "    return tm_decide(out);\n"
         "}\n\n"
         "int32_t tailorml_head(const int16_t features[TAILORML_FEATURES],\n"
         "                      int16_t logits[TAILORML_N_CLASSES]) {\n"
-        f"    tm_run_linear(&tm_layers[{last}], features, logits, 0);\n"
+        f"    tm_layer{last}(features, logits);\n"
         "    return tm_decide(logits);\n"
         "}\n\n"
         "int32_t tailorml_decide(const int16_t logits[TAILORML_N_CLASSES]) {\n"
@@ -742,6 +690,163 @@ def _source_body(model: QuantizedModel) -> str:
         "}\n" + _SAFE_CALL
     )
     return "\n".join(parts)
+
+
+INT32_LIMIT = 2**31
+
+
+def _fast_requantization(layer, weights: np.ndarray) -> bool:
+    """Whether the few-instruction requantization (`tm_requantize_fast`) is exact for every
+    channel of `layer` and every input: a right shift of at least 1 (or a zero multiplier,
+    whose output is 0 either way), and no int32 overflow. The accumulator plus bias is
+    bounded by |bias| + 255 sum |w| (inputs are int8 codes less an int8 zero point, so at
+    most 255 from 0), the high product by that, and the rounding adds at most 2^(e-1)."""
+    multiplier = layer.multiplier.astype(np.int64)
+    shift = layer.shift.astype(np.int64)
+    live = multiplier != 0
+    if (shift[live] > -1).any():
+        return False
+    bound = np.abs(layer.bias.astype(np.int64)) + 255 * np.abs(weights.astype(np.int64)).sum(1)
+    nudge = np.where(live, np.left_shift(1, np.maximum(-shift - 1, 0)), 1)
+    return bool((bound + nudge + 2 < INT32_LIMIT).all())
+
+
+def _quant_table(name: str, layer, fast: bool) -> str:
+    """Per output channel: bias, multiplier, shift, nudge (`tm_quant`). The fast form takes
+    the right shift e and 2^(e-1); a zero multiplier gets e = 1 (its output is 0)."""
+    rows = []
+    for bias, multiplier, shift in zip(layer.bias, layer.multiplier, layer.shift, strict=True):
+        bias, multiplier, shift = int(bias), int(multiplier), int(shift)
+        if fast:
+            exponent = -shift if multiplier != 0 else 1
+            rows.append(f"{{{bias}, {multiplier}, {exponent}, {1 << (exponent - 1)}}}")
+        else:
+            rows.append(f"{{{bias}, {multiplier}, {shift}, 0}}")
+    body = ",\n    ".join(rows)
+    return f"static const tm_quant {name}[{len(rows)}] = {{\n    {body}\n}};\n"
+
+
+def _layer_function(
+    model: QuantizedModel, index: int, buffers: list[Buffer], weights: np.ndarray, fast: bool
+) -> str:
+    """The C function of one layer, its shape written into it as constants (so a compiler
+    knows every trip count and offset): `tm_layer<index>(in, out)`. A linear layer takes its
+    outputs in pairs of channels; a convolution pairs of rows (the two a max-pool of 2 joins)
+    and pairs of channels, each pair of pairs one call of the 2x2 kernel, and zeroes the
+    padding rows of the next buffer. Outputs are the int8 codes less their zero point (what
+    the next layer reads), the last layer's the int16 logits."""
+    layer, buffer = model.layers[index], buffers[index]
+    last = index == len(model.layers) - 1
+    next_pad = buffers[index + 1].pad if not last else 0
+    out_ch, depth = weights.shape
+    # the next layer reads the code less its zero point: clamp(v + z, min, max) - z is
+    # clamp(v, min - z, max - z); the logits keep their zero point (0 for int16)
+    zero = layer.output_zero_point
+    low, high = layer.output_min - zero, layer.output_max - zero
+    added = f" + {zero}" if last and zero != 0 else ""
+    requantize = "tm_requantize_fast" if fast else "tm_requantize_any"
+    stride = pair_stride(depth) // 4
+    odd_channel = out_ch % 2 == 1
+    second = f"(o + 1 < {out_ch}) ? (o + 1) : o" if odd_channel else "o + 1"
+    tag = f"tm_l{index}"
+
+    def output(target: str, acc: str, quant: str) -> str:
+        return (
+            f"{target} = (int16_t)(tm_clamp({requantize}({acc}, {quant}), {low}, {high}){added});"
+        )
+
+    head = f"/* {layer.name}: {layer.kind} */\n"
+    if layer.kind == "linear" and next_pad == 0:
+        return (
+            head + f"static void tm_layer{index}(const int16_t *in, int16_t *out) {{\n"
+            f"    const uint32_t *w = {tag}_weight;\n"
+            f"    const tm_quant *q = {tag}_quant;\n"
+            f"    for (int32_t o = 0; o < {out_ch}; o += 2) {{\n"
+            f"        const int32_t o1 = {second};\n"
+            "        int32_t acc[2];\n"
+            f"        tm_dot2(w, in, {depth}, acc);\n"
+            f"        {output('out[o]', 'acc[0]', 'q')}\n"
+            f"        {output('out[o1]', 'acc[1]', '&q[o1 - o]')}\n"
+            f"        w = &w[{stride}];\n"
+            "        q = &q[2];\n"
+            "    }\n"
+            "}\n"
+        )
+    in_ch = buffer.channels
+    rows = buffer.rows if layer.kind == "conv1d" else 1
+    pool = layer.pool
+    out_rows = rows // pool
+    used = 2 * out_rows if pool == 2 else rows
+    shifted = _shifted_copy(layer, buffer)
+    paired = in_ch % 2 == 0 or shifted
+    if paired:
+        kernel = (
+            "#if defined(__ARM_FEATURE_SIMD32)\n"
+            f"            tm_dot4_simd(w, x0, x1, {depth}, acc);\n"
+            "#else\n"
+            f"            tm_dot4_c(w, x0, x1, {depth}, acc);\n"
+            "#endif\n"
+        )
+    else:  # odd channel counts: rows off a word, the plain kernel
+        kernel = f"            tm_dot4_c(w, x0, x1, {depth}, acc);\n"
+    lines = [head]
+    lines.append(
+        f"static void tm_layer{index}({'' if shifted else 'const '}int16_t *in, int16_t *out) {{\n"
+    )
+    if next_pad:
+        lines.append(f"    tm_zero(out, {next_pad * out_ch});\n")
+        lines.append(f"    tm_zero(&out[{(next_pad + out_rows) * out_ch}], {next_pad * out_ch});\n")
+    if shifted:
+        lines.append(
+            f"    int16_t *shifted = &in[{_even(buffer.size)}]; /* in[j + 1] at j, on a word */\n"
+            f"    for (int32_t j = 0; j < {buffer.size - 1}; j++) {{\n"
+            "        shifted[j] = in[j + 1];\n"
+            "    }\n"
+        )
+    if used % 2 == 1:
+        row1 = f"(r + 1 < {rows}) ? (r + 1) : r"
+        x1 = f"&in[r1 * {in_ch}]" if not shifted else "(r1 > r) ? &shifted[r] : x0"
+    else:
+        row1 = "r + 1"
+        x1 = f"&in[r1 * {in_ch}]" if not shifted else "&shifted[r]"
+    lines.append(f"    for (int32_t r = 0; r < {used}; r += 2) {{\n")
+    if pool != 2 or not shifted:
+        lines.append(f"        const int32_t r1 = {row1};\n")
+    lines.append(f"        const int16_t *x0 = &in[r * {in_ch}];\n")
+    lines.append(f"        const int16_t *x1 = {x1};\n")
+    if pool == 2:
+        lines.append(f"        int16_t *row0 = &out[({next_pad} + (r / 2)) * {out_ch}];\n")
+    else:
+        lines.append(f"        int16_t *row0 = &out[({next_pad} + r) * {out_ch}];\n")
+        lines.append(f"        int16_t *row1 = &out[({next_pad} + r1) * {out_ch}];\n")
+    lines.append(f"        const uint32_t *w = {tag}_weight;\n")
+    lines.append(f"        const tm_quant *q = {tag}_quant;\n")
+    lines.append(f"        for (int32_t o = 0; o < {out_ch}; o += 2) {{\n")
+    lines.append(f"            const int32_t o1 = {second};\n")
+    lines.append("            int32_t acc[4];\n")
+    lines.append(kernel)
+    if pool == 2:
+        lines.append(
+            "            /* requantization is non-decreasing in the accumulator (a\n"
+            "             * non-negative multiplier, rounding shifts, a clamp), so the max of\n"
+            "             * two requantized outputs is the requantized max: one\n"
+            "             * requantization per pooled output */\n"
+            "            const int32_t p0 = (acc[0] > acc[2]) ? acc[0] : acc[2];\n"
+            "            const int32_t p1 = (acc[1] > acc[3]) ? acc[1] : acc[3];\n"
+            f"            {output('row0[o]', 'p0', 'q')}\n"
+            f"            {output('row0[o1]', 'p1', '&q[o1 - o]')}\n"
+        )
+    else:
+        lines.append(
+            f"            {output('row0[o]', 'acc[0]', 'q')}\n"
+            f"            {output('row0[o1]', 'acc[1]', '&q[o1 - o]')}\n"
+            f"            {output('row1[o]', 'acc[2]', 'q')}\n"
+            f"            {output('row1[o1]', 'acc[3]', '&q[o1 - o]')}\n"
+        )
+    lines.append(f"            w = &w[{stride}];\n")
+    lines.append("            q = &q[2];\n")
+    lines.append("        }\n    }\n}\n")
+    return "".join(lines)
 
 
 def generate_c(model: QuantizedModel) -> str:
@@ -766,10 +871,10 @@ def _features_function(model: QuantizedModel, name: str, extra: str, arena: str,
         "        const int32_t q = tm_requantize(centred, TM_INPUT_MULTIPLIER, TM_INPUT_SHIFT);\n"
         f"        in[t + {first.pad}] = (int16_t)tm_clamp(q, -128, 127);\n"
         "    }\n"
-        f"    for (int32_t i = 0; i < {last}; i++) {{\n"
-        f"        tm_run_layer(&tm_layers[i], {slots}[i % 2], {slots}[(i + 1) % 2]);\n"
-        "    }\n"
-        f"    return {slots}[{last % 2}];\n"
+        + "".join(
+            f"    tm_layer{i}({slots}[{i % 2}], {slots}[{(i + 1) % 2}]);\n" for i in range(last)
+        )
+        + f"    return {slots}[{last % 2}];\n"
         "}\n\n"
     )
 
@@ -878,8 +983,7 @@ int32_t tailorml_alert(const int16_t readings[TAILORML_WINDOW], tailorml_result 
         result->decided_class = -1;
     } else {
         int32_t best = -1;
-        tm_run_linear(&tm_layers[TM_LAST_LAYER], tm_run_features_in(clamped, work),
-                      result->logits, 0);
+        TM_LAST_LAYER(tm_run_features_in(clamped, work), result->logits);
         const int32_t total = tm_alert_total(result->logits, &best);
         result->status = TAILORML_STATUS_DECIDED;
         result->decided_class = (total <= tm_limit) ? TAILORML_ALERT_CLASS : best;
