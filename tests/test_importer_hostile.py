@@ -193,6 +193,22 @@ def test_a_generic_csv_with_a_repeated_column_or_blank_ids_is_refused(tmp_path):
         import_cohort([blank], tmp_path / "b.parquet", format="csv", salt="s", csv_options=options)
 
 
+def test_an_id_read_from_a_cell_is_described_never_quoted(tmp_path):
+    # a person's name in the id column, with a single reading: the error says what is wrong
+    # with that person without echoing the cell (it can be a name)
+    path = tmp_path / "named.csv"
+    path.write_text(
+        "time,who,cgm\n2024-01-05 08:00,Jane Doe,100\n"
+        "2024-01-05 08:00,B,100\n2024-01-05 08:05,B,101\n"
+    )
+    options = {"time_column": "time", "glucose_column": "cgm", "id_column": "who"}
+    with pytest.raises(CohortError) as refused:
+        import_cohort([path], tmp_path / "n.parquet", format="csv", salt="s", csv_options=options)
+    message = str(refused.value)
+    assert "a single CGM reading" in message and "(an --id-column value)" in message
+    assert "Jane" not in message and "Doe" not in message
+
+
 # --- broken files: one line that says what is wrong (Bad input, round 3) --------------------
 
 

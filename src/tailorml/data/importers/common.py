@@ -517,6 +517,7 @@ def build_cohort(
     notes: Counter = Counter()
     salt = salt if salt is not None else new_salt()
     readings, events, files = [], [], []
+    from_cells: set[str] = set()  # keys read from an --id-column (or export) cell
     for index, item in enumerate(parsed):
         notes.update(item.notes)
         fallback = person_key_from_name(item.source)
@@ -534,6 +535,8 @@ def build_cohort(
 
         rows = item.readings.copy()
         rows["key"] = resolve(rows["person"])
+        if person_id is None:
+            from_cells.update(cell for cell in rows["person"].astype(str) if cell)
         rows["file"] = index
         readings.append(rows)
         happenings = item.events.copy()
@@ -579,17 +582,18 @@ def build_cohort(
     pieces = []
     id_of = {}
     for key, rows in readings.groupby("key", sort=True):
-        rows = plausible_times(rows, key, notes)
+        rows = plausible_times(rows, key, notes, from_cells)
         if len(rows) < 2:
             raise CohortError(
-                f"person {_shown(key)} has "
+                f"person {_shown(key, from_cells)} has "
                 f"a single CGM reading; "
                 "a cohort needs a series of readings per person (check the export's date range)"
             )
         grid = place_readings(rows, grid_minutes, notes)
         if keep_ids and str(key).startswith(FORMULA_STARTS):
             raise CohortError(
-                f"person id {_shown(key)} starts with {str(key)[0]!r}: a spreadsheet would run "
+                f"person id {_shown(key, from_cells)} starts with {str(key)[0]!r}: a spreadsheet "
+                "would run "
                 "it as a formula; rename it, or leave out --keep-ids (pseudonyms are hex)"
             )
         patient = key if keep_ids else pseudonym(key, salt)
@@ -642,7 +646,9 @@ def plausible(times: pd.Series) -> pd.Series:
     return (times >= EARLIEST_READING) & (times <= latest)
 
 
-def plausible_times(rows: pd.DataFrame, key: str, notes: Counter) -> pd.DataFrame:
+def plausible_times(
+    rows: pd.DataFrame, key: str, notes: Counter, from_cells: frozenset | set = frozenset()
+) -> pd.DataFrame:
     """One person's readings without clock errors, checked before any grid is built: times
     before 2000 or days ahead are dropped, then readings more than `ISOLATION_DAYS` apart
     from the person's main block (the run with most readings) if they are few (under 5 %
@@ -665,7 +671,7 @@ def plausible_times(rows: pd.DataFrame, key: str, notes: Counter) -> pd.DataFram
     span = rows["time"].iloc[-1] - rows["time"].iloc[0]
     if span > pd.Timedelta(days=MAX_SPAN_DAYS):
         raise CohortError(
-            f"person {_shown(key)}: readings span {span.days:,} days "
+            f"person {_shown(key, from_cells)}: readings span {span.days:,} days "
             f"({rows['time'].iloc[0]:%Y-%m-%d} to {rows['time'].iloc[-1]:%Y-%m-%d}); at most "
             f"{MAX_SPAN_DAYS:,} days make one cohort — import each period separately, or check "
             "the export's clock (a receiver reset to another year)"
@@ -673,7 +679,12 @@ def plausible_times(rows: pd.DataFrame, key: str, notes: Counter) -> pd.DataFram
     return rows
 
 
-def _shown(key: str) -> str:
+def _shown(key: str, from_cells: frozenset | set = frozenset()) -> str:
+    """A person in an error: a key read from a cell (--id-column) is a value of the export,
+    described by its shape (it can be a name); a file name or --id, the user's own text,
+    escaped and cut."""
     if key.startswith("identity:"):
         return "(named in the export)"
-    return repr(key)
+    if key in from_cells:
+        return f"{value_shape(key)} (an --id-column value)"
+    return repr(key) if len(key) <= 40 else f"{key[:40]!r}…"
