@@ -10,7 +10,7 @@ from tailorml.deploy.learner.host import HostLearner
 from tailorml.deploy.learner.mcu import LearnerEmulator, build_learner_firmware
 from tailorml.deploy.learner.ondevice import MISSING, LearnerSettings, memory_layout
 from tailorml.deploy.learner.traces import dangerous_traces
-from tailorml.deploy.target.mcu import profile
+from tailorml.deploy.target.mcu import FLASH_BASE, profile
 
 SETTINGS = LearnerSettings(
     min_days=0, min_hypo_train=8, min_held=4, held_out_block=1, near_low_mgdl=100
@@ -77,4 +77,6 @@ def test_the_cortex_m3_build_uses_soft_float(built, tmp_path):
     quantized, traces, m4, _ = built
     m3 = build_learner_firmware(quantized, SETTINGS, traces, profile("cortex-m3"), tmp_path)
     assert "__aeabi_fmul" in m3.symbols and "__aeabi_fmul" not in m4.symbols
-    assert m3.text > m4.text  # the float routines live in its flash
+    # the float routines live in its flash (the sizes no longer tell: the M4's model code is
+    # the larger, its SIMD kernels unrolled in every layer)
+    assert FLASH_BASE <= m3.symbols["__aeabi_fmul"] < FLASH_BASE + m3.flash

@@ -557,7 +557,8 @@ static inline int32_t tm_requantize_fast(int32_t acc, const tm_quant *q) {
     const int64_t product = ((int64_t)(acc + q->bias) * (int64_t)q->multiplier) +
                             INT64_C(1073741824);
     const int32_t high = (int32_t)(product >> 31);
-    const int32_t nudge = q->nudge - (int32_t)((uint32_t)high >> 31u);
+    const uint32_t negative = (uint32_t)high >> 31u;
+    const int32_t nudge = q->nudge - (int32_t)negative;
     return (high + nudge) >> (uint32_t)q->shift;
 }
 @ANY@"""
@@ -628,7 +629,7 @@ def _source_body(model: QuantizedModel) -> str:
         f"#define TM_INPUT_MULTIPLIER ({int(model.input.multiplier[0])})\n",
         f"#define TM_INPUT_SHIFT ({int(model.input.shift[0])})\n",
     ]
-    tables, functions, plain, general = [], [], False, False
+    functions, plain, general = [], False, False
     for index, layer in enumerate(model.layers):
         weights = _device_weights(model, index, buffers[index])
         tag = f"tm_l{index}"
@@ -639,16 +640,15 @@ def _source_body(model: QuantizedModel) -> str:
             and buffers[index].channels % 2 == 1
             and not _shifted_copy(layer, buffers[index])
         )
-        tables += [
-            f"/* {layer.name}: {layer.kind}, {weights.shape[0]} outputs */\n",
-            _words(f"{tag}_weight", _paired(weights)),
-            _quant_table(f"{tag}_quant", layer, fast),
-        ]
-        functions.append(_layer_function(model, index, buffers, weights, fast))
+        tables = _words(f"{tag}_weight", _paired(weights)) + _quant_table(
+            f"{tag}_quant", layer, fast
+        )
+        inside = "".join(f"    {line}\n" for line in tables.splitlines())
+        functions.append(_layer_function(model, index, buffers, weights, fast, inside))
     # only what the layers call, so no build warns of an unused function
     guard = ("", "") if plain else ("#if !defined(__ARM_FEATURE_SIMD32)\n", "#endif\n")
     kernels = _KERNELS.replace("@PLAIN_OPEN@", guard[0]).replace("@PLAIN_CLOSE@", guard[1])
-    parts += [kernels.replace("@ANY@", _REQUANTIZE_ANY if general else ""), *tables]
+    parts.append(kernels.replace("@ANY@", _REQUANTIZE_ANY if general else ""))
     last = len(model.layers) - 1
     parts.append(
         "\n"
@@ -726,8 +726,23 @@ def _quant_table(name: str, layer, fast: bool) -> str:
     return f"static const tm_quant {name}[{len(rows)}] = {{\n    {body}\n}};\n"
 
 
+def _times(name: str, factor: int) -> str:
+    """`name * factor` in C, without a `* 1` (MISRA 2.2: no operation without effect)."""
+    return name if factor == 1 else f"{name} * {factor}"
+
+
+def _row(pad: int, row: str, channels: int) -> str:
+    """The index of output row `row` after `pad` padding rows, without a `0 +`."""
+    return _times(row if pad == 0 else f"({pad} + {row})", channels)
+
+
 def _layer_function(
-    model: QuantizedModel, index: int, buffers: list[Buffer], weights: np.ndarray, fast: bool
+    model: QuantizedModel,
+    index: int,
+    buffers: list[Buffer],
+    weights: np.ndarray,
+    fast: bool,
+    tables: str,
 ) -> str:
     """The C function of one layer, its shape written into it as constants (so a compiler
     knows every trip count and offset): `tm_layer<index>(in, out)`. A linear layer takes its
@@ -747,7 +762,12 @@ def _layer_function(
     requantize = "tm_requantize_fast" if fast else "tm_requantize_any"
     stride = pair_stride(depth) // 4
     odd_channel = out_ch % 2 == 1
-    second = f"(o + 1 < {out_ch}) ? (o + 1) : o" if odd_channel else "o + 1"
+    # an odd last channel is paired with itself (MISRA 12.1: the operands of ?: named first)
+    pick = (
+        f"{{0}}const int32_t next = o + 1;\n{{0}}const int32_t o1 = (next < {out_ch}) ? next : o;\n"
+        if odd_channel
+        else "{0}const int32_t o1 = o + 1;\n"
+    )
     tag = f"tm_l{index}"
 
     def output(target: str, acc: str, quant: str) -> str:
@@ -755,14 +775,16 @@ def _layer_function(
             f"{target} = (int16_t)(tm_clamp({requantize}({acc}, {quant}), {low}, {high}){added});"
         )
 
-    head = f"/* {layer.name}: {layer.kind} */\n"
+    head = f"/* {layer.name}: {layer.kind}, {out_ch} outputs */\n"
     if layer.kind == "linear" and next_pad == 0:
         return (
-            head + f"static void tm_layer{index}(const int16_t *in, int16_t *out) {{\n"
-            f"    const uint32_t *w = {tag}_weight;\n"
+            head
+            + f"static void tm_layer{index}(const int16_t *in, int16_t *out) {{\n"
+            + tables
+            + f"    const uint32_t *w = {tag}_weight;\n"
             f"    const tm_quant *q = {tag}_quant;\n"
             f"    for (int32_t o = 0; o < {out_ch}; o += 2) {{\n"
-            f"        const int32_t o1 = {second};\n"
+            f"{pick.format('        ')}"
             "        int32_t acc[2];\n"
             f"        tm_dot2(w, in, {depth}, acc);\n"
             f"        {output('out[o]', 'acc[0]', 'q')}\n"
@@ -793,6 +815,7 @@ def _layer_function(
     lines.append(
         f"static void tm_layer{index}({'' if shifted else 'const '}int16_t *in, int16_t *out) {{\n"
     )
+    lines.append(tables)
     if next_pad:
         lines.append(f"    tm_zero(out, {next_pad * out_ch});\n")
         lines.append(f"    tm_zero(&out[{(next_pad + out_rows) * out_ch}], {next_pad * out_ch});\n")
@@ -804,25 +827,25 @@ def _layer_function(
             "    }\n"
         )
     if used % 2 == 1:
-        row1 = f"(r + 1 < {rows}) ? (r + 1) : r"
-        x1 = f"&in[r1 * {in_ch}]" if not shifted else "(r1 > r) ? &shifted[r] : x0"
+        row1 = f"((r + 1) < {rows}) ? (r + 1) : r"
+        x1 = f"&in[{_times('r1', in_ch)}]" if not shifted else "(r1 > r) ? &shifted[r] : x0"
     else:
         row1 = "r + 1"
-        x1 = f"&in[r1 * {in_ch}]" if not shifted else "&shifted[r]"
+        x1 = f"&in[{_times('r1', in_ch)}]" if not shifted else "&shifted[r]"
     lines.append(f"    for (int32_t r = 0; r < {used}; r += 2) {{\n")
     if pool != 2 or not shifted:
         lines.append(f"        const int32_t r1 = {row1};\n")
-    lines.append(f"        const int16_t *x0 = &in[r * {in_ch}];\n")
+    lines.append(f"        const int16_t *x0 = &in[{_times('r', in_ch)}];\n")
     lines.append(f"        const int16_t *x1 = {x1};\n")
     if pool == 2:
-        lines.append(f"        int16_t *row0 = &out[({next_pad} + (r / 2)) * {out_ch}];\n")
+        lines.append(f"        int16_t *row0 = &out[{_row(next_pad, '(r / 2)', out_ch)}];\n")
     else:
-        lines.append(f"        int16_t *row0 = &out[({next_pad} + r) * {out_ch}];\n")
-        lines.append(f"        int16_t *row1 = &out[({next_pad} + r1) * {out_ch}];\n")
+        lines.append(f"        int16_t *row0 = &out[{_row(next_pad, 'r', out_ch)}];\n")
+        lines.append(f"        int16_t *row1 = &out[{_row(next_pad, 'r1', out_ch)}];\n")
     lines.append(f"        const uint32_t *w = {tag}_weight;\n")
     lines.append(f"        const tm_quant *q = {tag}_quant;\n")
     lines.append(f"        for (int32_t o = 0; o < {out_ch}; o += 2) {{\n")
-    lines.append(f"            const int32_t o1 = {second};\n")
+    lines.append(pick.format("            "))
     lines.append("            int32_t acc[4];\n")
     lines.append(kernel)
     if pool == 2:
