@@ -32,7 +32,7 @@ from typing import Any
 from tailorml.errors import NotFoundError, TailormlError
 from tailorml.io import atomic_write_bytes, sha256_file
 from tailorml.models.cnn import SmallCNN, load_model
-from tailorml.registry.database import Database, audit, now
+from tailorml.registry.database import Database, add_columns, audit, now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     passed_gates INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN
         ('failed_gates', 'not_selected', 'pending_review', 'approved', 'rejected')),
-    metrics_json TEXT NOT NULL
+    metrics_json TEXT NOT NULL,
+    superseded_by INTEGER
 );
 CREATE TABLE IF NOT EXISTS gate_results (
     id INTEGER PRIMARY KEY,
@@ -106,6 +107,30 @@ CREATE TABLE IF NOT EXISTS retired_models (
 CREATE INDEX IF NOT EXISTS candidates_by_individual ON candidates(individual);
 CREATE INDEX IF NOT EXISTS active_by_individual ON active_models(individual, id);
 """
+
+#: An older pending proposal whose person has a newer session that proposed one: it stays
+#: `pending_review` in the table (whose CHECK predates it) with `superseded_by` set, reads as
+#: SUPERSEDED, and can no longer be approved (it was judged on older data than the newer one).
+SUPERSEDED = "superseded"
+_SUPERSEDE = (
+    "UPDATE candidates SET superseded_by = ? WHERE individual = ? AND status = 'pending_review'"
+    " AND superseded_by IS NULL AND session_id < ?"
+)
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Registries written before superseding: add the column, and mark the older pending
+    proposals of each person who has a newer proposing session (idempotent)."""
+    add_columns(connection, "candidates", {"superseded_by": "INTEGER"})
+    newest = connection.execute(
+        "SELECT individual, MAX(id) AS session_id FROM sessions WHERE proposal_candidate_id"
+        " IS NOT NULL GROUP BY individual"
+    ).fetchall()
+    for individual, session_id in newest:
+        (proposal,) = connection.execute(
+            "SELECT proposal_candidate_id FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        connection.execute(_SUPERSEDE, (proposal, individual, session_id))
 
 
 def default_actor() -> str:
@@ -174,10 +199,11 @@ class CandidateView:
     model_id: int
     threshold: float
     passed_gates: bool
-    status: str  # failed_gates, not_selected, pending_review, approved, rejected
+    status: str  # failed_gates, not_selected, pending_review, superseded, approved, rejected
     metrics: dict[str, Any]
     gates: list[GateView]
     created: str
+    superseded_by: int | None = None  # the newer proposal that superseded this one
 
 
 @dataclass(frozen=True)
@@ -264,7 +290,7 @@ class Registry:
         self.models_dir = self.root / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "registry.sqlite"
-        self.database = Database(self.path, SCHEMA)
+        self.database = Database(self.path, SCHEMA, migrate=_migrate)
 
     @classmethod
     def existing(cls, root: str | Path) -> Registry:
@@ -491,6 +517,17 @@ class Registry:
                 "UPDATE sessions SET proposal_candidate_id = ? WHERE id = ?",
                 (proposal_id, session_id),
             )
+            superseded = []
+            if proposal_id is not None:
+                superseded = [
+                    int(r["id"])
+                    for r in connection.execute(
+                        "SELECT id FROM candidates WHERE individual = ? AND status ="
+                        " 'pending_review' AND superseded_by IS NULL AND session_id < ?",
+                        (individual, session_id),
+                    )
+                ]
+                connection.execute(_SUPERSEDE, (proposal_id, individual, session_id))
             self._audit(
                 connection,
                 actor,
@@ -501,7 +538,8 @@ class Registry:
                     "candidates": len(candidates),
                     "proposal_candidate_id": proposal_id,
                     "refused_reason": refused_reason,
-                },
+                }
+                | ({"superseded_candidate_ids": superseded} if superseded else {}),
             )
         return SessionRecord(session_id, candidate_ids, proposal_id)
 
@@ -529,6 +567,12 @@ class Registry:
                 raise TailormlError(
                     f"candidate {candidate_id} was retired (its person's data was erased); it "
                     "can no longer be approved or rejected"
+                )
+            if row["status"] == "pending_review" and row["superseded_by"] is not None:
+                raise TailormlError(
+                    f"candidate {candidate_id} was superseded by candidate "
+                    f"{row['superseded_by']}, proposed by a newer personalization session on "
+                    "newer data: review that one instead"
                 )
             if row["status"] != "pending_review":
                 raise TailormlError(
@@ -730,7 +774,7 @@ class Registry:
         individual or of everyone."""
         where, parameters = [], []
         if pending_only:
-            where.append("c.status = 'pending_review'")
+            where.append("c.status = 'pending_review' AND c.superseded_by IS NULL")
         if individual is not None:
             where.append("c.individual = ?")
             parameters.append(individual)
@@ -843,10 +887,13 @@ class Registry:
                 model_id=row["model_id"],
                 threshold=row["threshold"],
                 passed_gates=bool(row["passed_gates"]),
-                status=row["status"],
+                status=SUPERSEDED
+                if row["status"] == "pending_review" and row["superseded_by"] is not None
+                else row["status"],
                 metrics=json.loads(row["metrics_json"]),
                 gates=gates[row["id"]],
                 created=row["created"],
+                superseded_by=row["superseded_by"],
             )
             for row in rows
         ]
