@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
 
 import pytest
 from tests.service.conftest import propose_candidate
+from tests.service.review_helpers import register
+
+from tailorml.service.core import Service
+from tailorml.service.crypto import ServerKey
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("TAILORML_CHROMIUM", "/usr/bin/chromium")
@@ -26,8 +32,18 @@ def browser():
         launched.close()
 
 
-def sign_in(browser, server, token):
-    page = browser.new_context().new_page()
+#: where the screenshots go (look at them): TAILORML_SHOTS, else the test's tmp_path
+SHOTS = os.environ.get("TAILORML_SHOTS")
+
+
+def shot(page, tmp_path, name: str) -> None:
+    folder = Path(SHOTS) if SHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def sign_in(browser, server, token, **context):
+    page = browser.new_context(**context).new_page()
     page.goto(server.url + "/review")
     assert page.url.endswith("/login")
     page.fill("#token", token)
@@ -51,6 +67,9 @@ def test_a_clinician_reviews_and_approves_in_the_browser(
     assert "Model card" in card.locator("h1").inner_text()
     page.fill("#comment", "reviewed in the browser")
     page.click("#approve")
+    page.wait_for_selector("#confirm")  # a second step says what will happen
+    assert page.inner_text("#status") == "pending_review"
+    page.click("#confirm-decision")
     page.wait_for_selector("#message")
     assert "approved" in page.inner_text("#message")
     assert page.inner_text("#status") == "approved"
@@ -102,3 +121,68 @@ def test_a_wrong_token_does_not_sign_in(browser, server):
     page.fill("#token", "tm_not-a-token")
     page.click("#sign-in")
     assert "Not signed in" in page.inner_text("#message")
+
+
+def upload_two_days(server, account) -> None:
+    """Two days of readings ending now: a day at 90 mg/dL, then a day swinging 60-240."""
+    now = int(time.time() * 1000) // 300_000 * 300_000
+    entries = []
+    for i in range(576):
+        value = 90 if i < 288 else 150 + 90 * math.sin(i / 20)
+        entries.append({"type": "sgv", "date": now - (575 - i) * 300_000, "sgv": round(value)})
+    with server.client(account.secret) as client:
+        assert client.post("/api/v1/entries", json=entries).status_code == 200
+
+
+def test_side_by_side_units_confirmation_and_a_phone(
+    browser, server, service_data, trained, tmp_path
+):
+    alice, bob = service_data.people["alice"], service_data.people["bob"]
+    upload_two_days(server, alice)
+    service = Service(service_data.data, ServerKey.load(service_data.key_file, service_data.data))
+    candidate = register(service, alice.id, trained, shift=0.08)
+    page = sign_in(browser, server, bob.token, viewport={"width": 1280, "height": 900})
+    page.goto(f"{server.url}/review/candidates/{candidate}")
+    headline = page.inner_text("#headline")
+    assert "+2.0 early warnings a week, +0.84 false alarms a day (×2.0), no missed low" in headline
+    worse = page.locator("#side-by-side tr[data-key=false] td.worse")
+    assert worse.inner_text().startswith("+0.84 false alarms a day")
+    assert page.inner_text("#patient-name") == "alice"
+    mgdl = float(page.inner_text("#mean"))
+    shot(page, tmp_path, "candidate-desktop")
+    page.select_option("#unit", "mmol")
+    page.select_option("#tz", "Europe/Berlin")
+    page.click("#show")
+    page.wait_for_url("**unit=mmol**")
+    assert page.inner_text("#glycemia .unit") == "mmol/L"
+    assert float(page.inner_text("#mean")) == round(mgdl / 18.016, 1)
+    assert "Europe/Berlin" in page.inner_text("#context-heading ~ p.muted")
+    page.goto(f"{server.url}/review/patients/{alice.id}")  # remembered
+    assert page.inner_text("#glycemia .unit") == "mmol/L"
+    shot(page, tmp_path, "patient-desktop-mmol")
+    page.goto(f"{server.url}/review/candidates/{candidate}")
+    page.fill("#comment", "no missed low; the false alarms were discussed with alice")
+    page.click("#approve")
+    page.wait_for_selector("#confirm")
+    assert f"Approve candidate {candidate} for alice?" in page.inner_text("#confirm")
+    assert page.inner_text("#status") == "pending_review"
+    shot(page, tmp_path, "confirm-desktop")
+
+    phone = sign_in(browser, server, bob.token, viewport={"width": 390, "height": 844})
+    for name, url in (
+        ("overview-phone", "/review"),
+        ("candidate-phone", f"/review/candidates/{candidate}"),
+        ("patient-phone", f"/review/patients/{alice.id}"),
+    ):
+        phone.goto(server.url + url)
+        width = phone.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= 390, f"{url} is {width} px wide on a 390 px phone"
+        shot(phone, tmp_path, name)
+
+    page.click("#confirm-decision")
+    page.wait_for_selector("#message")
+    assert "approved" in page.inner_text("#message")
+    assert page.inner_text("#status") == "approved"
+    page.goto(f"{server.url}/review/patients/{alice.id}")
+    assert page.locator("#rollback").count() == 1
+    shot(page, tmp_path, "patient-after-approval")

@@ -629,6 +629,39 @@ class Service:
         self.runtimes.forget(person.id)
         return counts | {"retired_models": retired}
 
+    # -- the review page: a candidate's own session ------------------------------------------
+
+    def candidate_card_html(self, caller, candidate_id: int) -> str:
+        """The model card of the session that proposed `candidate_id` (not the person's
+        newest session), drawn in memory from its sealed tables."""
+        from tailorml.service.artifacts import sealed_reader
+        from tailorml.soft.card import card_html
+
+        found = self._visible_candidate(caller, candidate_id)
+        self.store.record(
+            self._who(caller), "read_card", found.individual, {"candidate": candidate_id}
+        )
+        cipher = self.keyring.cipher(found.individual)
+        return card_html(self.registry, found.session_id, sealed_reader(cipher))
+
+    def held_out_days(self, caller, candidate_id: int) -> float | None:
+        """How many days of held-out windows the candidate's session judged (as its alert
+        metrics count them: windows × grid step); None without its sealed tables."""
+        from tailorml.policy import AlertPolicy
+        from tailorml.service.artifacts import sealed_reader
+
+        found = self._visible_candidate(caller, candidate_id)
+        summary = self.registry.session(found.session_id).summary
+        key = str(summary.get("artifacts") or "")
+        if not key.isalnum() or "policy" not in summary:
+            return None
+        read = sealed_reader(self.keyring.cipher(found.individual))
+        predictions = read(self.registry.root / "artifacts" / key / "predictions.parquet")
+        if predictions is None or not len(predictions):
+            return None
+        step = AlertPolicy.from_dict(summary["policy"], "session summary").sample_minutes
+        return len(predictions) * step / 1440
+
 
 def _refused(bad: list[dict]) -> str:
     """The 422 message of a batch with no valid record: the first refusal, and how many."""

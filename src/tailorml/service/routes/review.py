@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from tailorml.errors import TailormlError
 from tailorml.evaluate.report import template_environment
 from tailorml.registry.people import Person
+from tailorml.service import pages
 from tailorml.service.auth import (
     LEGACY_COOKIE,
     SESSION_COOKIE,
@@ -61,6 +62,8 @@ SECURITY_HEADERS = {
 
 LOGIN_COOKIE = "tailorml_login"
 LOGIN_SECONDS = 3600
+UNIT_COOKIE, ZONE_COOKIE = "tailorml_unit", "tailorml_tz"
+PREFERENCE_SECONDS = 365 * 24 * 3600
 
 
 def csrf_token(service: Service, session_id: str) -> str:
@@ -117,7 +120,9 @@ async def form_of(request: Request) -> dict[str, str]:
 
 @functools.cache
 def _environment():
-    return template_environment()
+    environment = template_environment()
+    environment.filters["share"] = pages.share
+    return environment
 
 
 def page(template: str, status: int = 200, **context) -> HTMLResponse:
@@ -262,8 +267,55 @@ async def review_list(request: Request, service: ServiceDep):
         caller=caller,
         csrf=csrf_token(service, session_id),
         rows=rows,
-        message=request.query_params.get("done"),
+        message=pages.done_message(request.query_params.get("done")),
     )
+
+
+def preferences(request: Request) -> tuple[str, str]:
+    """The glucose unit and time zone of the pages: from the query string when it names
+    them (then remembered in cookies), else from the cookies, else mg/dL and UTC."""
+    unit = (
+        pages.unit_of(request.query_params.get("unit"))
+        or pages.unit_of(request.cookies.get(UNIT_COOKIE))
+        or "mg/dL"
+    )
+    zone = (
+        pages.zone_of(request.query_params.get("tz"))
+        or pages.zone_of(request.cookies.get(ZONE_COOKIE))
+        or "UTC"
+    )
+    return unit, zone
+
+
+def remember(request: Request, response: Response, unit: str, zone: str) -> Response:
+    if pages.unit_of(request.query_params.get("unit")):
+        response.set_cookie(
+            UNIT_COOKIE,
+            pages.unit_key(unit),
+            max_age=PREFERENCE_SECONDS,
+            **_cookie_options(request),
+        )
+    if pages.zone_of(request.query_params.get("tz")):
+        response.set_cookie(
+            ZONE_COOKIE, zone, max_age=PREFERENCE_SECONDS, **_cookie_options(request)
+        )
+    return response
+
+
+def no_access(service: Service, caller: Person, session_id: str, error: Exception):
+    return page(
+        "service_page.html.j2",
+        403,
+        title="No access",
+        caller=caller,
+        csrf=csrf_token(service, session_id),
+        message=str(error),
+        message_class="problem",
+    )
+
+
+def _assigned(service: Service, caller: Person, person_id: str) -> bool:
+    return caller.role == "clinician" and person_id in service.store.patients_of(caller.id)
 
 
 def candidate_page(
@@ -271,26 +323,47 @@ def candidate_page(
     caller: Person,
     session_id: str,
     candidate_id: int,
+    unit: str = "mg/dL",
+    zone: str = "UTC",
     message=None,
     message_class=None,
+    confirm: dict | None = None,
+    comment: str = "",
 ):
     shown = service.candidate(caller, candidate_id)
+    found = service.registry.candidate(candidate_id)
     person = service.store.person(shown["patient"])
-    can_decide = (
-        caller.role == "clinician"
-        and shown["status"] == "pending_review"
-        and person.id in service.store.patients_of(caller.id)
-    )
-    session = service.registry.session(service.registry.candidate(candidate_id).session_id)
+    can_decide = _assigned(service, caller, person.id) and shown["status"] == "pending_review"
+    session = service.registry.session(found.session_id)
+    policy = session.summary.get("policy") or {}
+    baseline = pages.baseline_of(session)
+    changes = []
+    if baseline is not None and baseline.id != candidate_id and shown["metrics"]:
+        changes = pages.compare(
+            shown["metrics"],
+            baseline.metrics,
+            service.held_out_days(caller, candidate_id),
+            int(policy.get("useful_lead_minutes") or 15),
+        )
     return dict(
-        title=f"Candidate {candidate_id}",
+        title=f"Candidate {candidate_id} for {person.name}",
         caller=caller,
         csrf=csrf_token(service, session_id),
         candidate=shown,
+        superseded_by=found.superseded_by,
         person=person,
         figures=FIGURES,
         can_decide=can_decide,
         synthetic=bool(session.summary.get("synthetic")),
+        changes=changes,
+        headline=pages.headline(changes),
+        baseline=baseline,
+        active=service.registry.active_model(person.id),
+        context=pages.patient_context(service, caller, person, unit, zone),
+        zones=pages.zones(),
+        here=f"/review/candidates/{candidate_id}",
+        confirm=confirm,
+        comment=comment,
         message=message,
         message_class=message_class,
     )
@@ -302,55 +375,207 @@ async def review_candidate(request: Request, service: ServiceDep, candidate_id: 
     if found is None:
         return to_login()
     caller, session_id = found
+    unit, zone = preferences(request)
     try:
-        context = await run_in_threadpool(candidate_page, service, caller, session_id, candidate_id)
-    except AccessDenied as error:
-        return page(
-            "service_page.html.j2",
-            403,
-            title="No access",
-            caller=caller,
-            csrf=csrf_token(service, session_id),
-            message=str(error),
-            message_class="problem",
-        )
-    return page("service_candidate.html.j2", **context)
-
-
-@router.post("/review/candidates/{candidate_id}")
-async def decide(request: Request, service: ServiceDep, candidate_id: int):
-    checked = await posted(service, request)
-    if isinstance(checked, Response):
-        return checked
-    caller, session_id, form = checked
-    decision = form.get("decision", "")
-    try:
-        if decision not in ("approve", "reject"):
-            raise TailormlError("choose Approve or Reject")
-        decided = await run_in_threadpool(
-            service.review, caller, candidate_id, decision, form.get("comment", "")
-        )
-    except TailormlError as error:  # includes AccessDenied
         context = await run_in_threadpool(
             candidate_page,
             service,
             caller,
             session_id,
             candidate_id,
-            f"Not recorded: {error}",
-            "problem",
+            unit,
+            zone,
+            pages.done_message(request.query_params.get("done")),
         )
-        return page("service_candidate.html.j2", 400, **context)
-    verb = "approved: it is now the active model" if decision == "approve" else "rejected"
-    context = await run_in_threadpool(
-        candidate_page,
-        service,
-        caller,
-        session_id,
-        candidate_id,
-        f"Candidate {decided['id']} {verb}.",
+    except AccessDenied as error:
+        return no_access(service, caller, session_id, error)
+    return remember(request, page("service_candidate.html.j2", **context), unit, zone)
+
+
+NO_COMMENT = (
+    "Not recorded: write a comment saying why. It is kept with your decision in the review "
+    "record and the audit log."
+)
+
+
+@router.post("/review/candidates/{candidate_id}")
+async def decide(request: Request, service: ServiceDep, candidate_id: int):
+    """Two steps: the form (decision and a comment, which may not be empty) answers with a
+    confirmation naming what will happen; only the confirmation's post records it."""
+    checked = await posted(service, request)
+    if isinstance(checked, Response):
+        return checked
+    caller, session_id, form = checked
+    unit, zone = preferences(request)
+    decision = form.get("decision", "")
+    comment = form.get("comment", "").strip()
+
+    def again(message: str, status: int = 400, confirm: dict | None = None):
+        return run_in_threadpool(
+            candidate_page,
+            service,
+            caller,
+            session_id,
+            candidate_id,
+            unit,
+            zone,
+            message,
+            "problem" if status >= 400 else "notice",
+            confirm,
+            comment,
+        )
+
+    try:
+        if decision not in ("approve", "reject"):
+            raise TailormlError("choose Approve or Reject")
+        if not comment:
+            return page("service_candidate.html.j2", 400, **await again(NO_COMMENT))
+        if form.get("confirm") != "yes":
+            context = await again(None, 200, {"decision": decision, "comment": comment})
+            if not context["can_decide"]:
+                raise TailormlError(
+                    f"candidate {candidate_id} is '{context['candidate']['status']}', or you are"
+                    " not the patient's assigned clinician: nothing to confirm"
+                )
+            return page("service_candidate.html.j2", **context)
+        await run_in_threadpool(service.review, caller, candidate_id, decision, comment)
+    except AccessDenied as error:
+        return no_access(service, caller, session_id, error)
+    except TailormlError as error:
+        return page("service_candidate.html.j2", 400, **await again(f"Not recorded: {error}"))
+    done = "approved" if decision == "approve" else "rejected"
+    return RedirectResponse(f"/review/candidates/{candidate_id}?done={done}", status_code=303)
+
+
+@router.get("/review/candidates/{candidate_id}/card")
+async def candidate_card(request: Request, service: ServiceDep, candidate_id: int):
+    """The model card of the candidate's own session (a newer session has its own card)."""
+    found = await run_in_threadpool(signed_in, service, request)
+    if found is None:
+        return to_login()
+    caller, _ = found
+
+    def draw() -> str:
+        html = service.candidate_card_html(caller, candidate_id)
+        person = service.store.person(service.registry.candidate(candidate_id).individual)
+        return pages.card_for_page(html, person)
+
+    try:
+        html = await run_in_threadpool(draw)
+    except TailormlError as error:
+        return Response(str(error), status_code=403, media_type="text/plain")
+    return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+
+def patient_page(
+    service: Service,
+    caller: Person,
+    session_id: str,
+    patient: str,
+    unit: str,
+    zone: str,
+    message=None,
+    message_class=None,
+    confirm: dict | None = None,
+    comment: str = "",
+):
+    person = service.subject(caller, patient, "read_patient_page")
+    active = service.registry.active_model(person.id)
+    assigned = _assigned(service, caller, person.id)
+    return dict(
+        title=f"{person.name}",
+        caller=caller,
+        csrf=csrf_token(service, session_id),
+        person=person,
+        active=active,
+        can_roll_back=assigned and active.kind == "personalized",
+        own=caller.id == person.id,
+        candidates=list(reversed(service.registry.candidates(person.id, pending_only=False))),
+        jobs=service.store.jobs(person.id)[:3],
+        session=service.registry.latest_session(person.id),
+        context=pages.patient_context(service, caller, person, unit, zone),
+        zones=pages.zones(),
+        here=f"/review/patients/{person.id}",
+        confirm=confirm,
+        comment=comment,
+        message=message,
+        message_class=message_class,
     )
-    return page("service_candidate.html.j2", **context)
+
+
+@router.get("/review/patients/{patient}")
+async def review_patient(request: Request, service: ServiceDep, patient: str):
+    found = await run_in_threadpool(signed_in, service, request)
+    if found is None:
+        return to_login()
+    caller, session_id = found
+    unit, zone = preferences(request)
+    try:
+        context = await run_in_threadpool(
+            patient_page,
+            service,
+            caller,
+            session_id,
+            patient,
+            unit,
+            zone,
+            pages.done_message(request.query_params.get("done")),
+        )
+    except AccessDenied as error:
+        return no_access(service, caller, session_id, error)
+    return remember(request, page("service_patient.html.j2", **context), unit, zone)
+
+
+@router.post("/review/patients/{patient}/rollback")
+async def roll_back(request: Request, service: ServiceDep, patient: str):
+    """Back to the predefined model (`Service.rollback`, as POST /api/v1/model/rollback),
+    for the assigned clinician: a reason is required, and a confirmation step."""
+    checked = await posted(service, request)
+    if isinstance(checked, Response):
+        return checked
+    caller, session_id, form = checked
+    unit, zone = preferences(request)
+    reason = form.get("reason", "").strip()
+
+    def again(message, status=400, confirm=None):
+        return run_in_threadpool(
+            patient_page,
+            service,
+            caller,
+            session_id,
+            patient,
+            unit,
+            zone,
+            message,
+            "problem" if status >= 400 else "notice",
+            confirm,
+            reason,
+        )
+
+    try:
+        context = await again(None, 200)
+        if not context["can_roll_back"]:
+            raise TailormlError(
+                "only the assigned clinician rolls back, and only a personalized model"
+            )
+        if not reason:
+            return page(
+                "service_patient.html.j2",
+                400,
+                **await again(
+                    "Not rolled back: write the reason. It is kept in the model history and "
+                    "the audit log."
+                ),
+            )
+        if form.get("confirm") != "yes":
+            return page("service_patient.html.j2", **await again(None, 200, {"reason": reason}))
+        person = context["person"]
+        await run_in_threadpool(service.rollback, caller, person.id, reason)
+    except AccessDenied as error:
+        return no_access(service, caller, session_id, error)
+    except TailormlError as error:
+        return page("service_patient.html.j2", 400, **await again(f"Not rolled back: {error}"))
+    return RedirectResponse(f"/review/patients/{person.id}?done=rolled_back", status_code=303)
 
 
 @router.get("/review/cards/{patient}")
@@ -365,4 +590,5 @@ async def card(request: Request, service: ServiceDep, patient: str):
         return Response(str(error), status_code=403, media_type="text/plain")
     if html is None:
         return Response("no model card yet", status_code=404, media_type="text/plain")
-    return HTMLResponse(html, headers=SECURITY_HEADERS)
+    person = await run_in_threadpool(service.subject, caller, patient, "read_card")
+    return HTMLResponse(pages.card_for_page(html, person), headers=SECURITY_HEADERS)

@@ -1,0 +1,413 @@
+"""What the review pages show, computed apart from HTTP: the proposal against the current
+model in plain words, the patient's last 14 days (consensus metrics, a trace in local time,
+the recent alerts), the follow-up of an approved model, and the few fixed messages a
+redirect may name.
+
+Everything personal is read through `Service` methods, so access is checked and recorded
+there; nothing here writes a file."""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import zoneinfo
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tailorml.data.glycemia import glycemia_metrics
+from tailorml.registry.people import Person
+
+MGDL_PER_MMOL = 18.016
+UNITS = ("mg/dL", "mmol/L")
+DAY_MS = 24 * 3600 * 1000
+CONTEXT_DAYS = 14
+LOW, HIGH = 70.0, 180.0  # the consensus target band, mg/dL
+PREDEFINED = "predefined"  # soft.session.PREDEFINED: the session's baseline candidate
+
+#: What `/review?done=<key>` may say: a key names one of these, any other value says nothing
+#: (the query string is the sender's text, never shown).
+DONE = {
+    "approved": "The candidate was approved: it is now the patient's active model.",
+    "rejected": "The candidate was rejected: the patient keeps their current model.",
+    "rolled_back": "Rolled back: the patient is back on the predefined model.",
+}
+
+
+def done_message(key: str | None) -> str | None:
+    return DONE.get(key or "")
+
+
+# -- units and time zones --------------------------------------------------------------------
+
+
+def unit_of(value: str | None) -> str | None:
+    """mg/dL or mmol/L from a query or cookie value (`mgdl`, `mmol`, or the unit itself)."""
+    return {"mgdl": "mg/dL", "mg/dl": "mg/dL", "mmol": "mmol/L", "mmol/l": "mmol/L"}.get(
+        (value or "").strip().lower()
+    )
+
+
+def unit_key(unit: str) -> str:
+    return "mmol" if unit == "mmol/L" else "mgdl"
+
+
+def zone_of(value: str | None) -> str | None:
+    """An IANA time zone name the machine knows (None for anything else)."""
+    value = (value or "").strip()
+    if not value or len(value) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-/]+", value):
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return value
+
+
+def zones() -> list[str]:
+    return sorted(zoneinfo.available_timezones())
+
+
+def glucose(value_mgdl: float | None, unit: str) -> str:
+    """A glucose value in `unit`: mg/dL whole, mmol/L to one decimal."""
+    if value_mgdl is None or not math.isfinite(value_mgdl):
+        return "–"
+    if unit == "mmol/L":
+        return f"{value_mgdl / MGDL_PER_MMOL:.1f}"
+    return f"{value_mgdl:.0f}"
+
+
+def share(value: float | None) -> str:
+    """A fraction as a percentage to one decimal (time below 54 mg/dL needs it)."""
+    number = _finite(value)
+    return "–" if number is None else f"{100 * number:.1f} %"
+
+
+# -- current vs proposed -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of the side by side: what it measures, the two figures, and the change
+    in words; `worse` True when the proposal is worse for the patient, False when better,
+    None when the same or unknown."""
+
+    key: str
+    label: str
+    current: str
+    proposed: str
+    words: str
+    worse: bool | None
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _plural(n: float, word: str) -> str:
+    return f"{word}" if abs(n) == 1 else f"{word}s"
+
+
+def _signed(value: float, digits: int) -> str:
+    text = f"{value:+.{digits}f}"
+    return text
+
+
+def compare(
+    proposed: dict[str, Any],
+    current: dict[str, Any],
+    held_out_days: float | None,
+    lead_minutes: int = 15,
+) -> list[Change]:
+    """The proposal's held-out figures against the current model's on the same held-out
+    data, line by line; lows are counted from sensitivity × events (both models judged on
+    the same events), early warnings per week when the held-out period's length is known."""
+    changes: list[Change] = []
+    events = _finite(proposed.get("held_out_hypo_events"))
+    if events is None:
+        events = _finite(current.get("held_out_hypo_events"))
+    sens_p, sens_c = (
+        _finite(proposed.get("hypo_sensitivity")),
+        _finite(current.get("hypo_sensitivity")),
+    )
+    if events and sens_p is not None and sens_c is not None:
+        n = round(events)
+        caught_p, caught_c = round(sens_p * events), round(sens_c * events)
+        missed_p, missed_c = n - caught_p, n - caught_c
+        more = caught_p - caught_c
+        if more > 0:
+            words = f"{more} more {_plural(more, 'low')} caught"
+        elif more < 0:
+            words = f"{-more} more {_plural(more, 'low')} missed"
+        else:
+            words = "the same lows caught"
+        words += ", no missed low" if missed_p == 0 else f", {missed_p} of {n} missed"
+        changes.append(
+            Change(
+                "lows",
+                f"held-out lows caught (of {n})",
+                f"{caught_c} (missed {missed_c})",
+                f"{caught_p} (missed {missed_p})",
+                words,
+                None if more == 0 else more < 0,
+            )
+        )
+    early_p, early_c = (
+        _finite(proposed.get("hypo_sensitivity_early")),
+        _finite(current.get("hypo_sensitivity_early")),
+    )
+    if events and early_p is not None and early_c is not None:
+        count_p, count_c = round(early_p * events), round(early_c * events)
+        if held_out_days:
+            week_p, week_c = count_p / held_out_days * 7, count_c / held_out_days * 7
+            difference = week_p - week_c
+            figures = (f"{week_c:.1f} a week ({count_c})", f"{week_p:.1f} a week ({count_p})")
+            words = (
+                "the same early warnings"
+                if count_p == count_c
+                else f"{_signed(difference, 1)} early {_plural(2, 'warning')} a week"
+            )
+        else:
+            difference = count_p - count_c
+            figures = (str(count_c), str(count_p))
+            words = (
+                "the same early warnings"
+                if count_p == count_c
+                else f"{difference:+d} early {_plural(difference, 'warning')} held out"
+            )
+        changes.append(
+            Change(
+                "early",
+                f"lows warned at least {lead_minutes} min ahead",
+                figures[0],
+                figures[1],
+                words,
+                None if count_p == count_c else count_p < count_c,
+            )
+        )
+    false_p, false_c = (
+        _finite(proposed.get("false_alerts_per_day")),
+        _finite(current.get("false_alerts_per_day")),
+    )
+    if false_p is not None and false_c is not None:
+        difference = false_p - false_c
+        same = abs(difference) < 0.005
+        words = (
+            "the same false alarms"
+            if same
+            else f"{_signed(difference, 2)} false {_plural(2, 'alarm')} a day"
+        )
+        if not same and false_c > 0 and false_p / false_c >= 1.5:
+            words += f" (×{false_p / false_c:.1f})"
+        changes.append(
+            Change(
+                "false",
+                "false alarms per day",
+                f"{false_c:.2f}",
+                f"{false_p:.2f}",
+                words,
+                None if same else difference > 0,
+            )
+        )
+    lead_p, lead_c = (
+        _finite(proposed.get("median_lead_minutes")),
+        _finite(current.get("median_lead_minutes")),
+    )
+    if lead_p is not None and lead_c is not None:
+        difference = lead_p - lead_c
+        same = abs(difference) < 0.5
+        changes.append(
+            Change(
+                "lead",
+                "median warning ahead of a low, minutes",
+                f"{lead_c:.0f}",
+                f"{lead_p:.0f}",
+                "the same warning time"
+                if same
+                else f"{_signed(difference, 0)} min {'earlier' if difference > 0 else 'later'}",
+                None if same else difference < 0,
+            )
+        )
+    return changes
+
+
+def headline(changes: list[Change]) -> str:
+    """The side by side in one line: the early warnings, false alarms and missed lows."""
+    order = {"early": 0, "false": 1, "lows": 2}
+    parts = []
+    for change in sorted((c for c in changes if c.key in order), key=lambda c: order[c.key]):
+        if change.key == "lows":
+            parts.append(change.words.split(", ")[-1])
+        else:
+            parts.append(change.words)
+    return ", ".join(parts)
+
+
+def baseline_of(session) -> Any | None:
+    """The session's predefined candidate: the model as deployed, judged on the same
+    held-out data as the proposal."""
+    return next((c for c in session.candidates if c.name == PREDEFINED), None)
+
+
+# -- the patient's last 14 days ----------------------------------------------------------------
+
+
+def local_times(ms: np.ndarray, zone: str) -> pd.DatetimeIndex:
+    return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms", utc=True).tz_convert(zone)
+
+
+def when(ms: int | None, zone: str) -> str:
+    if ms is None:
+        return "–"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .astimezone(zoneinfo.ZoneInfo(zone))
+        .strftime("%a %d %b %H:%M")
+    )
+
+
+def consensus(times_ms: np.ndarray, cgm: np.ndarray, sample_minutes: int) -> dict[str, Any]:
+    """The consensus metrics (data.glycemia) of readings given at their own times: each
+    reading is put on the `sample_minutes` grid first, so a gap counts as missing."""
+    if len(times_ms) == 0:
+        return glycemia_metrics([], np.array([]), sample_minutes)
+    step = sample_minutes * 60_000
+    slots = (np.asarray(times_ms, dtype="int64") - int(np.min(times_ms))) // step
+    frame = pd.DataFrame({"slot": slots, "cgm": np.asarray(cgm, dtype=float)})
+    per_slot = frame.groupby("slot")["cgm"].mean()
+    full = per_slot.reindex(range(int(slots.max()) + 1))
+    times = pd.to_datetime(int(np.min(times_ms)) + full.index.to_numpy() * step, unit="ms")
+    return glycemia_metrics(times, full.to_numpy(), sample_minutes)
+
+
+def glucose_figure(
+    times_ms: np.ndarray, cgm: np.ndarray, zone: str, unit: str, since_ms: int, until_ms: int
+) -> bytes:
+    """The readings of the period in local time, in `unit`, with the 70–180 mg/dL band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from tailorml.evaluate.plots import to_png
+
+    scale = MGDL_PER_MMOL if unit == "mmol/L" else 1.0
+    figure, axis = plt.subplots(figsize=(10, 2.8))
+    axis.axhspan(LOW / scale, HIGH / scale, color="#2e7d32", alpha=0.10, linewidth=0)
+    axis.axhline(LOW / scale, color="#c44e52", linestyle="--", linewidth=0.8)
+    axis.axhline(HIGH / scale, color="#dd8452", linestyle="--", linewidth=0.8)
+    if len(times_ms):
+        local = local_times(times_ms, zone).tz_localize(None)
+        values = np.asarray(cgm, dtype=float) / scale
+        # a gap of more than 15 minutes is drawn as a gap
+        gaps = np.flatnonzero(np.diff(np.asarray(times_ms)) > 15 * 60_000) + 1
+        for start, end in zip(np.r_[0, gaps], np.r_[gaps, len(values)], strict=True):
+            axis.plot(local[start:end], values[start:end], color="#333333", linewidth=0.9)
+    edges = local_times(np.array([since_ms, until_ms]), zone).tz_localize(None)
+    axis.set_xlim(edges[0], edges[1])
+    axis.set_ylim(40 / scale, 400 / scale)
+    axis.set_ylabel(f"CGM ({unit})")
+    axis.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+    axis.set_xlabel(f"local time ({zone}); band: 70–180 mg/dL target")
+    figure.autofmt_xdate()
+    return to_png(figure)
+
+
+def patient_context(
+    service, caller: Person, person: Person, unit: str, zone: str, days: int = CONTEXT_DAYS
+) -> dict[str, Any]:
+    """The person's last `days` days: readings (opened with their data key through the
+    Service, which records the read), the consensus metrics, a trace and recent alerts."""
+    from tailorml.evaluate.report import image_uri
+
+    until = service.live.now_ms()
+    since = until - days * DAY_MS
+    policy = service.live.policy_of(person.id)
+    entries = service.entries(caller, person.id, days * 1440 + 1, since, until, "sgv")
+    points = sorted(
+        (int(e["date"]), float(e["sgv"]))
+        for e in entries
+        if _finite(e.get("sgv")) is not None and e.get("date") is not None
+    )
+    times = np.array([t for t, _ in points], dtype="int64")
+    cgm = np.array([v for _, v in points], dtype=float)
+    metrics = consensus(times, cgm, policy.sample_minutes)
+    found = service.alerts(caller, person.id, 5000, since, until)
+    sounding = [a for a in found if a.get("decision") in ("alert", "urgent")]
+    return {
+        "days": days,
+        "unit": unit,
+        "zone": zone,
+        "readings": len(points),
+        "sample_minutes": policy.sample_minutes,
+        # of the whole period's slots (the metrics' own sufficiency spans first to last)
+        "coverage": min(
+            1.0,
+            len(np.unique(times // (policy.sample_minutes * 60_000)))
+            / (days * 1440 / policy.sample_minutes),
+        ),
+        "metrics": metrics,
+        "mean": glucose(metrics.get("mean_mgdl"), unit),
+        "band": f"{glucose(LOW, unit)}–{glucose(HIGH, unit)} {unit}",
+        "low_54": f"{glucose(54, unit)} {unit}",
+        "low_70": f"{glucose(LOW, unit)} {unit}",
+        "high_180": f"{glucose(HIGH, unit)} {unit}",
+        "high_250": f"{glucose(250, unit)} {unit}",
+        "figure": image_uri(glucose_figure(times, cgm, zone, unit, since, until))
+        if len(points)
+        else None,
+        "alerts_per_day": len(sounding) / days,
+        "alerts": [
+            {
+                "when": when(a.get("reading_ms"), zone),
+                "decision": a.get("decision"),
+                "kind": a.get("kind") or "",
+                "cgm": glucose(_finite(a.get("cgm")), unit),
+                "reason": a.get("reason", ""),
+            }
+            for a in sounding[:12]
+        ],
+        "newest": when(int(times[-1]), zone) if len(times) else None,
+    }
+
+
+# -- the model card as the review page shows it -----------------------------------------------
+
+
+_CLI = re.compile(
+    r"A reviewer decides: <code>tailorml review approve (\d+) --reviewer NAME</code> or "
+    r"<code>reject</code>\."
+)
+
+
+def card_for_page(card: str, person: Person) -> str:
+    """The model card as the service shows it: the person by name (id beside), a viewport
+    for phones, and the review page's buttons instead of the CLI's command line."""
+    name = html.escape(person.name)
+    card = card.replace(
+        '<meta charset="utf-8">',
+        '<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, '
+        'initial-scale=1">',
+        1,
+    )
+    card = card.replace(
+        f"<h1>Model card: {html.escape(person.id)}</h1>",
+        f'<h1>Model card: {name} <span class="muted">{html.escape(person.id)}</span></h1>',
+        1,
+    )
+    return _CLI.sub(
+        lambda m: (
+            f'The assigned clinician decides on the review page: <a href="/review/'
+            f'candidates/{m.group(1)}" target="_top">approve or reject candidate {m.group(1)}</a>.'
+        ),
+        card,
+    )
