@@ -6,6 +6,7 @@ research commands but the error handling of `cli.main`.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -153,6 +154,14 @@ def serve(
             "leaves them to `tailorml worker` processes.",
         ),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes on this port (uvicorn workers; a dead one is restarted). One "
+            "person's readings are still decided in order, through the database.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
@@ -184,14 +193,54 @@ def serve(
             "[yellow]Listening beyond this machine: put a TLS-terminating proxy in front; "
             "tokens travel in every request.[/yellow]"
         )
-    uvicorn.run(
-        create_app(service, run_jobs=jobs),
-        host=host,
-        port=port,
-        log_level=level.lower(),
-        access_log=False,
-        log_config=None,  # uvicorn's lines go through the handler of `_log_level`
+    common = {
+        "host": host,
+        "port": port,
+        "log_level": level.lower(),
+        "access_log": False,
+        "log_config": None,  # uvicorn's lines go through the handler of `_log_level`
+    }
+    if workers == 1:
+        uvicorn.run(create_app(service, run_jobs=jobs), **common)
+        return
+    # each worker process builds its own Service from what this one checked
+    os.environ[SERVE_ENV] = json.dumps(
+        {
+            "data": str(data.resolve()),
+            "key_file": str(key_file.resolve()) if key_file else None,
+            "config": str(config.resolve()) if config else None,
+            "durability": durability,
+            "he_model": str(Path(he_model).resolve()) if he_model else None,
+            "jobs": jobs,
+            "log_level": level,
+        }
     )
+    uvicorn.run(APP_FACTORY, factory=True, workers=workers, **common)
+
+
+SERVE_ENV = "TAILORML_SERVE"  # what `serve --workers N` hands its worker processes
+APP_FACTORY = "tailorml.cli_service:app_from_environment"
+
+
+def app_from_environment():
+    """The app of one worker process of `serve --workers N`: the Service of the settings the
+    parent checked and put in $TAILORML_SERVE (its own connections and model sessions; the
+    data directory, jobs and decisions are shared through the database)."""
+    from tailorml.service.app import create_app
+    from tailorml.service.core import Service
+    from tailorml.service.crypto import ServerKey
+
+    settings = json.loads(os.environ[SERVE_ENV])
+    _log_level(settings["log_level"])
+    data = Path(settings["data"])
+    service = Service(
+        data,
+        ServerKey.load(settings["key_file"], data),
+        Path(settings["config"]) if settings["config"] else None,
+        settings["durability"],
+        settings["he_model"],
+    )
+    return create_app(service, run_jobs=settings["jobs"])
 
 
 def worker(
@@ -235,11 +284,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def hold_serve_lock(data: Path):
-    """An exclusive lock on DATA for one serving process, taken before anything starts. Jobs
-    are safe with any number of processes (leases, `tailorml worker`), but one person's
-    uploads are decided in order by a lock inside the serving process, so two API processes
-    on one data directory could both raise one alert; until that order is kept by the
-    database, one API process serves a data directory."""
+    """An exclusive lock on DATA for one `tailorml serve`, taken before anything starts: more
+    API processes are `--workers N` of that one (one port, one set of settings), more job
+    processes `tailorml worker`. Jobs run under leases and one person's readings are decided
+    in order through the database, so the processes need no other coordination."""
     import fcntl
 
     from tailorml.errors import TailormlError

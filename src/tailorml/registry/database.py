@@ -99,8 +99,14 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; anything raised inside rolls everything back."""
+        """BEGIN IMMEDIATE ... COMMIT; anything raised inside rolls everything back. Inside
+        another transaction of this thread it is a savepoint of that one: its writes are
+        undone if it fails, and committed with the outer transaction."""
         connection = self._connection()
+        if connection.in_transaction:
+            with self._savepoint(connection):
+                yield connection
+            return
         connection.execute("BEGIN IMMEDIATE")
         try:
             yield connection
@@ -108,6 +114,18 @@ class Database:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+
+    @staticmethod
+    @contextmanager
+    def _savepoint(connection: sqlite3.Connection) -> Iterator[None]:
+        connection.execute("SAVEPOINT inner")
+        try:
+            yield
+        except BaseException:
+            connection.execute("ROLLBACK TO inner")
+            connection.execute("RELEASE inner")
+            raise
+        connection.execute("RELEASE inner")
 
     def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, parameters).fetchall()

@@ -21,7 +21,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -725,6 +726,19 @@ class PeopleStore:
             )
             for row in rows
         ]
+
+    # -- one person's decisions in order -----------------------------------------------------
+
+    @contextmanager
+    def decisions_of(self, person_id: str) -> Iterator[None]:
+        """Hold the write lock while one person's readings are decided: the alert state is
+        read from the stored decisions and the new ones stored in one transaction, so two
+        processes (or threads) deciding for one person take turns and the second sees the
+        first's alert (two uploads at once raised the same alert twice). SQLite's lock is the
+        whole file's (`BEGIN IMMEDIATE`); a PostgreSQL store would take an advisory lock on
+        the person (`pg_advisory_xact_lock`) and let other people's decisions run beside."""
+        with self.database.transaction():
+            yield
 
     # -- personalization jobs ----------------------------------------------------------------
 

@@ -12,7 +12,9 @@ The decision itself is the policy's (`AlertPolicy.judge`, docs/alerts.md "Safe d
 the urgent-low floor, the threshold with hysteresis, the snooze and its re-alert while
 glucose keeps falling. Its state (was the alert on, when and at what CGM each kind last
 sounded) is rebuilt from the stored decisions, so a restart or one-at-a-time uploads decide
-as one batch would; one person's batches are decided one at a time. Readings dated past the
+as one batch would; one person's batches are decided one at a time, also across processes
+(the state is read and the decisions stored under the store's write lock,
+`PeopleStore.decisions_of`). Readings dated past the
 clock are not decided here (the caller keeps them out); a backfill also re-decides the
 newest reading and the stored undecided readings whose window had the gap it fills. Each
 decision is stored sealed, with the model's id, hash and kind in the clear.
@@ -188,7 +190,7 @@ class LiveAlerts:
         also re-decides the newest reading: its window may be complete now."""
         if not readings_ms:
             return []
-        with self._person_lock(person_id):
+        with self._person_lock(person_id), self.store.decisions_of(person_id):
             return self._decide(person_id, readings_ms)
 
     def _decide(self, person_id: str, readings_ms: list[int]) -> list[Decision]:

@@ -314,7 +314,14 @@ CANDIDATE = {
         "patient": {"type": "string"},
         "name": {"type": "string"},
         "status": {
-            "enum": ["failed_gates", "not_selected", "pending_review", "approved", "rejected"]
+            "enum": [
+                "failed_gates",
+                "not_selected",
+                "pending_review",
+                "approved",
+                "rejected",
+                "superseded",
+            ]
         },
         "threshold": {"type": "number"},
         "passed_gates": {"type": "boolean"},
