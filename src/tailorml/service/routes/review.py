@@ -369,27 +369,28 @@ def candidate_page(
     )
 
 
-@router.get("/review/candidates/{candidate_id}")
-async def review_candidate(request: Request, service: ServiceDep, candidate_id: int):
+async def shown(request: Request, service: Service, build, subject, template: str):
+    """A signed-in GET of a page about `subject` (a candidate, a patient): `build` gathers
+    its context in a worker thread, with the caller's unit and time zone and the message a
+    redirect named (`?done=`, one of a fixed set)."""
     found = await run_in_threadpool(signed_in, service, request)
     if found is None:
         return to_login()
     caller, session_id = found
     unit, zone = preferences(request)
+    done = pages.done_message(request.query_params.get("done"))
     try:
         context = await run_in_threadpool(
-            candidate_page,
-            service,
-            caller,
-            session_id,
-            candidate_id,
-            unit,
-            zone,
-            pages.done_message(request.query_params.get("done")),
+            build, service, caller, session_id, subject, unit, zone, done
         )
     except AccessDenied as error:
         return no_access(service, caller, session_id, error)
-    return remember(request, page("service_candidate.html.j2", **context), unit, zone)
+    return remember(request, page(template, **context), unit, zone)
+
+
+@router.get("/review/candidates/{candidate_id}")
+async def review_candidate(request: Request, service: ServiceDep, candidate_id: int):
+    return await shown(request, service, candidate_page, candidate_id, "service_candidate.html.j2")
 
 
 NO_COMMENT = (
@@ -505,25 +506,7 @@ def patient_page(
 
 @router.get("/review/patients/{patient}")
 async def review_patient(request: Request, service: ServiceDep, patient: str):
-    found = await run_in_threadpool(signed_in, service, request)
-    if found is None:
-        return to_login()
-    caller, session_id = found
-    unit, zone = preferences(request)
-    try:
-        context = await run_in_threadpool(
-            patient_page,
-            service,
-            caller,
-            session_id,
-            patient,
-            unit,
-            zone,
-            pages.done_message(request.query_params.get("done")),
-        )
-    except AccessDenied as error:
-        return no_access(service, caller, session_id, error)
-    return remember(request, page("service_patient.html.j2", **context), unit, zone)
+    return await shown(request, service, patient_page, patient, "service_patient.html.j2")
 
 
 @router.post("/review/patients/{patient}/rollback")
