@@ -411,3 +411,106 @@ def card_for_page(card: str, person: Person) -> str:
         ),
         card,
     )
+
+
+# -- how an approved model has done since ------------------------------------------------------
+
+FOLLOW_UP_MIN_DAYS = 7  # fewer days of follow-up: figures shown, no judgement
+FOLLOW_UP_MAX_DAYS = 28  # a model approved longer ago is judged on its last 28 days
+
+
+def follow_up(
+    service, caller: Person, person: Person, active, now_ms: int
+) -> dict[str, Any] | None:
+    """How the active personalized model has done since its approval, from the person's own
+    readings and the service's decisions, counted as the offline figures count
+    (`tailorml.alerts`: hypo events from the readings, an alert raised when the service said
+    alert or urgent, a low caught when a decision held hypo in the horizon before it, a
+    false alert when no low came within the horizon and the reading was in range), beside
+    what the candidate showed on held-out data when it was approved. A warning when it does
+    clearly worse: over half again as many false alerts a day (and at least 0.5 more), or a
+    share of lows alerted early 0.2 lower, once there are `FOLLOW_UP_MIN_DAYS` days."""
+    from tailorml.alerts import event_leads, false_alerts, hypo_events
+
+    if active.kind != "personalized" or active.candidate_id is None or not active.created:
+        return None
+    approved_ms = int(datetime.fromisoformat(active.created).timestamp() * 1000)
+    since = max(approved_ms, now_ms - FOLLOW_UP_MAX_DAYS * DAY_MS)  # the page stays quick
+    days = max((now_ms - since) / DAY_MS, 0.0)
+    policy = service.live.policy_of(person.id)
+    entries = service.entries(caller, person.id, int(days * 1440) + 2, since, now_ms, "sgv")
+    points = sorted(
+        (int(e["date"]), float(e["sgv"]))
+        for e in entries
+        if _finite(e.get("sgv")) is not None and e.get("date") is not None
+    )
+    latest: dict[int, dict] = {}
+    for decision in service.alerts(caller, person.id, 100_000, since, now_ms):  # newest first
+        latest.setdefault(int(decision["reading_ms"]), decision)
+    times_ms = np.array([t for t, _ in points], dtype="int64")
+    cgm = np.array([v for _, v in points], dtype=float)
+    times = times_ms.astype("datetime64[ms]").astype("datetime64[ns]")
+    events = hypo_events(
+        times,
+        cgm,
+        policy.hypo_mgdl,
+        policy.sample_minutes,
+        policy.event_min_minutes,
+        policy.event_end_minutes,
+    )
+    decided = [latest.get(int(t), {}) for t in times_ms]
+    hypo = [d.get("kind") == "hypo" or d.get("decision") == "urgent" for d in decided]
+    held = np.array(
+        [
+            h and d.get("decision") in ("alert", "urgent", "snoozed")
+            for h, d in zip(hypo, decided, strict=True)
+        ],
+        dtype=bool,
+    )
+    raised = np.array(
+        [
+            h and d.get("decision") in ("alert", "urgent")
+            for h, d in zip(hypo, decided, strict=True)
+        ],
+        dtype=bool,
+    )
+    leads = event_leads(events, times, held, policy.horizon_minutes)
+    horizon = np.timedelta64(policy.horizon_minutes, "m")
+    in_low = np.array(
+        [any(e.start - horizon <= t <= e.end for e in events) for t in times], dtype=bool
+    )
+    false = false_alerts(raised, in_low, cgm, policy.hypo_mgdl)
+    evaluable = leads[~np.isnan(leads)]
+    shown = {
+        "days": days,
+        "whole": since == approved_ms,  # False: only the last FOLLOW_UP_MAX_DAYS days
+        "lows": len(events),
+        "caught": int((evaluable >= 0).sum()),
+        "early": int((evaluable >= policy.useful_lead_minutes).sum()),
+        "missed": int((evaluable < 0).sum()),
+        "alerts_per_day": float(raised.sum()) / days if days else None,
+        "false_per_day": float(false.sum()) / days if days else None,
+    }
+    approved = service.registry.candidate(active.candidate_id).metrics
+    shown["approved_false_per_day"] = _finite(approved.get("false_alerts_per_day"))
+    shown["approved_early"] = _finite(approved.get("hypo_sensitivity_early"))
+    shown["early_share"] = shown["early"] / len(evaluable) if len(evaluable) else None
+    shown["warnings"] = _follow_up_warnings(shown) if days >= FOLLOW_UP_MIN_DAYS else []
+    shown["too_short"] = days < FOLLOW_UP_MIN_DAYS
+    return shown
+
+
+def _follow_up_warnings(shown: dict[str, Any]) -> list[str]:
+    warnings = []
+    then, now = shown["approved_false_per_day"], shown["false_per_day"]
+    if then is not None and now is not None and now > 1.5 * then and now - then >= 0.5:
+        warnings.append(
+            f"{now:.2f} false alarms a day since approval, against {then:.2f} on held-out data"
+        )
+    then, now = shown["approved_early"], shown["early_share"]
+    if then is not None and now is not None and now < then - 0.2:
+        warnings.append(
+            f"{share(now)} of lows alerted early since approval, against {share(then)} on "
+            "held-out data"
+        )
+    return warnings

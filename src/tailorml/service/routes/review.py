@@ -495,6 +495,7 @@ def patient_page(
         jobs=service.store.jobs(person.id)[:3],
         session=service.registry.latest_session(person.id),
         context=pages.patient_context(service, caller, person, unit, zone),
+        follow_up=pages.follow_up(service, caller, person, active, service.live.now_ms()),
         zones=pages.zones(),
         here=f"/review/patients/{person.id}",
         confirm=confirm,
