@@ -190,6 +190,30 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers or {}, timeout=30.0)
 
 
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, trained) -> ServiceData:
+    """A data directory of this test module's own (a module may define its own `made`)."""
+    return make_service_data(tmp_path_factory.mktemp("service"), trained)
+
+
+@pytest.fixture(scope="module")
+def app(made):
+    """(client, service): the app in this process on `made`, without the job runner; a
+    server error is an answer (not raised) and a redirect is not followed, so tests see
+    exactly what an uploader would."""
+    from fastapi.testclient import TestClient
+
+    from tailorml.service.app import create_app
+    from tailorml.service.core import Service
+    from tailorml.service.crypto import ServerKey
+
+    service = Service(made.data, ServerKey.load(made.key_file, made.data))
+    with TestClient(
+        create_app(service, run_jobs=False), raise_server_exceptions=False, follow_redirects=False
+    ) as client:
+        yield client, service
+
+
 @pytest.fixture(scope="session")
 def service_data(tmp_path_factory, trained) -> ServiceData:
     return make_service_data(tmp_path_factory.mktemp("service"), trained)

@@ -6,26 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
-from tests.service.conftest import make_service_data
-
-from tailorml.service.app import create_app
-from tailorml.service.core import Service
-from tailorml.service.crypto import ServerKey
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory, trained):
-    return make_service_data(tmp_path_factory.mktemp("long-numbers"), trained)
-
-
-@pytest.fixture(scope="module")
-def app(made):
-    service = Service(made.data, ServerKey.load(made.key_file, made.data))
-    with TestClient(
-        create_app(service, run_jobs=False), raise_server_exceptions=False, follow_redirects=False
-    ) as client:
-        yield client, service
 
 
 def refused(answer) -> dict:
