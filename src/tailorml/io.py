@@ -216,3 +216,29 @@ def fingerprint(data: Any) -> str:
     """A stable hash of JSON-able data (configs), to tell whether cached work still applies."""
     text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class InflatesTooLarge(ValueError):
+    """Gzip data that inflates beyond the caller's limit (a gzip bomb, or too much data)."""
+
+
+def bounded_gunzip(data: bytes, limit: int) -> bytes:
+    """Gzip `data` inflated, never to more than `limit` bytes: each member is inflated with
+    an output bound, so a small input that would inflate to gigabytes stops at the limit
+    (`InflatesTooLarge`); members one after another are joined, as gzip does. Data that ends
+    before its end-of-stream marker is an `EOFError`, data that is no gzip a `zlib.error`.
+    The one bounded inflater of the service's bodies and the importers' files."""
+    import zlib
+
+    parts, size, rest = [], 0, data
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        part = inflater.decompress(rest, limit + 1 - size)
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise InflatesTooLarge(f"inflates to more than {limit:,} bytes")
+        if not inflater.eof:
+            raise EOFError("compressed data ended before the end-of-stream marker")
+        parts.append(part)
+        rest = inflater.unused_data
+    return b"".join(parts)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from tailorml.io import InflatesTooLarge, bounded_gunzip
 from tailorml.registry.people import Person
 from tailorml.service import nightscout
 from tailorml.service import openapi as api
@@ -133,25 +134,16 @@ def decoded(body: bytes, encoding: str | None, limit: int = nightscout.MAX_BODY_
         raise UnsupportedEncoding(
             f"Content-Encoding {shown!r} is not supported; send gzip or no encoding"
         )
-    out, data = [], body
-    size = 0
     try:
-        while data:  # gzip members one after another form one stream
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            chunk = inflater.decompress(data, limit + 1 - size)
-            size += len(chunk)
-            if size > limit or inflater.unconsumed_tail:
-                raise TooLarge(
-                    f"body exceeds {limit:,} bytes once decoded (gzip); send fewer records "
-                    "per request"
-                )
-            if not inflater.eof:
-                raise PayloadError("body: the gzip data ends early; send the whole body")
-            out.append(chunk)
-            data = inflater.unused_data
+        return bounded_gunzip(body, limit)
+    except InflatesTooLarge:
+        raise TooLarge(
+            f"body exceeds {limit:,} bytes once decoded (gzip); send fewer records per request"
+        ) from None
+    except EOFError:
+        raise PayloadError("body: the gzip data ends early; send the whole body") from None
     except zlib.error:
         raise PayloadError("body: Content-Encoding is gzip but the body is no gzip data") from None
-    return b"".join(out)
 
 
 async def authenticated_json(

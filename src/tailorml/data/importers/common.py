@@ -51,7 +51,7 @@ from tailorml.data.cohort import MMOL_TO_MGDL
 from tailorml.data.grid import place_readings, sum_events
 from tailorml.data.schema import ARTEFACT_BELOW_MGDL, SENSOR_HIGH_MGDL, SENSOR_LOW_MGDL
 from tailorml.errors import CohortError
-from tailorml.io import text_encoding
+from tailorml.io import InflatesTooLarge, bounded_gunzip, text_encoding
 
 # Dexcom G6/G7 and FreeStyle Libre 2/3 report 40-400 mg/dL; outside it the device says
 # Low/High (LO/HI) instead of a number.
@@ -240,21 +240,12 @@ def gunzip(data: bytes, name: str) -> bytes:
     try:
         # inflated with a bound: a small file that inflates to gigabytes (a gzip bomb) is
         # refused before it fills the memory; members written one after another are joined
-        parts, size, rest = [], 0, data
-        while rest:
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            part = inflater.decompress(rest, MAX_IMPORT_BYTES + 1 - size)
-            size += len(part)
-            if size > MAX_IMPORT_BYTES or inflater.unconsumed_tail:
-                raise CohortError(
-                    f"{name}: inflates to more than {MAX_IMPORT_BYTES:,} bytes, more than an "
-                    "export holds; check the file"
-                )
-            if not inflater.eof:
-                raise EOFError("compressed file ended before the end-of-stream marker")
-            parts.append(part)
-            rest = inflater.unused_data
-        return b"".join(parts)
+        return bounded_gunzip(data, MAX_IMPORT_BYTES)
+    except InflatesTooLarge:
+        raise CohortError(
+            f"{name}: inflates to more than {MAX_IMPORT_BYTES:,} bytes, more than an export "
+            "holds; check the file"
+        ) from None
     except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
         raise CohortError(
             f"{name}: not a readable gzip file ({error}); check it with `gzip -t`, or import "
