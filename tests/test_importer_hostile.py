@@ -193,6 +193,20 @@ def test_a_generic_csv_with_a_repeated_column_or_blank_ids_is_refused(tmp_path):
         import_cohort([blank], tmp_path / "b.parquet", format="csv", salt="s", csv_options=options)
 
 
+@pytest.mark.parametrize(
+    "cell", ["9999-12-31 23:59:59", "0001-01-01 00:00:00", "-2024-03-04 00:00:00", "-1"]
+)
+def test_a_time_cell_far_out_of_range_is_named_not_a_traceback(tmp_path, cell):
+    rows = [f"2024-01-05 {h:02d}:{m:02d},{100 + m}" for h in range(8, 20) for m in range(0, 60, 5)]
+    rows[99] = f"{cell},120"
+    path = tmp_path / "far.csv"
+    path.write_text("time,cgm\n" + "\n".join(rows) + "\n")
+    with pytest.raises(
+        CohortError, match=r"column 'time' has a value that is not a time \(data row 100"
+    ):
+        import_cohort([path], tmp_path / "far.parquet", format="csv", salt="s")
+
+
 def test_an_id_read_from_a_cell_is_described_never_quoted(tmp_path):
     # a person's name in the id column, with a single reading: the error says what is wrong
     # with that person without echoing the cell (it can be a name)

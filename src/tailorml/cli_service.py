@@ -108,6 +108,8 @@ def register_predefined_run(data: Path, run: Path) -> str:
     return record.sha256
 
 
+MAX_WORKERS = 64  # each API process holds ~480 MB: 100,000 of them forked until the OOM killer
+
 LogLevelOption = Annotated[
     str,
     typer.Option(
@@ -158,8 +160,10 @@ def serve(
         int,
         typer.Option(
             min=1,
-            help="API processes on this port (uvicorn workers; a dead one is restarted). One "
-            "person's readings are still decided in order, through the database.",
+            max=MAX_WORKERS,
+            help="API processes on this port (uvicorn workers; a dead one is restarted; each "
+            "holds about 480 MB). One person's readings are still decided in order, through "
+            "the database.",
         ),
     ] = 1,
 ) -> None:

@@ -23,7 +23,7 @@ from tailorml.io import InflatesTooLarge, bounded_gunzip
 from tailorml.registry.people import Person
 from tailorml.service import nightscout
 from tailorml.service import openapi as api
-from tailorml.service.auth import resolve
+from tailorml.service.auth import AuthError, resolve
 from tailorml.service.core import Service
 from tailorml.service.errors import Disconnected, TooLarge, TooSlow, UnsupportedEncoding
 from tailorml.service.nightscout import PayloadError
@@ -46,6 +46,8 @@ ServiceDep = Annotated[Service, Depends(service_of)]
 
 
 def caller_of(service: Service, request: Request) -> Person:
+    if len(request.query_params.getlist("token")) > 1:  # the last one silently won
+        raise AuthError("give one token; this request has several ?token= parameters")
     person = resolve(
         service.store,
         api_secret=request.headers.get("api-secret"),

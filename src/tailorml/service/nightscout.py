@@ -165,6 +165,9 @@ def _text(record, key, where, limit) -> str | None:
     return value
 
 
+CALENDAR_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
 def parse_time_ms(value: Any, where: str) -> int:
     """Epoch milliseconds from a number or an ISO 8601 string with an offset (or Z)."""
     if isinstance(value, bool):
@@ -179,6 +182,14 @@ def parse_time_ms(value: Any, where: str) -> int:
             raise PayloadError(f"{where}: {shown} is before 2000 or more than a day in the future")
         stamp = int(value)
     elif isinstance(value, str) and len(value) <= 64:
+        # a calendar date and a time, as uploaders write them: Python also reads week and
+        # ordinal dates (2026-W48-5), which the importers (pandas) do not, so a stored one
+        # would make every later personalization of the person fail
+        if not CALENDAR_TIME.match(value.strip()):
+            raise PayloadError(
+                f"{where}: {value[:40]!r} is not an ISO 8601 date and time "
+                "(YYYY-MM-DDThh:mm:ss with Z or +hh:mm)"
+            )
         try:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:

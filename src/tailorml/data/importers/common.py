@@ -447,6 +447,10 @@ def egv_values(
     return to_mgdl(numeric, unit, name, column, fix).where(code_values.isna(), code_values)
 
 
+EARLIEST_PARSED = pd.Timestamp("1900-01-01")  # before: not a CGM reading's time
+LATEST_PARSED = pd.Timestamp("2200-01-01")
+
+
 def wall_times(stamps: pd.Series, dayfirst: bool = False) -> pd.Series:
     """Parse times; a time with an offset keeps its wall-clock part (local time). ISO 8601
     (year first) is never read day-first, whatever `dayfirst` says."""
@@ -460,10 +464,13 @@ def wall_times(stamps: pd.Series, dayfirst: bool = False) -> pd.Series:
             index=stamps.index,
         )
         parsed = parsed.map(lambda t: t.tz_localize(None) if t is not pd.NaT and t.tzinfo else t)
-        return pd.to_datetime(parsed)
+        parsed = pd.to_datetime(parsed)
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_localize(None)
-    return parsed
+    # a year like 9999 or -1 parses (microsecond precision) but is no reading's time, and
+    # would overflow the nanosecond times the cohort keeps: such a cell is not a time
+    outside = (parsed < EARLIEST_PARSED) | (parsed > LATEST_PARSED)
+    return parsed.mask(outside).astype("datetime64[ns]")
 
 
 def person_key_from_name(name: str) -> str:

@@ -22,6 +22,11 @@ async def me(request: Request, service: ServiceDep):
 
 @router.get("/api/v1/people/me/export", **api.EXPORT)
 async def export(request: Request, service: ServiceDep):
+    if "patient" in request.query_params:  # a clinician got their own, empty export
+        raise PayloadError(
+            "patient: the export is the caller's own data only; a patient exports theirs "
+            "(a clinician reads a patient's data through the other routes with ?patient=)"
+        )
     return await call(service, request, service.export)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import unicodedata
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Request
@@ -271,6 +272,14 @@ async def review_list(request: Request, service: ServiceDep):
     )
 
 
+def written(text: str) -> str:
+    """A comment or reason as typed, or "" when it holds nothing to read: white space and
+    invisible format characters (a zero-width space) only."""
+    text = text.strip()
+    visible = any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
+    return text if visible else ""
+
+
 def preferences(request: Request) -> tuple[str, str]:
     """The glucose unit and time zone of the pages: from the query string when it names
     them (then remembered in cookies), else from the cookies, else mg/dL and UTC."""
@@ -409,7 +418,7 @@ async def decide(request: Request, service: ServiceDep, candidate_id: int):
     caller, session_id, form = checked
     unit, zone = preferences(request)
     decision = form.get("decision", "")
-    comment = form.get("comment", "").strip()
+    comment = written(form.get("comment", ""))
 
     def again(message: str, status: int = 400, confirm: dict | None = None):
         return run_in_threadpool(
@@ -519,7 +528,7 @@ async def roll_back(request: Request, service: ServiceDep, patient: str):
         return checked
     caller, session_id, form = checked
     unit, zone = preferences(request)
-    reason = form.get("reason", "").strip()
+    reason = written(form.get("reason", ""))
 
     def again(message, status=400, confirm=None):
         return run_in_threadpool(
