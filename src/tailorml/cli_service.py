@@ -183,11 +183,8 @@ def serve(
     if predefined is not None:
         digest = register_predefined_run(data, predefined)
         console.print(f"Predefined model {digest[:12]} registered from {predefined}.")
-    if config is not None:
-        from tailorml.config import load_config
-
-        load_config(config)  # a bad config fails now, not in the first job
-    service = Service(data, server_key, config.resolve() if config else None, durability, he_model)
+    jobs_file = jobs_config(config)
+    service = Service(data, server_key, jobs_file, durability, he_model)
     console.print(
         f"tailorml service on http://{host}:{port} · data {data} · review page "
         f"http://{host}:{port}/review · Ctrl-C stops it"
@@ -212,7 +209,7 @@ def serve(
         {
             "data": str(data.resolve()),
             "key_file": str(key_file.resolve()) if key_file else None,
-            "config": str(config.resolve()) if config else None,
+            "config": str(jobs_file) if jobs_file else None,
             "durability": durability,
             "he_model": str(Path(he_model).resolve()) if he_model else None,
             "jobs": jobs,
@@ -247,6 +244,17 @@ def app_from_environment():
     return create_app(service, run_jobs=settings["jobs"])
 
 
+def jobs_config(config: Path | None) -> Path | None:
+    """The jobs' config file, checked now (a bad one fails at start, not in the first job),
+    as an absolute path (job processes run elsewhere)."""
+    if config is None:
+        return None
+    from tailorml.config import load_config
+
+    load_config(config)
+    return config.resolve()
+
+
 def worker(
     data: DataOption,
     key_file: KeyOption = None,
@@ -271,11 +279,7 @@ def worker(
             f"`tailorml serve --data {data} --predefined RUN`"
         )
     server_key = ServerKey.load(key_file, data)
-    if config is not None:
-        from tailorml.config import load_config
-
-        load_config(config)  # a bad config fails now, not in the first job
-    runner = Service(data, server_key, config.resolve() if config else None).jobs
+    runner = Service(data, server_key, jobs_config(config)).jobs
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: runner.stop())
     console.print(f"tailorml worker on {data} · personalization jobs · Ctrl-C stops it")

@@ -144,7 +144,6 @@ class Lease:
 
     def __init__(self, store: PeopleStore, job_id: int, owner: str, seconds: float) -> None:
         self.store, self.job_id, self.owner, self.seconds = store, job_id, owner, seconds
-        self.lost = threading.Event()
         self._recording = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)
@@ -167,7 +166,6 @@ class Lease:
             try:
                 self.store.renew_lease(self.job_id, self.owner, self.seconds)
             except LeaseLost as error:
-                self.lost.set()
                 if self._recording.acquire(blocking=False):  # not recording: stop now
                     print(f"{error}; stopping", file=sys.stderr, flush=True)
                     os._exit(LEASE_LOST_EXIT)

@@ -322,6 +322,22 @@ def glucose_figure(
     return to_png(figure)
 
 
+def readings_between(
+    service, caller: Person, person: Person, since: int, until: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The person's CGM readings in [since, until] (epoch ms, mg/dL) in time order, opened
+    with their data key through the Service, which records the read."""
+    count = (until - since) // 60_000 + 2  # more than a reading a minute never happens
+    entries = service.entries(caller, person.id, count, since, until, "sgv")
+    points = sorted(
+        (int(e["date"]), float(e["sgv"]))
+        for e in entries
+        if _finite(e.get("sgv")) is not None and e.get("date") is not None
+    )
+    times = np.array([t for t, _ in points], dtype="int64")
+    return times, np.array([v for _, v in points], dtype=float)
+
+
 def patient_context(
     service, caller: Person, person: Person, unit: str, zone: str, days: int = CONTEXT_DAYS
 ) -> dict[str, Any]:
@@ -332,14 +348,7 @@ def patient_context(
     until = service.live.now_ms()
     since = until - days * DAY_MS
     policy = service.live.policy_of(person.id)
-    entries = service.entries(caller, person.id, days * 1440 + 1, since, until, "sgv")
-    points = sorted(
-        (int(e["date"]), float(e["sgv"]))
-        for e in entries
-        if _finite(e.get("sgv")) is not None and e.get("date") is not None
-    )
-    times = np.array([t for t, _ in points], dtype="int64")
-    cgm = np.array([v for _, v in points], dtype=float)
+    times, cgm = readings_between(service, caller, person, since, until)
     metrics = consensus(times, cgm, policy.sample_minutes)
     found = service.alerts(caller, person.id, 5000, since, until)
     sounding = [a for a in found if a.get("decision") in ("alert", "urgent")]
@@ -347,7 +356,7 @@ def patient_context(
         "days": days,
         "unit": unit,
         "zone": zone,
-        "readings": len(points),
+        "readings": len(times),
         "sample_minutes": policy.sample_minutes,
         # of the whole period's slots (the metrics' own sufficiency spans first to last)
         "coverage": min(
@@ -363,7 +372,7 @@ def patient_context(
         "high_180": f"{glucose(HIGH, unit)} {unit}",
         "high_250": f"{glucose(250, unit)} {unit}",
         "figure": image_uri(glucose_figure(times, cgm, zone, unit, since, until))
-        if len(points)
+        if len(times)
         else None,
         "alerts_per_day": len(sounding) / days,
         "alerts": [
@@ -430,7 +439,7 @@ def follow_up(
     what the candidate showed on held-out data when it was approved. A warning when it does
     clearly worse: over half again as many false alerts a day (and at least 0.5 more), or a
     share of lows alerted early 0.2 lower, once there are `FOLLOW_UP_MIN_DAYS` days."""
-    from tailorml.alerts import event_leads, false_alerts, hypo_events
+    from tailorml.alerts import event_leads, false_alerts
 
     if active.kind != "personalized" or active.candidate_id is None or not active.created:
         return None
@@ -438,42 +447,18 @@ def follow_up(
     since = max(approved_ms, now_ms - FOLLOW_UP_MAX_DAYS * DAY_MS)  # the page stays quick
     days = max((now_ms - since) / DAY_MS, 0.0)
     policy = service.live.policy_of(person.id)
-    entries = service.entries(caller, person.id, int(days * 1440) + 2, since, now_ms, "sgv")
-    points = sorted(
-        (int(e["date"]), float(e["sgv"]))
-        for e in entries
-        if _finite(e.get("sgv")) is not None and e.get("date") is not None
-    )
+    times_ms, cgm = readings_between(service, caller, person, since, now_ms)
     latest: dict[int, dict] = {}
     for decision in service.alerts(caller, person.id, 100_000, since, now_ms):  # newest first
         latest.setdefault(int(decision["reading_ms"]), decision)
-    times_ms = np.array([t for t, _ in points], dtype="int64")
-    cgm = np.array([v for _, v in points], dtype=float)
     times = times_ms.astype("datetime64[ms]").astype("datetime64[ns]")
-    events = hypo_events(
-        times,
-        cgm,
-        policy.hypo_mgdl,
-        policy.sample_minutes,
-        policy.event_min_minutes,
-        policy.event_end_minutes,
-    )
+    events = policy.hypo_events(times, cgm)
     decided = [latest.get(int(t), {}) for t in times_ms]
-    hypo = [d.get("kind") == "hypo" or d.get("decision") == "urgent" for d in decided]
-    held = np.array(
-        [
-            h and d.get("decision") in ("alert", "urgent", "snoozed")
-            for h, d in zip(hypo, decided, strict=True)
-        ],
-        dtype=bool,
-    )
-    raised = np.array(
-        [
-            h and d.get("decision") in ("alert", "urgent")
-            for h, d in zip(hypo, decided, strict=True)
-        ],
-        dtype=bool,
-    )
+    decision = np.array([d.get("decision") for d in decided], dtype=object)
+    kind = np.array([d.get("kind") for d in decided], dtype=object)
+    hypo = (kind == "hypo") | (decision == "urgent")
+    held = hypo & np.isin(decision, ["alert", "urgent", "snoozed"])
+    raised = hypo & np.isin(decision, ["alert", "urgent"])
     leads = event_leads(events, times, held, policy.horizon_minutes)
     horizon = np.timedelta64(policy.horizon_minutes, "m")
     in_low = np.array(
