@@ -74,9 +74,10 @@ class Teacher:
 class GlobalTraining:
     """Everything fitting the predefined model needs besides the data: THE recipe, the
     alert policy the model will decide by (its threshold is re-chosen on the validation
-    parts for `false_alerts_per_day` unless `choose_threshold` is False), the network, the seed, which training windows
-    (every `window_stride`-th), how early-warning windows weigh, how the checkpoint is kept,
-    the sensor error robust training defends against, and an optional teacher."""
+    parts for `false_alerts_per_day` unless `choose_threshold` is False), the network, the
+    seed, which training windows (every `window_stride`-th), how early-warning windows
+    weigh, how the checkpoint is kept, the sensor error robust training defends against,
+    and an optional teacher."""
 
     recipe: Recipe
     policy: AlertPolicy
