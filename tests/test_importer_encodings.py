@@ -47,7 +47,7 @@ def test_a_windows_1252_libreview_export_with_degrees_in_notes(tmp_path):
         "Device,Serial Number,Device Timestamp,Record Type,Historic Glucose mg/dL,Notes",
     ]
     rows += [
-        f"FreeStyle,A1,03-04-2024 08:{15 * i:02d},0,{100 + i},38\xb0C caf\xe9" for i in range(4)
+        f"FreeStyle,A1,13-04-2024 08:{15 * i:02d},0,{100 + i},38\xb0C caf\xe9" for i in range(4)
     ]
     result = run(tmp_path, "libre.csv", ("\r\n".join(rows) + "\r\n").encode("cp1252"))
     assert readings(result) == [100, 101, 102, 103]

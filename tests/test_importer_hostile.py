@@ -77,7 +77,7 @@ LIBRE = (
 
 def libre_rows(count=8):
     return [
-        f"L,A,05-01-2024 {8 + i // 4:02d}:{15 * (i % 4):02d},0,{100 + i},,," for i in range(count)
+        f"L,A,13-01-2024 {8 + i // 4:02d}:{15 * (i % 4):02d},0,{100 + i},,," for i in range(count)
     ]
 
 
@@ -88,12 +88,12 @@ def test_a_libreview_timestamp_header_with_a_suffix_is_read(tmp_path):
 
 def test_libreview_counts_add_up_for_odd_record_types_and_amounts(tmp_path):
     odd = [
-        "L,A,05-01-2024 09:00,0.5,120,,,",
-        "L,A,05-01-2024 09:00,-1,120,,,",
-        "L,A,05-01-2024 09:00,99,120,,,",
-        "L,A,05-01-2024 08:20,4,,,-5,",
-        "L,A,05-01-2024 08:25,4,,,abc,",
-        "L,A,05-01-2024 08:35,5,,,,-20",
+        "L,A,13-01-2024 09:00,0.5,120,,,",
+        "L,A,13-01-2024 09:00,-1,120,,,",
+        "L,A,13-01-2024 09:00,99,120,,,",
+        "L,A,13-01-2024 08:20,4,,,-5,",
+        "L,A,13-01-2024 08:25,4,,,abc,",
+        "L,A,13-01-2024 08:35,5,,,,-20",
         "L,A,,0,130,,,",
     ]
     text = LIBRE.format(stamp="Device Timestamp") + "\n".join(libre_rows() + odd) + "\n"

@@ -192,7 +192,9 @@ def test_libreview_us_and_eu_round_trip_on_a_15_minute_grid(tmp_path):
     us = write(tmp_path, "us.csv", libre(historic, food=food, insulin=insulin, us=True))
     eu = write(tmp_path, "eu.csv", libre(historic, food=food, insulin=insulin, us=False))
     for path in (us, eu):
-        result = import_cohort([path], tmp_path / f"{path.stem}.parquet", salt="s")
+        # one day of 24-hour 05-01-2024 reads 5 January or 1 May: the option says which
+        options = {"csv_options": {"dayfirst": True}} if path == eu else {}
+        result = import_cohort([path], tmp_path / f"{path.stem}.parquet", salt="s", **options)
         assert result.metadata["sample_minutes"] == 15
         assert same(grid(result), expected)
         assert result.frame["time"].iloc[1] == pd.Timestamp(T0 + 3 * FIVE)

@@ -18,6 +18,7 @@ HEADER = (
 )
 T0 = datetime(2024, 3, 4, 8, 0)  # 4 March: day and month both <= 12
 FIFTEEN = timedelta(minutes=15)
+DAYFIRST = {"dayfirst": True}  # --dayfirst
 
 
 def libre_file(values, unit="mg/dL", sep=",", stamp="%d-%m-%Y %H:%M", decimal=".", food=()):
@@ -35,6 +36,7 @@ def libre_file(values, unit="mg/dL", sep=",", stamp="%d-%m-%Y %H:%M", decimal=".
 
 
 def imported(tmp_path, text, **options):
+    """Import `text`; an hour of 4 March reads 3 April too, so short files say day-first."""
     path = tmp_path / "libre.csv"
     path.write_text(text)
     return import_cohort([path], tmp_path / "out.parquet", salt="s", **options)
@@ -43,7 +45,7 @@ def imported(tmp_path, text, **options):
 def test_a_semicolon_export_with_decimal_commas_in_mmol(tmp_path):
     mmol = [6.7, 5.5, 4.2, 3.9, 7.1]
     text = libre_file(mmol, unit="mmol/L", sep=";", decimal=",", food=[(T0 + FIFTEEN, 12.5)])
-    result = imported(tmp_path, text)
+    result = imported(tmp_path, text, csv_options=DAYFIRST)
     assert np.allclose(result.frame["cgm"], np.array(mmol) * 18.016)
     assert result.notes["decimal_commas_read"] == 6  # five readings and one meal
     assert result.frame["cho"].tolist() == [0, 12.5, 0, 0, 0]
@@ -52,14 +54,14 @@ def test_a_semicolon_export_with_decimal_commas_in_mmol(tmp_path):
 
 def test_quoted_decimal_commas_in_a_comma_file_are_read_not_lost(tmp_path):
     text = libre_file([6.7, 5.5, 4.2], unit="mmol/L", sep=",", decimal=",")
-    result = imported(tmp_path, text)
+    result = imported(tmp_path, text, csv_options=DAYFIRST)
     assert result.frame["cgm"].notna().all()
     assert result.notes["decimal_commas_read"] == 3
 
 
 def test_an_unreadable_glucose_value_is_counted(tmp_path):
     text = libre_file([120, 130, 140]).replace(",130,", ",13O,")  # a letter O
-    result = imported(tmp_path, text)
+    result = imported(tmp_path, text, csv_options=DAYFIRST)
     assert result.notes["unreadable_glucose_values"] == 1
 
 

@@ -1521,8 +1521,9 @@ def cohort_import(
         bool | None,
         typer.Option(
             "--dayfirst/--monthfirst",
-            help="Generic CSV: read 05/01/2024 as 5 January (--dayfirst) or May 1 "
-            "(--monthfirst); required when the dates read both ways.",
+            help="Generic CSV and LibreView: read 05/01/2024 as 5 January (--dayfirst) or "
+            "May 1 (--monthfirst); required when the dates read both ways and their order "
+            "does not tell.",
         ),
     ] = None,
     carbs_column: Annotated[str | None, typer.Option(help="Generic CSV: carbs (g).")] = None,

@@ -114,7 +114,10 @@ def parse_file(
     if chosen == "dexcom":
         return dexcom.parse(path, out_of_range=out_of_range)
     if chosen == "libreview":
-        return libreview.parse(path, out_of_range=out_of_range, scans=libre_scans)
+        dayfirst = (csv_options or {}).get("dayfirst")  # --dayfirst/--monthfirst
+        return libreview.parse(
+            path, out_of_range=out_of_range, scans=libre_scans, dayfirst=dayfirst
+        )
     if chosen == "nightscout":
         return nightscout.parse(path, timezone=timezone)
     if chosen == "ohio":

@@ -21,8 +21,10 @@ saved model's sampling interval decides).
 
 Dates: US exports write `MM-DD-YYYY hh:mm AM`, EU exports `DD-MM-YYYY HH:MM`; the format
 that parses every row is used (AM/PM means US; where day-first and month-first both parse,
-the historic readings' 15-minute order decides), also `YYYY-MM-DD HH:MM` and slashed/dotted
-variants. Semicolon files with decimal commas (Excel in EU locales) are read too. Time is
+`--dayfirst`/`--monthfirst` decides, else the historic readings' 15-minute order, else the
+file is refused naming those options), also `YYYY-MM-DD HH:MM` and slashed/dotted
+variants. Semicolon files with decimal commas (Excel in EU locales) and tab-separated
+files are read too. Time is
 the reader's/phone's local wall time, kept as is: in the repeated autumn hour, two readings
 falling in one slot keep the first (counted); the skipped spring hour has no readings.
 
@@ -39,6 +41,7 @@ import pandas as pd
 
 from tailorml.data.importers.common import (
     SENSOR_CODE_WORDS,
+    SEPARATOR_NAMES,
     ImportedReadings,
     OutOfRange,
     amounts_of,
@@ -49,6 +52,7 @@ from tailorml.data.importers.common import (
     read_source,
     readings_frame,
     sensor_codes,
+    split_fields,
     to_mgdl,
     value_shape,
 )
@@ -64,7 +68,16 @@ _DATE_FORMATS = (
     "%d.%m.%Y %H:%M",
     "%Y-%m-%d %H:%M",
     "%m-%d-%Y %H:%M",
+    "%m/%d/%Y %H:%M",
 )
+# which formats read day-first (True) and month-first (False): the --dayfirst/--monthfirst
+# option rules out the other order (year-first fits either)
+_ORDERS = {
+    True: frozenset(("%d-%m-%Y %H:%M", "%d/%m/%Y %H:%M", "%d.%m.%Y %H:%M")),
+    False: frozenset(
+        ("%m-%d-%Y %I:%M %p", "%m/%d/%Y %I:%M %p", "%m-%d-%Y %H:%M", "%m/%d/%Y %H:%M")
+    ),
+}
 _GLUCOSE = re.compile(r"^(Historic|Scan) Glucose[ (]*(mg/dL|mmol/L)\)?$", re.IGNORECASE)
 
 
@@ -81,8 +94,13 @@ def sniff(text: str) -> bool:
 
 
 def parse(
-    source: str | Path, out_of_range: OutOfRange = "limits", scans: str = "ignore"
+    source: str | Path,
+    out_of_range: OutOfRange = "limits",
+    scans: str = "ignore",
+    dayfirst: bool | None = None,
 ) -> ImportedReadings:
+    """One LibreView export; `dayfirst` (the --dayfirst/--monthfirst option) reads
+    ambiguous dates that way instead of by the readings' order."""
     text, name, digest = read_source(source)
     lines = text.splitlines()
     header = _header_index(lines)
@@ -91,8 +109,9 @@ def parse(
             f"{name}: not a LibreView CSV (no 'Device Timestamp' and 'Record Type' header in "
             f"the first 5 lines; {line_shape(text)})"
         )
-    # Excel in EU locales saves with semicolons (and decimal commas, read below)
-    separator = ";" if lines[header].count(";") > lines[header].count(",") else ","
+    # Excel in EU locales saves with semicolons (and decimal commas, read below), "Text
+    # (tab-delimited)" with tabs: the header line's own separator is the file's
+    _, separator = split_fields(lines[header])
     try:
         frame = pd.read_csv(
             io.StringIO("\n".join(lines[header:])),
@@ -113,8 +132,8 @@ def parse(
         found = next((c for c in frame.columns if c.lower().startswith(needed)), None)
         if found is None:
             raise CohortError(
-                f"{name}: LibreView CSV without a {needed.title()!r} column; its header has "
-                f"{columns_shape(frame.columns)}"
+                f"{name}: LibreView CSV without a {needed.title()!r} column; its header, read "
+                f"as {SEPARATOR_NAMES[separator]}-separated, has {columns_shape(frame.columns)}"
             )
         columns[needed] = found
     record = pd.to_numeric(frame[columns["record type"]], errors="coerce")
@@ -131,7 +150,8 @@ def parse(
             f"{name}: LibreView CSV without a 'Historic Glucose mg/dL' or '... mmol/L' column; "
             f"its header has {columns_shape(frame.columns)}"
         )
-    times, date_format = _times(frame[columns["device timestamp"]], record == HISTORIC, name)
+    stamps = frame[columns["device timestamp"]]
+    times, date_format = _times(stamps, record == HISTORIC, name, dayfirst)
 
     def values(rows: pd.Series, column: str) -> pd.Series:
         raw = frame.loc[rows, column].str.strip()
@@ -195,43 +215,73 @@ def parse(
             "libre_scans": scans,
             "separator": separator,
             "date_format": date_format,
+            "dayfirst_option": dayfirst,
         },
         native_minutes=15,
         sha256=digest,
     )
 
 
-def _times(column: pd.Series, historic: pd.Series, name: str) -> tuple[pd.Series, str]:
-    """The rows' times under the one date format that reads every row, and that format.
+def _times(
+    column: pd.Series, historic: pd.Series, name: str, dayfirst: bool | None = None
+) -> tuple[pd.Series, str]:
+    """The rows' times under the one date reading that fits every row, and its format.
 
-    A 24-hour file whose days are all <= 12 reads both day-first and month-first; then the
-    historic readings' order decides: LibreView writes them every 15 minutes in time order,
-    so the right format puts consecutive ones minutes apart and the wrong one weeks apart."""
+    A 24-hour file whose days are all <= 12 reads both day-first and month-first. The
+    option (`--dayfirst`/`--monthfirst`) decides when given; else the historic readings'
+    order does: LibreView writes them every 15 minutes in time order, so the right reading
+    travels the least time from row to row (minutes) and the wrong one jumps weeks. Where
+    both travel as far (a file of one day, or rows without order) it cannot be told and
+    the file is refused, naming the option, rather than read one way silently."""
     stamps = column.str.strip()
     present = stamps[stamps != ""]
-    readable = []
+    readable = {}
     for pattern in _DATE_FORMATS:
         parsed = pd.to_datetime(present, format=pattern, errors="coerce")
         if len(present) and parsed.notna().all():
-            readable.append(pattern)
+            readable[pattern] = parsed
+    example = value_shape(present.iloc[0]) if len(present) else "none"
     if not readable:
-        example = value_shape(present.iloc[0]) if len(present) else "none"
         raise CohortError(
             f"{name}: LibreView 'Device Timestamp' values (e.g. {example}) do not all match "
             "one of the US (01-05-2024 08:15 AM) or EU (05-01-2024 08:15) date formats"
         )
-    if len(readable) > 1:
-        readable.sort(key=lambda pattern: -_in_order(stamps[historic], pattern))
-    pattern = readable[0]
+    if dayfirst is not None:
+        readable = {p: t for p, t in readable.items() if p not in _ORDERS[not dayfirst]}
+        if not readable:
+            option, order = ("--dayfirst", "day-first") if dayfirst else ("--monthfirst", "")
+            order = order or "month-first"
+            raise CohortError(
+                f"{name}: {option} was given but the LibreView 'Device Timestamp' values "
+                f"(e.g. {example}) do not all read {order}; leave {option} out"
+            )
+    distinct = _distinct_readings(readable)
+    if len(distinct) > 1:
+        order = stamps[historic & (stamps != "")]
+        order = order if len(order) >= 2 else present
+        travels = sorted((_travel(readable[p][order.index]), p) for p in distinct)
+        if travels[0][0] == travels[1][0]:
+            raise CohortError(
+                f"{name}: the LibreView 'Device Timestamp' values (e.g. {example}) read both "
+                "day-first and month-first, and the readings' order does not tell which; "
+                "pass --dayfirst or --monthfirst"
+            )
+        distinct = [travels[0][1]]
+    pattern = distinct[0]
     return pd.to_datetime(stamps, format=pattern, errors="coerce"), pattern
 
 
-def _in_order(stamps: pd.Series, pattern: str) -> float:
-    """Share of consecutive readings (in file order) 1 minute to 1 hour apart, either way
-    (exports list them oldest or newest first)."""
-    times = pd.to_datetime(stamps[stamps != ""], format=pattern, errors="coerce")
-    gaps = times.diff().dropna().abs()
-    if gaps.empty:
-        return 0.0
-    near = (gaps >= pd.Timedelta(minutes=1)) & (gaps <= pd.Timedelta(hours=1))
-    return float(near.mean())
+def _distinct_readings(readable: dict[str, pd.Series]) -> list[str]:
+    """The formats that give different times (a file whose days equal their months reads
+    the same both ways: one reading, nothing to choose), in `_DATE_FORMATS` order."""
+    kept: list[str] = []
+    for pattern, times in readable.items():
+        if not any(times.equals(readable[other]) for other in kept):
+            kept.append(pattern)
+    return kept
+
+
+def _travel(times: pd.Series) -> pd.Timedelta:
+    """The time the rows travel in file order (the sum of |steps|): the span for rows in
+    order (oldest or newest first), far more for a misread date."""
+    return times.diff().abs().sum()
