@@ -34,9 +34,9 @@ from torch import nn
 from tailorml.config import Config
 from tailorml.data.prepared import prepare
 from tailorml.models.cnn import load_model
-from tailorml.models.recipe import fresh_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
+from tailorml.recipe import fresh_model
 from tailorml.robust import crown
 from tailorml.robust.bab import minimum_bound
 from tailorml.robust.bounds import METHODS, bounds, op_by_op_bounds, pairwise_spec

@@ -14,9 +14,9 @@ import torch
 from tailorml.config import config_from_dict
 from tailorml.data.prepared import Prepared, prepare
 from tailorml.models.cnn import SmallCNN
-from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
 from tailorml.models.train import LabeledData
 from tailorml.policy import AlertPolicy
+from tailorml.recipe import Recipe, fit_predefined, fresh_model
 
 START = pd.Timestamp("2025-01-06 00:00:00")
 

@@ -8,11 +8,11 @@ from torch import nn
 from tailorml.config import Config
 from tailorml.errors import ConfigError
 from tailorml.models.distill import Distillation, distillation_loss
-from tailorml.models.recipe import Recipe, require_train_only_options
 from tailorml.models.schedule import Step, epochs
 from tailorml.models.train import LabeledData, train
 from tailorml.pipeline import GlobalTraining, Teacher, teachers_of
 from tailorml.policy import AlertPolicy
+from tailorml.recipe import Recipe, require_train_only_options
 from tailorml.robust.perturbation import SensorError
 
 

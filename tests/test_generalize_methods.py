@@ -7,7 +7,6 @@ import torch
 
 from tailorml.config import ModelConfig
 from tailorml.models.cnn import build_model
-from tailorml.models.recipe import Recipe
 from tailorml.models.schedule import Step
 from tailorml.models.spec import Standardize
 from tailorml.personalize import execute, make_strategy
@@ -25,6 +24,7 @@ from tailorml.personalize.generalize import (
     views,
 )
 from tailorml.policy import AlertPolicy
+from tailorml.recipe import Recipe
 
 LENGTH = 8
 

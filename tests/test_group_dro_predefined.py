@@ -9,8 +9,8 @@ from tailorml.config import ModelConfig
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import build_model
 from tailorml.models.group_dro import NO_GROUP, group_codes, n_groups
-from tailorml.models.recipe import Recipe, fit_predefined
 from tailorml.models.train import LabeledData
+from tailorml.recipe import Recipe, fit_predefined
 
 
 def test_group_codes_index_the_sorted_group_names():

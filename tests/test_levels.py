@@ -9,8 +9,8 @@ from tailorml.config import ModelConfig, config_from_dict
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import build_model, load_model, save_model
 from tailorml.models.levels import LevelEncoding, encode_levels
-from tailorml.models.recipe import fresh_model
 from tailorml.policy import AlertPolicy
+from tailorml.recipe import fresh_model
 
 WINDOW = np.array([[[70.0, 80.0, 100.0], [1.0, 2.0, 3.0]]])  # CGM, then IOB
 

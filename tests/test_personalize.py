@@ -7,13 +7,13 @@ import torch
 from tailorml.config import ModelConfig
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import build_model, count_parameters, layer_prefixes
-from tailorml.models.recipe import Recipe
 from tailorml.models.schedule import sample_weighing, takes_individual_batch
 from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Budget, Context
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grouping import nearest_without_duplicates, similar_individuals
 from tailorml.policy import AlertPolicy
+from tailorml.recipe import Recipe
 from tailorml.robust.perturbation import SensorError
 from tailorml.sparse.prune import weight_sparsity
 

@@ -11,8 +11,8 @@ import pytest
 
 from tailorml.config import Config, config_from_dict, load_config
 from tailorml.errors import ConfigError
-from tailorml.models.recipe import Recipe
 from tailorml.personalize.grid import expand
+from tailorml.recipe import Recipe
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

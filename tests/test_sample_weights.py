@@ -10,10 +10,10 @@ import torch
 from tailorml.config import ModelConfig, config_from_dict
 from tailorml.errors import ConfigError
 from tailorml.models.cnn import build_model
-from tailorml.models.recipe import Recipe, fit_predefined
 from tailorml.models.sample_weights import SampleWeights, weighted_cross_entropy
 from tailorml.models.schedule import Step
 from tailorml.models.train import LabeledData
+from tailorml.recipe import Recipe, fit_predefined
 
 
 def test_weighted_cross_entropy_by_hand():
@@ -113,7 +113,7 @@ def test_early_warning_weights_pick_the_lows_at_a_useful_lead():
 
 
 def test_experiments_and_personalize_refuse_the_early_weight_rather_than_ignore_it():
-    from tailorml.models.recipe import require_train_only_options
+    from tailorml.recipe import require_train_only_options
 
     config = config_from_dict({"train": {"early_weight": 2}})
     with pytest.raises(ConfigError, match=r"early_weight = 2: `tailorml experiment`.*= 0"):

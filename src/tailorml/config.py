@@ -235,7 +235,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """THE recipe of the predefined (global) model, used by `tailorml train`/`demo`, by
     experiments (their global models and every method trained from scratch) and by soft
-    personalization; see `tailorml.models.recipe`. `seed` and `threads` are the job's."""
+    personalization; see `tailorml.recipe`. `seed` and `threads` are the job's."""
 
     epochs: int = Field(default=10, ge=1, description="epochs over D_G")
     window_stride: int = Field(

@@ -33,10 +33,10 @@ from tailorml.models.cnn import SmallCNN, count_parameters, load_model
 from tailorml.models.distill import Distillation
 from tailorml.models.group_dro import group_codes
 from tailorml.models.predict import predict_proba
-from tailorml.models.recipe import Recipe, fit_predefined, fresh_model
 from tailorml.models.train import EpochProgress, LabeledData, TrainResult
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
+from tailorml.recipe import Recipe, fit_predefined, fresh_model
 from tailorml.robust.perturbation import SensorError
 from tailorml.sparse.prune import weight_sparsity
 

@@ -20,7 +20,6 @@ import numpy as np
 from tailorml.config import Config
 from tailorml.io import atomic_write, atomic_write_json, encode_component, fingerprint
 from tailorml.models.cnn import load_model, save_model
-from tailorml.models.recipe import Recipe, fit_predefined
 from tailorml.models.train import LabeledData, use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose, from_writers
@@ -28,6 +27,7 @@ from tailorml.personalize.evaluate import evaluate_personalized, policy_of
 from tailorml.personalize.factory import context_for, latents_of, model_factory
 from tailorml.personalize.fair import sample_groups
 from tailorml.personalize.grid import Setting, expand
+from tailorml.recipe import Recipe, fit_predefined
 from tailorml.robust.evaluate import perturbation_for
 
 

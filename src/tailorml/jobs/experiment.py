@@ -35,10 +35,10 @@ from tailorml.experiment.generalization import robustness_table
 from tailorml.experiment.summary import table_one
 from tailorml.io import atomic_write_parquet, atomic_write_text, encode_component
 from tailorml.jobs.result import InRun, as_json
-from tailorml.models.recipe import require_dense, require_train_only_options
 from tailorml.personalize.dataset import PersonalData
 from tailorml.personalize.grid import Setting, expand
 from tailorml.progress import SILENT, Reporter
+from tailorml.recipe import require_dense, require_train_only_options
 from tailorml.runs import Run
 
 KIND = "experiment"

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tailorml.models.recipe import Recipe
 from tailorml.models.schedule import Step
 from tailorml.models.train import LabeledData, LoopPlugin, train
 from tailorml.personalize.dataset import PersonalData
+from tailorml.recipe import Recipe
 from tailorml.robust.perturbation import DEFAULT_EPS_MGDL, SensorError
 from tailorml.robust.training import RobustTraining
 from tailorml.sparse.prune import Pruner, PruningSchedule, compact

@@ -12,10 +12,10 @@ import numpy as np
 from torch import nn
 
 from tailorml.config import Config
-from tailorml.models.recipe import Recipe, fresh_model
 from tailorml.personalize.base import Budget, Context
 from tailorml.personalize.dataset import PersonalData
 from tailorml.policy import AlertPolicy
+from tailorml.recipe import Recipe, fresh_model
 from tailorml.robust.evaluate import perturbation_for
 
 

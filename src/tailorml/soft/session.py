@@ -38,7 +38,6 @@ from tailorml.evaluate.operating_point import person_of
 from tailorml.io import atomic_write_parquet
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.models.recipe import require_dense, require_train_only_options
 from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
@@ -47,6 +46,7 @@ from tailorml.personalize.grid import expand
 from tailorml.pipeline import GlobalTraining, fit_global_model
 from tailorml.policy import AlertPolicy
 from tailorml.progress import SILENT, Reporter
+from tailorml.recipe import require_dense, require_train_only_options
 from tailorml.registry.models import CandidateRecord, Registry
 from tailorml.runs import git_commit
 from tailorml.soft.gates import (

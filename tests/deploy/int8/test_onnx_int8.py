@@ -24,7 +24,7 @@ from tailorml.deploy.int8.onnx_int8 import (
 from tailorml.errors import ModelFileError, TailormlError
 from tailorml.models.cnn import SmallCNN, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.models.recipe import fresh_model
+from tailorml.recipe import fresh_model
 
 PATIENTS = ["adolescent-003", "adult-008", "child-004"]
 

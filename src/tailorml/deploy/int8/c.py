@@ -1062,8 +1062,8 @@ def example_model(seed: int = 0) -> QuantizedModel:
     with no data and no training, for checks of the code itself (`make misra`)."""
     from tailorml.config import config_from_dict
     from tailorml.deploy.int8.quantize import quantize
-    from tailorml.models.recipe import fresh_model
     from tailorml.policy import AlertPolicy
+    from tailorml.recipe import fresh_model
 
     config = config_from_dict({})
     policy = AlertPolicy.from_config(config, sample_minutes=5)  # the CGM grid
