@@ -311,16 +311,27 @@ def _same_instant(value: Any, date_ms: int, where: str, key: str) -> None:
         )
 
 
-def clean_treatment(record: Mapping[str, Any], where: str) -> dict[str, Any]:
-    for key in ("created_at", "date", "mills"):
-        if record.get(key) is not None:
-            date_ms = parse_time_ms(record[key], f"{where}.{key}")
-            break
-    else:
-        raise PayloadError(f"{where}: needs created_at (ISO 8601) or date (epoch ms)")
-    for other in ("date", "mills"):
+TREATMENT_TIMES = ("created_at", "timestamp", "date", "mills")  # Loop sends timestamp too
+
+
+def _one_instant(record: Mapping[str, Any], where: str, keys: tuple[str, ...]) -> int | None:
+    """The record's time from the first of `keys` it has; every other of `keys` it has must
+    name the same instant (a minute apart at most): a record stored with two times would
+    answer with a contradiction, and the one the server keeps might be the wrong one."""
+    key = _time_key(record, keys)
+    if key is None:
+        return None
+    date_ms = parse_time_ms(record[key], f"{where}.{key}")
+    for other in keys:
         if other != key and record.get(other) is not None:
             _same_instant(record[other], date_ms, where, other)
+    return date_ms
+
+
+def clean_treatment(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+    date_ms = _one_instant(record, where, TREATMENT_TIMES)
+    if date_ms is None:
+        raise PayloadError(f"{where}: needs created_at (ISO 8601) or date (epoch ms)")
     # every field kept (checked as a document); the known ones checked and normalised below
     clean: dict[str, Any] = document(record, where) | {
         "eventType": _text(record, "eventType", where, 64) or "<none>",
@@ -364,13 +375,16 @@ def treatment_key(treatment: Mapping[str, Any]) -> tuple[str, ...]:
 
 def clean_document(record: Mapping[str, Any], where: str, now_ms: int) -> dict[str, Any]:
     """A devicestatus or profile document, kept whole: its time is created_at, startDate,
-    date or mills when given (checked; the first one found), else the server's clock."""
+    date or mills when given (checked; the first one found), else the server's clock.
+
+    `mills` is answered as that time (Nightscout derives it so), so a `mills` (or, beside
+    `created_at`, a `date`) naming another instant is refused rather than replaced. A
+    profile's `startDate` (when it takes effect) may differ from its `created_at`."""
     kept = document(record, where)
-    for key in ("created_at", "startDate", "date", "mills"):
-        if record.get(key) is not None:
-            date_ms = parse_time_ms(record[key], f"{where}.{key}")
-            break
-    else:
+    first = _time_key(record, ("created_at", "startDate", "date", "mills"))
+    same = {"created_at": ("created_at", "date", "mills"), "startDate": ("startDate", "mills")}
+    date_ms = _one_instant(record, where, same.get(first, ("date", "mills")))
+    if date_ms is None:
         date_ms = now_ms
         kept["created_at"] = iso(now_ms)
     kept["mills"] = date_ms
