@@ -170,7 +170,7 @@ def test_certified_robustness_compares_paired_certificates():
 
 def test_certified_robustness_is_not_informative_when_neither_model_verifies_anything():
     """0 of 40 verified for both: "pass" would claim a comparison that never happened."""
-    from tailorml.soft.gates import NOT_INFORMATIVE, PASS
+    from tailorml.registry.models import NOT_INFORMATIVE, PASS
 
     def with_flags(flags):
         item = evidence()
@@ -192,11 +192,11 @@ def test_certified_robustness_is_not_informative_when_neither_model_verifies_any
 
 
 def test_gate_views_from_the_registry_keep_the_outcome():
-    from tailorml.registry.models import GateView
+    from tailorml.registry.models import GateResult
 
-    view = GateView("certified_robustness", True, {"informative": False}, "not informative: …")
+    view = GateResult("certified_robustness", True, {"informative": False}, "not informative: …")
     assert view.outcome == "not informative"
-    assert GateView("general_floor", False, {}, "").outcome == "fail"
+    assert GateResult("general_floor", False, {}, "").outcome == "fail"
 
 
 def test_unknown_gate_lists_the_valid_ones():

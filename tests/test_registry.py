@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tailorml.errors import TailormlError
-from tailorml.registry.models import CandidateRecord, GateView, Registry
+from tailorml.registry.models import CandidateRecord, GateResult, Registry
 
 GATES = [
     {"gate": f"gate{i}", "passed": True, "numbers": {"i": i}, "reason": "ok"} for i in range(5)
@@ -256,8 +256,8 @@ def test_candidate_views_decode_metrics_and_gates(registry):
     assert found.threshold == 0.3 and found.passed_gates is True
     assert found.status == "not_selected" and found.metrics == {"fa": 2.0}
     assert found.gates == [
-        GateView("gate0", True, {"i": 0}, "ok"),
-        GateView("gate1", True, {"i": 1}, "ok"),
+        GateResult("gate0", True, {"i": 0}, "ok"),
+        GateResult("gate1", True, {"i": 1}, "ok"),
     ]
     assert found.created == registry.session(record.id).created
     assert [g.numbers for g in registry.candidate(record.proposal_candidate_id).gates] == [

@@ -116,7 +116,7 @@ def _styled(*parts: str | tuple[str, str]) -> Text:
 
 def _mark(passed: bool, outcome: str | None = None) -> Text:
     """✓ / ✗, or a yellow ? for a gate whose data could not tell the models apart."""
-    from tailorml.soft.gates import NOT_INFORMATIVE
+    from tailorml.registry.models import NOT_INFORMATIVE
 
     if outcome == NOT_INFORMATIVE:
         return Text("?", style="yellow")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import getpass
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -173,19 +173,34 @@ class ActiveModel:
         return model
 
 
+PASS, FAIL, NOT_INFORMATIVE = "pass", "fail", "not informative"
+
+
+def gate_outcome(passed: bool, numbers: dict[str, Any]) -> str:
+    """What a reader is told: pass, fail, or "not informative" — a gate whose data cannot
+    tell the candidate from the predefined model (numbers["informative"] is False). That
+    outcome does not block (`passed` stays True): see soft.gates.CertifiedRobustness."""
+    if numbers.get("informative") is False:
+        return NOT_INFORMATIVE
+    return PASS if passed else FAIL
+
+
 @dataclass(frozen=True)
-class GateView:
+class GateResult:
+    """One gate's verdict on one candidate, as a gate returns it (`tailorml.soft.gates`)
+    and as the registry keeps it: defined here, where it is stored, so both share it."""
+
     gate: str
-    passed: bool
+    passed: bool  # False blocks the candidate
     numbers: dict[str, Any]
     reason: str
 
     @property
     def outcome(self) -> str:
-        """pass, fail or not informative (as the gate said it; see soft.gates)."""
-        from tailorml.soft.gates import gate_outcome
-
         return gate_outcome(self.passed, self.numbers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -201,7 +216,7 @@ class CandidateView:
     passed_gates: bool
     status: str  # failed_gates, not_selected, pending_review, superseded, approved, rejected
     metrics: dict[str, Any]
-    gates: list[GateView]
+    gates: list[GateResult]
     created: str
     superseded_by: int | None = None  # the newer proposal that superseded this one
 
@@ -861,7 +876,7 @@ class Registry:
                 f"WHERE {where} ORDER BY c.id",
                 parameters,
             ).fetchall()
-            gates: dict[int, list[GateView]] = {row["id"]: [] for row in rows}
+            gates: dict[int, list[GateResult]] = {row["id"]: [] for row in rows}
             if rows:
                 marks = ", ".join("?" * len(gates))
                 for gate in connection.execute(
@@ -869,7 +884,7 @@ class Registry:
                     tuple(gates),
                 ):
                     gates[gate["candidate_id"]].append(
-                        GateView(
+                        GateResult(
                             gate=gate["gate"],
                             passed=bool(gate["passed"]),
                             numbers=json.loads(gate["numbers_json"]),

@@ -12,7 +12,7 @@ defaults: docs/soft_personalization.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,37 +22,11 @@ from scipy.stats import binomtest
 from tailorml.config import SoftConfig
 from tailorml.errors import ConfigError
 from tailorml.policy import AlertPolicy
+from tailorml.registry.models import GateResult
 
 # Upper end of the consensus target range (70-180 mg/dL, Battelino et al. 2019): personal
 # data must show time above it, whatever the task's hyper threshold.
 TARGET_RANGE_HIGH_MGDL = 180.0
-
-
-PASS, FAIL, NOT_INFORMATIVE = "pass", "fail", "not informative"
-
-
-def gate_outcome(passed: bool, numbers: dict[str, Any]) -> str:
-    """What a reader is told: pass, fail, or "not informative" — a gate whose data cannot
-    tell the candidate from the predefined model (numbers["informative"] is False). That
-    outcome does not block (`passed` stays True): see CertifiedRobustness for why."""
-    if numbers.get("informative") is False:
-        return NOT_INFORMATIVE
-    return PASS if passed else FAIL
-
-
-@dataclass
-class GateResult:
-    gate: str
-    passed: bool  # False blocks the candidate
-    numbers: dict[str, Any]
-    reason: str
-
-    @property
-    def outcome(self) -> str:
-        return gate_outcome(self.passed, self.numbers)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
