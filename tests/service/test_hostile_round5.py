@@ -68,3 +68,35 @@ def test_a_treatment_with_only_a_timestamp_is_stored_at_it(app, made):
     stored = client.post("/api/v1/treatments", json=treatment, headers=alice.secret).json()[0]
     assert stored["date"] == HOUR_AGO_MS - 60_000
     assert stored["created_at"] == iso(HOUR_AGO_MS - 60_000)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/entries.json",
+        "/api/v1/entries/current.json",
+        "/api/v1/treatments",
+        "/api/v1/devicestatus.json",
+        "/api/v1/verifyauth",
+        "/api/v2/properties",
+        "/pebble",
+        "/api/v1/alerts/current",
+        "/api/v1/status.json",
+        "/api/v1/entries/",  # a trailing slash, as xDrip+ writes it
+    ],
+)
+def test_head_answers_wherever_get_does_without_a_body(app, made, path):
+    client, _ = app
+    alice = made.people["alice"]
+    get = client.get(path, headers=alice.secret)
+    head = client.head(path, headers=alice.secret)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["cache-control"] == "no-store"
+
+
+def test_head_is_refused_like_get_without_credentials_and_on_a_post_only_path(app):
+    client, _ = app
+    assert client.head("/api/v1/entries.json").status_code == 401
+    answer = client.head("/api/v1/model/rollback")  # POST only: 405 as GET is
+    assert answer.status_code == 405 and answer.content == b""

@@ -26,6 +26,7 @@ from tailorml.service.errors import add_exception_handlers
 from tailorml.service.routes import (
     alerts,
     candidates,
+    consent,
     devicestatus,
     encrypted,
     entries,
@@ -34,6 +35,7 @@ from tailorml.service.routes import (
     personalization,
     profile,
     properties,
+    push,
     review,
     status,
     treatments,
@@ -52,6 +54,8 @@ ROUTERS = (  # in this order in /openapi.json
     candidates,
     encrypted,
     people,
+    consent,
+    push,
     review,
 )
 
@@ -102,6 +106,29 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
+class HeadAsGet:
+    """HEAD is answered wherever GET is, as Nightscout's Express does: the GET's status and
+    headers (Content-Length included), no body. Only `status.json` declared HEAD, so
+    monitors and uploaders probing any other GET route got a 405 whose Allow lacked GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # the GET's body is not sent
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
+
+
 def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -142,6 +169,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         return answer
 
     app.add_middleware(TrailingSlash, router=app.router)
+    app.add_middleware(HeadAsGet)  # outermost: routing and the slash rule see a GET
     for resource in ROUTERS:
         app.include_router(resource.router)
     return app
