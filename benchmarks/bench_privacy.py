@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailorml.client import EncryptedAlertClient
 from tailorml.config import load_config
 from tailorml.data.prepared import prepare
 from tailorml.evaluate.curves import MODEL, people_from_tables, sweep
 from tailorml.jobs import train as train_job
 from tailorml.models.cnn import count_parameters, load_model
 from tailorml.privacy.check import Timings, agreement, people_with_test, round_trip
+from tailorml.privacy.client import EncryptedAlertClient
 from tailorml.privacy.context import load_public
 from tailorml.privacy.plan import torch_logits
 from tailorml.privacy.server import EncryptedModel

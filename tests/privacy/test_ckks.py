@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from tailorml.client import EncryptedAlertClient
 from tailorml.privacy.check import LOGIT_TOLERANCE
+from tailorml.privacy.client import EncryptedAlertClient
 from tailorml.privacy.context import (
     load_public,
     modulus_chain_bits,

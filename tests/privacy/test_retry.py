@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tailorml.client import retry_when_busy
+from tailorml.privacy.client import retry_when_busy
 
 
 @dataclass

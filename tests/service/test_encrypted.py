@@ -13,9 +13,9 @@ import torch
 from tests.privacy.conftest import glucose_windows, he_model
 from tests.service.conftest import Server, make_service_data
 
-from tailorml.client import KEYS_MAGIC, ServiceAlerts
 from tailorml.models.cnn import save_model
 from tailorml.policy import AlertPolicy
+from tailorml.privacy.client import KEYS_MAGIC, ServiceAlerts
 from tailorml.privacy.context import load_public, secret_context
 from tailorml.privacy.params import THREE_LEVELS, CKKSParameters, PrivacyError
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER

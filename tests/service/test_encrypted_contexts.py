@@ -9,9 +9,9 @@ import os
 import pytest
 from tests.privacy.conftest import glucose_windows, he_model
 
-from tailorml.client import EncryptedAlertClient
 from tailorml.errors import TailormlError
 from tailorml.models.cnn import save_model
+from tailorml.privacy.client import EncryptedAlertClient
 from tailorml.service import encrypted
 from tailorml.service.auth import AuthError
 from tailorml.service.encrypted import ConflictError, EncryptedAlerts

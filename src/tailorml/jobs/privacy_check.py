@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tailorml.client import EncryptedAlertClient
 from tailorml.config import Config
 from tailorml.data.prepared import prepare
 from tailorml.errors import TailormlError
@@ -30,6 +29,7 @@ from tailorml.privacy.check import (
     people_with_test,
     round_trip,
 )
+from tailorml.privacy.client import EncryptedAlertClient
 from tailorml.privacy.context import load_public
 from tailorml.privacy.plan import torch_logits
 from tailorml.privacy.server import EncryptedModel, evaluate_encrypted

@@ -8,5 +8,5 @@ policy (docs/privacy.md).
 For the service: `server.EncryptedModel(model)` once per model (`public_spec()` for its
 clients), `context.load_public(bytes)` once per person, then
 `server.evaluate_encrypted(model, public_context, encrypted_window) -> bytes` per request.
-The client side is `tailorml.client.EncryptedAlertClient`.
+The client side is `tailorml.privacy.client.EncryptedAlertClient`.
 """

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import tenseal as ts
 
-from tailorml.client import EncryptedAlertClient
 from tailorml.data.prepared import Prepared
 from tailorml.policy import AlertPolicy
+from tailorml.privacy.client import EncryptedAlertClient
 from tailorml.privacy.server import (
     EncryptedModel,
     forward_checked,

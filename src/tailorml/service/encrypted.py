@@ -5,7 +5,7 @@ audit line) and, per person, the public CKKS contexts their clients registered (
 relinearisation and Galois keys; a context carrying a secret key is refused). A request is
 one ciphertext in, encrypted logits out: evaluated in memory and never logged or stored; the
 audit log records that it happened, its sizes and the model, not its content. The person's
-client decrypts the logits and applies the model's alert policy (`tailorml.client`).
+client decrypts the logits and applies the model's alert policy (`tailorml.privacy.client`).
 
 Each request names the context it was encrypted under and the model it expects, by their
 SHA-256 (headers `X-Context-SHA256`, `X-Model-SHA256`). CKKS cannot tell that a ciphertext
