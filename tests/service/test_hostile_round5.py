@@ -5,6 +5,7 @@ log's `count`."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -100,3 +101,87 @@ def test_head_is_refused_like_get_without_credentials_and_on_a_post_only_path(ap
     assert client.head("/api/v1/entries.json").status_code == 401
     answer = client.head("/api/v1/model/rollback")  # POST only: 405 as GET is
     assert answer.status_code == 405 and answer.content == b""
+
+
+def post_raw(client, path, text, who):
+    headers = who.secret | {"content-type": "application/json"}
+    return client.post(path, content=text.encode(), headers=headers)
+
+
+def positive_zero(value) -> bool:
+    return value == 0 and math.copysign(1.0, value) == 1.0
+
+
+def test_minus_zero_is_stored_and_answered_as_zero(app, made):
+    client, _ = app
+    alice = made.people["alice"]
+    when = HOUR_AGO_MS - 11_000
+    text = f'[{{"type": "sgv", "sgv": 123, "date": {when}, "delta": -0.0, "noise": -0.0}}]'
+    stored = post_raw(client, "/api/v1/entries", text, alice)
+    assert stored.status_code == 200
+    entry = stored.json()[0]
+    assert positive_zero(entry["delta"]) and positive_zero(entry["noise"])
+    assert "-0.0" not in stored.text
+    treatment = f'{{"eventType": "Note", "date": {when}, "carbs": -0.0, "x": {{"y": -0e3}}}}'
+    kept = post_raw(client, "/api/v1/treatments", treatment, alice)
+    assert kept.status_code == 200 and "-0.0" not in kept.text
+    kept = kept.json()[0]
+    assert positive_zero(kept["carbs"]) and positive_zero(kept["x"]["y"])
+    back = client.get("/api/v1/treatments?count=100", headers=alice.secret).text
+    assert "-0.0" not in back
+
+
+@pytest.mark.parametrize(
+    ("path", "record", "field", "said"),
+    [
+        (
+            "/api/v1/entries",
+            '{"type": "sgv", "sgv": 1e-5000, "date": %d}',
+            "entries[0].sgv",
+            "underflows to 0",
+        ),
+        (
+            "/api/v1/entries",
+            '{"type": "sgv", "sgv": 1E400, "date": %d}',
+            "entries[0].sgv",
+            "beyond the largest",
+        ),
+        (
+            "/api/v1/entries",
+            '{"type": "sgv", "sgv": 120, "date": %d, "delta": -1e-400}',
+            "entries[0].delta",
+            "underflows",
+        ),
+        (
+            "/api/v1/entries",
+            '{"type": "sgv", "sgv": 120, "date": 1.5e-4000, "x": %d}',
+            "entries[0].date",
+            "underflows",
+        ),
+        (
+            "/api/v1/treatments",
+            '{"eventType": "Bolus", "insulin": 5e-999, "date": %d}',
+            "treatments[0].insulin",
+            "underflows",
+        ),
+        (
+            "/api/v1/treatments",
+            '{"eventType": "Note", "pump": {"rate": 9e-999}, "date": %d}',
+            "treatments[0].pump.rate",
+            "underflows",
+        ),
+        (
+            "/api/v1/devicestatus",
+            '{"created_at": "2026-01-01T00:00:00Z", "iob": [%d, 1e999]}',
+            "devicestatus[0].iob[1]",
+            "beyond",
+        ),
+    ],
+)
+def test_a_number_no_float_holds_is_refused_naming_its_field(app, made, path, record, field, said):
+    client, _ = app
+    alice = made.people["alice"]
+    answer = post_raw(client, path, "[" + record % HOUR_AGO_MS + "]", alice)
+    assert answer.status_code == 422
+    message = answer.json()["message"]
+    assert message.startswith(f"{field}: ") and said in message

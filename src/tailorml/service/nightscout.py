@@ -74,6 +74,39 @@ class LongNumber:
         return f"<a number of {self.digits:,} digits>"
 
 
+class Unrepresentable(float):
+    """A JSON number no float holds: `1e-5000` reads as 0 and `1e400` as inf, which is not
+    what the client meant (an sgv of 1e-5000 would be stored as the error code 0). Kept as
+    the float Python read, with its text, so that the check of its field refuses it by
+    name (`_refuse_unrepresentable`) and code that does not check it sees the old value."""
+
+    text: str
+
+    def __new__(cls, value: float, text: str) -> Unrepresentable:
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+
+def _decimal_number(text: str) -> float:
+    """A JSON number with a fraction or exponent: -0.0 is 0 (stored and answered as 0), a
+    number that underflows to 0 or overflows to inf is marked `Unrepresentable`."""
+    value = float(text)
+    if value == 0.0:
+        mantissa = text.lower().partition("e")[0]
+        return Unrepresentable(0.0, text) if any(c in mantissa for c in "123456789") else 0.0
+    return Unrepresentable(value, text) if math.isinf(value) else value
+
+
+def _unrepresentable(value: Unrepresentable, where: str) -> PayloadError:
+    shown = value.text if len(value.text) <= 24 else f"{value.text[:20]}…"
+    what = "underflows to 0" if value == 0 else "is beyond the largest number"
+    return PayloadError(
+        f"{where}: {shown} {what} (a 64-bit float holds about 1e-308 to 1e308); send the "
+        "value meant, e.g. 0"
+    )
+
+
 def _whole_number(text: str) -> int | LongNumber:
     digits = len(text.lstrip("-"))
     return LongNumber(digits) if digits > LONG_NUMBER_DIGITS else int(text)
@@ -91,13 +124,13 @@ def read_json(body: bytes, what: str) -> Any:
         )
     try:
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, parse_float=_decimal_number)
         except ValueError as error:
             if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
                 raise
             # an integer of more digits than Python converts: read again, each such number
             # kept as its length, so that the record and field checks name where it is
-            payload = json.loads(body, parse_int=_whole_number)
+            payload = json.loads(body, parse_int=_whole_number, parse_float=_decimal_number)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise PayloadError(f"{what}: body is not JSON ({error})") from None
     except RecursionError:
@@ -145,6 +178,8 @@ def _number(record, key, where, low, high, required=False) -> int | float | None
         return None
     if isinstance(value, LongNumber):
         raise _too_long(value, f"{where}.{key}")
+    if isinstance(value, Unrepresentable):
+        raise _unrepresentable(value, f"{where}.{key}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PayloadError(f"{where}.{key}: must be a number, not {type(value).__name__}")
     # an integer is compared as an integer: a 400-digit one cannot become a float
@@ -174,6 +209,8 @@ def parse_time_ms(value: Any, where: str) -> int:
         raise PayloadError(f"{where}: must be epoch milliseconds or ISO 8601, not a boolean")
     if isinstance(value, LongNumber):
         raise _too_long(value, where)
+    if isinstance(value, Unrepresentable):
+        raise _unrepresentable(value, where)
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise PayloadError(f"{where}: must be finite")
@@ -479,6 +516,8 @@ def _check_value(value: Any, where: str, depth: int) -> None:
             _check_value(inner, f"{where}[{index}]", depth + 1)
     elif isinstance(value, LongNumber):
         raise _too_long(value, where)
+    elif isinstance(value, Unrepresentable):
+        raise _unrepresentable(value, where)
     elif isinstance(value, float) and not math.isfinite(value):
         raise PayloadError(f"{where}: must be a finite number")
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
