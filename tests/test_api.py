@@ -116,3 +116,23 @@ def test_import_tailorml_loads_no_torch():
         "assert errors.TailormlError is tailorml.TailormlError"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_soft_personalization_in_memory_refuses_too_little_data_and_writes_nothing(
+    notebook, tmp_path, monkeypatch
+):
+    """`tm.propose` on the notebook's model: the person's training part (a share of 3
+    days) is below the data gate's 7 days, so the session is refused before any candidate
+    trains, and nothing is written anywhere."""
+    import tailorml as tm
+
+    config, prepared, fit, _, _ = notebook
+    monkeypatch.chdir(tmp_path)
+    data = tm.personal_data(prepared, config, config.experiment.general_stride)
+    proposal = tm.propose(fit.model, data, PERSON, tm.SoftSettings.from_config(config))
+    days = len(prepared.trace(PERSON, "train")) * 5 / 1440
+    assert days < config.soft.min_days == 7
+    assert proposal.refused is not None and f"{days:.1f} days of data, need 7" in proposal.refused
+    assert proposal.candidates == [] and proposal.chosen is None
+    assert proposal.summary["data_gate"]["passed"] is False
+    assert list(tmp_path.iterdir()) == []

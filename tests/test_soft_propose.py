@@ -6,7 +6,7 @@ import torch
 from tailorml.config import config_from_dict
 from tailorml.personalize.dataset import from_glucose
 from tailorml.pipeline import GlobalTraining, fit_global_model
-from tailorml.soft.session import PREDEFINED, propose
+from tailorml.soft.session import PREDEFINED, SoftSettings, propose
 
 PERSON = "adult-008"
 
@@ -35,7 +35,7 @@ def test_propose_judges_every_candidate_and_writes_nothing(tmp_path, monkeypatch
     data = from_glucose(config, config.experiment.general_stride)
     training = GlobalTraining.from_config(config, data.glucose.windows.sample_minutes)
     predefined = fit_global_model(data.glucose, training).model
-    proposal = propose(config, data, PERSON, predefined)
+    proposal = propose(predefined, data, PERSON, SoftSettings.from_config(config))
     assert proposal.refused is None
     assert proposal.names[0] == PREDEFINED and len(proposal.names) == 3
     rows = proposal.table()

@@ -17,7 +17,12 @@ from tailorml.personalize.base import Context
 from tailorml.personalize.dataset import from_glucose
 from tailorml.registry.models import Registry
 from tailorml.soft.gates import build_gates
-from tailorml.soft.session import Candidate, gather_evidence, personalize_individual
+from tailorml.soft.session import (
+    Candidate,
+    SoftSettings,
+    gather_evidence,
+    personalize_individual,
+)
 
 runner = CliRunner()
 PATIENTS = ["adolescent-003", "adult-008", "child-004", "child-005"]
@@ -96,13 +101,13 @@ def test_a_model_that_learned_hypoglycaemia_as_normal_is_rejected(session):
     relabel = own[data.y[own] == HYPO]
     assert len(relabel) > 50
     harmful_data.y[relabel] = IN_RANGE  # the harmful state looks "normal" in D_I
-    from tailorml.personalize.factory import budget
+    from tailorml.personalize.factory import StrategyTraining, budget
 
     context = Context(
         harmful_data,
         "child-004",
         0,
-        budget(config, harmful_data, "child-004"),
+        budget(StrategyTraining.from_config(config), harmful_data, "child-004"),
         new_model=None,
         global_model=lambda: base,
         latents=None,
@@ -112,7 +117,10 @@ def test_a_model_that_learned_hypoglycaemia_as_normal_is_rejected(session):
     found = {}
     for name, model in (("predefined", base), ("harmful", harmful)):
         found[name], _ = gather_evidence(
-            config, data, "child-004", Candidate(name, model, name != "predefined", False)
+            SoftSettings.from_config(config),
+            data,
+            "child-004",
+            Candidate(name, model, name != "predefined", False),
         )
     gates = {gate.name: gate for gate in build_gates(config.soft)}
     harmful_states = gates["harmful_states"].check(found["harmful"], found["predefined"])

@@ -50,6 +50,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "personalize_one": ("tailorml.api", "personalize_one"),
     "Personalized": ("tailorml.api", "Personalized"),
     "STRATEGIES": ("tailorml.personalize", "REGISTRY"),
+    # soft personalization in memory: candidates, gates, the proposal (no registry, no file)
+    "personal_data": ("tailorml.personalize.dataset", "from_prepared"),
+    "propose": ("tailorml.soft.session", "propose"),
+    "SoftSettings": ("tailorml.soft.session", "SoftSettings"),
     # which model each person uses
     "Registry": ("tailorml.registry.models", "Registry"),
     "TailormlError": ("tailorml.errors", "TailormlError"),

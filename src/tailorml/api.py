@@ -21,7 +21,7 @@ from tailorml.personalize import execute, make_strategy
 from tailorml.personalize.base import Strategy
 from tailorml.personalize.dataset import from_prepared
 from tailorml.personalize.evaluate import evaluate_personalized, policy_of
-from tailorml.personalize.factory import context_for
+from tailorml.personalize.factory import StrategyTraining, context_for
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ def personalize_one(
     except ValueError as error:
         raise ConfigError(f"method {strategy.describe()}: {error}") from None
     seed = config.train.seed if seed is None else seed
-    context = context_for(config, data, individual, seed, lambda: model, policy=policy)
+    training = StrategyTraining.from_config(config)
+    context = context_for(training, data, individual, seed, lambda: model, policy=policy)
     plan = strategy.plan(context)
     personal = execute(plan, context)
     return Personalized(

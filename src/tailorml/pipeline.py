@@ -113,7 +113,7 @@ class GlobalTraining:
         if recipe.robust != "none":
             from tailorml.robust.evaluate import perturbation_for
 
-            perturbation = perturbation_for(config, policy)
+            perturbation = perturbation_for(config.robust, policy)
         return cls(
             recipe=recipe,
             policy=policy,

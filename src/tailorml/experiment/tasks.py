@@ -24,7 +24,12 @@ from tailorml.models.train import LabeledData, use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose, from_writers
 from tailorml.personalize.evaluate import evaluate_personalized, policy_of
-from tailorml.personalize.factory import context_for, latents_of, model_factory
+from tailorml.personalize.factory import (
+    StrategyTraining,
+    context_for,
+    latents_of,
+    model_factory,
+)
 from tailorml.personalize.fair import sample_groups
 from tailorml.personalize.grid import Setting, expand
 from tailorml.recipe import Recipe, fit_predefined
@@ -90,7 +95,7 @@ def make_context(
     paths = CachePaths(run_dir)
     key = data.general_key(individual)
     return context_for(
-        config,
+        StrategyTraining.from_config(config),
         data,
         individual,
         seed,
@@ -101,7 +106,7 @@ def make_context(
 
 def run_autoencoder(config_json: str, run_dir: str, seed: int) -> str:
     config, data = _setup(config_json)
-    latents = latents_of(config, data, seed)
+    latents = latents_of(StrategyTraining.from_config(config), data, seed)
     atomic_write(CachePaths(run_dir).latents(seed), lambda path: _save_npy(path, latents))
     return f"autoencoder seed {seed}"
 
@@ -117,7 +122,7 @@ def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> st
     validation."""
     config, data = _setup(config_json)
     general = data.general_train(individual)
-    model = model_factory(config, data, individual, seed)()
+    model = model_factory(config.model, data, individual, seed)()
     recipe = Recipe.from_config(config.train)
     fit = fit_predefined(
         model,
@@ -125,7 +130,7 @@ def run_global(config_json: str, run_dir: str, individual: str, seed: int) -> st
         recipe,
         n_classes=data.n_classes,
         seed=seed,
-        perturbation=perturbation_for(config, data.policy),
+        perturbation=perturbation_for(config.robust, data.policy),
         groups=sample_groups(data)[general] if recipe.group_dro_eta else None,
     )
     save_model(fit.model, CachePaths(run_dir).global_model(data.general_key(individual), seed))

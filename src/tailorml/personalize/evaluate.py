@@ -88,7 +88,7 @@ def robustness_of(
         model,
         data.x[chosen],
         data.y[chosen],
-        perturbation_for(config, policy),
+        perturbation_for(config.robust, policy),
         policy,
         config.robust,
     )

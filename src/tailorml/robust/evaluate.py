@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tailorml.config import Config, RobustConfig
+from tailorml.config import RobustConfig
 from tailorml.models.cnn import count_parameters, weight_bytes
 from tailorml.policy import AlertPolicy
 from tailorml.robust.attack import pgd_decisions
@@ -19,13 +19,16 @@ from tailorml.robust.perturbation import SensorError, cgm_error
 from tailorml.sparse.prune import sparse_bytes, weight_sparsity
 
 
-def perturbation_for(config: Config, policy: AlertPolicy, eps: float | None = None) -> SensorError:
-    """The configured sensor error (at `eps` if given) on the model's inputs: the CGM
-    channel only when the policy reads CGM (mg/dL), else every input."""
-    eps = config.robust.eps if eps is None else eps
+def perturbation_for(
+    robust: RobustConfig, policy: AlertPolicy, eps: float | None = None
+) -> SensorError:
+    """The sensor error of `robust` (the `[robust]` section; at `eps` if given) on the
+    model's inputs: the CGM channel only when the policy reads CGM (mg/dL), else every
+    input."""
+    eps = robust.eps if eps is None else eps
     if "cgm" in policy.channels:
-        return cgm_error(eps, config.robust.relative_percent, list(policy.channels))
-    return SensorError(eps, config.robust.relative_percent / 100)
+        return cgm_error(eps, robust.relative_percent, list(policy.channels))
+    return SensorError(eps, robust.relative_percent / 100)
 
 
 def evenly_spaced(indices: np.ndarray, limit: int) -> np.ndarray:

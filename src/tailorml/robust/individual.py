@@ -22,7 +22,7 @@ def individual_robustness(config: Config, model: SmallCNN, windows, test: np.nda
     settings, policy = config.robust, model.policy
     chosen = evenly_spaced(test, settings.max_windows)
     x, y = windows.x[chosen], windows.y[chosen]
-    perturbation = perturbation_for(config, policy)
+    perturbation = perturbation_for(config.robust, policy)
     row = {"windows": len(chosen)}
     row |= robust_accuracy(model, x, y, perturbation, policy, settings, on_batch=task.advance)
     for method in BOUND_METHODS:
@@ -52,7 +52,7 @@ def sweep_verified(
                 model,
                 x[alive],
                 y[alive],
-                perturbation_for(config, policy, eps),
+                perturbation_for(config.robust, policy, eps),
                 policy,
                 settings.sweep_method if eps > 0 else "ibp",
             )

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tailorml.config import Config
+from tailorml.config import Config, SoftConfig
 from tailorml.data.cohort import cohort_sha256
 from tailorml.data.glucose import HYPO, IN_RANGE
 from tailorml.errors import ConfigError, TailormlError
@@ -41,7 +41,7 @@ from tailorml.models.predict import predict_proba
 from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
-from tailorml.personalize.factory import context_for
+from tailorml.personalize.factory import StrategyTraining, context_for
 from tailorml.personalize.grid import expand
 from tailorml.pipeline import GlobalTraining, fit_global_model
 from tailorml.policy import AlertPolicy
@@ -146,13 +146,28 @@ def check_candidate_inputs(config: Config) -> None:
             raise ConfigError(f"[soft.candidates.{setting.method}]: {error}") from None
 
 
-def build_candidates(config: Config, context: Context, predefined) -> list[Candidate]:
+@dataclass(frozen=True)
+class SoftSettings:
+    """What a session needs besides the data and the predefined model: the `[soft]`
+    section (gates, candidates, calibration), how candidates train (`StrategyTraining`:
+    `[train]`, `[model]`, `[experiment]`'s fine-tuning, `[robust]`) and their seed."""
+
+    soft: SoftConfig
+    training: StrategyTraining
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> SoftSettings:
+        return cls(config.soft, StrategyTraining.from_config(config), config.train.seed)
+
+
+def build_candidates(soft: SoftConfig, context: Context, predefined) -> list[Candidate]:
     candidates = [Candidate(PREDEFINED, predefined, calibrate=False, reuse_predefined=True)]
-    if config.soft.threshold_candidate:
+    if soft.threshold_candidate:
         candidates.append(
             Candidate(THRESHOLD_ONLY, predefined, calibrate=True, reuse_predefined=True)
         )
-    for setting in expand(config.soft.candidates, table="soft.candidates"):
+    for setting in expand(soft.candidates, table="soft.candidates"):
         model = execute(setting.strategy().plan(context), context)
         candidates.append(
             Candidate(
@@ -167,30 +182,31 @@ def build_candidates(config: Config, context: Context, predefined) -> list[Candi
 
 
 def certify_held_out(
-    config: Config, model, policy: AlertPolicy, windows, test_indices: np.ndarray
+    settings: SoftSettings, model, policy: AlertPolicy, windows, test_indices: np.ndarray
 ) -> np.ndarray:
     """Which evenly spaced held-out windows keep a correct decision under `policy` for
     every sensor error of ±robust.eps mg/dL (provably, robust.method bounds)."""
     from tailorml.robust.certify import certify
     from tailorml.robust.evaluate import evenly_spaced, perturbation_for
 
-    chosen = evenly_spaced(test_indices, config.soft.robustness_windows)
+    robust = settings.training.robust
+    chosen = evenly_spaced(test_indices, settings.soft.robustness_windows)
     return certify(
         model,
         windows.x[chosen],
         windows.y[chosen],
-        perturbation_for(config, policy),
+        perturbation_for(robust, policy),
         policy,
-        config.robust.method,
+        robust.method,
     ).certified
 
 
 def gather_evidence(
-    config: Config, data: PersonalData, individual: str, candidate: Candidate
+    settings: SoftSettings, data: PersonalData, individual: str, candidate: Candidate
 ) -> tuple[Evidence, dict[str, Any]]:
     """Calibrate on the validation part, then measure on the test part, D_G and stress.
     Events, decisions and alerts follow the candidate model's own alert policy."""
-    soft = config.soft
+    soft = settings.soft
     windows = data.glucose.windows
     model = candidate.model
     deployed = model.policy
@@ -243,8 +259,9 @@ def gather_evidence(
         stress_names=[trace.name for trace in traces],
     )
     if CertifiedRobustness.name in soft.gates:
-        evidence.certified = certify_held_out(config, model, policy, windows, test_indices)
-        evidence.robust_eps, evidence.robust_method = config.robust.eps, config.robust.method
+        robust = settings.training.robust
+        evidence.certified = certify_held_out(settings, model, policy, windows, test_indices)
+        evidence.robust_eps, evidence.robust_method = robust.eps, robust.method
     summary = {
         "threshold": policy.threshold,
         "hypo_sensitivity": metrics["hypo_sensitivity"],
@@ -332,21 +349,22 @@ def check_session_config(config: Config) -> None:
 
 
 def propose(
-    config: Config,
+    predefined: torch.nn.Module,
     data: PersonalData,
     individual: str,
-    predefined: torch.nn.Module,
+    settings: SoftSettings,
     reporter: Reporter = SILENT,
 ) -> Proposal:
     """Soft personalization of `predefined` (a model with its policy) for `individual` of
     `data`, in memory: the data gate, candidates, calibration, evidence, the model gates and
-    the choice (steps 1-4 of the module docstring). No registry, no file."""
+    the choice (steps 1-4 of the module docstring). No registry, no file, no Config."""
+    soft = settings.soft
     policy = predefined.policy
     policy.require_same_input(
         data.policy, "the registry's predefined model", data.glucose.cohort.source
     )
     _, train_trace = _part(data, individual, "train")
-    data_gate = data_sufficiency(train_trace, policy, config.soft)
+    data_gate = data_sufficiency(train_trace, policy, soft)
     proposal = Proposal(
         individual=individual,
         personal_hash=data_hash(train_trace),
@@ -355,7 +373,7 @@ def propose(
             "general_synthetic": data.synthetic,
             "cohort": data.glucose.cohort.source,
             "data_gate": data_gate.to_dict(),
-            "soft_config": config.soft.model_dump(mode="json"),
+            "soft_config": soft.model_dump(mode="json"),
             "policy": policy.to_dict(),
             "selection_rule": "fewest false alerts/day on held-out data among candidates "
             "passing every gate; ties: highest agreement with the predefined model",
@@ -366,17 +384,17 @@ def propose(
         proposal.refused = data_gate.reason
         return proposal
     context = context_for(
-        config, data, individual, config.train.seed, lambda: predefined, policy=policy
+        settings.training, data, individual, settings.seed, lambda: predefined, policy=policy
     )
     with reporter.task("training candidates", total=1) as task:
-        proposal.candidates = build_candidates(config, context, copy.deepcopy(predefined))
+        proposal.candidates = build_candidates(soft, context, copy.deepcopy(predefined))
         task.advance()
     with reporter.task("evaluating candidates", total=len(proposal.candidates)) as task:
         for candidate in proposal.candidates:
-            found, metrics = gather_evidence(config, data, individual, candidate)
+            found, metrics = gather_evidence(settings, data, individual, candidate)
             proposal.evidence[candidate.name], proposal.metrics[candidate.name] = found, metrics
             task.advance()
-    judge(proposal, build_gates(config.soft))
+    judge(proposal, build_gates(soft))
     proposal.predictions, proposal.readings = held_out_predictions(data, proposal)
     return proposal
 
@@ -509,7 +527,7 @@ def personalize_individual(
     predefined_record, predefined = ensure_predefined(
         registry, config, data, reporter, predefined_run
     )
-    proposal = propose(config, data, individual, predefined, reporter)
+    proposal = propose(predefined, data, individual, SoftSettings.from_config(config), reporter)
     soft_config = config.soft.model_dump(mode="json")
     if before_record is not None:
         before_record()

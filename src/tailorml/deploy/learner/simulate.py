@@ -127,13 +127,13 @@ def live_emulated(firmware, readings, per_day: int, life: dict, reporter: Report
 def cloud_model(config, data, individual: str, model, iterations: int):
     """TL(n) of `tailorml.personalize`: the run's model fine-tuned on the person's D_I."""
     from tailorml.personalize import execute, make_strategy
-    from tailorml.personalize.factory import context_for
+    from tailorml.personalize.factory import StrategyTraining, context_for
 
     def no_latents():
         raise DeployError("the cloud reference does not use latents")
 
     context = context_for(
-        config,
+        StrategyTraining.from_config(config),
         data,
         individual,
         config.train.seed,
