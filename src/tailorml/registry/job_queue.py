@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from tailorml.errors import NotFoundError, TailormlError
+from tailorml.registry import consent
 from tailorml.registry.database import add_columns, audit, now
 
 LEASE_SECONDS = 60.0  # a worker renews every LEASE_SECONDS / 4
@@ -133,14 +134,21 @@ def expire_leases(connection: sqlite3.Connection, at_s: float) -> list[int]:
 
 def claim(connection: sqlite3.Connection, owner: str, lease_seconds: float) -> Job | None:
     """Inside a write transaction: expired leases back to the queue, then the oldest queued
-    job, now running under `owner`'s lease (None: nothing queued)."""
+    job of a person who consents to personalization, now running under `owner`'s lease
+    (None: nothing queued); a queued job of a person who does not fails instead."""
     at_s = time.time()
     expire_leases(connection, at_s)
-    row = connection.execute(
-        "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
-    ).fetchone()
-    if row is None:
-        return None
+    while True:
+        row = connection.execute(
+            "SELECT id, person_id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        if consent.granted(connection, row["person_id"], consent.PERSONALIZATION):
+            break
+        # queued before a withdrawal that did not reach it (another path, an older
+        # version): it fails here, in the claiming transaction, and never runs
+        consent.stop_jobs(connection, row["person_id"], "service")
     connection.execute(
         "UPDATE jobs SET status = 'running', started = ?, lease_owner = ?, lease_expires_s = ?"
         " WHERE id = ?",

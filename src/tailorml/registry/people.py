@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tailorml.errors import TailormlError
-from tailorml.registry import job_queue
+from tailorml.registry import consent, job_queue, push
 from tailorml.registry.database import Database, add_columns, audit, now
 from tailorml.registry.job_queue import Job
 
@@ -37,7 +37,8 @@ JOB_STATES = ("queued", "running", "done", "failed")
 RECORD_TABLES = ("entries", "treatments")
 COLLECTIONS = ("devicestatus", "profile")
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS people (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -137,6 +138,9 @@ CREATE TABLE IF NOT EXISTS review_sessions (
 );
 CREATE INDEX IF NOT EXISTS review_sessions_by_person ON review_sessions(person_id);
 """
+    + consent.SCHEMA
+    + push.SCHEMA
+)
 
 
 def migrate(connection: sqlite3.Connection) -> None:
@@ -155,6 +159,7 @@ def migrate(connection: sqlite3.Connection) -> None:
             " public_id)"
         )
     job_queue.migrate(connection)
+    consent.migrate(connection)
 
 
 @dataclass(frozen=True)
@@ -250,8 +255,17 @@ class PeopleStore:
     # -- accounts ------------------------------------------------------------------------
 
     def add_person(
-        self, person_id: str, name: str, role: str, token_sha256: str, secret_sha1: str, actor: str
+        self,
+        person_id: str,
+        name: str,
+        role: str,
+        token_sha256: str,
+        secret_sha1: str,
+        actor: str,
+        personalization: bool = True,
     ) -> Person:
+        """A new account; a patient's consent to personalization as given at enrollment
+        (`personalization`: False when they will give it themselves, on their page)."""
         if role not in ROLES:
             raise TailormlError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
         try:
@@ -262,6 +276,16 @@ class PeopleStore:
                     (person_id, name, role, token_sha256, secret_sha1, now()),
                 )
                 audit(connection, actor, "add_person", person_id, {"name": name, "role": role})
+                if role == "patient":  # consent given at enrollment (registry.consent)
+                    consent.record(
+                        connection,
+                        person_id,
+                        consent.PERSONALIZATION,
+                        None,
+                        personalization,
+                        "enrollment",
+                        actor,
+                    )
         except sqlite3.IntegrityError:
             raise TailormlError(
                 f"a person named {name!r} exists already; choose another name (`tailorml users "
@@ -397,20 +421,87 @@ class PeopleStore:
                 (clinician_id, patient_id, now()),
             )
             audit(connection, actor, "assign", patient_id, {"clinician": clinician_id})
+            # access as agreed at assignment, unless the patient withdrew it before: a
+            # patient's withdrawal is never undone by the administrator's assignment
+            if consent.latest(connection, patient_id, consent.CLINICIAN, clinician_id) is None:
+                consent.record(
+                    connection,
+                    patient_id,
+                    consent.CLINICIAN,
+                    clinician_id,
+                    True,
+                    "assignment",
+                    actor,
+                )
+        return self.consented(patient_id, clinician_id)
+
+    def consented(self, patient_id: str, clinician_id: str | None = None) -> bool:
+        """Whether the patient's consent to personalization (`clinician_id` None), or to
+        that clinician's access, is granted now."""
+        scope = consent.PERSONALIZATION if clinician_id is None else consent.CLINICIAN
+        return consent.granted(self.database.reader(), patient_id, scope, clinician_id)
 
     def patients_of(self, clinician_id: str) -> list[str]:
+        """The patients a clinician may see: assigned, and consenting to that clinician."""
+        rows = self.database.query(
+            "SELECT patient_id FROM assignments WHERE clinician_id = ? AND "
+            + consent.CONSENTED_ASSIGNMENT
+            + " ORDER BY patient_id",
+            (clinician_id,),
+        )
+        return [row["patient_id"] for row in rows]
+
+    def assigned_patients(self, clinician_id: str) -> list[str]:
+        """Every patient assigned to a clinician, whether they consent to access or not."""
         rows = self.database.query(
             "SELECT patient_id FROM assignments WHERE clinician_id = ? ORDER BY patient_id",
             (clinician_id,),
         )
         return [row["patient_id"] for row in rows]
 
-    def clinicians_of(self, patient_id: str) -> list[str]:
+    def clinicians_of(self, patient_id: str, consenting: bool = True) -> list[str]:
+        """A patient's assigned clinicians: those with the patient's consent (or all)."""
+        where = (" AND " + consent.CONSENTED_ASSIGNMENT) if consenting else ""
         rows = self.database.query(
-            "SELECT clinician_id FROM assignments WHERE patient_id = ? ORDER BY clinician_id",
+            "SELECT clinician_id FROM assignments WHERE patient_id = ?"
+            + where
+            + " ORDER BY clinician_id",
             (patient_id,),
         )
         return [row["clinician_id"] for row in rows]
+
+    # -- consent (registry.consent) ------------------------------------------------------------
+
+    def set_consent(
+        self,
+        patient_id: str,
+        grant: bool,
+        actor: str,
+        source: str,
+        clinician_id: str | None = None,
+    ) -> bool:
+        """Grant or withdraw consent to personalization (`clinician_id` None) or to an
+        assigned clinician's access; whether anything changed. Recorded and audited in one
+        transaction; withdrawing personalization stops the person's jobs in it too."""
+        patient = self.person(patient_id)
+        if patient.role != "patient" or patient.erased is not None:
+            raise TailormlError(f"{patient.name!r} is not an active patient: no consent to give")
+        with self.database.transaction() as connection:
+            if clinician_id is not None:
+                assigned = connection.execute(
+                    "SELECT 1 FROM assignments WHERE clinician_id = ? AND patient_id = ?",
+                    (clinician_id, patient_id),
+                ).fetchone()
+                if assigned is None:
+                    raise TailormlError(
+                        f"clinician {clinician_id} is not assigned to {patient.name}: "
+                        "consent is given to an assigned clinician (tailorml users assign)"
+                    )
+            scope = consent.PERSONALIZATION if clinician_id is None else consent.CLINICIAN
+            return consent.record(connection, patient_id, scope, clinician_id, grant, source, actor)
+
+    def consent_history(self, patient_id: str) -> list[consent.Consent]:
+        return consent.history(self.database.reader(), patient_id)
 
     # -- data keys ---------------------------------------------------------------------------
 
@@ -425,9 +516,38 @@ class PeopleStore:
     def wrapping_key_ids(self) -> list[str]:
         """The ids of the server keys that wrapped the stored data keys (normally one)."""
         rows = self.database.query(
-            "SELECT DISTINCT key_id FROM people WHERE wrapped_key IS NOT NULL ORDER BY key_id", ()
+            "SELECT key_id FROM people WHERE wrapped_key IS NOT NULL UNION SELECT key_id FROM"
+            " service_keys ORDER BY key_id",
+            (),
         )
         return [row["key_id"] for row in rows]
+
+    # -- Web Push (registry.push) ------------------------------------------------------------
+
+    def add_subscription(
+        self, person_id: str, fingerprint: str, sealed: bytes, actor: str
+    ) -> tuple[str, bool]:
+        """(id, new): a browser's push subscription, sealed; the same endpoint once."""
+        with self.database.transaction() as connection:
+            _refuse_erased(connection, person_id)
+            return push.add(connection, person_id, fingerprint, sealed, actor)
+
+    def remove_subscription(self, person_id: str, public_id: str, actor: str) -> bool:
+        with self.database.transaction() as connection:
+            return push.remove(connection, person_id, public_id, actor)
+
+    def subscriptions(self, person_ids: list[str]) -> list[push.Subscription]:
+        return push.of(self.database.reader(), person_ids)
+
+    def service_key(self, name: str) -> tuple[bytes, str, str] | None:
+        """(wrapped, server key id, public part) of one of the service's own keys."""
+        return push.service_key(self.database.reader(), name)
+
+    def add_service_key(self, name: str, wrapped: bytes, key_id: str, public: str):
+        """Keep the first key of `name` (another process may have stored one: it stays)."""
+        with self.database.transaction() as connection:
+            push.add_service_key(connection, name, wrapped, key_id, public)
+        return self.service_key(name)
 
     def set_wrapped_key(self, person_id: str, wrapped: bytes, key_id: str) -> tuple[bytes, str]:
         """Store a person's first data key; if another writer got there first, theirs wins
@@ -744,6 +864,12 @@ class PeopleStore:
 
     def add_job(self, person_id: str, requested_by: str) -> Job:
         with self.database.transaction() as connection:
+            if not consent.granted(connection, person_id, consent.PERSONALIZATION):
+                raise consent.NotConsented(
+                    "the patient has not consented to personalization (or withdrew it): "
+                    "nothing is personalized; the patient grants it on their page or with "
+                    'PUT /api/v1/people/me/consent {"personalization": true}'
+                )
             busy = connection.execute(
                 "SELECT id FROM jobs WHERE person_id = ? AND status IN ('queued', 'running')",
                 (person_id,),
@@ -815,7 +941,14 @@ class PeopleStore:
         counts: dict[str, int] = {}
         with self.database.transaction() as connection:
             connection.execute("PRAGMA secure_delete=ON")
-            for table in ("entries", "treatments", "alerts", "documents", "replaced"):
+            for table in (
+                "entries",
+                "treatments",
+                "alerts",
+                "documents",
+                "replaced",
+                "push_subscriptions",
+            ):
                 counts[table] = connection.execute(
                     f"DELETE FROM {table} WHERE person_id = ?", (person_id,)
                 ).rowcount

@@ -55,8 +55,12 @@ def secret_sha1(token: str) -> str:
     return hashlib.sha1(token.encode()).hexdigest()  # Nightscout's protocol, not a password hash
 
 
-def add_person(store: PeopleStore, name: str, role: str, actor: str) -> tuple[Person, str]:
-    """A new account and its token (shown once; only hashes are stored)."""
+def add_person(
+    store: PeopleStore, name: str, role: str, actor: str, personalization: bool = True
+) -> tuple[Person, str]:
+    """A new account and its token (shown once; only hashes are stored). A patient's consent
+    to personalization is recorded as given at enrollment unless `personalization` is
+    False (then they give it on their page or over the API)."""
     if not NAME_PATTERN.fullmatch(name):
         raise TailormlError(
             f"name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a "
@@ -64,7 +68,9 @@ def add_person(store: PeopleStore, name: str, role: str, actor: str) -> tuple[Pe
         )
     token = new_token()
     person_id = "p-" + uuid.uuid4().hex[:12]
-    person = store.add_person(person_id, name, role, token_sha256(token), secret_sha1(token), actor)
+    person = store.add_person(
+        person_id, name, role, token_sha256(token), secret_sha1(token), actor, personalization
+    )
     return person, token
 
 
@@ -140,6 +146,8 @@ def resolve(
 
 
 def may_access(store: PeopleStore, caller: Person, person_id: str) -> bool:
+    """Oneself, or a patient assigned to the calling clinician who consents to their access
+    (`PeopleStore.patients_of`)."""
     if caller.id == person_id:
         return True
     return caller.role == "clinician" and person_id in store.patients_of(caller.id)

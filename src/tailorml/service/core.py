@@ -18,6 +18,7 @@ from typing import Any
 
 from tailorml.errors import NotFoundError, TailormlError
 from tailorml.policy import MINUTE_MS
+from tailorml.registry.consent import NotConsented
 from tailorml.registry.models import Registry
 from tailorml.registry.people import PeopleStore, Person, Write
 from tailorml.service import nightscout
@@ -28,6 +29,7 @@ from tailorml.service.jobs import JobRunner
 from tailorml.service.keyring import Keyring
 from tailorml.service.live import ALERT, ENTRY, TREATMENT, LiveAlerts
 from tailorml.service.nightscout import PayloadError
+from tailorml.service.push import PUSHED, Pusher
 from tailorml.service.runtime import Runtimes
 
 log = logging.getLogger("tailorml.service")
@@ -66,6 +68,7 @@ class Service:
         self.live = LiveAlerts(self.store, self.keyring, self.runtimes, clock)
         self.jobs = JobRunner(self.data_dir, server_key, config_path)
         self.encrypted = EncryptedAlerts(self.data_dir, Path(he_model) if he_model else None)
+        self.push = Pusher(self.store, self.keyring)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -153,6 +156,7 @@ class Service:
         except Exception as error:  # the readings are stored; say so instead of a silent gap
             log.exception("the active model of %s could not decide", person.id)
             decisions = self.live.undecided(person.id, to_decide, error)
+        self._push(person, decisions)
         if bad:
             self.store.record(
                 self._who(caller),
@@ -166,6 +170,18 @@ class Service:
             for e, s in zip(entries, stored, strict=True)
         ]
         return shaped, decisions, bad
+
+    def _push(self, person: Person, decisions) -> None:
+        """The newest fresh alert or urgent low of an upload, as stored (the decisions are
+        committed), queued for Web Push: a push never delays the answer, and a backfill of
+        old readings does not ring anyone's phone."""
+        if not decisions:
+            return
+        policy = self.live.policy_of(person.id)
+        fresh_from = self.live.now_ms() - policy.stale_minutes * MINUTE_MS
+        sounding = [d for d in decisions if d.decision in PUSHED and d.reading_ms >= fresh_from]
+        if sounding:
+            self.push.notify(person, max(sounding, key=lambda d: d.reading_ms).to_dict())
 
     def _windows_holding(self, person_id: str, corrected: list[int]) -> set[int]:
         """The stored CGM readings decided with a corrected reading in their window (the
@@ -447,7 +463,11 @@ class Service:
         person = self.subject(caller, patient, "request_personalization")
         if person.role != "patient":
             raise TailormlError("only a patient's model can be personalized")
-        job = self.store.add_job(person.id, self._who(caller))
+        try:
+            job = self.store.add_job(person.id, self._who(caller))
+        except NotConsented as error:
+            self.store.record(self._who(caller), "denied:personalization", person.id, {})
+            raise AccessDenied(str(error)) from None
         self.jobs.notify()
         return job.public()
 
@@ -506,6 +526,11 @@ class Service:
         if caller.role != "clinician" or found.individual not in self.store.patients_of(caller.id):
             self.store.record(self._who(caller), "denied:review", None, {"candidate": candidate_id})
             raise AccessDenied("only a clinician assigned to this patient can review")
+        if decision == "approve" and not self.store.consented(found.individual):
+            raise TailormlError(
+                "the patient has withdrawn consent to personalization: no personalized "
+                "model can be approved for them (reject it, or wait for their consent)"
+            )
         decided = self.registry.decide(candidate_id, decision, caller.name, "expert", comment)
         self.runtimes.forget(found.individual)
         return _candidate(decided)
@@ -613,7 +638,89 @@ class Service:
                 "history": [asdict(a) for a in self.registry.history(caller.id)],
             },
             "audit": [asdict(e) for e in self.registry.audit(caller.id)],
+            "consents": [c.public() for c in self.store.consent_history(caller.id)],
+            "push_subscriptions": self.push.subscriptions(caller),
         }
+
+    # -- consent (registry.consent) ----------------------------------------------------------
+
+    def consent(self, caller: Person) -> dict:
+        """The patient's consents now (to personalization, to each assigned clinician's
+        access: who recorded each and when) and their history."""
+        if caller.role != "patient":
+            raise AccessDenied(
+                "consent is given by a patient; a clinician sees the patients who consent to "
+                "their access in GET /api/v1/people/me"
+            )
+        history = self.store.consent_history(caller.id)
+
+        def now_of(scope: str, clinician: str | None) -> dict:
+            found = [c for c in history if c.scope == scope and c.clinician_id == clinician]
+            last = found[-1] if found else None
+            return {
+                "granted": bool(last and last.granted),
+                "since": last.created if last else None,
+                "source": last.source if last else None,
+                "by": last.actor if last else None,
+            }
+
+        clinicians = [
+            {"id": c, "name": self.store.person(c).name} | now_of("clinician_access", c)
+            for c in self.store.clinicians_of(caller.id, consenting=False)
+        ]
+        self.store.record(self._who(caller), "read_consent", caller.id, {})
+        return {
+            "patient": caller.id,
+            "personalization": now_of("personalization", None),
+            "clinicians": clinicians,
+            "history": [c.public() for c in history],
+        }
+
+    def set_consent(self, caller: Person, changes: dict) -> dict:
+        """Grant or withdraw, as the patient: `{"personalization": bool, "clinicians":
+        {id: bool}}` (either part). Withdrawing personalization stops the patient's jobs
+        and rolls a personalized model back to the predefined one (recorded); withdrawing a
+        clinician's access ends it at that clinician's next request."""
+        if caller.role != "patient":
+            raise AccessDenied("consent is given by a patient, for their own data")
+        actor = self._who(caller)
+        for clinician, grant in (changes.get("clinicians") or {}).items():
+            if clinician not in self.store.clinicians_of(caller.id, consenting=False):
+                raise PayloadError(
+                    f"clinicians.{clinician[:40]}: not a clinician assigned to you; "
+                    "GET /api/v1/people/me/consent lists them"
+                )
+            self.store.set_consent(caller.id, grant, actor, "patient", clinician)
+        if changes.get("personalization") is not None:
+            self.store.set_consent(caller.id, changes["personalization"], actor, "patient")
+        if changes.get("personalization") is False:
+            self.stop_personalized(caller.id, actor)
+        return self.consent(caller)
+
+    def stop_personalized(self, person_id: str, actor: str) -> None:
+        """Without consent to personalization the person is decided by the predefined
+        model: a personalized active model is rolled back (recorded)."""
+        if self.registry.active_model(person_id).kind == "personalized":
+            self.registry.rollback(person_id, "consent to personalization withdrawn", actor)
+        self.runtimes.forget(person_id)
+
+    # -- Web Push (service.push) ----------------------------------------------------------
+
+    def push_subscriptions(self, caller: Person) -> dict:
+        return {
+            "vapid_public_key": self.push.public_key(),
+            "subscriptions": self.push.subscriptions(caller),
+        }
+
+    def subscribe(self, caller: Person, payload: Any) -> dict:
+        """A browser of the caller's receives their alerts (a clinician's: those of the
+        patients who consent to their access)."""
+        self.push.public_key()  # generated before the first subscription needs it
+        return self.push.subscribe(caller, payload, self._who(caller))
+
+    def unsubscribe(self, caller: Person, public_id: str) -> dict:
+        removed = self.store.remove_subscription(caller.id, public_id, self._who(caller))
+        return {"n": int(removed), "ok": 1}
 
     def audit(self, caller, patient) -> list[dict]:
         person = self.subject(caller, patient, "read_audit")

@@ -991,7 +991,10 @@ PERSONALIZE = doc(
     (400, 403, 413, 415, 422, 507),
     status=202,
     request=body(ref("Personalization"), required=False),
-    why={400: "a clinician's own account, or a personalization already under way"},
+    why={
+        400: "a clinician's own account, or a personalization already under way",
+        403: "not the caller's patient, or the patient has not consented to personalization",
+    },
 )
 JOBS = doc("Personalization jobs", many("Job"), (400, 403, 507), parameters=[PATIENT])
 JOB = doc(
@@ -1070,4 +1073,149 @@ ERASE = doc(
         )
     ],
     why={422: "confirm missing or not the caller's id"},
+)
+
+# -- consent and Web Push (routes/consent.py, routes/push.py) -------------------------------
+
+CONSENT_STATE = {
+    "type": "object",
+    "required": ["granted", "since", "source", "by"],
+    "properties": {
+        "granted": {"type": "boolean"},
+        "since": {"type": ["string", "null"], "description": "when it was last recorded"},
+        "source": {
+            "type": ["string", "null"],
+            "description": "enrollment, assignment, migration, patient or administrator",
+        },
+        "by": {"type": ["string", "null"], "description": "who recorded it"},
+    },
+}
+SCHEMAS.update(
+    {
+        "Consent": {
+            "type": "object",
+            "required": ["patient", "personalization", "clinicians", "history"],
+            "properties": {
+                "patient": ACCOUNT["id"],
+                "personalization": CONSENT_STATE,
+                "clinicians": {
+                    "type": "array",
+                    "description": "every assigned clinician; only those granted see the data",
+                    "items": {
+                        "allOf": [CONSENT_STATE],
+                        "required": ["id", "name"],
+                        "properties": {"id": ACCOUNT["id"], "name": {"type": "string"}},
+                    },
+                },
+                "history": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["scope", "granted", "source", "actor", "created"],
+                    },
+                },
+            },
+        },
+        "ConsentChange": {
+            "type": "object",
+            "description": "either part, or both; withdrawing personalization stops queued "
+            "and running jobs and rolls a personalized model back to the predefined one",
+            "properties": {
+                "personalization": {"type": ["boolean", "null"]},
+                "clinicians": {
+                    "type": ["object", "null"],
+                    "description": "assigned clinician id -> true (grant) or false (withdraw)",
+                    "propertyNames": {"pattern": PERSON_ID},
+                    "additionalProperties": {"type": "boolean"},
+                    "maxProperties": 100,
+                },
+            },
+            "additionalProperties": False,
+            "anyOf": [
+                {
+                    "required": ["personalization"],
+                    "properties": {"personalization": {"type": "boolean"}},
+                },
+                {"required": ["clinicians"], "properties": {"clinicians": {"minProperties": 1}}},
+            ],
+            "example": {"personalization": False},
+        },
+        "PushSubscription": {
+            "type": "object",
+            "description": "a browser's PushSubscription.toJSON(): an https endpoint of a push "
+            "service (a named host, not an IP address) and its keys",
+            "required": ["endpoint", "keys"],
+            "properties": {
+                "endpoint": {"type": "string", "minLength": 10, "maxLength": 2_000},
+                "keys": {
+                    "type": "object",
+                    "required": ["p256dh", "auth"],
+                    "properties": {
+                        "p256dh": {"type": "string", "maxLength": 200},
+                        "auth": {"type": "string", "maxLength": 200},
+                    },
+                },
+            },
+        },
+        "Subscribed": {
+            "type": "object",
+            "required": ["id", "new", "endpoint"],
+            "properties": {
+                "id": {"type": "string"},
+                "new": {"type": "boolean", "description": "false: this endpoint was known"},
+                "endpoint": {"type": "string"},
+            },
+        },
+        "PushSubscriptions": {
+            "type": "object",
+            "required": ["vapid_public_key", "subscriptions"],
+            "properties": {
+                "vapid_public_key": {
+                    "type": "string",
+                    "description": "the applicationServerKey a browser subscribes with "
+                    "(base64url, an uncompressed P-256 point)",
+                },
+                "subscriptions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "endpoint", "created"],
+                    },
+                },
+            },
+        },
+    }
+)
+CONSENT = doc(
+    "The patient's consents: to personalization and to each assigned clinician's access",
+    ref("Consent"),
+    (403, 507),
+    why={403: "a clinician's token (consent is a patient's)"},
+)
+SET_CONSENT = doc(
+    "Grant or withdraw consent (the patient's own); recorded and audited",
+    ref("Consent"),
+    (400, 403, 413, 415, 422, 507),
+    request=body(ref("ConsentChange")),
+    why={
+        403: "a clinician's token (consent is a patient's)",
+        422: "a bad body, or a clinician who is not assigned to the patient",
+    },
+)
+PUSH_SUBSCRIPTIONS = doc(
+    "The VAPID public key and the caller's push subscriptions", ref("PushSubscriptions"), (507,)
+)
+SUBSCRIBE = doc(
+    "Subscribe a browser to the caller's alerts (a clinician's: their consenting patients')",
+    ref("Subscribed"),
+    (400, 413, 415, 422, 507),
+    status=201,
+    request=body(ref("PushSubscription")),
+    why={400: "ten subscriptions already"},
+)
+UNSUBSCRIBE = doc(
+    "Delete one of the caller's push subscriptions (n: 1 deleted, 0 none of the caller's)",
+    ref("Deleted"),
+    (422, 507),
+    why={422: "a subscription id that leaves the route"},
 )
