@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sys
 import traceback
@@ -103,15 +104,42 @@ privacy_app = typer.Typer(
 )
 app.add_typer(privacy_app, name="privacy")
 
+# Control characters a terminal acts on (ESC starts a sequence that can recolour, move the
+# cursor, retitle the window or hide text; CR and BS overwrite), C1 controls, and the
+# bidirectional overrides that reorder what is shown. Newlines and tabs of the CLI's own
+# messages stay; `printable(..., lines=False)` escapes them too (a one-line value).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, lines: bool = True) -> str:
+    """`text` with the control characters a terminal would act on written as escapes
+    (`\\x1b`, `\\u202e`): ids, file names and cells echoed from an export or a request are
+    shown, never run by the terminal."""
+    pattern = _CONTROL if lines else _CONTROL_IN_LINE
+    return pattern.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
+
+
+class _PrintableConsole(Console):
+    """A console whose text (`print`'s strings, table cells) has its control characters
+    escaped (`printable`): output carries data read from exports and requests."""
+
+    def render_str(self, text: str, **options) -> Text:  # type: ignore[override]
+        return super().render_str(printable(text), **options)
+
+
 # Never parse output as Rich markup: it carries data (ids, file names, reasons), and an id
 # like "[/x]" crashed the command while "[methods.transfer]" vanished from a message. The
 # CLI's own styles are explicit (`_styled`, style=...).
-console = Console(markup=False)
+console = _PrintableConsole(markup=False)
 
 
 def _styled(*parts: str | tuple[str, str]) -> Text:
-    """Text from plain and (text, style) parts, none of it read as markup."""
-    return Text.assemble(*parts)
+    """Text from plain and (text, style) parts, none of it read as markup, control
+    characters escaped (`printable`)."""
+    return Text.assemble(
+        *(printable(p) if isinstance(p, str) else (printable(p[0]), p[1]) for p in parts)
+    )
 
 
 def _mark(passed: bool, outcome: str | None = None) -> Text:
@@ -1568,8 +1596,8 @@ def cohort_import(
             f"{meta['sample_minutes']}-min grid",
         )
     )
-    for patient, count in meta["readings_per_patient"].items():
-        console.print(f"  {patient}: {count} readings")
+    for patient, count in meta["readings_per_patient"].items():  # --keep-ids: as in the export
+        console.print(f"  {printable(patient, lines=False)}: {count} readings")
     if result.notes:
         console.print(f"Counts: {result.notes}")
     if not salt and not keep_ids:
@@ -1604,7 +1632,7 @@ def main() -> None:
     failure, a run directory this command created that holds no finished work is removed."""
     from tailorml.runs import discard_unfinished
 
-    errors = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)  # one line
+    errors = _PrintableConsole(stderr=True, soft_wrap=True, markup=False, highlight=False)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         app()
