@@ -690,9 +690,94 @@ class DeploySimulateConfig(_Section):
     )
 
 
+class DeployLearnerConfig(_Section):
+    """The on-device learner of `deploy simulate` (docs/ondevice.md): what it keeps, how it
+    trains and how its gates judge. Every number is compiled into the generated C."""
+
+    train_per_stratum: int = Field(
+        default=48, ge=1, description="training reservoir slots per stratum"
+    )
+    held_per_stratum: int = Field(
+        default=48, ge=1, description="held-back reservoir slots per stratum"
+    )
+    recency: int = Field(
+        default=4,
+        ge=0,
+        description="a new window replaces a kept one with probability >= 1/recency "
+        "(0: keep all history)",
+    )
+    held_out_every: int = Field(
+        default=4, ge=2, description="every k-th block of labelled windows is held back"
+    )
+    held_out_block: int = Field(
+        default=12, ge=1, description="windows per held-back block (12 x 5 min = one hour)"
+    )
+    near_low_mgdl: int = Field(
+        default=90,
+        ge=1,
+        le=400,
+        description="an in-range window whose next reading is below this is 'near low'",
+    )
+    near_low_weight: float = Field(
+        default=2.0,
+        gt=0,
+        lt=100,
+        description="loss weight of a near-low window, times its class weight",
+    )
+    epochs: int = Field(
+        default=20, ge=1, description="passes over the training reservoir per update"
+    )
+    batch_size: int = Field(default=16, ge=1, description="windows per gradient step")
+    learning_rate: float = Field(
+        default=0.05, gt=0, lt=10, description="SGD step of the float head"
+    )
+    l2_pull: float = Field(
+        default=0.01, ge=0, lt=100, description="strength of the pull back to the factory weights"
+    )
+    train_bias: bool = Field(default=True, description="train the head's bias as well")
+    threshold_aware: bool = Field(
+        default=True, description="the loss's boundary at the deployed alert threshold"
+    )
+    min_days: int = Field(
+        default=7, ge=0, description="days of readings before the first update (as soft.min_days)"
+    )
+    min_hypo_train: int = Field(
+        default=16, ge=1, description="hypo windows needed in the training reservoir"
+    )
+    min_held: int = Field(
+        default=6, ge=1, description="held-back hypo and near-low windows needed to judge"
+    )
+    sensitivity_margin: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="held-back sensitivity may drop this much at the lower bound "
+        "(as soft.sensitivity_margin)",
+    )
+    alarm_margin: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="more near-low windows alarmed, at the lower bound",
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="of the one-sided lower bounds"
+    )
+    seed: int = Field(
+        default=20261123,
+        ge=1,
+        le=2**32 - 1,
+        description="xorshift32 seed of the reservoirs (the training one is derived)",
+    )
+    budget_bytes: int = Field(
+        default=16384, ge=1, description="RAM of the learner state, checked when compiling"
+    )
+
+
 class DeployConfig(_Section):
     """`tailorml deploy export` and `deploy simulate`: the target and the int8 model both
-    start from, and each command's own options (deploy.json and simulate.json record them)."""
+    start from, each command's own options and the on-device learner's settings
+    (deploy.json and simulate.json record them)."""
 
     target: Literal["cortex-m4", "cortex-m3", "stm32f401", "stm32l151"] = Field(
         default="cortex-m4",
@@ -706,6 +791,7 @@ class DeployConfig(_Section):
     )
     export: DeployExportConfig = Field(default_factory=DeployExportConfig)
     simulate: DeploySimulateConfig = Field(default_factory=DeploySimulateConfig)
+    learner: DeployLearnerConfig = Field(default_factory=DeployLearnerConfig)
 
 
 class CohortConfig(_Section):

@@ -32,30 +32,33 @@ def run_dir(trained, tmp_path_factory):
     return run.path
 
 
-def with_deploy(run_dir, **simulate):
-    """The run's config with `[deploy.simulate]` options."""
+def with_deploy(run_dir, learner=None, **simulate):
+    """The run's config with `[deploy.simulate]` options and `[deploy.learner]` settings."""
+    section = {"simulate": simulate, "learner": learner or {}}
     return (
         Run.open(run_dir)
         .config()
-        .model_copy(update={"deploy": config_from_dict({"deploy": {"simulate": simulate}}).deploy})
+        .model_copy(update={"deploy": config_from_dict({"deploy": section}).deploy})
     )
 
 
 def test_the_device_lives_three_days_and_is_compared_with_both_models(run_dir, tmp_path):
-    settings = LearnerSettings(
-        min_days=0, min_hypo_train=8, min_held=4, held_out_block=1, near_low_mgdl=100
-    )
-    config = with_deploy(run_dir, emulate=True, cloud_iterations=5)
-    result = deploy_simulate.run(run_dir, PERSON, config, tmp_path / "sim", settings)
+    learner = dict(min_days=0, min_hypo_train=8, min_held=4, held_out_block=1, near_low_mgdl=100)
+    config = with_deploy(run_dir, learner, emulate=True, cloud_iterations=5)
+    result = deploy_simulate.run(run_dir, PERSON, config, tmp_path / "sim")
     out = result.path
     summary = json.loads((out / "simulate.json").read_text())
-    # the job wrote its file from the result it returns, and the file records the settings
+    # the job wrote its file from the result it returns, and the file records the settings:
+    # the five [deploy.learner] keys given, the other sixteen at their defaults
     assert result.summary == summary and result.to_json()["kind"] == "deploy simulate"
+    settings = LearnerSettings().to_dict() | learner
     assert summary["deploy"] == {
         "target": "cortex-m4",
         "calibration_windows": 4096,
         "simulate": {"days": None, "emulate": True, "cloud_iterations": 5},
+        "learner": settings,
     }
+    assert summary["settings"] == settings and len(settings) == 21
     assert "--emulate" in summary["command"] and result.report == out / "simulate.html"
     assert summary["days_lived"] == 3 and summary["synthetic"] is True
     assert [u["gate_name"] for u in summary["updates"]] == ["data", "data", "accepted"]

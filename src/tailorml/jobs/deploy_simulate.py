@@ -119,15 +119,14 @@ def run(
     individual: str,
     config: Config | None = None,
     out: str | Path | None = None,
-    settings: LearnerSettings | None = None,
     reporter: Reporter = SILENT,
 ) -> SimulateResult:
     """Simulate `individual`'s device for the run's model into `out` (default
     RUN/simulate-<target>-<id>). `config`: the run's own, with the command's `[deploy]`
-    options; `settings`: the on-device learner's (default `LearnerSettings()`)."""
-    settings = settings or LearnerSettings()
+    options; the on-device learner's settings are its `[deploy.learner]`."""
     run = Run.open(run_dir)
     config = config or run.config()
+    settings = LearnerSettings.from_config(config.deploy.learner)
     options = config.deploy.simulate
     target = profile(config.deploy.target)
     model_file = run.file("model.pt")

@@ -44,9 +44,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, ValidationError
 
+from tailorml.config import DeployLearnerConfig
 from tailorml.data.glucose import label_future
 from tailorml.deploy.int8.device_rules import MISSING
 from tailorml.deploy.int8.quantize import QuantizedModel
@@ -85,60 +88,24 @@ GATE_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class LearnerSettings:
-    """What the device learns from and how; every number is compiled into the C."""
+class LearnerSettings(DeployLearnerConfig):
+    """What the device learns from and how (`[deploy.learner]`, where every key, default and
+    bound is defined); every number is compiled into the C. Frozen, and a value out of its
+    bounds is a one-line DeployError naming the setting."""
 
-    train_per_stratum: int = 48  # training reservoir slots per stratum
-    held_per_stratum: int = 48  # held-back reservoir slots per stratum
-    recency: int = 4  # a new window replaces one with probability >= 1 / recency
-    held_out_every: int = 4  # every k-th block of labelled windows is held back
-    held_out_block: int = 12  # windows per block (12 x 5 min = one hour)
-    near_low_mgdl: int = 90  # in range, but a next reading below this: "near low"
-    near_low_weight: float = 2.0  # loss weight of a near-low window, times its class weight
-    epochs: int = 20
-    batch_size: int = 16
-    learning_rate: float = 0.05
-    l2_pull: float = 0.01  # strength of the pull back to the factory weights
-    train_bias: bool = True
-    threshold_aware: bool = True  # the loss's boundary at the deployed alert threshold
-    min_days: int = 7  # days of readings before the first update (as soft.min_days)
-    min_hypo_train: int = 16  # hypo windows needed in the training reservoir
-    min_held: int = 6  # held-back hypo and near-low windows needed to judge
-    sensitivity_margin: float = 0.05  # as the cloud gate's soft.sensitivity_margin
-    alarm_margin: float = 0.05  # more near-low windows alarmed, at the lower bound
-    confidence: float = 0.95  # of the one-sided lower bounds
-    seed: int = 20261123  # xorshift32 seed of the reservoirs (the training one is derived)
-    budget_bytes: int = 16384  # RAM of the learner state, checked when compiling
+    model_config = ConfigDict(frozen=True)
 
-    def __post_init__(self) -> None:
-        if self.min_days < 0:
-            raise DeployError("on-device setting min_days must be >= 0")
-        for name in (
-            "train_per_stratum",
-            "held_per_stratum",
-            "held_out_block",
-            "epochs",
-            "batch_size",
-            "min_hypo_train",
-            "min_held",
-        ):
-            if getattr(self, name) < 1:
-                raise DeployError(f"on-device setting {name} must be at least 1")
-        if self.recency < 0:
-            raise DeployError("on-device setting recency must be >= 0 (0: keep all history)")
-        if self.held_out_every < 2:
-            raise DeployError("on-device setting held_out_every must be at least 2")
-        if not 0 < self.near_low_weight < 100:
-            raise DeployError("on-device near_low_weight must lie in (0, 100)")
-        if not 0 < self.learning_rate < 10 or not 0 <= self.l2_pull < 100:
-            raise DeployError("on-device learning_rate must lie in (0, 10), l2_pull in [0, 100)")
-        if not 0.5 < self.confidence < 1:
-            raise DeployError("on-device confidence must lie in (0.5, 1)")
-        if not (0 <= self.sensitivity_margin < 1 and 0 <= self.alarm_margin < 1):
-            raise DeployError("on-device margins must lie in [0, 1)")
-        if not 0 < self.seed < 2**32:
-            raise DeployError("on-device seed must lie in [1, 2**32 - 1]")
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = ".".join(str(part) for part in first["loc"]) or "settings"
+            raise DeployError(f"on-device setting {name}: {first['msg']}") from None
+
+    @classmethod
+    def from_config(cls, section: DeployLearnerConfig) -> LearnerSettings:
+        return cls(**section.model_dump())
 
     @property
     def train_seed(self) -> int:
@@ -155,7 +122,7 @@ class LearnerSettings:
         return self.z * self.z
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
 @dataclass(frozen=True)
