@@ -30,6 +30,7 @@ from tailorml.service.routes import (
     devicestatus,
     encrypted,
     entries,
+    me,
     model,
     people,
     personalization,
@@ -57,6 +58,7 @@ ROUTERS = (  # in this order in /openapi.json
     consent,
     push,
     review,
+    me,
 )
 
 # Public contexts being uploaded are held in memory: together they may reserve this much,

@@ -261,6 +261,8 @@ async def review_list(request: Request, service: ServiceDep):
     if found is None:
         return to_login()
     caller, session_id = found
+    if caller.role == "patient":  # a patient's own page: their data, consent, export
+        return RedirectResponse("/me", status_code=303)
     rows = await run_in_threadpool(overview, service, caller)
     return page(
         "service_review.html.j2",
