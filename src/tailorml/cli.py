@@ -1085,10 +1085,13 @@ def deploy_report(
     (measured in the emulator), instructions and estimated latency, pass/fail; updates
     deploy.json and deploy.html."""
     from tailorml.jobs import deploy_export
+    from tailorml.jobs.report import damaged_text_named
 
     for name in target or []:
         _target_name(name)
-    _print_deploy(deploy_export.report(out, target or None, _reporter()))
+    with damaged_text_named(out):  # a tampered deploy.json: one line, not a traceback
+        result = deploy_export.report(out, target or None, _reporter())
+    _print_deploy(result)
 
 
 def _print_simulate(result) -> None:

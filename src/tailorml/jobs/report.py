@@ -4,10 +4,48 @@ deploy export or simulation wrote)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from tailorml.errors import TailormlError
 from tailorml.runs import kind_of
+
+# The summaries a report is drawn from are small; a larger .json beside them is not read.
+SUMMARY_BYTES = 64 * 1024 * 1024
+
+
+@contextmanager
+def damaged_text_named(path: Path) -> Iterator[None]:
+    """A report drawn from a summary (`*.json` of the folder) that holds text no UTF-8 file
+    can (a lone UTF-16 surrogate such as "\\ud800": a hand edit, a damaged copy) fails as
+    it is written; that failure becomes one line naming the file instead of a traceback."""
+    try:
+        yield
+    except UnicodeEncodeError:
+        damaged = _surrogate_summary(Path(path))
+        if damaged is None:
+            raise
+        raise TailormlError(
+            f"{damaged}: holds text that is not valid Unicode (a lone surrogate such as "
+            "\\ud800); it was edited or damaged: restore it from a copy or make the run "
+            "again"
+        ) from None
+
+
+def _surrogate_summary(path: Path) -> Path | None:
+    """The first summary of the folder whose JSON holds a lone surrogate, if any."""
+    for summary in sorted(path.glob("*.json")) if path.is_dir() else ():
+        try:
+            if not summary.is_file() or summary.stat().st_size > SUMMARY_BYTES:
+                continue
+            json.dumps(json.loads(summary.read_bytes()), ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return summary
+        except (OSError, ValueError, RecursionError):
+            continue
+    return None
 
 
 def _train(path: Path) -> Path:
@@ -64,4 +102,5 @@ def render(path: str | Path) -> Path:
     is not known here gets the train/evaluate report (it reads metrics.json, and names what
     is missing)."""
     path = Path(path)
-    return RENDERERS.get(kind_of(path), _train)(path)
+    with damaged_text_named(path):
+        return RENDERERS.get(kind_of(path), _train)(path)
