@@ -201,13 +201,13 @@ class Run:
         return load_config(self.path / "config.toml")
 
     def config_fingerprints(self) -> set[str]:
-        """Fingerprints config.toml matches: of the config it resolves to, and of the
-        sections the file holds. A section a later version added (`[stress]`) is absent from
-        an older run's file and takes its defaults; the run's finished steps still hold."""
+        """Fingerprints config.toml matches: of the config it resolves to, and of the keys
+        the file holds. A section or key a later version added (`[stress]`,
+        `[deploy.learner]`) is absent from an older run's file and takes its defaults; the
+        run's finished steps still hold."""
         resolved = self.config().to_dict()
         written = tomllib.loads(self.file("config.toml").read_text(encoding="utf-8-sig"))
-        as_written = {name: value for name, value in resolved.items() if name in written}
-        return {fingerprint(resolved), fingerprint(as_written)}
+        return {fingerprint(resolved), fingerprint(_as_written(resolved, written))}
 
     def state(self) -> dict[str, Any]:
         """run.json; a damaged one is a clear error, not a traceback."""
@@ -253,3 +253,18 @@ class Run:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+
+def _as_written(resolved: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+    """`resolved` cut to the keys `written` holds, at every depth of its tables (an unset
+    key, None, is never written: TOML has no null)."""
+    kept = {}
+    for name, value in resolved.items():
+        if name not in written:
+            if value is None:
+                kept[name] = value
+            continue
+        inner = written[name]
+        both_tables = isinstance(value, dict) and isinstance(inner, dict)
+        kept[name] = _as_written(value, inner) if both_tables else value
+    return kept

@@ -129,3 +129,34 @@ def test_a_run_from_before_a_section_existed_still_resumes(tmp_path):
     )
     with pytest.raises(TailormlError, match="was edited after the run started"):
         Run.resume(run.path, "train")
+
+
+def test_a_run_from_before_a_subsection_existed_still_resumes(tmp_path):
+    """A run written before `[deploy.learner]` existed: its `[deploy]` holds target,
+    calibration_windows, export and simulate (whose `days` is unset, so not written) but no
+    learner; its fingerprint is of that config. It resumes with the learner's defaults; a
+    changed key inside `[deploy]` does not."""
+    from tailorml.io import atomic_write_json, fingerprint
+
+    config = config_from_dict({"run": {"runs_dir": str(tmp_path), "name": "x"}})
+    run = Run.create(config, "train")
+    older = config.to_dict()
+    del older["deploy"]["learner"]
+    assert older["deploy"]["simulate"]["days"] is None
+    text = run.file("config.toml").read_text()
+    start = text.index("[deploy.learner]\n")
+    end = text.find("\n[", start) + 1 or len(text)  # the next section's header, or the end
+    run.file("config.toml").write_text(text[:start] + text[end:])
+    assert "learner" not in run.file("config.toml").read_text()
+    atomic_write_json(
+        run.file("run.json"), {"kind": "train", "fingerprint": fingerprint(older), "steps": {}}
+    )
+    assert Run.resume(run.path, "train").config().deploy.learner.min_days == 7
+    edited = (
+        run.file("config.toml")
+        .read_text()
+        .replace("cloud_iterations = 300", "cloud_iterations = 30")
+    )
+    run.file("config.toml").write_text(edited)
+    with pytest.raises(TailormlError, match="was edited after the run started"):
+        Run.resume(run.path, "train")

@@ -13,6 +13,7 @@ from typing import Any
 
 from tailorml.config import Config
 from tailorml.jobs.result import as_json
+from tailorml.models.train import use_threads
 from tailorml.progress import SILENT, Reporter
 from tailorml.soft.gates import GATES, Gate
 from tailorml.soft.session import Outcome, personalize_individual
@@ -37,5 +38,6 @@ def run(
     """Personalize `individual` as configured (`[soft]`); everything is recorded in the
     registry and a model card is written. `options` are personalize_individual's:
     predefined_run, actor, registry_dir (default soft.registry)."""
+    use_threads(config.train.threads)  # the job's, not the library's, to set
     outcome = personalize_individual(config, individual, reporter, **options)
     return PersonalizeResult(outcome, [GATES[name] for name in config.soft.gates])

@@ -38,7 +38,6 @@ from tailorml.evaluate.operating_point import person_of
 from tailorml.io import atomic_write_parquet
 from tailorml.models.cnn import load_model, model_bytes, save_model
 from tailorml.models.predict import predict_proba
-from tailorml.models.train import use_threads
 from tailorml.personalize.base import Context, execute
 from tailorml.personalize.dataset import PersonalData, from_glucose
 from tailorml.personalize.factory import StrategyTraining, context_for
@@ -514,7 +513,6 @@ def personalize_individual(
     `before_record` runs between the two (the service's worker checks there that the job
     is still its own: it may raise, and nothing is recorded)."""
     check_session_config(config)
-    use_threads(config.train.threads)
     registry = Registry(registry_dir or config.soft.registry)
     if data is None:
         data = from_glucose(config, config.experiment.general_stride)
