@@ -339,11 +339,20 @@ def users_add(
     name: Annotated[str, typer.Argument(help="A unique name (letters, digits, . _ @ -).")],
     role: Annotated[str, typer.Option(help="patient or clinician.")],
     data: DataOption,
+    personalization: Annotated[
+        bool,
+        typer.Option(
+            help="A patient's consent to personalization, given at enrollment; with "
+            "--no-personalization they give it themselves on their page."
+        ),
+    ] = True,
 ) -> None:
     """Add a person; prints their token once (only its hashes are stored)."""
     from tailorml.service.auth import add_person, secret_sha1
 
-    person, token = add_person(_store(data, must_exist=False), name, role, _actor())
+    person, token = add_person(
+        _store(data, must_exist=False), name, role, _actor(), personalization
+    )
     console.print(f"Added {person.role} {person.name} (id {person.id}).")
     console.print(f"Token (shown once; keep it secret): [bold]{token}[/bold]")
     console.print(
@@ -360,8 +369,50 @@ def users_assign(
 ) -> None:
     """Let a clinician see a patient's data and review their personalized models."""
     store = _store(data)
-    store.assign(store.by_name(clinician).id, store.by_name(patient).id, _actor())
-    console.print(f"{clinician} now reviews {patient}.")
+    if store.assign(store.by_name(clinician).id, store.by_name(patient).id, _actor()):
+        console.print(f"{clinician} now reviews {patient}.")
+    else:
+        console.print(
+            f"{clinician} is assigned to {patient}, but {patient} withdrew {clinician}'s access:"
+            f" it stays withdrawn until {patient} grants it on their page (or `tailorml users "
+            f"consent {patient} --clinician {clinician} --grant` records their signed consent)."
+        )
+
+
+@users_app.command("consent")
+def users_consent(
+    patient: Annotated[str, typer.Argument(help="The patient's name.")],
+    data: DataOption,
+    clinician: Annotated[
+        str | None, typer.Option(help="A clinician's name: their access, not personalization.")
+    ] = None,
+    grant: Annotated[
+        bool | None,
+        typer.Option(
+            "--grant/--withdraw",
+            help="Record the patient's consent (e.g. a signed form), or its withdrawal.",
+        ),
+    ] = None,
+) -> None:
+    """Show a patient's consents, or record one they gave or withdrew outside the page
+    (recorded as the administrator's, in the audit log). Withdrawing personalization stops
+    their jobs and rolls a personalized model back to the predefined one."""
+    from tailorml.registry.models import Registry
+
+    store = _store(data)
+    person = store.by_name(patient)
+    if grant is not None:
+        clinician_id = store.by_name(clinician).id if clinician else None
+        store.set_consent(person.id, grant, _actor(), "administrator", clinician_id)
+        registry = Registry(data)
+        withdrawn = not grant and clinician is None and registry.knows(person.id)
+        if withdrawn and registry.active_model(person.id).kind == "personalized":
+            registry.rollback(person.id, "consent to personalization withdrawn", _actor())
+    names = {p.id: p.name for p in store.people()}
+    for c in store.consent_history(person.id):
+        whose = "personalization" if c.clinician_id is None else names[c.clinician_id]
+        state = "granted" if c.granted else "withdrawn"
+        console.print(f"{c.created}  {whose}: {state} ({c.source}, by {c.actor})")
 
 
 @users_app.command("unassign")
@@ -403,7 +454,11 @@ def users_list(data: DataOption) -> None:
     names = {person.id: person.name for person in store.people()}
     for person in store.people():
         state = "erased" if person.erased else "revoked" if person.revoked else "active"
-        patients = ", ".join(names[p] for p in store.patients_of(person.id))
+        consenting = set(store.patients_of(person.id))
+        patients = ", ".join(
+            names[p] + ("" if p in consenting else " (access withdrawn)")
+            for p in store.assigned_patients(person.id)
+        )
         table.add_row(person.name, person.id, person.role, state, patients, person.created)
     console.print(table)
 

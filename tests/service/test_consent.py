@@ -198,3 +198,31 @@ def test_a_data_directory_from_before_consent_keeps_its_data_and_access(tmp_path
     assert audited == 3  # alice's two, carol's one
     PeopleStore(made.data)  # opened again: nothing more recorded
     assert len(store.consent_history(alice.id)) == 2
+
+
+def test_the_administrator_records_consent_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from tailorml.cli import app as cli
+
+    runner = CliRunner()
+
+    def run(*args):
+        answer = runner.invoke(cli, ["users", *args, "--data", str(tmp_path)])
+        assert answer.exit_code == 0, answer.output
+        return answer.output
+
+    run("add", "ann", "--role", "patient", "--no-personalization")
+    run("add", "doc", "--role", "clinician")
+    assert "doc now reviews ann" in run("assign", "doc", "ann")
+    store = PeopleStore(tmp_path)
+    ann, doc = store.by_name("ann"), store.by_name("doc")
+    assert not store.consented(ann.id) and store.patients_of(doc.id) == [ann.id]
+    shown = run("consent", "ann", "--clinician", "doc", "--withdraw")
+    assert "doc: withdrawn (administrator" in shown
+    assert "personalization: withdrawn (enrollment" in shown
+    assert store.patients_of(doc.id) == []
+    assert "ann withdrew doc's access" in run("assign", "doc", "ann")
+    assert "(access" in run("list")  # rich wraps the cell: "ann (access" / "withdrawn)"
+    run("consent", "ann", "--grant")
+    assert store.consented(ann.id) and store.patients_of(doc.id) == []
