@@ -185,3 +185,31 @@ def test_a_number_no_float_holds_is_refused_naming_its_field(app, made, path, re
     assert answer.status_code == 422
     message = answer.json()["message"]
     assert message.startswith(f"{field}: ") and said in message
+
+
+def test_the_audit_log_honours_count_newest_lines_oldest_first(app, made):
+    client, _ = app
+    carol = made.people["carol"]
+    for _ in range(3):  # three more reads of her entries: three more lines
+        client.get("/api/v1/entries.json", headers=carol.secret)
+    whole = client.get("/api/v1/audit?count=10000", headers=carol.secret).json()
+    two = client.get("/api/v1/audit?count=2", headers=carol.secret).json()
+    assert len(whole) >= 3 and two == whole[-2:]  # the newest two, oldest first
+    assert [line["action"] for line in two] == ["read_entries", "read_entries"]
+    assert len(client.get("/api/v1/audit", headers=carol.secret).json()) == len(whole)
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "10001", "abc", "1.5", "", "1e3", "²"])
+def test_a_bad_audit_count_is_refused(app, made, count):
+    client, _ = app
+    carol = made.people["carol"]
+    answer = client.get(f"/api/v1/audit?count={count}", headers=carol.secret)
+    assert answer.status_code == 422 and "count must be a whole number" in answer.json()["message"]
+
+
+def test_the_audit_count_is_in_the_openapi_schema(app):
+    client, _ = app
+    operation = client.get("/openapi.json").json()["paths"]["/api/v1/audit"]["get"]
+    count = next(p for p in operation["parameters"] if p["name"] == "count")
+    assert count["schema"]["maximum"] == 10_000 and count["schema"]["default"] == 1_000
+    assert "422" in operation["responses"]

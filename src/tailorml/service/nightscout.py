@@ -36,6 +36,9 @@ MAX_BODY_BYTES = 1_000_000
 MAX_RECORDS = 2_000
 MAX_COUNT = 10_000
 DEFAULT_COUNT = 10
+# The audit log is read to see who read one's data, so a listing without `count` shows far
+# more of it than a page of readings (every upload and read adds a line: about 600 a day)
+AUDIT_DEFAULT_COUNT = 1_000
 EARLIEST_MS = 946_684_800_000  # 2000-01-01: no CGM reading is older
 FUTURE_SLACK_MS = 24 * 3_600_000  # phone clocks run ahead; a day ahead is an error
 # sgv and mbg are mg/dL whatever the site shows. No sensor reads above 500 (Libre; Dexcom
@@ -617,9 +620,10 @@ def _filter_time(raw: Any, key: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def count_of(value: str | None) -> int:
+def count_of(value: str | None, default: int = DEFAULT_COUNT) -> int:
+    """`count` of a listing: `default` when absent, else a whole number 1..MAX_COUNT."""
     if value is None:
-        return DEFAULT_COUNT
+        return default
     try:
         # ASCII digits only: "²" is a digit that int() refuses
         count = int(value) if WHOLE_NUMBER.fullmatch(value) and value[0] != "-" else 0

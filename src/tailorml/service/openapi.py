@@ -1058,7 +1058,23 @@ ENCRYPTED_ALERT = doc(
 ME = doc("The caller's account", ref("Me"))
 EXPORT = doc("Everything stored about the caller, opened", ref("Export"), (507,))
 AUDIT = doc(
-    "The audit log about the person", many("AuditEntry"), (400, 403, 507), parameters=[PATIENT]
+    "The audit log about the person: its newest `count` lines, oldest first",
+    many("AuditEntry"),
+    (400, 403, 422, 507),
+    parameters=[
+        PATIENT,
+        query(
+            "count",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": nightscout.MAX_COUNT,
+                "default": nightscout.AUDIT_DEFAULT_COUNT,
+            },
+            "at most this many of the newest lines",
+        ),
+    ],
+    why={422: "count not a whole number from 1 to 10,000"},
 )
 ERASE = doc(
     "Erase the caller's data and retire every model trained on it (cannot be undone)",

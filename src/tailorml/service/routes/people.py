@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from tailorml.service import nightscout
 from tailorml.service import openapi as api
 from tailorml.service.deps import ServiceDep, call, caller, query
 from tailorml.service.nightscout import PayloadError
@@ -32,7 +33,9 @@ async def export(request: Request, service: ServiceDep):
 
 @router.get("/api/v1/audit", **api.AUDIT)
 async def audit(request: Request, service: ServiceDep):
-    return await call(service, request, service.audit, query(request, "patient"))
+    # the newest `count` lines, oldest first as the log reads (checked before any read)
+    count = nightscout.count_of(request.query_params.get("count"), nightscout.AUDIT_DEFAULT_COUNT)
+    return (await call(service, request, service.audit, query(request, "patient")))[-count:]
 
 
 @router.delete("/api/v1/people/me", **api.ERASE)
