@@ -254,6 +254,19 @@ class Run:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def model_file(self, given: str | Path | None = None, option: str | None = "--model") -> Path:
+        """The model a job examines: `given` (the command's `option`, checked as such) or
+        the run's model.pt; a missing one is a one-line error saying what to do."""
+        from tailorml.models.cnn import require_model_file
+
+        if given:
+            return require_model_file(Path(given), option or "model")
+        path = self.file("model.pt")
+        if not path.is_file():
+            instead = f" or pass {option}" if option else ""
+            raise TailormlError(f"no model at {path}; train one first (`tailorml train`){instead}")
+        return path
+
 
 def _as_written(resolved: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
     """`resolved` cut to the keys `written` holds, at every depth of its tables (an unset

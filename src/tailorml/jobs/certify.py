@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 
 from tailorml.config import Config
-from tailorml.errors import TailormlError
 from tailorml.io import (
     atomic_write_json,
     atomic_write_text,
@@ -78,11 +77,7 @@ def run(
 
     run = Run.open(run_dir)
     config = config or run.config()
-    model_file = Path(model_path) if model_path else run.file("model.pt")
-    if not model_file.is_file():
-        raise TailormlError(
-            f"no model at {model_file}; train one first (`tailorml train`) or pass --model"
-        )
+    model_file = run.model_file(model_path)
     use_threads(config.train.threads)
     model = load_model(model_file)
     model_sha = sha256_file(model_file)

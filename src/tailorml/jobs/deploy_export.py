@@ -41,7 +41,7 @@ from tailorml.deploy.report import render_deploy_report
 from tailorml.deploy.target.budget import emulated_rung
 from tailorml.deploy.target.host import host_rung
 from tailorml.deploy.target.mcu import PROFILES, TargetProfile, profile
-from tailorml.errors import DeployError, TailormlError
+from tailorml.errors import DeployError
 from tailorml.io import (
     atomic_write,
     atomic_write_json,
@@ -103,7 +103,7 @@ def default_out(run: Path, target: TargetProfile, model_sha: str | None) -> Path
 
 def settings_of(config: Config) -> dict[str, Any]:
     """The `[deploy]` settings an export is made with (deploy.json's `deploy`)."""
-    return config.deploy.model_dump(mode="json", exclude={"simulate"})
+    return config.deploy.model_dump(mode="json", exclude={"simulate", "learner"})
 
 
 def run(
@@ -121,11 +121,7 @@ def run(
     config = config or run.config()
     settings = config.deploy
     target = profile(settings.target)
-    model_file = Path(model_path) if model_path else run.file("model.pt")
-    if not model_file.is_file():
-        raise TailormlError(
-            f"no model at {model_file}; train one first (`tailorml train`) or pass --model"
-        )
+    model_file = run.model_file(model_path)
     use_threads(config.train.threads)
     model = load_model(model_file)
     model_sha = sha256_file(model_file)

@@ -49,7 +49,7 @@ from tailorml.deploy.learner.simulate import (
 from tailorml.deploy.learner.simulate_report import render_simulate_report
 from tailorml.deploy.learner.traces import dangerous_traces
 from tailorml.deploy.target.mcu import TargetProfile, profile
-from tailorml.errors import DeployError, TailormlError
+from tailorml.errors import DeployError
 from tailorml.io import atomic_write_json, encode_component, sha256_file
 from tailorml.jobs.result import Reported, as_json
 from tailorml.models.train import use_threads
@@ -129,9 +129,7 @@ def run(
     settings = LearnerSettings.from_config(config.deploy.learner)
     options = config.deploy.simulate
     target = profile(config.deploy.target)
-    model_file = run.file("model.pt")
-    if not model_file.is_file():
-        raise TailormlError(f"no model at {model_file}; train one first (`tailorml train`)")
+    model_file = run.model_file(option=None)
     use_threads(config.train.threads)
     from tailorml.models.cnn import load_model
     from tailorml.personalize.dataset import from_glucose

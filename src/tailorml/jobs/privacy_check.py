@@ -18,7 +18,7 @@ from tailorml.data.prepared import prepare
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_json
 from tailorml.jobs.result import as_json
-from tailorml.models.cnn import load_model, require_model_file
+from tailorml.models.cnn import load_model
 from tailorml.models.train import use_threads
 from tailorml.policy import AlertPolicy
 from tailorml.privacy.check import (
@@ -72,11 +72,7 @@ def run(
     config = config or run.config()
     settings = config.privacy
     individuals, max_windows, batch = settings.individuals, settings.max_windows, settings.batch
-    model_file = Path(model_path) if model_path else run.file("model.pt")
-    if model_path:
-        require_model_file(model_file, "--model")
-    elif not model_file.is_file():
-        raise TailormlError(f"no model at {model_file}; train one first or pass --model")
+    model_file = run.model_file(model_path)
     use_threads(config.train.threads)
     try:  # read once: the record names the bytes checked, even if the file changes meanwhile
         model_data = model_file.read_bytes()
