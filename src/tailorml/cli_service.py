@@ -264,7 +264,9 @@ def worker(
     """Run personalization jobs of a service's data directory, one at a time, beside
     `tailorml serve` (or several workers: each job runs once, under a lease renewed while it
     runs; a killed worker's job is taken up again when its lease expires). Ctrl-C or SIGTERM
-    hands the running job back to the queue and stops (docs/service.md)."""
+    hands the running job back to the queue and stops with 130 or 143, as a shell reports a
+    command those signals ended, so a supervisor does not take the stop for a clean finish
+    (docs/service.md)."""
     _private_files()
     import signal
 
@@ -280,12 +282,24 @@ def worker(
         )
     server_key = ServerKey.load(key_file, data)
     runner = Service(data, server_key, jobs_config(config)).jobs
+    received: list[int] = []
+
+    def stop(signal_number: int, _frame) -> None:
+        received.append(signal_number)
+        runner.stop()
+
     for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: runner.stop())
+        signal.signal(signal_number, stop)
     console.print(f"tailorml worker on {data} · personalization jobs · Ctrl-C stops it")
     runner.start()
     runner.wait()
-    console.print("worker stopped")
+    if not runner.stopped:  # the runner's thread died of an error (its traceback is above)
+        raise TailormlError(f"the worker on {data} stopped on an error; see the lines above")
+    handed = runner.handed_back
+    by = f" by {signal.Signals(received[0]).name}" if received else ""
+    back = f"; job {handed} handed back to the queue" if handed is not None else ""
+    console.print(f"worker stopped{by}{back}")
+    raise typer.Exit(128 + received[0] if received else 0)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

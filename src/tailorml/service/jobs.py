@@ -78,6 +78,7 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="personalization", daemon=True)
         self._process: subprocess.Popen | None = None
+        self.handed_back: int | None = None  # the job a stop handed back to the queue
 
     def start(self) -> None:
         self._thread.start()
@@ -93,6 +94,11 @@ class JobRunner:
         """Run until `stop` (from another thread or a signal handler)."""
         while self._thread.is_alive():
             self._thread.join(timeout=1.0)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop` ended the runner (else its thread died of an error)."""
+        return self._stop.is_set()
 
     def notify(self) -> None:
         self._wake.set()
@@ -125,6 +131,7 @@ class JobRunner:
         self._process = None
         if self._stop.is_set():  # stopped with the server: back to the queue now
             if self.store.release_job(job_id, owner):
+                self.handed_back = job_id
                 log.info("personalization job %d handed back to the queue", job_id)
             return
         if code == LEASE_LOST_EXIT:
