@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from tailorml.cli import app
 from tailorml.config import config_from_dict
 from tailorml.errors import ConfigError
-from tailorml.evaluate.paired_test import paired_p_value
+from tailorml.evaluate.significance import paired_p_value
 from tailorml.experiment.summary import table_one
 from tailorml.jobs.experiment import run as run_experiment
 from tailorml.personalize.grid import expand
@@ -225,7 +225,7 @@ def test_table_one_statistics_by_hand():
 def test_a_paired_test_with_too_few_individuals_is_flagged():
     """Exact two-sided Wilcoxon: n same-sign differences give p = 2 / 2**n; 5 give 0.0625,
     so 6 are the fewest that can reach 0.05."""
-    from tailorml.evaluate.paired_test import min_pairs_for_test, smallest_p_value
+    from tailorml.evaluate.significance import min_pairs_for_test, smallest_p_value
     from tailorml.experiment.report import flag_weak_tests
 
     assert smallest_p_value(5) == 0.0625 and smallest_p_value(6) == pytest.approx(2 / 64)

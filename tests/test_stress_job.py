@@ -166,7 +166,7 @@ def test_models_side_by_side_lists_each_reference_then_its_shifts():
 
 
 def test_a_single_pair_has_no_p_value():
-    from tailorml.evaluate.paired_test import paired_p_value
+    from tailorml.evaluate.significance import paired_p_value
 
     one = pd.Series([0.5], index=["x"])
     assert np.isnan(paired_p_value(one, pd.Series([1.0], index=["x"])))

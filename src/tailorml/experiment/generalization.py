@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tailorml.evaluate.paired_test import paired_p_value
+from tailorml.evaluate.significance import paired_p_value
 from tailorml.experiment.summary import per_individual
 
 UNCHANGED = "life_unchanged"  # shift.life.UNCHANGED, the reference of every life change

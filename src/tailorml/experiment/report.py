@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from tailorml.config import load_config
-from tailorml.evaluate.paired_test import min_pairs_for_test, smallest_p_value
 from tailorml.evaluate.plots import to_png
 from tailorml.evaluate.report import image_uri, optional_table, write_html
+from tailorml.evaluate.significance import min_pairs_for_test, smallest_p_value
 from tailorml.experiment.summary import HEADLINE, per_individual
 
 FAMILY = {

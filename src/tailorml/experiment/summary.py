@@ -4,7 +4,7 @@ Per method setting: the mean over seeds per individual first, then across indivi
 mean, rank (1 = best), sd, min and max of acc(D_I) and acc(D_G), and a p-value against the
 reference method from a paired test across individuals.
 
-The paired test and why it is Wilcoxon's: `tailorml.evaluate.paired_test`. Table I records
+The paired test and why it is Wilcoxon's: `tailorml.evaluate.significance`. Table I records
 the pairs behind each p (`<metric>_pairs`) and the report warns instead of letting a large p
 read as "no difference".
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tailorml.evaluate.paired_test import paired_p_value, paired_pairs
+from tailorml.evaluate.significance import paired_p_value, paired_pairs
 
 HEADLINE = ("acc_individual", "acc_general")
 GLUCOSE_EXTRAS = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tailorml.evaluate.paired_test import paired_p_value
+from tailorml.evaluate.significance import paired_p_value
 
 HEADLINE = (
     "hypo_sensitivity",
