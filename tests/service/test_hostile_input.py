@@ -275,7 +275,7 @@ def test_an_anonymous_body_is_refused_before_it_is_read_and_login_forms_are_boun
         content=b"token=" + b"x" * 100_000,
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert login.status_code == 400 and "form too large" in login.text
+    assert login.status_code == 413 and "Form too large" in login.text  # the HTML page
 
 
 def test_credentials_of_two_accounts_in_one_request_are_refused(client, made):

@@ -213,3 +213,29 @@ def test_the_audit_count_is_in_the_openapi_schema(app):
     count = next(p for p in operation["parameters"] if p["name"] == "count")
     assert count["schema"]["maximum"] == 10_000 and count["schema"]["default"] == 1_000
     assert "422" in operation["responses"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/login", "/logout", "/review/candidates/1", "/review/patients/x/rollback"]
+)
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_oversize_review_form_gets_the_review_pages_html_error(app, made, path, declared):
+    """A browser posting a comment over 20 KB sees the review pages' own error page (it got
+    the API's bare JSON), with their security headers."""
+    from fastapi.testclient import TestClient
+    from tests.service.review_helpers import signed_in
+
+    client, _ = app
+    browser = signed_in(TestClient(client.app, follow_redirects=False), made.people["bob"].token)
+    body = b"comment=" + b"x" * 30_000
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+
+    def chunks():  # no Content-Length: the limit is found while reading
+        yield body[:10_000]
+        yield body[10_000:]
+
+    answer = browser.post(path, content=body if declared else chunks(), headers=headers)
+    assert answer.status_code == 413
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "Form too large" in answer.text and "20,000 bytes" in answer.text
+    assert "default-src" in answer.headers["content-security-policy"]

@@ -161,6 +161,8 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
     app.state.context_limits = context_limits
     app.state.context_uploads = {}  # account -> bytes reserved by its context upload
     add_exception_handlers(app)
+    # the review pages' forms are a browser's: their one error before a page exists is HTML
+    app.add_exception_handler(review.FormTooLarge, review.form_too_large)
 
     @app.middleware("http")
     async def _no_store(request: Request, call_next):

@@ -89,6 +89,26 @@ def _cookie_options(request: Request) -> dict:
 FORM_LIMIT = 20_000
 
 
+class FormTooLarge(TailormlError):
+    """A form post over FORM_LIMIT: answered with the review pages' own error page (a
+    browser shows it), not the API's JSON (`form_too_large`, installed by the app)."""
+
+
+async def form_too_large(request: Request, problem: FormTooLarge) -> HTMLResponse:
+    message = (
+        f"The form was larger than {FORM_LIMIT:,} bytes and was not read: nothing was "
+        "recorded. Go back, shorten the comment, and send it again."
+    )
+    return page(
+        "service_page.html.j2",
+        413,
+        title="Form too large",
+        caller=None,
+        message=message,
+        message_class="problem",
+    )
+
+
 def _cross_site(request: Request) -> bool:
     """Whether the browser says a form post comes from another site (Fetch metadata, or an
     Origin that is not this server's): refused even with a valid form token, which a
@@ -107,12 +127,12 @@ async def form_of(request: Request) -> dict[str, str]:
     hundreds of MB is refused before it is held in memory."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > FORM_LIMIT:
-        raise TailormlError("form too large")
+        raise FormTooLarge("form too large")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > FORM_LIMIT:
-            raise TailormlError("form too large")
+            raise FormTooLarge("form too large")
         chunks.append(chunk)
     body = b"".join(chunks)
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
