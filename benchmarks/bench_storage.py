@@ -1,0 +1,142 @@
+"""Bytes the service stores per CGM reading, table by table, and what that makes per
+person-year: the baseline of "less per reading" (issue: beyond one machine).
+
+    .venv/bin/python benchmarks/bench_storage.py --run runs/<demo run> [--people 4]
+        [--days 3] [--follower-polls-per-hour 12]
+
+A fresh data directory (SQLite, as `tailorml serve --data` makes it) with the run's model
+as the predefined one and `--people` patients; each uploads `--days` of synthetic readings
+5 minutes apart in batches of 12 (one hour, as an uploader catching up sends them), every
+reading decided live by the model, and a follower reads `entries.json?count=288` every
+`--follower-polls-per-hour` uploads' worth of time (each read writes an audit row). The
+requests go through the real app in process (FastAPI's TestClient): the same code paths
+as over HTTP, without a socket. Then the file is checkpointed and VACUUMed and SQLite's
+`dbstat` gives each table's and index's bytes; per reading = bytes / readings stored.
+Readings are synthetic; only their sizes matter here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import platform
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from tailorml.cli_service import register_predefined_run
+from tailorml.registry.people import PeopleStore
+from tailorml.service.app import build
+from tailorml.service.auth import add_person
+from tailorml.service.crypto import write_key_file
+
+FIVE_MINUTES_MS = 300_000
+READINGS_PER_YEAR = 365 * 288
+
+
+def readings(start_ms: int, count: int, seed: int) -> list[dict]:
+    """A smooth synthetic trace between 55 and 250 mg/dL, 5 minutes apart (Dexcom-shaped
+    entries, as xDrip+ uploads them)."""
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi)
+    minutes = np.arange(count) * 5
+    cgm = 150 + 90 * np.sin(phase + minutes / 240) + rng.normal(0, 4, count)
+    cgm = np.clip(np.round(cgm), 40, 400).astype(int)
+    return [
+        {
+            "type": "sgv",
+            "sgv": int(value),
+            "date": start_ms + i * FIVE_MINUTES_MS,
+            "direction": "Flat",
+            "device": "xDrip-DexcomG6",
+        }
+        for i, value in enumerate(cgm)
+    ]
+
+
+def table_bytes(database: Path) -> dict[str, int]:
+    """Bytes of every table and index after a checkpoint and VACUUM (`dbstat`)."""
+    connection = sqlite3.connect(database)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.execute("VACUUM")
+        rows = connection.execute(
+            "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
+        ).fetchall()
+    finally:
+        connection.close()
+    return {name: int(size) for name, size in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a train/demo run directory")
+    parser.add_argument("--people", type=int, default=4)
+    parser.add_argument("--days", type=float, default=3.0)
+    parser.add_argument("--follower-polls-per-hour", type=int, default=12)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        data, key = root / "data", write_key_file(root / "server.key")
+        data.mkdir()
+        register_predefined_run(data, args.run)
+        store = PeopleStore(data)
+        tokens = [add_person(store, f"p{i}", "patient", "bench")[1] for i in range(args.people)]
+        app = build(data, key, None)
+        count = int(args.days * 288)
+        start = int(time.time() * 1000) - count * FIVE_MINUTES_MS
+        began = time.perf_counter()
+        polls = 0
+        with TestClient(app) as client:
+            for index, token in enumerate(tokens):
+                header = {"api-secret": hashlib.sha1(token.encode()).hexdigest()}
+                trace = readings(start, count, seed=index)
+                for hour in range(0, count, 12):
+                    answer = client.post(
+                        "/api/v1/entries", json=trace[hour : hour + 12], headers=header
+                    )
+                    answer.raise_for_status()
+                    for _ in range(args.follower_polls_per_hour):
+                        client.get(
+                            "/api/v1/entries.json?count=288", headers=header
+                        ).raise_for_status()
+                        polls += 1
+        elapsed = time.perf_counter() - began
+        database = next(data.glob("*.sqlite"))
+        sizes = table_bytes(database)
+        connection = sqlite3.connect(database)
+        counts = {
+            name: connection.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        connection.close()
+    stored = args.people * count
+    total = sum(sizes.values())
+    print(f"# {platform.node()}, {platform.processor() or platform.machine()}, {time.ctime()}")
+    print(
+        f"{args.people} people x {count} readings = {stored} readings, {polls} follower reads, "
+        f"{elapsed:.0f} s"
+    )
+    print("| table or index | rows | bytes | bytes per reading |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, size in sizes.items():
+        if size <= 4096 and not counts.get(name):
+            continue  # an empty table: one page
+        rows = counts.get(name, "")
+        print(f"| {name} | {rows} | {size:,} | {size / stored:.0f} |")
+    print(f"| **all** | | {total:,} | **{total / stored:.0f}** |")
+    per_year = total / stored * READINGS_PER_YEAR
+    print(
+        f"per person-year ({READINGS_PER_YEAR:,} readings): {per_year / 1e6:.0f} MB; "
+        f"100,000 people: {per_year * 1e5 / 1e12:.1f} TB/year"
+    )
+
+
+if __name__ == "__main__":
+    main()
