@@ -5,6 +5,7 @@ log's `count`."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -239,3 +240,52 @@ def test_an_oversize_review_form_gets_the_review_pages_html_error(app, made, pat
     assert answer.headers["content-type"].startswith("text/html")
     assert "Form too large" in answer.text and "20,000 bytes" in answer.text
     assert "default-src" in answer.headers["content-security-policy"]
+
+
+def test_sealed_entries_and_treatments_have_one_length_whatever_the_value(app, made):
+    """AES-GCM keeps the plaintext's length: unpadded, the database told an sgv of 45 from
+    one of 345 and 5 g of carbs from 50 g. Rows are padded to one bucket (512 bytes)."""
+    from tailorml.service.crypto import RECORD_PAD_BYTES
+
+    client, service = app
+    carol = made.people["carol"]
+    person = service.store.by_name("carol")
+    at = HOUR_AGO_MS - 5 * 3_600_000
+    entries = [{"type": "sgv", "sgv": v, "date": at + i * 300_000} for i, v in enumerate((45, 345))]
+    treatments = [
+        {"eventType": "Meal Bolus", "carbs": c, "date": at + i * 300_000}
+        for i, c in enumerate((5, 50))
+    ]
+    assert client.post("/api/v1/entries", json=entries, headers=carol.secret).status_code == 200
+    assert client.post("/api/v1/treatments", json=treatments, headers=carol.secret).is_success
+    cipher = service.keyring.cipher(person.id)
+    for rows, purpose in (
+        (service.store.entries(person.id, at, at + 300_000, 10), "entry"),
+        (service.store.treatments(person.id, at, at + 300_000, 10), "treatment"),
+    ):
+        assert len(rows) == 2
+        assert {len(row.sealed) for row in rows} == {12 + RECORD_PAD_BYTES + 16}
+        opened = [json.loads(cipher.open(row.sealed, purpose)) for row in rows]
+        assert sorted(o.get("sgv", o.get("carbs")) for o in opened) in ([45, 345], [5, 50])
+
+
+def test_an_entry_sealed_before_padding_still_reads_back(app, made):
+    from tailorml.registry.people import Write
+    from tailorml.service.nightscout import canonical
+
+    client, service = app
+    carol = made.people["carol"]
+    person = service.store.by_name("carol")
+    at = HOUR_AGO_MS - 9 * 3_600_000
+    old = {"type": "sgv", "date": at, "dateString": iso(at), "sgv": 77}
+    cipher = service.keyring.cipher(person.id)
+    nonce = b"\x01" * 12  # sealed as an older version did: the JSON alone
+    sealed = nonce + cipher._aead.encrypt(nonce, canonical(old), cipher._associated("entry"))
+    assert len(sealed) < 12 + 512 + 16
+    key = cipher.fingerprint("entry", "sgv", str(at))
+    service.store.add_entries(person.id, [Write(at, key, sealed)], "test")
+    answer = client.get(
+        f"/api/v1/entries.json?find[date][$gte]={at}&find[date][$lte]={at}", headers=carol.secret
+    )
+    (shown,) = answer.json()
+    assert {k: v for k, v in shown.items() if k != "_id"} == old

@@ -35,6 +35,12 @@ KEY_ENV = "TAILORML_SERVER_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 PAD_BYTES = 768  # a decision's JSON is 300 to about 560 bytes: one bucket
+# Records sealed as JSON and padded by `DataCipher.seal` to a multiple of this many bytes:
+# an entry's JSON is about 100 to 450 bytes (one bucket), so its sealed length no longer
+# tells a 2-digit sgv from a 3-digit one, nor a treatment's 5 g from 50 g. Alerts are
+# padded by their writer (`padded_json`, PAD_BYTES); sealed files are not JSON.
+RECORD_PAD_BYTES = 512
+PADDED_PURPOSES = frozenset(("entry", "treatment", "devicestatus", "profile"))
 
 
 class DecryptionError(TailormlError):
@@ -169,6 +175,11 @@ class DataCipher:
         return purpose.encode() + b"|" + self._owner
 
     def seal(self, plaintext: bytes, purpose: str) -> bytes:
+        """`plaintext` sealed for `purpose`; the JSON of a record (`PADDED_PURPOSES`) is
+        padded with spaces first, which JSON readers skip: rows sealed unpadded before
+        read back the same."""
+        if purpose in PADDED_PURPOSES:
+            plaintext += b" " * (-len(plaintext) % RECORD_PAD_BYTES)
         nonce = secrets.token_bytes(NONCE_BYTES)
         return nonce + self._aead.encrypt(nonce, plaintext, self._associated(purpose))
 
