@@ -133,7 +133,7 @@ def test_the_schema_describes_bodies_parameters_errors_and_credentials(app):
     ids = [
         o["operationId"] for operations in described["paths"].values() for o in operations.values()
     ]
-    assert len(ids) == len(set(ids)) == 61
+    assert len(ids) == len(set(ids)) == 72
     for path, operations in described["paths"].items():
         for method, operation in operations.items():
             where = f"{method.upper()} {path}"

@@ -35,7 +35,13 @@ from tailorml.registry.job_queue import Job
 ROLES = ("patient", "clinician")
 JOB_STATES = ("queued", "running", "done", "failed")
 RECORD_TABLES = ("entries", "treatments")
-COLLECTIONS = ("devicestatus", "profile")
+COLLECTIONS = ("devicestatus", "profile", "food", "settings")
+# Nightscout API v3 reads every collection by server modification time: a record's kind as
+# the tombstones of deleted ones name it
+V3_TABLES = {"entries": "entries", "treatments": "treatments"} | dict.fromkeys(
+    COLLECTIONS, "documents"
+)
+V3_COLUMNS = {"srv_modified": "INTEGER", "srv_created": "INTEGER", "identifier": "TEXT"}
 
 SCHEMA = (
     """
@@ -66,6 +72,9 @@ CREATE TABLE IF NOT EXISTS entries (
     created TEXT NOT NULL,
     public_id TEXT,
     content TEXT,
+    srv_modified INTEGER,
+    srv_created INTEGER,
+    identifier TEXT,
     UNIQUE (person_id, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS entries_by_time ON entries(person_id, date_ms);
@@ -78,6 +87,9 @@ CREATE TABLE IF NOT EXISTS treatments (
     created TEXT NOT NULL,
     public_id TEXT,
     content TEXT,
+    srv_modified INTEGER,
+    srv_created INTEGER,
+    identifier TEXT,
     UNIQUE (person_id, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS treatments_by_time ON treatments(person_id, date_ms);
@@ -95,11 +107,16 @@ CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(person_id, date_ms, id);
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY,
     person_id TEXT NOT NULL REFERENCES people(id),
-    collection TEXT NOT NULL CHECK (collection IN ('devicestatus', 'profile')),
+    collection TEXT NOT NULL CHECK (collection IN ('devicestatus', 'profile', 'food',
+        'settings')),
     public_id TEXT NOT NULL,
     date_ms INTEGER NOT NULL,
     sealed BLOB NOT NULL,
     created TEXT NOT NULL,
+    fingerprint TEXT,
+    srv_modified INTEGER,
+    srv_created INTEGER,
+    identifier TEXT,
     UNIQUE (person_id, public_id)
 );
 CREATE INDEX IF NOT EXISTS documents_by_time ON documents(person_id, collection, date_ms);
@@ -137,6 +154,23 @@ CREATE TABLE IF NOT EXISTS review_sessions (
     expires_s INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS review_sessions_by_person ON review_sessions(person_id);
+CREATE TABLE IF NOT EXISTS tombstones (
+    id INTEGER PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people(id),
+    collection TEXT NOT NULL,
+    public_id TEXT NOT NULL,
+    identifier TEXT,
+    date_ms INTEGER NOT NULL,
+    srv_created INTEGER,
+    srv_modified INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_by_modified ON tombstones(person_id, collection,
+    srv_modified);
+CREATE TABLE IF NOT EXISTS srv_clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_ms INTEGER NOT NULL
+);
 """
     + consent.SCHEMA
     + push.SCHEMA
@@ -160,6 +194,49 @@ def migrate(connection: sqlite3.Connection) -> None:
         )
     job_queue.migrate(connection)
     consent.migrate(connection)
+    _migrate_v3(connection)
+
+
+def _migrate_v3(connection: sqlite3.Connection) -> None:
+    """A data directory from before API v3: documents may hold food and settings (the table
+    is rebuilt with the wider CHECK, rows and ids kept), and every record gets its server
+    times (`srv_created`, `srv_modified`: when it was stored, from `created`) and an
+    `identifier` column (a keyed fingerprint of the identifier a v3 client gave it)."""
+    found = connection.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'documents'"
+    ).fetchone()
+    if found is not None and "'food'" not in found["sql"]:
+        add_columns(connection, "documents", {"fingerprint": "TEXT"} | V3_COLUMNS)
+        connection.execute("ALTER TABLE documents RENAME TO documents_before_v3")
+        # one statement: executescript would commit the migration's transaction
+        connection.execute(
+            SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS documents") :].split(";")[0]
+        )
+        columns = "id, person_id, collection, public_id, date_ms, sealed, created, " + ", ".join(
+            ["fingerprint", *V3_COLUMNS]
+        )
+        connection.execute(
+            f"INSERT INTO documents ({columns}) SELECT {columns} FROM documents_before_v3"
+        )
+        connection.execute("DROP TABLE documents_before_v3")
+    for table in (*RECORD_TABLES, "documents"):
+        add_columns(connection, table, V3_COLUMNS)
+        connection.execute(
+            f"UPDATE {table} SET srv_created = CAST(strftime('%s', created) AS INTEGER) * 1000"
+            " WHERE srv_created IS NULL"
+        )
+        connection.execute(
+            f"UPDATE {table} SET srv_modified = srv_created WHERE srv_modified IS NULL"
+        )
+        connection.execute(
+            f"CREATE INDEX IF NOT EXISTS {table}_by_modified ON {table}(person_id, srv_modified)"
+        )
+        connection.execute(
+            f"CREATE INDEX IF NOT EXISTS {table}_by_identifier ON {table}(person_id, identifier)"
+        )
+    connection.execute(
+        "CREATE INDEX IF NOT EXISTS documents_by_time ON documents(person_id, collection, date_ms)"
+    )
 
 
 @dataclass(frozen=True)
@@ -184,6 +261,10 @@ class SealedRow:
     date_ms: int
     sealed: bytes
     public_id: str = ""
+    srv_modified: int | None = None
+    srv_created: int | None = None
+    collection: str = ""
+    deleted: bool = False
 
 
 class Write(NamedTuple):
@@ -196,6 +277,7 @@ class Write(NamedTuple):
     sealed: bytes
     content: str | None = None
     public_id: str | None = None
+    identifier: str | None = None  # keyed fingerprint of a v3 client's identifier
 
 
 @dataclass(frozen=True)
@@ -208,6 +290,7 @@ class Upserted:
     outcome: str
     date_ms: int
     previous_ms: int | None = None
+    srv_modified: int | None = None
 
     @property
     def new(self) -> bool:
@@ -302,6 +385,12 @@ class PeopleStore:
     def find(self, person_id: str) -> Person | None:
         rows = self.database.query("SELECT * FROM people WHERE id = ?", (person_id,))
         return _person(rows[0]) if rows else None
+
+    def token_hash(self, person_id: str) -> str | None:
+        """The SHA-256 of the person's current token (what a JWT is bound to: a rotated
+        token ends the JWTs exchanged for the old one)."""
+        rows = self.database.query("SELECT token_sha256 FROM people WHERE id = ?", (person_id,))
+        return rows[0]["token_sha256"] if rows else None
 
     def by_name(self, name: str) -> Person:
         rows = self.database.query("SELECT * FROM people WHERE name = ?", (name,))
@@ -584,21 +673,25 @@ class PeopleStore:
         result: list[Upserted] = []
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
-            for write in map(lambda r: Write(*r), rows):
+            writes = [Write(*r) for r in rows]
+            stamps = iter(_server_times(connection, len(writes)))
+            for write in writes:
                 column, value = (
                     ("public_id", write.public_id) if by_id else ("fingerprint", write.key)
                 )
                 found = connection.execute(
-                    f"SELECT id, public_id, date_ms, content, sealed FROM {table} WHERE"
-                    f" person_id = ? AND {column} = ?",
+                    f"SELECT id, public_id, date_ms, content, sealed, srv_modified FROM {table}"
+                    f" WHERE person_id = ? AND {column} = ?",
                     (person_id, value),
                 ).fetchone()
+                stamp = next(stamps)
                 if found is None:
                     public_id = write.public_id or _new_public_id()
                     cursor = _insert_unique(
                         connection,
                         f"INSERT INTO {table} (person_id, date_ms, fingerprint, sealed, created,"
-                        " public_id, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        " public_id, content, srv_created, srv_modified, identifier) VALUES"
+                        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             person_id,
                             write.date_ms,
@@ -607,21 +700,43 @@ class PeopleStore:
                             created,
                             public_id,
                             write.content,
+                            stamp,
+                            stamp,
+                            write.identifier,
                         ),
                     )
-                    result.append(Upserted(int(cursor.lastrowid), public_id, "new", write.date_ms))
+                    result.append(
+                        Upserted(
+                            int(cursor.lastrowid), public_id, "new", write.date_ms, None, stamp
+                        )
+                    )
                     continue
                 if write.content is not None and found["content"] == write.content:
                     result.append(
-                        Upserted(found["id"], found["public_id"], "same", found["date_ms"])
+                        Upserted(
+                            found["id"],
+                            found["public_id"],
+                            "same",
+                            found["date_ms"],
+                            None,
+                            found["srv_modified"],
+                        )
                     )
                     continue
                 _keep_previous(connection, table, person_id, found, "replaced", actor, created)
                 _insert_unique(
                     connection,
-                    f"UPDATE {table} SET date_ms = ?, fingerprint = ?, sealed = ?, content = ?"
-                    " WHERE id = ?",
-                    (write.date_ms, write.key, write.sealed, write.content, found["id"]),
+                    f"UPDATE {table} SET date_ms = ?, fingerprint = ?, sealed = ?, content = ?,"
+                    " srv_modified = ?, identifier = COALESCE(?, identifier) WHERE id = ?",
+                    (
+                        write.date_ms,
+                        write.key,
+                        write.sealed,
+                        write.content,
+                        stamp,
+                        write.identifier,
+                        found["id"],
+                    ),
                 )
                 result.append(
                     Upserted(
@@ -630,6 +745,7 @@ class PeopleStore:
                         "replaced",
                         write.date_ms,
                         found["date_ms"],
+                        stamp,
                     )
                 )
             counts = {o: sum(u.outcome == o for u in result) for o in ("new", "same", "replaced")}
@@ -677,12 +793,13 @@ class PeopleStore:
             raise ValueError(f"no record table {table!r}")
         with self.database.transaction() as connection:
             found = connection.execute(
-                f"SELECT id, public_id, date_ms, sealed FROM {table} WHERE person_id = ? AND"
-                " public_id = ?",
+                f"SELECT id, public_id, date_ms, sealed, identifier, srv_created FROM {table}"
+                " WHERE person_id = ? AND public_id = ?",
                 (person_id, public_id),
             ).fetchone()
             if found is not None:
                 _keep_previous(connection, table, person_id, found, "deleted", actor, now())
+                _bury(connection, person_id, table, found)
                 connection.execute(f"DELETE FROM {table} WHERE id = ?", (found["id"],))
             audit(
                 connection,
@@ -706,24 +823,195 @@ class PeopleStore:
     # -- Nightscout documents (devicestatus, profile): stored whole, sealed --------------------
 
     def add_documents(
-        self, person_id: str, collection: str, rows: Sequence[tuple[int, bytes]], actor: str
+        self, person_id: str, collection: str, rows: Sequence[tuple], actor: str
     ) -> list[str]:
-        """Store (date_ms, sealed) documents of `collection`; returns their new ids."""
+        """Store (date_ms, sealed[, key, identifier]) documents of `collection` (`key`: a
+        fingerprint of what makes a document the same one, for API v3's deduplication;
+        `identifier`: of the identifier a v3 client gave it); returns their new ids."""
         if collection not in COLLECTIONS:
             raise ValueError(f"no collection {collection!r}")
         created, ids = now(), []
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
-            for date_ms, sealed in rows:
+            stamps = _server_times(connection, len(rows))
+            for (date_ms, sealed, *more), stamp in zip(rows, stamps, strict=True):
+                key, identifier = [*more, None, None][:2]
                 public_id = _new_public_id()
                 connection.execute(
                     "INSERT INTO documents (person_id, collection, public_id, date_ms, sealed,"
-                    " created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (person_id, collection, public_id, date_ms, sealed, created),
+                    " created, fingerprint, identifier, srv_created, srv_modified) VALUES"
+                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        person_id,
+                        collection,
+                        public_id,
+                        date_ms,
+                        sealed,
+                        created,
+                        key,
+                        identifier,
+                        stamp,
+                        stamp,
+                    ),
                 )
                 ids.append(public_id)
             audit(connection, actor, f"upload_{collection}", person_id, {"received": len(rows)})
         return ids
+
+    def replace_document(
+        self,
+        person_id: str,
+        collection: str,
+        public_id: str,
+        row: tuple[int, bytes, str | None, str | None],
+        actor: str,
+    ) -> int | None:
+        """API v3's update of a stored document (date_ms, sealed, key, identifier): its new
+        server modification time, or None when the person has no document of that id."""
+        date_ms, sealed, key, identifier = row
+        with self.database.transaction() as connection:
+            _refuse_erased(connection, person_id)
+            (stamp,) = _server_times(connection, 1)
+            changed = connection.execute(
+                "UPDATE documents SET date_ms = ?, sealed = ?, fingerprint = ?, identifier ="
+                " COALESCE(?, identifier), srv_modified = ? WHERE person_id = ? AND"
+                " collection = ? AND public_id = ?",
+                (date_ms, sealed, key, identifier, stamp, person_id, collection, public_id),
+            ).rowcount
+            audit(
+                connection,
+                actor,
+                f"update_{collection}",
+                person_id,
+                {"id": public_id, "updated": changed},
+            )
+        return stamp if changed else None
+
+    def delete_document(self, person_id: str, collection: str, public_id: str, actor: str) -> bool:
+        """Delete a document, leaving its tombstone for API v3's history."""
+        with self.database.transaction() as connection:
+            found = connection.execute(
+                "SELECT id, public_id, date_ms, sealed, identifier, srv_created FROM documents"
+                " WHERE person_id = ? AND collection = ? AND public_id = ?",
+                (person_id, collection, public_id),
+            ).fetchone()
+            if found is not None:
+                _bury(connection, person_id, collection, found)
+                connection.execute("DELETE FROM documents WHERE id = ?", (found["id"],))
+            audit(
+                connection,
+                actor,
+                f"delete_{collection}",
+                person_id,
+                {"id": public_id, "deleted": int(found is not None)},
+            )
+        return found is not None
+
+    # -- Nightscout API v3: records by identifier and by server modification time ------------
+
+    def _live(self, collection: str) -> tuple[str, str, tuple]:
+        """(table, extra condition, its parameters) of a v3 collection's stored records."""
+        if collection not in V3_TABLES:
+            raise ValueError(f"no collection {collection!r}")
+        table = V3_TABLES[collection]
+        if table == "documents":
+            return table, " AND collection = ?", (collection,)
+        return table, "", ()
+
+    def v3_find(
+        self, collection: str, person_id: str, column: str, values: Sequence[str]
+    ) -> SealedRow | None:
+        """The person's stored record of `collection` whose `column` (public_id, identifier
+        or fingerprint) is one of `values`."""
+        if column not in ("public_id", "identifier", "fingerprint") or not values:
+            return None
+        table, extra, more = self._live(collection)
+        marks = ", ".join("?" * len(values))
+        rows = self.database.query(
+            f"SELECT id, date_ms, sealed, public_id, srv_modified, srv_created FROM {table}"
+            f" WHERE person_id = ?{extra} AND {column} IN ({marks}) ORDER BY id LIMIT 1",
+            (person_id, *more, *values),
+        )
+        return _v3_row(rows[0], collection) if rows else None
+
+    def v3_buried(self, collection: str, person_id: str, values: Sequence[str]) -> bool:
+        """Whether a deleted record of `collection` had one of `values` as id or identifier."""
+        if not values:
+            return False
+        marks = ", ".join("?" * len(values))
+        return bool(
+            self.database.query(
+                "SELECT 1 FROM tombstones WHERE person_id = ? AND collection = ? AND"
+                f" (public_id IN ({marks}) OR identifier IN ({marks})) LIMIT 1",
+                (person_id, collection, *values, *values),
+            )
+        )
+
+    def v3_rows(
+        self,
+        collection: str,
+        person_id: str,
+        bounds: dict[str, tuple[int | None, int | None]],
+        order: str,
+        descending: bool,
+        limit: int,
+        offset: int = 0,
+    ) -> list[SealedRow]:
+        """Stored records within `bounds` (column -> (low, high), inclusive; date_ms,
+        srv_modified, srv_created), ordered by `order` (one of those, then id)."""
+        table, extra, more = self._live(collection)
+        columns = ("date_ms", "srv_modified", "srv_created")
+        if order not in columns or not set(bounds) <= set(columns):
+            raise ValueError("v3 rows are bounded and ordered by their times")
+        where, parameters = "", []
+        for column, (low, high) in bounds.items():
+            where += f" AND {column} >= ? AND {column} <= ?"
+            parameters += [-(2**62) if low is None else low, 2**62 if high is None else high]
+        way = "DESC" if descending else "ASC"
+        rows = self.database.query(
+            f"SELECT id, date_ms, sealed, public_id, srv_modified, srv_created FROM {table}"
+            f" WHERE person_id = ?{extra}{where} ORDER BY {order} {way}, id {way} LIMIT ?"
+            " OFFSET ?",
+            (person_id, *more, *parameters, limit, offset),
+        )
+        return [_v3_row(row, collection) for row in rows]
+
+    def v3_history(
+        self, collection: str, person_id: str, after_ms: int, inclusive: bool, limit: int
+    ) -> list[SealedRow]:
+        """Records stored, changed or deleted after `after_ms` (server modification time),
+        oldest change first: the live ones and the tombstones of deleted ones (`deleted`)."""
+        table, extra, more = self._live(collection)
+        op = ">=" if inclusive else ">"
+        rows = self.database.query(
+            "SELECT * FROM (SELECT id, date_ms, sealed, public_id, srv_modified, srv_created,"
+            f" 0 AS deleted FROM {table} WHERE person_id = ?{extra} AND srv_modified {op} ?"
+            " UNION ALL SELECT id, date_ms, sealed, public_id, srv_modified, srv_created,"
+            " 1 AS deleted FROM tombstones WHERE person_id = ? AND collection = ? AND"
+            f" srv_modified {op} ?) ORDER BY srv_modified, deleted, id LIMIT ?",
+            (person_id, *more, after_ms, person_id, collection, after_ms, limit),
+        )
+        return [_v3_row(row, collection, bool(row["deleted"])) for row in rows]
+
+    def last_modified(self, person_id: str) -> dict[str, int]:
+        """The newest server modification time of each collection (changes and deletions);
+        collections without any record are left out."""
+        found: dict[str, int] = {}
+        for collection in V3_TABLES:
+            table, extra, more = self._live(collection)
+            (row,) = self.database.query(
+                f"SELECT MAX(srv_modified) AS m FROM {table} WHERE person_id = ?{extra}",
+                (person_id, *more),
+            )
+            (buried,) = self.database.query(
+                "SELECT MAX(srv_modified) AS m FROM tombstones WHERE person_id = ? AND"
+                " collection = ?",
+                (person_id, collection),
+            )
+            newest = max(row["m"] or 0, buried["m"] or 0)
+            if newest:
+                found[collection] = int(newest)
+        return found
 
     def documents(
         self,
@@ -947,6 +1235,7 @@ class PeopleStore:
                 "alerts",
                 "documents",
                 "replaced",
+                "tombstones",
                 "push_subscriptions",
             ):
                 counts[table] = connection.execute(
@@ -1018,4 +1307,55 @@ def _keep_previous(connection, table, person_id, found, change, actor, created) 
             actor,
             created,
         ),
+    )
+
+
+def _server_times(connection, count: int) -> list[int]:
+    """`count` server modification times (epoch ms), each later than every one given before
+    in this data directory: one clock for every writer and process, as Nightscout's, so a
+    client reading a history page by page (`srvModified` after the last it saw) never skips
+    a record written in the same millisecond as another."""
+    row = connection.execute("SELECT last_ms FROM srv_clock WHERE id = 1").fetchone()
+    first = int(time.time() * 1000)
+    if row is not None:
+        first = max(first, row["last_ms"] + 1)
+    if count:
+        connection.execute(
+            "INSERT INTO srv_clock (id, last_ms) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET"
+            " last_ms = excluded.last_ms",
+            (first + count - 1,),
+        )
+    return list(range(first, first + count))
+
+
+def _bury(connection, person_id: str, collection: str, found) -> None:
+    """The tombstone of a deleted record: what it held (sealed), its ids and when it was
+    deleted, for API v3's history (`isValid: false`)."""
+    (stamp,) = _server_times(connection, 1)
+    connection.execute(
+        "INSERT INTO tombstones (person_id, collection, public_id, identifier, date_ms,"
+        " srv_created, srv_modified, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            person_id,
+            collection,
+            found["public_id"],
+            found["identifier"],
+            found["date_ms"],
+            found["srv_created"],
+            stamp,
+            found["sealed"],
+        ),
+    )
+
+
+def _v3_row(row: sqlite3.Row, collection: str, deleted: bool = False) -> SealedRow:
+    return SealedRow(
+        row["id"],
+        row["date_ms"],
+        bytes(row["sealed"]),
+        row["public_id"],
+        row["srv_modified"],
+        row["srv_created"],
+        collection,
+        deleted,
     )

@@ -40,6 +40,9 @@ from tailorml.service.routes import (
     review,
     status,
     treatments,
+    v3auth,
+    v3collections,
+    v3status,
 )
 
 ROUTERS = (  # in this order in /openapi.json
@@ -59,6 +62,9 @@ ROUTERS = (  # in this order in /openapi.json
     push,
     review,
     me,
+    v3auth,  # Nightscout API v3 (AndroidAPS' NSClient v3): its own routes before the
+    v3status,  # collections, whose /api/v3/{collection} would match them
+    v3collections,
 )
 
 # Public contexts being uploaded are held in memory: together they may reserve this much,

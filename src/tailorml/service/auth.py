@@ -17,10 +17,16 @@ the `tailorml users` command on the server.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
+import json
 import re
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 
 from tailorml.errors import TailormlError
 from tailorml.registry.people import PeopleStore, Person
@@ -32,6 +38,11 @@ COOKIE = SESSION_COOKIE  # the review page's cookie (a session id, not a token)
 LEGACY_COOKIE = "tailorml_token"  # what older versions kept: the token itself; cleared
 SESSION_SECONDS = 12 * 3600
 SESSION_PATTERN = re.compile(r"ts_[A-Za-z0-9_-]{43}")
+# Nightscout's JWT (API v3, lib/authorization/index.js): HS256, an hour; ours names the person
+# and the token it was exchanged for (a prefix of its SHA-256), never the token itself
+JWT_SECONDS = 3600
+JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{1,500}\.[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{43}")
+JWT_HEADER = {"alg": "HS256", "typ": "JWT"}
 
 
 class AuthError(TailormlError):
@@ -103,15 +114,59 @@ def end_session(store: PeopleStore, session_id: str | None, actor: str) -> bool:
     return store.end_review_session(token_sha256(session_id), actor)
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def issue_jwt(key: bytes, person_id: str, token_hash: str, now: float | None = None) -> dict:
+    """Nightscout's answer to `/api/v2/authorization/request/<token>`: a JWT (HS256 under
+    `key`, valid `JWT_SECONDS`) and its issue and expiry times, in seconds."""
+    issued = int(time.time() if now is None else now)
+    claims = {"sub": person_id, "tok": token_hash[:16], "iat": issued, "exp": issued + JWT_SECONDS}
+    signing = _b64(json.dumps(JWT_HEADER).encode()) + "." + _b64(json.dumps(claims).encode())
+    signature = hmac.new(key, signing.encode(), hashlib.sha256).digest()
+    return {"token": f"{signing}.{_b64(signature)}", "iat": issued, "exp": claims["exp"]}
+
+
+def jwt_person(store: PeopleStore, key: bytes, jwt: str, now: float | None = None) -> Person:
+    """The person a JWT of `issue_jwt` names; AuthError if it is forged, expired, or the
+    token it was exchanged for is no longer the person's (rotated)."""
+    signing, _, signature = jwt.rpartition(".")
+    expected = hmac.new(key, signing.encode(), hashlib.sha256).digest()
+    try:
+        valid = hmac.compare_digest(_unb64(signature), expected)
+        header, claims = (json.loads(_unb64(part)) for part in signing.split("."))
+    except (binascii.Error, ValueError, TypeError):
+        valid, header, claims = False, None, None
+    if not valid or header != JWT_HEADER or not isinstance(claims, dict):
+        raise AuthError("the JWT is not one this service signed; request a new one")
+    expires = claims.get("exp")
+    if not isinstance(expires, int) or expires <= (time.time() if now is None else now):
+        raise AuthError(
+            "the JWT has expired; request a new one at /api/v2/authorization/request/<token>"
+        )
+    person = store.find(str(claims.get("sub")))
+    current = store.token_hash(person.id) if person is not None else None
+    if current is None or not hmac.compare_digest(current[:16], str(claims.get("tok"))):
+        raise AuthError("the JWT was issued for a token that is no longer valid")
+    return person
+
+
 def resolve(
     store: PeopleStore,
     api_secret: str | None = None,
     token: str | None = None,
     authorization: str | None = None,
+    jwt_key: Callable[[], bytes] | None = None,
 ) -> Person:
     """The caller, from the credentials present; AuthError if none is valid, or if two of
     them name different accounts (a request is one person's: which one would be a guess).
-    A review-page session is no credential here (`session_person`)."""
+    A review-page session is no credential here (`session_person`). A Bearer value shaped
+    as a JWT is checked as one, with `jwt_key` (API v3 clients exchange their token for it)."""
     found: list[tuple[str, Person | None]] = []
     if api_secret:
         digest = api_secret.strip().lower()
@@ -122,7 +177,11 @@ def resolve(
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise AuthError("Authorization must be 'Bearer TOKEN'")
-        found.append(("Authorization", store.by_token(token_sha256(value.strip()))))
+        value = value.strip()
+        if jwt_key is not None and JWT_PATTERN.fullmatch(value):
+            found.append(("Authorization", jwt_person(store, jwt_key(), value)))
+        else:
+            found.append(("Authorization", store.by_token(token_sha256(value))))
     if token:
         found.append(("?token=", store.by_token(token_sha256(token))))
     if not found:

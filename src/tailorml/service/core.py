@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -20,7 +21,7 @@ from tailorml.errors import NotFoundError, TailormlError
 from tailorml.policy import MINUTE_MS
 from tailorml.registry.consent import NotConsented
 from tailorml.registry.models import Registry
-from tailorml.registry.people import PeopleStore, Person, Write
+from tailorml.registry.people import RECORD_TABLES, PeopleStore, Person, Write
 from tailorml.service import nightscout
 from tailorml.service.auth import AccessDenied, may_access, subject
 from tailorml.service.crypto import ServerKey
@@ -69,6 +70,17 @@ class Service:
         self.jobs = JobRunner(self.data_dir, server_key, config_path)
         self.encrypted = EncryptedAlerts(self.data_dir, Path(he_model) if he_model else None)
         self.push = Pusher(self.store, self.keyring)
+        self._jwt_key: bytes | None = None
+
+    def jwt_key(self) -> bytes:
+        """The HS256 key of the JWTs API v3 clients exchange their token for: one per data
+        directory (every API process signs and checks with it), generated on first use and
+        kept wrapped by the server key, like the Web Push key."""
+        if self._jwt_key is None:
+            self._jwt_key, _ = self.keyring.service_secret(
+                "nightscout-jwt", lambda: (secrets.token_bytes(32), "")
+            )
+        return self._jwt_key
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -112,15 +124,22 @@ class Service:
         return stored, decisions
 
     def upload_entries_batch(self, caller: Person, payload: Any, patient: str | None = None):
-        """(stored entries, decisions, refused records by index). As Nightscout, an entry
-        of the same type and time as a stored one replaces it when its content differs (a
-        corrected value: the previous one stays in the record's history, and the reading
-        and the stored decisions whose window holds it are decided again, as a backfill);
-        the same content again is a retry, stored once; of several values for one reading in
-        one batch only the last is stored, the others refused. The valid records of a batch
-        are stored even when others are refused; a batch with none valid is a 422."""
+        shaped, decisions, bad, _ = self._upload_entries(caller, payload, patient)
+        return shaped, decisions, bad
+
+    def _upload_entries(self, caller, payload, patient=None, clean=nightscout.clean_entry):
+        """(stored entries, decisions, refused records by index, what became of each stored
+        one). `clean` reads one record (API v3 keeps an entry's identifier too).
+
+        As Nightscout, an entry of the same type and time as a stored one replaces it when
+        its content differs (a corrected value: the previous one stays in the record's
+        history, and the reading and the stored decisions whose window holds it are decided
+        again, as a backfill); the same content again is a retry, stored once; of several
+        values for one reading in one batch only the last is stored, the others refused. The
+        valid records of a batch are stored even when others are refused; a batch with none
+        valid is a 422."""
         person = self.uploader(caller, patient, "upload_entries")
-        good, bad = nightscout.partial(payload, "entries", nightscout.clean_entry)
+        good, bad = nightscout.partial(payload, "entries", clean)
         if not good:
             raise PayloadError(_refused(bad))
         good, superseded = nightscout.last_of_each(
@@ -135,6 +154,8 @@ class Service:
                 cipher.fingerprint("entry", e["type"], str(e["date"])),
                 cipher.seal(nightscout.canonical(e), ENTRY),
                 cipher.fingerprint("entry-content", nightscout.canonical(e).decode()),
+                None,
+                _identifier_key(cipher, "entries", e.get("identifier")),
             )
             for e in entries
         ]
@@ -169,7 +190,7 @@ class Service:
             e | {"_id": s.public_id} | _future_warning(e["date"], now, current_until)
             for e, s in zip(entries, stored, strict=True)
         ]
-        return shaped, decisions, bad
+        return shaped, decisions, bad, stored
 
     def _push(self, person: Person, decisions) -> None:
         """The newest fresh alert or urgent low of an upload, as stored (the decisions are
@@ -290,6 +311,7 @@ class Service:
             cipher.seal(text, TREATMENT),
             cipher.fingerprint("treatment-content", text.decode()),
             public_id,
+            _identifier_key(cipher, "treatments", treatment.get("identifier")),
         )
 
     def replace_treatment(self, caller: Person, payload: Any, patient: str | None = None) -> dict:
@@ -346,10 +368,20 @@ class Service:
         ids = self.store.add_documents(
             person.id,
             collection,
-            [(d["mills"], cipher.seal(nightscout.canonical(d), collection)) for d in docs],
+            [self._document_write(cipher, collection, d) for d in docs],
             self._who(caller),
         )
         return [d | {"_id": i} for d, i in zip(docs, ids, strict=True)], bad
+
+    def _document_write(self, cipher, collection: str, doc: dict) -> tuple:
+        """(time, sealed, natural key, identifier key) of a document: the key is what makes
+        two uploads the same document for API v3 (Nightscout's deduplication fields)."""
+        return (
+            doc["mills"],
+            cipher.seal(nightscout.canonical(doc), collection),
+            _natural_key(cipher, collection, doc),
+            _identifier_key(cipher, collection, doc.get("identifier")),
+        )
 
     def documents(self, caller, collection: str, patient, count, since, until) -> list[dict]:
         person = self.subject(caller, patient, f"read_{collection}")
@@ -365,6 +397,215 @@ class Service:
             json.loads(cipher.open(row.sealed, collection)) | {"_id": row.public_id}
             for row in self.store.documents(person_id, collection, since, until, count)
         ]
+
+    # -- Nightscout API v3 (AndroidAPS' NSClient): the same records, by identifier ---------
+
+    def v3_last_modified(self, caller: Person, patient: str | None) -> dict[str, int]:
+        """The newest server modification time of each collection (deletions included)."""
+        person = self.subject(caller, patient, "read_last_modified")
+        return self.store.last_modified(person.id)
+
+    def v3_search(
+        self,
+        caller: Person,
+        patient: str | None,
+        collection: str,
+        bounds: dict[str, tuple[int | None, int | None]],
+        order: tuple[str, bool],
+        matches: Callable[[dict], bool],
+        skip: int,
+        limit: int,
+    ) -> list[dict]:
+        """Stored records of `collection` within `bounds` (column -> inclusive range), in
+        `order` (column, descending), those that `matches` (filters on other fields: opened
+        page by page, the fields are sealed), after `skip` of them, at most `limit`."""
+        person = self.subject(caller, patient, f"read_{collection}")
+        wanted, offset, out = skip + limit, 0, []
+        page = max(wanted, 500)
+        while len(out) < wanted:
+            rows = self.store.v3_rows(collection, person.id, bounds, *order, page, offset)
+            out += [d for d in (self._v3_opened(person.id, r) for r in rows) if matches(d)]
+            if len(rows) < page:
+                break
+            offset += page
+        out = out[skip:wanted]
+        self.store.record(
+            self._who(caller), f"read_{collection}", person.id, {"returned": len(out)}
+        )
+        return out
+
+    def v3_history(self, caller, patient, collection: str, after_ms: int, inclusive: bool, limit):
+        """Records changed or deleted after `after_ms`, oldest change first; a deleted one
+        with `isValid: false`."""
+        person = self.subject(caller, patient, f"read_{collection}")
+        rows = self.store.v3_history(collection, person.id, after_ms, inclusive, limit)
+        out = [self._v3_opened(person.id, row) for row in rows]
+        self.store.record(
+            self._who(caller), f"read_{collection}", person.id, {"returned": len(out)}
+        )
+        return out
+
+    def v3_read(self, caller, patient, collection: str, identifier: str) -> dict | None:
+        """The record of that identifier; None when there is none (`V3Gone` when it was
+        deleted)."""
+        person = self.subject(caller, patient, f"read_{collection}")
+        row = self._v3_row(person.id, collection, identifier)
+        if row is None:
+            self._v3_gone(person.id, collection, identifier)
+            return None
+        self._read(caller, collection, person.id, 1)
+        return self._v3_opened(person.id, row)
+
+    def _read(self, caller: Person, collection: str, person_id: str, returned: int) -> None:
+        self.store.record(
+            self._who(caller), f"read_{collection}", person_id, {"returned": returned}
+        )
+
+    def v3_create(self, caller, patient, collection: str, record: Any) -> dict:
+        """Nightscout's CREATE: a record with the identifier of a stored one, or else its
+        deduplication fields (`_natural_key`), replaces it (200, `isDeduplication`);
+        otherwise it is new (201). Entries go through the v1 upload (decided live alike)."""
+        person = self.uploader(caller, patient, f"upload_{collection}")
+        clean = self._v3_clean(collection, record)
+        cipher = self.keyring.cipher(person.id)
+        found = self._v3_row(person.id, collection, clean.get("identifier"))
+        if found is None:
+            key = _natural_key(cipher, collection, clean)
+            found = self.store.v3_find(collection, person.id, "fingerprint", [key] if key else [])
+        before = self._v3_opened(person.id, found) if found is not None else None
+        if before is not None:
+            _v3_immutable(collection, clean, before, except_identifier=True)
+            clean.setdefault("identifier", before.get("identifier"))
+            if clean["identifier"] == found.public_id:
+                del clean["identifier"]  # the record's own id: nothing to keep
+        public_id, modified = self._v3_write(caller, person, collection, clean, found)
+        identifier = clean.get("identifier") or public_id
+        answer = {"identifier": identifier, "lastModified": modified}
+        if before is None:
+            return {"status": 201} | answer
+        answer |= {"isDeduplication": True}
+        if before["identifier"] != identifier:
+            answer["deduplicatedIdentifier"] = before["identifier"]
+        return {"status": 200} | answer
+
+    def v3_update(self, caller, patient, collection, identifier: str, record: Any, patch: bool):
+        """UPDATE (PUT: the record replaced whole, or created under that identifier: 201) or
+        PATCH (the fields given replace the stored ones; none stored: None). The fields
+        Nightscout keeps immutable (date, utcOffset, eventType, device, app) cannot change."""
+        person = self.uploader(caller, patient, f"update_{collection}")
+        found = self._v3_row(person.id, collection, identifier)
+        if found is None and patch:
+            self._v3_gone(person.id, collection, identifier)
+            return None
+        if not isinstance(record, dict) or not record:
+            raise PayloadError("Bad or missing request body")
+        if found is not None:
+            before = self._v3_opened(person.id, found)
+            given = {k: v for k, v in record.items() if k not in V3_SERVER_FIELDS}
+            _v3_immutable(collection, given, before, except_identifier=False)
+            stored = {k: v for k, v in before.items() if k not in V3_SERVER_FIELDS}
+            record = (stored | given) if patch else given
+        own = found is not None and identifier == found.public_id  # the record's id, not a client's
+        record = dict(record) | ({} if own else {"identifier": identifier})
+        clean = self._v3_clean(collection, record)
+        public_id, modified = self._v3_write(caller, person, collection, clean, found)
+        return {"status": 200 if found is not None else 201, "lastModified": modified} | (
+            {} if found is not None else {"identifier": clean.get("identifier") or public_id}
+        )
+
+    def v3_delete(self, caller, patient, collection: str, identifier: str) -> bool:
+        """DELETE: the record goes, its tombstone stays for the history (`isValid: false`);
+        entries and treatments keep their content in `replaced` as a v1 delete does."""
+        person = self.uploader(caller, patient, f"delete_{collection}")
+        found = self._v3_row(person.id, collection, identifier)
+        if found is None:
+            return False
+        if collection in RECORD_TABLES:
+            self.store.delete(collection, person.id, found.public_id, self._who(caller))
+        else:
+            self.store.delete_document(person.id, collection, found.public_id, self._who(caller))
+        return True
+
+    def _v3_row(self, person_id: str, collection: str, identifier: Any):
+        """The live record whose identifier (or id) this is."""
+        if not isinstance(identifier, str) or not identifier:
+            return None
+        key = _identifier_key(self.keyring.cipher(person_id), collection, identifier)
+        # a treatment stored over v1 before API v3 has its identifier as its key only
+        by = ("identifier", "fingerprint") if collection == "treatments" else ("identifier",)
+        for column in by:
+            found = self.store.v3_find(collection, person_id, column, [key])
+            if found is not None:
+                return found
+        if nightscout.OBJECT_ID.match(identifier):
+            return self.store.v3_find(collection, person_id, "public_id", [identifier])
+        return None
+
+    def _v3_gone(self, person_id: str, collection: str, identifier: str) -> None:
+        key = _identifier_key(self.keyring.cipher(person_id), collection, identifier)
+        if self.store.v3_buried(collection, person_id, [identifier, key or ""]):
+            raise V3Gone(f"{collection} {identifier[:64]} was deleted")
+
+    def _v3_opened(self, person_id: str, row) -> dict:
+        """A stored record as API v3 answers it: its identifier (the client's, or its id),
+        its server times, and `isValid: false` when it is a deleted one's tombstone."""
+        purpose = {"entries": ENTRY, "treatments": TREATMENT}.get(row.collection, row.collection)
+        record = json.loads(self.keyring.cipher(person_id).open(row.sealed, purpose))
+        record |= {
+            "identifier": record.get("identifier") or row.public_id,
+            "srvModified": row.srv_modified,
+            "srvCreated": row.srv_created,
+        }
+        return record | ({"isValid": False} if row.deleted else {})
+
+    def _v3_clean(self, collection: str, record: Any) -> dict:
+        """One record checked as its v1 upload is (`nightscout`), without the fields the
+        server sets; an entry also keeps the v3 fields AndroidAPS sends (identifier, app,
+        units)."""
+        if not isinstance(record, dict) or not record:
+            raise PayloadError("Bad or missing request body")
+        record = {k: v for k, v in record.items() if k not in V3_SERVER_FIELDS}
+        identifier = record.get("identifier")
+        if identifier is not None and (
+            not isinstance(identifier, str)
+            or not 0 < len(identifier) <= 128
+            or any(ord(c) < 32 for c in identifier)
+        ):
+            raise PayloadError(f"{collection}.identifier: 1 to 128 printable characters")
+        if collection == "entries":
+            clean = nightscout.clean_entry(record, collection)
+            kept = {k: record[k] for k in ("identifier", "app", "units") if record.get(k)}
+            for key, value in kept.items():
+                if not isinstance(value, str) or len(value) > 128:
+                    raise PayloadError(f"entries.{key}: must be a string of 128 characters at most")
+            return clean | nightscout.document(kept, collection)
+        if collection == "treatments":
+            return nightscout.clean_treatment(record, collection)
+        return nightscout.clean_document(record, collection, self.live.now_ms())
+
+    def _v3_write(self, caller, person, collection, clean: dict, found) -> tuple[str, int]:
+        """Store one cleaned record (replacing `found`), through the v1 path of its kind:
+        (its id, its server modification time)."""
+        if collection == "entries":
+            _, _, _, (stored,) = self._upload_entries(
+                caller, [clean], person.id, clean=lambda record, where: record
+            )
+            return stored.public_id, stored.srv_modified
+        if collection == "treatments":
+            sent = clean | ({"_id": found.public_id} if found is not None else {})
+            ((done, *_), _) = self.upload_treatments_batch(caller, [sent], person.id)
+            row = self.store.v3_find(collection, person.id, "public_id", [done["_id"]])
+            return row.public_id, row.srv_modified
+        cipher = self.keyring.cipher(person.id)
+        write = self._document_write(cipher, collection, clean)
+        if found is not None:
+            modified = self.store.replace_document(
+                person.id, collection, found.public_id, write, self._who(caller)
+            )
+            return found.public_id, modified
+        (public_id,) = self.store.add_documents(person.id, collection, [write], self._who(caller))
+        row = self.store.v3_find(collection, person.id, "public_id", [public_id])
+        return public_id, row.srv_modified
 
     # -- what follower apps read: properties and pebble ------------------------------------
 
@@ -612,7 +853,7 @@ class Service:
             ],
             **{
                 collection: self._documents(caller.id, collection, everything)
-                for collection in ("devicestatus", "profile")
+                for collection in ("devicestatus", "profile", "food", "settings")
             },
             # corrected and deleted records: what they held before, who changed them, when
             "replaced": [
@@ -768,6 +1009,54 @@ class Service:
             return None
         step = AlertPolicy.from_dict(summary["policy"], "session summary").sample_minutes
         return len(predictions) * step / 1440
+
+
+# what the server sets on a v3 record (a client's value is not stored), and what Nightscout's
+# update keeps as it was (lib/api3/generic/update/validate.js); an entry's type is its key too
+V3_SERVER_FIELDS = frozenset(
+    ("srvModified", "srvCreated", "subject", "modifiedBy", "isValid", "_id")
+)
+V3_IMMUTABLE = ("identifier", "date", "utcOffset", "eventType", "device", "app")
+
+
+class V3Gone(TailormlError):
+    """410: the record of that identifier was deleted (API v3 READ and PATCH)."""
+
+
+def _v3_immutable(collection: str, given: dict, stored: dict, except_identifier: bool) -> None:
+    """Nightscout's 400 "Field X cannot be modified by the client" (AndroidAPS reads it)."""
+    fields = V3_IMMUTABLE + (("type",) if collection == "entries" else ())
+    for field in fields:
+        if field == "identifier" and except_identifier:
+            continue
+        if field in given and field in stored and given[field] != stored[field]:
+            raise PayloadError(f"Field {field} cannot be modified by the client")
+
+
+def _identifier_key(cipher, collection: str, identifier: Any) -> str | None:
+    """The keyed fingerprint an API v3 identifier is found by. A treatment's is its v1 key
+    (`nightscout.treatment_key`): an identifier is which treatment an upload is, either way."""
+    if not isinstance(identifier, str) or not identifier:
+        return None
+    if collection == "treatments":
+        return cipher.fingerprint("treatment-identifier", identifier)
+    return cipher.fingerprint(f"{collection}-identifier", identifier)
+
+
+def _natural_key(cipher, collection: str, record: dict) -> str | None:
+    """What else makes two uploads one record, as Nightscout's API v3 deduplicates (its
+    `dedupFallbackFields`): an entry's type and date, a treatment's created_at and eventType
+    (both the v1 keys), a devicestatus' created_at and device, a profile's or food's
+    created_at; settings have none."""
+    if collection == "entries":
+        return cipher.fingerprint("entry", record["type"], str(record["date"]))
+    if collection == "treatments":
+        return cipher.fingerprint("treatment", str(record["date"]), record["eventType"])
+    if collection == "devicestatus":
+        return cipher.fingerprint("devicestatus", str(record["mills"]), str(record.get("device")))
+    if collection in ("profile", "food"):
+        return cipher.fingerprint(collection, str(record["mills"]))
+    return None
 
 
 def _refused(bad: list[dict]) -> str:

@@ -53,6 +53,7 @@ def caller_of(service: Service, request: Request) -> Person:
         api_secret=request.headers.get("api-secret"),
         token=request.query_params.get("token"),
         authorization=request.headers.get("authorization"),
+        jwt_key=service.jwt_key,  # API v3 clients send the JWT of their token
     )  # never the review page's session cookie: it opens the review pages only
     request.state.person = person.id  # log lines about the request name the account
     return person

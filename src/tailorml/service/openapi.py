@@ -1235,3 +1235,266 @@ UNSUBSCRIBE = doc(
     (422, 507),
     why={422: "a subscription id that leaves the route"},
 )
+
+
+# -- Nightscout API v3 (AndroidAPS' NSClient v3; service.routes.v3*) ----------------------
+
+V3_COLLECTIONS = ["entries", "treatments", "devicestatus", "profile", "food", "settings"]
+V3_ANY = {"type": "object", "description": "a stored record as kept (API v3 fields added)"}
+V3_RECORD = {
+    "type": "object",
+    "required": ["identifier", "srvModified", "srvCreated"],
+    "properties": {
+        "identifier": {"type": "string", "description": "the client's, or the record's id"},
+        "srvModified": {"type": "integer", "description": "server time of its last change"},
+        "srvCreated": {"type": "integer", "description": "server time it was stored"},
+        "isValid": {"const": False, "description": "only a deleted record's, in a history"},
+    },
+}
+SCHEMAS.update(
+    {
+        "V3Record": V3_RECORD,
+        "V3Records": {
+            "type": "object",
+            "required": ["status", "result"],
+            "properties": {"status": {"const": 200}, "result": many("V3Record")},
+        },
+        "V3One": {
+            "type": "object",
+            "required": ["status", "result"],
+            "properties": {"status": {"const": 200}, "result": ref("V3Record")},
+        },
+        "V3Written": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"enum": [200, 201]},
+                "identifier": {"type": "string"},
+                "lastModified": {"type": "integer"},
+                "isDeduplication": {"const": True},
+                "deduplicatedIdentifier": {"type": "string"},
+            },
+        },
+        "V3Deleted": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"const": 200}},
+        },
+        "V3Version": {
+            "type": "object",
+            "required": ["status", "result"],
+            "properties": {
+                "status": {"const": 200},
+                "result": {
+                    "type": "object",
+                    "required": ["version", "apiVersion", "srvDate", "storage"],
+                    "properties": {
+                        "version": {"type": "string"},
+                        "apiVersion": {"type": "string"},
+                        "srvDate": {"type": "integer"},
+                        "storage": {"type": "object"},
+                        "apiPermissions": {
+                            "type": "object",
+                            "description": "per collection: c(reate) r(ead) u(pdate) d(elete)",
+                            "required": V3_COLLECTIONS,
+                            "additionalProperties": {"enum": ["crud", "r"]},
+                        },
+                    },
+                },
+            },
+        },
+        "V3LastModified": {
+            "type": "object",
+            "required": ["status", "result"],
+            "properties": {
+                "status": {"const": 200},
+                "result": {
+                    "type": "object",
+                    "required": ["srvDate", "collections"],
+                    "properties": {
+                        "srvDate": {"type": "integer"},
+                        "srvDateString": {"type": "string"},
+                        "collections": {
+                            "type": "object",
+                            "description": "the newest srvModified of each collection that "
+                            "has records (deletions included)",
+                            "additionalProperties": {"type": "integer"},
+                        },
+                    },
+                },
+            },
+        },
+    }
+)
+HEADERS.update(
+    {
+        "ETag": {
+            "description": 'the newest srvModified of the answer, W/"<ms>" (a history\'s next '
+            "lastModified)",
+            "required": False,
+            "schema": {"type": "string"},
+        },
+        "LastModified": {
+            "description": "the same, as an HTTP date",
+            "required": False,
+            "schema": {"type": "string"},
+        },
+    }
+)
+V3_PATH = {
+    "name": "collection",
+    "in": "path",
+    "required": True,
+    "description": "the Nightscout collection",
+    "schema": {"type": "string", "enum": V3_COLLECTIONS},
+}
+V3_IDENTIFIER = {
+    "name": "identifier",
+    "in": "path",
+    "required": True,
+    "description": "the record's identifier (the client's, or the id the service gave it)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+}
+V3_LIMIT = query(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+    "at most this many",
+)
+V3_FIELDS = query("fields", {"type": "string", "maxLength": 500}, "only these fields (a,b,c)")
+V3_WHY = {
+    400: "a record or query Nightscout's API v3 refuses (one line says why): a field it keeps "
+    "immutable changed, a bad time, limit or filter operator",
+    404: "no such collection, or no record of that identifier",
+    410: "the record of that identifier was deleted",
+}
+V3_ERRORS = (400, 403, 404, 507)
+V3_HISTORY_HEADERS = {
+    "ETag": {"$ref": "#/components/headers/ETag"},
+    "Last-Modified": {"$ref": "#/components/headers/LastModified"},
+}
+V3_VERSION = doc(
+    "API v3: versions (credentials required, unlike Nightscout's)",
+    ref("V3Version"),
+    (507,),
+)
+V3_STATUS = doc(
+    "API v3: versions and the caller's permissions per collection",
+    ref("V3Version"),
+    (400, 403, 507),
+    parameters=[PATIENT],
+)
+V3_LAST_MODIFIED = doc(
+    "API v3: the newest change of each collection",
+    ref("V3LastModified"),
+    (400, 403, 507),
+    parameters=[PATIENT],
+)
+V3_HISTORY = doc(
+    "API v3: records changed or deleted after lastModified (epoch ms or ISO 8601), oldest "
+    "change first; a deleted one with isValid false",
+    ref("V3Records"),
+    V3_ERRORS,
+    parameters=[
+        V3_PATH,
+        {
+            "name": "last_modified",
+            "in": "path",
+            "required": True,
+            "description": "epoch ms or ISO 8601",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+        },
+        PATIENT,
+        V3_LIMIT,
+        V3_FIELDS,
+    ],
+    why=V3_WHY,
+    headers=V3_HISTORY_HEADERS,
+)
+V3_HISTORY_HEADER = doc(
+    "API v3: records changed or deleted at or after the Last-Modified header",
+    ref("V3Records"),
+    V3_ERRORS,
+    parameters=[
+        V3_PATH,
+        {
+            "name": "Last-Modified",
+            "in": "header",
+            "required": True,
+            "description": "an HTTP date",
+            "schema": {"type": "string", "maxLength": 64},
+        },
+        PATIENT,
+        V3_LIMIT,
+        V3_FIELDS,
+    ],
+    why=V3_WHY,
+    headers=V3_HISTORY_HEADERS,
+)
+V3_SEARCH = doc(
+    "API v3: records by filters (<field>$<op>=value: eq, ne, gt, gte, lt, lte, in, nin), "
+    "sort or sort$desc (a time field), skip, limit, fields",
+    ref("V3Records"),
+    V3_ERRORS,
+    parameters=[
+        V3_PATH,
+        PATIENT,
+        V3_LIMIT,
+        V3_FIELDS,
+        query("skip", {"type": "integer", "minimum": 0}, "skip this many first"),
+        query("sort", {"enum": ["date", "created_at", "srvModified"]}, "ascending by"),
+        query("sort$desc", {"enum": ["date", "created_at", "srvModified"]}, "descending by"),
+        query("date$gt", {"type": "integer"}, "AndroidAPS: readings after (epoch ms)"),
+        query("created_at$gt", ISO_TEXT, "AndroidAPS: treatments after (ISO 8601)"),
+        query("srvModified$gt", {"type": "integer"}, "changed after (epoch ms)"),
+        query("type", {"type": "string", "maxLength": 32}, "AndroidAPS: type=sgv"),
+    ],
+    why=V3_WHY,
+)
+V3_CREATE = doc(
+    "API v3: store one record (201); one with the identifier, or the deduplication fields, of "
+    "a stored one replaces it (200, isDeduplication)",
+    ref("V3Written"),
+    (400, 403, 404, 413, 415, 507),
+    status=201,
+    parameters=[V3_PATH, PATIENT],
+    request=body({"type": "object"}),
+    why=V3_WHY,
+)
+V3_CREATE["responses"][200] = {
+    "description": "a deduplication: the stored record was replaced",
+    "content": {JSON: {"schema": ref("V3Written")}},
+}
+V3_READ = doc(
+    "API v3: one record by its identifier",
+    ref("V3One"),
+    (*V3_ERRORS, 410),
+    parameters=[V3_PATH, V3_IDENTIFIER, PATIENT, V3_FIELDS],
+    why=V3_WHY,
+)
+V3_UPDATE = doc(
+    "API v3: replace the record of that identifier (200), or store it under it (201)",
+    ref("V3Written"),
+    (400, 403, 404, 413, 415, 507),
+    parameters=[V3_PATH, V3_IDENTIFIER, PATIENT],
+    request=body({"type": "object"}),
+    why=V3_WHY,
+)
+V3_UPDATE["responses"][201] = {
+    "description": "no record had that identifier: stored under it",
+    "content": {JSON: {"schema": ref("V3Written")}},
+}
+V3_PATCH = doc(
+    "API v3: change the fields given of the record of that identifier",
+    ref("V3Written"),
+    (400, 403, 404, 410, 413, 415, 507),
+    parameters=[V3_PATH, V3_IDENTIFIER, PATIENT],
+    request=body({"type": "object"}),
+    why=V3_WHY,
+)
+V3_DELETE = doc(
+    "API v3: delete the record of that identifier (its history shows it with isValid false)",
+    ref("V3Deleted"),
+    V3_ERRORS,
+    parameters=[V3_PATH, V3_IDENTIFIER, PATIENT],
+    why=V3_WHY,
+)
