@@ -289,3 +289,31 @@ def test_an_entry_sealed_before_padding_still_reads_back(app, made):
     )
     (shown,) = answer.json()
     assert {k: v for k, v in shown.items() if k != "_id"} == old
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/api/v1/entries", "GET, HEAD, POST"),
+        ("DELETE", "/api/v1/entries.json", "GET, HEAD, POST"),
+        ("PATCH", "/api/v1/treatments", "GET, HEAD, POST, PUT"),
+        ("PUT", "/api/v1/status.json", "GET, HEAD"),
+    ],
+)
+def test_a_405_allows_every_method_the_path_serves(app, method, path, allowed):
+    client, _ = app
+    answer = client.request(method, path)
+    assert answer.status_code == 405 and answer.headers["allow"] == allowed
+
+
+@pytest.mark.parametrize("field", ["mills", "date"])
+def test_a_devicestatus_timed_by_mills_or_date_gets_its_created_at(app, made, field):
+    """Followers and loops read a status's created_at: one timed by mills alone was stored
+    without it."""
+    client, _ = app
+    alice = made.people["alice"]
+    when = HOUR_AGO_MS - 13_000
+    stored = client.post(
+        "/api/v1/devicestatus", json=[{field: when, "device": field}], headers=alice.secret
+    ).json()[0]
+    assert stored["created_at"] == iso(when) and stored["mills"] == when

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tailorml.errors import NotFoundError, TailormlError
 from tailorml.service.auth import AccessDenied, AuthError
@@ -101,7 +102,26 @@ async def _http(request: Request, problem: StarletteHTTPException):
     # routing's own answers (404 no such path, 405 wrong method) in the same shape
     answer = error(problem.status_code, str(problem.detail))
     answer.headers.update(problem.headers or {})
+    if problem.status_code == 405:
+        answer.headers["Allow"] = ", ".join(_allowed(request))
     return answer
+
+
+METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (routing names only the first
+    route's: `OPTIONS /api/v1/entries` said `Allow: POST`, though GET works there), with
+    HEAD wherever GET is (`app.HeadAsGet`). Each method is asked of the routing itself, so
+    routes included from routers count."""
+    routes = request.app.router.routes
+    methods = [
+        method
+        for method in METHODS
+        if any(r.matches(dict(request.scope, method=method))[0] == Match.FULL for r in routes)
+    ]
+    return sorted(methods + (["HEAD"] if "GET" in methods else []))
 
 
 async def _busy(request: Request, problem: Busy):

@@ -427,6 +427,8 @@ def clean_document(record: Mapping[str, Any], where: str, now_ms: int) -> dict[s
     if date_ms is None:
         date_ms = now_ms
         kept["created_at"] = iso(now_ms)
+    elif first in ("date", "mills"):  # readers (followers, Loop) read a status's created_at
+        kept["created_at"] = iso(date_ms)
     kept["mills"] = date_ms
     return kept
 
