@@ -564,6 +564,7 @@ def build_cohort(
 
     # Overlapping files / repeated uploads: same person and timestamp -> first file wins.
     readings = readings.sort_values(["key", "time", "file"], kind="stable")
+    offered = readings.groupby("key").size()  # per person, before repeats and clock errors
     repeat = readings.duplicated(["key", "time"], keep="first")
     first_value = readings.groupby(["key", "time"], sort=False)["cgm"].transform("first")
     conflicting = repeat & ~np.isclose(readings["cgm"], first_value, equal_nan=True)
@@ -582,11 +583,7 @@ def build_cohort(
     for key, rows in readings.groupby("key", sort=True):
         rows = plausible_times(rows, key, notes, from_cells)
         if len(rows) < 2:
-            raise CohortError(
-                f"person {_shown(key, from_cells)} has "
-                f"a single CGM reading; "
-                "a cohort needs a series of readings per person (check the export's date range)"
-            )
+            raise CohortError(_too_few(key, from_cells, len(rows), int(offered[key]), notes))
         grid = place_readings(rows, grid_minutes, notes)
         if keep_ids and str(key).startswith(FORMULA_STARTS):
             raise CohortError(
@@ -635,6 +632,30 @@ def build_cohort(
         },
     }
     return ImportResult(frame, metadata, counts)
+
+
+DROPPED_READINGS = (  # the counts that say where a person's readings went
+    "duplicate_readings_dropped",
+    "readings_without_time_dropped",
+    "readings_dated_before_2000_or_ahead_dropped",
+    "readings_far_from_the_rest_dropped",
+)
+
+
+def _too_few(key: str, from_cells: set, left: int, offered: int, notes: Counter) -> str:
+    """A person with fewer than two readings, saying where the others went: all dated
+    before 2000 (or days ahead) was "has a single CGM reading", which sent users to the
+    export's date range instead of its clock."""
+    who = f"person {_shown(key, from_cells)}"
+    fix = "a cohort needs a series of readings per person"
+    if left == offered:
+        return f"{who} has a single CGM reading; {fix} (check the export's date range)"
+    what = "no CGM reading" if left == 0 else "a single CGM reading"
+    dropped = ", ".join(f"{name} {notes[name]:,}" for name in DROPPED_READINGS if notes[name])
+    return (
+        f"{who} has {what} left of {offered:,} ({dropped}); {fix} (check the export's clock "
+        "and date range)"
+    )
 
 
 def plausible(times: pd.Series) -> pd.Series:

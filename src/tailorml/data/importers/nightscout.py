@@ -121,6 +121,12 @@ def _local_times(
             instant = pd.Timestamp(int(record["mills"]), unit="ms", tz="UTC")
         elif written is not None:
             instant = written if written.tzinfo else written.tz_localize("UTC")
+        elif record.get("date") is not None or record.get("mills") is not None:
+            given = record.get("date", record.get("mills"))
+            raise CohortError(  # e.g. "1710921600000" in quotes: text, not a number
+                f"{name}: a Nightscout record's date {value_shape(given)} is "
+                f"{type(given).__name__}, not epoch milliseconds (a JSON number); fix the export"
+            )
         else:
             raise CohortError(f"{name}: a Nightscout record has no date, dateString or created_at")
         offset = record.get("utcOffset")
@@ -175,10 +181,7 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
         keep = keep & dated
         kept = [r for r, k in zip(sgv, keep, strict=True) if k]
         if not kept:
-            raise CohortError(
-                f"{name}: no sgv record has a usable time (see the counts: dates in seconds "
-                "or out of range); Nightscout's date is epoch milliseconds"
-            )
+            raise CohortError(f"{name}: {_no_readings(values, codes)}")
         times, order = _local_times(kept, name, timezone)
         fix = "Nightscout sgv is mg/dL; this file seems to hold mmol/L values"
         values = to_mgdl(values[keep].reset_index(drop=True), "mg/dL", name, "sgv", fix)
@@ -211,6 +214,27 @@ def parse(source: str | Path, timezone: str | None = None) -> ImportedReadings:
         choices={"timezone_fallback": timezone or "none (utcOffset required)"},
         native_minutes=5,
         sha256=digest,
+    )
+
+
+def _no_readings(values: pd.Series, codes: pd.Series) -> str:
+    """Why no sgv record is a reading: no value, only values below 20 (error codes, or
+    mmol/L sent as mg/dL), or no usable time. It said "no usable time" for all three."""
+    valued = values.notna() & ~codes
+    if valued.to_numpy().any():
+        return (
+            "no sgv record has a usable time (see the counts: dates in seconds or out of "
+            "range); Nightscout's date is epoch milliseconds"
+        )
+    below = values[codes]
+    if len(below) and (below != below.round()).any():
+        return (
+            f"every sgv value is below {SGV_ERROR_BELOW:g} (e.g. {below.iloc[0]:g}): Nightscout "
+            "sgv is mg/dL and this file seems to hold mmol/L values; convert them (x 18.016)"
+        )
+    return (
+        f"no sgv record has a glucose value ({int(values.isna().sum())} without one, "
+        f"{int(codes.sum())} sensor error codes below {SGV_ERROR_BELOW:g} mg/dL)"
     )
 
 
