@@ -172,8 +172,6 @@ def serve(
     _private_files()
     import uvicorn
 
-    from tailorml.service.app import create_app
-    from tailorml.service.core import Service
     from tailorml.service.crypto import ServerKey
 
     level = _log_level(log_level)
@@ -184,7 +182,23 @@ def serve(
         digest = register_predefined_run(data, predefined)
         console.print(f"Predefined model {digest[:12]} registered from {predefined}.")
     jobs_file = jobs_config(config)
-    service = Service(data, server_key, jobs_file, durability, he_model)
+    if workers == 1:
+        from tailorml.service.app import create_app
+        from tailorml.service.core import Service
+
+        service = Service(data, server_key, jobs_file, durability, he_model)
+    else:  # each worker process builds its own Service from what a child checked
+        check_worker_start(
+            {
+                "data": str(data.resolve()),
+                "key_file": str(key_file.resolve()) if key_file else None,
+                "config": str(jobs_file) if jobs_file else None,
+                "durability": durability,
+                "he_model": str(Path(he_model).resolve()) if he_model else None,
+                "jobs": jobs,
+                "log_level": level,
+            }
+        )
     console.print(
         f"tailorml service on http://{host}:{port} · data {data} · review page "
         f"http://{host}:{port}/review · Ctrl-C stops it"
@@ -204,23 +218,42 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(service, run_jobs=jobs), **common)
         return
-    # each worker process builds its own Service from what this one checked
-    os.environ[SERVE_ENV] = json.dumps(
-        {
-            "data": str(data.resolve()),
-            "key_file": str(key_file.resolve()) if key_file else None,
-            "config": str(jobs_file) if jobs_file else None,
-            "durability": durability,
-            "he_model": str(Path(he_model).resolve()) if he_model else None,
-            "jobs": jobs,
-            "log_level": level,
-        }
-    )
     uvicorn.run(APP_FACTORY, factory=True, workers=workers, **common)
 
 
 SERVE_ENV = "TAILORML_SERVE"  # what `serve --workers N` hands its worker processes
 APP_FACTORY = "tailorml.cli_service:app_from_environment"
+WORKER_CHECK = """
+import sys
+from tailorml.cli_service import app_from_environment
+from tailorml.errors import TailormlError
+try:
+    service = app_from_environment().state.service
+    service.runtimes.session(service.registry.predefined())
+except TailormlError as error:
+    sys.exit(str(error))
+"""
+
+
+def check_worker_start(settings: dict) -> None:
+    """Put `settings` in $TAILORML_SERVE for the workers of `serve --workers N`, and start
+    one worker's Service in a child process first, which also has the predefined model's
+    ONNX file made if it is missing. Why a child: this process only forks, so it builds no
+    Service (models, stores, an HE model) it would hold for nothing; and a setting every
+    worker would refuse (no predefined model, another server key) fails here, once, instead
+    of in N workers started again and again."""
+    import subprocess
+    import sys
+
+    from tailorml.errors import TailormlError
+
+    os.environ[SERVE_ENV] = json.dumps(settings)
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", WORKER_CHECK], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise TailormlError(lines[-1] if lines else f"a worker could not start ({done.returncode})")
 
 
 def app_from_environment():
