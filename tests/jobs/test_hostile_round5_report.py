@@ -62,3 +62,31 @@ def test_a_surrogate_the_report_does_not_show_still_renders(exported, tmp_path):
     run, _ = exported
     copy = tampered(run, tmp_path, "metrics.json", lambda s: s.update({"note\ud800": 1}))
     assert runner.invoke(app, ["report", str(copy)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda s: s.update(parity="x"), "UndefinedError"),
+        (lambda s: s.update(model_sha256=None), "TypeError"),
+        (lambda s: s.update(budgets=[1, 2]), "TypeError"),
+    ],
+)
+def test_a_deploy_json_whose_fields_changed_type_is_one_line(exported, tmp_path, edit, said):
+    _, out = exported
+    copy = tampered(out, tmp_path, "deploy.json", edit)
+    result = runner.invoke(app, ["report", str(copy)])
+    assert isinstance(result.exception, TailormlError), result.exception
+    message = str(result.exception)
+    assert message.startswith(f"{copy}: its stored files (deploy.json, parity.parquet)")
+    assert said in message and "\n" not in message
+
+
+def test_a_parity_table_that_is_not_parquet_is_one_line(exported, tmp_path):
+    _, out = exported
+    copy = tampered(out, tmp_path, "deploy.json", lambda s: None)
+    (copy / "parity.parquet").write_bytes(b"garbage")
+    for command in (["report"], ["deploy", "report"]):
+        result = runner.invoke(app, [*command, str(copy)])
+        assert isinstance(result.exception, TailormlError), result.exception
+        assert "ArrowInvalid" in str(result.exception)

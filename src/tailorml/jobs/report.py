@@ -18,9 +18,14 @@ SUMMARY_BYTES = 64 * 1024 * 1024
 
 @contextmanager
 def damaged_text_named(path: Path) -> Iterator[None]:
-    """A report drawn from a summary (`*.json` of the folder) that holds text no UTF-8 file
-    can (a lone UTF-16 surrogate such as "\\ud800": a hand edit, a damaged copy) fails as
-    it is written; that failure becomes one line naming the file instead of a traceback."""
+    """A report drawn again from a folder's stored files fails on files that no longer
+    hold what tailorml wrote (a hand edit, a damaged copy); that failure becomes one line
+    naming the file (or the folder's files) instead of a traceback. A summary (`*.json`)
+    with text no UTF-8 file can hold (a lone UTF-16 surrogate such as "\\ud800") is
+    named; a summary whose fields changed type (`"parity": "x"`, `"model_sha256": null`)
+    or a table that is no longer Parquet names the folder's stored files and the error."""
+    from jinja2.exceptions import UndefinedError
+
     try:
         yield
     except UnicodeEncodeError:
@@ -31,6 +36,15 @@ def damaged_text_named(path: Path) -> Iterator[None]:
             f"{damaged}: holds text that is not valid Unicode (a lone surrogate such as "
             "\\ud800); it was edited or damaged: restore it from a copy or make the run "
             "again"
+        ) from None
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, UndefinedError) as error:
+        stored = sorted(p.name for p in Path(path).glob("*") if p.suffix in (".json", ".parquet"))
+        shown = ", ".join(stored[:6]) + (" …" if len(stored) > 6 else "")
+        detail = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+        raise TailormlError(
+            f"{path}: its stored files ({shown or 'none'}) do not hold what tailorml wrote "
+            f"({detail}); they were edited or damaged: restore them from a copy or make the "
+            "run or export again"
         ) from None
 
 
