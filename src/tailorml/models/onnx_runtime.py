@@ -5,6 +5,10 @@ int8 toolchains start from (`tailorml.deploy.int8.onnx_int8`): one input "readin
 the model normalises them itself) with a dynamic batch axis, one output "logits", and the
 model's alert policy (JSON) in the file's metadata, so the file alone says how its outputs
 become decisions (`read_policy`; probabilities by `AlertPolicy.probabilities`).
+
+torch and onnx are imported where a file is written or checked, never at import: the
+service's API processes import this module to run sessions (`open_session`) and must not
+pay for torch (about 400 MB a process) or onnx; the registry's side writes the files.
 """
 
 from __future__ import annotations
@@ -13,16 +17,19 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-import torch
 
 from tailorml.errors import ModelFileError, TailormlError
 from tailorml.io import atomic_write_bytes
-from tailorml.models.cnn import SmallCNN
 from tailorml.policy import AlertPolicy
+
+if TYPE_CHECKING:
+    import onnx
+
+    from tailorml.models.cnn import SmallCNN
 
 INPUT_NAME = "readings"
 OUTPUT_NAME = "logits"
@@ -37,17 +44,27 @@ def export_onnx(model: SmallCNN, path: str | Path) -> None:
     """Write `model` (normalisation included) as ONNX to `path`, atomically: input
     "readings" (batch, channels, length...) float32 in raw units, output "logits" (batch,
     classes); batch is dynamic. The alert policy goes into the metadata (`read_policy`)."""
+    atomic_write_bytes(path, onnx_bytes(model))
+
+
+def onnx_bytes(model: SmallCNN) -> bytes:
+    """The ONNX file `export_onnx` writes, as bytes (the registry stores it under its own
+    sha256, beside the model file)."""
+    import onnx
+
     if model.policy is None:
         raise ValueError("set model.policy before exporting: an ONNX file carries its policy")
     proto = _export_proto(model)
     set_policy(proto, model.policy)
     onnx.checker.check_model(proto)
-    atomic_write_bytes(path, proto.SerializeToString())
+    return proto.SerializeToString()
 
 
 def _export_proto(model: SmallCNN) -> onnx.ModelProto:
     """torch's exporter (torch.export + onnxscript); batch 2 in the example, since
     torch.export would specialise a batch of 1 into a constant."""
+    import torch
+
     spec = model.spec
     example = torch.zeros((2, spec.in_channels) + (spec.length,) * spec.dims)
     was_training = model.training
@@ -78,6 +95,8 @@ def _export_proto(model: SmallCNN) -> onnx.ModelProto:
 
 
 def set_policy(proto: onnx.ModelProto, policy: AlertPolicy) -> None:
+    import onnx
+
     onnx.helper.set_model_props(proto, {POLICY_KEY: json.dumps(policy.to_dict(), sort_keys=True)})
 
 
@@ -126,16 +145,20 @@ def onnx_proba(path: str | Path, windows: np.ndarray, batch_size: int = 4096) ->
 # -- files and inputs -----------------------------------------------------------------------
 
 
-def open_session(path: str | Path) -> ort.InferenceSession:
+def open_session(path: str | Path, data: bytes | None = None) -> ort.InferenceSession:
     """An onnxruntime session on one thread for a file written by `export_onnx`; anything
-    else is a ModelFileError naming it (the service opens its models with this)."""
-    _require_file(path)
+    else is a ModelFileError naming it (the service opens its models with this). With
+    `data`, the session is made from those bytes of `path` (already read and hashed: what
+    runs is what was verified, even if the file changes)."""
+    if data is None:
+        _require_file(path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        source = str(path) if data is None else data
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's protobuf, graph and type errors alike
         raise ModelFileError(
             f"{path} is not an ONNX model onnxruntime can run ({type(error).__name__}); "
@@ -152,6 +175,8 @@ def open_session(path: str | Path) -> ort.InferenceSession:
 
 def load_checked(path: str | Path) -> onnx.ModelProto:
     """The ONNX model at `path`, checked; anything else is a ModelFileError naming it."""
+    import onnx
+
     _require_file(path)
     try:
         proto = onnx.load(path)

@@ -18,21 +18,32 @@ frozen dataclasses with JSON columns already decoded:
 
 Writes: `register_predefined`, `register_session`, `decide`, `rollback`, and `retire` when a
 person's data is erased (their personalized models were trained on it).
+
+What the service runs (`serving`): each servable model's ONNX file, stored beside the model
+file under its own sha256, and its alert policy as JSON, recorded in `model_exports` by the
+transaction that registers the model (the predefined one and a session's proposal: the only
+ones a person can be given). Registration happens where torch already is (the CLI, the
+personalization worker), so the API processes read the ONNX file and the policy without
+importing torch; `prepare_serving` makes them for a model registered before they existed.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tailorml.errors import NotFoundError, TailormlError
+from tailorml.errors import ModelFileError, NotFoundError, TailormlError
 from tailorml.io import atomic_write_bytes, sha256_file
-from tailorml.models.cnn import SmallCNN, load_model
+from tailorml.policy import AlertPolicy
 from tailorml.registry.database import Database, add_columns, audit, now
+
+if TYPE_CHECKING:  # torch: imported only where a model file is loaded, never by the service
+    from tailorml.models.cnn import SmallCNN
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -104,6 +115,12 @@ CREATE TABLE IF NOT EXISTS retired_models (
     actor TEXT NOT NULL,
     created TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS model_exports (
+    model_sha256 TEXT PRIMARY KEY,
+    onnx_sha256 TEXT NOT NULL,
+    policy_json TEXT NOT NULL,
+    created TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS candidates_by_individual ON candidates(individual);
 CREATE INDEX IF NOT EXISTS active_by_individual ON active_models(individual, id);
 """
@@ -133,6 +150,14 @@ def _migrate(connection: sqlite3.Connection) -> None:
         connection.execute(_SUPERSEDE, (proposal, individual, session_id))
 
 
+def load_model(path, data: bytes | None = None) -> SmallCNN:
+    """`tailorml.models.cnn.load_model`, imported when called: it needs torch, which the
+    service's API processes never import (they read `serving` instead)."""
+    from tailorml.models.cnn import load_model as load
+
+    return load(path, data)
+
+
 def default_actor() -> str:
     try:
         return getpass.getuser()
@@ -147,6 +172,17 @@ class ModelRecord:
     kind: str
     path: Path
     description: str
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the service runs for a model: its ONNX file (named by its own sha256, checked
+    against it by `onnx_bytes`) and its alert policy, both made from the model file."""
+
+    model_sha256: str
+    onnx_path: Path
+    onnx_sha256: str
+    policy: AlertPolicy
 
 
 @dataclass(frozen=True)
@@ -398,11 +434,13 @@ class Registry:
     ) -> ModelRecord:
         data = Path(model_file).read_bytes()
         digest = self._store_file(data)
+        export = self._servable(data, model_file)
         actor = actor or default_actor()
         with self._transaction() as connection:
             model_id = self._insert_model(
                 connection, digest, "predefined", data_hash, config, code_version, description
             )
+            self._record_export(connection, digest, export)
             self._audit(
                 connection,
                 actor,
@@ -436,6 +474,97 @@ class Registry:
                 "refuses to use it"
             )
 
+    # -- what the service runs: ONNX file and policy, made where torch is -------------------
+
+    def onnx_path(self, onnx_sha256: str) -> Path:
+        return self.models_dir / f"{onnx_sha256}.onnx"
+
+    def serving(self, record: ModelRecord) -> Serving | None:
+        """The model's recorded ONNX file and alert policy; None when none was made (a model
+        registered before they were, or a file that is not a model)."""
+        rows = self._query("SELECT * FROM model_exports WHERE model_sha256 = ?", (record.sha256,))
+        if not rows:
+            return None
+        row = rows[0]
+        policy = AlertPolicy.from_dict(
+            json.loads(row["policy_json"]), f"the registry's policy of model {record.id}"
+        )
+        onnx_sha256 = row["onnx_sha256"]
+        return Serving(record.sha256, self.onnx_path(onnx_sha256), onnx_sha256, policy)
+
+    def onnx_bytes(self, serving: Serving) -> bytes:
+        """The ONNX file's content, refused unless it matches its recorded sha256 (as
+        `verify` refuses a model file): the caller runs these bytes, not the file again."""
+        try:
+            data = serving.onnx_path.read_bytes()
+        except OSError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != serving.onnx_sha256:
+            raise TailormlError(
+                f"ONNX file {serving.onnx_path} is missing or does not match its sha256; the "
+                "registry refuses to use it"
+            )
+        return data
+
+    def policy(self, record: ModelRecord) -> AlertPolicy:
+        """The model's own alert policy: the recorded JSON (no torch), else the model file's."""
+        serving = self.serving(record)
+        return serving.policy if serving is not None else load_model(record.path).policy
+
+    def prepare_serving(self, record: ModelRecord) -> Serving:
+        """Make and record the model's ONNX file and policy unless a sound pair is recorded:
+        for models registered before they were made. Needs torch: the service runs it in a
+        process of its own (`tailorml.service.runtime`)."""
+        serving = self.serving(record)
+        if serving is not None:
+            try:
+                self.onnx_bytes(serving)
+                return serving
+            except TailormlError:
+                pass  # the file went missing: made again below
+        data = record.path.read_bytes() if record.path.is_file() else b""
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            self.verify(record)  # the registry's own message
+        export = self._export(data, record.path)
+        with self._transaction() as connection:
+            self._record_export(connection, record.sha256, export)
+        made = self.serving(record)
+        assert made is not None  # recorded just above
+        return made
+
+    def _export(self, data: bytes, source: str | Path) -> tuple[str, dict]:
+        """The ONNX file of a model file's content, stored under its own sha256 (written
+        before the transaction that records it, as model files are); returns its sha256
+        and the model's policy as a dict."""
+        from tailorml.models.onnx_runtime import onnx_bytes
+
+        model = load_model(source, data)
+        exported = onnx_bytes(model)
+        digest = hashlib.sha256(exported).hexdigest()
+        target = self.onnx_path(digest)
+        if not target.exists():
+            atomic_write_bytes(target, exported)
+        return digest, model.policy.to_dict()
+
+    def _servable(self, data: bytes, source: str | Path) -> tuple[str, dict] | None:
+        """`_export`, or None for bytes that are not a model file: the registry never
+        required one; such a model is refused where it would be served, as before."""
+        try:
+            return self._export(data, source)
+        except ModelFileError:
+            return None
+
+    @staticmethod
+    def _record_export(connection, model_sha256: str, export: tuple[str, dict] | None) -> None:
+        if export is None:
+            return
+        onnx_sha256, policy = export
+        connection.execute(
+            "INSERT OR REPLACE INTO model_exports (model_sha256, onnx_sha256, policy_json,"
+            " created) VALUES (?, ?, ?, ?)",
+            (model_sha256, onnx_sha256, json.dumps(policy, sort_keys=True), now()),
+        )
+
     # -- personalization sessions ----------------------------------------------------------
 
     def register_session(
@@ -462,6 +591,11 @@ class Registry:
             None if c.reuse_model_id is not None else self._store_file(c.model_bytes)
             for c in candidates
         ]
+        # the proposal is the one model of the session a person can be given: its ONNX file
+        # and policy are made here, where torch is, not by the service
+        export = None
+        if proposal is not None and digests[proposal] is not None:
+            export = self._servable(candidates[proposal].model_bytes, f"candidate {proposal}")
         with self._transaction() as connection:
             cursor = connection.execute(
                 "INSERT INTO sessions (individual, created, actor, predefined_model_id, data_hash,"
@@ -532,6 +666,8 @@ class Registry:
                 "UPDATE sessions SET proposal_candidate_id = ? WHERE id = ?",
                 (proposal_id, session_id),
             )
+            if proposal is not None and digests[proposal] is not None:
+                self._record_export(connection, digests[proposal], export)
             superseded = []
             if proposal_id is not None:
                 superseded = [
@@ -645,7 +781,7 @@ class Registry:
                 f"{individual!r} has never been personalized in {self.root}; nothing to roll "
                 "back (check the id: `tailorml review list --all`)"
             )
-        default_threshold = load_model(predefined.path).policy.threshold
+        default_threshold = self.policy(predefined).threshold
         with self._transaction() as connection:
             connection.execute(
                 "INSERT INTO active_models (individual, model_id, candidate_id, threshold,"
@@ -728,7 +864,7 @@ class Registry:
                     (
                         individual,
                         predefined.id,
-                        load_model(predefined.path).policy.threshold,
+                        self.policy(predefined).threshold,
                         f"retired: {reason}",
                         actor,
                         now(),
@@ -760,6 +896,8 @@ class Registry:
         # by the next retire), never a served model without its file.
         for row in rows:
             self.model_path(row["sha256"]).unlink(missing_ok=True)
+        for onnx_sha256 in self._retired_exports([row["sha256"] for row in rows]):
+            self.onnx_path(onnx_sha256).unlink(missing_ok=True)
         for session in sessions:
             key = str(json.loads(session["summary_json"]).get("artifacts") or "")
             if key.isalnum():  # a uuid hex written by the session; anything else is not ours
@@ -772,6 +910,20 @@ class Registry:
 
         (self.root / "cards" / f"{encode_component(individual)}.html").unlink(missing_ok=True)
         return [int(row["model_id"]) for row in rows]
+
+    def _retired_exports(self, model_sha256s: list[str]) -> list[str]:
+        """The ONNX files of these (retired) models that no model still served shares."""
+        if not model_sha256s:
+            return []
+        marks = ", ".join("?" * len(model_sha256s))
+        rows = self._query(
+            f"SELECT DISTINCT e.onnx_sha256 FROM model_exports e WHERE e.model_sha256 IN ({marks})"
+            " AND NOT EXISTS (SELECT 1 FROM model_exports o JOIN models m ON m.sha256 ="
+            " o.model_sha256 WHERE o.onnx_sha256 = e.onnx_sha256 AND m.id NOT IN"
+            " (SELECT model_id FROM retired_models))",
+            tuple(model_sha256s),
+        )
+        return [row["onnx_sha256"] for row in rows]
 
     def candidate(self, candidate_id: int) -> CandidateView:
         in_range = -(2**63) <= candidate_id < 2**63  # SQLite integers; larger ids do not exist
