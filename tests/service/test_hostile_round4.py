@@ -47,6 +47,30 @@ def test_two_tokens_in_the_query_are_refused(app, made):
     assert client.get(f"/api/v1/entries.json?token={alice.token}").status_code == 200
 
 
+def test_two_credential_headers_are_refused(app, made):
+    """Two api-secret (or Authorization) headers of two accounts: the first one won, so
+    a proxy that adds its own header could act as another account without a word."""
+    client, _ = app
+    alice, carol = made.people["alice"], made.people["carol"]
+    two_secrets = [
+        ("api-secret", alice.secret["api-secret"]),
+        ("api-secret", carol.secret["api-secret"]),
+    ]
+    answer = client.get("/api/v1/entries.json", headers=two_secrets)
+    assert answer.status_code == 401
+    assert (
+        answer.json()["message"]
+        == "give one credential; this request has several api-secret headers"
+    )
+    two_bearers = [
+        ("authorization", alice.bearer["Authorization"]),
+        ("authorization", carol.bearer["Authorization"]),
+    ]
+    answer = client.get("/api/v1/entries.json", headers=two_bearers)
+    assert answer.status_code == 401 and "several authorization headers" in answer.json()["message"]
+    assert client.get("/api/v1/entries.json", headers=alice.secret).status_code == 200
+
+
 def test_a_comment_of_invisible_characters_is_no_comment():
     assert written("  \u200b\u200b \n") == ""  # zero-width spaces only
     assert written("\ufeff\u2060") == ""

@@ -106,6 +106,8 @@ def test_erasure_deletes_the_data_and_retires_models_trained_on_it(server, servi
         "alerts": 5,
         "documents": 1,  # the devicestatus record
         "replaced": 0,
+        "push_subscriptions": 0,  # erin subscribed no browser
+        "tombstones": 0,  # and deleted no record (API v3 history)
         "retired_models": [model.id],
     }
     assert after.status_code == 401 and "erased" in after.json()["message"]

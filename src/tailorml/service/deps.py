@@ -48,6 +48,9 @@ ServiceDep = Annotated[Service, Depends(service_of)]
 def caller_of(service: Service, request: Request) -> Person:
     if len(request.query_params.getlist("token")) > 1:  # the last one silently won
         raise AuthError("give one token; this request has several ?token= parameters")
+    for header in ("api-secret", "authorization"):  # the first one silently won
+        if len(request.headers.getlist(header)) > 1:
+            raise AuthError(f"give one credential; this request has several {header} headers")
     person = resolve(
         service.store,
         api_secret=request.headers.get("api-secret"),
