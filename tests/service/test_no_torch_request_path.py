@@ -143,13 +143,6 @@ def test_the_request_path_runs_no_torch_code(request_path):
     assert prepared is not None and prepared.onnx_path.is_file()  # made by another process
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imported at start-up, outside the request path, by files of other owners: "
-    "service/encrypted.py (module-level `from tailorml.models.cnn import load_model`) and "
-    "service/routes/review.py -> evaluate/report.py -> evaluate/rules.py (`from torch import "
-    "nn`); make those imports lazy and remove this mark",
-)
 def test_an_api_process_never_imports_torch(request_path):
     report, _ = request_path
     assert not report["torch_imported"], report["torch_importers"]

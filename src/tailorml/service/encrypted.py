@@ -30,17 +30,19 @@ import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tenseal as ts
 
 from tailorml.errors import TailormlError
 from tailorml.io import atomic_write_bytes
-from tailorml.models.cnn import load_model, require_model_file
 from tailorml.privacy.context import load_public, public_bytes, secret_context
 from tailorml.privacy.params import PrivacyError
-from tailorml.privacy.server import EncryptedModel, evaluate_encrypted
 from tailorml.privacy.wire import CONTEXT_HEADER, MODEL_HEADER, fingerprint, is_fingerprint
 from tailorml.service.auth import AuthError
+
+if TYPE_CHECKING:  # torch: only with an HE model (--he-model)
+    from tailorml.privacy.server import EncryptedModel
 
 log = logging.getLogger("tailorml.service")
 
@@ -228,6 +230,8 @@ class EncryptedAlerts:
                 f"{expected[:12]}…); GET /api/v1/encrypted/spec again for its alert policy",
                 "model_changed",
             )
+        from tailorml.privacy.server import evaluate_encrypted
+
         return evaluate_encrypted(model, self._context(person_id, name), ciphertext)
 
     def forget(self, person_id: str) -> bool:
@@ -268,6 +272,8 @@ def _header_sha(value: str | None, header: str, what: str) -> str:
 
 def _read_model(path: Path) -> tuple[EncryptedModel, str]:
     """The served HE model and its hash, or a one-line error naming `--he-model` and the path."""
+    from tailorml.models.cnn import require_model_file
+
     require_model_file(
         path,
         "--he-model",
@@ -280,6 +286,9 @@ def _read_model(path: Path) -> tuple[EncryptedModel, str]:
             f"--he-model {path}: cannot read it ({error.strerror}); check its permissions"
         ) from None
     try:
+        from tailorml.models.cnn import load_model
+        from tailorml.privacy.server import EncryptedModel
+
         model = EncryptedModel(load_model(path, data=data), path.name)
     except TailormlError as error:
         raise TailormlError(f"--he-model {path}: {error}") from None

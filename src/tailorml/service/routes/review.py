@@ -25,7 +25,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from tailorml.errors import TailormlError
-from tailorml.evaluate.report import template_environment
 from tailorml.registry.people import Person
 from tailorml.service import pages
 from tailorml.service.auth import (
@@ -141,6 +140,8 @@ async def form_of(request: Request) -> dict[str, str]:
 
 @functools.cache
 def _environment():
+    from tailorml.evaluate.report import template_environment
+
     environment = template_environment()
     environment.filters["share"] = pages.share
     return environment
