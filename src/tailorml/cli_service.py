@@ -108,7 +108,7 @@ def register_predefined_run(data: Path, run: Path) -> str:
     return record.sha256
 
 
-MAX_WORKERS = 64  # each API process holds ~480 MB: 100,000 of them forked until the OOM killer
+MAX_WORKERS = 64  # each API process holds ~250 MB: 100,000 of them forked until the OOM killer
 
 LogLevelOption = Annotated[
     str,
@@ -162,7 +162,7 @@ def serve(
             min=1,
             max=MAX_WORKERS,
             help="API processes on this port (uvicorn workers; a dead one is restarted; each "
-            "holds about 480 MB). One person's readings are still decided in order, through "
+            "holds about 250 MB). One person's readings are still decided in order, through "
             "the database.",
         ),
     ] = 1,
