@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from tailorml.service.crypto import PAD_BYTES, padded_json
+from tailorml.service.crypto import ALERT_SEALED_BYTES, PAD_BYTES, padded_json
 from tailorml.service.live import ALERT
 
 FIVE_MINUTES = 300_000
@@ -30,8 +30,13 @@ def test_sealed_alerts_have_one_length_whatever_the_decision(app, made):
     decisions = {json.loads(text)["decision"] for text in plain}
     assert "no_decision" in decisions and decisions - {"no_decision"}
     assert len({len(text.rstrip()) for text in plain}) > 1  # the JSON itself differs
-    # nonce 12 + one bucket of plaintext + GCM tag 16
-    assert {len(row.sealed) for row in rows} == {12 + PAD_BYTES + 16}
+    # stored: format byte 1 + nonce 12 + one bucket of compact plaintext + GCM tag 16 (the
+    # reading time and model are the row's columns, bound as associated data, not stored)
+    stored = service.store.database.query(
+        "SELECT length(sealed) AS n FROM alerts WHERE person_id = ?", (person.id,)
+    )
+    assert {row["n"] for row in stored} == {ALERT_SEALED_BYTES}
+    assert len(stored) == len(rows) == 30
 
 
 def test_the_longest_decision_fits_one_bucket():
@@ -70,8 +75,13 @@ def test_an_alert_sealed_before_padding_still_reads_back(app, made):
         "model_kind": "predefined",
         "cgm": 120.0,
     }
-    sealed = service.keyring.cipher(person.id).seal(json.dumps(old).encode(), ALERT)
-    assert len(sealed) < 12 + PAD_BYTES + 16  # as an older version stored it
+    cipher = service.keyring.cipher(person.id)
+    nonce = bytes([0xA1]) + b"\x02" * 11  # as an older version sealed it: its JSON alone,
+    # behind a nonce that happens to start with the compact format's byte
+    sealed = nonce + cipher._aead.encrypt(
+        nonce, json.dumps(old).encode(), b"alert|" + person.id.encode()
+    )
+    assert len(sealed) < 12 + PAD_BYTES + 16
     service.store.add_alerts(person.id, [(at, 1, "a" * 64, "predefined", sealed)])
     answer = client.get(
         f"/api/v1/alerts?find[date][$gte]={at}&find[date][$lte]={at}", headers=carol.secret

@@ -18,9 +18,13 @@ acknowledged upload is on disk with its record, and a killed process leaves no h
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import secrets
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from typing import Any, NamedTuple
 
 from tailorml.errors import TailormlError
 from tailorml.registry import consent, job_queue, push
+from tailorml.registry import sealed_formats as formats
 from tailorml.registry.database import Database, add_columns, audit, now
 from tailorml.registry.job_queue import Job
 
@@ -195,6 +200,45 @@ def migrate(connection: sqlite3.Connection) -> None:
     job_queue.migrate(connection)
     consent.migrate(connection)
     _migrate_v3(connection)
+    _migrate_compact(connection)
+
+
+# keyed fingerprints: (table, column) -- 32 hex digits since "less per reading"
+FINGERPRINT_COLUMNS = (
+    ("entries", "fingerprint"),
+    ("entries", "content"),
+    ("entries", "identifier"),
+    ("treatments", "fingerprint"),
+    ("treatments", "content"),
+    ("treatments", "identifier"),
+    ("documents", "fingerprint"),
+    ("documents", "identifier"),
+    ("tombstones", "identifier"),
+    ("push_subscriptions", "fingerprint"),
+)
+
+
+def _migrate_compact(connection: sqlite3.Connection) -> None:
+    """A data directory from before "less per reading": its keyed fingerprints (64 hex
+    digits, HMAC-SHA-256) are cut to the 32 digits the service now computes (their first
+    128 bits, `service.crypto.DataCipher.fingerprint`), so a repeat of an older record is
+    still found; the index on v3 identifiers leaves out the records without one (most
+    readings). Rows keep their ids and sealed bytes: older sealed layouts still open."""
+    for table, column in FINGERPRINT_COLUMNS:
+        connection.execute(
+            f"UPDATE {table} SET {column} = substr({column}, 1, 32) WHERE length({column}) = 64"
+        )
+    for table in (*RECORD_TABLES, "documents"):
+        found = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+            (f"{table}_by_identifier",),
+        ).fetchone()
+        if found is not None and "WHERE" not in found["sql"]:
+            connection.execute(f"DROP INDEX {table}_by_identifier")
+        connection.execute(
+            f"CREATE INDEX IF NOT EXISTS {table}_by_identifier ON {table}(person_id, identifier)"
+            " WHERE identifier IS NOT NULL"
+        )
 
 
 def _migrate_v3(connection: sqlite3.Connection) -> None:
@@ -233,6 +277,7 @@ def _migrate_v3(connection: sqlite3.Connection) -> None:
         )
         connection.execute(
             f"CREATE INDEX IF NOT EXISTS {table}_by_identifier ON {table}(person_id, identifier)"
+            " WHERE identifier IS NOT NULL"
         )
     connection.execute(
         "CREATE INDEX IF NOT EXISTS documents_by_time ON documents(person_id, collection, date_ms)"
@@ -315,6 +360,14 @@ def _person(row: sqlite3.Row) -> Person:
 
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+READ_BATCH_SECONDS = 60  # one audit line per reader, person and kind of read per minute
+
+
+def _flush_at_exit(store_ref) -> None:
+    store = store_ref()
+    if store is not None:
+        with contextlib.suppress(sqlite3.Error, TailormlError):  # the file is gone (a test's)
+            store.flush_reads()
 
 
 class PeopleStore:
@@ -334,6 +387,10 @@ class PeopleStore:
         self.database = Database(
             self.root / "registry.sqlite", SCHEMA, "--data", DURABILITY[durability], migrate
         )
+        # reads waiting for their audit line: (minute, actor, action, person) -> counts
+        self._reads: dict[tuple, dict[str, Any]] = {}
+        self._reads_lock = threading.Lock()
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     # -- accounts ------------------------------------------------------------------------
 
@@ -673,6 +730,7 @@ class PeopleStore:
         result: list[Upserted] = []
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
+            self._flush_reads(connection)
             writes = [Write(*r) for r in rows]
             stamps = iter(_server_times(connection, len(writes)))
             for write in writes:
@@ -1101,10 +1159,14 @@ class PeopleStore:
         created = now()
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
+            self._flush_reads(connection)
             connection.executemany(
                 "INSERT INTO alerts (person_id, date_ms, created, model_id, model_sha256,"
                 " model_kind, sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(person_id, d, created, m, sha, kind, sealed) for d, m, sha, kind, sealed in rows],
+                [
+                    (person_id, d, created, m, sha, kind, _stored_alert(d, m, sha, kind, sealed))
+                    for d, m, sha, kind, sealed in rows
+                ],
             )
 
     def alerts(
@@ -1130,7 +1192,7 @@ class PeopleStore:
                 row["model_id"],
                 row["model_sha256"],
                 row["model_kind"],
-                bytes(row["sealed"]),
+                _read_alert(row),
             )
             for row in rows
         ]
@@ -1219,9 +1281,47 @@ class PeopleStore:
     # -- the audit log and erasure -------------------------------------------------------------
 
     def record(self, actor: str, action: str, person_id: str | None, details: dict[str, Any]):
-        """An audit line for a read (a write records itself in its own transaction)."""
+        """An audit line for a read (a write records itself in its own transaction).
+
+        Reads (`read_*` with at most a count of records returned) are batched: one line
+        per reader, person, kind of read and minute, with how many reads it stands for,
+        the records they returned in all and the first and last read's time. The lines
+        are written when the minute is over (at the next read or write of this process),
+        with the next upload's transaction, before the audit log or an export is read
+        (`flush_reads`), and when the process exits; a killed process loses at most the
+        last minute's read lines. Every other line is written at once."""
+        if not (action.startswith("read_") and set(details) <= {"returned"}):
+            with self.database.transaction() as connection:
+                audit(connection, actor, action, person_id, details)
+            return
+        stamp, minute = now(), int(time.time() // READ_BATCH_SECONDS)
+        with self._reads_lock:
+            batch = self._reads.setdefault(
+                (minute, actor, action, person_id), {"reads": 0, "first": stamp}
+            )
+            batch["reads"] += 1
+            batch["last"] = stamp
+            if "returned" in details:
+                batch["returned"] = batch.get("returned", 0) + int(details["returned"])
+            due = any(key[0] < minute for key in self._reads)
+        if due:
+            self.flush_reads(before_minute=minute)
+
+    def flush_reads(self, before_minute: int | None = None) -> None:
+        """Write the batched read lines (those of minutes before `before_minute`; all)."""
+        with self._reads_lock:
+            if not self._reads:
+                return
         with self.database.transaction() as connection:
-            audit(connection, actor, action, person_id, details)
+            self._flush_reads(connection, before_minute)
+
+    def _flush_reads(self, connection, before_minute: int | None = None) -> None:
+        """Inside the caller's transaction: the batched read lines are written with it."""
+        with self._reads_lock:
+            keys = [k for k in self._reads if before_minute is None or k[0] < before_minute]
+            batches = [(k, self._reads.pop(k)) for k in sorted(keys, key=str)]
+        for (_, actor, action, person_id), batch in batches:
+            audit(connection, actor, action, person_id, batch)
 
     def erase(self, person_id: str, actor: str, retired_models: list[int]) -> dict[str, int]:
         """Delete a person's readings, treatments, alerts and data key; keep the account row
@@ -1260,6 +1360,26 @@ class PeopleStore:
                 counts | {"retired_models": retired_models, "data_key": "deleted"},
             )
         return counts
+
+
+def _stored_alert(date_ms: int, model_id: int, sha256: str, kind: str, sealed: bytes) -> bytes:
+    """What `alerts` keeps of a sealed decision: a compact one without its context (the
+    reading time and model, which are this row's columns), anything else as given."""
+    split = formats.detach(sealed)
+    if split is not None and split[1] == formats.alert_context(date_ms, model_id, sha256, kind):
+        return split[0]
+    return sealed
+
+
+def _read_alert(row: sqlite3.Row) -> bytes:
+    """A stored decision as it was sealed: a compact one gets its context back."""
+    sealed = bytes(row["sealed"])
+    if sealed[:1] != bytes([formats.ALERT_FORMAT]):
+        return sealed
+    context = formats.alert_context(
+        row["date_ms"], row["model_id"], row["model_sha256"], row["model_kind"]
+    )
+    return formats.attach(sealed, context)
 
 
 def _refuse_erased(connection, person_id: str) -> None:

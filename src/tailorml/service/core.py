@@ -216,7 +216,7 @@ class Service:
         found: set[int] = set()
         for at in corrected:
             for row in self.store.entries(person_id, at + 1, min(at + span, until), 10_000):
-                if json.loads(cipher.open(row.sealed, ENTRY)).get("type") == "sgv":
+                if cipher.open_record(row.sealed, ENTRY).get("type") == "sgv":
                     found.add(row.date_ms)
         return found
 
@@ -244,7 +244,7 @@ class Service:
         while len(out) < count:
             rows = rows_of(person_id, since, until, page, offset)
             for row in rows:
-                record = json.loads(cipher.open(row.sealed, purpose))
+                record = cipher.open_record(row.sealed, purpose)
                 if value is None or record.get(field) == value:
                     out.append(record | {"_id": row.public_id})
                     if len(out) == count:
@@ -840,7 +840,7 @@ class Service:
         cipher = self.keyring.cipher(caller.id)
         opened = {
             "entries": [
-                json.loads(cipher.open(r.sealed, ENTRY))
+                cipher.open_record(r.sealed, ENTRY)
                 for r in self.store.entries(caller.id, limit=everything)
             ],
             "treatments": [
@@ -848,7 +848,7 @@ class Service:
                 for r in self.store.treatments(caller.id, limit=everything)
             ],
             "alerts": [
-                json.loads(cipher.open(r.sealed, ALERT))
+                cipher.open_record(r.sealed, ALERT)
                 for r in self.store.alerts(caller.id, limit=everything)
             ],
             **{
@@ -871,6 +871,7 @@ class Service:
         self.store.record(
             self._who(caller), "export", caller.id, {k: len(v) for k, v in opened.items()}
         )
+        self.store.flush_reads()  # the batched read lines (`PeopleStore.record`) too
         return {
             "person": {"id": caller.id, "name": caller.name, "role": caller.role},
             **opened,
@@ -965,6 +966,7 @@ class Service:
 
     def audit(self, caller, patient) -> list[dict]:
         person = self.subject(caller, patient, "read_audit")
+        self.store.flush_reads()  # the batched read lines (`PeopleStore.record`) first
         return [asdict(e) for e in self.registry.audit(person.id)]
 
     def erase(self, person: Person, actor: str) -> dict:

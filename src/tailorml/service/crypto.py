@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tailorml.errors import TailormlError
+from tailorml.registry import sealed_formats as formats
 
 KEY_ENV = "TAILORML_SERVER_KEY"
 KEY_BYTES = 32
@@ -41,6 +42,15 @@ PAD_BYTES = 768  # a decision's JSON is 300 to about 560 bytes: one bucket
 # padded by their writer (`padded_json`, PAD_BYTES); sealed files are not JSON.
 RECORD_PAD_BYTES = 512
 PADDED_PURPOSES = frozenset(("entry", "treatment", "devicestatus", "profile"))
+# An entry and an alert decision, the records stored once per reading, are sealed in a
+# compact fixed-width layout instead (`registry.sealed_formats`): a format byte, the nonce,
+# one bucket of plaintext, the tag. Their length depends on which fields an uploader sends,
+# never on the values. Any record a layout cannot reproduce byte for byte is sealed as
+# padded JSON, as before.
+ENTRY_SEALED_BYTES = 1 + NONCE_BYTES + formats.ENTRY_BUCKET + 16
+ALERT_SEALED_BYTES = 1 + NONCE_BYTES + formats.ALERT_BUCKET + 16  # as `alerts` stores it
+_ENTRY_FORMAT = bytes([formats.ENTRY_FORMAT])
+FINGERPRINT_HEX = 32  # 128 bits of HMAC-SHA-256: see `DataCipher.fingerprint`
 
 
 class DecryptionError(TailormlError):
@@ -175,25 +185,118 @@ class DataCipher:
         return purpose.encode() + b"|" + self._owner
 
     def seal(self, plaintext: bytes, purpose: str) -> bytes:
-        """`plaintext` sealed for `purpose`; the JSON of a record (`PADDED_PURPOSES`) is
-        padded with spaces first, which JSON readers skip: rows sealed unpadded before
-        read back the same."""
+        """`plaintext` sealed for `purpose`. An entry's canonical JSON and a decision's
+        JSON are sealed in their compact layouts (`registry.sealed_formats`): a format byte
+        first, bound as associated data with a decision's context (its reading time and
+        model, which its row holds in the clear), and the context appended after the tag,
+        for the registry to strip (`sealed_formats.detach`). Other records of
+        `PADDED_PURPOSES`, and any the layouts cannot reproduce exactly, are JSON padded
+        with spaces, which JSON readers skip (rows sealed unpadded before read back the
+        same). `open` gives back what was sealed, without the padding."""
+        compact = self._compact(plaintext, purpose)
+        if compact is not None:
+            return compact
         if purpose in PADDED_PURPOSES:
             plaintext += b" " * (-len(plaintext) % RECORD_PAD_BYTES)
         nonce = secrets.token_bytes(NONCE_BYTES)
         return nonce + self._aead.encrypt(nonce, plaintext, self._associated(purpose))
 
-    def open(self, sealed: bytes, purpose: str) -> bytes:
+    def _compact(self, plaintext: bytes, purpose: str) -> bytes | None:
+        if purpose not in ("entry", "alert"):
+            return None
         try:
-            return self._aead.decrypt(
-                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], self._associated(purpose)
-            )
-        except (InvalidTag, ValueError):
-            raise DecryptionError(
-                f"a {purpose} record of {self._owner.decode()} did not open (tampered, or "
-                "copied from another person)"
-            ) from None
+            record = json.loads(plaintext)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        if purpose == "entry":
+            body = formats.encode_entry(record)
+            if body is None or formats.canonical(formats.decode_entry(body)) != plaintext:
+                return None
+            format_byte, context = formats.ENTRY_FORMAT, b""
+        else:
+            encoded = formats.encode_alert(record)
+            if encoded is None:
+                return None
+            context, body = encoded
+            if formats.decode_alert(context, body) != record:
+                return None
+            format_byte = formats.ALERT_FORMAT
+        head = bytes([format_byte]) + secrets.token_bytes(NONCE_BYTES)
+        sealed = head + self._aead.encrypt(
+            head[1:], body, self._associated(purpose) + b"|" + head[:1] + context
+        )
+        return formats.attach(sealed, context) if context else sealed
+
+    def open(self, sealed: bytes, purpose: str) -> bytes:
+        """What `seal` sealed: a compact record as its JSON (an entry's canonical JSON, a
+        decision's as `json.dumps` writes it), a padded one without its padding."""
+        sealed = bytes(sealed)
+        record = self._open_compact(sealed, purpose)
+        if record is not None:
+            if purpose == "entry":
+                return formats.canonical(record)
+            return json.dumps(record).encode()
+        return self._open_plain(sealed, purpose)
+
+    def open_record(self, sealed: bytes, purpose: str) -> Any:
+        """`json.loads(self.open(sealed, purpose))`, without writing and reading JSON for a
+        compact record (a follower's day of readings is 288 of them)."""
+        sealed = bytes(sealed)
+        record = self._open_compact(sealed, purpose)
+        return record if record is not None else json.loads(self._open_plain(sealed, purpose))
+
+    def _open_plain(self, sealed: bytes, purpose: str) -> bytes:
+        candidates = [sealed]
+        if purpose == "alert" and (split := formats.detach(sealed)) is not None:
+            candidates.append(split[0])  # an older row that happens to start as a compact one
+        for candidate in candidates:
+            try:
+                plaintext = self._aead.decrypt(
+                    candidate[:NONCE_BYTES], candidate[NONCE_BYTES:], self._associated(purpose)
+                )
+            except (InvalidTag, ValueError):
+                continue
+            if purpose in PADDED_PURPOSES or purpose == "alert":
+                plaintext = plaintext.rstrip(b" ")
+            return plaintext
+        raise DecryptionError(
+            f"a {purpose} record of {self._owner.decode()} did not open (tampered, or "
+            "copied from another person)"
+        )
+
+    def _open_compact(self, sealed: bytes, purpose: str) -> dict | None:
+        """A compact record opened; None when it is not one (an older row may start with
+        the format byte by chance: its tag does not verify as a compact one)."""
+        if purpose == "entry" and sealed[:1] == _ENTRY_FORMAT:
+            tries = [(sealed, b"")]
+        elif purpose == "alert" and (split := formats.detach(sealed)) is not None:
+            tries = [split]
+            if (inner := formats.detach(split[0])) is not None:
+                tries.append(inner)  # stored whole (its columns did not match), context added
+        else:
+            return None
+        associated = self._associated(purpose) + b"|"
+        for blob, context in tries:
+            try:
+                body = self._aead.decrypt(
+                    blob[1 : 1 + NONCE_BYTES],
+                    blob[1 + NONCE_BYTES :],
+                    associated + blob[:1] + context,
+                )
+            except (InvalidTag, ValueError):
+                continue
+            if purpose == "entry":
+                return formats.decode_entry(body)
+            return formats.decode_alert(context, body)
+        return None
 
     def fingerprint(self, *parts: str) -> str:
+        """HMAC-SHA-256 of `parts`, its first 128 bits in 32 hex digits (it was all 256 bits
+        in 64: the registry migration cuts stored ones to their first 32 digits, so a repeat
+        of an older record is still found). Fingerprints are compared within one person's
+        records: with a million records a person, the chance that two of them share a
+        128-bit fingerprint is about 10^12 / 2^129, 10^-27."""
         message = "\x1f".join(parts).encode()
-        return hmac.new(self._mac_key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._mac_key, message, hashlib.sha256).hexdigest()[:FINGERPRINT_HEX]
