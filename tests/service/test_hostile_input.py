@@ -264,6 +264,7 @@ def test_rollback_and_personalization_take_the_patient_from_the_query(client, ma
     # about alice, not about bob himself: she was never personalized here
     assert answer.status_code == 400 and "never been personalized" in answer.json()["message"]
     assert alice.id in answer.json()["message"] and "/" not in answer.json()["message"]
+    assert "tailorml" not in answer.json()["message"]  # no CLI command in an API answer
 
 
 def test_an_anonymous_body_is_refused_before_it_is_read_and_login_forms_are_bounded(client):

@@ -45,6 +45,9 @@ from tailorml.registry.database import Database, add_columns, audit, now
 if TYPE_CHECKING:  # torch: imported only where a model file is loaded, never by the service
     from tailorml.models.cnn import SmallCNN
 
+# the registry's messages reach API callers too: they name no directory and no CLI command
+NO_CANDIDATE = "no candidate {id}: list the candidates, reviewed ones too, to find its id"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     id INTEGER PRIMARY KEY,
@@ -711,9 +714,7 @@ class Registry:
                 "SELECT * FROM candidates WHERE id = ?", (candidate_id,)
             ).fetchone()
             if row is None:
-                raise TailormlError(
-                    f"no candidate {candidate_id}; `tailorml review list` shows the candidates"
-                )
+                raise TailormlError(NO_CANDIDATE.format(id=candidate_id))
             if self._retired(row["model_id"]):
                 raise TailormlError(
                     f"candidate {candidate_id} was retired (its person's data was erased); it "
@@ -772,14 +773,14 @@ class Registry:
         never deleting history). Returns the new active model."""
         actor = actor or default_actor()
         if not reason.strip():
-            raise TailormlError("a rollback needs a reason (--reason): it is recorded for audit")
+            raise TailormlError("a rollback needs a reason: it is recorded for audit")
         predefined = self.predefined()
         if predefined is None:
             raise TailormlError(f"the registry {self.root} has no predefined model")
         if not self.knows(individual):
             raise TailormlError(
-                f"{individual!r} has never been personalized in {self.root}; nothing to roll "
-                "back (check the id: `tailorml review list --all`)"
+                f"{individual!r} has never been personalized here; nothing to roll back (check "
+                "the id against the candidates, reviewed ones too)"
             )
         default_threshold = self.policy(predefined).threshold
         with self._transaction() as connection:
@@ -929,9 +930,7 @@ class Registry:
         in_range = -(2**63) <= candidate_id < 2**63  # SQLite integers; larger ids do not exist
         found = self._candidates("c.id = ?", (candidate_id,)) if in_range else []
         if not found:
-            raise NotFoundError(
-                f"no candidate {candidate_id}; `tailorml review list` shows the candidates"
-            )
+            raise NotFoundError(NO_CANDIDATE.format(id=candidate_id))
         return found[0]
 
     def candidates(
