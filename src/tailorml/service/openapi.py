@@ -1471,7 +1471,7 @@ V3_READ = doc(
     parameters=[V3_PATH, V3_IDENTIFIER, PATIENT, V3_FIELDS],
     why=V3_WHY,
 )
-V3_UPDATE = doc(
+V3_REPLACE = doc(
     "API v3: replace the record of that identifier (200), or store it under it (201)",
     ref("V3Written"),
     (400, 403, 404, 413, 415, 507),
@@ -1479,7 +1479,7 @@ V3_UPDATE = doc(
     request=body({"type": "object"}),
     why=V3_WHY,
 )
-V3_UPDATE["responses"][201] = {
+V3_REPLACE["responses"][201] = {
     "description": "no record had that identifier: stored under it",
     "content": {JSON: {"schema": ref("V3Written")}},
 }

@@ -189,7 +189,7 @@ async def update(request: Request, service, collection: str, identifier: str, pa
     return await answered(work())
 
 
-@router.put("/api/v3/{collection}/{identifier}", **api.V3_UPDATE)
+@router.put("/api/v3/{collection}/{identifier}", **api.V3_REPLACE)
 async def put(request: Request, service: ServiceDep):
     collection, identifier = _path(request, "collection", "identifier")
     return await update(request, service, collection, identifier, patch=False)
