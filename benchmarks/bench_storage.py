@@ -8,7 +8,10 @@ A fresh data directory (SQLite, as `tailorml serve --data` makes it) with the ru
 as the predefined one and `--people` patients; each uploads `--days` of synthetic readings
 5 minutes apart in batches of 12 (one hour, as an uploader catching up sends them), every
 reading decided live by the model, and a follower reads `entries.json?count=288` every
-`--follower-polls-per-hour` uploads' worth of time (each read writes an audit row). The
+`--follower-polls-per-hour` uploads' worth of time. The audit of reads is batched per
+minute (one line per reader, person and kind of read): the polls are spaced in simulated
+time as a real follower's would be (an hour's polls over an hour), so each poll 5 minutes
+apart gets a line of its own, as it would in production. The
 requests go through the real app in process (FastAPI's TestClient): the same code paths
 as over HTTP, without a socket. Then the file is checkpointed and VACUUMed and SQLite's
 `dbstat` gives each table's and index's bytes; per reading = bytes / readings stored.
@@ -24,11 +27,13 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from fastapi.testclient import TestClient
 
 from tailorml.cli_service import register_predefined_run
+from tailorml.registry import people as people_module
 from tailorml.registry.people import PeopleStore
 from tailorml.service.app import build
 from tailorml.service.auth import add_person
@@ -56,6 +61,13 @@ def readings(start_ms: int, count: int, seed: int) -> list[dict]:
         }
         for i, value in enumerate(cgm)
     ]
+
+
+def _stores(app) -> list:
+    """The app's people stores (their batched read lines are written before measuring)."""
+    import gc
+
+    return [o for o in gc.get_objects() if isinstance(o, PeopleStore)]
 
 
 def table_bytes(database: Path) -> dict[str, int]:
@@ -91,6 +103,10 @@ def main() -> None:
         start = int(time.time() * 1000) - count * FIVE_MINUTES_MS
         began = time.perf_counter()
         polls = 0
+        # the registry's clock (audit batching, server times) as a follower's day passes
+        clock = [time.time()]
+        people_module.time = SimpleNamespace(time=lambda: clock[0])
+        poll_seconds = 3600 / max(1, args.follower_polls_per_hour)
         with TestClient(app) as client:
             for index, token in enumerate(tokens):
                 header = {"api-secret": hashlib.sha1(token.encode()).hexdigest()}
@@ -105,7 +121,12 @@ def main() -> None:
                             "/api/v1/entries.json?count=288", headers=header
                         ).raise_for_status()
                         polls += 1
+                        clock[0] += poll_seconds
         elapsed = time.perf_counter() - began
+        store.flush_reads()
+        for service_store in _stores(app):
+            service_store.flush_reads()
+        people_module.time = time
         database = next(data.glob("*.sqlite"))
         sizes = table_bytes(database)
         connection = sqlite3.connect(database)

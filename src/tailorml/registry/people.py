@@ -1321,6 +1321,8 @@ class PeopleStore:
             keys = [k for k in self._reads if before_minute is None or k[0] < before_minute]
             batches = [(k, self._reads.pop(k)) for k in sorted(keys, key=str)]
         for (_, actor, action, person_id), batch in batches:
+            if batch["reads"] == 1:  # one read in its minute: its line as it always was
+                batch = {k: v for k, v in batch.items() if k == "returned"}
             audit(connection, actor, action, person_id, batch)
 
     def erase(self, person_id: str, actor: str, retired_models: list[int]) -> dict[str, int]:

@@ -20,6 +20,8 @@ import hmac
 import json
 import os
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ PADDED_PURPOSES = frozenset(("entry", "treatment", "devicestatus", "profile"))
 ENTRY_SEALED_BYTES = 1 + NONCE_BYTES + formats.ENTRY_BUCKET + 16
 ALERT_SEALED_BYTES = 1 + NONCE_BYTES + formats.ALERT_BUCKET + 16  # as `alerts` stores it
 _ENTRY_FORMAT = bytes([formats.ENTRY_FORMAT])
+OPENED_ENTRIES = 600  # a person's compact entries kept opened (two days of readings)
 FINGERPRINT_HEX = 32  # 128 bits of HMAC-SHA-256: see `DataCipher.fingerprint`
 
 
@@ -176,6 +179,8 @@ class DataCipher:
 
     def __init__(self, data_key: bytes, owner: str) -> None:
         self._aead = AESGCM(data_key)
+        self._entries: OrderedDict[bytes, dict] = OrderedDict()
+        self._entries_lock = threading.Lock()
         self._owner = owner.encode()
         self._mac_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"tailorml fingerprint"
@@ -244,8 +249,20 @@ class DataCipher:
         """`json.loads(self.open(sealed, purpose))`, without writing and reading JSON for a
         compact record (a follower's day of readings is 288 of them)."""
         sealed = bytes(sealed)
+        if purpose == "entry" and (cached := self._entries.get(sealed)) is not None:
+            return dict(cached)
         record = self._open_compact(sealed, purpose)
-        return record if record is not None else json.loads(self._open_plain(sealed, purpose))
+        if record is None:
+            return json.loads(self._open_plain(sealed, purpose))
+        if purpose == "entry":
+            # a follower polls the same day of readings every few minutes: the newest
+            # entries opened are kept (ciphertext -> record), for this person only
+            with self._entries_lock:
+                self._entries[sealed] = record
+                if len(self._entries) > OPENED_ENTRIES:
+                    self._entries.popitem(last=False)
+            return dict(record)
+        return record
 
     def _open_plain(self, sealed: bytes, purpose: str) -> bytes:
         candidates = [sealed]
