@@ -127,7 +127,16 @@ def test_without_consent_to_personalization_nothing_is_personalized(app, made, t
         json={"decision": "approve", "comment": "looks fine"},
     )
     assert review.status_code == 400 and "withdrawn consent" in review.json()["message"]
+    # the CLI on the server's data directory is refused by the same rule (the registry's)
+    from typer.testing import CliRunner
+
+    from tailorml.cli import app as cli
+
+    arguments = ["review", "approve", str(pending), "--reviewer", "root"]
+    by_cli = CliRunner().invoke(cli, [*arguments, "--registry", str(made.data)])
+    assert by_cli.exit_code != 0 and str(by_cli.exception) == consent.NOT_CONSENTED_APPROVAL
     assert service.registry.active_model(alice.id).kind == "predefined"
+    assert service.registry.candidate(pending).status == "pending_review"
 
     client.put("/api/v1/people/me/consent", headers=alice.secret, json={"personalization": True})
     assert client.post("/api/v1/personalization", headers=alice.secret).status_code == 202

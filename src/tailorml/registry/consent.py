@@ -124,6 +124,25 @@ def granted(
     return found is not None and found.granted
 
 
+NOT_CONSENTED_APPROVAL = (
+    "the patient has withdrawn consent to personalization: no personalized model can be "
+    "approved for them (reject it, or wait for their consent)"
+)
+
+
+def may_personalize(connection: sqlite3.Connection, individual: str) -> bool:
+    """Whether a personalized model may be approved for `individual`: always in a registry
+    that holds no accounts (a research registry of cohort ids), else only with the account's
+    consent to personalization. One rule for the API, the review page and the CLI."""
+    accounts = connection.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'consents'"
+    ).fetchone()
+    if accounts is None:
+        return True
+    known = connection.execute("SELECT 1 FROM people WHERE id = ?", (individual,)).fetchone()
+    return known is None or granted(connection, individual, PERSONALIZATION)
+
+
 def history(connection: sqlite3.Connection, patient_id: str) -> list[Consent]:
     rows = connection.execute(
         "SELECT * FROM consents WHERE patient_id = ? ORDER BY id", (patient_id,)

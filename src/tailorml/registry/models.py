@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from tailorml.errors import ModelFileError, NotFoundError, TailormlError
 from tailorml.io import atomic_write_bytes, sha256_file
 from tailorml.policy import AlertPolicy
+from tailorml.registry import consent
 from tailorml.registry.database import Database, add_columns, audit, now
 
 if TYPE_CHECKING:  # torch: imported only where a model file is loaded, never by the service
@@ -732,6 +733,8 @@ class Registry:
                     "the candidate a personalization session proposed (all gates passed) can be "
                     "approved or rejected"
                 )
+            if decision == "approve" and not consent.may_personalize(connection, row["individual"]):
+                raise TailormlError(consent.NOT_CONSENTED_APPROVAL)
             connection.execute(
                 "INSERT INTO reviews (candidate_id, reviewer, role, decision, comment, created)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

@@ -489,7 +489,7 @@ class Service:
         return {"status": 200} | answer
 
     def v3_update(self, caller, patient, collection, identifier: str, record: Any, patch: bool):
-        """UPDATE (PUT: the record replaced whole, or created under that identifier: 201) or
+        """Replace (PUT: the record replaced whole, or created under that identifier: 201) or
         PATCH (the fields given replace the stored ones; none stored: None). The fields
         Nightscout keeps immutable (date, utcOffset, eventType, device, app) cannot change."""
         person = self.uploader(caller, patient, f"update_{collection}")
@@ -767,11 +767,7 @@ class Service:
         if caller.role != "clinician" or found.individual not in self.store.patients_of(caller.id):
             self.store.record(self._who(caller), "denied:review", None, {"candidate": candidate_id})
             raise AccessDenied("only a clinician assigned to this patient can review")
-        if decision == "approve" and not self.store.consented(found.individual):
-            raise TailormlError(
-                "the patient has withdrawn consent to personalization: no personalized "
-                "model can be approved for them (reject it, or wait for their consent)"
-            )
+        # without consent to personalization the registry refuses an approval (the CLI too)
         decided = self.registry.decide(candidate_id, decision, caller.name, "expert", comment)
         self.runtimes.forget(found.individual)
         return _candidate(decided)
