@@ -909,7 +909,8 @@ UPLOAD_DEVICESTATUS = doc(
 )
 DOCUMENT_FILTERS = [PATIENT, COUNT, *time_filters("created_at", "date", "mills")]
 DEVICESTATUS = doc(
-    "devicestatus documents, newest first",
+    "devicestatus documents and tailorml's decisions (one record per decided reading, "
+    "`device` tailorml://<model kind>, composed when read), newest first",
     many("StoredDocument"),
     (400, 403, 422, 507),
     parameters=DOCUMENT_FILTERS,

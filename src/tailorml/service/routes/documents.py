@@ -3,6 +3,8 @@ are kept as uploaded, read back newest first."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request
 
 from tailorml.service import nightscout
@@ -17,8 +19,11 @@ from tailorml.service.deps import (
 )
 
 
-def document_router(collection: str, upload_doc: dict, read_doc: dict) -> APIRouter:
-    """POST and GET of /api/v1/<collection> and /api/v1/<collection>.json."""
+def document_router(
+    collection: str, upload_doc: dict, read_doc: dict, read: Callable | None = None
+) -> APIRouter:
+    """POST and GET of /api/v1/<collection> and /api/v1/<collection>.json; a GET answers
+    `Service.documents`, or `read(service, caller, patient, count, since, until)`."""
     router = APIRouter()
 
     async def post_documents(request: Request, service: ServiceDep):
@@ -32,11 +37,15 @@ def document_router(collection: str, upload_doc: dict, read_doc: dict) -> APIRou
         since, until, _ = nightscout.time_filter(
             request.query_params, ("created_at", "date", "mills")
         )
+        if read is None:
+            method, args = service.documents, (collection,)
+        else:
+            method, args = (lambda caller, *rest: read(service, caller, *rest)), ()
         return await call(
             service,
             request,
-            service.documents,
-            collection,
+            method,
+            *args,
             query(request, "patient"),
             nightscout.count_of(request.query_params.get("count")),
             since,
