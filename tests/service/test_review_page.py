@@ -126,12 +126,16 @@ def test_a_wrong_token_does_not_sign_in(browser, server):
 
 
 def upload_two_days(server, account) -> None:
-    """Two days of readings ending now: a day at 90 mg/dL, then a day swinging 60-240."""
+    """Two days of readings ending now: a day at 90 mg/dL, then a day swinging 60-240, the
+    newest an urgent low (52 mg/dL), from a phone 2 h ahead of UTC (`utcOffset`, as
+    AndroidAPS sends it)."""
     now = int(time.time() * 1000) // 300_000 * 300_000
     entries = []
     for i in range(576):
         value = 90 if i < 288 else 150 + 90 * math.sin(i / 20)
-        entries.append({"type": "sgv", "date": now - (575 - i) * 300_000, "sgv": round(value)})
+        date = now - (575 - i) * 300_000
+        entries.append({"type": "sgv", "date": date, "sgv": round(value), "utcOffset": 120})
+    entries[-1]["sgv"] = 52
     with server.client(account.secret) as client:
         assert client.post("/api/v1/entries", json=entries).status_code == 200
 
@@ -151,6 +155,12 @@ def test_side_by_side_units_confirmation_and_a_phone(
     assert worse.inner_text().startswith("+0.84 false alarms a day")
     assert page.inner_text("#patient-name") == "alice"
     mgdl = float(page.inner_text("#mean"))
+    # no zone chosen yet: the phone's offset from the uploads, and the page says so
+    assert page.inner_text("#zone-line") == (
+        "Times in UTC+02:00: the patient's phone's offset, from their last upload that "
+        "carries one (a reading)."
+    )
+    assert "urgent low: 52 mg/dL, at or below 55 mg/dL" in page.inner_text("#alerts")
     shot(page, tmp_path, "candidate-desktop")
     page.select_option("#unit", "mmol")
     page.select_option("#tz", "Europe/Berlin")
@@ -161,6 +171,12 @@ def test_side_by_side_units_confirmation_and_a_phone(
     assert "Europe/Berlin" in page.inner_text("#context-heading ~ p.muted")
     page.goto(f"{server.url}/review/patients/{alice.id}")  # remembered
     assert page.inner_text("#glycemia .unit") == "mmol/L"
+    assert page.inner_text("#zone-line").startswith("Times in Europe/Berlin: chosen on this page")
+    # the reason's numbers in the page's unit: 52 / 18.016 = 2.9, 55 / 18.016 = 3.1
+    reasons = page.locator("#alerts td[data-label=why]").all_inner_texts()
+    assert "urgent low: 2.9 mmol/L, at or below 3.1 mmol/L" in reasons
+    assert not any("mg/dL" in r for r in reasons)
+    page.locator("#alerts").scroll_into_view_if_needed()
     shot(page, tmp_path, "patient-desktop-mmol")
     page.goto(f"{server.url}/review/candidates/{candidate}")
     page.fill("#comment", "no missed low; the false alarms were discussed with alice")

@@ -13,7 +13,7 @@ import math
 import re
 import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,81 @@ def zone_of(value: str | None) -> str | None:
 
 def zones() -> list[str]:
     return sorted(zoneinfo.available_timezones())
+
+
+#: The page's choice "the patient's phone" in the time zone menu (it also forgets a zone
+#: chosen before).
+PHONE = "phone"
+_OFFSET_ZONE = re.compile(r"UTC([+-])(\d{2}):(\d{2})")
+#: An ISO 8601 time with a numeric offset at its end (a "Z" says the uploader wrote UTC,
+#: not where the phone is).
+_ISO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}[^+-]*([+-])(\d{2}):?(\d{2})$")
+
+
+def offset_zone(minutes: int) -> str:
+    """A fixed offset as the pages name it: `UTC+05:30`, `UTC-04:00`."""
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(int(minutes)), 60)
+    return f"UTC{sign}{hours:02d}:{rest:02d}"
+
+
+def zone_info(zone: str) -> tzinfo:
+    """The tzinfo of an IANA name or of a fixed offset named by `offset_zone`."""
+    fixed = _OFFSET_ZONE.fullmatch(zone)
+    if fixed:
+        minutes = int(fixed[2]) * 60 + int(fixed[3])
+        return timezone(timedelta(minutes=-minutes if fixed[1] == "-" else minutes))
+    return zoneinfo.ZoneInfo(zone)
+
+
+def offset_of(record: dict) -> int | None:
+    """The phone's offset from UTC in minutes that an uploaded record carries: its
+    `utcOffset` (Nightscout's field: AndroidAPS, xDrip+ and Loop send it on entries and
+    treatments), else the numeric offset of its `dateString`, `sysTime` or `created_at`."""
+    value = record.get("utcOffset")
+    if isinstance(value, int | float) and not isinstance(value, bool) and -840 <= value <= 840:
+        return int(value)
+    for key in ("dateString", "sysTime", "created_at"):
+        text = record.get(key)
+        found = _ISO_OFFSET.match(text) if isinstance(text, str) else None
+        if found:
+            minutes = int(found[2]) * 60 + int(found[3])
+            if minutes <= 840:
+                return -minutes if found[1] == "-" else minutes
+    return None
+
+
+def phone_zone(service, caller: Person, person: Person, entries: list[dict]) -> dict | None:
+    """The zone of the patient's phone from their newest upload that carries an offset:
+    the readings given (newest first), else their newest treatments, else devicestatus
+    (read only when no reading carries one). None when no upload does."""
+
+    def newest(records: list[dict], what: str) -> dict | None:
+        for record in records:
+            minutes = offset_of(record)
+            if minutes is not None:
+                return {"zone": offset_zone(minutes), "minutes": minutes, "what": what}
+        return None
+
+    found = newest(entries, "reading")
+    if found is None:
+        treatments = service.treatments(caller, person.id, 50, None, None, None)
+        found = newest(treatments, "treatment")
+    if found is None:
+        statuses = service.documents(caller, "devicestatus", person.id, 20, None, None)
+        found = newest(statuses, "devicestatus")
+    return found
+
+
+_MGDL_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)\s*mg/dl", re.IGNORECASE)
+
+
+def in_unit(text: str, unit: str) -> str:
+    """A decision's reason (written in mg/dL) with each of its glucose numbers in `unit`:
+    "urgent low: 52 mg/dL" is "urgent low: 2.9 mmol/L" (÷ 18.016, one decimal)."""
+    if unit != "mmol/L" or not text:
+        return text
+    return _MGDL_NUMBER.sub(lambda m: f"{glucose(float(m[1]), unit)} {unit}", text)
 
 
 def glucose(value_mgdl: float | None, unit: str) -> str:
@@ -261,7 +336,9 @@ def baseline_of(session) -> Any | None:
 
 
 def local_times(ms: np.ndarray, zone: str) -> pd.DatetimeIndex:
-    return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms", utc=True).tz_convert(zone)
+    return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms", utc=True).tz_convert(
+        zone_info(zone)
+    )
 
 
 def when(ms: int | None, zone: str) -> str:
@@ -269,7 +346,7 @@ def when(ms: int | None, zone: str) -> str:
         return "–"
     return (
         datetime.fromtimestamp(ms / 1000, UTC)
-        .astimezone(zoneinfo.ZoneInfo(zone))
+        .astimezone(zone_info(zone))
         .strftime("%a %d %b %H:%M")
     )
 
@@ -317,7 +394,8 @@ def glucose_figure(
     axis.set_ylim(40 / scale, 400 / scale)
     axis.set_ylabel(f"CGM ({unit})")
     axis.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
-    axis.set_xlabel(f"local time ({zone}); band: 70–180 mg/dL target")
+    band = f"{glucose(LOW, unit)}–{glucose(HIGH, unit)} {unit}"
+    axis.set_xlabel(f"local time ({zone}); band: {band} target")
     figure.autofmt_xdate()
     return to_png(figure)
 
@@ -327,8 +405,15 @@ def readings_between(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The person's CGM readings in [since, until] (epoch ms, mg/dL) in time order, opened
     with their data key through the Service, which records the read."""
+    return _readings_of(_sgv_entries(service, caller, person, since, until))
+
+
+def _sgv_entries(service, caller: Person, person: Person, since: int, until: int) -> list:
     count = (until - since) // 60_000 + 2  # more than a reading a minute never happens
-    entries = service.entries(caller, person.id, count, since, until, "sgv")
+    return service.entries(caller, person.id, count, since, until, "sgv")
+
+
+def _readings_of(entries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     points = sorted(
         (int(e["date"]), float(e["sgv"]))
         for e in entries
@@ -339,16 +424,37 @@ def readings_between(
 
 
 def patient_context(
-    service, caller: Person, person: Person, unit: str, zone: str, days: int = CONTEXT_DAYS
+    service,
+    caller: Person,
+    person: Person,
+    unit: str,
+    zone: str | None,
+    days: int = CONTEXT_DAYS,
 ) -> dict[str, Any]:
     """The person's last `days` days: readings (opened with their data key through the
-    Service, which records the read), the consensus metrics, a trace and recent alerts."""
+    Service, which records the read), the consensus metrics, a trace and recent alerts.
+    Times are in `zone` (the viewer's choice), or with None in the offset of the patient's
+    phone from their newest upload that carries one (`phone_zone`), else UTC."""
     from tailorml.evaluate.report import image_uri
 
     until = service.live.now_ms()
     since = until - days * DAY_MS
     policy = service.live.policy_of(person.id)
-    times, cgm = readings_between(service, caller, person, since, until)
+    entries = _sgv_entries(service, caller, person, since, until)
+    times, cgm = _readings_of(entries)
+    phone = phone_zone(service, caller, person, entries) if zone is None else None
+    source = "chosen" if zone is not None else "phone" if phone is not None else "default"
+    if zone is not None:
+        zone_why = "chosen on this page (remembered in a cookie)"
+    elif phone is not None:
+        zone = phone["zone"]
+        zone_why = (
+            f"the patient's phone's offset, from their last upload that carries one "
+            f"(a {phone['what']})"
+        )
+    else:
+        zone = "UTC"
+        zone_why = "no upload of the patient carries their phone's offset; choose a time zone"
     metrics = consensus(times, cgm, policy.sample_minutes)
     found = service.alerts(caller, person.id, 5000, since, until)
     sounding = [a for a in found if a.get("decision") in ("alert", "urgent")]
@@ -356,6 +462,8 @@ def patient_context(
         "days": days,
         "unit": unit,
         "zone": zone,
+        "zone_why": zone_why,
+        "zone_source": source,
         "readings": len(times),
         "sample_minutes": policy.sample_minutes,
         # of the whole period's slots (the metrics' own sufficiency spans first to last)
@@ -381,7 +489,7 @@ def patient_context(
                 "decision": a.get("decision"),
                 "kind": a.get("kind") or "",
                 "cgm": glucose(_finite(a.get("cgm")), unit),
-                "reason": a.get("reason", ""),
+                "reason": in_unit(a.get("reason") or "", unit),
             }
             for a in sounding[:12]
         ],

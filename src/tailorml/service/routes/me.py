@@ -45,7 +45,7 @@ def me_page(
     caller: Person,
     session_id: str,
     unit: str,
-    zone: str,
+    zone: str | None,
     message: str | None = None,
     message_class: str | None = None,
     confirm_erase: bool = False,

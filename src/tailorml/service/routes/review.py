@@ -303,23 +303,25 @@ def written(text: str) -> str:
     return text if visible else ""
 
 
-def preferences(request: Request) -> tuple[str, str]:
+def preferences(request: Request) -> tuple[str, str | None]:
     """The glucose unit and time zone of the pages: from the query string when it names
-    them (then remembered in cookies), else from the cookies, else mg/dL and UTC."""
+    them (then remembered in cookies), else from the cookies, else mg/dL and no zone: the
+    page then shows the patient's phone's offset (`pages.patient_context`). `tz=phone`
+    asks for that again (and forgets the zone cookie)."""
     unit = (
         pages.unit_of(request.query_params.get("unit"))
         or pages.unit_of(request.cookies.get(UNIT_COOKIE))
         or "mg/dL"
     )
-    zone = (
-        pages.zone_of(request.query_params.get("tz"))
-        or pages.zone_of(request.cookies.get(ZONE_COOKIE))
-        or "UTC"
+    if request.query_params.get("tz") == pages.PHONE:
+        return unit, None
+    zone = pages.zone_of(request.query_params.get("tz")) or pages.zone_of(
+        request.cookies.get(ZONE_COOKIE)
     )
     return unit, zone
 
 
-def remember(request: Request, response: Response, unit: str, zone: str) -> Response:
+def remember(request: Request, response: Response, unit: str, zone: str | None) -> Response:
     if pages.unit_of(request.query_params.get("unit")):
         response.set_cookie(
             UNIT_COOKIE,
@@ -327,10 +329,12 @@ def remember(request: Request, response: Response, unit: str, zone: str) -> Resp
             max_age=PREFERENCE_SECONDS,
             **_cookie_options(request),
         )
-    if pages.zone_of(request.query_params.get("tz")):
+    if zone is not None and pages.zone_of(request.query_params.get("tz")):
         response.set_cookie(
             ZONE_COOKIE, zone, max_age=PREFERENCE_SECONDS, **_cookie_options(request)
         )
+    elif request.query_params.get("tz") == pages.PHONE and ZONE_COOKIE in request.cookies:
+        response.delete_cookie(ZONE_COOKIE, **_cookie_options(request))
     return response
 
 
@@ -356,7 +360,7 @@ def candidate_page(
     session_id: str,
     candidate_id: int,
     unit: str = "mg/dL",
-    zone: str = "UTC",
+    zone: str | None = None,
     message=None,
     message_class=None,
     confirm: dict | None = None,
@@ -506,7 +510,7 @@ def patient_page(
     session_id: str,
     patient: str,
     unit: str,
-    zone: str,
+    zone: str | None,
     message=None,
     message_class=None,
     confirm: dict | None = None,
