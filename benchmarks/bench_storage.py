@@ -9,9 +9,9 @@ as the predefined one and `--people` patients; each uploads `--days` of syntheti
 5 minutes apart in batches of 12 (one hour, as an uploader catching up sends them), every
 reading decided live by the model, and a follower reads `entries.json?count=288` every
 `--follower-polls-per-hour` uploads' worth of time. The audit of reads is batched per
-minute (one line per reader, person and kind of read): the polls are spaced in simulated
-time as a real follower's would be (an hour's polls over an hour), so each poll 5 minutes
-apart gets a line of its own, as it would in production. The
+hour (per reader, person and kind of read: the first read's line at once, the rest as one
+line): the polls are spaced in simulated time as a real follower's would be (an hour's
+polls over an hour), so the lines are counted as production would write them. The
 requests go through the real app in process (FastAPI's TestClient): the same code paths
 as over HTTP, without a socket. Then the file is checkpointed and VACUUMed and SQLite's
 `dbstat` gives each table's and index's bytes; per reading = bytes / readings stored.

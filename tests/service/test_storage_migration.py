@@ -113,3 +113,48 @@ def test_yesterdays_directory_opens_reads_back_every_record_and_keeps_ids(made, 
         # opening again changes nothing (the migration runs at every start)
         _client(made)
         assert _everything(client, carol)["entries"][1:] == after["entries"]
+
+
+def test_yesterdays_alerts_table_keeps_every_decision_with_its_model_by_reference(made):
+    """Alerts written when each row carried its model's id, 64-hex sha256 and kind and an
+    ISO `created` read back the same after the table is rebuilt with `alert_models`."""
+    carol = made.people["carol"]
+    start = int(time.time() * 1000) - 5 * 3_600_000
+    batch = [
+        {"type": "sgv", "sgv": 150 - 3 * i, "date": start + i * FIVE_MINUTES, "direction": "Flat"}
+        for i in range(30)
+    ]
+    client, service = _client(made)
+    with client:
+        assert client.post("/api/v1/entries", json=batch, headers=carol.secret).is_success
+        before = _everything(client, carol)["alerts"]
+    assert before and {a["model_kind"] for a in before} == {"predefined"}
+    connection = service.store.database.reader()
+    # the layout of the version before: the model and an ISO time on every row
+    connection.executescript(
+        """
+        BEGIN IMMEDIATE;
+        CREATE TABLE old AS SELECT a.id, a.person_id, a.date_ms,
+            strftime('%Y-%m-%dT%H:%M:%S+00:00', a.created_s, 'unixepoch') AS created,
+            m.model_id, m.sha256 AS model_sha256, m.kind AS model_kind, a.sealed
+            FROM alerts AS a JOIN alert_models AS m ON m.id = a.model;
+        DROP TABLE alerts;
+        DROP TABLE alert_models;
+        CREATE TABLE alerts (id INTEGER PRIMARY KEY, person_id TEXT NOT NULL, date_ms INTEGER
+            NOT NULL, created TEXT NOT NULL, model_id INTEGER NOT NULL, model_sha256 TEXT NOT
+            NULL, model_kind TEXT NOT NULL, sealed BLOB NOT NULL);
+        INSERT INTO alerts SELECT * FROM old;
+        DROP TABLE old;
+        COMMIT;
+        """
+    )
+    client, service = _client(made)
+    with client:
+        assert _everything(client, carol)["alerts"] == before
+        models = service.store.database.query("SELECT model_id, kind FROM alert_models")
+        assert [(row["model_id"], row["kind"]) for row in models] == [
+            (before[0]["model_id"], "predefined")
+        ]
+        later = {"type": "sgv", "sgv": 60, "date": start + 30 * FIVE_MINUTES, "direction": "Flat"}
+        assert client.post("/api/v1/entries", json=[later], headers=carol.secret).is_success
+        assert len(_everything(client, carol)["alerts"]) == len(before) + 1

@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -98,14 +99,19 @@ CREATE TABLE IF NOT EXISTS treatments (
     UNIQUE (person_id, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS treatments_by_time ON treatments(person_id, date_ms);
+CREATE TABLE IF NOT EXISTS alert_models (
+    id INTEGER PRIMARY KEY,
+    model_id INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    UNIQUE (model_id, sha256, kind)
+);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY,
     person_id TEXT NOT NULL REFERENCES people(id),
     date_ms INTEGER NOT NULL,
-    created TEXT NOT NULL,
-    model_id INTEGER NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    model_kind TEXT NOT NULL,
+    created_s INTEGER NOT NULL,
+    model INTEGER NOT NULL REFERENCES alert_models(id),
     sealed BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(person_id, date_ms, id);
@@ -201,6 +207,39 @@ def migrate(connection: sqlite3.Connection) -> None:
     consent.migrate(connection)
     _migrate_v3(connection)
     _migrate_compact(connection)
+    _migrate_alerts(connection)
+
+
+def _migrate_alerts(connection: sqlite3.Connection) -> None:
+    """A data directory from before alerts named their model by reference: each row held the
+    model's id, its 64-hex sha256 and its kind, and an ISO `created` (about 100 bytes a
+    decision). The table is rebuilt, ids and sealed bytes kept: the (model id, sha256,
+    kind) of its rows go to `alert_models` once each, a row keeps a reference to its own,
+    and `created` becomes whole seconds since the epoch (it had no finer part)."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(alerts)")}
+    if "model_sha256" not in present:
+        return
+    connection.execute("ALTER TABLE alerts RENAME TO alerts_before_models")
+    # one statement: executescript would commit the migration's transaction
+    connection.execute(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS alerts (") :].split(";")[0])
+    connection.execute(
+        "INSERT OR IGNORE INTO alert_models (model_id, sha256, kind) SELECT DISTINCT model_id,"
+        " model_sha256, model_kind FROM alerts_before_models ORDER BY model_id"
+    )
+    connection.execute(
+        "INSERT INTO alerts (id, person_id, date_ms, created_s, model, sealed) SELECT a.id,"
+        " a.person_id, a.date_ms, CAST(strftime('%s', a.created) AS INTEGER), m.id, a.sealed"
+        " FROM alerts_before_models AS a JOIN alert_models AS m ON m.model_id = a.model_id AND"
+        " m.sha256 = a.model_sha256 AND m.kind = a.model_kind"
+    )
+    (moved,) = connection.execute("SELECT COUNT(*) FROM alerts").fetchone()
+    (kept,) = connection.execute("SELECT COUNT(*) FROM alerts_before_models").fetchone()
+    if moved != kept:  # never expected: refuse to lose a decision
+        raise TailormlError(f"alerts: {kept} rows before, {moved} after; nothing was changed")
+    connection.execute("DROP TABLE alerts_before_models")
+    connection.execute(
+        "CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(person_id, date_ms, id)"
+    )
 
 
 # keyed fingerprints: (table, column) -- 32 hex digits since "less per reading"
@@ -360,7 +399,9 @@ def _person(row: sqlite3.Row) -> Person:
 
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
-READ_BATCH_SECONDS = 60  # one audit line per reader, person and kind of read per minute
+# reads are audited per reader, person and kind of read and hour: the first at once, the
+# rest as one line (a follower polling every 5 minutes wrote a line per poll)
+READ_BATCH_SECONDS = 3600
 
 
 def _flush_at_exit(store_ref) -> None:
@@ -387,7 +428,7 @@ class PeopleStore:
         self.database = Database(
             self.root / "registry.sqlite", SCHEMA, "--data", DURABILITY[durability], migrate
         )
-        # reads waiting for their audit line: (minute, actor, action, person) -> counts
+        # reads waiting for their audit line: (window, actor, action, person) -> counts
         self._reads: dict[tuple, dict[str, Any]] = {}
         self._reads_lock = threading.Lock()
         atexit.register(_flush_at_exit, weakref.ref(self))
@@ -730,7 +771,7 @@ class PeopleStore:
         result: list[Upserted] = []
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
-            self._flush_reads(connection)
+            self._flush_reads(connection, self._read_window())
             writes = [Write(*r) for r in rows]
             stamps = iter(_server_times(connection, len(writes)))
             for write in writes:
@@ -1115,6 +1156,22 @@ class PeopleStore:
             for row in rows
         ]
 
+    def entry_blobs(
+        self, person_id: str, since_ms: int | None, until_ms: int | None, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """(public id, sealed) of the newest `limit` entries, as `entries` orders them: a
+        follower's read, without building a row object per record (two columns, plain
+        tuples; `entries_by_time` serves the order and the limit)."""
+        low = since_ms if since_ms is not None else -(2**62)
+        high = until_ms if until_ms is not None else 2**62
+        cursor = self.database.reader().cursor()
+        cursor.row_factory = None
+        return cursor.execute(
+            "SELECT public_id, sealed FROM entries WHERE person_id = ? AND date_ms >= ? AND"
+            " date_ms <= ? ORDER BY date_ms DESC, id DESC LIMIT ?",
+            (person_id, low, high, limit),
+        ).fetchall()
+
     def sealed_by_id(self, table: str, person_id: str, ids: list[int]) -> dict[int, bytes]:
         """The stored records `ids` of a person in `table` (entries or treatments)."""
         if table not in ("entries", "treatments"):
@@ -1155,16 +1212,27 @@ class PeopleStore:
     # -- live alert decisions --------------------------------------------------------------
 
     def add_alerts(self, person_id: str, rows: Sequence[tuple[int, int, str, str, bytes]]) -> None:
-        """Store decisions (reading date_ms, model id, model sha256, model kind, sealed)."""
-        created = now()
+        """Store decisions (reading date_ms, model id, model sha256, model kind, sealed): the
+        model by reference (`alert_models`, one row per model), the time in seconds."""
+        created = int(time.time())
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
-            self._flush_reads(connection)
+            self._flush_reads(connection, self._read_window())
+            models: dict[tuple[int, str, str], int] = {}
+            for _, m, sha, kind, _ in rows:
+                if (m, sha, kind) not in models:
+                    models[m, sha, kind] = _alert_model(connection, m, sha, kind)
             connection.executemany(
-                "INSERT INTO alerts (person_id, date_ms, created, model_id, model_sha256,"
-                " model_kind, sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO alerts (person_id, date_ms, created_s, model, sealed) VALUES"
+                " (?, ?, ?, ?, ?)",
                 [
-                    (person_id, d, created, m, sha, kind, _stored_alert(d, m, sha, kind, sealed))
+                    (
+                        person_id,
+                        d,
+                        created,
+                        models[m, sha, kind],
+                        _stored_alert(d, m, sha, kind, sealed),
+                    )
                     for d, m, sha, kind, sealed in rows
                 ],
             )
@@ -1180,15 +1248,17 @@ class PeopleStore:
         low = since_ms if since_ms is not None else -(2**62)
         high = until_ms if until_ms is not None else 2**62
         rows = self.database.query(
-            "SELECT * FROM alerts WHERE person_id = ? AND date_ms >= ? AND date_ms <= ?"
-            " ORDER BY date_ms DESC, id DESC LIMIT ?",
+            "SELECT a.id, a.date_ms, a.created_s, m.model_id, m.sha256 AS model_sha256, m.kind"
+            " AS model_kind, a.sealed FROM alerts AS a JOIN alert_models AS m ON m.id = a.model"
+            " WHERE a.person_id = ? AND a.date_ms >= ? AND a.date_ms <= ?"
+            " ORDER BY a.date_ms DESC, a.id DESC LIMIT ?",
             (person_id, low, high, limit),
         )
         return [
             StoredAlert(
                 row["id"],
                 row["date_ms"],
-                row["created"],
+                _iso_seconds(row["created_s"]),
                 row["model_id"],
                 row["model_sha256"],
                 row["model_kind"],
@@ -1283,45 +1353,61 @@ class PeopleStore:
     def record(self, actor: str, action: str, person_id: str | None, details: dict[str, Any]):
         """An audit line for a read (a write records itself in its own transaction).
 
-        Reads (`read_*` with at most a count of records returned) are batched: one line
-        per reader, person, kind of read and minute, with how many reads it stands for,
-        the records they returned in all and the first and last read's time. The lines
-        are written when the minute is over (at the next read or write of this process),
-        with the next upload's transaction, before the audit log or an export is read
-        (`flush_reads`), and when the process exits; a killed process loses at most the
-        last minute's read lines. Every other line is written at once."""
+        Reads (`read_*` with at most a count of records returned) are batched per reader,
+        person, kind of read and hour (`READ_BATCH_SECONDS`): the hour's first read is
+        written at once, as a single read always was, so that who opened whose data is on
+        disk whatever happens to this process; the hour's further reads become one line
+        with how many they were, the records they returned in all and the first and last
+        one's time. That line is written when the hour is over (at the next read, or with
+        the next upload's transaction, of this process), before the audit log or an
+        export is read (`flush_reads`), and when the process exits; a process killed
+        without exiting (SIGKILL, a crash of the machine) loses the count of its current
+        hour's further reads, never the fact that the reader read. Every other line is
+        written at once."""
         if not (action.startswith("read_") and set(details) <= {"returned"}):
             with self.database.transaction() as connection:
                 audit(connection, actor, action, person_id, details)
             return
-        stamp, minute = now(), int(time.time() // READ_BATCH_SECONDS)
+        stamp, window = now(), self._read_window()
         with self._reads_lock:
-            batch = self._reads.setdefault(
-                (minute, actor, action, person_id), {"reads": 0, "first": stamp}
-            )
-            batch["reads"] += 1
-            batch["last"] = stamp
-            if "returned" in details:
-                batch["returned"] = batch.get("returned", 0) + int(details["returned"])
-            due = any(key[0] < minute for key in self._reads)
+            key = (window, actor, action, person_id)
+            opening = key not in self._reads
+            batch = self._reads.setdefault(key, {"reads": 0})
+            if not opening:
+                batch["reads"] += 1
+                batch.setdefault("first", stamp)
+                batch["last"] = stamp
+                if "returned" in details:
+                    batch["returned"] = batch.get("returned", 0) + int(details["returned"])
+            due = any(k[0] < window for k in self._reads)
         if due:
-            self.flush_reads(before_minute=minute)
+            self.flush_reads(before_window=window)
+        if opening:
+            with self.database.transaction() as connection:
+                audit(connection, actor, action, person_id, details)
 
-    def flush_reads(self, before_minute: int | None = None) -> None:
-        """Write the batched read lines (those of minutes before `before_minute`; all)."""
+    @staticmethod
+    def _read_window() -> int:
+        return int(time.time() // READ_BATCH_SECONDS)
+
+    def flush_reads(self, before_window: int | None = None) -> None:
+        """Write the batched read lines (those of windows before `before_window`; all)."""
         with self._reads_lock:
-            if not self._reads:
+            if not any(before_window is None or k[0] < before_window for k in self._reads):
                 return
         with self.database.transaction() as connection:
-            self._flush_reads(connection, before_minute)
+            self._flush_reads(connection, before_window)
 
-    def _flush_reads(self, connection, before_minute: int | None = None) -> None:
-        """Inside the caller's transaction: the batched read lines are written with it."""
+    def _flush_reads(self, connection, before_window: int | None = None) -> None:
+        """Inside the caller's transaction: the batched read lines are written with it (an
+        upload writes those of past windows: the current one keeps collecting)."""
         with self._reads_lock:
-            keys = [k for k in self._reads if before_minute is None or k[0] < before_minute]
+            keys = [k for k in self._reads if before_window is None or k[0] < before_window]
             batches = [(k, self._reads.pop(k)) for k in sorted(keys, key=str)]
         for (_, actor, action, person_id), batch in batches:
-            if batch["reads"] == 1:  # one read in its minute: its line as it always was
+            if batch["reads"] == 0:  # the window's first read only: its line is written
+                continue
+            if batch["reads"] == 1:  # one further read: its line as a read's always was
                 batch = {k: v for k, v in batch.items() if k == "returned"}
             audit(connection, actor, action, person_id, batch)
 
@@ -1362,6 +1448,24 @@ class PeopleStore:
                 counts | {"retired_models": retired_models, "data_key": "deleted"},
             )
         return counts
+
+
+def _alert_model(connection, model_id: int, sha256: str, kind: str) -> int:
+    """The `alert_models` row of a model (added the first time a decision names it)."""
+    connection.execute(
+        "INSERT OR IGNORE INTO alert_models (model_id, sha256, kind) VALUES (?, ?, ?)",
+        (model_id, sha256, kind),
+    )
+    (found,) = connection.execute(
+        "SELECT id FROM alert_models WHERE model_id = ? AND sha256 = ? AND kind = ?",
+        (model_id, sha256, kind),
+    ).fetchone()
+    return int(found)
+
+
+def _iso_seconds(seconds: int) -> str:
+    """A time stored in whole seconds as `registry.database.now` writes it."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def _stored_alert(date_ms: int, model_id: int, sha256: str, kind: str, sealed: bytes) -> bytes:

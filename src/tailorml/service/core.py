@@ -234,6 +234,31 @@ class Service:
         self.store.record(self._who(caller), "read_entries", person.id, {"returned": len(out)})
         return out
 
+    def entries_json(
+        self,
+        caller: Person,
+        patient: str | None,
+        count: int,
+        since: int | None,
+        until: int | None,
+        kind: str | None,
+    ) -> bytes:
+        """`entries` as the JSON the API answers (what `json.dumps(self.entries(...),
+        ensure_ascii=True)` writes): without a filter on a sealed field, each record's JSON
+        is kept per ciphertext and id (`DataCipher.entry_json`) and the answer is their
+        join, so a follower polling the same day reads the rows and opens only the new."""
+        if kind is not None:
+            out = self.entries(caller, patient, count, since, until, kind)
+            return json.dumps(out, ensure_ascii=True, allow_nan=False).encode("ascii")
+        person = self.subject(caller, patient, "read_entries")
+        cipher = self.keyring.cipher(person.id)
+        parts = [
+            cipher.entry_json(sealed, public_id)
+            for public_id, sealed in self.store.entry_blobs(person.id, since, until, count)
+        ]
+        self.store.record(self._who(caller), "read_entries", person.id, {"returned": len(parts)})
+        return b"[" + b", ".join(parts) + b"]"
+
     def _opened(self, rows_of, person_id, purpose, count, since, until, field, value):
         """Up to `count` records, newest first, opened; with `value`, only those whose sealed
         `field` equals it (read page by page: the filter cannot run in SQL)."""

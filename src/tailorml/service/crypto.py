@@ -180,6 +180,7 @@ class DataCipher:
     def __init__(self, data_key: bytes, owner: str) -> None:
         self._aead = AESGCM(data_key)
         self._entries: OrderedDict[bytes, dict] = OrderedDict()
+        self._rendered: OrderedDict[tuple[bytes, str], bytes] = OrderedDict()
         self._entries_lock = threading.Lock()
         self._owner = owner.encode()
         self._mac_key = HKDF(
@@ -263,6 +264,26 @@ class DataCipher:
                     self._entries.popitem(last=False)
             return dict(record)
         return record
+
+    def entry_json(self, sealed: bytes, public_id: str) -> bytes:
+        """The entry sealed in `sealed` with its `_id`, as the API writes it in a list
+        (`json.dumps(..., ensure_ascii=True, allow_nan=False)`): a follower's day of 288
+        readings is one join of these. Kept per (ciphertext, id), the newest
+        `OPENED_ENTRIES`: both come from the row read for this request, so what is kept can
+        never be stale (a corrected reading is a new ciphertext), whichever process wrote
+        it."""
+        key = (sealed, public_id)
+        found = self._rendered.get(key)
+        if found is not None:
+            return found
+        record = self.open_record(sealed, "entry")
+        record["_id"] = public_id
+        text = json.dumps(record, ensure_ascii=True, allow_nan=False).encode("ascii")
+        with self._entries_lock:
+            self._rendered[key] = text
+            if len(self._rendered) > OPENED_ENTRIES:
+                self._rendered.popitem(last=False)
+        return text
 
     def _open_plain(self, sealed: bytes, purpose: str) -> bytes:
         candidates = [sealed]
