@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import cohort_frame
+from tailorml import recipe as recipe_module
 from tailorml.config import config_from_dict
 from tailorml.data.prepared import prepare
 from tailorml.errors import ConfigError
 from tailorml.jobs import train as train_job
-from tailorml import recipe as recipe_module
 from tailorml.models.cnn import CNNSpec, count_parameters, load_model, save_model
 from tailorml.models.predict import predict_proba
 from tailorml.pipeline import GlobalTraining, fit_global_model
