@@ -44,6 +44,7 @@ from tailorml.service.routes import (
     v3collections,
     v3status,
 )
+from tailorml.service.socketio_server import SocketHub, SocketIOMount
 
 ROUTERS = (  # in this order in /openapi.json
     status,
@@ -147,6 +148,7 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         if run_jobs:
             service.jobs.start()
         yield
+        await hub.close()  # socket.io: the poller of this process's subscriptions
         if run_jobs:
             service.jobs.stop()
 
@@ -179,7 +181,11 @@ def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
         return answer
 
     app.add_middleware(TrailingSlash, router=app.router)
-    app.add_middleware(HeadAsGet)  # outermost: routing and the slash rule see a GET
+    app.add_middleware(HeadAsGet)  # routing and the slash rule see a GET
+    # outermost: Nightscout's socket.io (/storage, /alarm) at /socket.io/
+    hub = SocketHub(service)
+    app.state.socketio = hub
+    app.add_middleware(SocketIOMount, hub=hub)
     for resource in ROUTERS:
         app.include_router(resource.router)
     return app
