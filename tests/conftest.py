@@ -183,3 +183,11 @@ def tailorml_in_process():
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+# a real PostgreSQL server for the store's tests (started once, only when a test asks)
+from tests.postgres_fixtures import (  # noqa: E402, F401
+    postgres_server,
+    postgres_url,
+    store_location,
+)

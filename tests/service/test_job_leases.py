@@ -23,8 +23,10 @@ from tailorml.service.auth import add_person
 from tailorml.service.crypto import write_key_file
 
 
-def store_with_jobs(root: Path, n: int) -> tuple[PeopleStore, list[int]]:
-    store = PeopleStore(root / "data")
+def store_with_jobs(root: Path | str, n: int) -> tuple[PeopleStore, list[int]]:
+    """A store with `n` patients' queued jobs: in `root`'s data directory, or in the
+    PostgreSQL database `root` names (`store_location`)."""
+    store = PeopleStore(root if isinstance(root, str) else root / "data")
     ids = []
     for k in range(n):
         person, _ = add_person(store, f"patient{k}", "patient", "test")
@@ -40,8 +42,8 @@ def actions(store: PeopleStore) -> list[str]:
 # -- the queue itself ----------------------------------------------------------------------
 
 
-def test_a_claimed_job_is_nobody_elses_until_its_lease_expires(tmp_path):
-    store, (job,) = store_with_jobs(tmp_path, 1)
+def test_a_claimed_job_is_nobody_elses_until_its_lease_expires(store_location):
+    store, (job,) = store_with_jobs(str(store_location), 1)
     first = store.claim_job("a", lease_seconds=0.3)
     assert (first.id, first.status, first.lease_owner) == (job, "running", "a")
     assert store.claim_job("b", lease_seconds=0.3) is None  # a second runner: nothing to take
@@ -61,14 +63,14 @@ def test_a_claimed_job_is_nobody_elses_until_its_lease_expires(tmp_path):
     assert actions(store) == ["personalization_requeued", "personalization_done"]
 
 
-def test_an_expired_lease_goes_back_to_the_queue_exactly_once_however_many_look(tmp_path):
-    store, (job,) = store_with_jobs(tmp_path, 1)
+def test_an_expired_lease_goes_back_to_the_queue_exactly_once_however_many_look(store_location):
+    store, (job,) = store_with_jobs(str(store_location), 1)
     store.claim_job("dead", lease_seconds=0.1)
     time.sleep(0.2)
     claimed, start = [], threading.Barrier(8)
 
     def claimer(k: int) -> None:
-        mine = PeopleStore(tmp_path / "data")  # its own connection, as another process has
+        mine = PeopleStore(store_location)  # its own connection, as another process has
         start.wait()
         got = mine.claim_job(f"runner{k}", lease_seconds=30)
         if got is not None:
@@ -84,8 +86,44 @@ def test_an_expired_lease_goes_back_to_the_queue_exactly_once_however_many_look(
     assert actions(store).count("personalization_requeued") == 1
 
 
-def test_a_job_that_keeps_losing_its_worker_fails_instead_of_looping(tmp_path):
-    store, (job,) = store_with_jobs(tmp_path, 1)
+def test_claimers_at_once_never_get_the_same_job(store_location):
+    store, ids = store_with_jobs(str(store_location), 6)
+    claimed, start = [], threading.Barrier(4)
+
+    def claimer(k: int) -> None:
+        mine = PeopleStore(store_location)  # its own connection, as another process has
+        start.wait()
+        while (got := mine.claim_job(f"runner{k}", lease_seconds=30)) is not None:
+            claimed.append((got.id, got.lease_owner))
+
+    threads = [threading.Thread(target=claimer, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(job for job, _ in claimed) == sorted(ids)  # each job once, none left
+    assert {store.job(job).lease_owner for job, _ in claimed} == {o for _, o in claimed}
+
+
+def test_on_postgresql_a_claim_skips_the_job_another_claim_holds(postgres_url):
+    """SKIP LOCKED: while one claiming transaction holds the oldest job (not committed
+    yet), a second claimer takes the next one at once instead of waiting or taking the
+    same one; the first one's job is its own when it commits."""
+    store, (first, second) = store_with_jobs(postgres_url, 2)
+    other = PeopleStore(postgres_url)
+    with store.database.transaction() as connection:
+        held = job_queue.claim(connection, "a", 30)
+        started = time.perf_counter()
+        beside = other.claim_job("b", lease_seconds=30)
+        waited = time.perf_counter() - started
+    assert (held.id, beside.id) == (first, second)
+    assert waited < 5  # not blocked behind the first claim
+    assert (store.job(first).lease_owner, store.job(second).lease_owner) == ("a", "b")
+    assert other.claim_job("c", lease_seconds=30) is None
+
+
+def test_a_job_that_keeps_losing_its_worker_fails_instead_of_looping(store_location):
+    store, (job,) = store_with_jobs(str(store_location), 1)
     for k in range(MAX_EXPIRED):
         assert store.claim_job(f"r{k}", lease_seconds=0.05).id == job
         time.sleep(0.1)
@@ -95,8 +133,8 @@ def test_a_job_that_keeps_losing_its_worker_fails_instead_of_looping(tmp_path):
     assert "stopped 3 times" in failed.error
 
 
-def test_a_stopping_server_hands_its_job_back_without_counting_an_expiry(tmp_path):
-    store, (job,) = store_with_jobs(tmp_path, 1)
+def test_a_stopping_server_hands_its_job_back_without_counting_an_expiry(store_location):
+    store, (job,) = store_with_jobs(str(store_location), 1)
     store.claim_job("a", lease_seconds=30)
     assert store.release_job(job, "b") is False  # not b's to hand back
     assert store.release_job(job, "a") is True
@@ -299,10 +337,10 @@ def test_the_worker_command_refuses_a_folder_without_service_data(tmp_path, tail
     assert "Traceback" not in result.stderr
 
 
-def test_the_api_shows_a_job_as_its_contract_says_and_never_its_lease(tmp_path):
+def test_the_api_shows_a_job_as_its_contract_says_and_never_its_lease(store_location):
     from tailorml.service.openapi import SCHEMAS
 
-    store, (job,) = store_with_jobs(tmp_path, 1)
+    store, (job,) = store_with_jobs(str(store_location), 1)
     store.claim_job("host:123:abcd", lease_seconds=30)
     shown = store.job(job).public()
     assert set(shown) == set(SCHEMAS["Job"]["properties"])  # the documented fields only

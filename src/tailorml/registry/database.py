@@ -1,9 +1,30 @@
-"""The registry's SQLite file: connections, transactions and the append-only audit log.
+"""The registry's database: connections, transactions and the append-only audit log.
 
-Why SQLite: one file, transactions and a write-ahead log come with Python, and several
-processes (a personalization run, the service, its background worker) can share it safely:
-WAL mode, `BEGIN IMMEDIATE` for writers, a busy timeout. Each module of the registry brings
-its own schema (`CREATE ... IF NOT EXISTS`), applied when it opens the file.
+Two backends behind one interface (`transaction()`, `query`, `tuples`, `reader`, `close`,
+`dialect`), chosen by `open_database` from where the data lives:
+
+- **SQLite** (`Database`, a data directory's file): the embedded default. One file,
+  transactions and a write-ahead log come with Python, and several processes (a
+  personalization run, the service, its background worker) can share it safely: WAL mode,
+  `BEGIN IMMEDIATE` for writers, a busy timeout.
+- **PostgreSQL** (`registry.postgres.PostgresDatabase`, a `postgresql://` URL): for several
+  API processes and hosts on one database.
+
+How the SQL is written for both: once, in SQLite's dialect, and translated for PostgreSQL
+statement by statement by `registry.dialect` -- a small, closed and tested translation of
+the differences the registry actually uses (placeholders, `INSERT OR IGNORE`, `IS ?`,
+column types, the append-only triggers), which refuses what it does not know. Where the
+two differ in more than spelling (a table's columns, the id of an inserted row, a row
+lock), each backend has its own code here (`table_columns`, `insert_id`, `for_update`).
+Why not SQLAlchemy Core now: the store is ~180 hand-written statements whose plans were
+measured on SQLite; Core's `text()` would pass them on untranslated (it does not rewrite
+`?` or `INSERT OR IGNORE`), and rewriting them as expressions is a large change with the
+risk of changing what each query does, for differences that are few and mechanical. The
+candidate for a library is schema migrations (Alembic, which needs only an engine for
+them), when the PostgreSQL schema gets its first version after this one.
+
+Each module of the registry brings its own schema (`CREATE ... IF NOT EXISTS`), applied
+when it opens the database.
 """
 
 from __future__ import annotations
@@ -35,12 +56,71 @@ CREATE INDEX IF NOT EXISTS audit_by_individual ON audit_log(individual, id);
 """
 
 
+def _postgres_errors() -> tuple[tuple, tuple]:
+    try:
+        import psycopg
+    except ImportError:  # the PostgreSQL driver is installed only where it is used
+        return (), ()
+    return (psycopg.IntegrityError,), (psycopg.Error,)
+
+
+_PG_INTEGRITY, _PG_ERRORS = _postgres_errors()
+#: a constraint refused a write, on either backend
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, *_PG_INTEGRITY)
+#: anything the database itself raised, on either backend
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, *_PG_ERRORS)
+
+
+def is_postgres_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def open_database(
+    location: str | Path,
+    schema: str,
+    what: str = "--registry",
+    synchronous: str = "FULL",
+    migrate: Callable | None = None,
+):
+    """A `postgresql://` URL: the PostgreSQL store (`synchronous` is the server's own
+    setting there); anything else: the SQLite file at that path."""
+    if is_postgres_url(location):
+        from tailorml.registry.postgres import PostgresDatabase
+
+        return PostgresDatabase(str(location), schema, what, migrate)
+    return Database(location, schema, what, synchronous, migrate)
+
+
+def dialect_of(connection) -> str:
+    """ "sqlite" or "postgresql": which SQL a connection of either backend speaks."""
+    return "sqlite" if isinstance(connection, sqlite3.Connection) else connection.dialect
+
+
+def for_update(connection, skip_locked: bool = False) -> str:
+    """The row-lock clause of a SELECT inside a write transaction: nothing on SQLite (its
+    write transaction holds the whole file), `FOR UPDATE [SKIP LOCKED]` on PostgreSQL."""
+    if dialect_of(connection) == "sqlite":
+        return ""
+    return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+
+def insert_id(connection, sql: str, parameters: tuple) -> int:
+    """Run an INSERT into a table with an `id` primary key; the new row's id
+    (`lastrowid` on SQLite, `RETURNING id` on PostgreSQL)."""
+    if dialect_of(connection) == "sqlite":
+        return int(connection.execute(sql, parameters).lastrowid)
+    (found,) = connection.execute(sql + " RETURNING id", parameters).fetchone()
+    return int(found)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Database:
     """One SQLite file with `schema` applied (plus the audit log's)."""
+
+    dialect = "sqlite"
 
     def __init__(
         self,
@@ -130,9 +210,22 @@ class Database:
     def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, parameters).fetchall()
 
+    def tuples(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        """Rows as plain tuples (no names): the hottest reads, without a row object each."""
+        cursor = self._connection().cursor()
+        cursor.row_factory = None
+        return cursor.execute(sql, parameters).fetchall()
+
     def reader(self) -> sqlite3.Connection:
         """This thread's connection, for reads outside a transaction."""
         return self._connection()
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
 
 
 def audit(
@@ -151,11 +244,23 @@ def audit(
     )
 
 
-def add_columns(connection: sqlite3.Connection, table: str, columns: dict[str, str]) -> list[str]:
-    """Add each of `columns` (name -> SQL declaration) that `table` lacks; returns the names
-    added (none on a file already migrated)."""
-    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+def table_columns(connection, table: str) -> set[str]:
+    """The names of `table`'s columns (none: no such table)."""
+    if dialect_of(connection) == "sqlite":
+        return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    rows = connection.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND table_name = ?",
+        (table,),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def add_columns(connection, table: str, columns: dict[str, str]) -> list[str]:
+    """Add each of `columns` (name -> SQL declaration, SQLite's types) that `table` lacks;
+    returns the names added (none on a database already migrated)."""
+    present = table_columns(connection, table)
     added = [name for name in columns if name not in present]
-    for name in added:
+    for name in added:  # PostgreSQL: the types translated (registry.dialect)
         connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
     return added

@@ -11,8 +11,11 @@ rather than loop over a job that kills its worker. A server starting up no longe
 jobs others are running: before leases, every start re-queued every running job, so a
 second process ran the job the first was running.
 
-The transaction is SQLite's `BEGIN IMMEDIATE` (one writer at a time); a PostgreSQL store
-would take the same rows with `SELECT ... FOR UPDATE SKIP LOCKED`. Times are the database
+On SQLite the transaction is `BEGIN IMMEDIATE` (one writer at a time). On PostgreSQL
+claimers run side by side: each takes its rows with `SELECT ... FOR UPDATE SKIP LOCKED`,
+so two claimers never get the same job (the second skips the row the first holds and
+takes the next) and an expired lease is re-queued by the one claimer that locked it.
+Times are the database
 host's clock in seconds since the epoch (`time.time()` of whoever writes: the processes'
 clocks must agree to within a small fraction of the lease, as NTP keeps them).
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 
 from tailorml.errors import NotFoundError, TailormlError
 from tailorml.registry import consent
-from tailorml.registry.database import add_columns, audit, now
+from tailorml.registry.database import add_columns, audit, for_update, now
 
 LEASE_SECONDS = 60.0  # a worker renews every LEASE_SECONDS / 4
 MAX_EXPIRED = 3  # a job whose lease expired this often fails instead of running again
@@ -108,7 +111,7 @@ def expire_leases(connection: sqlite3.Connection, at_s: float) -> list[int]:
     was left by a server from before leases: its lease counts as expired."""
     rows = connection.execute(
         "SELECT id, person_id, lease_owner, expired_leases FROM jobs WHERE status = 'running'"
-        " AND (lease_expires_s IS NULL OR lease_expires_s < ?)",
+        " AND (lease_expires_s IS NULL OR lease_expires_s < ?)" + for_update(connection, True),
         (at_s,),
     ).fetchall()
     for row in rows:
@@ -141,6 +144,7 @@ def claim(connection: sqlite3.Connection, owner: str, lease_seconds: float) -> J
     while True:
         row = connection.execute(
             "SELECT id, person_id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
+            + for_update(connection, skip_locked=True)
         ).fetchone()
         if row is None:
             return None

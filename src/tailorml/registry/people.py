@@ -9,8 +9,13 @@ same time and type for a reading; and whether its content changed) and an opaque
 stored in the clear. Ids are random per record and looked up per person, so they say
 nothing about other people's uploads (rows stored before ids were random keep the id they
 were answered with). A record that is corrected or deleted leaves its previous sealed
-content in `replaced`, with who and when. Tokens are stored as hashes. Another backend
-(e.g. PostgreSQL) would implement the same methods.
+content in `replaced`, with who and when. Tokens are stored as hashes.
+
+The tables live in a data directory's SQLite file or in a PostgreSQL database (a
+`postgresql://` URL): the same SQL on both (`registry.database`, `registry.dialect`). What
+SQLite's single writer gave for free is a row lock on PostgreSQL: a person's writes lock
+their `people` row (`_lock_person`), so one person's uploads, decisions, jobs and erasure
+take turns while other people's run beside.
 
 Every write is one transaction with its audit line (`registry.database.audit`), so an
 acknowledged upload is on disk with its record, and a killed process leaves no half-write.
@@ -35,7 +40,19 @@ from typing import Any, NamedTuple
 from tailorml.errors import TailormlError
 from tailorml.registry import consent, job_queue, push
 from tailorml.registry import sealed_formats as formats
-from tailorml.registry.database import Database, add_columns, audit, now
+from tailorml.registry.database import (
+    DATABASE_ERRORS,
+    INTEGRITY_ERRORS,
+    add_columns,
+    audit,
+    dialect_of,
+    for_update,
+    insert_id,
+    is_postgres_url,
+    now,
+    open_database,
+    table_columns,
+)
 from tailorml.registry.job_queue import Job
 
 ROLES = ("patient", "clinician")
@@ -193,7 +210,13 @@ def migrate(connection: sqlite3.Connection) -> None:
     entries and treatments get `public_id` (an existing row keeps the id it was answered
     with, its row number in 24 hex digits, so an uploader that kept it can still update or
     delete it) and `content` (NULL: unknown, so a repeat of an old row is stored as a
-    correction once, harmlessly)."""
+    correction once, harmlessly).
+
+    On PostgreSQL only the column additions run (`add_columns`): a PostgreSQL database
+    was created at today's schema, and what the SQLite steps repair never existed there."""
+    if dialect_of(connection) != "sqlite":
+        job_queue.migrate(connection)
+        return
     for table in RECORD_TABLES:
         add_columns(connection, table, {"public_id": "TEXT", "content": "TEXT"})
         connection.execute(
@@ -216,8 +239,7 @@ def _migrate_alerts(connection: sqlite3.Connection) -> None:
     decision). The table is rebuilt, ids and sealed bytes kept: the (model id, sha256,
     kind) of its rows go to `alert_models` once each, a row keeps a reference to its own,
     and `created` becomes whole seconds since the epoch (it had no finer part)."""
-    present = {row[1] for row in connection.execute("PRAGMA table_info(alerts)")}
-    if "model_sha256" not in present:
+    if "model_sha256" not in table_columns(connection, "alerts"):
         return
     connection.execute("ALTER TABLE alerts RENAME TO alerts_before_models")
     # one statement: executescript would commit the migration's transaction
@@ -407,27 +429,33 @@ READ_BATCH_SECONDS = 3600
 def _flush_at_exit(store_ref) -> None:
     store = store_ref()
     if store is not None:
-        with contextlib.suppress(sqlite3.Error, TailormlError):  # the file is gone (a test's)
+        with contextlib.suppress(*DATABASE_ERRORS, TailormlError):  # the file is gone (a test's)
             store.flush_reads()
 
 
 class PeopleStore:
-    """The people tables of the registry file in `root` (registry.sqlite).
+    """The people tables of the registry file in `root` (registry.sqlite), or of the
+    PostgreSQL database when `root` is a `postgresql://` URL.
 
     `durability` "normal" (the service's default) makes an acknowledged upload survive a
     killed server but not a power loss of the machine; "full" also a power loss, at about one
-    disk flush per write (see `registry.database.Database`)."""
+    disk flush per write (see `registry.database.Database`). On PostgreSQL it is the
+    server's setting (`synchronous_commit`), not the store's."""
 
     def __init__(self, root: str | Path, durability: str = "full") -> None:
         if durability not in DURABILITY:
             raise TailormlError(f"--durability must be full or normal, not {durability!r}")
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise TailormlError(f"{self.root} is a file; pass a directory (--data)")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.database = Database(
-            self.root / "registry.sqlite", SCHEMA, "--data", DURABILITY[durability], migrate
-        )
+        if is_postgres_url(root):
+            self.root = None
+            self.database = open_database(str(root), SCHEMA, "--database", migrate=migrate)
+        else:
+            self.root = Path(root)
+            if self.root.exists() and not self.root.is_dir():
+                raise TailormlError(f"{self.root} is a file; pass a directory (--data)")
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.database = open_database(
+                self.root / "registry.sqlite", SCHEMA, "--data", DURABILITY[durability], migrate
+            )
         # reads waiting for their audit line: (window, actor, action, person) -> counts
         self._reads: dict[tuple, dict[str, Any]] = {}
         self._reads_lock = threading.Lock()
@@ -467,7 +495,7 @@ class PeopleStore:
                         "enrollment",
                         actor,
                     )
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise TailormlError(
                 f"a person named {name!r} exists already; choose another name (`tailorml users "
                 "list` shows them)"
@@ -674,6 +702,7 @@ class PeopleStore:
         if patient.role != "patient" or patient.erased is not None:
             raise TailormlError(f"{patient.name!r} is not an active patient: no consent to give")
         with self.database.transaction() as connection:
+            _lock_person(connection, patient_id)
             if clinician_id is not None:
                 assigned = connection.execute(
                     "SELECT 1 FROM assignments WHERE clinician_id = ? AND patient_id = ?",
@@ -786,7 +815,7 @@ class PeopleStore:
                 stamp = next(stamps)
                 if found is None:
                     public_id = write.public_id or _new_public_id()
-                    cursor = _insert_unique(
+                    new_id = _insert_unique(
                         connection,
                         f"INSERT INTO {table} (person_id, date_ms, fingerprint, sealed, created,"
                         " public_id, content, srv_created, srv_modified, identifier) VALUES"
@@ -803,12 +832,9 @@ class PeopleStore:
                             stamp,
                             write.identifier,
                         ),
+                        new_id=True,
                     )
-                    result.append(
-                        Upserted(
-                            int(cursor.lastrowid), public_id, "new", write.date_ms, None, stamp
-                        )
-                    )
+                    result.append(Upserted(new_id, public_id, "new", write.date_ms, None, stamp))
                     continue
                 if write.content is not None and found["content"] == write.content:
                     result.append(
@@ -914,7 +940,8 @@ class PeopleStore:
         `sealed` opens with the record kind of `record_table`)."""
         rows = self.database.query(
             "SELECT record_table, public_id, date_ms, sealed, change, actor, created FROM"
-            " replaced WHERE person_id = ? AND (? IS NULL OR record_table = ?) ORDER BY id",
+            " replaced WHERE person_id = ? AND (CAST(? AS TEXT) IS NULL OR record_table = ?)"
+            " ORDER BY id",
             (person_id, table, table),
         )
         return [dict(row) | {"sealed": bytes(row["sealed"])} for row in rows]
@@ -1087,7 +1114,7 @@ class PeopleStore:
             f" 0 AS deleted FROM {table} WHERE person_id = ?{extra} AND srv_modified {op} ?"
             " UNION ALL SELECT id, date_ms, sealed, public_id, srv_modified, srv_created,"
             " 1 AS deleted FROM tombstones WHERE person_id = ? AND collection = ? AND"
-            f" srv_modified {op} ?) ORDER BY srv_modified, deleted, id LIMIT ?",
+            f" srv_modified {op} ?) AS found ORDER BY srv_modified, deleted, id LIMIT ?",
             (person_id, *more, after_ms, person_id, collection, after_ms, limit),
         )
         return [_v3_row(row, collection, bool(row["deleted"])) for row in rows]
@@ -1164,13 +1191,11 @@ class PeopleStore:
         tuples; `entries_by_time` serves the order and the limit)."""
         low = since_ms if since_ms is not None else -(2**62)
         high = until_ms if until_ms is not None else 2**62
-        cursor = self.database.reader().cursor()
-        cursor.row_factory = None
-        return cursor.execute(
+        return self.database.tuples(
             "SELECT public_id, sealed FROM entries WHERE person_id = ? AND date_ms >= ? AND"
             " date_ms <= ? ORDER BY date_ms DESC, id DESC LIMIT ?",
             (person_id, low, high, limit),
-        ).fetchall()
+        )
 
     def sealed_by_id(self, table: str, person_id: str, ids: list[int]) -> dict[int, bytes]:
         """The stored records `ids` of a person in `table` (entries or treatments)."""
@@ -1275,15 +1300,17 @@ class PeopleStore:
         read from the stored decisions and the new ones stored in one transaction, so two
         processes (or threads) deciding for one person take turns and the second sees the
         first's alert (two uploads at once raised the same alert twice). SQLite's lock is the
-        whole file's (`BEGIN IMMEDIATE`); a PostgreSQL store would take an advisory lock on
-        the person (`pg_advisory_xact_lock`) and let other people's decisions run beside."""
-        with self.database.transaction():
+        whole file's (`BEGIN IMMEDIATE`); PostgreSQL's is the person's row (`_lock_person`),
+        so other people's decisions run beside."""
+        with self.database.transaction() as connection:
+            _lock_person(connection, person_id)
             yield
 
     # -- personalization jobs ----------------------------------------------------------------
 
     def add_job(self, person_id: str, requested_by: str) -> Job:
         with self.database.transaction() as connection:
+            _lock_person(connection, person_id)  # two requests at once: one job
             if not consent.granted(connection, person_id, consent.PERSONALIZATION):
                 raise consent.NotConsented(
                     "the patient has not consented to personalization (or withdrew it): "
@@ -1299,12 +1326,12 @@ class PeopleStore:
                     f"a personalization of this person is already under way (job {busy['id']});"
                     " wait for it to finish"
                 )
-            cursor = connection.execute(
+            job_id = insert_id(
+                connection,
                 "INSERT INTO jobs (person_id, requested_by, status, created) VALUES (?, ?,"
                 " 'queued', ?)",
                 (person_id, requested_by, now()),
             )
-            job_id = int(cursor.lastrowid)
             audit(connection, requested_by, "request_personalization", person_id, {"job": job_id})
         return self.job(job_id)
 
@@ -1416,7 +1443,10 @@ class PeopleStore:
         (erased, revoked) and the audit log, which says what was deleted and by whom."""
         counts: dict[str, int] = {}
         with self.database.transaction() as connection:
-            connection.execute("PRAGMA secure_delete=ON")
+            if dialect_of(connection) == "sqlite":
+                connection.execute("PRAGMA secure_delete=ON")
+            else:  # deleted rows stay in the table's pages until VACUUM reuses them
+                _lock_person(connection, person_id)
             for table in (
                 "entries",
                 "treatments",
@@ -1488,10 +1518,22 @@ def _read_alert(row: sqlite3.Row) -> bytes:
     return formats.attach(sealed, context)
 
 
+def _lock_person(connection, person_id: str):
+    """Inside a write transaction: the person's `people` row (None: no such person), locked
+    on PostgreSQL until the transaction ends (`FOR NO KEY UPDATE`: a second writer for the
+    same person waits; foreign-key checks and other people's writes do not). On SQLite the
+    write transaction holds the whole file already."""
+    lock = "" if dialect_of(connection) == "sqlite" else " FOR NO KEY UPDATE"
+    return connection.execute(
+        f"SELECT erased FROM people WHERE id = ?{lock}", (person_id,)
+    ).fetchone()
+
+
 def _refuse_erased(connection, person_id: str) -> None:
     """Inside the writing transaction: an upload racing an erasure stores nothing once the
-    erasure has committed (checked outside, it could store after the erasure)."""
-    row = connection.execute("SELECT erased FROM people WHERE id = ?", (person_id,)).fetchone()
+    erasure has committed (checked outside, it could store after the erasure). Holds the
+    person's lock (`_lock_person`) for the rest of the transaction."""
+    row = _lock_person(connection, person_id)
     if row is not None and row["erased"] is not None:
         raise TailormlError(f"person {person_id} has been erased; nothing was stored")
 
@@ -1509,10 +1551,14 @@ def _new_public_id() -> str:
     return secrets.token_hex(12)
 
 
-def _insert_unique(connection, sql: str, parameters: tuple):
+def _insert_unique(connection, sql: str, parameters: tuple, new_id: bool = False):
+    """Run `sql`; a unique key it breaks is the caller's error. `new_id`: the id of the
+    inserted row (`registry.database.insert_id`)."""
     try:
+        if new_id:
+            return insert_id(connection, sql, parameters)
         return connection.execute(sql, parameters)
-    except sqlite3.IntegrityError:
+    except INTEGRITY_ERRORS:
         raise TailormlError(
             "another stored record has this key (the same time and type, or identifier) or id;"
             " change that one instead"
@@ -1541,7 +1587,11 @@ def _server_times(connection, count: int) -> list[int]:
     in this data directory: one clock for every writer and process, as Nightscout's, so a
     client reading a history page by page (`srvModified` after the last it saw) never skips
     a record written in the same millisecond as another."""
-    row = connection.execute("SELECT last_ms FROM srv_clock WHERE id = 1").fetchone()
+    if count and dialect_of(connection) != "sqlite":  # the row to lock exists (the first use)
+        connection.execute("INSERT OR IGNORE INTO srv_clock (id, last_ms) VALUES (1, 0)")
+    row = connection.execute(
+        "SELECT last_ms FROM srv_clock WHERE id = 1" + for_update(connection)
+    ).fetchone()
     first = int(time.time() * 1000)
     if row is not None:
         first = max(first, row["last_ms"] + 1)

@@ -1,0 +1,213 @@
+"""The registry on a PostgreSQL server: `registry.database.Database`'s interface over psycopg 3.
+
+Chosen by a URL (`postgresql://user@host/db`, see `registry.database.open_database`). The
+store modules write their SQL once, in SQLite's dialect; `Connection.execute` translates
+each statement (`registry.dialect`) and returns rows readable by name and by index, as
+`sqlite3.Row`. What differs in behaviour, and how the store keeps its guarantees:
+
+- **Transactions**: `transaction()` is BEGIN ... COMMIT (psycopg's, nested ones are
+  savepoints), READ COMMITTED. SQLite's `BEGIN IMMEDIATE` made every write transaction
+  the only one; here writers run side by side, so what relied on that takes a row lock:
+  a person's writes lock their `people` row (`lock_person`: `FOR NO KEY UPDATE`, which
+  leaves foreign-key checks of other rows free), the job queue claims with `FOR UPDATE
+  SKIP LOCKED`, the server clock row is read `FOR UPDATE`.
+- **Connections**: one per thread, opened on first use, in autocommit mode outside a
+  transaction (a read outside `transaction()` sees the newest committed state, as a WAL
+  reader does).
+- **Schema**: applied at open in one transaction under an advisory lock (several
+  processes starting at once on an empty database would otherwise collide creating it).
+  `migrate` runs as on SQLite, in its own transaction; it must use `table_columns` /
+  `add_columns`, never SQLite's catalog.
+- **Errors**: psycopg's `IntegrityError` is in `registry.database.INTEGRITY_ERRORS`, its
+  `Error` in `DATABASE_ERRORS`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import tuple_row
+
+from tailorml.errors import TailormlError
+from tailorml.registry import dialect
+
+SCHEMA_LOCK = 7_436_201_937  # pg_advisory_xact_lock key while a schema is applied
+
+
+class Row:
+    """A row as `sqlite3.Row` reads: by index, by column name, `keys()`, `dict(row)`."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: tuple, index: dict[str, int]) -> None:
+        self._values, self._index = values, index
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self._values[self._index[key]]
+        return self._values[key]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Row) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values, strict=True))!r})"
+
+
+def _rows(cursor: psycopg.Cursor) -> Callable[[tuple], Row]:
+    description = cursor.description or []
+    index = {column.name: k for k, column in enumerate(description)}
+    return lambda values: Row(tuple(values), index)
+
+
+def _parameters(parameters) -> tuple:
+    """SQLite stores booleans as 0/1 in INTEGER columns; PostgreSQL's BIGINT takes no bool."""
+    return tuple(int(p) if isinstance(p, bool) else p for p in parameters)
+
+
+class Cursor:
+    """What the store reads of a `sqlite3.Cursor`: fetchone, fetchall, iteration, rowcount."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def fetchone(self):
+        return self._cursor.fetchone() if self._cursor.description else None
+
+    def fetchall(self) -> list:
+        return self._cursor.fetchall() if self._cursor.description else []
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class Connection:
+    """A psycopg connection that takes the store's SQLite-dialect statements."""
+
+    dialect = "postgresql"
+
+    def __init__(self, raw: psycopg.Connection) -> None:
+        self.raw = raw
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str, parameters=(), *, plain: bool = False) -> Cursor:
+        """One statement; `plain`: rows as tuples (no names), for the hottest reads."""
+        cursor = self.raw.cursor(row_factory=tuple_row if plain else _rows)
+        cursor.execute(dialect.statement(sql), _parameters(parameters))
+        return Cursor(cursor)
+
+    def executemany(self, sql: str, rows) -> Cursor:
+        cursor = self.raw.cursor(row_factory=_rows)
+        cursor.executemany(dialect.statement(sql), [_parameters(row) for row in rows])
+        return Cursor(cursor)
+
+    def executescript(self, sql: str) -> None:
+        """A schema script (`registry.dialect.script`), inside the caller's transaction."""
+        for one in dialect.script(sql):
+            self.raw.execute(one)
+
+
+class PostgresDatabase:
+    """A PostgreSQL database with `schema` applied (plus the audit log's)."""
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        what: str = "--database",
+        migrate: Callable[[Any], None] | None = None,
+    ) -> None:
+        from tailorml.registry.database import AUDIT_SCHEMA
+
+        self.url = url
+        self.what = what
+        self._local = threading.local()
+        self._all: list[psycopg.Connection] = []
+        self._all_lock = threading.Lock()
+        try:
+            with self.transaction() as connection:
+                connection.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                connection.executescript(AUDIT_SCHEMA + schema)
+            if migrate is not None:
+                with self.transaction() as connection:
+                    connection.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    migrate(connection)
+        except psycopg.OperationalError as error:
+            raise TailormlError(
+                f"cannot reach the PostgreSQL database {_safe(url)} ({error}); check {what}"
+            ) from None
+
+    def connect(self) -> Connection:
+        raw = psycopg.connect(self.url, autocommit=True)
+        with self._all_lock:
+            self._all.append(raw)
+        return Connection(raw)
+
+    def _connection(self) -> Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None or connection.raw.closed:
+            connection = self._local.connection = self.connect()
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """BEGIN ... COMMIT; anything raised inside rolls everything back. Inside another
+        transaction of this thread it is a savepoint of that one."""
+        connection = self._connection()
+        with connection.raw.transaction():
+            yield connection
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[Row]:
+        return self._connection().execute(sql, parameters).fetchall()
+
+    def tuples(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        """Rows as plain tuples (no names): the hottest reads."""
+        return self._connection().execute(sql, parameters, plain=True).fetchall()
+
+    def reader(self) -> Connection:
+        """This thread's connection, for reads outside a transaction."""
+        return self._connection()
+
+    def close(self) -> None:
+        """Close every thread's connection (a test's database can then be dropped)."""
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for raw in connections:
+            raw.close()
+        self._local = threading.local()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an unreadable URL)"
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**info)
