@@ -23,8 +23,10 @@ import socketio
 import uvicorn
 from fastapi.testclient import TestClient
 
+from tailorml.registry.people import PeopleStore
 from tailorml.service import socketio_server
 from tailorml.service.app import create_app
+from tailorml.service.auth import add_person, rotate_token
 from tailorml.service.core import Service
 from tailorml.service.crypto import ServerKey
 
@@ -315,3 +317,24 @@ def test_a_session_opened_in_one_process_is_answered_through_another(live, made)
         # an unknown session is still refused, in either process
         gone = http.get(through, params=poll | {"sid": sid[:9] + "x" * 16})
         assert gone.status_code == 400
+
+
+def test_a_rotated_token_ends_its_subscription(live, made, monkeypatch):
+    url, _ = live
+    monkeypatch.setattr(socketio_server, "REAUTH_SECONDS", 0.0)  # checked every round
+    store = PeopleStore(made.data)
+    dave, token = add_person(store, "dave", "patient", "test")
+
+    async def scenario():
+        async with Listener(url, "/storage") as phone:
+            ack = await phone.subscribe({"accessToken": token, "collections": ["entries"]})
+            assert ack == {"success": True, "collections": ["entries"]}
+            await asyncio.sleep(5 * POLL)
+            assert phone.client.connected  # still good: kept
+            await asyncio.to_thread(rotate_token, store, dave, "test")
+            deadline = time.monotonic() + 5
+            while phone.client.connected:
+                assert time.monotonic() < deadline, "still subscribed with a rotated token"
+                await asyncio.sleep(POLL)
+
+    run(scenario())

@@ -294,6 +294,11 @@ class SocketHub:
             watch.sids.discard(sid)
             if not watch.sids:
                 del self.watches[key]
+            else:  # poll only what the connections left still want
+                wanted = {
+                    c for s in self.subs.values() if s.sid in watch.sids for c in s.collections
+                }
+                watch.cursor = {c: at for c, at in watch.cursor.items() if c in wanted}
 
     async def close(self) -> None:
         self._closed = True
@@ -475,7 +480,17 @@ class SocketIOMount:
         relay = self.hub.relay
         await relay.listen()
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        owner = relay.owner((query.get("sid") or [""])[0])
+        sid = (query.get("sid") or [""])[0]
+        if not sid and len(self.hub.sio.eio.sockets) >= MAX_CONNECTIONS:
+            # a new Engine.IO session: refused while this process holds its maximum
+            if scope["type"] == "websocket":
+                await receive()
+                await send({"type": "websocket.close", "code": 1013})
+                return
+            await no_store({"type": "http.response.start", "status": 503, "headers": []})
+            await no_store({"type": "http.response.body", "body": b""})
+            return
+        owner = relay.owner(sid)
         if owner is not None:
             if scope["type"] == "websocket":  # not relayed: the client stays on polling
                 await receive()
