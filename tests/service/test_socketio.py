@@ -338,3 +338,36 @@ def test_a_rotated_token_ends_its_subscription(live, made, monkeypatch):
                 await asyncio.sleep(POLL)
 
     run(scenario())
+
+
+def test_a_clinician_follows_a_consenting_patient_until_the_consent_is_withdrawn(live, made):
+    url, other = live
+    alice, bob = made.people["alice"], made.people["bob"]  # bob is assigned to alice
+    now = int(time.time() * 1000) // 1000 * 1000
+    reading = {"type": "sgv", "sgv": 171, "date": now - 90_000}
+
+    async def scenario():
+        async with Listener(url, "/storage") as clinic:
+            ack = await clinic.subscribe(
+                {"accessToken": bob.token, "patient": alice.id, "collections": ["entries"]}
+            )
+            assert ack == {"success": True, "collections": ["entries"]}
+            posted = await asyncio.to_thread(
+                other.post, "/api/v1/entries", json=[reading], headers=alice.secret
+            )
+            assert posted.status_code == 200, posted.text
+            event, data = await clinic.next()
+            assert (event, data["doc"]["sgv"], data["doc"]["date"]) == ("create", 171, now - 90_000)
+            withdrawn = await asyncio.to_thread(
+                other.put,
+                "/api/v1/people/me/consent",
+                json={"clinicians": {bob.id: False}},
+                headers=alice.secret,
+            )
+            assert withdrawn.status_code == 200, withdrawn.text
+            deadline = time.monotonic() + 5
+            while clinic.client.connected:
+                assert time.monotonic() < deadline, "still following without consent"
+                await asyncio.sleep(POLL)
+
+    run(scenario())
