@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -50,6 +51,7 @@ import secrets
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +157,7 @@ class SocketHub:
         self.watches: dict[tuple[str, str, str], Watch] = {}
         self._task: asyncio.Task | None = None
         self._pending: set[asyncio.Task] = set()
-        self.relay = Relay(service.data_dir, self.sio)
+        self.relay = Relay(lambda: service.data_dir, self.sio)
         # an Engine.IO session id names the process that holds the session
         self.sio.eio.generate_id = lambda: f"{self.relay.tag}.{secrets.token_urlsafe(12)}"
         self._closed = False
@@ -513,14 +515,18 @@ class Relay:
     relayed. An owner that is gone (restarted) answers nothing: the request is answered
     here, "unknown session", and the client connects again."""
 
-    def __init__(self, data_dir: Path, sio: socketio.AsyncServer) -> None:
+    def __init__(self, data_dir: Callable[[], Path], sio: socketio.AsyncServer) -> None:
         self.sio = sio
         self.tag = secrets.token_hex(4)
-        key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
-        self.directory = Path(tempfile.gettempdir()) / f"tailorml-socketio-{os.getuid()}-{key}"
+        self.data_dir = data_dir  # read when the first socket.io request comes
         self._server: asyncio.AbstractServer | None = None
         self._starting: asyncio.Future | None = None
         self.usable = True
+
+    @functools.cached_property
+    def directory(self) -> Path:
+        key = hashlib.sha256(str(Path(self.data_dir()).resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"tailorml-socketio-{os.getuid()}-{key}"
 
     def path(self, tag: str) -> Path:
         return self.directory / f"{tag}.sock"
