@@ -136,7 +136,7 @@ def test_without_consent_to_personalization_nothing_is_personalized(app, made, t
     by_cli = CliRunner().invoke(cli, [*arguments, "--registry", str(made.data)])
     assert by_cli.exit_code != 0 and str(by_cli.exception) == consent.NOT_CONSENTED_APPROVAL
     assert service.registry.active_model(alice.id).kind == "predefined"
-    assert service.registry.candidate(pending).status == "pending_review"
+    assert service.registry.candidate(pending).status == "withdrawn"  # closed at withdrawal
 
     client.put("/api/v1/people/me/consent", headers=alice.secret, json={"personalization": True})
     assert client.post("/api/v1/personalization", headers=alice.secret).status_code == 202

@@ -16,7 +16,12 @@ granted (the safe reading), so every path that grants writes a row saying who an
 - `administrator`: `tailorml users consent`, e.g. a signed paper form.
 
 Withdrawing consent to personalization also stops it, in the same transaction: queued jobs
-fail without running and a running job loses its lease, so its worker records nothing.
+fail without running, a running job loses its lease, so its worker records nothing, and the
+person's proposals awaiting review close (`withdrawn`, the reason kept, an audit line): no
+clinician is left with a review that can never be approved. A session whose registration
+reaches the registry after the withdrawal is refused there (`Registry.register_session`
+checks consent in its own transaction), so no candidate of a withdrawn person ever awaits
+review, whichever transaction comes first.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ PERSONALIZATION, CLINICIAN = "personalization", "clinician_access"
 SCOPES = (PERSONALIZATION, CLINICIAN)
 SOURCES = ("enrollment", "assignment", "migration", "patient", "administrator")
 WITHDRAWN_JOB = "consent to personalization was withdrawn; nothing of this job was personalized"
+WITHDRAWN_CANDIDATE = "consent to personalization was withdrawn before it was reviewed"
+NOT_CONSENTED_SESSION = (
+    "the patient has withdrawn consent to personalization: this personalization session was "
+    "not registered and its files were deleted"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS consents (
@@ -180,6 +190,7 @@ def record(
     )
     if scope == PERSONALIZATION and not grant:
         stop_jobs(connection, patient_id, actor)
+        close_candidates(connection, patient_id, actor)
     return True
 
 
@@ -198,6 +209,42 @@ def stop_jobs(connection: sqlite3.Connection, patient_id: str, actor: str) -> li
         )
         audit(connection, actor, "personalization_stopped", patient_id, {"job": row["id"]})
     return [int(row["id"]) for row in rows]
+
+
+def close_candidates(connection: sqlite3.Connection, patient_id: str, actor: str) -> list[int]:
+    """The person's proposals awaiting review close: they read as `withdrawn` with
+    WITHDRAWN_CANDIDATE as the reason, leave the review lists and can never be approved
+    (a consent granted later does not reopen them: a new job, requested with it, proposes
+    anew).
+    One audit line names them. Nothing if the registry has no candidates table yet."""
+    columns = {row["name"] for row in connection.execute("PRAGMA table_info(candidates)")}
+    if not columns:
+        return []
+    for column, kind in (("superseded_by", "INTEGER"), ("withdrawn_reason", "TEXT")):
+        if column not in columns:  # a registry from before, not yet opened by `Registry`
+            connection.execute(f"ALTER TABLE candidates ADD COLUMN {column} {kind}")
+    ids = [
+        int(row["id"])
+        for row in connection.execute(
+            "SELECT id FROM candidates WHERE individual = ? AND status = 'pending_review' AND"
+            " superseded_by IS NULL AND withdrawn_reason IS NULL ORDER BY id",
+            (patient_id,),
+        )
+    ]
+    if ids:
+        marks = ", ".join("?" for _ in ids)
+        connection.execute(
+            f"UPDATE candidates SET withdrawn_reason = ? WHERE id IN ({marks})",
+            (WITHDRAWN_CANDIDATE, *ids),
+        )
+        audit(
+            connection,
+            actor,
+            "candidates_withdrawn",
+            patient_id,
+            {"candidate_ids": ids, "reason": WITHDRAWN_CANDIDATE},
+        )
+    return ids
 
 
 def migrate(connection: sqlite3.Connection) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import shutil
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,7 +84,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     status TEXT NOT NULL CHECK (status IN
         ('failed_gates', 'not_selected', 'pending_review', 'approved', 'rejected')),
     metrics_json TEXT NOT NULL,
-    superseded_by INTEGER
+    superseded_by INTEGER,
+    withdrawn_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS gate_results (
     id INTEGER PRIMARY KEY,
@@ -135,14 +137,29 @@ CREATE INDEX IF NOT EXISTS active_by_individual ON active_models(individual, id)
 SUPERSEDED = "superseded"
 _SUPERSEDE = (
     "UPDATE candidates SET superseded_by = ? WHERE individual = ? AND status = 'pending_review'"
-    " AND superseded_by IS NULL AND session_id < ?"
+    " AND superseded_by IS NULL AND withdrawn_reason IS NULL AND session_id < ?"
 )
+#: A proposal still awaiting review when its person withdrew consent to personalization
+#: (`consent.close_candidates`): `pending_review` in the table with `withdrawn_reason` set,
+#: reads as WITHDRAWN and can never be approved or rejected (nothing awaits review).
+WITHDRAWN = "withdrawn"
+
+
+def _reading(row: sqlite3.Row) -> str:
+    """A candidate's status as read: a pending proposal closed by a withdrawal of consent
+    or superseded by a newer one says so."""
+    if row["status"] == "pending_review":
+        if row["withdrawn_reason"] is not None:
+            return WITHDRAWN
+        if row["superseded_by"] is not None:
+            return SUPERSEDED
+    return row["status"]
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
     """Registries written before superseding: add the column, and mark the older pending
     proposals of each person who has a newer proposing session (idempotent)."""
-    add_columns(connection, "candidates", {"superseded_by": "INTEGER"})
+    add_columns(connection, "candidates", {"superseded_by": "INTEGER", "withdrawn_reason": "TEXT"})
     newest = connection.execute(
         "SELECT individual, MAX(id) AS session_id FROM sessions WHERE proposal_candidate_id"
         " IS NOT NULL GROUP BY individual"
@@ -254,11 +271,13 @@ class CandidateView:
     model_id: int
     threshold: float
     passed_gates: bool
-    status: str  # failed_gates, not_selected, pending_review, superseded, approved, rejected
+    status: str  # failed_gates, not_selected, pending_review, superseded, withdrawn,
+    # approved, rejected
     metrics: dict[str, Any]
     gates: list[GateResult]
     created: str
     superseded_by: int | None = None  # the newer proposal that superseded this one
+    withdrawn_reason: str | None = None  # why it closed unreviewed (consent withdrawn)
 
 
 @dataclass(frozen=True)
@@ -586,11 +605,17 @@ class Registry:
         """Register a whole session (candidates, their models and gate results) atomically.
 
         `proposal` indexes `candidates` (the one sent to review) or is None (keep the
-        predefined model). Candidate names must be distinct within a session."""
+        predefined model). Candidate names must be distinct within a session.
+
+        Refused (`consent.NotConsented`, nothing registered, the session's artifacts and new
+        model files deleted) when the individual is an account that has withdrawn consent to
+        personalization, checked again inside the transaction: a job that was running when
+        the patient withdrew never adds a candidate after the withdrawal closed theirs."""
         names = [c.name for c in candidates]
         if len(set(names)) != len(names):
             raise TailormlError(f"candidate names in a session must be distinct: {names}")
         actor = actor or default_actor()
+        self._refuse_without_consent(individual, summary, [])
         digests = [
             None if c.reuse_model_id is not None else self._store_file(c.model_bytes)
             for c in candidates
@@ -600,7 +625,42 @@ class Registry:
         export = None
         if proposal is not None and digests[proposal] is not None:
             export = self._servable(candidates[proposal].model_bytes, f"candidate {proposal}")
+        try:
+            return self._register(
+                individual,
+                predefined_id,
+                data_hash,
+                candidates,
+                proposal,
+                summary,
+                refused_reason,
+                code_version,
+                actor,
+                digests,
+                export,
+            )
+        except consent.NotConsented:  # withdrawn while the session was trained or stored
+            onnx = [export[0]] if export is not None else []
+            self._refuse_without_consent(individual, summary, [d for d in digests if d], onnx)
+            raise
+
+    def _register(
+        self,
+        individual: str,
+        predefined_id: int,
+        data_hash: str,
+        candidates: list[CandidateRecord],
+        proposal: int | None,
+        summary: dict[str, Any],
+        refused_reason: str | None,
+        code_version: str | None,
+        actor: str,
+        digests: list[str | None],
+        export: tuple[str, dict] | None,
+    ) -> SessionRecord:
         with self._transaction() as connection:
+            if not consent.may_personalize(connection, individual):
+                raise consent.NotConsented(consent.NOT_CONSENTED_SESSION)
             cursor = connection.execute(
                 "INSERT INTO sessions (individual, created, actor, predefined_model_id, data_hash,"
                 " refused_reason, n_candidates, summary_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -678,7 +738,8 @@ class Registry:
                     int(r["id"])
                     for r in connection.execute(
                         "SELECT id FROM candidates WHERE individual = ? AND status ="
-                        " 'pending_review' AND superseded_by IS NULL AND session_id < ?",
+                        " 'pending_review' AND superseded_by IS NULL AND withdrawn_reason IS"
+                        " NULL AND session_id < ?",
                         (individual, session_id),
                     )
                 ]
@@ -697,6 +758,37 @@ class Registry:
                 | ({"superseded_candidate_ids": superseded} if superseded else {}),
             )
         return SessionRecord(session_id, candidate_ids, proposal_id)
+
+    def _refuse_without_consent(
+        self,
+        individual: str,
+        summary: dict[str, Any],
+        digests: list[str],
+        onnx: list[str] | None = None,
+    ) -> None:
+        """Raise `consent.NotConsented` when `individual` may not be personalized, after
+        deleting what the refused session left: its artifacts (held-out readings in the
+        clear), and the model files `digests` and ONNX files `onnx` it wrote that no
+        registered model names."""
+        connection = self._connect()
+        try:
+            if consent.may_personalize(connection, individual):
+                return
+            models = {r["sha256"] for r in connection.execute("SELECT sha256 FROM models")}
+            exports = {
+                r["onnx_sha256"]
+                for r in connection.execute("SELECT onnx_sha256 FROM model_exports")
+            }
+        finally:
+            connection.close()
+        key = summary.get("artifacts")
+        if isinstance(key, str) and key and "/" not in key and key not in (".", ".."):
+            shutil.rmtree(self.root / "artifacts" / key, ignore_errors=True)
+        for digest in set(digests) - models:
+            self.model_path(digest).unlink(missing_ok=True)
+        for digest in set(onnx or []) - exports:
+            self.onnx_path(digest).unlink(missing_ok=True)
+        raise consent.NotConsented(consent.NOT_CONSENTED_SESSION)
 
     # -- review and activation ---------------------------------------------------------------
 
@@ -735,6 +827,12 @@ class Registry:
                 )
             if decision == "approve" and not consent.may_personalize(connection, row["individual"]):
                 raise TailormlError(consent.NOT_CONSENTED_APPROVAL)
+            if row["status"] == "pending_review" and row["withdrawn_reason"] is not None:
+                raise TailormlError(
+                    f"candidate {candidate_id} is closed: {row['withdrawn_reason']}; it awaits "
+                    "no review (a new personalization, with the patient's consent, proposes a "
+                    "new one)"
+                )
             connection.execute(
                 "INSERT INTO reviews (candidate_id, reviewer, role, decision, comment, created)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -943,7 +1041,10 @@ class Registry:
         individual or of everyone."""
         where, parameters = [], []
         if pending_only:
-            where.append("c.status = 'pending_review' AND c.superseded_by IS NULL")
+            where.append(
+                "c.status = 'pending_review' AND c.superseded_by IS NULL"
+                " AND c.withdrawn_reason IS NULL"
+            )
         if individual is not None:
             where.append("c.individual = ?")
             parameters.append(individual)
@@ -1056,13 +1157,12 @@ class Registry:
                 model_id=row["model_id"],
                 threshold=row["threshold"],
                 passed_gates=bool(row["passed_gates"]),
-                status=SUPERSEDED
-                if row["status"] == "pending_review" and row["superseded_by"] is not None
-                else row["status"],
+                status=_reading(row),
                 metrics=json.loads(row["metrics_json"]),
                 gates=gates[row["id"]],
                 created=row["created"],
                 superseded_by=row["superseded_by"],
+                withdrawn_reason=row["withdrawn_reason"],
             )
             for row in rows
         ]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from tailorml.errors import TailormlError
+from tailorml.registry.consent import WITHDRAWN_JOB, NotConsented
 from tailorml.registry.job_queue import LEASE_SECONDS, LeaseLost, new_owner
 from tailorml.registry.people import PeopleStore
 from tailorml.service.crypto import KEY_ENV, ServerKey
@@ -277,6 +278,13 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None, lease: Lease)
         store.finish_job(job_id, "done", lease.owner, session_id=outcome.session_id)
     except LeaseLost:
         raise  # another process holds the job: nothing of this run is its result
+    except NotConsented:
+        # the patient withdrew consent while the session was being recorded: the registry
+        # refused it and deleted its files, and the withdrawal failed the job and took its
+        # lease; should the lease still be ours, the job fails with the withdrawal's reason
+        with contextlib.suppress(LeaseLost):
+            store.finish_job(job_id, "failed", lease.owner, error=WITHDRAWN_JOB)
+        raise LeaseLost(f"personalization job {job_id}: {WITHDRAWN_JOB}") from None
     except Exception as error:  # recorded on the job: the API shows it to whoever asked
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         # the API shows it: no private folder of the worker or the server's data directory

@@ -321,6 +321,7 @@ CANDIDATE = {
                 "approved",
                 "rejected",
                 "superseded",
+                "withdrawn",
             ]
         },
         "threshold": {"type": "number"},
