@@ -26,7 +26,7 @@ test: $(STAMP)
 # the browser extra; Playwright drives the system browser and downloads nothing.
 test-browser: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[browser]"
-	$(BIN)/python -m pytest -m browser tests/service/test_review_page.py
+	$(BIN)/python -m pytest -m browser tests/service/test_review_page.py tests/service/test_push_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

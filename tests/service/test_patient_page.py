@@ -5,6 +5,7 @@ with its session's token."""
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi.testclient import TestClient
 from tests.service.review_helpers import form_token, signed_in
@@ -19,7 +20,11 @@ def test_a_patient_signs_in_to_her_own_page(app, made):
         assert landing.status_code == 303 and landing.headers["location"] == "/me"
         page = browser.get("/me")
         assert page.status_code == 200
-        assert 'name="viewport"' in page.text and "<script" not in page.text
+        assert 'name="viewport"' in page.text
+        # one script, a file of this server (Web Push): no inline script
+        assert re.findall(r"<script[^>]*>[^<]*</script>", page.text) == [
+            '<script src="/static/push.js" defer></script>'
+        ]
         assert 'id="consent-personalization" checked' in page.text
         assert 'id="consent-bob" checked' in page.text
         assert 'id="export"' in page.text and 'id="erase"' in page.text

@@ -118,6 +118,10 @@ def test_an_urgent_low_reaches_the_patient_and_her_clinician(pushing, made, endp
         ((headers, body),) = pushes_to(f"/{name}")
         message = phones[name].open(body)
         assert message["patient"] == alice.id and message["name"] == "alice"
+        # what the service worker shows, and the page a click opens (static/push-sw.js)
+        assert message["title"] == "Urgent low alert: alice"
+        assert message["body"].startswith("50 mg/dL. ") and shown["reason"] in message["body"]
+        assert message["url"] == {"alice": "/me", "bob": f"/review/patients/{alice.id}"}[name]
         decision = message["decision"]
         assert decision["decision"] == "urgent" and decision["reading_ms"] == low["date"]
         assert decision["cgm"] == 50.0 and decision["reason"] == shown["reason"]

@@ -102,6 +102,20 @@ def clean_subscription(payload: Any, local_hosts: frozenset[str] = frozenset()) 
     }
 
 
+def notification(patient: Person, decision: dict) -> tuple[str, str]:
+    """The title and body a browser shows for one pushed decision (the service worker,
+    `static/push-sw.js`, shows them as they come): what happens, to whom, the reading."""
+    urgent = decision.get("decision") == "urgent"
+    kind = decision.get("kind")
+    what = {"hypo": "low", "hyper": "high"}.get(kind or "", "glucose")
+    title = f"{'Urgent ' if urgent else ''}{what} alert: {patient.name}"
+    title = title[0].upper() + title[1:]
+    cgm = decision.get("cgm")
+    reading = f"{cgm:.0f} mg/dL. " if isinstance(cgm, (int, float)) else ""
+    body = f"{reading}{decision.get('reason') or ''}".strip()
+    return title, body[:300] or "Open tailorml to see the reading."
+
+
 @dataclass
 class Pushed:
     """What became of one alert's pushes (for the log and the tests)."""
@@ -181,6 +195,15 @@ class Pusher:
             for s in self.store.subscriptions([person.id])
         ]
 
+    def unsubscribe_endpoint(self, person: Person, endpoint: str, actor: str) -> int:
+        """Forget the person's subscription of `endpoint` (a browser that stopped knows its
+        endpoint, not our id); how many were removed (0 or 1)."""
+        removed = 0
+        for found in self.subscriptions(person):
+            if found["endpoint"] == endpoint:
+                removed += self.store.remove_subscription(person.id, found["id"], actor)
+        return removed
+
     # -- sending ---------------------------------------------------------------------------
 
     def notify(self, patient: Person, decision: dict) -> bool:
@@ -224,18 +247,23 @@ class Pusher:
 
         vapid, _ = self._key_pair()
         outcome = Pushed()
+        title, body = notification(patient, decision)
         message = {
             "patient": patient.id,
             "name": patient.name,
+            "title": title,
+            "body": body,
             "decision": decision,
-            "url": f"/review/patients/{patient.id}",
         }
-        data = json.dumps(message, ensure_ascii=True)
         session = requests.Session()
         session.max_redirects = 0  # an endpoint that redirects is not followed elsewhere
         urgency = "high" if decision.get("decision") == "urgent" else "normal"
         for found in self.store.subscriptions(self.recipients(patient)):
             info = json.loads(self.keyring.cipher(found.person_id).open(found.sealed, SUBSCRIPTION))
+            # a click opens the patient's own page, or their page of the review pages
+            own = found.person_id == patient.id
+            url = "/me" if own else f"/review/patients/{patient.id}"
+            data = json.dumps(message | {"url": url}, ensure_ascii=True)
             try:
                 webpush(
                     info,

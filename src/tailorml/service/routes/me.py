@@ -64,6 +64,7 @@ def me_page(
         candidates=list(reversed(service.registry.candidates(caller.id, pending_only=False))),
         context=pages.patient_context(service, caller, caller, unit, zone),
         zones=pages.zones(),
+        push_key=service.push.public_key(),
         here="/me",
         confirm_erase=confirm_erase,
         message=message,

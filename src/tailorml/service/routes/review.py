@@ -8,7 +8,8 @@ accepts it. The sign-in form carries its own CSRF token (an HMAC under the serve
 random pre-session value that the form's GET put in a short-lived cookie), so another site
 cannot sign a browser into its account; every form of a session carries a token bound to
 that session, so another site cannot make a signed-in browser approve a model or sign out.
-Pages send a Content Security Policy that allows nothing from other origins."""
+Pages send a Content Security Policy that allows nothing from other origins, and scripts
+only as files of this server (no inline script: `/static/push.js`, routes/push.py)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,12 @@ FIGURES = (  # key, label, digits
     ("acc_general", "accuracy on other people's data", 3),
     ("agreement_in_range", "agreement with the predefined model (in range)", 3),
 )
+#: Scripts and service workers only from this server (the pages' one script is
+#: /static/push.js, its worker /push-sw.js): never inline, never another origin.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src "
-    "'self' 'unsafe-inline'; frame-ancestors 'self'; form-action 'self'",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; worker-src 'self'; "
+    "img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'self'; "
+    "form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -291,6 +295,7 @@ async def review_list(request: Request, service: ServiceDep):
         caller=caller,
         csrf=csrf_token(service, session_id),
         rows=rows,
+        push_key=await run_in_threadpool(service.push.public_key),
         message=pages.done_message(request.query_params.get("done")),
     )
 
