@@ -241,6 +241,37 @@ def test_a_treatment_changed_and_deleted_over_api_v3_arrives_as_update_and_delet
     run(scenario())
 
 
+def test_a_quiet_collection_still_gets_its_change_after_others_moved_on(live, made):
+    """A profile changes rarely, devicestatus every 5 minutes: the quiet collection's
+    cursor follows the busy one's (the poll reads what changed since, not the history),
+    and the profile stored after that still arrives."""
+    url, other = live
+    carol = made.people["carol"]
+    now = int(time.time() * 1000) // 1000 * 1000
+    status = {"device": "openaps://phone", "created_at": now - 50_000, "pump": {"clock": "x"}}
+    profile = {"defaultProfile": "Day", "startDate": "2026-01-01T00:00:00.000Z", "store": {}}
+
+    async def scenario():
+        async with Listener(url, "/storage") as aaps:
+            ack = await aaps.subscribe(
+                {"accessToken": carol.token, "collections": ["devicestatus", "profile"]}
+            )
+            assert ack == {"success": True, "collections": ["devicestatus", "profile"]}
+            for collection, record in (("devicestatus", status), ("profile", profile)):
+                posted = await asyncio.to_thread(
+                    other.post, f"/api/v1/{collection}", json=[record], headers=carol.secret
+                )
+                assert posted.status_code == 200, posted.text
+                event, data = await aaps.next()
+                assert (event, data["colName"]) == ("create", collection)
+                key = "device" if collection == "devicestatus" else "defaultProfile"
+                assert data["doc"][key] == record[key]
+                await asyncio.sleep(3 * POLL)  # rounds pass: profile's cursor moves up
+            await aaps.nothing(3 * POLL)
+
+    run(scenario())
+
+
 def test_connections_per_account_are_bounded(live, made, monkeypatch):
     url, _ = live
     carol = made.people["carol"]

@@ -357,11 +357,13 @@ class SocketHub:
 
     async def _storage(self, watch: Watch) -> None:
         service = self.service
-        newest = await run_in_threadpool(service.v3_last_modified, watch.reader, watch.patient)
-        for collection, after in list(watch.cursor.items()):
-            for _ in range(BATCHES):
-                if newest.get(collection, 0) <= after:
-                    break
+        changed, moved = await run_in_threadpool(self._changed, watch)
+        for collection, floor in moved.items():
+            if watch.cursor.get(collection, floor) < floor:
+                watch.cursor[collection] = floor
+        for collection in changed:
+            after = watch.cursor.get(collection)
+            for _ in range(BATCHES if after is not None else 0):  # None: no longer wanted
                 records = await run_in_threadpool(
                     service.v3_history, watch.reader, watch.patient, collection, after, False, BATCH
                 )
@@ -371,6 +373,29 @@ class SocketHub:
                 watch.cursor[collection] = after
                 if len(records) < BATCH:
                     break
+
+    def _changed(self, watch: Watch) -> tuple[list[str], dict[str, int]]:
+        """The watched collections with a change after what was sent, and how far the
+        others' cursors may move; access is checked again (a withdrawn consent ends it).
+
+        Each is one history query bounded below by its cursor. The collections stored whole
+        share one index by server time, so a quiet collection's query (a profile changed
+        months ago) would read every devicestatus since: a collection with nothing new moves
+        its cursor up to the newest time already seen of any collection. That is safe
+        because server times are taken in commit order (one clock, inside the writing
+        transaction): a change not visible to this query commits with a later time than
+        every one that was visible before it."""
+        self.service.subject(watch.reader, watch.patient, "subscribe_socketio")
+        store = self.service.store
+        cursors = dict(watch.cursor)
+        floor = max(cursors.values(), default=0)
+        changed, moved = [], {}
+        for collection, after in cursors.items():
+            if store.v3_history(collection, watch.subject.id, after, False, 1):
+                changed.append(collection)
+            elif after < floor:
+                moved[collection] = floor
+        return changed, moved
 
     async def _emit_change(self, watch: Watch, collection: str, record: dict) -> None:
         if record.get("isValid") is False:
