@@ -22,12 +22,13 @@ to the message). Reads go through `Service.v3_history`: the same access check, c
 audit as `GET /api/v3/{collection}/history`.
 
 **Several processes.** Nothing is announced in memory: each process polls, every
-`POLL_SECONDS`, for the people subscribed to it, the store's newest server modification
-time of each collection (`last_modified`, two indexed queries per collection) and emits
-the history after what it last sent, oldest first. A change stored by any process on the
-same data directory therefore reaches every subscriber within a poll interval plus the
-time to open it. Server times come from one strictly increasing clock per data directory,
-taken inside the writing transaction, so "after the last sent" skips nothing.
+`POLL_SECONDS`, for the people subscribed to it, whether each subscribed collection changed
+after what it last sent (`_changed`), and emits that history, oldest first. A change stored
+by any process on the same data directory therefore reaches every subscriber within a poll
+interval plus the time to open it. Server times come from one strictly increasing clock per
+data directory, taken inside the writing transaction, so "after the last sent" skips
+nothing. Engine.IO sessions, which live in one process, are reached from the others through
+`Relay`.
 
 **Bounds.** Records are opened off the event loop, at most `BATCH` per collection per hop
 and `BATCHES` hops per collection per round (the rest follows in the next round, still in
@@ -265,24 +266,28 @@ class SocketHub:
 
     async def _watch(self, sub: Subscription) -> None:
         key = (sub.namespace, sub.reader.id, sub.subject.id)
+        found = self.watches.get(key)
+        new = [c for c in sub.collections if found is None or c not in found.cursor]
+        newest, current = {}, None
+        if new:  # where this subscription's collections start
+            newest = await run_in_threadpool(self.service.store.last_modified, sub.subject.id)
+        if sub.namespace == ALARM and found is None:  # the alarm sounding now is not sent
+            current = await run_in_threadpool(self._newest_decision, sub.subject)
+        # no await from here on: a subscribe of the same reader and subject that ran
+        # meanwhile has made the watch this one joins
         watch = self.watches.get(key)
         if watch is None:
-            watch = Watch(sub.namespace, sub.reader, sub.subject, sub.patient)
-        new = [c for c in sub.collections if c not in watch.cursor]
-        if sub.namespace == STORAGE and new:
-            newest = await run_in_threadpool(self.service.store.last_modified, sub.subject.id)
-            watch.cursor |= {c: newest.get(c, 0) for c in new}
-        elif sub.namespace == ALARM and not watch.sids:
-            current = await run_in_threadpool(self._newest_decision, sub.subject)
+            watch = self.watches[key] = Watch(sub.namespace, sub.reader, sub.subject, sub.patient)
             watch.alert_id = current["id"] if current else None
             watch.sounding = bool(current and current["decision"] in SOUNDING)
-        self.watches[key] = watch
+        for collection in new:
+            watch.cursor.setdefault(collection, newest.get(collection, 0))
         watch.sids.add(sub.sid)
         self.subs[(sub.namespace, sub.sid)] = sub
-        for collection in sub.collections or ("",):
-            await self.sio.enter_room(sub.sid, watch.room(collection), namespace=sub.namespace)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
+        for collection in sub.collections or ("",):
+            await self.sio.enter_room(sub.sid, watch.room(collection), namespace=sub.namespace)
 
     async def _unsubscribe(self, namespace: str, sid: str) -> None:
         sub = self.subs.pop((namespace, sid), None)
@@ -316,7 +321,10 @@ class SocketHub:
         loop = asyncio.get_running_loop()
         while self.watches and not self._closed:
             started = loop.time()
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception:  # the store unreachable for a moment: try again next round
+                log.exception("socket.io poll round failed")
             await asyncio.sleep(max(0.0, self.poll_seconds - (loop.time() - started)))
 
     async def poll(self) -> None:
