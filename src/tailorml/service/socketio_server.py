@@ -592,6 +592,17 @@ class Relay:
         except OSError as error:
             self.usable = False
             log.warning("socket.io sessions are not relayed between processes: %s", error)
+            return
+        for stale in sorted(self.directory.glob("*.sock"))[:64]:  # of processes that died
+            if stale.name != f"{self.tag}.sock":
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(stale)), 1)
+                    writer.close()
+                except ConnectionRefusedError:  # nobody listens there any more
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+                except (OSError, TimeoutError):
+                    pass
 
     async def close(self) -> None:
         if self._server is not None:
