@@ -13,9 +13,12 @@ pay for torch (about 400 MB a process) or onnx; the registry's side writes the f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +38,9 @@ INPUT_NAME = "readings"
 OUTPUT_NAME = "logits"
 POLICY_KEY = "tailorml.alert_policy"  # metadata_props key holding the policy as JSON
 OPSET = 20
+EXPORTS_KEPT = 16  # model files whose ONNX export a process keeps (about 60 KB each)
+_exported: OrderedDict[str, tuple[bytes, dict]] = OrderedDict()
+_exported_lock = threading.Lock()
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -58,6 +64,31 @@ def onnx_bytes(model: SmallCNN) -> bytes:
     set_policy(proto, model.policy)
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
+
+
+def onnx_of_model_file(data: bytes, source: str | Path) -> tuple[bytes, dict]:
+    """The ONNX bytes and the alert policy (as a dict) of a model file's content `data`
+    (read from `source`, named in errors; `ModelFileError` for bytes that are no model).
+
+    torch's exporter traces the network (seconds per model) and writes the same bytes for
+    the same file, so a process keeps its last `EXPORTS_KEPT` exports by the file's sha256:
+    a model registered again (the predefined model in each new data directory, a worker's
+    start-up check) is exported once."""
+    key = hashlib.sha256(data).hexdigest()
+    with _exported_lock:
+        found = _exported.get(key)
+        if found is not None:
+            _exported.move_to_end(key)
+            return found[0], dict(found[1])
+    from tailorml.models.cnn import load_model
+
+    model = load_model(source, data)
+    made = (onnx_bytes(model), model.policy.to_dict())
+    with _exported_lock:
+        _exported[key] = made
+        while len(_exported) > EXPORTS_KEPT:
+            _exported.popitem(last=False)
+    return made[0], dict(made[1])
 
 
 def _export_proto(model: SmallCNN) -> onnx.ModelProto:

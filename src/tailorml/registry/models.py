@@ -559,15 +559,14 @@ class Registry:
         """The ONNX file of a model file's content, stored under its own sha256 (written
         before the transaction that records it, as model files are); returns its sha256
         and the model's policy as a dict."""
-        from tailorml.models.onnx_runtime import onnx_bytes
+        from tailorml.models.onnx_runtime import onnx_of_model_file
 
-        model = load_model(source, data)
-        exported = onnx_bytes(model)
+        exported, policy = onnx_of_model_file(data, source)
         digest = hashlib.sha256(exported).hexdigest()
         target = self.onnx_path(digest)
         if not target.exists():
             atomic_write_bytes(target, exported)
-        return digest, model.policy.to_dict()
+        return digest, policy
 
     def _servable(self, data: bytes, source: str | Path) -> tuple[str, dict] | None:
         """`_export`, or None for bytes that are not a model file: the registry never
