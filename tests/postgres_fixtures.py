@@ -3,7 +3,8 @@
 `pgserver` (PyPI) runs a PostgreSQL 16 from its wheel in a temporary directory, root
 included, so the suite stays PyPI-only; where it is not installed, Debian's `postgresql`
 package (`/usr/lib/postgresql/*/bin/initdb`) is used; where neither is, the PostgreSQL
-cases skip and say why. Each test gets a fresh database made from a template that already
+cases skip and say why (TAILORML_TEST_POSTGRES=debian picks Debian's even with pgserver
+installed, to test that path). Each test gets a fresh database made from a template that already
 holds the people store's schema (CREATE DATABASE ... TEMPLATE copies files: ~0.1 s),
 dropped after the test (WITH (FORCE): the test's store may still hold connections).
 
@@ -53,6 +54,8 @@ class _Debian:
                 self.bin / "pg_ctl",
                 "-D",
                 self.data,
+                "-l",  # the server's output to a file: not to our pipe, which it would hold open
+                root / "server.log",
                 "-w",
                 "-o",
                 f"-k {self.socket} -c listen_addresses=''",
@@ -89,6 +92,8 @@ def postgres_server() -> Iterator[dict]:
     started = time.perf_counter()
     server = None
     try:
+        if os.environ.get("TAILORML_TEST_POSTGRES") == "debian":
+            raise ImportError("the Debian server asked for")
         with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR (a container)
             warnings.simplefilter("ignore")
             import pgserver

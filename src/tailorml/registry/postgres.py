@@ -171,7 +171,9 @@ class PostgresDatabase:
 
     def _connection(self) -> Connection:
         connection = getattr(self._local, "connection", None)
-        if connection is None or connection.raw.closed:
+        if connection is None or connection.raw.closed or connection.raw.broken:
+            # first use in this thread, or the server closed it (a restart, a failover):
+            # the next call gets a new connection (the failed one's caller saw the error)
             connection = self._local.connection = self.connect()
         return connection
 
