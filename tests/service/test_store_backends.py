@@ -268,3 +268,44 @@ def test_a_migration_adds_the_columns_a_table_lacks_once(store):
         assert connection.execute("PRAGMA table_info(no_such_table)").fetchall() == []
     (row,) = store.database.query("SELECT ? * 1024 AS big, 'x' AS s", (2**40,))
     assert (row["big"], row[1], dict(row)) == (2**50, "x", {"big": 2**50, "s": "x"})
+
+
+def at_once(n: int, work) -> list:
+    """Run `work(k)` in `n` threads released together; their results (or exceptions)."""
+    results, start = [None] * n, threading.Barrier(n)
+
+    def run(k: int) -> None:
+        start.wait()
+        try:
+            results[k] = work(k)
+        except Exception as error:  # the test reads it
+            results[k] = error
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_one_reading_uploaded_by_two_processes_at_once_is_stored_once(store_location):
+    """Two uploads of the same reading at the same moment (an uploader retrying on
+    another connection): one stores it, the other finds it (never a duplicate, never a
+    unique-key error), on PostgreSQL because the person's row lock orders them."""
+    stores = [PeopleStore(store_location) for _ in range(4)]
+    ann = patient(stores[0])
+    results = at_once(
+        4, lambda k: stores[k].add_entries(ann.id, [Write(1_000, "k", b"x", "c")], "t")
+    )
+    assert sorted(r[0].outcome for r in results) == ["new", "same", "same", "same"]
+    assert len(stores[0].entries(ann.id)) == 1
+
+
+def test_two_requests_for_one_persons_personalization_make_one_job(store_location):
+    stores = [PeopleStore(store_location) for _ in range(3)]
+    ann = patient(stores[0])
+    results = at_once(3, lambda k: stores[k].add_job(ann.id, "t"))
+    jobs = [r for r in results if not isinstance(r, Exception)]
+    assert len(jobs) == 1 and len(stores[0].jobs(ann.id)) == 1
+    assert all("already under way" in str(r) for r in results if isinstance(r, Exception))
