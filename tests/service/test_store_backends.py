@@ -202,22 +202,37 @@ def test_reads_are_audited_in_batches_and_flushed(store):
 
 
 def test_server_times_increase_across_writers_at_once(store_location):
+    """Four connections write at once, two for each of two people (uploads and a delete):
+    each person's server times (uploads and tombstones) are distinct, never reused. On
+    SQLite the clock is one for all (no two times alike at all); on PostgreSQL it is each
+    person's, so other people's uploads never wait for it."""
     stores = [PeopleStore(store_location) for _ in range(4)]
-    people = [patient(s, f"p{k}") for k, s in enumerate(stores)]
-    stamps, start = [], threading.Barrier(4)
+    people = [patient(stores[0], name) for name in ("ann", "eve")]
+    stamps: dict[str, list[int]] = {person.id: [] for person in people}
+    lock, start = threading.Lock(), threading.Barrier(4)
 
     def writer(k: int) -> None:
+        person = people[k % 2]
         start.wait()
         for n in range(5):
-            (done,) = stores[k].add_entries(people[k].id, [Write(n, f"k{n}", b"x", "c")], "t")
-            stamps.append(done.srv_modified)
+            key = f"k{k}-{n}"
+            (done,) = stores[k].add_entries(person.id, [Write(n, key, b"x", "c")], "t")
+            with lock:
+                stamps[person.id].append(done.srv_modified)
+        stores[k].delete("entries", person.id, done.public_id, "t")
 
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(set(stamps)) == 20  # one clock for every writer: no two alike
+    for person in people:
+        history = stores[0].v3_history("entries", person.id, 0, False, 100)
+        times = [row.srv_modified for row in history]
+        assert len(history) == 10 and len(set(times)) == 10 == len(set(stamps[person.id]))
+        assert sum(row.deleted for row in history) == 2
+    if stores[0].database.dialect == "sqlite":
+        assert len({t for ts in stamps.values() for t in ts}) == 20  # one clock for all
 
 
 def test_one_persons_decisions_take_turns_and_others_run_beside(store_location):

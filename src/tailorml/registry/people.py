@@ -46,7 +46,6 @@ from tailorml.registry.database import (
     add_columns,
     audit,
     dialect_of,
-    for_update,
     insert_id,
     is_postgres_url,
     now,
@@ -197,6 +196,10 @@ CREATE INDEX IF NOT EXISTS tombstones_by_modified ON tombstones(person_id, colle
     srv_modified);
 CREATE TABLE IF NOT EXISTS srv_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS srv_clocks (
+    person_id TEXT PRIMARY KEY REFERENCES people(id),
     last_ms INTEGER NOT NULL
 );
 """
@@ -802,7 +805,7 @@ class PeopleStore:
             _refuse_erased(connection, person_id)
             self._flush_reads(connection, self._read_window())
             writes = [Write(*r) for r in rows]
-            stamps = iter(_server_times(connection, len(writes)))
+            stamps = iter(_server_times(connection, len(writes), person_id))
             for write in writes:
                 column, value = (
                     ("public_id", write.public_id) if by_id else ("fingerprint", write.key)
@@ -959,7 +962,7 @@ class PeopleStore:
         created, ids = now(), []
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
-            stamps = _server_times(connection, len(rows))
+            stamps = _server_times(connection, len(rows), person_id)
             for (date_ms, sealed, *more), stamp in zip(rows, stamps, strict=True):
                 key, identifier = [*more, None, None][:2]
                 public_id = _new_public_id()
@@ -997,7 +1000,7 @@ class PeopleStore:
         date_ms, sealed, key, identifier = row
         with self.database.transaction() as connection:
             _refuse_erased(connection, person_id)
-            (stamp,) = _server_times(connection, 1)
+            (stamp,) = _server_times(connection, 1, person_id)
             changed = connection.execute(
                 "UPDATE documents SET date_ms = ?, sealed = ?, fingerprint = ?, identifier ="
                 " COALESCE(?, identifier), srv_modified = ? WHERE person_id = ? AND"
@@ -1582,17 +1585,29 @@ def _keep_previous(connection, table, person_id, found, change, actor, created) 
     )
 
 
-def _server_times(connection, count: int) -> list[int]:
-    """`count` server modification times (epoch ms), each later than every one given before
-    in this data directory: one clock for every writer and process, as Nightscout's, so a
-    client reading a history page by page (`srvModified` after the last it saw) never skips
-    a record written in the same millisecond as another."""
-    if count and dialect_of(connection) != "sqlite":  # the row to lock exists (the first use)
-        connection.execute("INSERT OR IGNORE INTO srv_clock (id, last_ms) VALUES (1, 0)")
-    row = connection.execute(
-        "SELECT last_ms FROM srv_clock WHERE id = 1" + for_update(connection)
-    ).fetchone()
-    first = int(time.time() * 1000)
+def _server_times(connection, count: int, person_id: str) -> list[int]:
+    """`count` server modification times (epoch ms) for a write of `person_id`'s records,
+    each later than every one given before, so a client reading a history page by page
+    (`srvModified` after the last it saw) never skips a record written in the same
+    millisecond as another. On SQLite one clock for every writer and process, as
+    Nightscout's (the file's write lock orders the transactions anyway). On PostgreSQL one
+    clock per person (`srv_clocks`; a history is one person's): its row stays locked until
+    the transaction ends, so the person's times are in commit order, while other people's
+    uploads do not wait for this one's clock."""
+    now_ms = int(time.time() * 1000)
+    if dialect_of(connection) != "sqlite":
+        if not count:
+            return []
+        # one statement: the clock row is created, moved on and locked at once
+        (last,) = connection.execute(
+            "INSERT INTO srv_clocks (person_id, last_ms) VALUES (?, ?) ON CONFLICT (person_id)"
+            " DO UPDATE SET last_ms = GREATEST(srv_clocks.last_ms + ?, excluded.last_ms)"
+            " RETURNING last_ms",
+            (person_id, now_ms + count - 1, count),
+        ).fetchone()
+        return list(range(last - count + 1, last + 1))
+    row = connection.execute("SELECT last_ms FROM srv_clock WHERE id = 1").fetchone()
+    first = now_ms
     if row is not None:
         first = max(first, row["last_ms"] + 1)
     if count:
@@ -1607,7 +1622,7 @@ def _server_times(connection, count: int) -> list[int]:
 def _bury(connection, person_id: str, collection: str, found) -> None:
     """The tombstone of a deleted record: what it held (sealed), its ids and when it was
     deleted, for API v3's history (`isValid: false`)."""
-    (stamp,) = _server_times(connection, 1)
+    (stamp,) = _server_times(connection, 1, person_id)
     connection.execute(
         "INSERT INTO tombstones (person_id, collection, public_id, identifier, date_ms,"
         " srv_created, srv_modified, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
