@@ -11,7 +11,7 @@ import pytest
 
 from tailorml.errors import TailormlError
 from tailorml.registry import consent, sealed_formats
-from tailorml.registry.database import DATABASE_ERRORS
+from tailorml.registry.database import DATABASE_ERRORS, add_columns, table_columns
 from tailorml.registry.people import PeopleStore, Write
 from tailorml.service.auth import add_person
 
@@ -270,8 +270,6 @@ def test_one_persons_decisions_take_turns_and_others_run_beside(store_location):
 
 
 def test_a_migration_adds_the_columns_a_table_lacks_once(store):
-    from tailorml.registry.database import add_columns, table_columns
-
     with store.database.transaction() as connection:
         assert "lease_owner" in table_columns(connection, "jobs")
         assert add_columns(connection, "jobs", {"extra_ms": "INTEGER", "lease_owner": "TEXT"}) == [
@@ -324,3 +322,28 @@ def test_two_requests_for_one_persons_personalization_make_one_job(store_locatio
     jobs = [r for r in results if not isinstance(r, Exception)]
     assert len(jobs) == 1 and len(stores[0].jobs(ann.id)) == 1
     assert all("already under way" in str(r) for r in results if isinstance(r, Exception))
+
+
+def test_a_database_from_before_leases_and_per_person_clocks_is_brought_up_to_date(
+    store_location,
+):
+    """Yesterday's schema on either backend (a jobs table without the lease columns, no
+    per-person clocks): opening the store adds what is missing, and the job left running
+    without a lease is taken up again once."""
+    store = PeopleStore(store_location)
+    ann = patient(store)
+    job = store.add_job(ann.id, "t")
+    with store.database.transaction() as connection:
+        connection.execute("DROP TABLE srv_clocks")
+        for column in ("lease_owner", "lease_expires_s", "expired_leases"):
+            connection.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+        connection.execute("UPDATE jobs SET status = 'running', started = 'yesterday'")
+    store.database.close()
+    again = PeopleStore(store_location)  # opening migrates
+    with again.database.transaction() as connection:
+        assert {"lease_owner", "expired_leases"} <= table_columns(connection, "jobs")
+        assert table_columns(connection, "srv_clocks") == {"person_id", "last_ms"}
+    taken = again.claim_job("new", lease_seconds=30)
+    assert (taken.id, taken.lease_owner, taken.expired_leases) == (job.id, "new", 1)
+    (stamp,) = again.add_entries(ann.id, [Write(1, "k", b"x", "c")], "ann")
+    assert stamp.srv_modified > 0
