@@ -347,3 +347,12 @@ def test_a_database_from_before_leases_and_per_person_clocks_is_brought_up_to_da
     assert (taken.id, taken.lease_owner, taken.expired_leases) == (job.id, "new", 1)
     (stamp,) = again.add_entries(ann.id, [Write(1, "k", b"x", "c")], "ann")
     assert stamp.srv_modified > 0
+
+
+def test_each_backend_measures_its_tables_and_indexes(store):
+    ann = patient(store)
+    store.add_entries(ann.id, [Write(k, f"k{k}", b"s" * 100, "c") for k in range(200)], "ann")
+    sizes = store.database.table_bytes()
+    assert {"entries", "people", "audit_log", "entries_by_time"} <= set(sizes)
+    assert sizes["entries"] >= 200 * 100  # the sealed bytes are in it
+    assert list(sizes.values()) == sorted(sizes.values(), reverse=True)

@@ -220,6 +220,17 @@ class Database:
         """This thread's connection, for reads outside a transaction."""
         return self._connection()
 
+    def table_bytes(self) -> dict[str, int]:
+        """Bytes of every table and index after a checkpoint and VACUUM (SQLite's `dbstat`),
+        largest first: what a measurement of the store's size reads."""
+        connection = self._connection()
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.execute("VACUUM")
+        rows = connection.execute(
+            "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
+        ).fetchall()
+        return {name: int(size) for name, size in rows}
+
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
         connection = getattr(self._local, "connection", None)

@@ -33,8 +33,9 @@ Schemas (`script`, for `CREATE TABLE` and `ALTER TABLE ... ADD COLUMN`):
 
 What is not translated, because each backend has its own code (`registry.database`):
 `sqlite_master`/`sqlite_schema`,
-`strftime`, `printf` and `dbstat` (used only by SQLite migrations and measurements), and
-`cursor.lastrowid` (`insert_id`: `RETURNING id` on PostgreSQL).
+`strftime` and `printf` (used only by SQLite's migrations, which do not run on PostgreSQL),
+`dbstat` (each backend's `table_bytes`), and `cursor.lastrowid` (`insert_id`: `RETURNING
+id` on PostgreSQL).
 """
 
 from __future__ import annotations

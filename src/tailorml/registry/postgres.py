@@ -196,6 +196,19 @@ class PostgresDatabase:
         """This thread's connection, for reads outside a transaction."""
         return self._connection()
 
+    def table_bytes(self) -> dict[str, int]:
+        """Bytes of every table (with its TOAST data) and index after a VACUUM, largest
+        first: what SQLite's `dbstat` gives (`registry.database.Database.table_bytes`)."""
+        raw = self._connection().raw
+        raw.execute("VACUUM")
+        rows = raw.execute(
+            "SELECT c.relname, CASE WHEN c.relkind = 'i' THEN pg_relation_size(c.oid) ELSE"
+            " pg_table_size(c.oid) END AS size FROM pg_class AS c JOIN pg_namespace AS n ON"
+            " n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind IN"
+            " ('r', 'i') ORDER BY size DESC, c.relname"
+        ).fetchall()
+        return {name: int(size) for name, size in rows}
+
     def close(self) -> None:
         """Close every thread's connection (a test's database can then be dropped)."""
         with self._all_lock:
