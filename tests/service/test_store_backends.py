@@ -356,3 +356,28 @@ def test_each_backend_measures_its_tables_and_indexes(store):
     assert {"entries", "people", "audit_log", "entries_by_time"} <= set(sizes)
     assert sizes["entries"] >= 200 * 100  # the sealed bytes are in it
     assert list(sizes.values()) == sorted(sizes.values(), reverse=True)
+
+
+def test_on_postgresql_a_threads_connection_closes_when_the_thread_is_gone(postgres_url):
+    import gc
+
+    store = PeopleStore(postgres_url)
+
+    def connections() -> int:
+        (row,) = store.database.query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        return int(row["n"])
+
+    before = connections()
+    threads = [threading.Thread(target=store.people) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    del threads, thread
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while connections() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert connections() == before

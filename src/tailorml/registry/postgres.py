@@ -11,9 +11,11 @@ each statement (`registry.dialect`) and returns rows readable by name and by ind
   a person's writes lock their `people` row (`lock_person`: `FOR NO KEY UPDATE`, which
   leaves foreign-key checks of other rows free), the job queue claims with `FOR UPDATE
   SKIP LOCKED`, the server clock row is read `FOR UPDATE`.
-- **Connections**: one per thread, opened on first use, in autocommit mode outside a
-  transaction (a read outside `transaction()` sees the newest committed state, as a WAL
-  reader does).
+- **Connections**: one per thread, opened on first use, closed when the thread is gone,
+  in autocommit mode outside a transaction (a read outside `transaction()` sees the newest
+  committed state, as a WAL reader does). A server allows 100 connections by default: an
+  API process's thread pool (40 threads in Starlette) times its processes must stay below
+  that, or the service needs a pool (psycopg_pool) when it opens this store.
 - **Schema**: applied at open in one transaction under an advisory lock (several
   processes starting at once on an empty database would otherwise collide creating it).
   `migrate` runs as on SQLite, in its own transaction; it must use `table_columns` /
@@ -25,6 +27,7 @@ each statement (`registry.dialect`) and returns rows readable by name and by ind
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -148,7 +151,7 @@ class PostgresDatabase:
         self.url = url
         self.what = what
         self._local = threading.local()
-        self._all: list[psycopg.Connection] = []
+        self._all: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         try:
             with self.transaction() as connection:
@@ -164,9 +167,12 @@ class PostgresDatabase:
             ) from None
 
     def connect(self) -> Connection:
+        """A new connection for this thread, closed when the thread is gone (a thread that
+        ended would otherwise hold a server connection until the process exits)."""
         raw = psycopg.connect(self.url, autocommit=True)
         with self._all_lock:
-            self._all.append(raw)
+            self._all.add(raw)
+        weakref.finalize(threading.current_thread(), raw.close)
         return Connection(raw)
 
     def _connection(self) -> Connection:
@@ -212,7 +218,7 @@ class PostgresDatabase:
     def close(self) -> None:
         """Close every thread's connection (a test's database can then be dropped)."""
         with self._all_lock:
-            connections, self._all = self._all, []
+            connections, self._all = list(self._all), weakref.WeakSet()
         for raw in connections:
             raw.close()
         self._local = threading.local()
