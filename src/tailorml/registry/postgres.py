@@ -8,9 +8,10 @@ each statement (`registry.dialect`) and returns rows readable by name and by ind
 - **Transactions**: `transaction()` is BEGIN ... COMMIT (psycopg's, nested ones are
   savepoints), READ COMMITTED. SQLite's `BEGIN IMMEDIATE` made every write transaction
   the only one; here writers run side by side, so what relied on that takes a row lock:
-  a person's writes lock their `people` row (`lock_person`: `FOR NO KEY UPDATE`, which
-  leaves foreign-key checks of other rows free), the job queue claims with `FOR UPDATE
-  SKIP LOCKED`, the server clock row is read `FOR UPDATE`.
+  a person's writes lock their `people` row (`people._lock_person`: `FOR NO KEY UPDATE`,
+  which foreign-key checks and other people's writes do not wait for), the job queue
+  claims with `FOR UPDATE SKIP LOCKED`, and API v3's server clock is one row per person
+  (`people._server_times`), locked until the write commits.
 - **Connections**: one per thread, opened on first use, closed when the thread is gone,
   in autocommit mode outside a transaction (a read outside `transaction()` sees the newest
   committed state, as a WAL reader does). A server allows 100 connections by default: an
