@@ -71,13 +71,9 @@ def session(store, individual="p1", proposal=1):
 
 
 def sql(store: Registry, statement: str, parameters: tuple = ()) -> list[sqlite3.Row]:
-    """Read the registry file directly: for invariants the typed API deliberately hides."""
-    connection = sqlite3.connect(store.path)
-    connection.row_factory = sqlite3.Row
-    try:
-        return connection.execute(statement, parameters).fetchall()
-    finally:
-        connection.close()
+    """Read the registry's tables directly (its file, or its PostgreSQL database): for
+    invariants the typed API deliberately hides."""
+    return store.database.query(statement, parameters)
 
 
 def test_a_session_registers_candidates_gates_and_model_files(registry):

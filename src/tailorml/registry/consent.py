@@ -30,7 +30,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from tailorml.errors import TailormlError
-from tailorml.registry.database import audit, now
+from tailorml.registry.database import audit, dialect_of, now, table_columns
 
 PERSONALIZATION, CLINICIAN = "personalization", "clinician_access"
 SCOPES = (PERSONALIZATION, CLINICIAN)
@@ -140,16 +140,21 @@ NOT_CONSENTED_APPROVAL = (
 )
 
 
-def may_personalize(connection: sqlite3.Connection, individual: str) -> bool:
+def may_personalize(connection, individual: str, lock: bool = False) -> bool:
     """Whether a personalized model may be approved for `individual`: always in a registry
     that holds no accounts (a research registry of cohort ids), else only with the account's
-    consent to personalization. One rule for the API, the review page and the CLI."""
-    accounts = connection.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'consents'"
-    ).fetchone()
-    if accounts is None:
+    consent to personalization. One rule for the API, the review page and the CLI.
+
+    `lock` (inside a write transaction): on PostgreSQL the person's row is share-locked
+    until the transaction ends, so a withdrawal (which locks it to write) waits for the
+    caller's commit, or the caller reads the withdrawal; SQLite's write transaction holds
+    the whole file already."""
+    if not table_columns(connection, "consents"):
         return True
-    known = connection.execute("SELECT 1 FROM people WHERE id = ?", (individual,)).fetchone()
+    share = " FOR SHARE" if lock and dialect_of(connection) != "sqlite" else ""
+    known = connection.execute(
+        f"SELECT 1 FROM people WHERE id = ?{share}", (individual,)
+    ).fetchone()
     return known is None or granted(connection, individual, PERSONALIZATION)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -75,6 +76,15 @@ def is_postgres_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
 
 
+#: where a process started by the service (a personalization job, an ONNX export) finds
+#: the PostgreSQL URL of `--database`: its environment, never its command line (which any
+#: user of the machine can read, password included)
+DATABASE_ENV = "TAILORML_DATABASE"
+
+_shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
 def open_database(
     location: str | Path,
     schema: str,
@@ -83,11 +93,23 @@ def open_database(
     migrate: Callable | None = None,
 ):
     """A `postgresql://` URL: the PostgreSQL store (`synchronous` is the server's own
-    setting there); anything else: the SQLite file at that path."""
+    setting there); anything else: the SQLite file at that path.
+
+    On PostgreSQL the stores of one process that open the same URL (the people store and
+    the model registry of a service) share one `PostgresDatabase`, each adding its schema:
+    a thread then holds one server connection, not one per store, which is what bounds a
+    process's connections by its threads (docs/service.md, "Connections")."""
     if is_postgres_url(location):
         from tailorml.registry.postgres import PostgresDatabase
 
-        return PostgresDatabase(str(location), schema, what, migrate)
+        url = str(location)
+        with _shared_lock:
+            found = _shared.get(url)
+            if found is None:
+                found = _shared[url] = PostgresDatabase(url, schema, what, migrate)
+            else:
+                found.apply(schema, migrate)
+        return found
     return Database(location, schema, what, synchronous, migrate)
 
 
@@ -102,6 +124,15 @@ def for_update(connection, skip_locked: bool = False) -> str:
     if dialect_of(connection) == "sqlite":
         return ""
     return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+
+def lock_key(connection, key: str) -> None:
+    """Inside a write transaction: hold an exclusive lock named `key` until it ends (a
+    transaction-level advisory lock on PostgreSQL; nothing on SQLite, whose write
+    transaction holds the whole file). For writes that must take turns but share no row
+    to lock, e.g. one individual's activations in the model registry."""
+    if dialect_of(connection) != "sqlite":
+        connection.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
 
 
 def insert_id(connection, sql: str, parameters: tuple) -> int:
@@ -219,6 +250,10 @@ class Database:
     def reader(self) -> sqlite3.Connection:
         """This thread's connection, for reads outside a transaction."""
         return self._connection()
+
+    def storage(self) -> dict[str, str]:
+        """What the store runs on, as API v3's status names it."""
+        return {"storage": "sqlite", "version": sqlite3.sqlite_version}
 
     def table_bytes(self) -> dict[str, int]:
         """Bytes of every table and index after a checkpoint and VACUUM (SQLite's `dbstat`),

@@ -42,7 +42,15 @@ from tailorml.errors import ModelFileError, NotFoundError, TailormlError
 from tailorml.io import atomic_write_bytes, sha256_file
 from tailorml.policy import AlertPolicy
 from tailorml.registry import consent
-from tailorml.registry.database import Database, add_columns, audit, now
+from tailorml.registry.database import (
+    add_columns,
+    audit,
+    for_update,
+    insert_id,
+    lock_key,
+    now,
+    open_database,
+)
 
 if TYPE_CHECKING:  # torch: imported only where a model file is loaded, never by the service
     from tailorml.models.cnn import SmallCNN
@@ -169,6 +177,13 @@ def _migrate(connection: sqlite3.Connection) -> None:
             "SELECT proposal_candidate_id FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
         connection.execute(_SUPERSEDE, (proposal, individual, session_id))
+
+
+def _lock_individual(connection, individual: str) -> None:
+    """Inside a write transaction: the individual's changes take turns (`lock_key`), so on
+    PostgreSQL their activations are numbered in commit order (the newest id is the active
+    model) and two sessions' superseding cannot interleave."""
+    lock_key(connection, f"registry:{individual}")
 
 
 def load_model(path, data: bytes | None = None) -> SmallCNN:
@@ -355,27 +370,34 @@ class CandidateRecord:
 
 
 class Registry:
-    """Open (creating if needed) the registry in `root`: registry.sqlite + models/."""
+    """Open (creating if needed) the registry in `root`: registry.sqlite + models/; with
+    `database` (a `postgresql://` URL) its tables live in that database instead, and `root`
+    keeps the files (models/ and their ONNX files, session artifacts, cards)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, database: str | None = None) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise TailormlError(f"registry {self.root} is a file; pass a directory (--registry)")
         self.models_dir = self.root / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.root / "registry.sqlite"
-        self.database = Database(self.path, SCHEMA, migrate=_migrate)
+        self.database_url = database
+        if database is not None:
+            self.path = None
+            self.database = open_database(database, SCHEMA, "--database", migrate=_migrate)
+        else:
+            self.path = self.root / "registry.sqlite"
+            self.database = open_database(self.path, SCHEMA, migrate=_migrate)
 
     @classmethod
-    def existing(cls, root: str | Path) -> Registry:
+    def existing(cls, root: str | Path, database: str | None = None) -> Registry:
         """Open a registry that must already exist (commands that read or decide): a
         mistyped path is an error, not a new empty registry."""
-        if not (Path(root) / "registry.sqlite").is_file():
+        if database is None and not (Path(root) / "registry.sqlite").is_file():
             raise TailormlError(
                 f"no registry at {root}; check --registry (or soft.registry), or run "
                 "`tailorml personalize` first to create one"
             )
-        return cls(root)
+        return cls(root, database)
 
     def knows(self, individual: str) -> bool:
         """Whether `individual` was ever personalized here (has a session)."""
@@ -383,8 +405,9 @@ class Registry:
             self._query("SELECT 1 FROM sessions WHERE individual = ? LIMIT 1", (individual,))
         )
 
-    def _connect(self) -> sqlite3.Connection:
-        return self.database.connect()
+    def _reader(self):
+        """This thread's connection, for reads outside a transaction (either backend)."""
+        return self.database.reader()
 
     def _transaction(self):
         return self.database.transaction()
@@ -419,7 +442,8 @@ class Registry:
         row = connection.execute("SELECT id FROM models WHERE sha256 = ?", (sha256,)).fetchone()
         if row:
             return int(row["id"])
-        cursor = connection.execute(
+        return insert_id(
+            connection,
             "INSERT INTO models (sha256, kind, created, data_hash, config_json, code_version,"
             " description) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -432,7 +456,6 @@ class Registry:
                 description,
             ),
         )
-        return int(cursor.lastrowid)
 
     @staticmethod
     def _audit(connection, actor: str, action: str, individual: str | None, details: dict) -> None:
@@ -582,8 +605,9 @@ class Registry:
             return
         onnx_sha256, policy = export
         connection.execute(
-            "INSERT OR REPLACE INTO model_exports (model_sha256, onnx_sha256, policy_json,"
-            " created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO model_exports (model_sha256, onnx_sha256, policy_json, created) VALUES"
+            " (?, ?, ?, ?) ON CONFLICT (model_sha256) DO UPDATE SET onnx_sha256 ="
+            " excluded.onnx_sha256, policy_json = excluded.policy_json, created = excluded.created",
             (model_sha256, onnx_sha256, json.dumps(policy, sort_keys=True), now()),
         )
 
@@ -658,9 +682,11 @@ class Registry:
         export: tuple[str, dict] | None,
     ) -> SessionRecord:
         with self._transaction() as connection:
-            if not consent.may_personalize(connection, individual):
+            _lock_individual(connection, individual)
+            if not consent.may_personalize(connection, individual, lock=True):
                 raise consent.NotConsented(consent.NOT_CONSENTED_SESSION)
-            cursor = connection.execute(
+            session_id = insert_id(
+                connection,
                 "INSERT INTO sessions (individual, created, actor, predefined_model_id, data_hash,"
                 " refused_reason, n_candidates, summary_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -674,7 +700,6 @@ class Registry:
                     json.dumps(summary, sort_keys=True, default=str),
                 ),
             )
-            session_id = int(cursor.lastrowid)
             proposal_id = None
             candidate_ids: dict[str, int] = {}
             for index, (candidate, digest) in enumerate(zip(candidates, digests, strict=True)):
@@ -693,7 +718,8 @@ class Registry:
                     status = "pending_review"
                 else:
                     status = "not_selected" if candidate.passed_gates else "failed_gates"
-                cursor = connection.execute(
+                candidate_id = insert_id(
+                    connection,
                     "INSERT INTO candidates (session_id, individual, model_id, name, threshold,"
                     " passed_gates, status, metrics_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -707,7 +733,6 @@ class Registry:
                         json.dumps(candidate.metrics, sort_keys=True, default=str),
                     ),
                 )
-                candidate_id = int(cursor.lastrowid)
                 candidate_ids[candidate.name] = candidate_id
                 if index == proposal:
                     proposal_id = candidate_id
@@ -769,17 +794,13 @@ class Registry:
         deleting what the refused session left: its artifacts (held-out readings in the
         clear), and the model files `digests` and ONNX files `onnx` it wrote that no
         registered model names."""
-        connection = self._connect()
-        try:
-            if consent.may_personalize(connection, individual):
-                return
-            models = {r["sha256"] for r in connection.execute("SELECT sha256 FROM models")}
-            exports = {
-                r["onnx_sha256"]
-                for r in connection.execute("SELECT onnx_sha256 FROM model_exports")
-            }
-        finally:
-            connection.close()
+        connection = self._reader()
+        if consent.may_personalize(connection, individual):
+            return
+        models = {r["sha256"] for r in connection.execute("SELECT sha256 FROM models")}
+        exports = {
+            r["onnx_sha256"] for r in connection.execute("SELECT onnx_sha256 FROM model_exports")
+        }
         key = summary.get("artifacts")
         if isinstance(key, str) and key and "/" not in key and key not in (".", ".."):
             shutil.rmtree(self.root / "artifacts" / key, ignore_errors=True)
@@ -800,10 +821,14 @@ class Registry:
             raise TailormlError(f"decision must be approve or reject, not {decision!r}")
         if not reviewer.strip():
             raise TailormlError("a review needs the reviewer's name (--reviewer)")
-        self.candidate(candidate_id)  # an unknown id is a clear error before any write
+        known = self.candidate(candidate_id)  # an unknown id: a clear error before any write
         with self._transaction() as connection:
+            # on PostgreSQL, in this order: the individual's turn, their consent (a withdrawal
+            # waits, or is read), the candidate as it is now (another decision waits)
+            _lock_individual(connection, known.individual)
+            consented = consent.may_personalize(connection, known.individual, lock=True)
             row = connection.execute(
-                "SELECT * FROM candidates WHERE id = ?", (candidate_id,)
+                f"SELECT * FROM candidates WHERE id = ?{for_update(connection)}", (candidate_id,)
             ).fetchone()
             if row is None:
                 raise TailormlError(NO_CANDIDATE.format(id=candidate_id))
@@ -824,7 +849,7 @@ class Registry:
                     "the candidate a personalization session proposed (all gates passed) can be "
                     "approved or rejected"
                 )
-            if decision == "approve" and not consent.may_personalize(connection, row["individual"]):
+            if decision == "approve" and not consented:
                 raise TailormlError(consent.NOT_CONSENTED_APPROVAL)
             if row["status"] == "pending_review" and row["withdrawn_reason"] is not None:
                 raise TailormlError(
@@ -884,6 +909,7 @@ class Registry:
             )
         default_threshold = self.policy(predefined).threshold
         with self._transaction() as connection:
+            _lock_individual(connection, individual)
             connection.execute(
                 "INSERT INTO active_models (individual, model_id, candidate_id, threshold,"
                 " reason, actor, created) VALUES (?, ?, NULL, ?, ?, ?, ?)",
@@ -952,6 +978,7 @@ class Registry:
         )
         predefined = self.predefined()
         with self._transaction() as connection:
+            _lock_individual(connection, individual)
             for row in rows:
                 connection.execute(
                     "INSERT OR IGNORE INTO retired_models (model_id, individual, reason, actor,"
@@ -1047,7 +1074,7 @@ class Registry:
         if individual is not None:
             where.append("c.individual = ?")
             parameters.append(individual)
-        return self._candidates(" AND ".join(where) or "1", tuple(parameters))
+        return self._candidates(" AND ".join(where) or "TRUE", tuple(parameters))
 
     def session(self, session_id: int) -> SessionView:
         rows = self._query("SELECT * FROM sessions WHERE id = ?", (session_id,))
@@ -1123,30 +1150,27 @@ class Registry:
 
     def _candidates(self, where: str, parameters: tuple) -> list[CandidateView]:
         """Candidates matching `where` (over candidates c), with their gates, by id."""
-        connection = self._connect()
-        try:
-            rows = connection.execute(
-                "SELECT c.*, s.created FROM candidates c JOIN sessions s ON s.id = c.session_id "
-                f"WHERE {where} ORDER BY c.id",
-                parameters,
-            ).fetchall()
-            gates: dict[int, list[GateResult]] = {row["id"]: [] for row in rows}
-            if rows:
-                marks = ", ".join("?" * len(gates))
-                for gate in connection.execute(
-                    f"SELECT * FROM gate_results WHERE candidate_id IN ({marks}) ORDER BY id",
-                    tuple(gates),
-                ):
-                    gates[gate["candidate_id"]].append(
-                        GateResult(
-                            gate=gate["gate"],
-                            passed=bool(gate["passed"]),
-                            numbers=json.loads(gate["numbers_json"]),
-                            reason=gate["reason"],
-                        )
+        connection = self._reader()
+        rows = connection.execute(
+            "SELECT c.*, s.created FROM candidates c JOIN sessions s ON s.id = c.session_id "
+            f"WHERE {where} ORDER BY c.id",
+            parameters,
+        ).fetchall()
+        gates: dict[int, list[GateResult]] = {row["id"]: [] for row in rows}
+        if rows:
+            marks = ", ".join("?" * len(gates))
+            for gate in connection.execute(
+                f"SELECT * FROM gate_results WHERE candidate_id IN ({marks}) ORDER BY id",
+                tuple(gates),
+            ):
+                gates[gate["candidate_id"]].append(
+                    GateResult(
+                        gate=gate["gate"],
+                        passed=bool(gate["passed"]),
+                        numbers=json.loads(gate["numbers_json"]),
+                        reason=gate["reason"],
                     )
-        finally:
-            connection.close()
+                )
         return [
             CandidateView(
                 id=row["id"],

@@ -14,9 +14,10 @@ each statement (`registry.dialect`) and returns rows readable by name and by ind
   (`people._server_times`), locked until the write commits.
 - **Connections**: one per thread, opened on first use, closed when the thread is gone,
   in autocommit mode outside a transaction (a read outside `transaction()` sees the newest
-  committed state, as a WAL reader does). A server allows 100 connections by default: an
-  API process's thread pool (40 threads in Starlette) times its processes must stay below
-  that, or the service needs a pool (psycopg_pool) when it opens this store.
+  committed state, as a WAL reader does). The stores of a process that open one URL share
+  this object (`registry.database.open_database`), so a thread holds one connection: an API
+  process's connections are bounded by its request threads (`tailorml serve --threads`,
+  checked against the server's `max_connections` at start, docs/service.md).
 - **Schema**: applied at open in one transaction under an advisory lock (several
   processes starting at once on an empty database would otherwise collide creating it).
   `migrate` runs as on SQLite, in its own transaction; it must use `table_columns` /
@@ -28,6 +29,7 @@ each statement (`registry.dialect`) and returns rows readable by name and by ind
 from __future__ import annotations
 
 import threading
+import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,13 +149,20 @@ class PostgresDatabase:
         what: str = "--database",
         migrate: Callable[[Any], None] | None = None,
     ) -> None:
-        from tailorml.registry.database import AUDIT_SCHEMA
-
         self.url = url
         self.what = what
         self._local = threading.local()
         self._all: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
         self._all_lock = threading.Lock()
+        self._version: str | None = None
+        self.apply(schema, migrate)
+
+    def apply(self, schema: str, migrate: Callable[[Any], None] | None = None) -> None:
+        """Create what `schema` (and the audit log) needs, then run `migrate`: each in one
+        transaction under the schema lock. An unreachable or refusing server is one line
+        naming the option (`what`) and the URL without its password."""
+        from tailorml.registry.database import AUDIT_SCHEMA
+
         try:
             with self.transaction() as connection:
                 connection.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -164,8 +173,29 @@ class PostgresDatabase:
                     migrate(connection)
         except psycopg.OperationalError as error:
             raise TailormlError(
-                f"cannot reach the PostgreSQL database {_safe(url)} ({error}); check {what}"
+                f"cannot reach the PostgreSQL database {safe_url(self.url)}: {_line(error)};"
+                f" check {self.what}"
             ) from None
+        except psycopg.ProgrammingError as error:  # a URL psycopg cannot read
+            raise TailormlError(
+                f"{safe_url(self.url)} is not a PostgreSQL URL psycopg can use: {_line(error)};"
+                f" check {self.what}"
+            ) from None
+
+    def storage(self) -> dict[str, str]:
+        """What the store runs on, as API v3's status names it (the server's version)."""
+        if self._version is None:
+            number = self._connection().raw.info.server_version  # e.g. 160004
+            self._version = f"{number // 10000}.{number % 10000}"
+        return {"storage": "postgresql", "version": self._version}
+
+    def connection_limit(self) -> tuple[int, int]:
+        """(max_connections, superuser_reserved_connections) of the server: what all the
+        processes of the service may hold together is the first less the second."""
+        raw = self._connection().raw
+        (limit,) = raw.execute("SHOW max_connections").fetchone()
+        (reserved,) = raw.execute("SHOW superuser_reserved_connections").fetchone()
+        return int(limit), int(reserved)
 
     def connect(self) -> Connection:
         """A new connection for this thread, closed when the thread is gone (a thread that
@@ -225,11 +255,24 @@ class PostgresDatabase:
         self._local = threading.local()
 
 
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "(an unreadable URL)"
-    info.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**info)
+def safe_url(url: str) -> str:
+    """The URL without its password (in the user part or as a parameter), for messages."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = urllib.parse.urlencode(
+        [
+            (k, v)
+            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() != "password"
+        ]
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _line(error: Exception) -> str:
+    """psycopg's message on one line (libpq's are several: the failure, then hints)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) if lines else type(error).__name__
