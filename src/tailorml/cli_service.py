@@ -32,6 +32,16 @@ DataOption = Annotated[
         help="The service's data directory (registry, sealed readings); $TAILORML_DATA.",
     ),
 ]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        envvar="TAILORML_DATABASE",
+        help="A postgresql:// URL: people, readings and the model registry in that "
+        "PostgreSQL database instead of --data's SQLite file (--data keeps the model files "
+        "and job logs); $TAILORML_DATABASE.",
+    ),
+]
 KeyOption = Annotated[
     Path | None,
     typer.Option(
@@ -55,11 +65,29 @@ def _private_files() -> None:
     os.umask(0o077)
 
 
-def _store(data: Path, must_exist: bool = True):
+def database_url(database: str | None) -> str | None:
+    """`--database`, checked: a postgresql:// URL (or nothing: the SQLite file of --data)."""
+    from tailorml.registry.database import is_postgres_url
+
+    if database is None or database == "":
+        return None
+    if not is_postgres_url(database):
+        raise typer.BadParameter(
+            "takes a postgresql://USER@HOST/DATABASE URL (without it the service keeps its "
+            "tables in --data's SQLite file)",
+            param_hint="'--database'",
+        )
+    return database
+
+
+def _store(data: Path, must_exist: bool = True, database: str | None = None):
     from tailorml.errors import TailormlError
     from tailorml.registry.people import PeopleStore
 
     _private_files()
+    database = database_url(database)
+    if database is not None:
+        return PeopleStore(database)
     if must_exist and not (data / "registry.sqlite").is_file():
         raise TailormlError(
             f"no service data at {data}; check --data (start with `tailorml serve --data {data} "
@@ -83,7 +111,7 @@ def keygen(
     )
 
 
-def register_predefined_run(data: Path, run: Path) -> str:
+def register_predefined_run(data: Path, run: Path, database: str | None = None) -> str:
     """Register a train/demo run's model as the predefined model of the service's registry."""
     from tailorml.config import load_config
     from tailorml.data.cohort import cohort_sha256
@@ -97,7 +125,7 @@ def register_predefined_run(data: Path, run: Path) -> str:
             f"--predefined {run}: not a train/demo run (needs model.pt and config.toml)"
         )
     config = load_config(config_file)
-    record = Registry(data).register_predefined(
+    record = Registry(data, database).register_predefined(
         model_file,
         cohort_sha256(config.cohort.path or None),
         config.to_dict(),
@@ -109,6 +137,37 @@ def register_predefined_run(data: Path, run: Path) -> str:
 
 
 MAX_WORKERS = 64  # each API process holds ~250 MB: 100,000 of them forked until the OOM killer
+MAX_THREADS = 200
+SQLITE_THREADS = 40  # Starlette's (anyio's) thread pool
+# On PostgreSQL a thread that touched the store holds one connection until it ends (the people
+# store and the registry share it: `registry.database.open_database`): 16 request threads and
+# EXTRA_CONNECTIONS per API process let 4 processes fit a default server (100, 3 reserved)
+POSTGRES_THREADS = 16
+# besides its request threads, an API process's connections: its main thread, the job
+# runner's and the push sender's threads, a job's process (its main thread and its lease's),
+# an ONNX export's process
+EXTRA_CONNECTIONS = 6
+
+
+def check_connection_budget(database: str, workers: int, threads: int) -> None:
+    """Refuse to start API processes that could together open more connections than the
+    PostgreSQL server allows (`max_connections` less the superuser's reserve): past it,
+    requests would fail at random once load grows, instead of now with the numbers."""
+    from tailorml.errors import TailormlError
+    from tailorml.registry.people import PeopleStore
+    from tailorml.registry.postgres import safe_url
+
+    limit, reserved = PeopleStore(database).database.connection_limit()
+    need = workers * (threads + EXTRA_CONNECTIONS)
+    if need > limit - reserved:
+        raise TailormlError(
+            f"--workers {workers} x (--threads {threads} + {EXTRA_CONNECTIONS}) = {need}"
+            f" PostgreSQL connections at most, above the {limit - reserved} that"
+            f" {safe_url(database)} allows (max_connections {limit}, {reserved} reserved);"
+            " lower --threads or --workers, or raise max_connections (other hosts and"
+            " `tailorml worker` processes need theirs too)"
+        )
+
 
 LogLevelOption = Annotated[
     str,
@@ -125,6 +184,7 @@ JobsConfigOption = Annotated[
 
 def serve(
     data: DataOption,
+    database: DatabaseOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     key_file: KeyOption = None,
@@ -166,6 +226,16 @@ def serve(
             "the database.",
         ),
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_THREADS,
+            help="Request threads per API process (default 40 with --data alone, "
+            f"{POSTGRES_THREADS} with --database: each thread holds one PostgreSQL "
+            "connection, and the server allows 100 by default).",
+        ),
+    ] = None,
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
@@ -175,32 +245,45 @@ def serve(
     from tailorml.service.crypto import ServerKey
 
     level = _log_level(log_level)
+    database = database_url(database)
+    if threads is None:
+        threads = POSTGRES_THREADS if database else SQLITE_THREADS
     data.mkdir(parents=True, exist_ok=True)
-    lock = hold_serve_lock(data)  # noqa: F841 (held for the life of the process)
+    if database is None:  # with PostgreSQL, several `serve` (hosts) share the database
+        lock = hold_serve_lock(data)  # noqa: F841 (held for the life of the process)
     server_key = ServerKey.load(key_file, data)
     if predefined is not None:
-        digest = register_predefined_run(data, predefined)
+        digest = register_predefined_run(data, predefined, database)
         console.print(f"Predefined model {digest[:12]} registered from {predefined}.")
     jobs_file = jobs_config(config)
+    if database is not None:
+        check_connection_budget(database, workers, threads)
     if workers == 1:
         from tailorml.service.app import create_app
         from tailorml.service.core import Service
 
-        service = Service(data, server_key, jobs_file, durability, he_model)
+        service = Service(data, server_key, jobs_file, durability, he_model, database=database)
     else:  # each worker process builds its own Service from what a child checked
         check_worker_start(
             {
                 "data": str(data.resolve()),
+                "database": database,
                 "key_file": str(key_file.resolve()) if key_file else None,
                 "config": str(jobs_file) if jobs_file else None,
                 "durability": durability,
                 "he_model": str(Path(he_model).resolve()) if he_model else None,
                 "jobs": jobs,
                 "log_level": level,
+                "threads": threads,
             }
         )
+    where = f"data {data}"
+    if database is not None:
+        from tailorml.registry.postgres import safe_url
+
+        where = f"database {safe_url(database)} · files {data}"
     console.print(
-        f"tailorml service on http://{host}:{port} · data {data} · review page "
+        f"tailorml service on http://{host}:{port} · {where} · review page "
         f"http://{host}:{port}/review · Ctrl-C stops it"
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -216,7 +299,7 @@ def serve(
         "log_config": None,  # uvicorn's lines go through the handler of `_log_level`
     }
     if workers == 1:
-        uvicorn.run(create_app(service, run_jobs=jobs), **common)
+        uvicorn.run(create_app(service, run_jobs=jobs, threads=threads), **common)
         return
     uvicorn.run(APP_FACTORY, factory=True, workers=workers, **common)
 
@@ -273,8 +356,9 @@ def app_from_environment():
         Path(settings["config"]) if settings["config"] else None,
         settings["durability"],
         settings["he_model"],
+        database=settings.get("database"),
     )
-    return create_app(service, run_jobs=settings["jobs"])
+    return create_app(service, run_jobs=settings["jobs"], threads=settings.get("threads"))
 
 
 def jobs_config(config: Path | None) -> Path | None:
@@ -290,6 +374,7 @@ def jobs_config(config: Path | None) -> Path | None:
 
 def worker(
     data: DataOption,
+    database: DatabaseOption = None,
     key_file: KeyOption = None,
     config: JobsConfigOption = None,
     log_level: LogLevelOption = "info",
@@ -308,13 +393,14 @@ def worker(
     from tailorml.service.crypto import ServerKey
 
     _log_level(log_level)
-    if not (data / "registry.sqlite").is_file():
+    database = database_url(database)
+    if database is None and not (data / "registry.sqlite").is_file():
         raise TailormlError(
             f"{data} holds no service data; check --data, or start the service first with "
             f"`tailorml serve --data {data} --predefined RUN`"
         )
     server_key = ServerKey.load(key_file, data)
-    runner = Service(data, server_key, jobs_config(config)).jobs
+    runner = Service(data, server_key, jobs_config(config), database=database).jobs
     received: list[int] = []
 
     def stop(signal_number: int, _frame) -> None:
@@ -323,7 +409,12 @@ def worker(
 
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, stop)
-    console.print(f"tailorml worker on {data} · personalization jobs · Ctrl-C stops it")
+    where = data
+    if database is not None:
+        from tailorml.registry.postgres import safe_url
+
+        where = f"{safe_url(database)} · files {data}"
+    console.print(f"tailorml worker on {where} · personalization jobs · Ctrl-C stops it")
     runner.start()
     runner.wait()
     if not runner.stopped:  # the runner's thread died of an error (its traceback is above)
@@ -386,6 +477,7 @@ def users_add(
     name: Annotated[str, typer.Argument(help="A unique name (letters, digits, . _ @ -).")],
     role: Annotated[str, typer.Option(help="patient or clinician.")],
     data: DataOption,
+    database: DatabaseOption = None,
     personalization: Annotated[
         bool,
         typer.Option(
@@ -398,7 +490,7 @@ def users_add(
     from tailorml.service.auth import add_person, secret_sha1
 
     person, token = add_person(
-        _store(data, must_exist=False), name, role, _actor(), personalization
+        _store(data, must_exist=False, database=database), name, role, _actor(), personalization
     )
     console.print(f"Added {person.role} {person.name} (id {person.id}).")
     console.print(f"Token (shown once; keep it secret): [bold]{token}[/bold]")
@@ -413,9 +505,10 @@ def users_assign(
     clinician: Annotated[str, typer.Argument(help="The clinician's name.")],
     patient: Annotated[str, typer.Argument(help="The patient's name.")],
     data: DataOption,
+    database: DatabaseOption = None,
 ) -> None:
     """Let a clinician see a patient's data and review their personalized models."""
-    store = _store(data)
+    store = _store(data, database=database)
     if store.assign(store.by_name(clinician).id, store.by_name(patient).id, _actor()):
         console.print(f"{clinician} now reviews {patient}.")
     else:
@@ -430,6 +523,7 @@ def users_assign(
 def users_consent(
     patient: Annotated[str, typer.Argument(help="The patient's name.")],
     data: DataOption,
+    database: DatabaseOption = None,
     clinician: Annotated[
         str | None, typer.Option(help="A clinician's name: their access, not personalization.")
     ] = None,
@@ -446,12 +540,12 @@ def users_consent(
     their jobs and rolls a personalized model back to the predefined one."""
     from tailorml.registry.models import Registry
 
-    store = _store(data)
+    store = _store(data, database=database)
     person = store.by_name(patient)
     if grant is not None:
         clinician_id = store.by_name(clinician).id if clinician else None
         store.set_consent(person.id, grant, _actor(), "administrator", clinician_id)
-        registry = Registry(data)
+        registry = Registry(data, database_url(database))
         withdrawn = not grant and clinician is None and registry.knows(person.id)
         if withdrawn and registry.active_model(person.id).kind == "personalized":
             registry.rollback(person.id, "consent to personalization withdrawn", _actor())
@@ -467,23 +561,26 @@ def users_unassign(
     clinician: Annotated[str, typer.Argument(help="The clinician's name.")],
     patient: Annotated[str, typer.Argument(help="The patient's name.")],
     data: DataOption,
+    database: DatabaseOption = None,
 ) -> None:
     """End a clinician's access to a patient (their next request for the patient is refused)."""
     from tailorml.errors import TailormlError
 
-    store = _store(data)
+    store = _store(data, database=database)
     if not store.unassign(store.by_name(clinician).id, store.by_name(patient).id, _actor()):
         raise TailormlError(f"{clinician} is not assigned to {patient}; nothing to end")
     console.print(f"{clinician} no longer sees {patient}.")
 
 
 @users_app.command("rotate")
-def users_rotate(name: Annotated[str, typer.Argument()], data: DataOption) -> None:
+def users_rotate(
+    name: Annotated[str, typer.Argument()], data: DataOption, database: DatabaseOption = None
+) -> None:
     """Give a person a new token (after a leak): the old one is refused at once, their data,
     models and assignments stay; a revoked account is active again with the new token."""
     from tailorml.service.auth import rotate_token, secret_sha1
 
-    store = _store(data)
+    store = _store(data, database=database)
     token = rotate_token(store, store.by_name(name), _actor())
     console.print(f"New token of {name} (shown once; keep it secret): [bold]{token}[/bold]")
     console.print(
@@ -492,9 +589,9 @@ def users_rotate(name: Annotated[str, typer.Argument()], data: DataOption) -> No
 
 
 @users_app.command("list")
-def users_list(data: DataOption) -> None:
+def users_list(data: DataOption, database: DatabaseOption = None) -> None:
     """Everyone, with role, state and assignments."""
-    store = _store(data)
+    store = _store(data, database=database)
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("name", "id", "role", "state", "patients", "created"):
         table.add_column(column)
@@ -511,9 +608,11 @@ def users_list(data: DataOption) -> None:
 
 
 @users_app.command("revoke")
-def users_revoke(name: Annotated[str, typer.Argument()], data: DataOption) -> None:
+def users_revoke(
+    name: Annotated[str, typer.Argument()], data: DataOption, database: DatabaseOption = None
+) -> None:
     """Revoke a person's token: their next request is refused. Their data stays."""
-    store = _store(data)
+    store = _store(data, database=database)
     store.revoke(store.by_name(name).id, _actor())
     console.print(f"Token of {name} revoked.")
 
@@ -522,6 +621,7 @@ def users_revoke(name: Annotated[str, typer.Argument()], data: DataOption) -> No
 def users_erase(
     name: Annotated[str, typer.Argument()],
     data: DataOption,
+    database: DatabaseOption = None,
     key_file: KeyOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: erasure cannot be undone.")] = False,
 ) -> None:
@@ -533,9 +633,9 @@ def users_erase(
 
     if not yes:
         raise TailormlError(f"erasing {name} cannot be undone; repeat with --yes")
-    store = _store(data)
+    store = _store(data, database=database)
     person = store.by_name(name)
-    service = Service(data, ServerKey.load(key_file, data))
+    service = Service(data, ServerKey.load(key_file, data), database=database_url(database))
     counts = service.erase(person, _actor())
     console.print(
         f"Erased {name}: {counts['entries']} readings, {counts['treatments']} treatments, "

@@ -56,7 +56,9 @@ class ServiceData:
     people: dict[str, Account]
 
 
-def make_service_data(root: Path, trained) -> ServiceData:
+def make_service_data(root: Path, trained, database: str | None = None) -> ServiceData:
+    """`database`: a PostgreSQL URL holding the tables (`tailorml serve --database`), the
+    data directory then keeps the model files."""
     data, run = root / "data", root / "run"
     run.mkdir(parents=True)
     save_model(trained.model, run / "model.pt")
@@ -67,8 +69,8 @@ def make_service_data(root: Path, trained) -> ServiceData:
     (root / "jobs.toml").write_text(to_toml(config))
     key_file = write_key_file(root / "server.key")
     data.mkdir()
-    register_predefined_run(data, run)
-    store = PeopleStore(data)
+    register_predefined_run(data, run, database)
+    store = PeopleStore(database or data)
     people = {}
     for name, role in (
         ("alice", "patient"),

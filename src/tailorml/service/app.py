@@ -13,6 +13,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Router
@@ -138,9 +139,14 @@ class HeadAsGet:
         await self.app(dict(scope, method="GET"), receive, headers_only)
 
 
-def create_app(service: Service, run_jobs: bool = True) -> FastAPI:
+def create_app(service: Service, run_jobs: bool = True, threads: int | None = None) -> FastAPI:
+    """`threads`: the process's request threads (anyio's default thread limiter, 40 unless
+    set), which on PostgreSQL is also what bounds its connections: a thread holds one."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if threads is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         # the predefined model is exported before the first upload, not during it
         await run_in_threadpool(service.runtimes.session, service.registry.predefined())
         if service.encrypted.model is not None:  # the upload limit needs a keygen: not in a request

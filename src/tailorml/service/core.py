@@ -45,10 +45,15 @@ class Service:
         durability: str = "normal",
         he_model: str | Path | None = None,
         clock: Callable[[], float] = time.time,
+        database: str | None = None,
     ) -> None:
+        """`database`: a `postgresql://` URL holding the tables (people, readings, the
+        model registry); `data_dir` then keeps the files (model and ONNX files, job logs,
+        session artifacts). Without it everything is in `data_dir`'s SQLite file."""
         self.data_dir = Path(data_dir)
-        self.store = PeopleStore(self.data_dir, durability)
-        self.registry = Registry(self.data_dir)
+        self.database_url = database
+        self.store = PeopleStore(database or self.data_dir, durability)
+        self.registry = Registry(self.data_dir, database)
         if self.registry.predefined() is None:
             raise TailormlError(
                 f"{self.data_dir} has no predefined model; start with `tailorml serve --data "
@@ -67,7 +72,7 @@ class Service:
         self.keyring = Keyring(self.store, server_key)
         self.runtimes = Runtimes(self.registry, self.data_dir / "onnx")
         self.live = LiveAlerts(self.store, self.keyring, self.runtimes, clock)
-        self.jobs = JobRunner(self.data_dir, server_key, config_path)
+        self.jobs = JobRunner(self.data_dir, server_key, config_path, database=database)
         self.encrypted = EncryptedAlerts(self.data_dir, Path(he_model) if he_model else None)
         self.push = Pusher(self.store, self.keyring)
         self._jwt_key: bytes | None = None

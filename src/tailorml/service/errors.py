@@ -5,8 +5,9 @@
 a Content-Encoding other than gzip, 409 (with a `reason`) for an
 encrypted request made for a context or model the server no longer has, 408 for a public
 context sent too slowly, 429 when the same account is already uploading one, 503 when too
-many contexts are being uploaded, 507 when storage is full, 500 for anything else (the log
-keeps the traceback, the answer no server path).
+many contexts are being uploaded, 507 when storage is full, 503 while the PostgreSQL
+database is unreachable, 500 for anything else (the log keeps the traceback, the answer no
+server path).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from tailorml.errors import NotFoundError, TailormlError
+from tailorml.registry.database import DATABASE_ERRORS
 from tailorml.service.auth import AccessDenied, AuthError
 from tailorml.service.encrypted import ConflictError
 from tailorml.service.nightscout import PayloadError
@@ -163,13 +165,42 @@ async def _tailorml(request: Request, problem: TailormlError):
     return error(400, without_paths(str(problem)))
 
 
+try:
+    from psycopg import OperationalError as _PG_OPERATIONAL
+except ImportError:  # the PostgreSQL driver is installed only where it is used
+    _PG_OPERATIONAL = ()
+
+# PostgreSQL's SQLSTATEs: disk_full, out_of_memory, too_many_connections (class 53, the
+# server's resources), and class 08, the connection itself (refused, lost)
+PG_FULL = ("53100",)
+PG_UNAVAILABLE_CLASSES = ("08", "57P")  # 57P01..03: the server shut down / is starting
+
+
 async def _storage(request: Request, problem: Exception):
-    full = getattr(problem, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
-        getattr(problem, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    """An error of the disk or of the database (either backend): 507 when storage is full,
+    503 while a PostgreSQL server cannot be reached or refuses connections (a restart, a
+    failover, max_connections reached), else 500."""
+    state = getattr(problem, "sqlstate", None) or ""
+    full = (
+        getattr(problem, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        or getattr(problem, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or state in PG_FULL
     )
     if full:  # the operator's problem, said once in the log without a traceback
         log.error("storage full on %s %s: %s", request.method, request.url.path, problem)
         return error(507, "the server's storage is full; retry later")
+    unavailable = (
+        state.startswith(PG_UNAVAILABLE_CLASSES)
+        or state == "53300"
+        or (
+            isinstance(problem, _PG_OPERATIONAL) and not state  # no connection: refused, lost
+        )
+    )
+    if unavailable:
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, problem)
+        answer = error(503, "the database is unavailable; retry later")
+        answer.headers["Retry-After"] = "5"
+        return answer
     return await _internal(request, problem)
 
 
@@ -193,7 +224,7 @@ HANDLERS = {  # the most specific class of an error picks its handler
     NotFoundError: _missing,
     TailormlError: _tailorml,
     OSError: _storage,
-    sqlite3.Error: _storage,
+    **dict.fromkeys(DATABASE_ERRORS, _storage),  # sqlite3's, and psycopg's where installed
     Exception: _internal,
 }
 

@@ -37,6 +37,7 @@ import pandas as pd
 
 from tailorml.errors import TailormlError
 from tailorml.registry.consent import WITHDRAWN_JOB, NotConsented
+from tailorml.registry.database import DATABASE_ENV
 from tailorml.registry.job_queue import LEASE_SECONDS, LeaseLost, new_owner
 from tailorml.registry.people import PeopleStore
 from tailorml.service.crypto import KEY_ENV, ServerKey
@@ -66,15 +67,17 @@ class JobRunner:
         lease_seconds: float = LEASE_SECONDS,
         poll_seconds: float = 5.0,
         start_seconds: float = START_SECONDS,
+        database: str | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.database = database  # a PostgreSQL URL, handed to the job's process
         self.server_key = server_key
         self.config_path = config_path
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.start_seconds = start_seconds  # the first lease also covers the worker's start
         self.worker_module = WORKER_MODULE
-        self.store = PeopleStore(data_dir)
+        self.store = PeopleStore(database or data_dir)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="personalization", daemon=True)
@@ -122,6 +125,8 @@ class JobRunner:
         if self.config_path is not None:
             command += ["--config", str(self.config_path)]
         environment = os.environ | {KEY_ENV: _key_text(self.server_key)}
+        if self.database is not None:  # in its environment: a command line is public
+            environment[DATABASE_ENV] = self.database
         log_file = self.data_dir / "jobs" / f"{job_id}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a") as handle:
@@ -241,9 +246,16 @@ def with_person(config: Config, general: Cohort, mine: pd.DataFrame, person_id: 
     )
 
 
-def run_job(data_dir: Path, job_id: int, config_path: Path | None, lease: Lease) -> None:
+def run_job(
+    data_dir: Path,
+    job_id: int,
+    config_path: Path | None,
+    lease: Lease,
+    database: str | None = None,
+) -> None:
     """The worker: one job from queued data to a registered session (or a recorded failure),
-    under `lease`: its result is recorded only while the lease is this process's."""
+    under `lease`: its result is recorded only while the lease is this process's. `database`:
+    the service's PostgreSQL URL (its tables), `data_dir` its files."""
     from tailorml.config import load_config
     from tailorml.data.cohort import load_cohort
     from tailorml.data.prepared import prepare_split
@@ -253,9 +265,10 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None, lease: Lease)
     from tailorml.soft.card import card_path
     from tailorml.soft.session import personalize_individual
 
-    store = PeopleStore(data_dir)
+    store = PeopleStore(database or data_dir)
     job = store.job(job_id)
     try:
+        registry = Registry(data_dir, database)
         keyring = Keyring(store, ServerKey.load(None, data_dir))
         config = load_config(config_path)
         general = load_cohort(config.cohort.path or None)
@@ -266,13 +279,12 @@ def run_job(data_dir: Path, job_id: int, config_path: Path | None, lease: Lease)
             config,
             job.person_id,
             actor=f"service job {job_id} ({job.requested_by})",
-            registry_dir=data_dir,
+            registry_dir=registry,
             data=from_prepared(prepared, config, config.experiment.general_stride),
             before_record=lease.hold,
         )
         # the session's tables and card show this person's readings: sealed / deleted before
         # the job counts as done (the review page draws the card from the sealed tables)
-        registry = Registry(data_dir)
         seal_session(registry, outcome.session_id, keyring.cipher(job.person_id))
         card_path(registry, job.person_id).unlink(missing_ok=True)
         store.finish_job(job_id, "done", lease.owner, session_id=outcome.session_id)
@@ -300,11 +312,12 @@ def main() -> None:
     parser.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS)
     parser.add_argument("--config", type=Path, default=None)
     arguments = parser.parse_args()
-    store = PeopleStore(arguments.data_dir)
+    database = os.environ.get(DATABASE_ENV) or None
+    store = PeopleStore(database or arguments.data_dir)
     lease = Lease(store, arguments.job_id, arguments.lease_owner, arguments.lease_seconds)
     lease.start()
     try:
-        run_job(arguments.data_dir, arguments.job_id, arguments.config, lease)
+        run_job(arguments.data_dir, arguments.job_id, arguments.config, lease, database)
     except LeaseLost as error:
         print(f"{error}; its result is not recorded", file=sys.stderr)
         sys.exit(LEASE_LOST_EXIT)

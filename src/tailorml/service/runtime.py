@@ -25,6 +25,7 @@ and the record is one row, so the last one recorded is served and every one is s
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -38,14 +39,16 @@ import onnxruntime as ort
 from tailorml.errors import ModelFileError
 from tailorml.models.onnx_runtime import INPUT_NAME, OUTPUT_NAME, open_session
 from tailorml.policy import AlertPolicy
+from tailorml.registry.database import DATABASE_ENV
 from tailorml.registry.models import ActiveModel, ModelRecord, Registry, Serving
 
 SUPPORTED_CHANNELS = ("cgm", "insulin", "cho", "iob", "cob")
 # torch's import and a first export take about 15 s on two busy cores; minutes mean a hang
 PREPARE_TIMEOUT_S = 600.0
 PREPARE = (
-    "import sys; from tailorml.registry.models import Registry; "
-    "registry = Registry(sys.argv[1]); registry.prepare_serving(registry.model(int(sys.argv[2])))"
+    "import os, sys; from tailorml.registry.models import Registry; "
+    "registry = Registry(sys.argv[1], os.environ.get('TAILORML_DATABASE') or None); "
+    "registry.prepare_serving(registry.model(int(sys.argv[2])))"
 )
 
 
@@ -71,9 +74,18 @@ def prepare_in_subprocess(registry: Registry, record: ModelRecord) -> None:
     (`Registry.prepare_serving`): torch is imported there and leaves with it. `-P`: nothing
     from the working directory is imported in its place."""
     command = [sys.executable, "-P", "-c", PREPARE, str(registry.root), str(record.id)]
+    environment = dict(os.environ)
+    environment.pop(DATABASE_ENV, None)
+    if registry.database_url is not None:  # the URL in its environment, not its command line
+        environment[DATABASE_ENV] = registry.database_url
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=PREPARE_TIMEOUT_S, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=PREPARE_TIMEOUT_S,
+            check=False,
+            env=environment,
         )
     except subprocess.TimeoutExpired:
         raise ModelFileError(

@@ -503,7 +503,7 @@ def personalize_individual(
     reporter: Reporter = SILENT,
     predefined_run: str | Path | None = None,
     actor: str | None = None,
-    registry_dir: str | Path | None = None,
+    registry_dir: str | Path | Registry | None = None,
     data: PersonalData | None = None,
     before_record: Callable[[], None] | None = None,
 ) -> Outcome:
@@ -511,9 +511,13 @@ def personalize_individual(
     or registered first if needed), `propose`, then `record`. `data` (default: the
     configured cohort, prepared) lets a caller that holds the cohort in memory pass it;
     `before_record` runs between the two (the service's worker checks there that the job
-    is still its own: it may raise, and nothing is recorded)."""
+    is still its own: it may raise, and nothing is recorded). `registry_dir` may be an open
+    `Registry` (the service's, whose tables may be in PostgreSQL)."""
     check_session_config(config)
-    registry = Registry(registry_dir or config.soft.registry)
+    if isinstance(registry_dir, Registry):
+        registry = registry_dir
+    else:
+        registry = Registry(registry_dir or config.soft.registry)
     if data is None:
         data = from_glucose(config, config.experiment.general_stride)
     if individual not in data.ids:

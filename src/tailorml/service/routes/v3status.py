@@ -5,8 +5,6 @@ collection), which AndroidAPS' NSClient v3 polls before it reads a collection
 
 from __future__ import annotations
 
-import sqlite3
-
 from fastapi import APIRouter, Request
 
 from tailorml import __version__
@@ -25,7 +23,7 @@ def version_info(service) -> dict:
         "version": __version__,
         "apiVersion": API_VERSION,
         "srvDate": service.live.now_ms(),
-        "storage": {"storage": "sqlite", "version": sqlite3.sqlite_version},
+        "storage": service.store.database.storage(),  # sqlite, or postgresql, and its version
     }
 
 

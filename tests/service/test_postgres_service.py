@@ -1,0 +1,115 @@
+"""`tailorml serve --database postgresql://...`: the service's tables in PostgreSQL, its
+files in --data. Real server processes (tests/service/conftest.py's `Server`, as
+test_api_processes.py starts them on SQLite): uploads are stored, decided and read back,
+and two API processes on one database lose no acknowledged upload and decide each reading
+once. The database comes from tests/postgres_fixtures.py (a fresh one per test)."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from tests.service.conftest import Server, make_service_data
+from tests.service.test_api_processes import FIVE_MINUTES, children_of, wait_for
+from tests.service.test_nightscout_v3 import jwt_of
+
+from tailorml.service.crypto import write_key_file
+
+
+def test_two_api_processes_on_one_postgresql_database(tmp_path, trained, postgres_url):
+    service = make_service_data(tmp_path, trained, database=postgres_url)
+    server = Server(
+        service, extra=["--database", postgres_url, "--workers", "2", "--no-jobs"]
+    ).start()
+    try:
+        wait_for(lambda: len(children_of(server.process.pid)) == 2)
+        alice, carol = service.people["alice"], service.people["carol"]
+        end = int(time.time() * 1000) - 121 * FIVE_MINUTES
+        sent: dict[str, set[int]] = {"alice": set(), "carol": set()}
+
+        def upload(person, k: int) -> int:
+            date = end + k * FIVE_MINUTES
+            with server.client(person.secret) as client:  # a new connection: either process
+                answer = client.post(
+                    "/api/v1/entries", json=[{"type": "sgv", "sgv": 100 + k % 7, "date": date}]
+                )
+            if answer.status_code == 200:
+                sent[person.name].add(date)
+            return answer.status_code
+
+        def in_order(person) -> list[int]:
+            return [upload(person, k) for k in range(40)]
+
+        # two people at once, each one's readings in time order: each decided exactly once
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            codes = [c for done in pool.map(in_order, (alice, carol)) for c in done]
+        # then one person's readings out of order from 8 uploaders: all kept and decided
+        # (a reading that fills an earlier one's gap decides that one again, by design)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes += list(pool.map(lambda k: upload(alice, k), range(40, 100)))
+        assert set(codes) == {200}
+        window = {"count": 10_000, "find[date][$gte]": end}
+        for person in (alice, carol):
+            with server.client(person.secret) as client:
+                entries = client.get("/api/v1/entries.json", params=window).json()
+                alerts = client.get("/api/v1/alerts.json", params=window).json()
+                status = client.get("/api/v3/status", headers=jwt_of(client, person)).json()
+            assert sorted(e["date"] for e in entries) == sorted(sent[person.name])  # once each
+            decided = collections.Counter(a["reading_ms"] for a in alerts)
+            assert set(decided) == sent[person.name]
+            first = {end + k * FIVE_MINUTES for k in range(40)}
+            assert {decided[date] for date in first} == {1}  # in order: decided once
+        assert status["result"]["storage"]["storage"] == "postgresql"
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+def test_an_unreachable_database_is_one_line_naming_the_option(tmp_path):
+    url = "postgresql://tailorml:s3cret-word@127.0.0.1:1/service"
+    key = write_key_file(tmp_path / "server.key")
+    more = ["--database", url, "--key-file", str(key)]
+    done = subprocess.run(
+        [sys.executable, "-m", "tailorml", "serve", "--data", str(tmp_path / "data"), *more],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"COLUMNS": "200"},
+    )
+    assert done.returncode != 0
+    said = done.stderr.strip() + done.stdout.strip()
+    assert "s3cret" not in said
+    assert len(said.splitlines()) == 1, said
+    assert "--database" in said and "postgresql://tailorml@127.0.0.1:1/service" in said
+
+
+def test_serve_refuses_more_connections_than_the_server_allows(postgres_url):
+    from tailorml.cli_service import check_connection_budget
+    from tailorml.errors import TailormlError
+
+    check_connection_budget(postgres_url, workers=2, threads=16)  # 44: fits any default
+    with pytest.raises(TailormlError, match=r"--workers 8 x \(--threads 40 \+ 6\) = 368"):
+        check_connection_budget(postgres_url, workers=8, threads=40)
+
+
+def test_a_lost_database_is_a_503_to_retry_and_a_full_disk_a_507():
+    import asyncio
+
+    import psycopg
+    from starlette.requests import Request
+
+    from tailorml.service.errors import HANDLERS
+
+    request = Request({"type": "http", "method": "POST", "path": "/x", "headers": []})
+    handler = HANDLERS[psycopg.Error]
+    lost = asyncio.run(handler(request, psycopg.OperationalError("server closed the connection")))
+    assert lost.status_code == 503 and lost.headers["Retry-After"] == "5"
+    full = asyncio.run(handler(request, psycopg.errors.DiskFull("could not extend file")))
+    assert full.status_code == 507
+    other = asyncio.run(handler(request, psycopg.errors.UndefinedTable("no such table")))
+    assert other.status_code == 500
