@@ -219,6 +219,7 @@ def migrate(connection: sqlite3.Connection) -> None:
     was created at today's schema, and what the SQLite steps repair never existed there."""
     if dialect_of(connection) != "sqlite":
         job_queue.migrate(connection)
+        _indexes(connection)
         return
     for table in RECORD_TABLES:
         add_columns(connection, table, {"public_id": "TEXT", "content": "TEXT"})
@@ -234,6 +235,34 @@ def migrate(connection: sqlite3.Connection) -> None:
     _migrate_v3(connection)
     _migrate_compact(connection)
     _migrate_alerts(connection)
+    _indexes(connection)
+
+
+def _indexes(connection) -> None:
+    """The indexes on columns that SQLite's migrations added (public ids, API v3's server
+    times and identifiers), created on both backends: a PostgreSQL database is made at
+    today's schema without those migrations, and an existing data directory gets an index
+    added since when it is next opened. `documents_by_collection_modified`: API v3's
+    lastModified (and the socket.io poll) asks for the newest server time of one collection
+    stored whole; by (person, server time) alone that read every devicestatus, profile,
+    food and settings record of the person (40 ms with 20,000 devicestatus)."""
+    for table in RECORD_TABLES:
+        connection.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_by_public_id ON {table}(person_id,"
+            " public_id)"
+        )
+    for table in (*RECORD_TABLES, "documents"):
+        connection.execute(
+            f"CREATE INDEX IF NOT EXISTS {table}_by_modified ON {table}(person_id, srv_modified)"
+        )
+        connection.execute(
+            f"CREATE INDEX IF NOT EXISTS {table}_by_identifier ON {table}(person_id, identifier)"
+            " WHERE identifier IS NOT NULL"
+        )
+    connection.execute(
+        "CREATE INDEX IF NOT EXISTS documents_by_collection_modified ON documents(person_id,"
+        " collection, srv_modified)"
+    )
 
 
 def _migrate_alerts(connection: sqlite3.Connection) -> None:

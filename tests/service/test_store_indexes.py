@@ -1,0 +1,48 @@
+"""The people store's indexes on both backends (`store_location`): those SQLite's
+migrations add exist on PostgreSQL too, API v3's lastModified of a collection stored whole
+reads one index entry, and a data directory opened again gets an index it lacks."""
+
+from __future__ import annotations
+
+from tailorml.registry.people import PeopleStore
+
+ADDED = {
+    "entries_by_public_id",
+    "treatments_by_public_id",
+    "entries_by_modified",
+    "treatments_by_modified",
+    "documents_by_modified",
+    "entries_by_identifier",
+    "treatments_by_identifier",
+    "documents_by_identifier",
+    "documents_by_collection_modified",
+}
+
+
+def index_names(store: PeopleStore) -> set[str]:
+    if store.database.dialect == "sqlite":
+        rows = store.database.query("SELECT name FROM sqlite_master WHERE type = 'index'")
+    else:
+        rows = store.database.query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+    return {row[0] for row in rows}
+
+
+def test_the_migrations_indexes_exist_on_both_backends_and_come_back(store_location):
+    store = PeopleStore(store_location)
+    assert index_names(store) >= ADDED
+    with store.database.transaction() as connection:
+        connection.execute("DROP INDEX documents_by_collection_modified")
+    assert "documents_by_collection_modified" not in index_names(store)
+    assert "documents_by_collection_modified" in index_names(PeopleStore(store_location))
+
+
+def test_last_modified_of_a_collection_stored_whole_reads_its_index(tmp_path):
+    store = PeopleStore(tmp_path / "data")
+    plan = store.database.query(
+        "EXPLAIN QUERY PLAN SELECT MAX(srv_modified) AS m FROM documents WHERE person_id = ?"
+        " AND collection = ?",
+        ("p", "profile"),
+    )
+    assert "documents_by_collection_modified" in " ".join(row["detail"] for row in plan)
