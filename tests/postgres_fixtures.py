@@ -132,9 +132,7 @@ def _make_template(base: str) -> None:
     store.database.close()
 
 
-@pytest.fixture
-def postgres_url(postgres_server) -> Iterator[str]:
-    """A fresh database with the people store's schema, dropped after the test."""
+def _fresh_database(postgres_server) -> Iterator[str]:
     import psycopg
 
     base = postgres_server["url"]
@@ -146,6 +144,18 @@ def postgres_url(postgres_server) -> Iterator[str]:
     finally:
         with psycopg.connect(base, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> Iterator[str]:
+    """A fresh database with the people store's schema, dropped after the test."""
+    yield from _fresh_database(postgres_server)
+
+
+@pytest.fixture(scope="module")
+def postgres_module_url(postgres_server) -> Iterator[str]:
+    """A fresh database for a test module (a service's `made` data), dropped after it."""
+    yield from _fresh_database(postgres_server)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

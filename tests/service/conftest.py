@@ -54,6 +54,7 @@ class ServiceData:
     run: Path
     config: Path  # personalization jobs: the three patients' first three days as D_G
     people: dict[str, Account]
+    database: str | None = None  # a PostgreSQL URL holding the tables (`serve --database`)
 
 
 def make_service_data(root: Path, trained, database: str | None = None) -> ServiceData:
@@ -81,7 +82,7 @@ def make_service_data(root: Path, trained, database: str | None = None) -> Servi
         person, token = add_person(store, name, role, "test")
         people[name] = Account(person.id, name, token)
     store.assign(people["bob"].id, people["alice"].id, "test")
-    return ServiceData(data, key_file, run, root / "jobs.toml", people)
+    return ServiceData(data, key_file, run, root / "jobs.toml", people, database)
 
 
 def propose_candidate(
@@ -167,6 +168,8 @@ class Server:
         command = [sys.executable, "-m", "tailorml", "serve", "--data", str(self.service.data)]
         command += ["--key-file", str(self.service.key_file), "--port", str(self.port)]
         command += ["--config", str(self.service.config), *self.extra]
+        if self.service.database is not None and "--database" not in self.extra:
+            command += ["--database", self.service.database]
         self.log = open(self.service.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             command, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ.copy()
@@ -209,7 +212,7 @@ def app(made):
     from tailorml.service.core import Service
     from tailorml.service.crypto import ServerKey
 
-    service = Service(made.data, ServerKey.load(made.key_file, made.data))
+    service = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     with TestClient(
         create_app(service, run_jobs=False), raise_server_exceptions=False, follow_redirects=False
     ) as client:

@@ -179,7 +179,7 @@ def test_the_worker_of_a_job_withdrawn_while_recording_exits_without_a_result(
     monkeypatch.setattr(dataset_module, "from_prepared", lambda *a: None)
     monkeypatch.setattr(session_module, "personalize_individual", personalize)
     with pytest.raises(LeaseLost, match="consent to personalization was withdrawn"):
-        jobs.run_job(made.data, claimed.id, None, lease)
+        jobs.run_job(made.data, claimed.id, None, lease, made.database)
     monkeypatch.undo()
     finished = service.store.job(claimed.id)
     assert finished.status == "failed" and finished.error == consent.WITHDRAWN_JOB
