@@ -150,3 +150,35 @@ def test_a_job_process_finds_the_database_in_its_environment(tmp_path, postgres_
     finally:
         runner.stop()
     assert store.job(job).status == "done", (data / "jobs" / f"{job}.log").read_text()
+
+
+def test_the_users_commands_work_on_the_database(tmp_path, postgres_url):
+    """`tailorml users ... --database URL`: accounts, assignments and consent in
+    PostgreSQL (a data directory is named but gets no registry file)."""
+    from typer.testing import CliRunner
+
+    from tailorml.cli import app
+    from tailorml.registry.people import PeopleStore
+
+    before = os.umask(0o022)
+    os.umask(before)
+    where = ["--data", str(tmp_path / "data"), "--database", postgres_url]
+    try:
+
+        def run(*args):
+            return CliRunner().invoke(app, ["users", *args, *where])
+
+        assert run("add", "ann", "--role", "patient").exit_code == 0
+        assert run("add", "doc", "--role", "clinician").exit_code == 0
+        assert run("assign", "doc", "ann").exit_code == 0
+        withdrawn = run("consent", "ann", "--withdraw")
+        assert withdrawn.exit_code == 0, withdrawn.output
+        listed = run("list")
+        assert "ann" in listed.output and "doc" in listed.output
+    finally:
+        os.umask(before)
+    store = PeopleStore(postgres_url)
+    ann = store.by_name("ann")
+    assert store.patients_of(store.by_name("doc").id) == [ann.id]
+    assert store.consented(ann.id) is False
+    assert not (tmp_path / "data" / "registry.sqlite").exists()

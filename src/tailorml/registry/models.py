@@ -1,6 +1,7 @@
 """The model registry: models, candidates, gate results, reviews, active-model history and
-the append-only audit log (`registry.database`), in one SQLite file beside content-addressed
-model files.
+the append-only audit log (`registry.database`), in the data directory's SQLite file or in
+a PostgreSQL database (`Registry(root, database=URL)`, the service's `--database`), beside
+content-addressed model files in `root` either way.
 
 Every multi-row change is one transaction, so a process killed mid-way leaves
 either all of a personalization session or none of it. Model files are written atomically
