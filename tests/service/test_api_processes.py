@@ -40,7 +40,14 @@ def wait_for(condition, timeout: float = 120.0) -> None:
 
 
 def test_two_api_processes_keep_and_decide_every_acknowledged_upload(tmp_path, trained):
-    service = make_service_data(tmp_path, trained)
+    uploads_survive_a_killed_process(tmp_path, trained)
+
+
+def uploads_survive_a_killed_process(tmp_path, trained, database: str | None = None) -> None:
+    """`serve --workers 2` (on `database`, a PostgreSQL URL, if given), one API process
+    killed a second into 120 uploads from 8 uploaders: every acknowledged one is stored
+    and decided."""
+    service = make_service_data(tmp_path, trained, database)
     server = Server(service, extra=["--workers", "2", "--no-jobs"]).start()
     try:
         wait_for(lambda: len(children_of(server.process.pid)) == 2)

@@ -16,7 +16,12 @@ import time
 
 import pytest
 from tests.service.conftest import Server, make_service_data
-from tests.service.test_api_processes import FIVE_MINUTES, children_of, wait_for
+from tests.service.test_api_processes import (
+    FIVE_MINUTES,
+    children_of,
+    uploads_survive_a_killed_process,
+    wait_for,
+)
 from tests.service.test_nightscout_v3 import jwt_of
 
 from tailorml.service.crypto import write_key_file
@@ -68,6 +73,14 @@ def test_two_api_processes_on_one_postgresql_database(tmp_path, trained, postgre
         assert status["result"]["storage"]["storage"] == "postgresql"
     finally:
         server.kill(signal.SIGTERM)
+
+
+def test_an_api_process_killed_mid_upload_loses_no_acknowledged_upload(
+    tmp_path, trained, postgres_url
+):
+    """test_api_processes.py's kill test on PostgreSQL: uvicorn replaces the killed process,
+    whose transactions the server rolled back; what was acknowledged is stored and decided."""
+    uploads_survive_a_killed_process(tmp_path, trained, postgres_url)
 
 
 def test_an_unreachable_database_is_one_line_naming_the_option(tmp_path):
