@@ -164,3 +164,12 @@ def store_location(request, tmp_path) -> str | Path:
     if request.param == "sqlite":
         return tmp_path / "data"
     return request.getfixturevalue("postgres_url")
+
+
+def collect_suite(module, namespace: dict, skip: tuple[str, ...] = ()) -> None:
+    """Put `module`'s test functions into `namespace` (a test module's globals), in their
+    order: pytest collects them there again, with that module's fixtures (a `made` or a
+    `service_data` on PostgreSQL). `skip`: tests that open SQLite's file themselves."""
+    for name, value in vars(module).items():
+        if name.startswith("test_") and callable(value) and name not in skip:
+            namespace[name] = value

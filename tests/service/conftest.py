@@ -86,12 +86,17 @@ def make_service_data(root: Path, trained, database: str | None = None) -> Servi
 
 
 def propose_candidate(
-    data: Path, individual: str, trained, shift: float = 0.01, tables: bool = False
+    data: Path | ServiceData, individual: str, trained, shift: float = 0.01, tables: bool = False
 ) -> int:
     """Register a session for `individual` whose proposal (a slightly moved copy of the
     predefined model) awaits review; returns the candidate id. With `tables`, the session
-    also stores a day of held-out readings and predictions, as `tailorml personalize` does."""
-    registry = Registry(data)
+    also stores a day of held-out readings and predictions, as `tailorml personalize` does.
+    `data`: a data directory, or a `ServiceData` (whose tables may be in PostgreSQL)."""
+    if not isinstance(data, str | Path):  # a ServiceData (of either import of this module)
+        registry = Registry(data.data, data.database)
+        data = data.data
+    else:
+        registry = Registry(data)
     model = copy.deepcopy(trained.model)
     with torch.no_grad():
         next(model.parameters()).add_(shift)

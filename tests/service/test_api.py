@@ -106,7 +106,7 @@ def test_approval_swaps_the_model_for_the_next_reading_and_rollback_returns(
 ):
     alice, bob = service_data.people["alice"], service_data.people["bob"]
     mallory, carol = service_data.people["mallory"], service_data.people["carol"]
-    candidate = propose_candidate(service_data.data, alice.id, trained)
+    candidate = propose_candidate(service_data, alice.id, trained)
     end = int(time.time() * 1000) + 10 * 60_000
     with server.client(bob.secret) as doctor:
         listed = doctor.get("/api/v1/candidates").json()
@@ -170,7 +170,7 @@ def test_nobody_reaches_another_persons_data(server, service_data, trained):
     with server.client(alice.secret) as client:
         client.post("/api/v1/entries", json=uploaded)
     alices = {(entry["sgv"], entry["date"]) for entry in uploaded}
-    candidate = propose_candidate(service_data.data, alice.id, trained, shift=0.02)
+    candidate = propose_candidate(service_data, alice.id, trained, shift=0.02)
     leaks = []
     for intruder in (carol, mallory):
         with server.client(intruder.secret) as client:
@@ -217,7 +217,7 @@ def test_a_revoked_token_stops_working_at_once(server, service_data):
     from tailorml.registry.people import PeopleStore
     from tailorml.service.auth import add_person
 
-    store = PeopleStore(service_data.data)
+    store = PeopleStore(service_data.database or service_data.data)
     person, token = add_person(store, "dave", "patient", "test")
     with server.client({"Authorization": f"Bearer {token}"}) as client:
         assert client.get("/api/v1/entries.json").status_code == 200
@@ -294,7 +294,11 @@ def test_reads_and_denials_are_in_the_audit_log(server, service_data):
     assert reads and all(e["individual"] == alice.id for e in reads)
     from tailorml.registry.models import Registry
 
-    denied = [e for e in Registry(service_data.data).audit() if e.action == "denied:read_entries"]
+    denied = [
+        e
+        for e in Registry(service_data.data, service_data.database).audit()
+        if e.action == "denied:read_entries"
+    ]
     assert any(e.actor == "mallory (clinician)" and e.details["asked"] == alice.id for e in denied)
 
 

@@ -6,19 +6,11 @@ file migration test stays SQLite's."""
 from __future__ import annotations
 
 import pytest
+from tests.postgres_fixtures import collect_suite
 from tests.service import test_nightscout_v3 as suite
 from tests.service.conftest import make_service_data
-from tests.service.test_nightscout_v3 import (  # noqa: F401 (the suite, collected here)
-    test_a_bad_record_is_a_400_as_nightscout_answers,
-    test_a_forged_expired_or_superseded_jwt_is_refused,
-    test_a_v3_reading_is_stored_and_decided_as_a_v1_upload_is,
-    test_another_patients_records_stay_out_of_reach,
-    test_devicestatus_and_profile_store_as_androidaps_sends_them,
-    test_the_token_is_exchanged_for_a_jwt_that_opens_api_v3,
-    test_treatments_deduplicate_patch_and_delete_as_nightscout,
-    test_v1_uploads_are_in_the_v3_history_androidaps_reads,
-)
 
+collect_suite(suite, globals(), skip=("test_an_existing_data_directory_opens_and_keeps_its_ids",))
 app = suite.app  # its fixture, on this module's `made`
 
 
