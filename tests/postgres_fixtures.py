@@ -169,7 +169,12 @@ def store_location(request, tmp_path) -> str | Path:
 def collect_suite(module, namespace: dict, skip: tuple[str, ...] = ()) -> None:
     """Put `module`'s test functions into `namespace` (a test module's globals), in their
     order: pytest collects them there again, with that module's fixtures (a `made` or a
-    `service_data` on PostgreSQL). `skip`: tests that open SQLite's file themselves."""
+    `service_data` on PostgreSQL) and the suite's own other fixtures, those `namespace`
+    does not define. `skip`: tests that open SQLite's file themselves."""
     for name, value in vars(module).items():
-        if name.startswith("test_") and callable(value) and name not in skip:
+        fixture = type(value).__name__ == "FixtureFunctionDefinition" or hasattr(
+            value, "_pytestfixturefunction"
+        )
+        test = name.startswith("test_") and callable(value) and name not in skip
+        if test or (fixture and name not in namespace):
             namespace[name] = value

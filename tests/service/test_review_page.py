@@ -58,7 +58,7 @@ def test_a_clinician_reviews_and_approves_in_the_browser(
     browser, server, service_data, trained, tmp_path
 ):
     alice, bob = service_data.people["alice"], service_data.people["bob"]
-    candidate = propose_candidate(service_data.data, alice.id, trained, shift=0.05)
+    candidate = propose_candidate(service_data, alice.id, trained, shift=0.05)
     page = sign_in(browser, server, bob.token)
     assert "alice" in page.inner_text("body")
     page.click(f"a[href='/review/candidates/{candidate}']")
@@ -93,7 +93,7 @@ def test_a_clinician_reviews_and_approves_in_the_browser(
 
 def test_a_patient_sees_no_buttons_and_others_see_nothing(browser, server, service_data, trained):
     alice, carol = service_data.people["alice"], service_data.people["carol"]
-    candidate = propose_candidate(service_data.data, alice.id, trained, shift=0.06)
+    candidate = propose_candidate(service_data, alice.id, trained, shift=0.06)
     own = sign_in(browser, server, alice.token)
     own.goto(f"{server.url}/review/candidates/{candidate}")
     assert own.inner_text("#status") == "pending_review"
@@ -107,7 +107,7 @@ def test_a_patient_sees_no_buttons_and_others_see_nothing(browser, server, servi
 
 def test_a_form_without_its_token_is_refused(browser, server, service_data, trained):
     alice, bob = service_data.people["alice"], service_data.people["bob"]
-    candidate = propose_candidate(service_data.data, alice.id, trained, shift=0.07)
+    candidate = propose_candidate(service_data, alice.id, trained, shift=0.07)
     page = sign_in(browser, server, bob.token)
     answer = page.request.post(
         f"{server.url}/review/candidates/{candidate}", form={"decision": "approve"}
@@ -145,7 +145,8 @@ def test_side_by_side_units_confirmation_and_a_phone(
 ):
     alice, bob = service_data.people["alice"], service_data.people["bob"]
     upload_two_days(server, alice)
-    service = Service(service_data.data, ServerKey.load(service_data.key_file, service_data.data))
+    key = ServerKey.load(service_data.key_file, service_data.data)
+    service = Service(service_data.data, key, database=service_data.database)
     candidate = register(service, alice.id, trained, shift=0.08)
     page = sign_in(browser, server, bob.token, viewport={"width": 1280, "height": 900})
     page.goto(f"{server.url}/review/candidates/{candidate}")
