@@ -20,7 +20,7 @@ FIVE_MINUTES = 300_000
 
 def _process(made):
     """An API process of its own (its own Service, keyring and kept JSON) on `made`."""
-    service = Service(made.data, ServerKey.load(made.key_file, made.data))
+    service = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     return TestClient(create_app(service, run_jobs=False), raise_server_exceptions=False), service
 
 

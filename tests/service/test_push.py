@@ -221,7 +221,7 @@ def test_a_subscription_the_server_should_not_post_to_is_refused(
 def test_the_vapid_key_is_made_once_and_kept_wrapped(pushing, made):
     _, service = pushing
     key = service.push.public_key()
-    again = Service(made.data, ServerKey.load(made.key_file, made.data))
+    again = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     assert again.push.public_key() == key  # another process of the data directory
     wrapped, key_id, public = service.store.service_key("vapid")
     assert public == key and key_id == service.server_key.key_id

@@ -40,7 +40,7 @@ POLL = 0.1
 def serving(made):
     """A real uvicorn on a free port serving the app on `made` (one API process); its
     socket.io poller polls every 0.1 s."""
-    service = Service(made.data, ServerKey.load(made.key_file, made.data))
+    service = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     app = create_app(service, run_jobs=False)
     app.state.socketio.poll_seconds = POLL
     listener = socket.socket()
@@ -64,7 +64,7 @@ def serving(made):
 @pytest.fixture(scope="module")
 def live(made):
     """(base url, another process's HTTP client on the same data directory)."""
-    other = Service(made.data, ServerKey.load(made.key_file, made.data))
+    other = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     with serving(made) as url, TestClient(create_app(other, run_jobs=False)) as client:
         yield url, client
 
@@ -353,7 +353,7 @@ def test_a_session_opened_in_one_process_is_answered_through_another(live, made)
 def test_a_rotated_token_ends_its_subscription(live, made, monkeypatch):
     url, _ = live
     monkeypatch.setattr(socketio_server, "REAUTH_SECONDS", 0.0)  # checked every round
-    store = PeopleStore(made.data)
+    store = PeopleStore(made.database or made.data)
     dave, token = add_person(store, "dave", "patient", "test")
 
     async def scenario():
