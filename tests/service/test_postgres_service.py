@@ -195,3 +195,29 @@ def test_the_users_commands_work_on_the_database(tmp_path, postgres_url):
     assert store.patients_of(store.by_name("doc").id) == [ann.id]
     assert store.consented(ann.id) is False
     assert not (tmp_path / "data" / "registry.sqlite").exists()
+
+
+def test_a_store_dropped_without_close_closes_its_connections(postgres_url):
+    """A PostgresDatabase no store uses any more closes its connections (a thread's
+    connection otherwise lived as long as its thread: the main thread's, for ever)."""
+    import gc
+
+    import psycopg
+
+    from tailorml.registry.people import PeopleStore
+
+    def connections() -> int:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            (count,) = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            ).fetchone()
+        return count
+
+    before = connections()
+    store = PeopleStore(postgres_url)
+    store.people()
+    assert connections() == before + 1
+    del store
+    gc.collect()
+    wait_for(lambda: connections() == before, timeout=10)

@@ -155,6 +155,9 @@ class PostgresDatabase:
         self._all: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         self._version: str | None = None
+        # dropped without close() (a CLI command's store, a parent process's checks): its
+        # connections close too, not only when their threads end (the main thread's: never)
+        weakref.finalize(self, _close_all, self._all)
         self.apply(schema, migrate)
 
     def apply(self, schema: str, migrate: Callable[[Any], None] | None = None) -> None:
@@ -249,10 +252,16 @@ class PostgresDatabase:
     def close(self) -> None:
         """Close every thread's connection (a test's database can then be dropped)."""
         with self._all_lock:
-            connections, self._all = list(self._all), weakref.WeakSet()
+            connections = list(self._all)
+            self._all.clear()  # the same set: the finalizer of this object closes it
         for raw in connections:
             raw.close()
         self._local = threading.local()
+
+
+def _close_all(connections: weakref.WeakSet) -> None:
+    for raw in list(connections):
+        raw.close()
 
 
 def safe_url(url: str) -> str:
