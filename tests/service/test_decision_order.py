@@ -27,7 +27,12 @@ def made(tmp_path_factory, trained):
 
 
 def scripted_service(made, monkeypatch, hypo_of) -> Service:
-    service = Service(made.data, ServerKey.load(made.key_file, made.data), clock=lambda: NOW_S)
+    service = Service(
+        made.data,
+        ServerKey.load(made.key_file, made.data),
+        database=made.database,
+        clock=lambda: NOW_S,
+    )
     policy = replace(AlertPolicy(), threshold=0.9)
     monkeypatch.setattr(service.runtimes, "for_person", lambda _: ScriptedRuntime(policy, hypo_of))
     return service

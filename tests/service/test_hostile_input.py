@@ -26,7 +26,7 @@ def made(tmp_path_factory, trained):
 
 @pytest.fixture(scope="module")
 def client(made):
-    service = Service(made.data, ServerKey.load(made.key_file, made.data))
+    service = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     with TestClient(create_app(service, run_jobs=False), raise_server_exceptions=False) as client:
         yield client, service
 
@@ -140,7 +140,7 @@ def test_a_service_given_another_server_key_refuses_to_start(made, tmp_path, cli
     service.keyring.cipher(service.store.by_name("alice").id)  # a data key exists
     other = write_key_file(tmp_path / "other.key")
     with pytest.raises(TailormlError, match="holds data keys wrapped by server key"):
-        Service(made.data, ServerKey.load(other, made.data))
+        Service(made.data, ServerKey.load(other, made.data), database=made.database)
 
 
 def test_api_answers_are_not_cached_and_errors_keep_the_api_shape(client, made):

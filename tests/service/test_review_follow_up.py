@@ -44,7 +44,12 @@ def eight_days() -> list[float]:
 
 
 def test_the_follow_up_counts_lows_and_false_alarms_since_approval(made, trained, monkeypatch):
-    service = Service(made.data, ServerKey.load(made.key_file, made.data), clock=lambda: NOW_S)
+    service = Service(
+        made.data,
+        ServerKey.load(made.key_file, made.data),
+        database=made.database,
+        clock=lambda: NOW_S,
+    )
     policy = replace(AlertPolicy(), threshold=0.9)
     runtime = ScriptedRuntime(policy, {90.0: 0.95, 110.0: 0.95})
     monkeypatch.setattr(service.runtimes, "for_person", lambda _: runtime)
@@ -57,7 +62,7 @@ def test_the_follow_up_counts_lows_and_false_alarms_since_approval(made, trained
     ]
     for first in range(0, len(readings), 1500):
         service.upload_entries(person, readings[first : first + 1500])
-    candidate = propose_candidate(made.data, person.id, trained)  # held out: 0.5/day, 80 %
+    candidate = propose_candidate(made, person.id, trained)  # held out: 0.5/day, 80 %
     approved = datetime.fromtimestamp((NOW_MS - DAYS * 86_400_000) / 1000, UTC).isoformat()
     active = SimpleNamespace(kind="personalized", candidate_id=candidate, created=approved)
 

@@ -51,7 +51,7 @@ def made(tmp_path_factory, trained):
 
 
 def test_the_candidate_page_shows_the_side_by_side(made, trained):
-    service = Service(made.data, ServerKey.load(made.key_file, made.data))
+    service = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     candidate = register(service, made.people["alice"].id, trained)
     assert service.held_out_days(service.store.person(made.people["bob"].id), candidate) == 7.0
     with TestClient(create_app(service, run_jobs=False)) as client:

@@ -42,7 +42,10 @@ def made(tmp_path_factory, trained):
 
 def test_the_patients_page_in_both_units_and_local_time(made, trained):
     service = Service(
-        made.data, ServerKey.load(made.key_file, made.data), clock=lambda: NOW_MS / 1000
+        made.data,
+        ServerKey.load(made.key_file, made.data),
+        database=made.database,
+        clock=lambda: NOW_MS / 1000,
     )
     alice = made.people["alice"]
     # two days of readings ending now: 90 mg/dL then 180 mg/dL (mean 135)

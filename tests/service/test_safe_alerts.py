@@ -55,7 +55,10 @@ def clock():
 @pytest.fixture
 def core(made, clock, monkeypatch):
     service = Service(
-        made.data, ServerKey.load(made.key_file, made.data), clock=lambda: clock["now"]
+        made.data,
+        ServerKey.load(made.key_file, made.data),
+        database=made.database,
+        clock=lambda: clock["now"],
     )
     policy = replace(AlertPolicy(), threshold=0.9)
     service.scripted = {}
