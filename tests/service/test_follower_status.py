@@ -37,7 +37,7 @@ def made(tmp_path_factory, trained):
 
 @pytest.fixture(scope="module")
 def app(made):
-    service = Service(made.data, ServerKey.load(made.key_file, made.data))
+    service = Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
     with TestClient(create_app(service, run_jobs=False), raise_server_exceptions=False) as client:
         yield client
 

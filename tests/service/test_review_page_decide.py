@@ -21,7 +21,7 @@ def made(tmp_path_factory, trained):
 
 @pytest.fixture(scope="module")
 def service(made):
-    return Service(made.data, ServerKey.load(made.key_file, made.data))
+    return Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def made(tmp_path_factory, trained):
 
 @pytest.fixture(scope="module")
 def service(made):
-    return Service(made.data, ServerKey.load(made.key_file, made.data))
+    return Service(made.data, ServerKey.load(made.key_file, made.data), database=made.database)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def sign_in(client, token: str):
 
 
 def new_person(made, name: str) -> tuple[str, str]:
-    person, token = add_person(PeopleStore(made.data), name, "patient", "test")
+    person, token = add_person(PeopleStore(made.database or made.data), name, "patient", "test")
     return person.id, token
 
 
@@ -115,7 +115,7 @@ def test_sign_out_ends_the_session_server_side(browser, made):
 
 
 def test_rotating_revoking_or_erasing_ends_the_persons_sessions(app, made, service):
-    store = PeopleStore(made.data)
+    store = PeopleStore(made.database or made.data)
     for change in ("rotate", "revoke", "erase"):
         person_id, token = new_person(made, f"dora-{change}")
         with TestClient(app) as one, TestClient(app) as two:
