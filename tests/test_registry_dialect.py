@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tailorml.registry import consent, dialect, people, push
-from tailorml.registry.database import AUDIT_SCHEMA
+from tailorml.registry.audit_schema import AUDIT_SCHEMA
 
 
 def test_placeholders_and_percent_signs_become_psycopgs():

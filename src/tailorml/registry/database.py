@@ -39,22 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tailorml.errors import TailormlError
-
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY,
-    created TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    individual TEXT,
-    details_json TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE INDEX IF NOT EXISTS audit_by_individual ON audit_log(individual, id);
-"""
+from tailorml.registry.audit_schema import AUDIT_SCHEMA
 
 
 def _postgres_errors() -> tuple[tuple, tuple]:

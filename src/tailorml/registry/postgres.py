@@ -41,6 +41,7 @@ from psycopg.rows import tuple_row
 
 from tailorml.errors import TailormlError
 from tailorml.registry import dialect
+from tailorml.registry.audit_schema import AUDIT_SCHEMA
 
 SCHEMA_LOCK = 7_436_201_937  # pg_advisory_xact_lock key while a schema is applied
 
@@ -164,8 +165,6 @@ class PostgresDatabase:
         """Create what `schema` (and the audit log) needs, then run `migrate`: each in one
         transaction under the schema lock. An unreachable or refusing server is one line
         naming the option (`what`) and the URL without its password."""
-        from tailorml.registry.database import AUDIT_SCHEMA
-
         try:
             with self.transaction() as connection:
                 connection.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
