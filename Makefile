@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-browser lint format bench simulate clean misra
+.PHONY: install demo test test-browser test-postgres lint format bench simulate clean misra
 
 # The CPU wheel of torch goes first: an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -27,6 +27,12 @@ test: $(STAMP)
 test-browser: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[browser]"
 	$(BIN)/python -m pytest -m browser tests/service/test_review_page.py tests/service/test_push_browser.py
+
+# The service suites again with their tables in PostgreSQL (a PostgreSQL 16 that pgserver, from
+# PyPI, starts in a temporary directory): the store's contract and the multi-process tests
+# already run on both backends in `make test`; these double the service suites' time.
+test-postgres: $(STAMP)
+	$(BIN)/python -m pytest -m "postgres_suites and not browser" tests/service
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -170,7 +170,14 @@ def collect_suite(module, namespace: dict, skip: tuple[str, ...] = ()) -> None:
     """Put `module`'s test functions into `namespace` (a test module's globals), in their
     order: pytest collects them there again, with that module's fixtures (a `made` or a
     `service_data` on PostgreSQL) and the suite's own other fixtures, those `namespace`
-    does not define. `skip`: tests that open SQLite's file themselves."""
+    does not define. `skip`: tests that open SQLite's file themselves.
+
+    The copies are marked `postgres_suites`: `make test` leaves them out (they double the
+    service suites' time, about 7 minutes on 2 cores) and `make test-postgres` runs them;
+    the store's own contract and the multi-process tests run on both backends in both."""
+    marks = namespace.get("pytestmark", [])
+    marks = marks if isinstance(marks, list) else [marks]
+    namespace["pytestmark"] = [*marks, pytest.mark.postgres_suites]
     for name, value in vars(module).items():
         fixture = type(value).__name__ == "FixtureFunctionDefinition" or hasattr(
             value, "_pytestfixturefunction"
