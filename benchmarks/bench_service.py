@@ -11,7 +11,8 @@ readings 5 minutes apart on the uploader's clock — a real uploader sends one e
 minutes, so `--interval 1` is 300 times real time. `--saturate S` then lets every uploader
 post back to back for S seconds (closed loop) to find the sustained maximum. The load
 generator runs on the same machine as the server: on 2 cores they share the CPU, so the
-figures are a floor. Readings are synthetic.
+figures are a floor. Readings are synthetic. bench_sizing.py runs these pieces against 1,
+2 and 4 API processes (`serve --workers N`) with followers and a worker pool, in one table.
 """
 
 from __future__ import annotations
@@ -47,23 +48,101 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data: Path, key: Path, port: int, durability: str) -> subprocess.Popen:
+def start_server(
+    data: Path,
+    key: Path,
+    port: int,
+    durability: str,
+    workers: int = 1,
+    jobs: bool = True,
+    database: str | None = None,
+) -> subprocess.Popen:
+    """A `tailorml serve` on loopback (on `database`, a postgresql:// URL, if given),
+    returned once it answers (with `workers` > 1, once every API process has had time to
+    build its Service: a request answered by the first one says nothing of the others)."""
     command = [sys.executable, "-m", "tailorml", "serve", "--data", str(data)]
     command += ["--key-file", str(key), "--port", str(port), "--durability", durability]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    command += ["--workers", str(workers)] + ([] if jobs else ["--no-jobs"])
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        env=database_environment(database),
+    )
     for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/api/v1/status.json").status_code == 200:
-                return process
+                break
         except httpx.TransportError:
             time.sleep(0.2)
-    raise RuntimeError("the server did not start")
+    else:
+        raise RuntimeError("the server did not start")
+    if workers > 1:
+        time.sleep(2.0 * workers)  # each child builds its Service (about 2.5 s alone)
+    return process
 
 
-async def seed(client: httpx.AsyncClient, secret: str, start_ms: int) -> None:
-    history = [{"type": "sgv", "sgv": 120, "date": start_ms + i * FIVE_MINUTES} for i in range(24)]
-    answer = await client.post("/api/v1/entries", json=history, headers={"api-secret": secret})
-    answer.raise_for_status()
+def database_environment(database: str | None) -> dict[str, str]:
+    """This environment with $TAILORML_DATABASE set to `database` (or unset): the URL goes
+    in the environment, never on a command line that every user of the machine can read."""
+    environment = {k: v for k, v in os.environ.items() if k != "TAILORML_DATABASE"}
+    if database:
+        environment["TAILORML_DATABASE"] = database
+    return environment
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def make_accounts(
+    root: Path, run: Path, count: int, database: str | None = None, key: Path | None = None
+) -> tuple[Path, Path, list[str]]:
+    """A data directory under `root` (its registry in `database`, a postgresql:// URL, if
+    given) with the run's model as the predefined one and `count` patients; (data, key file,
+    each patient's api-secret)."""
+    data = root / "data"
+    key = key or write_key_file(root / "server.key")
+    data.mkdir()
+    register_predefined_run(data, run, database)
+    store = PeopleStore(database or data)
+    secrets = []
+    for index in range(count):
+        _, token = add_person(store, f"uploader{index}", "patient", "benchmark")
+        secrets.append(hashlib.sha1(token.encode()).hexdigest())
+    store.database.close()
+    return data, key, secrets
+
+
+def make_clients(port: int, count: int) -> list[httpx.AsyncClient]:
+    """One client (one connection) per uploader or follower, as each is its own phone: a
+    single httpx pool of 200 connections scans them all on every request and made the load
+    generator, not the server, the bottleneck (seconds of queueing measured as latency)."""
+    return [
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            # below uvicorn's 5 s keep-alive, so that no request goes out on a connection
+            # the server is closing (a ReadError that says nothing about the service)
+            limits=httpx.Limits(
+                max_connections=1, max_keepalive_connections=1, keepalive_expiry=4.0
+            ),
+            timeout=60,
+        )
+        for _ in range(count)
+    ]
+
+
+async def seed(client: httpx.AsyncClient, secret: str, start_ms: int, count: int = 24) -> None:
+    """`count` readings 5 minutes apart from `start_ms` (24: 2 h, so that every later reading
+    completes a window and runs the model), in batches of at most 288 (a day)."""
+    for first in range(0, count, 288):
+        history = [
+            {"type": "sgv", "sgv": 120 + (i % 7), "date": start_ms + i * FIVE_MINUTES}
+            for i in range(first, min(count, first + 288))
+        ]
+        answer = await client.post("/api/v1/entries", json=history, headers={"api-secret": secret})
+        answer.raise_for_status()
 
 
 async def timed_upload(client, secret, reading, latencies, errors) -> None:
@@ -80,12 +159,17 @@ async def timed_upload(client, secret, reading, latencies, errors) -> None:
     errors.append(failure)
 
 
-async def open_loop(client, secret, start_ms, interval, duration, latencies, errors, rng):
+async def open_loop(
+    client, secret, start_ms, interval, duration, latencies, errors, rng, first_index=24
+):
+    """One reading every `interval` s of wall time for `duration` s, the readings 5 minutes
+    apart on the uploader's clock from reading number `first_index`; the index after the
+    last one sent is returned (where a next phase goes on)."""
     await asyncio.sleep(rng.uniform(0, interval))
     began = time.perf_counter()
-    index = 24
+    index = first_index
     while time.perf_counter() - began < duration:
-        due = began + (index - 24) * interval
+        due = began + (index - first_index) * interval
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         reading = {
             "type": "sgv",
@@ -94,22 +178,32 @@ async def open_loop(client, secret, start_ms, interval, duration, latencies, err
         }
         await timed_upload(client, secret, reading, latencies, errors)
         index += 1
+    return index
 
 
-async def closed_loop(client, secret, start_ms, duration, latencies, errors):
-    began, index = time.perf_counter(), 10_000
+async def closed_loop(client, secret, start_ms, duration, latencies, errors, first_index=10_000):
+    began, index = time.perf_counter(), first_index
     while time.perf_counter() - began < duration:
         reading = {"type": "sgv", "sgv": 110, "date": start_ms + index * FIVE_MINUTES}
         await timed_upload(client, secret, reading, latencies, errors)
         index += 1
+    return index
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float, float]:
+    """p50, p95 and p99 in ms (NaN where nothing was timed)."""
+    if not latencies:
+        return (float("nan"),) * 3
+    ms = np.asarray(latencies) * 1000
+    return tuple(float(np.percentile(ms, q)) for q in (50, 95, 99))
 
 
 def summary(name: str, latencies: list[float], errors: list[bool], elapsed: float) -> None:
-    ms = np.asarray(latencies) * 1000
+    p50, p95, p99 = percentiles(latencies)
     print(
-        f"{name}: {len(ms):,} uploads in {elapsed:.1f} s = {len(ms) / elapsed:.0f} uploads/s; "
-        f"latency p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, "
-        f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.0f} ms; "
+        f"{name}: {len(latencies):,} uploads in {elapsed:.1f} s = "
+        f"{len(latencies) / elapsed:.0f} uploads/s; latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"p99 {p99:.1f} ms, max {max(latencies) * 1000:.0f} ms; "
         f"errors {sum(e is not None for e in errors)}"
     )
     kinds = Counter(e for e in errors if e is not None)
@@ -118,21 +212,7 @@ def summary(name: str, latencies: list[float], errors: list[bool], elapsed: floa
 
 
 async def run(args, port: int, secrets: list[str]) -> None:
-    # One client (one connection) per uploader, as each uploader is its own phone: a single
-    # httpx pool of 200 connections scans them all on every request and made the load
-    # generator, not the server, the bottleneck (seconds of queueing measured as latency).
-    clients = [
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            # below uvicorn's 5 s keep-alive, so that no request goes out on a connection
-            # the server is closing (a ReadError that says nothing about the service)
-            limits=httpx.Limits(
-                max_connections=1, max_keepalive_connections=1, keepalive_expiry=4.0
-            ),
-            timeout=60,
-        )
-        for _ in secrets
-    ]
+    clients = make_clients(port, len(secrets))
     try:
         start_ms = int(time.time() * 1000) - 40 * 24 * 3_600_000
         await asyncio.gather(*(seed(c, s, start_ms) for c, s in zip(clients, secrets, strict=True)))
@@ -196,22 +276,13 @@ def main() -> None:
         f"synthetic readings; --durability {args.durability}"
     )
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        data, key = root / "data", write_key_file(root / "server.key")
-        data.mkdir()
-        register_predefined_run(data, args.run)
-        store = PeopleStore(data)
-        secrets = []
-        for index in range(args.uploaders):
-            _, token = add_person(store, f"uploader{index}", "patient", "benchmark")
-            secrets.append(hashlib.sha1(token.encode()).hexdigest())
+        data, key, secrets = make_accounts(Path(folder), args.run, args.uploaders)
         port = free_port()
         server = start_server(data, key, port, args.durability)
         try:
             asyncio.run(run(args, port, secrets))
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+            stop_server(server)
 
 
 if __name__ == "__main__":
