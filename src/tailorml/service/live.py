@@ -154,7 +154,7 @@ class LiveAlerts:
         cipher = self.keyring.cipher(person_id)
         times, values = [], []
         for row in self.store.entries(person_id, low, high, READ_LIMIT):
-            entry = json.loads(cipher.open(row.sealed, ENTRY))
+            entry = cipher.open_record(row.sealed, ENTRY)
             if entry.get("type") == "sgv" and entry.get("sgv", 0) >= ERROR_CODE_BELOW:
                 times.append(row.date_ms)
                 values.append(float(entry["sgv"]))
@@ -167,7 +167,7 @@ class LiveAlerts:
         while True:
             rows = self.store.entries(person_id, None, until_ms, page, offset)
             for row in rows:
-                if json.loads(cipher.open(row.sealed, ENTRY)).get("type") == "sgv":
+                if cipher.open_record(row.sealed, ENTRY).get("type") == "sgv":
                     return row.date_ms
             if len(rows) < page:
                 return None
@@ -328,7 +328,7 @@ class LiveAlerts:
         history: dict[int, dict] = {}
         for row in self.store.alerts(person_id, low, high, READ_LIMIT):  # newest first
             if row.date_ms not in history:
-                history[row.date_ms] = json.loads(cipher.open(row.sealed, ALERT))
+                history[row.date_ms] = cipher.open_record(row.sealed, ALERT)
         return history
 
     def history(self, person_id: str, since_ms=None, until_ms=None, limit=10) -> list[dict]:
