@@ -23,12 +23,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from bench_storage import FIVE_MINUTES_MS, readings
-from tailorml.cli_service import register_predefined_run
-from tailorml.registry.people import PeopleStore
+from bench_storage import FIVE_MINUTES_MS, fresh_data_directory, readings
 from tailorml.service.app import build
 from tailorml.service.auth import add_person
-from tailorml.service.crypto import write_key_file
 
 
 def rate(client: TestClient, path: str, header: dict, seconds: float, check) -> tuple[int, float]:
@@ -50,11 +47,7 @@ def main() -> None:
     parser.add_argument("--other-reads", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        data, key = root / "data", write_key_file(root / "server.key")
-        data.mkdir()
-        register_predefined_run(data, args.run)
-        store = PeopleStore(data)
+        data, key, store = fresh_data_directory(Path(scratch), args.run)
         token = add_person(store, "p0", "patient", "bench")[1]
         header = {"api-secret": hashlib.sha1(token.encode()).hexdigest()}
         count = int(args.days * 288)

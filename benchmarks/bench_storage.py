@@ -84,6 +84,15 @@ def table_bytes(database: Path) -> dict[str, int]:
     return {name: int(size) for name, size in rows}
 
 
+def fresh_data_directory(root: Path, run: Path) -> tuple[Path, Path, PeopleStore]:
+    """A data directory in `root` as `tailorml serve --data` makes it, with `run`'s model as
+    the predefined one: (data directory, server key file, its people store)."""
+    data, key = root / "data", write_key_file(root / "server.key")
+    data.mkdir()
+    register_predefined_run(data, run)
+    return data, key, PeopleStore(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a train/demo run directory")
@@ -92,11 +101,7 @@ def main() -> None:
     parser.add_argument("--follower-polls-per-hour", type=int, default=12)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        data, key = root / "data", write_key_file(root / "server.key")
-        data.mkdir()
-        register_predefined_run(data, args.run)
-        store = PeopleStore(data)
+        data, key, store = fresh_data_directory(Path(scratch), args.run)
         tokens = [add_person(store, f"p{i}", "patient", "bench")[1] for i in range(args.people)]
         app = build(data, key, None)
         count = int(args.days * 288)
