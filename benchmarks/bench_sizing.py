@@ -595,6 +595,9 @@ class PostgresStore:
             self.server.cleanup()
 
 
+SEEDING_AT_ONCE = 8  # patients whose history is being uploaded at one time
+
+
 def seed_store(args, store) -> None:
     """Every patient's `--history` readings, uploaded and decided through one server."""
     began = time.perf_counter()
@@ -605,13 +608,17 @@ def seed_store(args, store) -> None:
 
     async def seed_all() -> None:
         clients = make_clients(port, len(store.secrets))
+        # a few day-long batches at a time: all of them at once queue behind each other in
+        # the server's threads past the clients' 60 s timeout (PostgreSQL's batch of 288
+        # costs about 1.5 times SQLite's, 0.45 s against 0.31 s in process)
+        gate = asyncio.Semaphore(SEEDING_AT_ONCE)
+
+        async def one(client, secret) -> None:
+            async with gate:
+                await seed(client, secret, args.start_ms, args.history)
+
         try:
-            await asyncio.gather(
-                *(
-                    seed(c, s, args.start_ms, args.history)
-                    for c, s in zip(clients, store.secrets, strict=True)
-                )
-            )
+            await asyncio.gather(*(one(c, s) for c, s in zip(clients, store.secrets, strict=True)))
         finally:
             await asyncio.gather(*(c.aclose() for c in clients))
 
