@@ -22,7 +22,6 @@ decision is stored sealed, with the model's id, hash and kind in the clear.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -177,7 +176,7 @@ class LiveAlerts:
         cipher = self.keyring.cipher(person_id)
         found: dict[str, tuple[list, list]] = {"insulin": ([], []), "cho": ([], [])}
         for row in self.store.treatments(person_id, low, high, READ_LIMIT):
-            treatment = json.loads(cipher.open(row.sealed, TREATMENT))
+            treatment = cipher.open_record(row.sealed, TREATMENT)
             for column, key in (("insulin", "insulin"), ("cho", "carbs")):
                 if treatment.get(key):
                     found[column][0].append(row.date_ms)
@@ -334,6 +333,6 @@ class LiveAlerts:
     def history(self, person_id: str, since_ms=None, until_ms=None, limit=10) -> list[dict]:
         cipher = self.keyring.cipher(person_id)
         return [
-            json.loads(cipher.open(row.sealed, ALERT)) | {"id": row.id, "created": row.created}
+            cipher.open_record(row.sealed, ALERT) | {"id": row.id, "created": row.created}
             for row in self.store.alerts(person_id, since_ms, until_ms, limit)
         ]
