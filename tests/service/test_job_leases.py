@@ -1,6 +1,7 @@
-"""Personalization jobs under leases: any number of runners on one data directory run each
-job once; a killed runner's job is taken up again exactly once, after its lease expires; a
-worker that lost its lease records nothing (registry.job_queue, service.jobs)."""
+"""Personalization jobs under leases: any number of runners on one data directory, or on one
+PostgreSQL database, run each job once; a killed runner's job is taken up again exactly once,
+after its lease expires; a worker that lost its lease records nothing (registry.job_queue,
+service.jobs)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from tailorml.registry import job_queue
+from tailorml.registry.database import DATABASE_ENV
 from tailorml.registry.job_queue import MAX_EXPIRED, LeaseLost
+from tailorml.registry.models import Registry
 from tailorml.registry.people import PeopleStore
 from tailorml.service.auth import add_person
 from tailorml.service.crypto import write_key_file
@@ -166,6 +169,9 @@ def test_a_data_directory_from_before_leases_is_upgraded_and_its_running_job_req
 
 
 # -- runners in their own processes --------------------------------------------------------
+# Each of these runs on both backends (`store_location`): runner processes over one data
+# directory's SQLite file, or over one PostgreSQL database (its URL in their environment,
+# $TAILORML_DATABASE, as `tailorml worker --database` hands it to its job's process).
 
 FAKE_WORKER = '''
 """A worker that takes FAKE_JOB_SECONDS, then records its result as the real one does."""
@@ -178,11 +184,12 @@ from tailorml.service.jobs import LEASE_LOST_EXIT, Lease
 data, job = Path(sys.argv[1]), int(sys.argv[2])
 owner = sys.argv[sys.argv.index("--lease-owner") + 1]
 seconds = float(sys.argv[sys.argv.index("--lease-seconds") + 1])
-store = PeopleStore(data)
+store = PeopleStore(os.environ.get("TAILORML_DATABASE") or data)
 lease = Lease(store, job, owner, seconds).start()
 
 def note(event):
-    line = {"job": job, "pid": os.getpid(), "event": event, "t": time.time()}
+    line = {"job": job, "pid": os.getpid(), "group": os.getpgrp(), "event": event,
+            "t": time.time(), "argv": sys.argv}
     with open(data.parent / "runs.jsonl", "a") as handle:
         handle.write(json.dumps(line) + "\\n")
 
@@ -199,52 +206,86 @@ note("done")
 
 RUNNER = '''
 """A server's job runner on its own, with the fake worker."""
-import signal, sys
+import os, signal, sys
 from pathlib import Path
 from tailorml.service.crypto import ServerKey
 from tailorml.service.jobs import JobRunner
 
 data = Path(sys.argv[1])
 key = ServerKey.load(sys.argv[2], data)
-runner = JobRunner(data, key, None, float(sys.argv[3]), poll_seconds=0.1, start_seconds=3.0)
+database = os.environ.get("TAILORML_DATABASE") or None
+runner = JobRunner(
+    data, key, None, float(sys.argv[3]), poll_seconds=0.1, start_seconds=3.0, database=database
+)
 runner.worker_module = "fake_worker"
 signal.signal(signal.SIGTERM, lambda *_: runner.stop())
 runner.start()
 runner.wait()
 '''
 
+WORKER_COMMAND = '''
+"""`tailorml worker ARGS` as its console script runs it (`tailorml.cli.main`), with the fake
+worker and short leases: the command has no option for them (a real job trains for minutes,
+under a 60 s lease that its runner polls for every 5 s)."""
+import sys
+from tailorml.service import jobs
+
+short = {"lease_seconds": float(sys.argv.pop(1)), "poll_seconds": 0.1, "start_seconds": 3.0}
+made = jobs.JobRunner.__init__
+jobs.JobRunner.__init__ = lambda self, *args, **kwargs: made(self, *args, **(kwargs | short))
+jobs.WORKER_MODULE = "fake_worker"
+from tailorml.cli import main
+main()
+'''
+
 
 class Runners:
-    """Runner processes over one data directory, each in its own process group (so that
-    killing one kills its worker with it, as a host going down would)."""
+    """Runner processes over one store (a data directory, or a PostgreSQL database beside
+    the data directory's files), each in its own process group (so that killing one kills
+    its worker with it, as a host going down would)."""
 
-    def __init__(self, root: Path, lease_seconds: float, job_seconds: float) -> None:
+    def __init__(
+        self, root: Path, lease_seconds: float, job_seconds: float, location: Path | str
+    ) -> None:
         (root / "fake_worker.py").write_text(FAKE_WORKER)
         (root / "runner.py").write_text(RUNNER)
+        (root / "worker_command.py").write_text(WORKER_COMMAND)
         # the runners' working directory holds a module named like one of the standard
         # library's: a worker must never import it (it used to: cwd was on its path)
         (root / "cwd").mkdir()
         (root / "cwd" / "queue.py").write_text(f"open({str(root / 'shadowed')!r}, 'w')\n")
         self.root, self.lease = root, lease_seconds
-        self.key = write_key_file(root / "server.key")
+        self.database = location if isinstance(location, str) else None  # a PostgreSQL URL
+        self.data, self.key = root / "data", write_key_file(root / "server.key")
         paths = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
         self.env = os.environ | {
             "PYTHONPATH": os.pathsep.join(paths),
             "FAKE_JOB_SECONDS": str(job_seconds),
         }
+        self.env.pop(DATABASE_ENV, None)
+        if self.database is not None:  # never on a command line: it may hold a password
+            self.env[DATABASE_ENV] = self.database
         self.processes: list[subprocess.Popen] = []
 
-    def start(self) -> subprocess.Popen:
-        command = [sys.executable, str(self.root / "runner.py"), str(self.root / "data")]
-        command += [str(self.key), str(self.lease)]
+    def store_with_jobs(self, n: int) -> tuple[PeopleStore, list[int]]:
+        return store_with_jobs(self.database or self.root, n)
+
+    def start(self, command: bool = False) -> subprocess.Popen:
+        """A runner of its own (`RUNNER`), or with `command` a `tailorml worker`."""
+        if command:
+            script = [str(self.root / "worker_command.py"), str(self.lease), "worker"]
+            script += ["--data", str(self.data), "--key-file", str(self.key)]
+        else:
+            script = [str(self.root / "runner.py"), str(self.data), str(self.key)]
+            script += [str(self.lease)]
         process = subprocess.Popen(
-            command, env=self.env, cwd=self.root / "cwd", start_new_session=True
+            [sys.executable, *script], env=self.env, cwd=self.root / "cwd", start_new_session=True
         )
         self.processes.append(process)
         return process
 
     def runs(self) -> list[dict]:
-        path = self.root / "runs.jsonl"
+        path = self.data.parent / "runs.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def wait_for(self, condition, timeout: float = 60.0) -> None:
@@ -262,16 +303,26 @@ class Runners:
 
 
 @pytest.fixture
-def runners(tmp_path):
+def runners(tmp_path, store_location):
+    """Makes a `Runners` over `store_location`; its processes are killed before the
+    PostgreSQL database is dropped (this fixture is set up after `store_location`)."""
     made: list[Runners] = []
 
     def make(lease_seconds: float, job_seconds: float) -> Runners:
-        made.append(Runners(tmp_path, lease_seconds, job_seconds))
+        made.append(Runners(tmp_path, lease_seconds, job_seconds, store_location))
         return made[-1]
 
     yield make
     for group in made:
         group.stop_all()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def starts_and_dones(runs: list[dict]) -> tuple[dict[int, int], dict[int, int]]:
@@ -286,7 +337,7 @@ def starts_and_dones(runs: list[dict]) -> tuple[dict[int, int], dict[int, int]]:
 
 def test_three_runners_run_each_of_four_jobs_once(tmp_path, runners):
     group = runners(lease_seconds=5.0, job_seconds=0.5)
-    store, ids = store_with_jobs(tmp_path, 4)
+    store, ids = group.store_with_jobs(4)
     for _ in range(3):
         group.start()
     group.wait_for(lambda: all(store.job(job).status == "done" for job in ids))
@@ -294,11 +345,13 @@ def test_three_runners_run_each_of_four_jobs_once(tmp_path, runners):
     assert starts == dones == dict.fromkeys(ids, 1)
     assert len({run["pid"] for run in group.runs()}) == 4  # each job in its own worker
     assert not (tmp_path / "shadowed").exists()  # no worker imported the cwd's queue.py
+    if group.database is not None:  # it reached the workers in their environment, not argv
+        assert not any(group.database in " ".join(run["argv"]) for run in group.runs())
 
 
-def test_a_killed_runner_and_worker_job_is_run_again_once_after_its_lease(tmp_path, runners):
+def test_a_killed_runner_and_worker_job_is_run_again_once_after_its_lease(runners):
     group = runners(lease_seconds=1.0, job_seconds=1.5)
-    store, (job,) = store_with_jobs(tmp_path, 1)
+    store, (job,) = group.store_with_jobs(1)
     first = group.start()
     group.wait_for(lambda: starts_and_dones(group.runs())[0].get(job) == 1)
     os.killpg(first.pid, signal.SIGKILL)  # the host goes down mid-job: runner and worker
@@ -313,9 +366,9 @@ def test_a_killed_runner_and_worker_job_is_run_again_once_after_its_lease(tmp_pa
     assert store.job(job).expired_leases == 1
 
 
-def test_a_worker_that_froze_past_its_lease_records_nothing(tmp_path, runners):
+def test_a_worker_that_froze_past_its_lease_records_nothing(runners):
     group = runners(lease_seconds=1.0, job_seconds=2.0)
-    store, (job,) = store_with_jobs(tmp_path, 1)
+    store, (job,) = group.store_with_jobs(1)
     group.start()
     group.wait_for(lambda: starts_and_dones(group.runs())[0].get(job) == 1)
     frozen = group.runs()[0]["pid"]
@@ -324,10 +377,43 @@ def test_a_worker_that_froze_past_its_lease_records_nothing(tmp_path, runners):
     group.wait_for(lambda: starts_and_dones(group.runs())[0].get(job) == 2)
     os.kill(frozen, signal.SIGCONT)
     group.wait_for(lambda: store.job(job).status == "done")
-    time.sleep(2.5)  # longer than the frozen worker's sleep: it would have finished by now
+    group.wait_for(lambda: not alive(frozen))  # it woke up and ended (its runner reaped it)
     done_by = [run["pid"] for run in group.runs() if run["event"] == "done"]
     assert frozen not in done_by and len(done_by) == 1
     assert store.job(job).session_id == job
+    assert store.job(job).expired_leases == 1
+
+
+@pytest.mark.parametrize("store_location", ["postgresql"], indirect=True)
+def test_worker_commands_on_one_postgresql_database_run_each_job_once_through_a_kill(runners):
+    """`tailorml worker --data DIR` processes (the URL in $TAILORML_DATABASE), one killed
+    mid-job with its worker and another started: each job is done once, the killed one's
+    after its lease, and the survivors still stop cleanly on SIGTERM."""
+    group = runners(lease_seconds=1.0, job_seconds=1.5)
+    # the command starts only on a registry with a predefined model; no job here trains,
+    # so its bytes need not be a model's (the registry keeps them, exports none)
+    model = group.root / "model.pt"
+    model.write_bytes(b"the predefined model")
+    Registry(group.data, group.database).register_predefined(model, "0" * 64, {}, None, "t")
+    store, ids = group.store_with_jobs(3)
+    first, second = group.start(command=True), group.start(command=True)
+    group.wait_for(lambda: len(starts_and_dones(group.runs())[0]) == 2)
+    (killed_job,) = [run["job"] for run in group.runs() if run["group"] == first.pid]
+    os.killpg(first.pid, signal.SIGKILL)  # its host goes down mid-job: runner and worker
+    killed_at = time.time()
+    third = group.start(command=True)  # restarted
+    group.wait_for(lambda: all(store.job(job).status == "done" for job in ids))
+    starts, dones = starts_and_dones(group.runs())
+    assert dones == dict.fromkeys(ids, 1)
+    assert starts == {job: 2 if job == killed_job else 1 for job in ids}
+    again = [r["t"] for r in group.runs() if r["job"] == killed_job and r["event"] == "start"]
+    assert again[1] >= killed_at + 0.5  # not before the dead lease could have expired
+    assert [store.job(job).expired_leases for job in ids] == [int(j == killed_job) for j in ids]
+    assert not any(group.database in " ".join(run["argv"]) for run in group.runs())
+    for process in (second, third):
+        assert process.poll() is None  # still running: none died of an error
+        process.send_signal(signal.SIGTERM)
+    assert [second.wait(timeout=20), third.wait(timeout=20)] == [143, 143]
 
 
 def test_the_worker_command_refuses_a_folder_without_service_data(tmp_path, tailorml_in_process):
