@@ -187,6 +187,7 @@ def tailorml_in_process():
 
 # a real PostgreSQL server for the store's tests (started once, only when a test asks)
 from tests.postgres_fixtures import (  # noqa: E402, F401
+    empty_postgres_url,
     postgres_module_url,
     postgres_server,
     postgres_url,

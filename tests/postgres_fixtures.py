@@ -185,3 +185,20 @@ def collect_suite(module, namespace: dict, skip: tuple[str, ...] = ()) -> None:
         test = name.startswith("test_") and callable(value) and name not in skip
         if test or (fixture and name not in namespace):
             namespace[name] = value
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_server) -> Iterator[str]:
+    """A fresh database with no schema at all (what an operator creates for the service),
+    dropped after the test."""
+    import psycopg
+
+    base = postgres_server["url"]
+    name = f"tailorml_empty_{os.getpid()}_{next(_numbers)}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    try:
+        yield _url(base, name)
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -45,13 +45,14 @@ def test_readings_are_stored_repeated_corrected_and_deleted_as_nightscout_does(s
         ann.id, [Write(1_000, "k1", b"\x00one", "c1"), Write(2_000, "k2", b"two", "c2")], "ann"
     )
     assert [u.outcome for u in first] == ["new", "new"]
+    # a reading's key is of its type and time (service.core): the same key is the same time
     again = store.add_entries(
-        ann.id, [Write(1_000, "k1", b"\x00one", "c1"), Write(1_500, "k1", b"fix", "c9")], "ann"
+        ann.id, [Write(1_000, "k1", b"\x00one", "c1"), Write(1_000, "k1", b"fix", "c9")], "ann"
     )
     assert [u.outcome for u in again] == ["same", "replaced"]
     assert again[1].previous_ms == 1_000 and again[1].public_id == first[0].public_id
     rows = store.entries(ann.id)
-    assert [(r.date_ms, r.sealed) for r in rows] == [(2_000, b"two"), (1_500, b"fix")]
+    assert [(r.date_ms, r.sealed) for r in rows] == [(2_000, b"two"), (1_000, b"fix")]
     assert store.entry_blobs(ann.id, None, None, 1) == [(first[1].public_id, b"two")]
     assert store.entries(ann.id, since_ms=1_600) == rows[:1]
     assert store.existing_ids("entries", ann.id, [first[0].public_id, "nope"]) == {
@@ -324,12 +325,14 @@ def test_two_requests_for_one_persons_personalization_make_one_job(store_locatio
     assert all("already under way" in str(r) for r in results if isinstance(r, Exception))
 
 
-def test_a_database_from_before_leases_and_per_person_clocks_is_brought_up_to_date(
-    store_location,
+def test_a_data_directory_from_before_leases_and_per_person_clocks_is_brought_up_to_date(
+    tmp_path,
 ):
-    """Yesterday's schema on either backend (a jobs table without the lease columns, no
-    per-person clocks): opening the store adds what is missing, and the job left running
-    without a lease is taken up again once."""
+    """An older data directory (a jobs table without the lease columns, no per-person
+    clocks): opening the store adds what is missing, and the job left running without a
+    lease is taken up again once. (A PostgreSQL database's upgrades are its revisions:
+    tests/test_schema_versions.py.)"""
+    store_location = tmp_path / "data"
     store = PeopleStore(store_location)
     ann = patient(store)
     job = store.add_job(ann.id, "t")
@@ -353,7 +356,8 @@ def test_each_backend_measures_its_tables_and_indexes(store):
     ann = patient(store)
     store.add_entries(ann.id, [Write(k, f"k{k}", b"s" * 100, "c") for k in range(200)], "ann")
     sizes = store.database.table_bytes()
-    assert {"entries", "people", "audit_log", "entries_by_time"} <= set(sizes)
+    # PostgreSQL's partitions count in their table's and index's name
+    assert {"entries", "people", "audit_log", "entries_by_modified"} <= set(sizes)
     assert sizes["entries"] >= 200 * 100  # the sealed bytes are in it
     assert list(sizes.values()) == sorted(sizes.values(), reverse=True)
 

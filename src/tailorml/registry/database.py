@@ -19,12 +19,11 @@ lock), each backend has its own code here (`table_columns`, `insert_id`, `for_up
 Why not SQLAlchemy Core now: the store is ~180 hand-written statements whose plans were
 measured on SQLite; Core's `text()` would pass them on untranslated (it does not rewrite
 `?` or `INSERT OR IGNORE`), and rewriting them as expressions is a large change with the
-risk of changing what each query does, for differences that are few and mechanical. The
-candidate for a library is schema migrations (Alembic, which needs only an engine for
-them), when the PostgreSQL schema gets its first version after this one.
+risk of changing what each query does, for differences that are few and mechanical.
 
-Each module of the registry brings its own schema (`CREATE ... IF NOT EXISTS`), applied
-when it opens the database.
+Schemas: on SQLite each module of the registry brings its own (`CREATE ... IF NOT EXISTS`)
+and its idempotent `migrate`, applied when it opens the file; on PostgreSQL the schema is
+versioned by Alembic's revisions (`registry.schema_versions`).
 """
 
 from __future__ import annotations
@@ -78,7 +77,9 @@ def open_database(
     migrate: Callable | None = None,
 ):
     """A `postgresql://` URL: the PostgreSQL store (`synchronous` is the server's own
-    setting there); anything else: the SQLite file at that path.
+    setting there, and `schema` and `migrate` are not used: the PostgreSQL schema is
+    Alembic's revisions, `registry.schema_versions`); anything else: the SQLite file at
+    that path.
 
     On PostgreSQL the stores of one process that open the same URL (the people store and
     the model registry of a service) share one `PostgresDatabase`, each adding its schema:
@@ -91,9 +92,7 @@ def open_database(
         with _shared_lock:
             found = _shared.get(url)
             if found is None:
-                found = _shared[url] = PostgresDatabase(url, schema, what, migrate)
-            else:
-                found.apply(schema, migrate)
+                found = _shared[url] = PostgresDatabase(url, what)
         return found
     return Database(location, schema, what, synchronous, migrate)
 

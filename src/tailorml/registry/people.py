@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tailorml.errors import TailormlError
-from tailorml.registry import consent, job_queue, push
+from tailorml.registry import consent, job_queue, partitions, push, retention
 from tailorml.registry import sealed_formats as formats
 from tailorml.registry.database import (
     DATABASE_ERRORS,
@@ -63,6 +63,8 @@ COLLECTIONS = ("devicestatus", "profile", "food", "settings")
 V3_TABLES = {"entries": "entries", "treatments": "treatments"} | dict.fromkeys(
     COLLECTIONS, "documents"
 )
+# SQLite's retention deletes this many rows per table and transaction
+RETENTION_BATCH = 20_000
 V3_COLUMNS = {"srv_modified": "INTEGER", "srv_created": "INTEGER", "identifier": "TEXT"}
 
 SCHEMA = (
@@ -215,12 +217,8 @@ def migrate(connection: sqlite3.Connection) -> None:
     delete it) and `content` (NULL: unknown, so a repeat of an old row is stored as a
     correction once, harmlessly).
 
-    On PostgreSQL only the column additions run (`add_columns`): a PostgreSQL database
-    was created at today's schema, and what the SQLite steps repair never existed there."""
-    if dialect_of(connection) != "sqlite":
-        job_queue.migrate(connection)
-        _indexes(connection)
-        return
+    SQLite only: a PostgreSQL database's schema is Alembic's revisions
+    (`registry.schema_versions`)."""
     for table in RECORD_TABLES:
         add_columns(connection, table, {"public_id": "TEXT", "content": "TEXT"})
         connection.execute(
@@ -836,13 +834,16 @@ class PeopleStore:
             writes = [Write(*r) for r in rows]
             stamps = iter(_server_times(connection, len(writes), person_id))
             for write in writes:
-                column, value = (
-                    ("public_id", write.public_id) if by_id else ("fingerprint", write.key)
-                )
+                if by_id:
+                    where, values = "public_id = ?", (write.public_id,)
+                elif table == "entries":  # a reading's key is of its time: one time to look at
+                    where, values = "date_ms = ? AND fingerprint = ?", (write.date_ms, write.key)
+                else:
+                    where, values = "fingerprint = ?", (write.key,)
                 found = connection.execute(
                     f"SELECT id, public_id, date_ms, content, sealed, srv_modified FROM {table}"
-                    f" WHERE person_id = ? AND {column} = ?",
-                    (person_id, value),
+                    f" WHERE person_id = ? AND {where}",
+                    (person_id, *values),
                 ).fetchone()
                 stamp = next(stamps)
                 if found is None:
@@ -884,7 +885,8 @@ class PeopleStore:
                 _insert_unique(
                     connection,
                     f"UPDATE {table} SET date_ms = ?, fingerprint = ?, sealed = ?, content = ?,"
-                    " srv_modified = ?, identifier = COALESCE(?, identifier) WHERE id = ?",
+                    " srv_modified = ?, identifier = COALESCE(?, identifier) WHERE id = ? AND"
+                    " date_ms = ?",
                     (
                         write.date_ms,
                         write.key,
@@ -893,6 +895,7 @@ class PeopleStore:
                         stamp,
                         write.identifier,
                         found["id"],
+                        found["date_ms"],
                     ),
                 )
                 result.append(
@@ -957,7 +960,10 @@ class PeopleStore:
             if found is not None:
                 _keep_previous(connection, table, person_id, found, "deleted", actor, now())
                 _bury(connection, person_id, table, found)
-                connection.execute(f"DELETE FROM {table} WHERE id = ?", (found["id"],))
+                connection.execute(
+                    f"DELETE FROM {table} WHERE id = ? AND date_ms = ?",
+                    (found["id"], found["date_ms"]),
+                )
             audit(
                 connection,
                 actor,
@@ -1510,6 +1516,73 @@ class PeopleStore:
                 counts | {"retired_models": retired_models, "data_key": "deleted"},
             )
         return counts
+
+    # -- housekeeping: partitions and retention ------------------------------------------
+
+    def maintain(self, now_ms: int | None = None) -> dict[str, list[str]] | None:
+        """PostgreSQL: the monthly partitions due (`registry.partitions.maintain`); the
+        partitions made, or None when another process is at it. SQLite: nothing to do."""
+        if dialect_of(self.database.reader()) == "sqlite":
+            return {}
+        return self.database.maintain(now_ms)
+
+    def apply_retention(self, days: int, actor: str, now_ms: int | None = None) -> dict:
+        """Delete readings and alert decisions (and the kept previous versions of readings)
+        of every person from before the month that holds the day `days` ago
+        (`registry.retention`); what went, with the cut ({} when nothing was dated before
+        it). Each transaction that deletes writes its audit line, so what is gone is on
+        record even if the process dies half-way.
+
+        PostgreSQL drops whole monthly partitions (`registry.partitions.drop_before`), one
+        transaction and one line; SQLite deletes the rows `RETENTION_BATCH` per table and
+        transaction (a line each), so that uploads wait at most one small transaction for
+        the single writer."""
+        at = int(time.time() * 1000) if now_ms is None else now_ms
+        cut = retention.cut_ms(days, at)
+        base = {"kept_days": days, "before": _iso_seconds(cut // 1000)}
+        if dialect_of(self.database.reader()) == "sqlite":
+            done = self._delete_before(cut, actor, base)
+        else:
+            with self.database.transaction() as connection:
+                done = partitions.drop_before(connection.raw, cut)
+                done["replaced"] = _delete_replaced_before(connection, cut)
+                if any(retention.removed(done).values()):
+                    audit(connection, actor, "retention", None, base | done)
+        return base | done if any(retention.removed(done).values()) else {}
+
+    def _delete_before(self, cut: int, actor: str, base: dict) -> dict:
+        """SQLite's retention: the rows before `cut`, a batch per table and transaction."""
+        totals = {table: 0 for table in ("entries", "alerts", "replaced")}
+        old = [  # looked for outside a transaction: the writer is not held to find none
+            self.database.query(f"SELECT 1 FROM {table} WHERE date_ms < ? LIMIT 1", (cut,))
+            for table in ("entries", "alerts")
+        ]
+        while any(old):
+            with self.database.transaction() as connection:
+                counts = {
+                    table: connection.execute(
+                        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE"
+                        " date_ms < ? LIMIT ?)",
+                        (cut, RETENTION_BATCH),
+                    ).rowcount
+                    for table in ("entries", "alerts")
+                }
+                counts["replaced"] = _delete_replaced_before(connection, cut)["rows"]
+                if any(counts.values()):
+                    details = {table: {"rows": count} for table, count in counts.items()}
+                    audit(connection, actor, "retention", None, base | details)
+            for table, count in counts.items():
+                totals[table] += count
+            if all(count < RETENTION_BATCH for count in counts.values()):
+                break
+        return {table: {"rows": count} for table, count in totals.items()}
+
+
+def _delete_replaced_before(connection, cut: int) -> dict[str, int]:
+    deleted = connection.execute(
+        "DELETE FROM replaced WHERE record_table = 'entries' AND date_ms < ?", (cut,)
+    ).rowcount
+    return {"rows": int(deleted)}
 
 
 def _alert_model(connection, model_id: int, sha256: str, kind: str) -> int:

@@ -18,17 +18,21 @@ each statement (`registry.dialect`) and returns rows readable by name and by ind
   this object (`registry.database.open_database`), so a thread holds one connection: an API
   process's connections are bounded by its request threads (`tailorml serve --threads`,
   checked against the server's `max_connections` at start, docs/service.md).
-- **Schema**: applied at open in one transaction under an advisory lock (several
-  processes starting at once on an empty database would otherwise collide creating it).
-  `migrate` runs as on SQLite, in its own transaction; it must use `table_columns` /
-  `add_columns`, never SQLite's catalog.
+- **Schema**: versioned by Alembic revisions (`registry.schema_versions`), brought up to
+  this release's at open, in one transaction under an advisory lock (processes starting
+  together wait for the first). The stores' SQLite-dialect schemas are not applied here:
+  a change to them needs a revision (tests/test_schema_versions.py compares the two).
+  Readings and decisions are partitioned by month (`registry.partitions`), whose coming
+  months are made at open and hourly by the service's housekeeping.
 - **Errors**: psycopg's `IntegrityError` is in `registry.database.INTEGRITY_ERRORS`, its
   `Error` in `DATABASE_ERRORS`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator
@@ -40,10 +44,20 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 
 from tailorml.errors import TailormlError
-from tailorml.registry import dialect
-from tailorml.registry.audit_schema import AUDIT_SCHEMA
+from tailorml.registry import dialect, partitions, schema_versions
 
-SCHEMA_LOCK = 7_436_201_937  # pg_advisory_xact_lock key while a schema is applied
+log = logging.getLogger(__name__)
+
+# the server ends a session that idles this long inside a transaction (its locks go with it);
+# the store's transactions run their statements back to back, well under a second apart
+IDLE_IN_TRANSACTION = "120s"
+
+
+def sqlalchemy_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's wrapper of driver errors (Alembic connects through it)."""
+    from sqlalchemy.exc import DBAPIError
+
+    return (DBAPIError,)
 
 
 class Row:
@@ -143,13 +157,7 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(
-        self,
-        url: str,
-        schema: str,
-        what: str = "--database",
-        migrate: Callable[[Any], None] | None = None,
-    ) -> None:
+    def __init__(self, url: str, what: str = "--database") -> None:
         self.url = url
         self.what = what
         self._local = threading.local()
@@ -159,20 +167,17 @@ class PostgresDatabase:
         # dropped without close() (a CLI command's store, a parent process's checks): its
         # connections close too, not only when their threads end (the main thread's: never)
         weakref.finalize(self, _close_all, self._all)
-        self.apply(schema, migrate)
-
-    def apply(self, schema: str, migrate: Callable[[Any], None] | None = None) -> None:
-        """Create what `schema` (and the audit log) needs, then run `migrate`: each in one
-        transaction under the schema lock. An unreachable or refusing server is one line
-        naming the option (`what`) and the URL without its password."""
+        self._reachable(lambda: schema_versions.upgrade(url))
         try:
-            with self.transaction() as connection:
-                connection.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                connection.executescript(AUDIT_SCHEMA + schema)
-            if migrate is not None:
-                with self.transaction() as connection:
-                    connection.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                    migrate(connection)
+            self.maintain()
+        except psycopg.errors.LockNotAvailable:  # busy tables: the housekeeping tries again
+            log.warning("the monthly partitions were not made at open (tables busy)")
+
+    def _reachable(self, work: Callable[[], Any]) -> Any:
+        """`work()`; an unreachable or refusing server is one line naming the option
+        (`what`) and the URL without its password."""
+        try:
+            return work()
         except psycopg.OperationalError as error:
             raise TailormlError(
                 f"cannot reach the PostgreSQL database {safe_url(self.url)}: {_line(error)};"
@@ -183,6 +188,19 @@ class PostgresDatabase:
                 f"{safe_url(self.url)} is not a PostgreSQL URL psycopg can use: {_line(error)};"
                 f" check {self.what}"
             ) from None
+        except sqlalchemy_errors() as error:  # the same, raised through Alembic's engine
+            cause = error.orig if getattr(error, "orig", None) is not None else error
+            if isinstance(cause, psycopg.OperationalError | psycopg.ProgrammingError):
+                raise TailormlError(
+                    f"cannot reach the PostgreSQL database {safe_url(self.url)}:"
+                    f" {_line(cause)}; check {self.what}"
+                ) from None
+            raise
+
+    def maintain(self, now_ms: int | None = None) -> dict[str, list[str]] | None:
+        """The monthly partitions due (`registry.partitions.maintain`)."""
+        at = int(time.time() * 1000) if now_ms is None else now_ms
+        return partitions.maintain(self._connection().raw, at)
 
     def storage(self) -> dict[str, str]:
         """What the store runs on, as API v3's status names it (the server's version)."""
@@ -203,6 +221,9 @@ class PostgresDatabase:
         """A new connection for this thread, closed when the thread is gone (a thread that
         ended would otherwise hold a server connection until the process exits)."""
         raw = psycopg.connect(self.url, autocommit=True)
+        # a process frozen inside a transaction (SIGSTOP, a paused VM) would hold its row
+        # locks for ever, and a job's row lock keeps the job from ever being claimed again
+        raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
         with self._all_lock:
             self._all.add(raw)
         weakref.finalize(threading.current_thread(), raw.close)
@@ -237,14 +258,19 @@ class PostgresDatabase:
 
     def table_bytes(self) -> dict[str, int]:
         """Bytes of every table (with its TOAST data) and index after a VACUUM, largest
-        first: what SQLite's `dbstat` gives (`registry.database.Database.table_bytes`)."""
+        first: what SQLite's `dbstat` gives (`registry.database.Database.table_bytes`). A
+        partitioned table or index counts its partitions' bytes under its own name."""
         raw = self._connection().raw
         raw.execute("VACUUM")
         rows = raw.execute(
-            "SELECT c.relname, CASE WHEN c.relkind = 'i' THEN pg_relation_size(c.oid) ELSE"
-            " pg_table_size(c.oid) END AS size FROM pg_class AS c JOIN pg_namespace AS n ON"
-            " n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind IN"
-            " ('r', 'i') ORDER BY size DESC, c.relname"
+            "SELECT c.relname, CASE c.relkind WHEN 'i' THEN pg_relation_size(c.oid)"
+            " WHEN 'r' THEN pg_table_size(c.oid) WHEN 'p' THEN (SELECT"
+            " COALESCE(SUM(pg_table_size(t.relid)), 0) FROM pg_partition_tree(c.oid) AS t"
+            " WHERE t.isleaf) ELSE (SELECT COALESCE(SUM(pg_relation_size(t.relid)), 0) FROM"
+            " pg_partition_tree(c.oid) AS t WHERE t.isleaf) END AS size FROM pg_class AS c"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname ="
+            " current_schema() AND c.relkind IN ('r', 'i', 'p', 'I') AND NOT"
+            " c.relispartition ORDER BY size DESC, c.relname"
         ).fetchall()
         return {name: int(size) for name, size in rows}
 
