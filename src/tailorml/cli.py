@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from tailorml import __version__, cli_service
+from tailorml import __version__, cli_database, cli_service
 from tailorml.errors import TailormlError
 
 if TYPE_CHECKING:
@@ -1620,6 +1620,7 @@ def config_show(config: ConfigOption = None) -> None:
 
 
 app.add_typer(cli_service.users_app, name="users")
+app.add_typer(cli_database.database_app, name="database")
 app.command("serve")(cli_service.serve)
 app.command("worker")(cli_service.worker)
 app.command("keygen")(cli_service.keygen)

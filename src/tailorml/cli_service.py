@@ -16,6 +16,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tailorml.registry.retention import MIN_DAYS as MIN_RETENTION_DAYS
+
 console = Console(soft_wrap=True, highlight=False)
 
 users_app = typer.Typer(
@@ -182,6 +184,17 @@ JobsConfigOption = Annotated[
 ]
 
 
+RetentionOption = Annotated[
+    int | None,
+    typer.Option(
+        min=MIN_RETENTION_DAYS,
+        help="Remove readings and alert decisions older than this many days (whole months, "
+        "by the housekeeping that runs with the jobs; the audit log says what went). Default: "
+        "keep everything.",
+    ),
+]
+
+
 def serve(
     data: DataOption,
     database: DatabaseOption = None,
@@ -236,6 +249,7 @@ def serve(
             "connection, and the server allows 100 by default).",
         ),
     ] = None,
+    retention_days: RetentionOption = None,
 ) -> None:
     """Run the cloud service: Nightscout-compatible uploads, live alerts from each person's
     active model, personalization jobs and the review page (docs/service.md)."""
@@ -262,7 +276,15 @@ def serve(
         from tailorml.service.app import create_app
         from tailorml.service.core import Service
 
-        service = Service(data, server_key, jobs_file, durability, he_model, database=database)
+        service = Service(
+            data,
+            server_key,
+            jobs_file,
+            durability,
+            he_model,
+            database=database,
+            retention_days=retention_days,
+        )
     else:  # each worker process builds its own Service from what a child checked
         check_worker_start(
             {
@@ -275,6 +297,7 @@ def serve(
                 "jobs": jobs,
                 "log_level": level,
                 "threads": threads,
+                "retention_days": retention_days,
             }
         )
     where = f"data {data}"
@@ -357,6 +380,7 @@ def app_from_environment():
         settings["durability"],
         settings["he_model"],
         database=settings.get("database"),
+        retention_days=settings.get("retention_days"),
     )
     return create_app(service, run_jobs=settings["jobs"], threads=settings.get("threads"))
 
@@ -378,6 +402,7 @@ def worker(
     key_file: KeyOption = None,
     config: JobsConfigOption = None,
     log_level: LogLevelOption = "info",
+    retention_days: RetentionOption = None,
 ) -> None:
     """Run personalization jobs of a service's data directory, one at a time, beside
     `tailorml serve` (or several workers: each job runs once, under a lease renewed while it
@@ -400,7 +425,9 @@ def worker(
             f"`tailorml serve --data {data} --predefined RUN`"
         )
     server_key = ServerKey.load(key_file, data)
-    runner = Service(data, server_key, jobs_config(config), database=database).jobs
+    runner = Service(
+        data, server_key, jobs_config(config), database=database, retention_days=retention_days
+    ).jobs
     received: list[int] = []
 
     def stop(signal_number: int, _frame) -> None:

@@ -46,10 +46,13 @@ class Service:
         he_model: str | Path | None = None,
         clock: Callable[[], float] = time.time,
         database: str | None = None,
+        retention_days: int | None = None,
     ) -> None:
         """`database`: a `postgresql://` URL holding the tables (people, readings, the
         model registry); `data_dir` then keeps the files (model and ONNX files, job logs,
-        session artifacts). Without it everything is in `data_dir`'s SQLite file."""
+        session artifacts). Without it everything is in `data_dir`'s SQLite file.
+        `retention_days`: readings and decisions older than that are removed by the
+        housekeeping that runs with the jobs (`service.housekeeping`)."""
         self.data_dir = Path(data_dir)
         self.database_url = database
         self.store = PeopleStore(database or self.data_dir, durability)
@@ -72,7 +75,9 @@ class Service:
         self.keyring = Keyring(self.store, server_key)
         self.runtimes = Runtimes(self.registry, self.data_dir / "onnx")
         self.live = LiveAlerts(self.store, self.keyring, self.runtimes, clock)
-        self.jobs = JobRunner(self.data_dir, server_key, config_path, database=database)
+        self.jobs = JobRunner(
+            self.data_dir, server_key, config_path, database=database, retention_days=retention_days
+        )
         self.encrypted = EncryptedAlerts(self.data_dir, Path(he_model) if he_model else None)
         self.push = Pusher(self.store, self.keyring)
         self._jwt_key: bytes | None = None

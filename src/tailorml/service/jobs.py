@@ -41,6 +41,7 @@ from tailorml.registry.database import DATABASE_ENV
 from tailorml.registry.job_queue import LEASE_SECONDS, LeaseLost, new_owner
 from tailorml.registry.people import PeopleStore
 from tailorml.service.crypto import KEY_ENV, ServerKey
+from tailorml.service.housekeeping import Housekeeper
 from tailorml.service.keyring import Keyring
 from tailorml.service.paths import without_paths
 
@@ -68,7 +69,10 @@ class JobRunner:
         poll_seconds: float = 5.0,
         start_seconds: float = START_SECONDS,
         database: str | None = None,
+        retention_days: int | None = None,
     ) -> None:
+        """`retention_days`: the housekeeping that runs beside the jobs removes readings and
+        decisions older than that (`service.housekeeping`); None keeps everything."""
         self.data_dir = data_dir
         self.database = database  # a PostgreSQL URL, handed to the job's process
         self.server_key = server_key
@@ -78,6 +82,7 @@ class JobRunner:
         self.start_seconds = start_seconds  # the first lease also covers the worker's start
         self.worker_module = WORKER_MODULE
         self.store = PeopleStore(database or data_dir)
+        self.housekeeper = Housekeeper(self.store, retention_days)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="personalization", daemon=True)
@@ -86,8 +91,10 @@ class JobRunner:
 
     def start(self) -> None:
         self._thread.start()
+        self.housekeeper.start()
 
     def stop(self) -> None:
+        self.housekeeper.stop()
         self._stop.set()
         self._wake.set()
         if self._process is not None and self._process.poll() is None:

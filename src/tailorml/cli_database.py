@@ -1,0 +1,131 @@
+"""`tailorml database ...`: the service's database seen by its operator -- the schema's
+version (PostgreSQL: Alembic revisions), the monthly partitions of readings and decisions,
+and a retention run on demand (the service's housekeeping runs one every hour when
+`serve`/`worker --retention-days` is set)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from tailorml.cli_service import (
+    DatabaseOption,
+    DataOption,
+    _actor,
+    _store,
+    console,
+    database_url,
+)
+from tailorml.registry.retention import MIN_DAYS, removed
+
+database_app = typer.Typer(
+    rich_markup_mode=None,
+    help="The service's database: schema version, partitions, retention.",
+    no_args_is_help=True,
+)
+
+
+def _postgres(database: str | None) -> str:
+    url = database_url(database)
+    if url is None:
+        raise typer.BadParameter(
+            "is needed: a SQLite data directory (--data) has no schema versions or partitions;"
+            " it brings itself up to date whenever a command or the service opens it",
+            param_hint="'--database'",
+        )
+    return url
+
+
+@database_app.command("status")
+def database_status(database: DatabaseOption = None) -> None:
+    """The schema's revision against this release's newest, and each partitioned table's
+    months (rows per month, and rows waiting in the default partition)."""
+    from tailorml.registry import partitions, schema_versions
+    from tailorml.registry.postgres import safe_url
+
+    url = _postgres(database)
+    current, newest = schema_versions.current(url), schema_versions.head()
+    state = "current" if current == newest else "behind: `tailorml database upgrade`"
+    known = {revision for revision, _ in schema_versions.history()}
+    if current is not None and current not in known:
+        state = "NEWER than this release: run a release that knows it"
+    console.print(
+        f"{safe_url(url)}: schema revision {current or 'none'}; newest {newest} ({state})"
+    )
+    if current != newest:
+        return
+    store = _store(Path("."), database=url)
+    raw = store.database.reader().raw
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("table", "months", "first", "last", "rows (estimate)", "in default"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name in partitions.PARTITIONED:
+        months = partitions.months(raw, name)
+        estimate = raw.execute(
+            "SELECT COALESCE(SUM(GREATEST(c.reltuples, 0)), 0)::bigint FROM pg_inherits AS i"
+            " JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_class AS p ON p.oid ="
+            " i.inhparent WHERE p.relname = %s AND p.relnamespace ="
+            " current_schema()::regnamespace",
+            (name,),
+        ).fetchone()[0]
+        (waiting,) = raw.execute(f"SELECT COUNT(*) FROM {name}_default").fetchone()
+        first, last = (min(months), max(months)) if months else (None, None)
+        table.add_row(
+            name,
+            f"{len(months):,}",
+            f"{first[0]}-{first[1]:02d}" if first else "-",
+            f"{last[0]}-{last[1]:02d}" if last else "-",
+            f"{int(estimate):,}",
+            f"{waiting:,}",
+        )
+    console.print(table)
+
+
+@database_app.command("upgrade")
+def database_upgrade(database: DatabaseOption = None) -> None:
+    """Bring the schema to this release's newest revision (the service does it when it
+    starts; run this first to upgrade before rolling out the new release's processes)."""
+    from tailorml.registry import schema_versions
+
+    url = _postgres(database)
+    before = schema_versions.current(url)
+    _store(Path("."), database=url)  # opening upgrades, then makes the partitions due
+    after = schema_versions.current(url)
+    if before == after:
+        console.print(f"Schema already at revision {after}, this release's newest.")
+    else:
+        console.print(f"Schema upgraded from revision {before or 'none'} to {after}.")
+
+
+@database_app.command("history")
+def database_history() -> None:
+    """The schema's revisions this release knows, oldest first."""
+    from tailorml.registry import schema_versions
+
+    for revision, doc in schema_versions.history():
+        console.print(f"{revision}  {' '.join(doc.split())}")
+
+
+@database_app.command("retention")
+def database_retention(
+    days: Annotated[
+        int,
+        typer.Option(min=MIN_DAYS, help="Keep this many days (whole months: up to a month more)."),
+    ],
+    data: DataOption,
+    database: DatabaseOption = None,
+) -> None:
+    """Remove readings and alert decisions older than --days now, for everyone (whole
+    months; one audit line says what went). The service's housekeeping does the same
+    hourly with `serve`/`worker --retention-days`."""
+    store = _store(data, database=database)
+    done = store.apply_retention(days, _actor())
+    if not done:
+        console.print(f"Nothing dated before the cut of a {days}-day retention; nothing removed.")
+        return
+    parts = ", ".join(f"{count:,} {table}" for table, count in removed(done).items())
+    console.print(f"Removed everything dated before {done['before']}: {parts}.")
