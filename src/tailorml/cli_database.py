@@ -44,7 +44,7 @@ def _postgres(database: str | None) -> str:
 def database_status(database: DatabaseOption = None) -> None:
     """The schema's revision against this release's newest, and each partitioned table's
     months (rows per month, and rows waiting in the default partition)."""
-    from tailorml.registry import partitions, schema_versions
+    from tailorml.registry import schema_versions
     from tailorml.registry.postgres import safe_url
 
     url = _postgres(database)
@@ -59,28 +59,18 @@ def database_status(database: DatabaseOption = None) -> None:
     if current != newest:
         return
     store = _store(Path("."), database=url)
-    raw = store.database.reader().raw
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("table", "months", "first", "last", "rows (estimate)", "in default"):
         table.add_column(column, justify="left" if column == "table" else "right")
-    for name in partitions.PARTITIONED:
-        months = partitions.months(raw, name)
-        estimate = raw.execute(
-            "SELECT COALESCE(SUM(GREATEST(c.reltuples, 0)), 0)::bigint FROM pg_inherits AS i"
-            " JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_class AS p ON p.oid ="
-            " i.inhparent WHERE p.relname = %s AND p.relnamespace ="
-            " current_schema()::regnamespace",
-            (name,),
-        ).fetchone()[0]
-        (waiting,) = raw.execute(f"SELECT COUNT(*) FROM {name}_default").fetchone()
-        first, last = (min(months), max(months)) if months else (None, None)
+    for name, found in store.partitions().items():
+        first, last = found["first"], found["last"]
         table.add_row(
             name,
-            f"{len(months):,}",
+            f"{found['months']:,}",
             f"{first[0]}-{first[1]:02d}" if first else "-",
             f"{last[0]}-{last[1]:02d}" if last else "-",
-            f"{int(estimate):,}",
-            f"{waiting:,}",
+            f"{found['rows_estimate']:,}",
+            f"{found['in_default']:,}",
         )
     console.print(table)
 

@@ -126,6 +126,31 @@ def maintain(raw, now_ms: int) -> dict[str, list[str]] | None:
         return made
 
 
+def summary(raw) -> dict[str, dict]:
+    """Per partitioned table: its months (how many, the first and last), the rows the
+    server estimates in all (from its statistics: no table is scanned) and the rows waiting
+    in the default partition (counted)."""
+    found = {}
+    for table in PARTITIONED:
+        have = months(raw, table)
+        (estimate,) = raw.execute(
+            "SELECT COALESCE(SUM(GREATEST(c.reltuples, 0)), 0)::bigint FROM pg_inherits AS i"
+            " JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_class AS p ON p.oid ="
+            " i.inhparent WHERE p.relname = %s AND p.relnamespace ="
+            " current_schema()::regnamespace",
+            (table,),
+        ).fetchone()
+        (waiting,) = raw.execute(f"SELECT COUNT(*) FROM {table}_default").fetchone()
+        found[table] = {
+            "months": len(have),
+            "first": min(have) if have else None,
+            "last": max(have) if have else None,
+            "rows_estimate": int(estimate),
+            "in_default": int(waiting),
+        }
+    return found
+
+
 def drop_before(raw, cut_ms: int) -> dict[str, dict]:
     """Inside the caller's transaction: drop every monthly partition that ends at or before
     `cut_ms` and delete the default partition's rows before it; per table, the partitions

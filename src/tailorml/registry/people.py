@@ -1526,6 +1526,13 @@ class PeopleStore:
             return {}
         return self.database.maintain(now_ms)
 
+    def partitions(self) -> dict[str, dict]:
+        """PostgreSQL: each partitioned table's months and rows (`registry.partitions.summary`);
+        SQLite: none."""
+        if dialect_of(self.database.reader()) == "sqlite":
+            return {}
+        return partitions.summary(self.database.reader().raw)
+
     def apply_retention(self, days: int, actor: str, now_ms: int | None = None) -> dict:
         """Delete readings and alert decisions (and the kept previous versions of readings)
         of every person from before the month that holds the day `days` ago
