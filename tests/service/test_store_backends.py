@@ -270,7 +270,9 @@ def test_one_persons_decisions_take_turns_and_others_run_beside(store_location):
         assert order.index("e in") < order.index("a out")  # ran beside ann's
 
 
-def test_a_migration_adds_the_columns_a_table_lacks_once(store):
+def test_a_data_directory_migration_adds_the_columns_a_table_lacks_once(tmp_path):
+    """SQLite's migrations (a PostgreSQL database's are Alembic revisions)."""
+    store = PeopleStore(tmp_path / "data")
     with store.database.transaction() as connection:
         assert "lease_owner" in table_columns(connection, "jobs")
         assert add_columns(connection, "jobs", {"extra_ms": "INTEGER", "lease_owner": "TEXT"}) == [
@@ -279,6 +281,12 @@ def test_a_migration_adds_the_columns_a_table_lacks_once(store):
         assert add_columns(connection, "jobs", {"extra_ms": "INTEGER"}) == []
         names = [row[1] for row in connection.execute("PRAGMA table_info(jobs)").fetchall()]
         assert names[0] == "id" and names[-1] == "extra_ms"
+
+
+def test_a_tables_columns_and_big_integers_read_alike(store):
+    with store.database.transaction() as connection:
+        names = [row[1] for row in connection.execute("PRAGMA table_info(jobs)").fetchall()]
+        assert names[0] == "id" and "lease_owner" in names
         assert connection.execute("PRAGMA table_info(no_such_table)").fetchall() == []
     (row,) = store.database.query("SELECT ? * 1024 AS big, 'x' AS s", (2**40,))
     assert (row["big"], row[1], dict(row)) == (2**50, "x", {"big": 2**50, "s": "x"})

@@ -287,10 +287,11 @@ def table_columns(connection, table: str) -> set[str]:
 
 
 def add_columns(connection, table: str, columns: dict[str, str]) -> list[str]:
-    """Add each of `columns` (name -> SQL declaration, SQLite's types) that `table` lacks;
-    returns the names added (none on a database already migrated)."""
+    """Add each of `columns` (name -> SQL declaration) that `table` lacks; returns the
+    names added (none on a file already migrated). SQLite's migrations only: a PostgreSQL
+    database's columns come from its revisions (`registry.schema_versions`)."""
     present = table_columns(connection, table)
     added = [name for name in columns if name not in present]
-    for name in added:  # PostgreSQL: the types translated (registry.dialect)
+    for name in added:
         connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
     return added

@@ -146,11 +146,6 @@ class Connection:
         cursor.executemany(dialect.statement(sql), [_parameters(row) for row in rows])
         return Cursor(cursor)
 
-    def executescript(self, sql: str) -> None:
-        """A schema script (`registry.dialect.script`), inside the caller's transaction."""
-        for one in dialect.script(sql):
-            self.raw.execute(one)
-
 
 class PostgresDatabase:
     """A PostgreSQL database with `schema` applied (plus the audit log's)."""
