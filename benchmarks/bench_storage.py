@@ -2,7 +2,7 @@
 person-year: the baseline of "less per reading" (issue: beyond one machine).
 
     .venv/bin/python benchmarks/bench_storage.py --run runs/<demo run> [--people 4]
-        [--days 3] [--follower-polls-per-hour 12]
+        [--days 3] [--follower-polls-per-hour 12] [--database postgresql://...]
 
 A fresh data directory (SQLite, as `tailorml serve --data` makes it) with the run's model
 as the predefined one and `--people` patients; each uploads `--days` of synthetic readings
@@ -15,7 +15,10 @@ polls over an hour), so the lines are counted as production would write them. Th
 requests go through the real app in process (FastAPI's TestClient): the same code paths
 as over HTTP, without a socket. Then the file is checkpointed and VACUUMed and SQLite's
 `dbstat` gives each table's and index's bytes; per reading = bytes / readings stored.
-Readings are synthetic; only their sizes matter here.
+With `--database` (an empty PostgreSQL database) the tables are there instead, and the
+sizes are PostgreSQL's after a VACUUM (a partitioned table's and index's partitions
+counted under its name: `PostgresDatabase.table_bytes`). Readings are synthetic; only their
+sizes matter here.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import platform
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -34,10 +36,12 @@ from fastapi.testclient import TestClient
 
 from tailorml.cli_service import register_predefined_run
 from tailorml.registry import people as people_module
+from tailorml.registry.database import DATABASE_ERRORS
 from tailorml.registry.people import PeopleStore
-from tailorml.service.app import build
+from tailorml.service.app import create_app
 from tailorml.service.auth import add_person
-from tailorml.service.crypto import write_key_file
+from tailorml.service.core import Service
+from tailorml.service.crypto import ServerKey, write_key_file
 
 FIVE_MINUTES_MS = 300_000
 READINGS_PER_YEAR = 365 * 288
@@ -70,27 +74,21 @@ def _stores(app) -> list:
     return [o for o in gc.get_objects() if isinstance(o, PeopleStore)]
 
 
-def table_bytes(database: Path) -> dict[str, int]:
-    """Bytes of every table and index after a checkpoint and VACUUM (`dbstat`)."""
-    connection = sqlite3.connect(database)
-    try:
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        connection.execute("VACUUM")
-        rows = connection.execute(
-            "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
-        ).fetchall()
-    finally:
-        connection.close()
-    return {name: int(size) for name, size in rows}
-
-
-def fresh_data_directory(root: Path, run: Path) -> tuple[Path, Path, PeopleStore]:
-    """A data directory in `root` as `tailorml serve --data` makes it, with `run`'s model as
-    the predefined one: (data directory, server key file, its people store)."""
+def fresh_data_directory(
+    root: Path, run: Path, database: str | None = None
+) -> tuple[Path, Path, PeopleStore]:
+    """A data directory in `root` as `tailorml serve --data [--database]` makes it, with
+    `run`'s model as the predefined one: (data directory, server key file, its people
+    store)."""
     data, key = root / "data", write_key_file(root / "server.key")
     data.mkdir()
-    register_predefined_run(data, run)
-    return data, key, PeopleStore(data)
+    register_predefined_run(data, run, database)
+    return data, key, PeopleStore(database or data)
+
+
+def app_of(data: Path, key: Path, database: str | None = None):
+    """The service's app on `data` (and `database`), as `tailorml serve` builds it."""
+    return create_app(Service(data, ServerKey.load(key, data), None, database=database))
 
 
 def main() -> None:
@@ -99,11 +97,12 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=4)
     parser.add_argument("--days", type=float, default=3.0)
     parser.add_argument("--follower-polls-per-hour", type=int, default=12)
+    parser.add_argument("--database", help="an empty PostgreSQL database's URL")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        data, key, store = fresh_data_directory(Path(scratch), args.run)
+        data, key, store = fresh_data_directory(Path(scratch), args.run, args.database)
         tokens = [add_person(store, f"p{i}", "patient", "bench")[1] for i in range(args.people)]
-        app = build(data, key, None)
+        app = app_of(data, key, args.database)
         count = int(args.days * 288)
         start = int(time.time() * 1000) - count * FIVE_MINUTES_MS
         began = time.perf_counter()
@@ -132,16 +131,14 @@ def main() -> None:
         for service_store in _stores(app):
             service_store.flush_reads()
         people_module.time = time
-        database = next(data.glob("*.sqlite"))
-        sizes = table_bytes(database)
-        connection = sqlite3.connect(database)
-        counts = {
-            name: connection.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
-            for (name,) in connection.execute(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        }
-        connection.close()
+        sizes = store.database.table_bytes()
+        counts = {}
+        for name in sizes:
+            try:
+                (counts[name],) = store.database.tuples(f"SELECT COUNT(*) FROM {name}")[0]
+            except DATABASE_ERRORS:  # an index: no rows of its own
+                continue
+    print(f"# storage: {store.database.storage()}")
     stored = args.people * count
     total = sum(sizes.values())
     print(f"# {platform.node()}, {platform.processor() or platform.machine()}, {time.ctime()}")
