@@ -132,13 +132,15 @@ def _make_template(base: str) -> None:
     store.database.close()
 
 
-def _fresh_database(postgres_server) -> Iterator[str]:
+def _fresh_database(postgres_server, template: str = TEMPLATE) -> Iterator[str]:
+    """A new database copied from `template` (the schema's; template0: nothing), dropped
+    after."""
     import psycopg
 
     base = postgres_server["url"]
     name = f"tailorml_test_{os.getpid()}_{next(_numbers)}"
     with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     try:
         yield _url(base, name)
     finally:
@@ -191,14 +193,4 @@ def collect_suite(module, namespace: dict, skip: tuple[str, ...] = ()) -> None:
 def empty_postgres_url(postgres_server) -> Iterator[str]:
     """A fresh database with no schema at all (what an operator creates for the service),
     dropped after the test."""
-    import psycopg
-
-    base = postgres_server["url"]
-    name = f"tailorml_empty_{os.getpid()}_{next(_numbers)}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
-    try:
-        yield _url(base, name)
-    finally:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from _fresh_database(postgres_server, "template0")
