@@ -43,7 +43,9 @@ def _postgres(database: str | None) -> str:
 @database_app.command("status")
 def database_status(database: DatabaseOption = None) -> None:
     """The schema's revision against this release's newest, and each partitioned table's
-    months (rows per month, and rows waiting in the default partition)."""
+    months (with the server's estimate of their rows, and the rows waiting in the default
+    partition). A current database is opened as every process opens it, which also makes
+    the partitions due; an older one is only reported (`upgrade` upgrades it)."""
     from tailorml.registry import schema_versions
     from tailorml.registry.postgres import safe_url
 
