@@ -335,6 +335,17 @@ def starts_and_dones(runs: list[dict]) -> tuple[dict[int, int], dict[int, int]]:
     return starts, dones
 
 
+# the runner tests on PostgreSQL run with `make test-postgres` (about 21 s of processes and
+# leases that repeat the SQLite ones; the real `tailorml worker` test below stays in
+# `make test`, so each `make test` still kills a worker on PostgreSQL)
+BOTH_BACKENDS = pytest.mark.parametrize(
+    "store_location",
+    ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres_suites)],
+    indirect=True,
+)
+
+
+@BOTH_BACKENDS
 def test_three_runners_run_each_of_four_jobs_once(tmp_path, runners):
     group = runners(lease_seconds=5.0, job_seconds=0.5)
     store, ids = group.store_with_jobs(4)
@@ -349,6 +360,7 @@ def test_three_runners_run_each_of_four_jobs_once(tmp_path, runners):
         assert not any(group.database in " ".join(run["argv"]) for run in group.runs())
 
 
+@BOTH_BACKENDS
 def test_a_killed_runner_and_worker_job_is_run_again_once_after_its_lease(runners):
     group = runners(lease_seconds=1.0, job_seconds=1.5)
     store, (job,) = group.store_with_jobs(1)
@@ -366,6 +378,7 @@ def test_a_killed_runner_and_worker_job_is_run_again_once_after_its_lease(runner
     assert store.job(job).expired_leases == 1
 
 
+@BOTH_BACKENDS
 def test_a_worker_that_froze_past_its_lease_records_nothing(runners):
     group = runners(lease_seconds=1.0, job_seconds=2.0)
     store, (job,) = group.store_with_jobs(1)
