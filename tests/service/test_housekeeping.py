@@ -41,17 +41,33 @@ class FlakyStore:
         return {}
 
 
-def test_a_failed_round_is_logged_and_the_next_one_runs(caplog):
-    store = FlakyStore()
-    keeper = Housekeeper(store, every_seconds=0.05)  # type: ignore[arg-type]
+def test_a_round_runs_when_due_and_a_failed_one_is_logged_and_tried_next_time(caplog):
+    store, now = FlakyStore(), [1000.0]
+    keeper = Housekeeper(store, every_seconds=3600, clock=lambda: now[0])  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="tailorml.service.housekeeping"):
-        keeper.start()
-        deadline = time.monotonic() + 10
-        while store.rounds < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        keeper.stop()
-    assert store.rounds >= 3
+        assert keeper.run_if_due() is None  # the first round, failed
     assert "housekeeping failed" in caplog.text and "restarting" in caplog.text
-    stopped_at = store.rounds
-    time.sleep(0.2)
-    assert store.rounds == stopped_at  # stopped means stopped
+    now[0] += 3599
+    assert keeper.run_if_due() is None and store.rounds == 1  # not due yet
+    now[0] += 1
+    assert keeper.run_if_due() == {"partitions": {}, "retention": {}} and store.rounds == 2
+
+
+def test_the_job_runner_keeps_house_between_jobs(tmp_path):
+    """The runner's loop runs the rounds (no thread of their own): at start, then hourly."""
+    from tailorml.service.crypto import ServerKey, write_key_file
+    from tailorml.service.jobs import JobRunner
+
+    data = tmp_path / "data"
+    data.mkdir()
+    key = ServerKey.load(write_key_file(tmp_path / "server.key"), data)
+    runner = JobRunner(data, key, None, poll_seconds=0.05, retention_days=30)
+    rounds = []
+    runner.housekeeper.run_once = lambda: rounds.append(1) or {}  # type: ignore[method-assign]
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not rounds and time.monotonic() < deadline:
+        time.sleep(0.02)
+    runner.stop()
+    assert rounds == [1]  # one round at start; the next one an hour later
+    assert runner.housekeeper.retention_days == 30

@@ -91,10 +91,8 @@ class JobRunner:
 
     def start(self) -> None:
         self._thread.start()
-        self.housekeeper.start()
 
     def stop(self) -> None:
-        self.housekeeper.stop()
         self._stop.set()
         self._wake.set()
         if self._process is not None and self._process.poll() is None:
@@ -116,6 +114,7 @@ class JobRunner:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self.housekeeper.run_if_due()  # between jobs: no thread or connection of its own
             owner = new_owner()
             job = self.store.claim_job(owner, self.start_seconds + self.lease_seconds)
             if job is None:
