@@ -51,7 +51,8 @@ def test_coming_months_are_made_and_a_backfill_gets_its_month(postgres_url):
     this = partitions.month_of(int(time.time() * 1000))
     with psycopg.connect(postgres_url) as raw:
         for table in partitions.PARTITIONED:
-            assert set(partitions.months(raw, table)) == {this, later(this, 1), later(this, 2)}
+            # (a superset: the template database may hold last month's, made before midnight)
+            assert {this, later(this, 1), later(this, 2)} <= set(partitions.months(raw, table))
     ahead_month = later(this, 6)
     old, clockless = ms(2024, 3, 5), ms(1970, 1, 2)
     ahead = partitions.start_ms(ahead_month) + 3_600_000
