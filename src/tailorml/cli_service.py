@@ -309,6 +309,11 @@ def serve(
         f"tailorml service on http://{host}:{port} · {where} · review page "
         f"http://{host}:{port}/review · Ctrl-C stops it"
     )
+    if retention_days is not None and not jobs:
+        console.print(
+            "[yellow]--retention-days with --no-jobs: the housekeeping runs where jobs run; "
+            "give `tailorml worker` --retention-days instead.[/yellow]"
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(
             "[yellow]Listening beyond this machine: put a TLS-terminating proxy in front; "
