@@ -47,10 +47,11 @@ def database_status(database: DatabaseOption = None) -> None:
     partition). A current database is opened as every process opens it, which also makes
     the partitions due; an older one is only reported (`upgrade` upgrades it)."""
     from tailorml.registry import schema_versions
-    from tailorml.registry.postgres import safe_url
+    from tailorml.registry.postgres import reachable, safe_url
 
     url = _postgres(database)
-    current, newest = schema_versions.current(url), schema_versions.head()
+    current = reachable(url, "--database", lambda: schema_versions.current(url))
+    newest = schema_versions.head()
     state = "current" if current == newest else "behind: `tailorml database upgrade`"
     known = {revision for revision, _ in schema_versions.history()}
     if current is not None and current not in known:
@@ -82,9 +83,10 @@ def database_upgrade(database: DatabaseOption = None) -> None:
     """Bring the schema to this release's newest revision (the service does it when it
     starts; run this first to upgrade before rolling out the new release's processes)."""
     from tailorml.registry import schema_versions
+    from tailorml.registry.postgres import reachable
 
     url = _postgres(database)
-    before = schema_versions.current(url)
+    before = reachable(url, "--database", lambda: schema_versions.current(url))
     _store(Path("."), database=url)  # opening upgrades, then makes the partitions due
     after = schema_versions.current(url)
     if before == after:
@@ -112,7 +114,7 @@ def database_retention(
     database: DatabaseOption = None,
 ) -> None:
     """Remove readings and alert decisions older than --days now, for everyone (whole
-    months; one audit line says what went). The service's housekeeping does the same
+    months; the audit log says what went). The service's housekeeping does the same
     hourly with `serve`/`worker --retention-days`."""
     store = _store(data, database=database)
     done = store.apply_retention(days, _actor())

@@ -68,3 +68,14 @@ def test_a_retention_run_on_a_data_directory(tmp_path, tailorml_in_process):
     assert "nothing removed" in again.stdout
     short = tailorml_in_process("database", "retention", "--days", "7", "--data", str(data))
     assert short.returncode == 2 and "'--days'" in short.stderr
+
+
+def test_an_unreachable_server_is_one_line_without_the_password(tailorml_in_process):
+    url = "postgresql://tailorml:s3cret-word@127.0.0.1:1/service"
+    for command in ("status", "upgrade"):
+        said = tailorml_in_process("database", command, "--database", url)
+        assert said.returncode == 2
+        assert "cannot reach the PostgreSQL database postgresql://tailorml@127.0.0.1:1/service" in (
+            said.stderr
+        )
+        assert "s3cret" not in said.stderr + said.stdout and "Traceback" not in said.stderr

@@ -162,35 +162,11 @@ class PostgresDatabase:
         # dropped without close() (a CLI command's store, a parent process's checks): its
         # connections close too, not only when their threads end (the main thread's: never)
         weakref.finalize(self, _close_all, self._all)
-        self._reachable(lambda: schema_versions.upgrade(url))
+        reachable(url, what, lambda: schema_versions.upgrade(url))
         try:
             self.maintain()
         except psycopg.errors.LockNotAvailable:  # busy tables: the housekeeping tries again
             log.warning("the monthly partitions were not made at open (tables busy)")
-
-    def _reachable(self, work: Callable[[], Any]) -> Any:
-        """`work()`; an unreachable or refusing server is one line naming the option
-        (`what`) and the URL without its password."""
-        try:
-            return work()
-        except psycopg.OperationalError as error:
-            raise TailormlError(
-                f"cannot reach the PostgreSQL database {safe_url(self.url)}: {_line(error)};"
-                f" check {self.what}"
-            ) from None
-        except psycopg.ProgrammingError as error:  # a URL psycopg cannot read
-            raise TailormlError(
-                f"{safe_url(self.url)} is not a PostgreSQL URL psycopg can use: {_line(error)};"
-                f" check {self.what}"
-            ) from None
-        except sqlalchemy_errors() as error:  # the same, raised through Alembic's engine
-            cause = error.orig if getattr(error, "orig", None) is not None else error
-            if isinstance(cause, psycopg.OperationalError | psycopg.ProgrammingError):
-                raise TailormlError(
-                    f"cannot reach the PostgreSQL database {safe_url(self.url)}:"
-                    f" {_line(cause)}; check {self.what}"
-                ) from None
-            raise
 
     def maintain(self, now_ms: int | None = None) -> dict[str, list[str]] | None:
         """The monthly partitions due (`registry.partitions.maintain`)."""
@@ -277,6 +253,28 @@ class PostgresDatabase:
         for raw in connections:
             raw.close()
         self._local = threading.local()
+
+
+def reachable(url: str, what: str, work: Callable[[], Any]) -> Any:
+    """`work()` (something that connects to `url`); an unreachable or refusing server, or a
+    URL psycopg cannot read, is one line naming the option (`what`) and the URL without its
+    password, whether psycopg raised it or SQLAlchemy (Alembic's connection) wrapped it."""
+    try:
+        return work()
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as error:
+        raise TailormlError(_unreachable(url, what, error)) from None
+    except sqlalchemy_errors() as error:
+        cause = getattr(error, "orig", None)
+        if isinstance(cause, psycopg.OperationalError | psycopg.ProgrammingError):
+            raise TailormlError(_unreachable(url, what, cause)) from None
+        raise
+
+
+def _unreachable(url: str, what: str, error: Exception) -> str:
+    if isinstance(error, psycopg.ProgrammingError):
+        where = safe_url(url)
+        return f"{where} is not a PostgreSQL URL psycopg can use: {_line(error)}; check {what}"
+    return f"cannot reach the PostgreSQL database {safe_url(url)}: {_line(error)}; check {what}"
 
 
 def _close_all(connections: weakref.WeakSet) -> None:
