@@ -224,10 +224,6 @@ def migrate(connection: sqlite3.Connection) -> None:
         connection.execute(
             f"UPDATE {table} SET public_id = printf('%024x', id) WHERE public_id IS NULL"
         )
-        connection.execute(
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_by_public_id ON {table}(person_id,"
-            " public_id)"
-        )
     job_queue.migrate(connection)
     consent.migrate(connection)
     _migrate_v3(connection)
@@ -238,12 +234,13 @@ def migrate(connection: sqlite3.Connection) -> None:
 
 def _indexes(connection) -> None:
     """The indexes on columns that SQLite's migrations added (public ids, API v3's server
-    times and identifiers), created on both backends: a PostgreSQL database is made at
-    today's schema without those migrations, and an existing data directory gets an index
-    added since when it is next opened. `documents_by_collection_modified`: API v3's
-    lastModified (and the socket.io poll) asks for the newest server time of one collection
-    stored whole; by (person, server time) alone that read every devicestatus, profile,
-    food and settings record of the person (40 ms with 20,000 devicestatus)."""
+    times and identifiers), made once at the end of every migration (the steps before may
+    rebuild or drop them), so an existing data directory gets an index added since when it
+    is next opened (a PostgreSQL database has them from its revisions).
+    `documents_by_collection_modified`: API v3's lastModified (and the socket.io poll) asks
+    for the newest server time of one collection stored whole; by (person, server time)
+    alone that read every devicestatus, profile, food and settings record of the person
+    (40 ms with 20,000 devicestatus)."""
     for table in RECORD_TABLES:
         connection.execute(
             f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_by_public_id ON {table}(person_id,"
@@ -325,11 +322,7 @@ def _migrate_compact(connection: sqlite3.Connection) -> None:
             (f"{table}_by_identifier",),
         ).fetchone()
         if found is not None and "WHERE" not in found["sql"]:
-            connection.execute(f"DROP INDEX {table}_by_identifier")
-        connection.execute(
-            f"CREATE INDEX IF NOT EXISTS {table}_by_identifier ON {table}(person_id, identifier)"
-            " WHERE identifier IS NOT NULL"
-        )
+            connection.execute(f"DROP INDEX {table}_by_identifier")  # `_indexes` makes it again
 
 
 def _migrate_v3(connection: sqlite3.Connection) -> None:
@@ -362,13 +355,6 @@ def _migrate_v3(connection: sqlite3.Connection) -> None:
         )
         connection.execute(
             f"UPDATE {table} SET srv_modified = srv_created WHERE srv_modified IS NULL"
-        )
-        connection.execute(
-            f"CREATE INDEX IF NOT EXISTS {table}_by_modified ON {table}(person_id, srv_modified)"
-        )
-        connection.execute(
-            f"CREATE INDEX IF NOT EXISTS {table}_by_identifier ON {table}(person_id, identifier)"
-            " WHERE identifier IS NOT NULL"
         )
     connection.execute(
         "CREATE INDEX IF NOT EXISTS documents_by_time ON documents(person_id, collection, date_ms)"
@@ -1522,14 +1508,14 @@ class PeopleStore:
     def maintain(self, now_ms: int | None = None) -> dict[str, list[str]] | None:
         """PostgreSQL: the monthly partitions due (`registry.partitions.maintain`); the
         partitions made, or None when another process is at it. SQLite: nothing to do."""
-        if dialect_of(self.database.reader()) == "sqlite":
+        if self.database.dialect == "sqlite":
             return {}
         return self.database.maintain(now_ms)
 
     def partitions(self) -> dict[str, dict]:
         """PostgreSQL: each partitioned table's months and rows (`registry.partitions.summary`);
         SQLite: none."""
-        if dialect_of(self.database.reader()) == "sqlite":
+        if self.database.dialect == "sqlite":
             return {}
         return partitions.summary(self.database.reader().raw)
 
@@ -1547,7 +1533,7 @@ class PeopleStore:
         at = int(time.time() * 1000) if now_ms is None else now_ms
         cut = retention.cut_ms(days, at)
         base = {"kept_days": days, "before": _iso_seconds(cut // 1000)}
-        if dialect_of(self.database.reader()) == "sqlite":
+        if self.database.dialect == "sqlite":
             done = self._delete_before(cut, actor, base)
         else:
             with self.database.transaction() as connection:

@@ -78,18 +78,22 @@ def current(url: str) -> str | None:
 
 def upgrade(url: str, target: str = "head") -> tuple[str | None, str]:
     """Bring the database to `target` (by default this release's newest revision); returns
-    (revision before, revision after). A database newer than this release is refused by
-    Alembic (it does not know the revision): an older release must not write to it."""
+    (revision before, revision after). A database at a revision this release does not
+    know (a newer release wrote it) is refused in one line: an older release must not
+    write to it."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     engine = _engine(url)
     try:
         with engine.begin() as connection:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             before = MigrationContext.configure(connection).get_current_revision()
-            newest = head()
-            if before is not None and before not in {r for r, _ in history()}:
+            scripts = ScriptDirectory.from_config(_config())  # read once for both questions
+            newest = scripts.get_current_head()
+            known = {script.revision for script in scripts.walk_revisions()}
+            if before is not None and before not in known:
                 raise TailormlError(
                     f"the database's schema is at revision {before}, which this release"
                     f" (newest revision {newest}) does not know: a newer tailorml wrote it;"
